@@ -1,0 +1,24 @@
+"""loadopt — safe, fast current allocation for EV charging sites.
+
+Build a :class:`Site`, describe the :class:`Session` s and :class:`Signals` over a
+:class:`Horizon`, :func:`compile_problem`, :func:`solve`, and emit the :class:`Schedule`.
+"""
+
+from .compile import compile_problem
+from .errors import InputError, LoadoptError, SafetyError, SolverError
+from .horizon import Horizon
+from .objective import Objective
+from .problem import Problem
+from .schedule import Kpis, Schedule, ScheduleStatus
+from ._base import SeriesPoint
+from .session import Session
+from .signals import DemandResponseEvent, Signals
+from .site import CurrentPoint, Evse, Node, Site
+from .solve import solve
+
+__all__ = [
+    "CurrentPoint", "DemandResponseEvent", "Evse", "Horizon", "InputError", "Kpis",
+    "LoadoptError", "Node", "Objective", "Problem", "SafetyError", "Schedule", "ScheduleStatus",
+    "SeriesPoint", "Session", "Signals", "Site", "SolverError", "compile_problem", "solve",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,270 @@
+"""Turn validated input objects into a :class:`~loadopt.problem.Problem` (arrays only).
+
+This is the only module that walks the input objects. Everything after it works on arrays and is
+vectorised: there is no Python loop over sessions × periods anywhere below (loops here run over
+sessions, nodes, tree depth or DR events, never their product with periods).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import scipy.sparse as sp
+
+from .horizon import Horizon, sample
+from .objective import Objective
+from .problem import ROW_NODE_CURRENT, ROW_NODE_POWER, ROW_SITE_IMPORT, Problem
+from .session import Session, check_sessions
+from .signals import Signals, split
+from .site import Site
+
+
+def compile_problem(
+    site: Site,
+    sessions: Iterable[Session],
+    horizon: Horizon,
+    signals: Signals | None = None,
+    objective: Objective | None = None,
+) -> Problem:
+    """Compile a site, its sessions and the signals over ``horizon`` into a :class:`Problem`.
+
+    Sessions that do not overlap the horizon are kept (with no variables: they cannot charge) so
+    that ids stay stable; a session that has already left simply gets nothing.
+
+    Raises :class:`~loadopt.errors.InputError` for inconsistent inputs (unknown EVSE, duplicate
+    session, two sessions on one EVSE at once).
+    """
+    sessions = tuple(sessions)
+    signals = signals or Signals()
+    objective = objective or Objective()
+    check_sessions(sessions, {e.id for e in site.evses})
+    T = horizon.n_periods
+    notices: list[str] = []
+
+    # --- tree ------------------------------------------------------------------------------
+    node_ids = tuple(n.id for n in site.nodes)
+    node_index = {nid: k for k, nid in enumerate(node_ids)}
+    N = len(node_ids)
+    parent = np.array([-1 if n.parent is None else node_index[n.parent] for n in site.nodes])
+    root = int(np.flatnonzero(parent < 0)[0])
+    evse_ids = tuple(e.id for e in site.evses)
+    evse_index = {eid: k for k, eid in enumerate(evse_ids)}
+    evse_node = np.array([node_index[e.node] for e in site.evses], dtype=np.int64)
+    # ancestors of every EVSE (its node and everything up to the root), walked by depth
+    anc_rows, anc_cols = [], []
+    cur = evse_node.copy()
+    alive = np.arange(len(evse_ids))
+    while alive.size:
+        anc_rows.append(alive)
+        anc_cols.append(cur)
+        nxt = parent[cur]
+        keep = nxt >= 0
+        alive, cur = alive[keep], nxt[keep]
+    E_ = len(evse_ids)
+    anc = sp.csr_matrix(
+        (np.ones(sum(a.size for a in anc_rows)),
+         (np.concatenate(anc_rows) if anc_rows else np.zeros(0, np.int64),
+          np.concatenate(anc_cols) if anc_cols else np.zeros(0, np.int64))),
+        shape=(E_, N),
+    )
+
+    # --- sessions ----------------------------------------------------------------------------
+    S = len(sessions)
+    evses = [site.evses[evse_index[s.evse]] for s in sessions]
+    s_evse = np.array([evse_index[s.evse] for s in sessions], dtype=np.int64)
+    n_ph = np.array([min(e.phases, s.phases) for s, e in zip(sessions, evses, strict=True)],
+                    dtype=np.int64)
+    rot = np.array([e.site_phases for e in evses], dtype=np.int64).reshape(S, 3)
+    phase_mask = np.zeros((S, 3), dtype=bool)
+    for k in range(3):  # EVSE line k is used when the vehicle draws on more than k lines
+        use = n_ph > k
+        phase_mask[np.flatnonzero(use), rot[use, k]] = True
+    volt = np.array([e.voltage_v for e in evses], dtype=np.float64)
+    kw_per_a = volt * n_ph / 1000.0
+    max_cur = np.array([min(e.max_current, s.max_current)
+                        for s, e in zip(sessions, evses, strict=True)], dtype=np.float64)
+    min_cur = np.array([e.min_current if s.min_current is None else s.min_current
+                        for s, e in zip(sessions, evses, strict=True)], dtype=np.float64)
+    min_cur = np.minimum(min_cur, max_cur)
+    energy = np.array([s.energy_kwh for s in sessions], dtype=np.float64)
+    prio = np.array([s.priority for s in sessions], dtype=np.float64)
+    arr_s = np.array([horizon.seconds_from_start(s.arrival) for s in sessions], dtype=np.float64)
+    dep_s = np.array([horizon.seconds_from_start(s.departure) for s in sessions],
+                     dtype=np.float64)
+    bounds = horizon.period_bounds_s()
+    overlap = (np.minimum(dep_s[:, None], bounds[None, 1:])
+               - np.maximum(arr_s[:, None], bounds[None, :-1]))
+    avail = np.clip(overlap / horizon.step_s, 0.0, 1.0).reshape(S, T)
+
+    # --- variables ---------------------------------------------------------------------------
+    vs, vt = np.nonzero((avail > 0) & (max_cur[:, None] > 0))
+    vs = vs.astype(np.int32)
+    vt = vt.astype(np.int32)
+    V = vs.size
+    var_ub = max_cur[vs]
+    var_kwh = kw_per_a[vs] * horizon.step_h * avail[vs, vt]
+
+    # --- limits per node, phase, period ------------------------------------------------------
+    node_cur = np.full((N, 3, T), np.inf)
+    node_kw = np.full((N, T), np.inf)
+    for k, node in enumerate(site.nodes):
+        trip = node.current_triplet()
+        for p in range(3):
+            default = None if trip is None else trip[p]
+            pts = None
+            if node.current_series:
+                pts = tuple(
+                    _point(c.start, c.value if isinstance(c.value, float | int) else c.value[p])
+                    for c in node.current_series
+                )
+            node_cur[k, p] = sample(default, pts, horizon, "min")
+        node_kw[k] = sample(node.max_power_kw, node.power_series_kw, horizon, "min")
+
+    # --- signals ---------------------------------------------------------------------------
+    base_kw = sample(*split(signals.base_load_kw), horizon, "max")
+    pv_kw = sample(*split(signals.pv_kw), horizon, "min")
+    price = sample(*split(signals.import_price), horizon, "mean")
+    export_price = (None if signals.export_price is None
+                    else sample(*split(signals.export_price), horizon, "mean"))
+    grid_kw = sample(*split(signals.grid_import_limit_kw), horizon, "min")
+    base_a = base_kw * 1000.0 / (3.0 * site.voltage_v)
+
+    # uncontrolled import (a DR baseline): base − PV + every plugged-in vehicle at its max
+    plugged_kw = np.zeros(T)
+    np.add.at(plugged_kw, vt, kw_per_a[vs] * var_ub)
+    uncontrolled = np.minimum(np.maximum(base_kw - pv_kw + plugged_kw, 0.0), grid_kw)
+    ev_ids = tuple(e.id for e in signals.demand_response)
+    dr_cap = np.full((len(ev_ids), T), np.inf)
+    for j, ev in enumerate(signals.demand_response):
+        a = horizon.seconds_from_start(ev.start)
+        b = horizon.seconds_from_start(ev.end)
+        in_window = (np.minimum(b, bounds[1:]) - np.maximum(a, bounds[:-1])) > 0
+        if ev.import_cap_kw is not None:
+            cap = np.full(T, ev.import_cap_kw)
+        else:
+            baseline = uncontrolled if ev.baseline_kw is None else np.full(T, ev.baseline_kw)
+            cap = np.maximum(baseline - float(ev.reduction_kw or 0.0), 0.0)
+        dr_cap[j, in_window] = cap[in_window]
+    import_cap = np.minimum(grid_kw, dr_cap.min(axis=0) if len(ev_ids) else np.inf)
+
+    # --- safety rows -------------------------------------------------------------------------
+    G_parts: list[sp.coo_matrix] = []
+    h_parts, kind_parts, node_parts, phase_parts, period_parts = [], [], [], [], []
+    s_anc = anc[s_evse].tocoo()  # (S, N): sessions under each node
+    sess_var = sp.csr_matrix((np.ones(V), (np.arange(V), vs)), shape=(V, S))
+
+    # per node, site phase, period: Σ current ≤ limit (root: minus the base load's share)
+    rows_i, rows_c = [], []
+    for p in range(3):
+        keep = phase_mask[s_anc.row, p]
+        rows_i.append(s_anc.row[keep])
+        rows_c.append(s_anc.col[keep] * 3 + p)
+    C = sp.csr_matrix(
+        (np.ones(sum(r.size for r in rows_i)), (np.concatenate(rows_i), np.concatenate(rows_c))),
+        shape=(S, 3 * N),
+    )
+    cur_rhs = node_cur.copy()
+    cur_rhs[root] -= base_a[None, :]
+    _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
+              (sess_var @ C).tocoo(), vt, cur_rhs.reshape(-1), T, ROW_NODE_CURRENT,
+              lambda ids: (ids // T) // 3, lambda ids: (ids // T) % 3)
+
+    # per node and period: Σ EV kW (+ base load at the root) ≤ limit
+    D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
+    kw_rhs = node_kw.copy()
+    kw_rhs[root] -= base_kw
+    _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
+              (sess_var @ D).tocoo(), vt, kw_rhs.reshape(-1), T, ROW_NODE_POWER,
+              lambda ids: ids // T, lambda ids: np.full(ids.size, -1))
+
+    # per period: EV kW + base − PV ≤ grid limit and DR caps
+    site_coo = sp.coo_matrix((kw_per_a[vs], (np.arange(V), np.zeros(V, np.int64))),
+                             shape=(V, 1))
+    _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
+              site_coo, vt, import_cap - base_kw + pv_kw, T, ROW_SITE_IMPORT,
+              lambda ids: np.full(ids.size, -1), lambda ids: np.full(ids.size, -1))
+
+    G = sp.vstack(G_parts, format="csr") if G_parts else sp.csr_matrix((0, V))
+    h = np.concatenate(h_parts) if h_parts else np.zeros(0)
+    row_kind = np.concatenate(kind_parts).astype(np.int8) if kind_parts else np.zeros(0, np.int8)
+    row_node = np.concatenate(node_parts).astype(np.int32) if node_parts else np.zeros(0, np.int32)
+    row_phase = (np.concatenate(phase_parts).astype(np.int8) if phase_parts
+                 else np.zeros(0, np.int8))
+    row_period = (np.concatenate(period_parts).astype(np.int32) if period_parts
+                  else np.zeros(0, np.int32))
+
+    notices.extend(_base_load_notices(node_ids[root], cur_rhs[root], kw_rhs[root],
+                                      import_cap - base_kw + pv_kw, horizon))
+    h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
+
+    arrays = dict(
+        node_parent=parent, session_evse=s_evse, session_phase_mask=phase_mask,
+        session_kw_per_a=kw_per_a, session_max_current=max_cur, session_min_current=min_cur,
+        session_energy_kwh=energy, session_priority=prio, avail=avail, var_session=vs,
+        var_period=vt, var_ub=var_ub, var_kwh_per_a=var_kwh, h=h, row_kind=row_kind,
+        row_node=row_node, row_phase=row_phase, row_period=row_period,
+        node_current_limit=node_cur, node_power_limit_kw=node_kw, base_load_kw=base_kw,
+        base_load_a=base_a, pv_kw=pv_kw, import_price=price, export_price=export_price,
+        import_cap_kw=import_cap, dr_cap_kw=dr_cap,
+    )
+    for a in arrays.values():
+        if isinstance(a, np.ndarray):
+            a.setflags(write=False)
+    return Problem(
+        horizon=horizon, site=site, sessions=sessions, signals=signals, objective=objective,
+        node_ids=node_ids, evse_ids=evse_ids, session_ids=tuple(s.id for s in sessions),
+        dr_event_ids=ev_ids, G=G, session_anc=s_anc.tocsr(), notices=tuple(notices), **arrays,
+    )
+
+
+def _point(start, value):
+    from ._base import SeriesPoint
+
+    return SeriesPoint(start=start, value=float(value))
+
+
+def _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
+              var_group: sp.coo_matrix, var_period: np.ndarray, rhs_flat: np.ndarray, T: int,
+              kind: int, node_of, phase_of) -> None:
+    """Append rows ``Σ_v coef · r_v ≤ rhs`` for every (group, period) that has a finite limit.
+
+    ``var_group`` is a (V, n_groups) incidence/coefficient matrix; the row of variable ``v`` in
+    group ``g`` is ``g * T + var_period[v]``, indexing ``rhs_flat``.
+    """
+    ids = var_group.col.astype(np.int64) * T + var_period[var_group.row]
+    finite = np.isfinite(rhs_flat[ids])
+    ids, cols, vals = ids[finite], var_group.row[finite], var_group.data[finite]
+    if ids.size == 0:
+        return
+    uniq, row = np.unique(ids, return_inverse=True)
+    G_parts.append(sp.coo_matrix((vals, (row, cols)), shape=(uniq.size, var_group.shape[0])))
+    h_parts.append(rhs_flat[uniq])
+    kind_parts.append(np.full(uniq.size, kind))
+    node_parts.append(node_of(uniq))
+    phase_parts.append(phase_of(uniq))
+    period_parts.append(uniq % T)
+
+
+def _base_load_notices(root_id: str, cur_rhs: np.ndarray, kw_rhs: np.ndarray,
+                       import_rhs: np.ndarray, horizon: Horizon) -> list[str]:
+    """Say, per limit, where the base load alone (minus PV) already exceeds it."""
+    out = []
+
+    def periods(mask: np.ndarray) -> str:
+        k = np.flatnonzero(mask)
+        first = horizon.period_start(int(k[0])).isoformat()
+        return f"{k.size} period(s) from {first}"
+
+    for p, name in enumerate("RST"):
+        if (cur_rhs[p] < 0).any():
+            out.append(f"node {root_id!r} phase {name}: base load alone exceeds the current "
+                       f"limit in {periods(cur_rhs[p] < 0)}; vehicles get 0 A there")
+    if (kw_rhs < 0).any():
+        out.append(f"node {root_id!r}: base load alone exceeds the power limit in "
+                   f"{periods(kw_rhs < 0)}; vehicles get 0 A there")
+    if (import_rhs < 0).any():
+        out.append("grid import: base load minus PV alone exceeds the grid import limit or a "
+                   f"demand-response cap in {periods(import_rhs < 0)}; vehicles get 0 A there")
+    return out
+

@@ -1,0 +1,97 @@
+"""The optimisation horizon and the sampling of step series onto it.
+
+At the API edge times are timezone-aware datetimes; inside, everything is an integer period index
+on a fixed step (``step_s`` seconds).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import AwareDatetime, Field
+
+from ._base import FrozenModel, SeriesPoint
+
+
+class Horizon(FrozenModel):
+    """``n_periods`` periods of ``step_s`` seconds from ``start`` (e.g. 96 × 900 s, 60 × 60 s)."""
+
+    start: AwareDatetime
+    step_s: Annotated[int, Field(gt=0, le=86_400)] = 900
+    n_periods: Annotated[int, Field(gt=0, le=100_000)] = 96
+
+    @property
+    def step_h(self) -> float:
+        return self.step_s / 3600.0
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(seconds=self.step_s * self.n_periods)
+
+    def period_start(self, k: int) -> datetime:
+        return self.start + timedelta(seconds=self.step_s * k)
+
+    def seconds_from_start(self, t: datetime) -> float:
+        """Seconds from the horizon start to ``t`` (negative before it)."""
+        return (t - self.start).total_seconds()
+
+    def period_bounds_s(self) -> np.ndarray:
+        """Period boundaries in seconds from start, shape ``(n_periods + 1,)``."""
+        return np.arange(self.n_periods + 1, dtype=np.float64) * self.step_s
+
+
+Reduce = Literal["min", "max", "mean"]
+
+
+def sample(
+    default: float | None,
+    points: tuple[SeriesPoint, ...] | None,
+    horizon: Horizon,
+    how: Reduce,
+) -> np.ndarray:
+    """Sample a piecewise-constant series onto the horizon's periods.
+
+    ``default`` holds before the first point; ``None`` there means the first point's value
+    (a series given alone is extended backwards) or, without points, ``+inf`` ("no limit"). A
+    point holds until the next one; the last one holds for ever.
+
+    ``how`` states what one number per period must mean:
+
+    - ``"min"`` — the smallest value in force at any instant of the period. Used for limits: a
+      limit that drops mid-period is in force for the whole period, so it is never exceeded.
+    - ``"max"`` — the largest value; used for loads that must be covered (base load).
+    - ``"mean"`` — the time-weighted mean; used for prices and energy.
+
+    Returns an array of shape ``(n_periods,)``.
+    """
+    n = horizon.n_periods
+    if not points:
+        return np.full(n, np.inf if default is None else float(default))
+    base = float(points[0].value) if default is None else float(default)
+    t = np.array([horizon.seconds_from_start(p.start) for p in points])
+    v = np.array([p.value for p in points], dtype=np.float64)
+    bounds = horizon.period_bounds_s()
+    # value in force at each breakpoint: index of the last point starting at or before it
+    if how == "mean":
+        knots = np.concatenate(([-np.inf], t))
+        vals = np.concatenate(([base], v))
+        grid = np.union1d(bounds, t[(t > 0) & (t < bounds[-1])])
+        idx = np.searchsorted(knots, grid[:-1], side="right") - 1
+        seg = vals[idx] * np.diff(grid)
+        cum = np.concatenate(([0.0], np.cumsum(seg)))
+        at_bounds = np.interp(bounds, grid, cum)
+        return np.diff(at_bounds) / horizon.step_s
+    in_force = np.concatenate(([base], v))[np.searchsorted(t, bounds[:-1], side="right")]
+    inside = (t > bounds[0]) & (t < bounds[-1])
+    k = np.floor(t[inside] / horizon.step_s).astype(np.int64)
+    k = np.clip(k, 0, n - 1)
+    starts_inside = t[inside] > bounds[k]
+    k, vin = k[starts_inside], v[inside][starts_inside]
+    out = in_force.copy()
+    if how == "min":
+        np.minimum.at(out, k, vin)
+    else:
+        np.maximum.at(out, k, vin)
+    return out

@@ -1,0 +1,121 @@
+"""The compiled problem: everything the solvers need, as numpy arrays.
+
+:func:`loadopt.compile.compile_problem` is the one place that turns the validated input objects
+into this. Index conventions:
+
+- ``S`` sessions (order of the ``sessions`` passed in), ``T`` periods, ``N`` nodes (order of
+  ``site.nodes``), site phases ``0, 1, 2`` = R, S, T (= L1, L2, L3 of the grid connection).
+- A *variable* is one (session, period) where the session is plugged in and may draw current:
+  ``var_session[v]``, ``var_period[v]``. Its value is the per-phase current in A.
+- The *safety constraints* ``G @ r <= h`` hold every physical limit: per node, site phase and
+  period (current, A); per node and period (power, kW); per period the site import (kW) under the
+  grid limit and demand-response caps. ``G`` has non-negative entries only, so scaling currents
+  down can never break a safety row: that is what makes :mod:`loadopt.safety` exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import scipy.sparse as sp
+
+from .horizon import Horizon
+from .objective import Objective
+from .session import Session
+from .signals import Signals
+from .site import Site
+
+#: ``row_kind`` values of the safety rows.
+ROW_NODE_CURRENT = 0  #: Σ currents on one site phase under a node ≤ limit (A)
+ROW_NODE_POWER = 1  #: Σ EV power under a node (+ base load at the root) ≤ limit (kW)
+ROW_SITE_IMPORT = 2  #: EV power + base load − PV ≤ grid limit and DR caps (kW)
+
+ROW_KIND_NAMES = {ROW_NODE_CURRENT: "current", ROW_NODE_POWER: "power",
+                  ROW_SITE_IMPORT: "site import"}
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """Immutable numeric form of one scheduling problem (see module docstring for indices)."""
+
+    horizon: Horizon
+    site: Site
+    sessions: tuple[Session, ...]
+    signals: Signals
+    objective: Objective
+
+    node_ids: tuple[str, ...]
+    node_parent: np.ndarray  #: (N,) int, -1 at the root
+    evse_ids: tuple[str, ...]
+    session_ids: tuple[str, ...]
+    session_evse: np.ndarray  #: (S,) EVSE index
+    session_phase_mask: np.ndarray  #: (S, 3) bool, site phases the session draws on
+    session_kw_per_a: np.ndarray  #: (S,) kW drawn per A of per-phase current (V · phases / 1000)
+    session_max_current: np.ndarray  #: (S,) A, min(EVSE max, vehicle max)
+    session_min_current: np.ndarray  #: (S,) A, below this the vehicle pauses (IEC 61851)
+    session_energy_kwh: np.ndarray  #: (S,) energy still wanted
+    session_priority: np.ndarray  #: (S,)
+    avail: np.ndarray  #: (S, T) fraction of each period the session is plugged in
+    session_anc: sp.csr_matrix  #: (S, N) 1 where the node is the session's EVSE node or above
+
+    var_session: np.ndarray  #: (V,) int32
+    var_period: np.ndarray  #: (V,) int32
+    var_ub: np.ndarray  #: (V,) A
+    var_kwh_per_a: np.ndarray  #: (V,) kWh delivered per A held over the variable's period
+
+    G: sp.csr_matrix  #: (M, V) safety matrix, entries ≥ 0
+    h: np.ndarray  #: (M,) right-hand sides (A or kW), ≥ 0
+    row_kind: np.ndarray  #: (M,) int8, ROW_*
+    row_node: np.ndarray  #: (M,) node index, -1 for site-import rows
+    row_phase: np.ndarray  #: (M,) site phase, -1 for power rows
+    row_period: np.ndarray  #: (M,) period
+
+    node_current_limit: np.ndarray  #: (N, 3, T) A, +inf = none (as rated, before base load)
+    node_power_limit_kw: np.ndarray  #: (N, T) kW, +inf = none
+    base_load_kw: np.ndarray  #: (T,) largest base load in each period
+    base_load_a: np.ndarray  #: (T,) per-phase current of the base load at the root
+    pv_kw: np.ndarray  #: (T,) smallest PV output in each period
+    import_price: np.ndarray  #: (T,) per kWh
+    export_price: np.ndarray | None  #: (T,) per kWh, None = exports earn nothing
+    import_cap_kw: np.ndarray  #: (T,) grid limit and DR caps combined, +inf = none
+    dr_event_ids: tuple[str, ...]
+    dr_cap_kw: np.ndarray  #: (E, T) cap of each DR event, +inf outside its window
+    notices: tuple[str, ...] = field(default=())  #: limits the inputs themselves break
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self.session_ids)
+
+    @property
+    def n_periods(self) -> int:
+        return self.horizon.n_periods
+
+    @property
+    def n_vars(self) -> int:
+        return int(self.var_session.size)
+
+    @property
+    def step_h(self) -> float:
+        return self.horizon.step_h
+
+    @property
+    def period_starts(self) -> list[datetime]:
+        return [self.horizon.period_start(k) for k in range(self.n_periods)]
+
+    def session_index(self, session_id: str) -> int:
+        try:
+            return self.session_ids.index(session_id)
+        except ValueError:
+            raise KeyError(f"unknown session {session_id!r}") from None
+
+    def dense(self, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Scatter a per-variable vector into a ``(S, T)`` array."""
+        out = np.full((self.n_sessions, self.n_periods), fill, dtype=np.float64)
+        out[self.var_session, self.var_period] = x
+        return out
+
+    def gather(self, current: np.ndarray) -> np.ndarray:
+        """The per-variable vector of a ``(S, T)`` current array."""
+        return current[self.var_session, self.var_period]

@@ -1,0 +1,43 @@
+"""A scenario file: everything one scheduling problem needs, as one validated JSON document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import model_validator
+
+from ._base import FrozenModel
+from .compile import compile_problem
+from .horizon import Horizon
+from .objective import Objective
+from .problem import Problem
+from .session import Session, check_sessions
+from .signals import Signals
+from .site import Site
+
+
+class Scenario(FrozenModel):
+    """Site, sessions, horizon, signals and objective, validated together."""
+
+    site: Site
+    horizon: Horizon
+    sessions: tuple[Session, ...] = ()
+    signals: Signals = Signals()
+    objective: Objective = Objective()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        check_sessions(self.sessions, {e.id for e in self.site.evses})
+        return self
+
+    def compile(self) -> Problem:
+        return compile_problem(self.site, self.sessions, self.horizon, self.signals,
+                               self.objective)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        """Read and validate a scenario JSON file (errors name the bad field)."""
+        return cls.model_validate_json(Path(path).read_text())
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2))

@@ -1,0 +1,191 @@
+"""The result: a current per session × period (A) and what follows from it.
+
+A :class:`Schedule` produced by :func:`loadopt.solve` is always safe to emit: its currents sit on
+the 0.1 A grid and satisfy every limit of the problem (:meth:`Schedule.check` proves it). Its
+``status`` says which path produced it and whether anything could not be honoured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from functools import cached_property
+
+import numpy as np
+
+from .errors import SafetyError
+from .problem import Problem
+from .safety import Violation, violations
+
+
+class ScheduleStatus(str, Enum):
+    OPTIMAL = "optimal"  #: the solver proved optimality (up to its tolerances)
+    FEASIBLE = "feasible"  #: a valid, not proven optimal schedule (e.g. MILP gap, fast path)
+    TIME_LIMIT_FALLBACK = "time_limit_fallback"  #: solver ran out of time; fast path used
+    SOLVER_FAILED_FALLBACK = "solver_failed_fallback"  #: solver failed; fast path used
+
+
+@dataclass(frozen=True)
+class SessionKpi:
+    session_id: str
+    requested_kwh: float
+    delivered_kwh: float
+
+    @property
+    def unmet_kwh(self) -> float:
+        return max(self.requested_kwh - self.delivered_kwh, 0.0)
+
+    @property
+    def served(self) -> bool:
+        return self.unmet_kwh <= max(1e-3, 1e-3 * self.requested_kwh)
+
+
+@dataclass(frozen=True)
+class DrKpi:
+    event_id: str
+    periods: int  #: periods of the horizon inside the event window
+    max_import_kw: float
+    cap_kw: float  #: the tightest cap in the window
+    compliant: bool
+
+
+@dataclass(frozen=True)
+class Kpis:
+    """Headline numbers of a schedule (energies in kWh, powers in kW, cost in currency)."""
+
+    sessions: tuple[SessionKpi, ...]
+    delivered_kwh: float
+    requested_kwh: float
+    sessions_served: int
+    peak_import_kw: float
+    energy_cost: float
+    demand_response: tuple[DrKpi, ...]
+
+    def table(self) -> str:
+        """A human-readable summary."""
+        n = len(self.sessions)
+        pct = 100.0 * self.delivered_kwh / self.requested_kwh if self.requested_kwh else 100.0
+        rows = [
+            ("sessions", f"{n}"),
+            ("sessions fully served", f"{self.sessions_served} ({_pct(self.sessions_served, n)})"),
+            ("energy requested", f"{self.requested_kwh:,.1f} kWh"),
+            ("energy delivered", f"{self.delivered_kwh:,.1f} kWh ({pct:.1f} %)"),
+            ("peak grid import", f"{self.peak_import_kw:,.1f} kW"),
+            ("energy cost", f"{self.energy_cost:,.2f}"),
+        ]
+        for d in self.demand_response:
+            ok = "met" if d.compliant else "NOT MET"
+            rows.append((f"DR event {d.event_id}",
+                         f"{ok}: max import {d.max_import_kw:,.1f} kW ≤ cap {d.cap_kw:,.1f} kW"))
+        w = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def _pct(a: float, b: float) -> str:
+    return f"{100.0 * a / b:.0f} %" if b else "—"
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """Per-phase current limits (A) for every session and period, with provenance."""
+
+    problem: Problem
+    current: np.ndarray  #: (S, T) A, multiples of 0.1 A
+    status: ScheduleStatus
+    method: str  #: which path produced it: "lp", "milp", "fast", "lp->fast" …
+    objective: float | None = None
+    solve_time_s: float = 0.0
+    message: str = ""
+    notices: tuple[str, ...] = field(default=())
+    #: Number of phases per session × period where phase switching chose it (OCPP numberPhases);
+    #: None = the session's own phase count throughout.
+    n_phases: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.current.setflags(write=False)
+
+    # ------------------------------------------------------------------ safety
+    def violations(self, limit: int | None = None) -> list[Violation]:
+        """Every limit this schedule breaks as emitted (empty for any schedule from ``solve``)."""
+        return violations(self.problem, self.current, limit)
+
+    def check(self) -> None:
+        """Raise :class:`~loadopt.errors.SafetyError` listing the first violations, if any."""
+        v = self.violations(limit=10)
+        if v:
+            raise SafetyError("schedule violates limits: " + "; ".join(map(str, v)))
+
+    # ------------------------------------------------------------------ loads
+    @cached_property
+    def ev_power_kw(self) -> np.ndarray:
+        """(T,) kW drawn by all vehicles (limits taken as drawn)."""
+        return (self.current * self.problem.session_kw_per_a[:, None]).sum(axis=0)
+
+    @cached_property
+    def import_kw(self) -> np.ndarray:
+        """(T,) net grid import kW (negative = export) with base load and PV."""
+        p = self.problem
+        return self.ev_power_kw + p.base_load_kw - p.pv_kw
+
+    @cached_property
+    def node_phase_current(self) -> np.ndarray:
+        """(N, 3, T) A per node, site phase and period, including base load at the root."""
+        p = self.problem
+        At = p.session_anc.T.tocsr()
+        out = np.stack([At @ (self.current * p.session_phase_mask[:, k, None]) for k in range(3)],
+                       axis=1)
+        out[_root(p)] += p.base_load_a[None, :]
+        return out
+
+    @cached_property
+    def node_power_kw(self) -> np.ndarray:
+        """(N, T) kW per node and period, including base load at the root."""
+        p = self.problem
+        out = p.session_anc.T @ (self.current * p.session_kw_per_a[:, None])
+        out[_root(p)] += p.base_load_kw
+        return out
+
+    @cached_property
+    def energy_kwh(self) -> np.ndarray:
+        """(S,) kWh each session receives if it draws its limits."""
+        p = self.problem
+        return (self.current * p.avail).sum(axis=1) * p.session_kw_per_a * p.step_h
+
+    def session_limits(self, session_id: str) -> list[tuple[datetime, float]]:
+        """``(period start, limit A)`` for every period of the horizon, for one session."""
+        i = self.problem.session_index(session_id)
+        return list(zip(self.problem.period_starts, self.current[i].tolist(), strict=True))
+
+    # ------------------------------------------------------------------ KPIs
+    def kpis(self) -> Kpis:
+        p = self.problem
+        got = np.minimum(self.energy_kwh, p.session_energy_kwh)
+        sess = tuple(SessionKpi(sid, float(p.session_energy_kwh[i]), float(got[i]))
+                     for i, sid in enumerate(p.session_ids))
+        imp = self.import_kw
+        dt = p.step_h
+        cost = float(np.sum(np.maximum(imp, 0) * p.import_price * dt))
+        if p.export_price is not None:
+            cost -= float(np.sum(np.maximum(-imp, 0) * p.export_price * dt))
+        drs = []
+        for j, eid in enumerate(p.dr_event_ids):
+            win = np.isfinite(p.dr_cap_kw[j])
+            if not win.any():
+                drs.append(DrKpi(eid, 0, 0.0, float("inf"), True))
+                continue
+            mx = float(imp[win].max())
+            cap = float(p.dr_cap_kw[j][win].min())
+            drs.append(DrKpi(eid, int(win.sum()), mx, cap,
+                             bool(np.all(imp[win] <= p.dr_cap_kw[j][win] + 1e-6))))
+        return Kpis(
+            sessions=sess, delivered_kwh=float(got.sum()),
+            requested_kwh=float(p.session_energy_kwh.sum()),
+            sessions_served=sum(s.served for s in sess),
+            peak_import_kw=float(max(imp.max(initial=0.0), 0.0)),
+            energy_cost=cost, demand_response=tuple(drs),
+        )
+
+
+def _root(p: Problem) -> int:
+    return int(np.flatnonzero(p.node_parent < 0)[0])

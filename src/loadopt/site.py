@@ -1,0 +1,188 @@
+"""The site: a tree of electrical nodes with EVSEs hanging from them.
+
+A node is anything with a rating: the grid connection, a transformer, a feeder, a panel, a circuit
+breaker. Each has per-phase current limits (A, per site phase R/S/T = L1/L2/L3 of the connection)
+and/or a power limit (kW), each optionally overridden by a time series.
+
+Phase rotation follows OCPP (1.6 ``ConnectorPhaseRotation``, 2.x ``PhaseRotation``): the three
+letters say which *site* phase the EVSE's own L1, L2, L3 are wired to. ``"SRT"`` means EVSE L1 is on
+site phase S (L2), EVSE L2 on R (L1) and EVSE L3 on T (L3). A single-phase vehicle draws on the
+EVSE's L1, so on an ``SRT`` EVSE it loads only site phase S.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, field_validator, model_validator
+
+from ._base import FrozenModel, Identifier, NonNegFloat, PosFloat, SeriesPoint, check_series
+from .errors import InputError
+
+PhaseRotation = Literal["RST", "RTS", "SRT", "STR", "TRS", "TSR"]
+NodeKind = Literal["grid_connection", "transformer", "feeder", "panel", "circuit"]
+PerPhase = tuple[NonNegFloat, NonNegFloat, NonNegFloat]
+
+#: Site phase index (0 = R/L1, 1 = S/L2, 2 = T/L3) of each EVSE line, by rotation.
+ROTATION_TO_SITE_PHASES: dict[str, tuple[int, int, int]] = {
+    rot: tuple("RST".index(c) for c in rot) for rot in ("RST", "RTS", "SRT", "STR", "TRS", "TSR")
+}
+
+
+class CurrentPoint(FrozenModel):
+    """A step of a per-phase current-limit series: one value for all phases, or three (A)."""
+
+    start: AwareDatetime
+    value: NonNegFloat | PerPhase
+
+
+class Node(FrozenModel):
+    """A rated element of the site tree.
+
+    ``max_current`` is the per-phase current limit in A (one value for all three phases, or three
+    values for R, S, T); ``max_power_kw`` limits the total active power through the node. Either may
+    be ``None`` (no limit of that kind). ``current_series`` / ``power_series_kw`` override the
+    static value from their first point on (e.g. a transformer derated on hot afternoons, a grid
+    operator's dynamic limit). The root (``parent=None``) is the grid connection; the site's base
+    load is counted against it.
+    """
+
+    id: Identifier
+    parent: Identifier | None = None
+    kind: NodeKind = "circuit"
+    max_current: NonNegFloat | PerPhase | None = None
+    max_power_kw: NonNegFloat | None = None
+    current_series: tuple[CurrentPoint, ...] | None = None
+    power_series_kw: tuple[SeriesPoint, ...] | None = None
+
+    @model_validator(mode="after")
+    def _series_sorted(self) -> Node:
+        check_series(self.current_series, f"node {self.id!r} current_series")  # type: ignore[arg-type]
+        check_series(self.power_series_kw, f"node {self.id!r} power_series_kw")
+        if self.power_series_kw and any(p.value < 0 for p in self.power_series_kw):
+            raise ValueError(f"node {self.id!r}: power_series_kw values must be >= 0")
+        return self
+
+    def current_triplet(self) -> tuple[float, float, float] | None:
+        if self.max_current is None:
+            return None
+        if isinstance(self.max_current, tuple):
+            return self.max_current
+        return (self.max_current,) * 3
+
+
+class Evse(FrozenModel):
+    """One EVSE (one connector that can charge one vehicle at a time).
+
+    ``charge_point_id`` is the OCPP identity of the station; ``connector_id`` is the OCPP 1.6
+    ``connectorId`` and the OCPP 2.x ``evseId`` (both ≥ 1; 0 addresses the whole station).
+    Currents are per phase, in A. IEC 61851-1 pilot duty cycles allow 6 A to 80 A on AC; the
+    default minimum is 6 A.
+    """
+
+    id: Identifier
+    node: Identifier
+    charge_point_id: Identifier
+    connector_id: Annotated[int, Field(ge=1)] = 1
+    phases: Literal[1, 3] = 3
+    phase_rotation: PhaseRotation = "RST"
+    max_current: NonNegFloat = 32.0
+    min_current: NonNegFloat = 6.0
+    voltage_v: PosFloat = 230.0
+    #: OCPP ``ChargingRateUnit`` the station accepts (``"A"`` or ``"W"``).
+    rate_unit: Literal["A", "W"] = "A"
+    #: ``ChargingScheduleMaxPeriods`` / ``PeriodsPerSchedule`` of the station.
+    max_periods: Annotated[int, Field(ge=1)] = 24
+    #: Discrete pilot steps: explicit allowed currents (A), used by the MILP.
+    allowed_currents: tuple[NonNegFloat, ...] | None = None
+    #: Station can switch a vehicle between 1 and 3 phases (1.6
+    #: ``ConnectorSwitch3to1PhaseSupported``, 2.x ``ACPhaseSwitchingSupported``).
+    phase_switching: bool = False
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> Evse:
+        if self.min_current > self.max_current:
+            raise ValueError(
+                f"EVSE {self.id!r}: min_current {self.min_current} A is above "
+                f"max_current {self.max_current} A"
+            )
+        return self
+
+    @property
+    def site_phases(self) -> tuple[int, int, int]:
+        """Site phase index of the EVSE's L1, L2, L3 (0=R, 1=S, 2=T)."""
+        return ROTATION_TO_SITE_PHASES[self.phase_rotation]
+
+
+class Site(FrozenModel):
+    """A charging site: a tree of :class:`Node` with :class:`Evse` leaves.
+
+    Exactly one node has no parent (the grid connection). Ids are unique among nodes and among
+    EVSEs; every parent and every EVSE's ``node`` must exist; the tree has no cycle.
+    """
+
+    id: Identifier = "site"
+    nodes: tuple[Node, ...]
+    evses: tuple[Evse, ...] = ()
+    #: Phase-to-neutral voltage used to turn base-load kW into per-phase amps at the root.
+    voltage_v: PosFloat = 230.0
+
+    @field_validator("nodes")
+    @classmethod
+    def _some_nodes(cls, v: tuple[Node, ...]) -> tuple[Node, ...]:
+        if not v:
+            raise ValueError("a site needs at least one node (its grid connection)")
+        return v
+
+    @model_validator(mode="after")
+    def _tree(self) -> Site:
+        _check_unique([n.id for n in self.nodes], "node")
+        _check_unique([e.id for e in self.evses], "EVSE")
+        ids = {n.id for n in self.nodes}
+        roots = [n.id for n in self.nodes if n.parent is None]
+        if len(roots) != 1:
+            raise InputError(
+                f"site {self.id!r}: exactly one root node (parent=None) is needed, found "
+                f"{len(roots)}: {roots}"
+            )
+        parent = {n.id: n.parent for n in self.nodes}
+        for n in self.nodes:
+            if n.parent is not None and n.parent not in ids:
+                raise InputError(f"node {n.id!r}: parent {n.parent!r} is not a node of the site")
+            if n.parent == n.id:
+                raise InputError(f"node {n.id!r} is its own parent")
+        # every node must reach the root within len(nodes) steps, else it sits on a cycle
+        for n in self.nodes:
+            seen, cur = [n.id], parent[n.id]
+            while cur is not None:
+                if cur in seen:
+                    raise InputError(f"node {n.id!r} is on a cycle: {' -> '.join([*seen, cur])}")
+                seen.append(cur)
+                cur = parent[cur]
+        connectors = Counter((e.charge_point_id, e.connector_id) for e in self.evses)
+        for e in self.evses:
+            if e.node not in ids:
+                raise InputError(f"EVSE {e.id!r}: node {e.node!r} is not a node of the site")
+            if connectors[(e.charge_point_id, e.connector_id)] > 1:
+                raise InputError(
+                    f"EVSE {e.id!r}: charge point {e.charge_point_id!r} connector "
+                    f"{e.connector_id} is used by more than one EVSE"
+                )
+        return self
+
+    @property
+    def root(self) -> Node:
+        return next(n for n in self.nodes if n.parent is None)
+
+    def evse(self, evse_id: str) -> Evse:
+        for e in self.evses:
+            if e.id == evse_id:
+                return e
+        raise InputError(f"unknown EVSE {evse_id!r} on site {self.id!r}")
+
+
+def _check_unique(ids: list[str], what: str) -> None:
+    dup = sorted(i for i, c in Counter(ids).items() if c > 1)
+    if dup:
+        raise InputError(f"duplicate {what} id(s): {dup}")

@@ -1,0 +1,81 @@
+"""``solve(problem) -> Schedule``: the one entry point for every method and backend.
+
+Whatever happens inside — optimal, time-out, solver crash, infeasible model — what comes out has
+been through :func:`loadopt.safety.project` and satisfies every limit; ``status`` and ``method``
+say how it was produced.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+
+from .lp import build_lp
+from .problem import Problem
+from .safety import project
+from .schedule import Schedule, ScheduleStatus
+from .solvers.result import SolverResult, SolverStatus
+
+Method = Literal["lp", "fast"]
+Backend = Literal["highs", "pulp"]
+
+
+def fallback_currents(problem: Problem) -> np.ndarray:
+    """A safe schedule without an optimiser: every session at its maximum, scaled down.
+
+    Used when the solver fails or times out without a feasible point.
+    """
+    return problem.dense(problem.var_ub)
+
+
+def solve(
+    problem: Problem,
+    method: Method = "lp",
+    backend: Backend = "highs",
+    time_limit_s: float | None = None,
+    options: dict[str, Any] | None = None,
+) -> Schedule:
+    """Schedule ``problem``.
+
+    ``method="lp"`` solves the LP of docs/formulation.md with ``backend`` (``"highs"`` through
+    highspy, the default and fast path; ``"pulp"`` for CBC or any solver PuLP drives, passed as
+    ``options={"solver": ...}``). ``time_limit_s`` bounds the solver's time. ``options`` go to
+    HiGHS as ``setOptionValue`` pairs.
+
+    The returned :class:`~loadopt.schedule.Schedule` is always safe; its ``status`` is
+    ``optimal``, ``feasible``, or a ``*_fallback`` that says why the fallback was used.
+    """
+    t0 = time.perf_counter()
+    if method == "fast":
+        cur = project(problem, fallback_currents(problem))
+        return Schedule(problem, cur, ScheduleStatus.FEASIBLE, "fast",
+                        solve_time_s=time.perf_counter() - t0, notices=problem.notices)
+    if method != "lp":
+        raise ValueError(f"unknown method {method!r}; use 'lp' or 'fast'")
+    lp = build_lp(problem)
+    if backend == "highs":
+        from .solvers.highs import solve_lp
+    elif backend == "pulp":
+        from .solvers.pulp_backend import solve_lp
+    else:
+        raise ValueError(f"unknown backend {backend!r}; use 'highs' or 'pulp'")
+    res: SolverResult = solve_lp(lp, time_limit_s=time_limit_s, options=options)
+    return _finish(problem, res, lambda x: lp.currents(problem, x), f"lp-{backend}", t0)
+
+
+def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float) -> Schedule:
+    """Turn a solver result into a safe schedule, falling back where the solver gave nothing."""
+    if res.x is not None and res.status in (SolverStatus.OPTIMAL, SolverStatus.TIME_LIMIT):
+        cur = project(problem, problem.dense(to_vars(res.x)))
+        status = (ScheduleStatus.OPTIMAL if res.status == SolverStatus.OPTIMAL
+                  else ScheduleStatus.FEASIBLE)
+        return Schedule(problem, cur, status, method, objective=res.objective,
+                        solve_time_s=time.perf_counter() - t0, message=res.message,
+                        notices=problem.notices)
+    status = (ScheduleStatus.TIME_LIMIT_FALLBACK if res.status == SolverStatus.TIME_LIMIT
+              else ScheduleStatus.SOLVER_FAILED_FALLBACK)
+    cur = project(problem, fallback_currents(problem))
+    return Schedule(problem, cur, status, f"{method}->fast", solve_time_s=time.perf_counter() - t0,
+                    message=f"{res.status.value}: {res.message}", notices=problem.notices)
