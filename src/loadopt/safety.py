@@ -48,8 +48,13 @@ class Violation:
 
 
 def to_deciamps(x: np.ndarray) -> np.ndarray:
-    """Round currents (A) down to whole deci-amps, forgiving solver noise of ``GRID_SNAP``."""
-    return np.maximum(np.floor(np.asarray(x, dtype=np.float64) * 10.0 + GRID_SNAP), 0.0)
+    """Round currents (A) down to whole deci-amps, forgiving solver noise of ``GRID_SNAP``.
+
+    NaN and ±inf become 0: a value nobody can vouch for is not handed out.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    x = np.where(np.isfinite(x), x, 0.0)
+    return np.maximum(np.floor(x * 10.0 + GRID_SNAP), 0.0)
 
 
 def row_capacity_da(problem: Problem) -> np.ndarray:

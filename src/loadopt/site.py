@@ -160,13 +160,14 @@ class Site(FrozenModel):
                     raise InputError(f"node {n.id!r} is on a cycle: {' -> '.join([*seen, cur])}")
                 seen.append(cur)
                 cur = parent[cur]
-        connectors = Counter((e.charge_point_id, e.connector_id) for e in self.evses)
+        by_connector: dict[tuple[str, int], str] = {}
         for e in self.evses:
             if e.node not in ids:
                 raise InputError(f"EVSE {e.id!r}: node {e.node!r} is not a node of the site")
-            if connectors[(e.charge_point_id, e.connector_id)] > 1:
+            other = by_connector.setdefault((e.charge_point_id, e.connector_id), e.id)
+            if other != e.id:
                 raise InputError(
-                    f"EVSE {e.id!r}: charge point {e.charge_point_id!r} connector "
+                    f"EVSEs {other!r} and {e.id!r}: charge point {e.charge_point_id!r} connector "
                     f"{e.connector_id} is used by more than one EVSE"
                 )
         return self

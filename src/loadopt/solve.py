@@ -61,7 +61,10 @@ def solve(
         from .solvers.pulp_backend import solve_lp
     else:
         raise ValueError(f"unknown backend {backend!r}; use 'highs' or 'pulp'")
-    res: SolverResult = solve_lp(lp, time_limit_s=time_limit_s, options=options)
+    if lp.n_cols == 0:  # nobody can draw: nothing to optimise (HiGHS calls this an error)
+        res = SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
+    else:
+        res = solve_lp(lp, time_limit_s=time_limit_s, options=options)
     return _finish(problem, res, lambda x: lp.currents(problem, x), f"lp-{backend}", t0)
 
 

@@ -7,6 +7,7 @@ can be handed to any solver PuLP knows. Tests check it reaches the HiGHS objecti
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -53,10 +54,14 @@ def solve_lp(lp: LinearProgram, time_limit_s: float | None = None,
     import pulp
 
     t0 = time.perf_counter()
-    prob, xs = build_pulp(lp)
-    solver = (options or {}).get("solver") or pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)
     try:
-        prob.solve(solver)
+        with warnings.catch_warnings():
+            # PuLP 3.x announces its 4.0 API on every variable; nothing for our users to act on
+            warnings.simplefilter("ignore", DeprecationWarning)
+            prob, xs = build_pulp(lp)
+            solver = (options or {}).get("solver") or pulp.PULP_CBC_CMD(
+                msg=False, timeLimit=time_limit_s)
+            prob.solve(solver)
     except Exception as exc:
         return SolverResult(SolverStatus.ERROR, None, None, time.perf_counter() - t0,
                             f"PuLP failed: {exc!r}")
