@@ -58,7 +58,8 @@ def test_duplicate_ids():
 
 
 def test_same_connector_twice():
-    with pytest.raises(ValidationError, match=r"EVSEs 'x' and 'y'.*'CP' connector 1 is used by more than one"):
+    with pytest.raises(ValidationError,
+                       match=r"EVSEs 'x' and 'y'.*'CP' connector 1 is used by more than one"):
         lo.Site(nodes=(lo.Node(id="g"),),
                 evses=(lo.Evse(id="x", node="g", charge_point_id="CP"),
                        lo.Evse(id="y", node="g", charge_point_id="CP")))
@@ -151,8 +152,8 @@ def test_dr_event_needs_exactly_one_kind():
 
 
 def test_models_are_immutable_and_json_roundtrip(tmp_path):
-    from loadopt.synthetic import demo_scenario
     from loadopt.scenario import Scenario
+    from loadopt.synthetic import demo_scenario
 
     sc = demo_scenario()
     with pytest.raises(ValidationError):

@@ -4,13 +4,13 @@ Build a :class:`Site`, describe the :class:`Session` s and :class:`Signals` over
 :class:`Horizon`, :func:`compile_problem`, :func:`solve`, and emit the :class:`Schedule`.
 """
 
+from ._base import SeriesPoint
 from .compile import compile_problem
 from .errors import InputError, LoadoptError, SafetyError, SolverError
 from .horizon import Horizon
 from .objective import Objective
 from .problem import Problem
 from .schedule import Kpis, Schedule, ScheduleStatus
-from ._base import SeriesPoint
 from .session import Session
 from .signals import DemandResponseEvent, Signals
 from .site import CurrentPoint, Evse, Node, Site

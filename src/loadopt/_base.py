@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import pairwise
 from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -35,6 +36,7 @@ def check_series(points: tuple[SeriesPoint, ...] | None, what: str) -> None:
     if not points:
         return
     starts: list[datetime] = [p.start for p in points]
-    for a, b in zip(starts, starts[1:], strict=False):
+    for a, b in pairwise(starts):
         if not b > a:
-            raise ValueError(f"{what}: series point starts must be strictly increasing ({a} then {b})")
+            raise ValueError(
+                f"{what}: series point starts must be strictly increasing ({a} then {b})")

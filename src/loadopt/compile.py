@@ -110,16 +110,19 @@ def compile_problem(
     node_kw = np.full((N, T), np.inf)
     for k, node in enumerate(site.nodes):
         trip = node.current_triplet()
-        for p in range(3):
-            default = None if trip is None else trip[p]
-            pts = None
-            if node.current_series:
+        if node.current_series:
+            for p in range(3):
                 pts = tuple(
                     _point(c.start, c.value if isinstance(c.value, float | int) else c.value[p])
                     for c in node.current_series
                 )
-            node_cur[k, p] = sample(default, pts, horizon, "min")
-        node_kw[k] = sample(node.max_power_kw, node.power_series_kw, horizon, "min")
+                node_cur[k, p] = sample(None if trip is None else trip[p], pts, horizon, "min")
+        elif trip is not None:
+            node_cur[k] = np.asarray(trip, dtype=np.float64)[:, None]
+        if node.power_series_kw:
+            node_kw[k] = sample(node.max_power_kw, node.power_series_kw, horizon, "min")
+        elif node.max_power_kw is not None:
+            node_kw[k] = node.max_power_kw
 
     # --- signals ---------------------------------------------------------------------------
     base_kw = sample(*split(signals.base_load_kw), horizon, "max")
@@ -237,7 +240,11 @@ def _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_part
     ids, cols, vals = ids[finite], var_group.row[finite], var_group.data[finite]
     if ids.size == 0:
         return
-    uniq, row = np.unique(ids, return_inverse=True)
+    # the row ids are dense integers below rhs_flat.size: number them without sorting
+    present = np.zeros(rhs_flat.size, dtype=bool)
+    present[ids] = True
+    uniq = np.flatnonzero(present)
+    row = (np.cumsum(present) - 1)[ids]
     G_parts.append(sp.coo_matrix((vals, (row, cols)), shape=(uniq.size, var_group.shape[0])))
     h_parts.append(rhs_flat[uniq])
     kind_parts.append(np.full(uniq.size, kind))

@@ -2,7 +2,8 @@
 
 Columns, in this order:
 
-- ``r[v]`` — per-phase current (A) of every variable that can be non-zero after reduction;
+- ``r[v]`` — per-phase current (A) of every variable that can be non-zero after
+  reduction;
 - ``imp[t]``, ``exp[t]`` — grid import and export (kW), only when they carry a cost
   (energy cost, export revenue or a demand charge);
 - ``peak`` — the import peak (kW), only with a demand charge;
@@ -13,9 +14,12 @@ be over-served, and the accounting rows of the optional columns.
 
 Structure the LP does not need is removed before the solver sees it (all vectorised):
 a safety row holding a single variable becomes that variable's bound; a row that cannot bind
-(``G · ub ≤ h``) is dropped, and so is an energy row that cannot bind; a variable whose bound is
-zero is dropped. The energy slack is eliminated: minimising ``penalty · (E − delivered)`` is
-minimising ``−penalty · delivered`` plus a constant, with ``delivered ≤ E`` as the row.
+(``G · ub ≤ h``) is dropped, and so is an energy row that cannot bind; rows with the same
+coefficients (the R, S and T rows of a node whose vehicles all draw three phases, a feeder
+with a single circuit) are merged into one with the smallest right-hand side; a variable whose
+bound is zero is dropped. The energy slack is eliminated: minimising
+``penalty · (E − delivered)`` is minimising ``−penalty · delivered`` plus a constant, with
+``delivered ≤ E`` as the row.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ def build_lp(problem: Problem) -> LinearProgram:
     c_all, offset = objective_coefficients(problem)
     G_red = G_red[:, cols]
     nz_rows = np.diff(G_red.indptr) > 0
-    G_red, h_red = G_red[nz_rows], h_red[nz_rows]
+    G_red, h_red = _dedupe_rows(G_red[nz_rows], h_red[nz_rows])
 
     e_sess = np.flatnonzero(e_keep)
     sess_row = np.full(S, -1)
@@ -200,3 +204,32 @@ def build_lp(problem: Problem) -> LinearProgram:
         var_of_col=cols, n_r=n_r, imp_cols=imp_cols, exp_cols=exp_cols, peak_col=peak_col,
         z_col=z_col,
     )
+
+
+def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Merge rows of ``G r ≤ h`` that have identical coefficients, keeping the smallest ``h``.
+
+    Rows are grouped by two random projections of their coefficients, then each row is compared
+    exactly with its group's representative; a row that only collided in the hash stays apart.
+    """
+    if G.shape[0] < 2:
+        return G, h
+    rng = np.random.default_rng(12345)
+    G = G.tocsr()
+    pattern = G.copy()
+    pattern.data = np.ones_like(pattern.data)
+    k1, k2 = G @ rng.random(G.shape[1]), pattern @ rng.random(G.shape[1])
+    order = np.lexsort((k2, k1))
+    new_group = np.ones(order.size, dtype=bool)
+    new_group[1:] = (np.diff(k1[order]) != 0) | (np.diff(k2[order]) != 0)
+    head = order[np.flatnonzero(new_group)]  # a representative row of each group
+    rep = np.empty(order.size, dtype=np.int64)
+    rep[order] = head[np.cumsum(new_group) - 1]
+    diff = G - G[rep]
+    same = np.diff(diff.tocsr().indptr) == 0
+    same |= np.asarray(abs(diff).max(axis=1).todense()).ravel() == 0
+    rep = np.where(same, rep, np.arange(G.shape[0]))
+    h_min = np.full(G.shape[0], np.inf)
+    np.minimum.at(h_min, rep, h)
+    keep = np.flatnonzero(rep == np.arange(G.shape[0]))
+    return G[keep], h_min[keep]

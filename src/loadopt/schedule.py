@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 
 import numpy as np
@@ -19,7 +19,7 @@ from .problem import Problem
 from .safety import Violation, violations
 
 
-class ScheduleStatus(str, Enum):
+class ScheduleStatus(StrEnum):
     OPTIMAL = "optimal"  #: the solver proved optimality (up to its tolerances)
     FEASIBLE = "feasible"  #: a valid, not proven optimal schedule (e.g. MILP gap, fast path)
     TIME_LIMIT_FALLBACK = "time_limit_fallback"  #: solver ran out of time; fast path used

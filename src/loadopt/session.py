@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from itertools import pairwise
+from typing import Literal
 
 from pydantic import AwareDatetime, model_validator
-from typing import Literal
 
 from ._base import FrozenModel, Identifier, NonNegFloat, PosFloat
 from .errors import InputError
@@ -49,7 +50,7 @@ class Session(FrozenModel):
 
 
 def check_sessions(sessions: Iterable[Session], evse_ids: set[str]) -> None:
-    """Cross-check sessions against the site: unique ids, known EVSEs, one car per EVSE at a time."""
+    """Cross-check sessions against the site: unique ids, known EVSEs, one car per EVSE at once."""
     seen: set[str] = set()
     by_evse: dict[str, list[Session]] = defaultdict(list)
     for s in sessions:
@@ -61,7 +62,7 @@ def check_sessions(sessions: Iterable[Session], evse_ids: set[str]) -> None:
         by_evse[s.evse].append(s)
     for evse, group in by_evse.items():
         group.sort(key=lambda s: s.arrival)
-        for a, b in zip(group, group[1:], strict=False):
+        for a, b in pairwise(group):
             if b.arrival < a.departure:
                 raise InputError(
                     f"EVSE {evse!r}: sessions {a.id!r} and {b.id!r} overlap "

@@ -56,7 +56,9 @@ def solve(
         raise ValueError(f"unknown method {method!r}; use 'lp' or 'fast'")
     lp = build_lp(problem)
     if backend == "highs":
-        from .solvers.highs import solve_lp
+        from .solvers.highs import LP_OPTIONS, solve_lp
+
+        options = {**LP_OPTIONS, **(options or {})}
     elif backend == "pulp":
         from .solvers.pulp_backend import solve_lp
     else:

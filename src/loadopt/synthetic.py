@@ -81,7 +81,7 @@ def make_sessions(
     """
     rng = np.random.default_rng(seed)
     evses = site.evses
-    n = int(round(len(evses) * sessions_per_evse))
+    n = round(len(evses) * sessions_per_evse)
     day0 = horizon.start.replace(hour=0, minute=0, second=0, microsecond=0)
     span_h = horizon.n_periods * horizon.step_h
     out: list[Session] = []
@@ -183,3 +183,28 @@ def demo_scenario(start: datetime | None = None, n_evse: int = 40, seed: int = 7
     )
     return Scenario(site=site, horizon=horizon, sessions=tuple(sessions), signals=signals,
                     objective=Objective(demand_charge_per_kw=0.05))
+
+
+def benchmark_scenario(n_sessions: int, n_periods: int = 96, seed: int = 0) -> Scenario:
+    """The congested instance the benchmarks use: ``n_sessions`` workplace sessions on as many
+    EVSEs (feeders at ~40 % of what their EVSEs could draw, a grid connection at ~35 %), 15-minute
+    periods over a day, time-of-use prices, PV and base load scaled to the site, and a
+    demand-response cap in the evening."""
+    from zoneinfo import ZoneInfo
+
+    start = datetime(2026, 6, 10, tzinfo=ZoneInfo("Europe/Berlin"))
+    horizon = Horizon(start=start, step_s=86_400 // n_periods, n_periods=n_periods)
+    site = make_site(n_sessions, seed=seed)
+    sessions = make_sessions(site, horizon, kind="workplace", seed=seed)
+    scale = n_sessions / 40.0
+    grid_kw = 0.3 * 32 * 0.69 * n_sessions
+    signals = Signals(
+        import_price=tou_prices(horizon),
+        base_load_kw=base_load_profile(horizon, night_kw=6.0 * scale, day_kw=18.0 * scale),
+        pv_kw=pv_profile(horizon, peak_kw=60.0 * scale),
+        grid_import_limit_kw=round(grid_kw, 1),
+        demand_response=(DemandResponseEvent(
+            id="dr", start=start.replace(hour=17), end=start.replace(hour=18, minute=30),
+            import_cap_kw=round(0.45 * grid_kw, 1)),),
+    )
+    return Scenario(site=site, horizon=horizon, sessions=tuple(sessions), signals=signals)

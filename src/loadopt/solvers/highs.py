@@ -19,6 +19,10 @@ from .result import SolverResult, SolverStatus
 #: seconds and logs through its own logger.
 DEFAULT_OPTIONS: dict[str, Any] = {"output_flag": False}
 
+#: Options for the reduced LP of :func:`loadopt.lp.build_lp`. Its reductions leave HiGHS'
+#: presolve nothing to do but cost it time (measured in docs/benchmarks.md: ~2× on 1,000 × 96).
+LP_OPTIONS: dict[str, Any] = {"presolve": "off"}
+
 _MS = highspy.HighsModelStatus
 
 
@@ -89,3 +93,35 @@ def solve_lp(lp: LinearProgram, time_limit_s: float | None = None,
                             f"HiGHS failed: {exc!r}")
     return SolverResult(res.status, res.x, res.objective, time.perf_counter() - t0,
                         res.message, res.mip_gap)
+
+
+def same_structure(a: LinearProgram, b: LinearProgram) -> bool:
+    """True when ``a`` and ``b`` have the same shape and sparsity pattern (values may differ)."""
+    return (a.n_cols == b.n_cols and a.n_rows == b.n_rows and a.A.nnz == b.A.nnz
+            and np.array_equal(a.A.indptr, b.A.indptr)
+            and np.array_equal(a.A.indices, b.A.indices))
+
+
+def update_lp(h, old: LinearProgram, new: LinearProgram) -> int:
+    """Turn the model ``old`` held by ``h`` into ``new`` in place, keeping HiGHS' basis.
+
+    ``old`` and ``new`` must have the same structure (:func:`same_structure`). Costs, column and
+    row bounds are replaced wholesale (three vector calls); matrix values that differ are changed
+    one by one with ``changeCoeff``. Returns the number of coefficients changed.
+    """
+    n, m = new.n_cols, new.n_rows
+    cols = np.arange(n, dtype=np.int32)
+    rows = np.arange(m, dtype=np.int32)
+    h.changeColsCost(n, cols, np.ascontiguousarray(new.c, dtype=np.float64))
+    h.changeColsBounds(n, cols, np.ascontiguousarray(new.col_lb, dtype=np.float64),
+                       np.ascontiguousarray(new.col_ub, dtype=np.float64))
+    if m:
+        h.changeRowsBounds(m, rows, np.ascontiguousarray(new.row_lb, dtype=np.float64),
+                           np.ascontiguousarray(new.row_ub, dtype=np.float64))
+    h.changeObjectiveOffset(float(new.offset))
+    diff = np.flatnonzero(old.A.data != new.A.data)
+    if diff.size:
+        col_of = np.repeat(np.arange(n), np.diff(new.A.indptr))
+        for k in diff.tolist():
+            h.changeCoeff(int(new.A.indices[k]), int(col_of[k]), float(new.A.data[k]))
+    return int(diff.size)

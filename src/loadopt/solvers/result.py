@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 
-class SolverStatus(str, Enum):
+class SolverStatus(StrEnum):
     OPTIMAL = "optimal"
     TIME_LIMIT = "time_limit"  #: stopped by the time limit; ``x`` may hold a feasible point
     INFEASIBLE = "infeasible"
