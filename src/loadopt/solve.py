@@ -23,11 +23,14 @@ Backend = Literal["highs", "pulp"]
 
 
 def fallback_currents(problem: Problem) -> np.ndarray:
-    """A safe schedule without an optimiser: every session at its maximum, scaled down.
+    """A safe schedule without an optimiser: the fast path's weighted max-min fair allocation
+    (:func:`loadopt.fast.allocate_horizon`), period by period over the horizon.
 
     Used when the solver fails or times out without a feasible point.
     """
-    return problem.dense(problem.var_ub)
+    from .fast import allocate_horizon
+
+    return allocate_horizon(problem)
 
 
 def solve(
@@ -36,6 +39,8 @@ def solve(
     backend: Backend = "highs",
     time_limit_s: float | None = None,
     options: dict[str, Any] | None = None,
+    *,
+    policy: str = "fair",
 ) -> Schedule:
     """Schedule ``problem``.
 
@@ -48,8 +53,10 @@ def solve(
     ``optimal``, ``feasible``, or a ``*_fallback`` that says why the fallback was used.
     """
     t0 = time.perf_counter()
-    if method == "fast":
-        cur = project(problem, fallback_currents(problem))
+    if method == "fast":  # policy: "fair" | "edf" | "llf", see loadopt.fast
+        from .fast import allocate_horizon
+
+        cur = project(problem, allocate_horizon(problem, policy))
         return Schedule(problem, cur, ScheduleStatus.FEASIBLE, "fast",
                         solve_time_s=time.perf_counter() - t0, notices=problem.notices)
     if method != "lp":
