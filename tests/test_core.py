@@ -162,6 +162,28 @@ def test_base_load_alone_over_grid_limit_is_reported_not_hidden():
     s.check()
 
 
+def test_base_load_loads_its_node_and_everything_above_only():
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=50.0), lo.Node(id="trafo", parent="grid"),
+               lo.Node(id="office", parent="trafo", max_current=40.0),
+               lo.Node(id="cb", parent="trafo", max_current=32.0)),
+        evses=(lo.Evse(id="e0", node="cb", charge_point_id="A"),),
+        base_load_node="office",
+    )
+    base_kw = 20 * 3 * 230 / 1000  # 20 A per phase
+    p = lo.compile_problem(site, [session("a", "e0", 500)], horizon(2),
+                           lo.Signals(base_load_kw=base_kw))
+    assert p.node_carries_base.tolist() == [True, True, True, False]
+    s = lo.solve(p)
+    assert s.current[0].tolist() == [30.0, 30.0]  # grid: 50 A − 20 A of office load
+    npc = s.node_phase_current
+    assert npc[p.node_ids.index("office")] == pytest.approx(20.0)
+    assert npc[p.node_ids.index("grid")] == pytest.approx(50.0)
+    assert npc[p.node_ids.index("cb")] == pytest.approx(30.0)
+    with pytest.raises(ValueError, match="base_load_node 'nowhere'"):
+        lo.Site(nodes=(lo.Node(id="g"),), base_load_node="nowhere")
+
+
 def test_demand_charge_flattens_the_peak():
     site = one_breaker_site(32.0, n_evse=1)
     need = 2 * 32 * KW_3PH_PER_A

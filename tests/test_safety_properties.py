@@ -49,7 +49,8 @@ def scenarios(draw):
             phases=draw(st.sampled_from([1, 3])), phase_rotation=draw(st.sampled_from(ROTATIONS)),
             max_current=mx, min_current=min(6.0, mx),
             voltage_v=draw(st.sampled_from([120.0, 230.0, 240.0]))))
-    site = lo.Site(nodes=tuple(nodes), evses=tuple(evses))
+    site = lo.Site(nodes=tuple(nodes), evses=tuple(evses),
+                   base_load_node=f"n{draw(st.integers(0, n_nodes - 1))}")
     sessions = []
     for k in range(n_evse):
         if draw(st.booleans()) or k == 0:
@@ -92,16 +93,16 @@ def assert_physically_safe(p: lo.Problem, current: np.ndarray) -> None:
     assert (current <= p.session_max_current[:, None] + 1e-9).all()
     assert (current[p.avail == 0] == 0).all()
     s = lo.Schedule(p, np.array(current), lo.ScheduleStatus.FEASIBLE, "test")
-    root = int(np.flatnonzero(p.node_parent < 0)[0])
+    base = p.node_carries_base
     ev_cur = s.node_phase_current.copy()
-    ev_cur[root] -= p.base_load_a[None, :]
+    ev_cur[base] -= p.base_load_a[None, None, :]
     cap_cur = p.node_current_limit.copy()
-    cap_cur[root] = np.maximum(cap_cur[root] - p.base_load_a[None, :], 0)
+    cap_cur[base] = np.maximum(cap_cur[base] - p.base_load_a[None, None, :], 0)
     assert (ev_cur <= cap_cur + 1e-9).all(), "a node phase current limit is exceeded"
     ev_kw = s.node_power_kw.copy()
-    ev_kw[root] -= p.base_load_kw
+    ev_kw[base] -= p.base_load_kw[None, :]
     cap_kw = p.node_power_limit_kw.copy()
-    cap_kw[root] = np.maximum(cap_kw[root] - p.base_load_kw, 0)
+    cap_kw[base] = np.maximum(cap_kw[base] - p.base_load_kw[None, :], 0)
     assert (ev_kw <= cap_kw + 1e-9).all(), "a node power limit is exceeded"
     room = np.maximum(np.minimum(p.import_cap_kw, p.dr_cap_kw.min(axis=0, initial=np.inf))
                       - p.base_load_kw + p.pv_kw, 0)

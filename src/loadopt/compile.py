@@ -157,7 +157,7 @@ def compile_problem(
     s_anc = anc[s_evse].tocoo()  # (S, N): sessions under each node
     sess_var = sp.csr_matrix((np.ones(V), (np.arange(V), vs)), shape=(V, S))
 
-    # per node, site phase, period: Σ current ≤ limit (root: minus the base load's share)
+    # per node, site phase, period: Σ current ≤ limit (minus the base load where it flows)
     rows_i, rows_c = [], []
     for p in range(3):
         keep = phase_mask[s_anc.row, p]
@@ -167,16 +167,22 @@ def compile_problem(
         (np.ones(sum(r.size for r in rows_i)), (np.concatenate(rows_i), np.concatenate(rows_c))),
         shape=(S, 3 * N),
     )
+    # the base load sits under site.base_load_node (default: the root) and loads its whole path
+    carries = np.zeros(N, dtype=bool)
+    k = root if site.base_load_node is None else node_index[site.base_load_node]
+    while k >= 0:
+        carries[k] = True
+        k = parent[k]
     cur_rhs = node_cur.copy()
-    cur_rhs[root] -= base_a[None, :]
+    cur_rhs[carries] -= base_a[None, None, :]
     _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
               (sess_var @ C).tocoo(), vt, cur_rhs.reshape(-1), T, ROW_NODE_CURRENT,
               lambda ids: (ids // T) // 3, lambda ids: (ids // T) % 3)
 
-    # per node and period: Σ EV kW (+ base load at the root) ≤ limit
+    # per node and period: Σ EV kW ≤ limit (minus the base load where it flows)
     D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
     kw_rhs = node_kw.copy()
-    kw_rhs[root] -= base_kw
+    kw_rhs[carries] -= base_kw[None, :]
     _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
               (sess_var @ D).tocoo(), vt, kw_rhs.reshape(-1), T, ROW_NODE_POWER,
               lambda ids: ids // T, lambda ids: np.full(ids.size, -1))
@@ -197,8 +203,9 @@ def compile_problem(
     row_period = (np.concatenate(period_parts).astype(np.int32) if period_parts
                   else np.zeros(0, np.int32))
 
-    notices.extend(_base_load_notices(node_ids[root], cur_rhs[root], kw_rhs[root],
-                                      import_cap - base_kw + pv_kw, horizon))
+    for k in np.flatnonzero(carries):
+        notices.extend(_base_load_notices(node_ids[k], cur_rhs[k], kw_rhs[k], None, horizon))
+    notices.extend(_base_load_notices("", None, None, import_cap - base_kw + pv_kw, horizon))
     h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
 
     arrays = dict(
@@ -208,8 +215,8 @@ def compile_problem(
         var_period=vt, var_ub=var_ub, var_kwh_per_a=var_kwh, h=h, row_kind=row_kind,
         row_node=row_node, row_phase=row_phase, row_period=row_period,
         node_current_limit=node_cur, node_power_limit_kw=node_kw, base_load_kw=base_kw,
-        base_load_a=base_a, pv_kw=pv_kw, import_price=price, export_price=export_price,
-        import_cap_kw=import_cap, dr_cap_kw=dr_cap,
+        base_load_a=base_a, node_carries_base=carries, pv_kw=pv_kw, import_price=price,
+        export_price=export_price, import_cap_kw=import_cap, dr_cap_kw=dr_cap,
     )
     for a in arrays.values():
         if isinstance(a, np.ndarray):
@@ -253,8 +260,8 @@ def _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_part
     period_parts.append(uniq % T)
 
 
-def _base_load_notices(root_id: str, cur_rhs: np.ndarray, kw_rhs: np.ndarray,
-                       import_rhs: np.ndarray, horizon: Horizon) -> list[str]:
+def _base_load_notices(node_id: str, cur_rhs: np.ndarray | None, kw_rhs: np.ndarray | None,
+                       import_rhs: np.ndarray | None, horizon: Horizon) -> list[str]:
     """Say, per limit, where the base load alone (minus PV) already exceeds it."""
     out = []
 
@@ -264,13 +271,13 @@ def _base_load_notices(root_id: str, cur_rhs: np.ndarray, kw_rhs: np.ndarray,
         return f"{k.size} period(s) from {first}"
 
     for p, name in enumerate("RST"):
-        if (cur_rhs[p] < 0).any():
-            out.append(f"node {root_id!r} phase {name}: base load alone exceeds the current "
+        if cur_rhs is not None and (cur_rhs[p] < 0).any():
+            out.append(f"node {node_id!r} phase {name}: base load alone exceeds the current "
                        f"limit in {periods(cur_rhs[p] < 0)}; vehicles get 0 A there")
-    if (kw_rhs < 0).any():
-        out.append(f"node {root_id!r}: base load alone exceeds the power limit in "
+    if kw_rhs is not None and (kw_rhs < 0).any():
+        out.append(f"node {node_id!r}: base load alone exceeds the power limit in "
                    f"{periods(kw_rhs < 0)}; vehicles get 0 A there")
-    if (import_rhs < 0).any():
+    if import_rhs is not None and (import_rhs < 0).any():
         out.append("grid import: base load minus PV alone exceeds the grid import limit or a "
                    f"demand-response cap in {periods(import_rhs < 0)}; vehicles get 0 A there")
     return out

@@ -75,7 +75,8 @@ class Problem:
     node_current_limit: np.ndarray  #: (N, 3, T) A, +inf = none (as rated, before base load)
     node_power_limit_kw: np.ndarray  #: (N, T) kW, +inf = none
     base_load_kw: np.ndarray  #: (T,) largest base load in each period
-    base_load_a: np.ndarray  #: (T,) per-phase current of the base load at the root
+    base_load_a: np.ndarray  #: (T,) per-phase current of the base load (balanced)
+    node_carries_base: np.ndarray  #: (N,) bool, the base-load node and every node above it
     pv_kw: np.ndarray  #: (T,) smallest PV output in each period
     import_price: np.ndarray  #: (T,) per kWh
     export_price: np.ndarray | None  #: (T,) per kWh, None = exports earn nothing

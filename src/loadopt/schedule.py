@@ -130,20 +130,20 @@ class Schedule:
 
     @cached_property
     def node_phase_current(self) -> np.ndarray:
-        """(N, 3, T) A per node, site phase and period, including base load at the root."""
+        """(N, 3, T) A per node, site phase and period, including the base load where it flows."""
         p = self.problem
         At = p.session_anc.T.tocsr()
         out = np.stack([At @ (self.current * p.session_phase_mask[:, k, None]) for k in range(3)],
                        axis=1)
-        out[_root(p)] += p.base_load_a[None, :]
+        out[p.node_carries_base] += p.base_load_a[None, None, :]
         return out
 
     @cached_property
     def node_power_kw(self) -> np.ndarray:
-        """(N, T) kW per node and period, including base load at the root."""
+        """(N, T) kW per node and period, including the base load where it flows."""
         p = self.problem
         out = p.session_anc.T @ (self.current * p.session_kw_per_a[:, None])
-        out[_root(p)] += p.base_load_kw
+        out[p.node_carries_base] += p.base_load_kw[None, :]
         return out
 
     @cached_property
@@ -185,7 +185,3 @@ class Schedule:
             peak_import_kw=float(max(imp.max(initial=0.0), 0.0)),
             energy_cost=cost, demand_response=tuple(drs),
         )
-
-
-def _root(p: Problem) -> int:
-    return int(np.flatnonzero(p.node_parent < 0)[0])

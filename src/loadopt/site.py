@@ -125,8 +125,12 @@ class Site(FrozenModel):
     id: Identifier = "site"
     nodes: tuple[Node, ...]
     evses: tuple[Evse, ...] = ()
-    #: Phase-to-neutral voltage used to turn base-load kW into per-phase amps at the root.
+    #: Phase-to-neutral voltage used to turn base-load kW into per-phase amps.
     voltage_v: PosFloat = 230.0
+    #: The node the site's other consumption (``Signals.base_load_kw``, e.g. the building) hangs
+    #: from; it loads that node and every node above it, balanced over the three phases.
+    #: ``None``: the grid connection.
+    base_load_node: Identifier | None = None
 
     @field_validator("nodes")
     @classmethod
@@ -160,6 +164,9 @@ class Site(FrozenModel):
                     raise InputError(f"node {n.id!r} is on a cycle: {' -> '.join([*seen, cur])}")
                 seen.append(cur)
                 cur = parent[cur]
+        if self.base_load_node is not None and self.base_load_node not in ids:
+            raise InputError(f"site {self.id!r}: base_load_node {self.base_load_node!r} is not a "
+                             "node of the site")
         by_connector: dict[tuple[str, int], str] = {}
         for e in self.evses:
             if e.node not in ids:

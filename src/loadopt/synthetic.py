@@ -158,10 +158,10 @@ def base_load_profile(horizon: Horizon, night_kw: float, day_kw: float) -> tuple
 def demo_scenario(start: datetime | None = None, n_evse: int = 40, seed: int = 7) -> Scenario:
     """The README's demo: a 40-EVSE workplace for one day in 15-minute periods.
 
-    Grid connection 160 A → 100 kW transformer → 4 feeders of 63 A → 20 circuits of 32 A with
-    two EVSEs each (a tenth single-phase, rotations alternated), a day of workplace sessions,
-    time-of-use prices, a 60 kWp PV roof, an office base load, and a demand-response event
-    capping import at 45 kW from 17:00 to 18:30.
+    Grid connection 160 A → 100 kW transformer (which also feeds the office's base load) →
+    4 feeders of 63 A → 20 circuits of 32 A with two EVSEs each (a tenth single-phase, rotations
+    alternated), a day of workplace sessions, time-of-use prices, a 60 kWp PV roof, and a
+    demand-response event capping import at 45 kW from 17:00 to 18:30.
     """
     from zoneinfo import ZoneInfo
 
@@ -170,6 +170,7 @@ def demo_scenario(start: datetime | None = None, n_evse: int = 40, seed: int = 7
     horizon = Horizon(start=start, step_s=900, n_periods=96)
     site = make_site(n_evse, evses_per_circuit=2, circuits_per_feeder=5, circuit_a=32.0,
                      feeder_a=63.0, grid_a=160.0, transformer_kw=100.0, seed=seed)
+    site = site.model_copy(update={"base_load_node": "trafo"})  # the office shares the trafo
     sessions = make_sessions(site, horizon, kind="workplace", seed=seed)
     signals = Signals(
         import_price=tou_prices(horizon),
