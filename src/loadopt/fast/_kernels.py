@@ -307,6 +307,32 @@ def greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, order, lo, hi, sess, aptr, av
 
 
 @_jit
+def top_up(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, order, lo, hi, sess,
+           aptr, x):
+    """Hand on what flooring to whole deci-amps left: in ``order``, +0.1 A to each session that
+    is below its cap, is not paused, has no discrete steps and fits under every row it loads."""
+    res = cap.copy()
+    for r in range(nr):
+        for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
+            res[r] -= data[p] * x[indices[p] - v0]
+    for idx in range(order.size):
+        j = order[idx]
+        v = v0 + j
+        s = sess[v]
+        if x[j] + 1.0 > hi[j] or (x[j] <= 0.0 and lo[j] > 0.0) or aptr[s + 1] > aptr[s]:
+            continue
+        ok = True
+        for q in range(cptr[v], cptr[v + 1]):
+            if cdata[q] > res[cidx[q] - r0]:
+                ok = False
+                break
+        if ok:
+            x[j] += 1.0
+            for q in range(cptr[v], cptr[v + 1]):
+                res[cidx[q] - r0] -= cdata[q]
+
+
+@_jit
 def enforce(r0, nr, v0, nv, indptr, indices, data, chk, x):
     """Last line of defence: every row of the period holds on ``x`` (whole deci-amps), exactly.
 
@@ -380,6 +406,8 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
                      w[v0:v0 + nv], x)
         for j in range(nv):
             x[j] = math.floor(x[j] + SNAP_DA)
+        top_up(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap,
+               fair_order[v0:v0 + nv], lo, hi, sess, aptr, x)
     else:
         if policy == POLICY_EDF:
             greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, edf_order[v0:v0 + nv], lo, hi, sess,

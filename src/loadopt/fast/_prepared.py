@@ -89,7 +89,11 @@ def _prepare(problem: Problem) -> Prepared:
     is_cur = (problem.row_kind == ROW_NODE_CURRENT)[row_perm]
     chk = np.where(is_cur, chk, chk * (1.0 - ORDER_MARGIN))
     rowsum = np.asarray(G.sum(axis=1)).ravel()
-    cap_fill = np.maximum(chk - SNAP_DA * (rowsum + 1.0) - 1e-12 * chk, 0.0)
+    # Current rows: integer capacity, integer loads after the floor; the snap can only lift a
+    # value that was within SNAP_DA of the next integer, which cannot lift an integer sum over an
+    # integer capacity (fewer than 1e6 entries per row). Power rows: aim below by the snap.
+    cap_fill = np.where(is_cur, chk,
+                        np.maximum(chk - SNAP_DA * (rowsum + 1.0) - 1e-12 * chk, 0.0))
 
     sess = problem.var_session[var_perm].astype(np.int64)
     ub_da = np.floor(problem.var_ub[var_perm] * 10.0 + GRID_SNAP)
