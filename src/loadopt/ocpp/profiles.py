@@ -1,0 +1,570 @@
+"""Schedule → OCPP ``SetChargingProfile`` payloads (1.6, 2.0.1, 2.1) as wire dicts.
+
+Three purposes are emitted (see docs/ocpp.md):
+
+- ``TxProfile`` per active transaction: ``Absolute``, ``startSchedule`` = the horizon start,
+  one period per change of the session's limit, ``validTo`` = the expected departure. Without
+  ``duration`` the last period continues until the profile is replaced (OCPP: "the last period
+  continues indefinitely or until end of the transaction").
+- ``ChargePointMaxProfile`` (1.6) / ``ChargingStationMaxProfile`` (2.x) on connector/EVSE 0: a
+  hard cap per station and period = what the station's transactions are scheduled to draw plus
+  the newcomer allowance of its idle connectors, so the caps of all stations together keep every
+  node, phase, power, grid and demand-response limit.
+- ``TxDefaultProfile`` per connector/EVSE: what a vehicle that plugs in before the next control
+  call may draw — every limit's spare capacity (per phase, per period) is shared equally among
+  the idle connectors below it that could receive a newcomer, the minimum over the horizon is
+  taken, and below the EVSE's minimum current it is 0. A session still plugged in after its
+  ``TxProfile``'s ``validTo`` counts as a newcomer, so the fallback is safe too.
+
+Numbers: limits are computed in integer deci-amps and rounded **down** (a limit is never rounded
+up); ``W`` limits are ``A × voltage × numberPhases`` rounded down to 0.1 W in exact rational
+arithmetic. Every limit is emitted as ``n / 10`` — the double nearest the one-decimal value, which
+serialises as e.g. ``8.1`` and passes the 1.6 schema's ``multipleOf 0.1`` under the ``ocpp``
+package's Decimal validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import InputError
+from ..schedule import Schedule
+from ..site import Evse
+from .ids import ProfileIds, Purpose, Version, check_version, wire_purpose
+from .merge import merge_periods
+
+RateUnit = Literal["A", "W"]
+#: Relative margin kept below kW limits (float sums), as in :mod:`loadopt.safety`.
+POWER_MARGIN = 1e-9
+
+
+@dataclass(frozen=True)
+class StationCaps:
+    """What a station reported it can do (overrides the :class:`~loadopt.site.Evse` fields).
+
+    From 1.6 ``GetConfiguration`` (``ChargingScheduleAllowedChargingRateUnit``,
+    ``ChargingScheduleMaxPeriods``, ``ConnectorSwitch3to1PhaseSupported``) or 2.x ``GetVariables``
+    (``SmartChargingCtrlr.RateUnit``/``PeriodsPerSchedule``, ``ACPhaseSwitchingSupported``).
+    ``None`` keeps the site's value.
+    """
+
+    rate_unit: RateUnit | None = None
+    max_periods: int | None = None
+    phase_switching: bool | None = None
+
+    def apply(self, evse: Evse) -> tuple[RateUnit, int, bool]:
+        return (self.rate_unit or evse.rate_unit,
+                int(self.max_periods or evse.max_periods),
+                evse.phase_switching if self.phase_switching is None else self.phase_switching)
+
+
+@dataclass(frozen=True, eq=False)
+class Profile:
+    """One charging profile before serialisation.
+
+    ``limits`` are integer deci-amps per line L1, L2, L3 of the EVSE (station profiles: of the
+    station), ``starts`` seconds from ``start``, ``phases`` the ``numberPhases`` per period.
+    """
+
+    charge_point_id: str
+    connector: int  #: 1.6 connectorId / 2.x evseId; 0 = the whole station
+    purpose: Purpose
+    start: datetime
+    starts: np.ndarray
+    limits: np.ndarray
+    phases: np.ndarray
+    voltage_v: float
+    rate_unit: RateUnit
+    session_id: str | None = None
+    transaction_id: int | str | None = None
+    valid_to: datetime | None = None
+    min_rate_da: int | None = None
+    phase_switching: bool = False
+    per_phase: bool = False  #: line limits may differ (2.1 ``limit_L2``/``limit_L3``)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """What a station replaces on receipt: (charge point, connector, purpose)."""
+        return (self.charge_point_id, self.connector, self.purpose)
+
+    def limit_a_at(self, t: datetime) -> np.ndarray:
+        """Per-line limit (A) in force at ``t`` (the last period persists; before start: first)."""
+        s = (t - self.start).total_seconds()
+        k = max(int(np.searchsorted(self.starts, s, side="right")) - 1, 0)
+        return self.limits[k] / 10.0
+
+
+# ---------------------------------------------------------------------------- helpers
+def iso(t: datetime) -> str:
+    """RFC 3339 UTC timestamp with ``Z`` as OCPP uses (seconds resolution, never rounded up)."""
+    if t.tzinfo is None:
+        raise InputError(f"timestamp {t!r} is not timezone-aware")
+    return t.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _deci(x: np.ndarray) -> np.ndarray:
+    """Amps → integer deci-amps, rounded down (NaN/negative → 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = np.where(np.isfinite(x), x, np.where(np.isposinf(x), 1e9, 0.0))
+    return np.maximum(np.floor(x * 10.0 + 1e-7), 0).astype(np.int64)
+
+
+def _watts_deci(da: int, voltage_v: float, phases: int) -> int:
+    """Deci-watts of ``da`` deci-amps on ``phases`` lines at ``voltage_v``, rounded down exactly."""
+    f = Fraction(str(voltage_v)) * phases * da
+    return int(f.numerator // f.denominator)
+
+
+def _num(deci: int) -> float:
+    """A one-decimal value as the double that serialises as that decimal (``81`` → ``8.1``)."""
+    return int(deci) / 10
+
+
+def _evse_of(schedule: Schedule) -> dict[str, Evse]:
+    return {e.id: e for e in schedule.problem.site.evses}
+
+
+def session_phases(schedule: Schedule) -> np.ndarray:
+    """(S, T) numberPhases per session and period: the MILP's choice, else min(EVSE, vehicle)."""
+    p = schedule.problem
+    base = p.session_phase_mask.sum(axis=1).astype(np.int64)
+    if schedule.n_phases is not None:
+        nph = np.asarray(schedule.n_phases, dtype=np.int64)
+        return np.where(nph > 0, np.minimum(nph, base[:, None]), base[:, None])
+    return np.broadcast_to(base[:, None], (p.n_sessions, p.n_periods)).copy()
+
+
+# ---------------------------------------------------------------------------- TxProfile
+def tx_profiles(
+    schedule: Schedule,
+    *,
+    session_ids: Iterable[str] | None = None,
+    transaction_ids: Mapping[str, int | str] | None = None,
+    caps: Mapping[str, StationCaps] | None = None,
+) -> list[Profile]:
+    """One ``TxProfile`` per session plugged in at the horizon start (or per ``session_ids``).
+
+    ``transaction_ids`` maps session id → the OCPP transaction id (1.6: the CSMS's integer,
+    2.x: the station's string); by default the session id is used. ``caps`` maps EVSE id →
+    :class:`StationCaps`. Periods are merged to the EVSE's maximum number of periods.
+    """
+    p = schedule.problem
+    evses = _evse_of(schedule)
+    caps = caps or {}
+    h = p.horizon
+    step = h.step_s
+    end_s = step * h.n_periods
+    if session_ids is None:
+        idx = [i for i, s in enumerate(p.sessions)
+               if s.arrival <= h.start < s.departure]
+    else:
+        idx = [p.session_index(sid) for sid in session_ids]
+    cur_da = _deci(schedule.current)
+    nph = session_phases(schedule)
+    starts = np.arange(h.n_periods, dtype=np.int64) * step
+    out = []
+    for i in idx:
+        s = p.sessions[i]
+        ev = evses[s.evse]
+        unit, maxp, switch = caps.get(ev.id, StationCaps()).apply(ev)
+        lim = np.repeat(cur_da[i][:, None], 3, axis=1)
+        st, lm, ph = merge_periods(starts, lim, nph[i], maxp, end_s)
+        tx = (transaction_ids or {}).get(s.id, s.id)
+        min_da = int(_deci(p.session_min_current[i]))
+        out.append(Profile(
+            charge_point_id=ev.charge_point_id, connector=ev.connector_id, purpose="tx",
+            start=h.start, starts=st, limits=lm, phases=ph, voltage_v=ev.voltage_v,
+            rate_unit=unit, session_id=s.id, transaction_id=tx,
+            valid_to=s.departure if s.departure > h.start else None,
+            min_rate_da=min_da if min_da > 0 else None, phase_switching=switch))
+    return out
+
+
+# ---------------------------------------------------------------------------- newcomers
+def _evse_ancestors(p: Any) -> tuple[np.ndarray, sp.csr_matrix]:
+    """EVSE node index (E,) and the EVSE × node ancestor incidence (E, N)."""
+    node_index = {nid: k for k, nid in enumerate(p.node_ids)}
+    evse_node = np.array([node_index[e.node] for e in p.site.evses], dtype=np.int64)
+    E, N = evse_node.size, len(p.node_ids)
+    rows, cols = [], []
+    cur, alive = evse_node.copy(), np.arange(E)
+    while alive.size:
+        rows.append(alive)
+        cols.append(cur)
+        nxt = p.node_parent[cur]
+        keep = nxt >= 0
+        alive, cur = alive[keep], nxt[keep]
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    return evse_node, sp.csr_matrix((np.ones(r.size), (r, c)), shape=(E, N))
+
+
+@dataclass(frozen=True)
+class Allowances:
+    """Newcomer allowances and per-EVSE facts derived from a schedule (all deci-amps).
+
+    ``newcomer`` (E, 3, T): what a vehicle plugging into idle EVSE ``e`` may draw on each of its
+    lines in each period, all idle EVSEs at once included; ``idle`` (E, T): no session plugged in;
+    ``evse_line_phase`` (E, 3): site phase of each EVSE line, -1 for lines the EVSE lacks.
+    """
+
+    newcomer: np.ndarray
+    idle: np.ndarray
+    evse_line_phase: np.ndarray
+    load_da: np.ndarray  #: (E, 3, T) scheduled draw per EVSE line (deci-amps)
+
+
+def allowances(schedule: Schedule) -> Allowances:
+    """Share every limit's spare capacity among the idle EVSEs below it (see module docstring).
+
+    Current rows are handled in exact integer deci-amps (the load of the schedule on the 0.1 A
+    grid against ``floor(10 · (limit − base load))``); power and import rows (kW) in floating
+    point with a relative margin of ``POWER_MARGIN``.
+    """
+    p = schedule.problem
+    site = p.site
+    E, T = len(site.evses), p.n_periods
+    evse_node, anc = _evse_ancestors(p)
+    line_phase = np.full((E, 3), -1, dtype=np.int64)
+    for k, e in enumerate(site.evses):
+        line_phase[k, : e.phases] = e.site_phases[: e.phases]
+    e_mask = np.zeros((E, 3), dtype=bool)  # site phases each EVSE can load
+    for j in range(3):
+        ok = line_phase[:, j] >= 0
+        e_mask[np.flatnonzero(ok), line_phase[ok, j]] = True
+    e_kwpa = np.array([e.voltage_v * e.phases / 1000.0 for e in site.evses])
+    e_max_da = _deci(np.array([e.max_current for e in site.evses]))
+
+    plugged = np.zeros((E, T), dtype=bool)
+    if p.n_sessions:
+        np.logical_or.at(plugged, p.session_evse, p.avail > 0)
+    idle = ~plugged
+
+    # scheduled load in deci-amps, per session → per EVSE line → per node and site phase
+    cur_da = _deci(schedule.current)  # (S, T)
+    load_e = np.zeros((E, 3, T), dtype=np.int64)
+    sess_load_phase = np.zeros((E, 3, T), dtype=np.int64)  # by site phase
+    for ph in range(3):
+        m = p.session_phase_mask[:, ph]
+        if m.any():
+            np.add.at(sess_load_phase[:, ph], p.session_evse[m], cur_da[m])
+    for j in range(3):  # site phase → EVSE line
+        ok = line_phase[:, j] >= 0
+        load_e[ok, j] = sess_load_phase[np.flatnonzero(ok), line_phase[ok, j]]
+    At = anc.T.tocsr().astype(np.int64)
+    node_load = np.stack([At @ sess_load_phase[:, ph] for ph in range(3)], axis=1)  # (N,3,T)
+    root = int(np.flatnonzero(p.node_parent < 0)[0])
+    lim = p.node_current_limit.copy()
+    lim[root] = lim[root] - p.base_load_a[None, :]
+    with np.errstate(invalid="ignore"):
+        cap_da = np.where(np.isfinite(lim), np.floor(np.maximum(lim, 0) * 10.0), np.inf)
+    spare_cur = np.maximum(cap_da - node_load, 0)  # (N,3,T) deci-amps, inf = no limit
+
+    # power rows (kW) and the site import row
+    kw_load = np.asarray(anc.T @ _session_kw_by_evse(p, schedule, E))
+    kw_load[root] += p.base_load_kw
+    spare_kw = np.maximum(p.node_power_limit_kw * (1 - POWER_MARGIN) - kw_load, 0)  # (N,T)
+    imp_cap = p.import_cap_kw * (1 - POWER_MARGIN)
+    spare_imp = np.maximum(imp_cap - schedule.import_kw, 0)  # (T,)
+
+    # how many newcomers each row must carry
+    n_cur = np.stack([anc.T @ (idle & e_mask[:, ph, None]).astype(np.float64)
+                      for ph in range(3)], axis=1)  # (N,3,T)
+    w_kw = anc.T @ (idle * e_kwpa[:, None])  # (N,T) kW per A if every idle EVSE draws 1 A
+    w_imp = (idle * e_kwpa[:, None]).sum(axis=0)  # (T,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_cur = np.where(n_cur > 0, np.floor(spare_cur / np.maximum(n_cur, 1)), np.inf)
+        a_kw = np.where(w_kw > 0, np.floor(spare_kw / np.where(w_kw > 0, w_kw, 1) * 10.0),
+                        np.inf)
+        a_imp = np.where(w_imp > 0, np.floor(spare_imp / np.where(w_imp > 0, w_imp, 1) * 10.0),
+                         np.inf)
+
+    # min over each EVSE's ancestors, walking up the tree by depth
+    best = np.minimum(np.full((E, 3, T), np.inf), np.broadcast_to(a_imp, (E, 3, T)))
+    cur_node, alive = evse_node.copy(), np.arange(E)
+    while alive.size:
+        for j in range(3):
+            phs = line_phase[alive, j]
+            ok = phs >= 0
+            rows = alive[ok]
+            best[rows, j] = np.minimum(best[rows, j], a_cur[cur_node[ok], phs[ok]])
+        best[alive] = np.minimum(best[alive], a_kw[cur_node][:, None, :])
+        nxt = p.node_parent[cur_node]
+        keep = nxt >= 0
+        alive, cur_node = alive[keep], nxt[keep]
+    best = np.minimum(best, e_max_da[:, None, None])
+    best[line_phase < 0] = 0
+    newcomer = np.where(np.isfinite(best), best, 0).astype(np.int64)
+    return Allowances(newcomer=newcomer, idle=idle, evse_line_phase=line_phase, load_da=load_e)
+
+
+def _session_kw_by_evse(p: Any, schedule: Schedule, E: int) -> np.ndarray:
+    """(E, T) kW of the scheduled sessions per EVSE."""
+    out = np.zeros((E, p.n_periods))
+    if p.n_sessions:
+        np.add.at(out, p.session_evse, schedule.current * p.session_kw_per_a[:, None])
+    return out
+
+
+def tx_default_profiles(
+    schedule: Schedule,
+    *,
+    allow: Allowances | None = None,
+    caps: Mapping[str, StationCaps] | None = None,
+    charge_points: Iterable[str] | None = None,
+) -> list[Profile]:
+    """One ``TxDefaultProfile`` per EVSE: the minimum over the horizon of its newcomer allowance.
+
+    One period from the horizon start on; 0 where the allowance is below the EVSE's minimum
+    current (IEC 61851: a vehicle cannot charge below about 6 A).
+    """
+    p = schedule.problem
+    allow = allow or allowances(schedule)
+    caps = caps or {}
+    cps = None if charge_points is None else set(charge_points)
+    T = p.n_periods
+    mins = allow.newcomer.min(axis=2) if T else np.zeros((len(p.site.evses), 3), np.int64)
+    out = []
+    for k, ev in enumerate(p.site.evses):
+        if cps is not None and ev.charge_point_id not in cps:
+            continue
+        unit, _, switch = caps.get(ev.id, StationCaps()).apply(ev)
+        lines = mins[k].copy()
+        used = lines[: ev.phases]
+        if used.min() < int(_deci(ev.min_current)):
+            lines[:] = 0
+        lines[ev.phases:] = 0
+        out.append(Profile(
+            charge_point_id=ev.charge_point_id, connector=ev.connector_id, purpose="tx_default",
+            start=p.horizon.start, starts=np.zeros(1, np.int64), limits=lines[None, :],
+            phases=np.array([ev.phases]), voltage_v=ev.voltage_v, rate_unit=unit,
+            phase_switching=switch, per_phase=ev.phases == 3))
+    return out
+
+
+def station_max_profiles(
+    schedule: Schedule,
+    *,
+    allow: Allowances | None = None,
+    caps: Mapping[str, StationCaps] | None = None,
+    charge_points: Iterable[str] | None = None,
+    only_needed: bool = False,
+) -> list[Profile]:
+    """One ``ChargePointMaxProfile`` / ``ChargingStationMaxProfile`` per charge point (EVSE 0).
+
+    Per period and line: the station's scheduled draw plus the newcomer allowance of its idle
+    EVSEs — so every station together stays within every limit. Lines follow the station's
+    phase rotation when all its EVSEs share one; otherwise every line gets the minimum over the
+    site phases the station uses. ``only_needed`` skips stations whose cap never falls below
+    what their EVSEs could draw anyway.
+    """
+    p = schedule.problem
+    allow = allow or allowances(schedule)
+    caps = caps or {}
+    h = p.horizon
+    T = h.n_periods
+    cps = None if charge_points is None else set(charge_points)
+    by_cp: dict[str, list[int]] = {}
+    for k, ev in enumerate(p.site.evses):
+        by_cp.setdefault(ev.charge_point_id, []).append(k)
+    starts = np.arange(T, dtype=np.int64) * h.step_s
+    out = []
+    for cp, ks in by_cp.items():
+        if cps is not None and cp not in cps:
+            continue
+        evs = [p.site.evses[k] for k in ks]
+        # per site phase: own scheduled draw + newcomer allowance of idle EVSEs
+        per_phase = np.zeros((3, T), dtype=np.int64)
+        used = np.zeros(3, dtype=bool)
+        rated = np.zeros(3, dtype=np.int64)
+        for k, ev in zip(ks, evs, strict=True):
+            for j in range(ev.phases):
+                ph = int(allow.evse_line_phase[k, j])
+                used[ph] = True
+                rated[ph] += int(_deci(ev.max_current))
+                per_phase[ph] += allow.load_da[k, j] + np.where(allow.idle[k],
+                                                                allow.newcomer[k, j], 0)
+        rots = {ev.site_phases for ev in evs}
+        nph = max(ev.phases for ev in evs)
+        if len(rots) == 1:
+            rot = next(iter(rots))
+            lines = np.stack([per_phase[rot[j]] for j in range(3)], axis=1)  # (T, 3)
+            lines[:, nph:] = 0
+            per_line = nph == 3
+        else:
+            m = per_phase[used].min(axis=0)
+            lines = np.repeat(m[:, None], 3, axis=1)
+            per_line = False
+        if only_needed and np.all(per_phase[used] >= rated[used, None]):
+            continue
+        maxp = min(caps.get(ev.id, StationCaps()).apply(ev)[1] for ev in evs)
+        unit = caps.get(evs[0].id, StationCaps()).apply(evs[0])[0]
+        if any(caps.get(ev.id, StationCaps()).apply(ev)[0] != unit for ev in evs):
+            unit = "A"
+        st, lm, ph = merge_periods(starts, lines, np.full(T, nph), maxp, T * h.step_s)
+        out.append(Profile(
+            charge_point_id=cp, connector=0, purpose="station_max", start=h.start, starts=st,
+            limits=lm, phases=ph, voltage_v=min(ev.voltage_v for ev in evs), rate_unit=unit,
+            per_phase=per_line))
+    return out
+
+
+# ---------------------------------------------------------------------------- serialisation
+def _period_dicts(prof: Profile, version: Version) -> list[dict[str, Any]]:
+    out = []
+    for k in range(prof.starts.size):
+        nph = int(prof.phases[k])
+        lines = prof.limits[k]
+        used = lines[:nph] if nph > 0 else lines[:1]
+        d: dict[str, Any] = {"startPeriod": int(prof.starts[k])}
+        split = (version == "2.1" and prof.per_phase and nph == 3
+                 and not np.all(lines == lines[0]))
+        if split:
+            if prof.rate_unit == "A":
+                vals = [int(v) for v in lines]
+            else:
+                vals = [_watts_deci(int(v), prof.voltage_v, 1) for v in lines]
+            d["limit"] = _num(vals[0])
+            d["limit_L2"] = _num(vals[1])
+            d["limit_L3"] = _num(vals[2])
+        else:
+            da = int(used.min())
+            d["limit"] = _num(da if prof.rate_unit == "A"
+                              else _watts_deci(da, prof.voltage_v, max(nph, 1)))
+        if nph > 0:
+            d["numberPhases"] = nph
+            if version != "1.6" and prof.phase_switching and nph == 1:
+                d["phaseToUse"] = 1
+        out.append(d)
+    return out
+
+
+def to_payload(prof: Profile, version: Version, ids: ProfileIds | None = None) -> dict[str, Any]:
+    """The ``SetChargingProfile`` (1.6) / ``SetChargingProfileRequest`` (2.x) payload dict."""
+    version = check_version(version)
+    ids = ids or ProfileIds()
+    pid = ids.profile_id(prof.purpose, prof.connector)
+    sched: dict[str, Any] = {
+        "startSchedule": iso(prof.start),
+        "chargingRateUnit": prof.rate_unit,
+        "chargingSchedulePeriod": _period_dicts(prof, version),
+    }
+    if prof.min_rate_da:
+        nph = int(prof.phases.min())
+        v = (prof.min_rate_da if prof.rate_unit == "A"
+             else _watts_deci(prof.min_rate_da, prof.voltage_v, max(nph, 1)))
+        sched["minChargingRate"] = _num(v)
+    profile: dict[str, Any] = {
+        "stackLevel": ids.stack_level(prof.purpose),
+        "chargingProfilePurpose": wire_purpose(version, prof.purpose),
+        "chargingProfileKind": "Absolute",
+    }
+    if prof.purpose == "tx":
+        profile["transactionId"] = _tx_id(prof, version)
+    if prof.valid_to is not None:
+        profile["validTo"] = iso(prof.valid_to)
+    if version == "1.6":
+        profile = {"chargingProfileId": pid, **profile, "chargingSchedule": sched}
+        return {"connectorId": prof.connector, "csChargingProfiles": profile}
+    profile = {"id": pid, **profile, "chargingSchedule": [{"id": pid, **sched}]}
+    return {"evseId": prof.connector, "chargingProfile": profile}
+
+
+def _tx_id(prof: Profile, version: Version) -> int | str:
+    tx = prof.transaction_id
+    if version == "1.6":
+        try:
+            return int(tx)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InputError(
+                f"session {prof.session_id!r}: OCPP 1.6 needs an integer transactionId, got "
+                f"{tx!r} (pass transaction_ids)") from None
+    s = str(tx)
+    if not 1 <= len(s) <= 36:
+        raise InputError(f"session {prof.session_id!r}: OCPP 2.x transactionId {s!r} must be "
+                         "1..36 characters")
+    return s
+
+
+def clear_payload(version: Version, purpose: Purpose, connector: int,
+                  ids: ProfileIds | None = None) -> dict[str, Any]:
+    """``ClearChargingProfile`` for loadopt's profile of ``purpose`` on ``connector`` (by id)."""
+    version = check_version(version)
+    pid = (ids or ProfileIds()).profile_id(purpose, connector)
+    if version == "1.6":
+        return {"id": pid}
+    return {"chargingProfileId": pid}
+
+
+def build_profiles(
+    schedule: Schedule,
+    *,
+    transaction_ids: Mapping[str, int | str] | None = None,
+    caps: Mapping[str, StationCaps] | None = None,
+    charge_points: Iterable[str] | None = None,
+    session_ids: Iterable[str] | None = None,
+    station_max: bool = True,
+    tx_default: bool = True,
+    only_needed: bool = False,
+) -> list[Profile]:
+    """Every profile of a schedule: station caps, TxDefault per EVSE, TxProfile per session."""
+    cps = None if charge_points is None else set(charge_points)
+    allow = allowances(schedule) if (station_max or tx_default) else None
+    out: list[Profile] = []
+    if station_max:
+        out += station_max_profiles(schedule, allow=allow, caps=caps, charge_points=cps,
+                                    only_needed=only_needed)
+    if tx_default:
+        out += tx_default_profiles(schedule, allow=allow, caps=caps, charge_points=cps)
+    txs = tx_profiles(schedule, session_ids=session_ids, transaction_ids=transaction_ids,
+                      caps=caps)
+    out += [t for t in txs if cps is None or t.charge_point_id in cps]
+    return out
+
+
+def set_charging_profiles(
+    schedule: Schedule,
+    version: Version | Mapping[str, Version] = "2.0.1",
+    *,
+    ids: ProfileIds | None = None,
+    **kw: Any,
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(charge point id, "SetChargingProfile", payload)`` for every profile of ``schedule``.
+
+    ``version`` is one version for all stations or a mapping charge point id → version. Other
+    keyword arguments go to :func:`build_profiles`.
+    """
+    out = []
+    for prof in build_profiles(schedule, **kw):
+        v = version if isinstance(version, str) else version[prof.charge_point_id]
+        out.append((prof.charge_point_id, "SetChargingProfile", to_payload(prof, v, ids)))
+    return out
+
+
+def validate(action: str, payload: dict[str, Any], version: Version) -> None:
+    """Validate a request payload against the official schema shipped by the ``ocpp`` package.
+
+    Uses the package's own validation path (``ocpp.messages._validate_payload``), so 1.6
+    ``SetChargingProfile`` is checked with Decimal floats exactly as a station running ``ocpp``
+    checks it. Raises the package's ``ValidationError`` subclasses on a bad payload.
+    """
+    import copy
+
+    from ocpp.messages import Call, _validate_payload
+
+    _validate_payload(Call("loadopt", action, copy.deepcopy(payload)), check_version(version))
+
+
+__all__ = [
+    "Allowances", "Profile", "StationCaps", "allowances", "build_profiles", "clear_payload",
+    "iso", "set_charging_profiles", "station_max_profiles", "to_payload", "tx_default_profiles",
+    "tx_profiles", "validate",
+]
