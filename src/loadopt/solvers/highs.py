@@ -25,9 +25,14 @@ LP_OPTIONS: dict[str, Any] = {"presolve": "off"}
 
 _MS = highspy.HighsModelStatus
 
+try:  # the bound C++ class, without highspy's Python callback layer, which prints a banner
+    from highspy._core import _Highs as _HighsClass
+except ImportError:  # pragma: no cover - other highspy layouts
+    _HighsClass = highspy.Highs
+
 
 def new_highs(options: dict[str, Any] | None = None, time_limit_s: float | None = None):
-    h = highspy.Highs()
+    h = _HighsClass()
     for k, v in {**DEFAULT_OPTIONS, **(options or {})}.items():
         h.setOptionValue(k, v)
     if time_limit_s is not None:
