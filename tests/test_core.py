@@ -98,6 +98,20 @@ def test_demand_response_reduction_below_explicit_baseline():
     assert s.import_kw[0] == pytest.approx(10.0, abs=0.15)
 
 
+def test_demand_response_reduction_below_uncontrolled_baseline():
+    """Without a baseline, the reduction is taken from what the site would import uncontrolled."""
+    site = one_breaker_site(64.0)
+    ev = lo.DemandResponseEvent(id="dr", start=T0, end=T0 + timedelta(hours=1), reduction_kw=8.0)
+    p = lo.compile_problem(site, [session("a", "e0", 200), session("b", "e1", 200, dep_h=1)],
+                           horizon(2), lo.Signals(base_load_kw=2.0, demand_response=(ev,)))
+    uncontrolled = 2.0 + 2 * 32 * KW_3PH_PER_A  # both cars at 32 A, breaker allows 64 A
+    assert p.dr_cap_kw[0, 0] == pytest.approx(uncontrolled - 8.0)
+    assert np.isinf(p.dr_cap_kw[0, 1])
+    s = lo.solve(p)
+    assert s.import_kw[0] <= uncontrolled - 8.0 + 1e-9
+    assert s.kpis().demand_response[0].compliant
+
+
 def test_kw_limit_binds_with_mixed_phase_vehicles():
     site = lo.Site(
         nodes=(lo.Node(id="grid"), lo.Node(id="panel", parent="grid", max_current=32.0,
