@@ -18,7 +18,8 @@ Between calls it keeps:
   ``measured + reshare_headroom_a`` (never below its minimum current) from the next step on, so
   the rest goes to others; as soon as it draws within ``reshare_threshold_a`` of that reduced
   limit, the reduction is lifted and it may draw its full maximum again.
-- **the HiGHS model** (``warm=True``): when the next step's LP has the same structure (same
+- **the HiGHS model** (``controller.warm = True``; off by default, see docs/simulation.md):
+  when the next step's LP has the same structure (same
   sessions, same rows that can bind), only costs, bounds, right-hand sides and the changed
   coefficients are updated on the kept ``Highs`` object and it re-solves from the previous basis;
   otherwise the model is rebuilt. Every step records which path was taken and why
@@ -125,6 +126,22 @@ class Controller:
         self._busy: dict[str, str] = {}  # evse id -> session id
         self.log: list[StepRecord] = []
         self.last_schedule: Schedule | None = None
+        #: Keep the HiGHS model between steps and re-solve warm when its structure allows. Off by
+        #: default: measured on 1,000 sessions × 96 periods (docs/simulation.md), the padded
+        #: fixed-structure model a warm re-solve needs is slower to re-solve than the compact
+        #: problem is to solve cold (``benchmarks/test_bench_controller.py`` re-measures it).
+        self.warm = False
+        self._hi: Any = None
+        self._lp: Any = None
+        self._ids: tuple[str, ...] = ()
+        self._fp: np.ndarray | None = None
+        self._fp_at: datetime | None = None
+        self._stale: str | None = None
+        self._ext_start: datetime | None = None
+        #: Periods the kept model reaches beyond the horizon: that many one-period rolls re-solve
+        #: warm before the window must be rebuilt.
+        self.reserve_periods = max(1, n_periods // 4)
+        self.warm_simplex_strategy = 4
 
     # ------------------------------------------------------------------ events
     def new_session(self, session_id: str, evse: str, arrival: datetime, *,
@@ -275,8 +292,187 @@ class Controller:
     def _solve(self, problem: Problem, now: datetime) -> tuple[Schedule, str, str, float]:
         from .solve import solve
 
-        sched = solve(problem, method=self.method, time_limit_s=self.time_limit_s)
-        return sched, "rebuild", "plain rebuild every step", sched.solve_time_s
+        if self.method == "fast":
+            sched = solve(problem, method="fast")
+            return sched, "fast", "method='fast'", sched.solve_time_s
+        if not self.warm:
+            sched = solve(problem, method="lp", time_limit_s=self.time_limit_s)
+            return sched, "rebuild", "warm re-solve off (plain rebuild every step)", \
+                sched.solve_time_s
+        return self._solve_warm(problem, now)
+
+    # ------------------------------------------------------------------ warm re-solve
+    def _padded_lp(self, problem: Problem, ext_start: datetime, d: int) -> tuple[Problem, Any]:
+        """The LP whose structure survives a time shift.
+
+        It spans ``n_periods + reserve_periods`` periods from ``ext_start`` (the start of the kept
+        model); this step's horizon is its periods ``[d, d + n_periods)``. A column per session
+        and period of that extended window keeps its *absolute* period from step to step, so the
+        previous basis still describes the plan. Every session is padded over the whole window;
+        what really limits it is applied afterwards as column bounds (0 outside this step's
+        horizon and where the vehicle is not plugged in, the re-sharing cap), as energy
+        coefficients (a partly plugged period) and as the real site-import right-hand sides.
+        """
+        from dataclasses import replace
+
+        from .lp import build_lp
+        from .problem import ROW_SITE_IMPORT
+
+        T = problem.n_periods
+        ext = Horizon(start=ext_start, step_s=self.step_s, n_periods=T + self.reserve_periods)
+        padded = []
+        for s in problem.sessions:
+            orig = self._state[s.id].session
+            padded.append(s.model_copy(update={
+                "arrival": min(s.arrival, ext_start), "departure": ext.end,
+                "energy_kwh": max(s.energy_kwh, 1e-6), "max_current": orig.max_current,
+                "min_current": orig.min_current}))
+        pp = compile_problem(self.site, padded, ext, self.signals, self.objective)
+        f_ext = np.zeros((problem.n_sessions, ext.n_periods))
+        f_ext[:, d:d + T] = problem.avail
+        f = f_ext[pp.var_session, pp.var_period]
+        h = pp.h.copy()
+        win = (pp.row_period >= d) & (pp.row_period < d + T)
+        imp = (pp.row_kind == ROW_SITE_IMPORT) & win
+        if imp.any():  # the padded problem's DR baselines differ: use the real caps
+            real = np.maximum(problem.import_cap_kw - problem.base_load_kw + problem.pv_kw, 0.0)
+            h[imp] = real[pp.row_period[imp] - d]
+        pv = replace(pp, var_kwh_per_a=pp.var_kwh_per_a * np.where(f > 0, f, 1.0), h=h)
+        lp = build_lp(pv)
+        voc = lp.var_of_col
+        sess = pv.var_session[voc]
+        col_ub = lp.col_ub.copy()
+        r_ub = np.minimum(col_ub[: lp.n_r], problem.session_max_current[sess])
+        dead = (f[voc] <= 0) | (problem.session_energy_kwh[sess] <= 0)
+        col_ub[: lp.n_r] = np.where(dead, 0.0, r_ub)
+        c = lp.c.copy()
+        # charge-early cost counts hours from this step, not from the window start
+        c[: lp.n_r] -= self.objective.charge_early_per_kwh_h * d * ext.step_h * \
+            pv.var_kwh_per_a[voc]
+        row_ub = lp.row_ub
+        if lp.peak_col is not None:  # the peak is over this step's horizon only
+            col = lp.A.indices[lp.A.indptr[lp.peak_col]:lp.A.indptr[lp.peak_col + 1]]
+            outside = np.ones(ext.n_periods, dtype=bool)
+            outside[d:d + T] = False
+            row_ub = row_ub.copy()
+            row_ub[col[outside[: col.size]]] = np.inf
+        return pv, replace(lp, col_ub=col_ub, c=c, row_ub=row_ub)
+
+    def _offset(self, now: datetime) -> int | None:
+        """Periods from the kept window's start to ``now``, if ``now`` is on its grid."""
+        if self._ext_start is None:
+            return None
+        q = (now - self._ext_start).total_seconds() / self.step_s
+        d = round(q)
+        if abs(q - d) > 1e-6 or d < 0:
+            return None
+        return d
+
+    def _limit_fingerprint(self, problem: Problem) -> np.ndarray:
+        T = problem.n_periods
+        return np.vstack([problem.import_cap_kw[None, :] - problem.base_load_kw + problem.pv_kw,
+                          problem.node_current_limit.reshape(-1, T),
+                          problem.node_power_limit_kw])
+
+    def _limits_cut(self, fp: np.ndarray, now: datetime) -> bool:
+        """Did a limit drop in most periods since the kept model was solved (aligned in time)?"""
+        old, then = self._fp, self._fp_at
+        if old is None or then is None or old.shape != fp.shape:
+            return False
+        d = round((now - then).total_seconds() / self.step_s)
+        T = fp.shape[1]
+        if d < 0 or d >= T:
+            return False
+        with np.errstate(invalid="ignore"):
+            lower = np.any(fp[:, : T - d] < old[:, d:] - 1e-9, axis=0)
+        return bool(lower.sum() > 0.5 * (T - d))
+
+    def _solve_warm(self, problem: Problem, now: datetime) -> tuple[Schedule, str, str, float]:
+        from .solve import _finish, solve
+        from .solvers.highs import LP_OPTIONS, new_highs, pass_lp, run, same_structure, update_lp
+        from .solvers.result import SolverResult, SolverStatus
+
+        t0 = time.perf_counter()
+        ids = problem.session_ids
+        T = problem.n_periods
+        reason: str | None = None
+        d = self._offset(now)
+        if self._hi is None or self._lp is None:
+            reason = "no model kept"
+        elif set(ids) != set(self._ids):
+            added = sorted(set(ids) - set(self._ids))
+            gone = sorted(set(self._ids) - set(ids))
+            reason = "sessions changed" + (f": +{added[:3]}" if added else "") + (
+                f" -{gone[:3]}" if gone else "")
+        elif ids != self._ids:
+            reason = "session order changed"
+        elif self._stale:
+            reason = self._stale
+        elif d is None:
+            reason = "now is not on the kept model's period grid"
+        elif d > self.reserve_periods:
+            reason = f"kept window used up ({self.reserve_periods} reserve periods)"
+        if reason is not None:
+            self._ext_start, d = now, 0
+        assert d is not None and self._ext_start is not None
+        pv, lp = self._padded_lp(problem, self._ext_start, d)
+        fp = self._limit_fingerprint(problem)
+        if lp.n_cols == 0:
+            self._drop_model()
+            res = SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
+            sched = _finish(problem, res, lambda x: np.zeros(problem.n_vars), "lp-highs", t0)
+            return sched, "empty", "no session can draw", 0.0
+        if reason is None and not same_structure(self._lp, lp):
+            reason = (f"LP structure changed ({self._lp.n_cols}x{self._lp.n_rows} -> "
+                      f"{lp.n_cols}x{lp.n_rows}: the rows that can bind changed)")
+        mode = "rebuild" if reason is not None else "warm"
+        if reason is None:
+            reason = f"same structure, shifted {d} period(s): costs, bounds and rhs updated"
+        try:
+            if mode == "rebuild":
+                if self._hi is None:
+                    self._hi = new_highs(LP_OPTIONS)
+                self._hi.setOptionValue("simplex_strategy", 1)
+                pass_lp(self._hi, lp)
+            else:
+                self._hi.setOptionValue("simplex_strategy", self.warm_simplex_strategy)
+                n = update_lp(self._hi, self._lp, lp)
+                if n:
+                    reason += f", {n} coefficient(s) changed"
+                if self._limits_cut(fp, now):
+                    self._hi.clearSolver()
+                    mode = "warm-cold"
+                    reason = ("a limit dropped over most of the horizon: basis cleared, solved "
+                              "cold on the kept model (a warm start is slower there)")
+            if self.time_limit_s is not None:  # HiGHS' clock runs on over the object's runs
+                self._hi.setOptionValue("time_limit",
+                                        float(self._hi.getRunTime() + self.time_limit_s))
+            t_run = time.perf_counter()
+            res = run(self._hi)
+            solve_s = time.perf_counter() - t_run
+        except Exception as exc:  # a broken solver must never take the controller down
+            self._drop_model()
+            self._hi = None
+            sched = solve(problem, method="fast")
+            sched = replace_status_failed(sched, f"HiGHS failed: {exc!r}")
+            return sched, mode, reason + f"; solver failed ({exc!r}): fast path", 0.0
+        self._lp, self._ids, self._fp, self._fp_at = lp, ids, fp, now
+        self._stale = None
+        if res.status != SolverStatus.OPTIMAL:
+            self._stale = f"previous solve ended {res.status.value}: model rebuilt"
+        dd = d
+
+        def to_vars(x: np.ndarray) -> np.ndarray:
+            return problem.gather(pv.dense(lp.currents(pv, x))[:, dd:dd + T])
+
+        sched = _finish(problem, res, to_vars, f"lp-highs-{mode}", t0)
+        return sched, mode, reason, solve_s
+
+    def _drop_model(self) -> None:
+        self._lp = None
+        self._ids = ()
+        self._fp = None
+        self._stale = "model dropped"
 
     def _after_step(self, now: datetime, problem: Problem, sched: Schedule) -> None:
         first = sched.current[:, 0] if problem.n_periods else np.zeros(problem.n_sessions)
@@ -288,6 +484,16 @@ class Controller:
             st.last_limit_a = float(first[i])
             st.limit_at = now
         self.last_schedule = sched
+
+
+def replace_status_failed(sched: Schedule, message: str) -> Schedule:
+    """The fast-path schedule, marked as the fallback after a solver failure."""
+    from dataclasses import replace
+
+    from .schedule import ScheduleStatus
+
+    return replace(sched, status=ScheduleStatus.SOLVER_FAILED_FALLBACK, method="lp->fast",
+                   message=message)
 
 
 def _finite_nonneg(v: Any, what: str) -> float:
