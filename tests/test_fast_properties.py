@@ -1,0 +1,190 @@
+"""Property-based proofs for the fast path and the projection.
+
+- The allocator (every policy) never exceeds a node, phase, grid or DR limit, honours maximum and
+  minimum currents and discrete steps, and its schedule comes back from the projection unchanged.
+- Max-min fairness: a session below its cap sits under a full row in which no session has a larger
+  weighted share (up to the 0.1 A rounding).
+- The numba and pure paths give identical results.
+- The projection: never exceeds a limit, never raises a value, leaves a feasible schedule as is.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import loadopt as lo
+from loadopt import fast
+from loadopt.fast._prepared import prepared
+from loadopt.safety import GRID_SNAP, project, row_capacity_da
+
+from .conftest import T0
+from .test_safety_properties import assert_physically_safe, scenarios
+
+ROTATIONS = ["RST", "RTS", "SRT", "STR", "TRS", "TSR"]
+SETTINGS = settings(derandomize=True, deadline=None, max_examples=120,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def fast_problems(draw, with_min: bool = True, with_steps: bool = True, tight: bool = False):
+    """Small trees with current, kW and import limits; optional minimum currents and steps.
+
+    ``tight``: every node has a current limit and every session is plugged in throughout, so
+    that sessions compete (for the fairness property)."""
+    n_nodes = draw(st.integers(1, 4))
+    nodes = []
+    for k in range(n_nodes):
+        parent = None if k == 0 else f"n{draw(st.integers(0, k - 1))}"
+        lim = st.floats(0, 64).map(lambda x: round(x, 1))
+        cur = draw(st.one_of(lim, st.tuples(lim, lim, lim)) if tight
+                   else st.one_of(st.none(), lim, st.tuples(lim, lim, lim)))
+        kw = draw(st.one_of(st.none(), st.floats(0, 40).map(lambda x: round(x, 2))))
+        nodes.append(lo.Node(id=f"n{k}", parent=parent, max_current=cur, max_power_kw=kw))
+    n_evse = draw(st.integers(2 if tight else 1, 7))
+    evses, sessions = [], []
+    for k in range(n_evse):
+        mx = draw(st.sampled_from([10.0, 16.0, 20.0, 32.0]))
+        mn = draw(st.sampled_from([0.0, 6.0, 8.0])) if with_min else 0.0
+        steps = None
+        if with_steps and draw(st.booleans()):
+            steps = tuple(sorted(draw(st.sets(st.sampled_from([0.0, 6.0, 8.0, 10.0, 13.0, 16.0,
+                                                                20.0]), min_size=1))))
+        evses.append(lo.Evse(
+            id=f"e{k}", node=f"n{draw(st.integers(0, n_nodes - 1))}", charge_point_id=f"CP{k}",
+            phases=draw(st.sampled_from([1, 3])), phase_rotation=draw(st.sampled_from(ROTATIONS)),
+            max_current=mx, min_current=mn, allowed_currents=steps,
+            voltage_v=draw(st.sampled_from([230.0, 240.0]))))
+        a = -10 if tight else draw(st.integers(-30, 60))
+        d = 300 if tight else a + draw(st.integers(15, 240))
+        sessions.append(lo.Session(
+            id=f"s{k}", evse=f"e{k}", arrival=T0 + timedelta(minutes=a),
+            departure=T0 + timedelta(minutes=d),
+            energy_kwh=draw(st.floats(0, 60)),
+            max_current=draw(st.sampled_from([8.0, 16.0, 32.0])),
+            phases=draw(st.sampled_from([1, 3])),
+            priority=draw(st.sampled_from([0.5, 1.0, 2.0, 3.0]))))
+    signals = lo.Signals(
+        base_load_kw=draw(st.floats(0, 10)), pv_kw=draw(st.floats(0, 10)),
+        grid_import_limit_kw=draw(st.one_of(st.none(), st.floats(0, 40))))
+    h = lo.Horizon(start=T0, step_s=draw(st.sampled_from([300, 900])),
+                   n_periods=draw(st.integers(1, 4)))
+    return lo.compile_problem(lo.Site(nodes=tuple(nodes), evses=tuple(evses)), sessions, h,
+                              signals)
+
+
+def _check_minimum_and_steps(p: lo.Problem, cur: np.ndarray) -> None:
+    mins = p.session_min_current[:, None]
+    assert ((cur == 0) | (cur >= mins - 1e-9)).all(), "a session runs below its minimum"
+    for i, e in enumerate(p.session_evse):
+        steps = p.site.evses[int(e)].allowed_currents
+        if steps:
+            ok = np.isin(np.round(cur[i] * 10), np.round(np.array((0.0, *steps)) * 10))
+            assert ok.all(), f"session {i} off its allowed steps: {cur[i]}"
+
+
+@SETTINGS
+@given(fast_problems(), st.sampled_from(["fair", "edf", "llf"]))
+def test_allocator_never_exceeds_a_limit_and_honours_min_and_steps(p, policy):
+    cur = fast.allocate_horizon(p, policy)
+    assert_physically_safe(p, cur)
+    _check_minimum_and_steps(p, cur)
+    assert np.array_equal(project(p, cur), cur), "a feasible schedule must come back unchanged"
+
+
+@settings(derandomize=True, deadline=None, max_examples=80,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.sampled_from(["fair", "edf", "llf"]))
+def test_allocator_is_safe_on_the_core_scenarios(p, policy):
+    cur = fast.allocate_horizon(p, policy)
+    assert_physically_safe(p, cur)
+    assert np.array_equal(project(p, cur), cur)
+    s = lo.solve(p, method="fast", policy=policy)
+    assert np.array_equal(s.current, cur)
+
+
+@SETTINGS
+@given(st.booleans().flatmap(lambda t: fast_problems(with_min=False, with_steps=False, tight=t)),
+       st.data())
+def test_fair_allocation_is_weighted_max_min_fair(p, data):
+    """Bottleneck condition of weighted max-min fairness, period by period: every session below
+    its cap sits under a full row in which its share ``x/w`` is the largest (up to the rounding to
+    0.1 A: each value is at most 0.1 A from the exact fill)."""
+    T = p.n_periods
+    t = data.draw(st.integers(0, T - 1))
+    energy = data.draw(st.one_of(st.none(), st.lists(st.floats(0, 30), min_size=p.n_sessions,
+                                                     max_size=p.n_sessions).map(np.array)))
+    x_a = fast.allocate(p, t, "fair", energy)
+    e = p.session_energy_kwh if energy is None else energy
+    v = np.flatnonzero(p.var_period == t)
+    if v.size == 0:
+        return
+    s = p.var_session[v]
+    x = np.round(x_a[s] * 10)  # deci-amps
+    ub = np.floor(p.var_ub[v] * 10 + GRID_SNAP)
+    need = np.where(e[s] > 1e-9, np.ceil(e[s] / p.var_kwh_per_a[v] * 10 - 1e-9), 0)
+    hi = np.minimum(ub, need)
+    w = p.session_priority[s]
+    rows = np.flatnonzero(p.row_period == t)
+    G = p.G[rows][:, v].toarray()
+    cap = row_capacity_da(p)[rows]
+    load = G @ x
+    slack = G.sum(axis=1) * 1.0 + 1e-6  # ≤ 0.1 A lost per variable by the floor
+    full = load >= cap - slack
+    share = x / w
+    for j in range(v.size):
+        if x[j] >= hi[j]:
+            continue
+        ok = False
+        for r in np.flatnonzero(full & (G[:, j] > 0)):
+            members = np.flatnonzero(G[r] > 0)
+            if (share[j] >= share[members] - 1.0 / w[j] - 1.0 / w[members] - 1e-9).all():
+                ok = True
+                break
+        assert ok, (f"session {p.session_ids[s[j]]} at {x[j] / 10} A (cap {hi[j] / 10}) is not "
+                    f"bottlenecked: loads {load}, caps {cap}, shares {share}")
+
+
+@settings(derandomize=True, deadline=None, max_examples=60,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(fast_problems(), st.sampled_from(["fair", "edf", "llf"]))
+def test_numba_and_pure_paths_are_identical(p, policy):
+    a = fast.allocate_horizon(p, policy)
+    b = fast.allocate_horizon(p, policy, kernels=fast.pure_kernels())
+    assert np.array_equal(a, b)
+
+
+@SETTINGS
+@given(fast_problems(), st.data())
+def test_projection_never_exceeds_a_limit_and_never_raises_a_value(p, data):
+    S, T = p.n_sessions, p.n_periods
+    vals = st.one_of(st.floats(-50, 200), st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 6.0]))
+    cur = np.array(data.draw(st.lists(vals, min_size=S * T, max_size=S * T))).reshape(S, T)
+    out = project(p, cur)
+    assert_physically_safe(p, out)
+    finite = np.where(np.isfinite(cur), cur, 0.0)
+    assert (out <= np.maximum(finite, 0.0) + 1e-9).all(), "the projection raised a value"
+    assert np.array_equal(project(p, out), out), "the projection is not idempotent"
+
+
+@SETTINGS
+@given(fast_problems(), st.data())
+def test_projection_leaves_feasible_schedules_unchanged(p, data):
+    """Any schedule on the 0.1 A grid that satisfies every limit: a scaled-down allocator result
+    (rounded down to 0.1 A, which keeps it feasible since G ≥ 0)."""
+    f = data.draw(st.floats(0, 1))
+    base = fast.allocate_horizon(p, data.draw(st.sampled_from(["fair", "edf"])))
+    cur = np.floor(base * f * 10 + 1e-9) / 10
+    assert np.array_equal(project(p, cur), cur)
+
+
+def test_prepared_rows_cover_every_period():
+    from loadopt.synthetic import demo_scenario
+
+    p = demo_scenario().compile()
+    pp = prepared(p)
+    assert pp.vptr[-1] == p.n_vars and pp.rptr[-1] == p.G.shape[0]
+    assert (np.diff(pp.vptr) >= 0).all() and (np.diff(pp.rptr) >= 0).all()
