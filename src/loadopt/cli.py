@@ -212,7 +212,7 @@ def _simulate(args) -> int:
                   f"{', '.join(BASELINES)}", file=sys.stderr)
             return 2
     results = compare(sc, baselines=names, known_departure=not args.unknown_departure,
-                      noise=args.noise, progress=not args.quiet)
+                      noise=args.noise, progress=not args.quiet and sys.stderr.isatty())
     print(simulation_table(results))
     _maybe_plot(results[0].schedule, args.plot, args.no_plot,
                 title=f"{sc.site.id}: replay through the loadopt controller")

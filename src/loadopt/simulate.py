@@ -1,0 +1,256 @@
+"""Replay sessions against the controller (or a baseline policy) and score what happened.
+
+The simulator steps through a scenario's horizon (one control interval per period). At each step:
+
+1. vehicles whose departure has passed leave (``stop_session``); vehicles that have arrived plug
+   in (``start_session``) with what the policy is told: their true departure and energy, or a
+   default dwell / default energy when ``known_departure`` / ``known_energy`` is off;
+2. every plugged-in vehicle reports its meter (cumulative kWh and the current it drew);
+3. the policy's ``step(now)`` gives the limits; each vehicle draws
+   ``min(limit, what its battery accepts)`` for the period — the battery accepts its maximum
+   current up to ``taper_from`` of the energy it wants, then linearly less down to 10 % of it
+   (constant-current / constant-voltage charging), and nothing once full; ``noise`` draws up to
+   that fraction less at random. A vehicle that arrives between two steps draws nothing until the
+   next step (the safe ``TxDefaultProfile`` of the OCPP adapter).
+
+What the vehicles drew is recorded as a ``(sessions, periods)`` current array on the problem
+compiled from the *true* sessions over the whole horizon, so the same
+:meth:`~loadopt.schedule.Schedule.kpis` and :func:`~loadopt.safety.violations` score every policy:
+energy delivered, sessions fully served, peak import, energy cost, demand-response compliance
+and limit violations (0 for the controller; the uncontrolled baseline shows what it causes).
+
+Baselines (same bookkeeping as the controller, one period of lookahead, no optimiser):
+``uncontrolled`` (every vehicle at its maximum), ``equal_share`` (max-min fair water-filling over
+every limit, :func:`loadopt.fast.allocate` ``policy="fair"``) and ``edf`` (earliest departure
+first over every limit, ``policy="edf"``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from .compile import compile_problem
+from .controller import Controller, StepRecord
+from .problem import Problem
+from .safety import violations
+from .scenario import Scenario
+from .schedule import Kpis, Schedule, ScheduleStatus
+
+BASELINES = ("uncontrolled", "equal_share", "edf")
+
+
+class BaselinePolicy(Controller):
+    """A baseline with the controller's interface and bookkeeping, deciding one period ahead."""
+
+    def __init__(self, site, kind: str, **kw) -> None:
+        if kind not in BASELINES:
+            raise ValueError(f"unknown baseline {kind!r}; choose from {BASELINES}")
+        kw["n_periods"] = 1
+        super().__init__(site, **kw)
+        self.kind = kind
+        self.reshare = False
+
+    def _solve(self, problem: Problem, now: datetime):
+        t0 = time.perf_counter()
+        if self.kind == "uncontrolled":
+            cur = problem.dense(problem.var_ub)
+        else:
+            from .fast import allocate
+
+            pol = "fair" if self.kind == "equal_share" else "edf"
+            cur = np.zeros((problem.n_sessions, problem.n_periods))
+            if problem.n_sessions:
+                cur[:, 0] = allocate(problem, 0, pol)  # type: ignore[arg-type]
+        dt = time.perf_counter() - t0
+        sched = Schedule(problem, cur, ScheduleStatus.FEASIBLE, self.kind, solve_time_s=dt)
+        return sched, "baseline", self.kind, dt
+
+
+@dataclass
+class SimulationResult:
+    """What happened in one replay."""
+
+    name: str
+    schedule: Schedule  #: currents as drawn (A) on the problem of the true sessions
+    limits: np.ndarray  #: (S, T) limits handed out (A), NaN where not plugged in
+    kpis: Kpis
+    n_violations: int
+    step_time_s: np.ndarray  #: wall time of every policy step (s)
+    log: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def delivered_pct(self) -> float:
+        k = self.kpis
+        return 100.0 * k.delivered_kwh / k.requested_kwh if k.requested_kwh else 100.0
+
+
+def accepted_current(vmax: np.ndarray, delivered: np.ndarray, wanted: np.ndarray,
+                     taper_from: float = 0.8) -> np.ndarray:
+    """Current (A) the battery accepts: ``vmax`` up to ``taper_from`` of the wanted energy, then
+    linearly less down to 10 % of ``vmax`` at full, 0 once full (vectorised)."""
+    frac = np.divide(delivered, wanted, out=np.ones_like(delivered), where=wanted > 0)
+    span = max(1.0 - taper_from, 1e-9)
+    k = np.clip((1.0 - frac) / span, 0.1, 1.0)
+    return np.where(frac >= 1.0 - 1e-9, 0.0, vmax * k)
+
+
+def simulate(
+    scenario: Scenario,
+    policy: str | Controller = "controller",
+    *,
+    known_departure: bool = True,
+    known_energy: bool = True,
+    noise: float = 0.0,
+    taper_from: float = 0.8,
+    horizon_h: float = 12.0,
+    seed: int = 0,
+    progress: bool = False,
+    controller_options: dict | None = None,
+) -> SimulationResult:
+    """Replay ``scenario``'s sessions through ``policy`` (see the module docstring).
+
+    ``policy``: ``"controller"`` (a :class:`Controller` planning ``horizon_h`` ahead), a baseline
+    name (:data:`BASELINES`) or a ready :class:`Controller`-like object. The scenario's horizon
+    sets the simulated span and the control interval (its ``step_s``).
+    """
+    hz = scenario.horizon
+    step_s, K = hz.step_s, hz.n_periods
+    sessions = list(scenario.sessions)
+    truth = compile_problem(scenario.site, sessions, hz, scenario.signals, scenario.objective)
+    if isinstance(policy, str):
+        name = policy
+        opts = dict(step_s=step_s, signals=scenario.signals, objective=scenario.objective)
+        if policy == "controller":
+            n = max(1, min(K, round(horizon_h * 3600 / step_s)))
+            ctl: Controller = Controller(scenario.site, n_periods=n,
+                                         **{**opts, **(controller_options or {})})
+        else:
+            ctl = BaselinePolicy(scenario.site, policy, **opts)
+    else:
+        ctl, name = policy, type(policy).__name__
+    rng = np.random.default_rng(seed)
+    S = len(sessions)
+    ids = truth.session_ids
+    t0 = hz.start
+    arr = np.array([hz.seconds_from_start(s.arrival) for s in sessions])
+    dep = np.array([hz.seconds_from_start(s.departure) for s in sessions])
+    wanted = truth.session_energy_kwh.copy()
+    vmax = truth.session_max_current.copy()
+    kw_per_a = truth.session_kw_per_a
+    delivered = np.zeros(S)
+    last_a = np.zeros(S)
+    started = np.zeros(S, dtype=bool)
+    stopped = np.zeros(S, dtype=bool)
+    drawn = np.zeros((S, K))
+    limits = np.full((S, K), np.nan)
+    times = np.zeros(K)
+    for k in range(K):
+        now = t0 + timedelta(seconds=k * step_s)
+        ts = k * step_s
+        for i in np.flatnonzero(started & ~stopped & (dep <= ts)):
+            ctl.stop_session(ids[i], now)
+            stopped[i] = True
+        for i in np.flatnonzero(~started & (arr <= ts) & (dep > ts)):
+            s = sessions[i]
+            upd = {}
+            if not known_departure:
+                upd["departure"] = s.arrival + timedelta(hours=ctl.default_dwell_h)
+            if not known_energy:
+                upd["energy_kwh"] = ctl.default_energy_kwh
+            ctl.start_session(s.model_copy(update=upd) if upd else s)
+            started[i] = True
+        active = np.flatnonzero(started & ~stopped)
+        for i in active:
+            ctl.meter(ids[i], now, energy_kwh=float(delivered[i]), current_a=float(last_a[i]))
+        c0 = time.perf_counter()
+        sched = ctl.step(now)
+        times[k] = time.perf_counter() - c0
+        lim = np.zeros(S)
+        if active.size:
+            pos = {sid: j for j, sid in enumerate(sched.problem.session_ids)}
+            rows = np.array([pos[ids[i]] for i in active])
+            lim[active] = sched.current[rows, 0]
+            limits[active, k] = lim[active]
+        acc = accepted_current(vmax, delivered, wanted, taper_from)
+        d = np.minimum(lim, acc)
+        if noise > 0:
+            d *= 1.0 - noise * rng.random(S)
+        avail = truth.avail[:, k]
+        e_per_a = kw_per_a * avail * (step_s / 3600.0)
+        room = np.divide(wanted - delivered, e_per_a, out=np.zeros(S), where=e_per_a > 0)
+        d = np.minimum(d, np.maximum(room, 0.0))
+        d = np.floor(np.maximum(d, 0.0) * 10.0 + 1e-9) / 10.0  # what a meter resolves
+        d[~(started & ~stopped)] = 0.0
+        drawn[:, k] = d
+        delivered += d * e_per_a
+        last_a = d
+        if progress:
+            _progress(name, k + 1, K)
+    if progress:
+        print(file=sys.stderr)
+    sched = Schedule(truth, drawn, ScheduleStatus.FEASIBLE, f"simulated:{name}",
+                     solve_time_s=float(times.sum()))
+    return SimulationResult(name, sched, limits, sched.kpis(), len(violations(truth, drawn)),
+                            times, list(getattr(ctl, "log", [])))
+
+
+def _progress(name: str, k: int, n: int) -> None:
+    w = 30
+    f = int(w * k / n)
+    print(f"\r{name:<14} [{'#' * f}{'.' * (w - f)}] {k}/{n}", end="", file=sys.stderr,
+          flush=True)
+
+
+def compare(scenario: Scenario, baselines: list[str] | tuple[str, ...] = BASELINES,
+            **kw) -> list[SimulationResult]:
+    """The controller and each baseline on the same replay (controller first)."""
+    return [simulate(scenario, "controller", **kw)] + [simulate(scenario, b, **kw)
+                                                       for b in baselines]
+
+
+def _table_rows(results: list[SimulationResult]) -> tuple[list[str], list[list[str]]]:
+    def dr(r: SimulationResult) -> str:
+        d = r.kpis.demand_response
+        return f"{sum(x.compliant for x in d)}/{len(d)} met" if d else "—"
+
+    def pct(r: SimulationResult) -> str:
+        return f"{r.kpis.delivered_kwh:,.1f} kWh ({r.delivered_pct:.1f} %)"
+
+    def ms(r: SimulationResult) -> str:
+        return f"{1e3 * r.step_time_s.mean():.1f} / {1e3 * r.step_time_s.max():.1f} ms"
+
+    rows = [
+        ("energy delivered", pct),
+        ("sessions fully served", lambda r: f"{r.kpis.sessions_served}/{len(r.kpis.sessions)}"),
+        ("peak grid import", lambda r: f"{r.kpis.peak_import_kw:,.1f} kW"),
+        ("energy cost", lambda r: f"{r.kpis.energy_cost:,.2f}"),
+        ("demand response", dr),
+        ("limit violations", lambda r: f"{r.n_violations}"),
+        ("step time mean / max", ms),
+    ]
+    head = ["", *(r.name for r in results)]
+    return head, [[label, *(fn(r) for r in results)] for label, fn in rows]
+
+
+def simulation_table(results: list[SimulationResult]) -> str:
+    """KPIs side by side, one column per policy (plain text)."""
+    head, body = _table_rows(results)
+    widths = [max(len(row[j]) for row in [head, *body]) for j in range(len(head))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def markdown_table(results: list[SimulationResult]) -> str:
+    """The same table in Markdown (for docs)."""
+    head, body = _table_rows(results)
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(out)
