@@ -135,6 +135,7 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     hk = np.empty(size)
     hid = np.empty(size, np.int64)
     n = 0
+    live = 0  # variables not done: the loop stops when none is left
     for j in range(nv):
         v = v0 + j
         if hi[j] <= lo[j]:
@@ -150,6 +151,7 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
             status[j] = 2
             x[j] = 0.0
         if status[j] != 3:
+            live += 1
             hk[n] = hi[j] / w[j]
             hid[n] = nr + nv + j
             n += 1
@@ -171,7 +173,7 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     heapify(hk, hid, n)
 
     lam = 0.0
-    while n > 0:
+    while n > 0 and live > 0:
         key = hk[0]
         ident = hid[0]
         n = heap_pop(hk, hid, n)
@@ -191,7 +193,9 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
                 j = indices[p] - v0
                 if status[j] == 1:
                     status[j] = 3
+                    live -= 1
                 elif status[j] == 2:
+                    live -= 1
                     xj = w[j] * lam
                     if xj > hi[j]:
                         xj = hi[j]
@@ -231,6 +235,7 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
                 lam = key
             x[j] = hi[j]
             status[j] = 3
+            live -= 1
             v = v0 + j
             for q in range(cptr[v], cptr[v + 1]):
                 rr = cidx[q] - r0
