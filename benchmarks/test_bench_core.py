@@ -24,6 +24,8 @@ for n in SIZES:
                    "raw HiGHS solve"))
     RATIOS.append(("loadopt solve only / raw HiGHS", g, "loadopt HiGHS solve", "raw HiGHS solve"))
     RATIOS.append(("PuLP build / loadopt compile+build", g, "PuLP build", "loadopt compile+build"))
+    RATIOS.append(("PuLP build / loadopt build (same arrays in)", g, "PuLP build",
+                   "loadopt build"))
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -67,6 +69,14 @@ def test_loadopt_compile_and_build(benchmark, rec, n):
     sc = scenario(n)
     benchmark.pedantic(lambda: build_lp(sc.compile()), rounds=ROUNDS[n] + 2, iterations=1)
     rec(f"core-{n}x96", "loadopt compile+build")
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_loadopt_build(benchmark, rec, n):
+    """Compiled arrays → reduced LP: the same input the PuLP build below starts from."""
+    p = problem(n)
+    benchmark.pedantic(lambda: build_lp(p), rounds=ROUNDS[n] + 2, iterations=1)
+    rec(f"core-{n}x96", "loadopt build")
 
 
 @pytest.mark.parametrize("n", [100, 1000])

@@ -152,8 +152,7 @@ def compile_problem(
     import_cap = np.minimum(grid_kw, dr_cap.min(axis=0) if len(ev_ids) else np.inf)
 
     # --- safety rows -------------------------------------------------------------------------
-    G_parts: list[sp.coo_matrix] = []
-    h_parts, kind_parts, node_parts, phase_parts, period_parts = [], [], [], [], []
+    rows = _RowBuilder(V, T)
     s_anc = anc[s_evse].tocoo()  # (S, N): sessions under each node
     sess_var = sp.csr_matrix((np.ones(V), (np.arange(V), vs)), shape=(V, S))
 
@@ -175,33 +174,22 @@ def compile_problem(
         k = parent[k]
     cur_rhs = node_cur.copy()
     cur_rhs[carries] -= base_a[None, None, :]
-    _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
-              (sess_var @ C).tocoo(), vt, cur_rhs.reshape(-1), T, ROW_NODE_CURRENT,
-              lambda ids: (ids // T) // 3, lambda ids: (ids // T) % 3)
+    rows.add((sess_var @ C).tocoo(), vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT,
+             node_of=lambda g: g // 3, phase_of=lambda g: g % 3)
 
     # per node and period: Σ EV kW ≤ limit (minus the base load where it flows)
     D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
     kw_rhs = node_kw.copy()
     kw_rhs[carries] -= base_kw[None, :]
-    _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
-              (sess_var @ D).tocoo(), vt, kw_rhs.reshape(-1), T, ROW_NODE_POWER,
-              lambda ids: ids // T, lambda ids: np.full(ids.size, -1))
+    rows.add((sess_var @ D).tocoo(), vt, kw_rhs.reshape(-1), ROW_NODE_POWER,
+             node_of=lambda g: g, phase_of=lambda g: np.full(g.size, -1))
 
     # per period: EV kW + base − PV ≤ grid limit and DR caps
     site_coo = sp.coo_matrix((kw_per_a[vs], (np.arange(V), np.zeros(V, np.int64))),
                              shape=(V, 1))
-    _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
-              site_coo, vt, import_cap - base_kw + pv_kw, T, ROW_SITE_IMPORT,
-              lambda ids: np.full(ids.size, -1), lambda ids: np.full(ids.size, -1))
-
-    G = sp.vstack(G_parts, format="csr") if G_parts else sp.csr_matrix((0, V))
-    h = np.concatenate(h_parts) if h_parts else np.zeros(0)
-    row_kind = np.concatenate(kind_parts).astype(np.int8) if kind_parts else np.zeros(0, np.int8)
-    row_node = np.concatenate(node_parts).astype(np.int32) if node_parts else np.zeros(0, np.int32)
-    row_phase = (np.concatenate(phase_parts).astype(np.int8) if phase_parts
-                 else np.zeros(0, np.int8))
-    row_period = (np.concatenate(period_parts).astype(np.int32) if period_parts
-                  else np.zeros(0, np.int32))
+    rows.add(site_coo, vt, import_cap - base_kw + pv_kw, ROW_SITE_IMPORT,
+             node_of=lambda g: np.full(g.size, -1), phase_of=lambda g: np.full(g.size, -1))
+    G, h, row_kind, row_node, row_phase, row_period = rows.build()
 
     for k in np.flatnonzero(carries):
         notices.extend(_base_load_notices(node_ids[k], cur_rhs[k], kw_rhs[k], None, horizon))
@@ -234,30 +222,55 @@ def _point(start, value):
     return SeriesPoint(start=start, value=float(value))
 
 
-def _add_rows(G_parts, h_parts, kind_parts, node_parts, phase_parts, period_parts,
-              var_group: sp.coo_matrix, var_period: np.ndarray, rhs_flat: np.ndarray, T: int,
-              kind: int, node_of, phase_of) -> None:
-    """Append rows ``Σ_v coef · r_v ≤ rhs`` for every (group, period) that has a finite limit.
+class _RowBuilder:
+    """Collects safety rows ``Σ_v coef · r_v ≤ rhs`` as COO triplets and labels, then one CSR."""
 
-    ``var_group`` is a (V, n_groups) incidence/coefficient matrix; the row of variable ``v`` in
-    group ``g`` is ``g * T + var_period[v]``, indexing ``rhs_flat``.
-    """
-    ids = var_group.col.astype(np.int64) * T + var_period[var_group.row]
-    finite = np.isfinite(rhs_flat[ids])
-    ids, cols, vals = ids[finite], var_group.row[finite], var_group.data[finite]
-    if ids.size == 0:
-        return
-    # the row ids are dense integers below rhs_flat.size: number them without sorting
-    present = np.zeros(rhs_flat.size, dtype=bool)
-    present[ids] = True
-    uniq = np.flatnonzero(present)
-    row = (np.cumsum(present) - 1)[ids]
-    G_parts.append(sp.coo_matrix((vals, (row, cols)), shape=(uniq.size, var_group.shape[0])))
-    h_parts.append(rhs_flat[uniq])
-    kind_parts.append(np.full(uniq.size, kind))
-    node_parts.append(node_of(uniq))
-    phase_parts.append(phase_of(uniq))
-    period_parts.append(uniq % T)
+    def __init__(self, n_vars: int, n_periods: int) -> None:
+        self.V, self.T = n_vars, n_periods
+        self.n = 0
+        self.r: list[np.ndarray] = []
+        self.c: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self.labels: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, var_group: sp.coo_matrix, var_period: np.ndarray, rhs_flat: np.ndarray,
+            kind: int, node_of, phase_of) -> None:
+        """Add a row for every (group, period) with a finite limit.
+
+        ``var_group`` is a (V, n_groups) incidence/coefficient matrix; variable ``v`` sits in the
+        row of group ``g`` and its own period, ``rhs_flat[g * T + var_period[v]]``.
+        """
+        T = self.T
+        ids = var_group.col.astype(np.int64) * T + var_period[var_group.row]
+        finite = np.isfinite(rhs_flat[ids])
+        ids, cols, vals = ids[finite], var_group.row[finite], var_group.data[finite]
+        if ids.size == 0:
+            return
+        # the row ids are dense integers below rhs_flat.size: number them without sorting
+        present = np.zeros(rhs_flat.size, dtype=bool)
+        present[ids] = True
+        uniq = np.flatnonzero(present)
+        self.r.append((np.cumsum(present) - 1)[ids] + self.n)
+        self.c.append(cols)
+        self.v.append(vals)
+        group = uniq // T
+        self.labels.append((rhs_flat[uniq], np.full(uniq.size, kind), node_of(group),
+                            phase_of(group), uniq % T))
+        self.n += uniq.size
+
+    def build(self):
+        """``(G, h, row_kind, row_node, row_phase, row_period)``."""
+        if not self.labels:
+            z = np.zeros(0)
+            return (sp.csr_matrix((0, self.V)), z, z.astype(np.int8), z.astype(np.int32),
+                    z.astype(np.int8), z.astype(np.int32))
+        G = sp.csr_matrix((np.concatenate(self.v), (np.concatenate(self.r),
+                                                     np.concatenate(self.c))),
+                          shape=(self.n, self.V))
+        h, kind, node, phase, period = (np.concatenate(x) for x in zip(*self.labels,
+                                                                         strict=True))
+        return (G, h, kind.astype(np.int8), node.astype(np.int32), phase.astype(np.int8),
+                period.astype(np.int32))
 
 
 def _base_load_notices(node_id: str, cur_rhs: np.ndarray | None, kw_rhs: np.ndarray | None,

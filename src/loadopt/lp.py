@@ -209,19 +209,18 @@ def build_lp(problem: Problem) -> LinearProgram:
 def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
     """Merge rows of ``G r ≤ h`` that have identical coefficients, keeping the smallest ``h``.
 
-    Rows are grouped by two random projections of their coefficients, then each row is compared
-    exactly with its group's representative; a row that only collided in the hash stays apart.
+    Rows are grouped by a random projection of their coefficients (identical rows give bitwise
+    identical sums), then each row is compared exactly with its group's representative; a row
+    that only collided in the hash stays apart.
     """
     if G.shape[0] < 2:
         return G, h
     rng = np.random.default_rng(12345)
     G = G.tocsr()
-    pattern = G.copy()
-    pattern.data = np.ones_like(pattern.data)
-    k1, k2 = G @ rng.random(G.shape[1]), pattern @ rng.random(G.shape[1])
-    order = np.lexsort((k2, k1))
+    key = G @ rng.random(G.shape[1])
+    order = np.argsort(key, kind="stable")
     new_group = np.ones(order.size, dtype=bool)
-    new_group[1:] = (np.diff(k1[order]) != 0) | (np.diff(k2[order]) != 0)
+    new_group[1:] = np.diff(key[order]) != 0
     head = order[np.flatnonzero(new_group)]  # a representative row of each group
     rep = np.empty(order.size, dtype=np.int64)
     rep[order] = head[np.cumsum(new_group) - 1]
