@@ -1,0 +1,51 @@
+"""The loadopt command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loadopt.cli import main
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "simulate" in out and "solve" in out
+
+
+def test_demo_no_plot(capsys, tmp_path):
+    sc = tmp_path / "demo.json"
+    assert main(["demo", "--no-plot", "--save-scenario", str(sc)]) == 0
+    out = capsys.readouterr().out
+    assert "energy delivered" in out and "limit violations: 0" in out
+    assert sc.exists()
+    assert main(["solve", str(sc), "-o", str(tmp_path / "out.json")]) == 0
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["violations"] == 0 and len(data["sessions"]) == 40
+
+
+def test_demo_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "d.png"
+    assert main(["demo", "--plot", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+
+
+def test_bad_scenario_names_field(tmp_path, capsys):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({"site": {"nodes": []}, "horizon": {"start": "2026-01-01T00:00:00Z"}}))
+    assert main(["solve", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "nodes" in err
+
+
+def test_simulate_acn(capsys, tmp_path):
+    assert main(["simulate", "--acn", "--day", "2019-05-11", "--no-plot", "--quiet",
+                 "--baselines", "edf"]) == 0
+    out = capsys.readouterr().out
+    assert "controller" in out and "edf" in out and "limit violations" in out
+    assert main(["simulate", "--acn", "--baselines", "nope", "--no-plot"]) == 2
