@@ -65,7 +65,8 @@ def row_capacity_da(problem: Problem) -> np.ndarray:
     return np.maximum(cap, 0.0)
 
 
-def project(problem: Problem, current: np.ndarray, max_passes: int = 8) -> np.ndarray:
+def project(problem: Problem, current: np.ndarray, max_passes: int = 8,
+            min_current: np.ndarray | None = None) -> np.ndarray:
     """Return a feasible ``(S, T)`` schedule on the 0.1 A grid, at or below ``current`` everywhere.
 
     ``current`` may come from any solver, a user or a heuristic. Values are rounded down to
@@ -73,10 +74,18 @@ def project(problem: Problem, current: np.ndarray, max_passes: int = 8) -> np.nd
     every variable under an over-full safety row is scaled down by that row's ``capacity / load``
     (the smallest such factor among its rows) and rounded down again. A schedule that already
     satisfies every limit on the 0.1 A grid comes back unchanged.
+
+    ``min_current`` (``(S,)`` A, optional; IEC 61851: below its minimum a vehicle pauses): a
+    value that ends up between 0 and the session's minimum (rounded up to 0.1 A) is set to 0 —
+    the session is paused instead of trickling. Zeroing only lowers loads (``G ≥ 0``), so every
+    guarantee above still holds.
     """
     x = to_deciamps(problem.gather(np.asarray(current, dtype=np.float64)))
     x = np.minimum(x, np.floor(problem.var_ub * 10.0 + GRID_SNAP))
     x = _project_da(problem, x, max_passes)
+    if min_current is not None:
+        min_da = np.ceil(np.asarray(min_current, dtype=np.float64) * 10.0 - GRID_SNAP)
+        x = np.where(x < min_da[problem.var_session], 0.0, x)
     return problem.dense(x / 10.0)
 
 

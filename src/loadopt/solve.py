@@ -18,7 +18,7 @@ from .safety import project
 from .schedule import Schedule, ScheduleStatus
 from .solvers.result import SolverResult, SolverStatus
 
-Method = Literal["lp", "fast"]
+Method = Literal["lp", "fast", "milp", "auto"]
 Backend = Literal["highs", "pulp"]
 
 
@@ -41,6 +41,8 @@ def solve(
     options: dict[str, Any] | None = None,
     *,
     policy: str = "fair",
+    integer: Any = None,
+    mip_rel_gap: float = 0.01,
 ) -> Schedule:
     """Schedule ``problem``.
 
@@ -48,6 +50,13 @@ def solve(
     highspy, the default and fast path; ``"pulp"`` for CBC or any solver PuLP drives, passed as
     ``options={"solver": ...}``). ``time_limit_s`` bounds the solver's time. ``options`` go to
     HiGHS as ``setOptionValue`` pairs.
+
+    ``method="milp"`` solves the MILP of :mod:`loadopt.milp` (minimum current, discrete steps,
+    caps on sessions charging at once, minimum run/pause, 1p/3p switching) chosen by
+    ``integer`` (a :class:`loadopt.milp.IntegerOptions`; default: minimum current and discrete
+    steps), stopping at ``mip_rel_gap``. ``method="auto"``: the MILP when an integer feature is
+    asked for (``integer`` given, or an EVSE with ``allowed_currents`` or ``phase_switching``),
+    else the LP.
 
     The returned :class:`~loadopt.schedule.Schedule` is always safe; its ``status`` is
     ``optimal``, ``feasible``, or a ``*_fallback`` that says why the fallback was used.
@@ -59,8 +68,14 @@ def solve(
         cur = project(problem, allocate_horizon(problem, policy))
         return Schedule(problem, cur, ScheduleStatus.FEASIBLE, "fast",
                         solve_time_s=time.perf_counter() - t0, notices=problem.notices)
+    if method in ("milp", "auto"):
+        from .milp import solve_milp, wants_integers
+
+        if method == "milp" or wants_integers(problem, integer):
+            return solve_milp(problem, integer, time_limit_s, mip_rel_gap, options, t0)
+        method = "lp"
     if method != "lp":
-        raise ValueError(f"unknown method {method!r}; use 'lp' or 'fast'")
+        raise ValueError(f"unknown method {method!r}; use 'lp', 'fast', 'milp' or 'auto'")
     lp = build_lp(problem)
     if backend == "highs":
         from .solvers.highs import LP_OPTIONS, solve_lp
