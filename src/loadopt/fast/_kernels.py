@@ -131,7 +131,7 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     full_possible = np.zeros(nr)  # Σ G hi: the row can only fill if this exceeds cap
     sat = np.zeros(nr, np.bool_)
     status = np.zeros(nv, np.int8)  # 1 waiting at floor, 2 growing, 3 done
-    size = nr + 2 * nv + (cptr[v0 + nv] - cptr[v0]) + 1
+    size = 2 * nr + 2 * nv + (cptr[v0 + nv] - cptr[v0]) + 1
     hk = np.empty(size)
     hid = np.empty(size, np.int64)
     n = 0
@@ -172,6 +172,9 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
             n += 1
     heapify(hk, hid, n)
 
+    mark = np.zeros(nr, np.int64)
+    touched = np.empty(nr, np.int64)
+    stamp = 0
     lam = 0.0
     while n > 0 and live > 0:
         key = hk[0]
@@ -210,20 +213,35 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
                         slope[rr] -= g * w[j]
                         const[rr] += g * xj
                         cnt[rr] -= 1
-        elif ident < nr + nv:  # a variable leaves its floor and starts growing
-            j = ident - nr
-            if status[j] != 1:
-                continue
+        elif ident < nr + nv:  # variables leave their floor and start growing
             if key > lam:
                 lam = key
-            status[j] = 2
-            v = v0 + j
-            for q in range(cptr[v], cptr[v + 1]):
-                rr = cidx[q] - r0
-                g = cdata[q]
-                const[rr] -= g * lo[j]
-                slope[rr] += g * w[j]
-                cnt[rr] += 1
+            # every start event at this level at once (floors are few distinct levels), then
+            # re-key each touched row once
+            stamp += 1
+            nt = 0
+            j = ident - nr
+            while True:
+                if status[j] == 1:
+                    status[j] = 2
+                    v = v0 + j
+                    for q in range(cptr[v], cptr[v + 1]):
+                        rr = cidx[q] - r0
+                        g = cdata[q]
+                        const[rr] -= g * lo[j]
+                        slope[rr] += g * w[j]
+                        cnt[rr] += 1
+                        if mark[rr] != stamp:
+                            mark[rr] = stamp
+                            touched[nt] = rr
+                            nt += 1
+                if n > 0 and hk[0] == key and nr <= hid[0] < nr + nv:
+                    j = hid[0] - nr
+                    n = heap_pop(hk, hid, n)
+                else:
+                    break
+            for t in range(nt):
+                rr = touched[t]
                 if not sat[rr] and full_possible[rr] > cap[rr]:
                     k = (cap[rr] - const[rr]) / slope[rr]
                     n = heap_push(hk, hid, n, k if k > lam else lam, rr)
