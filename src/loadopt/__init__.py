@@ -6,6 +6,7 @@ Build a :class:`Site`, describe the :class:`Session` s and :class:`Signals` over
 
 from ._base import SeriesPoint
 from .compile import compile_problem
+from .controller import Controller
 from .errors import InputError, LoadoptError, SafetyError, SolverError
 from .horizon import Horizon
 from .objective import Objective
@@ -17,6 +18,7 @@ from .site import CurrentPoint, Evse, Node, Site
 from .solve import solve
 
 __all__ = [
+    "Controller",
     "CurrentPoint", "DemandResponseEvent", "Evse", "Horizon", "InputError", "Kpis",
     "LoadoptError", "Node", "Objective", "Problem", "SafetyError", "Schedule", "ScheduleStatus",
     "SeriesPoint", "Session", "Signals", "Site", "SolverError", "compile_problem", "solve",
