@@ -188,3 +188,13 @@ def test_prepared_rows_cover_every_period():
     pp = prepared(p)
     assert pp.vptr[-1] == p.n_vars and pp.rptr[-1] == p.G.shape[0]
     assert (np.diff(pp.vptr) >= 0).all() and (np.diff(pp.rptr) >= 0).all()
+
+
+def test_projection_rejects_a_schedule_of_the_wrong_shape():
+    import pytest
+
+    from loadopt.synthetic import demo_scenario
+
+    p = demo_scenario().compile()
+    with pytest.raises(ValueError, match="expected"):
+        project(p, np.zeros((p.n_sessions, p.n_periods + 3)))

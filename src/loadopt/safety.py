@@ -80,7 +80,11 @@ def project(problem: Problem, current: np.ndarray, max_passes: int = 8,
     the session is paused instead of trickling. Zeroing only lowers loads (``G ≥ 0``), so every
     guarantee above still holds.
     """
-    x = to_deciamps(problem.gather(np.asarray(current, dtype=np.float64)))
+    current = np.asarray(current, dtype=np.float64)
+    if current.shape != (problem.n_sessions, problem.n_periods):  # a wider array would be cut
+        raise ValueError(f"schedule has shape {current.shape}, expected "
+                         f"{(problem.n_sessions, problem.n_periods)} (sessions, periods)")
+    x = to_deciamps(problem.gather(current))
     x = np.minimum(x, np.floor(problem.var_ub * 10.0 + GRID_SNAP))
     x = _project_da(problem, x, max_passes)
     if min_current is not None:
