@@ -43,7 +43,8 @@ def sessions(s: lo.Site, n: int, rng: np.random.Generator, start: datetime = T0,
     rng.shuffle(evs)
     for k, e in enumerate(evs[:n]):
         out.append(lo.Session(
-            id=str(1000 + k), evse=e.id, arrival=start - timedelta(minutes=int(rng.integers(1, 60))),
+            id=str(1000 + k), evse=e.id,
+            arrival=start - timedelta(minutes=int(rng.integers(1, 60))),
             departure=start + timedelta(minutes=int(rng.integers(30, 600))),
             energy_kwh=float(rng.uniform(1, 40)), phases=int(rng.choice([1, 3])),
             max_current=float(rng.choice([16.0, 32.0]))))

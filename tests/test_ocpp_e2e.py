@@ -63,7 +63,7 @@ class Sim16(CP16):
         return r16.SetChargingProfile(status="Accepted")
 
     @on("ClearChargingProfile")
-    def on_clear(self, id: int | None = None, **_: Any) -> Any:  # noqa: A002
+    def on_clear(self, id: int | None = None, **_: Any) -> Any:
         self.store.received.append(("clear", {"id": id}))
         ok = self.store.profiles.pop(id, None) is not None
         return r16.ClearChargingProfile(status="Accepted" if ok else "Unknown")

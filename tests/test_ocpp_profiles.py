@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import timedelta
 
@@ -72,7 +73,7 @@ def test_every_payload_validates_against_the_official_schema(version):
         sched = body["chargingSchedule"]
         sched = sched if version == "1.6" else sched[0]
         starts = [q["startPeriod"] for q in sched["chargingSchedulePeriod"]]
-        assert starts[0] == 0 and all(b > a for a, b in zip(starts, starts[1:], strict=False))
+        assert starts[0] == 0 and all(b > a for a, b in itertools.pairwise(starts))
         assert body["chargingProfileKind"] == "Absolute"
         assert cp.startswith("CP")
     assert purposes == {"ChargePointMaxProfile" if version == "1.6" else
@@ -121,10 +122,10 @@ def test_1_6_needs_an_integer_transaction_id():
     sch = _one_session_schedule([10.0])
     sch2 = Schedule(sch.problem, sch.current, sch.status, "t")
     prof = tx_profiles(sch2, transaction_ids={"42": "abc"})[0]
-    with pytest.raises(lo.InputError, match="'42'.*integer transactionId"):
+    with pytest.raises(lo.InputError, match=r"'42'.*integer transactionId"):
         to_payload(prof, "1.6")
     prof = tx_profiles(sch2, transaction_ids={"42": "x" * 37})[0]
-    with pytest.raises(lo.InputError, match="1..36"):
+    with pytest.raises(lo.InputError, match=r"1\.\.36"):
         to_payload(prof, "2.0.1")
 
 
@@ -202,7 +203,7 @@ def test_2_1_per_phase_limits_for_unbalanced_allowances():
 def test_merge_equal_neighbours_and_to_max_periods():
     starts = np.arange(6) * 100
     lim = np.repeat(np.array([[160], [160], [80], [90], [90], [0]]), 3, axis=1)
-    s, lm, ph = merge_periods(starts, lim, np.full(6, 3), 24, 600)
+    s, lm, _ph = merge_periods(starts, lim, np.full(6, 3), 24, 600)
     assert s.tolist() == [0, 200, 300, 500] and lm[:, 0].tolist() == [160, 80, 90, 0]
     s, lm, _ = merge_periods(starts, lim, np.full(6, 3), 3, 600)
     assert s.tolist() == [0, 200, 500] and lm[:, 0].tolist() == [160, 80, 0]  # 80|90 → 80

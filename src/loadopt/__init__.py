@@ -4,6 +4,7 @@ Build a :class:`Site`, describe the :class:`Session` s and :class:`Signals` over
 :class:`Horizon`, :func:`compile_problem`, :func:`solve`, and emit the :class:`Schedule`.
 """
 
+from . import ocpp as ocpp  # OCPP payloads and the CSMS adapter: loadopt.ocpp
 from ._base import SeriesPoint
 from .compile import compile_problem
 from .controller import Controller
