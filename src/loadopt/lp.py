@@ -31,6 +31,9 @@ import scipy.sparse as sp
 
 from .problem import Problem
 
+#: Names of the ``LinearProgram.row_block`` codes.
+ROW_BLOCKS = ("safety", "energy", "balance", "peak", "fairness")
+
 
 @dataclass(frozen=True, eq=False)
 class LinearProgram:
@@ -49,6 +52,12 @@ class LinearProgram:
     exp_cols: np.ndarray | None
     peak_col: int | None
     z_col: int | None
+    #: Where each row comes from (for warm starts that map a basis across steps):
+    #: ``row_block`` is one of ``ROW_BLOCKS`` and ``row_index`` the index in that block's space —
+    #: the problem's safety row (``G``), the session (energy, fairness) or the period (balance,
+    #: peak). ``None`` for programmes built elsewhere.
+    row_block: np.ndarray | None = None
+    row_index: np.ndarray | None = None
 
     @property
     def n_cols(self) -> int:
@@ -95,7 +104,7 @@ def build_lp(problem: Problem) -> LinearProgram:
         col, coef = G.indices[idx], G.data[idx]
         np.minimum.at(ub, col, h[single] / coef)
     # a row that binds at ub only... keep rows that can bind
-    keep_row = (nnz > 1) & ((G @ ub) > h * (1 + 1e-12))
+    keep_row = np.flatnonzero((nnz > 1) & ((G @ ub) > h * (1 + 1e-12)))
     G_red = G[keep_row]
     h_red = h[keep_row]
 
@@ -111,7 +120,9 @@ def build_lp(problem: Problem) -> LinearProgram:
     c_all, offset = objective_coefficients(problem)
     G_red = G_red[:, cols]
     nz_rows = np.diff(G_red.indptr) > 0
-    G_red, h_red = _dedupe_rows(G_red[nz_rows], h_red[nz_rows])
+    g_rows = keep_row[nz_rows]
+    G_red, h_red, kept = _dedupe_rows(G_red[nz_rows], h_red[nz_rows])
+    g_rows = g_rows[kept]
 
     e_sess = np.flatnonzero(e_keep)
     sess_row = np.full(S, -1)
@@ -124,6 +135,8 @@ def build_lp(problem: Problem) -> LinearProgram:
     )
 
     blocks_A = [G_red, E_rows]
+    row_block = [np.zeros(g_rows.size, np.int8), np.ones(e_sess.size, np.int8)]
+    row_index = [g_rows, e_sess]
     lbs = [np.full(h_red.size, -np.inf), np.full(e_sess.size, -np.inf)]
     ubs = [h_red, problem.session_energy_kwh[e_sess]]
     c = [c_all[cols]]
@@ -151,6 +164,8 @@ def build_lp(problem: Problem) -> LinearProgram:
         blocks_A = [sp.hstack([b, sp.csr_matrix((b.shape[0], 2 * T))], format="csr")
                     for b in blocks_A]
         blocks_A.append(bal)
+        row_block.append(np.full(T, 2, np.int8))
+        row_index.append(np.arange(T))
         net = problem.base_load_kw - problem.pv_kw
         lbs.append(net)
         ubs.append(net)
@@ -169,6 +184,8 @@ def build_lp(problem: Problem) -> LinearProgram:
                             sp.csr_matrix((T, T)), sp.csr_matrix(-np.ones((T, 1)))],
                            format="csr")
             blocks_A.append(pk)
+            row_block.append(np.full(T, 3, np.int8))
+            row_index.append(np.arange(T))
             lbs.append(np.full(T, -np.inf))
             ubs.append(np.zeros(T))
             c.append(np.array([o.demand_charge_per_kw]))
@@ -192,6 +209,8 @@ def build_lp(problem: Problem) -> LinearProgram:
         blocks_A.append(sp.hstack([Fr, sp.csr_matrix((want.size, width)), Fz], format="csr"))
         lbs.append(np.full(want.size, -np.inf))
         ubs.append(np.zeros(want.size))
+        row_block.append(np.full(want.size, 4, np.int8))
+        row_index.append(want)
         c.append(np.array([-o.fairness]))
         col_lb.append(np.zeros(1))
         col_ub.append(np.ones(1))
@@ -202,19 +221,23 @@ def build_lp(problem: Problem) -> LinearProgram:
         c=np.concatenate(c), col_lb=np.concatenate(col_lb), col_ub=np.concatenate(col_ub),
         A=A, row_lb=np.concatenate(lbs), row_ub=np.concatenate(ubs), offset=offset,
         var_of_col=cols, n_r=n_r, imp_cols=imp_cols, exp_cols=exp_cols, peak_col=peak_col,
-        z_col=z_col,
+        z_col=z_col, row_block=np.concatenate(row_block),
+        row_index=np.concatenate(row_index).astype(np.int64),
     )
 
 
-def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray
+                 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """Merge rows of ``G r ≤ h`` that have identical coefficients, keeping the smallest ``h``.
+
+    Returns the merged rows, their right-hand sides and the indices of the rows kept.
 
     Rows are grouped by a random projection of their coefficients (identical rows give bitwise
     identical sums), then each row is compared exactly with its group's representative; a row
     that only collided in the hash stays apart.
     """
     if G.shape[0] < 2:
-        return G, h
+        return G, h, np.arange(G.shape[0])
     rng = np.random.default_rng(12345)
     G = G.tocsr()
     key = G @ rng.random(G.shape[1])
@@ -231,4 +254,4 @@ def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray) -> tuple[sp.csr_matrix, np.nda
     h_min = np.full(G.shape[0], np.inf)
     np.minimum.at(h_min, rep, h)
     keep = np.flatnonzero(rep == np.arange(G.shape[0]))
-    return G[keep], h_min[keep]
+    return G[keep], h_min[keep], keep

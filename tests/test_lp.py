@@ -1,0 +1,77 @@
+"""The LP's reductions are exact: the reduced model has the optimum of the unreduced one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import loadopt as lo
+from loadopt.lp import ROW_BLOCKS, build_lp
+from loadopt.solvers import highs as hs
+
+from .test_safety_properties import scenarios
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from reference import straightforward_lp
+
+
+def _plain(p: lo.Problem) -> lo.Problem:
+    """The same instance with only the terms the reference model has (no export, peak, fairness,
+    non-negative prices)."""
+    sig = p.signals.model_copy(update={"import_price": abs(float(p.import_price.mean())),
+                                       "export_price": None})
+    obj = lo.Objective()
+    return lo.compile_problem(p.site, p.sessions, p.horizon, sig, obj)
+
+
+@settings(derandomize=True, deadline=None, max_examples=120,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_reduced_lp_has_the_unreduced_optimum(p):
+    p = _plain(p)
+    ref = straightforward_lp(p)
+    if ref.n_cols == 0:
+        return
+    a = hs.solve_lp(ref)
+    lp = build_lp(p)
+    b = (hs.solve_lp(lp, options=hs.LP_OPTIONS) if lp.n_cols
+         else hs.SolverResult(hs.SolverStatus.OPTIMAL, None, lp.offset, 0.0))
+    assert a.status.value == b.status.value == "optimal"
+    assert b.objective == pytest.approx(a.objective, rel=1e-7, abs=1e-6)
+
+
+def test_row_provenance_labels_every_row():
+    from loadopt.synthetic import demo_scenario
+
+    sc = demo_scenario(n_evse=12)
+    p = sc.model_copy(update={"objective": lo.Objective(fairness=1.0,
+                                                        demand_charge_per_kw=0.1)}).compile()
+    lp = build_lp(p)
+    assert lp.row_block.size == lp.row_index.size == lp.n_rows
+    counts = np.bincount(lp.row_block, minlength=len(ROW_BLOCKS))
+    assert counts[2] == counts[3] == p.n_periods  # balance and peak rows, one per period
+    g = lp.row_block == 0
+    # a safety row's bound is its problem row's h, or smaller where identical rows were merged
+    assert (lp.row_ub[g] <= p.h[lp.row_index[g]]).all()
+    A = lp.A.tocsr()
+    G = p.G[:, lp.var_of_col]
+    for r in np.flatnonzero(g)[:50]:  # coefficients are the problem row's, on kept columns
+        np.testing.assert_array_equal(A[r, : lp.n_r].toarray(), G[lp.row_index[r]].toarray())
+
+
+def test_duplicate_rows_are_merged_to_the_tightest():
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=(40.0, 30.0, 35.0)),
+               lo.Node(id="cb", parent="grid", max_current=50.0)),
+        evses=tuple(lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"C{k}") for k in range(3)))
+    from .conftest import horizon, session
+
+    p = lo.compile_problem(site, [session(f"s{k}", f"e{k}", 100) for k in range(3)], horizon(2))
+    lp = build_lp(p)
+    # grid R/S/T and cb R/S/T carry the same three-phase cars: one row per period survives
+    assert (lp.row_block == 0).sum() == 2
+    assert lp.row_ub[lp.row_block == 0].tolist() == [30.0, 30.0]
