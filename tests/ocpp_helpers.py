@@ -141,8 +141,7 @@ def station_cap_violations(schedule: Schedule, profiles: list[Profile]) -> list[
             for n in nodes:
                 extra[n, ph] += val
     base = np.zeros_like(extra)
-    root = int(np.flatnonzero(p.node_parent < 0)[0])
-    base[root] += p.base_load_a[None, :]
+    base[p.node_carries_base] += p.base_load_a[None, None, :]
     load = base + extra
     over = load > p.node_current_limit + 1e-6
     return [f"node {p.node_ids[n]} phase {ph} period {t}: {load[n, ph, t]:.2f} > "

@@ -49,3 +49,27 @@ def test_simulate_acn(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "controller" in out and "edf" in out and "limit violations" in out
     assert main(["simulate", "--acn", "--baselines", "nope", "--no-plot"]) == 2
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "2.1"])
+def test_solve_emits_schema_valid_ocpp_payloads(tmp_path, capsys, version):
+    from loadopt.ocpp import validate
+    from loadopt.scenario import Scenario
+    from loadopt.synthetic import demo_scenario
+
+    # TxProfiles go to transactions in progress: start the horizon at 10:00, cars plugged in
+    demo = demo_scenario()
+    start = demo.horizon.start.replace(hour=10)
+    sc = tmp_path / "demo.json"
+    Scenario(site=demo.site, sessions=demo.sessions, signals=demo.signals,
+             horizon=demo.horizon.model_copy(update={"start": start})).dump(sc)
+    out = tmp_path / "out.json"
+    assert main(["solve", str(sc), "--ocpp", version, "-o", str(out)]) == 0
+    msgs = json.loads(out.read_text())["ocpp"]
+    assert {m["payload"].get("csChargingProfiles", m["payload"].get("chargingProfile"))
+            ["chargingProfilePurpose"] for m in msgs} >= {"TxProfile", "TxDefaultProfile"}
+    for m in msgs:
+        validate(m["action"], m["payload"], version)
+    if version == "2.0.1":  # 1.6 transaction ids are integers: 'tx00000' is refused by name
+        assert main(["solve", str(sc), "--ocpp", "1.6"]) == 2
+        assert "'tx00000'" in capsys.readouterr().err

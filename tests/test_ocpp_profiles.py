@@ -237,14 +237,19 @@ def test_merging_never_raises_a_limit(fn, max_periods):
 # ------------------------------------------------------------------------------ safety
 @settings(derandomize=True, deadline=None, max_examples=40)
 @given(st.integers(0, 10_000), st.integers(0, 6), st.sampled_from([1, 2, 5, 24]),
-       st.sampled_from([None, 30.0, 8.0]))
+       st.sampled_from([None, 30.0, 8.0]), st.sampled_from([None, "grid", "f1", "f2"]),
+       st.sampled_from([0.0, 4.0]))
 def test_limit_in_force_never_above_schedule_and_defaults_keep_limits(seed, n_sess, maxp,
-                                                                      grid_kw):
+                                                                      grid_kw, base_node,
+                                                                      base_kw):
     """At every instant, a TxProfile's limit ≤ the schedule's; TxDefault newcomers on every idle
-    EVSE plus the schedule, and every station at its cap, keep every site limit."""
+    EVSE plus the schedule, and every station at its cap, keep every site limit (with the
+    base load on any node)."""
     rng = np.random.default_rng(seed)
-    s = site(grid_kw=grid_kw, max_periods=(maxp, 3))
-    sch = random_schedule(s, sessions(s, n_sess, rng), rng, n=8)
+    s = site(grid_kw=grid_kw, max_periods=(maxp, 3)).model_copy(
+        update={"base_load_node": base_node})
+    sch = random_schedule(s, sessions(s, n_sess, rng), rng, n=8,
+                          signals=lo.Signals(base_load_kw=base_kw))
     profs = build_profiles(sch, transaction_ids=_tx_ids(sch))
     p = sch.problem
     step = p.horizon.step_s

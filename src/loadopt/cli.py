@@ -139,29 +139,16 @@ def _solve(args) -> int:
     sched = solve(sc.compile(), method=args.method, time_limit_s=args.time_limit)
     out = schedule_to_json(sched)
     if args.ocpp:
-        try:
-            from . import ocpp as _ocpp  # noqa: F401
-        except ImportError:
-            print("loadopt: the OCPP adapter (loadopt.ocpp) is not available", file=sys.stderr)
-            return 2
-        out["ocpp"] = _ocpp_payloads(sched, args.ocpp)
+        from .ocpp import set_charging_profiles
+
+        out["ocpp"] = [{"chargePointId": cp, "action": action, "payload": payload}
+                       for cp, action, payload in set_charging_profiles(sched, args.ocpp)]
     text = json.dumps(out, indent=2)
     if args.output:
         args.output.write_text(text)
     else:
         print(text)
     return 0
-
-
-def _ocpp_payloads(sched, version: str):
-    """Payloads from the OCPP adapter, whatever its entry point is called."""
-    from . import ocpp
-
-    for name in ("to_payloads", "schedule_to_payloads", "payloads"):
-        fn = getattr(ocpp, name, None)
-        if callable(fn):
-            return fn(sched, version=version)
-    raise LoadoptError("loadopt.ocpp has no payload function (to_payloads) yet")
 
 
 def schedule_to_json(sched) -> dict:

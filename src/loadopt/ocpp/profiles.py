@@ -261,16 +261,16 @@ def allowances(schedule: Schedule) -> Allowances:
         load_e[ok, j] = sess_load_phase[np.flatnonzero(ok), line_phase[ok, j]]
     At = anc.T.tocsr().astype(np.int64)
     node_load = np.stack([At @ sess_load_phase[:, ph] for ph in range(3)], axis=1)  # (N,3,T)
-    root = int(np.flatnonzero(p.node_parent < 0)[0])
+    base = p.node_carries_base  # the base load flows through these nodes
     lim = p.node_current_limit.copy()
-    lim[root] = lim[root] - p.base_load_a[None, :]
+    lim[base] = lim[base] - p.base_load_a[None, None, :]
     with np.errstate(invalid="ignore"):
         cap_da = np.where(np.isfinite(lim), np.floor(np.maximum(lim, 0) * 10.0), np.inf)
     spare_cur = np.maximum(cap_da - node_load, 0)  # (N,3,T) deci-amps, inf = no limit
 
     # power rows (kW) and the site import row
     kw_load = np.asarray(anc.T @ _session_kw_by_evse(p, schedule, E))
-    kw_load[root] += p.base_load_kw
+    kw_load[base] += p.base_load_kw[None, :]
     spare_kw = np.maximum(p.node_power_limit_kw * (1 - POWER_MARGIN) - kw_load, 0)  # (N,T)
     imp_cap = p.import_cap_kw * (1 - POWER_MARGIN)
     spare_imp = np.maximum(imp_cap - schedule.import_kw, 0)  # (T,)
