@@ -241,6 +241,23 @@ def test_solver_failure_falls_back_to_a_safe_schedule(monkeypatch):
     assert s.current.sum(axis=0).max() <= 16.0
 
 
+def test_a_failing_fast_path_after_a_failing_solver_hands_out_zero(monkeypatch):
+    import loadopt.fast
+    import loadopt.solvers.highs as hs
+
+    monkeypatch.setattr(hs, "solve_lp", lambda *a, **k: SolverResult(
+        SolverStatus.OPTIMAL, np.zeros(1000), 0.0, 0.0))  # wrong length: unusable
+
+    def boom(*a, **k):
+        raise RuntimeError("kernel crashed")
+
+    monkeypatch.setattr(loadopt.fast, "allocate_horizon", boom)
+    p = lo.compile_problem(one_breaker_site(16.0), [session("a", "e0", 100)], horizon(3))
+    s = lo.solve(p)
+    assert s.status == lo.ScheduleStatus.SOLVER_FAILED_FALLBACK
+    assert "kernel crashed" in s.message and (s.current == 0).all()
+
+
 def test_time_limit_falls_back_safely():
     from loadopt.synthetic import make_sessions, make_site
 

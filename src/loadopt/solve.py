@@ -93,16 +93,30 @@ def solve(
 
 
 def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float) -> Schedule:
-    """Turn a solver result into a safe schedule, falling back where the solver gave nothing."""
+    """Turn a solver result into a safe schedule, falling back where the solver gave nothing.
+
+    Nothing raised here may reach a control loop: a solver vector that cannot be mapped back
+    falls back to the fast path, and a fast path that fails hands out 0 A (always safe).
+    """
+    message = f"{res.status.value}: {res.message}"
     if res.x is not None and res.status in (SolverStatus.OPTIMAL, SolverStatus.TIME_LIMIT):
-        cur = project(problem, problem.dense(to_vars(res.x)))
-        status = (ScheduleStatus.OPTIMAL if res.status == SolverStatus.OPTIMAL
-                  else ScheduleStatus.FEASIBLE)
-        return Schedule(problem, cur, status, method, objective=res.objective,
-                        solve_time_s=time.perf_counter() - t0, message=res.message,
-                        notices=problem.notices)
+        try:
+            cur = project(problem, problem.dense(to_vars(res.x)))
+        except Exception as exc:  # a malformed solver vector: treat as a solver failure
+            res = SolverResult(SolverStatus.ERROR, None, None, res.time_s, repr(exc))
+            message = f"solver output unusable: {exc!r}"
+        else:
+            status = (ScheduleStatus.OPTIMAL if res.status == SolverStatus.OPTIMAL
+                      else ScheduleStatus.FEASIBLE)
+            return Schedule(problem, cur, status, method, objective=res.objective,
+                            solve_time_s=time.perf_counter() - t0, message=res.message,
+                            notices=problem.notices)
     status = (ScheduleStatus.TIME_LIMIT_FALLBACK if res.status == SolverStatus.TIME_LIMIT
               else ScheduleStatus.SOLVER_FAILED_FALLBACK)
-    cur = project(problem, fallback_currents(problem))
+    try:
+        cur = project(problem, fallback_currents(problem))
+    except Exception as exc:
+        cur = problem.dense(np.zeros(problem.n_vars))
+        message += f"; fast path failed too ({exc!r}): every limit is 0 A"
     return Schedule(problem, cur, status, f"{method}->fast", solve_time_s=time.perf_counter() - t0,
-                    message=f"{res.status.value}: {res.message}", notices=problem.notices)
+                    message=message, notices=problem.notices)
