@@ -130,17 +130,14 @@ def build_lp(problem: Problem) -> LinearProgram:
     sess_row = np.full(S, -1)
     sess_row[e_sess] = np.arange(e_sess.size)
     vs = problem.var_session[cols]
-    in_e = sess_row[vs] >= 0
-    E_rows = sp.csr_matrix(
-        (problem.var_kwh_per_a[cols][in_e], (sess_row[vs][in_e], np.flatnonzero(in_e))),
-        shape=(e_sess.size, n_r),
-    )
+    kwh = problem.var_kwh_per_a[cols]
+    in_e = np.flatnonzero(sess_row[vs] >= 0)
 
-    blocks_A = [G_red, E_rows]
-    row_block = [np.zeros(g_rows.size, np.int8), np.ones(e_sess.size, np.int8)]
-    row_index = [g_rows, e_sess]
-    lbs = [np.full(h_red.size, -np.inf), np.full(e_sess.size, -np.inf)]
-    ubs = [h_red, problem.session_energy_kwh[e_sess]]
+    rows = _Rows()
+    g = G_red.tocoo()
+    rows.add(g.row, g.col, g.data, -np.inf, h_red, 0, g_rows)
+    rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, problem.session_energy_kwh[e_sess], 1,
+             e_sess)
     c = [c_all[cols]]
     col_lb = [np.zeros(n_r)]
     col_ub = [ub[cols]]
@@ -152,25 +149,17 @@ def build_lp(problem: Problem) -> LinearProgram:
     need_imp = price_matters or o.demand_charge_per_kw > 0
     imp_cols = exp_cols = None
     peak_col = z_col = None
+    periods = np.arange(T)
     if need_imp:
         # imp − exp − Σ kW/A · r = base − PV   (kW, per period)
-        imp_cols = n + np.arange(T)
-        exp_cols = n + T + np.arange(T)
+        imp_cols, exp_cols = n + periods, n + T + periods
         n += 2 * T
         vt = problem.var_period[cols]
         kw = problem.session_kw_per_a[vs]
-        bal = sp.hstack([
-            sp.csr_matrix((-kw, (vt, np.arange(n_r))), shape=(T, n_r)),
-            sp.identity(T, format="csr"), -sp.identity(T, format="csr"),
-        ], format="csr")
-        blocks_A = [sp.hstack([b, sp.csr_matrix((b.shape[0], 2 * T))], format="csr")
-                    for b in blocks_A]
-        blocks_A.append(bal)
-        row_block.append(np.full(T, 2, np.int8))
-        row_index.append(np.arange(T))
         net = problem.base_load_kw - problem.pv_kw
-        lbs.append(net)
-        ubs.append(net)
+        rows.add(np.concatenate([vt, periods, periods]),
+                 np.concatenate([np.arange(n_r), imp_cols, exp_cols]),
+                 np.concatenate([-kw, np.ones(T), -np.ones(T)]), net, net, 2, periods)
         dt = problem.step_h
         c.append(o.energy_cost * problem.import_price * dt)
         exp_price = (np.zeros(T) if problem.export_price is None else problem.export_price)
@@ -178,18 +167,12 @@ def build_lp(problem: Problem) -> LinearProgram:
         col_lb += [np.zeros(T), np.zeros(T)]
         col_ub += [np.full(T, np.inf), np.maximum(problem.pv_kw - problem.base_load_kw, 0.0)]
         if o.demand_charge_per_kw > 0:
+            # imp_t − peak ≤ 0
             peak_col = n
             n += 1
-            blocks_A = [sp.hstack([b, sp.csr_matrix((b.shape[0], 1))], format="csr")
-                        for b in blocks_A]
-            pk = sp.hstack([sp.csr_matrix((T, n_r)), sp.identity(T, format="csr"),
-                            sp.csr_matrix((T, T)), sp.csr_matrix(-np.ones((T, 1)))],
-                           format="csr")
-            blocks_A.append(pk)
-            row_block.append(np.full(T, 3, np.int8))
-            row_index.append(np.arange(T))
-            lbs.append(np.full(T, -np.inf))
-            ubs.append(np.zeros(T))
+            rows.add(np.concatenate([periods, periods]),
+                     np.concatenate([imp_cols, np.full(T, peak_col)]),
+                     np.concatenate([np.ones(T), -np.ones(T)]), -np.inf, np.zeros(T), 3, periods)
             c.append(np.array([o.demand_charge_per_kw]))
             col_lb.append(np.array([problem.signals.peak_so_far_kw]))
             col_ub.append(np.array([np.inf]))
@@ -201,31 +184,51 @@ def build_lp(problem: Problem) -> LinearProgram:
                               & (np.bincount(vs, minlength=S) > 0))
         row_of = np.full(S, -1)
         row_of[want] = np.arange(want.size)
-        m = row_of[vs] >= 0
-        Fr = sp.csr_matrix((-problem.var_kwh_per_a[cols][m], (row_of[vs][m], np.flatnonzero(m))),
-                           shape=(want.size, n_r))
-        width = n - 1 - n_r
-        Fz = sp.csr_matrix(problem.session_energy_kwh[want][:, None])
-        blocks_A = [sp.hstack([b, sp.csr_matrix((b.shape[0], 1))], format="csr")
-                    for b in blocks_A]
-        blocks_A.append(sp.hstack([Fr, sp.csr_matrix((want.size, width)), Fz], format="csr"))
-        lbs.append(np.full(want.size, -np.inf))
-        ubs.append(np.zeros(want.size))
-        row_block.append(np.full(want.size, 4, np.int8))
-        row_index.append(want)
+        m = np.flatnonzero(row_of[vs] >= 0)
+        rows.add(np.concatenate([row_of[vs][m], np.arange(want.size)]),
+                 np.concatenate([m, np.full(want.size, z_col)]),
+                 np.concatenate([-kwh[m], problem.session_energy_kwh[want]]),
+                 -np.inf, np.zeros(want.size), 4, want)
         c.append(np.array([-o.fairness]))
         col_lb.append(np.zeros(1))
         col_ub.append(np.ones(1))
 
-    A = sp.vstack(blocks_A, format="csc") if blocks_A else sp.csc_matrix((0, n))
-    A.sort_indices()
+    A, row_lb, row_ub, row_block, row_index = rows.build(n)
     return LinearProgram(
         c=np.concatenate(c), col_lb=np.concatenate(col_lb), col_ub=np.concatenate(col_ub),
-        A=A, row_lb=np.concatenate(lbs), row_ub=np.concatenate(ubs), offset=offset,
-        var_of_col=cols, n_r=n_r, imp_cols=imp_cols, exp_cols=exp_cols, peak_col=peak_col,
-        z_col=z_col, row_block=np.concatenate(row_block),
-        row_index=np.concatenate(row_index).astype(np.int64),
+        A=A, row_lb=row_lb, row_ub=row_ub, offset=offset, var_of_col=cols, n_r=n_r,
+        imp_cols=imp_cols, exp_cols=exp_cols, peak_col=peak_col, z_col=z_col,
+        row_block=row_block, row_index=row_index,
     )
+
+
+class _Rows:
+    """Blocks of rows as COO triplets (block-local row numbers, global columns), then one CSC."""
+
+    def __init__(self) -> None:
+        self.m = 0
+        self.trip: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.lb: list[np.ndarray] = []
+        self.ub: list[np.ndarray] = []
+        self.block: list[np.ndarray] = []
+        self.index: list[np.ndarray] = []
+
+    def add(self, r, c, v, lb, ub, block: int, index: np.ndarray) -> None:
+        k = np.asarray(index).size
+        self.trip.append((np.asarray(r, np.int64) + self.m, np.asarray(c, np.int64),
+                          np.asarray(v, np.float64)))
+        self.lb.append(np.broadcast_to(np.asarray(lb, np.float64), (k,)))
+        self.ub.append(np.broadcast_to(np.asarray(ub, np.float64), (k,)))
+        self.block.append(np.full(k, block, np.int8))
+        self.index.append(np.asarray(index, np.int64))
+        self.m += k
+
+    def build(self, n_cols: int):
+        r, c, v = (np.concatenate(x) for x in zip(*self.trip, strict=True))
+        A = sp.csc_matrix((v, (r, c)), shape=(self.m, n_cols))
+        A.sort_indices()
+        return (A, np.concatenate(self.lb), np.concatenate(self.ub), np.concatenate(self.block),
+                np.concatenate(self.index))
 
 
 def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray
@@ -243,16 +246,18 @@ def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray
     rng = np.random.default_rng(12345)
     G = G.tocsr()
     key = G @ rng.random(G.shape[1])
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     new_group = np.ones(order.size, dtype=bool)
     new_group[1:] = np.diff(key[order]) != 0
     head = order[np.flatnonzero(new_group)]  # a representative row of each group
     rep = np.empty(order.size, dtype=np.int64)
     rep[order] = head[np.cumsum(new_group) - 1]
-    diff = G - G[rep]
-    same = np.diff(diff.tocsr().indptr) == 0
-    same |= np.asarray(abs(diff).max(axis=1).todense()).ravel() == 0
-    rep = np.where(same, rep, np.arange(G.shape[0]))
+    dup = np.flatnonzero(rep != np.arange(G.shape[0]))  # compare only rows with a twin
+    diff = (G[dup] - G[rep[dup]]).tocsr()
+    differs = np.diff(diff.indptr) > 0
+    if differs.any():  # explicit zeros left by the subtraction do not make rows differ
+        differs &= np.asarray(abs(diff).max(axis=1).todense()).ravel() > 0
+    rep[dup[differs]] = dup[differs]
     h_min = np.full(G.shape[0], np.inf)
     np.minimum.at(h_min, rep, h)
     keep = np.flatnonzero(rep == np.arange(G.shape[0]))
