@@ -103,7 +103,10 @@ class Schedule:
     n_phases: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.current.setflags(write=False)
+        # own a read-only copy: the caller's array stays theirs, and nobody edits an emitted plan
+        cur = np.array(self.current, dtype=np.float64)
+        cur.setflags(write=False)
+        object.__setattr__(self, "current", cur)
 
     # ------------------------------------------------------------------ safety
     def violations(self, limit: int | None = None) -> list[Violation]:
