@@ -39,6 +39,17 @@ def test_priority_decides_who_gets_a_scarce_breaker():
     assert s.current[0].sum() == 0
 
 
+def test_the_car_leaving_first_is_served_first():
+    site = one_breaker_site(16.0)
+    need = 2 * 16 * KW_3PH_PER_A  # two hours of the whole breaker each
+    p = lo.compile_problem(site, [session("stays", "e0", need, dep_h=8),
+                                  session("leaves", "e1", need, dep_h=2)], horizon(8))
+    s = lo.solve(p)
+    assert s.current[1, :2].tolist() == [16.0, 16.0]
+    assert s.current[0, 2:4].tolist() == [16.0, 16.0]
+    assert s.kpis().sessions_served == 2
+
+
 def test_cheap_periods_are_used_first():
     site = one_breaker_site(32.0, n_evse=1)
     prices = tuple(lo.SeriesPoint(start=T0 + timedelta(hours=k), value=v)

@@ -199,7 +199,9 @@ def compile_problem(
     arrays = dict(
         node_parent=parent, session_evse=s_evse, session_phase_mask=phase_mask,
         session_kw_per_a=kw_per_a, session_max_current=max_cur, session_min_current=min_cur,
-        session_energy_kwh=energy, session_priority=prio, avail=avail, var_session=vs,
+        session_energy_kwh=energy, session_priority=prio, avail=avail,
+        session_departure_h=np.clip(dep_s / 3600.0, horizon.step_h, T * horizon.step_h),
+        var_session=vs,
         var_period=vt, var_ub=var_ub, var_kwh_per_a=var_kwh, h=h, row_kind=row_kind,
         row_node=row_node, row_phase=row_phase, row_period=row_period,
         node_current_limit=node_cur, node_power_limit_kw=node_kw, base_load_kw=base_kw,

@@ -80,13 +80,17 @@ def objective_coefficients(problem: Problem) -> tuple[np.ndarray, float]:
     """Cost per A of each problem variable, and the constant (unmet penalty of all energy).
 
     Per kWh delivered: ``−unmet · priority`` (energy delivered is energy not unmet) plus
-    ``charge_early · hours from horizon start to the period's middle``. Energy cost sits on the
-    import columns, not here.
+    ``charge_early · hours from horizon start to the period's middle · H / D``, where ``H`` is the
+    horizon and ``D`` the time to the session's departure (at most ``H``): delay costs more for a
+    vehicle that leaves sooner, so among equals the one leaving first is served first. Energy
+    cost sits on the import columns, not here.
     """
     o = problem.objective
     pen = o.unmet_energy_per_kwh * problem.session_priority
     t_mid_h = (problem.var_period + 0.5) * problem.step_h
-    per_kwh = -pen[problem.var_session] + o.charge_early_per_kwh_h * t_mid_h
+    urgency = (problem.n_periods * problem.step_h) / problem.session_departure_h
+    per_kwh = (-pen[problem.var_session]
+               + o.charge_early_per_kwh_h * t_mid_h * urgency[problem.var_session])
     offset = float(np.sum(pen * problem.session_energy_kwh))
     return per_kwh * problem.var_kwh_per_a, offset
 

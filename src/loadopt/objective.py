@@ -13,7 +13,8 @@ class Objective(FrozenModel):
       its priority. Keep it well above any price so that energy is never withheld to save money
       unless a limit forces it.
     - ``charge_early_per_kwh_h``: cost per kWh per hour of delay from the horizon start: energy now
-      is worth more than energy later (departures are uncertain).
+      is worth more than energy later (departures are uncertain). It is scaled by
+      ``horizon / time to departure``, so a vehicle that leaves sooner is served sooner.
     - ``demand_charge_per_kw``: cost per kW of the horizon's import peak (above ``peak_so_far_kw``).
     - ``fairness``: reward per unit of the smallest served fraction among sessions
       (max-min fairness on delivered / wanted); 0 turns it off.

@@ -57,6 +57,7 @@ class Problem:
     session_min_current: np.ndarray  #: (S,) A, below this the vehicle pauses (IEC 61851)
     session_energy_kwh: np.ndarray  #: (S,) energy still wanted
     session_priority: np.ndarray  #: (S,)
+    session_departure_h: np.ndarray  #: (S,) h from the horizon start to departure, in [step, H]
     avail: np.ndarray  #: (S, T) fraction of each period the session is plugged in
     session_anc: sp.csr_matrix  #: (S, N) 1 where the node is the session's EVSE node or above
 
