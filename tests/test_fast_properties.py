@@ -186,8 +186,11 @@ def test_prepared_rows_cover_every_period():
 
     p = demo_scenario().compile()
     pp = prepared(p)
-    assert pp.vptr[-1] == p.n_vars and pp.rptr[-1] == p.G.shape[0]
+    assert pp.vptr[-1] == p.n_vars and pp.rptr[-1] == pp.row_orig.size <= p.G.shape[0]
     assert (np.diff(pp.vptr) >= 0).all() and (np.diff(pp.rptr) >= 0).all()
+    # reduced rows stay in their period's block
+    per = np.repeat(np.arange(p.n_periods), np.diff(pp.rptr))
+    assert np.array_equal(p.row_period[pp.row_orig], per)
 
 
 def test_projection_rejects_a_schedule_of_the_wrong_shape():

@@ -112,7 +112,40 @@ def heapify(hk, hid, n):
 # --- weighted max-min fair progressive filling --------------------------------------------------
 
 @_jit
-def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, w, x):
+def row_key(cap_r, const_r, slope_r, lam):
+    """Water level at which a row fills up (never below the current level ``lam``)."""
+    k = (cap_r - const_r) / slope_r
+    return k if k > lam else lam
+
+
+@_jit
+def rebuild_heap(hk, hid, nr, cap, const, slope, cnt, full_possible, sat, lam):
+    """All rows that can still fill, keyed afresh; return the heap size."""
+    n = 0
+    for r in range(nr):
+        if not sat[r] and cnt[r] > 0 and full_possible[r] > cap[r]:
+            hk[n] = row_key(cap[r], const[r], slope[r], lam)
+            hid[n] = r
+            n += 1
+    heapify(hk, hid, n)
+    return n
+
+
+@_jit
+def freeze(j, xj, v0, r0, cptr, cidx, cdata, w, slope, const, cnt):
+    """A growing variable stops at ``xj``: its rows lose its slope and keep its load."""
+    v = v0 + j
+    for q in range(cptr[v], cptr[v + 1]):
+        rr = cidx[q] - r0
+        g = cdata[q]
+        slope[rr] -= g * w[j]
+        const[rr] += g * xj
+        cnt[rr] -= 1
+
+
+@_jit
+def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, w, starts, caps,
+         strict, x):
     """Weighted max-min fair progressive filling of one period, written into ``x`` (deci-amps).
 
     Each variable follows ``x_j(λ) = clip(w_j · λ, lo_j, hi_j)`` as the water level ``λ`` rises,
@@ -120,74 +153,90 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     the weighted max-min fair allocation with floors ``lo`` and caps ``hi``: no variable could get
     more without taking from one whose ``x/w`` is no larger, unless it is at its cap.
 
-    Requires ``lo ≤ hi`` and ``G · lo ≤ cap`` (the admission step guarantees it). Events (a
-    variable reaching its floor level ``lo/w`` or its cap level ``hi/w``; a row filling up) are
-    processed in ``λ`` order from one heap; a row's fill level only rises as its variables stop,
-    so stale row entries are re-keyed lazily when popped. Cost: O(nnz · log) per call.
+    ``starts`` / ``caps``: the local variables in order of ``lo/w`` / ``hi/w`` (ties in any fixed
+    order); entries whose variable is not waiting / growing are skipped, so a static order that
+    covers more variables is fine. Requires ``w > 0``.
+
+    Returns ``λ``, or (with ``strict``) ``-1.0`` when the floors do not fit (``G · lo > cap`` in
+    some row, counting ``lo`` of the variables with ``hi > 0``): then nothing is filled and the
+    caller must run :func:`admit` first. Without ``strict`` (a re-fill from a previous fill's
+    values, full rows up to float noise) such a row simply fills at once.
+
+    Events come from three sources in ``λ`` order: the two presorted variable streams (a variable
+    leaves its floor; a variable reaches its cap) and a binary heap of rows keyed by the level at
+    which they fill. A row's level only rises as its variables stop, so stale row entries are
+    re-keyed lazily when popped; floor starts lower the level of the rows they touch, which are
+    pushed again (or the heap is rebuilt when a batch touches most rows). All floor starts of one
+    level are one batch. Cost: O(nnz) for the set-up plus O(log) per row event.
     """
-    slope = np.zeros(nr)  # Σ G w over growing variables
-    const = np.zeros(nr)  # load = const + slope · λ
-    cnt = np.zeros(nr, np.int64)  # growing variables per row
-    full_possible = np.zeros(nr)  # Σ G hi: the row can only fill if this exceeds cap
-    sat = np.zeros(nr, np.bool_)
-    status = np.zeros(nv, np.int8)  # 1 waiting at floor, 2 growing, 3 done
-    size = 2 * nr + 2 * nv + (cptr[v0 + nv] - cptr[v0]) + 1
-    hk = np.empty(size)
-    hid = np.empty(size, np.int64)
-    n = 0
-    live = 0  # variables not done: the loop stops when none is left
+    status = np.empty(nv, np.int8)  # 1 waiting at floor, 2 growing, 3 done
+    live = 0
     for j in range(nv):
-        v = v0 + j
         if hi[j] <= lo[j]:
             status[j] = 3
             x[j] = hi[j]
         elif lo[j] > 0.0:
             status[j] = 1
             x[j] = lo[j]
-            hk[n] = lo[j] / w[j]
-            hid[n] = nr + j
-            n += 1
+            live += 1
         else:
             status[j] = 2
             x[j] = 0.0
-        if status[j] != 3:
             live += 1
-            hk[n] = hi[j] / w[j]
-            hid[n] = nr + nv + j
-            n += 1
-        for p in range(cptr[v], cptr[v + 1]):
-            r = cidx[p] - r0
-            g = cdata[p]
-            full_possible[r] += g * hi[j]
-            if status[j] == 2:
-                slope[r] += g * w[j]
-                cnt[r] += 1
-            else:
-                const[r] += g * x[j]
+    slope = np.empty(nr)  # Σ G w over growing variables
+    const = np.empty(nr)  # load = const + slope · λ
+    cnt = np.empty(nr, np.int64)  # growing variables per row
+    full_possible = np.empty(nr)  # Σ G hi: the row can only fill if this exceeds cap
+    sat = np.zeros(nr, np.bool_)
     for r in range(nr):
-        if cnt[r] > 0 and full_possible[r] > cap[r]:
-            k = (cap[r] - const[r]) / slope[r]
-            hk[n] = k if k > 0.0 else 0.0
-            hid[n] = r
-            n += 1
-    heapify(hk, hid, n)
+        c = 0.0
+        sl = 0.0
+        k = 0
+        f = 0.0
+        for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
+            j = indices[p] - v0
+            g = data[p]
+            f += g * hi[j]
+            if status[j] == 2:
+                sl += g * w[j]
+                k += 1
+            else:
+                c += g * x[j]
+        if strict and c > cap[r]:
+            return -1.0
+        slope[r] = sl
+        const[r] = c
+        cnt[r] = k
+        full_possible[r] = f
+    size = nr + (cptr[v0 + nv] - cptr[v0]) + 1
+    hk = np.empty(size)
+    hid = np.empty(size, np.int64)
+    lam = 0.0
+    n = rebuild_heap(hk, hid, nr, cap, const, slope, cnt, full_possible, sat, lam)
 
     mark = np.zeros(nr, np.int64)
     touched = np.empty(nr, np.int64)
     stamp = 0
-    lam = 0.0
-    while n > 0 and live > 0:
-        key = hk[0]
-        ident = hid[0]
-        n = heap_pop(hk, hid, n)
-        if ident < nr:  # a row fills up
-            r = ident
+    ps = 0
+    pc = 0
+    ns = starts.size
+    nc = caps.size
+    inf = np.inf
+    while live > 0:
+        while ps < ns and status[starts[ps]] != 1:
+            ps += 1
+        while pc < nc and status[caps[pc]] == 3:
+            pc += 1
+        ks = lo[starts[ps]] / w[starts[ps]] if ps < ns else inf
+        kc = hi[caps[pc]] / w[caps[pc]] if pc < nc else inf
+        kr = hk[0] if n > 0 else inf
+        if n > 0 and kr <= ks and kr <= kc:  # a row fills up
+            r = hid[0]
+            n = heap_pop(hk, hid, n)
             if sat[r] or cnt[r] == 0:
                 continue
-            k = (cap[r] - const[r]) / slope[r]
-            if k < lam:
-                k = lam
-            if k > key:  # stale: its variables stopped since it was keyed
+            k = row_key(cap[r], const[r], slope[r], lam)
+            if k > kr:  # stale: its variables stopped since it was keyed
                 n = heap_push(hk, hid, n, k, r)
                 continue
             lam = k
@@ -206,23 +255,17 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
                         xj = lo[j]
                     x[j] = xj
                     status[j] = 3
-                    v = v0 + j
-                    for q in range(cptr[v], cptr[v + 1]):
-                        rr = cidx[q] - r0
-                        g = cdata[q]
-                        slope[rr] -= g * w[j]
-                        const[rr] += g * xj
-                        cnt[rr] -= 1
-        elif ident < nr + nv:  # variables leave their floor and start growing
-            if key > lam:
-                lam = key
-            # every start event at this level at once (floors are few distinct levels), then
-            # re-key each touched row once
+                    freeze(j, xj, v0, r0, cptr, cidx, cdata, w, slope, const, cnt)
+        elif ps < ns and ks <= kc:  # variables leave their floor and start growing
+            if ks > lam:
+                lam = ks
             stamp += 1
             nt = 0
-            j = ident - nr
-            while True:
+            while ps < ns:
+                j = starts[ps]
                 if status[j] == 1:
+                    if lo[j] / w[j] != ks:
+                        break
                     status[j] = 2
                     v = v0 + j
                     for q in range(cptr[v], cptr[v + 1]):
@@ -235,32 +278,31 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
                             mark[rr] = stamp
                             touched[nt] = rr
                             nt += 1
-                if n > 0 and hk[0] == key and nr <= hid[0] < nr + nv:
-                    j = hid[0] - nr
-                    n = heap_pop(hk, hid, n)
-                else:
-                    break
-            for t in range(nt):
-                rr = touched[t]
-                if not sat[rr] and full_possible[rr] > cap[rr]:
-                    k = (cap[rr] - const[rr]) / slope[rr]
-                    n = heap_push(hk, hid, n, k if k > lam else lam, rr)
-        else:  # a variable reaches its cap
-            j = ident - nr - nv
-            if status[j] != 2:
-                continue
-            if key > lam:
-                lam = key
+                ps += 1
+            if 4 * nt > nr:
+                n = rebuild_heap(hk, hid, nr, cap, const, slope, cnt, full_possible, sat, lam)
+            else:
+                for t in range(nt):
+                    rr = touched[t]
+                    if not sat[rr] and full_possible[rr] > cap[rr]:
+                        n = heap_push(hk, hid, n, row_key(cap[rr], const[rr], slope[rr], lam),
+                                      rr)
+        elif pc < nc:  # a variable reaches its cap
+            j = caps[pc]
+            pc += 1
+            if kc > lam:
+                lam = kc
+            if status[j] == 1:  # cannot happen (lo < hi): still waiting, jumps to its cap
+                v = v0 + j
+                for q in range(cptr[v], cptr[v + 1]):
+                    const[cidx[q] - r0] += cdata[q] * (hi[j] - lo[j])
+            else:
+                freeze(j, hi[j], v0, r0, cptr, cidx, cdata, w, slope, const, cnt)
             x[j] = hi[j]
             status[j] = 3
             live -= 1
-            v = v0 + j
-            for q in range(cptr[v], cptr[v + 1]):
-                rr = cidx[q] - r0
-                g = cdata[q]
-                slope[rr] -= g * w[j]
-                const[rr] += g * hi[j]
-                cnt[rr] -= 1
+        else:  # no event left (cannot happen: every live variable has a cap event)
+            break
     return lam
 
 
@@ -330,29 +372,55 @@ def greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, order, lo, hi, sess, aptr, av
 
 
 @_jit
-def top_up(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, order, lo, hi, sess,
-           aptr, x):
-    """Hand on what flooring to whole deci-amps left: in ``order``, +0.1 A to each session that
-    is below its cap, is not paused, has no discrete steps and fits under every row it loads."""
-    res = cap.copy()
+def finish(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, chk, order, lo, hi,
+           sess, aptr, top, x):
+    """Round down, hand on what the rounding left, and check every row exactly; returns the
+    number of rows :func:`enforce` had to repair (0 expected).
+
+    ``x`` (deci-amps) is floored to whole deci-amps (after a ``SNAP_DA`` snap). With ``top``:
+    in ``order``, +0.1 A to each session that is below its cap, is not paused (``x = 0`` with a
+    floor), has no discrete steps and fits under every row it loads (against ``cap``). The row
+    loads are summed afresh from ``x`` (one pass over the rows, independent of the fill's own
+    bookkeeping) and kept up to date by the top-up; every row is then compared with ``chk`` and
+    every variable with ``hi`` — current rows in exact integers. Anything over (never expected)
+    goes to :func:`enforce`.
+    """
+    for j in range(nv):
+        x[j] = math.floor(x[j] + SNAP_DA)
+    load = np.empty(nr)
     for r in range(nr):
+        acc = 0.0
         for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
-            res[r] -= data[p] * x[indices[p] - v0]
-    for idx in range(order.size):
-        j = order[idx]
-        v = v0 + j
-        s = sess[v]
-        if x[j] + 1.0 > hi[j] or (x[j] <= 0.0 and lo[j] > 0.0) or aptr[s + 1] > aptr[s]:
-            continue
-        ok = True
-        for q in range(cptr[v], cptr[v + 1]):
-            if cdata[q] > res[cidx[q] - r0]:
-                ok = False
-                break
-        if ok:
-            x[j] += 1.0
+            acc += data[p] * x[indices[p] - v0]
+        load[r] = acc
+    if top:
+        for idx in range(order.size):
+            j = order[idx]
+            v = v0 + j
+            s = sess[v]
+            if x[j] + 1.0 > hi[j] or (x[j] <= 0.0 and lo[j] > 0.0) or aptr[s + 1] > aptr[s]:
+                continue
+            ok = True
             for q in range(cptr[v], cptr[v + 1]):
-                res[cidx[q] - r0] -= cdata[q]
+                rr = cidx[q] - r0
+                if load[rr] + cdata[q] > cap[rr]:
+                    ok = False
+                    break
+            if ok:
+                x[j] += 1.0
+                for q in range(cptr[v], cptr[v + 1]):
+                    load[cidx[q] - r0] += cdata[q]
+    bad = False
+    for j in range(nv):
+        if not x[j] <= hi[j]:
+            x[j] = hi[j] if hi[j] > 0.0 else 0.0
+            bad = True
+    for r in range(nr):
+        if load[r] > chk[r]:
+            bad = True
+    if bad:
+        return 1 + enforce(r0, nr, v0, nv, indptr, indices, data, chk, x)
+    return 0
 
 
 @_jit
@@ -382,20 +450,32 @@ def enforce(r0, nr, v0, nv, indptr, indices, data, chk, x):
 
 
 @_jit
+def sorted_by_level(vals, w, nv):
+    """Local variables in order of ``vals / w`` (stable)."""
+    key = np.empty(nv)
+    for j in range(nv):
+        key[j] = vals[j] / w[j]
+    return np.argsort(key, kind="mergesort")
+
+
+@_jit
 def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap_fill, chk,
-                    ub_da, lo_da, kwh_per_a, w, sess, dep_s, kw_per_a, aptr, avals, has_steps,
-                    fair_order, edf_order, energy_left, t_start_s, policy, x):
+                    ub_da, hi_da, lo_da, kwh_per_a, w, sess, dep_s, kw_per_a, aptr, avals,
+                    has_steps, fair_order, edf_order, start_order, cap_order, energy_left,
+                    t_start_s, policy, x):
     """Allocate one period into ``x`` (deci-amps, local variables of the period).
 
-    Caps: the variable's maximum current and the energy the session still wants
-    (``energy_left / kWh per A``, rounded up so that it finishes); a session that wants energy
-    but less than its minimum current's worth gets its minimum (the vehicle stops when full).
-    ``policy``: 0 weighted max-min fair (weights = priority), 1 earliest departure first,
-    2 least laxity first. Returns the number of rows :func:`enforce` had to repair (0 expected).
+    Caps: the variable's bound ``hi_da`` (maximum current, tightened by one-variable rows) and
+    the energy the session still wants (``energy_left / kWh per A``, rounded up so that it
+    finishes); a session that wants energy but less than its minimum current's worth gets its
+    minimum (the vehicle stops when full). ``policy``: 0 weighted max-min fair (weights =
+    priority), 1 earliest departure first, 2 least laxity first (laxity from ``ub_da``). Returns
+    the number of rows :func:`enforce` had to repair (0 expected).
     """
     cap = cap_fill[r0:r0 + nr]
     lo = np.empty(nv)
     hi = np.empty(nv)
+    n_energy = 0  # variables whose cap is not hi_da (energy still wanted, or paused)
     for j in range(nv):
         v = v0 + j
         e = energy_left[sess[v]]
@@ -403,15 +483,59 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
         if not e > 1e-9:
             hi[j] = 0.0
             lo[j] = 0.0
-            continue
-        need = math.ceil(e / kwh_per_a[v] * 10.0 - 1e-9)
-        hi[j] = ub_da[v] if ub_da[v] < need else need
-        if hi[j] < lo[j]:
-            hi[j] = lo[j]
+        else:
+            need = math.ceil(e / kwh_per_a[v] * 10.0 - 1e-9)
+            hi[j] = need if need < hi_da[v] else hi_da[v]
+            if hi[j] < lo[j]:
+                hi[j] = lo[j]
+        if hi[j] != hi_da[v]:
+            n_energy += 1
+    top = False
     if policy == POLICY_FAIR:
-        admit(r0, nr, v0, nv, cptr, cidx, cdata, cap, fair_order[v0:v0 + nv], lo, hi)
-        fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, w[v0:v0 + nv],
-             x)
+        top = True
+        wl = w[v0:v0 + nv]
+        starts = start_order[v0:v0 + nv]
+        # cap events: the static order for variables at hi_da, merged with the few capped by
+        # energy (sorted per call)
+        if n_energy == 0:
+            caps = cap_order[v0:v0 + nv]
+        else:
+            dyn = np.empty(n_energy, np.int64)
+            k = 0
+            for j in range(nv):
+                if hi[j] != hi_da[v0 + j]:
+                    dyn[k] = j
+                    k += 1
+            dyn = dyn[:k]
+            dkey = np.empty(k)
+            for i in range(k):
+                dkey[i] = hi[dyn[i]] / wl[dyn[i]]
+            dsort = np.argsort(dkey, kind="mergesort")
+            caps = np.empty(nv, np.int64)
+            m = 0
+            i = 0
+            for idx in range(nv):
+                j = cap_order[v0 + idx]
+                if hi[j] != hi_da[v0 + j]:
+                    continue
+                kj = hi[j] / wl[j]
+                while i < k and dkey[dsort[i]] < kj:
+                    caps[m] = dyn[dsort[i]]
+                    m += 1
+                    i += 1
+                caps[m] = j
+                m += 1
+            while i < k:
+                caps[m] = dyn[dsort[i]]
+                m += 1
+                i += 1
+            caps = caps[:m]
+        if fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
+                starts, caps, True, x) < 0.0:
+            # the floors do not all fit: minimum currents in order, the rest paused
+            admit(r0, nr, v0, nv, cptr, cidx, cdata, cap, fair_order[v0:v0 + nv], lo, hi)
+            fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
+                 starts, caps, False, x)
         if has_steps:
             # discrete steps: round down, fix them, hand what they free to the others
             any_steps = False
@@ -425,27 +549,23 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
                 else:
                     lo[j] = x[j]
             if any_steps:
-                fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi,
-                     w[v0:v0 + nv], x)
-        for j in range(nv):
-            x[j] = math.floor(x[j] + SNAP_DA)
-        top_up(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap,
-               fair_order[v0:v0 + nv], lo, hi, sess, aptr, x)
+                fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
+                     sorted_by_level(lo, wl, nv), sorted_by_level(hi, wl, nv), False, x)
+    elif policy == POLICY_EDF:
+        greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, edf_order[v0:v0 + nv], lo, hi, sess,
+               aptr, avals, x)
     else:
-        if policy == POLICY_EDF:
-            greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, edf_order[v0:v0 + nv], lo, hi, sess,
-                   aptr, avals, x)
-        else:
-            lax = np.empty(nv)
-            for j in range(nv):
-                v = v0 + j
-                s = sess[v]
-                rate_kw = ub_da[v] * 0.1 * kw_per_a[s]
-                e = energy_left[s]
-                if not e > 0.0:
-                    e = 0.0
-                hours = e / rate_kw if rate_kw > 0.0 else 1e9
-                lax[j] = (dep_s[s] - t_start_s) / 3600.0 - hours
-            order = np.argsort(lax, kind="mergesort")
-            greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, order, lo, hi, sess, aptr, avals, x)
-    return enforce(r0, nr, v0, nv, indptr, indices, data, chk[r0:r0 + nr], x)
+        lax = np.empty(nv)
+        for j in range(nv):
+            v = v0 + j
+            s = sess[v]
+            rate_kw = ub_da[v] * 0.1 * kw_per_a[s]
+            e = energy_left[s]
+            if not e > 0.0:
+                e = 0.0
+            hours = e / rate_kw if rate_kw > 0.0 else 1e9
+            lax[j] = (dep_s[s] - t_start_s) / 3600.0 - hours
+        order = np.argsort(lax, kind="mergesort")
+        greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, order, lo, hi, sess, aptr, avals, x)
+    return finish(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap,
+                  chk[r0:r0 + nr], fair_order[v0:v0 + nv], lo, hi, sess, aptr, top, x)
