@@ -305,7 +305,7 @@ def integer_instances(draw):
     return lo.compile_problem(site, sessions, horizon(8)), opts
 
 
-@settings(derandomize=True, deadline=None, max_examples=60,
+@settings(derandomize=True, deadline=None, max_examples=150,
           suppress_health_check=[HealthCheck.too_slow])
 @given(integer_instances())
 def test_property_milp_schedule_obeys_every_rule(inst):
@@ -315,7 +315,7 @@ def test_property_milp_schedule_obeys_every_rule(inst):
     assert s.status == lo.ScheduleStatus.OPTIMAL
 
 
-@settings(derandomize=True, deadline=None, max_examples=40,
+@settings(derandomize=True, deadline=None, max_examples=80,
           suppress_health_check=[HealthCheck.too_slow])
 @given(integer_instances(), st.sampled_from([0.0, 1e-4, 0.01]))
 def test_property_time_out_still_valid(inst, limit):
@@ -324,7 +324,7 @@ def test_property_time_out_still_valid(inst, limit):
     check_integer_rules(s, opts)
 
 
-@settings(derandomize=True, deadline=None, max_examples=60,
+@settings(derandomize=True, deadline=None, max_examples=150,
           suppress_health_check=[HealthCheck.too_slow])
 @given(integer_instances(), st.data())
 def test_property_enforce_makes_any_currents_exact(inst, data):
