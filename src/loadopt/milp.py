@@ -1105,14 +1105,16 @@ OVERRUN_GRACE_S = 0.25
 
 
 def _run_until(h, deadline: float):
-    """``run(h)`` in a daemon thread (HiGHS releases the GIL); None if it is still running
-    ``OVERRUN_GRACE_S`` after ``deadline`` — the caller keeps its incumbent."""
+    """``run(h)`` in a thread (HiGHS releases the GIL); None if it is still running
+    ``OVERRUN_GRACE_S`` after ``deadline`` — the caller keeps its incumbent. The thread is not a
+    daemon: a process that exits while it runs waits for it (a daemon thread inside HiGHS at
+    interpreter exit aborts the process)."""
     import threading
 
     from .solvers.highs import run
 
     box: list = []
-    th = threading.Thread(target=lambda: box.append(run(h)), daemon=True)
+    th = threading.Thread(target=lambda: box.append(run(h)), daemon=False)
     th.start()
     th.join(max(deadline - time.perf_counter(), 0.0) + OVERRUN_GRACE_S)
     return box[0] if box else None
