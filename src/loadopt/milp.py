@@ -926,7 +926,7 @@ def incumbent(model: MilpModel, mip_rel_gap: float = 0.01,
             if xf is not None:
                 cands.append((xf, "pattern LP, off periods free"))
         for xc, how_c in cands:
-            xd = _bump_levels(model, enforce(model, xc))
+            xd = _bump(model, enforce(model, xc), xc)
             obj = objective_of(model, xd)
             if obj < best.objective:
                 best.x_da, best.objective, best.source = xd, obj, f"{how_c} θ={theta}"
@@ -1021,67 +1021,87 @@ def _pattern_ext(model: MilpModel, slot: np.ndarray, on_e: np.ndarray) -> np.nda
     return out & (model.ext_col >= 0)
 
 
-def _bump_levels(model: MilpModel, x: np.ndarray, rounds: int = 8) -> np.ndarray:
-    """Raise discrete currents to their next allowed level where every limit and the energy
-    still wanted leave room (greedy, vectorised rounds; kept only if the objective improves)."""
-    from .safety import row_capacity_da
-
-    if not (model.step["ext"].size or model.expl["ext"].size):
-        return x
+def _next_values(model: MilpModel, x: np.ndarray, target_da: np.ndarray) -> np.ndarray:
+    """Next value up per ext variable (deci-amps): the next allowed level for discrete steps,
+    +0.1 A for continuous ones that the LP had higher (``target_da``); +inf where none."""
     p = model.problem
     sess = p.var_session[model.ext_var]
-    lv_next = np.full(model.n_ext, np.inf)
+    out = np.where((x > 0) & (target_da >= x + 1), x + 1, np.inf)
+    groups: dict[bytes, list[int]] = {}
     for i, lv in enumerate(model.levels_da):
-        if lv is None or lv.size == 0:
+        if lv is not None:
+            groups.setdefault(lv.tobytes(), []).append(i)
+    for key, members in groups.items():
+        lv = np.frombuffer(key, dtype=np.float64)
+        in_g = np.zeros(p.n_sessions, dtype=bool)
+        in_g[members] = True
+        e = np.flatnonzero(in_g[sess])
+        out[e] = np.inf
+        e = e[x[e] > 0]
+        if lv.size == 0 or e.size == 0:
             continue
-        e = np.flatnonzero((sess == i) & (x > 0))
         k = np.searchsorted(lv, x[e] + 1e-9, "right")
         ok = k < lv.size
-        lv_next[e[ok]] = lv[k[ok]]
-    ub_da = np.full(model.n_ext, 0.0)
+        out[e[ok]] = lv[k[ok]]
+    return out
+
+
+def _bump(model: MilpModel, x: np.ndarray, target_a: np.ndarray, rounds: int = 10) -> np.ndarray:
+    """Give back what rounding down took, where every limit still has room.
+
+    Rounding to the 0.1 A grid and down to discrete levels frees capacity (measured: ~0.6 % of
+    the objective on 500 × 96). Each round proposes the next value up for every charging
+    variable (next level, or +0.1 A towards the LP value); a variable is accepted with
+    probability ``min(1, slack / demand)`` over its safety rows, proposals landing in a row that
+    would overflow are dropped, and so are those that would exceed a session's energy. Seeded,
+    vectorised; a round is kept only if the objective improves, and :func:`enforce` re-checks.
+    """
+    from .safety import row_capacity_da
+
+    p = model.problem
+    sess = p.var_session[model.ext_var]
+    target_da = np.ceil(np.maximum(target_a, 0.0) * 10 - 1e-6)
+    ub_da = np.zeros(model.n_ext)
     has = model.ext_col >= 0
     ub_da[has] = np.floor(model.lp.col_ub[model.ext_col[has]] * 10 + 1e-6)
     kwh = p.var_kwh_per_a[model.ext_var] / np.where(model.ext_twin, 3.0, 1.0) / 10.0
     rng = np.random.default_rng(0)
-    best, best_obj = x, objective_of(model, x)
+    best_obj = objective_of(model, x)
     for _ in range(rounds):
-        cand = np.flatnonzero((lv_next <= ub_da) & (x > 0))
+        nxt = _next_values(model, x, target_da)
+        cand = np.flatnonzero((nxt <= ub_da) & (x > 0))
         if cand.size == 0:
             break
-        cand = cand[rng.random(cand.size) < 0.6]
         bump = np.zeros(model.n_ext)
-        bump[cand] = lv_next[cand] - x[cand]
+        bump[cand] = nxt[cand] - x[cand]
         got = np.bincount(sess, kwh * x, minlength=p.n_sessions)
         add = np.bincount(sess, kwh * bump, minlength=p.n_sessions)
-        too_much = got + add > p.session_energy_kwh * (1 - 1e-9)
-        bump[too_much[sess]] = 0.0
+        bump[(got + add > p.session_energy_kwh * (1 - 1e-9))[sess]] = 0.0
         cur, _, pp = _to_dense(model, x)
-        _, _, pp2 = _to_dense(model, x + bump)
-        load_now = pp.G @ pp.gather(cur * 10)
-        cb, _, _ = _to_dense(model, bump)
-        load_add = pp2.G @ pp2.gather(cb * 10) + (pp2.G - pp.G) @ pp.gather(cur * 10)
-        over = np.flatnonzero(load_now + load_add > row_capacity_da(pp2))
+        G = pp.G.tocsr()
+        xv = pp.gather(cur * 10)
+        bv = np.zeros(p.n_vars)
+        np.add.at(bv, model.ext_var, bump)  # one of the 3-phase/1-phase pair is on
+        slack = row_capacity_da(pp) - G @ xv
+        demand = G @ bv
+        ratio = np.where(demand > 0, demand / np.maximum(slack, 1e-12), 0.0)
+        R = G.copy()
+        R.data = ratio[np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))]
+        worst = np.asarray(R.max(axis=0).todense()).ravel()
+        keep_v = rng.random(p.n_vars) * np.maximum(worst, 1.0) < 1.0
+        keep_v &= worst < np.inf
+        bv = np.where(keep_v, bv, 0.0)
+        over = np.flatnonzero(G @ bv > slack)
         if over.size:
-            bad_v = np.unique(pp2.G[over].indices)
-            bump[np.isin(model.ext_var, bad_v)] = 0.0
-        if not bump.any():
+            bv[np.unique(G[over].indices)] = 0.0
+        if not bv.any():
             continue
-        x = enforce(model, (x + bump) / 10.0)
-        obj = objective_of(model, x)
-        if obj < best_obj:
-            best, best_obj = x, obj
-        else:
-            x = best
-        lv_next = np.where(x == best, lv_next, np.inf)
-        for i, lv in enumerate(model.levels_da):
-            if lv is None or lv.size == 0:
-                continue
-            e = np.flatnonzero((sess == i) & (x > 0))
-            k = np.searchsorted(lv, x[e] + 1e-9, "right")
-            ok = k < lv.size
-            lv_next[e] = np.inf
-            lv_next[e[ok]] = lv[k[ok]]
-    return best
+        step = np.where(bv[model.ext_var] > 0, bump, 0.0)
+        x2 = enforce(model, (x + step) / 10.0)
+        obj = objective_of(model, x2)
+        if obj < best_obj - 1e-12:
+            x, best_obj = x2, obj
+    return x
 
 
 def _interrupt_at(h, deadline: float) -> None:
