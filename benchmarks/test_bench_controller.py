@@ -1,13 +1,18 @@
-"""Controller step time: warm re-solve on a kept model vs a cold rebuild per step, same run.
+"""Controller step time: warm start from the previous step's mapped basis vs a cold solve.
 
-Two cases (issue 6):
+Every step builds the reduced LP cold either way; ``warm`` hands HiGHS the previous optimal basis
+mapped onto it by stable keys (``loadopt.controller``). Cases (issue 6), each run cold and warm in
+the same process, same steps, same session events:
 
 - a 50-EVSE site with 5-minute steps over a day (288 steps, 12 h lookahead = 144 periods);
-- 1,000 sessions × 96 periods rolling by one period (a few steps).
+- 1,000 sessions × 96 periods rolling by one 15-minute period (5 steps);
+- the same 1,000 × 96 roll with the grid limit halved over the whole horizon at step 2 (4 steps):
+  cold, warm (default: the cut step is solved cold), and warm forced through the cut.
 
-Each test records mean and max wall time per ``Controller.step`` in ``extra_info`` for both modes
-and prints them; ratios are warm / cold measured in the same run (no absolute timed assertion).
-Run: ``pytest benchmarks/test_bench_controller.py --benchmark-only -s``.
+Each test records mean and max wall time per ``Controller.step`` (compile + LP + solve + safety
+projection), the solver time, the modes taken and the largest relative objective difference
+against cold in ``extra_info`` and prints them; ratios are warm / cold from the same run (no
+absolute timed assertion). Run: ``pytest benchmarks/test_bench_controller.py --benchmark-only -s``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from loadopt.controller import Controller
 from loadopt.synthetic import benchmark_scenario
 
 
-def _run(sc, now0, n_steps, step_s, n_periods, warm):
+def _run(sc, now0, n_steps, step_s, n_periods, warm, cut_at=None, cold_after_cut=True):
     c = Controller(sc.site, signals=sc.signals, objective=sc.objective, step_s=step_s,
                    n_periods=n_periods, time_limit_s=30.0)
     c.warm = warm
+    c.cold_after_limit_cut = cold_after_cut
     started, stopped = set(), set()
-    times = []
+    times, objs = [], []
     for k in range(n_steps):
         now = now0 + timedelta(seconds=k * step_s)
         for s in sc.sessions:
@@ -37,38 +43,61 @@ def _run(sc, now0, n_steps, step_s, n_periods, warm):
             elif s.id not in started and s.arrival <= now < s.departure:
                 c.start_session(s)
                 started.add(s.id)
+        if cut_at is not None and k == cut_at:
+            lim = sc.signals.grid_import_limit_kw
+            c.set_signals(sc.signals.model_copy(update={"grid_import_limit_kw": 0.5 * lim}))
         t0 = time.perf_counter()
         sched = c.step(now)
         times.append(time.perf_counter() - t0)
+        objs.append(sched.objective)
         assert sched.violations(limit=1) == []
-    modes = [r.mode for r in c.log]
-    return np.array(times), modes
+    return np.array(times), c.log, np.array(objs, dtype=float)
 
 
-def _compare(benchmark, sc, now0, n_steps, step_s, n_periods, label):
-    out = {}
-    for warm in (False, True):
-        t, modes = _run(sc, now0, n_steps, step_s, n_periods, warm)
-        out["warm" if warm else "cold"] = (t, modes)
+def _compare(benchmark, label, variants, *args, **kw):
+    out = {name: _run(*args, **{**kw, **v}) for name, v in variants.items()}
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    ref_t, _, ref_obj = out["cold"]
     info = {}
-    for k, (t, modes) in out.items():
-        info[f"{k}_mean_ms"] = round(1e3 * t.mean(), 2)
-        info[f"{k}_max_ms"] = round(1e3 * t.max(), 2)
-        info[f"{k}_modes"] = {m: modes.count(m) for m in set(modes)}
-    info["warm_over_cold_mean"] = round(out["warm"][0].mean() / out["cold"][0].mean(), 3)
+    for name, (t, log, obj) in out.items():
+        modes = [r.mode for r in log]
+        info[f"{name}_mean_ms"] = round(1e3 * t.mean(), 2)
+        info[f"{name}_max_ms"] = round(1e3 * t.max(), 2)
+        info[f"{name}_solve_mean_ms"] = round(1e3 * np.mean([r.solve_s for r in log]), 2)
+        info[f"{name}_modes"] = {m: modes.count(m) for m in sorted(set(modes))}
+        if name != "cold":
+            info[f"{name}_over_cold_mean"] = round(t.mean() / ref_t.mean(), 3)
+            info[f"{name}_obj_rel_diff"] = float(np.max(np.abs(obj - ref_obj)
+                                                        / np.maximum(1.0, np.abs(ref_obj))))
+        if "cut_at" in kw:
+            k = kw["cut_at"]
+            info[f"{name}_cut_step_ms"] = round(1e3 * t[k], 1)
+            info[f"{name}_cut_step_mode"] = log[k].mode
     benchmark.extra_info.update(info)
     print(f"\n{label}: {info}")
+    return info
+
+
+WARM = {"cold": {"warm": False}, "warm": {"warm": True}}
 
 
 @pytest.mark.benchmark(group="controller")
 def test_50_evse_5min_day(benchmark):
     sc = benchmark_scenario(50, n_periods=288)
-    _compare(benchmark, sc, sc.horizon.start, 288, 300, 144, "50 EVSE, 5-min steps, day")
+    _compare(benchmark, "50 EVSE, 5-min steps, day", WARM, sc, sc.horizon.start, 288, 300, 144)
 
 
 @pytest.mark.benchmark(group="controller")
 def test_1000_sessions_roll(benchmark):
     sc = benchmark_scenario(1000)
     now0 = sc.horizon.start.replace(hour=10)
-    _compare(benchmark, sc, now0, 5, 900, 96, "1,000 sessions x 96, rolling 1 period")
+    _compare(benchmark, "1,000 sessions x 96, rolling 1 period", WARM, sc, now0, 5, 900, 96)
+
+
+@pytest.mark.benchmark(group="controller")
+def test_1000_sessions_limit_cut(benchmark):
+    sc = benchmark_scenario(1000)
+    now0 = sc.horizon.start.replace(hour=10)
+    variants = {**WARM, "warm_through_cut": {"warm": True, "cold_after_cut": False}}
+    _compare(benchmark, "1,000 x 96, grid limit halved over the horizon at step 2", variants,
+             sc, now0, 4, 900, 96, cut_at=2)

@@ -18,11 +18,15 @@ Between calls it keeps:
   ``measured + reshare_headroom_a`` (never below its minimum current) from the next step on, so
   the rest goes to others; as soon as it draws within ``reshare_threshold_a`` of that reduced
   limit, the reduction is lifted and it may draw its full maximum again.
-- **the HiGHS model** (``controller.warm = True``; off by default, see docs/simulation.md):
-  when the next step's LP has the same structure (same
-  sessions, same rows that can bind), only costs, bounds, right-hand sides and the changed
-  coefficients are updated on the kept ``Highs`` object and it re-solves from the previous basis;
-  otherwise the model is rebuilt. Every step records which path was taken and why
+- **the previous optimal basis** (``controller.warm``, on by default): every step builds the
+  reduced LP of the new problem cold (:func:`loadopt.lp.build_lp`, milliseconds) and hands HiGHS
+  the previous step's optimal basis mapped onto it by stable keys — a current column by (session,
+  absolute period), a safety row by (kind, node, phase, absolute period), an energy row by
+  session, a balance/peak row by absolute period. What is new starts nonbasic at 0 (columns) or
+  basic (rows); the basic count is repaired to the number of rows; HiGHS swaps slacks into a
+  singular basis when it factorizes. Sessions arriving or leaving only change the keys that
+  match. After a limit drop over most of the horizon the step is solved cold (a warm start is
+  slower there, DESIGN.md). Every step records which path was taken and why
   (:attr:`Controller.log`).
 
 Whatever the solver does, the schedule returned went through :func:`loadopt.safety.project` on the
@@ -42,6 +46,7 @@ import numpy as np
 from .compile import compile_problem
 from .errors import InputError
 from .horizon import Horizon
+from .lp import LinearProgram, build_lp
 from .objective import Objective
 from .problem import Problem
 from .schedule import Schedule
@@ -55,7 +60,7 @@ class StepRecord:
     """What one :meth:`Controller.step` did (for logs, tests and benchmarks)."""
 
     now: datetime
-    mode: str  #: "rebuild", "warm", "warm-cold" (kept model, basis cleared), "empty", "fast"
+    mode: str  #: "cold" (no starting basis), "warm" (mapped previous basis), "empty", "fast"
     reason: str  #: why this path was taken
     status: str  #: the schedule status
     method: str  #: the schedule method
@@ -126,22 +131,23 @@ class Controller:
         self._busy: dict[str, str] = {}  # evse id -> session id
         self.log: list[StepRecord] = []
         self.last_schedule: Schedule | None = None
-        #: Keep the HiGHS model between steps and re-solve warm when its structure allows. Off by
-        #: default: measured on 1,000 sessions × 96 periods (docs/simulation.md), the padded
-        #: fixed-structure model a warm re-solve needs is slower to re-solve than the compact
-        #: problem is to solve cold (``benchmarks/test_bench_controller.py`` re-measures it).
-        self.warm = False
-        self._hi: Any = None
-        self._lp: Any = None
-        self._ids: tuple[str, ...] = ()
+        #: Warm start: each step's LP is built cold and HiGHS starts from the previous step's
+        #: optimal basis mapped onto it by stable keys (module docstring). On by default:
+        #: measured faster than a cold solve on both benchmark cases (docs/simulation.md).
+        self.warm = True
+        #: Below this share of columns + rows found in the previous basis, solve cold.
+        self.warm_min_mapped = 0.5
+        #: Let HiGHS repair the basic count itself (``HighsBasis.alien``) instead of
+        #: :meth:`_mapped_basis` doing it (measured slower: one extra LU factorization).
+        self.alien_basis = False
+        #: Solve cold when a limit dropped over most of the horizon (DESIGN.md: a warm start can
+        #: be many times slower there; re-measured in benchmarks/test_bench_controller.py).
+        self.cold_after_limit_cut = True
+        self._memo: _BasisMemo | None = None
+        self._epoch: datetime | None = None
+        self._sid_int: dict[str, int] = {}
         self._fp: np.ndarray | None = None
         self._fp_at: datetime | None = None
-        self._stale: str | None = None
-        self._ext_start: datetime | None = None
-        #: Periods the kept model reaches beyond the horizon: that many one-period rolls re-solve
-        #: warm before the window must be rebuilt.
-        self.reserve_periods = max(1, n_periods // 4)
-        self.warm_simplex_strategy = 4
 
     # ------------------------------------------------------------------ events
     def new_session(self, session_id: str, evse: str, arrival: datetime, *,
@@ -290,92 +296,233 @@ class Controller:
         return sched
 
     def _solve(self, problem: Problem, now: datetime) -> tuple[Schedule, str, str, float]:
-        from .solve import solve
+        from .solve import _finish, solve
+        from .solvers.highs import LP_OPTIONS, basis_arrays, new_highs, pass_lp, run, set_basis
+        from .solvers.result import SolverResult, SolverStatus
 
         if self.method == "fast":
             sched = solve(problem, method="fast")
             return sched, "fast", "method='fast'", sched.solve_time_s
-        if not self.warm:
-            sched = solve(problem, method="lp", time_limit_s=self.time_limit_s)
-            return sched, "rebuild", "warm re-solve off (plain rebuild every step)", \
-                sched.solve_time_s
-        return self._solve_warm(problem, now)
+        t0 = time.perf_counter()
+        lp = build_lp(problem)
+        fp = self._limit_fingerprint(problem)
+        if lp.n_cols == 0:  # nobody can draw (HiGHS calls an empty model an error)
+            res = SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
+            sched = _finish(problem, res, lambda x: np.zeros(problem.n_vars), "lp-highs", t0)
+            self._fp, self._fp_at = fp, now
+            return sched, "empty", "no session can draw", 0.0
+        start: tuple[np.ndarray, np.ndarray] | None = None
+        keys = self._keys(problem, lp) if self.warm else None
+        if keys is None:
+            reason = "warm start off: solved cold"
+        elif self._memo is None:
+            reason = "no previous optimal basis: solved cold"
+        elif self.cold_after_limit_cut and self._limits_cut(fp, now):
+            reason = ("a limit dropped over most of the horizon: solved cold (a warm start is "
+                      "slower there)")
+        else:
+            start, info = self._mapped_basis(lp, keys)
+            if start is None:
+                reason = f"{info}: solved cold"
+            else:
+                reason = f"previous basis mapped: {info}"
+        mode = "cold" if start is None else "warm"
+        try:
+            hi = new_highs(LP_OPTIONS, self.time_limit_s)
+            pass_lp(hi, lp)
+            if start is not None and not set_basis(hi, *start, alien=self.alien_basis):
+                mode, reason = "cold", reason + "; HiGHS rejected it: solved cold"
+            t_run = time.perf_counter()
+            res = run(hi)
+            solve_s = time.perf_counter() - t_run
+        except Exception as exc:  # a broken solver must never take the controller down
+            self._memo = None
+            sched = replace_status_failed(solve(problem, method="fast"), f"HiGHS failed: {exc!r}")
+            return sched, mode, reason + f"; solver failed ({exc!r}): fast path", 0.0
+        self._fp, self._fp_at = fp, now
+        self._memo = None
+        if res.status == SolverStatus.OPTIMAL and res.x is not None and keys is not None:
+            basis = basis_arrays(hi, lp, res.x)
+            if basis is not None:
+                dual = np.asarray(hi.getSolution().col_dual, dtype=np.float64)
+                self._memo = _BasisMemo.of(*keys, *basis, res.x, dual)
+        sched = _finish(problem, res, lambda x: lp.currents(problem, x), f"lp-highs-{mode}", t0)
+        return sched, mode, reason, solve_s
 
-    # ------------------------------------------------------------------ warm re-solve
-    def _padded_lp(self, problem: Problem, ext_start: datetime, d: int) -> tuple[Problem, Any]:
-        """The LP whose structure survives a time shift.
+    # ------------------------------------------------------------------ warm start
+    def _sid(self, ids: tuple[str, ...]) -> np.ndarray:
+        """A stable integer per session id (assigned on first sight, never reused)."""
+        out = np.empty(len(ids), dtype=np.int64)
+        for i, sid in enumerate(ids):
+            k = self._sid_int.get(sid)
+            if k is None:
+                k = self._sid_int[sid] = len(self._sid_int)
+            out[i] = k
+        return out
 
-        It spans ``n_periods + reserve_periods`` periods from ``ext_start`` (the start of the kept
-        model); this step's horizon is its periods ``[d, d + n_periods)``. A column per session
-        and period of that extended window keeps its *absolute* period from step to step, so the
-        previous basis still describes the plan. Every session is padded over the whole window;
-        what really limits it is applied afterwards as column bounds (0 outside this step's
-        horizon and where the vehicle is not plugged in, the re-sharing cap), as energy
-        coefficients (a partly plugged period) and as the real site-import right-hand sides.
+    def _keys(self, problem: Problem, lp: LinearProgram) -> tuple[np.ndarray, np.ndarray]:
+        """Stable int64 keys of the LP's columns and rows, equal across steps for the same thing.
+
+        Columns: ``r`` by (session, absolute period); import, export by absolute period; the peak
+        and ``z`` columns by kind. Rows (``lp.row_block`` / ``row_index``): a safety row by (kind,
+        node, phase, absolute period), an energy or fairness row by session, a balance or peak
+        row by absolute period. The absolute period counts steps of ``step_s`` from the first
+        horizon this controller solved (a ``now`` off that grid is rounded: the basis is only a
+        start, any start is correct).
         """
-        from dataclasses import replace
-
-        from .lp import build_lp
-        from .problem import ROW_SITE_IMPORT
-
-        T = problem.n_periods
-        ext = Horizon(start=ext_start, step_s=self.step_s, n_periods=T + self.reserve_periods)
-        padded = []
-        for s in problem.sessions:
-            orig = self._state[s.id].session
-            padded.append(s.model_copy(update={
-                "arrival": min(s.arrival, ext_start), "departure": ext.end,
-                "energy_kwh": max(s.energy_kwh, 1e-6), "max_current": orig.max_current,
-                "min_current": orig.min_current}))
-        pp = compile_problem(self.site, padded, ext, self.signals, self.objective)
-        f_ext = np.zeros((problem.n_sessions, ext.n_periods))
-        f_ext[:, d:d + T] = problem.avail
-        f = f_ext[pp.var_session, pp.var_period]
-        h = pp.h.copy()
-        win = (pp.row_period >= d) & (pp.row_period < d + T)
-        imp = (pp.row_kind == ROW_SITE_IMPORT) & win
-        if imp.any():  # the padded problem's DR baselines differ: use the real caps
-            real = np.maximum(problem.import_cap_kw - problem.base_load_kw + problem.pv_kw, 0.0)
-            h[imp] = real[pp.row_period[imp] - d]
-        pv = replace(pp, var_kwh_per_a=pp.var_kwh_per_a * np.where(f > 0, f, 1.0), h=h)
-        lp = build_lp(pv)
+        if self._epoch is None:
+            self._epoch = problem.horizon.start
+        p0 = round((problem.horizon.start - self._epoch).total_seconds() / self.step_s)
+        sid = self._sid(problem.session_ids)
         voc = lp.var_of_col
-        sess = pv.var_session[voc]
-        col_ub = lp.col_ub.copy()
-        r_ub = np.minimum(col_ub[: lp.n_r], problem.session_max_current[sess])
-        dead = (f[voc] <= 0) | (problem.session_energy_kwh[sess] <= 0)
-        col_ub[: lp.n_r] = np.where(dead, 0.0, r_ub)
-        c = lp.c.copy()
-        # charge-early cost counts hours from this step, not from the window start
-        c[: lp.n_r] -= self.objective.charge_early_per_kwh_h * d * ext.step_h * \
-            pv.var_kwh_per_a[voc]
-        row_ub = lp.row_ub
-        if lp.peak_col is not None:  # the peak is over this step's horizon only
-            col = lp.A.indices[lp.A.indptr[lp.peak_col]:lp.A.indptr[lp.peak_col + 1]]
-            outside = np.ones(ext.n_periods, dtype=bool)
-            outside[d:d + T] = False
-            row_ub = row_ub.copy()
-            row_ub[col[outside[: col.size]]] = np.inf
-        return pv, replace(lp, col_ub=col_ub, c=c, row_ub=row_ub)
+        cols = [_pack(0, sid[problem.var_session[voc]], p0 + problem.var_period[voc])]
+        T = problem.n_periods
+        per = p0 + np.arange(T, dtype=np.int64)
+        if lp.imp_cols is not None:
+            cols += [_pack(1, 0, per), _pack(2, 0, per)]
+        if lp.peak_col is not None:
+            cols.append(_pack(3, 0, np.zeros(1, np.int64)))
+        if lp.z_col is not None:
+            cols.append(_pack(4, 0, np.zeros(1, np.int64)))
+        col_keys = np.concatenate(cols)
+        rows = np.empty(lp.n_rows, dtype=np.int64)
+        blk, idx = lp.row_block, lp.row_index
+        if blk is None or idx is None:
+            raise RuntimeError("the LP carries no row provenance (row_block/row_index)")
+        m = blk == 0
+        g = idx[m]
+        node_phase = ((problem.row_kind[g].astype(np.int64) << 24)
+                      | ((problem.row_node[g].astype(np.int64) + 1) << 3)
+                      | (problem.row_phase[g].astype(np.int64) + 1))
+        rows[m] = _pack(5, node_phase, p0 + problem.row_period[g])
+        for code, per_session in ((1, True), (2, False), (3, False), (4, True)):
+            m = blk == code
+            if m.any():
+                rows[m] = (_pack(5 + code, sid[idx[m]], 0) if per_session
+                           else _pack(5 + code, 0, p0 + idx[m]))
+        return col_keys, rows
 
-    def _offset(self, now: datetime) -> int | None:
-        """Periods from the kept window's start to ``now``, if ``now`` is on its grid."""
-        if self._ext_start is None:
-            return None
-        q = (now - self._ext_start).total_seconds() / self.step_s
-        d = round(q)
-        if abs(q - d) > 1e-6 or d < 0:
-            return None
-        return d
+    def _mapped_basis(self, lp: LinearProgram, keys: tuple[np.ndarray, np.ndarray]
+                      ) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+        """The previous optimal basis carried over to ``lp`` by key, with a consistent count.
+
+        Columns and rows found under the same key keep their status (a nonbasic column at an
+        upper bound that became infinite goes to its lower one); new columns start nonbasic at
+        their lower bound, new rows basic (slack). Then exactly ``n_rows`` entries must be basic:
+        with too many, the basic columns nearest a bound (at the previous values) become
+        nonbasic at it; with too few, the nonbasic rows with the most slack (previous values
+        under the new matrix) become basic. A singular basis matrix is left to HiGHS, which
+        swaps in slacks when it factorizes. Returns ``(None, why)`` when too little maps.
+        """
+        from .solvers.highs import BASIS_BASIC, BASIS_LOWER, BASIS_UPPER
+
+        memo = self._memo
+        assert memo is not None
+        ck, rk = keys
+        jc, hit_c = _lookup(memo.col_order, memo.col_keys, ck)
+        jr, hit_r = _lookup(memo.row_order, memo.row_keys, rk)
+        # Rows with identical coefficients (the L1/L2/L3 rows of a node whose vehicles all draw
+        # three phases) are merged by build_lp under one of their phases, not always the same
+        # one: a current row not found under its phase is looked up under the other phases.
+        cur = np.flatnonzero(~hit_r & ((rk >> _KIND_SHIFT) == _CURRENT_ROW_TAG))
+        for ph in (1, 2, 3):
+            if cur.size == 0:
+                break
+            alt = (rk[cur] & ~np.int64(0b111 << _PHASE_SHIFT)) | np.int64(ph << _PHASE_SHIFT)
+            j, hit = _lookup(memo.row_order, memo.row_keys, alt)
+            jr[cur[hit]], hit_r[cur[hit]] = j[hit], True
+            cur = cur[~hit]
+        n, m = lp.n_cols, lp.n_rows
+        frac = (hit_c.sum() + hit_r.sum()) / max(n + m, 1)
+        if frac < self.warm_min_mapped:
+            return None, f"only {frac:.0%} of the columns and rows map to the previous basis"
+        col = np.full(n, BASIS_LOWER, np.int8)
+        col[hit_c] = memo.col_status[jc[hit_c]]
+        x = np.zeros(n)
+        x[hit_c] = memo.x[jc[hit_c]]
+        lb, ub = lp.col_lb, lp.col_ub
+        col[(col == BASIS_UPPER) & ~np.isfinite(ub)] = BASIS_LOWER
+        x = np.clip(x, lb, ub)
+        x = np.where(col == BASIS_LOWER, lb, np.where(col == BASIS_UPPER, ub, x))
+        row = np.full(m, BASIS_BASIC, np.int8)
+        row[hit_r] = memo.row_status[jr[hit_r]]
+        nonb = row != BASIS_BASIC
+        row[nonb] = np.where(np.isfinite(lp.row_ub[nonb]), BASIS_UPPER, BASIS_LOWER)
+        nb = int((col == BASIS_BASIC).sum() + (row == BASIS_BASIC).sum())
+        fixed = ""
+        if nb > m:  # too many basic: the basic columns closest to a bound leave the basis
+            cand = np.flatnonzero(col == BASIS_BASIC)
+            to_lb, to_ub = x[cand] - lb[cand], ub[cand] - x[cand]
+            k = nb - m
+            pick = np.argpartition(np.minimum(to_lb, to_ub), k - 1)[:k]
+            col[cand[pick]] = np.where(to_ub[pick] < to_lb[pick], BASIS_UPPER, BASIS_LOWER)
+            fixed = f", {k} basic column(s) made nonbasic"
+        elif nb < m:  # too few basic
+            k = m - nb
+            pick = self._replacements(memo, ck, jc, hit_c, col, k)
+            col[pick] = BASIS_BASIC
+            fixed = f", {pick.size} column(s) made basic in place of lost ones"
+            if pick.size < k:  # the rest: slacks of the nonbasic rows with most room
+                cand = np.flatnonzero(row != BASIS_BASIC)
+                act = lp.A @ x
+                room = np.minimum(lp.row_ub[cand] - act[cand], act[cand] - lp.row_lb[cand])
+                rest = k - pick.size
+                row[cand[np.argpartition(-room, rest - 1)[:rest]]] = BASIS_BASIC
+                fixed += f", {rest} slack(s) made basic"
+        info = (f"{int(hit_c.sum())}/{n} columns, {int(hit_r.sum())}/{m} rows kept"
+                f"{fixed}")
+        return (col, row), info
+
+    @staticmethod
+    def _replacements(memo: _BasisMemo, ck: np.ndarray, jc: np.ndarray, hit_c: np.ndarray,
+                      col: np.ndarray, k: int) -> np.ndarray:
+        """Up to ``k`` nonbasic current columns to make basic, one for each basic current column
+        that left with the period rolled out (or the session gone), taken from the same session.
+
+        A basic column of a session pins its energy row's dual; when it leaves, making a slack
+        basic instead would zero a dual and make many columns dual infeasible. The replacement
+        is the session's mapped nonbasic column with the smallest previous reduced cost (the
+        one that was closest to entering), so the duals stay close to the previous optimum.
+        """
+        from .solvers.highs import BASIS_BASIC
+
+        old_is_r = (memo.col_keys_raw >> 59) == 0
+        lost = np.ones(memo.col_keys_raw.size, dtype=bool)
+        lost[jc[hit_c]] = False
+        lost &= old_is_r & (memo.col_status == BASIS_BASIC)
+        if not lost.any():
+            return np.zeros(0, np.int64)
+        sess_old = (memo.col_keys_raw[lost] >> 28) & 0x7FFFFFFF
+        need = np.bincount(sess_old)
+        cand = np.flatnonzero(hit_c & (col != BASIS_BASIC) & ((ck >> 59) == 0))
+        sess = (ck[cand] >> 28) & 0x7FFFFFFF
+        ok = sess < need.size
+        cand, sess = cand[ok], sess[ok]
+        ok = need[sess] > 0
+        cand, sess = cand[ok], sess[ok]
+        if cand.size == 0:
+            return cand
+        score = np.abs(memo.dual[jc[cand]])
+        order = np.lexsort((score, sess))
+        cand, sess, score = cand[order], sess[order], score[order]
+        first = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]])
+        rank = np.arange(sess.size) - np.repeat(first, np.diff(np.r_[first, sess.size]))
+        take = rank < need[sess]
+        cand, rank, score = cand[take], rank[take], score[take]
+        if cand.size > k:
+            cand = cand[np.lexsort((score, rank))[:k]]
+        return cand
 
     def _limit_fingerprint(self, problem: Problem) -> np.ndarray:
+        """Per period: the site import room (kW) and every node's current (A) and power (kW)
+        limit — what a grid operator or a DR event can lower."""
         T = problem.n_periods
         return np.vstack([problem.import_cap_kw[None, :] - problem.base_load_kw + problem.pv_kw,
                           problem.node_current_limit.reshape(-1, T),
                           problem.node_power_limit_kw])
 
     def _limits_cut(self, fp: np.ndarray, now: datetime) -> bool:
-        """Did a limit drop in most periods since the kept model was solved (aligned in time)?"""
+        """Did a limit drop in most periods since the last solve (aligned in absolute time)?"""
         old, then = self._fp, self._fp_at
         if old is None or then is None or old.shape != fp.shape:
             return False
@@ -386,93 +533,6 @@ class Controller:
         with np.errstate(invalid="ignore"):
             lower = np.any(fp[:, : T - d] < old[:, d:] - 1e-9, axis=0)
         return bool(lower.sum() > 0.5 * (T - d))
-
-    def _solve_warm(self, problem: Problem, now: datetime) -> tuple[Schedule, str, str, float]:
-        from .solve import _finish, solve
-        from .solvers.highs import LP_OPTIONS, new_highs, pass_lp, run, same_structure, update_lp
-        from .solvers.result import SolverResult, SolverStatus
-
-        t0 = time.perf_counter()
-        ids = problem.session_ids
-        T = problem.n_periods
-        reason: str | None = None
-        d = self._offset(now)
-        if self._hi is None or self._lp is None:
-            reason = "no model kept"
-        elif set(ids) != set(self._ids):
-            added = sorted(set(ids) - set(self._ids))
-            gone = sorted(set(self._ids) - set(ids))
-            reason = "sessions changed" + (f": +{added[:3]}" if added else "") + (
-                f" -{gone[:3]}" if gone else "")
-        elif ids != self._ids:
-            reason = "session order changed"
-        elif self._stale:
-            reason = self._stale
-        elif d is None:
-            reason = "now is not on the kept model's period grid"
-        elif d > self.reserve_periods:
-            reason = f"kept window used up ({self.reserve_periods} reserve periods)"
-        if reason is not None:
-            self._ext_start, d = now, 0
-        assert d is not None and self._ext_start is not None
-        pv, lp = self._padded_lp(problem, self._ext_start, d)
-        fp = self._limit_fingerprint(problem)
-        if lp.n_cols == 0:
-            self._drop_model()
-            res = SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
-            sched = _finish(problem, res, lambda x: np.zeros(problem.n_vars), "lp-highs", t0)
-            return sched, "empty", "no session can draw", 0.0
-        if reason is None and not same_structure(self._lp, lp):
-            reason = (f"LP structure changed ({self._lp.n_cols}x{self._lp.n_rows} -> "
-                      f"{lp.n_cols}x{lp.n_rows}: the rows that can bind changed)")
-        mode = "rebuild" if reason is not None else "warm"
-        if reason is None:
-            reason = f"same structure, shifted {d} period(s): costs, bounds and rhs updated"
-        try:
-            if mode == "rebuild":
-                if self._hi is None:
-                    self._hi = new_highs(LP_OPTIONS)
-                self._hi.setOptionValue("simplex_strategy", 1)
-                pass_lp(self._hi, lp)
-            else:
-                self._hi.setOptionValue("simplex_strategy", self.warm_simplex_strategy)
-                n = update_lp(self._hi, self._lp, lp)
-                if n:
-                    reason += f", {n} coefficient(s) changed"
-                if self._limits_cut(fp, now):
-                    self._hi.clearSolver()
-                    mode = "warm-cold"
-                    reason = ("a limit dropped over most of the horizon: basis cleared, solved "
-                              "cold on the kept model (a warm start is slower there)")
-            if self.time_limit_s is not None:  # HiGHS' clock runs on over the object's runs
-                self._hi.setOptionValue("time_limit",
-                                        float(self._hi.getRunTime() + self.time_limit_s))
-            t_run = time.perf_counter()
-            res = run(self._hi)
-            solve_s = time.perf_counter() - t_run
-        except Exception as exc:  # a broken solver must never take the controller down
-            self._drop_model()
-            self._hi = None
-            sched = solve(problem, method="fast")
-            sched = replace_status_failed(sched, f"HiGHS failed: {exc!r}")
-            return sched, mode, reason + f"; solver failed ({exc!r}): fast path", 0.0
-        self._lp, self._ids, self._fp, self._fp_at = lp, ids, fp, now
-        self._stale = None
-        if res.status != SolverStatus.OPTIMAL:
-            self._stale = f"previous solve ended {res.status.value}: model rebuilt"
-        dd = d
-
-        def to_vars(x: np.ndarray) -> np.ndarray:
-            return problem.gather(pv.dense(lp.currents(pv, x))[:, dd:dd + T])
-
-        sched = _finish(problem, res, to_vars, f"lp-highs-{mode}", t0)
-        return sched, mode, reason, solve_s
-
-    def _drop_model(self) -> None:
-        self._lp = None
-        self._ids = ()
-        self._fp = None
-        self._stale = "model dropped"
 
     def _after_step(self, now: datetime, problem: Problem, sched: Schedule) -> None:
         first = sched.current[:, 0] if problem.n_periods else np.zeros(problem.n_sessions)
@@ -504,3 +564,48 @@ def _finite_nonneg(v: Any, what: str) -> float:
     if not np.isfinite(f) or f < 0:
         raise InputError(f"{what} must be finite and >= 0, got {v!r}")
     return f
+
+
+@dataclass(frozen=True, eq=False)
+class _BasisMemo:
+    """The last optimal basis, by key: keys sorted once (``*_order`` maps back)."""
+
+    col_keys: np.ndarray  #: sorted
+    col_order: np.ndarray
+    col_keys_raw: np.ndarray  #: in column order
+    row_keys: np.ndarray  #: sorted
+    row_order: np.ndarray
+    col_status: np.ndarray
+    row_status: np.ndarray
+    x: np.ndarray  #: column values
+    dual: np.ndarray  #: reduced costs of the columns
+
+    @classmethod
+    def of(cls, col_keys: np.ndarray, row_keys: np.ndarray, col_status: np.ndarray,
+           row_status: np.ndarray, x: np.ndarray, dual: np.ndarray) -> _BasisMemo:
+        co = np.argsort(col_keys, kind="stable")
+        ro = np.argsort(row_keys, kind="stable")
+        return cls(col_keys[co], co, col_keys, row_keys[ro], ro, col_status, row_status, x, dual)
+
+
+#: Bit positions in a safety row's key (see :meth:`Controller._keys` and :func:`_pack`): the
+#: key >> _KIND_SHIFT is (tag 5, row kind); the site phase + 1 sits in 3 bits at _PHASE_SHIFT.
+_KIND_SHIFT = 28 + 24
+_PHASE_SHIFT = 28
+_CURRENT_ROW_TAG = (5 << 7) | 0  # tag 5, ROW_NODE_CURRENT (kind 0)
+
+
+def _pack(tag: int, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
+    """One int64 key: ``tag`` (4 bits) | ``a`` (31 bits) | ``b`` (28 bits, offset by 2**27)."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    return (np.int64(tag) << 59) | ((a & 0x7FFFFFFF) << 28) | ((b + (1 << 27)) & 0xFFFFFFF)
+
+
+def _lookup(order: np.ndarray, sorted_keys: np.ndarray, keys: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """For each key: its index in the previous (unsorted) arrays and whether it was there."""
+    if sorted_keys.size == 0:
+        return np.zeros(keys.size, np.int64), np.zeros(keys.size, bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return order[pos], sorted_keys[pos] == keys
