@@ -195,7 +195,11 @@ def test_switches_to_one_phase_when_only_one_phase_has_room():
     check_integer_rules(s)
     assert s.n_phases is not None
     assert np.all(s.n_phases[0] == 1) and np.all(s.current[0] == 16.0)
-    assert s.node_phase_current is not None
+    # what the schedule reports is what is drawn: 16 A on S only, 1-phase power and energy
+    cb = p.node_ids.index("cb")
+    np.testing.assert_allclose(s.node_phase_current[cb, :, 0], [0.0, 16.0, 0.0])
+    np.testing.assert_allclose(s.ev_power_kw, 16 * 230 / 1000)
+    np.testing.assert_allclose(s.energy_kwh[0], 16 * 0.23 * p.n_periods * p.step_h)
     # without switching the car cannot charge at all
     p2 = compile_(_phase_site((0.0, 16.0, 0.0), switching=False), [session("a", "e0", 100.0)])
     assert lo.solve(p2, method="milp").current.sum() == 0.0

@@ -123,7 +123,28 @@ class Schedule:
     @cached_property
     def ev_power_kw(self) -> np.ndarray:
         """(T,) kW drawn by all vehicles (limits taken as drawn)."""
-        return (self.current * self.problem.session_kw_per_a[:, None]).sum(axis=0)
+        return self._power_kw.sum(axis=0)
+
+    @cached_property
+    def _power_kw(self) -> np.ndarray:
+        """(S, T) kW per session and period, with the phase count of each period."""
+        p = self.problem
+        kw = self.current * p.session_kw_per_a[:, None]
+        if self.n_phases is not None:  # phase switching: kW scales with the phases in use
+            full = np.maximum(p.session_phase_mask.sum(axis=1), 1)[:, None]
+            kw = kw * np.minimum(self.n_phases, full) / full
+        return kw
+
+    def _phase_load(self, k: int) -> np.ndarray:
+        """(S, T) A each session draws on site phase ``k``: every phase it uses, or only its
+        EVSE's L1 in periods switched to one phase."""
+        p = self.problem
+        on_k = np.broadcast_to(p.session_phase_mask[:, k, None], self.current.shape)
+        if self.n_phases is not None:
+            evse_l1 = np.array([e.site_phases[0] for e in p.site.evses], dtype=np.int64)
+            l1 = evse_l1[p.session_evse] if p.n_sessions else np.zeros(0, np.int64)
+            on_k = np.where(self.n_phases == 1, (l1 == k)[:, None], on_k)
+        return self.current * on_k
 
     @cached_property
     def import_kw(self) -> np.ndarray:
@@ -136,8 +157,7 @@ class Schedule:
         """(N, 3, T) A per node, site phase and period, including the base load where it flows."""
         p = self.problem
         At = p.session_anc.T.tocsr()
-        out = np.stack([At @ (self.current * p.session_phase_mask[:, k, None]) for k in range(3)],
-                       axis=1)
+        out = np.stack([At @ self._phase_load(k) for k in range(3)], axis=1)
         out[p.node_carries_base] += p.base_load_a[None, None, :]
         return out
 
@@ -145,7 +165,7 @@ class Schedule:
     def node_power_kw(self) -> np.ndarray:
         """(N, T) kW per node and period, including the base load where it flows."""
         p = self.problem
-        out = p.session_anc.T @ (self.current * p.session_kw_per_a[:, None])
+        out = p.session_anc.T @ self._power_kw
         out[p.node_carries_base] += p.base_load_kw[None, :]
         return out
 
@@ -153,7 +173,7 @@ class Schedule:
     def energy_kwh(self) -> np.ndarray:
         """(S,) kWh each session receives if it draws its limits."""
         p = self.problem
-        return (self.current * p.avail).sum(axis=1) * p.session_kw_per_a * p.step_h
+        return (self._power_kw * p.avail).sum(axis=1) * p.step_h
 
     def session_limits(self, session_id: str) -> list[tuple[datetime, float]]:
         """``(period start, limit A)`` for every period of the horizon, for one session."""
