@@ -280,6 +280,12 @@ def test_time_limit_falls_back_safely():
     assert s.violations() == []
 
 
+def test_milp_on_pulp_is_refused_not_silently_run_on_highs():
+    p = lo.compile_problem(one_breaker_site(16.0), [session("a", "e0", 10)], horizon(2))
+    with pytest.raises(ValueError, match="HiGHS only"):
+        lo.solve(p, method="milp", backend="pulp")
+
+
 def test_pulp_backend_reaches_the_same_objective():
     pytest.importorskip("pulp")
     from loadopt.synthetic import demo_scenario

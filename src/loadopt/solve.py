@@ -72,6 +72,8 @@ def solve(
         from .milp import solve_milp, wants_integers
 
         if method == "milp" or wants_integers(problem, integer):
+            if backend != "highs":
+                raise ValueError(f"the MILP runs on HiGHS only, not backend {backend!r}")
             return solve_milp(problem, integer, time_limit_s, mip_rel_gap, options, t0)
         method = "lp"
     if method != "lp":
