@@ -250,7 +250,7 @@ def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray
     rng = np.random.default_rng(12345)
     G = G.tocsr()
     key = G @ rng.random(G.shape[1])
-    order = np.argsort(key)
+    order = np.argsort(key, kind="stable")  # the lowest row index of a group represents it
     new_group = np.ones(order.size, dtype=bool)
     new_group[1:] = np.diff(key[order]) != 0
     head = order[np.flatnonzero(new_group)]  # a representative row of each group
