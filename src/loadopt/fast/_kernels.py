@@ -195,113 +195,117 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     level are one batch. Cost: O(nnz) for the set-up plus O(log) per row event.
     """
     status = np.empty(nv, np.int8)  # 1 waiting at floor, 2 growing, 3 done
-    live = 0
-    growing = 0
-    for j in range(nv):
-        if hi[j] <= lo[j]:
-            status[j] = 3
-            x[j] = hi[j]
-        elif lo[j] > 0.0:
-            status[j] = 1
-            x[j] = lo[j]
-            live += 1
-        else:
-            status[j] = 2
-            x[j] = 0.0
-            live += 1
-            growing += 1
-    lam = 0.0
-    ps = 0
     ns = starts.size
-    # Jump: if no row is full at the highest floor level λf (loads are monotone in λ, so none
-    # fills before it), every floor start and every cap below λf happens before any row event:
-    # start at λf directly. The same pass builds the state without the jump (first floor batch
-    # applied when nothing grows before it) for when some row is full earlier.
+    # λf: the highest floor level (the last waiting variable in the floor order)
     lamf = 0.0
-    for j in range(nv):
-        if status[j] == 1:
-            kj = lo[j] / w[j]
-            if kj > lamf:
-                lamf = kj
-    st_f = np.empty(nv, np.int8)  # status at λf
-    for j in range(nv):
-        if status[j] == 3:
-            st_f[j] = 3
-        elif hi[j] / w[j] <= lamf:
-            st_f[j] = 4  # at its cap by λf
-        else:
-            st_f[j] = 2
-    if growing == 0:
-        while ps < ns and status[starts[ps]] != 1:
-            ps += 1
-        if ps < ns:
-            lam = lo[starts[ps]] / w[starts[ps]]
-            while ps < ns:
-                j = starts[ps]
-                if status[j] == 1:
-                    if lo[j] / w[j] != lam:
-                        break
-                    status[j] = 2
-                ps += 1
+    for i in range(ns - 1, -1, -1):
+        j = starts[i]
+        if lo[j] > 0.0 and hi[j] > lo[j]:
+            lamf = lo[j] / w[j]
+            break
     slope = np.empty(nr)  # Σ G w over growing variables
     const = np.empty(nr)  # load = const + slope · λ
     cnt = np.empty(nr, np.int64)  # growing variables per row
     full_possible = np.empty(nr)  # Σ G hi: the row can only fill if this exceeds cap
     sat = np.zeros(nr, np.bool_)
-    slope_f = np.empty(nr)
-    const_f = np.empty(nr)
-    cnt_f = np.empty(nr, np.int64)
-    jump = lamf > lam
-    for r in range(nr):
-        c = 0.0
-        sl = 0.0
-        k = 0
-        f = 0.0
-        floors = 0.0
-        cf = 0.0
-        sf = 0.0
-        kf = 0
-        for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
-            j = indices[p] - v0
-            g = data[p]
-            f += g * hi[j]
-            floors += g * x[j]
-            if status[j] == 2:
-                sl += g * w[j]
-                k += 1
-            else:
-                c += g * x[j]
-            sj = st_f[j]
-            if sj == 2:
-                sf += g * w[j]
-                kf += 1
-            else:
-                cf += g * hi[j]
-        if strict and floors > cap[r]:
-            return -1.0
-        slope[r] = sl
-        const[r] = c
-        cnt[r] = k
-        full_possible[r] = f
-        slope_f[r] = sf
-        const_f[r] = cf
-        cnt_f[r] = kf
-        if jump and f > cap[r] and cf + sf * lamf >= cap[r]:
-            jump = False
+    lam = 0.0
+    ps = 0
+    live = 0
+    jump = lamf > 0.0
     if jump:
-        lam = lamf
-        ps = ns
-        live = 0
+        # Jump: if no row is full at λf (loads only rise with λ, so none fills before it),
+        # every floor start and every cap below λf comes before any row event: start at λf.
         for j in range(nv):
-            if st_f[j] == 4:
-                x[j] = hi[j]
+            if hi[j] <= lo[j]:
                 status[j] = 3
-            elif st_f[j] == 2:
+                x[j] = hi[j]
+            elif hi[j] / w[j] <= lamf:
+                status[j] = 3
+                x[j] = hi[j]
+            else:
                 status[j] = 2
+                x[j] = lo[j]  # the floor (what the admission test counts)
                 live += 1
-        slope = slope_f
-        const = const_f
-        cnt = cnt_f
+        for r in range(nr):
+            c = 0.0
+            sl = 0.0
+            k = 0
+            f = 0.0
+            floors = 0.0
+            for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
+                j = indices[p] - v0
+                g = data[p]
+                f += g * hi[j]
+                if status[j] == 2:
+                    sl += g * w[j]
+                    k += 1
+                    floors += g * x[j]
+                else:
+                    c += g * x[j]
+                    floors += g * (lo[j] if lo[j] < x[j] else x[j])
+            if strict and floors > cap[r]:
+                return -1.0
+            slope[r] = sl
+            const[r] = c
+            cnt[r] = k
+            full_possible[r] = f
+            if f > cap[r] and c + sl * lamf >= cap[r]:
+                jump = False
+        if jump:
+            lam = lamf
+            ps = ns
+    if not jump:
+        live = 0
+        growing = 0
+        for j in range(nv):
+            if hi[j] <= lo[j]:
+                status[j] = 3
+                x[j] = hi[j]
+            elif lo[j] > 0.0:
+                status[j] = 1
+                x[j] = lo[j]
+                live += 1
+            else:
+                status[j] = 2
+                x[j] = 0.0
+                live += 1
+                growing += 1
+        if growing == 0:
+            # nothing grows until the first floor level: no row can fill before it, so that
+            # start batch is applied before the rows are summed (x stays at its floor)
+            while ps < ns and status[starts[ps]] != 1:
+                ps += 1
+            if ps < ns:
+                lam = lo[starts[ps]] / w[starts[ps]]
+                while ps < ns:
+                    j = starts[ps]
+                    if status[j] == 1:
+                        if lo[j] / w[j] != lam:
+                            break
+                        status[j] = 2
+                    ps += 1
+        for r in range(nr):
+            c = 0.0
+            sl = 0.0
+            k = 0
+            f = 0.0
+            floors = 0.0
+            for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
+                j = indices[p] - v0
+                g = data[p]
+                f += g * hi[j]
+                floors += g * x[j]
+                if status[j] == 2:
+                    sl += g * w[j]
+                    k += 1
+                else:
+                    c += g * x[j]
+            if strict and floors > cap[r]:
+                return -1.0
+            slope[r] = sl
+            const[r] = c
+            cnt[r] = k
+            full_possible[r] = f
     size = nr + (cptr[v0 + nv] - cptr[v0]) + 1
     hk = np.empty(size)
     hid = np.empty(size, np.int64)
@@ -416,20 +420,24 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
                     if not sat[rr] and full_possible[rr] > cap[rr]:
                         n = heap_push(hk, hid, n, row_key(cap[rr], const[rr], slope[rr], lam),
                                       rr)
-        elif pc < nc:  # a variable reaches its cap
-            j = caps[pc]
-            pc += 1
+        elif pc < nc:  # variables reach their cap (every one at this level)
             if kc > lam:
                 lam = kc
-            if status[j] == 1:  # cannot happen (lo < hi): still waiting, jumps to its cap
-                v = v0 + j
-                for q in range(cptr[v], cptr[v + 1]):
-                    const[cidx[q] - r0] += cdata[q] * (hi[j] - lo[j])
-            else:
-                freeze(j, hi[j], v0, r0, cptr, cidx, cdata, w, slope, const, cnt)
-            x[j] = hi[j]
-            status[j] = 3
-            live -= 1
+            while pc < nc:
+                j = caps[pc]
+                if status[j] != 3:
+                    if hi[j] / w[j] != kc:
+                        break
+                    if status[j] == 1:  # cannot happen (lo < hi): still waiting, jumps to cap
+                        v = v0 + j
+                        for q in range(cptr[v], cptr[v + 1]):
+                            const[cidx[q] - r0] += cdata[q] * (hi[j] - lo[j])
+                    else:
+                        freeze(j, hi[j], v0, r0, cptr, cidx, cdata, w, slope, const, cnt)
+                    x[j] = hi[j]
+                    status[j] = 3
+                    live -= 1
+                pc += 1
         else:  # no event left (cannot happen: every live variable has a cap event)
             break
     return lam
