@@ -1,6 +1,8 @@
 """A bus depot: buses in at 18–21 h, out at 5–6 h (hard departures), time-of-use prices.
 
-The controller knows the departures (a timetable) and charges in the cheap night hours.
+The depot knows its timetable: the controller is told every arrival in advance
+(``Controller.expect_session``), so it keeps capacity for the buses still to come instead of
+deferring the first ones to the cheap night hours and running short later.
 Run: ``python examples/bus_depot.py``.
 """
 
@@ -25,4 +27,4 @@ scenario = Scenario(site=site, horizon=horizon, sessions=tuple(sessions),
                     signals=Signals(import_price=tou_prices(horizon), grid_import_limit_kw=170.0),
                     objective=Objective(charge_early_per_kwh_h=0.0))
 scenario.dump(here / "bus_depot.json")
-print(simulation_table(compare(scenario, horizon_h=18.0)))
+print(simulation_table(compare(scenario, horizon_h=18.0, forecast=True)))

@@ -233,3 +233,54 @@ def test_never_exceeds_limits(grid_a, cap_kw, meters, warm):
         sched = c.step(t)
         assert sched.violations() == []
         assert np.all(sched.current >= 0)
+
+
+def test_expected_vehicle_keeps_capacity_and_gets_no_limit_before_it_plugs_in():
+    """One 32 A circuit, two EVSEs. A car here now could defer to a cheap hour; a bus expected
+    at that hour makes the plan charge the first car now instead."""
+    from loadopt import SeriesPoint
+
+    site = make_site(2, evses_per_circuit=2, circuit_a=32.0, feeder_a=63.0, grid_a=63.0,
+                     transformer_kw=200.0, share_single_phase_evse=0.0, seed=1)
+    price = Signals(import_price=(SeriesPoint(start=T0, value=0.4),
+                                  SeriesPoint(start=T0 + timedelta(hours=2), value=0.1)))
+    need = 2 * 32 * 0.69  # two hours of the whole circuit
+    plain = Controller(site, step_s=3600, n_periods=4, signals=price)
+    plain.start_session(_sess(1, "evse0", hours=4, kwh=need))
+    assert plain.step(T0).current[0, :2].tolist() == [0.0, 0.0]  # waits for the cheap hours
+
+    told = Controller(site, step_s=3600, n_periods=4, signals=price)
+    told.start_session(_sess(1, "evse0", hours=4, kwh=need))
+    told.expect_session(_sess(2, "evse1", hours=2, kwh=need, arrival=T0 + timedelta(hours=2)))
+    s = told.step(T0)
+    assert s.problem.session_ids == ("s1", "s2")
+    assert s.current[0, :2].tolist() == [32.0, 32.0]  # charges now: the cheap hours are taken
+    assert s.current[1, :2].tolist() == [0.0, 0.0]  # nothing before it arrives
+    assert s.violations() == []
+    # it plugs in: the started session replaces the expectation
+    told.start_session(_sess(2, "evse1", hours=2, kwh=need, arrival=T0 + timedelta(hours=2)))
+    assert told.expected == {} and set(told.sessions) == {"s1", "s2"}
+
+
+def test_expected_vehicle_errors_and_expiry():
+    c = Controller(_site(), step_s=900, n_periods=8)
+    c.start_session(_sess(1, "evse0"))
+    later = T0 + timedelta(hours=1)
+    with pytest.raises(InputError, match="already active or expected"):
+        c.expect_session(_sess(1, "evse1"))
+    with pytest.raises(InputError, match="unknown EVSE 'nope'"):
+        c.expect_session(_sess(2, "nope", arrival=later))
+    c.expect_session(_sess(2, "evse1", hours=2, arrival=later))
+    with pytest.raises(InputError, match="overlaps expected session 's2'"):
+        c.expect_session(_sess(3, "evse1", hours=2, arrival=later + timedelta(hours=1)))
+    # an expected car on a busy EVSE is planned after the car there leaves
+    c.expect_session(_sess(4, "evse0", hours=12, arrival=later))
+    s = c.step(T0)
+    i = s.problem.session_index("s4")
+    assert s.problem.sessions[i].arrival == _sess(1, "evse0").departure
+    with pytest.raises(InputError, match="unknown expected session"):
+        c.cancel_expected("zz")
+    c.cancel_expected("s4")
+    # not plugged in 30 min after its arrival: forgotten
+    c.step(later + timedelta(minutes=31))
+    assert "s2" not in c.expected

@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated baselines to compare (default: %(default)s; '' = none)")
     m.add_argument("--unknown-departure", action="store_true",
                    help="the controller does not know departures (it assumes a default dwell)")
+    m.add_argument("--forecast", action="store_true",
+                   help="the controller is told every arrival in advance (a depot timetable, "
+                        "reservations); baselines are not")
     m.add_argument("--noise", type=float, default=0.0,
                    help="vehicles draw up to this fraction below their limit at random")
     m.add_argument("--plot", default="loadopt-simulation.png", metavar="PNG")
@@ -199,7 +202,8 @@ def _simulate(args) -> int:
                   f"{', '.join(BASELINES)}", file=sys.stderr)
             return 2
     results = compare(sc, baselines=names, known_departure=not args.unknown_departure,
-                      noise=args.noise, progress=not args.quiet and sys.stderr.isatty())
+                      forecast=args.forecast, noise=args.noise,
+                      progress=not args.quiet and sys.stderr.isatty())
     print(simulation_table(results))
     _maybe_plot(results[0].schedule, args.plot, args.no_plot,
                 title=f"{sc.site.id}: replay through the loadopt controller")

@@ -126,6 +126,10 @@ class Controller:
         #: How long an overstaying vehicle is assumed to stay on (h).
         self.overstay_extension_h = 1.0
         self.sessions: dict[str, Session] = {}
+        #: Vehicles expected but not plugged in yet (:meth:`expect_session`).
+        self.expected: dict[str, Session] = {}
+        #: An expected vehicle not plugged in this long after its arrival is forgotten (h).
+        self.expected_grace_h = 0.5
         self._state: dict[str, _SessionState] = {}
         self._evse_ids = {e.id for e in site.evses}
         self._busy: dict[str, str] = {}  # evse id -> session id
@@ -159,6 +163,34 @@ class Controller:
             departure=departure or arrival + timedelta(hours=self.default_dwell_h),
             energy_kwh=self.default_energy_kwh if energy_kwh is None else energy_kwh, **kw)
 
+    def expect_session(self, session: Session) -> None:
+        """A vehicle expected to plug in later: a timetable (bus depot), a reservation (OCPP
+        ReserveNow) or a forecast.
+
+        It is planned from its arrival on, so capacity is kept for it instead of being promised
+        to vehicles that could have charged earlier; it gets no limit before it plugs in.
+        :meth:`start_session` with the same id makes it real (the started session's data win);
+        it is forgotten if it has not started ``expected_grace_h`` after its arrival. Raises
+        :class:`InputError` for an unknown EVSE, an id in use, or an overlap with another expected
+        vehicle on the same EVSE.
+        """
+        if session.id in self.sessions or session.id in self.expected:
+            raise InputError(f"session {session.id!r} is already active or expected")
+        if session.evse not in self._evse_ids:
+            raise InputError(f"expected session {session.id!r}: unknown EVSE {session.evse!r} "
+                             f"on site {self.site.id!r}")
+        for other in self.expected.values():
+            if (other.evse == session.evse and session.arrival < other.departure
+                    and other.arrival < session.departure):
+                raise InputError(f"expected session {session.id!r} overlaps expected session "
+                                 f"{other.id!r} on EVSE {session.evse!r}")
+        self.expected[session.id] = session
+
+    def cancel_expected(self, session_id: str) -> None:
+        """Forget an expected vehicle (a cancelled reservation)."""
+        if self.expected.pop(session_id, None) is None:
+            raise InputError(f"unknown expected session {session_id!r}")
+
     def start_session(self, session: Session) -> None:
         """A vehicle plugged in (OCPP StartTransaction / TransactionEvent Started).
 
@@ -174,6 +206,7 @@ class Controller:
         if other is not None:
             raise InputError(f"session {session.id!r}: EVSE {session.evse!r} is busy with "
                              f"session {other!r}")
+        self.expected.pop(session.id, None)
         self.sessions[session.id] = session
         self._state[session.id] = _SessionState(session=session, delivered_at=session.arrival,
                                                 departure=session.departure)
@@ -244,6 +277,24 @@ class Controller:
                     upd["min_current"] = min(s.min_current, upd["max_current"])
             out.append(s.model_copy(update=upd))
             del sid
+        out.extend(self._expected_sessions(now))
+        return out
+
+    def _expected_sessions(self, now: datetime) -> list[Session]:
+        """Expected vehicles as the next problem sees them: from ``max(arrival, now)`` and after
+        the vehicle now on their EVSE is expected to leave; the overdue ones are forgotten."""
+        grace = timedelta(hours=self.expected_grace_h)
+        for sid in [k for k, s in self.expected.items() if s.arrival + grace < now]:
+            del self.expected[sid]
+        out = []
+        for s in self.expected.values():
+            arrival = max(s.arrival, now)
+            busy = self._busy.get(s.evse)
+            if busy is not None:
+                st = self._state[busy]
+                arrival = max(arrival, st.departure or st.session.departure)
+            if arrival < s.departure:
+                out.append(s.model_copy(update={"arrival": arrival}))
         return out
 
     def _delivered_estimate(self, st: _SessionState, now: datetime) -> float:
@@ -537,7 +588,9 @@ class Controller:
     def _after_step(self, now: datetime, problem: Problem, sched: Schedule) -> None:
         first = sched.current[:, 0] if problem.n_periods else np.zeros(problem.n_sessions)
         for i, sid in enumerate(problem.session_ids):
-            st = self._state[sid]
+            st = self._state.get(sid)
+            if st is None:  # an expected vehicle, not plugged in yet
+                continue
             # fold the estimate up to now into the state, so that the next estimate starts here
             st.delivered_kwh = self._delivered_estimate(st, now)
             st.delivered_at = now

@@ -40,6 +40,7 @@ from .problem import Problem
 from .safety import violations
 from .scenario import Scenario
 from .schedule import Kpis, Schedule, ScheduleStatus
+from .session import Session
 
 BASELINES = ("uncontrolled", "equal_share", "edf")
 
@@ -111,12 +112,15 @@ def simulate(
     seed: int = 0,
     progress: bool = False,
     controller_options: dict | None = None,
+    forecast: bool = False,
 ) -> SimulationResult:
     """Replay ``scenario``'s sessions through ``policy`` (see the module docstring).
 
     ``policy``: ``"controller"`` (a :class:`Controller` planning ``horizon_h`` ahead), a baseline
     name (:data:`BASELINES`) or a ready :class:`Controller`-like object. The scenario's horizon
-    sets the simulated span and the control interval (its ``step_s``).
+    sets the simulated span and the control interval (its ``step_s``). ``forecast``: the
+    controller is told every arrival in advance (:meth:`Controller.expect_session`: a depot's
+    timetable, reservations); baselines decide one period ahead and ignore it.
     """
     hz = scenario.horizon
     step_s, K = hz.step_s, hz.n_periods
@@ -134,6 +138,19 @@ def simulate(
     else:
         ctl, name = policy, type(policy).__name__
     rng = np.random.default_rng(seed)
+
+    def told(s: Session) -> Session:
+        """The session as the vehicle announces it (what the controller may know)."""
+        upd = {}
+        if not known_departure:
+            upd["departure"] = s.arrival + timedelta(hours=ctl.default_dwell_h)
+        if not known_energy:
+            upd["energy_kwh"] = ctl.default_energy_kwh
+        return s.model_copy(update=upd) if upd else s
+
+    if forecast and isinstance(policy, str) and policy == "controller":
+        for s in sessions:
+            ctl.expect_session(told(s))
     S = len(sessions)
     ids = truth.session_ids
     t0 = hz.start
@@ -156,13 +173,7 @@ def simulate(
             ctl.stop_session(ids[i], now)
             stopped[i] = True
         for i in np.flatnonzero(~started & (arr <= ts) & (dep > ts)):
-            s = sessions[i]
-            upd = {}
-            if not known_departure:
-                upd["departure"] = s.arrival + timedelta(hours=ctl.default_dwell_h)
-            if not known_energy:
-                upd["energy_kwh"] = ctl.default_energy_kwh
-            ctl.start_session(s.model_copy(update=upd) if upd else s)
+            ctl.start_session(told(sessions[i]))
             started[i] = True
         active = np.flatnonzero(started & ~stopped)
         for i in active:
