@@ -284,3 +284,17 @@ def test_expected_vehicle_errors_and_expiry():
     # not plugged in 30 min after its arrival: forgotten
     c.step(later + timedelta(minutes=31))
     assert "s2" not in c.expected
+
+
+def test_a_fault_in_the_warm_start_means_a_cold_solve_not_a_crash(monkeypatch):
+    c = Controller(_site(), step_s=900, n_periods=8)
+    c.start_session(_sess(1, "evse0"))
+    c.step(T0)
+
+    def boom(*a, **k):
+        raise RuntimeError("mapping bug")
+
+    monkeypatch.setattr(Controller, "_mapped_basis", boom)
+    s = c.step(T0 + timedelta(minutes=15))
+    assert s.status.value == "optimal" and s.violations() == []
+    assert c.log[-1].mode == "cold" and "mapping bug" in c.log[-1].reason

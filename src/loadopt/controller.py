@@ -363,20 +363,24 @@ class Controller:
             self._fp, self._fp_at = fp, now
             return sched, "empty", "no session can draw", 0.0
         start: tuple[np.ndarray, np.ndarray] | None = None
-        keys = self._keys(problem, lp) if self.warm else None
-        if keys is None:
-            reason = "warm start off: solved cold"
-        elif self._memo is None:
-            reason = "no previous optimal basis: solved cold"
-        elif self.cold_after_limit_cut and self._limits_cut(fp, now):
-            reason = ("a limit dropped over most of the horizon: solved cold (a warm start is "
-                      "slower there)")
-        else:
-            start, info = self._mapped_basis(lp, keys)
-            if start is None:
-                reason = f"{info}: solved cold"
+        keys = None
+        try:  # the warm start is an optimisation: any fault in it means a cold solve
+            keys = self._keys(problem, lp) if self.warm else None
+            if keys is None:
+                reason = "warm start off: solved cold"
+            elif self._memo is None:
+                reason = "no previous optimal basis: solved cold"
+            elif self.cold_after_limit_cut and self._limits_cut(fp, now):
+                reason = ("a limit dropped over most of the horizon: solved cold (a warm start "
+                          "is slower there)")
             else:
-                reason = f"previous basis mapped: {info}"
+                start, info = self._mapped_basis(lp, keys)
+                if start is None:
+                    reason = f"{info}: solved cold"
+                else:
+                    reason = f"previous basis mapped: {info}"
+        except Exception as exc:
+            keys, start, reason = None, None, f"warm start failed ({exc!r}): solved cold"
         mode = "cold" if start is None else "warm"
         try:
             hi = new_highs(LP_OPTIONS, self.time_limit_s)
@@ -393,10 +397,13 @@ class Controller:
         self._fp, self._fp_at = fp, now
         self._memo = None
         if res.status == SolverStatus.OPTIMAL and res.x is not None and keys is not None:
-            basis = basis_arrays(hi, lp, res.x)
-            if basis is not None:
-                dual = np.asarray(hi.getSolution().col_dual, dtype=np.float64)
-                self._memo = _BasisMemo.of(*keys, *basis, res.x, dual)
+            try:
+                basis = basis_arrays(hi, lp, res.x)
+                if basis is not None:
+                    dual = np.asarray(hi.getSolution().col_dual, dtype=np.float64)
+                    self._memo = _BasisMemo.of(*keys, *basis, res.x, dual)
+            except Exception:  # no basis to start from next time: that step solves cold
+                self._memo = None
         sched = _finish(problem, res, lambda x: lp.currents(problem, x), f"lp-highs-{mode}", t0)
         return sched, mode, reason, solve_s
 
