@@ -187,3 +187,76 @@ def test_disabled_numba_in_a_fresh_process_gives_identical_results(tmp_path):
     p = demo_scenario().compile()
     for k in fast.POLICIES:
         assert np.array_equal(np.array(got["cur"][k]), fast.allocate_horizon(p, k)), k
+
+
+# --- the per-problem row reduction (issue 3 follow-up) --------------------------------------------
+
+def _reduced(p):
+    from loadopt.fast._prepared import prepared
+
+    pp = prepared(p)
+    return pp, p.G.tocsr()[pp.row_orig]
+
+
+def test_three_identical_phase_rows_are_merged_into_one():
+    # two 3-phase sessions under a 20 A breaker: R, S and T rows are identical → one row kept
+    p = compile1(one_breaker_site(20.0, 2, min_current=0.0),
+                 [session("a", "e0", 100), session("b", "e1", 100)])
+    pp, _ = _reduced(p)
+    assert p.G.shape[0] == 3 and pp.row_orig.size == 1
+    assert fast.allocate(p, 0).tolist() == [10.0, 10.0]
+
+
+def test_duplicates_keep_the_smallest_capacity():
+    # phase limits 30/20/25 A on the same breaker: the merged row carries 20 A
+    site = lo.Site(
+        nodes=(lo.Node(id="grid"), lo.Node(id="cb", parent="grid", max_current=(30.0, 20.0, 25.0))),
+        evses=tuple(lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"CP{k}", min_current=0.0)
+                    for k in range(2)))
+    p = compile1(site, [session("a", "e0", 100), session("b", "e1", 100)])
+    pp, _ = _reduced(p)
+    assert pp.row_orig.size == 1 and pp.chk.tolist() == [200.0]
+    assert fast.allocate(p, 0).tolist() == [10.0, 10.0]
+    assert lo.solve(p, method="fast").violations() == []
+
+
+def test_a_one_session_row_becomes_a_bound_and_rows_that_cannot_fill_go():
+    # e0 alone under a 10 A breaker (one variable → bound 10 A), e1 and e2 under a 64 A breaker
+    # that two 32 A sessions cannot overload (dropped), no other limit
+    site = lo.Site(
+        nodes=(lo.Node(id="grid"), lo.Node(id="small", parent="grid", max_current=10.0),
+               lo.Node(id="big", parent="grid", max_current=64.0)),
+        evses=(lo.Evse(id="e0", node="small", charge_point_id="CP0", min_current=0.0),
+               lo.Evse(id="e1", node="big", charge_point_id="CP1", min_current=0.0),
+               lo.Evse(id="e2", node="big", charge_point_id="CP2", min_current=0.0)))
+    p = compile1(site, [session("a", "e0", 100), session("b", "e1", 100),
+                        session("c", "e2", 100)])
+    pp, _ = _reduced(p)
+    assert pp.row_orig.size == 0
+    assert pp.hi_da.tolist() == [100.0, 320.0, 320.0] and pp.ub_da.tolist() == [320.0] * 3
+    for pol in fast.POLICIES:
+        assert fast.allocate(p, 0, pol).tolist() == [10.0, 32.0, 32.0]
+
+
+def test_a_one_session_row_below_the_minimum_current_pauses_the_session():
+    # 4 A breaker, 6 A minimum: the session can never be admitted (IEC 61851: it is paused)
+    p = compile1(one_breaker_site(4.0, 1), [session("a", "e0", 100)])
+    pp, _ = _reduced(p)
+    assert pp.hi_da.tolist() == [0.0] and pp.lo_da.tolist() == [0.0]
+    for pol in fast.POLICIES:
+        assert fast.allocate(p, 0, pol).tolist() == [0.0]
+
+
+def test_repeat_calls_do_not_prepare_again(monkeypatch):
+    from loadopt.fast import _prepared
+
+    p = demo_scenario().compile()
+    first = fast.allocate(p, 40)
+
+    def boom(problem):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(_prepared, "_prepare", boom)
+    for _ in range(3):
+        assert np.array_equal(fast.allocate(p, 40), first)
+    fast.allocate_horizon(p)

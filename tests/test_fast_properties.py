@@ -201,3 +201,105 @@ def test_projection_rejects_a_schedule_of_the_wrong_shape():
     p = demo_scenario().compile()
     with pytest.raises(ValueError, match="expected"):
         project(p, np.zeros((p.n_sessions, p.n_periods + 3)))
+
+
+# --- row reduction and the fill's shortcuts (issue 3 follow-up) ---------------------------------
+
+@SETTINGS
+@given(fast_problems())
+def test_row_reduction_drops_no_limit(p):
+    """Every safety row of the problem is either kept, or has a kept twin (same coefficients)
+    with no larger capacity, or holds whenever every variable is at its bound ``hi_da`` — and
+    ``hi_da`` is never above a variable's maximum current nor above a one-variable row."""
+    pp = prepared(p)
+    G = p.G.tocsr()[:, pp.var_perm].tocsr()
+    cap = row_capacity_da(p)
+    assert (pp.hi_da <= pp.ub_da).all() and (pp.lo_da <= pp.hi_da).all()
+    assert (pp.chk <= cap[pp.row_orig]).all()
+    kept = {r: k for k, r in enumerate(pp.row_orig)}
+    load_hi = G @ pp.hi_da
+    for r in range(G.shape[0]):
+        if r in kept:
+            continue
+        # at most SNAP_DA-sized float slack on power rows (the fill's margin keeps it below h)
+        if load_hi[r] <= cap[r]:
+            continue
+        twins = [k for rr, k in kept.items()
+                 if (G[rr] != G[r]).nnz == 0 and G[rr].nnz == G[r].nnz]
+        assert twins and min(pp.chk[k] for k in twins) <= cap[r], f"row {r} lost"
+
+
+def _fill_both_ways(p, t, energy):
+    """The fair fill of period ``t`` with and without the jump to the highest floor level."""
+    from loadopt.fast import _kernels as K
+
+    pp = prepared(p)
+    v0, v1 = int(pp.vptr[t]), int(pp.vptr[t + 1])
+    r0, r1 = int(pp.rptr[t]), int(pp.rptr[t + 1])
+    nv, nr = v1 - v0, r1 - r0
+    e = energy[pp.sess[v0:v1]]
+    need = np.ceil(e / pp.kwh_per_a[v0:v1] * 10 - 1e-9)
+    hi = np.where(e > 1e-9, np.minimum(pp.hi_da[v0:v1], need), 0.0)
+    lo = np.where(e > 1e-9, pp.lo_da[v0:v1], 0.0)
+    hi = np.maximum(hi, lo)
+    cap = pp.cap_fill[r0:r1]
+    out = []
+    for jump in (True, False):
+        lo_, hi_ = lo.copy(), hi.copy()
+        x = np.zeros(nv)
+        args = (r0, nr, v0, nv, pp.indptr, pp.indices, pp.data, pp.cptr, pp.cidx, pp.cdata, cap)
+        w = pp.w[v0:v1]
+        starts, caps = K.sorted_by_level(lo_, w, nv), K.sorted_by_level(hi_, w, nv)
+        if K.fill(*args, lo_, hi_, w, starts, caps, True, x, jump) < 0:
+            K.admit(r0, nr, v0, nv, pp.cptr, pp.cidx, pp.cdata, cap, pp.fair_order[v0:v1],
+                    lo_, hi_)
+            K.fill(*args, lo_, hi_, w, starts, caps, True, x, jump)
+        out.append(x)
+    return out
+
+
+@SETTINGS
+@given(st.booleans().flatmap(lambda t: fast_problems(with_steps=False, tight=t)), st.data())
+def test_jump_to_the_highest_floor_gives_the_step_by_step_fill(p, data):
+    t = data.draw(st.integers(0, p.n_periods - 1))
+    a, b = _fill_both_ways(p, t, p.session_energy_kwh)
+    assert np.allclose(a, b, rtol=1e-9, atol=1e-7), (a, b)
+
+
+@SETTINGS
+@given(st.booleans().flatmap(lambda t: fast_problems(with_steps=False, tight=t)), st.data())
+def test_fair_allocation_with_minimum_currents_is_max_min_fair_above_the_floors(p, data):
+    """With minimum currents: every session that runs, is below its cap and above its minimum
+    sits under a full row in which no session above its own minimum has a larger share ``x/w``
+    (sessions held at their minimum may have more; paused sessions are out of the game)."""
+    t = data.draw(st.integers(0, p.n_periods - 1))
+    x_a = fast.allocate(p, t, "fair")
+    v = np.flatnonzero(p.var_period == t)
+    if v.size == 0:
+        return
+    s = p.var_session[v]
+    x = np.round(x_a[s] * 10)
+    e = p.session_energy_kwh[s]
+    ub = np.floor(p.var_ub[v] * 10 + GRID_SNAP)
+    need = np.where(e > 1e-9, np.ceil(e / p.var_kwh_per_a[v] * 10 - 1e-9), 0)
+    lo_da = np.ceil(p.session_min_current[s] * 10 - 1e-9)
+    hi = np.maximum(np.minimum(ub, need), np.where(need > 0, np.minimum(lo_da, ub), 0))
+    w = p.session_priority[s]
+    rows = np.flatnonzero(p.row_period == t)
+    G = p.G[rows][:, v].toarray()
+    cap = row_capacity_da(p)[rows]
+    load = G @ x
+    full = load >= cap - (G.sum(axis=1) + 1e-6)  # ≤ 0.1 A lost per variable by the floor
+    share = x / w
+    at_floor = x <= lo_da + 1.0  # held at (or rounded to) its minimum
+    for j in range(v.size):
+        if x[j] >= hi[j] or x[j] == 0 or at_floor[j]:
+            continue
+        ok = False
+        for r in np.flatnonzero(full & (G[:, j] > 0)):
+            m = np.flatnonzero((G[r] > 0) & ~at_floor)
+            if (share[j] >= share[m] - 1.0 / w[j] - 1.0 / w[m] - 1e-9).all():
+                ok = True
+                break
+        assert ok, (f"session {p.session_ids[s[j]]} at {x[j] / 10} A is not bottlenecked: "
+                    f"loads {load}, caps {cap}, shares {share}")

@@ -170,7 +170,7 @@ def row_state(r0, nr, v0, indptr, indices, data, status, x, w, const, slope, cnt
 
 @_jit
 def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, w, starts, caps,
-         strict, x):
+         strict, x, may_jump=True):
     """Weighted max-min fair progressive filling of one period, written into ``x`` (deci-amps).
 
     Each variable follows ``x_j(λ) = clip(w_j · λ, lo_j, hi_j)`` as the water level ``λ`` rises,
@@ -186,6 +186,9 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     some row, counting ``lo`` of the variables with ``hi > 0``): then nothing is filled and the
     caller must run :func:`admit` first. Without ``strict`` (a re-fill from a previous fill's
     values, full rows up to float noise) such a row simply fills at once.
+
+    ``may_jump=False`` disables the jump to the highest floor level (below; for tests: both
+    must give the same allocation).
 
     Events come from three sources in ``λ`` order: the two presorted variable streams (a variable
     leaves its floor; a variable reaches its cap) and a binary heap of rows keyed by the level at
@@ -211,7 +214,7 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     lam = 0.0
     ps = 0
     live = 0
-    jump = lamf > 0.0
+    jump = may_jump and lamf > 0.0
     if jump:
         # Jump: if no row is full at λf (loads only rise with λ, so none fills before it),
         # every floor start and every cap below λf comes before any row event: start at λf.
