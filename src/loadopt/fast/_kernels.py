@@ -35,16 +35,11 @@ try:
 
     NUMBA = True
     _jit = njit(cache=True)
-    #: small helpers called in the hot loops: inlined at numba IR level (a compiled call that
-    #: passes arrays costs ~0.1 µs of reference counting, more than the helper's own work)
-    _inline = njit(cache=True, inline="always")
 except ImportError:  # numba missing or disabled: the same source runs as plain Python
     NUMBA = False
 
     def _jit(f):
         return f
-
-    _inline = _jit
 
 POLICY_FAIR = 0
 POLICY_EDF = 1
@@ -57,7 +52,7 @@ SNAP_DA = 1e-6
 
 # --- a binary min-heap on (key, id) in two preallocated arrays ----------------------------------
 
-@_inline
+@_jit
 def heap_push(hk, hid, n, key, ident):
     """Insert ``(key, ident)``; return the new size."""
     pos = n
@@ -77,7 +72,7 @@ def heap_push(hk, hid, n, key, ident):
     return n + 1
 
 
-@_inline
+@_jit
 def heap_sift_down(hk, hid, n, pos):
     while True:
         left = 2 * pos + 1
@@ -98,7 +93,7 @@ def heap_sift_down(hk, hid, n, pos):
         pos = best
 
 
-@_inline
+@_jit
 def heap_pop(hk, hid, n):
     """Remove the top (read it from ``hk[0], hid[0]`` first); return the new size."""
     n -= 1
@@ -116,7 +111,7 @@ def heapify(hk, hid, n):
 
 # --- weighted max-min fair progressive filling --------------------------------------------------
 
-@_inline
+@_jit
 def row_key(cap_r, const_r, slope_r, lam):
     """Water level at which a row fills up (never below the current level ``lam``)."""
     k = (cap_r - const_r) / slope_r
@@ -136,7 +131,7 @@ def rebuild_heap(hk, hid, nr, cap, const, slope, cnt, full_possible, sat, lam):
     return n
 
 
-@_inline
+@_jit
 def freeze(j, xj, v0, r0, cptr, cidx, cdata, w, slope, const, cnt):
     """A growing variable stops at ``xj``: its rows lose its slope and keep its load."""
     v = v0 + j
@@ -513,7 +508,7 @@ def greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, order, lo, hi, sess, aptr, av
 
 @_jit
 def finish(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, chk, order, lo, hi,
-           sess, aptr, top, x):
+           sess, aptr, has_steps, top, x):
     """Round down, hand on what the rounding left, and check every row exactly; returns the
     number of rows :func:`enforce` had to repair (0 expected).
 
@@ -537,9 +532,12 @@ def finish(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, chk, o
         for idx in range(order.size):
             j = order[idx]
             v = v0 + j
-            s = sess[v]
-            if x[j] + 1.0 > hi[j] or (x[j] <= 0.0 and lo[j] > 0.0) or aptr[s + 1] > aptr[s]:
+            if x[j] + 1.0 > hi[j] or (x[j] <= 0.0 and lo[j] > 0.0):
                 continue
+            if has_steps:
+                s = sess[v]
+                if aptr[s + 1] > aptr[s]:
+                    continue
             ok = True
             for q in range(cptr[v], cptr[v + 1]):
                 rr = cidx[q] - r0
@@ -708,4 +706,4 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
         order = np.argsort(lax, kind="mergesort")
         greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, order, lo, hi, sess, aptr, avals, x)
     return finish(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap,
-                  chk[r0:r0 + nr], fair_order[v0:v0 + nv], lo, hi, sess, aptr, top, x)
+                  chk[r0:r0 + nr], fair_order[v0:v0 + nv], lo, hi, sess, aptr, has_steps, top, x)
