@@ -162,7 +162,14 @@ def reduce_rows(G: sp.csr_matrix, cap_fill: np.ndarray, chk: np.ndarray, ub_da: 
 
 def _prepare(problem: Problem) -> Prepared:
     S, T = problem.n_sessions, problem.n_periods
-    var_perm = np.argsort(problem.var_period, kind="stable")
+    hz = problem.horizon
+    dep_s = np.array([hz.seconds_from_start(s.departure) for s in problem.sessions],
+                     dtype=np.float64).reshape(S)
+    # variables by period, then in the admission / top-up order (priority ↓, departure ↑), so
+    # that those loops walk memory in order
+    vs = problem.var_session
+    var_perm = np.lexsort((np.arange(problem.n_vars), dep_s[vs], -problem.session_priority[vs],
+                           problem.var_period))
     vper = problem.var_period[var_perm]
     vptr = np.searchsorted(vper, np.arange(T + 1)).astype(np.int64)
     G0 = problem.G.tocsr()[:, var_perm].tocsr()
@@ -190,9 +197,6 @@ def _prepare(problem: Problem) -> Prepared:
     Gc.sort_indices()
     w = problem.session_priority[sess].astype(np.float64)
 
-    hz = problem.horizon
-    dep_s = np.array([hz.seconds_from_start(s.departure) for s in problem.sessions],
-                     dtype=np.float64).reshape(S)
     steps = [problem.site.evses[int(e)].allowed_currents for e in problem.session_evse]
     counts = np.array([0 if a is None else len(a) for a in steps], dtype=np.int64)
     aptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
