@@ -21,6 +21,11 @@ RESULTS: dict[tuple[str, str], float] = {}
 RATIOS: list[tuple[str, str, str, str]] = []
 
 
+def mean_s(benchmark) -> float:
+    """Mean seconds of a benchmark that ran; NaN under ``--benchmark-disable`` (a smoke run)."""
+    return benchmark.stats.stats.mean if benchmark.stats is not None else float("nan")
+
+
 def record(benchmark, group: str, label: str) -> None:
     if benchmark.stats is not None:
         RESULTS[(group, label)] = benchmark.stats.stats.mean
