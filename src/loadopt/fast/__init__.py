@@ -95,7 +95,8 @@ def _local(pp: Prepared, period: int, code: int, energy: np.ndarray,
         r0, r1 - r0, v0, v1 - v0, pp.indptr, pp.indices, pp.data, pp.cptr, pp.cidx, pp.cdata,
         pp.cap_fill, pp.chk, pp.ub_da, pp.hi_da, pp.lo_da, pp.kwh_per_a, pp.w, pp.sess, pp.dep_s,
         pp.kw_per_a, pp.aptr, pp.avals, pp.has_steps, pp.fair_order, pp.edf_order,
-        pp.start_order, pp.cap_order, energy, float(period) * pp.step_s, code, x)
+        pp.start_order, pp.cap_order, pp.row_slope0, pp.row_cnt0, pp.row_full0, pp.row_floor0,
+        energy, float(period) * pp.step_s, code, x)
     return x
 
 

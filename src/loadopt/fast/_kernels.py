@@ -165,7 +165,7 @@ def row_state(r0, nr, v0, indptr, indices, data, status, x, w, const, slope, cnt
 
 @_jit
 def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, w, starts, caps,
-         strict, x, may_jump=True):
+         strict, static, slope0, cnt0, full0, floor0, hi0, lo0, may_jump, x):
     """Weighted max-min fair progressive filling of one period, written into ``x`` (deci-amps).
 
     Each variable follows ``x_j(λ) = clip(w_j · λ, lo_j, hi_j)`` as the water level ``λ`` rises,
@@ -183,7 +183,10 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     values, full rows up to float noise) such a row simply fills at once.
 
     ``may_jump=False`` disables the jump to the highest floor level (below; for tests: both
-    must give the same allocation).
+    must give the same allocation). ``static``: the per-row sums of the problem with every
+    variable growing at its static bounds ``hi0``/``lo0`` are given (``slope0 = G w``,
+    ``cnt0``, ``full0 = G hi0``, ``floor0 = G lo0``, see :mod:`loadopt.fast._prepared`); the jump
+    state then starts from them and corrects only the columns of the variables that differ.
 
     Events come from three sources in ``λ`` order: the two presorted variable streams (a variable
     leaves its floor; a variable reaches its cap) and a binary heap of rows keyed by the level at
@@ -224,31 +227,61 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
                 status[j] = 2
                 x[j] = lo[j]  # the floor (what the admission test counts)
                 live += 1
-        for r in range(nr):
-            c = 0.0
-            sl = 0.0
-            k = 0
-            f = 0.0
-            floors = 0.0
-            for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
-                j = indices[p] - v0
-                g = data[p]
-                f += g * hi[j]
+        if static:
+            floors_r = floor0.copy()
+            for r in range(nr):
+                slope[r] = slope0[r]
+                const[r] = 0.0
+                cnt[r] = cnt0[r]
+                full_possible[r] = full0[r]
+            for j in range(nv):
+                d_hi = hi[j] - hi0[j]
                 if status[j] == 2:
-                    sl += g * w[j]
-                    k += 1
-                    floors += g * x[j]
+                    d_lo = lo[j] - lo0[j]
                 else:
-                    c += g * x[j]
-                    floors += g * (lo[j] if lo[j] < x[j] else x[j])
-            if strict and floors > cap[r]:
-                return -1.0
-            slope[r] = sl
-            const[r] = c
-            cnt[r] = k
-            full_possible[r] = f
-            if f > cap[r] and c + sl * lamf >= cap[r]:
-                jump = False
+                    d_lo = (lo[j] if lo[j] < x[j] else x[j]) - lo0[j]
+                if d_hi != 0.0 or d_lo != 0.0 or status[j] != 2:
+                    v = v0 + j
+                    for q in range(cptr[v], cptr[v + 1]):
+                        rr = cidx[q] - r0
+                        g = cdata[q]
+                        full_possible[rr] += g * d_hi
+                        floors_r[rr] += g * d_lo
+                        if status[j] != 2:
+                            slope[rr] -= g * w[j]
+                            const[rr] += g * x[j]
+                            cnt[rr] -= 1
+            for r in range(nr):
+                if strict and floors_r[r] > cap[r]:
+                    return -1.0
+                if full_possible[r] > cap[r] and const[r] + slope[r] * lamf >= cap[r]:
+                    jump = False
+        else:
+            for r in range(nr):
+                c = 0.0
+                sl = 0.0
+                k = 0
+                f = 0.0
+                floors = 0.0
+                for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
+                    j = indices[p] - v0
+                    g = data[p]
+                    f += g * hi[j]
+                    if status[j] == 2:
+                        sl += g * w[j]
+                        k += 1
+                        floors += g * x[j]
+                    else:
+                        c += g * x[j]
+                        floors += g * (lo[j] if lo[j] < x[j] else x[j])
+                if strict and floors > cap[r]:
+                    return -1.0
+                slope[r] = sl
+                const[r] = c
+                cnt[r] = k
+                full_possible[r] = f
+                if f > cap[r] and c + sl * lamf >= cap[r]:
+                    jump = False
         if jump:
             lam = lamf
             ps = ns
@@ -599,8 +632,8 @@ def sorted_by_level(vals, w, nv):
 @_jit
 def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap_fill, chk,
                     ub_da, hi_da, lo_da, kwh_per_a, w, sess, dep_s, kw_per_a, aptr, avals,
-                    has_steps, fair_order, edf_order, start_order, cap_order, energy_left,
-                    t_start_s, policy, x):
+                    has_steps, fair_order, edf_order, start_order, cap_order, row_slope0,
+                    row_cnt0, row_full0, row_floor0, energy_left, t_start_s, policy, x):
     """Allocate one period into ``x`` (deci-amps, local variables of the period).
 
     Caps: the variable's bound ``hi_da`` (maximum current, tightened by one-variable rows) and
@@ -668,12 +701,18 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
                 m += 1
                 i += 1
             caps = caps[:m]
+        hi0 = hi_da[v0:v0 + nv]
+        lo0 = lo_da[v0:v0 + nv]
+        sl0 = row_slope0[r0:r0 + nr]
+        cn0 = row_cnt0[r0:r0 + nr]
+        fu0 = row_full0[r0:r0 + nr]
+        fl0 = row_floor0[r0:r0 + nr]
         if fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                starts, caps, True, x) < 0.0:
+                starts, caps, True, True, sl0, cn0, fu0, fl0, hi0, lo0, True, x) < 0.0:
             # the floors do not all fit: minimum currents in order, the rest paused
             admit(r0, nr, v0, nv, cptr, cidx, cdata, cap, fair_order[v0:v0 + nv], lo, hi)
             fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                 starts, caps, False, x)
+                 starts, caps, False, True, sl0, cn0, fu0, fl0, hi0, lo0, True, x)
         if has_steps:
             # discrete steps: round down, fix them, hand what they free to the others
             any_steps = False
@@ -688,7 +727,8 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
                     lo[j] = x[j]
             if any_steps:
                 fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                     sorted_by_level(lo, wl, nv), sorted_by_level(hi, wl, nv), False, x)
+                     sorted_by_level(lo, wl, nv), sorted_by_level(hi, wl, nv), False, False,
+                     sl0, cn0, fu0, fl0, hi0, lo0, True, x)
     elif policy == POLICY_EDF:
         greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, edf_order[v0:v0 + nv], lo, hi, sess,
                aptr, avals, x)

@@ -71,6 +71,10 @@ class Prepared:
     edf_order: np.ndarray  #: (V,) per period, local order (departure ↑, priority ↓)
     start_order: np.ndarray  #: (V,) per period, local order of floor levels lo_da / w ↑
     cap_order: np.ndarray  #: (V,) per period, local order of cap levels hi_da / w ↑
+    row_slope0: np.ndarray  #: (M',) G · w: every variable growing
+    row_cnt0: np.ndarray  #: (M',) variables per row
+    row_full0: np.ndarray  #: (M',) G · hi_da
+    row_floor0: np.ndarray  #: (M',) G · lo_da
 
 
 _CACHE: weakref.WeakKeyDictionary[Problem, Prepared] = weakref.WeakKeyDictionary()
@@ -220,5 +224,6 @@ def _prepare(problem: Problem) -> Prepared:
         lo_da=lo_da, kwh_per_a=problem.var_kwh_per_a[var_perm].copy(), w=w, sess=sess,
         dep_s=dep_s, kw_per_a=problem.session_kw_per_a.astype(np.float64), aptr=aptr,
         avals=avals, has_steps=bool(counts.any()), fair_order=fair_order, edf_order=edf_order,
-        start_order=start_order, cap_order=cap_order,
+        start_order=start_order, cap_order=cap_order, row_slope0=G @ w,
+        row_cnt0=np.diff(G.indptr).astype(np.int64), row_full0=G @ hi_da, row_floor0=G @ lo_da,
     )
