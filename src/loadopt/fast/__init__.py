@@ -114,6 +114,8 @@ def allocate(problem: Problem, period: int, policy: Policy = "fair",
     code = _policy_code(policy)
     pp = prepared(problem)
     x = _local(pp, period, code, _energy(problem, energy_left_kwh))
+    if _kernels.NUMBA:
+        return _kernels.scatter_amps(x, pp.sess, int(pp.vptr[period]), problem.n_sessions)
     out = np.zeros(problem.n_sessions)
     out[pp.sess[pp.vptr[period]:pp.vptr[period + 1]]] = x / 10.0
     return out

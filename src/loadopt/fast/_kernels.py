@@ -621,6 +621,15 @@ def enforce(r0, nr, v0, nv, indptr, indices, data, chk, x):
 
 
 @_jit
+def scatter_amps(x, sess, v0, n_sessions):
+    """Per-session amps ``(S,)`` from the deci-amps of one period's local variables."""
+    out = np.zeros(n_sessions)
+    for j in range(x.size):
+        out[sess[v0 + j]] = x[j] / 10.0
+    return out
+
+
+@_jit
 def sorted_by_level(vals, w, nv):
     """Local variables in order of ``vals / w`` (stable)."""
     key = np.empty(nv)
