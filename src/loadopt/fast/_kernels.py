@@ -673,6 +673,10 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
     top = False
     if policy == POLICY_FAIR:
         top = True
+        # run-time bools, not literals: a literal True/False would compile one more copy of
+        # fill per combination (seconds of JIT each)
+        on = policy == POLICY_FAIR
+        off = not on
         wl = w[v0:v0 + nv]
         starts = start_order[v0:v0 + nv]
         # cap events: the static order for variables at hi_da, merged with the few capped by
@@ -717,11 +721,11 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
         fu0 = row_full0[r0:r0 + nr]
         fl0 = row_floor0[r0:r0 + nr]
         if fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                starts, caps, True, True, sl0, cn0, fu0, fl0, hi0, lo0, True, x) < 0.0:
+                starts, caps, on, on, sl0, cn0, fu0, fl0, hi0, lo0, on, x) < 0.0:
             # the floors do not all fit: minimum currents in order, the rest paused
             admit(r0, nr, v0, nv, cptr, cidx, cdata, cap, fair_order[v0:v0 + nv], lo, hi)
             fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                 starts, caps, False, True, sl0, cn0, fu0, fl0, hi0, lo0, True, x)
+                 starts, caps, off, on, sl0, cn0, fu0, fl0, hi0, lo0, on, x)
         if has_steps:
             # discrete steps: round down, fix them, hand what they free to the others
             any_steps = False
@@ -736,8 +740,8 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
                     lo[j] = x[j]
             if any_steps:
                 fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                     sorted_by_level(lo, wl, nv), sorted_by_level(hi, wl, nv), False, False,
-                     sl0, cn0, fu0, fl0, hi0, lo0, True, x)
+                     sorted_by_level(lo, wl, nv), sorted_by_level(hi, wl, nv), off, off,
+                     sl0, cn0, fu0, fl0, hi0, lo0, on, x)
     elif policy == POLICY_EDF:
         greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, edf_order[v0:v0 + nv], lo, hi, sess,
                aptr, avals, x)
