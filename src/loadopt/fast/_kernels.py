@@ -165,7 +165,7 @@ def row_state(r0, nr, v0, indptr, indices, data, status, x, w, const, slope, cnt
 
 @_jit
 def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, w, starts, caps,
-         strict, static, slope0, cnt0, full0, floor0, hi0, lo0, may_jump, x):
+         strict, slope0, cnt0, full0, floor0, hi0, lo0, may_jump, x):
     """Weighted max-min fair progressive filling of one period, written into ``x`` (deci-amps).
 
     Each variable follows ``x_j(λ) = clip(w_j · λ, lo_j, hi_j)`` as the water level ``λ`` rises,
@@ -183,10 +183,11 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     values, full rows up to float noise) such a row simply fills at once.
 
     ``may_jump=False`` disables the jump to the highest floor level (below; for tests: both
-    must give the same allocation). ``static``: the per-row sums of the problem with every
-    variable growing at its static bounds ``hi0``/``lo0`` are given (``slope0 = G w``,
-    ``cnt0``, ``full0 = G hi0``, ``floor0 = G lo0``, see :mod:`loadopt.fast._prepared`); the jump
-    state then starts from them and corrects only the columns of the variables that differ.
+    must give the same allocation). ``slope0 = G w``, ``cnt0`` (entries per row),
+    ``full0 = G hi0``, ``floor0 = G lo0``: the per-row sums of the problem with every variable
+    growing between its static bounds ``lo0``/``hi0`` (see :mod:`loadopt.fast._prepared`); the
+    jump state starts from them and corrects only the columns of the variables that differ, so
+    the common case costs O(rows) instead of a pass over the matrix.
 
     Events come from three sources in ``λ`` order: the two presorted variable streams (a variable
     leaves its floor; a variable reaches its cap) and a binary heap of rows keyed by the level at
@@ -227,61 +228,34 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
                 status[j] = 2
                 x[j] = lo[j]  # the floor (what the admission test counts)
                 live += 1
-        if static:
-            floors_r = floor0.copy()
-            for r in range(nr):
-                slope[r] = slope0[r]
-                const[r] = 0.0
-                cnt[r] = cnt0[r]
-                full_possible[r] = full0[r]
-            for j in range(nv):
-                d_hi = hi[j] - hi0[j]
-                if status[j] == 2:
-                    d_lo = lo[j] - lo0[j]
-                else:
-                    d_lo = (lo[j] if lo[j] < x[j] else x[j]) - lo0[j]
-                if d_hi != 0.0 or d_lo != 0.0 or status[j] != 2:
-                    v = v0 + j
-                    for q in range(cptr[v], cptr[v + 1]):
-                        rr = cidx[q] - r0
-                        g = cdata[q]
-                        full_possible[rr] += g * d_hi
-                        floors_r[rr] += g * d_lo
-                        if status[j] != 2:
-                            slope[rr] -= g * w[j]
-                            const[rr] += g * x[j]
-                            cnt[rr] -= 1
-            for r in range(nr):
-                if strict and floors_r[r] > cap[r]:
-                    return -1.0
-                if full_possible[r] > cap[r] and const[r] + slope[r] * lamf >= cap[r]:
-                    jump = False
-        else:
-            for r in range(nr):
-                c = 0.0
-                sl = 0.0
-                k = 0
-                f = 0.0
-                floors = 0.0
-                for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
-                    j = indices[p] - v0
-                    g = data[p]
-                    f += g * hi[j]
-                    if status[j] == 2:
-                        sl += g * w[j]
-                        k += 1
-                        floors += g * x[j]
-                    else:
-                        c += g * x[j]
-                        floors += g * (lo[j] if lo[j] < x[j] else x[j])
-                if strict and floors > cap[r]:
-                    return -1.0
-                slope[r] = sl
-                const[r] = c
-                cnt[r] = k
-                full_possible[r] = f
-                if f > cap[r] and c + sl * lamf >= cap[r]:
-                    jump = False
+        floors_r = floor0.copy()
+        for r in range(nr):
+            slope[r] = slope0[r]
+            const[r] = 0.0
+            cnt[r] = cnt0[r]
+            full_possible[r] = full0[r]
+        for j in range(nv):
+            d_hi = hi[j] - hi0[j]
+            if status[j] == 2:
+                d_lo = lo[j] - lo0[j]
+            else:
+                d_lo = (lo[j] if lo[j] < x[j] else x[j]) - lo0[j]
+            if d_hi != 0.0 or d_lo != 0.0 or status[j] != 2:
+                v = v0 + j
+                for q in range(cptr[v], cptr[v + 1]):
+                    rr = cidx[q] - r0
+                    g = cdata[q]
+                    full_possible[rr] += g * d_hi
+                    floors_r[rr] += g * d_lo
+                    if status[j] != 2:
+                        slope[rr] -= g * w[j]
+                        const[rr] += g * x[j]
+                        cnt[rr] -= 1
+        for r in range(nr):
+            if strict and floors_r[r] > cap[r]:
+                return -1.0
+            if full_possible[r] > cap[r] and const[r] + slope[r] * lamf >= cap[r]:
+                jump = False
         if jump:
             lam = lamf
             ps = ns
@@ -721,11 +695,11 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
         fu0 = row_full0[r0:r0 + nr]
         fl0 = row_floor0[r0:r0 + nr]
         if fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                starts, caps, on, on, sl0, cn0, fu0, fl0, hi0, lo0, on, x) < 0.0:
+                starts, caps, on, sl0, cn0, fu0, fl0, hi0, lo0, on, x) < 0.0:
             # the floors do not all fit: minimum currents in order, the rest paused
             admit(r0, nr, v0, nv, cptr, cidx, cdata, cap, fair_order[v0:v0 + nv], lo, hi)
             fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                 starts, caps, off, on, sl0, cn0, fu0, fl0, hi0, lo0, on, x)
+                 starts, caps, off, sl0, cn0, fu0, fl0, hi0, lo0, on, x)
         if has_steps:
             # discrete steps: round down, fix them, hand what they free to the others
             any_steps = False
@@ -740,8 +714,8 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
                     lo[j] = x[j]
             if any_steps:
                 fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                     sorted_by_level(lo, wl, nv), sorted_by_level(hi, wl, nv), off, off,
-                     sl0, cn0, fu0, fl0, hi0, lo0, on, x)
+                     sorted_by_level(lo, wl, nv), sorted_by_level(hi, wl, nv), off, sl0,
+                     cn0, fu0, fl0, hi0, lo0, on, x)
     elif policy == POLICY_EDF:
         greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, edf_order[v0:v0 + nv], lo, hi, sess,
                aptr, avals, x)
