@@ -1,7 +1,7 @@
 """One-interval allocation kernels, written once in the subset of Python that numba compiles.
 
-Every function here is plain Python over numpy arrays. :mod:`loadopt.fast._jit` compiles them
-with ``numba.njit(cache=True)`` when numba is importable and ``LOADOPT_DISABLE_NUMBA`` is not
+Every function here is plain Python over numpy arrays, compiled below with
+``numba.njit(cache=True)`` when numba is importable and ``LOADOPT_DISABLE_NUMBA`` is not
 set; otherwise the very same source runs uncompiled (the pure-numpy path). Both paths execute the
 same floating-point operations in the same order, so their results are identical, not merely
 close (the tests compare them with ``==``).
@@ -14,7 +14,15 @@ Layout: the safety rows and the variables of the problem are permuted so that th
 are contiguous (rows ``r0 .. r0+nr``, variables ``v0 .. v0+nv``). ``indptr/indices/data`` is that
 permuted ``G`` in CSR (column indices global), ``cptr/cidx/cdata`` the same in CSC (row indices
 global). A kernel works on one period's block and uses local indices ``j = v - v0`` and
-``r = row - r0``.
+``r = row - r0``. The rows are the reduced ones of :mod:`loadopt.fast._prepared` (one-variable
+rows turned into the bounds ``hi_da``, rows that cannot be over-full dropped, duplicates merged),
+and the variables of a period are stored in admission order (priority ↓, departure ↑).
+
+One call of the fair policy (:func:`allocate_period`): bounds of the period (O(variables)) →
+:func:`fill` (admission by :func:`admit` only when the minimum currents do not all fit) →
+discrete steps (a second fill, only where EVSEs have steps) → :func:`finish`: floor to whole
+deci-amps, one pass over the rows summing the loads afresh, the 0.1 A hand-on, and the exact
+check of every row and bound (repairs by :func:`enforce`, never expected to run).
 """
 
 from __future__ import annotations
@@ -189,12 +197,19 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
     jump state starts from them and corrects only the columns of the variables that differ, so
     the common case costs O(rows) instead of a pass over the matrix.
 
-    Events come from three sources in ``λ`` order: the two presorted variable streams (a variable
-    leaves its floor; a variable reaches its cap) and a binary heap of rows keyed by the level at
-    which they fill. A row's level only rises as its variables stop, so stale row entries are
-    re-keyed lazily when popped; floor starts lower the level of the rows they touch, which are
-    pushed again (or the heap is rebuilt when a batch touches most rows). All floor starts of one
-    level are one batch. Cost: O(nnz) for the set-up plus O(log) per row event.
+    Jump: let λf be the highest floor level ``max lo/w``. Loads only rise with λ, so if no row
+    is full at λf, no row fills before it, and every floor start and every cap below λf happens
+    before any row event: the fill starts at λf directly. Otherwise (some row full of floors
+    early) it starts at 0 and steps through the floor levels.
+
+    Events come from three sources in ``λ`` order: the two presorted variable streams (floor
+    starts, caps; all events of one level are one batch) and a binary heap of rows keyed by the
+    level at which they fill. A row's level only rises as its variables stop, so stale row
+    entries are re-keyed lazily when popped; floor starts lower the level of the rows they touch,
+    which are pushed again (or, when a batch covers most of the matrix, the rows are summed afresh
+    and the heap rebuilt). A row that fills and stops every variable still live ends the fill
+    without updating the columns. Cost: O(rows + columns of the variables off their static
+    bounds) for the set-up, O(column) per variable stopped, O(log rows) per row event.
     """
     status = np.empty(nv, np.int8)  # 1 waiting at floor, 2 growing, 3 done
     ns = starts.size
