@@ -240,29 +240,39 @@ def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray
     """Merge rows of ``G r ≤ h`` that have identical coefficients, keeping the smallest ``h``.
 
     Returns the merged rows, their right-hand sides and the indices of the rows kept.
-
-    Rows are grouped by a random projection of their coefficients (identical rows give bitwise
-    identical sums), then each row is compared exactly with its group's representative; a row
-    that only collided in the hash stays apart.
     """
     if G.shape[0] < 2:
         return G, h, np.arange(G.shape[0])
-    rng = np.random.default_rng(12345)
     G = G.tocsr()
-    key = G @ rng.random(G.shape[1])
-    order = np.argsort(key, kind="stable")  # the lowest row index of a group represents it
-    new_group = np.ones(order.size, dtype=bool)
+    rep = duplicate_rows(G)
+    h_min = np.full(G.shape[0], np.inf)
+    np.minimum.at(h_min, rep, h)
+    keep = np.flatnonzero(rep == np.arange(G.shape[0]))
+    return G[keep], h_min[keep], keep
+
+
+def duplicate_rows(G: sp.csr_matrix) -> np.ndarray:
+    """For each row of ``G``, the lowest-index row with exactly the same coefficients (itself if
+    none).
+
+    Rows are grouped by a random projection of their coefficients (identical rows give bitwise
+    identical sums), then each row is compared exactly with its group's representative; a row
+    that only collided in the hash stays apart. Used by the LP and by the fast path.
+    """
+    m = G.shape[0]
+    if m < 2:
+        return np.arange(m)
+    key = G @ np.random.default_rng(12345).random(G.shape[1])
+    order = np.argsort(key, kind="stable")  # the lowest row index of a group comes first
+    new_group = np.ones(m, dtype=bool)
     new_group[1:] = np.diff(key[order]) != 0
-    head = order[np.flatnonzero(new_group)]  # a representative row of each group
-    rep = np.empty(order.size, dtype=np.int64)
+    head = order[np.flatnonzero(new_group)]
+    rep = np.empty(m, dtype=np.int64)
     rep[order] = head[np.cumsum(new_group) - 1]
-    dup = np.flatnonzero(rep != np.arange(G.shape[0]))  # compare only rows with a twin
+    dup = np.flatnonzero(rep != np.arange(m))  # compare only rows with a twin
     diff = (G[dup] - G[rep[dup]]).tocsr()
     differs = np.diff(diff.indptr) > 0
     if differs.any():  # explicit zeros left by the subtraction do not make rows differ
         differs &= np.asarray(abs(diff).max(axis=1).todense()).ravel() > 0
     rep[dup[differs]] = dup[differs]
-    h_min = np.full(G.shape[0], np.inf)
-    np.minimum.at(h_min, rep, h)
-    keep = np.flatnonzero(rep == np.arange(G.shape[0]))
-    return G[keep], h_min[keep], keep
+    return rep

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ..lp import duplicate_rows
 from ..problem import ROW_NODE_CURRENT, Problem
 from ..safety import GRID_SNAP, row_capacity_da
 from ._kernels import SNAP_DA
@@ -95,29 +96,6 @@ def _local_order(keys: tuple[np.ndarray, ...], period: np.ndarray, vptr: np.ndar
     return (glob - vptr[period[glob]]).astype(np.int64)
 
 
-def duplicate_groups(G: sp.csr_matrix) -> np.ndarray:
-    """For each row of ``G``, the first row with exactly the same coefficients (itself if none).
-
-    Rows are grouped by a random projection of their coefficients (identical rows give bitwise
-    identical sums), then compared exactly with the group's first row; a row that only collided
-    in the hash stays apart (as in :func:`loadopt.lp._dedupe_rows`).
-    """
-    m = G.shape[0]
-    if m < 2:
-        return np.arange(m)
-    key = G @ np.random.default_rng(12345).random(G.shape[1])
-    order = np.argsort(key, kind="stable")
-    new_group = np.ones(m, dtype=bool)
-    new_group[1:] = np.diff(key[order]) != 0
-    head = order[np.flatnonzero(new_group)]
-    rep = np.empty(m, dtype=np.int64)
-    rep[order] = head[np.cumsum(new_group) - 1]
-    diff = (G - G[rep]).tocsr()
-    diff.eliminate_zeros()
-    same = np.diff(diff.indptr) == 0
-    return np.where(same, rep, np.arange(m))
-
-
 def reduce_rows(G: sp.csr_matrix, cap_fill: np.ndarray, chk: np.ndarray, ub_da: np.ndarray,
                 lo_da: np.ndarray, row_period: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -152,7 +130,7 @@ def reduce_rows(G: sp.csr_matrix, cap_fill: np.ndarray, chk: np.ndarray, ub_da: 
         assert ok.all(), "one-variable row bound above its capacity"
         can_break[single] = False
     cand = np.flatnonzero(can_break & (nnz_row > 0))
-    rep = duplicate_groups(G[cand])
+    rep = duplicate_rows(G[cand])
     cf = np.full(cand.size, np.inf)
     ck = np.full(cand.size, np.inf)
     np.minimum.at(cf, rep, cap_fill[cand])
