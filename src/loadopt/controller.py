@@ -434,6 +434,8 @@ class Controller:
         sid = self._sid(problem.session_ids)
         voc = lp.var_of_col
         cols = [_pack(0, sid[problem.var_session[voc]], p0 + problem.var_period[voc])]
+        if lp.u_sess is not None and lp.u_sess.size:  # unmet energy per session
+            cols.append(_pack(10, sid[lp.u_sess], 0))
         T = problem.n_periods
         per = p0 + np.arange(T, dtype=np.int64)
         if lp.imp_cols is not None:

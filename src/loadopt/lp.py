@@ -58,6 +58,9 @@ class LinearProgram:
     #: peak). ``None`` for programmes built elsewhere.
     row_block: np.ndarray | None = None
     row_index: np.ndarray | None = None
+    #: With ``build_lp(unmet_slack=True)``: the unmet-energy columns and their sessions.
+    u_cols: np.ndarray | None = None
+    u_sess: np.ndarray | None = None
 
     @property
     def n_cols(self) -> int:
@@ -95,8 +98,15 @@ def objective_coefficients(problem: Problem) -> tuple[np.ndarray, float]:
     return per_kwh * problem.var_kwh_per_a, offset
 
 
-def build_lp(problem: Problem) -> LinearProgram:
-    """Build the reduced LP of ``problem`` as arrays (no Python loop over variables or rows)."""
+def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
+    """Build the reduced LP of ``problem`` as arrays (no Python loop over variables or rows).
+
+    ``unmet_slack``: keep the unmet energy as a priced column ``u`` per session that wants
+    energy, with the energy row as an equality ``Σ kWh/A · r + u = E`` (the default), instead of
+    eliminating it into the currents' costs (``False``: what the MILP builds on). Same optimum;
+    with the slack HiGHS' dual simplex was up to 5× faster on congested sites
+    (docs/benchmarks.md). The ``u`` columns come right after the current columns.
+    """
     o = problem.objective
     T = problem.n_periods
     G, h = problem.G, problem.h
@@ -130,22 +140,38 @@ def build_lp(problem: Problem) -> LinearProgram:
     G_red, h_red, kept = _dedupe_rows(G_red[nz_rows], h_red[nz_rows])
     g_rows = g_rows[kept]
 
+    vs = problem.var_session[cols]
+    u_sess = np.zeros(0, np.int64)
+    if unmet_slack:  # every session that wants energy and can draw gets a row and a slack
+        u_sess = np.flatnonzero((problem.session_energy_kwh > 0)
+                                & (np.bincount(vs, minlength=S) > 0))
+        e_keep = np.zeros(S, dtype=bool)
+        e_keep[u_sess] = True
+        pen = o.unmet_energy_per_kwh * problem.session_priority
+        c_all = c_all + pen[problem.var_session] * problem.var_kwh_per_a  # penalty moves to u
+        # the constant stays for sessions that cannot draw at all
+        offset = float(np.sum(np.where(e_keep, 0.0, pen * problem.session_energy_kwh)))
     e_sess = np.flatnonzero(e_keep)
     sess_row = np.full(S, -1)
     sess_row[e_sess] = np.arange(e_sess.size)
-    vs = problem.var_session[cols]
     kwh = problem.var_kwh_per_a[cols]
     in_e = np.flatnonzero(sess_row[vs] >= 0)
 
     rows = _Rows()
     g = G_red.tocoo()
     rows.add(g.row, g.col, g.data, -np.inf, h_red, 0, g_rows)
-    rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, problem.session_energy_kwh[e_sess], 1,
-             e_sess)
-    c = [c_all[cols]]
-    col_lb = [np.zeros(n_r)]
-    col_ub = [ub[cols]]
-    n = n_r
+    E_rhs = problem.session_energy_kwh[e_sess]
+    n = n_r + u_sess.size
+    u_cols = n_r + np.arange(u_sess.size)
+    if unmet_slack:
+        rows.add(np.concatenate([sess_row[vs][in_e], np.arange(e_sess.size)]),
+                 np.concatenate([in_e, u_cols]),
+                 np.concatenate([kwh[in_e], np.ones(u_sess.size)]), E_rhs, E_rhs, 1, e_sess)
+    else:
+        rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, E_rhs, 1, e_sess)
+    c = [c_all[cols], (o.unmet_energy_per_kwh * problem.session_priority)[u_sess]]
+    col_lb = [np.zeros(n_r), np.zeros(u_sess.size)]
+    col_ub = [ub[cols], problem.session_energy_kwh[u_sess]]
 
     price_matters = o.energy_cost > 0 and (
         np.any(problem.import_price != 0)
@@ -203,6 +229,7 @@ def build_lp(problem: Problem) -> LinearProgram:
         A=A, row_lb=row_lb, row_ub=row_ub, offset=offset, var_of_col=cols, n_r=n_r,
         imp_cols=imp_cols, exp_cols=exp_cols, peak_col=peak_col, z_col=z_col,
         row_block=row_block, row_index=row_index,
+        u_cols=u_cols if unmet_slack else None, u_sess=u_sess if unmet_slack else None,
     )
 
 

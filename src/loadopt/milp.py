@@ -188,7 +188,7 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             var_period=np.concatenate([problem.var_period, problem.var_period[tw_vars]]),
             var_ub=np.concatenate([problem.var_ub, problem.var_ub[tw_vars]]),
             var_kwh_per_a=np.concatenate([kwh, kwh[tw_vars] / 3.0]), G=G_ext)
-    lp = build_lp(work)
+    lp = build_lp(work, unmet_slack=False)  # the MILP maps currents to columns itself
     if tw_vars.size:
         lp = _link_twins(_fix_twin_balance(lp, V), V, tw_vars)
     ext_var = np.concatenate([np.arange(V), tw_vars])
