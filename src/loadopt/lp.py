@@ -4,22 +4,24 @@ Columns, in this order:
 
 - ``r[v]`` — per-phase current (A) of every variable that can be non-zero after
   reduction;
+- ``u[i]`` — unmet energy (kWh) of every session that wants energy and can draw (default form);
 - ``imp[t]``, ``exp[t]`` — grid import and export (kW), only when they carry a cost
   (energy cost, export revenue or a demand charge);
 - ``peak`` — the import peak (kW), only with a demand charge;
 - ``z`` — the smallest served fraction, only with a fairness weight.
 
-Rows: the safety rows ``G r ≤ h`` that can bind, one energy row per session that could otherwise
-be over-served, and the accounting rows of the optional columns.
+Rows: the safety rows ``G r ≤ h`` that can bind, one energy row per session
+(``delivered + u = E``), and the accounting rows of the optional columns.
 
 Structure the LP does not need is removed before the solver sees it (all vectorised):
 a safety row holding a single variable becomes that variable's bound; a row that cannot bind
-(``G · ub ≤ h``) is dropped, and so is an energy row that cannot bind; rows with the same
-coefficients (the R, S and T rows of a node whose vehicles all draw three phases, a feeder
-with a single circuit) are merged into one with the smallest right-hand side; a variable whose
-bound is zero is dropped. The energy slack is eliminated: minimising
+(``G · ub ≤ h``) is dropped; rows with the same coefficients (the R, S and T rows of a node whose
+vehicles all draw three phases, a feeder with a single circuit) are merged into one with the
+smallest right-hand side; a variable whose bound is zero is dropped. With
+``build_lp(unmet_slack=False)`` the slack ``u`` is eliminated instead (minimising
 ``penalty · (E − delivered)`` is minimising ``−penalty · delivered`` plus a constant, with
-``delivered ≤ E`` as the row.
+``delivered ≤ E`` as the row, dropped where it cannot bind): same optimum, the form the MILP
+builds on, but measured slower for the LP.
 """
 
 from __future__ import annotations
