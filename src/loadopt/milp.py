@@ -952,30 +952,6 @@ def _fill_pauses(model: MilpModel, on: np.ndarray) -> np.ndarray:
     return on | fill[rid]
 
 
-def _extend_runs(model: MilpModel, on: np.ndarray) -> np.ndarray:
-    """Lengthen runs shorter than the minimum run by switching the following periods on."""
-    if model.min_run <= 1:
-        return on
-    prev = _prev_slot(model.problem)
-    V = on.size
-    nxt = np.full(V, -1)
-    nxt[prev[prev >= 0]] = np.flatnonzero(prev >= 0)
-    new_run = (prev < 0) | (on != on[np.maximum(prev, 0)])
-    rid = np.cumsum(new_run) - 1
-    length = np.bincount(rid)
-    first = np.flatnonzero(new_run)
-    last = np.r_[first[1:] - 1, V - 1]
-    short = np.flatnonzero(on[first] & (length < model.min_run))
-    out = on.copy()
-    cur = last[short]
-    need = model.min_run - length[short]
-    for k in range(1, model.min_run):
-        cur = np.where(cur >= 0, nxt[np.maximum(cur, 0)], -1)
-        ok = (cur >= 0) & (need >= k)
-        out[cur[ok]] = True
-    return out
-
-
 def _hold_phases(model: MilpModel, on_e: np.ndarray) -> np.ndarray:
     """Pattern: after a session's last allowed phase switch, keep its phase (move the slot to
     the 3-phase or 1-phase variable of the held phase instead of switching again)."""
