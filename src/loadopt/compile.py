@@ -197,7 +197,7 @@ def compile_problem(
     h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
 
     arrays = dict(
-        node_parent=parent, session_evse=s_evse, session_phase_mask=phase_mask,
+        node_parent=parent, evse_node=evse_node, session_evse=s_evse, session_phase_mask=phase_mask,
         session_kw_per_a=kw_per_a, session_max_current=max_cur, session_min_current=min_cur,
         session_energy_kwh=energy, session_priority=prio, avail=avail,
         session_departure_h=np.clip(dep_s / 3600.0, horizon.step_h, T * horizon.step_h),
@@ -214,7 +214,8 @@ def compile_problem(
     return Problem(
         horizon=horizon, site=site, sessions=sessions, signals=signals, objective=objective,
         node_ids=node_ids, evse_ids=evse_ids, session_ids=tuple(s.id for s in sessions),
-        dr_event_ids=ev_ids, G=G, session_anc=s_anc.tocsr(), notices=tuple(notices), **arrays,
+        dr_event_ids=ev_ids, G=G, session_anc=s_anc.tocsr(), evse_anc=anc,
+        notices=tuple(notices), **arrays,
     )
 
 

@@ -60,6 +60,8 @@ class Problem:
     session_departure_h: np.ndarray  #: (S,) h from the horizon start to departure, in [step, H]
     avail: np.ndarray  #: (S, T) fraction of each period the session is plugged in
     session_anc: sp.csr_matrix  #: (S, N) 1 where the node is the session's EVSE node or above
+    evse_node: np.ndarray  #: (E,) node index each EVSE hangs from
+    evse_anc: sp.csr_matrix  #: (E, N) 1 where the node is the EVSE's node or above
 
     var_session: np.ndarray  #: (V,) int32
     var_period: np.ndarray  #: (V,) int32

@@ -32,7 +32,6 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import InputError
 from ..schedule import Schedule
@@ -189,24 +188,6 @@ def tx_profiles(
 
 
 # ---------------------------------------------------------------------------- newcomers
-def _evse_ancestors(p: Any) -> tuple[np.ndarray, sp.csr_matrix]:
-    """EVSE node index (E,) and the EVSE × node ancestor incidence (E, N)."""
-    node_index = {nid: k for k, nid in enumerate(p.node_ids)}
-    evse_node = np.array([node_index[e.node] for e in p.site.evses], dtype=np.int64)
-    E, N = evse_node.size, len(p.node_ids)
-    rows, cols = [], []
-    cur, alive = evse_node.copy(), np.arange(E)
-    while alive.size:
-        rows.append(alive)
-        cols.append(cur)
-        nxt = p.node_parent[cur]
-        keep = nxt >= 0
-        alive, cur = alive[keep], nxt[keep]
-    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    return evse_node, sp.csr_matrix((np.ones(r.size), (r, c)), shape=(E, N))
-
-
 @dataclass(frozen=True)
 class Allowances:
     """Newcomer allowances and per-EVSE facts derived from a schedule (all deci-amps).
@@ -232,7 +213,7 @@ def allowances(schedule: Schedule) -> Allowances:
     p = schedule.problem
     site = p.site
     E, T = len(site.evses), p.n_periods
-    evse_node, anc = _evse_ancestors(p)
+    evse_node, anc = p.evse_node, p.evse_anc
     line_phase = np.full((E, 3), -1, dtype=np.int64)
     for k, e in enumerate(site.evses):
         line_phase[k, : e.phases] = e.site_phases[: e.phases]
