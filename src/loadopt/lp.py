@@ -121,21 +121,17 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
         idx = G.indptr[single]
         col, coef = G.indices[idx], G.data[idx]
         np.minimum.at(ub, col, h[single] / coef)
-    # a row that binds at ub only... keep rows that can bind
+    # keep only the rows that can bind with every variable at its bound
     keep_row = np.flatnonzero((nnz > 1) & ((G @ ub) > h * (1 + 1e-12)))
     G_red = G[keep_row]
     h_red = h[keep_row]
 
-    # energy rows: Σ kWh/A · r ≤ E, only where the bound alone allows more than wanted
-    S = problem.n_sessions
-    kwh_ub = np.bincount(problem.var_session, problem.var_kwh_per_a * ub, minlength=S)
-    e_keep = kwh_ub > problem.session_energy_kwh * (1 + 1e-12)
     # sessions that want nothing: their variables are fixed at 0
-    ub[problem.session_energy_kwh[problem.var_session] <= 0] = 0.0
-
+    S = problem.n_sessions
+    E = problem.session_energy_kwh
+    ub[E[problem.var_session] <= 0] = 0.0
     cols = np.flatnonzero(ub > 0)
     n_r = cols.size
-    c_all, offset = objective_coefficients(problem)
     G_red = G_red[:, cols]
     nz_rows = np.diff(G_red.indptr) > 0
     g_rows = keep_row[nz_rows]
@@ -143,17 +139,21 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
     g_rows = g_rows[kept]
 
     vs = problem.var_session[cols]
-    u_sess = np.zeros(0, np.int64)
-    if unmet_slack:  # every session that wants energy and can draw gets a row and a slack
-        u_sess = np.flatnonzero((problem.session_energy_kwh > 0)
-                                & (np.bincount(vs, minlength=S) > 0))
-        e_keep = np.zeros(S, dtype=bool)
-        e_keep[u_sess] = True
+    wants = (E > 0) & (np.bincount(vs, minlength=S) > 0)  # wants energy and can draw
+    c_all, offset = objective_coefficients(problem)
+    if unmet_slack:
+        # delivered + u = E for each such session, the penalty on u instead of on the currents;
+        # the penalty of a session that cannot draw at all stays a constant
+        u_sess = np.flatnonzero(wants)
         pen = o.unmet_energy_per_kwh * problem.session_priority
-        c_all = c_all + pen[problem.var_session] * problem.var_kwh_per_a  # penalty moves to u
-        # the constant stays for sessions that cannot draw at all
-        offset = float(np.sum(np.where(e_keep, 0.0, pen * problem.session_energy_kwh)))
-    e_sess = np.flatnonzero(e_keep)
+        c_all = c_all + pen[problem.var_session] * problem.var_kwh_per_a
+        offset = float(np.sum(np.where(wants, 0.0, pen * E)))
+        e_sess = u_sess
+    else:
+        # delivered ≤ E, only where the bounds alone would allow more than wanted
+        u_sess = np.zeros(0, np.int64)
+        kwh_ub = np.bincount(vs, problem.var_kwh_per_a[cols] * ub[cols], minlength=S)
+        e_sess = np.flatnonzero(wants & (kwh_ub > E * (1 + 1e-12)))
     sess_row = np.full(S, -1)
     sess_row[e_sess] = np.arange(e_sess.size)
     kwh = problem.var_kwh_per_a[cols]
@@ -212,8 +212,7 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
         # z · E_i − delivered_i ≤ 0 for every session that wants energy and can draw
         z_col = n
         n += 1
-        want = np.flatnonzero((problem.session_energy_kwh > 0)
-                              & (np.bincount(vs, minlength=S) > 0))
+        want = np.flatnonzero(wants)
         row_of = np.full(S, -1)
         row_of[want] = np.arange(want.size)
         m = np.flatnonzero(row_of[vs] >= 0)
