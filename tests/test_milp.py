@@ -376,6 +376,30 @@ def test_spread_lp_finds_the_full_run_a_bursty_lp_misses():
     assert inc.objective <= inc.bound + 0.02 * abs(inc.objective)
 
 
+def test_session_left_empty_charges_in_a_run_cut_by_departure():
+    # runs of at least 4 h at ≥ 6 A hold ≥ 24 A·h, more than the 20 A·h the car wants: the only
+    # valid way to charge is a run that ends at departure (hour 6), shorter than 4. The LP
+    # charges 20 A at the cheapest hour 0 (a run of 1, removed); the incumbent offers the last
+    # hours before departure at ≥ the minimum and finds the MILP optimum 8 + 6 + 6.
+    from loadopt.milp import incumbent
+
+    site = one_breaker_site(32.0, n_evse=1, max_current=32.0)
+    price = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    sig = lo.Signals(import_price=tuple(
+        lo.SeriesPoint(start=T0 + timedelta(hours=k), value=v) for k, v in enumerate(price)))
+    p = lo.compile_problem(site, [session("a", "e0", 20 * KWH_PER_A_H_3P, dep_h=6.0)],
+                           horizon(8), sig)
+    opts = IntegerOptions(min_run_periods=4, min_pause_periods=4)
+    m = build_milp(p, opts)
+    inc = incumbent(m, 0.0)
+    s = _incumbent_schedule(m, inc)
+    check_integer_rules(s, opts)
+    assert s.current[0].tolist() == [0.0, 0.0, 0.0, 8.0, 6.0, 6.0, 0.0, 0.0]
+    exact = solve_milp(p, opts, mip_rel_gap=0.0)
+    assert exact.status == lo.ScheduleStatus.OPTIMAL
+    assert inc.objective == pytest.approx(exact.objective, rel=1e-9)
+
+
 def test_level_dive_refills_what_rounding_down_gives_up():
     # the synthetic congested day (10 sessions × 24 periods) with 0/8/16/24/32 A steps: rounding
     # the fixed-pattern LP down leaves capacity unused; the dive re-solves and refills it
@@ -404,19 +428,19 @@ def test_level_dive_refills_what_rounding_down_gives_up():
           suppress_health_check=[HealthCheck.too_slow])
 @given(integer_instances())
 def test_property_incumbent_heuristics_exact_and_never_worse(inst):
-    """The spread LPs and the level dive only add candidates: the incumbent is exact and never
-    worse than without them."""
+    """The spread LPs, sessions-left-empty runs, grown runs and the level dive only add
+    candidates: the incumbent is exact and never worse than without them."""
     import loadopt.milp as M
 
     p, opts = inst
     m = build_milp(p, opts)
     with_h = M.incumbent(m, 0.0)
-    saved = M.SPREAD_ALPHAS, M.DIVE_ROUNDS
+    saved = M.SPREAD_ALPHAS, M.DIVE_ROUNDS, M.GROW_ROUNDS, M.END_RUNS
     try:
-        M.SPREAD_ALPHAS, M.DIVE_ROUNDS = (), 0
+        M.SPREAD_ALPHAS, M.DIVE_ROUNDS, M.GROW_ROUNDS, M.END_RUNS = (), 0, 0, False
         without = M.incumbent(m, 0.0)
     finally:
-        M.SPREAD_ALPHAS, M.DIVE_ROUNDS = saved
+        M.SPREAD_ALPHAS, M.DIVE_ROUNDS, M.GROW_ROUNDS, M.END_RUNS = saved
     if without.x_da is None:
         return
     assert with_h.x_da is not None

@@ -29,7 +29,14 @@ A feasible incumbent exists before branch-and-bound starts: the LP relaxation is
 on/off pattern is taken at a few thresholds (``r ≥ θ·min``), made to respect the caps and run
 lengths (by switching sessions off only), and the LP is re-solved with that pattern fixed
 (``r ∈ [min, ub]`` where on, 0 where off) — warm, on the same HiGHS object. The best of these,
-made exact by :func:`enforce`, is handed to HiGHS with ``setSolution``. When it is already within
+made exact by :func:`enforce`, is handed to HiGHS with ``setSolution``. With minimum run/pause
+lengths the LP charges in short bursts at full current (removed as too-short runs), so more
+patterns are tried: from *spread* LPs (every current capped at α·max, so energy needs more
+periods), runs for sessions left without energy (their bursts lengthened to the minimum run, or
+their last periods before departure — a run cut by departure may be short), and the runs of the
+best schedule grown by one period at each end while that improves. With discrete steps a *level
+dive* re-solves the LP after fixing fractional currents at the level below, so what rounding
+gives up is refilled by the currents still free. When it is already within
 ``mip_rel_gap`` of the LP bound, branch-and-bound is skipped. A time-out returns the best
 solution known (status ``feasible``, the gap in ``message``).
 
@@ -832,6 +839,10 @@ SPREAD_ALPHAS = (0.5, 0.3, 0.2)
 SPREAD_THETAS = (0.25, 0.5)
 #: Most LP re-solves of the level dive (discrete steps).
 DIVE_ROUNDS = 100
+#: Most run-growing rounds (minimum run/pause lengths).
+GROW_ROUNDS = 20
+#: Offer sessions left without energy a run (their LP bursts lengthened, or their last periods).
+END_RUNS = True
 #: Share of the fractional currents rounded down per dive round.
 DIVE_FIX = 1.0
 
@@ -983,6 +994,55 @@ def incumbent(model: MilpModel, mip_rel_gap: float = 0.01,
                 if late() or done():
                     break
                 try_pattern(r_a, theta, f", spread α={alpha}")
+    if (END_RUNS and timed and best.x_da is not None and model.min_run > 1 and not late()
+            and not done()):
+        # sessions left without energy: a run that ends at departure may be shorter than the
+        # minimum (sessions wanting less than a full minimum run at the minimum current can
+        # only charge there) — offer their last periods before departure, re-solve
+        p = model.problem
+        got = np.bincount(p.var_session[model.ext_var], best.x_da, minlength=p.n_sessions)
+        empty = (got == 0) & (p.session_energy_kwh > 0)
+        # their LP bursts, each lengthened forward to the minimum run (at the minimum current
+        # at least, if the rows allow), or else their last periods before departure
+        burst = np.zeros(V, dtype=bool)
+        np.logical_or.at(burst, model.ext_var, r >= 0.25 * mins - 1e-7)
+        burst &= empty[p.var_session]
+        nxt = np.full(V, -1)
+        prv = _prev_slot(p)
+        nxt[prv[prv >= 0]] = np.flatnonzero(prv >= 0)
+        ext = burst.copy()
+        for _ in range(model.min_run - 1):
+            ext[nxt[ext & (nxt >= 0)]] = True
+        tail = _last_slots(model, model.min_run - 1) & empty[p.var_session]
+        on_e = best.x_da > 0
+        for add_v, strict_add in ((ext, True), (tail, True), (ext, False), (tail, False)):
+            if late() or not add_v.any():
+                continue
+            add = add_v[model.ext_var] & ~model.ext_twin & (model.ext_col >= 0)
+            lo_on = on_e | (add & strict_add)
+            xf = lp_with_bounds(np.where(lo_on & (model.ext_min_da > 0), mins, 0.0),
+                                np.where(on_e | add, np.inf, 0.0))
+            if xf is not None:
+                consider(xf, on_e | add, f"{best.source}, runs for sessions left empty")
+                break
+    if timed and best.x_da is not None:
+        # grow runs: keep the runs of the best schedule (at least the minimum), let the periods
+        # just before and after each run take current too, make it exact; repeat while better
+        for _ in range(GROW_ROUNDS):
+            if late() or done():
+                break
+            prev = best.objective
+            on_e = best.x_da > 0
+            slot = _slot_on(model, best.x_da)
+            grow = _next_to_runs(model, slot)[model.ext_var] & ~model.ext_twin
+            xf = lp_with_bounds(np.where(on_e & (model.ext_min_da > 0), mins, 0.0),
+                                np.where(on_e | grow, np.inf, 0.0))
+            if xf is None:
+                break
+            consider(xf, on_e, "grown runs" + ("" if "grown" in best.source
+                                                  else f" of {best.source}"))
+            if best.objective >= prev - 1e-9 * max(abs(prev), 1.0):
+                break
     if best_src and not done() and not late() and any(lv is not None for lv in model.levels_da):
         xc = _dive(model, best_src[0], best_src[1], lp_with_bounds, late)
         consider(xc, best_src[1], f"{best.source}, level dive")
@@ -1052,6 +1112,32 @@ def _dive(model: MilpModel, xc: np.ndarray, on_e: np.ndarray, lp_with_bounds,
             break
         x = x2
     return x
+
+
+def _last_slots(model: MilpModel, k: int) -> np.ndarray:
+    """(V,) the last ``k`` plugged-in slots of every session."""
+    prev = _prev_slot(model.problem)
+    V = prev.size
+    has_next = np.zeros(V, dtype=bool)
+    has_next[prev[prev >= 0]] = True
+    out = np.zeros(V, dtype=bool)
+    cur = np.flatnonzero(~has_next)
+    for _ in range(k):
+        out[cur] = True
+        cur = prev[cur]
+        cur = cur[cur >= 0]
+    return out
+
+
+def _next_to_runs(model: MilpModel, on: np.ndarray) -> np.ndarray:
+    """(V,) slots that are off and directly before or after an on slot of the same session."""
+    prev = _prev_slot(model.problem)
+    V = on.size
+    nxt = np.full(V, -1)
+    nxt[prev[prev >= 0]] = np.flatnonzero(prev >= 0)
+    before = (nxt >= 0) & on[np.maximum(nxt, 0)]
+    after = (prev >= 0) & on[np.maximum(prev, 0)]
+    return ~on & (before | after)
 
 
 def _fill_pauses(model: MilpModel, on: np.ndarray) -> np.ndarray:
