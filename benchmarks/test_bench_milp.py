@@ -98,6 +98,31 @@ def test_milp_gap_at_10s(benchmark, n, formulation):
         "message": s.message}
 
 
+def _with_steps(n: int, levels: tuple[float, ...]):
+    """``problem(n)`` with every EVSE limited to the discrete ``levels`` (A)."""
+    from conftest import scenario
+
+    sc = scenario(n)
+    evses = tuple(e.model_copy(update={"allowed_currents": levels}) for e in sc.site.evses)
+    return sc.model_copy(update={"site": sc.site.model_copy(update={"evses": evses})}).compile()
+
+
+@pytest.mark.parametrize("feature", ["run/pause 4", "8 A steps"])
+def test_milp_features_gap_at_10s(benchmark, feature):
+    """500 × 96, 10 s, 0 % asked: minimum run/pause of 4 periods, or 0/8/16/24/32 A steps."""
+    n = 500
+    if feature == "8 A steps":
+        p, opts = _with_steps(n, (0.0, 8.0, 16.0, 24.0, 32.0)), IntegerOptions()
+    else:
+        p, opts = problem(n), IntegerOptions(min_run_periods=4, min_pause_periods=4)
+    s = benchmark.pedantic(lambda: solve_milp(p, opts, time_limit_s=10.0, mip_rel_gap=0.0),
+                           rounds=1, iterations=1, warmup_rounds=0)
+    assert not s.violations()
+    TABLE[(n, f"e loadopt MILP 10 s, {feature}")] = {
+        "time_s": mean_s(benchmark), "gap": _gap(s.objective, _lp_bound(n)),
+        "message": s.message}
+
+
 @pytest.mark.parametrize("formulation", ["binary", "semicontinuous"])
 @pytest.mark.parametrize("n", SIZES)
 def test_raw_highs_milp(benchmark, n, formulation):
