@@ -905,10 +905,9 @@ def incumbent(model: MilpModel, mip_rel_gap: float = 0.01,
     score = np.zeros(V)
     np.maximum.at(score, model.ext_var, r)
 
-    def lp_with(on_e: np.ndarray, strict: bool, free_off: bool = False) -> np.ndarray | None:
-        on_c = on_e[col_e]
-        lb = np.where(intc & on_c & strict, np.minimum(mins[col_e], base_ub), base_lb)
-        ub = base_ub if free_off else np.where(intc & ~on_c, 0.0, base_ub)
+    def solve_cols(lb: np.ndarray, ub: np.ndarray) -> np.ndarray | None:
+        """The LP re-solved warm with these bounds (A) on the current columns, as ext amps;
+        None if not optimal."""
         h.changeColsBounds(nr, idx, lb, ub)
         rr = run(h)
         if rr.x is None or rr.status.value != "optimal":
@@ -917,16 +916,15 @@ def incumbent(model: MilpModel, mip_rel_gap: float = 0.01,
         xr[has] = rr.x[model.ext_col[has]]
         return xr
 
+    def lp_with(on_e: np.ndarray, strict: bool, free_off: bool = False) -> np.ndarray | None:
+        on_c = on_e[col_e]
+        lb = np.where(intc & on_c & strict, np.minimum(mins[col_e], base_ub), base_lb)
+        ub = base_ub if free_off else np.where(intc & ~on_c, 0.0, base_ub)
+        return solve_cols(lb, ub)
+
     def lp_with_bounds(lb_e: np.ndarray, ub_e: np.ndarray) -> np.ndarray | None:
         """The LP with ext-indexed bounds (A) on the current columns; None if not optimal."""
-        h.changeColsBounds(nr, idx, np.minimum(lb_e[col_e], base_ub),
-                           np.minimum(ub_e[col_e], base_ub))
-        rr = run(h)
-        if rr.x is None or rr.status.value != "optimal":
-            return None
-        xr = np.zeros(model.n_ext)
-        xr[has] = rr.x[model.ext_col[has]]
-        return xr
+        return solve_cols(np.minimum(lb_e[col_e], base_ub), np.minimum(ub_e[col_e], base_ub))
 
     best_src: list = []  # (continuous point, its pattern) of the best candidate so far
 
