@@ -149,14 +149,19 @@ def test_off_grid_limit_would_fail_schema():
         validate(a, pl, "1.6")
 
 
+def _tx_schedule(sch, v):
+    """The validated chargingSchedule of the one TxProfile of ``sch`` for version ``v``."""
+    [(_, a, pl)] = set_charging_profiles(sch, v, transaction_ids={"42": 1},
+                                         station_max=False, tx_default=False)
+    validate(a, pl, v)
+    body = pl.get("csChargingProfiles") or pl["chargingProfile"]
+    return body["chargingSchedule"] if v == "1.6" else body["chargingSchedule"][0]
+
+
 def test_watts_are_amps_times_volts_times_phases_rounded_down():
     sch = _one_session_schedule([16.1, 7.3], rate_unit="W", voltage=229.7)
     for v in VERSIONS:
-        [(_, a, pl)] = set_charging_profiles(sch, v, transaction_ids={"42": 1},
-                                             station_max=False, tx_default=False)
-        validate(a, pl, v)
-        body = pl.get("csChargingProfiles") or pl["chargingProfile"]
-        sched = body["chargingSchedule"] if v == "1.6" else body["chargingSchedule"][0]
+        sched = _tx_schedule(sch, v)
         lims = [q["limit"] for q in sched["chargingSchedulePeriod"]]
         # 16.1 × 229.7 × 3 = 11094.51 → 11094.5 ; 7.3 × 229.7 × 3 = 5030.43 → 5030.4
         assert lims == [11094.5, 5030.4]
@@ -168,11 +173,7 @@ def test_number_phases_and_phase_to_use():
     n_ph = np.array([[3, 1, 1]])
     sch = _one_session_schedule([16.0, 16.0, 10.0], switch=True, n_phases=n_ph)
     for v in VERSIONS:
-        [(_, a, pl)] = set_charging_profiles(sch, v, transaction_ids={"42": 1},
-                                             station_max=False, tx_default=False)
-        validate(a, pl, v)
-        body = pl.get("csChargingProfiles") or pl["chargingProfile"]
-        sched = body["chargingSchedule"] if v == "1.6" else body["chargingSchedule"][0]
+        sched = _tx_schedule(sch, v)
         per = sched["chargingSchedulePeriod"]
         assert [q["numberPhases"] for q in per] == [3, 1, 1]
         assert [q.get("phaseToUse") for q in per] == ([None] * 3 if v == "1.6"

@@ -37,7 +37,7 @@ time-out the fast path is used (status ``*_fallback``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -81,7 +81,6 @@ class _SessionState:
     limit_at: datetime | None = None  #: when it was handed out
     cap_a: float | None = None  #: re-sharing cap (A), None = none
     departure: datetime | None = None  #: current departure estimate
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Controller:

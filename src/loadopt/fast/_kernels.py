@@ -61,6 +61,16 @@ SNAP_DA = 1e-6
 # --- a binary min-heap on (key, id) in two preallocated arrays ----------------------------------
 
 @_jit
+def _heap_swap(hk, hid, a, b):
+    tk = hk[a]
+    hk[a] = hk[b]
+    hk[b] = tk
+    ti = hid[a]
+    hid[a] = hid[b]
+    hid[b] = ti
+
+
+@_jit
 def heap_push(hk, hid, n, key, ident):
     """Insert ``(key, ident)``; return the new size."""
     pos = n
@@ -70,12 +80,7 @@ def heap_push(hk, hid, n, key, ident):
         par = (pos - 1) >> 1
         if hk[par] <= hk[pos]:
             break
-        tk = hk[par]
-        hk[par] = hk[pos]
-        hk[pos] = tk
-        ti = hid[par]
-        hid[par] = hid[pos]
-        hid[pos] = ti
+        _heap_swap(hk, hid, par, pos)
         pos = par
     return n + 1
 
@@ -92,12 +97,7 @@ def heap_sift_down(hk, hid, n, pos):
             best = right
         if hk[pos] <= hk[best]:
             return
-        tk = hk[best]
-        hk[best] = hk[pos]
-        hk[pos] = tk
-        ti = hid[best]
-        hid[best] = hid[pos]
-        hid[pos] = ti
+        _heap_swap(hk, hid, best, pos)
         pos = best
 
 

@@ -26,7 +26,7 @@ package's Decimal validation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, Literal
@@ -87,7 +87,6 @@ class Profile:
     min_rate_da: int | None = None
     phase_switching: bool = False
     per_phase: bool = False  #: line limits may differ (2.1 ``limit_L2``/``limit_L3``)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, int, str]:
