@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import InputError
 from .horizon import Horizon, sample
 from .objective import Objective
 from .problem import ROW_NODE_CURRENT, ROW_NODE_POWER, ROW_SITE_IMPORT, Problem
@@ -26,11 +27,21 @@ def compile_problem(
     horizon: Horizon,
     signals: Signals | None = None,
     objective: Objective | None = None,
+    *,
+    reserved_a: np.ndarray | None = None,
 ) -> Problem:
     """Compile a site, its sessions and the signals over ``horizon`` into a :class:`Problem`.
 
     Sessions that do not overlap the horizon are kept (with no variables: they cannot charge) so
     that ids stay stable; a session that has already left simply gets nothing.
+
+    ``reserved_a`` (``(E, 3, T)`` A per EVSE line L1, L2, L3, EVSEs in ``site.evses`` order, per
+    period; optional) is current an EVSE may draw whatever the plan says: a station that has not
+    accepted a lower limit, a silent or unknown one at its hardware maximum, a vehicle drawing
+    above its limit. It is a fixed load on every limit above the EVSE, exactly like the base
+    load (right-hand sides drop, clamped at 0 with a notice); a session on a reserved EVSE is
+    planned within ``[0, min(its max, largest reserved line)]`` in those periods and its
+    variables there carry no safety-row entries (its draw is already counted).
 
     Raises :class:`~loadopt.errors.InputError` for inconsistent inputs (unknown EVSE, duplicate
     session, two sessions on one EVSE at once).
@@ -62,6 +73,9 @@ def compile_problem(
         keep = nxt >= 0
         alive, cur = alive[keep], nxt[keep]
     E_ = len(evse_ids)
+    # lines an EVSE does not have carry nothing
+    has_line = np.arange(3)[None, :] < np.array([e.phases for e in site.evses]).reshape(E_, 1)
+    reserved = _check_reserved(reserved_a, E_, T, evse_ids) * has_line[:, :, None]
     anc = sp.csr_matrix(
         (np.ones(sum(a.size for a in anc_rows)),
          (np.concatenate(anc_rows) if anc_rows else np.zeros(0, np.int64),
@@ -103,6 +117,11 @@ def compile_problem(
     vt = vt.astype(np.int32)
     V = vs.size
     var_ub = max_cur[vs]
+    # reserved EVSEs: the session's own draw is inside the reservation (no safety-row entries)
+    res_line_max = reserved.max(axis=1)  # (E, T)
+    var_res = res_line_max[s_evse[vs], vt] if V else np.zeros(0)
+    var_free = var_res <= 0
+    var_ub = np.where(var_free, var_ub, np.minimum(var_ub, var_res))
     var_kwh = kw_per_a[vs] * horizon.step_h * avail[vs, vt]
 
     # --- limits per node, phase, period ------------------------------------------------------
@@ -133,6 +152,18 @@ def compile_problem(
     grid_kw = sample(*split(signals.grid_import_limit_kw), horizon, "min")
     base_a = base_kw * 1000.0 / (3.0 * site.voltage_v)
 
+    # reserved draw per EVSE line -> per site phase, node and kW (fixed loads)
+    line_phase = np.array([e.site_phases for e in site.evses], dtype=np.int64).reshape(E_, 3)
+    e_volt = np.array([e.voltage_v for e in site.evses], dtype=np.float64)
+    res_site = np.zeros((E_, 3, T))
+    for j in range(3):
+        np.add.at(res_site, (np.arange(E_), line_phase[:, j]), reserved[:, j])
+    res_kw_e = reserved.sum(axis=1) * e_volt[:, None] / 1000.0  # (E, T)
+    anc_t = anc.T.tocsr()
+    node_res_a = np.stack([anc_t @ res_site[:, p] for p in range(3)], axis=1).reshape(N, 3, T)
+    node_res_kw = np.asarray(anc_t @ res_kw_e).reshape(N, T)
+    site_res_kw = res_kw_e.sum(axis=0)
+
     # uncontrolled import (a DR baseline): base − PV + every plugged-in vehicle at its max
     plugged_kw = np.zeros(T)
     np.add.at(plugged_kw, vt, kw_per_a[vs] * var_ub)
@@ -154,7 +185,8 @@ def compile_problem(
     # --- safety rows -------------------------------------------------------------------------
     rows = _RowBuilder(V, T)
     s_anc = anc[s_evse].tocoo()  # (S, N): sessions under each node
-    sess_var = sp.csr_matrix((np.ones(V), (np.arange(V), vs)), shape=(V, S))
+    free_v = np.flatnonzero(var_free)
+    sess_var = sp.csr_matrix((np.ones(free_v.size), (free_v, vs[free_v])), shape=(V, S))
 
     # per node, site phase, period: Σ current ≤ limit (minus the base load where it flows)
     rows_i, rows_c = [], []
@@ -172,28 +204,31 @@ def compile_problem(
     while k >= 0:
         carries[k] = True
         k = parent[k]
-    cur_rhs = node_cur.copy()
+    cur_rhs = node_cur - node_res_a
     cur_rhs[carries] -= base_a[None, None, :]
     rows.add((sess_var @ C).tocoo(), vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT,
              node_of=lambda g: g // 3, phase_of=lambda g: g % 3)
 
     # per node and period: Σ EV kW ≤ limit (minus the base load where it flows)
     D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
-    kw_rhs = node_kw.copy()
+    kw_rhs = node_kw - node_res_kw
     kw_rhs[carries] -= base_kw[None, :]
     rows.add((sess_var @ D).tocoo(), vt, kw_rhs.reshape(-1), ROW_NODE_POWER,
              node_of=lambda g: g, phase_of=lambda g: np.full(g.size, -1))
 
     # per period: EV kW + base − PV ≤ grid limit and DR caps
-    site_coo = sp.coo_matrix((kw_per_a[vs], (np.arange(V), np.zeros(V, np.int64))),
+    site_coo = sp.coo_matrix((kw_per_a[vs[free_v]], (free_v, np.zeros(free_v.size, np.int64))),
                              shape=(V, 1))
-    rows.add(site_coo, vt, import_cap - base_kw + pv_kw, ROW_SITE_IMPORT,
+    import_rhs = import_cap - base_kw + pv_kw - site_res_kw
+    rows.add(site_coo, vt, import_rhs, ROW_SITE_IMPORT,
              node_of=lambda g: np.full(g.size, -1), phase_of=lambda g: np.full(g.size, -1))
     G, h, row_kind, row_node, row_phase, row_period = rows.build()
 
-    for k in np.flatnonzero(carries):
-        notices.extend(_base_load_notices(node_ids[k], cur_rhs[k], kw_rhs[k], None, horizon))
-    notices.extend(_base_load_notices("", None, None, import_cap - base_kw + pv_kw, horizon))
+    fixed = "base load and reserved draw" if reserved.any() else "base load"
+    for k in np.flatnonzero(carries | node_res_a.any(axis=(1, 2)) | node_res_kw.any(axis=1)):
+        notices.extend(_base_load_notices(node_ids[k], cur_rhs[k], kw_rhs[k], None, horizon,
+                                          fixed))
+    notices.extend(_base_load_notices("", None, None, import_rhs, horizon, fixed))
     h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
 
     arrays = dict(
@@ -207,6 +242,7 @@ def compile_problem(
         node_current_limit=node_cur, node_power_limit_kw=node_kw, base_load_kw=base_kw,
         base_load_a=base_a, node_carries_base=carries, pv_kw=pv_kw, import_price=price,
         export_price=export_price, import_cap_kw=import_cap, dr_cap_kw=dr_cap,
+        evse_reserved_a=reserved, var_reserved=~var_free,
     )
     for a in arrays.values():
         if isinstance(a, np.ndarray):
@@ -276,9 +312,30 @@ class _RowBuilder:
                 period.astype(np.int32))
 
 
+def _check_reserved(reserved_a: np.ndarray | None, n_evse: int, n_periods: int,
+                    evse_ids: tuple[str, ...]) -> np.ndarray:
+    """``reserved_a`` as a float ``(E, 3, T)`` array (zeros when ``None``), or an InputError."""
+    if reserved_a is None:
+        return np.zeros((n_evse, 3, n_periods))
+    try:
+        r = np.array(reserved_a, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("reserved_a must be a numeric (EVSEs, 3, periods) array") from None
+    if r.shape != (n_evse, 3, n_periods):
+        raise InputError(f"reserved_a has shape {r.shape}, expected {(n_evse, 3, n_periods)} "
+                         "(EVSEs, lines, periods)")
+    bad = ~np.isfinite(r) | (r < 0)
+    if bad.any():
+        e = int(np.argwhere(bad)[0][0])
+        raise InputError(f"reserved_a of EVSE {evse_ids[e]!r} must be finite and >= 0 A")
+    return r
+
+
 def _base_load_notices(node_id: str, cur_rhs: np.ndarray | None, kw_rhs: np.ndarray | None,
-                       import_rhs: np.ndarray | None, horizon: Horizon) -> list[str]:
-    """Say, per limit, where the base load alone (minus PV) already exceeds it."""
+                       import_rhs: np.ndarray | None, horizon: Horizon,
+                       fixed: str = "base load") -> list[str]:
+    """Say, per limit, where the fixed load (base load minus PV, reserved EVSE draw) alone
+    already exceeds it."""
     out = []
 
     def periods(mask: np.ndarray) -> str:
@@ -288,13 +345,13 @@ def _base_load_notices(node_id: str, cur_rhs: np.ndarray | None, kw_rhs: np.ndar
 
     for p, name in enumerate("RST"):
         if cur_rhs is not None and (cur_rhs[p] < 0).any():
-            out.append(f"node {node_id!r} phase {name}: base load alone exceeds the current "
+            out.append(f"node {node_id!r} phase {name}: {fixed} alone exceeds the current "
                        f"limit in {periods(cur_rhs[p] < 0)}; vehicles get 0 A there")
     if kw_rhs is not None and (kw_rhs < 0).any():
-        out.append(f"node {node_id!r}: base load alone exceeds the power limit in "
+        out.append(f"node {node_id!r}: {fixed} alone exceeds the power limit in "
                    f"{periods(kw_rhs < 0)}; vehicles get 0 A there")
     if import_rhs is not None and (import_rhs < 0).any():
-        out.append("grid import: base load minus PV alone exceeds the grid import limit or a "
+        out.append(f"grid import: {fixed} minus PV alone exceeds the grid import limit or a "
                    f"demand-response cap in {periods(import_rhs < 0)}; vehicles get 0 A there")
     return out
 

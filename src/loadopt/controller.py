@@ -70,6 +70,16 @@ class StepRecord:
     total_s: float  #: the whole step (s)
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """Current (A per EVSE line L1, L2, L3) an EVSE may draw whatever the plan says, until
+    ``until`` (``None``: until released): see :meth:`Controller.reserve`."""
+
+    current_a: tuple[float, float, float]
+    until: datetime | None = None
+    reason: str = ""
+
+
 @dataclass
 class _SessionState:
     session: Session
@@ -132,6 +142,9 @@ class Controller:
         self._state: dict[str, _SessionState] = {}
         self._evse_ids = {e.id for e in site.evses}
         self._busy: dict[str, str] = {}  # evse id -> session id
+        self._evse_index = {e.id: k for k, e in enumerate(site.evses)}
+        #: EVSE id -> :class:`Reservation` (:meth:`reserve`).
+        self.reservations: dict[str, Reservation] = {}
         self.log: list[StepRecord] = []
         self.last_schedule: Schedule | None = None
         #: Warm start: each step's LP is built cold and HiGHS starts from the previous step's
@@ -239,6 +252,51 @@ class Controller:
             st.measured_a = cur
             st.measured_at = at
 
+    def reserve(self, evse_id: str, current_a: float | tuple[float, float, float], *,
+                until: datetime | None = None, reason: str = "") -> None:
+        """Budget EVSE ``evse_id`` at ``current_a`` (A, one value for every EVSE line or three)
+        from now until ``until`` (aware; ``None``: until :meth:`release`), whatever the plan.
+
+        For what the plan cannot control: a station that has not accepted a lower limit (it may
+        draw what it holds), a silent or unknown one (its hardware maximum), a vehicle drawing
+        above its limit. Each step counts it as a fixed load on every limit above the EVSE
+        (any overlap with a period counts the whole period) and plans everyone else around it;
+        a session on the EVSE is planned within the reservation there. Replaces the EVSE's
+        previous reservation.
+        """
+        if evse_id not in self._evse_index:
+            raise InputError(f"reserve: unknown EVSE {evse_id!r} on site {self.site.id!r}")
+        vals = current_a if isinstance(current_a, tuple | list) else (current_a,) * 3
+        if len(vals) != 3:
+            raise InputError(f"reserve EVSE {evse_id!r}: current_a needs 1 or 3 values, got "
+                             f"{len(vals)}")
+        amps = tuple(_finite_nonneg(v, f"reserve EVSE {evse_id!r}: current_a") for v in vals)
+        if until is not None and (not isinstance(until, datetime) or until.tzinfo is None):
+            raise InputError(f"reserve EVSE {evse_id!r}: until must be a timezone-aware "
+                             f"datetime, got {until!r}")
+        self.reservations[evse_id] = Reservation(amps, until, reason)  # type: ignore[arg-type]
+
+    def release(self, evse_id: str) -> None:
+        """End the reservation of ``evse_id`` (no-op when it has none)."""
+        self.reservations.pop(evse_id, None)
+
+    def reserved_array(self, horizon: Horizon) -> np.ndarray | None:
+        """``(E, 3, T)`` A of the reservations over ``horizon`` (``None`` when there are none);
+        expired reservations are dropped."""
+        now = horizon.start
+        for eid in [k for k, r in self.reservations.items()
+                    if r.until is not None and r.until <= now]:
+            del self.reservations[eid]
+        if not self.reservations:
+            return None
+        T = horizon.n_periods
+        out = np.zeros((len(self.site.evses), 3, T))
+        for eid, r in self.reservations.items():
+            n = T if r.until is None else min(
+                T, int(np.ceil((r.until - now).total_seconds() / horizon.step_s)))
+            out[self._evse_index[eid], :, :n] = np.asarray(r.current_a)[:, None]
+        return out
+
     def set_signals(self, signals: Signals) -> None:
         """New prices, base load, PV, grid limit or demand-response events from now on."""
         if not isinstance(signals, Signals):
@@ -336,7 +394,8 @@ class Controller:
         self._update_caps()
         planned = self.planned_sessions(now)
         horizon = self.horizon(now)
-        problem = compile_problem(self.site, planned, horizon, self.signals, self.objective)
+        problem = compile_problem(self.site, planned, horizon, self.signals, self.objective,
+                                  reserved_a=self.reserved_array(horizon))
         t1 = time.perf_counter()
         sched, mode, reason, solve_s = self._solve(problem, now)
         self._after_step(now, problem, sched)

@@ -87,6 +87,12 @@ class Problem:
     dr_event_ids: tuple[str, ...]
     dr_cap_kw: np.ndarray  #: (E, T) cap of each DR event, +inf outside its window
     notices: tuple[str, ...] = field(default=())  #: limits the inputs themselves break
+    #: (E, 3, T) A an EVSE may draw whatever the plan says, per EVSE line and period (a fixed
+    #: load on every limit above it; see :func:`loadopt.compile.compile_problem`); None = none.
+    evse_reserved_a: np.ndarray | None = None
+    #: (V,) bool, variables inside a reservation: no safety-row entries (their draw is counted
+    #: in ``evse_reserved_a``); None = none.
+    var_reserved: np.ndarray | None = None
 
     @property
     def n_sessions(self) -> int:

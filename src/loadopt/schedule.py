@@ -122,14 +122,52 @@ class Schedule:
     # ------------------------------------------------------------------ loads
     @cached_property
     def ev_power_kw(self) -> np.ndarray:
-        """(T,) kW drawn by all vehicles (limits taken as drawn)."""
-        return self._power_kw.sum(axis=0)
+        """(T,) kW drawn by all vehicles (limits taken as drawn, reservations included)."""
+        return self._power_kw.sum(axis=0) + self._reserved_kw.sum(axis=0)
+
+    @cached_property
+    def unreserved_current(self) -> np.ndarray:
+        """(S, T) A of the plan outside reservations (inside one, the EVSE's reservation is
+        what it may draw and is counted instead, :attr:`Problem.evse_reserved_a`)."""
+        p = self.problem
+        if p.var_reserved is None or not p.var_reserved.any():
+            return self.current
+        out = self.current.copy()
+        out[p.var_session[p.var_reserved], p.var_period[p.var_reserved]] = 0.0
+        return out
+
+    @cached_property
+    def _reserved_kw(self) -> np.ndarray:
+        """(E, T) kW reserved per EVSE."""
+        p = self.problem
+        if p.evse_reserved_a is None:
+            return np.zeros((len(p.evse_ids), p.n_periods))
+        volt = np.array([e.voltage_v for e in p.site.evses], dtype=np.float64)
+        return p.evse_reserved_a.sum(axis=1) * volt[:, None] / 1000.0
+
+    def _reserved_node_a(self) -> np.ndarray:
+        """(N, 3, T) reserved A per node and site phase."""
+        p = self.problem
+        N, T = len(p.node_ids), p.n_periods
+        if p.evse_reserved_a is None:
+            return np.zeros((N, 3, T))
+        E = len(p.evse_ids)
+        by_phase = np.zeros((E, 3, T))
+        for j in range(3):
+            l_j = np.array([e.site_phases[j] for e in p.site.evses], dtype=np.int64)
+            np.add.at(by_phase, (np.arange(E), l_j), p.evse_reserved_a[:, j])
+        At = p.evse_anc.T.tocsr()
+        return np.stack([At @ by_phase[:, k] for k in range(3)], axis=1).reshape(N, 3, T)
 
     @cached_property
     def _power_kw(self) -> np.ndarray:
-        """(S, T) kW per session and period, with the phase count of each period."""
+        """(S, T) kW per session and period outside reservations (those count per EVSE)."""
+        return self._kw_of(self.unreserved_current)
+
+    def _kw_of(self, current: np.ndarray) -> np.ndarray:
+        """(S, T) kW of per-session currents, with the phase count of each period."""
         p = self.problem
-        kw = self.current * p.session_kw_per_a[:, None]
+        kw = current * p.session_kw_per_a[:, None]
         if self.n_phases is not None:  # phase switching: kW scales with the phases in use
             full = np.maximum(p.session_phase_mask.sum(axis=1), 1)[:, None]
             kw = kw * np.minimum(self.n_phases, full) / full
@@ -144,7 +182,7 @@ class Schedule:
             evse_l1 = np.array([e.site_phases[0] for e in p.site.evses], dtype=np.int64)
             l1 = evse_l1[p.session_evse] if p.n_sessions else np.zeros(0, np.int64)
             on_k = np.where(self.n_phases == 1, (l1 == k)[:, None], on_k)
-        return self.current * on_k
+        return self.unreserved_current * on_k
 
     @cached_property
     def import_kw(self) -> np.ndarray:
@@ -154,18 +192,21 @@ class Schedule:
 
     @cached_property
     def node_phase_current(self) -> np.ndarray:
-        """(N, 3, T) A per node, site phase and period, including the base load where it flows."""
+        """(N, 3, T) A per node, site phase and period, including the base load where it flows
+        and reserved EVSE draw."""
         p = self.problem
         At = p.session_anc.T.tocsr()
         out = np.stack([At @ self._phase_load(k) for k in range(3)], axis=1)
+        out += self._reserved_node_a()
         out[p.node_carries_base] += p.base_load_a[None, None, :]
         return out
 
     @cached_property
     def node_power_kw(self) -> np.ndarray:
-        """(N, T) kW per node and period, including the base load where it flows."""
+        """(N, T) kW per node and period, including the base load where it flows and reserved
+        EVSE draw."""
         p = self.problem
-        out = p.session_anc.T @ self._power_kw
+        out = p.session_anc.T @ self._power_kw + p.evse_anc.T @ self._reserved_kw
         out[p.node_carries_base] += p.base_load_kw[None, :]
         return out
 
@@ -173,7 +214,7 @@ class Schedule:
     def energy_kwh(self) -> np.ndarray:
         """(S,) kWh each session receives if it draws its limits."""
         p = self.problem
-        return (self._power_kw * p.avail).sum(axis=1) * p.step_h
+        return (self._kw_of(self.current) * p.avail).sum(axis=1) * p.step_h
 
     def session_limits(self, session_id: str) -> list[tuple[datetime, float]]:
         """``(period start, limit A)`` for every period of the horizon, for one session."""

@@ -223,14 +223,19 @@ def allowances(schedule: Schedule) -> Allowances:
     e_kwpa = np.array([e.voltage_v * e.phases / 1000.0 for e in site.evses])
     e_max_da = _deci(np.array([e.max_current for e in site.evses]))
 
-    plugged = np.zeros((E, T), dtype=bool)
+    # a reserved EVSE may draw its reservation whatever the plan: that is its load, and it takes
+    # no newcomer share (Problem.evse_reserved_a)
+    res = (np.zeros((E, 3, T)) if p.evse_reserved_a is None
+           else np.asarray(p.evse_reserved_a, dtype=np.float64))
+    res_da = np.ceil(res * 10.0 - 1e-7).astype(np.int64)
+    plugged = res.max(axis=1) > 0
     if p.n_sessions:
         np.logical_or.at(plugged, p.session_evse, p.avail > 0)
     idle = ~plugged
 
     # scheduled load in deci-amps, per session → per EVSE line → per node and site phase
-    cur_da = _deci(schedule.current)  # (S, T)
-    load_e = np.zeros((E, 3, T), dtype=np.int64)
+    cur_da = _deci(schedule.unreserved_current)  # (S, T), outside reservations
+    load_e = res_da * (line_phase >= 0)[:, :, None]
     sess_load_phase = np.zeros((E, 3, T), dtype=np.int64)  # by site phase
     for ph in range(3):
         m = p.session_phase_mask[:, ph]
@@ -238,7 +243,10 @@ def allowances(schedule: Schedule) -> Allowances:
             np.add.at(sess_load_phase[:, ph], p.session_evse[m], cur_da[m])
     for j in range(3):  # site phase → EVSE line
         ok = line_phase[:, j] >= 0
-        load_e[ok, j] = sess_load_phase[np.flatnonzero(ok), line_phase[ok, j]]
+        load_e[ok, j] += sess_load_phase[np.flatnonzero(ok), line_phase[ok, j]]
+    for j in range(3):  # reserved draw, EVSE line → site phase
+        ok = np.flatnonzero(line_phase[:, j] >= 0)
+        np.add.at(sess_load_phase, (ok, line_phase[ok, j]), res_da[ok, j])
     At = anc.T.tocsr().astype(np.int64)
     node_load = np.stack([At @ sess_load_phase[:, ph] for ph in range(3)], axis=1)  # (N,3,T)
     base = p.node_carries_base  # the base load flows through these nodes
@@ -249,7 +257,9 @@ def allowances(schedule: Schedule) -> Allowances:
     spare_cur = np.maximum(cap_da - node_load, 0)  # (N,3,T) deci-amps, inf = no limit
 
     # power rows (kW) and the site import row
-    kw_load = np.asarray(anc.T @ _session_kw_by_evse(p, schedule, E))
+    kw_load = np.asarray(anc.T @ (_session_kw_by_evse(p, schedule, E)
+                                  + res.sum(axis=1) * np.array([e.voltage_v for e in site.evses
+                                                                ]).reshape(E, 1) / 1000.0))
     kw_load[base] += p.base_load_kw[None, :]
     spare_kw = np.maximum(p.node_power_limit_kw * (1 - POWER_MARGIN) - kw_load, 0)  # (N,T)
     imp_cap = p.import_cap_kw * (1 - POWER_MARGIN)
@@ -290,7 +300,7 @@ def _session_kw_by_evse(p: Any, schedule: Schedule, E: int) -> np.ndarray:
     """(E, T) kW of the scheduled sessions per EVSE."""
     out = np.zeros((E, p.n_periods))
     if p.n_sessions:
-        np.add.at(out, p.session_evse, schedule.current * p.session_kw_per_a[:, None])
+        np.add.at(out, p.session_evse, schedule.unreserved_current * p.session_kw_per_a[:, None])
     return out
 
 
