@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from .errors import LoadoptError
 
@@ -51,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
                        "session the limit (A) per period, the KPIs and the status.")
     s.add_argument("scenario", type=Path, help="scenario JSON file")
     s.add_argument("--method", choices=("lp", "fast"), default="lp")
-    s.add_argument("--time-limit", type=float, default=None, metavar="S",
+    s.add_argument("--time-limit", type=_seconds, default=None, metavar="S",
                    help="solver time limit in seconds (the fast path is used if it runs out)")
     s.add_argument("--ocpp", choices=("1.6", "2.0.1", "2.1"),
                    help="also emit SetChargingProfile payloads for this OCPP version")
@@ -82,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _seconds(text: str) -> float:
+    """A time limit: a finite number of seconds > 0 (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
@@ -90,11 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return {"demo": _demo, "solve": _solve, "simulate": _simulate}[args.command](args)
-    except ValidationError as exc:
-        print(f"loadopt: invalid input:\n{exc}", file=sys.stderr)
-        return 2
-    except (LoadoptError, FileNotFoundError, ValueError) as exc:
-        print(f"loadopt: {exc}", file=sys.stderr)
+    except (LoadoptError, ValueError) as exc:  # bad input: models, files, calls, arguments
+        print(f"loadopt: invalid input: {exc}", file=sys.stderr)
         return 2
 
 

@@ -12,11 +12,12 @@ from collections.abc import Iterable
 import numpy as np
 import scipy.sparse as sp
 
+from ._base import as_model
 from .errors import InputError
 from .horizon import Horizon, sample
 from .objective import Objective
 from .problem import ROW_NODE_CURRENT, ROW_NODE_POWER, ROW_SITE_IMPORT, Problem
-from .session import Session, check_sessions
+from .session import Session, as_sessions, check_sessions
 from .signals import Signals, split
 from .site import Site
 
@@ -44,11 +45,15 @@ def compile_problem(
     variables there carry no safety-row entries (its draw is already counted).
 
     Raises :class:`~loadopt.errors.InputError` for inconsistent inputs (unknown EVSE, duplicate
-    session, two sessions on one EVSE at once).
+    session, two sessions on one EVSE at once) and arguments of the wrong type (a string for the
+    sessions); a mapping in place of a model is validated into it
+    (:class:`~loadopt.errors.ModelError` when it is not valid).
     """
-    sessions = tuple(sessions)
-    signals = signals or Signals()
-    objective = objective or Objective()
+    site = as_model(site, Site, "site")
+    sessions = as_sessions(sessions)
+    horizon = as_model(horizon, Horizon, "horizon")
+    signals = Signals() if signals is None else as_model(signals, Signals, "signals")
+    objective = Objective() if objective is None else as_model(objective, Objective, "objective")
     check_sessions(sessions, {e.id for e in site.evses})
     T = horizon.n_periods
     notices: list[str] = []

@@ -1,24 +1,32 @@
 """The optimisation horizon and the sampling of step series onto it.
 
 At the API edge times are timezone-aware datetimes; inside, everything is an integer period index
-on a fixed step (``step_s`` seconds).
+on a fixed step (``step_s`` seconds) of real time. ``start`` keeps the zone it was given in (the
+schedule is read in it), but every computation goes through UTC (:func:`loadopt._base.to_utc`):
+Python adds to and subtracts ``ZoneInfo`` datetimes as wall-clock times, so a horizon crossing a
+daylight-saving change would otherwise have an hour too many or too few and put a limit change an
+hour away from its real instant.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from ._base import FrozenModel, SeriesPoint
+from ._base import FrozenModel, SeriesPoint, ZonedDatetime
 
 
 class Horizon(FrozenModel):
-    """``n_periods`` periods of ``step_s`` seconds from ``start`` (e.g. 96 × 900 s, 60 × 60 s)."""
+    """``n_periods`` periods of ``step_s`` seconds from ``start`` (e.g. 96 × 900 s, 60 × 60 s).
 
-    start: AwareDatetime
+    Periods are real seconds (UTC arithmetic) whatever the zone of ``start``; the datetimes this
+    class returns are in the zone of ``start``.
+    """
+
+    start: ZonedDatetime
     step_s: Annotated[int, Field(gt=0, le=86_400)] = 900
     n_periods: Annotated[int, Field(gt=0, le=100_000)] = 96
 
@@ -27,15 +35,22 @@ class Horizon(FrozenModel):
         return self.step_s / 3600.0
 
     @property
+    def start_utc(self) -> datetime:
+        return self.start.astimezone(UTC)
+
+    @property
     def end(self) -> datetime:
-        return self.start + timedelta(seconds=self.step_s * self.n_periods)
+        return self.period_start(self.n_periods)
 
     def period_start(self, k: int) -> datetime:
-        return self.start + timedelta(seconds=self.step_s * k)
+        """Start of period ``k`` (real time), in the zone of ``start``."""
+        return (self.start_utc + timedelta(seconds=self.step_s * k)).astimezone(self.start.tzinfo)
 
     def seconds_from_start(self, t: datetime) -> float:
-        """Seconds from the horizon start to ``t`` (negative before it)."""
-        return (t - self.start).total_seconds()
+        """Real seconds from the horizon start to the aware datetime ``t`` (negative before it).
+
+        One operand is UTC, so Python subtracts real instants whatever zone ``t`` is in."""
+        return (t - self.start_utc).total_seconds()
 
     def period_bounds_s(self) -> np.ndarray:
         """Period boundaries in seconds from start, shape ``(n_periods + 1,)``."""

@@ -8,6 +8,7 @@ from pydantic import model_validator
 
 from ._base import FrozenModel
 from .compile import compile_problem
+from .errors import InputError
 from .horizon import Horizon
 from .objective import Objective
 from .problem import Problem
@@ -36,8 +37,22 @@ class Scenario(FrozenModel):
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
-        """Read and validate a scenario JSON file (errors name the bad field)."""
-        return cls.model_validate_json(Path(path).read_text())
+        """Read and validate a scenario JSON file.
+
+        Raises :class:`~loadopt.errors.InputError` when the file cannot be read (missing, a
+        directory, not UTF-8) and :class:`~loadopt.errors.ModelError` (naming the field) when its
+        content is not a valid scenario.
+        """
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = {FileNotFoundError: "no such file", IsADirectoryError: "is a directory",
+                   PermissionError: "permission denied"}.get(type(exc), repr(exc))
+            if isinstance(exc, UnicodeDecodeError):
+                why = "not a UTF-8 text file"
+            raise InputError(f"scenario file {str(p)!r}: {why}") from None
+        return cls.model_validate_json(text)
 
     def dump(self, path: str | Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2))

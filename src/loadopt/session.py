@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from itertools import pairwise
 from typing import Literal
 
-from pydantic import AwareDatetime, model_validator
+from pydantic import model_validator
 
-from ._base import FrozenModel, Identifier, NonNegFloat, PosFloat
+from ._base import FrozenModel, Identifier, NonNegFloat, PosFloat, UtcDatetime, as_model
 from .errors import InputError
 
 
@@ -26,8 +26,8 @@ class Session(FrozenModel):
 
     id: Identifier
     evse: Identifier
-    arrival: AwareDatetime
-    departure: AwareDatetime
+    arrival: UtcDatetime
+    departure: UtcDatetime
     energy_kwh: NonNegFloat
     max_current: NonNegFloat = 32.0
     phases: Literal[1, 2, 3] = 3
@@ -47,6 +47,24 @@ class Session(FrozenModel):
                 f"{self.max_current} A"
             )
         return self
+
+
+def as_sessions(sessions: Iterable[Session] | None) -> tuple[Session, ...]:
+    """The sessions as a tuple of :class:`Session`; mappings are validated into sessions.
+
+    Raises :class:`InputError` for a string, a single session or a non-iterable, and for an
+    element that is neither a session nor a mapping (naming its position), and
+    :class:`~loadopt.errors.ModelError` for a mapping that is not a valid session.
+    """
+    if sessions is None:
+        return ()
+    if isinstance(sessions, str | bytes | Session) or not isinstance(sessions, Iterable):
+        raise InputError(f"sessions must be an iterable of Session, got "
+                         f"{type(sessions).__name__}")
+    if isinstance(sessions, dict):
+        raise InputError("sessions must be an iterable of Session, got a dict (a single "
+                         "session's fields?): wrap it in a list")
+    return tuple(as_model(s, Session, f"sessions[{k}]") for k, s in enumerate(sessions))
 
 
 def check_sessions(sessions: Iterable[Session], evse_ids: set[str]) -> None:

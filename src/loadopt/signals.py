@@ -7,9 +7,9 @@ Prices are per kWh in the site's currency; powers are kW.
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, model_validator
+from pydantic import model_validator
 
-from ._base import FrozenModel, Identifier, NonNegFloat, SeriesPoint, check_series
+from ._base import FrozenModel, Identifier, NonNegFloat, SeriesPoint, UtcDatetime, check_series
 
 Series = tuple[SeriesPoint, ...]
 
@@ -27,8 +27,8 @@ class DemandResponseEvent(FrozenModel):
     """
 
     id: Identifier
-    start: AwareDatetime
-    end: AwareDatetime
+    start: UtcDatetime
+    end: UtcDatetime
     import_cap_kw: NonNegFloat | None = None
     reduction_kw: NonNegFloat | None = None
     baseline_kw: NonNegFloat | None = None

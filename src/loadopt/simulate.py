@@ -153,7 +153,7 @@ def simulate(
             ctl.expect_session(told(s))
     S = len(sessions)
     ids = truth.session_ids
-    t0 = hz.start
+    t0 = hz.start_utc  # real-time steps (UTC arithmetic), whatever the zone of the horizon
     arr = np.array([hz.seconds_from_start(s.arrival) for s in sessions])
     dep = np.array([hz.seconds_from_start(s.departure) for s in sessions])
     wanted = truth.session_energy_kwh.copy()

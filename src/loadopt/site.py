@@ -15,9 +15,17 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ._base import FrozenModel, Identifier, NonNegFloat, PosFloat, SeriesPoint, check_series
+from ._base import (
+    FrozenModel,
+    Identifier,
+    NonNegFloat,
+    PosFloat,
+    SeriesPoint,
+    UtcDatetime,
+    check_series,
+)
 from .errors import InputError
 
 PhaseRotation = Literal["RST", "RTS", "SRT", "STR", "TRS", "TSR"]
@@ -33,7 +41,7 @@ ROTATION_TO_SITE_PHASES: dict[str, tuple[int, int, int]] = {
 class CurrentPoint(FrozenModel):
     """A step of a per-phase current-limit series: one value for all phases, or three (A)."""
 
-    start: AwareDatetime
+    start: UtcDatetime
     value: NonNegFloat | PerPhase
 
 

@@ -422,7 +422,7 @@ class CsmsAdapter:
         if (old.rate_unit != new.rate_unit or old.transaction_id != new.transaction_id
                 or old.valid_to != new.valid_to or old.min_rate_da != new.min_rate_da):
             return True
-        off = (new.start - old.start).total_seconds()
+        off = new.start.timestamp() - old.start.timestamp()  # real seconds
         if off < 0:
             return True
         # breakpoints of both, in seconds from new.start, from 0 on

@@ -95,7 +95,7 @@ class Profile:
 
     def limit_a_at(self, t: datetime) -> np.ndarray:
         """Per-line limit (A) in force at ``t`` (the last period persists; before start: first)."""
-        s = (t - self.start).total_seconds()
+        s = t.timestamp() - self.start.timestamp()  # real seconds, whatever the zones
         k = max(int(np.searchsorted(self.starts, s, side="right")) - 1, 0)
         return self.limits[k] / 10.0
 

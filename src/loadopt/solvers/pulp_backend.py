@@ -62,13 +62,15 @@ def solve_lp(lp: LinearProgram, time_limit_s: float | None = None,
             solver = (options or {}).get("solver") or pulp.PULP_CBC_CMD(
                 msg=False, timeLimit=time_limit_s)
             prob.solve(solver)
+        st = pulp.LpStatus[prob.status]
+        x = np.array([v.value() if v.value() is not None else 0.0 for v in xs], dtype=np.float64)
     except Exception as exc:
         return SolverResult(SolverStatus.ERROR, None, None, time.perf_counter() - t0,
                             f"PuLP failed: {exc!r}")
-    st = pulp.LpStatus[prob.status]
-    x = np.array([v.value() if v.value() is not None else 0.0 for v in xs], dtype=np.float64)
     status = {"Optimal": SolverStatus.OPTIMAL, "Infeasible": SolverStatus.INFEASIBLE,
               "Unbounded": SolverStatus.UNBOUNDED}.get(st, SolverStatus.ERROR)
-    obj = float(pulp.value(prob.objective)) if status == SolverStatus.OPTIMAL else None
-    return SolverResult(status, x if status == SolverStatus.OPTIMAL else None, obj,
-                        time.perf_counter() - t0, st)
+    if status != SolverStatus.OPTIMAL:
+        return SolverResult(status, None, None, time.perf_counter() - t0, st)
+    # PuLP reports no objective value for a constant objective (all costs 0): compute it here
+    obj = float(np.dot(lp.c, x) + lp.offset)
+    return SolverResult(status, x, obj, time.perf_counter() - t0, st)
