@@ -11,8 +11,9 @@ timestamps are.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Annotated, Any
 
@@ -104,7 +105,11 @@ class FrozenModel(BaseModel):
         except ModelError:
             raise
         except ValidationError as exc:
-            raise ModelError.wrap(cls, None, exc) from None
+            try:  # only to name the objects in the message
+                data = json.loads(json_data)
+            except Exception:
+                data = None
+            raise ModelError.wrap(cls, data, exc) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
