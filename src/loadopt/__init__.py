@@ -14,13 +14,14 @@ from .objective import Objective
 from .problem import Problem
 from .schedule import Kpis, Schedule, ScheduleStatus
 from .session import Session
-from .signals import DemandResponseEvent, Signals
+from .signals import DemandResponseEvent, GridPolicy, GridSignal, LevelAction, Signals
 from .site import CurrentPoint, Evse, Node, Site
 from .solve import solve
 
 __all__ = [
     "Controller",
-    "CurrentPoint", "DemandResponseEvent", "Evse", "Horizon", "InputError", "Kpis",
+    "CurrentPoint", "DemandResponseEvent", "Evse", "GridPolicy", "GridSignal", "Horizon",
+    "InputError", "Kpis", "LevelAction",
     "LoadoptError", "Node", "Objective", "Problem", "SafetyError", "Schedule", "ScheduleStatus",
     "SeriesPoint", "Session", "Signals", "Site", "SolverError", "compile_problem", "solve",
 ]

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from ._base import as_model
 from .errors import InputError
+from .grid.arrays import signal_arrays
 from .horizon import Horizon, sample
 from .objective import Objective
 from .problem import ROW_NODE_CURRENT, ROW_NODE_POWER, ROW_SITE_IMPORT, Problem
@@ -169,23 +170,21 @@ def compile_problem(
     node_res_kw = np.asarray(anc_t @ res_kw_e).reshape(N, T)
     site_res_kw = res_kw_e.sum(axis=0)
 
-    # uncontrolled import (a DR baseline): base − PV + every plugged-in vehicle at its max
-    plugged_kw = np.zeros(T)
-    np.add.at(plugged_kw, vt, kw_per_a[vs] * var_ub)
-    uncontrolled = np.minimum(np.maximum(base_kw - pv_kw + plugged_kw, 0.0), grid_kw)
-    ev_ids = tuple(e.id for e in signals.demand_response)
-    dr_cap = np.full((len(ev_ids), T), np.inf)
-    for j, ev in enumerate(signals.demand_response):
-        a = horizon.seconds_from_start(ev.start)
-        b = horizon.seconds_from_start(ev.end)
-        in_window = (np.minimum(b, bounds[1:]) - np.maximum(a, bounds[:-1])) > 0
-        if ev.import_cap_kw is not None:
-            cap = np.full(T, ev.import_cap_kw)
-        else:
-            baseline = uncontrolled if ev.baseline_kw is None else np.full(T, ev.baseline_kw)
-            cap = np.maximum(baseline - float(ev.reduction_kw or 0.0), 0.0)
-        dr_cap[j, in_window] = cap[in_window]
-    import_cap = np.minimum(grid_kw, dr_cap.min(axis=0) if len(ev_ids) else np.inf)
+    # grid-operator signals (loadopt.grid.arrays): caps per node, prices, setpoints, floors
+    sig = signal_arrays(
+        signals.grid_signals, signals.grid_policy, site.id, horizon, node_index, root,
+        _carries(parent, root if site.base_load_node is None else node_index[site.base_load_node]),
+        anc[s_evse].tocsr(), kw_per_a * max_cur, energy, arr_s, dep_s, avail,
+        sample(*split(signals.base_load_kw), horizon, "min"),
+        sample(*split(signals.pv_kw), horizon, "max"), grid_kw, node_kw, vs, vt, var_ub, kw_per_a)
+    root_cap = sig.node_cap_kw[root].copy()
+    sig_node_cap = sig.node_cap_kw.copy()
+    sig_node_cap[root] = np.inf  # the root's signal caps bound the net import, not the node kW
+    node_kw = np.minimum(node_kw, sig_node_cap)
+    import_cap = np.minimum(grid_kw, root_cap)
+    price = price + sig.import_adder
+    if np.any(sig.export_adder != 0):
+        export_price = (0.0 if export_price is None else export_price) + sig.export_adder
 
     # --- safety rows -------------------------------------------------------------------------
     rows = _RowBuilder(V, T)
@@ -204,11 +203,8 @@ def compile_problem(
         shape=(S, 3 * N),
     )
     # the base load sits under site.base_load_node (default: the root) and loads its whole path
-    carries = np.zeros(N, dtype=bool)
-    k = root if site.base_load_node is None else node_index[site.base_load_node]
-    while k >= 0:
-        carries[k] = True
-        k = parent[k]
+    carries = _carries(parent, root if site.base_load_node is None
+                       else node_index[site.base_load_node])
     cur_rhs = node_cur - node_res_a
     cur_rhs[carries] -= base_a[None, None, :]
     rows.add((sess_var @ C).tocoo(), vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT,
@@ -246,18 +242,54 @@ def compile_problem(
         row_node=row_node, row_phase=row_phase, row_period=row_period,
         node_current_limit=node_cur, node_power_limit_kw=node_kw, base_load_kw=base_kw,
         base_load_a=base_a, node_carries_base=carries, pv_kw=pv_kw, import_price=price,
-        export_price=export_price, import_cap_kw=import_cap, dr_cap_kw=dr_cap,
+        export_price=export_price, import_cap_kw=import_cap, dr_cap_kw=sig.cap_kw,
         evse_reserved_a=reserved, var_reserved=~var_free,
+        signal_node=sig.node, signal_required_kw=sig.required_kw, signal_floor_kw=sig.floor_kw,
+        signal_offset_s=sig.offset_s, setpoint_kw=sig.setpoint_kw,
+        setpoint_penalty=sig.setpoint_penalty, export_cap_kw=sig.export_cap_kw,
+        export_penalty=sig.export_penalty, var_floor_a=np.zeros(V),
     )
+    problem = Problem(
+        horizon=horizon, site=site, sessions=sessions, signals=signals, objective=objective,
+        node_ids=node_ids, evse_ids=evse_ids, session_ids=tuple(s.id for s in sessions),
+        dr_event_ids=sig.ids, signal_kind=sig.kind, G=G, session_anc=s_anc.tocsr(),
+        evse_anc=anc, notices=tuple(notices), **arrays,
+    )
+    if np.any(sig.floor_a > 0):
+        object.__setattr__(problem, "var_floor_a", _feasible_floor(problem, sig.floor_a))
     for a in arrays.values():
         if isinstance(a, np.ndarray):
             a.setflags(write=False)
-    return Problem(
-        horizon=horizon, site=site, sessions=sessions, signals=signals, objective=objective,
-        node_ids=node_ids, evse_ids=evse_ids, session_ids=tuple(s.id for s in sessions),
-        dr_event_ids=ev_ids, G=G, session_anc=s_anc.tocsr(), evse_anc=anc,
-        notices=tuple(notices), **arrays,
-    )
+    problem.var_floor_a.setflags(write=False)
+    return problem
+
+
+def _carries(parent: np.ndarray, k: int) -> np.ndarray:
+    """Node ``k`` and every node above it (where a load hung at ``k`` flows)."""
+    out = np.zeros(parent.size, dtype=bool)
+    while k >= 0:
+        out[k] = True
+        k = int(parent[k])
+    return out
+
+
+def _feasible_floor(problem: Problem, floor_a: np.ndarray) -> np.ndarray:
+    """§14a floors (A per variable) that every safety row and every energy need allow.
+
+    Scaled per session so that the floors alone never deliver more than it wants, put on the
+    0.1 A grid (down), then through the safety projection: a breaker, a node rating or another
+    signal's cap always wins over a floor (the floor only stops *this* signal from dimming below
+    it).
+    """
+    from .safety import GRID_SNAP, _project_da
+
+    kwh = np.bincount(problem.var_session, problem.var_kwh_per_a * floor_a,
+                      minlength=problem.n_sessions)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(kwh > problem.session_energy_kwh,
+                         problem.session_energy_kwh / kwh, 1.0)
+    da = np.floor(floor_a * scale[problem.var_session] * 10.0 + GRID_SNAP)
+    return _project_da(problem, da, max_passes=8) / 10.0
 
 
 def _point(start, value):

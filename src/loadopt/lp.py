@@ -172,7 +172,10 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
     else:
         rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, E_rhs, 1, e_sess)
     c = [c_all[cols], (o.unmet_energy_per_kwh * problem.session_priority)[u_sess]]
-    col_lb = [np.zeros(n_r), np.zeros(u_sess.size)]
+    # §14a floors (feasible by construction: compile projected them through G)
+    r_lb = (np.zeros(n_r) if problem.var_floor_a is None
+            else np.minimum(problem.var_floor_a[cols], ub[cols]))
+    col_lb = [r_lb, np.zeros(u_sess.size)]
     col_ub = [ub[cols], problem.session_energy_kwh[u_sess]]
 
     price_matters = o.energy_cost > 0 and (

@@ -83,9 +83,21 @@ class Problem:
     pv_kw: np.ndarray  #: (T,) smallest PV output in each period
     import_price: np.ndarray  #: (T,) per kWh
     export_price: np.ndarray | None  #: (T,) per kWh, None = exports earn nothing
-    import_cap_kw: np.ndarray  #: (T,) grid limit and DR caps combined, +inf = none
+    import_cap_kw: np.ndarray  #: (T,) grid limit and the root's signal caps combined, +inf = none
+    #: Grid signals (:class:`~loadopt.signals.GridSignal`, ``K`` of them, input order); their
+    #: hard caps are already in ``import_cap_kw`` (root) or ``node_power_limit_kw`` (other nodes).
     dr_event_ids: tuple[str, ...]
-    dr_cap_kw: np.ndarray  #: (E, T) cap of each DR event, +inf outside its window
+    dr_cap_kw: np.ndarray  #: (K, T) hard cap of each signal (kW), +inf where it asks for none
+    signal_kind: tuple[str, ...] = ()  #: (K,) kind after level mapping (GridSignal.kind, "none")
+    signal_node: np.ndarray | None = None  #: (K,) node index of each signal
+    signal_required_kw: np.ndarray | None = None  #: (K, T) cap / setpoint / export cap, NaN = none
+    signal_floor_kw: np.ndarray | None = None  #: (K, T) §14a floors under the signal (kW)
+    signal_offset_s: np.ndarray | None = None  #: (K,) randomisation delay applied (s)
+    setpoint_kw: np.ndarray | None = None  #: (T,) soft net import setpoint, NaN = none
+    setpoint_penalty: np.ndarray | None = None  #: (T,) per kWh of deviation from it
+    export_cap_kw: np.ndarray | None = None  #: (T,) soft net export cap, +inf = none
+    export_penalty: np.ndarray | None = None  #: (T,) per kWh exported above it
+    var_floor_a: np.ndarray | None = None  #: (V,) §14a floor of each variable (A), feasible
     notices: tuple[str, ...] = field(default=())  #: limits the inputs themselves break
     #: (E, 3, T) A an EVSE may draw whatever the plan says, per EVSE line and period (a fixed
     #: load on every limit above it; see :func:`loadopt.compile.compile_problem`); None = none.
@@ -93,6 +105,11 @@ class Problem:
     #: (V,) bool, variables inside a reservation: no safety-row entries (their draw is counted
     #: in ``evse_reserved_a``); None = none.
     var_reserved: np.ndarray | None = None
+
+    @property
+    def signal_ids(self) -> tuple[str, ...]:
+        """Ids of the grid signals (``dr_event_ids``)."""
+        return self.dr_event_ids
 
     @property
     def n_sessions(self) -> int:
