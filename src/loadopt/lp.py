@@ -173,8 +173,10 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
         rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, E_rhs, 1, e_sess)
     c = [c_all[cols], (o.unmet_energy_per_kwh * problem.session_priority)[u_sess]]
     # §14a floors (feasible by construction: compile projected them through G)
-    r_lb = (np.zeros(n_r) if problem.var_floor_a is None
-            else np.minimum(problem.var_floor_a[cols], ub[cols]))
+    # (a problem extended by the MILP's phase-switching twins has more variables: no floors)
+    floor = problem.var_floor_a
+    r_lb = (np.minimum(floor[cols], ub[cols]) if floor is not None
+            and floor.size == problem.n_vars else np.zeros(n_r))
     col_lb = [r_lb, np.zeros(u_sess.size)]
     col_ub = [ub[cols], problem.session_energy_kwh[u_sess]]
 

@@ -82,7 +82,7 @@ def signal_arrays(
     # counts only if, uncontrolled, it would draw at its maximum for the whole period: plugged in
     # before the period starts and neither gone nor full before it ends.
     start_s = np.maximum(arrival_s, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         full_s = np.where(session_max_kw > 0,
                           start_s + 3600.0 * session_energy_kwh / session_max_kw, -np.inf)
     draw_end = np.minimum(departure_s, full_s)
