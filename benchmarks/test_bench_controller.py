@@ -1,7 +1,7 @@
 """Controller step time: warm start from the previous step's mapped basis vs a cold solve.
 
 Every step builds the reduced LP cold either way; ``warm`` hands HiGHS the previous optimal basis
-mapped onto it by stable keys (``loadopt.controller``). Cases (issue 6), each run cold and warm in
+mapped onto it by stable keys (``loadopt.solvers.warm``). Cases (issue 6), each run cold and warm in
 the same process, same steps, same session events, the controllers stepped in lockstep:
 
 - a 50-EVSE site with 5-minute steps over a day (288 steps, 12 h lookahead = 144 periods);
@@ -33,9 +33,8 @@ def _run(sc, now0, n_steps, step_s, n_periods, variants, cut_at=None):
     ctls = {}
     for name, v in variants.items():
         c = Controller(sc.site, signals=sc.signals, objective=sc.objective, step_s=step_s,
-                       n_periods=n_periods, time_limit_s=30.0)
-        c.warm = v["warm"]
-        c.cold_after_limit_cut = v.get("cold_after_cut", True)
+                       n_periods=n_periods, time_limit_s=30.0, warm=v["warm"],
+                       cold_after_limit_cut=v.get("cold_after_cut", True))
         ctls[name] = c
     names = list(ctls)
     times = {n: [] for n in names}

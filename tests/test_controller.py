@@ -153,18 +153,20 @@ def test_mapped_basis_is_consistent():
     from loadopt.synthetic import benchmark_scenario
 
     sc = benchmark_scenario(30)
-    c = Controller(sc.site, signals=sc.signals, objective=sc.objective, n_periods=24)
-    c.warm_min_mapped = 0.0  # map whatever maps, even in the morning rush (hard repairs)
+    # map whatever maps, even in the morning rush (hard repairs)
+    c = Controller(sc.site, signals=sc.signals, objective=sc.objective, n_periods=24,
+                   warm_min_mapped=0.0)
     c._seen = set()
     now = sc.horizon.start.replace(hour=8)
     checked = 0
     for _ in range(6):
         _drive(c, sc, now)
-        if c._memo is not None:
+        ws = c.planner.warm_start
+        if ws.memo is not None:
             p = compile_problem(c.site, c.planned_sessions(now), c.horizon(now), c.signals,
                                 c.objective)
             lp = build_lp(p)
-            start, info = c._mapped_basis(lp, c._keys(p, lp))
+            start, info = ws.mapped_basis(lp, ws.keys(p, lp))
             assert start is not None, info
             col, row = start
             assert col.shape == (lp.n_cols,) and row.shape == (lp.n_rows,)
@@ -181,8 +183,7 @@ def test_warm_off_solves_cold():
     from loadopt.synthetic import benchmark_scenario
 
     sc = benchmark_scenario(10)
-    c = Controller(sc.site, signals=sc.signals, n_periods=8)
-    c.warm = False
+    c = Controller(sc.site, signals=sc.signals, n_periods=8, warm=False)
     c._seen = set()
     now = sc.horizon.start.replace(hour=10)
     for k in range(2):
@@ -217,8 +218,8 @@ def test_solver_failure_falls_back(monkeypatch):
 )
 def test_never_exceeds_limits(grid_a, cap_kw, meters, warm):
     site = _site(n=4, grid_a=grid_a)
-    c = Controller(site, step_s=900, n_periods=6, signals=Signals(grid_import_limit_kw=cap_kw))
-    c.warm = warm
+    c = Controller(site, step_s=900, n_periods=6, signals=Signals(grid_import_limit_kw=cap_kw),
+                   warm=warm)
     c.start_session(_sess(1, "evse0", kwh=30.0))
     c.start_session(_sess(2, "evse1", kwh=30.0, phases=1))
     c.start_session(_sess(3, "evse3", kwh=5.0))
@@ -294,7 +295,9 @@ def test_a_fault_in_the_warm_start_means_a_cold_solve_not_a_crash(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("mapping bug")
 
-    monkeypatch.setattr(Controller, "_mapped_basis", boom)
+    from loadopt.solvers.warm import WarmStart
+
+    monkeypatch.setattr(WarmStart, "mapped_basis", boom)
     s = c.step(T0 + timedelta(minutes=15))
     assert s.status.value == "optimal" and s.violations() == []
     assert c.log[-1].mode == "cold" and "mapping bug" in c.log[-1].reason

@@ -11,7 +11,10 @@ from .controller import Controller
 from .errors import InputError, LoadoptError, SafetyError, SolverError
 from .horizon import Horizon
 from .objective import Objective
+from .options import AutoOptions, FastOptions, IntegerOptions, LpOptions, MilpOptions
+from .planner import Planner, SolvePlanner
 from .problem import Problem
+from .scenario import Scenario
 from .schedule import Kpis, Schedule, ScheduleStatus
 from .session import Session
 from .signals import DemandResponseEvent, GridPolicy, GridSignal, LevelAction, Signals
@@ -19,10 +22,10 @@ from .site import CurrentPoint, Evse, Node, Site
 from .solve import solve
 
 __all__ = [
-    "Controller",
-    "CurrentPoint", "DemandResponseEvent", "Evse", "GridPolicy", "GridSignal", "Horizon",
-    "InputError", "Kpis", "LevelAction",
-    "LoadoptError", "Node", "Objective", "Problem", "SafetyError", "Schedule", "ScheduleStatus",
-    "SeriesPoint", "Session", "Signals", "Site", "SolverError", "compile_problem", "solve",
+    "AutoOptions", "Controller", "CurrentPoint", "DemandResponseEvent", "Evse", "FastOptions",
+    "GridPolicy", "GridSignal", "Horizon", "InputError", "IntegerOptions", "Kpis",
+    "LevelAction", "LoadoptError", "LpOptions", "MilpOptions", "Node", "Objective", "Planner",
+    "Problem", "SafetyError", "Scenario", "Schedule", "ScheduleStatus", "SeriesPoint",
+    "Session", "Signals", "Site", "SolvePlanner", "SolverError", "compile_problem", "solve",
 ]
 __version__ = "0.1.0"

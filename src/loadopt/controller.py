@@ -18,26 +18,23 @@ Between calls it keeps:
   ``measured + reshare_headroom_a`` (never below its minimum current) from the next step on, so
   the rest goes to others; as soon as it draws within ``reshare_threshold_a`` of that reduced
   limit, the reduction is lifted and it may draw its full maximum again.
-- **the previous optimal basis** (``controller.warm``, on by default): every step builds the
-  reduced LP of the new problem cold (:func:`loadopt.lp.build_lp`, milliseconds) and hands HiGHS
-  the previous step's optimal basis mapped onto it by stable keys — a current column by (session,
-  absolute period), a safety row by (kind, node, phase, absolute period), an energy row by
-  session, a balance/peak row by absolute period. What is new starts nonbasic at 0 (columns) or
-  basic (rows); the basic count is repaired to the number of rows; HiGHS swaps slacks into a
-  singular basis when it factorizes. Sessions arriving or leaving only change the keys that
-  match. After a limit drop over most of the horizon the step is solved cold (a warm start is
-  slower there, DESIGN.md). Every step records which path was taken and why
-  (:attr:`Controller.log`).
+- **the planner** (``planner=``, :mod:`loadopt.planner`): what turns each step's problem into a
+  schedule — the LP on HiGHS by default, warm-started from the previous step's optimal basis
+  mapped by stable keys (:mod:`loadopt.solvers.warm`), or the MILP, the fast path with a policy,
+  a baseline, or any callable ``Problem -> Schedule``. Every step records which path was taken
+  and why (:attr:`Controller.log`).
 
 Whatever the solver does, the schedule returned went through :func:`loadopt.safety.project` on the
 problem compiled from the real sessions and signals: it never exceeds a limit. On solver failure or
-time-out the fast path is used (status ``*_fallback``).
+time-out the fast path is used (status ``*_fallback``); a custom planner that raises, returns
+something else than a schedule of the problem, or breaks a limit is replaced by (or projected
+onto) what is safe.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,10 +43,10 @@ import numpy as np
 from .compile import compile_problem
 from .errors import InputError
 from .horizon import Horizon
-from .lp import LinearProgram, build_lp
 from .objective import Objective
+from .planner import Planner, SolvePlanner, as_planner, describe
 from .problem import Problem
-from .schedule import Schedule
+from .schedule import Schedule, ScheduleStatus
 from .session import Session
 from .signals import Signals
 from .site import Site
@@ -96,11 +93,36 @@ class _SessionState:
 class Controller:
     """Rolling-horizon scheduling for one site (see the module docstring).
 
-    ``step_s`` / ``n_periods``: the horizon of every step. ``method``: ``"lp"`` (HiGHS, default)
-    or ``"fast"``. ``time_limit_s``: the solver's time limit per step (the fast path takes over
-    when it runs out). ``default_dwell_h`` / ``default_energy_kwh``: what :meth:`new_session`
-    assumes when the vehicle does not say (OCPP 1.6 transactions carry neither; 2.x
-    ``ChargingNeeds`` may).
+    Parameters
+    ----------
+    site
+        The site (its EVSEs and limits).
+    step_s, n_periods
+        The horizon of every step: period length (s) and number of periods.
+    signals, objective
+        Prices, base load, limits, DR events; objective weights (changeable later).
+    planner
+        What solves each step's problem (:func:`loadopt.planner.as_planner`): ``"lp"`` (HiGHS,
+        warm-started, default), ``"milp"``, ``"auto"``, ``"fast"``, an options object of
+        :mod:`loadopt.options`, or a callable ``Problem -> Schedule``.
+    method
+        The 0.1 name of ``planner`` when it is a method name (``"lp"`` or ``"fast"``).
+    time_limit_s
+        The solver's time limit per step (s) for a planner given by method name (the fast path
+        takes over when it runs out).
+    default_dwell_h, default_energy_kwh
+        What :meth:`new_session` assumes when the vehicle does not say (OCPP 1.6 transactions
+        carry neither; 2.x ``ChargingNeeds`` may).
+    reshare, reshare_threshold_a, reshare_headroom_a
+        Re-sharing of undrawn capacity (A; module docstring).
+    overstay_extension_h
+        How long an overstaying vehicle is assumed to stay on (h).
+    expected_grace_h
+        An expected vehicle not plugged in this long after its arrival is forgotten (h).
+    warm, warm_min_mapped, alien_basis, cold_after_limit_cut
+        Warm-start settings of the default planner (:class:`loadopt.solvers.warm.WarmStart`:
+        ``enabled``, ``min_mapped``, ``alien``, ``cold_after_limit_cut``); also readable and
+        settable as attributes.
     """
 
     def __init__(
@@ -111,34 +133,49 @@ class Controller:
         n_periods: int = 96,
         signals: Signals | None = None,
         objective: Objective | None = None,
-        method: str = "lp",
+        planner: Any = None,
+        method: str | None = None,
         time_limit_s: float | None = 5.0,
         default_dwell_h: float = 8.0,
         default_energy_kwh: float = 30.0,
+        reshare: bool = True,
+        reshare_threshold_a: float = 1.0,
+        reshare_headroom_a: float = 2.0,
+        overstay_extension_h: float = 1.0,
+        expected_grace_h: float = 0.5,
+        warm: bool = True,
+        warm_min_mapped: float = 0.5,
+        alien_basis: bool = False,
+        cold_after_limit_cut: bool = True,
     ) -> None:
-        if method not in ("lp", "fast"):
-            raise ValueError(f"unknown method {method!r}; use 'lp' or 'fast'")
+        if method is not None:
+            if planner is not None:
+                raise InputError("Controller: pass planner or method, not both")
+            if method not in ("lp", "fast"):
+                raise InputError(f"unknown method {method!r}; use 'lp' or 'fast' (or planner=)")
+            planner = method
         Horizon(start=datetime(2000, 1, 1).astimezone(), step_s=step_s, n_periods=n_periods)
         self.site = site
         self.step_s = int(step_s)
         self.n_periods = int(n_periods)
         self.signals = signals or Signals()
         self.objective = objective or Objective()
-        self.method = method
         self.time_limit_s = time_limit_s
+        self.planner: Planner = as_planner(planner, time_limit_s=time_limit_s)
+        if isinstance(self.planner, SolvePlanner):
+            ws = self.planner.warm_start
+            ws.enabled, ws.min_mapped = bool(warm), float(warm_min_mapped)
+            ws.alien, ws.cold_after_limit_cut = bool(alien_basis), bool(cold_after_limit_cut)
         self.default_dwell_h = float(default_dwell_h)
         self.default_energy_kwh = float(default_energy_kwh)
-        #: Re-sharing parameters (A): see the module docstring.
-        self.reshare = True
-        self.reshare_threshold_a = 1.0
-        self.reshare_headroom_a = 2.0
-        #: How long an overstaying vehicle is assumed to stay on (h).
-        self.overstay_extension_h = 1.0
+        self.reshare = bool(reshare)
+        self.reshare_threshold_a = float(reshare_threshold_a)
+        self.reshare_headroom_a = float(reshare_headroom_a)
+        self.overstay_extension_h = float(overstay_extension_h)
+        self.expected_grace_h = float(expected_grace_h)
         self.sessions: dict[str, Session] = {}
         #: Vehicles expected but not plugged in yet (:meth:`expect_session`).
         self.expected: dict[str, Session] = {}
-        #: An expected vehicle not plugged in this long after its arrival is forgotten (h).
-        self.expected_grace_h = 0.5
         self._state: dict[str, _SessionState] = {}
         self._evse_ids = {e.id for e in site.evses}
         self._busy: dict[str, str] = {}  # evse id -> session id
@@ -147,23 +184,28 @@ class Controller:
         self.reservations: dict[str, Reservation] = {}
         self.log: list[StepRecord] = []
         self.last_schedule: Schedule | None = None
-        #: Warm start: each step's LP is built cold and HiGHS starts from the previous step's
-        #: optimal basis mapped onto it by stable keys (module docstring). On by default:
-        #: measured faster than a cold solve on both benchmark cases (docs/simulation.md).
-        self.warm = True
-        #: Below this share of columns + rows found in the previous basis, solve cold.
-        self.warm_min_mapped = 0.5
-        #: Let HiGHS repair the basic count itself (``HighsBasis.alien``) instead of
-        #: :meth:`_mapped_basis` doing it (measured slower: one extra LU factorization).
-        self.alien_basis = False
-        #: Solve cold when a limit dropped over most of the horizon (DESIGN.md: a warm start can
-        #: be many times slower there; re-measured in benchmarks/test_bench_controller.py).
-        self.cold_after_limit_cut = True
-        self._memo: _BasisMemo | None = None
-        self._epoch: datetime | None = None
-        self._sid_int: dict[str, int] = {}
-        self._fp: np.ndarray | None = None
-        self._fp_at: datetime | None = None
+
+    @property
+    def method(self) -> str:
+        """The planner's method (``"lp"``, ``"milp"``, ``"auto"``, ``"fast"``) or ``"custom"``."""
+        return str(getattr(self.planner, "method", "custom"))
+
+    def _warm(self) -> Any:
+        ws = getattr(self.planner, "warm_start", None)
+        if ws is None:
+            raise AttributeError("the controller's planner has no warm start")
+        return ws
+
+    warm = property(lambda self: self._warm().enabled,
+                    lambda self, v: setattr(self._warm(), "enabled", bool(v)),
+                    doc="Warm start on (the default planner's WarmStart.enabled).")
+    warm_min_mapped = property(lambda self: self._warm().min_mapped,
+                               lambda self, v: setattr(self._warm(), "min_mapped", float(v)))
+    alien_basis = property(lambda self: self._warm().alien,
+                           lambda self, v: setattr(self._warm(), "alien", bool(v)))
+    cold_after_limit_cut = property(
+        lambda self: self._warm().cold_after_limit_cut,
+        lambda self, v: setattr(self._warm(), "cold_after_limit_cut", bool(v)))
 
     # ------------------------------------------------------------------ events
     def new_session(self, session_id: str, evse: str, arrival: datetime, *,
@@ -397,260 +439,49 @@ class Controller:
         problem = compile_problem(self.site, planned, horizon, self.signals, self.objective,
                                   reserved_a=self.reserved_array(horizon))
         t1 = time.perf_counter()
-        sched, mode, reason, solve_s = self._solve(problem, now)
+        sched, mode, reason, solve_s = self._plan(problem)
         self._after_step(now, problem, sched)
         self.log.append(StepRecord(now, mode, reason, sched.status.value, sched.method,
                                    problem.n_sessions, t1 - t0, solve_s,
                                    time.perf_counter() - t0))
         return sched
 
-    def _solve(self, problem: Problem, now: datetime) -> tuple[Schedule, str, str, float]:
-        from .solve import _finish, solve
-        from .solvers.highs import LP_OPTIONS, basis_arrays, new_highs, pass_lp, run, set_basis
-        from .solvers.result import SolverResult, SolverStatus
-
-        if self.method == "fast":
-            sched = solve(problem, method="fast")
-            return sched, "fast", "method='fast'", sched.solve_time_s
-        t0 = time.perf_counter()
-        lp = build_lp(problem)
-        fp = self._limit_fingerprint(problem)
-        if lp.n_cols == 0:  # nobody can draw (HiGHS calls an empty model an error)
-            res = SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
-            sched = _finish(problem, res, lambda x: np.zeros(problem.n_vars), "lp-highs", t0)
-            self._fp, self._fp_at = fp, now
-            return sched, "empty", "no session can draw", 0.0
-        start: tuple[np.ndarray, np.ndarray] | None = None
-        keys = None
-        try:  # the warm start is an optimisation: any fault in it means a cold solve
-            keys = self._keys(problem, lp) if self.warm else None
-            if keys is None:
-                reason = "warm start off: solved cold"
-            elif self._memo is None:
-                reason = "no previous optimal basis: solved cold"
-            elif self.cold_after_limit_cut and self._limits_cut(fp, now):
-                reason = ("a limit dropped over most of the horizon: solved cold (a warm start "
-                          "is slower there)")
-            else:
-                start, info = self._mapped_basis(lp, keys)
-                if start is None:
-                    reason = f"{info}: solved cold"
-                else:
-                    reason = f"previous basis mapped: {info}"
-        except Exception as exc:
-            keys, start, reason = None, None, f"warm start failed ({exc!r}): solved cold"
-        mode = "cold" if start is None else "warm"
+    def _plan(self, problem: Problem) -> tuple[Schedule, str, str, float]:
+        """Run the planner; a custom planner's result is checked (never trusted) unless it says
+        it is a simulation baseline that must show what no control causes
+        (``simulate_unsafe = True``)."""
+        planner = self.planner
+        if isinstance(planner, SolvePlanner):  # always through solve() and project()
+            sched = planner(problem)
+            return (sched, *describe(planner, sched))
         try:
-            hi = new_highs(LP_OPTIONS, self.time_limit_s)
-            pass_lp(hi, lp)
-            if start is not None and not set_basis(hi, *start, alien=self.alien_basis):
-                mode, reason = "cold", reason + "; HiGHS rejected it: solved cold"
-            t_run = time.perf_counter()
-            res = run(hi)
-            solve_s = time.perf_counter() - t_run
-        except Exception as exc:  # a broken solver must never take the controller down
-            self._memo = None
-            sched = replace_status_failed(solve(problem, method="fast"), f"HiGHS failed: {exc!r}")
-            return sched, mode, reason + f"; solver failed ({exc!r}): fast path", 0.0
-        self._fp, self._fp_at = fp, now
-        self._memo = None
-        if res.status == SolverStatus.OPTIMAL and res.x is not None and keys is not None:
-            try:
-                basis = basis_arrays(hi, lp, res.x)
-                if basis is not None:
-                    dual = np.asarray(hi.getSolution().col_dual, dtype=np.float64)
-                    self._memo = _BasisMemo.of(*keys, *basis, res.x, dual)
-            except Exception:  # no basis to start from next time: that step solves cold
-                self._memo = None
-        sched = _finish(problem, res, lambda x: lp.currents(problem, x), f"lp-highs-{mode}", t0)
+            sched = planner(problem)
+            if not isinstance(sched, Schedule) or sched.current.shape != (
+                    problem.n_sessions, problem.n_periods):
+                raise InputError(f"planner {planner!r} returned {type(sched).__name__}, not a "
+                                 "Schedule of the problem it was given")
+        except Exception as exc:  # one bad planner call must not stop the control loop
+            from .solve import solve
+
+            fb = solve(problem, "fast")
+            fb = replace(fb, status=ScheduleStatus.SOLVER_FAILED_FALLBACK, method="planner->fast",
+                         message=f"planner failed: {exc!r}")
+            return fb, "fallback", f"planner failed ({exc!r}): fast path", fb.solve_time_s
+        mode, reason, solve_s = describe(planner, sched)
+        from .safety import project, violations
+
+        if sched.problem is not problem and sched.n_phases is None:
+            bad = bool(violations(problem, sched.current, 1))
+        else:
+            bad = sched.problem.n_vars != problem.n_vars or bool(sched.violations(1))
+        if bad and not getattr(planner, "simulate_unsafe", False):
+
+            cur = project(problem, np.nan_to_num(np.asarray(sched.current, dtype=np.float64)))
+            sched = replace(sched, problem=problem, current=cur,
+                            message=(sched.message + "; " if sched.message else "")
+                            + "projected onto the limits")
+            reason += "; projected onto the limits"
         return sched, mode, reason, solve_s
-
-    # ------------------------------------------------------------------ warm start
-    def _sid(self, ids: tuple[str, ...]) -> np.ndarray:
-        """A stable integer per session id (assigned on first sight, never reused)."""
-        out = np.empty(len(ids), dtype=np.int64)
-        for i, sid in enumerate(ids):
-            k = self._sid_int.get(sid)
-            if k is None:
-                k = self._sid_int[sid] = len(self._sid_int)
-            out[i] = k
-        return out
-
-    def _keys(self, problem: Problem, lp: LinearProgram) -> tuple[np.ndarray, np.ndarray]:
-        """Stable int64 keys of the LP's columns and rows, equal across steps for the same thing.
-
-        Columns: ``r`` by (session, absolute period); import, export by absolute period; the peak
-        and ``z`` columns by kind. Rows (``lp.row_block`` / ``row_index``): a safety row by (kind,
-        node, phase, absolute period), an energy or fairness row by session, a balance or peak
-        row by absolute period. The absolute period counts steps of ``step_s`` from the first
-        horizon this controller solved (a ``now`` off that grid is rounded: the basis is only a
-        start, any start is correct).
-        """
-        if self._epoch is None:
-            self._epoch = problem.horizon.start
-        p0 = round((problem.horizon.start - self._epoch).total_seconds() / self.step_s)
-        sid = self._sid(problem.session_ids)
-        voc = lp.var_of_col
-        cols = [_pack(0, sid[problem.var_session[voc]], p0 + problem.var_period[voc])]
-        if lp.u_sess is not None and lp.u_sess.size:  # unmet energy per session
-            cols.append(_pack(10, sid[lp.u_sess], 0))
-        T = problem.n_periods
-        per = p0 + np.arange(T, dtype=np.int64)
-        if lp.imp_cols is not None:
-            cols += [_pack(1, 0, per), _pack(2, 0, per)]
-        if lp.peak_col is not None:
-            cols.append(_pack(3, 0, np.zeros(1, np.int64)))
-        if lp.z_col is not None:
-            cols.append(_pack(4, 0, np.zeros(1, np.int64)))
-        col_keys = np.concatenate(cols)
-        rows = np.empty(lp.n_rows, dtype=np.int64)
-        blk, idx = lp.row_block, lp.row_index
-        if blk is None or idx is None:
-            raise RuntimeError("the LP carries no row provenance (row_block/row_index)")
-        m = blk == 0
-        g = idx[m]
-        node_phase = ((problem.row_kind[g].astype(np.int64) << 24)
-                      | ((problem.row_node[g].astype(np.int64) + 1) << 3)
-                      | (problem.row_phase[g].astype(np.int64) + 1))
-        rows[m] = _pack(5, node_phase, p0 + problem.row_period[g])
-        for code, per_session in ((1, True), (2, False), (3, False), (4, True)):
-            m = blk == code
-            if m.any():
-                rows[m] = (_pack(5 + code, sid[idx[m]], 0) if per_session
-                           else _pack(5 + code, 0, p0 + idx[m]))
-        return col_keys, rows
-
-    def _mapped_basis(self, lp: LinearProgram, keys: tuple[np.ndarray, np.ndarray]
-                      ) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
-        """The previous optimal basis carried over to ``lp`` by key, with a consistent count.
-
-        Columns and rows found under the same key keep their status (a nonbasic column at an
-        upper bound that became infinite goes to its lower one); new columns start nonbasic at
-        their lower bound, new rows basic (slack). Then exactly ``n_rows`` entries must be basic:
-        with too many, the basic columns nearest a bound (at the previous values) become
-        nonbasic at it; with too few, the nonbasic rows with the most slack (previous values
-        under the new matrix) become basic. A singular basis matrix is left to HiGHS, which
-        swaps in slacks when it factorizes. Returns ``(None, why)`` when too little maps.
-        """
-        from .solvers.highs import BASIS_BASIC, BASIS_LOWER, BASIS_UPPER
-
-        memo = self._memo
-        assert memo is not None
-        ck, rk = keys
-        jc, hit_c = _lookup(memo.col_order, memo.col_keys, ck)
-        jr, hit_r = _lookup(memo.row_order, memo.row_keys, rk)
-        # Rows with identical coefficients (the L1/L2/L3 rows of a node whose vehicles all draw
-        # three phases) are merged by build_lp under one of their phases, not always the same
-        # one: a current row not found under its phase is looked up under the other phases.
-        cur = np.flatnonzero(~hit_r & ((rk >> _KIND_SHIFT) == _CURRENT_ROW_TAG))
-        for ph in (1, 2, 3):
-            if cur.size == 0:
-                break
-            alt = (rk[cur] & ~np.int64(0b111 << _PHASE_SHIFT)) | np.int64(ph << _PHASE_SHIFT)
-            j, hit = _lookup(memo.row_order, memo.row_keys, alt)
-            jr[cur[hit]], hit_r[cur[hit]] = j[hit], True
-            cur = cur[~hit]
-        n, m = lp.n_cols, lp.n_rows
-        frac = (hit_c.sum() + hit_r.sum()) / max(n + m, 1)
-        if frac < self.warm_min_mapped:
-            return None, f"only {frac:.0%} of the columns and rows map to the previous basis"
-        col = np.full(n, BASIS_LOWER, np.int8)
-        col[hit_c] = memo.col_status[jc[hit_c]]
-        x = np.zeros(n)
-        x[hit_c] = memo.x[jc[hit_c]]
-        lb, ub = lp.col_lb, lp.col_ub
-        col[(col == BASIS_UPPER) & ~np.isfinite(ub)] = BASIS_LOWER
-        x = np.clip(x, lb, ub)
-        x = np.where(col == BASIS_LOWER, lb, np.where(col == BASIS_UPPER, ub, x))
-        row = np.full(m, BASIS_BASIC, np.int8)
-        row[hit_r] = memo.row_status[jr[hit_r]]
-        nonb = row != BASIS_BASIC
-        row[nonb] = np.where(np.isfinite(lp.row_ub[nonb]), BASIS_UPPER, BASIS_LOWER)
-        nb = int((col == BASIS_BASIC).sum() + (row == BASIS_BASIC).sum())
-        fixed = ""
-        if nb > m:  # too many basic: the basic columns closest to a bound leave the basis
-            cand = np.flatnonzero(col == BASIS_BASIC)
-            to_lb, to_ub = x[cand] - lb[cand], ub[cand] - x[cand]
-            k = nb - m
-            pick = np.argpartition(np.minimum(to_lb, to_ub), k - 1)[:k]
-            col[cand[pick]] = np.where(to_ub[pick] < to_lb[pick], BASIS_UPPER, BASIS_LOWER)
-            fixed = f", {k} basic column(s) made nonbasic"
-        elif nb < m:  # too few basic
-            k = m - nb
-            pick = self._replacements(memo, ck, jc, hit_c, col, k)
-            col[pick] = BASIS_BASIC
-            fixed = f", {pick.size} column(s) made basic in place of lost ones"
-            if pick.size < k:  # the rest: slacks of the nonbasic rows with most room
-                cand = np.flatnonzero(row != BASIS_BASIC)
-                act = lp.A @ x
-                room = np.minimum(lp.row_ub[cand] - act[cand], act[cand] - lp.row_lb[cand])
-                rest = k - pick.size
-                row[cand[np.argpartition(-room, rest - 1)[:rest]]] = BASIS_BASIC
-                fixed += f", {rest} slack(s) made basic"
-        info = (f"{int(hit_c.sum())}/{n} columns, {int(hit_r.sum())}/{m} rows kept"
-                f"{fixed}")
-        return (col, row), info
-
-    @staticmethod
-    def _replacements(memo: _BasisMemo, ck: np.ndarray, jc: np.ndarray, hit_c: np.ndarray,
-                      col: np.ndarray, k: int) -> np.ndarray:
-        """Up to ``k`` nonbasic current columns to make basic, one for each basic current column
-        that left with the period rolled out (or the session gone), taken from the same session.
-
-        A basic column of a session pins its energy row's dual; when it leaves, making a slack
-        basic instead would zero a dual and make many columns dual infeasible. The replacement
-        is the session's mapped nonbasic column with the smallest previous reduced cost (the
-        one that was closest to entering), so the duals stay close to the previous optimum.
-        """
-        from .solvers.highs import BASIS_BASIC
-
-        old_is_r = (memo.col_keys_raw >> 59) == 0
-        lost = np.ones(memo.col_keys_raw.size, dtype=bool)
-        lost[jc[hit_c]] = False
-        lost &= old_is_r & (memo.col_status == BASIS_BASIC)
-        if not lost.any():
-            return np.zeros(0, np.int64)
-        sess_old = (memo.col_keys_raw[lost] >> 28) & 0x7FFFFFFF
-        need = np.bincount(sess_old)
-        cand = np.flatnonzero(hit_c & (col != BASIS_BASIC) & ((ck >> 59) == 0))
-        sess = (ck[cand] >> 28) & 0x7FFFFFFF
-        ok = sess < need.size
-        cand, sess = cand[ok], sess[ok]
-        ok = need[sess] > 0
-        cand, sess = cand[ok], sess[ok]
-        if cand.size == 0:
-            return cand
-        score = np.abs(memo.dual[jc[cand]])
-        order = np.lexsort((score, sess))
-        cand, sess, score = cand[order], sess[order], score[order]
-        first = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]])
-        rank = np.arange(sess.size) - np.repeat(first, np.diff(np.r_[first, sess.size]))
-        take = rank < need[sess]
-        cand, rank, score = cand[take], rank[take], score[take]
-        if cand.size > k:
-            cand = cand[np.lexsort((score, rank))[:k]]
-        return cand
-
-    def _limit_fingerprint(self, problem: Problem) -> np.ndarray:
-        """Per period: the site import room (kW) and every node's current (A) and power (kW)
-        limit — what a grid operator or a DR event can lower."""
-        T = problem.n_periods
-        return np.vstack([problem.import_cap_kw[None, :] - problem.base_load_kw + problem.pv_kw,
-                          problem.node_current_limit.reshape(-1, T),
-                          problem.node_power_limit_kw])
-
-    def _limits_cut(self, fp: np.ndarray, now: datetime) -> bool:
-        """Did a limit drop in most periods since the last solve (aligned in absolute time)?"""
-        old, then = self._fp, self._fp_at
-        if old is None or then is None or old.shape != fp.shape:
-            return False
-        d = round((now - then).total_seconds() / self.step_s)
-        T = fp.shape[1]
-        if d < 0 or d >= T:
-            return False
-        with np.errstate(invalid="ignore"):
-            lower = np.any(fp[:, : T - d] < old[:, d:] - 1e-9, axis=0)
-        return bool(lower.sum() > 0.5 * (T - d))
 
     def _after_step(self, now: datetime, problem: Problem, sched: Schedule) -> None:
         first = sched.current[:, 0] if problem.n_periods else np.zeros(problem.n_sessions)
@@ -666,16 +497,6 @@ class Controller:
         self.last_schedule = sched
 
 
-def replace_status_failed(sched: Schedule, message: str) -> Schedule:
-    """The fast-path schedule, marked as the fallback after a solver failure."""
-    from dataclasses import replace
-
-    from .schedule import ScheduleStatus
-
-    return replace(sched, status=ScheduleStatus.SOLVER_FAILED_FALLBACK, method="lp->fast",
-                   message=message)
-
-
 def _finite_nonneg(v: Any, what: str) -> float:
     try:
         f = float(v)
@@ -684,48 +505,3 @@ def _finite_nonneg(v: Any, what: str) -> float:
     if not np.isfinite(f) or f < 0:
         raise InputError(f"{what} must be finite and >= 0, got {v!r}")
     return f
-
-
-@dataclass(frozen=True, eq=False)
-class _BasisMemo:
-    """The last optimal basis, by key: keys sorted once (``*_order`` maps back)."""
-
-    col_keys: np.ndarray  #: sorted
-    col_order: np.ndarray
-    col_keys_raw: np.ndarray  #: in column order
-    row_keys: np.ndarray  #: sorted
-    row_order: np.ndarray
-    col_status: np.ndarray
-    row_status: np.ndarray
-    x: np.ndarray  #: column values
-    dual: np.ndarray  #: reduced costs of the columns
-
-    @classmethod
-    def of(cls, col_keys: np.ndarray, row_keys: np.ndarray, col_status: np.ndarray,
-           row_status: np.ndarray, x: np.ndarray, dual: np.ndarray) -> _BasisMemo:
-        co = np.argsort(col_keys, kind="stable")
-        ro = np.argsort(row_keys, kind="stable")
-        return cls(col_keys[co], co, col_keys, row_keys[ro], ro, col_status, row_status, x, dual)
-
-
-#: Bit positions in a safety row's key (see :meth:`Controller._keys` and :func:`_pack`): the
-#: key >> _KIND_SHIFT is (tag 5, row kind); the site phase + 1 sits in 3 bits at _PHASE_SHIFT.
-_KIND_SHIFT = 28 + 24
-_PHASE_SHIFT = 28
-_CURRENT_ROW_TAG = (5 << 7) | 0  # tag 5, ROW_NODE_CURRENT (kind 0)
-
-
-def _pack(tag: int, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
-    """One int64 key: ``tag`` (4 bits) | ``a`` (31 bits) | ``b`` (28 bits, offset by 2**27)."""
-    a = np.asarray(a, dtype=np.int64)
-    b = np.asarray(b, dtype=np.int64)
-    return (np.int64(tag) << 59) | ((a & 0x7FFFFFFF) << 28) | ((b + (1 << 27)) & 0xFFFFFFF)
-
-
-def _lookup(order: np.ndarray, sorted_keys: np.ndarray, keys: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """For each key: its index in the previous (unsorted) arrays and whether it was there."""
-    if sorted_keys.size == 0:
-        return np.zeros(keys.size, np.int64), np.zeros(keys.size, bool)
-    pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
-    return order[pos], sorted_keys[pos] == keys

@@ -52,44 +52,20 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import Field
 
-from ._base import FrozenModel, Identifier
 from .errors import InputError
 from .lp import LinearProgram, build_lp
+from .options import IntegerOptions, MilpOptions
 from .problem import ROW_NODE_CURRENT, Problem
 from .safety import project
 from .schedule import Schedule, ScheduleStatus
 
 #: HiGHS integrality codes.
 _CONT, _INT, _SEMI = 0, 1, 2
-
-
-class IntegerOptions(FrozenModel):
-    """User-chosen integer features of :func:`solve_milp` (``solve(method="milp", integer=…)``).
-
-    - ``min_current``: honour each session's minimum current (IEC 61851: 0 or ≥ min, A).
-    - ``discrete``: honour ``Evse.allowed_currents`` (discrete pilot steps).
-    - ``max_charging``: node id → most sessions charging at once below that node.
-    - ``min_run_periods`` / ``min_pause_periods``: shortest run / pause, in periods.
-    - ``phase_switching``: let EVSEs with ``phase_switching`` switch 3-phase vehicles to 1 phase.
-    - ``max_phase_switches``: most changes of the phase count per session over the horizon.
-    - ``formulation``: ``"binary"`` (default, measured faster) or ``"semicontinuous"`` (HiGHS'
-      native semi-continuous columns, used only for sessions that need nothing else).
-    """
-
-    min_current: bool = True
-    discrete: bool = True
-    max_charging: dict[Identifier, int] = Field(default_factory=dict)
-    min_run_periods: int = Field(default=1, ge=1)
-    min_pause_periods: int = Field(default=1, ge=1)
-    phase_switching: bool = True
-    max_phase_switches: int | None = Field(default=None, ge=0)
-    formulation: Literal["binary", "semicontinuous"] = "binary"
 
 
 def wants_integers(problem: Problem, opts: IntegerOptions | None) -> bool:
@@ -1321,22 +1297,33 @@ def _run_until(h, deadline: float):
 
 def solve_milp(
     problem: Problem,
-    integer: IntegerOptions | None = None,
+    options: MilpOptions | IntegerOptions | None = None,
     time_limit_s: float | None = None,
-    mip_rel_gap: float = 0.01,
-    options: dict[str, Any] | None = None,
+    mip_rel_gap: float | None = None,
+    *,
     t0: float | None = None,
 ) -> Schedule:
-    """Schedule ``problem`` with the integer features of ``integer`` (see the module docstring).
+    """Schedule ``problem`` with the MILP of ``options`` (see the module docstring).
 
-    ``time_limit_s`` bounds the whole call (LP relaxation, incumbent and branch-and-bound);
-    ``mip_rel_gap`` is the relative gap (objective with its constant) at which to stop;
-    ``options`` go to HiGHS' MIP solve. The result is always safe and satisfies every integer
+    ``options``: a :class:`~loadopt.options.MilpOptions`; an :class:`IntegerOptions` with
+    ``time_limit_s`` / ``mip_rel_gap`` is the 0.1 form. The time limit bounds the whole call (LP
+    relaxation, incumbent and branch-and-bound); ``mip_rel_gap`` is the relative gap (objective
+    with its constant) at which to stop. The result is always safe and satisfies every integer
     rule; ``status`` is ``optimal`` when the gap was reached, ``feasible`` on a time-out (the gap
     in ``message``), ``solver_failed_fallback`` when neither the LP nor the MIP gave a point.
     """
     from .solvers.highs import new_highs, pass_lp, run
 
+    if isinstance(options, MilpOptions):
+        if time_limit_s is not None or mip_rel_gap is not None:
+            raise ValueError("pass time_limit_s and mip_rel_gap inside MilpOptions")
+        opts = options
+    else:
+        kw: dict[str, Any] = {"integer": options, "time_limit_s": time_limit_s}
+        if mip_rel_gap is not None:
+            kw["mip_rel_gap"] = mip_rel_gap
+        opts = MilpOptions(**kw)
+    integer, time_limit_s, mip_rel_gap = opts.integer, opts.time_limit_s, opts.mip_rel_gap
     t0 = time.perf_counter() if t0 is None else t0
     deadline = None if time_limit_s is None else t0 + float(time_limit_s)
     model = build_milp(problem, integer)
@@ -1354,7 +1341,7 @@ def solve_milp(
             notes.append("time limit reached before branch-and-bound")
         else:
             try:
-                h = new_highs({"mip_rel_gap": mip_rel_gap, **(options or {})}, left)
+                h = new_highs({"mip_rel_gap": mip_rel_gap, **opts.highs}, left)
                 pass_lp(h, model.milp, model.integrality)
                 if deadline is not None:
                     _interrupt_at(h, deadline)
@@ -1388,11 +1375,11 @@ def solve_milp(
                 notes.append(f"HiGHS MIP failed: {exc}")
     method = "milp"
     if x_da is None:
-        from .solve import fallback_currents
+        from .fast import allocate_horizon
 
         status = ScheduleStatus.SOLVER_FAILED_FALLBACK
         method = "milp->fast"
-        cur = fallback_currents(problem)
+        cur = allocate_horizon(problem)
         xe = np.zeros(model.n_ext)
         xe[: problem.n_vars] = problem.gather(cur)
         x_da = enforce(model, xe)

@@ -30,12 +30,13 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 
 from .compile import compile_problem
 from .controller import Controller, StepRecord
+from .errors import InputError
 from .problem import Problem
 from .safety import violations
 from .scenario import Scenario
@@ -45,18 +46,20 @@ from .session import Session
 BASELINES = ("uncontrolled", "equal_share", "edf")
 
 
-class BaselinePolicy(Controller):
-    """A baseline with the controller's interface and bookkeeping, deciding one period ahead."""
+class BaselinePlanner:
+    """A baseline as a controller planner (:mod:`loadopt.planner`), deciding one period ahead:
+    ``uncontrolled`` (every vehicle at its maximum — breaks limits on purpose, to show what no
+    control causes: ``simulate_unsafe``), ``equal_share`` (:func:`loadopt.fast.allocate`
+    ``policy="fair"``) or ``edf`` (``policy="edf"``)."""
 
-    def __init__(self, site, kind: str, **kw) -> None:
+    def __init__(self, kind: str) -> None:
         if kind not in BASELINES:
-            raise ValueError(f"unknown baseline {kind!r}; choose from {BASELINES}")
-        kw["n_periods"] = 1
-        super().__init__(site, **kw)
+            raise InputError(f"unknown baseline {kind!r}; choose from {BASELINES}")
         self.kind = kind
-        self.reshare = False
+        self.simulate_unsafe = kind == "uncontrolled"
+        self.last_mode, self.last_reason, self.last_solve_s = "baseline", kind, 0.0
 
-    def _solve(self, problem: Problem, now: datetime):
+    def __call__(self, problem: Problem) -> Schedule:
         t0 = time.perf_counter()
         if self.kind == "uncontrolled":
             cur = problem.dense(problem.var_ub)
@@ -66,10 +69,10 @@ class BaselinePolicy(Controller):
             pol = "fair" if self.kind == "equal_share" else "edf"
             cur = np.zeros((problem.n_sessions, problem.n_periods))
             if problem.n_sessions:
-                cur[:, 0] = allocate(problem, 0, pol)  # type: ignore[arg-type]
-        dt = time.perf_counter() - t0
-        sched = Schedule(problem, cur, ScheduleStatus.FEASIBLE, self.kind, solve_time_s=dt)
-        return sched, "baseline", self.kind, dt
+                cur[:, 0] = allocate(problem, 0, pol)
+        self.last_solve_s = time.perf_counter() - t0
+        return Schedule(problem, cur, ScheduleStatus.FEASIBLE, self.kind,
+                        solve_time_s=self.last_solve_s)
 
 
 @dataclass
@@ -134,7 +137,8 @@ def simulate(
             ctl: Controller = Controller(scenario.site, n_periods=n,
                                          **{**opts, **(controller_options or {})})
         else:
-            ctl = BaselinePolicy(scenario.site, policy, **opts)
+            ctl = Controller(scenario.site, planner=BaselinePlanner(policy), n_periods=1,
+                             reshare=False, **opts)
     else:
         ctl, name = policy, type(policy).__name__
     rng = np.random.default_rng(seed)

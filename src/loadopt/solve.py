@@ -13,13 +13,20 @@ from typing import Any, Literal
 import numpy as np
 
 from .lp import build_lp
+from .options import (
+    AutoOptions,
+    FastOptions,
+    IntegerOptions,
+    Method,
+    MilpOptions,
+    SolveOptions,
+    as_options,
+)
 from .problem import Problem
 from .safety import project
 from .schedule import Schedule, ScheduleStatus
 from .solvers.result import SolverResult, SolverStatus
-
-Method = Literal["lp", "fast", "milp", "auto"]
-Backend = Literal["highs", "pulp"]
+from .solvers.warm import WarmStart
 
 
 def fallback_currents(problem: Problem) -> np.ndarray:
@@ -35,63 +42,82 @@ def fallback_currents(problem: Problem) -> np.ndarray:
 
 def solve(
     problem: Problem,
-    method: Method = "lp",
-    backend: Backend = "highs",
-    time_limit_s: float | None = None,
-    options: dict[str, Any] | None = None,
+    options: SolveOptions | str | dict[str, Any] | None = None,
     *,
-    policy: str = "fair",
-    integer: Any = None,
-    mip_rel_gap: float = 0.01,
+    warm_start: WarmStart | None = None,
+    method: Method | None = None,
+    backend: Literal["highs", "pulp"] | None = None,
+    time_limit_s: float | None = None,
+    policy: str | None = None,
+    integer: IntegerOptions | None = None,
+    mip_rel_gap: float | None = None,
 ) -> Schedule:
-    """Schedule ``problem``.
+    """Schedule ``problem``: the one way to a :class:`~loadopt.schedule.Schedule`.
 
-    ``method="lp"`` solves the LP of docs/formulation.md with ``backend`` (``"highs"`` through
-    highspy, the default and fast path; ``"pulp"`` for CBC or any solver PuLP drives, passed as
-    ``options={"solver": ...}``). ``time_limit_s`` bounds the solver's time. ``options`` go to
-    HiGHS as ``setOptionValue`` pairs.
+    Parameters
+    ----------
+    problem
+        The compiled problem (:func:`loadopt.compile_problem`).
+    options
+        How to solve: :class:`~loadopt.options.LpOptions` (the default: the LP of
+        docs/formulation.md on HiGHS), :class:`~loadopt.options.MilpOptions` (minimum current,
+        discrete steps, caps, run/pause, 1p/3p switching), :class:`~loadopt.options.AutoOptions`
+        (the MILP when an integer feature is asked for, else the LP) or
+        :class:`~loadopt.options.FastOptions` (the numba allocator, no optimiser).
+    warm_start
+        A :class:`~loadopt.solvers.warm.WarmStart` carried across calls (rolling horizon): the
+        HiGHS LP starts from the previous optimal basis mapped onto this problem. Ignored by the
+        other methods.
+    method, backend, time_limit_s, policy, integer, mip_rel_gap
+        The 0.1 keyword forms, still accepted: turned into the options object by
+        :func:`loadopt.options.as_options`. A keyword that does not apply to the method is an
+        error; so is mixing them with an options object.
 
-    ``method="milp"`` solves the MILP of :mod:`loadopt.milp` (minimum current, discrete steps,
-    caps on sessions charging at once, minimum run/pause, 1p/3p switching) chosen by
-    ``integer`` (a :class:`loadopt.milp.IntegerOptions`; default: minimum current and discrete
-    steps), stopping at ``mip_rel_gap``. ``method="auto"``: the MILP when an integer feature is
-    asked for (``integer`` given, or an EVSE with ``allowed_currents`` or ``phase_switching``),
-    else the LP.
-
-    The returned :class:`~loadopt.schedule.Schedule` is always safe; its ``status`` is
-    ``optimal``, ``feasible``, or a ``*_fallback`` that says why the fallback was used.
+    Returns
+    -------
+    Schedule
+        Always safe (through :func:`loadopt.safety.project`); ``status`` is ``optimal``,
+        ``feasible``, or a ``*_fallback`` that says why the fast path was used.
     """
+    opts = as_options(options, method=method, backend=backend, time_limit_s=time_limit_s,
+                      policy=policy, integer=integer, mip_rel_gap=mip_rel_gap)
     t0 = time.perf_counter()
-    if method == "fast":  # policy: "fair" | "edf" | "llf", see loadopt.fast
+    if isinstance(opts, FastOptions):
         from .fast import allocate_horizon
 
-        cur = project(problem, allocate_horizon(problem, policy))
+        cur = project(problem, allocate_horizon(problem, opts.policy))
         return Schedule(problem, cur, ScheduleStatus.FEASIBLE, "fast",
                         solve_time_s=time.perf_counter() - t0, notices=problem.notices)
-    if method in ("milp", "auto"):
-        from .milp import solve_milp, wants_integers
+    if isinstance(opts, AutoOptions):
+        from .milp import wants_integers
 
-        if method == "milp" or wants_integers(problem, integer):
-            if backend != "highs":
-                raise ValueError(f"the MILP runs on HiGHS only, not backend {backend!r}")
-            return solve_milp(problem, integer, time_limit_s, mip_rel_gap, options, t0)
-        method = "lp"
-    if method != "lp":
-        raise ValueError(f"unknown method {method!r}; use 'lp', 'fast', 'milp' or 'auto'")
+        opts = opts.milp if wants_integers(problem, opts.milp.integer) else opts.lp
+    if isinstance(opts, MilpOptions):
+        from .milp import solve_milp
+
+        return solve_milp(problem, opts, t0=t0)
     lp = build_lp(problem)
-    if backend == "highs":
+    label = f"lp-{opts.backend}"
+    if lp.n_cols == 0 and warm_start is None:  # nobody can draw (HiGHS calls it an error)
+        res = SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
+    elif opts.backend == "highs":
         from .solvers.highs import LP_OPTIONS, solve_lp
 
-        options = {**LP_OPTIONS, **(options or {})}
-    elif backend == "pulp":
-        from .solvers.pulp_backend import solve_lp
+        highs = {**LP_OPTIONS, **opts.highs}
+        if warm_start is not None:
+            res = warm_start.solve(problem, lp, highs, opts.time_limit_s)
+            if warm_start.mode != "empty":
+                label = f"lp-highs-{warm_start.mode}"
+        else:
+            res = solve_lp(lp, time_limit_s=opts.time_limit_s, options=highs)
     else:
-        raise ValueError(f"unknown backend {backend!r}; use 'highs' or 'pulp'")
-    if lp.n_cols == 0:  # nobody can draw: nothing to optimise (HiGHS calls this an error)
-        res = SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
-    else:
-        res = solve_lp(lp, time_limit_s=time_limit_s, options=options)
-    return _finish(problem, res, lambda x: lp.currents(problem, x), f"lp-{backend}", t0)
+        from .solvers.pulp_backend import solve_lp as solve_pulp
+
+        pulp = {"solver": opts.pulp_solver} if opts.pulp_solver is not None else None
+        res = (SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
+               if lp.n_cols == 0 else solve_pulp(lp, time_limit_s=opts.time_limit_s,
+                                                 options=pulp))
+    return _finish(problem, res, lambda x: lp.currents(problem, x), label, t0)
 
 
 def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float) -> Schedule:

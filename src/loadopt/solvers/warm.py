@@ -1,0 +1,352 @@
+"""Warm starts across rolling-horizon steps: the previous optimal basis, carried over by key.
+
+Each step builds the reduced LP of the new problem cold (:func:`loadopt.lp.build_lp`,
+milliseconds) and hands HiGHS the previous step's optimal basis mapped onto it by stable keys — a
+current column by (session, absolute period), a safety row by (kind, node, phase, absolute
+period), an energy row by session, a balance/peak row by absolute period. What is new starts
+nonbasic at 0 (columns) or basic (rows); the basic count is repaired to the number of rows; HiGHS
+swaps slacks into a singular basis when it factorizes. Sessions arriving or leaving only change
+the keys that match. After a limit drop over most of the horizon the step is solved cold (a warm
+start is many times slower there: re-measured in benchmarks/test_bench_controller.py).
+
+A :class:`WarmStart` is the state one sequence of solves carries between calls; pass it to
+:func:`loadopt.solve` as ``warm_start=`` (the :class:`~loadopt.controller.Controller` does).
+The warm start is only an optimisation: any fault in it means a cold solve, never a wrong one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ..lp import LinearProgram
+from ..problem import Problem
+from .result import SolverResult, SolverStatus
+
+
+class WarmStart:
+    """The previous optimal basis of a sequence of LP solves, and how to map it onto the next.
+
+    ``enabled``: hand HiGHS the mapped basis (off: every solve is cold and nothing is kept).
+    ``min_mapped``: below this share of columns + rows found in the previous basis, solve cold.
+    ``alien``: let HiGHS repair the basic count itself (``HighsBasis.alien``) instead of
+    :meth:`mapped_basis` doing it (measured slower: one extra LU factorization).
+    ``cold_after_limit_cut``: solve cold when a limit dropped over most of the horizon.
+
+    After each :meth:`solve`, ``mode`` is ``"warm"``, ``"cold"`` or ``"empty"`` and ``reason``
+    says why (for logs).
+    """
+
+    def __init__(self, *, enabled: bool = True, min_mapped: float = 0.5, alien: bool = False,
+                 cold_after_limit_cut: bool = True) -> None:
+        self.enabled = bool(enabled)
+        self.min_mapped = float(min_mapped)
+        self.alien = bool(alien)
+        self.cold_after_limit_cut = bool(cold_after_limit_cut)
+        self.memo: BasisMemo | None = None
+        self.mode = "cold"
+        self.reason = ""
+        self.solve_s = 0.0  #: the last solver run (s)
+        self._epoch: datetime | None = None
+        self._sid_int: dict[str, int] = {}
+        self._fp: np.ndarray | None = None
+        self._fp_at: datetime | None = None
+
+    def reset(self) -> None:
+        """Forget the previous basis (the next solve is cold)."""
+        self.memo = None
+
+    # ------------------------------------------------------------------ the solve
+    def solve(self, problem: Problem, lp: LinearProgram, options: dict[str, Any] | None,
+              time_limit_s: float | None) -> SolverResult:
+        """Solve ``lp`` (built from ``problem``) on HiGHS from the mapped previous basis, and
+        keep the new optimal basis for the next call. Never raises: a solver fault comes back as
+        an ``ERROR`` result (and the next solve is cold)."""
+        from .highs import basis_arrays, new_highs, pass_lp, run, set_basis
+
+        now = problem.horizon.start
+        fp = self._limit_fingerprint(problem)
+        if lp.n_cols == 0:  # nobody can draw (HiGHS calls an empty model an error)
+            self._fp, self._fp_at = fp, now
+            self.mode, self.reason, self.solve_s = "empty", "no session can draw", 0.0
+            return SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
+        start: tuple[np.ndarray, np.ndarray] | None = None
+        keys = None
+        try:  # the warm start is an optimisation: any fault in it means a cold solve
+            keys = self.keys(problem, lp) if self.enabled else None
+            if keys is None:
+                reason = "warm start off: solved cold"
+            elif self.memo is None:
+                reason = "no previous optimal basis: solved cold"
+            elif self.cold_after_limit_cut and self._limits_cut(fp, now, problem.horizon.step_s):
+                reason = ("a limit dropped over most of the horizon: solved cold (a warm start "
+                          "is slower there)")
+            else:
+                start, info = self.mapped_basis(lp, keys)
+                reason = f"{info}: solved cold" if start is None else (
+                    f"previous basis mapped: {info}")
+        except Exception as exc:
+            keys, start, reason = None, None, f"warm start failed ({exc!r}): solved cold"
+        mode = "cold" if start is None else "warm"
+        t0 = time.perf_counter()
+        try:
+            hi = new_highs(options, time_limit_s)
+            pass_lp(hi, lp)
+            if start is not None and not set_basis(hi, *start, alien=self.alien):
+                mode, reason = "cold", reason + "; HiGHS rejected it: solved cold"
+            res = run(hi)
+        except Exception as exc:  # a broken solver must never take the controller down
+            self.memo = None
+            self.mode, self.reason = mode, reason + f"; solver failed ({exc!r}): fast path"
+            self.solve_s = 0.0
+            return SolverResult(SolverStatus.ERROR, None, None, time.perf_counter() - t0,
+                                f"HiGHS failed: {exc!r}")
+        self._fp, self._fp_at = fp, now
+        self.memo = None
+        if res.status == SolverStatus.OPTIMAL and res.x is not None and keys is not None:
+            try:
+                basis = basis_arrays(hi, lp, res.x)
+                if basis is not None:
+                    dual = np.asarray(hi.getSolution().col_dual, dtype=np.float64)
+                    self.memo = BasisMemo.of(*keys, *basis, res.x, dual)
+            except Exception:  # no basis to start from next time: that step solves cold
+                self.memo = None
+        self.mode, self.reason, self.solve_s = mode, reason, res.time_s
+        return res
+
+    # ------------------------------------------------------------------ keys and mapping
+    def _sid(self, ids: tuple[str, ...]) -> np.ndarray:
+        """A stable integer per session id (assigned on first sight, never reused)."""
+        out = np.empty(len(ids), dtype=np.int64)
+        for i, sid in enumerate(ids):
+            k = self._sid_int.get(sid)
+            if k is None:
+                k = self._sid_int[sid] = len(self._sid_int)
+            out[i] = k
+        return out
+
+    def keys(self, problem: Problem, lp: LinearProgram) -> tuple[np.ndarray, np.ndarray]:
+        """Stable int64 keys of the LP's columns and rows, equal across steps for the same thing.
+
+        Columns: ``r`` by (session, absolute period); import, export by absolute period; the peak
+        and ``z`` columns by kind. Rows (``lp.row_block`` / ``row_index``): a safety row by (kind,
+        node, phase, absolute period), an energy or fairness row by session, a balance or peak
+        row by absolute period. The absolute period counts steps of the horizon's ``step_s``
+        from the first horizon this warm start saw (a ``now`` off that grid is rounded: the
+        basis is only a start, any start is correct).
+        """
+        if self._epoch is None:
+            self._epoch = problem.horizon.start
+        step_s = problem.horizon.step_s
+        p0 = round((problem.horizon.start - self._epoch).total_seconds() / step_s)
+        sid = self._sid(problem.session_ids)
+        voc = lp.var_of_col
+        cols = [_pack(0, sid[problem.var_session[voc]], p0 + problem.var_period[voc])]
+        if lp.u_sess is not None and lp.u_sess.size:  # unmet energy per session
+            cols.append(_pack(10, sid[lp.u_sess], 0))
+        T = problem.n_periods
+        per = p0 + np.arange(T, dtype=np.int64)
+        if lp.imp_cols is not None:
+            cols += [_pack(1, 0, per), _pack(2, 0, per)]
+        if lp.peak_col is not None:
+            cols.append(_pack(3, 0, np.zeros(1, np.int64)))
+        if lp.z_col is not None:
+            cols.append(_pack(4, 0, np.zeros(1, np.int64)))
+        col_keys = np.concatenate(cols)
+        rows = np.empty(lp.n_rows, dtype=np.int64)
+        blk, idx = lp.row_block, lp.row_index
+        if blk is None or idx is None:
+            raise RuntimeError("the LP carries no row provenance (row_block/row_index)")
+        m = blk == 0
+        g = idx[m]
+        node_phase = ((problem.row_kind[g].astype(np.int64) << 24)
+                      | ((problem.row_node[g].astype(np.int64) + 1) << 3)
+                      | (problem.row_phase[g].astype(np.int64) + 1))
+        rows[m] = _pack(5, node_phase, p0 + problem.row_period[g])
+        for code, per_session in ((1, True), (2, False), (3, False), (4, True)):
+            m = blk == code
+            if m.any():
+                rows[m] = (_pack(5 + code, sid[idx[m]], 0) if per_session
+                           else _pack(5 + code, 0, p0 + idx[m]))
+        return col_keys, rows
+
+    def mapped_basis(self, lp: LinearProgram, keys: tuple[np.ndarray, np.ndarray]
+                      ) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+        """The previous optimal basis carried over to ``lp`` by key, with a consistent count.
+
+        Columns and rows found under the same key keep their status (a nonbasic column at an
+        upper bound that became infinite goes to its lower one); new columns start nonbasic at
+        their lower bound, new rows basic (slack). Then exactly ``n_rows`` entries must be basic:
+        with too many, the basic columns nearest a bound (at the previous values) become
+        nonbasic at it; with too few, the nonbasic rows with the most slack (previous values
+        under the new matrix) become basic. A singular basis matrix is left to HiGHS, which
+        swaps in slacks when it factorizes. Returns ``(None, why)`` when too little maps.
+        """
+        from .highs import BASIS_BASIC, BASIS_LOWER, BASIS_UPPER
+
+        memo = self.memo
+        assert memo is not None
+        ck, rk = keys
+        jc, hit_c = _lookup(memo.col_order, memo.col_keys, ck)
+        jr, hit_r = _lookup(memo.row_order, memo.row_keys, rk)
+        # Rows with identical coefficients (the L1/L2/L3 rows of a node whose vehicles all draw
+        # three phases) are merged by build_lp under one of their phases, not always the same
+        # one: a current row not found under its phase is looked up under the other phases.
+        cur = np.flatnonzero(~hit_r & ((rk >> _KIND_SHIFT) == _CURRENT_ROW_TAG))
+        for ph in (1, 2, 3):
+            if cur.size == 0:
+                break
+            alt = (rk[cur] & ~np.int64(0b111 << _PHASE_SHIFT)) | np.int64(ph << _PHASE_SHIFT)
+            j, hit = _lookup(memo.row_order, memo.row_keys, alt)
+            jr[cur[hit]], hit_r[cur[hit]] = j[hit], True
+            cur = cur[~hit]
+        n, m = lp.n_cols, lp.n_rows
+        frac = (hit_c.sum() + hit_r.sum()) / max(n + m, 1)
+        if frac < self.min_mapped:
+            return None, f"only {frac:.0%} of the columns and rows map to the previous basis"
+        col = np.full(n, BASIS_LOWER, np.int8)
+        col[hit_c] = memo.col_status[jc[hit_c]]
+        x = np.zeros(n)
+        x[hit_c] = memo.x[jc[hit_c]]
+        lb, ub = lp.col_lb, lp.col_ub
+        col[(col == BASIS_UPPER) & ~np.isfinite(ub)] = BASIS_LOWER
+        x = np.clip(x, lb, ub)
+        x = np.where(col == BASIS_LOWER, lb, np.where(col == BASIS_UPPER, ub, x))
+        row = np.full(m, BASIS_BASIC, np.int8)
+        row[hit_r] = memo.row_status[jr[hit_r]]
+        nonb = row != BASIS_BASIC
+        row[nonb] = np.where(np.isfinite(lp.row_ub[nonb]), BASIS_UPPER, BASIS_LOWER)
+        nb = int((col == BASIS_BASIC).sum() + (row == BASIS_BASIC).sum())
+        fixed = ""
+        if nb > m:  # too many basic: the basic columns closest to a bound leave the basis
+            cand = np.flatnonzero(col == BASIS_BASIC)
+            to_lb, to_ub = x[cand] - lb[cand], ub[cand] - x[cand]
+            k = nb - m
+            pick = np.argpartition(np.minimum(to_lb, to_ub), k - 1)[:k]
+            col[cand[pick]] = np.where(to_ub[pick] < to_lb[pick], BASIS_UPPER, BASIS_LOWER)
+            fixed = f", {k} basic column(s) made nonbasic"
+        elif nb < m:  # too few basic
+            k = m - nb
+            pick = self._replacements(memo, ck, jc, hit_c, col, k)
+            col[pick] = BASIS_BASIC
+            fixed = f", {pick.size} column(s) made basic in place of lost ones"
+            if pick.size < k:  # the rest: slacks of the nonbasic rows with most room
+                cand = np.flatnonzero(row != BASIS_BASIC)
+                act = lp.A @ x
+                room = np.minimum(lp.row_ub[cand] - act[cand], act[cand] - lp.row_lb[cand])
+                rest = k - pick.size
+                row[cand[np.argpartition(-room, rest - 1)[:rest]]] = BASIS_BASIC
+                fixed += f", {rest} slack(s) made basic"
+        info = (f"{int(hit_c.sum())}/{n} columns, {int(hit_r.sum())}/{m} rows kept"
+                f"{fixed}")
+        return (col, row), info
+
+    @staticmethod
+    def _replacements(memo: BasisMemo, ck: np.ndarray, jc: np.ndarray, hit_c: np.ndarray,
+                      col: np.ndarray, k: int) -> np.ndarray:
+        """Up to ``k`` nonbasic current columns to make basic, one for each basic current column
+        that left with the period rolled out (or the session gone), taken from the same session.
+
+        A basic column of a session pins its energy row's dual; when it leaves, making a slack
+        basic instead would zero a dual and make many columns dual infeasible. The replacement
+        is the session's mapped nonbasic column with the smallest previous reduced cost (the
+        one that was closest to entering), so the duals stay close to the previous optimum.
+        """
+        from .highs import BASIS_BASIC
+
+        old_is_r = (memo.col_keys_raw >> 59) == 0
+        lost = np.ones(memo.col_keys_raw.size, dtype=bool)
+        lost[jc[hit_c]] = False
+        lost &= old_is_r & (memo.col_status == BASIS_BASIC)
+        if not lost.any():
+            return np.zeros(0, np.int64)
+        sess_old = (memo.col_keys_raw[lost] >> 28) & 0x7FFFFFFF
+        need = np.bincount(sess_old)
+        cand = np.flatnonzero(hit_c & (col != BASIS_BASIC) & ((ck >> 59) == 0))
+        sess = (ck[cand] >> 28) & 0x7FFFFFFF
+        ok = sess < need.size
+        cand, sess = cand[ok], sess[ok]
+        ok = need[sess] > 0
+        cand, sess = cand[ok], sess[ok]
+        if cand.size == 0:
+            return cand
+        score = np.abs(memo.dual[jc[cand]])
+        order = np.lexsort((score, sess))
+        cand, sess, score = cand[order], sess[order], score[order]
+        first = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]])
+        rank = np.arange(sess.size) - np.repeat(first, np.diff(np.r_[first, sess.size]))
+        take = rank < need[sess]
+        cand, rank, score = cand[take], rank[take], score[take]
+        if cand.size > k:
+            cand = cand[np.lexsort((score, rank))[:k]]
+        return cand
+
+    def _limit_fingerprint(self, problem: Problem) -> np.ndarray:
+        """Per period: the site import room (kW) and every node's current (A) and power (kW)
+        limit — what a grid operator or a DR event can lower."""
+        T = problem.n_periods
+        return np.vstack([problem.import_cap_kw[None, :] - problem.base_load_kw + problem.pv_kw,
+                          problem.node_current_limit.reshape(-1, T),
+                          problem.node_power_limit_kw])
+
+    def _limits_cut(self, fp: np.ndarray, now: datetime, step_s: int) -> bool:
+        """Did a limit drop in most periods since the last solve (aligned in absolute time)?"""
+        old, then = self._fp, self._fp_at
+        if old is None or then is None or old.shape != fp.shape:
+            return False
+        d = round((now - then).total_seconds() / step_s)
+        T = fp.shape[1]
+        if d < 0 or d >= T:
+            return False
+        with np.errstate(invalid="ignore"):
+            lower = np.any(fp[:, : T - d] < old[:, d:] - 1e-9, axis=0)
+        return bool(lower.sum() > 0.5 * (T - d))
+
+
+@dataclass(frozen=True, eq=False)
+class BasisMemo:
+    """The last optimal basis, by key: keys sorted once (``*_order`` maps back)."""
+
+    col_keys: np.ndarray  #: sorted
+    col_order: np.ndarray
+    col_keys_raw: np.ndarray  #: in column order
+    row_keys: np.ndarray  #: sorted
+    row_order: np.ndarray
+    col_status: np.ndarray
+    row_status: np.ndarray
+    x: np.ndarray  #: column values
+    dual: np.ndarray  #: reduced costs of the columns
+
+    @classmethod
+    def of(cls, col_keys: np.ndarray, row_keys: np.ndarray, col_status: np.ndarray,
+           row_status: np.ndarray, x: np.ndarray, dual: np.ndarray) -> BasisMemo:
+        co = np.argsort(col_keys, kind="stable")
+        ro = np.argsort(row_keys, kind="stable")
+        return cls(col_keys[co], co, col_keys, row_keys[ro], ro, col_status, row_status, x, dual)
+
+
+#: Bit positions in a safety row's key (see :meth:`WarmStart.keys` and :func:`_pack`): the
+#: key >> _KIND_SHIFT is (tag 5, row kind); the site phase + 1 sits in 3 bits at _PHASE_SHIFT.
+_KIND_SHIFT = 28 + 24
+_PHASE_SHIFT = 28
+_CURRENT_ROW_TAG = (5 << 7) | 0  # tag 5, ROW_NODE_CURRENT (kind 0)
+
+
+def _pack(tag: int, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
+    """One int64 key: ``tag`` (4 bits) | ``a`` (31 bits) | ``b`` (28 bits, offset by 2**27)."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    return (np.int64(tag) << 59) | ((a & 0x7FFFFFFF) << 28) | ((b + (1 << 27)) & 0xFFFFFFF)
+
+
+def _lookup(order: np.ndarray, sorted_keys: np.ndarray, keys: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """For each key: its index in the previous (unsorted) arrays and whether it was there."""
+    if sorted_keys.size == 0:
+        return np.zeros(keys.size, np.int64), np.zeros(keys.size, bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return order[pos], sorted_keys[pos] == keys
