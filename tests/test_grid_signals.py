@@ -211,3 +211,34 @@ def test_curtailment_sheds_the_lowest_priority_first():
     sched = lo.solve(lo.compile_problem(two_level_site(2), sessions, horizon(8), s))
     assert sched.current[1, 0] == 32.0
     assert sched.current[0, 0] * 0.69 <= 23.0 - 32 * 0.69 + 1e-9  # the rest only
+
+
+# ------------------------------------------------------------------ compliance
+def test_compliance_required_planned_metered_and_causes():
+    from loadopt.grid.compliance import compliance
+
+    sessions = [session(f"s{k}", f"e{k}", 100.0, arr_h=-1) for k in range(2)]
+    s = lo.Signals(base_load_kw=5.0, grid_signals=(
+        sig("cap", 0, 2, import_cap_kw=20.0), sig("tiny", 3, 4, import_cap_kw=2.0)))
+    sched = lo.solve(lo.compile_problem(two_level_site(2), sessions, horizon(4), s))
+    c_cap, c_tiny = compliance(sched)
+    np.testing.assert_array_equal(c_cap.period_index, [0, 1])
+    np.testing.assert_allclose(c_cap.required_kw, 20.0)
+    assert np.all(c_cap.planned_kw <= 20.0 + 1e-9) and c_cap.compliant
+    # both cars want more than they got: curtailed = what they could still have drawn, ≤ short
+    short = sum(max(100.0 - e, 0.0) for e in sched.energy_kwh)
+    room = 2 * 2 * 32 * 0.69 - (c_cap.planned_kw - 5.0).sum()
+    assert c_cap.curtailed_kwh == pytest.approx(min(room, short))
+    assert not c_tiny.compliant and "base load alone" in c_tiny.cause[0]
+    # a meter that saw more than planned: missed, with that cause, judged on the meter
+    metered = sched.import_kw.copy()
+    metered[1] += 3.0
+    metered[0] = np.nan
+    c = compliance(sched, metered)[0]
+    assert c.met.tolist() == [True, False] and "metered" in c.cause[1]
+    assert c.as_dict()["periods"][1]["metered_kw"] == pytest.approx(metered[1])
+    k = sched.kpis().demand_response
+    assert [d.compliant for d in k] == [True, False] and k[0].curtailed_kwh > 0
+    assert "grid signal cap" in sched.kpis().table()
+    with pytest.raises(lo.InputError, match="unknown node"):
+        compliance(sched, {"nope": metered})

@@ -43,11 +43,17 @@ class SessionKpi:
 
 @dataclass(frozen=True)
 class DrKpi:
+    """One grid signal's compliance in this schedule (:mod:`loadopt.grid.compliance`)."""
+
     event_id: str
-    periods: int  #: periods of the horizon inside the event window
-    max_import_kw: float
-    cap_kw: float  #: the tightest cap in the window
+    periods: int  #: periods of the horizon the signal covers
+    max_import_kw: float  #: largest planned load of its node there (net export for export caps)
+    cap_kw: float  #: the tightest requirement there (cap, setpoint or export cap)
     compliant: bool
+    kind: str = "import_cap_kw"
+    node: str = ""  #: "" = the grid connection
+    cause: str = ""  #: why it is not met (first missed period)
+    curtailed_kwh: float = 0.0  #: energy not delivered because of it
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,13 @@ class Kpis:
             ("energy cost", f"{self.energy_cost:,.2f}"),
         ]
         for d in self.demand_response:
-            ok = "met" if d.compliant else "NOT MET"
-            rows.append((f"DR event {d.event_id}",
-                         f"{ok}: max import {d.max_import_kw:,.1f} kW ≤ cap {d.cap_kw:,.1f} kW"))
+            if d.periods == 0:
+                continue
+            ok = "met" if d.compliant else f"NOT MET ({d.cause})"
+            where = f" at {d.node}" if d.node else ""
+            rows.append((f"grid signal {d.event_id}",
+                         f"{ok}: {d.kind}{where}, max {d.max_import_kw:,.1f} kW vs "
+                         f"{d.cap_kw:,.1f} kW, {d.curtailed_kwh:,.1f} kWh curtailed"))
         w = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
@@ -232,16 +242,16 @@ class Schedule:
         cost = float(np.sum(np.maximum(imp, 0) * p.import_price * dt))
         if p.export_price is not None:
             cost -= float(np.sum(np.maximum(-imp, 0) * p.export_price * dt))
+        from .grid.compliance import compliance
+
         drs = []
-        for j, eid in enumerate(p.dr_event_ids):
-            win = np.isfinite(p.dr_cap_kw[j])
-            if not win.any():
-                drs.append(DrKpi(eid, 0, 0.0, float("inf"), True))
+        for c in compliance(self):
+            if c.period_index.size == 0:
+                drs.append(DrKpi(c.signal_id, 0, 0.0, float("inf"), True, c.kind, c.node))
                 continue
-            mx = float(imp[win].max())
-            cap = float(p.dr_cap_kw[j][win].min())
-            drs.append(DrKpi(eid, int(win.sum()), mx, cap,
-                             bool(np.all(imp[win] <= p.dr_cap_kw[j][win] + 1e-6))))
+            drs.append(DrKpi(c.signal_id, int(c.period_index.size), float(c.planned_kw.max()),
+                             float(c.required_kw.min()), c.compliant, c.kind, c.node,
+                             c.first_cause, c.curtailed_kwh))
         return Kpis(
             sessions=sess, delivered_kwh=float(got.sum()),
             requested_kwh=float(p.session_energy_kwh.sum()),

@@ -32,7 +32,9 @@ class SignalArrays:
     node: np.ndarray  #: (K,) node index of each signal
     kind: tuple[str, ...]  #: the signal's kind after level mapping ("none" if a level asks nothing)
     cap_kw: np.ndarray  #: (K, T) hard cap of each signal, +inf where it asks for none
-    required_kw: np.ndarray  #: (K, T) what it asks for (cap, setpoint, export cap), NaN elsewhere
+    #: (K, T) what it asks for (cap before §14a floors, setpoint, export cap, fallback), NaN
+    #: where it asks for nothing
+    required_kw: np.ndarray
     node_cap_kw: np.ndarray  #: (N, T) all signal caps of each node combined (min)
     floor_kw: np.ndarray  #: (K, T) sum of the §14a floors under the signal (0 = none)
     floor_a: np.ndarray  #: (V,) per-variable §14a floor (A, before the breakers are applied)
@@ -174,6 +176,8 @@ def signal_arrays(
             sp_pen[better] = sig.penalty_per_kwh
             req[j, live] = float(value)  # type: ignore[arg-type]
 
+        fin = np.isfinite(cap[j])
+        req[j, fin] = cap[j, fin]  # what the operator asked for (floors and fallbacks below)
         if sig.floor_kw_per_device is not None and np.isfinite(cap[j]).any():
             under = np.zeros(S, dtype=bool)
             if S:
@@ -189,8 +193,7 @@ def signal_arrays(
             floor_a = np.where(vin, np.maximum(floor_a, np.minimum(fa, var_ub)), floor_a)
         if sig.valid_until is not None:
             cap[j, stale_any] = np.minimum(cap[j, stale_any], float(sig.fallback_kw or 0.0))
-        fin = np.isfinite(cap[j])
-        req[j, fin] = cap[j, fin]
+            req[j, stale_any] = cap[j, stale_any]
 
     node_cap = np.full((N, T), np.inf)
     for j in range(K):
