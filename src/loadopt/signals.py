@@ -196,6 +196,18 @@ class Signals(FrozenModel):
             raise ValueError(f"duplicate grid signal id(s): {sorted(dup)}")
         return self
 
+    def with_grid_signals(self, source: str, signals: tuple[GridSignal, ...] | list[GridSignal]
+                          ) -> Signals:
+        """A copy whose grid signals from ``source`` are exactly ``signals`` (the others stay):
+        what an adapter hands the controller when its stream changes."""
+        bad = [s.id for s in signals if s.source != source]
+        if bad:
+            raise ValueError(f"with_grid_signals({source!r}): signals {bad} come from another "
+                             "source")
+        keep = tuple(s for s in self.grid_signals if s.source != source)
+        return type(self).model_validate({**self.model_dump(exclude={"grid_signals"}),
+                                          "grid_signals": keep + tuple(signals)})
+
     @property
     def demand_response(self) -> tuple[GridSignal, ...]:
         """The grid signals (the pre-:class:`GridSignal` name)."""
