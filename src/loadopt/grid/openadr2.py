@@ -1,4 +1,4 @@
-"""OpenADR 2.0b VEN on ``openleadr`` (extra ``loadopt[openadr]``): events in, compliance reports out.
+"""OpenADR 2.0b VEN on ``openleadr`` (extra ``loadopt[openadr]``): events in, compliance out.
 
 :func:`event_to_signals` is the mapping (pure, no network); :class:`OpenAdr2Ven` runs an
 ``openleadr.OpenADRClient`` that polls the VTN, opts in or out of each event, keeps the
@@ -66,9 +66,7 @@ def _kw(value: float, signal: Any) -> float:
     if not m:
         return float(value)
     scale = _get(m, "scale") or "none"
-    unit = (_get(m, "unit") or "W").lower()
-    factor = _SI.get(scale, 1.0) * (1.0 if unit.startswith("w") else 1.0)
-    return float(value) * factor / 1000.0
+    return float(value) * _SI.get(scale, 1.0) / 1000.0  # itemBase powerReal is in W
 
 
 def _startafter_s(event: Any) -> int:
