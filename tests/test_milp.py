@@ -335,10 +335,10 @@ def test_property_enforce_makes_any_currents_exact(inst, data):
     p, opts = inst
     m = build_milp(p, opts)
     x = np.array(data.draw(st.lists(st.floats(-5, 40), min_size=m.n_ext, max_size=m.n_ext)))
-    from loadopt.milp import _to_dense
+    from loadopt.milp import to_dense
 
     xd = enforce(m, x)
-    cur, _, pp = _to_dense(m, xd)
+    cur, _, pp = to_dense(m, xd)
     assert np.all(xd <= np.floor(np.maximum(x, 0) * 10 + 1e-6))  # never raised
     n_ph = None
     s = lo.Schedule(pp, cur, lo.ScheduleStatus.FEASIBLE, "t", n_phases=n_ph)
@@ -348,9 +348,9 @@ def test_property_enforce_makes_any_currents_exact(inst, data):
 # ------------------------------------------------- incumbent heuristics (spread LPs, level dive)
 
 def _incumbent_schedule(m, inc) -> lo.Schedule:
-    from loadopt.milp import _to_dense
+    from loadopt.milp import to_dense
 
-    cur, _, pp = _to_dense(m, inc.x_da)
+    cur, _, pp = to_dense(m, inc.x_da)
     return lo.Schedule(pp, cur, lo.ScheduleStatus.FEASIBLE, "incumbent")
 
 
@@ -413,12 +413,7 @@ def test_level_dive_refills_what_rounding_down_gives_up():
     p = sc.model_copy(update={"site": sc.site.model_copy(update={"evses": evses})}).compile()
     m = build_milp(p)
     dive = M.incumbent(m, 0.0)
-    saved = M.DIVE_ROUNDS
-    try:
-        M.DIVE_ROUNDS = 0
-        plain = M.incumbent(m, 0.0)
-    finally:
-        M.DIVE_ROUNDS = saved
+    plain = M.incumbent(m, 0.0, heuristics=lo.IncumbentOptions(dive_rounds=0))
     check_integer_rules(_incumbent_schedule(m, dive))
     assert "level dive" in dive.source
     assert dive.bound <= dive.objective < plain.objective - 0.25 * (plain.objective - dive.bound)
@@ -435,14 +430,51 @@ def test_property_incumbent_heuristics_exact_and_never_worse(inst):
     p, opts = inst
     m = build_milp(p, opts)
     with_h = M.incumbent(m, 0.0)
-    saved = M.SPREAD_ALPHAS, M.DIVE_ROUNDS, M.GROW_ROUNDS, M.END_RUNS
-    try:
-        M.SPREAD_ALPHAS, M.DIVE_ROUNDS, M.GROW_ROUNDS, M.END_RUNS = (), 0, 0, False
-        without = M.incumbent(m, 0.0)
-    finally:
-        M.SPREAD_ALPHAS, M.DIVE_ROUNDS, M.GROW_ROUNDS, M.END_RUNS = saved
+    without = M.incumbent(m, 0.0, heuristics=lo.IncumbentOptions(
+        spread_alphas=(), dive_rounds=0, grow_rounds=0, end_runs=False))
     if without.x_da is None:
         return
     assert with_h.x_da is not None
     assert with_h.objective <= without.objective + 1e-9 * max(abs(without.objective), 1.0)
     check_integer_rules(_incumbent_schedule(m, with_h), opts)
+
+
+# ------------------------------------------------- issue 10: crashes on degenerate problems
+
+
+def _unlimited_site(n=2, **evse_kw) -> lo.Site:
+    """A grid connection without any limit (no safety row at all)."""
+    return lo.Site(nodes=(lo.Node(id="grid", kind="grid_connection"),),
+                   evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"CP{k}",
+                                       **evse_kw) for k in range(n)))
+
+
+@pytest.mark.parametrize("method", ["milp", "auto"])
+@pytest.mark.parametrize("opts", [IntegerOptions(min_run_periods=2),
+                                  IntegerOptions(min_pause_periods=3),
+                                  IntegerOptions(min_run_periods=2, min_pause_periods=2)])
+@pytest.mark.parametrize("who", ["nobody", "wants nothing", "after the horizon"])
+def test_run_pause_lengths_with_no_drawable_session(method, opts, who):
+    # with a price the LP has import/export columns but no current column: the run/pause
+    # helpers saw an empty slot pattern (IndexError in _fill_pauses/_runs before)
+    sig = lo.Signals(import_price=(lo.SeriesPoint(start=T0, value=0.3),))
+    sessions = {"nobody": [], "wants nothing": [session("a", "e0", 0.0)],
+                "after the horizon": [session("a", "e0", 10.0, arr_h=5, dep_h=7)]}[who]
+    p = lo.compile_problem(_unlimited_site(), sessions, horizon(4), sig)
+    s = lo.solve(p, method=method, integer=opts)
+    assert s.status == lo.ScheduleStatus.OPTIMAL and s.method == "milp"
+    assert not s.current.any() and s.violations() == []
+
+
+@pytest.mark.parametrize("method", ["milp", "auto"])
+@pytest.mark.parametrize("levels", [(6.0, 7.0, 8.0), (6.0, 10.0, 32.0), (0.0, 8.0, 16.0)])
+def test_discrete_steps_on_a_site_without_limits(method, levels):
+    # no safety row: the incumbent's bump step reduced over an empty matrix (scipy ValueError)
+    p = lo.compile_problem(_unlimited_site(allowed_currents=levels),
+                           [session("a", "e0", 20.0), session("b", "e1", 5.0)], horizon(4))
+    s = lo.solve(p, method=method)
+    assert s.method == "milp" and s.status == lo.ScheduleStatus.OPTIMAL
+    check_integer_rules(s)
+    allowed = {0.0, *levels}
+    assert set(np.unique(s.current).tolist()) <= allowed
+    assert s.energy_kwh[0] > 0

@@ -11,7 +11,14 @@ from .controller import Controller
 from .errors import InputError, LoadoptError, SafetyError, SolverError
 from .horizon import Horizon
 from .objective import Objective
-from .options import AutoOptions, FastOptions, IntegerOptions, LpOptions, MilpOptions
+from .options import (
+    AutoOptions,
+    FastOptions,
+    IncumbentOptions,
+    IntegerOptions,
+    LpOptions,
+    MilpOptions,
+)
 from .planner import Planner, SolvePlanner
 from .problem import Problem
 from .scenario import Scenario
@@ -23,9 +30,9 @@ from .solve import solve
 
 __all__ = [
     "AutoOptions", "Controller", "CurrentPoint", "DemandResponseEvent", "Evse", "FastOptions",
-    "GridPolicy", "GridSignal", "Horizon", "InputError", "IntegerOptions", "Kpis",
-    "LevelAction", "LoadoptError", "LpOptions", "MilpOptions", "Node", "Objective", "Planner",
-    "Problem", "SafetyError", "Scenario", "Schedule", "ScheduleStatus", "SeriesPoint",
+    "GridPolicy", "GridSignal", "Horizon", "IncumbentOptions", "InputError", "IntegerOptions",
+    "Kpis", "LevelAction", "LoadoptError", "LpOptions", "MilpOptions", "Node", "Objective",
+    "Planner", "Problem", "SafetyError", "Scenario", "Schedule", "ScheduleStatus", "SeriesPoint",
     "Session", "Signals", "Site", "SolvePlanner", "SolverError", "compile_problem", "solve",
 ]
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ a value HiGHS rejects is an error here, not a silent no-op at solve time.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -83,6 +83,32 @@ class IntegerOptions(FrozenModel):
     formulation: Literal["binary", "semicontinuous"] = "binary"
 
 
+class IncumbentOptions(FrozenModel):
+    """The heuristics that find a MILP incumbent before branch-and-bound (:mod:`loadopt.milp`).
+
+    - ``thetas``: a variable is on in a candidate pattern when its LP value is ≥ θ·minimum.
+    - ``spread_alphas``: with minimum run/pause lengths, LPs with every current capped at
+      α × its maximum (0 < α ≤ 1), so the energy needs more periods; ``spread_thetas`` are the
+      thresholds tried on each.
+    - ``end_runs``: offer sessions left without energy a run (their LP bursts lengthened, or
+      their last periods before departure).
+    - ``grow_rounds``: most run-growing rounds (minimum run/pause lengths).
+    - ``dive_rounds``: most LP re-solves of the level dive (discrete steps); ``dive_fix``: share
+      of the fractional currents rounded down per dive round (0 < share ≤ 1).
+
+    ``IncumbentOptions(spread_alphas=(), end_runs=False, grow_rounds=0, dive_rounds=0)`` keeps
+    only the fixed-pattern LPs of the thresholds.
+    """
+
+    thetas: tuple[Annotated[float, Field(gt=0.0)], ...] = (0.25, 0.1, 0.5, 1.0)
+    spread_alphas: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.5, 0.3, 0.2)
+    spread_thetas: tuple[Annotated[float, Field(gt=0.0)], ...] = (0.25, 0.5)
+    end_runs: bool = True
+    grow_rounds: int = Field(default=20, ge=0)
+    dive_rounds: int = Field(default=100, ge=0)
+    dive_fix: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
 class _Timed(FrozenModel):
     #: Bound on the solver's time (s); the fast path takes over when it runs out.
     time_limit_s: float | None = None
@@ -118,12 +144,14 @@ class MilpOptions(_Timed):
     ``integer``: which integer features (default: minimum current and discrete steps).
     ``mip_rel_gap``: relative gap (objective with its constant) at which to stop, ≥ 0.
     ``time_limit_s`` bounds the whole call (LP relaxation, incumbent and branch-and-bound).
-    ``highs``: extra options for HiGHS' MIP solve (checked).
+    ``highs``: extra options for HiGHS' MIP solve (checked). ``incumbent``: the heuristics
+    run before branch-and-bound.
     """
 
     method: Literal["milp"] = "milp"
     integer: IntegerOptions | None = None
     mip_rel_gap: float = Field(default=0.01, ge=0.0)
+    incumbent: IncumbentOptions = Field(default_factory=IncumbentOptions)
     highs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("highs")

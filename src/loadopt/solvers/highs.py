@@ -6,6 +6,7 @@ field by field is ~9× slower; ``getSolution().col_value`` is a Python list and 
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -148,3 +149,33 @@ def set_basis(h, col_status: np.ndarray, row_status: np.ndarray, *, alien: bool 
     b.valid = True
     b.alien = alien
     return h.setBasis(b) != highspy.HighsStatus.kError
+
+
+def interrupt_at(h: Any, deadline: float) -> None:
+    """Stop HiGHS at ``deadline`` (perf_counter s) even where its own ``time_limit`` is not
+    checked: measured, root cut separation on a 500 × 96 model with 8 A steps overran a 10 s
+    limit by 74 s. The simplex and MIP interrupt callbacks are polled inside those loops."""
+    def cb(_type, _msg, _out, data_in, _user) -> None:
+        if data_in is not None and time.perf_counter() > deadline:
+            data_in.user_interrupt = True
+
+    h.setCallback(cb, None)
+    for kind in (highspy.cb.HighsCallbackType.kCallbackSimplexInterrupt,
+                 highspy.cb.HighsCallbackType.kCallbackMipInterrupt):
+        h.startCallback(kind)
+
+
+#: Seconds HiGHS may overrun the deadline before it is abandoned.
+OVERRUN_GRACE_S = 0.25
+
+
+def run_until(h: Any, deadline: float) -> SolverResult | None:
+    """``run(h)`` in a thread (HiGHS releases the GIL); None if it is still running
+    ``OVERRUN_GRACE_S`` after ``deadline`` — the caller keeps its incumbent. The thread is not a
+    daemon: a process that exits while it runs waits for it (a daemon thread inside HiGHS at
+    interpreter exit aborts the process)."""
+    box: list[SolverResult] = []
+    th = threading.Thread(target=lambda: box.append(run(h)), daemon=False)
+    th.start()
+    th.join(max(deadline - time.perf_counter(), 0.0) + OVERRUN_GRACE_S)
+    return box[0] if box else None
