@@ -20,6 +20,7 @@ a few more passes absorb floating-point residue, and a final pass zeroes whateve
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,47 +118,66 @@ def _project_da(problem: Problem, x: np.ndarray, max_passes: int) -> np.ndarray:
 
 
 def violations(problem: Problem, current: np.ndarray, limit: int | None = None) -> list[Violation]:
-    """Every limit that ``current`` (``(S, T)`` A) breaks, as it would be emitted.
+    """The limits that ``current`` (``(S, T)`` A) breaks, as it would be emitted; at most ``limit``
+    of them (``None`` or 0: all).
 
-    Checks: values are ≥ 0, on the 0.1 A grid, zero where the session is not plugged in, at most
-    the session's maximum current; and every safety row (node/phase current, node power, site
-    import under grid limit and demand-response caps) holds — current rows in exact integer
-    deci-amps, power rows in floating point.
+    Checks, in this order: values are ≥ 0 and finite, on the 0.1 A grid, zero where the session is
+    not plugged in, at most the session's maximum current; and every safety row (node/phase
+    current, node power, site import under grid limit and demand-response caps) holds — current
+    rows in exact integer deci-amps, power rows in floating point. Every check is one array
+    operation; :class:`Violation` objects are built only for the first ``limit`` found, so a
+    schedule that breaks everything costs no more than one that breaks one limit.
     """
-    out: list[Violation] = []
     current = np.asarray(current, dtype=np.float64)
     S, T = problem.n_sessions, problem.n_periods
     if current.shape != (S, T):
         raise ValueError(f"schedule has shape {current.shape}, expected {(S, T)}")
+    left = limit if limit else sys.maxsize
+    out: list[Violation] = []
     sid = problem.session_ids
+
+    def first(mask: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(mask.ravel())[: left - len(out)]
+
+    finite = np.nan_to_num(current, nan=0.0, posinf=0.0, neginf=0.0)
     bad = ~np.isfinite(current) | (current < 0)
-    for i, t in zip(*np.nonzero(bad), strict=True):
-        out.append(Violation("non-negative finite", f"session {sid[i]!r}", int(t),
+    for f in first(bad):
+        i, t = divmod(int(f), T)
+        out.append(Violation("non-negative finite", f"session {sid[i]!r}", t,
                              float(current[i, t]), 0.0))
-    da = np.rint(np.nan_to_num(current) * 10.0)
-    off_grid = np.abs(np.nan_to_num(current) * 10.0 - da) > 1e-6
-    for i, t in zip(*np.nonzero(off_grid & ~bad), strict=True):
-        out.append(Violation("0.1 A grid", f"session {sid[i]!r}", int(t), float(current[i, t]),
+    if len(out) >= left:
+        return out
+    da = np.rint(finite * 10.0)
+    off_grid = (np.abs(finite * 10.0 - da) > 1e-6) & ~bad
+    for f in first(off_grid):
+        i, t = divmod(int(f), T)
+        out.append(Violation("0.1 A grid", f"session {sid[i]!r}", t, float(current[i, t]),
                              float(np.floor(current[i, t] * 10) / 10)))
+    if len(out) >= left:
+        return out
     plugged = np.zeros((S, T), dtype=bool)
     plugged[problem.var_session, problem.var_period] = True
-    for i, t in zip(*np.nonzero(~plugged & (da > 0)), strict=True):
-        out.append(Violation("not plugged in", f"session {sid[i]!r}", int(t),
-                             float(current[i, t]), 0.0))
+    for f in first(~plugged & (da > 0)):
+        i, t = divmod(int(f), T)
+        out.append(Violation("not plugged in", f"session {sid[i]!r}", t, float(current[i, t]),
+                             0.0))
+    if len(out) >= left:
+        return out
     x = np.maximum(problem.gather(da), 0.0)
     ub_da = np.floor(problem.var_ub * 10.0 + GRID_SNAP)
-    for v in np.flatnonzero(x > ub_da):
+    for v in first(x > ub_da):
         out.append(Violation("max current", f"session {sid[problem.var_session[v]]!r}",
                              int(problem.var_period[v]), x[v] / 10, ub_da[v] / 10))
-    if problem.G.shape[0]:
-        load = problem.G @ x
-        is_cur = problem.row_kind == ROW_NODE_CURRENT
-        over = np.where(is_cur, load > np.floor(problem.h * 10.0), load / 10.0 > problem.h)
-        for r in np.flatnonzero(over):
-            out.append(Violation(ROW_KIND_NAMES[int(problem.row_kind[r])], _row_name(problem, r),
-                                 int(problem.row_period[r]), float(load[r] / 10.0),
-                                 float(problem.h[r])))
-    return out[:limit] if limit else out
+    if len(out) >= left or not problem.G.shape[0]:
+        return out
+    load = problem.G @ x
+    is_cur = problem.row_kind == ROW_NODE_CURRENT
+    over = np.where(is_cur, load > np.floor(problem.h * 10.0), load / 10.0 > problem.h)
+    for r in first(over):
+        out.append(Violation(ROW_KIND_NAMES[int(problem.row_kind[r])], _row_name(problem, r),
+                             int(problem.row_period[r]), float(load[r] / 10.0),
+                             float(problem.h[r])))
+    return out
 
 
 def _row_name(problem: Problem, r: int) -> str:
