@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import loadopt as lo
+
+# Hypothesis profiles: "ci" (default) is derandomised, so CI runs the same examples every time;
+# "explore" draws fresh random examples with no time deadline, for long fuzz runs
+# (HYPOTHESIS_PROFILE=explore; docs/inputs.md).
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, deadline=None, print_blob=True,
+                          suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
