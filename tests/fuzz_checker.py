@@ -100,7 +100,8 @@ class Limits:
                     pts = [_Pt(c.start, _phase_value(c.value, p)) for c in n.current_series]
                 lim = [_step_series(static, pts, a, b, "min") for a, b in self.ab]
                 base_a = [(x * 1000.0 / (3.0 * V)) if nid in carries else 0.0 for x in base]
-                self.cur_room[(nid, p)] = [max(l_ - ba, 0.0) for l_, ba in zip(lim, base_a, strict=True)]
+                self.cur_room[(nid, p)] = [max(l_ - ba, 0.0)
+                                           for l_, ba in zip(lim, base_a, strict=True)]
             kw = [_step_series(n.max_power_kw, n.power_series_kw, a, b, "min")
                   for a, b in self.ab]
             kw = [min(k, c) for k, c in zip(kw, self._signal_caps(nid), strict=True)]
