@@ -181,6 +181,7 @@ def compile_problem(
     sig_node_cap = sig.node_cap_kw.copy()
     sig_node_cap[root] = np.inf  # the root's signal caps bound the net import, not the node kW
     node_kw = np.minimum(node_kw, sig_node_cap)
+    node_cur = np.minimum(node_cur, sig.node_cap_a[:, None, :])
     import_cap = np.minimum(grid_kw, root_cap)
     price = price + sig.import_adder
     if np.any(sig.export_adder != 0):

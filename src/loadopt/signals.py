@@ -18,7 +18,7 @@ Series = tuple[SeriesPoint, ...]
 
 
 #: Which field of a :class:`GridSignal` says what it asks for (exactly one is set).
-SIGNAL_KINDS = ("import_cap_kw", "export_cap_kw", "reduction_kw", "setpoint_kw",
+SIGNAL_KINDS = ("import_cap_kw", "current_cap_a", "export_cap_kw", "reduction_kw", "setpoint_kw",
                 "import_price_adder", "export_price_adder", "level")
 
 
@@ -32,6 +32,8 @@ class GridSignal(FrozenModel):
 
     - ``import_cap_kw``: power into the node (at the root: net grid import, base load − PV
       included) at most this many kW. A **hard** safety row, exactly like a breaker.
+    - ``current_cap_a``: current through the node at most this many A on each phase (limits set in
+      A, e.g. OCPP external constraints). Hard, like ``import_cap_kw``.
     - ``export_cap_kw``: net export at the grid connection at most this many kW. **Soft** (priced
       by ``penalty_per_kwh``): loadopt has no discharge, so the only way to lower export is to
       raise load, which may not be possible; see docs/grid-signals.md. Root only.
@@ -74,6 +76,7 @@ class GridSignal(FrozenModel):
     source: Identifier = "manual"
     ref: str | None = None
     import_cap_kw: NonNegFloat | None = None
+    current_cap_a: NonNegFloat | None = None
     export_cap_kw: NonNegFloat | None = None
     reduction_kw: NonNegFloat | None = None
     baseline_kw: NonNegFloat | Series | None = None

@@ -36,6 +36,7 @@ class SignalArrays:
     #: where it asks for nothing
     required_kw: np.ndarray
     node_cap_kw: np.ndarray  #: (N, T) all signal caps of each node combined (min)
+    node_cap_a: np.ndarray  #: (N, T) per-phase current caps (A) of each node combined (min)
     floor_kw: np.ndarray  #: (K, T) sum of the §14a floors under the signal (0 = none)
     floor_a: np.ndarray  #: (V,) per-variable §14a floor (A, before the breakers are applied)
     import_adder: np.ndarray  #: (T,) added to the import price
@@ -98,6 +99,7 @@ def signal_arrays(
     unctrl[root] = np.minimum(unctrl[root], grid_kw)
 
     cap = np.full((K, T), np.inf)
+    cap_a = np.full((K, T), np.inf)
     req = np.full((K, T), np.nan)
     floor_kw = np.zeros((K, T))
     nodes = np.zeros(K, dtype=np.int64)
@@ -153,6 +155,9 @@ def signal_arrays(
 
         if kind == "import_cap_kw":
             cap[j, live] = float(value)  # type: ignore[arg-type]
+        elif kind == "current_cap_a":
+            cap_a[j, live] = float(value)  # type: ignore[arg-type]
+            req[j, live] = float(value)  # type: ignore[arg-type]
         elif kind == "reduction_kw":
             if sig.baseline_kw is None:
                 base = unctrl[n]
@@ -196,12 +201,15 @@ def signal_arrays(
             req[j, stale_any] = cap[j, stale_any]
 
     node_cap = np.full((N, T), np.inf)
+    node_cap_a = np.full((N, T), np.inf)
     for j in range(K):
         node_cap[nodes[j]] = np.minimum(node_cap[nodes[j]], cap[j])
+        node_cap_a[nodes[j]] = np.minimum(node_cap_a[nodes[j]], cap_a[j])
     setpoint = np.where(np.isfinite(sp_prio), setpoint, np.nan)
     return SignalArrays(
         ids=tuple(s.id for s in signals), node=nodes, kind=tuple(kinds), cap_kw=cap,
-        required_kw=req, node_cap_kw=node_cap, floor_kw=floor_kw, floor_a=floor_a,
+        required_kw=req, node_cap_kw=node_cap, node_cap_a=node_cap_a, floor_kw=floor_kw,
+        floor_a=floor_a,
         import_adder=import_adder, export_adder=export_adder, setpoint_kw=setpoint,
         setpoint_penalty=sp_pen, export_cap_kw=export_cap, export_penalty=export_pen,
         offset_s=offsets,

@@ -115,7 +115,10 @@ def compliance(schedule, metered_kw: Mapping[str, np.ndarray] | np.ndarray | Non
         kind = kinds[j]
         req = req_all[j]
         cover = np.flatnonzero(np.isfinite(req))
-        planned = (imp if n == root else node_kw[n])[cover]
+        if kind == "current_cap_a":  # the most loaded phase of the node (A)
+            planned = sched.node_phase_current[n].max(axis=0)[cover]
+        else:
+            planned = (imp if n == root else node_kw[n])[cover]
         if kind == "export_cap_kw":
             planned = -planned
         metered = None
@@ -130,8 +133,11 @@ def compliance(schedule, metered_kw: Mapping[str, np.ndarray] | np.ndarray | Non
         else:
             met = judged <= r + CAP_TOL * np.maximum(np.abs(r), 1.0)
         causes = []
-        fixed = (fixed_root if n == root else
-                 np.where(p.node_carries_base[n], p.base_load_kw, 0.0))[cover]
+        if kind == "current_cap_a":
+            fixed = np.where(p.node_carries_base[n], p.base_load_a, 0.0)[cover]
+        else:
+            fixed = (fixed_root if n == root else
+                     np.where(p.node_carries_base[n], p.base_load_kw, 0.0))[cover]
         for k in range(cover.size):
             if met[k]:
                 causes.append("")
@@ -154,7 +160,7 @@ def compliance(schedule, metered_kw: Mapping[str, np.ndarray] | np.ndarray | Non
             else:
                 causes.append("planned above the cap (another limit's projection)")
         curtailed = 0.0
-        if kind not in ("export_cap_kw", "setpoint_kw", "none") and cover.size:
+        if kind not in ("export_cap_kw", "setpoint_kw", "current_cap_a", "none") and cover.size:
             under = anc[:, n].nonzero()[0]
             # binding: within the 0.1 A rounding of every vehicle under the node
             step_kw = 0.1 * float(p.session_kw_per_a[under].sum()) + 1e-6

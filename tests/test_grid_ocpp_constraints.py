@@ -1,0 +1,114 @@
+"""OCPP external constraints (NotifyChargingLimit, ReportChargingProfiles) as grid signals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+import loadopt as lo
+from loadopt.grid.ocpp_constraints import (
+    ids_above,
+    notify_charging_limit,
+    report_charging_profiles,
+    source_of,
+    station_node,
+)
+from loadopt.ocpp.ids import ProfileIds
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+def site() -> lo.Site:
+    """grid → two panels; station CP1 has EVSE 1 on p1 and EVSE 2 on p2, CP2 one EVSE on p2."""
+    return lo.Site(
+        nodes=(lo.Node(id="grid"), lo.Node(id="p1", parent="grid"),
+               lo.Node(id="p2", parent="grid")),
+        evses=(lo.Evse(id="a", node="p1", charge_point_id="CP1", connector_id=1),
+               lo.Evse(id="b", node="p2", charge_point_id="CP1", connector_id=2),
+               lo.Evse(id="c", node="p2", charge_point_id="CP2", connector_id=1)))
+
+
+def test_station_node():
+    assert station_node(site(), "CP1", 1) == "p1"
+    assert station_node(site(), "CP1", None) == "grid"
+    assert station_node(site(), "CP2", 0) == "p2"
+    with pytest.raises(lo.InputError, match="unknown charging station"):
+        station_node(site(), "CPX", None)
+    with pytest.raises(lo.InputError, match="EVSE 5"):
+        station_node(site(), "CP1", 5)
+
+
+def test_notify_charging_limit_amps_become_a_current_cap_on_the_evse_node():
+    payload = {"chargingLimit": {"chargingLimitSource": "SO", "isGridCritical": True},
+               "evseId": 1,
+               "chargingSchedule": [{"id": 7, "chargingRateUnit": "A",
+                                     "startSchedule": "2026-03-02T08:00:00Z", "duration": 7200,
+                                     "chargingSchedulePeriod": [
+                                         {"startPeriod": 3600, "limit": 10.0},
+                                         {"startPeriod": 0, "limit": 16.0}]}]}
+    a, b = notify_charging_limit(site(), "CP1", payload, received_at=T0)
+    assert (a.current_cap_a, a.start, a.end) == (16.0, T0, T0 + timedelta(hours=1))
+    assert (b.current_cap_a, b.end) == (10.0, T0 + timedelta(hours=2))
+    assert a.node == "p1" and a.source == source_of("CP1") and a.ref == "SO:7"
+    assert a.priority == 100
+    sess = [lo.Session(id="s", evse="a", arrival=T0, departure=T0 + timedelta(hours=3),
+                       energy_kwh=100.0)]
+    signals = lo.Signals().with_grid_signals(source_of("CP1"), (a, b))
+    p = lo.compile_problem(site(), sess, lo.Horizon(start=T0, step_s=3600, n_periods=3), signals)
+    sched = lo.solve(p)
+    sched.check()
+    np.testing.assert_allclose(sched.current[0], [16.0, 10.0, 32.0])
+    assert all(d.compliant for d in sched.kpis().demand_response)
+
+
+def test_watts_snake_case_station_wide_open_ended():
+    payload = {"charging_limit": {"charging_limit_source": "EMS"},
+               "charging_schedule": [{"id": 1, "charging_rate_unit": "W",
+                                      "charging_schedule_period": [
+                                          {"start_period": 0, "limit": 11000}]}]}
+    (s,) = notify_charging_limit(site(), "CP1", payload, received_at=T0)
+    assert s.import_cap_kw == 11.0 and s.node == "grid" and s.start == T0
+    assert s.end - s.start == timedelta(days=365)
+    assert notify_charging_limit(site(), "CP1", {"chargingLimit": {
+        "chargingLimitSource": "EMS"}}, received_at=T0) == ()
+
+
+def test_report_charging_profiles_keeps_only_external_constraints():
+    sched = {"id": 3, "chargingRateUnit": "A", "startSchedule": "2026-03-02T08:00:00+00:00",
+             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 20}]}
+    payload = {"requestId": 1, "chargingLimitSource": "CSO", "evseId": 0, "chargingProfile": [
+        {"id": 3, "stackLevel": 0, "chargingProfilePurpose": "ChargingStationExternalConstraints",
+         "chargingProfileKind": "Absolute", "chargingSchedule": [sched]},
+        {"id": 700001, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+         "chargingProfileKind": "Absolute", "chargingSchedule": [sched]}]}
+    (s,) = report_charging_profiles(site(), "CP2", payload, received_at=T0)
+    assert s.current_cap_a == 20 and s.node == "p2" and s.ref == "CSO:3"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"chargingRateUnit": "kW", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1}]},
+     "chargingRateUnit"),
+    ({"chargingRateUnit": "A", "chargingSchedulePeriod": []}, "no chargingSchedulePeriod"),
+    ({"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0}]}, "numeric"),
+    ({"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": -1}]},
+     "limit"),
+    ({"chargingRateUnit": "A", "startSchedule": "yesterday",
+      "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1}]}, "timestamp"),
+])
+def test_bad_schedules_are_named_errors(bad, match):
+    with pytest.raises(lo.InputError, match=match):
+        notify_charging_limit(site(), "CP1", {"chargingLimit": {}, "chargingSchedule": [bad]},
+                              received_at=T0)
+
+
+def test_profile_ids_stay_above_max_external_constraints_id():
+    ids = ProfileIds()
+    assert ids_above(ids, 1000) is ids
+    moved = ids_above(ids, 700_000)
+    assert moved.base == 701_000
+    assert min(moved.profile_id(p, c) for p in ("station_max", "tx_default", "tx")
+               for c in (0, 1, 9999)) > 700_000
+    with pytest.raises(lo.InputError, match="no room"):
+        ids_above(ids, 2**31 - 10)
