@@ -60,9 +60,10 @@ class GridSignal(FrozenModel):
     a deterministic per-site offset in ``[0, randomize_s]`` (seeded by site id, source and
     ``ref``) so that sites do not switch together. ``valid_until``: the stream that sent this
     signal promised a refresh by then; from ``valid_until`` on (for the rest of the horizon, also
-    past ``end``) the signal is replaced by the hard import cap ``fallback_kw`` on its node
-    (OpenADR safe-mode events, IEEE 2030.5 DefaultDERControl, OCPP 2.1 ``maxOfflineDuration``):
-    a stale stream never means "no limit".
+    past ``end``) the hard import cap ``fallback_kw`` holds on its node (OpenADR safe-mode events,
+    IEEE 2030.5 DefaultDERControl, OCPP 2.1 ``maxOfflineDuration``), together with the signal's
+    own hard cap where its window runs on (the minimum: a stale stream never loosens a cap);
+    soft asks (prices, setpoints, export caps) stop. A stale stream never means "no limit".
 
     ``source`` and ``ref`` are provenance (e.g. ``"openadr2"`` and the VTN's event id): reports
     and KPIs are keyed by them.

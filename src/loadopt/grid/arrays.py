@@ -8,7 +8,9 @@ handful), never over sessions × periods. The rules (docs/grid-signals.md):
 - hard caps (``import_cap_kw``, ``reduction_kw``, levels mapped to either, fallbacks) combine by
   minimum per node and period; price adders add; the highest-priority setpoint wins (ties: the
   lowest); export caps combine by minimum and stay soft;
-- from ``valid_until`` on, a signal is replaced by its ``fallback_kw`` import cap;
+- from ``valid_until`` on (the stream is stale), the signal's ``fallback_kw`` import cap holds on
+  its node for the rest of the horizon; a known hard cap stays in force with it (minimum: a stale
+  stream never loosens a cap), soft asks (prices, setpoints, export caps) stop;
 - a §14a floor raises the signal's cap to the sum of the floors of the devices plugged in under
   its node (``min(floor, device max)`` each).
 """
@@ -154,17 +156,17 @@ def signal_arrays(
         kinds.append(kind)
 
         if kind == "import_cap_kw":
-            cap[j, live] = float(value)  # type: ignore[arg-type]
+            cap[j, win] = float(value)  # type: ignore[arg-type]
         elif kind == "current_cap_a":
-            cap_a[j, live] = float(value)  # type: ignore[arg-type]
-            req[j, live] = float(value)  # type: ignore[arg-type]
+            cap_a[j, win] = float(value)  # type: ignore[arg-type]
+            req[j, win] = float(value)  # type: ignore[arg-type]
         elif kind == "reduction_kw":
             if sig.baseline_kw is None:
                 base = unctrl[n]
             else:
                 base = sample(*split(sig.baseline_kw), horizon, "min")
             red = base * level_frac if level_frac is not None else float(value)  # type: ignore[arg-type]
-            cap[j, live] = np.maximum(base - red, 0.0)[live]
+            cap[j, win] = np.maximum(base - red, 0.0)[win]
         elif kind == "import_price_adder":
             import_adder[live] += float(value)  # type: ignore[arg-type]
         elif kind == "export_price_adder":
@@ -198,7 +200,7 @@ def signal_arrays(
             floor_a = np.where(vin, np.maximum(floor_a, np.minimum(fa, var_ub)), floor_a)
         if sig.valid_until is not None:
             cap[j, stale_any] = np.minimum(cap[j, stale_any], float(sig.fallback_kw or 0.0))
-            req[j, stale_any] = cap[j, stale_any]
+            req[j, stale_any] = np.fmin(req[j, stale_any], cap[j, stale_any])
 
     node_cap = np.full((N, T), np.inf)
     node_cap_a = np.full((N, T), np.inf)
