@@ -13,6 +13,19 @@ Between calls it keeps:
   the last limit handed out).
 - **departure estimates**: a session whose estimated departure has passed while it is still
   plugged in is extended by ``overstay_extension_h`` (the vehicle is still here: let it charge).
+- **meter readings it can trust**: a reading is checked when it arrives (:meth:`Controller.meter`):
+  a time that is not an aware datetime, or a value that is not a finite number ≥ 0, raises
+  :class:`~loadopt.errors.InputError` at the call; a reading older than the last one applied (out
+  of order), older than ``meter_max_age_s`` (stale), later than ``meter_max_lead_s`` ahead of the
+  controller's clock (from the future), or with a cumulative energy below the last one is not
+  applied and is recorded in :attr:`Controller.rejected_readings`. The estimate of energy drawn
+  since the last reading only ever moves forward: a clock going backwards never counts the same
+  interval twice.
+- **observed reality**: a vehicle metered above the limit handed to it (by more than
+  ``overdraw_tolerance_a``) is budgeted at what it draws (a reservation,
+  :meth:`Controller.reserve`, on its EVSE lines) and the rest of the site is planned around it;
+  its own limit is not raised while it does so, and the reservation is lifted when it is metered
+  within its limit again. Both are reported in the step log (:attr:`StepRecord.events`).
 - **re-sharing of undrawn capacity**: a vehicle whose measured current stays below its limit
   (tapering near full, a cold battery, a smaller on-board charger than announced) is planned at
   ``measured + reshare_headroom_a`` (never below its minimum current) from the next step on, so
@@ -24,6 +37,11 @@ Between calls it keeps:
   a baseline, or any callable ``Problem -> Schedule``. Every step records which path was taken
   and why (:attr:`Controller.log`).
 
+All time arithmetic is in UTC (:func:`loadopt._base.to_utc` at every entry): Python adds and
+subtracts ``ZoneInfo`` datetimes as wall-clock times, which is an hour off across a daylight-saving
+change. :meth:`Controller.replan` / :meth:`Controller.on_signal` re-plan at once when a limit, a
+grid signal or a session changes between steps.
+
 Whatever the solver does, the schedule returned went through :func:`loadopt.safety.project` on the
 problem compiled from the real sessions and signals: it never exceeds a limit. On solver failure or
 time-out the fast path is used (status ``*_fallback``); a custom planner that raises, returns
@@ -34,12 +52,14 @@ onto) what is safe.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
+from ._base import as_model, to_utc
 from .compile import compile_problem
 from .errors import InputError
 from .horizon import Horizon
@@ -48,7 +68,7 @@ from .planner import Planner, SolvePlanner, as_planner, describe
 from .problem import Problem
 from .schedule import Schedule, ScheduleStatus
 from .session import Session
-from .signals import Signals
+from .signals import GridSignal, Signals
 from .site import Site
 
 
@@ -65,6 +85,21 @@ class StepRecord:
     build_s: float  #: compile + LP build (s)
     solve_s: float  #: solver time (s)
     total_s: float  #: the whole step (s)
+    #: What happened since the previous step that the plan reacts to: a vehicle budgeted at
+    #: what it draws, a reservation lifted, readings rejected, the clock going backwards, the
+    #: trigger of a :meth:`Controller.replan`.
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RejectedReading:
+    """A meter reading :meth:`Controller.meter` did not apply, and why."""
+
+    session_id: str
+    at: datetime
+    energy_kwh: float | None
+    current_a: tuple[float, ...] | None
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -83,7 +118,11 @@ class _SessionState:
     delivered_kwh: float = 0.0  #: cumulative energy metered (or estimated) at ``delivered_at``
     delivered_at: datetime | None = None
     measured_a: float | None = None  #: last measured current (A, max over phases)
+    measured_lines_a: tuple[float, float, float] | None = None  #: per EVSE line (A)
     measured_at: datetime | None = None
+    read_at: datetime | None = None  #: time of the last energy reading applied
+    read_kwh: float | None = None  #: its value
+    over_limit_a: float | None = None  #: the limit it was metered above (observed reality)
     last_limit_a: float | None = None  #: limit of period 0 handed out at the last step
     limit_at: datetime | None = None  #: when it was handed out
     cap_a: float | None = None  #: re-sharing cap (A), None = none
@@ -119,6 +158,12 @@ class Controller:
         How long an overstaying vehicle is assumed to stay on (h).
     expected_grace_h
         An expected vehicle not plugged in this long after its arrival is forgotten (h).
+    overdraw_tolerance_a
+        A vehicle metered more than this above its limit (A) is budgeted at what it draws.
+    meter_max_age_s, meter_max_lead_s
+        A meter reading older than ``meter_max_age_s`` or more than ``meter_max_lead_s`` ahead of
+        the controller's clock (the latest step; before the first one, the latest plug-in) is
+        rejected (default: two steps each).
     warm, warm_min_mapped, alien_basis, cold_after_limit_cut
         Warm-start settings of the default planner (:class:`loadopt.solvers.warm.WarmStart`:
         ``enabled``, ``min_mapped``, ``alien``, ``cold_after_limit_cut``); also readable and
@@ -143,6 +188,9 @@ class Controller:
         reshare_headroom_a: float = 2.0,
         overstay_extension_h: float = 1.0,
         expected_grace_h: float = 0.5,
+        overdraw_tolerance_a: float = 1.0,
+        meter_max_age_s: float | None = None,
+        meter_max_lead_s: float | None = None,
         warm: bool = True,
         warm_min_mapped: float = 0.5,
         alien_basis: bool = False,
@@ -173,6 +221,21 @@ class Controller:
         self.reshare_headroom_a = float(reshare_headroom_a)
         self.overstay_extension_h = float(overstay_extension_h)
         self.expected_grace_h = float(expected_grace_h)
+        self.overdraw_tolerance_a = _finite_nonneg(overdraw_tolerance_a, "overdraw_tolerance_a")
+        self.meter_max_age_s = _finite_nonneg(
+            2 * self.step_s if meter_max_age_s is None else meter_max_age_s, "meter_max_age_s")
+        self.meter_max_lead_s = _finite_nonneg(
+            2 * self.step_s if meter_max_lead_s is None else meter_max_lead_s,
+            "meter_max_lead_s")
+        #: Meter readings not applied (stale, from the future, out of order), newest last.
+        self.rejected_readings: list[RejectedReading] = []
+        #: The controller's clock (UTC): the latest step's now; before the first step, the
+        #: latest plug-in. Readings are judged against it (never against a reading: a station
+        #: with a clock far ahead must not drag it along).
+        self._clock: datetime | None = None
+        self._last_now: datetime | None = None  # the latest step's now (UTC)
+        self._observed: set[str] = set()  # EVSEs reserved because a vehicle overdraws
+        self._events: list[str] = []  # for the next step's record
         self.sessions: dict[str, Session] = {}
         #: Vehicles expected but not plugged in yet (:meth:`expect_session`).
         self.expected: dict[str, Session] = {}
@@ -211,10 +274,19 @@ class Controller:
     def new_session(self, session_id: str, evse: str, arrival: datetime, *,
                     departure: datetime | None = None, energy_kwh: float | None = None,
                     **kw: Any) -> Session:
-        """A :class:`Session` with the controller's defaults for what the vehicle did not say."""
+        """A :class:`Session` with the controller's defaults for what the vehicle did not say.
+
+        Raises :class:`InputError` for a time that is not an aware datetime in the supported range
+        (e.g. a StartTransaction stamped 9999-12-31) and
+        :class:`~loadopt.errors.ModelError` for a field the session rejects.
+        """
+        arrival = to_utc(arrival, f"session {session_id!r}: arrival")
+        if departure is None:
+            departure = arrival + timedelta(hours=self.default_dwell_h)
+        else:
+            departure = to_utc(departure, f"session {session_id!r}: departure")
         return Session(
-            id=session_id, evse=evse, arrival=arrival,
-            departure=departure or arrival + timedelta(hours=self.default_dwell_h),
+            id=session_id, evse=evse, arrival=arrival, departure=departure,
             energy_kwh=self.default_energy_kwh if energy_kwh is None else energy_kwh, **kw)
 
     def expect_session(self, session: Session) -> None:
@@ -228,6 +300,7 @@ class Controller:
         :class:`InputError` for an unknown EVSE, an id in use, or an overlap with another expected
         vehicle on the same EVSE.
         """
+        session = as_model(session, Session, "expect_session: session")
         if session.id in self.sessions or session.id in self.expected:
             raise InputError(f"session {session.id!r} is already active or expected")
         if session.evse not in self._evse_ids:
@@ -251,6 +324,7 @@ class Controller:
         Raises :class:`InputError` for an unknown EVSE, an EVSE that already has a session, or a
         session id already in use.
         """
+        session = as_model(session, Session, "start_session: session")
         if session.id in self.sessions:
             raise InputError(f"session {session.id!r} is already active")
         if session.evse not in self._evse_ids:
@@ -265,34 +339,94 @@ class Controller:
         self._state[session.id] = _SessionState(session=session, delivered_at=session.arrival,
                                                 departure=session.departure)
         self._busy[session.evse] = session.id
+        if self._last_now is None:  # before the first step, plug-ins are the only clock
+            self._tick(session.arrival)
+        self._events.append(f"session {session.id!r} started on EVSE {session.evse!r}")
 
     def stop_session(self, session_id: str, at: datetime) -> None:
         """The vehicle left or the transaction ended (OCPP StopTransaction / Ended)."""
+        to_utc(at, f"stop_session {session_id!r}: at")
         s = self._get(session_id)
         del self.sessions[session_id]
         del self._state[session_id]
         self._busy.pop(s.evse, None)
+        if s.evse in self._observed:  # the vehicle that overdrew has left
+            self._observed.discard(s.evse)
+            self.reservations.pop(s.evse, None)
+        self._events.append(f"session {session_id!r} stopped")
+
+    def _tick(self, t: datetime) -> None:
+        if self._clock is None or t > self._clock:
+            self._clock = t
 
     def meter(self, session_id: str, at: datetime, energy_kwh: float | None = None,
-              current_a: float | tuple[float, float, float] | None = None) -> None:
+              current_a: float | tuple[float, float, float] | None = None) -> bool:
         """A meter reading: cumulative energy of this session (kWh) and/or current drawn (A).
 
-        ``current_a`` is per phase (one value or three, L1..L3 of the EVSE); the largest is used.
+        ``current_a`` is per EVSE line (one value for the lines the vehicle uses, or three, L1..L3
+        of the EVSE); the largest is compared with its limit. Returns whether the reading was
+        applied. Raises :class:`InputError` at the call for an unknown session, a time that is not
+        an aware datetime, or a value that is not a finite number ≥ 0 (nothing is changed then).
+        A reading that is out of order, stale or from the future (module docstring) is not
+        applied and is recorded in :attr:`rejected_readings`.
         """
         self._get(session_id)
         st = self._state[session_id]
-        if energy_kwh is not None:
-            e = _finite_nonneg(energy_kwh, f"session {session_id!r}: energy_kwh")
-            st.delivered_kwh = e
-            st.delivered_at = at
+        at_utc = to_utc(at, f"meter reading of session {session_id!r}: at")
+        e = (None if energy_kwh is None
+             else _finite_nonneg(energy_kwh, f"session {session_id!r}: energy_kwh"))
+        lines: tuple[float, ...] | None = None
         if current_a is not None:
             vals = current_a if isinstance(current_a, tuple | list) else (current_a,)
             if len(vals) not in (1, 3):
                 raise InputError(f"session {session_id!r}: current_a needs 1 or 3 values, got "
                                  f"{len(vals)}")
-            cur = max(_finite_nonneg(v, f"session {session_id!r}: current_a") for v in vals)
-            st.measured_a = cur
-            st.measured_at = at
+            lines = tuple(_finite_nonneg(v, f"session {session_id!r}: current_a") for v in vals)
+        why = self._reading_fault(st, at_utc, e, lines)
+        if why is not None:
+            self.rejected_readings.append(RejectedReading(session_id, at_utc, e, lines, why))
+            del self.rejected_readings[:-1000]
+            self._events.append(f"meter reading of session {session_id!r} at "
+                                f"{at_utc.isoformat()} rejected: {why}")
+            return False
+        if e is not None:
+            st.delivered_kwh = e
+            st.delivered_at = at_utc
+            st.read_at, st.read_kwh = at_utc, e
+        if lines is not None:
+            ev = self.site.evse(st.session.evse)
+            n_ph = min(ev.phases, st.session.phases)
+            if len(lines) == 1:
+                per = tuple(lines[0] if j < n_ph else 0.0 for j in range(3))
+            else:
+                per = lines
+            st.measured_a = max(lines)
+            st.measured_lines_a = per  # type: ignore[assignment]
+            st.measured_at = at_utc
+        return True
+
+    def _reading_fault(self, st: _SessionState, at: datetime, e: float | None,
+                       lines: tuple[float, ...] | None) -> str | None:
+        """Why a reading must not be applied (``None``: it may)."""
+        if self._clock is not None:
+            lead = (at - self._clock).total_seconds()
+            if lead > self.meter_max_lead_s:
+                return (f"from the future: {lead:.0f} s ahead of the controller's clock "
+                        f"{self._clock.isoformat()} (more than {self.meter_max_lead_s:.0f} s)")
+            if -lead > self.meter_max_age_s:
+                return (f"stale: {-lead:.0f} s older than the controller's clock "
+                        f"{self._clock.isoformat()} (more than {self.meter_max_age_s:.0f} s)")
+        if at < st.session.arrival:
+            return f"before the session's arrival {st.session.arrival.isoformat()}"
+        if e is not None and st.read_at is not None:
+            if at < st.read_at:
+                return f"out of order: older than the last energy reading ({st.read_at})"
+            if st.read_kwh is not None and e < st.read_kwh - 1e-9:
+                return (f"cumulative energy {e} kWh below the last reading {st.read_kwh} kWh "
+                        "(a meter reset or a reading out of order)")
+        if lines is not None and st.measured_at is not None and at < st.measured_at:
+            return f"out of order: older than the last current reading ({st.measured_at})"
+        return None
 
     def reserve(self, evse_id: str, current_a: float | tuple[float, float, float], *,
                 until: datetime | None = None, reason: str = "") -> None:
@@ -313,10 +447,10 @@ class Controller:
             raise InputError(f"reserve EVSE {evse_id!r}: current_a needs 1 or 3 values, got "
                              f"{len(vals)}")
         amps = tuple(_finite_nonneg(v, f"reserve EVSE {evse_id!r}: current_a") for v in vals)
-        if until is not None and (not isinstance(until, datetime) or until.tzinfo is None):
-            raise InputError(f"reserve EVSE {evse_id!r}: until must be a timezone-aware "
-                             f"datetime, got {until!r}")
+        if until is not None:
+            until = to_utc(until, f"reserve EVSE {evse_id!r}: until")
         self.reservations[evse_id] = Reservation(amps, until, reason)  # type: ignore[arg-type]
+        self._observed.discard(evse_id)  # set by hand: the controller does not lift it
 
     def release(self, evse_id: str) -> None:
         """End the reservation of ``evse_id`` (no-op when it has none)."""
@@ -325,7 +459,7 @@ class Controller:
     def reserved_array(self, horizon: Horizon) -> np.ndarray | None:
         """``(E, 3, T)`` A of the reservations over ``horizon`` (``None`` when there are none);
         expired reservations are dropped."""
-        now = horizon.start
+        now = horizon.start_utc
         for eid in [k for k, r in self.reservations.items()
                     if r.until is not None and r.until <= now]:
             del self.reservations[eid]
@@ -344,6 +478,40 @@ class Controller:
         if not isinstance(signals, Signals):
             raise InputError(f"set_signals needs a Signals object, got {type(signals).__name__}")
         self.signals = signals
+        self._events.append("signals replaced")
+
+    def on_signal(self, signal: Signals | GridSignal | Iterable[GridSignal],
+                  now: datetime) -> Schedule:
+        """A limit or grid signal changed between steps: apply it and re-plan at once.
+
+        ``signal`` is new :class:`Signals` (replacing the old), or one or more
+        :class:`GridSignal` (added; one with the id of a signal already held replaces it).
+        Returns the new schedule (act on its period 0 now). Raises :class:`InputError` for
+        anything else.
+        """
+        if isinstance(signal, Signals):
+            self.set_signals(signal)
+            return self.replan(now, "new signals")
+        items = [signal] if isinstance(signal, GridSignal) else signal
+        if isinstance(items, str | bytes | dict) or not isinstance(items, Iterable):
+            raise InputError(f"on_signal needs Signals or GridSignal(s), got "
+                             f"{type(signal).__name__}")
+        items = list(items)
+        for k, g in enumerate(items):
+            if not isinstance(g, GridSignal):
+                raise InputError(f"on_signal: item {k} is a {type(g).__name__}, not a GridSignal")
+        new = {g.id: g for g in items}
+        keep = tuple(g for g in self.signals.grid_signals if g.id not in new)
+        self.set_signals(Signals.model_validate(
+            {**dict(self.signals), "grid_signals": keep + tuple(new.values())}))
+        return self.replan(now, f"grid signal(s) {sorted(new)}")
+
+    def replan(self, now: datetime, why: str = "") -> Schedule:
+        """Re-plan now (a limit, a grid signal, a session or a reservation changed since the last
+        step): the same as :meth:`step`, logged as a re-plan with ``why`` and every change seen
+        since the last step."""
+        self._events.insert(0, f"replan{': ' + why if why else ''}")
+        return self.step(now)
 
     def _get(self, session_id: str) -> Session:
         try:
@@ -370,8 +538,11 @@ class Controller:
             upd: dict[str, Any] = {"energy_kwh": round(remaining, 6), "departure": dep}
             if s.arrival > now:
                 upd["arrival"] = now
-            if st.cap_a is not None:
-                upd["max_current"] = min(st.cap_a, s.max_current)
+            cap = st.cap_a
+            if st.over_limit_a is not None:  # not raised while it draws above what it is given
+                cap = st.over_limit_a if cap is None else min(cap, st.over_limit_a)
+            if cap is not None:
+                upd["max_current"] = min(cap, s.max_current)
                 if s.min_current is not None:
                     upd["min_current"] = min(s.min_current, upd["max_current"])
             out.append(s.model_copy(update=upd))
@@ -399,7 +570,7 @@ class Controller:
     def _delivered_estimate(self, st: _SessionState, now: datetime) -> float:
         """Cumulative kWh at ``now``: last reading + what the vehicle drew since (estimated)."""
         since = st.delivered_at or st.session.arrival
-        dt_h = max((now - since).total_seconds(), 0.0) / 3600.0
+        dt_h = max((now - since).total_seconds(), 0.0) / 3600.0  # a clock going back adds 0
         if dt_h <= 0:
             return st.delivered_kwh
         rate_a = st.measured_a if st.measured_a is not None else (st.last_limit_a or 0.0)
@@ -429,22 +600,62 @@ class Controller:
                 st.cap_a = max(got + self.reshare_headroom_a, min_a)
 
     def step(self, now: datetime) -> Schedule:
-        """The schedule for ``[now, now + n_periods · step_s)``; act on its period 0."""
-        if now.tzinfo is None:
-            raise InputError("Controller.step: now must be timezone-aware")
+        """The schedule for ``[now, now + n_periods · step_s)``; act on its period 0.
+
+        ``now`` must be an aware datetime (:class:`InputError` otherwise, and nothing changes).
+        """
+        now_utc = to_utc(now, "Controller.step: now")
         t0 = time.perf_counter()
+        events, self._events = self._events, []
+        if self._last_now is not None and now_utc < self._last_now:
+            events.append(f"clock went backwards by "
+                          f"{(self._last_now - now_utc).total_seconds():.0f} s: energy estimates "
+                          "are not counted twice")
         self._update_caps()
-        planned = self.planned_sessions(now)
+        events.extend(self._observe())
+        planned = self.planned_sessions(now_utc)
         horizon = self.horizon(now)
         problem = compile_problem(self.site, planned, horizon, self.signals, self.objective,
                                   reserved_a=self.reserved_array(horizon))
         t1 = time.perf_counter()
         sched, mode, reason, solve_s = self._plan(problem)
-        self._after_step(now, problem, sched)
+        self._after_step(now_utc, problem, sched)
+        self._last_now = now_utc if self._last_now is None else max(self._last_now, now_utc)
+        self._tick(now_utc)
+        if events and events[0].startswith("replan"):
+            reason = f"{events[0]}; {reason}"
         self.log.append(StepRecord(now, mode, reason, sched.status.value, sched.method,
                                    problem.n_sessions, t1 - t0, solve_s,
-                                   time.perf_counter() - t0))
+                                   time.perf_counter() - t0, events))
         return sched
+
+    def _observe(self) -> list[str]:
+        """Observed reality: budget a vehicle metered above its limit at what it draws (a
+        reservation on its EVSE lines, until it complies); lift that when it complies."""
+        out = []
+        for sid, st in self._state.items():
+            lim, lines = st.last_limit_a, st.measured_lines_a
+            if lim is None or lines is None or st.measured_at is None or st.limit_at is None:
+                continue
+            if st.measured_at <= st.limit_at:  # no reading since the last limit was handed out
+                continue
+            evse = st.session.evse
+            if max(lines) > lim + self.overdraw_tolerance_a:
+                self.reservations[evse] = Reservation(
+                    tuple(lines), None,  # type: ignore[arg-type]
+                    f"session {sid!r} metered at {max(lines):.1f} A above its limit {lim:.1f} A")
+                self._observed.add(evse)
+                if st.over_limit_a is None:
+                    st.over_limit_a = lim
+                out.append(f"session {sid!r} on EVSE {evse!r} draws {max(lines):.1f} A above "
+                           f"its limit {lim:.1f} A: budgeted at what it draws")
+            elif evse in self._observed:
+                self._observed.discard(evse)
+                self.reservations.pop(evse, None)
+                st.over_limit_a = None
+                out.append(f"session {sid!r} on EVSE {evse!r} complies again "
+                           f"({max(lines):.1f} A within {lim:.1f} A): reservation lifted")
+        return out
 
     def _plan(self, problem: Problem) -> tuple[Schedule, str, str, float]:
         """Run the planner; a custom planner's result is checked (never trusted) unless it says
@@ -490,8 +701,10 @@ class Controller:
             if st is None:  # an expected vehicle, not plugged in yet
                 continue
             # fold the estimate up to now into the state, so that the next estimate starts here
-            st.delivered_kwh = self._delivered_estimate(st, now)
-            st.delivered_at = now
+            # (never backwards: a clock going back must not count the same interval twice)
+            if st.delivered_at is None or now > st.delivered_at:
+                st.delivered_kwh = self._delivered_estimate(st, now)
+                st.delivered_at = now
             st.last_limit_a = float(first[i])
             st.limit_at = now
         self.last_schedule = sched
