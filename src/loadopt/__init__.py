@@ -25,11 +25,12 @@ from .scenario import Scenario
 from .schedule import Kpis, Schedule, ScheduleStatus
 from .session import Session
 from .signals import DemandResponseEvent, GridPolicy, GridSignal, LevelAction, Signals
-from .site import CurrentPoint, Evse, Node, Site
+from .site import CurrentPoint, DeltaWye, Evse, Node, Site
 from .solve import solve
 
 __all__ = [
-    "AutoOptions", "Controller", "CurrentPoint", "DemandResponseEvent", "Evse", "FastOptions",
+    "AutoOptions", "Controller", "CurrentPoint", "DeltaWye",
+    "DemandResponseEvent", "Evse", "FastOptions",
     "GridPolicy", "GridSignal", "Horizon", "IncumbentOptions", "InputError", "IntegerOptions",
     "Kpis", "LevelAction", "LoadoptError", "LpOptions", "MilpOptions", "Node", "Objective",
     "Planner", "Problem", "SafetyError", "Scenario", "Schedule", "ScheduleStatus", "SeriesPoint",

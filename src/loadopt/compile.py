@@ -8,6 +8,7 @@ sessions, nodes, tree depth or DR events, never their product with periods).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,10 +18,26 @@ from .errors import InputError
 from .grid.arrays import signal_arrays
 from .horizon import Horizon, sample
 from .objective import Objective
-from .problem import ROW_NODE_CURRENT, ROW_NODE_POWER, ROW_SITE_IMPORT, Problem
+from .problem import (
+    ROW_LINE_FACET,
+    ROW_NODE_CURRENT,
+    ROW_NODE_POWER,
+    ROW_PRIMARY_FACET,
+    ROW_SITE_IMPORT,
+    Problem,
+)
 from .session import Session, as_sessions, check_sessions
 from .signals import Signals, split
 from .site import Site
+from .wiring import (
+    COLLINEAR_RAD,
+    PHASE_UNIT,
+    branch_coefficients,
+    delta_wye_primary,
+    facet_loss_bound,
+    facets,
+    sectors,
+)
 
 
 def compile_problem(
@@ -96,10 +113,9 @@ def compile_problem(
     n_ph = np.array([min(e.phases, s.phases) for s, e in zip(sessions, evses, strict=True)],
                     dtype=np.int64)
     rot = np.array([e.site_phases for e in evses], dtype=np.int64).reshape(S, 3)
-    phase_mask = np.zeros((S, 3), dtype=bool)
-    for k in range(3):  # EVSE line k is used when the vehicle draws on more than k lines
-        use = n_ph > k
-        phase_mask[np.flatnonzero(use), rot[use, k]] = True
+    line_to_line = np.array([e.wiring == "line_to_line" for e in evses], dtype=bool)
+    branch = branch_coefficients(line_to_line, rot, n_ph)  # (S, 3) line phasor per A
+    phase_mask = np.abs(branch) > 0  # site lines the session loads
     volt = np.array([e.voltage_v for e in evses], dtype=np.float64)
     kw_per_a = volt * n_ph / 1000.0
     max_cur = np.array([min(e.max_current, s.max_current)
@@ -166,7 +182,6 @@ def compile_problem(
         np.add.at(res_site, (np.arange(E_), line_phase[:, j]), reserved[:, j])
     res_kw_e = reserved.sum(axis=1) * e_volt[:, None] / 1000.0  # (E, T)
     anc_t = anc.T.tocsr()
-    node_res_a = np.stack([anc_t @ res_site[:, p] for p in range(3)], axis=1).reshape(N, 3, T)
     node_res_kw = np.asarray(anc_t @ res_kw_e).reshape(N, T)
     site_res_kw = res_kw_e.sum(axis=0)
 
@@ -193,23 +208,34 @@ def compile_problem(
     free_v = np.flatnonzero(var_free)
     sess_var = sp.csr_matrix((np.ones(free_v.size), (free_v, vs[free_v])), shape=(V, S))
 
-    # per node, site phase, period: Σ current ≤ limit (minus the base load where it flows)
-    rows_i, rows_c = [], []
-    for p in range(3):
-        keep = phase_mask[s_anc.row, p]
-        rows_i.append(s_anc.row[keep])
-        rows_c.append(s_anc.col[keep] * 3 + p)
-    C = sp.csr_matrix(
-        (np.ones(sum(r.size for r in rows_i)), (np.concatenate(rows_i), np.concatenate(rows_c))),
-        shape=(S, 3 * N),
-    )
     # the base load sits under site.base_load_node (default: the root) and loads its whole path
-    carries = _carries(parent, root if site.base_load_node is None
-                       else node_index[site.base_load_node])
+    k_base = root if site.base_load_node is None else node_index[site.base_load_node]
+    carries = _carries(parent, k_base)
+    lines = _line_currents(site, evse_node, evse_node[s_evse], parent, n_ph, rot, line_to_line,
+                           branch, node_cur, base_a, k_base, T, res_site)
+    node_res_a = lines.reserved[: 3 * N].reshape(N, 3, T)
     cur_rhs = node_cur - node_res_a
     cur_rhs[carries] -= base_a[None, None, :]
-    rows.add((sess_var @ C).tocoo(), vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT,
+    m = site.phasor_facets
+    # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
+    ci = lines.coef[:, : 3 * N].multiply(lines.int_group[None, : 3 * N]).tocsr()
+    ci.eliminate_zeros()
+    C_int = sp.csr_matrix((np.abs(ci.data), ci.indices, ci.indptr), shape=ci.shape)
+    rows.add((sess_var @ C_int).tocoo(), vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT,
              node_of=lambda g: g // 3, phase_of=lambda g: g % 3)
+    # the other limited lines: facets of the phasor disc over the sector (or magnitude rows)
+    fc = lines.coef.multiply(lines.facet_group[None, :]).tocoo()
+    if fc.nnz:
+        width = np.where(lines.sector_rad < COLLINEAR_RAD, np.inf, lines.sector_rad)
+        e, f, val, scale = facets(fc.data, fc.col, lines.ref, lines.lo, width, m)
+        keep = val > 0
+        Cf = sp.csr_matrix((val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])),
+                           shape=(S, 6 * N * m))
+        room = (lines.limit - lines.base_mag - lines.reserved) * scale[:, None]
+        rows.add((sess_var @ Cf).tocoo(), vt, np.repeat(room, m, axis=0).reshape(-1),
+                 lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
+                 node_of=lambda g: (g // m // 3) % N, phase_of=lambda g: (g // m) % 3,
+                 facet_of=lambda g: g % m)
 
     # per node and period: Σ EV kW ≤ limit (minus the base load where it flows)
     D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
@@ -224,7 +250,7 @@ def compile_problem(
     import_rhs = import_cap - base_kw + pv_kw - site_res_kw
     rows.add(site_coo, vt, import_rhs, ROW_SITE_IMPORT,
              node_of=lambda g: np.full(g.size, -1), phase_of=lambda g: np.full(g.size, -1))
-    G, h, row_kind, row_node, row_phase, row_period = rows.build()
+    G, h, row_kind, row_node, row_phase, row_period, row_facet = rows.build()
 
     fixed = "base load and reserved draw" if reserved.any() else "base load"
     for k in np.flatnonzero(carries | node_res_a.any(axis=(1, 2)) | node_res_kw.any(axis=1)):
@@ -240,7 +266,9 @@ def compile_problem(
         session_departure_h=np.clip(dep_s / 3600.0, horizon.step_h, T * horizon.step_h),
         var_session=vs,
         var_period=vt, var_ub=var_ub, var_kwh_per_a=var_kwh, h=h, row_kind=row_kind,
-        row_node=row_node, row_phase=row_phase, row_period=row_period,
+        row_node=row_node, row_phase=row_phase, row_period=row_period, row_facet=row_facet,
+        line_base=lines.base, line_limit=lines.limit, line_exact=lines.exact,
+        line_sector_rad=lines.sector_rad, line_reserved_a=lines.reserved,
         node_current_limit=node_cur, node_power_limit_kw=node_kw, base_load_kw=base_kw,
         base_load_a=base_a, node_carries_base=carries, pv_kw=pv_kw, import_price=price,
         export_price=export_price, import_cap_kw=import_cap, dr_cap_kw=sig.cap_kw,
@@ -254,7 +282,8 @@ def compile_problem(
         horizon=horizon, site=site, sessions=sessions, signals=signals, objective=objective,
         node_ids=node_ids, evse_ids=evse_ids, session_ids=tuple(s.id for s in sessions),
         dr_event_ids=sig.ids, signal_kind=sig.kind, G=G, session_anc=s_anc.tocsr(),
-        evse_anc=anc, notices=tuple(notices), **arrays,
+        evse_anc=anc, line_coef=lines.coef, line_coef_l1=lines.coef_l1,
+        facet_loss_bound=lines.loss_bound, notices=tuple(notices), **arrays,
     )
     if np.any(sig.floor_a > 0):
         object.__setattr__(problem, "var_floor_a", _feasible_floor(problem, sig.floor_a))
@@ -263,6 +292,126 @@ def compile_problem(
             a.setflags(write=False)
     problem.var_floor_a.setflags(write=False)
     return problem
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """Line groups ``g = (side · N + node) · 3 + line`` (see :mod:`loadopt.problem`)."""
+
+    coef: sp.csr_matrix  #: (S, 6N) complex
+    coef_l1: sp.csr_matrix  #: (S, 6N) complex, sessions on their EVSE's L1 only
+    base: np.ndarray  #: (6N,) complex per A of base load
+    base_mag: np.ndarray  #: (6N, T) A
+    limit: np.ndarray  #: (6N, T) A
+    ref: np.ndarray  #: (6N,) rad
+    lo: np.ndarray  #: (6N,) rad
+    sector_rad: np.ndarray  #: (6N,) rad, +inf where the phasors can cancel
+    int_group: np.ndarray  #: (6N,) float 0/1, exact integer rows (ROW_NODE_CURRENT)
+    facet_group: np.ndarray  #: (6N,) float 0/1, facet / magnitude rows
+    exact: np.ndarray  #: (6N,) bool, checked as phasor magnitudes
+    loss_bound: float
+    reserved: np.ndarray  #: (6N, T) A, bound on the reserved EVSE draw's line magnitudes
+
+
+def _walk_lines(u: np.ndarray, node: np.ndarray, parent: np.ndarray, ratio: np.ndarray,
+                N: int) -> sp.csr_matrix:
+    """(S, 6N) complex line coefficients: ``u`` (S, 3) at each session's node, carried up the
+    tree, through the primary side of every delta/wye transformer on the way (loops run over
+    tree depth, vectorised over sessions)."""
+    S = u.shape[0]
+    r, c, v = [], [], []
+    alive, cur, x = np.arange(S), node.copy(), u.copy()
+    three = np.arange(3)
+    while alive.size:
+        r.append(np.repeat(alive, 3))
+        c.append((cur[:, None] * 3 + three).ravel())
+        v.append(x.ravel())
+        tr = ratio[cur] > 0
+        if tr.any():
+            x = x.copy()
+            x[tr] = delta_wye_primary(x[tr], ratio[cur[tr]])
+            r.append(np.repeat(alive[tr], 3))
+            c.append(((N + cur[tr])[:, None] * 3 + three).ravel())
+            v.append(x[tr].ravel())
+        nxt = parent[cur]
+        keep = nxt >= 0
+        alive, cur, x = alive[keep], nxt[keep], x[keep]
+    out = sp.csr_matrix((np.concatenate(v) if v else np.zeros(0, np.complex128),
+                         (np.concatenate(r) if r else np.zeros(0, np.int64),
+                          np.concatenate(c) if c else np.zeros(0, np.int64))),
+                        shape=(S, 6 * N), dtype=np.complex128)
+    out.eliminate_zeros()
+    return out
+
+
+def _reserved_lines(res_site: np.ndarray, evse_node: np.ndarray, parent: np.ndarray,
+                    ratio: np.ndarray, N: int) -> np.ndarray:
+    """(6N, T) A: reserved EVSE draw per site line ``res_site`` (E, 3, T), carried up the tree as
+    magnitudes (in phase: the worst case); through a delta/wye transformer the primary line
+    ``A`` gets ``(|a| + |c|)/n`` (the triangle inequality on ``(I_a − I_c)/n``)."""
+    T = res_site.shape[2]
+    out = np.zeros((6 * N, T))
+    if not res_site.any():
+        return out
+    alive, cur, x = np.arange(res_site.shape[0]), evse_node.copy(), res_site.copy()
+    while alive.size:
+        for k in range(3):
+            np.add.at(out, cur * 3 + k, x[:, k])
+        tr = ratio[cur] > 0
+        if tr.any():
+            x = x.copy()
+            x[tr] = (x[tr] + np.roll(x[tr], 1, axis=1)) / ratio[cur[tr]][:, None, None]
+            for k in range(3):
+                np.add.at(out, (N + cur[tr]) * 3 + k, x[tr][:, k])
+        nxt = parent[cur]
+        keep = nxt >= 0
+        alive, cur, x = alive[keep], nxt[keep], x[keep]
+    return out
+
+
+def _line_currents(site: Site, evse_node: np.ndarray, node: np.ndarray, parent: np.ndarray,
+                   n_ph: np.ndarray, rot: np.ndarray, line_to_line: np.ndarray,
+                   branch: np.ndarray, node_cur: np.ndarray, base_a: np.ndarray, k_base: int,
+                   T: int, res_site: np.ndarray) -> _Lines:
+    """Exact line-current phasors of every node (and delta/wye primary) and how to model them."""
+    N = len(site.nodes)
+    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio
+                      for n in site.nodes])
+    coef = _walk_lines(branch, node, parent, ratio, N)
+    l1 = np.where(line_to_line, n_ph, np.minimum(n_ph, 1))
+    coef_l1 = _walk_lines(branch_coefficients(line_to_line, rot, l1), node, parent, ratio, N)
+    base = np.zeros(6 * N, dtype=np.complex128)
+    b, k = PHASE_UNIT.copy(), k_base
+    while k >= 0:
+        base[3 * k: 3 * k + 3] = b
+        if ratio[k] > 0:
+            b = delta_wye_primary(b, ratio[k])
+            base[3 * (N + k): 3 * (N + k) + 3] = b
+        k = parent[k]
+    has_base = bool(np.max(base_a, initial=0.0) > 0)
+    limit = np.full((6 * N, T), np.inf)
+    limit[: 3 * N] = node_cur.reshape(3 * N, T)
+    for k, n in enumerate(site.nodes):
+        trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
+        if trip is not None:
+            limit[3 * (N + k): 3 * (N + k) + 3] = np.asarray(trip, dtype=np.float64)[:, None]
+    base_mag = np.abs(base)[:, None] * base_a[None, :]
+    cc = coef.tocoo()
+    ref, lo, width = sectors(cc.data, cc.col, 6 * N, base if has_base else None)
+    used = np.zeros(6 * N, dtype=bool)
+    used[cc.col] = True
+    limited = used & np.isfinite(limit).any(axis=1)
+    unit = np.ones(6 * N, dtype=bool)
+    np.logical_and.at(unit, cc.col, np.abs(np.abs(cc.data) - 1.0) < 1e-12)
+    side0 = np.arange(6 * N) < 3 * N
+    is_int = side0 & (width < COLLINEAR_RAD) & unit
+    exact = limited & ~is_int
+    bound = facet_loss_bound(np.where(exact, width, 0.0), site.phasor_facets)
+    return _Lines(coef=coef, coef_l1=coef_l1, base=base, base_mag=base_mag, limit=limit,
+                  ref=ref, lo=lo, sector_rad=width, int_group=is_int.astype(np.float64),
+                  facet_group=(~is_int).astype(np.float64), exact=exact,
+                  loss_bound=float(np.max(bound, initial=0.0)),
+                  reserved=_reserved_lines(res_site, evse_node, parent, ratio, N))
 
 
 def _carries(parent: np.ndarray, k: int) -> np.ndarray:
@@ -311,7 +460,7 @@ class _RowBuilder:
         self.labels: list[tuple[np.ndarray, ...]] = []
 
     def add(self, var_group: sp.coo_matrix, var_period: np.ndarray, rhs_flat: np.ndarray,
-            kind: int, node_of, phase_of) -> None:
+            kind, node_of, phase_of, facet_of=None) -> None:
         """Add a row for every (group, period) with a finite limit.
 
         ``var_group`` is a (V, n_groups) incidence/coefficient matrix; variable ``v`` sits in the
@@ -331,23 +480,25 @@ class _RowBuilder:
         self.c.append(cols)
         self.v.append(vals)
         group = uniq // T
-        self.labels.append((rhs_flat[uniq], np.full(uniq.size, kind), node_of(group),
-                            phase_of(group), uniq % T))
+        kinds = kind(group) if callable(kind) else np.full(uniq.size, kind)
+        fac = np.full(uniq.size, -1) if facet_of is None else facet_of(group)
+        self.labels.append((rhs_flat[uniq], kinds, node_of(group), phase_of(group), uniq % T,
+                            fac))
         self.n += uniq.size
 
     def build(self):
-        """``(G, h, row_kind, row_node, row_phase, row_period)``."""
+        """``(G, h, row_kind, row_node, row_phase, row_period, row_facet)``."""
         if not self.labels:
             z = np.zeros(0)
             return (sp.csr_matrix((0, self.V)), z, z.astype(np.int8), z.astype(np.int32),
-                    z.astype(np.int8), z.astype(np.int32))
+                    z.astype(np.int8), z.astype(np.int32), z.astype(np.int8))
         G = sp.csr_matrix((np.concatenate(self.v), (np.concatenate(self.r),
                                                      np.concatenate(self.c))),
                           shape=(self.n, self.V))
-        h, kind, node, phase, period = (np.concatenate(x) for x in zip(*self.labels,
-                                                                         strict=True))
+        h, kind, node, phase, period, facet = (np.concatenate(x) for x in zip(*self.labels,
+                                                                                strict=True))
         return (G, h, kind.astype(np.int8), node.astype(np.int32), phase.astype(np.int8),
-                period.astype(np.int32))
+                period.astype(np.int32), facet.astype(np.int8))
 
 
 def _check_reserved(reserved_a: np.ndarray | None, n_evse: int, n_periods: int,

@@ -11,6 +11,12 @@ into this. Index conventions:
   period (current, A); per node and period (power, kW); per period the site import (kW) under the
   grid limit and demand-response caps. ``G`` has non-negative entries only, so scaling currents
   down can never break a safety row: that is what makes :mod:`loadopt.safety` exact.
+- *Line groups* ``g = (side · N + node) · 3 + line`` (``side`` 0: the node's lines, 1: the
+  primary lines of a delta/wye transformer node): the exact line current is the phasor
+  ``line_coef[:, g].T @ current + line_base[g] · base_load_a`` (:mod:`loadopt.wiring`). Where its
+  branches are all in phase it is one exact ``ROW_NODE_CURRENT`` row; otherwise facet rows
+  (``ROW_LINE_FACET`` / ``ROW_PRIMARY_FACET``, an inner approximation) stand in for it in ``G``
+  and :func:`loadopt.safety.violations` checks the magnitude itself (``line_exact``).
 """
 
 from __future__ import annotations
@@ -31,9 +37,15 @@ from .site import Site
 ROW_NODE_CURRENT = 0  #: Σ currents on one site phase under a node ≤ limit (A)
 ROW_NODE_POWER = 1  #: Σ EV power under a node (+ base load at the root) ≤ limit (kW)
 ROW_SITE_IMPORT = 2  #: EV power + base load − PV ≤ grid limit and DR caps (kW)
+#: A facet (or magnitude row) of a node's line current whose branches are not in phase (A):
+#: a linear inner approximation of ``|phasor sum| ≤ limit`` (:mod:`loadopt.wiring`).
+ROW_LINE_FACET = 3
+#: Likewise for a primary line of a delta/wye transformer (A, primary side).
+ROW_PRIMARY_FACET = 4
 
 ROW_KIND_NAMES = {ROW_NODE_CURRENT: "current", ROW_NODE_POWER: "power",
-                  ROW_SITE_IMPORT: "site import"}
+                  ROW_SITE_IMPORT: "site import", ROW_LINE_FACET: "line current facet",
+                  ROW_PRIMARY_FACET: "primary line current facet"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +86,20 @@ class Problem:
     row_node: np.ndarray  #: (M,) node index, -1 for site-import rows
     row_phase: np.ndarray  #: (M,) site phase, -1 for power rows
     row_period: np.ndarray  #: (M,) period
+    row_facet: np.ndarray  #: (M,) int8 facet index of a facet row, -1 for the other rows
+
+    line_coef: sp.csr_matrix  #: (S, 6N) complex, line current (A) per A of session current
+    #: (S, 6N) complex, the same for a session switched to its EVSE's L1 only (phase switching)
+    line_coef_l1: sp.csr_matrix
+    line_base: np.ndarray  #: (6N,) complex, line current per A of balanced base load
+    line_limit: np.ndarray  #: (6N, T) A, +inf = none
+    line_exact: np.ndarray  #: (6N,) bool, checked as phasor magnitudes (facets in G)
+    line_sector_rad: np.ndarray  #: (6N,) width of the sector the line's phasors span
+    #: (6N, T) A, reserved EVSE draw on each line (a magnitude bound, added in phase)
+    line_reserved_a: np.ndarray
+    #: Worst-case relative capacity the facet rows give away (max over the limited groups,
+    #: :func:`loadopt.wiring.facet_loss_bound`), 0 when every line is exact.
+    facet_loss_bound: float
 
     node_current_limit: np.ndarray  #: (N, 3, T) A, +inf = none (as rated, before base load)
     node_power_limit_kw: np.ndarray  #: (N, T) kW, +inf = none

@@ -12,6 +12,11 @@ in exact integer arithmetic (three cars at 0.1 A on a 0.3 A limit must pass; in 
 point 0.1 + 0.1 + 0.1 > 0.3). Power rows (kW) are checked in floating point against ``h``; the
 projection aims at ``h · (1 − 1e-9)`` so that summation order can never tip a sum over.
 
+Line currents whose branches are not in phase (line-to-line EVSEs, delta/wye primaries) are
+phasor limits; ``G`` holds their linear inner approximation (facets, :mod:`loadopt.wiring`), so a
+schedule that satisfies ``G r ≤ h`` is exactly safe, and :func:`violations` checks the phasor
+magnitudes themselves.
+
 Because ``G ≥ 0`` and ``h ≥ 0``, scaling the currents in an over-full row down by
 ``capacity / load`` can only lower every other row, so one projection pass fixes all rows at once;
 a few more passes absorb floating-point residue, and a final pass zeroes whatever is still over
@@ -25,12 +30,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .problem import ROW_KIND_NAMES, ROW_NODE_CURRENT, Problem
+from .problem import (
+    ROW_KIND_NAMES,
+    ROW_LINE_FACET,
+    ROW_NODE_CURRENT,
+    ROW_PRIMARY_FACET,
+    Problem,
+)
 
 #: Relative margin kept below power (kW) limits so that float summation cannot exceed them.
 POWER_MARGIN = 1e-9
 #: Slack accepted when deciding that a solver value is already on the 0.1 A grid (solver noise).
 GRID_SNAP = 1e-6
+#: Relative floating-point slack of the exact phasor check (complex sums of irrational
+#: coefficients cannot be checked in integers).
+PHASOR_RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -124,9 +138,12 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None) 
     Checks, in this order: values are ≥ 0 and finite, on the 0.1 A grid, zero where the session is
     not plugged in, at most the session's maximum current; and every safety row (node/phase
     current, node power, site import under grid limit and demand-response caps) holds — current
-    rows in exact integer deci-amps, power rows in floating point. Every check is one array
-    operation; :class:`Violation` objects are built only for the first ``limit`` found, so a
-    schedule that breaks everything costs no more than one that breaks one limit.
+    rows in exact integer deci-amps, power rows in floating point. Line currents whose branches
+    are not in phase (line-to-line EVSEs, delta/wye primaries, :mod:`loadopt.wiring`) are checked
+    as exact phasor magnitudes (relative slack :data:`PHASOR_RTOL`), not by their facet rows.
+    Every check is one array operation; :class:`Violation` objects are built only for the first
+    ``limit`` found, so a schedule that breaks everything costs no more than one that breaks one
+    limit.
     """
     current = np.asarray(current, dtype=np.float64)
     S, T = problem.n_sessions, problem.n_periods
@@ -168,16 +185,66 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None) 
     for v in first(x > ub_da):
         out.append(Violation("max current", f"session {sid[problem.var_session[v]]!r}",
                              int(problem.var_period[v]), x[v] / 10, ub_da[v] / 10))
-    if len(out) >= left or not problem.G.shape[0]:
+    if len(out) >= left:
         return out
-    load = problem.G @ x
-    is_cur = problem.row_kind == ROW_NODE_CURRENT
-    over = np.where(is_cur, load > np.floor(problem.h * 10.0), load / 10.0 > problem.h)
-    for r in first(over):
-        out.append(Violation(ROW_KIND_NAMES[int(problem.row_kind[r])], _row_name(problem, r),
-                             int(problem.row_period[r]), float(load[r] / 10.0),
-                             float(problem.h[r])))
+    if problem.G.shape[0]:
+        load = problem.G @ x
+        is_cur = problem.row_kind == ROW_NODE_CURRENT
+        # facet rows are the solvers' linear stand-in for a phasor limit: the limit itself is
+        # checked below, exactly
+        model = np.isin(problem.row_kind, (ROW_LINE_FACET, ROW_PRIMARY_FACET))
+        over = np.where(is_cur, load > np.floor(problem.h * 10.0), load / 10.0 > problem.h)
+        for r in first(over & ~model):
+            out.append(Violation(ROW_KIND_NAMES[int(problem.row_kind[r])],
+                                 _row_name(problem, r), int(problem.row_period[r]),
+                                 float(load[r] / 10.0), float(problem.h[r])))
+        if len(out) >= left:
+            return out
+    # a session on a reserved EVSE draws inside its reservation (counted as a fixed load)
+    own = x if problem.var_reserved is None else np.where(problem.var_reserved, 0.0, x)
+    mag, lim, groups = line_current_magnitudes(problem, problem.dense(own / 10.0))
+    # where the base load (and reserved draw) alone is over a limit (a notice of the problem),
+    # vehicles may add nothing: the line may carry that, no more
+    fixed = (np.abs(problem.line_base[groups, None]) * problem.base_load_a[None, :]
+             + problem.line_reserved_a[groups])
+    room = np.maximum(lim, fixed)
+    N = len(problem.node_ids)
+    for f in first(mag > room * (1.0 + PHASOR_RTOL) + PHASOR_RTOL):
+        j, t = divmod(int(f), T)
+        g = int(groups[j])
+        side, node, line = g // (3 * N), (g // 3) % N, g % 3
+        where = (f"node {problem.node_ids[node]!r} " +
+                 (f"line {'RST'[line]}" if side == 0 else f"primary line {'ABC'[line]}"))
+        out.append(Violation("line current (phasor)", where, t, float(mag[j, t]),
+                             float(lim[j, t])))
     return out
+
+
+def line_current_magnitudes(problem: Problem, current: np.ndarray,
+                            n_phases: np.ndarray | None = None
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact line-current magnitudes (A) of the lines whose limit is a phasor limit.
+
+    Returns ``(magnitude, limit, group)``: ``(G', T)`` ``|Σ_i c_ig r_it + b_g · base_t|`` and the
+    limits of the line groups ``group`` (``problem.line_exact``; see :mod:`loadopt.problem`),
+    from ``current`` ``(S, T)`` A. ``n_phases`` (phase switching, ``(S, T)``): periods at 1 use
+    the session's L1-only coefficients. Reserved EVSE draw is added in phase (the worst case).
+    """
+    groups = np.flatnonzero(problem.line_exact)
+    T = problem.n_periods
+    if groups.size == 0:
+        z = np.zeros((0, T))
+        return z, z, groups
+    cur = np.nan_to_num(np.asarray(current, dtype=np.float64))
+    C = problem.line_coef[:, groups]
+    if n_phases is None:
+        Z = C.T @ cur
+    else:
+        one = np.asarray(n_phases) == 1
+        Z = C.T @ np.where(one, 0.0, cur) + problem.line_coef_l1[:, groups].T @ np.where(
+            one, cur, 0.0)
+    Z = np.asarray(Z) + problem.line_base[groups, None] * problem.base_load_a[None, :]
+    return np.abs(Z) + problem.line_reserved_a[groups], problem.line_limit[groups], groups
 
 
 def _row_name(problem: Problem, r: int) -> str:
@@ -185,4 +252,8 @@ def _row_name(problem: Problem, r: int) -> str:
     if node < 0:
         return "the grid connection (import)"
     phase = int(problem.row_phase[r])
-    return f"node {problem.node_ids[node]!r}" + ("" if phase < 0 else f" phase {'RST'[phase]}")
+    kind = int(problem.row_kind[r])
+    if kind == ROW_PRIMARY_FACET:
+        return f"node {problem.node_ids[node]!r} primary line {'ABC'[phase]}"
+    name = f"node {problem.node_ids[node]!r}" + ("" if phase < 0 else f" phase {'RST'[phase]}")
+    return name if kind != ROW_LINE_FACET else name + f" (facet {int(problem.row_facet[r])})"

@@ -155,20 +155,6 @@ class Schedule:
         volt = np.array([e.voltage_v for e in p.site.evses], dtype=np.float64)
         return p.evse_reserved_a.sum(axis=1) * volt[:, None] / 1000.0
 
-    def _reserved_node_a(self) -> np.ndarray:
-        """(N, 3, T) reserved A per node and site phase."""
-        p = self.problem
-        N, T = len(p.node_ids), p.n_periods
-        if p.evse_reserved_a is None:
-            return np.zeros((N, 3, T))
-        E = len(p.evse_ids)
-        by_phase = np.zeros((E, 3, T))
-        for j in range(3):
-            l_j = np.array([e.site_phases[j] for e in p.site.evses], dtype=np.int64)
-            np.add.at(by_phase, (np.arange(E), l_j), p.evse_reserved_a[:, j])
-        At = p.evse_anc.T.tocsr()
-        return np.stack([At @ by_phase[:, k] for k in range(3)], axis=1).reshape(N, 3, T)
-
     @cached_property
     def _power_kw(self) -> np.ndarray:
         """(S, T) kW per session and period outside reservations (those count per EVSE)."""
@@ -183,17 +169,6 @@ class Schedule:
             kw = kw * np.minimum(self.n_phases, full) / full
         return kw
 
-    def _phase_load(self, k: int) -> np.ndarray:
-        """(S, T) A each session draws on site phase ``k``: every phase it uses, or only its
-        EVSE's L1 in periods switched to one phase."""
-        p = self.problem
-        on_k = np.broadcast_to(p.session_phase_mask[:, k, None], self.current.shape)
-        if self.n_phases is not None:
-            evse_l1 = np.array([e.site_phases[0] for e in p.site.evses], dtype=np.int64)
-            l1 = evse_l1[p.session_evse] if p.n_sessions else np.zeros(0, np.int64)
-            on_k = np.where(self.n_phases == 1, (l1 == k)[:, None], on_k)
-        return self.unreserved_current * on_k
-
     @cached_property
     def import_kw(self) -> np.ndarray:
         """(T,) net grid import kW (negative = export) with base load and PV."""
@@ -201,15 +176,28 @@ class Schedule:
         return self.ev_power_kw + p.base_load_kw - p.pv_kw
 
     @cached_property
-    def node_phase_current(self) -> np.ndarray:
-        """(N, 3, T) A per node, site phase and period, including the base load where it flows
-        and reserved EVSE draw."""
+    def line_current(self) -> np.ndarray:
+        """(6N, T) A: the magnitude of every line current — node lines, then delta/wye primary
+        lines (groups of :mod:`loadopt.problem`) — as the phasor sum of the branches on it and
+        the base load (:mod:`loadopt.wiring`; the plain sum where all are in phase), plus the
+        reserved EVSE draw (added in phase, the worst case)."""
         p = self.problem
-        At = p.session_anc.T.tocsr()
-        out = np.stack([At @ self._phase_load(k) for k in range(3)], axis=1)
-        out += self._reserved_node_a()
-        out[p.node_carries_base] += p.base_load_a[None, None, :]
-        return out
+        cur = self.unreserved_current
+        if self.n_phases is None:
+            Z = p.line_coef.T @ cur
+        else:  # periods switched to one phase draw on the EVSE's L1 only
+            one = self.n_phases == 1
+            Z = (p.line_coef.T @ np.where(one, 0.0, cur)
+                 + p.line_coef_l1.T @ np.where(one, cur, 0.0))
+        Z = np.asarray(Z) + p.line_base[:, None] * p.base_load_a[None, :]
+        return np.abs(Z) + p.line_reserved_a
+
+    @cached_property
+    def node_phase_current(self) -> np.ndarray:
+        """(N, 3, T) A per node, site line and period (magnitudes of the phasor sums,
+        :attr:`line_current`), including the base load where it flows."""
+        N = len(self.problem.node_ids)
+        return self.line_current[: 3 * N].reshape(N, 3, -1)
 
     @cached_property
     def node_power_kw(self) -> np.ndarray:

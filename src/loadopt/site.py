@@ -8,6 +8,13 @@ Phase rotation follows OCPP (1.6 ``ConnectorPhaseRotation``, 2.x ``PhaseRotation
 letters say which *site* phase the EVSE's own L1, L2, L3 are wired to. ``"SRT"`` means EVSE L1 is on
 site phase S (L2), EVSE L2 on R (L1) and EVSE L3 on T (L3). A single-phase vehicle draws on the
 EVSE's L1, so on an ``SRT`` EVSE it loads only site phase S.
+
+Wiring (:attr:`Evse.wiring`): a **line-to-neutral** EVSE (230 V Europe, 277 V US) draws each of its
+phases between one line and neutral; a **line-to-line** EVSE (US 208 V, any delta-connected load)
+draws between two lines: one phase is the pair (L1, L2) of its rotation, two phases the pairs
+(L1, L2) and (L2, L3), three phases a full delta. A line then carries the *phasor* sum of the
+branches on it; a node may be a delta/wye transformer (:class:`DeltaWye`) whose primary line
+currents are phasor sums of its secondary ones. :mod:`loadopt.wiring` has the physics.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from .errors import InputError
 
 PhaseRotation = Literal["RST", "RTS", "SRT", "STR", "TRS", "TSR"]
 NodeKind = Literal["grid_connection", "transformer", "feeder", "panel", "circuit"]
+Wiring = Literal["line_to_neutral", "line_to_line"]
 PerPhase = tuple[NonNegFloat, NonNegFloat, NonNegFloat]
 
 #: Site phase index (0 = R/L1, 1 = S/L2, 2 = T/L3) of each EVSE line, by rotation.
@@ -43,6 +51,28 @@ class CurrentPoint(FrozenModel):
 
     start: UtcDatetime
     value: NonNegFloat | PerPhase
+
+
+class DeltaWye(FrozenModel):
+    """A delta-primary / wye-secondary transformer (vector group Dyn11) at a node.
+
+    ``turns_ratio`` is delta turns over wye turns, i.e. the primary line-to-line voltage over the
+    secondary line-to-neutral one (480 V / 120 V = 4). The primary line currents are
+    ``I_A = (I_a − I_c)/n``, ``I_B = (I_b − I_a)/n``, ``I_C = (I_c − I_b)/n`` (phasors, from the
+    secondary line currents ``I_a, I_b, I_c``); ``primary_max_current`` limits them (A, one value
+    or three for A, B, C). The node's own ``max_current`` limits the secondary lines; nodes above
+    it carry the primary currents.
+    """
+
+    turns_ratio: PosFloat
+    primary_max_current: NonNegFloat | PerPhase | None = None
+
+    def primary_triplet(self) -> tuple[float, float, float] | None:
+        if self.primary_max_current is None:
+            return None
+        if isinstance(self.primary_max_current, tuple):
+            return self.primary_max_current
+        return (self.primary_max_current,) * 3
 
 
 class Node(FrozenModel):
@@ -63,9 +93,15 @@ class Node(FrozenModel):
     max_power_kw: NonNegFloat | None = None
     current_series: tuple[CurrentPoint, ...] | None = None
     power_series_kw: tuple[SeriesPoint, ...] | None = None
+    #: The node is a delta/wye transformer (``kind="transformer"``); ``max_current`` is then its
+    #: secondary line limit.
+    delta_wye: DeltaWye | None = None
 
     @model_validator(mode="after")
     def _series_sorted(self) -> Node:
+        if self.delta_wye is not None and self.kind != "transformer":
+            raise ValueError(f"node {self.id!r}: delta_wye needs kind='transformer', not "
+                             f"{self.kind!r}")
         check_series(self.current_series, f"node {self.id!r} current_series")  # type: ignore[arg-type]
         check_series(self.power_series_kw, f"node {self.id!r} power_series_kw")
         if self.power_series_kw and any(p.value < 0 for p in self.power_series_kw):
@@ -87,13 +123,18 @@ class Evse(FrozenModel):
     ``connectorId`` and the OCPP 2.x ``evseId`` (both ≥ 1; 0 addresses the whole station).
     Currents are per phase, in A. IEC 61851-1 pilot duty cycles allow 6 A to 80 A on AC; the
     default minimum is 6 A.
+
+    ``wiring``: ``"line_to_neutral"`` (each phase between a line and neutral; ``voltage_v`` is the
+    line-to-neutral voltage) or ``"line_to_line"`` (each phase between two lines, ``voltage_v`` the
+    line-to-line voltage, e.g. 208 V; see the module docstring). ``phases`` 1, 2 or 3.
     """
 
     id: Identifier
     node: Identifier
     charge_point_id: Identifier
     connector_id: Annotated[int, Field(ge=1)] = 1
-    phases: Literal[1, 3] = 3
+    phases: Literal[1, 2, 3] = 3
+    wiring: Wiring = "line_to_neutral"
     phase_rotation: PhaseRotation = "RST"
     max_current: NonNegFloat = 32.0
     min_current: NonNegFloat = 6.0
@@ -115,6 +156,9 @@ class Evse(FrozenModel):
                 f"EVSE {self.id!r}: min_current {self.min_current} A is above "
                 f"max_current {self.max_current} A"
             )
+        if self.wiring == "line_to_line" and self.phase_switching:
+            raise ValueError(f"EVSE {self.id!r}: phase switching is only modelled for "
+                             "line-to-neutral EVSEs")
         return self
 
     @property
@@ -139,6 +183,9 @@ class Site(FrozenModel):
     #: from; it loads that node and every node above it, balanced over the three phases.
     #: ``None``: the grid connection.
     base_load_node: Identifier | None = None
+    #: Facets per phasor line limit in the linear model (:mod:`loadopt.wiring`): the worst-case
+    #: capacity given away on a sector of width Δ is 1 − cos(Δ/2m) (m = 4: 0.86 % on 60°).
+    phasor_facets: Annotated[int, Field(ge=1, le=64)] = 4
 
     @field_validator("nodes")
     @classmethod
