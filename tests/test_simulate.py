@@ -20,7 +20,7 @@ from loadopt.simulate import (
 
 @pytest.fixture(scope="module")
 def acn_small():
-    sc = acn_scenario("2019-05-06", step_s=1800)
+    sc = acn_scenario("2019-05-06", step_s=1800, grid_import_limit_kw=80.0)
     # keep it small and fast: the first 30 sessions
     return sc.model_copy(update={"sessions": sc.sessions[:30]})
 

@@ -6,12 +6,14 @@ The simulator steps through a scenario's horizon (one control interval per perio
    in (``start_session``) with what the policy is told: their true departure and energy, or a
    default dwell / default energy when ``known_departure`` / ``known_energy`` is off;
 2. every plugged-in vehicle reports its meter (cumulative kWh and the current it drew);
-3. the policy's ``step(now)`` gives the limits; each vehicle draws
-   ``min(limit, what its battery accepts)`` for the period — the battery accepts its maximum
-   current up to ``taper_from`` of the energy it wants, then linearly less down to 10 % of it
-   (constant-current / constant-voltage charging), and nothing once full; ``noise`` draws up to
-   that fraction less at random. A vehicle that arrives between two steps draws nothing until the
-   next step (the safe ``TxDefaultProfile`` of the OCPP adapter).
+3. the policy's ``step(now)`` gives the limits; the EVSE turns a limit into a pilot it can
+   signal (:func:`evse_pilot`: the largest of its ``allowed_currents`` at or below the limit, or
+   0 below its minimum current — IEC 61851-1: below the minimum duty cycle the vehicle pauses);
+   each vehicle draws ``min(pilot, what its battery accepts)`` for the period — the battery
+   accepts its maximum current up to ``taper_from`` of the energy it wants, then linearly less
+   down to 10 % of it (constant-current / constant-voltage charging), and nothing once full;
+   ``noise`` draws up to that fraction less at random. A vehicle that arrives between two steps
+   draws nothing until the next step (the safe ``TxDefaultProfile`` of the OCPP adapter).
 
 What the vehicles drew is recorded as a ``(sessions, periods)`` current array on the problem
 compiled from the *true* sessions over the whole horizon, so the same
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -91,6 +94,31 @@ class SimulationResult:
     def delivered_pct(self) -> float:
         k = self.kpis
         return 100.0 * k.delivered_kwh / k.requested_kwh if k.requested_kwh else 100.0
+
+
+def evse_pilot(problem: Problem) -> Callable[[np.ndarray], np.ndarray]:
+    """What each session's EVSE signals for a limit (``(S,)`` A → ``(S,)`` A): the largest allowed
+    step at or below it (``Evse.allowed_currents``), and 0 below the session's minimum current."""
+    steps = [problem.site.evses[int(e)].allowed_currents for e in problem.session_evse]
+    width = max((len(a) for a in steps if a), default=0)
+    grid = np.full((len(steps), max(width, 1)), np.inf)
+    for i, a in enumerate(steps):
+        if a:
+            grid[i, : len(a)] = np.sort(np.asarray(a, dtype=np.float64))
+    has = np.array([bool(a) for a in steps], dtype=bool)
+    lo = problem.session_min_current
+    rows = np.arange(len(steps))
+
+    def pilot(limit: np.ndarray) -> np.ndarray:
+        lim = np.asarray(limit, dtype=np.float64)
+        out = np.where(lim + 1e-9 < lo, 0.0, lim)
+        if has.any():
+            k = (grid <= lim[:, None] + 1e-9).sum(axis=1) - 1
+            stepped = np.where(k >= 0, grid[rows, np.maximum(k, 0)], 0.0)
+            out = np.where(has, np.where(stepped + 1e-9 < lo, 0.0, stepped), out)
+        return out
+
+    return pilot
 
 
 def accepted_current(vmax: np.ndarray, delivered: np.ndarray, wanted: np.ndarray,
@@ -169,6 +197,7 @@ def simulate(
     stopped = np.zeros(S, dtype=bool)
     drawn = np.zeros((S, K))
     limits = np.full((S, K), np.nan)
+    pilot = evse_pilot(truth)
     times = np.zeros(K)
     for k in range(K):
         now = t0 + timedelta(seconds=k * step_s)
@@ -192,7 +221,7 @@ def simulate(
             lim[active] = sched.current[rows, 0]
             limits[active, k] = lim[active]
         acc = accepted_current(vmax, delivered, wanted, taper_from)
-        d = np.minimum(lim, acc)
+        d = np.minimum(pilot(lim), acc)
         if noise > 0:
             d *= 1.0 - noise * rng.random(S)
         avail = truth.avail[:, k]
