@@ -117,7 +117,7 @@ def test_scenario_load_names_the_field_and_the_object(tmp_path):
     p = tmp_path / "s.json"
     p.write_text(json.dumps({
         "site": {"nodes": [{"id": "g"}], "evses": [{"id": "e1", "node": "g",
-                                                    "charge_point_id": "c", "phases": 2}]},
+                                                    "charge_point_id": "c", "phases": 4}]},
         "horizon": {"start": "2026-01-01T00:00:00Z"}}))
     with pytest.raises(ModelError, match=r"site\.evses\.0\.phases.*EVSE 'e1'"):
         Scenario.load(p)
