@@ -242,3 +242,39 @@ def test_compliance_required_planned_metered_and_causes():
     assert "grid signal cap" in sched.kpis().table()
     with pytest.raises(lo.InputError, match="unknown node"):
         compliance(sched, {"nope": metered})
+
+
+# ------------------------------------------------------------------ soft signals in the LP
+def test_setpoint_is_followed_softly_and_export_cap_raises_load():
+    sessions = [session(f"s{k}", f"e{k}", 200.0, arr_h=-1) for k in range(2)]
+    s = lo.Signals(base_load_kw=2.0, grid_signals=(sig("sp", 0, 2, setpoint_kw=12.0),))
+    sched = lo.solve(lo.compile_problem(two_level_site(2), sessions, horizon(4), s))
+    np.testing.assert_allclose(sched.import_kw[:2], 12.0, atol=0.07)  # within one 0.1 A step
+    assert sched.import_kw[2] > 40  # outside the setpoint: full power
+    # PV surplus of 30 kW, export capped at 5 kW: the cars absorb at least 25 kW (s1 at full
+    # power, s0 the rest of what it wants; cars never take more energy than they want)
+    few = [session("s0", "e0", 20.0, arr_h=-1), session("s1", "e1", 100.0, arr_h=-1)]
+    s = lo.Signals(pv_kw=32.0, base_load_kw=2.0, grid_signals=(
+        sig("xc", 0, 1, export_cap_kw=5.0, penalty_per_kwh=100.0),))
+    sched = lo.solve(lo.compile_problem(two_level_site(2), few, horizon(2), s))
+    assert -sched.import_kw[0] <= 5.0 + 0.1
+    (k,) = sched.kpis().demand_response
+    assert k.kind == "export_cap_kw" and k.compliant
+    # unreachable: no vehicle, the export stays; the KPI says why
+    s = lo.Signals(pv_kw=32.0, grid_signals=(sig("xc", 0, 1, export_cap_kw=5.0),))
+    sched = lo.solve(lo.compile_problem(two_level_site(2), [], horizon(2), s))
+    (k,) = sched.kpis().demand_response
+    assert not k.compliant and "no discharge" in k.cause
+
+
+def test_soft_signals_survive_a_warm_controller():
+    site = two_level_site(2)
+    ctl = lo.Controller(site, step_s=3600, n_periods=4,
+                        signals=lo.Signals(grid_signals=(sig("sp", 0, 8, setpoint_kw=10.0),)))
+    for k in range(2):
+        ctl.start_session(session(f"s{k}", f"e{k}", 200.0, arr_h=0))
+    a = ctl.step(T0)
+    b = ctl.step(T0 + timedelta(hours=1))
+    for sched in (a, b):
+        sched.check()
+        np.testing.assert_allclose(sched.import_kw, 10.0, atol=0.07)

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from .problem import Problem
 
 #: Names of the ``LinearProgram.row_block`` codes.
-ROW_BLOCKS = ("safety", "energy", "balance", "peak", "fairness")
+ROW_BLOCKS = ("safety", "energy", "balance", "peak", "fairness", "grid")
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +63,14 @@ class LinearProgram:
     #: With ``build_lp(unmet_slack=True)``: the unmet-energy columns and their sessions.
     u_cols: np.ndarray | None = None
     u_sess: np.ndarray | None = None
+    #: Soft grid signals (block "grid", row index = period): setpoint deviation columns
+    #: (``sp_up`` above, ``sp_down`` below the setpoint) and export-excess columns, with their
+    #: periods.
+    sp_up_cols: np.ndarray | None = None
+    sp_down_cols: np.ndarray | None = None
+    sp_periods: np.ndarray | None = None
+    xc_cols: np.ndarray | None = None
+    xc_periods: np.ndarray | None = None
 
     @property
     def n_cols(self) -> int:
@@ -229,6 +237,13 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
         col_lb.append(np.zeros(1))
         col_ub.append(np.ones(1))
 
+    # soft grid signals (docs/grid-signals.md): a setpoint on the net import and an export cap,
+    # each priced per kWh of deviation (block 5, one row per period that has one)
+    soft: dict[str, np.ndarray | None] = {}
+    if ((problem.setpoint_kw is not None and np.isfinite(problem.setpoint_kw).any())
+            or (problem.export_cap_kw is not None and np.isfinite(problem.export_cap_kw).any())):
+        n, soft = _soft_grid_rows(problem, rows, c, col_lb, col_ub, n, cols, n_r)
+
     A, row_lb, row_ub, row_block, row_index = rows.build(n)
     return LinearProgram(
         c=np.concatenate(c), col_lb=np.concatenate(col_lb), col_ub=np.concatenate(col_ub),
@@ -236,7 +251,71 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
         imp_cols=imp_cols, exp_cols=exp_cols, peak_col=peak_col, z_col=z_col,
         row_block=row_block, row_index=row_index,
         u_cols=u_cols if unmet_slack else None, u_sess=u_sess if unmet_slack else None,
+        **soft,
     )
+
+
+def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub: list, n: int,
+                    cols: np.ndarray, n_r: int) -> tuple[int, dict]:
+    """Rows and columns of the soft grid signals; returns the new column count and the
+    LinearProgram fields.
+
+    Net import ``m_t = Σ kW/A · r + B_t + R_t − PV_t`` (``R``: reserved EVSE draw). Setpoint
+    ``s_t``: ``Σ kW/A · r − d⁺_t + d⁻_t = s_t − B_t − R_t + PV_t``, costing
+    ``penalty · Δ · (d⁺ + d⁻)``. Export cap ``x_t`` (export = −m_t): ``−Σ kW/A · r − e_t ≤ x_t +
+    B_t + R_t − PV_t``, costing ``penalty · Δ · e_t``; only where it can bind (PV − B − R > x).
+    Both always feasible: they never compete with a safety row, only with the objective.
+    """
+    T = problem.n_periods
+    dt = problem.step_h
+    vs = problem.var_session[cols]
+    vt = problem.var_period[cols]
+    kw = problem.session_kw_per_a[vs]
+    if problem.var_reserved is not None and problem.var_reserved.size == problem.n_vars:
+        # reserved draw is counted in R, not per variable
+        kw = np.where(problem.var_reserved[cols], 0.0, kw)
+    res_kw = np.zeros(T)
+    if problem.evse_reserved_a is not None and problem.evse_reserved_a.size:
+        volt = np.array([e.voltage_v for e in problem.site.evses])
+        res_kw = (problem.evse_reserved_a.sum(axis=1) * volt[:, None] / 1000.0).sum(axis=0)
+    fixed = problem.base_load_kw + res_kw - problem.pv_kw
+    out: dict[str, np.ndarray | None] = {}
+    sp = problem.setpoint_kw
+    if sp is not None and np.isfinite(sp).any():
+        per = np.flatnonzero(np.isfinite(sp))
+        k = per.size
+        row_of = np.full(T, -1)
+        row_of[per] = np.arange(k)
+        m = np.flatnonzero(row_of[vt] >= 0)
+        up, down = n + np.arange(k), n + k + np.arange(k)
+        n += 2 * k
+        rhs = sp[per] - fixed[per]
+        rows.add(np.concatenate([row_of[vt][m], np.arange(k), np.arange(k)]),
+                 np.concatenate([m, up, down]),
+                 np.concatenate([kw[m], -np.ones(k), np.ones(k)]), rhs, rhs, 5, per)
+        pen = problem.setpoint_penalty[per] * dt
+        c += [pen, pen]
+        col_lb += [np.zeros(k), np.zeros(k)]
+        col_ub += [np.full(k, np.inf), np.full(k, np.inf)]
+        out.update(sp_up_cols=up, sp_down_cols=down, sp_periods=per)
+    xc = problem.export_cap_kw
+    if xc is not None:
+        per = np.flatnonzero(np.isfinite(xc) & (-fixed > xc))
+        if per.size:
+            k = per.size
+            row_of = np.full(T, -1)
+            row_of[per] = np.arange(k)
+            m = np.flatnonzero(row_of[vt] >= 0)
+            e = n + np.arange(k)
+            n += k
+            rows.add(np.concatenate([row_of[vt][m], np.arange(k)]), np.concatenate([m, e]),
+                     np.concatenate([-kw[m], -np.ones(k)]), -np.inf, xc[per] + fixed[per], 5,
+                     T + per)  # block "grid" index: period (setpoint), T + period (export)
+            c.append(problem.export_penalty[per] * dt)
+            col_lb.append(np.zeros(k))
+            col_ub.append(np.full(k, np.inf))
+            out.update(xc_cols=e, xc_periods=per)
+    return n, out
 
 
 class _Rows:

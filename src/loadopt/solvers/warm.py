@@ -156,6 +156,10 @@ class WarmStart:
             cols.append(_pack(3, 0, np.zeros(1, np.int64)))
         if lp.z_col is not None:
             cols.append(_pack(4, 0, np.zeros(1, np.int64)))
+        if lp.sp_periods is not None:  # soft grid signals: setpoint deviations by period
+            cols += [_pack(11, 0, p0 + lp.sp_periods), _pack(12, 0, p0 + lp.sp_periods)]
+        if lp.xc_periods is not None:  # export above its cap by period
+            cols.append(_pack(13, 0, p0 + lp.xc_periods))
         col_keys = np.concatenate(cols)
         rows = np.empty(lp.n_rows, dtype=np.int64)
         blk, idx = lp.row_block, lp.row_index
@@ -167,7 +171,7 @@ class WarmStart:
                       | ((problem.row_node[g].astype(np.int64) + 1) << 3)
                       | (problem.row_phase[g].astype(np.int64) + 1))
         rows[m] = _pack(5, node_phase, p0 + problem.row_period[g])
-        for code, per_session in ((1, True), (2, False), (3, False), (4, True)):
+        for code, per_session in ((1, True), (2, False), (3, False), (4, True), (5, False)):
             m = blk == code
             if m.any():
                 rows[m] = (_pack(5 + code, sid[idx[m]], 0) if per_session
