@@ -1,0 +1,198 @@
+"""Where fleet tasks run: any ``concurrent.futures.Executor``, a Dask cluster or Ray actors.
+
+A backend offers *slots* (a Dask worker, a Ray actor, or the one slot of a plain executor), and
+``submit(slot, fn, *args)`` returning a ``concurrent.futures.Future``. The fleet pins each site to a
+slot so its warm-start state is found again there; :meth:`Backend.alive` says which slots still
+exist, so the sites of a slot that died are re-run elsewhere. Nothing here schedules tasks
+itself: Dask's scheduler (worker restrictions) or Ray (actors) does.
+
+- :class:`ExecutorBackend` wraps any executor (default: a ``ThreadPoolExecutor``: HiGHS and the
+  numba kernels release the GIL, benchmarks/test_bench_fleet.py measures how much). One slot;
+  with a process pool the per-site state may land on any process (it is only a warm start).
+- :class:`DaskBackend`: a ``distributed.Client`` (given, or connected to a scheduler address, or
+  an embedded ``LocalCluster``); one slot per worker, tasks restricted to their slot's worker
+  (``workers=[address], allow_other_workers=False``).
+- :class:`RayBackend` (``pip install loadopt[ray]``): one actor per slot.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from ..errors import LoadoptError
+
+
+class FleetError(LoadoptError, RuntimeError):
+    """The fleet backend cannot run at all (no worker, backend not installed)."""
+
+
+class Backend:
+    """Slots that run tasks (see the module docstring)."""
+
+    #: True when tasks run in this process (thread pools): payloads need not be serialised.
+    in_process: bool = False
+
+    def slots(self) -> list[Hashable]:
+        raise NotImplementedError
+
+    def alive(self) -> set[Hashable]:
+        """Slots that still exist (asked of the cluster; the default: all of them)."""
+        return set(self.slots())
+
+    def submit(self, slot: Hashable, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what this backend started (an embedded cluster, its own pool)."""
+
+
+class ExecutorBackend(Backend):
+    """Any ``concurrent.futures.Executor`` as one slot; default a thread pool of ``max_workers``
+    (``os.cpu_count()``)."""
+
+    def __init__(self, executor: cf.Executor | None = None, max_workers: int | None = None):
+        self._own = executor is None
+        self.executor = executor or cf.ThreadPoolExecutor(
+            max_workers=max_workers or os.cpu_count() or 1, thread_name_prefix="loadopt-fleet")
+        self.in_process = isinstance(self.executor, cf.ThreadPoolExecutor)
+
+    def slots(self) -> list[Hashable]:
+        return ["local"]
+
+    def submit(self, slot: Hashable, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        return self.executor.submit(fn, *args)
+
+    def close(self) -> None:
+        if self._own:
+            self.executor.shutdown(wait=True)
+
+
+class SequentialExecutor(cf.Executor):
+    """Runs each task at ``submit`` in the calling thread: the reference the others match."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+
+class DaskBackend(Backend):
+    """A Dask distributed cluster: one slot per worker.
+
+    ``client``: a ``distributed.Client``, or a scheduler address (``"tcp://host:8786"``) to
+    connect to, or ``None`` for an embedded ``LocalCluster(n_workers, threads_per_worker=1,
+    processes=True, dashboard_address=None)`` that :meth:`close` shuts down.
+    """
+
+    def __init__(self, client: Any = None, *, n_workers: int = 2, timeout_s: float = 60.0):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise FleetError("the Dask backend needs `pip install loadopt[fleet]`") from exc
+        self._cluster = None
+        self._own_client = not isinstance(client, Client)
+        if client is None:
+            self._cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                         processes=True, dashboard_address=None)
+            client = Client(self._cluster, timeout=timeout_s)
+        elif isinstance(client, str):
+            client = Client(client, timeout=timeout_s)
+        self.client = client
+        self._exec: dict[Hashable, Any] = {}
+        self._slots: list[Hashable] = []
+        self.refresh()
+        if not self._slots:
+            raise FleetError(f"the Dask cluster at {client.scheduler.address} has no worker")
+
+    def refresh(self) -> list[Hashable]:
+        """Re-read the cluster's workers (new ones become slots, gone ones stop being)."""
+        self._slots = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        return self._slots
+
+    def slots(self) -> list[Hashable]:
+        return list(self._slots)
+
+    def alive(self) -> set[Hashable]:
+        return set(self.refresh())
+
+    def submit(self, slot: Hashable, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        ex = self._exec.get(slot)
+        if ex is None:  # strict restriction: Dask never moves the task (its state is there)
+            ex = self._exec[slot] = self.client.get_executor(
+                workers=[slot], allow_other_workers=False, pure=False)
+        return ex.submit(fn, *args)
+
+    def close(self) -> None:
+        if self._own_client:
+            self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+class RayBackend(Backend):
+    """Ray: ``n_slots`` actors (default: the cluster's CPUs), each a slot holding its sites'
+    state. ``address``: passed to ``ray.init`` when Ray is not initialised yet (``None``: start or
+    join a local Ray; ``"ray://host:10001"`` or ``"auto"``: a running cluster)."""
+
+    def __init__(self, n_slots: int | None = None, *, address: str | None = None,
+                 **init_kwargs: Any):
+        try:
+            import ray
+        except ImportError as exc:
+            raise FleetError("the Ray backend needs `pip install loadopt[ray]`") from exc
+        self._ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, **init_kwargs)
+        n = n_slots or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+        actor = ray.remote(num_cpus=1, max_restarts=-1)(_SlotActor)
+        self._actors = {f"ray-{k}": actor.remote() for k in range(n)}
+
+    def slots(self) -> list[Hashable]:
+        return list(self._actors)
+
+    def submit(self, slot: Hashable, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        return self._actors[slot].run.remote(fn, *args).future()
+
+    def close(self) -> None:
+        for a in self._actors.values():
+            self._ray.kill(a)
+
+
+class _SlotActor:
+    """A Ray actor running fleet tasks in its own process (per-site state lives there)."""
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+
+def as_backend(executor: Any = None) -> Backend:
+    """A :class:`Backend` from what the user passed: a backend, a ``distributed.Client``, a
+    ``concurrent.futures.Executor``, ``"sequential"``, ``"threads"``, ``"dask"`` (an embedded
+    2-worker LocalCluster), ``"ray"``, or ``None`` (a thread pool)."""
+    if isinstance(executor, Backend):
+        return executor
+    if executor is None or executor == "threads":
+        return ExecutorBackend()
+    if executor == "sequential":
+        return ExecutorBackend(SequentialExecutor())
+    if executor == "dask":
+        return DaskBackend()
+    if executor == "ray":
+        return RayBackend()
+    if isinstance(executor, cf.Executor):
+        return ExecutorBackend(executor)
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover
+        Client = None  # noqa: N806
+    if Client is not None and isinstance(executor, Client):
+        return DaskBackend(executor)
+    raise FleetError(f"cannot run fleet tasks on {executor!r}: give a concurrent.futures "
+                     "Executor, a distributed.Client, a Backend, 'sequential', 'threads', "
+                     "'dask' or 'ray'")
