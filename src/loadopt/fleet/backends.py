@@ -190,7 +190,7 @@ def as_backend(executor: Any = None) -> Backend:
     try:
         from distributed import Client
     except ImportError:  # pragma: no cover
-        Client = None  # noqa: N806
+        Client = None
     if Client is not None and isinstance(executor, Client):
         return DaskBackend(executor)
     raise FleetError(f"cannot run fleet tasks on {executor!r}: give a concurrent.futures "

@@ -126,7 +126,7 @@ def run_round(backend: Backend, tasks: Sequence[SolveTask], slot_of: dict[str, H
                     failed.append((slot, batch))
             for slot, batch in failed:
                 _resubmit(backend, live, slot, batch, rep, submit)
-    for slot, batch in pending.values():
+    for _slot, batch in pending.values():
         rep.missed.update(t.key for t in batch if t.key not in rep.outcomes)
     for fut in pending:
         fut.cancel()
@@ -148,7 +148,7 @@ def _resubmit(backend: Backend, live: set[Hashable], slot: Hashable, batch: list
         rep.lost.update(t.key for t in todo)
         return
     load = {s: 0 for s in others}
-    for k, s in rep.slot_of.items():
+    for s in rep.slot_of.values():
         if s in load:
             load[s] += 1
     target = min(others, key=lambda s: load[s])

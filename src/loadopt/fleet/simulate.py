@@ -11,7 +11,6 @@ sites per second, the coordinator's and the workers' shares, and the fallbacks.
 from __future__ import annotations
 
 import sys
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta

@@ -190,8 +190,8 @@ def ping() -> str:
 
 def warm_up() -> str:
     """Load the compiled fast-path kernels and HiGHS in this process (first-call costs)."""
-    from ..synthetic import benchmark_scenario
     from ..solve import solve
+    from ..synthetic import benchmark_scenario
 
     p = benchmark_scenario(4, n_periods=4).compile()
     solve(p, method="fast")
