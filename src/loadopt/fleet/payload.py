@@ -34,9 +34,10 @@ from ..session import Session
 from ..signals import Signals
 from ..site import Evse, Node, Site
 
-#: Problem array fields that are not sent: derived on the worker or never read there.
-_NOT_SENT = frozenset({"G", "session_anc", "evse_anc", "avail", "node_current_limit",
-                       "node_power_limit_kw"})
+#: Problem fields that are not sent: derived on the worker or never read there.
+_NOT_SENT = frozenset({"G", "session_anc", "evse_anc", "avail"})
+#: The object fields: rebuilt on the worker as stand-ins.
+_OBJECTS = frozenset({"horizon", "site", "sessions", "signals", "objective"})
 #: Evse fields the solvers read (allowed levels, phase data); the rest stays at the coordinator.
 _EVSE_FIELDS = ("id", "phases", "phase_rotation", "max_current", "min_current", "voltage_v",
                 "allowed_currents", "phase_switching")
@@ -58,18 +59,16 @@ class ProblemPayload:
     evses: tuple[dict[str, Any], ...]
     dr_event_ids: tuple[str, ...]
     notices: tuple[str, ...]
-    arrays: dict[str, np.ndarray]
-    dtypes: dict[str, str]
-    G_data: np.ndarray | None  #: None: coefficients follow from the row kinds
-    limits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
-    nones: tuple[str, ...] = ()  #: optional array fields that are None
+    #: field name -> encoded array (:func:`_encode`); None for an optional array that is None
+    arrays: dict[str, tuple | None]
+    other: dict[str, Any] = field(default_factory=dict)  #: small non-array fields
 
     @property
     def nbytes(self) -> int:
         """Bytes of array data carried (what dominates the pickled size)."""
-        n = sum(a.nbytes for a in self.arrays.values()) + self.session_departure_s.nbytes
-        n += sum(sum(x.nbytes for x in v) for v in self.limits.values())
-        return n + (0 if self.G_data is None else self.G_data.nbytes)
+        return self.session_departure_s.nbytes + sum(
+            x.nbytes for e in self.arrays.values() if e is not None for x in e
+            if isinstance(x, np.ndarray))
 
 
 def _narrow(a: np.ndarray) -> np.ndarray:
@@ -84,23 +83,39 @@ def _narrow(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _const_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A ``(..., T)`` array as (shape, per-row constant value or NaN, the non-constant rows)."""
-    T = a.shape[-1]
-    rows = a.reshape(-1, T)
-    with np.errstate(invalid="ignore"):
-        const = np.all(rows == rows[:, :1], axis=1) if T else np.ones(rows.shape[0], bool)
-    vals = np.where(const, rows[:, 0] if T else np.nan, np.nan)
-    return np.array(a.shape, np.int64), vals, rows[~const]
+def _encode(a: np.ndarray) -> tuple:
+    """An exact, compact form of ``a``: one value when all entries are equal, rows constant
+    over the last axis (limits that do not change over the horizon) as one value each, integers
+    narrowed; NaN entries always travel as they are."""
+    dt = a.dtype.str
+    flat = a.reshape(-1)
+    if flat.size and a.dtype.kind != "O":
+        with np.errstate(invalid="ignore"):
+            if bool(np.all(flat == flat[0])):
+                return ("const", a.shape, flat[0].item(), dt)
+    if a.dtype.kind == "f" and a.ndim >= 2 and a.shape[-1] > 1:
+        rows = a.reshape(-1, a.shape[-1])
+        with np.errstate(invalid="ignore"):
+            const = np.all(rows == rows[:, :1], axis=1)
+        if const.any():
+            return ("rows", a.shape, np.where(const, rows[:, 0], np.nan), rows[~const], dt)
+    return ("raw", _narrow(a), dt)
 
 
-def _unconst_rows(shape: np.ndarray, vals: np.ndarray, varying: np.ndarray) -> np.ndarray:
-    T = int(shape[-1])
-    const = ~np.isnan(vals)
-    out = np.empty((vals.size, T))
-    out[const] = vals[const, None]
-    out[~const] = varying
-    return out.reshape(tuple(int(s) for s in shape))
+def _decode(e: tuple) -> np.ndarray:
+    kind = e[0]
+    if kind == "const":
+        _, shape, value, dt = e
+        return np.full(shape, value, dtype=dt)
+    if kind == "rows":
+        _, shape, vals, varying, dt = e
+        const = ~np.isnan(vals)
+        out = np.empty((vals.size, shape[-1]), dtype=dt)
+        out[const] = vals[const, None]
+        out[~const] = varying
+        return out.reshape(shape)
+    _, arr, dt = e
+    return arr.astype(dt, copy=False)
 
 
 def _derived_G_data(row_kind: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
@@ -112,27 +127,27 @@ def _derived_G_data(row_kind: np.ndarray, indptr: np.ndarray, indices: np.ndarra
 
 def pack_problem(problem: Problem, key: str) -> ProblemPayload:
     """The lean payload of ``problem`` for site ``key`` (see the module docstring)."""
-    arrays: dict[str, np.ndarray] = {}
-    dtypes: dict[str, str] = {}
-    nones: list[str] = []
+    arrays: dict[str, tuple | None] = {}
+    other: dict[str, Any] = {}
     for f in dataclasses.fields(problem):
+        if f.name in _NOT_SENT or f.name in _OBJECTS:
+            continue
         v = getattr(problem, f.name)
-        if f.name in _NOT_SENT or not (v is None or isinstance(v, np.ndarray)):
-            continue
-        if v is None:  # an optional array (export_price)
-            nones.append(f.name)
-            continue
-        arrays[f.name] = _narrow(v)
-        dtypes[f.name] = v.dtype.str
+        if isinstance(v, np.ndarray):
+            arrays[f.name] = _encode(v)
+        elif v is None:
+            arrays[f.name] = None
+        else:  # ids, notices, signal kinds: small tuples of strings
+            other[f.name] = v
     G = problem.G.tocsr()
-    arrays["G_indptr"], dtypes["G_indptr"] = _narrow(G.indptr), G.indptr.dtype.str
-    arrays["G_indices"], dtypes["G_indices"] = _narrow(G.indices), G.indices.dtype.str
+    arrays["G_indptr"] = _encode(G.indptr)
+    arrays["G_indices"] = _encode(G.indices)
     derived = _derived_G_data(problem.row_kind, G.indptr, G.indices, problem.var_session,
                               problem.session_kw_per_a)
     # a row kind with other coefficients (added after this was written) travels as it is
-    G_data = None if np.array_equal(derived, G.data) else np.asarray(G.data)
+    if not np.array_equal(derived, G.data):
+        arrays["G_data"] = _encode(np.asarray(G.data))
     hz = problem.horizon
-    site = problem.site
     return ProblemPayload(
         key=key, start=hz.start, step_s=hz.step_s, n_periods=hz.n_periods,
         objective=problem.objective.model_dump(), peak_so_far_kw=problem.signals.peak_so_far_kw,
@@ -140,27 +155,25 @@ def pack_problem(problem: Problem, key: str) -> ProblemPayload:
         session_departure_s=np.array([hz.seconds_from_start(s.departure)
                                       for s in problem.sessions], dtype=np.float64),
         node_ids=problem.node_ids,
-        evses=tuple({k: getattr(e, k) for k in _EVSE_FIELDS} for e in site.evses),
+        evses=tuple({k: getattr(e, k) for k in _EVSE_FIELDS} for e in problem.site.evses),
         dr_event_ids=problem.dr_event_ids, notices=problem.notices,
-        arrays=arrays, dtypes=dtypes, G_data=G_data, nones=tuple(nones),
-        limits={"node_current_limit": _const_rows(problem.node_current_limit),
-                "node_power_limit_kw": _const_rows(problem.node_power_limit_kw)},
+        arrays=arrays, other=other,
     )
 
 
 def unpack_problem(payload: ProblemPayload) -> Problem:
     """The worker's :class:`Problem`: the same arrays, stand-in objects (module docstring)."""
-    a = {k: v.astype(payload.dtypes[k], copy=False) for k, v in payload.arrays.items()}
+    a = {k: (None if e is None else _decode(e)) for k, e in payload.arrays.items()}
     indptr, indices = a.pop("G_indptr"), a.pop("G_indices")
-    S, T = len(payload.session_ids), payload.n_periods
-    data = (payload.G_data if payload.G_data is not None else
+    G_data = a.pop("G_data", None)
+    T = payload.n_periods
+    data = (G_data if G_data is not None else
             _derived_G_data(a["row_kind"], indptr, indices, a["var_session"],
                             a["session_kw_per_a"]))
     G = sp.csr_matrix((data, indices, indptr), shape=(a["h"].size, a["var_session"].size))
-    N, E = len(payload.node_ids), len(payload.evses)
+    N = len(payload.node_ids)
     session_anc = _ancestors(a["node_parent"], a["evse_node"][a["session_evse"]], N)
     evse_anc = _ancestors(a["node_parent"], a["evse_node"], N)
-    limits = {k: _unconst_rows(*v) for k, v in payload.limits.items()}
     horizon = Horizon.model_construct(start=payload.start, step_s=payload.step_s,
                                       n_periods=T)
     evses = tuple(Evse.model_construct(**d) for d in payload.evses)
@@ -171,10 +184,12 @@ def unpack_problem(payload: ProblemPayload) -> Problem:
         Session.model_construct(id=sid, evse=evses[int(a["session_evse"][i])].id,
                                 departure=payload.start + _seconds(dep[i]))
         for i, sid in enumerate(payload.session_ids))
-    del S, E
     a["avail"] = np.full((len(sessions), T), np.nan)  # never read on a worker: NaN if it were
     for v in a.values():
-        v.setflags(write=False)
+        if v is not None:
+            v.setflags(write=False)
+    other = {k: v for k, v in payload.other.items()
+             if k not in ("node_ids", "evse_ids", "session_ids", "dr_event_ids", "notices")}
     return Problem(
         horizon=horizon, site=site, sessions=sessions,
         signals=Signals.model_construct(peak_so_far_kw=payload.peak_so_far_kw),
@@ -182,7 +197,7 @@ def unpack_problem(payload: ProblemPayload) -> Problem:
         node_ids=payload.node_ids, evse_ids=tuple(e.id for e in evses),
         session_ids=payload.session_ids, dr_event_ids=payload.dr_event_ids,
         notices=payload.notices, G=G, session_anc=session_anc, evse_anc=evse_anc,
-        **limits, **a, **dict.fromkeys(payload.nones),
+        **other, **a,
     )
 
 
