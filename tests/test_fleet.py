@@ -267,12 +267,14 @@ def test_a_restored_fleet_continues_without_losing_sessions(tmp_path, where):
     sites[0].controller.expect_session(lo.Session(
         id="later", evse="evse5", arrival=START + timedelta(hours=9),
         departure=START + timedelta(hours=11), energy_kwh=10))
+    sites[1].controller.reserve("evse2", 10.0, until=START + timedelta(hours=2), reason="silent")
     fleet.save(path)
     restored = FleetController.restore(path, "sequential")
     now = START + timedelta(minutes=30)
     for s in sites:
         a, b = s.controller, restored[s.key]
         assert a.sessions == b.sessions and a.expected == b.expected
+        assert a.reservations == b.reservations and a.planner.options == b.planner.options
         assert a.planned_sessions(now) == b.planned_sessions(now)
     ra, rb = fleet.step(now), restored.step(now)
     for s in sites:

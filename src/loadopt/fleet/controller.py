@@ -33,7 +33,7 @@ from ..problem import Problem
 from .backends import Backend, as_backend
 from .dispatch import BATCH_VARS, assign, run_round
 from .many import FALLBACK_DEADLINE, FALLBACK_LOST, FleetResult, SiteResult, finish, make_task
-from .worker import StepTask, controller_settings, drop_state
+from .worker import StepTask, drop_state, planner_spec
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ class FleetController:
         slots = sorted(self.backend.alive(), key=str)
         pins = assign(list(problems), [p.n_vars for p in problems.values()], slots,
                       self.slot_of)
-        tasks = [make_task(self.backend, k, p, StepTask, now=now,
-                           settings=controller_settings(self.controllers[k]))
+        tasks = [make_task(self.backend, k, p, StepTask,
+                           planner=planner_spec(self.controllers[k].planner))
                  for k, p in problems.items()]
         t1 = time.perf_counter()
         rep = run_round(self.backend, tasks, pins, self.token, deadline_s,
@@ -159,11 +159,13 @@ class FleetController:
         save_controllers(self.controllers, path)
 
     @classmethod
-    def restore(cls, path: str, executor: Any = None, **kwargs: Any) -> FleetController:
-        """A fleet continuing from what :meth:`save` wrote (sessions, meter state, signals)."""
+    def restore(cls, path: str, executor: Any = None, *,
+                planners: Mapping[str, Any] | None = None, **kwargs: Any) -> FleetController:
+        """A fleet continuing from what :meth:`save` wrote (sessions, meter state, signals,
+        reservations). ``planners``: site key -> planner for sites saved with a custom one."""
         from .state import load_controllers
 
-        return cls(load_controllers(path), executor, **kwargs)
+        return cls(load_controllers(path, planners), executor, **kwargs)
 
     def close(self) -> None:
         """Forget the warm-start state this fleet left in this process and close a backend it
@@ -189,4 +191,6 @@ def _prepare(ctl: Controller, now: datetime) -> Problem:
     """The coordinator's half of ``Controller.step`` before the solve: caps, sessions, compile."""
     ctl._update_caps()
     planned = ctl.planned_sessions(now)
-    return compile_problem(ctl.site, planned, ctl.horizon(now), ctl.signals, ctl.objective)
+    horizon = ctl.horizon(now)
+    return compile_problem(ctl.site, planned, horizon, ctl.signals, ctl.objective,
+                           reserved_a=ctl.reserved_array(horizon))

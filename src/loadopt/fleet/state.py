@@ -31,11 +31,12 @@ from ..site import Site
 
 FORMAT = "loadopt-fleet-state/1"
 
-#: Controller settings kept (constructor arguments first, then attributes set after it).
-_INIT = ("step_s", "n_periods", "method", "time_limit_s", "default_dwell_h",
-         "default_energy_kwh")
-_ATTRS = ("reshare", "reshare_threshold_a", "reshare_headroom_a", "overstay_extension_h",
-          "expected_grace_h", "warm", "warm_min_mapped", "alien_basis", "cold_after_limit_cut")
+#: Controller constructor settings kept.
+_INIT = ("step_s", "n_periods", "time_limit_s", "default_dwell_h", "default_energy_kwh",
+         "reshare", "reshare_threshold_a", "reshare_headroom_a", "overstay_extension_h",
+         "expected_grace_h")
+#: Warm-start settings of the optimising planner.
+_WARM = ("warm", "warm_min_mapped", "alien_basis", "cold_after_limit_cut")
 _TIMES = ("delivered_at", "measured_at", "limit_at", "departure")
 
 
@@ -54,9 +55,19 @@ def controller_state(ctl: Controller) -> dict[str, Any]:
             "last_limit_a": st.last_limit_a, "cap_a": st.cap_a,
             **{k: t(getattr(st, k)) for k in _TIMES},
         })
+    from ..planner import SolvePlanner
+
+    if isinstance(ctl.planner, SolvePlanner):
+        planner = {"options": ctl.planner.options.model_dump(mode="json"),
+                   **{k: getattr(ctl, k) for k in _WARM}}
+    else:  # a user's callable cannot be written down: it is passed again on restore
+        planner = {"custom": repr(ctl.planner)}
     return {
         "site": ctl.site.model_dump(mode="json"),
-        "settings": {k: getattr(ctl, k) for k in (*_INIT, *_ATTRS)},
+        "settings": {k: getattr(ctl, k) for k in _INIT},
+        "planner": planner,
+        "reservations": {e: {"current_a": list(r.current_a), "until": t(r.until),
+                             "reason": r.reason} for e, r in ctl.reservations.items()},
         "signals": ctl.signals.model_dump(mode="json"),
         "objective": ctl.objective.model_dump(mode="json"),
         "sessions": states,
@@ -64,22 +75,38 @@ def controller_state(ctl: Controller) -> dict[str, Any]:
     }
 
 
-def controller_from_state(d: Mapping[str, Any]) -> Controller:
-    """A controller continuing from :func:`controller_state` (validated as new input)."""
+def controller_from_state(d: Mapping[str, Any], planner: Any = None) -> Controller:
+    """A controller continuing from :func:`controller_state` (validated as new input).
+
+    ``planner``: the planner of a controller saved with a custom (callable) planner; ``None``
+    uses the saved options."""
     from datetime import datetime
+
+    from ..options import AutoOptions, FastOptions, LpOptions, MilpOptions
+    from ..planner import SolvePlanner
 
     def t(v: str | None) -> datetime | None:
         return None if v is None else datetime.fromisoformat(v)
 
     settings = dict(d["settings"])
+    unknown = set(settings) - set(_INIT)
+    if unknown:
+        raise InputError(f"fleet state: unknown controller setting(s) {sorted(unknown)}")
+    saved = dict(d.get("planner") or {"options": {"method": "lp"}})
+    if planner is None:
+        if "custom" in saved:
+            raise InputError(f"fleet state: the controller used a custom planner "
+                             f"({saved['custom']}); pass it again to restore")
+        opts = saved.pop("options")
+        cls = {"lp": LpOptions, "milp": MilpOptions, "auto": AutoOptions,
+               "fast": FastOptions}[opts.get("method", "lp")]
+        planner = SolvePlanner(cls.model_validate(opts), **{k: saved[k] for k in _WARM})
     ctl = Controller(Site.model_validate(d["site"]),
                      signals=Signals.model_validate(d["signals"]),
                      objective=Objective.model_validate(d["objective"]),
-                     **{k: settings.pop(k) for k in _INIT})
-    for k, v in settings.items():
-        if k not in _ATTRS:
-            raise InputError(f"fleet state: unknown controller setting {k!r}")
-        setattr(ctl, k, v)
+                     planner=planner, **settings)
+    for e, r in d.get("reservations", {}).items():
+        ctl.reserve(e, tuple(r["current_a"]), until=t(r["until"]), reason=r["reason"])
     for s in d.get("expected", ()):
         ctl.expect_session(Session.model_validate(s))
     for rec in d["sessions"]:
@@ -100,7 +127,7 @@ def dumps(controllers: Mapping[str, Controller]) -> str:
                        "sites": {k: controller_state(c) for k, c in controllers.items()}})
 
 
-def loads(text: str) -> dict[str, Controller]:
+def loads(text: str, planners: Mapping[str, Any] | None = None) -> dict[str, Controller]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -111,7 +138,7 @@ def loads(text: str) -> dict[str, Controller]:
     out = {}
     for key, d in doc["sites"].items():
         try:
-            out[key] = controller_from_state(d)
+            out[key] = controller_from_state(d, (planners or {}).get(key))
         except Exception as exc:
             raise InputError(f"fleet state: site {key!r}: {exc}") from exc
     return out
@@ -140,12 +167,14 @@ def save_controllers(controllers: Mapping[str, Controller], path: str | os.PathL
         raise
 
 
-def load_controllers(path: str | os.PathLike) -> dict[str, Controller]:
-    """The controllers saved at ``path`` by :func:`save_controllers`."""
+def load_controllers(path: str | os.PathLike,
+                     planners: Mapping[str, Any] | None = None) -> dict[str, Controller]:
+    """The controllers saved at ``path`` by :func:`save_controllers` (``planners``: site key ->
+    planner, for sites saved with a custom planner)."""
     p = str(path)
     if "://" in p:
         import fsspec
 
         with fsspec.open(p, "r") as f:
-            return loads(f.read())
-    return loads(Path(p).read_text())
+            return loads(f.read(), planners)
+    return loads(Path(p).read_text(), planners)

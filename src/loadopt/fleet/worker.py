@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -77,11 +76,40 @@ class SolveTask:
 
 @dataclass(frozen=True)
 class StepTask(SolveTask):
-    """One site's controller step: the solve part of ``Controller.step`` with the site's
-    warm-start state kept on this worker (``settings``: the controller's solver settings)."""
+    """One site's controller step: its planner run on the step's problem, with the planner's
+    warm-start state kept on this worker between steps (``planner``: :func:`planner_spec`)."""
 
-    now: datetime | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    planner: tuple = ()
+
+
+def planner_spec(planner: Any) -> tuple:
+    """What a worker needs to run a controller's planner: ``("solve", options, warm settings)``
+    for the optimising planner (rebuilt there once and kept with its warm start), or
+    ``("callable", planner)`` for any other planner (sent as it is)."""
+    from ..planner import SolvePlanner
+
+    if isinstance(planner, SolvePlanner):
+        ws = planner.warm_start
+        return ("solve", planner.options, {"warm": ws.enabled, "warm_min_mapped": ws.min_mapped,
+                                           "alien_basis": ws.alien,
+                                           "cold_after_limit_cut": ws.cold_after_limit_cut})
+    return ("callable", planner)
+
+
+def _with_time_limit(options: Any, limit: float | None) -> Any:
+    """``options`` with its solver time limit lowered to ``limit`` (s) where it has one."""
+    from ..options import AutoOptions, LpOptions, MilpOptions
+
+    if limit is None:
+        return options
+    if isinstance(options, LpOptions | MilpOptions):
+        old = options.time_limit_s
+        return options.model_copy(update={"time_limit_s": limit if old is None
+                                          else min(old, limit)})
+    if isinstance(options, AutoOptions):
+        return options.model_copy(update={"lp": _with_time_limit(options.lp, limit),
+                                          "milp": _with_time_limit(options.milp, limit)})
+    return options
 
 
 def _budget(deadline: float | None, time_limit_s: float | None) -> tuple[bool, float | None]:
@@ -134,53 +162,38 @@ def _run_solve(task: SolveTask, deadline: float | None, t0: float) -> SolveOutco
 
 
 def _run_step(task: StepTask, token: str, deadline: float | None, t0: float) -> SolveOutcome:
+    from ..controller import Controller
+    from ..planner import SolvePlanner
+
     key = task.key
-    settings = dict(task.settings)
-    expired, limit = _budget(deadline, settings.get("time_limit_s"))
+    expired, limit = _budget(deadline, None)
     if expired:
         return SolveOutcome(key, None, "expired", "", message="deadline passed before the solve",
                             worker=worker_id())
     problem = task.get_problem()
-    solver = get_state(token, key)
-    if solver is None or solver.settings != settings:
-        solver = _StepSolver(problem, settings)
-        put_state(token, key, solver)
+    spec = task.planner
+    if spec[0] == "solve":
+        kept = get_state(token, key)
+        if kept is None or kept[0] != spec:
+            kept = (spec, SolvePlanner(spec[1], **spec[2]))
+            put_state(token, key, kept)
+        planner = kept[1]
+        planner.options = _with_time_limit(spec[1], limit)
+    else:
+        planner = spec[1]
     t1 = time.perf_counter()
-    assert task.now is not None
-    sched, mode, reason, solve_s = solver.solve(problem, task.now, limit)
+    # the controller's own planner call: results checked the same way as Controller.step
+    sched, mode, reason, solve_s = Controller._plan(_Shell(planner), problem)  # type: ignore[arg-type]
     return SolveOutcome(key, x_deciamps(problem, sched.current), sched.status.value,
                         sched.method, sched.objective, solve_s, sched.message, mode, reason,
                         worker_id(), t1 - t0, time.perf_counter() - t0)
 
 
-class _StepSolver:
-    """The solve part of a site's :class:`~loadopt.controller.Controller`, kept on the worker
-    between steps with its warm-start state (previous optimal basis, limit fingerprint)."""
+@dataclass
+class _Shell:
+    """What ``Controller._plan`` reads of a controller: its planner."""
 
-    def __init__(self, problem, settings: dict[str, Any]) -> None:
-        from ..controller import Controller
-
-        self.settings = dict(settings)
-        ctl = Controller(problem.site, step_s=settings["step_s"],
-                         n_periods=settings["n_periods"], method=settings["method"],
-                         time_limit_s=settings["time_limit_s"])
-        for k in _WARM_SETTINGS:
-            setattr(ctl, k, settings[k])
-        self.ctl = ctl
-
-    def solve(self, problem, now: datetime, time_limit_s: float | None):
-        self.ctl.time_limit_s = time_limit_s
-        return self.ctl._solve(problem, now)
-
-
-#: Controller attributes that steer its solve (copied to the worker's solver).
-_WARM_SETTINGS = ("warm", "warm_min_mapped", "alien_basis", "cold_after_limit_cut")
-
-
-def controller_settings(ctl) -> dict[str, Any]:
-    """The settings of ``ctl`` that its solve depends on (what a :class:`StepTask` carries)."""
-    return {"step_s": ctl.step_s, "n_periods": ctl.n_periods, "method": ctl.method,
-            "time_limit_s": ctl.time_limit_s, **{k: getattr(ctl, k) for k in _WARM_SETTINGS}}
+    planner: Any
 
 
 def ping() -> str:
