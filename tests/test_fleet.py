@@ -275,6 +275,7 @@ def test_a_restored_fleet_continues_without_losing_sessions(tmp_path, where):
         a, b = s.controller, restored[s.key]
         assert a.sessions == b.sessions and a.expected == b.expected
         assert a.reservations == b.reservations and a.planner.options == b.planner.options
+        assert a._state == b._state and a._last_now == b._last_now
         assert a.planned_sessions(now) == b.planned_sessions(now)
     ra, rb = fleet.step(now), restored.step(now)
     for s in sites:

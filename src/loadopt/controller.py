@@ -92,6 +92,18 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class PendingStep:
+    """A step between :meth:`Controller.begin_step` and :meth:`Controller.end_step`."""
+
+    now: datetime  #: as given
+    now_utc: datetime
+    problem: Problem  #: the compiled problem the planner must solve
+    events: list[str]
+    t0: float  #: perf_counter at the start
+    t1: float  #: perf_counter after compiling
+
+
+@dataclass(frozen=True)
 class RejectedReading:
     """A meter reading :meth:`Controller.meter` did not apply, and why."""
 
@@ -604,6 +616,14 @@ class Controller:
 
         ``now`` must be an aware datetime (:class:`InputError` otherwise, and nothing changes).
         """
+        pending = self.begin_step(now)
+        sched, mode, reason, solve_s = self._plan(pending.problem)
+        return self.end_step(pending, sched, mode, reason, solve_s)
+
+    def begin_step(self, now: datetime) -> PendingStep:
+        """The first half of :meth:`step`: the state brought up to ``now`` and the problem
+        compiled. For a planner that runs elsewhere (:mod:`loadopt.fleet` runs it on the site's
+        worker): hand its result to :meth:`end_step`."""
         now_utc = to_utc(now, "Controller.step: now")
         t0 = time.perf_counter()
         events, self._events = self._events, []
@@ -617,16 +637,22 @@ class Controller:
         horizon = self.horizon(now)
         problem = compile_problem(self.site, planned, horizon, self.signals, self.objective,
                                   reserved_a=self.reserved_array(horizon))
-        t1 = time.perf_counter()
-        sched, mode, reason, solve_s = self._plan(problem)
+        return PendingStep(now, now_utc, problem, events, t0, time.perf_counter())
+
+    def end_step(self, pending: PendingStep, sched: Schedule, mode: str, reason: str,
+                 solve_s: float) -> Schedule:
+        """The second half of :meth:`step`: ``sched`` (a safe schedule of ``pending.problem``)
+        folded into the state and logged; returns it."""
+        now, now_utc, problem, events = pending.now, pending.now_utc, pending.problem, \
+            pending.events
         self._after_step(now_utc, problem, sched)
         self._last_now = now_utc if self._last_now is None else max(self._last_now, now_utc)
         self._tick(now_utc)
         if events and events[0].startswith("replan"):
             reason = f"{events[0]}; {reason}"
         self.log.append(StepRecord(now, mode, reason, sched.status.value, sched.method,
-                                   problem.n_sessions, t1 - t0, solve_s,
-                                   time.perf_counter() - t0, events))
+                                   problem.n_sessions, pending.t1 - pending.t0, solve_s,
+                                   time.perf_counter() - pending.t0, events))
         return sched
 
     def _observe(self) -> list[str]:

@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..compile import compile_problem
-from ..controller import Controller, StepRecord
+from ..controller import Controller, PendingStep
 from ..errors import InputError
-from ..problem import Problem
 from .backends import Backend, as_backend
 from .dispatch import BATCH_VARS, assign, run_round
 from .many import FALLBACK_DEADLINE, FALLBACK_LOST, FleetResult, SiteResult, finish, make_task
@@ -105,17 +103,14 @@ class FleetController:
             raise InputError("FleetController.step: now must be timezone-aware")
         deadline_s = self.deadline_s if deadline_s is None else deadline_s
         t0 = time.perf_counter()
-        problems: dict[str, Problem] = {}
-        pre: dict[str, float] = {}
+        pending: dict[str, PendingStep] = {}
         self.errors: dict[str, str] = {}
         for key, ctl in self.controllers.items():
-            ts = time.perf_counter()
             try:
-                problems[key] = _prepare(ctl, now)
+                pending[key] = ctl.begin_step(now)
             except Exception as exc:  # one bad site never stops the fleet
                 self.errors[key] = repr(exc)
-                continue
-            pre[key] = time.perf_counter() - ts
+        problems = {k: p.problem for k, p in pending.items()}
         slots = sorted(self.backend.alive(), key=str)
         pins = assign(list(problems), [p.n_vars for p in problems.values()], slots,
                       self.slot_of)
@@ -132,15 +127,11 @@ class FleetController:
             o = rep.outcomes.get(key)
             sched, fb = finish(problem, o, FALLBACK_LOST if key in rep.lost
                                else FALLBACK_DEADLINE)
-            ctl = self.controllers[key]
-            ctl._after_step(now, problem, sched)
-            ctl.log.append(StepRecord(
-                now, o.mode if o is not None and fb is None else "fleet-fallback",
-                o.reason if o is not None and fb is None else f"fleet: {fb}",
-                sched.status.value, sched.method, problem.n_sessions,
-                pre[key] + (0.0 if o is None else o.build_s),
-                0.0 if o is None else o.solve_time_s,
-                pre[key] + (0.0 if o is None else o.total_s)))
+            if fb is None and o is not None:
+                mode, reason, solve_s = o.mode, o.reason, o.solve_time_s
+            else:
+                mode, reason, solve_s = "fleet-fallback", f"fleet: {fb}: fast path", 0.0
+            self.controllers[key].end_step(pending[key], sched, mode, reason, solve_s)
             sites[key] = SiteResult(key, sched, fb, "" if o is None else o.worker,
                                     key in rep.moved, o)
         t3 = time.perf_counter()
@@ -185,12 +176,3 @@ class FleetController:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _prepare(ctl: Controller, now: datetime) -> Problem:
-    """The coordinator's half of ``Controller.step`` before the solve: caps, sessions, compile."""
-    ctl._update_caps()
-    planned = ctl.planned_sessions(now)
-    horizon = ctl.horizon(now)
-    return compile_problem(ctl.site, planned, horizon, ctl.signals, ctl.objective,
-                           reserved_a=ctl.reserved_array(horizon))

@@ -15,6 +15,7 @@ a temporary file renamed over it) or any fsspec URL (``s3://…``, ``gs://…``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -37,7 +38,37 @@ _INIT = ("step_s", "n_periods", "time_limit_s", "default_dwell_h", "default_ener
          "expected_grace_h")
 #: Warm-start settings of the optimising planner.
 _WARM = ("warm", "warm_min_mapped", "alien_basis", "cold_after_limit_cut")
-_TIMES = ("delivered_at", "measured_at", "limit_at", "departure")
+#: The controller's clock state: last reading time, last step, EVSEs budgeted at what their
+#: vehicle draws, events waiting for the next step's record.
+_CLOCK = ("_clock", "_last_now", "_observed", "_events")
+
+
+def _out(v: Any) -> Any:
+    """A JSON value of a state field (datetimes as ISO 8601, sessions as their JSON model)."""
+    from datetime import datetime
+
+    if isinstance(v, datetime):
+        return {"t": v.isoformat()}
+    if isinstance(v, Session):
+        return v.model_dump(mode="json")
+    if isinstance(v, tuple | set | frozenset):
+        return sorted(v) if isinstance(v, set | frozenset) else list(v)
+    return v
+
+
+def _in(v: Any, typ: str) -> Any:
+    """The state field back from :func:`_out` (``typ``: its annotation, as text)."""
+    from datetime import datetime
+
+    if isinstance(v, dict) and set(v) == {"t"}:
+        return datetime.fromisoformat(v["t"])
+    if v is None:
+        return None
+    if typ == "set":
+        return set(v)
+    if isinstance(v, list) and "tuple" in typ:
+        return tuple(v)
+    return v
 
 
 def controller_state(ctl: Controller) -> dict[str, Any]:
@@ -47,14 +78,8 @@ def controller_state(ctl: Controller) -> dict[str, Any]:
     def t(v: datetime | None) -> str | None:
         return None if v is None else v.isoformat()
 
-    states = []
-    for sid, st in ctl._state.items():
-        states.append({
-            "session": ctl.sessions[sid].model_dump(mode="json"),
-            "delivered_kwh": st.delivered_kwh, "measured_a": st.measured_a,
-            "last_limit_a": st.last_limit_a, "cap_a": st.cap_a,
-            **{k: t(getattr(st, k)) for k in _TIMES},
-        })
+    states = [{f.name: _out(getattr(st, f.name)) for f in dataclasses.fields(st)}
+              for st in ctl._state.values()]
     from ..planner import SolvePlanner
 
     if isinstance(ctl.planner, SolvePlanner):
@@ -72,6 +97,7 @@ def controller_state(ctl: Controller) -> dict[str, Any]:
         "objective": ctl.objective.model_dump(mode="json"),
         "sessions": states,
         "expected": [s.model_dump(mode="json") for s in ctl.expected.values()],
+        "clock": {k: _out(getattr(ctl, k)) for k in _CLOCK},
     }
 
 
@@ -109,16 +135,22 @@ def controller_from_state(d: Mapping[str, Any], planner: Any = None) -> Controll
         ctl.reserve(e, tuple(r["current_a"]), until=t(r["until"]), reason=r["reason"])
     for s in d.get("expected", ()):
         ctl.expect_session(Session.model_validate(s))
+    types = {f.name: f.type for f in dataclasses.fields(_SessionState)}
     for rec in d["sessions"]:
+        unknown = set(rec) - set(types)
+        if unknown:
+            raise InputError(f"fleet state: unknown session state field(s) {sorted(unknown)}")
         session = Session.model_validate(rec["session"])
         ctl.start_session(session)
         st: _SessionState = ctl._state[session.id]
-        st.delivered_kwh = float(rec["delivered_kwh"])
-        st.measured_a = rec["measured_a"]
-        st.last_limit_a = rec["last_limit_a"]
-        st.cap_a = rec["cap_a"]
-        for k in _TIMES:
-            setattr(st, k, t(rec[k]))
+        for k, v in rec.items():
+            if k != "session":
+                setattr(st, k, _in(v, str(types[k])))
+    for k, v in d.get("clock", {}).items():
+        if k not in _CLOCK:
+            raise InputError(f"fleet state: unknown controller clock field {k!r}")
+        setattr(ctl, k, _in(v, "set" if k == "_observed" else "datetime" if k in (
+            "_clock", "_last_now") else "list"))
     return ctl
 
 
