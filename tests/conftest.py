@@ -11,12 +11,19 @@ from hypothesis import HealthCheck, settings
 import loadopt as lo
 
 # Hypothesis profiles: "ci" (default) is derandomised, so CI runs the same examples every time;
-# "explore" draws fresh random examples with no time deadline, for long fuzz runs
-# (HYPOTHESIS_PROFILE=explore; docs/inputs.md).
-settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+# "explore" draws fresh random examples with no time deadline, and 20x as many for the tests
+# sized with ``examples(n)``, for long fuzz runs (HYPOTHESIS_PROFILE=explore; docs/inputs.md).
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("explore", derandomize=False, deadline=None, print_blob=True,
                           suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+
+
+def examples(n: int) -> int:
+    """``max_examples`` for a property test: ``n`` in CI, 20 × ``n`` when exploring."""
+    return n * 20 if PROFILE == "explore" else n
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

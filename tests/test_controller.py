@@ -13,6 +13,8 @@ from loadopt import InputError, Session, Signals
 from loadopt.controller import Controller
 from loadopt.synthetic import make_site
 
+from .conftest import examples
+
 T0 = datetime(2026, 6, 10, 8, tzinfo=UTC)
 
 
@@ -208,7 +210,7 @@ def test_solver_failure_falls_back(monkeypatch):
     assert sched.violations() == []
 
 
-@settings(derandomize=True, deadline=None, max_examples=25)
+@settings(max_examples=examples(25))
 @given(
     grid_a=st.floats(0.0, 100.0),
     cap_kw=st.one_of(st.none(), st.floats(0.0, 50.0)),

@@ -20,6 +20,9 @@ from loadopt.synthetic import demo_scenario
 
 from .conftest import horizon, one_breaker_site, session
 
+#: Comparing the numba kernels with the pure-Python twin means nothing when numba is off.
+NEEDS_NUMBA = pytest.mark.skipif(not fast.NUMBA, reason="numba is off: nothing to compare")
+
 
 def compile1(site, sessions, n=1, **kw):
     return lo.compile_problem(site, sessions, horizon(n), **kw)
@@ -162,6 +165,7 @@ def test_repeat_calls_use_the_cached_preparation():
     assert prepared(p) is prepared(p)
 
 
+@NEEDS_NUMBA
 @pytest.mark.parametrize("policy", ["fair", "edf", "llf"])
 def test_numba_and_pure_paths_agree_on_the_demo(policy):
     p = demo_scenario().compile()
@@ -170,6 +174,7 @@ def test_numba_and_pure_paths_agree_on_the_demo(policy):
     assert np.array_equal(a, b)
 
 
+@NEEDS_NUMBA
 def test_disabled_numba_in_a_fresh_process_gives_identical_results(tmp_path):
     code = (
         "import json, sys\n"

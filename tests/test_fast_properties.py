@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import loadopt as lo
@@ -21,12 +22,14 @@ from loadopt import fast
 from loadopt.fast._prepared import prepared
 from loadopt.safety import GRID_SNAP, project, row_capacity_da
 
-from .conftest import T0
+from .conftest import T0, examples
 from .test_safety_properties import assert_physically_safe, scenarios
 
+#: Comparing the numba kernels with the pure-Python twin means nothing when numba is off.
+NEEDS_NUMBA = pytest.mark.skipif(not fast.NUMBA, reason="numba is off: nothing to compare")
+
 ROTATIONS = ["RST", "RTS", "SRT", "STR", "TRS", "TSR"]
-SETTINGS = settings(derandomize=True, deadline=None, max_examples=120,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(120))
 
 
 @st.composite
@@ -95,8 +98,7 @@ def test_allocator_never_exceeds_a_limit_and_honours_min_and_steps(p, policy):
     assert np.array_equal(project(p, cur), cur), "a feasible schedule must come back unchanged"
 
 
-@settings(derandomize=True, deadline=None, max_examples=80,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80))
 @given(scenarios(), st.sampled_from(["fair", "edf", "llf"]))
 def test_allocator_is_safe_on_the_core_scenarios(p, policy):
     cur = fast.allocate_horizon(p, policy)
@@ -148,8 +150,8 @@ def test_fair_allocation_is_weighted_max_min_fair(p, data):
                     f"bottlenecked: loads {load}, caps {cap}, shares {share}")
 
 
-@settings(derandomize=True, deadline=None, max_examples=60,
-          suppress_health_check=[HealthCheck.too_slow])
+@NEEDS_NUMBA
+@settings(max_examples=examples(60))
 @given(fast_problems(), st.sampled_from(["fair", "edf", "llf"]))
 def test_numba_and_pure_paths_are_identical(p, policy):
     a = fast.allocate_horizon(p, policy)

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 
 import loadopt as lo
 from loadopt.lp import ROW_BLOCKS, build_lp
 from loadopt.solvers import highs as hs
 
+from .conftest import examples
 from .test_safety_properties import scenarios
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -28,8 +29,7 @@ def _plain(p: lo.Problem) -> lo.Problem:
     return lo.compile_problem(p.site, p.sessions, p.horizon, sig, obj)
 
 
-@settings(derandomize=True, deadline=None, max_examples=120,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(120))
 @given(scenarios())
 def test_reduced_lp_has_the_unreduced_optimum(p):
     p = _plain(p)

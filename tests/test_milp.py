@@ -11,14 +11,15 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import loadopt as lo
 from loadopt.milp import IntegerOptions, build_milp, enforce, solve_milp
 from loadopt.safety import project
 
-from .conftest import T0, horizon, one_breaker_site, session
+from .conftest import T0, examples, horizon, one_breaker_site, session
+from .physics import physical_violations
 
 KWH_PER_A_H_3P = 3 * 230.0 / 1000.0  # kWh per A per hour on three phases
 
@@ -309,27 +310,28 @@ def integer_instances(draw):
     return lo.compile_problem(site, sessions, horizon(8)), opts
 
 
-@settings(derandomize=True, deadline=None, max_examples=150,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150))
 @given(integer_instances())
 def test_property_milp_schedule_obeys_every_rule(inst):
     p, opts = inst
     s = solve_milp(p, opts)
     check_integer_rules(s, opts)
     assert s.status == lo.ScheduleStatus.OPTIMAL
+    # the original problem, checked from the raw site and sessions (not the library's rows,
+    # not the phase-resolved problem the schedule carries)
+    assert physical_violations(p, s.current, s.n_phases) == []
 
 
-@settings(derandomize=True, deadline=None, max_examples=80,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80))
 @given(integer_instances(), st.sampled_from([1e-9, 1e-4, 0.01]))  # > 0: options validate it
 def test_property_time_out_still_valid(inst, limit):
     p, opts = inst
     s = solve_milp(p, opts, time_limit_s=limit, mip_rel_gap=0.0)
     check_integer_rules(s, opts)
+    assert physical_violations(p, s.current, s.n_phases) == []
 
 
-@settings(derandomize=True, deadline=None, max_examples=150,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150))
 @given(integer_instances(), st.data())
 def test_property_enforce_makes_any_currents_exact(inst, data):
     p, opts = inst
@@ -419,8 +421,7 @@ def test_level_dive_refills_what_rounding_down_gives_up():
     assert dive.bound <= dive.objective < plain.objective - 0.25 * (plain.objective - dive.bound)
 
 
-@settings(derandomize=True, deadline=None, max_examples=60,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60))
 @given(integer_instances())
 def test_property_incumbent_heuristics_exact_and_never_worse(inst):
     """The spread LPs, sessions-left-empty runs, grown runs and the level dive only add

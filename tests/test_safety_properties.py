@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import loadopt as lo
 from loadopt.safety import project
 from loadopt.solvers.result import SolverResult, SolverStatus
 
-from .conftest import T0
+from .conftest import T0, examples
 
 ROTATIONS = ["RST", "RTS", "SRT", "STR", "TRS", "TSR"]
 limit_a = st.one_of(st.none(), st.floats(0, 80, allow_nan=False).map(lambda x: round(x, 2)))
@@ -110,8 +110,7 @@ def assert_physically_safe(p: lo.Problem, current: np.ndarray) -> None:
     assert s.violations() == []
 
 
-COMMON = settings(derandomize=True, deadline=None, max_examples=150,
-                  suppress_health_check=[HealthCheck.too_slow])
+COMMON = settings(max_examples=examples(150))
 
 
 @COMMON

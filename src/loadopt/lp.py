@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import InputError
 from .problem import Problem
 
 #: Names of the ``LinearProgram.row_block`` codes.
@@ -83,7 +84,7 @@ class LinearProgram:
     def currents(self, problem: Problem, x: np.ndarray) -> np.ndarray:
         """Per-variable currents (A) of the problem from a column vector of this LP."""
         if x.shape != (self.n_cols,):
-            raise ValueError(f"solution has shape {x.shape}, the LP has {self.n_cols} columns")
+            raise InputError(f"solution has shape {x.shape}, the LP has {self.n_cols} columns")
         r = np.zeros(problem.n_vars)
         r[self.var_of_col] = x[: self.n_r]
         return r

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from ._base import FrozenModel, Identifier
+from .errors import InputError
 
 Method = Literal["lp", "fast", "milp", "auto"]
 Policy = Literal["fair", "edf", "llf"]
@@ -193,21 +194,21 @@ def as_options(options: Any = None, **legacy: Any) -> SolveOptions:
     given = {k: v for k, v in legacy.items() if v is not None}
     unknown = set(given) - set(_LEGACY)
     if unknown:
-        raise TypeError(f"solve() got unexpected keyword argument(s) {sorted(unknown)}")
+        raise InputError(f"solve() got unexpected keyword argument(s) {sorted(unknown)}")
     if isinstance(options, LpOptions | MilpOptions | AutoOptions | FastOptions):
         if given:
-            raise ValueError(f"pass either an options object or keywords, not both "
+            raise InputError(f"pass either an options object or keywords, not both "
                              f"({sorted(given)} with {type(options).__name__})")
         return options
     highs: dict[str, Any] = {}
     if isinstance(options, str):
         if "method" in given:
-            raise ValueError("method given twice")
+            raise InputError("method given twice")
         given["method"] = options
     elif isinstance(options, dict):
         highs = dict(options)
     elif options is not None:
-        raise TypeError(f"options must be LpOptions, MilpOptions, AutoOptions, FastOptions, a "
+        raise InputError(f"options must be LpOptions, MilpOptions, AutoOptions, FastOptions, a "
                         f"method name or None, got {type(options).__name__}")
     method = given.pop("method", "lp")
     if method == "fast":
@@ -218,11 +219,11 @@ def as_options(options: Any = None, **legacy: Any) -> SolveOptions:
     if method in ("milp", "auto"):
         backend = given.pop("backend", "highs")
         if backend != "highs":
-            raise ValueError(f"the MILP runs on HiGHS only, not backend {backend!r}")
+            raise InputError(f"the MILP runs on HiGHS only, not backend {backend!r}")
     if method == "milp":
         return MilpOptions(**given, highs=highs)
     if method == "auto":
         tl = given.get("time_limit_s")
         return AutoOptions(lp=LpOptions(time_limit_s=tl, highs=highs), milp=MilpOptions(
             **given, highs=highs))
-    raise ValueError(f"unknown method {method!r}; use 'lp', 'fast', 'milp' or 'auto'")
+    raise InputError(f"unknown method {method!r}; use 'lp', 'fast', 'milp' or 'auto'")

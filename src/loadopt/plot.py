@@ -17,17 +17,16 @@ import numpy as np
 from .schedule import Schedule
 
 
-def _require_matplotlib():
+def _figure_class():
+    """matplotlib's ``Figure``, used without pyplot: no global backend is chosen or changed
+    (a library must not call ``matplotlib.use``; the figure renders itself to a file)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "plotting needs matplotlib: pip install 'loadopt[plot]' (or pass --no-plot)"
         ) from exc
-    return plt
+    return Figure
 
 
 def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None) -> Path:
@@ -36,7 +35,7 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
     Works for any :class:`~loadopt.schedule.Schedule`, including the record of a simulation
     (:attr:`loadopt.simulate.SimulationResult.schedule`, currents as drawn). Returns the path.
     """
-    plt = _require_matplotlib()
+    Figure = _figure_class()
     from matplotlib.dates import DateFormatter
 
     p = schedule.problem
@@ -48,7 +47,8 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
     def steps(y: np.ndarray) -> np.ndarray:
         return np.append(y, y[-1])
 
-    fig, axes = plt.subplots(3, 1, figsize=(11, 11), gridspec_kw={"height_ratios": [3, 2, 2]})
+    fig = Figure(figsize=(11, 11))
+    axes = fig.subplots(3, 1, gridspec_kw={"height_ratios": [3, 2, 2]})
     ax = axes[0]
     ev = schedule.ev_power_kw
     ax.fill_between(t, steps(p.base_load_kw), step="post", color="#bbbbbb", alpha=0.7,
@@ -121,5 +121,4 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..errors import InputError
 from ..problem import Problem
 from . import _kernels
 from ._prepared import Prepared, prepared
@@ -69,7 +70,7 @@ def _policy_code(policy: str) -> int:
     try:
         return POLICIES[policy]
     except KeyError:
-        raise ValueError(f"unknown fast-path policy {policy!r}; use one of "
+        raise InputError(f"unknown fast-path policy {policy!r}; use one of "
                          f"{', '.join(POLICIES)}") from None
 
 
@@ -78,7 +79,7 @@ def _energy(problem: Problem, energy_left_kwh: np.ndarray | None) -> np.ndarray:
         return np.ascontiguousarray(problem.session_energy_kwh, dtype=np.float64)
     e = np.ascontiguousarray(energy_left_kwh, dtype=np.float64)
     if e.shape != (problem.n_sessions,):
-        raise ValueError(f"energy_left_kwh has shape {e.shape}, expected "
+        raise InputError(f"energy_left_kwh has shape {e.shape}, expected "
                          f"({problem.n_sessions},): one value per session")
     return e
 
@@ -110,7 +111,7 @@ def allocate(problem: Problem, period: int, policy: Policy = "fair",
     """
     T = problem.n_periods
     if not 0 <= period < T:
-        raise ValueError(f"period {period} is outside the horizon (0..{T - 1})")
+        raise InputError(f"period {period} is outside the horizon (0..{T - 1})")
     code = _policy_code(policy)
     pp = prepared(problem)
     x = _local(pp, period, code, _energy(problem, energy_left_kwh))

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..options import IntegerOptions, MilpOptions
 from ..problem import Problem
 from ..schedule import Schedule, ScheduleStatus
@@ -38,7 +39,7 @@ def solve_milp(
 
     if isinstance(options, MilpOptions):
         if time_limit_s is not None or mip_rel_gap is not None:
-            raise ValueError("pass time_limit_s and mip_rel_gap inside MilpOptions")
+            raise InputError("pass time_limit_s and mip_rel_gap inside MilpOptions")
         opts = options
     else:
         kw: dict[str, Any] = {"integer": options, "time_limit_s": time_limit_s}

@@ -13,6 +13,7 @@ from typing import Any
 import highspy
 import numpy as np
 
+from ..errors import SolverError
 from ..lp import LinearProgram
 from .result import SolverResult, SolverStatus
 
@@ -59,7 +60,7 @@ def pass_lp(h, lp: LinearProgram, integrality: np.ndarray | None = None) -> None
         integ,
     )
     if st == highspy.HighsStatus.kError:
-        raise RuntimeError("HiGHS rejected the model (passModel returned kError)")
+        raise SolverError("HiGHS rejected the model (passModel returned kError)")
 
 
 def run(h) -> SolverResult:
