@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from loadopt.lp import LinearProgram, objective_coefficients
+from loadopt.lp import LinearProgram, blocks_of, objective_coefficients
 from loadopt.problem import Problem
 
 
@@ -40,6 +40,8 @@ def straightforward_lp(p: Problem) -> LinearProgram:
         A=A,
         row_lb=np.concatenate([np.full(m, -np.inf), p.session_energy_kwh, net]),
         row_ub=np.concatenate([p.h, p.session_energy_kwh, np.full(T, np.inf)]),
-        offset=0.0, var_of_col=np.arange(V), n_r=V, imp_cols=None, exp_cols=None,
-        peak_col=None, z_col=None,
+        offset=0.0,
+        cols=blocks_of({"r": np.arange(V), "u": np.arange(S), "imp": np.arange(T)}),
+        rows=blocks_of({"safety": np.arange(m), "energy": np.arange(S),
+                        "balance": np.arange(T)}),
     )

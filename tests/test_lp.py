@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 
 import loadopt as lo
-from loadopt.lp import ROW_BLOCKS, build_lp
+from loadopt.lp import build_lp
 from loadopt.solvers import highs as hs
 
 from .conftest import examples
@@ -47,23 +48,38 @@ def test_reduced_lp_has_the_unreduced_optimum(p):
         assert b.objective == pytest.approx(a.objective, rel=1e-7, abs=1e-5)
 
 
-def test_row_provenance_labels_every_row():
+def test_named_blocks_cover_every_row_and_column():
     from loadopt.synthetic import demo_scenario
 
     sc = demo_scenario(n_evse=12)
     p = sc.model_copy(update={"objective": lo.Objective(fairness=1.0,
                                                         demand_charge_per_kw=0.1)}).compile()
     lp = build_lp(p)
-    assert lp.row_block.size == lp.row_index.size == lp.n_rows
-    counts = np.bincount(lp.row_block, minlength=len(ROW_BLOCKS))
-    assert counts[2] == counts[3] == p.n_periods  # balance and peak rows, one per period
-    g = lp.row_block == 0
+    for blocks, n in ((lp.cols, lp.n_cols), (lp.rows, lp.n_rows)):
+        spans = sorted((b.start, b.stop) for b in blocks.values())
+        assert spans[0][0] == 0 and spans[-1][1] == n  # contiguous, no gap, no overlap
+        assert all(a[1] == b[0] for a, b in pairwise(spans))
+        assert all(b.index.size == b.size for b in blocks.values())
+    assert list(lp.cols) == ["r", "u", "imp", "exp", "peak", "z"]
+    assert list(lp.rows) == ["safety", "energy", "balance", "peak", "fairness"]
+    assert lp.rows["balance"].size == lp.rows["peak"].size == p.n_periods
+    assert lp.rows["balance"].index.tolist() == list(range(p.n_periods))
+    g = lp.rows["safety"]
     # a safety row's bound is its problem row's h, or smaller where identical rows were merged
-    assert (lp.row_ub[g] <= p.h[lp.row_index[g]]).all()
+    assert (lp.row_ub[g.slice] <= p.h[g.index]).all()
     A = lp.A.tocsr()
-    G = p.G[:, lp.var_of_col]
-    for r in np.flatnonzero(g)[:50]:  # coefficients are the problem row's, on kept columns
-        np.testing.assert_array_equal(A[r, : lp.n_r].toarray(), G[lp.row_index[r]].toarray())
+    r = lp.cols["r"]
+    G = p.G[:, r.index]
+    for k in range(min(g.size, 50)):  # coefficients are the problem row's, on kept columns
+        np.testing.assert_array_equal(A[g.start + k, r.slice].toarray(),
+                                      G[g.index[k]].toarray())
+    # the energy row of a session holds that session's current columns and its unmet column
+    e, u = lp.rows["energy"], lp.cols["u"]
+    assert e.index.tolist() == u.index.tolist()
+    k = 0
+    sess_cols = r.positions[p.var_session[r.index] == e.index[k]]
+    row = A[e.start + k].toarray().ravel()
+    assert set(np.flatnonzero(row)) == {*sess_cols.tolist(), u.start + k}
 
 
 def test_duplicate_rows_are_merged_to_the_tightest():
@@ -76,5 +92,5 @@ def test_duplicate_rows_are_merged_to_the_tightest():
     p = lo.compile_problem(site, [session(f"s{k}", f"e{k}", 100) for k in range(3)], horizon(2))
     lp = build_lp(p)
     # grid R/S/T and cb R/S/T carry the same three-phase cars: one row per period survives
-    assert (lp.row_block == 0).sum() == 2
-    assert lp.row_ub[lp.row_block == 0].tolist() == [30.0, 30.0]
+    assert lp.rows["safety"].size == 2
+    assert lp.row_ub[lp.rows["safety"].slice].tolist() == [30.0, 30.0]

@@ -1,6 +1,7 @@
 """The linear programme built from a :class:`~loadopt.problem.Problem` (see docs/formulation.md).
 
-Columns, in this order:
+Columns, in this order (each a named block of :attr:`LinearProgram.cols`: ``"r"``, ``"u"``,
+``"imp"``, ``"exp"``, ``"peak"``, ``"z"``):
 
 - ``r[v]`` — per-phase current (A) of every variable that can be non-zero after
   reduction;
@@ -11,7 +12,10 @@ Columns, in this order:
 - ``z`` — the smallest served fraction, only with a fairness weight.
 
 Rows: the safety rows ``G r ≤ h`` that can bind, one energy row per session
-(``delivered + u = E``), and the accounting rows of the optional columns.
+(``delivered + u = E``), and the accounting rows of the optional columns (named blocks
+``"safety"``, ``"energy"``, ``"balance"``, ``"peak"``, ``"fairness"`` of
+:attr:`LinearProgram.rows`). Whatever needs to know what a row or column is — the MILP, the warm
+start — looks it up by name.
 
 Structure the LP does not need is removed before the solver sees it (all vectorised):
 a safety row holding a single variable becomes that variable's bound; a row that cannot bind
@@ -34,13 +38,55 @@ import scipy.sparse as sp
 from .errors import InputError
 from .problem import Problem
 
-#: Names of the ``LinearProgram.row_block`` codes.
-ROW_BLOCKS = ("safety", "energy", "balance", "peak", "fairness", "grid")
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """A named, contiguous range ``[start, stop)`` of a programme's columns or rows, and what
+    each of its entries stands for: ``index[k]`` is entry ``start + k``'s key in the block's
+    own space (a problem variable, a session, a period, a row of ``G`` …; see
+    :class:`LinearProgram`)."""
+
+    start: int
+    stop: int
+    index: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.stop)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The column (or row) numbers of the block."""
+        return np.arange(self.start, self.stop)
+
+
+def blocks_of(sizes: dict[str, np.ndarray], start: int = 0) -> dict[str, Block]:
+    """Consecutive blocks from ``name -> index array`` (in order), the first at ``start``."""
+    out = {}
+    for name, idx in sizes.items():
+        idx = np.asarray(idx, dtype=np.int64)
+        out[name] = Block(start, start + idx.size, idx)
+        start += idx.size
+    return out
 
 
 @dataclass(frozen=True, eq=False)
 class LinearProgram:
-    """``min c·x + offset  s.t.  row_lb ≤ A x ≤ row_ub,  col_lb ≤ x ≤ col_ub`` (A in CSC)."""
+    """``min c·x + offset  s.t.  row_lb ≤ A x ≤ row_ub,  col_lb ≤ x ≤ col_ub`` (A in CSC), with
+    a registry of named column and row blocks (linopy-style: name → range + key array), so that
+    what a column or row stands for is looked up by name, never by position.
+
+    Column blocks of :func:`build_lp` (absent when not built): ``"r"`` currents (key: problem
+    variable), ``"u"`` unmet energy (session), ``"imp"`` / ``"exp"`` grid import / export
+    (period), ``"peak"`` (0), ``"z"`` the smallest served fraction (0). Row blocks:
+    ``"safety"`` (row of the problem's ``G``), ``"energy"`` (session), ``"balance"`` (period),
+    ``"peak"`` (period), ``"fairness"`` (session). The MILP adds its own
+    (:mod:`loadopt.milp.model`).
+    """
 
     c: np.ndarray
     col_lb: np.ndarray
@@ -49,29 +95,8 @@ class LinearProgram:
     row_lb: np.ndarray
     row_ub: np.ndarray
     offset: float
-    var_of_col: np.ndarray  #: problem variable index of each of the first ``n_r`` columns
-    n_r: int
-    imp_cols: np.ndarray | None
-    exp_cols: np.ndarray | None
-    peak_col: int | None
-    z_col: int | None
-    #: Where each row comes from (for warm starts that map a basis across steps):
-    #: ``row_block`` is one of ``ROW_BLOCKS`` and ``row_index`` the index in that block's space —
-    #: the problem's safety row (``G``), the session (energy, fairness) or the period (balance,
-    #: peak). ``None`` for programmes built elsewhere.
-    row_block: np.ndarray | None = None
-    row_index: np.ndarray | None = None
-    #: With ``build_lp(unmet_slack=True)``: the unmet-energy columns and their sessions.
-    u_cols: np.ndarray | None = None
-    u_sess: np.ndarray | None = None
-    #: Soft grid signals (block "grid", row index = period): setpoint deviation columns
-    #: (``sp_up`` above, ``sp_down`` below the setpoint) and export-excess columns, with their
-    #: periods.
-    sp_up_cols: np.ndarray | None = None
-    sp_down_cols: np.ndarray | None = None
-    sp_periods: np.ndarray | None = None
-    xc_cols: np.ndarray | None = None
-    xc_periods: np.ndarray | None = None
+    cols: dict[str, Block]
+    rows: dict[str, Block]
 
     @property
     def n_cols(self) -> int:
@@ -81,12 +106,28 @@ class LinearProgram:
     def n_rows(self) -> int:
         return self.row_lb.size
 
+    @property
+    def var_of_col(self) -> np.ndarray:
+        """Problem variable of each current column (the ``"r"`` block's keys)."""
+        return self.cols["r"].index
+
+    def col_positions(self, name: str) -> np.ndarray | None:
+        """Column numbers of block ``name``, or None when the programme has no such block."""
+        b = self.cols.get(name)
+        return None if b is None else b.positions
+
+    def row_positions(self, name: str) -> np.ndarray | None:
+        """Row numbers of block ``name``, or None when the programme has no such block."""
+        b = self.rows.get(name)
+        return None if b is None else b.positions
+
     def currents(self, problem: Problem, x: np.ndarray) -> np.ndarray:
         """Per-variable currents (A) of the problem from a column vector of this LP."""
         if x.shape != (self.n_cols,):
             raise InputError(f"solution has shape {x.shape}, the LP has {self.n_cols} columns")
         r = np.zeros(problem.n_vars)
-        r[self.var_of_col] = x[: self.n_r]
+        b = self.cols["r"]
+        r[b.index] = x[b.slice]
         return r
 
 
@@ -170,16 +211,17 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
 
     rows = _Rows()
     g = G_red.tocoo()
-    rows.add(g.row, g.col, g.data, -np.inf, h_red, 0, g_rows)
+    rows.add(g.row, g.col, g.data, -np.inf, h_red, "safety", g_rows)
     E_rhs = problem.session_energy_kwh[e_sess]
     n = n_r + u_sess.size
     u_cols = n_r + np.arange(u_sess.size)
     if unmet_slack:
         rows.add(np.concatenate([sess_row[vs][in_e], np.arange(e_sess.size)]),
                  np.concatenate([in_e, u_cols]),
-                 np.concatenate([kwh[in_e], np.ones(u_sess.size)]), E_rhs, E_rhs, 1, e_sess)
+                 np.concatenate([kwh[in_e], np.ones(u_sess.size)]), E_rhs, E_rhs, "energy",
+                 e_sess)
     else:
-        rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, E_rhs, 1, e_sess)
+        rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, E_rhs, "energy", e_sess)
     c = [c_all[cols], (o.unmet_energy_per_kwh * problem.session_priority)[u_sess]]
     # §14a floors (feasible by construction: compile projected them through G)
     # (a problem extended by the MILP's phase-switching twins has more variables: no floors)
@@ -205,7 +247,7 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
         net = problem.base_load_kw - problem.pv_kw
         rows.add(np.concatenate([vt, periods, periods]),
                  np.concatenate([np.arange(n_r), imp_cols, exp_cols]),
-                 np.concatenate([-kw, np.ones(T), -np.ones(T)]), net, net, 2, periods)
+                 np.concatenate([-kw, np.ones(T), -np.ones(T)]), net, net, "balance", periods)
         dt = problem.step_h
         c.append(o.energy_cost * problem.import_price * dt)
         exp_price = (np.zeros(T) if problem.export_price is None else problem.export_price)
@@ -218,7 +260,8 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
             n += 1
             rows.add(np.concatenate([periods, periods]),
                      np.concatenate([imp_cols, np.full(T, peak_col)]),
-                     np.concatenate([np.ones(T), -np.ones(T)]), -np.inf, np.zeros(T), 3, periods)
+                     np.concatenate([np.ones(T), -np.ones(T)]), -np.inf, np.zeros(T), "peak",
+                     periods)
             c.append(np.array([o.demand_charge_per_kw]))
             col_lb.append(np.array([problem.signals.peak_so_far_kw]))
             col_ub.append(np.array([np.inf]))
@@ -233,33 +276,40 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
         rows.add(np.concatenate([row_of[vs][m], np.arange(want.size)]),
                  np.concatenate([m, np.full(want.size, z_col)]),
                  np.concatenate([-kwh[m], problem.session_energy_kwh[want]]),
-                 -np.inf, np.zeros(want.size), 4, want)
+                 -np.inf, np.zeros(want.size), "fairness", want)
         c.append(np.array([-o.fairness]))
         col_lb.append(np.zeros(1))
         col_ub.append(np.ones(1))
 
     # soft grid signals (docs/grid-signals.md): a setpoint on the net import and an export cap,
-    # each priced per kWh of deviation (block 5, one row per period that has one)
-    soft: dict[str, np.ndarray | None] = {}
+    # each priced per kWh of deviation (one row per period that has one)
+    soft: dict[str, np.ndarray] = {}
     if ((problem.setpoint_kw is not None and np.isfinite(problem.setpoint_kw).any())
             or (problem.export_cap_kw is not None and np.isfinite(problem.export_cap_kw).any())):
-        n, soft = _soft_grid_rows(problem, rows, c, col_lb, col_ub, n, cols, n_r)
+        n, soft = _soft_grid_rows(problem, rows, c, col_lb, col_ub, n, cols)
 
-    A, row_lb, row_ub, row_block, row_index = rows.build(n)
+    A, row_lb, row_ub, row_blocks = rows.build(n)
+    col_keys: dict[str, np.ndarray] = {"r": cols}
+    if unmet_slack:
+        col_keys["u"] = u_sess
+    if imp_cols is not None:
+        col_keys["imp"] = col_keys["exp"] = periods
+    if peak_col is not None:
+        col_keys["peak"] = np.zeros(1, np.int64)
+    if z_col is not None:
+        col_keys["z"] = np.zeros(1, np.int64)
+    col_keys.update(soft)
     return LinearProgram(
         c=np.concatenate(c), col_lb=np.concatenate(col_lb), col_ub=np.concatenate(col_ub),
-        A=A, row_lb=row_lb, row_ub=row_ub, offset=offset, var_of_col=cols, n_r=n_r,
-        imp_cols=imp_cols, exp_cols=exp_cols, peak_col=peak_col, z_col=z_col,
-        row_block=row_block, row_index=row_index,
-        u_cols=u_cols if unmet_slack else None, u_sess=u_sess if unmet_slack else None,
-        **soft,
-    )
+        A=A, row_lb=row_lb, row_ub=row_ub, offset=offset, cols=blocks_of(col_keys),
+        rows=row_blocks)
 
 
 def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub: list, n: int,
-                    cols: np.ndarray, n_r: int) -> tuple[int, dict]:
-    """Rows and columns of the soft grid signals; returns the new column count and the
-    LinearProgram fields.
+                    cols: np.ndarray) -> tuple[int, dict[str, np.ndarray]]:
+    """Rows and columns of the soft grid signals; returns the new column count and the column
+    blocks (``"sp_up"``, ``"sp_down"``, ``"xc"``, keyed by period) in order. Row blocks
+    ``"grid_setpoint"`` and ``"grid_export"`` (keyed by period).
 
     Net import ``m_t = Σ kW/A · r + B_t + R_t − PV_t`` (``R``: reserved EVSE draw). Setpoint
     ``s_t``: ``Σ kW/A · r − d⁺_t + d⁻_t = s_t − B_t − R_t + PV_t``, costing
@@ -280,7 +330,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
         volt = np.array([e.voltage_v for e in problem.site.evses])
         res_kw = (problem.evse_reserved_a.sum(axis=1) * volt[:, None] / 1000.0).sum(axis=0)
     fixed = problem.base_load_kw + res_kw - problem.pv_kw
-    out: dict[str, np.ndarray | None] = {}
+    out: dict[str, np.ndarray] = {}
     sp = problem.setpoint_kw
     if sp is not None and np.isfinite(sp).any():
         per = np.flatnonzero(np.isfinite(sp))
@@ -293,12 +343,13 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
         rhs = sp[per] - fixed[per]
         rows.add(np.concatenate([row_of[vt][m], np.arange(k), np.arange(k)]),
                  np.concatenate([m, up, down]),
-                 np.concatenate([kw[m], -np.ones(k), np.ones(k)]), rhs, rhs, 5, per)
+                 np.concatenate([kw[m], -np.ones(k), np.ones(k)]), rhs, rhs, "grid_setpoint",
+                 per)
         pen = problem.setpoint_penalty[per] * dt
         c += [pen, pen]
         col_lb += [np.zeros(k), np.zeros(k)]
         col_ub += [np.full(k, np.inf), np.full(k, np.inf)]
-        out.update(sp_up_cols=up, sp_down_cols=down, sp_periods=per)
+        out.update(sp_up=per, sp_down=per)
     xc = problem.export_cap_kw
     if xc is not None:
         per = np.flatnonzero(np.isfinite(xc) & (-fixed > xc))
@@ -310,42 +361,41 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
             e = n + np.arange(k)
             n += k
             rows.add(np.concatenate([row_of[vt][m], np.arange(k)]), np.concatenate([m, e]),
-                     np.concatenate([-kw[m], -np.ones(k)]), -np.inf, xc[per] + fixed[per], 5,
-                     T + per)  # block "grid" index: period (setpoint), T + period (export)
+                     np.concatenate([-kw[m], -np.ones(k)]), -np.inf, xc[per] + fixed[per],
+                     "grid_export", per)
             c.append(problem.export_penalty[per] * dt)
             col_lb.append(np.zeros(k))
             col_ub.append(np.full(k, np.inf))
-            out.update(xc_cols=e, xc_periods=per)
+            out.update(xc=per)
     return n, out
 
 
 class _Rows:
-    """Blocks of rows as COO triplets (block-local row numbers, global columns), then one CSC."""
+    """Named blocks of rows as COO triplets (block-local row numbers, global columns), then one
+    CSC matrix and the row-block registry."""
 
     def __init__(self) -> None:
         self.m = 0
         self.trip: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.lb: list[np.ndarray] = []
         self.ub: list[np.ndarray] = []
-        self.block: list[np.ndarray] = []
-        self.index: list[np.ndarray] = []
+        self.index: dict[str, np.ndarray] = {}
 
-    def add(self, r, c, v, lb, ub, block: int, index: np.ndarray) -> None:
+    def add(self, r, c, v, lb, ub, name: str, index: np.ndarray) -> None:
         k = np.asarray(index).size
         self.trip.append((np.asarray(r, np.int64) + self.m, np.asarray(c, np.int64),
                           np.asarray(v, np.float64)))
         self.lb.append(np.broadcast_to(np.asarray(lb, np.float64), (k,)))
         self.ub.append(np.broadcast_to(np.asarray(ub, np.float64), (k,)))
-        self.block.append(np.full(k, block, np.int8))
-        self.index.append(np.asarray(index, np.int64))
+        self.index[name] = np.asarray(index, np.int64)
         self.m += k
 
-    def build(self, n_cols: int):
+    def build(self, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray,
+                                           dict[str, Block]]:
         r, c, v = (np.concatenate(x) for x in zip(*self.trip, strict=True))
         A = sp.csc_matrix((v, (r, c)), shape=(self.m, n_cols))
         A.sort_indices()
-        return (A, np.concatenate(self.lb), np.concatenate(self.ub), np.concatenate(self.block),
-                np.concatenate(self.index))
+        return A, np.concatenate(self.lb), np.concatenate(self.ub), blocks_of(self.index)
 
 
 def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray

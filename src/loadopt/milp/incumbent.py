@@ -67,13 +67,14 @@ def incumbent(model: MilpModel, mip_rel_gap: float = 0.01, *,
     has = model.ext_col >= 0
     r[has] = res.x[model.ext_col[has]]
     mins = np.maximum(model.ext_min_da / 10.0, 0.1)
-    nr = lp.n_r
-    col_e = np.empty(nr, dtype=np.int64)
-    col_e[model.ext_col[has]] = np.flatnonzero(has)
+    rb = lp.cols["r"]  # the current columns: the only ones the re-solves bound
+    nr = rb.size
+    col_e = np.empty(nr, dtype=np.int64)  # ext variable of each current column
+    col_e[model.ext_col[has] - rb.start] = np.flatnonzero(has)
     intc = model.ext_min_da[col_e] > 0
-    base_lb = lp.col_lb[:nr].copy()
-    base_ub = lp.col_ub[:nr].copy()
-    idx = np.arange(nr, dtype=np.int32)
+    base_lb = lp.col_lb[rb.slice].copy()
+    base_ub = lp.col_ub[rb.slice].copy()
+    idx = rb.positions.astype(np.int32)
     seen: set[bytes] = set()
     V = model.problem.n_vars
     timed = model.min_run > 1 or model.min_pause > 1

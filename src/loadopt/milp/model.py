@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..lp import LinearProgram, build_lp
+from ..lp import Block, LinearProgram, build_lp
 from ..options import IntegerOptions
 from ..problem import ROW_NODE_CURRENT, Problem
 from .slots import level_groups, next_slot, prev_slot
@@ -129,7 +129,8 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
     ext_twin = np.arange(ext_var.size) >= V
     E = ext_var.size
     ext_col = np.full(E, -1, dtype=np.int64)
-    ext_col[lp.var_of_col] = np.arange(lp.n_r)
+    rb = lp.cols["r"]
+    ext_col[rb.index] = rb.positions
     has_col = ext_col >= 0
     ext_sess = problem.var_session[ext_var]
     ub = np.zeros(E)
@@ -169,9 +170,14 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
     int_ext: list[np.ndarray] = []
     m = lp.n_rows
 
-    def add_cols(k: int, lo, hi, integ) -> np.ndarray:
+    col_blocks: dict[str, Block] = {}
+    row_blocks: dict[str, Block] = {}
+
+    def add_cols(k: int, lo, hi, integ, name: str, key: np.ndarray) -> np.ndarray:
+        """``k`` columns as the block ``name`` (``key``: what each stands for)."""
         nonlocal n
         idx = n + np.arange(k)
+        col_blocks[name] = Block(n, n + k, np.asarray(key, dtype=np.int64))
         n += k
         c_ext.append(np.zeros(k))
         lb_ext.append(np.broadcast_to(np.asarray(lo, float), (k,)).copy())
@@ -179,8 +185,12 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
         int_ext.append(np.full(k, integ, dtype=np.int32))
         return idx
 
-    def add_rows(r_local: np.ndarray, cc: np.ndarray, vv: np.ndarray, lo, hi, k: int) -> None:
+    def add_rows(r_local: np.ndarray, cc: np.ndarray, vv: np.ndarray, lo, hi, k: int,
+                 name: str, key: np.ndarray | None = None) -> None:
+        """``k`` rows as the block ``name`` (``key``: what each stands for; default 0..k−1)."""
         nonlocal m
+        row_blocks[name] = Block(m, m + k, np.arange(k) if key is None
+                                 else np.asarray(key, dtype=np.int64))
         rows.append(m + r_local)
         cols.append(cc)
         vals.append(vv)
@@ -193,18 +203,18 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
     ext_u = np.full(E, -1, dtype=np.int64)
     min_e = min_da_s_eff[ext_sess] / 10.0  # A
     u_hi = (ub[e_u] >= min_e[e_u] - 1e-9).astype(float)
-    ext_u[e_u] = add_cols(e_u.size, 0.0, u_hi, _INT)
+    ext_u[e_u] = add_cols(e_u.size, 0.0, u_hi, _INT, "on", e_u)
     k = e_u.size
     ar = np.arange(k)
     # r − ub·u ≤ 0
     add_rows(np.r_[ar, ar], np.r_[ext_col[e_u], ext_u[e_u]], np.r_[np.ones(k), -ub[e_u]],
-             -np.inf, 0.0, k)
+             -np.inf, 0.0, k, "on_upper", e_u)
     cont = e_u[~disc_s[ext_sess[e_u]]]
     k = cont.size
     ar = np.arange(k)
     # r − min·u ≥ 0
     add_rows(np.r_[ar, ar], np.r_[ext_col[cont], ext_u[cont]], np.r_[np.ones(k), -min_e[cont]],
-             0.0, np.inf, k)
+             0.0, np.inf, k, "on_lower", cont)
 
     # --- discrete levels ----------------------------------------------------------------------
     step: dict[str, np.ndarray] = {k_: np.zeros(0, np.int64) for k_ in ("ext", "n")}
@@ -234,29 +244,30 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             single = np.array([levels[i] is not None and levels[i].size <= 1 for i in s_],
                               dtype=bool).reshape(se.size)
             nmax[single] = 0
-            ncol = add_cols(se.size, 0.0, nmax, _INT)
+            ncol = add_cols(se.size, 0.0, nmax, _INT, "steps", se)
             k = se.size
             ar = np.arange(k)
             # r − a0·u − d·n = 0 ;  n − nmax·u ≤ 0
             add_rows(np.r_[ar, ar, ar], np.r_[ext_col[se], ext_u[se], ncol],
-                     np.r_[np.ones(k), -a0e, -de], 0.0, 0.0, k)
+                     np.r_[np.ones(k), -a0e, -de], 0.0, 0.0, k, "step_value", se)
             add_rows(np.r_[ar, ar], np.r_[ncol, ext_u[se]], np.r_[np.ones(k), -nmax],
-                     -np.inf, 0.0, k)
+                     -np.inf, 0.0, k, "step_count", se)
             step = {"ext": se, "a0": a0[s_], "d": dd[s_], "n": ncol, "nmax": nmax}
         xe = disc_e[~arith[ext_sess[disc_e]]]
         if xe.size:
             cnt = np.array([levels[i].size for i in ext_sess[xe]], dtype=np.int64)  # type: ignore[union-attr]
             y_ext = np.repeat(xe, cnt)
             y_lvl = np.concatenate([levels[i] for i in ext_sess[xe]]) / 10.0  # type: ignore[misc]
-            ycol = add_cols(y_ext.size, 0.0, (y_lvl <= ub[y_ext] + 1e-9).astype(float), _INT)
+            ycol = add_cols(y_ext.size, 0.0, (y_lvl <= ub[y_ext] + 1e-9).astype(float), _INT,
+                            "levels", y_ext)
             k = xe.size
             ar = np.arange(k)
             yrow = np.repeat(ar, cnt)
             # r − Σ a_k y_k = 0 ;  Σ y_k − u = 0
             add_rows(np.r_[ar, yrow], np.r_[ext_col[xe], ycol], np.r_[np.ones(k), -y_lvl],
-                     0.0, 0.0, k)
+                     0.0, 0.0, k, "level_value", xe)
             add_rows(np.r_[yrow, ar], np.r_[ycol, ext_u[xe]],
-                     np.r_[np.ones(y_ext.size), -np.ones(k)], 0.0, 0.0, k)
+                     np.r_[np.ones(y_ext.size), -np.ones(k)], 0.0, 0.0, k, "level_choice", xe)
             expl = {"ext": y_ext, "level": y_lvl, "y": ycol}
 
     # --- on indicator per slot (problem variable): o[v] = Σ u of its extended variables --------
@@ -266,7 +277,7 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
         both = np.flatnonzero(np.bincount(o_rows, minlength=V) > 1)
         sel = np.isin(o_rows, both)
         rl = np.searchsorted(both, o_rows[sel])
-        add_rows(rl, o_cols[sel], np.ones(rl.size), -np.inf, 1.0, both.size)
+        add_rows(rl, o_cols[sel], np.ones(rl.size), -np.inf, 1.0, both.size, "one_way", both)
 
     def o_rows_of(slot_rows: np.ndarray, slot_of_row: np.ndarray, coef: float = 1.0):
         """Triplets adding ``coef · o[slot]`` to each local row (slot_of_row[k] for row k)."""
@@ -288,7 +299,8 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             under[anc[:, node].indices] = True
             slots = np.flatnonzero(under[problem.var_session])
             rr, cc, vv = o_rows_of(problem.var_period[slots], slots)
-            add_rows(rr, cc, vv, -np.inf, float(K), T)
+            add_rows(rr, cc, vv, -np.inf, float(K), T, f"cap {problem.node_ids[node]}",
+                     np.arange(T))
 
     # --- minimum run / pause --------------------------------------------------------------------
     s_cols = None
@@ -297,14 +309,14 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
     if timed:
         has_u_slot = np.zeros(V, dtype=bool)
         has_u_slot[o_rows] = True
-        s_cols = add_cols(V, 0.0, 1.0, _CONT)
+        s_cols = add_cols(V, 0.0, 1.0, _CONT, "starts", np.arange(V))
         ar = np.arange(V)
         # o[v] − o[prev] − s[v] ≤ 0
         r1, c1, v1 = o_rows_of(ar, ar, 1.0)
         hp = np.flatnonzero(prev >= 0)
         r2, c2, v2 = o_rows_of(hp, prev[hp], -1.0)
         add_rows(np.r_[r1, r2, ar], np.r_[c1, c2, s_cols], np.r_[v1, v2, -np.ones(V)],
-                 -np.inf, 0.0, V)
+                 -np.inf, 0.0, V, "start", ar)
         if opts.min_run_periods > 1:  # Σ_{k=t−L+1..t} s_k − o_t ≤ 0
             rr, cc = [ar], [s_cols]
             back = ar.copy()
@@ -317,7 +329,7 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             r1, c1, v1 = o_rows_of(ar, ar, -1.0)
             rr_ = np.concatenate(rr)
             add_rows(np.r_[rr_, r1], np.r_[np.concatenate(cc), c1], np.r_[np.ones(rr_.size), v1],
-                     -np.inf, 0.0, V)
+                     -np.inf, 0.0, V, "min_run", ar)
         if opts.min_pause_periods > 1:  # o[prev(t)] + Σ_{k=t..t+L−1} s_k ≤ 1
             rows_j = hp
             loc = np.arange(hp.size)
@@ -331,36 +343,39 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             r1, c1, v1 = o_rows_of(loc, prev[rows_j], 1.0)
             rr_ = np.concatenate(rr)
             add_rows(np.r_[rr_, r1], np.r_[np.concatenate(cc), c1], np.r_[np.ones(rr_.size), v1],
-                     -np.inf, 1.0, hp.size)
+                     -np.inf, 1.0, hp.size, "min_pause", hp)
 
     # --- phase-switch count -------------------------------------------------------------------
     q_cols = d_cols = None
     if tw_vars.size and opts.max_phase_switches is not None:
         sw_slots = np.flatnonzero(switchable[problem.var_session])
         q_cols = np.full(V, -1, dtype=np.int64)
-        q_cols[sw_slots] = add_cols(sw_slots.size, 0.0, 1.0, _INT)
+        q_cols[sw_slots] = add_cols(sw_slots.size, 0.0, 1.0, _INT, "phase_state", sw_slots)
         d_cols = np.full(V, -1, dtype=np.int64)
-        d_cols[sw_slots] = add_cols(sw_slots.size, 0.0, 1.0, _CONT)
+        d_cols[sw_slots] = add_cols(sw_slots.size, 0.0, 1.0, _CONT, "phase_switch", sw_slots)
         three = np.flatnonzero((ext_u >= 0) & ~ext_twin & switchable[ext_sess])
         one = np.flatnonzero((ext_u >= 0) & ext_twin)
         k = three.size
         ar = np.arange(k)
         add_rows(np.r_[ar, ar], np.r_[ext_u[three], q_cols[ext_var[three]]],
-                 np.r_[np.ones(k), -np.ones(k)], -np.inf, 0.0, k)  # u3 ≤ q
+                 np.r_[np.ones(k), -np.ones(k)], -np.inf, 0.0, k, "three_phase_state",
+                 three)  # u3 ≤ q
         k = one.size
         ar = np.arange(k)
         add_rows(np.r_[ar, ar], np.r_[ext_u[one], q_cols[ext_var[one]]],
-                 np.r_[np.ones(k), np.ones(k)], -np.inf, 1.0, k)  # u1 ≤ 1 − q
+                 np.r_[np.ones(k), np.ones(k)], -np.inf, 1.0, k, "one_phase_state",
+                 one)  # u1 ≤ 1 − q
         hp = sw_slots[prev[sw_slots] >= 0]
         k = hp.size
         ar = np.arange(k)
-        for sign in (1.0, -1.0):  # ±(q_t − q_{t−1}) − d_t ≤ 0
+        for sign, nm in ((1.0, "switch_up"), (-1.0, "switch_down")):  # ±(q_t − q_{t−1}) ≤ d_t
             add_rows(np.r_[ar, ar, ar], np.r_[q_cols[hp], q_cols[prev[hp]], d_cols[hp]],
-                     np.r_[np.full(k, sign), np.full(k, -sign), -np.ones(k)], -np.inf, 0.0, k)
+                     np.r_[np.full(k, sign), np.full(k, -sign), -np.ones(k)], -np.inf, 0.0, k,
+                     nm, hp)
         sw_s = np.flatnonzero(switchable)
         loc = np.searchsorted(sw_s, problem.var_session[hp])
         add_rows(loc, d_cols[hp], np.ones(k), -np.inf, float(opts.max_phase_switches),
-                 sw_s.size)
+                 sw_s.size, "max_switches", sw_s)
 
     # --- semi-continuous columns ----------------------------------------------------------------
     col_lb = lp.col_lb.copy()
@@ -392,8 +407,7 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
         c=np.concatenate([lp.c, *c_ext]), col_lb=np.concatenate([col_lb, *lb_ext]),
         col_ub=np.concatenate([sc_ub, *ub_ext]), A=A,
         row_lb=np.concatenate([lp.row_lb, *rlb]), row_ub=np.concatenate([lp.row_ub, *rub]),
-        offset=lp.offset, var_of_col=lp.var_of_col, n_r=lp.n_r, imp_cols=lp.imp_cols,
-        exp_cols=lp.exp_cols, peak_col=lp.peak_col, z_col=lp.z_col)
+        offset=lp.offset, cols={**lp.cols, **col_blocks}, rows={**lp.rows, **row_blocks})
     ext_min_da = np.where(need_u[ext_sess] | semi_s[ext_sess], min_da_s_eff[ext_sess], 0.0)
     return MilpModel(
         problem=problem, lp=lp, milp=milp, integrality=np.concatenate([integ0, *int_ext]),
@@ -424,11 +438,13 @@ def _link_twins(lp: LinearProgram, V: int, tw_vars: np.ndarray) -> LinearProgram
     """Add ``r3 + r1 ≤ ub`` per switchable (session, period): a vehicle draws one way at a
     time. Valid for the MILP, and it keeps the LP relaxation (bound and incumbent guide) from
     drawing the maximum on three phases and on one phase at once."""
+    rb = lp.cols["r"]
     col = np.full(V + tw_vars.size, -1, dtype=np.int64)
-    col[lp.var_of_col] = np.arange(lp.n_r)
+    col[rb.index] = rb.positions
     c3, c1 = col[tw_vars], col[V + np.arange(tw_vars.size)]
     both = (c3 >= 0) & (c1 >= 0)
     c3, c1 = c3[both], c1[both]
+    key = tw_vars[both]
     k = c3.size
     if k == 0:
         return lp
@@ -437,22 +453,26 @@ def _link_twins(lp: LinearProgram, V: int, tw_vars: np.ndarray) -> LinearProgram
     L = sp.csc_matrix((np.ones(2 * k), (np.r_[ar, ar], np.r_[c3, c1])), shape=(k, lp.n_cols))
     A = sp.vstack([lp.A, L], format="csc")
     A.sort_indices()
+    m = lp.n_rows
     return dataclasses.replace(lp, A=A, row_lb=np.r_[lp.row_lb, np.full(k, -np.inf)],
-                               row_ub=np.r_[lp.row_ub, ub])
+                               row_ub=np.r_[lp.row_ub, ub],
+                               rows={**lp.rows, "twin_link": Block(m, m + k, key)})
 
 
 def _fix_twin_balance(lp: LinearProgram, V: int) -> LinearProgram:
-    """build_lp's import balance uses the session's kW/A; 1-phase twins draw a third of it."""
-    if lp.imp_cols is None:
+    """build_lp's kW rows (import balance, grid setpoint, export cap) use the session's kW/A;
+    1-phase twins draw a third of it."""
+    kw_rows = [lp.rows[k] for k in ("balance", "grid_setpoint", "grid_export") if k in lp.rows]
+    if not kw_rows:
         return lp
     A = lp.A.tocsc(copy=True)
     bal = np.zeros(A.shape[0], dtype=bool)
-    bal[A[:, lp.imp_cols].tocoo().row] = True
-    if lp.peak_col is not None:
-        bal[A[:, [lp.peak_col]].tocoo().row] = False
+    for b in kw_rows:
+        bal[b.slice] = True
     col_of = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
     tw_col = np.zeros(A.shape[1], dtype=bool)
-    tw_col[: lp.n_r] = lp.var_of_col >= V
+    rb = lp.cols["r"]
+    tw_col[rb.slice] = rb.index >= V
     sel = tw_col[col_of] & bal[A.indices]
     A.data[sel] /= 3.0
     return dataclasses.replace(lp, A=A)
@@ -502,30 +522,30 @@ def lp_point(model: MilpModel, x_da: np.ndarray) -> np.ndarray:
     out = np.zeros(milp.n_cols)
     has = model.ext_col >= 0
     out[model.ext_col[has]] = xa[has]
-    r = out[: lp.n_r]
-    if lp.imp_cols is not None:
-        bal = lp.A[:, : lp.n_r] @ r
+    rb = lp.cols["r"]
+    r = out[rb.slice]
+    bal_rows, imp, exp = lp.rows.get("balance"), lp.cols.get("imp"), lp.cols.get("exp")
+    if bal_rows is not None and imp is not None and exp is not None:
+        # imp_t − exp_t = net_t, the balance row of period t taken by name
         T = p.n_periods
-        rows = lp.A[:, lp.imp_cols].tocoo()
-        # the balance row of period t: the row where imp_t has +1 and no peak column
-        is_peak = np.zeros(lp.n_rows, dtype=bool)
-        if lp.peak_col is not None:
-            is_peak[lp.A[:, [lp.peak_col]].tocoo().row] = True
-        keep = ~is_peak[rows.row]
         brow = np.full(T, -1)
-        brow[rows.col[keep]] = rows.row[keep]
-        net = lp.row_lb[brow] - bal[brow]  # imp − exp = net
-        out[lp.imp_cols] = np.maximum(net, 0.0)
-        out[lp.exp_cols] = np.minimum(np.maximum(-net, 0.0), lp.col_ub[lp.exp_cols])
-        if lp.peak_col is not None:
-            out[lp.peak_col] = max(float(np.max(out[lp.imp_cols], initial=0.0)),
-                                   float(lp.col_lb[lp.peak_col]))
-    if lp.z_col is not None:
+        brow[bal_rows.index] = bal_rows.positions
+        act = lp.A[:, rb.slice] @ r
+        net = lp.row_lb[brow] - act[brow]
+        out[imp.positions[np.argsort(imp.index)]] = np.maximum(net, 0.0)
+        ec = exp.positions[np.argsort(exp.index)]
+        out[ec] = np.minimum(np.maximum(-net, 0.0), lp.col_ub[ec])
+        peak = lp.cols.get("peak")
+        if peak is not None:
+            out[peak.start] = max(float(np.max(out[imp.slice], initial=0.0)),
+                                  float(lp.col_lb[peak.start]))
+    z = lp.cols.get("z")
+    if z is not None:
         E = p.session_energy_kwh
-        cs = _ext_sess(model)[lp.var_of_col]
+        cs = _ext_sess(model)[rb.index]
         got = np.bincount(cs, _kwh_cols(model) * r, minlength=p.n_sessions)
         want = (E > 0) & (np.bincount(cs, minlength=E.size) > 0)
-        out[lp.z_col] = float(np.clip(np.min(got[want] / E[want], initial=1.0), 0.0, 1.0))
+        out[z.start] = float(np.clip(np.min(got[want] / E[want], initial=1.0), 0.0, 1.0))
     on = x_da > 0
     u = model.ext_u >= 0
     out[model.ext_u[u]] = on[u]
@@ -583,7 +603,7 @@ def _ext_sess(model: MilpModel) -> np.ndarray:
 def _kwh_cols(model: MilpModel) -> np.ndarray:
     p = model.problem
     kwh = p.var_kwh_per_a[model.ext_var] / np.where(model.ext_twin, 3.0, 1.0)
-    return kwh[model.lp.var_of_col]
+    return kwh[model.lp.cols["r"].index]
 
 
 def objective_of(model: MilpModel, x_da: np.ndarray) -> float:

@@ -132,50 +132,50 @@ class WarmStart:
     def keys(self, problem: Problem, lp: LinearProgram) -> tuple[np.ndarray, np.ndarray]:
         """Stable int64 keys of the LP's columns and rows, equal across steps for the same thing.
 
-        Columns: ``r`` by (session, absolute period); import, export by absolute period; the peak
-        and ``z`` columns by kind. Rows (``lp.row_block`` / ``row_index``): a safety row by (kind,
-        node, phase, absolute period), an energy or fairness row by session, a balance or peak
-        row by absolute period. The absolute period counts steps of the horizon's ``step_s``
-        from the first horizon this warm start saw (a ``now`` off that grid is rounded: the
-        basis is only a start, any start is correct).
+        Looked up by block name (:class:`~loadopt.lp.LinearProgram` ``cols`` / ``rows``):
+        a current column by (session, absolute period), an unmet-energy column by session,
+        import/export by absolute period, the peak and ``z`` columns by kind; a safety row by
+        (kind, node, phase, absolute period), an energy or fairness row by session, a balance or
+        peak row by absolute period (:data:`COL_KEYS`, :data:`ROW_KEYS`). The absolute period
+        counts steps of the horizon's ``step_s`` from the first horizon this warm start saw (a
+        ``now`` off that grid is rounded: the basis is only a start, any start is correct). A
+        block without a key rule raises (the caller then solves cold).
         """
         if self._epoch is None:
             self._epoch = problem.horizon.start
         step_s = problem.horizon.step_s
         p0 = round((problem.horizon.start - self._epoch).total_seconds() / step_s)
         sid = self._sid(problem.session_ids)
-        voc = lp.var_of_col
-        cols = [_pack(0, sid[problem.var_session[voc]], p0 + problem.var_period[voc])]
-        if lp.u_sess is not None and lp.u_sess.size:  # unmet energy per session
-            cols.append(_pack(10, sid[lp.u_sess], 0))
-        T = problem.n_periods
-        per = p0 + np.arange(T, dtype=np.int64)
-        if lp.imp_cols is not None:
-            cols += [_pack(1, 0, per), _pack(2, 0, per)]
-        if lp.peak_col is not None:
-            cols.append(_pack(3, 0, np.zeros(1, np.int64)))
-        if lp.z_col is not None:
-            cols.append(_pack(4, 0, np.zeros(1, np.int64)))
-        if lp.sp_periods is not None:  # soft grid signals: setpoint deviations by period
-            cols += [_pack(11, 0, p0 + lp.sp_periods), _pack(12, 0, p0 + lp.sp_periods)]
-        if lp.xc_periods is not None:  # export above its cap by period
-            cols.append(_pack(13, 0, p0 + lp.xc_periods))
-        col_keys = np.concatenate(cols)
+
+        def by_rule(kind: str, rules: dict[str, tuple[int, str]], name: str,
+                    idx: np.ndarray) -> np.ndarray:
+            if name not in rules:
+                raise KeyError(f"no warm-start key rule for {kind} block {name!r}")
+            tag, space = rules[name]
+            if space == "session":
+                return _pack(tag, sid[idx], 0)
+            if space == "period":
+                return _pack(tag, 0, p0 + idx)
+            return _pack(tag, 0, np.zeros(idx.size, np.int64))
+
+        col_keys = np.empty(lp.n_cols, dtype=np.int64)
+        for name, b in lp.cols.items():
+            if name == "r":
+                v = b.index
+                col_keys[b.slice] = _pack(_R_TAG, sid[problem.var_session[v]],
+                                          p0 + problem.var_period[v])
+            else:
+                col_keys[b.slice] = by_rule("column", COL_KEYS, name, b.index)
         rows = np.empty(lp.n_rows, dtype=np.int64)
-        blk, idx = lp.row_block, lp.row_index
-        if blk is None or idx is None:
-            raise RuntimeError("the LP carries no row provenance (row_block/row_index)")
-        m = blk == 0
-        g = idx[m]
-        node_phase = ((problem.row_kind[g].astype(np.int64) << 24)
-                      | ((problem.row_node[g].astype(np.int64) + 1) << 3)
-                      | (problem.row_phase[g].astype(np.int64) + 1))
-        rows[m] = _pack(5, node_phase, p0 + problem.row_period[g])
-        for code, per_session in ((1, True), (2, False), (3, False), (4, True), (5, False)):
-            m = blk == code
-            if m.any():
-                rows[m] = (_pack(5 + code, sid[idx[m]], 0) if per_session
-                           else _pack(5 + code, 0, p0 + idx[m]))
+        for name, b in lp.rows.items():
+            if name == "safety":
+                g = b.index
+                node_phase = ((problem.row_kind[g].astype(np.int64) << 24)
+                              | ((problem.row_node[g].astype(np.int64) + 1) << 3)
+                              | (problem.row_phase[g].astype(np.int64) + 1))
+                rows[b.slice] = _pack(_SAFETY_TAG, node_phase, p0 + problem.row_period[g])
+            else:
+                rows[b.slice] = by_rule("row", ROW_KEYS, name, b.index)
         return col_keys, rows
 
     def mapped_basis(self, lp: LinearProgram, keys: tuple[np.ndarray, np.ndarray]
@@ -262,7 +262,7 @@ class WarmStart:
         """
         from .highs import BASIS_BASIC
 
-        old_is_r = (memo.col_keys_raw >> 59) == 0
+        old_is_r = (memo.col_keys_raw >> 59) == _R_TAG
         lost = np.ones(memo.col_keys_raw.size, dtype=bool)
         lost[jc[hit_c]] = False
         lost &= old_is_r & (memo.col_status == BASIS_BASIC)
@@ -270,7 +270,7 @@ class WarmStart:
             return np.zeros(0, np.int64)
         sess_old = (memo.col_keys_raw[lost] >> 28) & 0x7FFFFFFF
         need = np.bincount(sess_old)
-        cand = np.flatnonzero(hit_c & (col != BASIS_BASIC) & ((ck >> 59) == 0))
+        cand = np.flatnonzero(hit_c & (col != BASIS_BASIC) & ((ck >> 59) == _R_TAG))
         sess = (ck[cand] >> 28) & 0x7FFFFFFF
         ok = sess < need.size
         cand, sess = cand[ok], sess[ok]
@@ -332,6 +332,18 @@ class BasisMemo:
         ro = np.argsort(row_keys, kind="stable")
         return cls(col_keys[co], co, col_keys, row_keys[ro], ro, col_status, row_status, x, dual)
 
+
+#: Key tags (4 bits) of the LP's blocks: current columns, safety rows, and the rest by name
+#: with the space their block index lives in ("session", "period" or "const").
+_R_TAG = 0
+_SAFETY_TAG = 5
+COL_KEYS: dict[str, tuple[int, str]] = {
+    "imp": (1, "period"), "exp": (2, "period"), "peak": (3, "const"), "z": (4, "const"),
+    "u": (10, "session"), "sp_up": (11, "period"), "sp_down": (12, "period"),
+    "xc": (13, "period")}
+ROW_KEYS: dict[str, tuple[int, str]] = {
+    "energy": (6, "session"), "balance": (7, "period"), "peak": (8, "period"),
+    "fairness": (9, "session"), "grid_setpoint": (10, "period"), "grid_export": (11, "period")}
 
 #: Bit positions in a safety row's key (see :meth:`WarmStart.keys` and :func:`_pack`): the
 #: key >> _KIND_SHIFT is (tag 5, row kind); the site phase + 1 sits in 3 bits at _PHASE_SHIFT.
