@@ -170,8 +170,38 @@ class Limits:
                     lines[s.evse][j, k] += x
         for eid, amps in (reserved or {}).items():
             n_res = (reserved_periods or {}).get(eid, T)
-            for j in range(3):
+            for j in range(self.evse[eid].phases):
                 lines[eid][j, :n_res] = np.maximum(lines[eid][j, :n_res], amps[j])
+        res_lines = {e.id: np.zeros((3, T)) for e in self.site.evses}
+        for eid, amps in (reserved or {}).items():
+            n_res = (reserved_periods or {}).get(eid, T)
+            res_lines[eid][:, :n_res] = np.asarray(amps, dtype=np.float64)[:, None]
+            res_lines[eid][self.evse[eid].phases:] = 0.0  # a 1-phase EVSE has no L2, L3
+        load_a, load_kw = self._loads(lines)
+        # where a reservation alone already breaks a limit, the plan may add nothing there
+        res_a, res_kw = self._loads(res_lines)
+        for (nid, p), room in self.cur_room.items():
+            for k in range(T):
+                allowed = max(room[k], res_a[(nid, p)][k])
+                if load_a[(nid, p)][k] > allowed + TOL_A:
+                    out.append(f"node {nid} phase {'RST'[p]} period {k}: "
+                               f"{load_a[(nid, p)][k]:.4f} A > room {allowed:.4f}")
+        for nid, room in self.kw_room.items():
+            for k in range(T):
+                allowed = max(room[k], res_kw[nid][k])
+                if load_kw[nid][k] > allowed + TOL_KW:
+                    out.append(f"node {nid} power period {k}: {load_kw[nid][k]:.6f} kW > "
+                               f"room {allowed:.6f}")
+        for k in range(T):
+            allowed = max(self.import_room[k], res_kw[self.root][k])
+            if load_kw[self.root][k] > allowed + TOL_KW:
+                out.append(f"grid import period {k}: {load_kw[self.root][k]:.6f} kW > room "
+                           f"{allowed:.6f}")
+        return out
+
+    def _loads(self, lines: dict[str, np.ndarray]):
+        """Per (node, site phase) A and per node kW of EVSE line currents ``(3, T)``."""
+        T = self.T
         load_a = {key: np.zeros(T) for key in self.cur_room}
         load_kw = {nid: np.zeros(T) for nid in self.nodes}
         for eid, ln in lines.items():
@@ -182,21 +212,7 @@ class Limits:
                 for j in range(3):
                     load_a[(nid, rot[j])] += ln[j]
                 load_kw[nid] += kw
-        for (nid, p), room in self.cur_room.items():
-            for k in range(T):
-                if load_a[(nid, p)][k] > room[k] + TOL_A:
-                    out.append(f"node {nid} phase {'RST'[p]} period {k}: "
-                               f"{load_a[(nid, p)][k]:.4f} A > room {room[k]:.4f}")
-        for nid, room in self.kw_room.items():
-            for k in range(T):
-                if load_kw[nid][k] > room[k] + TOL_KW:
-                    out.append(f"node {nid} power period {k}: {load_kw[nid][k]:.6f} kW > "
-                               f"room {room[k]:.6f}")
-        for k in range(T):
-            if load_kw[self.root][k] > self.import_room[k] + TOL_KW:
-                out.append(f"grid import period {k}: {load_kw[self.root][k]:.6f} kW > room "
-                           f"{self.import_room[k]:.6f}")
-        return out
+        return load_a, load_kw
 
 
 class _Pt:

@@ -213,6 +213,15 @@ def test_every_bad_call_is_a_loadopt_error():
         lambda: c.expect_session(None),
         lambda: c.new_session("x", "e1", "08:00"),
         lambda: c.new_session("x", "e1", T0, energy_kwh=-1),
+        lambda: c.meter(["a"], T0, energy_kwh=1.0),
+        lambda: c.reserve(None, 1.0),
+        lambda: c.cancel_expected({}),
+        lambda: Controller("site"),
+        lambda: Controller(_site(), planner="nope"),
+        lambda: Controller(_site(), signals="x"),
+        lambda: Controller(_site(), default_dwell_h=float("nan")),
+        lambda: Controller(_site(), step_s=-1),
+        lambda: Controller(_site(), time_limit_s=-1.0),
     ]
     for call in calls:
         with pytest.raises(LoadoptError):

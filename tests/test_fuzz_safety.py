@@ -245,6 +245,9 @@ def test_the_independent_checker_catches_breaches():
                for b in lim.breaches(np.array([[16.0, 0, 0], [32.0, 0, 0]]), ids))
     assert any("grid import period 2" in b
                for b in lim.breaches(np.array([[0, 0, 0], [0, 0, 6.0]]), ids))
-    # a reservation (a car drawing 14 A on e1's line T) leaves e0 nothing on phase T
-    assert any("phase T" in b for b in lim.breaches(np.array([[0, 0, 0], [0, 0, 0]]), ids,
-                                                    reserved={"e1": (14.0, 0.0, 0.0)}))
+    # a reservation (a car drawing 14 A on e1's line T, over the 10 A phase by itself) leaves
+    # e0 nothing on phase T: 2 A more is a breach, nothing more is not
+    res = {"e1": (14.0, 0.0, 0.0)}
+    assert any("phase T" in b for b in lim.breaches(np.array([[2.0, 0, 0], [0, 0, 0]]), ids,
+                                                    reserved=res))
+    assert lim.breaches(np.array([[0.0, 0, 0], [0, 0, 0]]), ids, reserved=res) == []

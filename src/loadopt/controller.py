@@ -25,7 +25,8 @@ Between calls it keeps:
   ``overdraw_tolerance_a``) is budgeted at what it draws (a reservation,
   :meth:`Controller.reserve`, on its EVSE lines) and the rest of the site is planned around it;
   its own limit is not raised while it does so, and the reservation is lifted when it is metered
-  within its limit again. Both are reported in the step log (:attr:`StepRecord.events`).
+  within its limit again. A vehicle plugged in since the last step has had no limit yet: what it
+  is metered at beyond the tolerance is budgeted the same way. Both are reported in the step log (:attr:`StepRecord.events`).
 - **re-sharing of undrawn capacity**: a vehicle whose measured current stays below its limit
   (tapering near full, a cold battery, a smaller on-board charger than announced) is planned at
   ``measured + reshare_headroom_a`` (never below its minimum current) from the next step on, so
@@ -54,14 +55,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from ._base import as_model, to_utc
 from .compile import compile_problem
-from .errors import InputError
+from .errors import InputError, LoadoptError
 from .horizon import Horizon
 from .objective import Objective
 from .planner import Planner, SolvePlanner, as_planner, describe
@@ -214,25 +215,37 @@ class Controller:
             if method not in ("lp", "fast"):
                 raise InputError(f"unknown method {method!r}; use 'lp' or 'fast' (or planner=)")
             planner = method
-        Horizon(start=datetime(2000, 1, 1).astimezone(), step_s=step_s, n_periods=n_periods)
+        Horizon(start=datetime(2000, 1, 1, tzinfo=UTC), step_s=step_s, n_periods=n_periods)
+        site = as_model(site, Site, "Controller: site")
         self.site = site
         self.step_s = int(step_s)
         self.n_periods = int(n_periods)
-        self.signals = signals or Signals()
-        self.objective = objective or Objective()
+        self.signals = Signals() if signals is None else as_model(signals, Signals,
+                                                                  "Controller: signals")
+        self.objective = (Objective() if objective is None
+                          else as_model(objective, Objective, "Controller: objective"))
         self.time_limit_s = time_limit_s
-        self.planner: Planner = as_planner(planner, time_limit_s=time_limit_s)
+        try:
+            self.planner: Planner = as_planner(planner, time_limit_s=time_limit_s)
+        except LoadoptError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"Controller: planner {planner!r}: {exc}") from None
         if isinstance(self.planner, SolvePlanner):
             ws = self.planner.warm_start
             ws.enabled, ws.min_mapped = bool(warm), float(warm_min_mapped)
             ws.alien, ws.cold_after_limit_cut = bool(alien_basis), bool(cold_after_limit_cut)
-        self.default_dwell_h = float(default_dwell_h)
-        self.default_energy_kwh = float(default_energy_kwh)
+        self.default_dwell_h = _finite_nonneg(default_dwell_h, "Controller: default_dwell_h")
+        self.default_energy_kwh = _finite_nonneg(default_energy_kwh,
+                                                 "Controller: default_energy_kwh")
         self.reshare = bool(reshare)
-        self.reshare_threshold_a = float(reshare_threshold_a)
-        self.reshare_headroom_a = float(reshare_headroom_a)
-        self.overstay_extension_h = float(overstay_extension_h)
-        self.expected_grace_h = float(expected_grace_h)
+        self.reshare_threshold_a = _finite_nonneg(reshare_threshold_a,
+                                                  "Controller: reshare_threshold_a")
+        self.reshare_headroom_a = _finite_nonneg(reshare_headroom_a,
+                                                 "Controller: reshare_headroom_a")
+        self.overstay_extension_h = _finite_nonneg(overstay_extension_h,
+                                                   "Controller: overstay_extension_h")
+        self.expected_grace_h = _finite_nonneg(expected_grace_h, "Controller: expected_grace_h")
         self.overdraw_tolerance_a = _finite_nonneg(overdraw_tolerance_a, "overdraw_tolerance_a")
         self.meter_max_age_s = _finite_nonneg(
             2 * self.step_s if meter_max_age_s is None else meter_max_age_s, "meter_max_age_s")
@@ -327,7 +340,7 @@ class Controller:
 
     def cancel_expected(self, session_id: str) -> None:
         """Forget an expected vehicle (a cancelled reservation)."""
-        if self.expected.pop(session_id, None) is None:
+        if self.expected.pop(_check_id(session_id, "expected session id"), None) is None:
             raise InputError(f"unknown expected session {session_id!r}")
 
     def start_session(self, session: Session) -> None:
@@ -452,7 +465,7 @@ class Controller:
         a session on the EVSE is planned within the reservation there. Replaces the EVSE's
         previous reservation.
         """
-        if evse_id not in self._evse_index:
+        if _check_id(evse_id, "reserve: EVSE id") not in self._evse_index:
             raise InputError(f"reserve: unknown EVSE {evse_id!r} on site {self.site.id!r}")
         vals = current_a if isinstance(current_a, tuple | list) else (current_a,) * 3
         if len(vals) != 3:
@@ -466,7 +479,8 @@ class Controller:
 
     def release(self, evse_id: str) -> None:
         """End the reservation of ``evse_id`` (no-op when it has none)."""
-        self.reservations.pop(evse_id, None)
+        self.reservations.pop(_check_id(evse_id, "release: EVSE id"), None)
+        self._observed.discard(evse_id)
 
     def reserved_array(self, horizon: Horizon) -> np.ndarray | None:
         """``(E, 3, T)`` A of the reservations over ``horizon`` (``None`` when there are none);
@@ -526,6 +540,7 @@ class Controller:
         return self.step(now)
 
     def _get(self, session_id: str) -> Session:
+        _check_id(session_id, "session id")
         try:
             return self.sessions[session_id]
         except KeyError:
@@ -660,18 +675,21 @@ class Controller:
         reservation on its EVSE lines, until it complies); lift that when it complies."""
         out = []
         for sid, st in self._state.items():
-            lim, lines = st.last_limit_a, st.measured_lines_a
-            if lim is None or lines is None or st.measured_at is None or st.limit_at is None:
+            lines = st.measured_lines_a
+            if lines is None or st.measured_at is None:
                 continue
-            if st.measured_at <= st.limit_at:  # no reading since the last limit was handed out
-                continue
+            if st.limit_at is not None and st.measured_at <= st.limit_at:
+                continue  # no reading since the last limit was handed out
+            # a vehicle that has had no limit from us yet draws what its station allows: all of
+            # it is beyond the plan
+            lim = 0.0 if st.last_limit_a is None else st.last_limit_a
             evse = st.session.evse
             if max(lines) > lim + self.overdraw_tolerance_a:
                 self.reservations[evse] = Reservation(
                     tuple(lines), None,  # type: ignore[arg-type]
                     f"session {sid!r} metered at {max(lines):.1f} A above its limit {lim:.1f} A")
                 self._observed.add(evse)
-                if st.over_limit_a is None:
+                if st.over_limit_a is None and st.last_limit_a is not None:
                     st.over_limit_a = lim
                 out.append(f"session {sid!r} on EVSE {evse!r} draws {max(lines):.1f} A above "
                            f"its limit {lim:.1f} A: budgeted at what it draws")
@@ -734,6 +752,12 @@ class Controller:
             st.last_limit_a = float(first[i])
             st.limit_at = now
         self.last_schedule = sched
+
+
+def _check_id(v: Any, what: str) -> str:
+    if not isinstance(v, str):
+        raise InputError(f"{what} must be a string, got {type(v).__name__} {v!r:.60}")
+    return v
 
 
 def _finite_nonneg(v: Any, what: str) -> float:

@@ -43,13 +43,15 @@ class ModelError(LoadoptError, ValidationError):
     """
 
     def __str__(self) -> str:
-        errs = self.errors(include_url=False)
+        errs = _one_per_field(self.errors(include_url=False))
         head = f"{self.title}: {len(errs)} invalid input(s)" if len(errs) != 1 else self.title
         data = getattr(self, "_loadopt_input", None)
         lines = [head]
         for e in errs:
-            lines.append(f"  {_where(e)}{_named(data, tuple(e.get('loc') or ()))}: "
-                         f"{e['msg']}{_got(e)}")
+            loc = tuple(e.get("loc") or ())
+            msg = str(e["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            where = f"{_where(e)}{_named(data, loc)}: " if loc else ""
+            lines.append(f"  {where}{msg}{_got(e)}")
         return "\n".join(lines) if len(errs) != 1 else f"{head}: {lines[1].strip()}"
 
     @classmethod
@@ -116,6 +118,30 @@ def _named(data: Any, loc: tuple) -> str:
 def _singular(field: str) -> str:
     return {"node": "node", "evse": "EVSE", "session": "session",
             "demand_response": "event"}.get(field, field)
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic names the member of a union a value failed as a loc part (``constrained-float``,
+    ``tuple[...]``, ``function-after[...]``): not a field."""
+    return isinstance(part, str) and ("[" in part or "-" in part
+                                      or part in ("float", "int", "str", "bool", "none"))
+
+
+def _one_per_field(errs: list[Any]) -> list[dict[str, Any]]:
+    """One error per field: a value that fails every member of a union is reported once (the
+    first member's message, at the field's location)."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    for e in errs:
+        loc = tuple(e.get("loc") or ())
+        while loc and _is_union_tag(loc[-1]):
+            loc = loc[:-1]
+        key = (loc, repr(e.get("input"))[:200])
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({**e, "loc": loc})
+    return out
 
 
 def _where(e: Mapping[str, Any]) -> str:
