@@ -173,3 +173,45 @@ def test_warm_start_object_carries_the_basis_between_solve_calls():
         assert s.objective == pytest.approx(cold.objective, rel=1e-7, abs=1e-7)
         modes.append(ws.mode)
     assert modes == ["cold", "warm", "warm"]
+
+
+# ------------------------------------------------------------------ a complete Problem
+
+
+def test_problem_carries_the_evse_arrays_and_id_maps():
+    site = one_breaker_site(32.0, n_evse=3, rotations=("RST", "STR", "TSR"),
+                            allowed_currents=(16.04, 6.0, 8.96, 6.0), phase_switching=True)
+    p = lo.compile_problem(site, [session("a", "e2", 10.0), session("b", "e0", 10.0)],
+                           horizon(4))
+    assert p.evse_site_phases.tolist() == [[0, 1, 2], [1, 2, 0], [2, 1, 0]]  # L1 L2 L3 -> R S T
+    assert p.evse_phase_switching.all() and p.evse_has_levels.all()
+    assert p.evse_voltage_v.tolist() == [e.voltage_v for e in site.evses]
+    # one snapping rule: down to the 0.1 A grid, sorted, duplicates merged, 0 (pause) added
+    assert p.evse_levels_of(1).tolist() == [0.0, 60.0, 89.0, 160.0]
+    assert p.session_index("b") == 1 and p.evse_pos["e2"] == 2
+    with pytest.raises(KeyError):
+        p.session_index("nope")
+    assert p.session_departure_s.tolist() == [8 * 3600.0, 8 * 3600.0]
+
+
+@pytest.mark.parametrize("method", ["fast", "milp"])
+def test_every_path_reads_the_same_levels(method):
+    # levels 8.96 A and 16.04 A snap to 8.9 and 16.0: the fast path, the MILP and the simulated
+    # pilot all use them (before, the fast path and the pilot used the raw values)
+    site = one_breaker_site(12.0, n_evse=1, allowed_currents=(0.0, 8.96, 16.04),
+                            max_current=32.0)
+    p = lo.compile_problem(site, [session("a", "e0", 50.0)], horizon(3))
+    s = lo.solve(p, method=method)
+    assert set(np.unique(s.current).tolist()) <= {0.0, 8.9}
+    assert s.current.max() == 8.9
+    from loadopt.simulate import evse_pilot
+
+    assert evse_pilot(p)(np.array([15.99]))[0] == 8.9  # not the raw 8.96
+    assert evse_pilot(p)(np.array([16.0]))[0] == 16.0  # the 16.04 step, snapped down
+
+
+def test_an_empty_level_set_means_only_zero_on_every_path():
+    site = one_breaker_site(32.0, n_evse=1, allowed_currents=())
+    p = lo.compile_problem(site, [session("a", "e0", 50.0)], horizon(3))
+    for method in ("fast", "milp"):
+        assert not lo.solve(p, method=method).current.any()

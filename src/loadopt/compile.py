@@ -260,6 +260,7 @@ def compile_problem(
     h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
 
     arrays = dict(
+        **evse_arrays(site), session_arrival_s=arr_s, session_departure_s=dep_s,
         node_parent=parent, evse_node=evse_node, session_evse=s_evse, session_phase_mask=phase_mask,
         session_kw_per_a=kw_per_a, session_max_current=max_cur, session_min_current=min_cur,
         session_energy_kwh=energy, session_priority=prio, avail=avail,
@@ -544,3 +545,36 @@ def _base_load_notices(node_id: str, cur_rhs: np.ndarray | None, kw_rhs: np.ndar
                    f"demand-response cap in {periods(import_rhs < 0)}; vehicles get 0 A there")
     return out
 
+
+def snap_levels_da(allowed_a: tuple[float, ...]) -> np.ndarray:
+    """The one snapping rule for discrete pilot steps (``Evse.allowed_currents``, A): each level
+    rounded *down* to the 0.1 A grid an OCPP limit is emitted on (never up: a rounded-up step
+    could exceed a limit), sorted, duplicates merged, and 0 added (a pause is always allowed,
+    IEC 61851-1). Deci-amps."""
+    from .safety import GRID_SNAP
+
+    lv = np.floor(np.asarray(allowed_a, dtype=np.float64) * 10.0 + GRID_SNAP)
+    return np.unique(np.r_[0.0, lv])
+
+
+def evse_arrays(site: Site) -> dict[str, np.ndarray]:
+    """Per-EVSE arrays of the :class:`~loadopt.problem.Problem` (``E`` EVSEs, order of
+    ``site.evses``): phases, the site phase of each EVSE line (OCPP phase rotation), voltage,
+    phase switching, current range, and the discrete levels as CSR (``evse_levels_ptr`` (E+1,),
+    ``evse_levels_da`` (K,); an EVSE without ``allowed_currents`` has none)."""
+    ev = site.evses
+    E = len(ev)
+    levels = [snap_levels_da(e.allowed_currents) if e.allowed_currents is not None
+              else np.zeros(0) for e in ev]
+    return dict(
+        evse_phases=np.array([e.phases for e in ev], dtype=np.int64).reshape(E),
+        evse_site_phases=np.array([e.site_phases for e in ev], dtype=np.int64).reshape(E, 3),
+        evse_voltage_v=np.array([e.voltage_v for e in ev], dtype=np.float64).reshape(E),
+        evse_phase_switching=np.array([e.phase_switching for e in ev], dtype=bool).reshape(E),
+        evse_max_current=np.array([e.max_current for e in ev], dtype=np.float64).reshape(E),
+        evse_min_current=np.array([e.min_current for e in ev], dtype=np.float64).reshape(E),
+        evse_has_levels=np.array([e.allowed_currents is not None for e in ev],
+                                 dtype=bool).reshape(E),
+        evse_levels_ptr=np.r_[0, np.cumsum([lv.size for lv in levels])].astype(np.int64),
+        evse_levels_da=(np.concatenate(levels) if levels else np.zeros(0)).astype(np.float64),
+    )

@@ -327,7 +327,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
         kw = np.where(problem.var_reserved[cols], 0.0, kw)
     res_kw = np.zeros(T)
     if problem.evse_reserved_a is not None and problem.evse_reserved_a.size:
-        volt = np.array([e.voltage_v for e in problem.site.evses])
+        volt = problem.evse_voltage_v
         res_kw = (problem.evse_reserved_a.sum(axis=1) * volt[:, None] / 1000.0).sum(axis=0)
     fixed = problem.base_load_kw + res_kw - problem.pv_kw
     out: dict[str, np.ndarray] = {}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,6 +74,19 @@ class Problem:
     avail: np.ndarray  #: (S, T) fraction of each period the session is plugged in
     session_anc: sp.csr_matrix  #: (S, N) 1 where the node is the session's EVSE node or above
     evse_node: np.ndarray  #: (E,) node index each EVSE hangs from
+    evse_phases: np.ndarray  #: (E,) int, lines the EVSE has (1, 2 or 3)
+    evse_site_phases: np.ndarray  #: (E, 3) int, site phase of the EVSE's L1, L2, L3 (rotation)
+    evse_voltage_v: np.ndarray  #: (E,) V line-to-neutral (line-to-line for such wiring)
+    evse_phase_switching: np.ndarray  #: (E,) bool, may switch a vehicle between 1 and 3 phases
+    evse_max_current: np.ndarray  #: (E,) A
+    evse_min_current: np.ndarray  #: (E,) A
+    evse_has_levels: np.ndarray  #: (E,) bool, discrete pilot steps (``allowed_currents``)
+    #: Discrete levels as CSR: EVSE ``e``'s are ``evse_levels_da[ptr[e]:ptr[e + 1]]``, deci-amps,
+    #: sorted, 0 included, snapped down by :func:`loadopt.compile.snap_levels_da`.
+    evse_levels_ptr: np.ndarray
+    evse_levels_da: np.ndarray
+    session_arrival_s: np.ndarray  #: (S,) s from the horizon start (negative: plugged in before)
+    session_departure_s: np.ndarray  #: (S,) s from the horizon start to departure
     evse_anc: sp.csr_matrix  #: (E, N) 1 where the node is the EVSE's node or above
 
     var_session: np.ndarray  #: (V,) int32
@@ -157,11 +171,27 @@ class Problem:
     def period_starts(self) -> list[datetime]:
         return [self.horizon.period_start(k) for k in range(self.n_periods)]
 
+    @cached_property
+    def session_pos(self) -> dict[str, int]:
+        """Session id → index (built once)."""
+        return {sid: k for k, sid in enumerate(self.session_ids)}
+
+    @cached_property
+    def evse_pos(self) -> dict[str, int]:
+        """EVSE id → index (built once)."""
+        return {eid: k for k, eid in enumerate(self.evse_ids)}
+
     def session_index(self, session_id: str) -> int:
         try:
-            return self.session_ids.index(session_id)
-        except ValueError:
+            return self.session_pos[session_id]
+        except KeyError:
             raise KeyError(f"unknown session {session_id!r}") from None
+
+    def evse_levels_of(self, evse: int) -> np.ndarray | None:
+        """Discrete levels (deci-amps, 0 included) of EVSE ``evse``, None when continuous."""
+        if not self.evse_has_levels[evse]:
+            return None
+        return self.evse_levels_da[self.evse_levels_ptr[evse]:self.evse_levels_ptr[evse + 1]]
 
     def dense(self, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """Scatter a per-variable vector into a ``(S, T)`` array."""

@@ -152,7 +152,7 @@ class Schedule:
         p = self.problem
         if p.evse_reserved_a is None:
             return np.zeros((len(p.evse_ids), p.n_periods))
-        volt = np.array([e.voltage_v for e in p.site.evses], dtype=np.float64)
+        volt = p.evse_voltage_v
         return p.evse_reserved_a.sum(axis=1) * volt[:, None] / 1000.0
 
     @cached_property

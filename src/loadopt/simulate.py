@@ -99,13 +99,14 @@ class SimulationResult:
 def evse_pilot(problem: Problem) -> Callable[[np.ndarray], np.ndarray]:
     """What each session's EVSE signals for a limit (``(S,)`` A → ``(S,)`` A): the largest allowed
     step at or below it (``Evse.allowed_currents``), and 0 below the session's minimum current."""
-    steps = [problem.site.evses[int(e)].allowed_currents for e in problem.session_evse]
-    width = max((len(a) for a in steps if a), default=0)
+    # each session's EVSE levels as compiled (A, sorted, 0 included; one snapping rule)
+    steps = [problem.evse_levels_of(int(e)) for e in problem.session_evse]
+    width = max((a.size for a in steps if a is not None), default=0)
     grid = np.full((len(steps), max(width, 1)), np.inf)
     for i, a in enumerate(steps):
-        if a:
-            grid[i, : len(a)] = np.sort(np.asarray(a, dtype=np.float64))
-    has = np.array([bool(a) for a in steps], dtype=bool)
+        if a is not None:
+            grid[i, : a.size] = a / 10.0
+    has = np.array([a is not None for a in steps], dtype=bool)
     lo = problem.session_min_current
     rows = np.arange(len(steps))
 

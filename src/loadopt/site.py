@@ -20,6 +20,7 @@ currents are phasor sums of its secondary ones. :mod:`loadopt.wiring` has the ph
 from __future__ import annotations
 
 from collections import Counter
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -238,11 +239,16 @@ class Site(FrozenModel):
     def root(self) -> Node:
         return next(n for n in self.nodes if n.parent is None)
 
+    @cached_property
+    def _evse_by_id(self) -> dict[str, Evse]:
+        return {e.id: e for e in self.evses}
+
     def evse(self, evse_id: str) -> Evse:
-        for e in self.evses:
-            if e.id == evse_id:
-                return e
-        raise InputError(f"unknown EVSE {evse_id!r} on site {self.id!r}")
+        """The EVSE ``evse_id`` (a dict lookup: called per session per control step)."""
+        try:
+            return self._evse_by_id[evse_id]
+        except KeyError:
+            raise InputError(f"unknown EVSE {evse_id!r} on site {self.id!r}") from None
 
 
 def _check_unique(ids: list[str], what: str) -> None:

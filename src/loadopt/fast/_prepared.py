@@ -145,8 +145,7 @@ def reduce_rows(G: sp.csr_matrix, cap_fill: np.ndarray, chk: np.ndarray, ub_da: 
 def _prepare(problem: Problem) -> Prepared:
     S, T = problem.n_sessions, problem.n_periods
     hz = problem.horizon
-    dep_s = np.array([hz.seconds_from_start(s.departure) for s in problem.sessions],
-                     dtype=np.float64).reshape(S)
+    dep_s = np.asarray(problem.session_departure_s, dtype=np.float64).reshape(S)
     # variables by period, then in the admission / top-up order (priority ↓, departure ↑), so
     # that those loops walk memory in order
     vs = problem.var_session
@@ -179,11 +178,13 @@ def _prepare(problem: Problem) -> Prepared:
     Gc.sort_indices()
     w = problem.session_priority[sess].astype(np.float64)
 
-    steps = [problem.site.evses[int(e)].allowed_currents for e in problem.session_evse]
-    counts = np.array([0 if a is None else len(a) for a in steps], dtype=np.int64)
+    # each session's allowed levels: its EVSE's, as compiled (one snapping rule, 0 included)
+    ep, ev = problem.evse_levels_ptr, problem.evse_levels_da
+    se = problem.session_evse.astype(np.int64)
+    counts = np.where(problem.evse_has_levels[se], ep[se + 1] - ep[se], 0).astype(np.int64)
     aptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    avals = np.array([np.floor(v * 10.0 + GRID_SNAP) for a in steps if a for v in a],
-                     dtype=np.float64)
+    take = np.repeat(ep[se] - aptr[:-1], counts) + np.arange(int(counts.sum()))
+    avals = ev[take].astype(np.float64)
 
     prio = w
     dep = dep_s[sess]

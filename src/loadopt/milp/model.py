@@ -4,7 +4,6 @@ the maps between its columns and the problem's variables."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +28,8 @@ def wants_integers(problem: Problem, opts: IntegerOptions | None) -> bool:
     """
     if opts is not None:
         return True
-    evses = [problem.site.evses[int(e)] for e in problem.session_evse]
-    return any(e.allowed_currents is not None or e.phase_switching for e in evses)
+    e = problem.session_evse
+    return bool(np.any(problem.evse_has_levels[e] | problem.evse_phase_switching[e]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,17 +75,16 @@ class MilpModel:
 
 
 def _session_levels(problem: Problem, opts: IntegerOptions) -> list[np.ndarray | None]:
-    """Allowed non-zero currents per session in deci-amps (None = continuous above the minimum)."""
+    """Allowed non-zero currents per session in deci-amps (None = continuous above the minimum):
+    the EVSE's levels as compiled (:func:`loadopt.compile.snap_levels_da`) within the session's
+    minimum and maximum."""
+    lo = (np.ceil(problem.session_min_current * 10 - 1e-6) if opts.min_current
+          else np.ones(problem.n_sessions))
+    hi = np.floor(problem.session_max_current * 10 + 1e-6)
     out: list[np.ndarray | None] = []
     for i, e in enumerate(problem.session_evse):
-        evse = problem.site.evses[int(e)]
-        if not opts.discrete or evse.allowed_currents is None:
-            out.append(None)
-            continue
-        lv = np.unique(np.floor(np.asarray(evse.allowed_currents, dtype=float) * 10 + 1e-6))
-        lo = (math.ceil(problem.session_min_current[i] * 10 - 1e-6) if opts.min_current else 1)
-        hi = math.floor(problem.session_max_current[i] * 10 + 1e-6)
-        out.append(lv[(lv >= max(lo, 1)) & (lv <= hi)])
+        lv = problem.evse_levels_of(int(e)) if opts.discrete else None
+        out.append(None if lv is None else lv[(lv >= max(lo[i], 1)) & (lv <= hi[i])])
     return out
 
 
@@ -102,10 +100,8 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
         if k < 0:
             raise InputError(f"max_charging: node {nid!r} has a negative cap {k}")
         caps.append((node_index[nid], int(k)))
-    evses = [problem.site.evses[int(e)] for e in problem.session_evse]
-    rot0 = np.array([e.site_phases[0] for e in evses], dtype=np.int64).reshape(S)
-    switchable = np.array([opts.phase_switching and e.phase_switching for e in evses],
-                          dtype=bool).reshape(S)
+    rot0 = problem.evse_site_phases[problem.session_evse, 0].astype(np.int64).reshape(S)
+    switchable = (problem.evse_phase_switching[problem.session_evse] & opts.phase_switching)
     switchable &= problem.session_phase_mask.sum(axis=1) == 3
 
     # --- twins of switchable variables --------------------------------------------------------
