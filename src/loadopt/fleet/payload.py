@@ -239,6 +239,7 @@ class SolveOutcome:
     worker: str = ""  #: where it ran (host:pid)
     build_s: float = 0.0
     total_s: float = 0.0
+    values: dict[str, Any] | None = None  #: other results (the coupled sites' proposals)
 
 
 def x_deciamps(problem: Problem, current: np.ndarray) -> np.ndarray:

@@ -82,6 +82,17 @@ class StepTask(SolveTask):
     planner: tuple = ()
 
 
+@dataclass(frozen=True)
+class CoupledTask(SolveTask):
+    """One site's iteration of :func:`loadopt.fleet.coupled.solve_coupled`: ``op`` ``"price"``
+    (its best proposal at prices ``vector``) or ``"allow"`` (its optimum within the allowance
+    ``vector``), on its LP kept on this worker. Without payload or problem the worker must hold
+    the site already (else it answers ``status="no-state"`` and the coordinator sends it)."""
+
+    op: str = "price"
+    vector: Any = None
+
+
 def planner_spec(planner: Any) -> tuple:
     """What a worker needs to run a controller's planner: ``("solve", options, warm settings)``
     for the optimising planner (rebuilt there once and kept with its warm start), or
@@ -132,7 +143,9 @@ def run_batch(tasks: list[SolveTask | StepTask], token: str,
         key = task.key
         t0 = time.perf_counter()
         try:
-            if isinstance(task, StepTask):
+            if isinstance(task, CoupledTask):
+                out.append(_run_coupled(task, token, deadline, t0))
+            elif isinstance(task, StepTask):
                 out.append(_run_step(task, token, deadline, t0))
             else:
                 out.append(_run_solve(task, deadline, t0))
@@ -187,6 +200,27 @@ def _run_step(task: StepTask, token: str, deadline: float | None, t0: float) -> 
     return SolveOutcome(key, x_deciamps(problem, sched.current), sched.status.value,
                         sched.method, sched.objective, solve_s, sched.message, mode, reason,
                         worker_id(), t1 - t0, time.perf_counter() - t0)
+
+
+def _run_coupled(task: CoupledTask, token: str, deadline: float | None,
+                 t0: float) -> SolveOutcome:
+    from .coupled import CoupledSite
+
+    key = task.key
+    expired, limit = _budget(deadline, None)
+    if expired:
+        return SolveOutcome(key, None, "expired", "", worker=worker_id())
+    site = get_state(token, key)
+    if site is None:
+        if task.problem is None and task.payload is None:
+            return SolveOutcome(key, None, "no-state", "", worker=worker_id())
+        site = CoupledSite(task.get_problem())
+        put_state(token, key, site)
+    t1 = time.perf_counter()
+    vec = np.asarray(task.vector, dtype=np.float64)
+    vals = site.price(vec, limit) if task.op == "price" else site.allow(vec, limit)
+    return SolveOutcome(key, None, "done", f"coupled-{task.op}", worker=worker_id(),
+                        build_s=t1 - t0, total_s=time.perf_counter() - t0, values=vals)
 
 
 @dataclass
