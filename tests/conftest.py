@@ -59,3 +59,18 @@ def one_breaker_site(breaker_a: float = 16.0, n_evse: int = 2, phases: int = 3,
 @pytest.fixture
 def t0() -> datetime:
     return T0
+
+
+@pytest.fixture(scope="session")
+def dask_backend():
+    """One embedded 2-worker Dask LocalCluster (processes, one thread each) for the fleet tests,
+    its workers warmed up (HiGHS and the compiled fast-path kernels loaded)."""
+    pytest.importorskip("distributed")
+    from loadopt.fleet import DaskBackend
+    from loadopt.fleet.worker import warm_up
+
+    be = DaskBackend(n_workers=2)
+    for s in be.slots():
+        be.submit(s, warm_up).result()
+    yield be
+    be.close()

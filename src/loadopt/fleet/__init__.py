@@ -9,7 +9,9 @@
 
 from .backends import Backend, DaskBackend, ExecutorBackend, FleetError, RayBackend
 from .controller import FleetController
+from .coupled import CoupledResult, SharedLimit, solve_coupled, solve_joint
 from .many import FleetResult, SiteResult, solve_many
 
-__all__ = ["Backend", "DaskBackend", "ExecutorBackend", "FleetController", "FleetError",
-           "FleetResult", "RayBackend", "SiteResult", "solve_many"]
+__all__ = ["Backend", "CoupledResult", "DaskBackend", "ExecutorBackend", "FleetController",
+           "FleetError", "FleetResult", "RayBackend", "SharedLimit", "SiteResult", "solve_coupled",
+           "solve_joint", "solve_many"]

@@ -100,7 +100,8 @@ class CoupledResult:
     objective: float  #: Σ of the sites' LP objectives of their final solves
     wall_s: float
     notices: tuple[str, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
+    #: Recovery counts: sites sent again to a worker that lost them, sites moved.
+    recovery: dict[str, int] = field(default_factory=dict)
 
     @property
     def schedules(self) -> dict[str, Schedule]:
@@ -385,7 +386,8 @@ def solve_coupled(
         if own:
             backend.close()
     return CoupledResult(sites, {k: allow[i] for i, k in enumerate(keys)}, R, history,
-                         converged, objective, time.perf_counter() - t0, tuple(notices))
+                         converged, objective, time.perf_counter() - t0, tuple(notices),
+                         {"resent": run.resent, "moved": len(run.moved)})
 
 
 def _forget(backend: Backend, token: str) -> None:
@@ -435,6 +437,7 @@ class _Rounds:
         self.lost: set[str] = set()
         self.moved: set[str] = set()
         self.worker: dict[str, str] = {}
+        self.resent = 0  #: sites sent their problem again (their worker had lost it)
 
     def round(self, op: str, vec: Mapping[str, np.ndarray], deadline: float | None
               ) -> dict[str, dict[str, Any]]:
@@ -468,6 +471,7 @@ class _Rounds:
                 if o is None:
                     continue
                 if o.status == "no-state":
+                    self.resent += 1
                     self.known.discard(k)
                     retry.append(k)
                     continue

@@ -45,6 +45,14 @@ def put_state(token: str, key: str, value: Any) -> None:
         _STATE[(token, key)] = value
 
 
+def clear_state() -> int:
+    """Forget every fleet's sites in this process (as a restart would); returns how many."""
+    with _LOCK:
+        n = len(_STATE)
+        _STATE.clear()
+    return n
+
+
 def drop_state(token: str) -> int:
     """Forget every site of fleet ``token`` in this process; returns how many were dropped."""
     with _LOCK:
