@@ -54,7 +54,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..lp import LinearProgram, build_lp
+from ..lp import Block, LinearProgram, blocks_of, build_lp
 from ..problem import ROW_SITE_IMPORT, Problem
 from ..safety import project
 from ..schedule import Schedule, ScheduleStatus
@@ -115,9 +115,11 @@ class CoupledResult:
 # ------------------------------------------------------------------------------ site side
 def ev_matrix(problem: Problem, lp: LinearProgram) -> sp.csr_matrix:
     """``K`` (T × LP columns): ``K @ x`` is the site's EV power per period (kW)."""
-    cols = lp.var_of_col
-    kw = problem.session_kw_per_a[problem.var_session[cols]]
-    return sp.csr_matrix((kw, (problem.var_period[cols], np.arange(cols.size))),
+    b = lp.cols.get("r")
+    if b is None:
+        return sp.csr_matrix((problem.n_periods, lp.n_cols))
+    kw = problem.session_kw_per_a[problem.var_session[b.index]]
+    return sp.csr_matrix((kw, (problem.var_period[b.index], b.positions)),
                          shape=(problem.n_periods, lp.n_cols))
 
 
@@ -161,7 +163,9 @@ class CoupledSite:
         self.aug = dataclasses.replace(
             self.lp, A=sp.vstack([self.lp.A, self.K]).tocsc(),
             row_lb=np.concatenate([self.lp.row_lb, np.full(T, -np.inf)]),
-            row_ub=np.concatenate([self.lp.row_ub, np.full(T, np.inf)]))
+            row_ub=np.concatenate([self.lp.row_ub, np.full(T, np.inf)]),
+            rows={**self.lp.rows, "allowance": Block(self.lp.n_rows, self.lp.n_rows + T,
+                                                     np.arange(T))})
         self.rows = (self.lp.n_rows + np.arange(T)).astype(np.int32)
         self.cols = np.arange(self.lp.n_cols, dtype=np.int32)
         self.h = None
@@ -261,8 +265,8 @@ def _master(cols_f: list[float], cols_ev: list[np.ndarray], cols_site: list[int]
         c=np.array(cols_f), col_lb=np.zeros(n), col_ub=np.full(n, np.inf), A=A,
         row_lb=np.concatenate([np.ones(n_sites), np.full(fin.size, -np.inf)]),
         row_ub=np.concatenate([np.ones(n_sites), R[fin]]), offset=0.0,
-        var_of_col=np.zeros(0, np.int64), n_r=0, imp_cols=None, exp_cols=None, peak_col=None,
-        z_col=None)
+        cols=blocks_of({"lambda": np.arange(n)}),
+        rows=blocks_of({"convexity": np.arange(n_sites), "shared": fin}))
     h = new_highs({"presolve": "off"})
     pass_lp(h, lp)
     res = run(h)
@@ -507,8 +511,10 @@ def solve_joint(problems: Mapping[str, Problem], limit: SharedLimit,
         col_ub=np.concatenate([lp.col_ub for lp in lps]), A=A,
         row_lb=np.concatenate([*(lp.row_lb for lp in lps), np.full(fin.size, -np.inf)]),
         row_ub=np.concatenate([*(lp.row_ub for lp in lps), R[fin]]),
-        offset=float(sum(lp.offset for lp in lps)), var_of_col=np.zeros(0, np.int64), n_r=0,
-        imp_cols=None, exp_cols=None, peak_col=None, z_col=None)
+        offset=float(sum(lp.offset for lp in lps)),
+        cols=blocks_of({f"site{i}": np.arange(lp.n_cols) for i, lp in enumerate(lps)}),
+        rows=blocks_of({**{f"site{i}": np.arange(lp.n_rows) for i, lp in enumerate(lps)},
+                        "shared": fin}))
     h = new_highs(LP_OPTIONS, time_limit_s)
     pass_lp(h, joint)
     res = run(h)
