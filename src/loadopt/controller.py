@@ -26,7 +26,8 @@ Between calls it keeps:
   :meth:`Controller.reserve`, on its EVSE lines) and the rest of the site is planned around it;
   its own limit is not raised while it does so, and the reservation is lifted when it is metered
   within its limit again. A vehicle plugged in since the last step has had no limit yet: what it
-  is metered at beyond the tolerance is budgeted the same way. Both are reported in the step log (:attr:`StepRecord.events`).
+  is metered at beyond the tolerance is budgeted the same way. Both are reported in the step log
+  (:attr:`StepRecord.events`).
 - **re-sharing of undrawn capacity**: a vehicle whose measured current stays below its limit
   (tapering near full, a cold battery, a smaller on-board charger than announced) is planned at
   ``measured + reshare_headroom_a`` (never below its minimum current) from the next step on, so
@@ -67,6 +68,7 @@ from .horizon import Horizon
 from .objective import Objective
 from .planner import Planner, SolvePlanner, as_planner, describe
 from .problem import Problem
+from .safety import violations
 from .schedule import Schedule, ScheduleStatus
 from .session import Session
 from .signals import GridSignal, Signals
@@ -158,7 +160,15 @@ class Controller:
         warm-started, default), ``"milp"``, ``"auto"``, ``"fast"``, an options object of
         :mod:`loadopt.options`, or a callable ``Problem -> Schedule``.
     method
-        The 0.1 name of ``planner`` when it is a method name (``"lp"`` or ``"fast"``).
+        ``planner`` by method name (``"lp"``, ``"fast"``, ``"milp"``, ``"auto"``).
+    policy
+        With ``method="fast"``: the fast path's policy, ``"edf"`` (earliest departure first),
+        ``"llf"`` (least laxity first) or ``"fair"`` (max-min fair, the default).
+    pilots
+        Hand out limits in the pilots each EVSE can signal (``Evse.allowed_currents`` steps, 0
+        below the minimum current; :func:`loadopt.pilots.round_to_pilots`), giving period 0 back
+        what rounding takes where the limits allow. Re-sharing compares what a car draws with
+        the *step* it was given, not the limit.
     time_limit_s
         The solver's time limit per step (s) for a planner given by method name (the fast path
         takes over when it runs out).
@@ -166,7 +176,7 @@ class Controller:
         What :meth:`new_session` assumes when the vehicle does not say (OCPP 1.6 transactions
         carry neither; 2.x ``ChargingNeeds`` may).
     reshare, reshare_threshold_a, reshare_headroom_a
-        Re-sharing of undrawn capacity (A; module docstring).
+        Re-sharing of undrawn capacity (A; module docstring), in the EVSE's steps.
     overstay_extension_h
         How long an overstaying vehicle is assumed to stay on (h).
     expected_grace_h
@@ -208,13 +218,24 @@ class Controller:
         warm_min_mapped: float = 0.5,
         alien_basis: bool = False,
         cold_after_limit_cut: bool = True,
+        policy: str | None = None,
+        pilots: bool = True,
     ) -> None:
         if method is not None:
             if planner is not None:
                 raise InputError("Controller: pass planner or method, not both")
-            if method not in ("lp", "fast"):
-                raise InputError(f"unknown method {method!r}; use 'lp' or 'fast' (or planner=)")
+            if method not in ("lp", "fast", "milp", "auto"):
+                raise InputError(f"unknown method {method!r}; use 'lp', 'fast', 'milp' or "
+                                 "'auto' (or planner=)")
             planner = method
+        if policy is not None:
+            from .fast import POLICIES
+            from .options import FastOptions
+
+            if planner not in ("fast", None) or policy not in POLICIES:
+                raise InputError(f"policy {policy!r}: a fast-path policy ({', '.join(POLICIES)}) "
+                                 "with method='fast'")
+            planner = FastOptions(policy=policy)  # type: ignore[arg-type]
         Horizon(start=datetime(2000, 1, 1, tzinfo=UTC), step_s=step_s, n_periods=n_periods)
         site = as_model(site, Site, "Controller: site")
         self.site = site
@@ -238,6 +259,9 @@ class Controller:
         self.default_dwell_h = _finite_nonneg(default_dwell_h, "Controller: default_dwell_h")
         self.default_energy_kwh = _finite_nonneg(default_energy_kwh,
                                                  "Controller: default_energy_kwh")
+        #: Hand out limits in the pilots the EVSEs can signal (steps, minimum current):
+        #: :meth:`_in_pilot_steps`.
+        self.pilots = bool(pilots)
         self.reshare = bool(reshare)
         self.reshare_threshold_a = _finite_nonneg(reshare_threshold_a,
                                                   "Controller: reshare_threshold_a")
@@ -621,10 +645,15 @@ class Controller:
             min_a = st.session.min_current
             if min_a is None:
                 min_a = self.site.evse(st.session.evse).min_current
-            if st.cap_a is not None and got >= st.cap_a - self.reshare_threshold_a:
+            # compare with the pilot the EVSE signals (its step at or below the limit), not
+            # the limit: on a stepped EVSE a car drawing its full step draws all it is given
+            evse = self.site.evse(st.session.evse)
+            given = _step_at_most(evse, lim)
+            if st.cap_a is not None and got >= _step_at_most(evse, st.cap_a) - \
+                    self.reshare_threshold_a:
                 st.cap_a = None  # it draws what it is given: give it its maximum again
-            elif lim >= min_a and got < lim - self.reshare_threshold_a:
-                st.cap_a = max(got + self.reshare_headroom_a, min_a)
+            elif given >= min_a and got < given - self.reshare_threshold_a:
+                st.cap_a = _step_at_least(evse, max(got + self.reshare_headroom_a, min_a))
 
     def step(self, now: datetime) -> Schedule:
         """The schedule for ``[now, now + n_periods · step_s)``; act on its period 0.
@@ -660,6 +689,8 @@ class Controller:
         folded into the state and logged; returns it."""
         now, now_utc, problem, events = pending.now, pending.now_utc, pending.problem, \
             pending.events
+        if self.pilots and not getattr(self.planner, "simulate_unsafe", False):
+            sched = self._in_pilot_steps(problem, sched)
         self._after_step(now_utc, problem, sched)
         self._last_now = now_utc if self._last_now is None else max(self._last_now, now_utc)
         self._tick(now_utc)
@@ -738,6 +769,22 @@ class Controller:
             reason += "; projected onto the limits"
         return sched, mode, reason, solve_s
 
+    def _in_pilot_steps(self, problem: Problem, sched: Schedule) -> Schedule:
+        """The schedule in the pilots the EVSEs can signal (:func:`loadopt.pilots.round_to_pilots`:
+        steps and minimum currents; what rounding takes from period 0 is given back where the
+        limits allow). Checked: should the result break a limit, the rounded-down schedule (safe
+        whenever the plan was) is used."""
+        from .pilots import down_to_pilot, pilot_grid, round_to_pilots
+
+        if sched.n_phases is not None or problem.n_sessions == 0:
+            return sched
+        cur = round_to_pilots(problem, sched.current)
+        if violations(problem, cur, 1):
+            grid, stepped = pilot_grid(problem)
+            cur = down_to_pilot(sched.current, grid, stepped, problem.session_min_current)
+            cur = np.floor(cur * 10.0 + 1e-6) / 10.0
+        return replace(sched, current=cur)
+
     def _after_step(self, now: datetime, problem: Problem, sched: Schedule) -> None:
         first = sched.current[:, 0] if problem.n_periods else np.zeros(problem.n_sessions)
         for i, sid in enumerate(problem.session_ids):
@@ -758,6 +805,24 @@ def _check_id(v: Any, what: str) -> str:
     if not isinstance(v, str):
         raise InputError(f"{what} must be a string, got {type(v).__name__} {v!r:.60}")
     return v
+
+
+def _step_at_most(evse: Site | Any, a: float) -> float:
+    """The pilot ``evse`` signals for a limit of ``a`` A: its largest allowed step ≤ ``a``."""
+    steps = evse.allowed_currents
+    if not steps:
+        return a
+    below = [x for x in steps if x <= a + 1e-9]
+    return max(below) if below else 0.0
+
+
+def _step_at_least(evse: Site | Any, a: float) -> float:
+    """The smallest allowed step of ``evse`` ≥ ``a`` A (``a`` without steps, or above them)."""
+    steps = evse.allowed_currents
+    if not steps:
+        return a
+    above = [x for x in steps if x >= a - 1e-9]
+    return min(above) if above else a
 
 
 def _finite_nonneg(v: Any, what: str) -> float:

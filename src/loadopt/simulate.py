@@ -46,14 +46,15 @@ from .scenario import Scenario
 from .schedule import Kpis, Schedule, ScheduleStatus
 from .session import Session
 
-BASELINES = ("uncontrolled", "equal_share", "edf")
+BASELINES = ("uncontrolled", "equal_share", "edf", "llf")
 
 
 class BaselinePlanner:
     """A baseline as a controller planner (:mod:`loadopt.planner`), deciding one period ahead:
     ``uncontrolled`` (every vehicle at its maximum — breaks limits on purpose, to show what no
     control causes: ``simulate_unsafe``), ``equal_share`` (:func:`loadopt.fast.allocate`
-    ``policy="fair"``) or ``edf`` (``policy="edf"``)."""
+    ``policy="fair"``), ``edf`` (``policy="edf"``) or ``llf`` (least laxity first,
+    ``policy="llf"``)."""
 
     def __init__(self, kind: str) -> None:
         if kind not in BASELINES:
@@ -69,7 +70,7 @@ class BaselinePlanner:
         else:
             from .fast import allocate
 
-            pol = "fair" if self.kind == "equal_share" else "edf"
+            pol = "fair" if self.kind == "equal_share" else self.kind
             cur = np.zeros((problem.n_sessions, problem.n_periods))
             if problem.n_sessions:
                 cur[:, 0] = allocate(problem, 0, pol)
@@ -98,28 +99,13 @@ class SimulationResult:
 
 def evse_pilot(problem: Problem) -> Callable[[np.ndarray], np.ndarray]:
     """What each session's EVSE signals for a limit (``(S,)`` A → ``(S,)`` A): the largest allowed
-    step at or below it (``Evse.allowed_currents``), and 0 below the session's minimum current."""
-    # each session's EVSE levels as compiled (A, sorted, 0 included; one snapping rule)
-    steps = [problem.evse_levels_of(int(e)) for e in problem.session_evse]
-    width = max((a.size for a in steps if a is not None), default=0)
-    grid = np.full((len(steps), max(width, 1)), np.inf)
-    for i, a in enumerate(steps):
-        if a is not None:
-            grid[i, : a.size] = a / 10.0
-    has = np.array([a is not None for a in steps], dtype=bool)
+    step at or below it (``Evse.allowed_currents``), and 0 below the session's minimum current
+    (:mod:`loadopt.pilots`)."""
+    from .pilots import down_to_pilot, pilot_grid
+
+    grid, stepped = pilot_grid(problem)
     lo = problem.session_min_current
-    rows = np.arange(len(steps))
-
-    def pilot(limit: np.ndarray) -> np.ndarray:
-        lim = np.asarray(limit, dtype=np.float64)
-        out = np.where(lim + 1e-9 < lo, 0.0, lim)
-        if has.any():
-            k = (grid <= lim[:, None] + 1e-9).sum(axis=1) - 1
-            stepped = np.where(k >= 0, grid[rows, np.maximum(k, 0)], 0.0)
-            out = np.where(has, np.where(stepped + 1e-9 < lo, 0.0, stepped), out)
-        return out
-
-    return pilot
+    return lambda limit: down_to_pilot(limit, grid, stepped, lo)
 
 
 def accepted_current(vmax: np.ndarray, delivered: np.ndarray, wanted: np.ndarray,

@@ -1,0 +1,110 @@
+"""Pilots the EVSE can take: steps, minimum current, re-sharing in steps, fast-path policies."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import loadopt as lo
+from loadopt.pilots import round_to_pilots
+
+from .conftest import T0, horizon, session
+
+STEPS = (8.0, 16.0, 24.0, 32.0)
+
+
+def stepped_site(breaker_a: float = 40.0, n: int = 4, steps=STEPS, min_a: float = 8.0):
+    return lo.Site(nodes=(lo.Node(id="grid", kind="grid_connection"),
+                          lo.Node(id="cb", parent="grid", max_current=breaker_a)),
+                   evses=tuple(lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"CP{k}",
+                                       phases=1, min_current=min_a, allowed_currents=steps)
+                               for k in range(n)))
+
+
+def legal(limits: np.ndarray, steps, min_a: float) -> bool:
+    ok = (limits == 0) | np.isin(limits, steps) if steps else (limits == 0) | (limits >= min_a)
+    return bool(np.all(ok))
+
+
+@pytest.mark.parametrize("method", ["auto", "lp"])
+def test_controller_hands_out_only_pilots_the_evse_can_take(method):
+    site = stepped_site(breaker_a=40.0)
+    ctl = lo.Controller(site, method=method, step_s=900, n_periods=8, time_limit_s=10.0)
+    for k in range(4):
+        ctl.start_session(session(f"s{k}", f"e{k}", 30.0 + k, dep_h=3.0 + k, phases=1))
+    for k in range(3):
+        sched = ctl.step(T0 + timedelta(minutes=15 * k))
+        assert legal(sched.current[:, 0], STEPS, 8.0), sched.current[:, 0]
+        assert not sched.violations()
+        # four cars on 40 A: the plan uses what the steps allow (e.g. 24 + 16), not 4 × 8
+        assert sched.current[:, 0].sum() >= 40.0 - 8.0
+
+
+def test_continuous_evse_gets_zero_or_at_least_its_minimum():
+    site = lo.Site(nodes=(lo.Node(id="g", kind="grid_connection", max_current=20.0),),
+                   evses=tuple(lo.Evse(id=f"e{k}", node="g", charge_point_id=f"C{k}",
+                                       phases=1, min_current=6.0) for k in range(4)))
+    ctl = lo.Controller(site, step_s=900, n_periods=8)
+    # tiny energies: a plan at 1-3 A would be taken as 0 by the vehicles (IEC 61851)
+    for k in range(4):
+        ctl.start_session(session(f"s{k}", f"e{k}", 0.3, dep_h=2.0, phases=1))
+    sched = ctl.step(T0)
+    first = sched.current[:, 0]
+    assert legal(first, None, 6.0) and (first > 0).sum() >= 3
+    assert not sched.violations()
+
+
+def test_resharing_on_stepped_evses_lifts():
+    """A car capped after drawing less than its step is lifted as soon as it draws the step it
+    is given (before: capped at drawn + 2 A, which the EVSE signals as the step below, which the
+    car then draws in full — held there for good)."""
+    site = stepped_site(breaker_a=200.0, n=1)
+    ctl = lo.Controller(site, step_s=900, n_periods=8)
+    ctl.start_session(session("s0", "e0", 60.0, dep_h=8.0, phases=1))
+    t = T0
+    assert ctl.step(t).current[0, 0] == 32.0
+    t += timedelta(minutes=15)
+    ctl.meter("s0", t, energy_kwh=1.0, current_a=10.0)  # a cold battery takes 10 A
+    first = ctl.step(t).current[0, 0]
+    assert first == 16.0  # capped at the step at or above 10 + 2 A
+    t += timedelta(minutes=15)
+    ctl.meter("s0", t, energy_kwh=2.0, current_a=16.0)  # it takes all of its step again
+    assert ctl.step(t).current[0, 0] == 32.0  # lifted
+
+
+def test_fast_policy_is_a_controller_option():
+    site = stepped_site(breaker_a=16.0, n=2)
+    early = session("s0", "e0", 30.0, dep_h=2.0, phases=1)
+    late = session("s1", "e1", 30.0, dep_h=8.0, phases=1)
+    got = {}
+    for pol in ("edf", "fair"):
+        ctl = lo.Controller(site, method="fast", policy=pol, step_s=900, n_periods=4)
+        ctl.start_session(early)
+        ctl.start_session(late)
+        got[pol] = ctl.step(T0).current[:, 0]
+    assert list(got["edf"]) == [16.0, 0.0]  # the one leaving first takes the breaker
+    assert list(got["fair"]) == [8.0, 8.0]
+    with pytest.raises(lo.InputError, match="policy"):
+        lo.Controller(site, method="lp", policy="edf")
+    with pytest.raises(lo.InputError, match="policy"):
+        lo.Controller(site, method="fast", policy="nope")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.floats(0, 32), min_size=4, max_size=4),
+       st.sampled_from([None, STEPS, tuple(float(a) for a in range(6, 33))]),
+       st.floats(5, 80))
+def test_rounding_to_pilots_is_safe_and_legal(wish, steps, breaker_a):
+    site = stepped_site(breaker_a=breaker_a, steps=steps, min_a=steps[0] if steps else 6.0)
+    sessions = [session(f"s{k}", f"e{k}", 20.0, phases=1) for k in range(4)]
+    p = lo.compile_problem(site, sessions, horizon(2))
+    safe = lo.safety.project(p, np.repeat(np.array(wish)[:, None], 2, axis=1))
+    out = round_to_pilots(p, safe)
+    assert not lo.safety.violations(p, out)
+    assert legal(out, steps, steps[0] if steps else 6.0)
+    # later periods only ever go down; period 0 only up from the rounded-down step
+    assert np.all(out[:, 1] <= safe[:, 1] + 1e-9)
