@@ -108,3 +108,34 @@ def test_rounding_to_pilots_is_safe_and_legal(wish, steps, breaker_a):
     assert legal(out, steps, steps[0] if steps else 6.0)
     # later periods only ever go down; period 0 only up from the rounded-down step
     assert np.all(out[:, 1] <= safe[:, 1] + 1e-9)
+
+
+def test_node_limit_changes_at_run_time_without_rebuilding():
+    from loadopt.acn import jpl_site
+
+    site = jpl_site(evse_type="basic")
+    ids = [e.id for e in site.evses if e.node == "3f"][:12]
+    ctl = lo.Controller(site, step_s=900, n_periods=8)
+    for k, eid in enumerate(ids):
+        ctl.start_session(session(f"s{k}", eid, 40.0, dep_h=8.0, phases=1))
+    before = ctl.step(T0)
+    assert before.node_phase_current[before.problem.node_ids.index("3f"), :, 0].max() > 100
+    ctl.set_node_limit("3f", max_current=60.0)  # the operator lowers the floor's feeder
+    after = ctl.step(T0 + timedelta(minutes=15))
+    k3 = after.problem.node_ids.index("3f")
+    assert after.node_phase_current[k3, :, 0].max() <= 60.0 + 1e-9
+    floor_a = 60.0 * (1 - after.problem.facet_loss_bound) - 1
+    assert after.node_phase_current[k3, :, 0].max() >= floor_a
+    assert not after.violations()
+    ctl.set_node_limit("tx-34f", primary_max_current=20.0)
+    tight = ctl.step(T0 + timedelta(minutes=30))
+    N = len(tight.problem.node_ids)
+    ktx = tight.problem.node_ids.index("tx-34f")
+    assert tight.line_current[3 * (N + ktx): 3 * (N + ktx) + 3, 0].max() <= 20.0 + 1e-9
+    with pytest.raises(lo.InputError, match="unknown node"):
+        ctl.set_node_limit("nope", max_current=1.0)
+    with pytest.raises(lo.InputError, match="not a delta/wye"):
+        ctl.set_node_limit("3f", primary_max_current=1.0)
+    with pytest.raises(lo.InputError):
+        ctl.set_node_limit("3f", max_current=-5.0)
+    assert next(n for n in ctl.site.nodes if n.id == "3f").max_current == 60.0

@@ -74,6 +74,8 @@ from .session import Session
 from .signals import GridSignal, Signals
 from .site import Site
 
+_KEEP: Any = object()  # "argument not given" (None means "no limit")
+
 
 @dataclass
 class StepRecord:
@@ -529,6 +531,44 @@ class Controller:
             raise InputError(f"set_signals needs a Signals object, got {type(signals).__name__}")
         self.signals = signals
         self._events.append("signals replaced")
+
+    def set_node_limit(self, node_id: str, *, max_current: Any = _KEEP,
+                       max_power_kw: Any = _KEEP, primary_max_current: Any = _KEEP) -> None:
+        """Change a node's rating from the next step on, without rebuilding the site or the
+        controller (a grid operator lowering a feeder, a transformer derated on a hot day).
+
+        ``max_current`` (A, one value or three for R, S, T; ``None`` = no limit),
+        ``max_power_kw`` (kW or ``None``), ``primary_max_current`` (A, a delta/wye transformer's
+        primary lines). Arguments not given keep their value. Raises :class:`InputError` for an
+        unknown node or a bad value (and changes nothing).
+        """
+        from .site import DeltaWye, Node
+
+        try:
+            k = next(i for i, n in enumerate(self.site.nodes) if n.id == node_id)
+        except StopIteration:
+            raise InputError(f"set_node_limit: unknown node {node_id!r} on site "
+                             f"{self.site.id!r}") from None
+        node = self.site.nodes[k]
+        upd = node.model_dump()
+        if max_current is not _KEEP:
+            upd["max_current"] = max_current
+        if max_power_kw is not _KEEP:
+            upd["max_power_kw"] = max_power_kw
+        if primary_max_current is not _KEEP:
+            if node.delta_wye is None:
+                raise InputError(f"set_node_limit: node {node_id!r} is not a delta/wye "
+                                 "transformer")
+            upd["delta_wye"] = DeltaWye(turns_ratio=node.delta_wye.turns_ratio,
+                                        primary_max_current=primary_max_current)
+        try:
+            new = Node.model_validate(upd)
+        except ValueError as exc:
+            raise InputError(f"set_node_limit: node {node_id!r}: {exc}") from None
+        nodes = (*self.site.nodes[:k], new, *self.site.nodes[k + 1:])
+        # the tree, the EVSEs and the ids are unchanged: no need to validate the site again
+        self.site = self.site.model_copy(update={"nodes": nodes})
+        self._events.append(f"node {node_id!r} limits changed")
 
     def on_signal(self, signal: Signals | GridSignal | Iterable[GridSignal],
                   now: datetime) -> Schedule:
