@@ -100,7 +100,7 @@ def test_controller_settings_are_constructor_arguments_and_readable():
         False, 0.7, True, False)
     assert c.method == "lp" and isinstance(c.planner, lo.SolvePlanner)
     with pytest.raises(lo.InputError):
-        lo.Controller(one_breaker_site(), method="milp")  # the 0.1 name takes lp/fast only
+        lo.Controller(one_breaker_site(), method="nope")  # lp, fast, milp, auto only
     with pytest.raises(lo.InputError):
         lo.Controller(one_breaker_site(), planner=42)
 

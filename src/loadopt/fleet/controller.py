@@ -131,7 +131,8 @@ class FleetController:
                 mode, reason, solve_s = o.mode, o.reason, o.solve_time_s
             else:
                 mode, reason, solve_s = "fleet-fallback", f"fleet: {fb}: fast path", 0.0
-            self.controllers[key].end_step(pending[key], sched, mode, reason, solve_s)
+            # what the controller hands out (end_step puts it in the EVSEs' pilot steps)
+            sched = self.controllers[key].end_step(pending[key], sched, mode, reason, solve_s)
             sites[key] = SiteResult(key, sched, fb, "" if o is None else o.worker,
                                     key in rep.moved, o)
         t3 = time.perf_counter()
