@@ -8,7 +8,7 @@ import numpy as np
 
 import loadopt as lo
 from loadopt.ocpp import Profile, validate
-from loadopt.ocpp.profiles import allowances
+from loadopt.ocpp.merge import value_at
 from loadopt.safety import project
 from loadopt.schedule import Schedule, ScheduleStatus
 
@@ -74,13 +74,13 @@ def worst_case_violations(schedule: Schedule, profiles: list[Profile]) -> list[s
     them (checked per node with the other stations at their own caps)."""
     p = schedule.problem
     T = p.n_periods
-    al = allowances(schedule)
-    tx_default = {(pr.charge_point_id, pr.connector): pr.limits[0] for pr in profiles
-                  if pr.purpose == "tx_default"}
+    starts = np.arange(T) * p.horizon.step_s
+    tx_default = {(pr.charge_point_id, pr.connector): value_at(pr.starts, pr.limits, starts).T
+                  for pr in profiles if pr.purpose == "tx_default"}  # (3, T) deci-amps
     node_index = {n: k for k, n in enumerate(p.node_ids)}
     extra_a = np.zeros((len(p.node_ids), 3, T))
     extra_kw = np.zeros((len(p.node_ids), T))
-    for k, e in enumerate(p.site.evses):
+    for e in p.site.evses:
         lim = tx_default.get((e.charge_point_id, e.connector_id))
         if lim is None:
             continue
@@ -91,7 +91,8 @@ def worst_case_violations(schedule: Schedule, profiles: list[Profile]) -> list[s
             node = int(p.node_parent[node])
         for j in range(e.phases):
             ph = e.site_phases[j]
-            add = np.where(al.idle[k], lim[j] / 10.0, 0.0)
+            # a newcomer (idle periods) or a car whose TxProfile is gone (busy periods)
+            add = lim[j] / 10.0
             for n in chain:
                 extra_a[n, ph] += add
                 extra_kw[n] += add * e.voltage_v / 1000.0

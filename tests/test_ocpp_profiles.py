@@ -163,10 +163,25 @@ def test_watts_are_amps_times_volts_times_phases_rounded_down():
     for v in VERSIONS:
         sched = _tx_schedule(sch, v)
         lims = [q["limit"] for q in sched["chargingSchedulePeriod"]]
-        # 16.1 × 229.7 × 3 = 11094.51 → 11094.5 ; 7.3 × 229.7 × 3 = 5030.43 → 5030.4
-        assert lims == [11094.5, 5030.4]
         assert sched["chargingRateUnit"] == "W"
-        assert sched["minChargingRate"] == 4134.6  # 6 × 229.7 × 3
+        if v == "1.6":
+            # the car's phase count is unknown in 1.6: safe for a 1-phase car (issue 10 item 4)
+            # 16.1 × 229.7 = 3698.17 → 3698.1 ; 7.3 × 229.7 = 1676.81 → 1676.8
+            assert lims == [3698.1, 1676.8]
+            assert sched["minChargingRate"] == 1378.2  # 6 × 229.7
+        else:
+            # 16.1 × 229.7 × 3 = 11094.51 → 11094.5 ; 7.3 × 229.7 × 3 = 5030.43 → 5030.4
+            assert lims == [11094.5, 5030.4]
+            assert sched["minChargingRate"] == 4134.6  # 6 × 229.7 × 3
+
+
+def test_1_6_watts_never_overload_a_line_with_a_one_phase_car():
+    """Issue 10 item 4: a 1-phase car under a 1.6 W limit on a 3-phase EVSE draws the whole
+    power on one line; that line's current never exceeds the planned per-line limit."""
+    for amps in (6.0, 10.4, 16.0, 31.9):
+        sch = _one_session_schedule([amps], rate_unit="W", voltage=230.0)
+        w = _tx_schedule(sch, "1.6")["chargingSchedulePeriod"][0]["limit"]
+        assert w / 230.0 <= amps + 1e-9
 
 
 def test_number_phases_and_phase_to_use():

@@ -10,15 +10,16 @@ Three purposes are emitted (see docs/ocpp.md):
   hard cap per station and period = what the station's transactions are scheduled to draw plus
   the newcomer allowance of its idle connectors, so the caps of all stations together keep every
   node, phase, power, grid and demand-response limit.
-- ``TxDefaultProfile`` per connector/EVSE: what a vehicle that plugs in before the next control
-  call may draw — every limit's spare capacity (per phase, per period) is shared equally among
-  the idle connectors below it that could receive a newcomer, the minimum over the horizon is
-  taken, and below the EVSE's minimum current it is 0. A session still plugged in after its
-  ``TxProfile``'s ``validTo`` counts as a newcomer, so the fallback is safe too.
+- ``TxDefaultProfile`` per connector/EVSE, one period per change: what a vehicle that plugs in
+  before the next control call may draw — every limit's spare capacity (per phase, per period)
+  is shared equally among the idle connectors below it that could receive a newcomer; 0 in the
+  periods the connector is busy (a car whose TxProfile is gone falls back to 0, never to
+  something unbudgeted) and below the EVSE's minimum current.
+- :func:`installation_caps`: the static station cap the CSMS adapter sends (see there).
 
 Numbers: limits are computed in integer deci-amps and rounded **down** (a limit is never rounded
-up); ``W`` limits are ``A × voltage × numberPhases`` rounded down to 0.1 W in exact rational
-arithmetic. Every limit is emitted as ``n / 10`` — the double nearest the one-decimal value, which
+up); ``W`` limits are ``A × voltage × numberPhases`` (1.6: × 1, see :func:`_w_phases`) rounded
+down to 0.1 W in exact rational arithmetic. Every limit is emitted as ``n / 10`` — the double nearest the one-decimal value, which
 serialises as e.g. ``8.1`` and passes the 1.6 schema's ``multipleOf 0.1`` under the ``ocpp``
 package's Decimal validation.
 """
@@ -35,7 +36,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..schedule import Schedule
-from ..site import Evse
+from ..site import Evse, Site
 from .ids import ProfileIds, Purpose, Version, check_version, wire_purpose
 from .merge import merge_periods
 
@@ -173,10 +174,12 @@ def tx_profiles(
         s = p.sessions[i]
         ev = evses[s.evse]
         unit, maxp, switch = caps.get(ev.id, StationCaps()).apply(ev)
-        lim = np.repeat(cur_da[i][:, None], 3, axis=1)
+        min_da = int(_deci(p.session_min_current[i]))
+        row = cur_da[i]
+        row = np.where(row < min_da, 0, row)  # a car cannot follow a limit in (0, minimum)
+        lim = np.repeat(row[:, None], 3, axis=1)
         st, lm, ph = merge_periods(starts, lim, nph[i], maxp, end_s)
         tx = (transaction_ids or {}).get(s.id, s.id)
-        min_da = int(_deci(p.session_min_current[i]))
         out.append(Profile(
             charge_point_id=ev.charge_point_id, connector=ev.connector_id, purpose="tx",
             start=h.start, starts=st, limits=lm, phases=ph, voltage_v=ev.voltage_v,
@@ -311,32 +314,96 @@ def tx_default_profiles(
     caps: Mapping[str, StationCaps] | None = None,
     charge_points: Iterable[str] | None = None,
 ) -> list[Profile]:
-    """One ``TxDefaultProfile`` per EVSE: the minimum over the horizon of its newcomer allowance.
+    """One multi-period ``TxDefaultProfile`` per EVSE: in each period, its newcomer allowance
+    where it is idle and 0 where a session (or an expected vehicle) is planned on it.
 
-    One period from the horizon start on; 0 where the allowance is below the EVSE's minimum
-    current (IEC 61851: a vehicle cannot charge below about 6 A).
+    So whatever falls back to the default is budgeted: a newcomer on an idle connector (the
+    allowance shares every limit's spare capacity among all idle connectors), and on a busy one
+    a car whose TxProfile the station dropped or that stayed past ``validTo`` gets 0 until the
+    next step. Per period, an allowance below the EVSE's minimum current (IEC 61851: about 6 A)
+    is 0. Periods are merged to the station's maximum by taking minima (never raising a limit).
     """
     p = schedule.problem
     allow = allow or allowances(schedule)
     caps = caps or {}
     cps = None if charge_points is None else set(charge_points)
+    h = p.horizon
     T = p.n_periods
-    mins = allow.newcomer.min(axis=2) if T else np.zeros((len(p.site.evses), 3), np.int64)
+    starts = np.arange(T, dtype=np.int64) * h.step_s
     out = []
     for k, ev in enumerate(p.site.evses):
         if cps is not None and ev.charge_point_id not in cps:
             continue
-        unit, _, switch = caps.get(ev.id, StationCaps()).apply(ev)
-        lines = mins[k].copy()
-        used = lines[: ev.phases]
-        if used.min() < int(_deci(ev.min_current)):
-            lines[:] = 0
-        lines[ev.phases:] = 0
+        unit, maxp, switch = caps.get(ev.id, StationCaps()).apply(ev)
+        lines = np.where(allow.idle[k][None, :], allow.newcomer[k], 0).T.copy()  # (T, 3)
+        lines[:, ev.phases:] = 0
+        low = lines[:, : ev.phases].min(axis=1) < int(_deci(ev.min_current))
+        lines[low] = 0
+        st, lm, ph = merge_periods(starts, lines, np.full(T, ev.phases), maxp, T * h.step_s)
         out.append(Profile(
             charge_point_id=ev.charge_point_id, connector=ev.connector_id, purpose="tx_default",
-            start=p.horizon.start, starts=np.zeros(1, np.int64), limits=lines[None, :],
-            phases=np.array([ev.phases]), voltage_v=ev.voltage_v, rate_unit=unit,
-            phase_switching=switch, per_phase=ev.phases == 3))
+            start=h.start, starts=st, limits=lm, phases=ph, voltage_v=ev.voltage_v,
+            rate_unit=unit, phase_switching=switch, per_phase=ev.phases == 3))
+    return out
+
+
+def installation_caps(
+    site: Site,
+    start: datetime,
+    *,
+    caps: Mapping[str, StationCaps] | None = None,
+    charge_points: Iterable[str] | None = None,
+) -> list[Profile]:
+    """One static ``ChargePointMaxProfile`` / ``ChargingStationMaxProfile`` per station: per line,
+    the smallest rated current of the nodes above it on that site phase, and at most the sum of
+    its EVSEs' maxima (integer deci-amps, rounded down).
+
+    This is the installation limit a station may keep in flash: it changes only when the site
+    does, so the adapter sends it on (re)connection and when it changes, never every step; the
+    time-varying limits are carried by TxProfiles and TxDefaultProfiles.
+    """
+    caps = caps or {}
+    cps = None if charge_points is None else set(charge_points)
+    nodes = {n.id: n for n in site.nodes}
+    by_cp: dict[str, list[Evse]] = {}
+    for ev in site.evses:
+        by_cp.setdefault(ev.charge_point_id, []).append(ev)
+    out = []
+    for cp, evs in by_cp.items():
+        if cps is not None and cp not in cps:
+            continue
+        per_phase = np.zeros(3)
+        used = np.zeros(3, dtype=bool)
+        room = np.full(3, np.inf)
+        for ev in evs:
+            for j in range(ev.phases):
+                ph = ev.site_phases[j]
+                used[ph] = True
+                per_phase[ph] += ev.max_current
+            node: Any = nodes[ev.node]
+            while node is not None:
+                trip = node.current_triplet()
+                if trip is not None:
+                    room = np.minimum(room, np.asarray(trip, dtype=np.float64))
+                node = nodes.get(node.parent) if node.parent else None
+        cap = _deci(np.minimum(per_phase, room))
+        rots = {ev.site_phases for ev in evs}
+        nph = max(ev.phases for ev in evs)
+        if len(rots) == 1:
+            rot = next(iter(rots))
+            lines = np.array([cap[rot[j]] for j in range(3)], dtype=np.int64)
+            lines[nph:] = 0
+            per_line = nph == 3
+        else:
+            lines = np.full(3, cap[used].min(), dtype=np.int64)
+            per_line = False
+        unit = caps.get(evs[0].id, StationCaps()).apply(evs[0])[0]
+        if any(caps.get(ev.id, StationCaps()).apply(ev)[0] != unit for ev in evs):
+            unit = "A"
+        out.append(Profile(
+            charge_point_id=cp, connector=0, purpose="station_max", start=start,
+            starts=np.zeros(1, np.int64), limits=lines[None, :], phases=np.array([nph]),
+            voltage_v=min(ev.voltage_v for ev in evs), rate_unit=unit, per_phase=per_line))
     return out
 
 
@@ -428,13 +495,21 @@ def _period_dicts(prof: Profile, version: Version) -> list[dict[str, Any]]:
         else:
             da = int(used.min())
             d["limit"] = _num(da if prof.rate_unit == "A"
-                              else _watts_deci(da, prof.voltage_v, max(nph, 1)))
+                              else _watts_deci(da, prof.voltage_v, _w_phases(version, nph)))
         if nph > 0:
             d["numberPhases"] = nph
             if version != "1.6" and prof.phase_switching and nph == 1:
                 d["phaseToUse"] = 1
         out.append(d)
     return out
+
+
+def _w_phases(version: Version, nph: int) -> int:
+    """Phases a ``W`` limit is spread over. OCPP 1.6 cannot tell how many phases the car uses,
+    and a 1-phase car may draw the whole power on one line: a 1.6 ``W`` limit is the per-line
+    current × voltage × **1**, so no line is ever overloaded (a 3-phase car then gets a third;
+    prefer ``A`` where the station allows it). 2.x: ``numberPhases``."""
+    return 1 if version == "1.6" else max(nph, 1)
 
 
 def to_payload(prof: Profile, version: Version, ids: ProfileIds | None = None) -> dict[str, Any]:
@@ -450,7 +525,7 @@ def to_payload(prof: Profile, version: Version, ids: ProfileIds | None = None) -
     if prof.min_rate_da:
         nph = int(prof.phases.min())
         v = (prof.min_rate_da if prof.rate_unit == "A"
-             else _watts_deci(prof.min_rate_da, prof.voltage_v, max(nph, 1)))
+             else _watts_deci(prof.min_rate_da, prof.voltage_v, _w_phases(version, nph)))
         sched["minChargingRate"] = _num(v)
     profile: dict[str, Any] = {
         "stackLevel": ids.stack_level(prof.purpose),
@@ -555,6 +630,6 @@ def validate(action: str, payload: dict[str, Any], version: Version) -> None:
 
 __all__ = [
     "Allowances", "Profile", "StationCaps", "allowances", "build_profiles", "clear_payload",
-    "iso", "set_charging_profiles", "station_max_profiles", "to_payload", "tx_default_profiles",
-    "tx_profiles", "validate",
+    "installation_caps", "iso", "set_charging_profiles", "station_max_profiles", "to_payload",
+    "tx_default_profiles", "tx_profiles", "validate",
 ]

@@ -1,0 +1,310 @@
+"""What every connector of a site may draw right now and later: the CSMS's belief.
+
+The adapter never assumes that a station does what it was told. Per charge point, connector and
+profile purpose it keeps a *slot*:
+
+- ``base``: the profile the station **confirmed** holding (an ``Accepted`` answer), ``None`` when
+  it holds none of ours, or :data:`UNKNOWN` (never seen, or rebooted: it may hold anything, so
+  nothing of ours limits it);
+- ``sent``: the messages sent for the slot since ``base`` that were not answered yet, in send
+  order. A pending message may have been applied already; an unanswered one (past its deadline)
+  may be applied at any time. Both count as *possibly held*. An ``Accepted`` answer to the
+  ``k``-th resolves every earlier one too (OCPP-J: one CALL at a time per connection, in order;
+  a station applies messages in the order it receives them), a ``Rejected`` one removes only that
+  message.
+
+What a connector may draw at instant ``t`` (:meth:`Belief.worst_a`, A per EVSE line) is the
+largest limit any possibly-held state gives it:
+
+- the ``TxDefaultProfile`` part: the largest limit of its possibly-held defaults in force at
+  ``t``; ``UNKNOWN``, none, or one not in force (before ``startSchedule``, after ``validTo``)
+  means the hardware maximum;
+- the ``TxProfile`` part (only while the adapter knows of a transaction on the connector): the
+  largest limit of the possibly-held TxProfiles of *that* transaction in force at ``t``
+  (``UNKNOWN``: the hardware maximum);
+- ``min(hardware maximum, max(both parts))``. Taking the maximum of both, not the TxProfile
+  alone, also covers a station that dropped the TxProfile (transaction unknown to it, a stop that
+  never arrived) and falls back to its default.
+
+Station caps (``ChargePointMaxProfile``) are not counted: the belief never relies on them, so a
+station that ignores its cap cannot break it.
+
+Limits are read from the **wire payload** that was sent, the way a station reads it: ``W`` is
+turned into amps per line with the phase count the station may apply it to (OCPP 1.6: one phase,
+since the car's phase count is unknown; 2.x: ``numberPhases``), 2.1 ``limit_L2``/``limit_L3``
+per line, otherwise ``limit`` on every line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from ..site import Site
+
+SlotKey = tuple[str, int, str]  #: (charge point id, connector/EVSE id, purpose)
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+#: A slot whose content is not known (never seen, rebooted): it does not limit the connector.
+UNKNOWN = _Unknown()
+
+
+def epoch_s(t: datetime) -> float:
+    """Seconds since 1970-01-01 UTC of an aware datetime (real time, DST-proof)."""
+    if t.tzinfo is None:
+        raise ValueError(f"timestamp {t!r} is not timezone-aware")
+    return t.astimezone(UTC).timestamp()
+
+
+def _wire_time_s(v: Any) -> float | None:
+    if not isinstance(v, str) or not v:
+        return None
+    try:
+        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.timestamp()
+
+
+@dataclass(frozen=True, eq=False)
+class Held:
+    """One charging profile as a station holds it: a step function in real time.
+
+    ``at_s`` (K,) absolute period starts (epoch s), ``lines_a`` (K, 3) A per EVSE line,
+    ``valid_to_s`` (+inf = none), ``transaction_id`` (TxProfile only).
+    """
+
+    purpose: str
+    at_s: np.ndarray
+    lines_a: np.ndarray
+    valid_to_s: float = math.inf
+    transaction_id: int | str | None = None
+
+    def limit_at(self, times_s: np.ndarray) -> np.ndarray:
+        """(n, 3) A in force at each time; NaN where the profile is not in force."""
+        k = np.searchsorted(self.at_s, times_s, side="right") - 1
+        out = self.lines_a[np.clip(k, 0, None)].astype(np.float64)
+        out[(k < 0) | (times_s >= self.valid_to_s)] = np.nan
+        return out
+
+    def breakpoints(self) -> np.ndarray:
+        b = self.at_s
+        return np.append(b, self.valid_to_s) if math.isfinite(self.valid_to_s) else b
+
+
+def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -> Held | None:
+    """The :class:`Held` a station builds from a ``SetChargingProfile`` payload (camelCase), or
+    ``None`` when it is not one. Only ``Absolute`` profiles are supported (all loadopt sends)."""
+    if "csChargingProfiles" in payload:
+        prof = payload.get("csChargingProfiles") or {}
+        sched = prof.get("chargingSchedule") or {}
+    else:
+        prof = payload.get("chargingProfile") or {}
+        scheds = prof.get("chargingSchedule") or [{}]
+        sched = scheds[0] if isinstance(scheds, list) and scheds else {}
+    start = _wire_time_s(sched.get("startSchedule"))
+    periods = sched.get("chargingSchedulePeriod") or []
+    if start is None or not periods:
+        return None
+    unit = sched.get("chargingRateUnit", "A")
+    at, lines = [], []
+    for per in periods:
+        nph = int(per.get("numberPhases") or 3)
+        if unit == "W":
+            n = 1 if version == "1.6" else max(nph, 1)
+            vals = [per.get("limit"), per.get("limit_L2"), per.get("limit_L3")]
+            if version == "2.1" and vals[1] is not None:
+                row = [float(x if x is not None else vals[0]) / voltage_v for x in vals]
+            else:
+                row = [float(vals[0]) / (voltage_v * n)] * 3
+        else:
+            lim = float(per.get("limit"))
+            l2, l3 = per.get("limit_L2"), per.get("limit_L3")
+            if version == "2.1" and l2 is not None:
+                row = [lim, float(l2), float(l3 if l3 is not None else lim)]
+            else:
+                row = [lim] * 3
+        at.append(start + float(per.get("startPeriod", 0)))
+        lines.append(row)
+    vt = _wire_time_s(prof.get("validTo"))
+    return Held(purpose=str(prof.get("chargingProfilePurpose")), at_s=np.asarray(at),
+                lines_a=np.asarray(lines, dtype=np.float64),
+                valid_to_s=math.inf if vt is None else vt,
+                transaction_id=prof.get("transactionId"))
+
+
+@dataclass(eq=False)
+class Sent:
+    """A message sent for a slot and not answered yet."""
+
+    key: SlotKey
+    action: str
+    payload: dict[str, Any]
+    held: Held | None  #: what the station holds if it applies it (None: a clear)
+    sent_s: float
+    deadline_s: float
+    expired: bool = False
+
+
+@dataclass(eq=False)
+class Slot:
+    base: Held | _Unknown | None = UNKNOWN
+    sent: list[Sent] = field(default_factory=list)
+
+    def candidates(self) -> list[Held | _Unknown | None]:
+        return [self.base, *[s.held for s in self.sent]]
+
+    @property
+    def pending(self) -> Sent | None:
+        """The message still awaiting its answer within its deadline (at most one)."""
+        return next((s for s in self.sent if not s.expired), None)
+
+
+class Belief:
+    """Per-connector belief of a site's stations (see the module docstring).
+
+    Connector order is ``site.evses``; :meth:`worst_a` returns ``(n_times, E, 3)`` A per EVSE
+    line (lines an EVSE lacks are 0).
+    """
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.evses = list(site.evses)
+        self.index = {(e.charge_point_id, e.connector_id): k for k, e in enumerate(self.evses)}
+        E = len(self.evses)
+        self.hw_a = np.zeros((E, 3))
+        for k, e in enumerate(self.evses):
+            self.hw_a[k, : e.phases] = e.max_current
+        self.slots: dict[SlotKey, Slot] = {}
+        #: (cp, connector) → the transaction the adapter believes active there
+        self.active_tx: dict[tuple[str, int], int | str] = {}
+
+    def slot(self, key: SlotKey) -> Slot:
+        s = self.slots.get(key)
+        if s is None:
+            s = self.slots[key] = Slot()
+        return s
+
+    # ---------------------------------------------------------------- events
+    def sent(self, msg: Sent) -> None:
+        self.slot(msg.key).sent.append(msg)
+
+    def answered(self, msg: Sent, accepted: bool) -> None:
+        """``msg`` got an answer: Accepted resolves it and every earlier message of its slot."""
+        slot = self.slot(msg.key)
+        if msg not in slot.sent:
+            return
+        i = slot.sent.index(msg)
+        if accepted:
+            slot.base = msg.held
+            del slot.sent[: i + 1]
+        else:
+            del slot.sent[i]
+
+    def expire(self, now_s: float) -> list[Sent]:
+        """Mark messages past their deadline unanswered (they stay possibly held)."""
+        out = []
+        for slot in self.slots.values():
+            for m in slot.sent:
+                if not m.expired and now_s >= m.deadline_s:
+                    m.expired = True
+                    out.append(m)
+        return out
+
+    def rebooted(self, cp: str) -> None:
+        """A station (re)booted: whatever it held is unknown, its transactions are gone."""
+        for k, e in enumerate(self.evses):
+            if e.charge_point_id != cp:
+                continue
+            del k
+            self.slots[(cp, e.connector_id, "tx_default")] = Slot(UNKNOWN)
+            self.slots[(cp, e.connector_id, "tx")] = Slot(None)
+            self.active_tx.pop((cp, e.connector_id), None)
+        self.slots[(cp, 0, "station_max")] = Slot(UNKNOWN)
+
+    # ---------------------------------------------------------------- queries
+    def synced(self, k: int) -> bool:
+        """EVSE ``k``'s slots are all known and nothing sent for them went unanswered."""
+        e = self.evses[k]
+        for purpose in ("tx_default", "tx"):
+            slot = self.slots.get((e.charge_point_id, e.connector_id, purpose))
+            if slot is None:
+                if purpose == "tx_default":
+                    return False
+                continue
+            if slot.base is UNKNOWN or any(m.expired for m in slot.sent):
+                return False
+        return True
+
+    def worst_a(self, times_s: np.ndarray, override: dict[SlotKey, Held | None] | None = None,
+                only: list[int] | None = None) -> np.ndarray:
+        """(n, E, 3) A: the most each EVSE line may draw at each time under any possibly-held
+        state. ``override`` adds one more possibly-held profile per slot (an admission test)."""
+        times_s = np.asarray(times_s, dtype=np.float64)
+        n, E = times_s.size, len(self.evses)
+        out = np.zeros((n, E, 3))
+        ks = range(E) if only is None else only
+        for k in ks:
+            out[:, k] = self._worst_one(k, times_s, override or {})
+        return out
+
+    def _worst_one(self, k: int, times_s: np.ndarray,
+                   override: dict[SlotKey, Held | None]) -> np.ndarray:
+        e = self.evses[k]
+        hw = self.hw_a[k]
+        n = times_s.size
+        dkey = (e.charge_point_id, e.connector_id, "tx_default")
+        dslot = self.slots.get(dkey)
+        cands = dslot.candidates() if dslot is not None else [UNKNOWN]
+        if dkey in override:
+            cands = [*cands, override[dkey]]
+        default = np.full((n, 3), -np.inf)
+        for c in cands:
+            if isinstance(c, Held):
+                v = c.limit_at(times_s)
+                v[np.isnan(v)] = np.inf
+            else:  # UNKNOWN or none of ours: nothing limits it
+                v = np.full((n, 3), np.inf)
+            default = np.maximum(default, v)
+        worst = default
+        tx = self.active_tx.get((e.charge_point_id, e.connector_id))
+        if tx is not None:
+            tkey = (e.charge_point_id, e.connector_id, "tx")
+            tslot = self.slots.get(tkey)
+            tc = tslot.candidates() if tslot is not None else []
+            if tkey in override:
+                tc = [*tc, override[tkey]]
+            for c in tc:
+                if c is UNKNOWN:
+                    worst = np.maximum(worst, np.inf)
+                elif isinstance(c, Held) and _same_tx(c.transaction_id, tx):
+                    v = c.limit_at(times_s)
+                    worst = np.maximum(worst, np.where(np.isnan(v), 0.0, v))
+        return np.minimum(worst, hw[None, :])
+
+    def breakpoints(self) -> np.ndarray:
+        """Every instant at which some possibly-held profile changes (epoch s)."""
+        pts = [np.zeros(0)]
+        for slot in self.slots.values():
+            for c in slot.candidates():
+                if isinstance(c, Held):
+                    pts.append(c.breakpoints())
+        return np.unique(np.concatenate(pts))
+
+
+def _same_tx(a: Any, b: Any) -> bool:
+    return a is not None and str(a) == str(b)
+
+
+__all__ = ["UNKNOWN", "Belief", "Held", "Sent", "Slot", "epoch_s", "held_from_payload"]

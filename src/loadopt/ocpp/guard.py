@@ -1,0 +1,96 @@
+"""The admission test of transition-safe updates: may one more message go out now?
+
+The invariant the adapter keeps (docs/ocpp.md, "The per-instant invariant"): for every node,
+site phase, node power row and the site import, at every instant ``t`` of the plan,
+
+    Σ over connectors of what the connector may draw at t under ANY interleaving of the
+    messages in flight (:meth:`loadopt.ocpp.belief.Belief.worst_a`) + base load
+        ≤ the limit at t,
+
+or, where the stations already hold more than a limit allows (a limit that just dropped, a
+station that rebooted), it never grows. A message that lowers what its connector may draw is
+therefore always sent at once (counting it as possibly held changes nothing: the old profile is
+larger); one that raises it is sent only when counting it as possibly held keeps every row that
+it loads within its limit — usually once the decreases it depends on were ``Accepted``.
+
+Limits are those of the last compiled :class:`~loadopt.problem.Problem` (node currents per site
+phase and node kW per period, with the base load and PV, grid import and demand-response caps),
+held constant after the horizon's last period.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..problem import Problem
+from .belief import epoch_s
+
+#: Tolerance (A or kW) below which a change does not count.
+EPS = 1e-6
+
+
+class SiteLimits:
+    """Per-period room for EV load on every row, as arrays, and load of per-line currents."""
+
+    def __init__(self, problem: Problem) -> None:
+        p = problem
+        site = p.site
+        self.start_s = epoch_s(p.horizon.start)
+        self.step_s = float(p.horizon.step_s)
+        self.n_periods = p.n_periods
+        E = len(site.evses)
+        self.line_phase = np.full((E, 3), -1, dtype=np.int64)
+        for k, e in enumerate(site.evses):
+            self.line_phase[k, : e.phases] = e.site_phases[: e.phases]
+        self.kw_per_a = np.array([e.voltage_v / 1000.0 for e in site.evses])  # per line
+        self.anc = np.asarray(p.evse_anc.todense(), dtype=np.float64)  # (E, N)
+        base = p.node_carries_base
+        cur = p.node_current_limit.astype(np.float64).copy()
+        cur[base] -= p.base_load_a[None, None, :]
+        self.cur_cap = cur  # (N, 3, T)
+        kw = p.node_power_limit_kw.astype(np.float64).copy()
+        kw[base] -= p.base_load_kw[None, :]
+        self.kw_cap = kw  # (N, T)
+        self.imp_cap = p.import_cap_kw - p.base_load_kw + p.pv_kw  # (T,)
+        self.end_s = self.start_s + self.step_s * self.n_periods
+
+    def period_bounds_s(self) -> np.ndarray:
+        return self.start_s + np.arange(self.n_periods + 1) * self.step_s
+
+    def _period(self, times_s: np.ndarray) -> np.ndarray:
+        k = np.floor((times_s - self.start_s) / self.step_s).astype(np.int64)
+        return np.clip(k, 0, self.n_periods - 1)
+
+    def loads(self, worst_a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``worst_a`` (n, E, 3) A per EVSE line → node current (n, N, 3), node kW (n, N),
+        EV import kW (n,)."""
+        n = worst_a.shape[0]
+        N = self.anc.shape[1]
+        w = np.where(np.isfinite(worst_a), worst_a, 1e9)
+        cur = np.zeros((n, N, 3))
+        for ph in range(3):
+            on = (self.line_phase == ph).astype(np.float64)  # (E, 3)
+            cur[:, :, ph] = (w * on[None]).sum(axis=2) @ self.anc
+        kw_e = w.sum(axis=2) * self.kw_per_a[None, :]  # (n, E)
+        return cur, kw_e @ self.anc, kw_e.sum(axis=1)
+
+    def excess(self, worst_a: np.ndarray, times_s: np.ndarray) -> np.ndarray:
+        """(n, R) load minus room per row (R = N·3 + N + 1); > 0 means over the limit."""
+        k = self._period(np.asarray(times_s, dtype=np.float64))
+        cur, kw, imp = self.loads(worst_a)
+        with np.errstate(invalid="ignore"):
+            c = cur - np.moveaxis(self.cur_cap[:, :, k], 2, 0)
+            p = kw - self.kw_cap[:, k].T
+            i = imp - self.imp_cap[k]
+        out = np.concatenate([c.reshape(len(k), -1), p, i[:, None]], axis=1)
+        return np.where(np.isnan(out), -np.inf, out)
+
+    def admissible(self, before_a: np.ndarray, after_a: np.ndarray, times_s: np.ndarray) -> bool:
+        """True when going from ``before_a`` to ``after_a`` (both (n, E, 3)) puts no row over its
+        limit at any sampled instant, and raises no row that is already over."""
+        xb = self.excess(before_a, times_s)
+        xa = self.excess(after_a, times_s)
+        return not bool(np.any((xa > EPS) & (xa > xb + EPS)))
+
+
+__all__ = ["EPS", "SiteLimits"]
