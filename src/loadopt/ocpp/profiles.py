@@ -19,9 +19,9 @@ Three purposes are emitted (see docs/ocpp.md):
 
 Numbers: limits are computed in integer deci-amps and rounded **down** (a limit is never rounded
 up); ``W`` limits are ``A × voltage × numberPhases`` (1.6: × 1, see :func:`_w_phases`) rounded
-down to 0.1 W in exact rational arithmetic. Every limit is emitted as ``n / 10`` — the double nearest the one-decimal value, which
-serialises as e.g. ``8.1`` and passes the 1.6 schema's ``multipleOf 0.1`` under the ``ocpp``
-package's Decimal validation.
+down to 0.1 W in exact rational arithmetic. Every limit is emitted as ``n / 10`` — the double
+nearest the one-decimal value, which serialises as e.g. ``8.1`` and passes the 1.6 schema's
+``multipleOf 0.1`` under the ``ocpp`` package's Decimal validation.
 """
 
 from __future__ import annotations
