@@ -1,30 +1,38 @@
-"""A thin CSMS adapter: OCPP events in (as payload dicts), charging profiles out.
+"""The CSMS adapter: OCPP events in (as payload dicts), transition-safe messages out.
 
-It has no network code. The CSMS calls ``on_*`` with what it receives from a station (1.6
-``StartTransaction``/``StopTransaction``/``MeterValues``/``StatusNotification``, 2.x
-``TransactionEvent``/``MeterValues``/``StatusNotification``, capabilities from
-``GetConfiguration``/``GetVariables``), and every control interval ``step(now)`` returns
-``(charge point id, action, payload)`` to send: ``SetChargingProfile`` for profiles whose limits
-changed by more than ``threshold_a``, and ``ClearChargingProfile`` for ended transactions.
+It has no network code and never blocks. The CSMS calls ``on_*`` with what stations send, and
 
-Change detection (what "changed" means): a new profile is sent when, at any instant from its
-start, a limit of it is **lower** than the one in force on the station (any decrease, however
-small: the site may need it) or higher by more than ``threshold_a``, or when its phase count,
-unit, transaction or ``validTo`` differ. A profile the station rejected is sent again next step.
+- ``step(now)`` every control interval: budgets every connector the plan cannot control at what
+  it may draw (:meth:`loadopt.controller.Controller.reserve`), runs the controller, and returns
+  the **first wave** of messages: every decrease, and the increases already safe;
+- ``on_response(cp, action, request, response)`` with each answer (``None``: no answer, a
+  CallError or a time-out);
+- ``poll(now)`` after answers and every fraction of a second: marks messages past their deadline
+  unanswered (the station is then budgeted at its worst case and retried with back-off),
+  releases the increases that became safe, and returns what to send.
 
-Bad events (unknown station or connector, a duplicate or out-of-order event, a NaN or negative
-meter value, a stop for a transaction never started) never raise into the control loop: they
-are logged (``logging`` at WARNING, and appended to :attr:`CsmsAdapter.problems`) and skipped;
-the ``on_*`` method returns ``False``. With ``strict=True`` they raise
-:class:`~loadopt.errors.InputError` instead.
+What a station holds is a :class:`~loadopt.ocpp.belief.Belief` (accepted, not sent); whether a
+message may go out is decided by :class:`~loadopt.ocpp.guard.SiteLimits` (see docs/ocpp.md, "The
+per-instant invariant"). Change detection: a profile is sent when, at some instant, its limit
+is lower than the one last sent (any decrease) or higher by more than ``threshold_a``, or its
+phases, unit, transaction or ``validTo`` differ. A profile the station rejected is not re-sent
+as is: the station's capabilities are asked again and the connector is budgeted at what it
+holds until a different profile is accepted.
+
+Bad events (unknown station or connector, a duplicate or out-of-order event, a malformed
+payload, a NaN, negative, future-stamped or absurd value, a stop for a transaction never
+started) never raise into the control loop: they are logged (``logging`` at WARNING, and
+appended to :attr:`CsmsAdapter.problems`) and skipped; the ``on_*`` method returns ``False``.
+With ``strict=True`` they raise :class:`~loadopt.errors.InputError` instead.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -32,12 +40,30 @@ import numpy as np
 from ..controller import Controller
 from ..errors import InputError
 from ..site import Evse
+from .belief import UNKNOWN, Belief, Held, Sent, SlotKey, epoch_s, held_from_payload
+from .guard import EPS, SiteLimits
 from .ids import ProfileIds, Purpose, Version, check_version, wire_purpose
-from .profiles import Profile, StationCaps, build_profiles, clear_payload, to_payload
+from .merge import merge_periods
+from .profiles import (
+    Profile,
+    StationCaps,
+    clear_payload,
+    installation_caps,
+    to_payload,
+    tx_default_profiles,
+    tx_profiles,
+)
 
 log = logging.getLogger("loadopt.ocpp")
 
 Message = tuple[str, str, dict[str, Any]]
+
+#: 1.6 configuration keys / 2.x variables asked from every station on connection.
+CONFIG_KEYS_16 = ("ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods",
+                  "ChargeProfileMaxStackLevel", "ConnectorSwitch3to1PhaseSupported")
+VARIABLES_2X = ("RateUnit", "PeriodsPerSchedule", "ProfileStackLevel",
+                "ACPhaseSwitchingSupported")
+_ENDED_MEMORY = 10_000  #: ended transaction ids remembered (late events are skipped)
 
 
 @dataclass
@@ -50,6 +76,14 @@ class _Tx:
     meter_start_wh: float | None = None
     last_meter_at: datetime | None = None
     last_seq: int = -1
+    last_event_at: datetime | None = None
+
+
+@dataclass
+class _Want:
+    profile: Profile
+    payload: dict[str, Any]
+    held: Held | None
 
 
 class CsmsAdapter:
@@ -57,11 +91,20 @@ class CsmsAdapter:
 
     ``threshold_a``: increases smaller than this (A) are not sent. ``ids``: profile ids and stack
     levels. ``station_max`` / ``tx_default``: emit station caps and newcomer defaults.
+    ``send_timeout_s``: a message not answered within this is *unanswered*: possibly applied,
+    its station budgeted at its worst case and retried after a back-off that doubles from
+    ``backoff_s[0]`` to ``backoff_s[1]``. ``future_skew_s``: events stamped further than this
+    after the adapter's clock are quarantined. ``max_overstay_h``: a session still open this long
+    after its expected departure with no event or meter value for as long is ended as a ghost.
+    ``min_off_s``: a TxProfile that stopped a car (limit 0) keeps it stopped at least this long
+    (hysteresis against on/off flapping; only ever lowers a limit).
     """
 
     def __init__(self, controller: Controller, *, threshold_a: float = 0.5,
                  ids: ProfileIds | None = None, station_max: bool = True,
-                 tx_default: bool = True, strict: bool = False) -> None:
+                 tx_default: bool = True, strict: bool = False, send_timeout_s: float = 10.0,
+                 backoff_s: tuple[float, float] = (2.0, 60.0), future_skew_s: float = 300.0,
+                 max_overstay_h: float = 12.0, min_off_s: float = 0.0) -> None:
         self.controller = controller
         self.site = controller.site
         self.threshold_a = float(threshold_a)
@@ -69,19 +112,38 @@ class CsmsAdapter:
         self.station_max = station_max
         self.tx_default = tx_default
         self.strict = strict
+        self.send_timeout_s = float(send_timeout_s)
+        self.backoff_s = (float(backoff_s[0]), float(backoff_s[1]))
+        self.future_skew_s = float(future_skew_s)
+        self.max_overstay_h = float(max_overstay_h)
+        self.min_off_s = float(min_off_s)
         self.versions: dict[str, Version] = {}  #: connected stations → OCPP version
         self.caps: dict[str, StationCaps] = {}  #: EVSE id → reported capabilities
+        self.max_stack_level: dict[str, int] = {}  #: charge point → reported maximum
         self.problems: list[str] = []  #: every skipped event, as logged
         self.status: dict[tuple[str, int], str] = {}  #: (cp, connector) → last status
         self.last_schedule = None
+        self.belief = Belief(self.site)
         self._evse: dict[tuple[str, int], Evse] = {
             (e.charge_point_id, e.connector_id): e for e in self.site.evses}
         self._cps = {e.charge_point_id for e in self.site.evses}
         self._tx: dict[str, _Tx] = {}  #: session id → transaction
         self._by_wire: dict[tuple[str, int | str], str] = {}  #: (cp, wire tx id) → session id
+        self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._starts16: dict[tuple[Any, ...], int] = {}  #: idempotent 1.6 StartTransaction
         self._next_tx = 1
-        self._sent: dict[tuple[str, int, str], Profile] = {}
-        self._pending: list[Message] = []
+        self._limits: SiteLimits | None = None
+        self._targets: dict[SlotKey, Profile] = {}  #: what the last plan wants per slot
+        self._intent: dict[SlotKey, Profile] = {}  #: last profile sent per slot
+        self._want: dict[SlotKey, _Want] = {}  #: to send once safe
+        self._rejected: dict[SlotKey, str] = {}  #: slot → payload the station rejected
+        self._backoff: dict[str, tuple[float, float]] = {}  #: cp → (until epoch s, delay s)
+        self._conn: dict[str, int] = {}  #: cp → live connection token
+        self._n_conn = 0
+        self._pending: list[Message] = []  #: non-profile messages to send
+        self._off_since: dict[str, float] = {}  #: session id → when its limit went to 0
+        self._now_s: float = -math.inf  #: the adapter's clock (last step/poll)
+        self._reason: dict[str, str] = {}  #: EVSE id → why it is reserved
 
     # ------------------------------------------------------------------ faults
     def _skip(self, msg: str) -> bool:
@@ -91,24 +153,72 @@ class CsmsAdapter:
         self.problems.append(msg)
         return False
 
-    def _known_cp(self, cp: str) -> bool:
-        return cp in self._cps
+    def _known_cp(self, cp: Any) -> bool:
+        return isinstance(cp, str) and cp in self._cps
+
+    def _clock(self) -> datetime:
+        """The reference for 'future-stamped': the later of the wall clock and the last step."""
+        wall = datetime.now(UTC)
+        if math.isfinite(self._now_s):
+            return max(wall, datetime.fromtimestamp(self._now_s, UTC))
+        return wall
+
+    def _future(self, at: datetime) -> bool:
+        return at > self._clock() + timedelta(seconds=self.future_skew_s)
 
     # ------------------------------------------------------------------ stations
-    def connect(self, cp: str, version: str = "1.6") -> bool:
-        """A station connected (or rebooted: BootNotification). Everything is re-sent to it."""
+    def connect(self, cp: str, version: str = "1.6") -> int | bool:
+        """A station's websocket is up (first connection or a reconnection, with or without a
+        BootNotification). Returns a connection token for :meth:`disconnect` (``False`` when
+        skipped). Its capabilities are asked, and its station cap, TxDefaultProfiles and
+        TxProfiles go out again at the next :meth:`poll`, each when safe (counted at what the
+        station may hold until it answers)."""
         if not self._known_cp(cp):
             return self._skip(f"unknown charge point {cp!r} (not on site {self.site.id!r})")
-        self.versions[cp] = check_version(version)
-        for key in [k for k in self._sent if k[0] == cp]:
-            del self._sent[key]
-        return True
-
-    def disconnect(self, cp: str) -> None:
-        self.versions.pop(cp, None)
-        for key in [k for k in self._sent if k[0] == cp]:
-            del self._sent[key]
+        try:
+            v = check_version(version)
+        except (ValueError, TypeError):
+            return self._skip(f"charge point {cp!r}: unsupported OCPP version {version!r}")
+        self.versions[cp] = v
+        self._n_conn += 1
+        self._conn[cp] = self._n_conn
+        self._backoff.pop(cp, None)
+        for key in [k for k in self._intent if k[0] == cp]:
+            del self._intent[key]
+        for key in [k for k in self._rejected if k[0] == cp]:
+            del self._rejected[key]
         self._pending = [m for m in self._pending if m[0] != cp]
+        self._pending.append(self._capability_request(cp, v))
+        if self.last_schedule is None:
+            self._rebuild_targets()
+        else:
+            self._refresh_wants(cp)
+        return self._n_conn
+
+    def on_boot_notification(self, cp: str, version: str = "1.6") -> int | bool:
+        """A station (re)booted: whatever it held is unknown (budgeted at its hardware maximum
+        until it accepts our profiles) and its transactions are over (a reboot without
+        StopTransaction must not leave a ghost). Then as :meth:`connect`."""
+        if not self._known_cp(cp):
+            return self._skip(f"BootNotification from unknown charge point {cp!r}")
+        now = self._clock()
+        for sid in [s for s, t in self._tx.items() if t.charge_point_id == cp]:
+            self._end(sid, now, "station rebooted")
+        self.belief.rebooted(cp)
+        return self.connect(cp, version)
+
+    def disconnect(self, cp: str, token: int | None = None) -> None:
+        """A station's websocket closed. With ``token``, only that connection is meant: a stale
+        socket closing after the station reconnected does not unregister the live one."""
+        if token is not None and self._conn.get(cp) != token:
+            return
+        self.versions.pop(cp, None)
+        self._conn.pop(cp, None)
+        self._pending = [m for m in self._pending if m[0] != cp]
+        for key, slot in self.belief.slots.items():  # no answer can come on a closed socket
+            if key[0] == cp:
+                for m in slot.sent:
+                    m.expired = True
 
     def set_capabilities(self, cp: str, connector: int | None = None, *,
                          rate_unit: str | None = None, max_periods: int | None = None,
@@ -118,37 +228,56 @@ class CsmsAdapter:
             return self._skip(f"capabilities for unknown charge point {cp!r}")
         if rate_unit is not None and rate_unit not in ("A", "W"):
             return self._skip(f"charge point {cp!r}: unknown rate unit {rate_unit!r}")
-        if max_periods is not None and max_periods < 1:
-            return self._skip(f"charge point {cp!r}: max periods {max_periods} < 1")
+        if max_periods is not None and (not isinstance(max_periods, int) or max_periods < 1):
+            return self._skip(f"charge point {cp!r}: max periods {max_periods!r} < 1")
+        changed = False
         for (c, k), ev in self._evse.items():
             if c == cp and (connector in (None, 0) or k == connector):
                 old = self.caps.get(ev.id, StationCaps())
-                self.caps[ev.id] = StationCaps(
+                new = StationCaps(
                     rate_unit=rate_unit or old.rate_unit,  # type: ignore[arg-type]
                     max_periods=max_periods or old.max_periods,
                     phase_switching=(old.phase_switching if phase_switching is None
                                      else phase_switching))
+                changed |= new != old
+                self.caps[ev.id] = new
+        if changed:  # what was rejected in the old format may be accepted in the new one
+            for key in [k for k in self._rejected if k[0] == cp]:
+                del self._rejected[key]
+            self._rebuild_targets()
         return True
 
-    def on_get_configuration(self, cp: str, payload: dict[str, Any]) -> bool:
+    def on_get_configuration(self, cp: str, payload: Any) -> bool:
         """1.6 ``GetConfiguration.conf``: ``ChargingScheduleAllowedChargingRateUnit``
-        (``Current``/``Power``), ``ChargingScheduleMaxPeriods``,
+        (``Current``/``Power``; ``A`` is preferred when both are allowed),
+        ``ChargingScheduleMaxPeriods``, ``ChargeProfileMaxStackLevel``,
         ``ConnectorSwitch3to1PhaseSupported``."""
-        kv = {k.get("key"): k.get("value") for k in payload.get("configurationKey") or []}
+        keys = payload.get("configurationKey") if isinstance(payload, dict) else None
+        if keys is None:
+            keys = []
+        if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+            return self._skip(f"charge point {cp!r}: GetConfiguration configurationKey is not a "
+                              f"list of key/value objects ({type(keys).__name__})")
+        kv = {k.get("key"): k.get("value") for k in keys}
         unit = None
         allowed = str(kv.get("ChargingScheduleAllowedChargingRateUnit") or "")
         if allowed:
             units = {u.strip() for u in allowed.split(",")}
             unit = "A" if "Current" in units else ("W" if "Power" in units else None)
+        self._stack_from(cp, kv.get("ChargeProfileMaxStackLevel"))
         return self._caps_from(cp, None, unit, kv.get("ChargingScheduleMaxPeriods"),
                                kv.get("ConnectorSwitch3to1PhaseSupported"))
 
-    def on_get_variables(self, cp: str, payload: dict[str, Any]) -> bool:
+    def on_get_variables(self, cp: str, payload: Any) -> bool:
         """2.x ``GetVariablesResponse``: ``SmartChargingCtrlr.RateUnit`` (``A``/``W`` list),
-        ``SmartChargingCtrlr.PeriodsPerSchedule``, ``ACPhaseSwitchingSupported`` (per EVSE)."""
+        ``PeriodsPerSchedule``, ``ProfileStackLevel``, ``ACPhaseSwitchingSupported``."""
+        results = payload.get("getVariableResult") if isinstance(payload, dict) else None
+        if not isinstance(results, list):
+            return self._skip(f"charge point {cp!r}: GetVariables without a getVariableResult "
+                              "list")
         ok = True
-        for r in payload.get("getVariableResult") or []:
-            if r.get("attributeStatus") != "Accepted":
+        for r in results:
+            if not isinstance(r, dict) or r.get("attributeStatus") != "Accepted":
                 continue
             name = (r.get("variable") or {}).get("name")
             val = r.get("attributeValue")
@@ -158,11 +287,24 @@ class CsmsAdapter:
                 ok &= self._caps_from(cp, evse, "A" if "A" in units else "W", None, None)
             elif name == "PeriodsPerSchedule":
                 ok &= self._caps_from(cp, evse, None, val, None)
+            elif name == "ProfileStackLevel":
+                self._stack_from(cp, val)
             elif name in ("ACPhaseSwitchingSupported", "PhaseSwitchingSupported"):
                 ok &= self._caps_from(cp, evse, None, None, val)
         return ok
 
-    def _caps_from(self, cp: str, connector: int | None, unit: str | None, periods: Any,
+    def _stack_from(self, cp: str, v: Any) -> None:
+        try:
+            n = int(str(v))
+        except (TypeError, ValueError):
+            return
+        self.max_stack_level[cp] = n
+        top = max(self.ids.stack_level(p) for p in ("station_max", "tx_default", "tx"))
+        if n < top:
+            self._skip(f"charge point {cp!r}: maximum stack level {n} is below loadopt's "
+                       f"stack level {top} (ProfileIds); its profiles will be rejected")
+
+    def _caps_from(self, cp: str, connector: Any, unit: str | None, periods: Any,
                    switch: Any) -> bool:
         mp = None
         if periods not in (None, ""):
@@ -170,16 +312,35 @@ class CsmsAdapter:
                 mp = int(str(periods))
             except ValueError:
                 return self._skip(f"charge point {cp!r}: bad max periods {periods!r}")
+        if connector is not None and not isinstance(connector, int):
+            return self._skip(f"charge point {cp!r}: bad EVSE id {connector!r} in capabilities")
         sw = None if switch in (None, "") else str(switch).lower() == "true"
         return self.set_capabilities(cp, connector, rate_unit=unit, max_periods=mp,
                                      phase_switching=sw)
+
+    def _capability_request(self, cp: str, v: Version) -> Message:
+        if v == "1.6":
+            return (cp, "GetConfiguration", {"key": list(CONFIG_KEYS_16)})
+        return (cp, "GetVariables", {"getVariableData": [
+            {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": n}}
+            for n in VARIABLES_2X]})
+
+    def _composite_request(self, cp: str, connector: int) -> Message:
+        v = self.versions.get(cp, "1.6")
+        dur = int(self.controller.step_s * self.controller.n_periods)
+        if v == "1.6":
+            return (cp, "GetCompositeSchedule", {"connectorId": connector, "duration": dur,
+                                                 "chargingRateUnit": "A"})
+        return (cp, "GetCompositeSchedule", {"evseId": connector, "duration": dur,
+                                             "chargingRateUnit": "A"})
 
     # ------------------------------------------------------------------ transactions
     def _evse_for(self, cp: str, connector: Any) -> Evse | None:
         if not self._known_cp(cp):
             self._skip(f"event from unknown charge point {cp!r}")
             return None
-        ev = self._evse.get((cp, connector)) if isinstance(connector, int) else None
+        ok = isinstance(connector, int) and not isinstance(connector, bool)
+        ev = self._evse.get((cp, connector)) if ok else None
         if ev is None:
             self._skip(f"charge point {cp!r}: unknown connector/EVSE {connector!r}")
         return ev
@@ -190,99 +351,172 @@ class CsmsAdapter:
         if sid in self._tx:
             return self._skip(f"charge point {cp!r}: transaction {wire_id!r} already started "
                               "(duplicate event)")
+        if (cp, str(wire_id)) in self._ended:
+            return self._skip(f"charge point {cp!r}: transaction {wire_id!r} already ended; "
+                              "late start ignored")
+        if self._future(at):
+            return self._skip(f"charge point {cp!r} transaction {wire_id!r}: start stamped "
+                              f"{at.isoformat()}, in the future")
         try:
             sess = self.controller.new_session(sid, ev.id, at, departure=departure,
                                                energy_kwh=energy_kwh, **session_kw)
             self.controller.start_session(sess)
-        except (InputError, ValueError) as e:  # pydantic ValidationError is a ValueError
+        except (InputError, ValueError, OverflowError, TypeError) as e:
             return self._skip(f"charge point {cp!r} transaction {wire_id!r}: {e}")
         self._tx[sid] = _Tx(sid, cp, ev.connector_id, ev.id, wire_id,
-                            meter_start_wh=meter_wh, last_meter_at=at)
+                            meter_start_wh=meter_wh, last_meter_at=at, last_event_at=at)
         self._by_wire[(cp, wire_id)] = sid
+        self.belief.active_tx[(cp, ev.connector_id)] = wire_id
         return True
 
-    def _stop(self, cp: str, wire_id: int | str, at: datetime) -> bool:
-        sid = self._by_wire.get((cp, wire_id))
-        if sid is None:
-            return self._skip(f"charge point {cp!r}: stop for transaction {wire_id!r} that was "
-                              "never started (or already stopped)")
+    def _end(self, sid: str, at: datetime, why: str) -> None:
+        """Every way a session ends goes here (once)."""
         tx = self._tx.pop(sid)
-        del self._by_wire[(cp, wire_id)]
+        self._by_wire.pop((tx.charge_point_id, tx.wire_id), None)
+        self._ended[(tx.charge_point_id, str(tx.wire_id))] = None
+        while len(self._ended) > _ENDED_MEMORY:
+            self._ended.popitem(last=False)
+        self._off_since.pop(sid, None)
         try:
             self.controller.stop_session(sid, at)
         except InputError as e:
             self._skip(str(e))
-        key = (cp, tx.connector, "tx")
-        self._sent.pop(key, None)
+        cp, conn = tx.charge_point_id, tx.connector
+        self.belief.active_tx.pop((cp, conn), None)
+        key = (cp, conn, "tx")
+        slot = self.belief.slot(key)  # a TxProfile ends with its transaction
+        slot.base, slot.sent = None, []
+        for d in (self._intent, self._want, self._targets, self._rejected):
+            d.pop(key, None)  # type: ignore[attr-defined]
         v = self.versions.get(cp)
         if v is not None:
             self._pending.append((cp, "ClearChargingProfile",
-                                  clear_payload(v, "tx", tx.connector, self.ids)))
+                                  clear_payload(v, "tx", conn, self.ids)))
+        log.info("session %s ended (%s)", sid, why)
+
+    def _stop(self, cp: str, wire_id: int | str, at: datetime) -> bool:
+        sid = self._by_wire.get((cp, wire_id))
+        if sid is None:
+            if (cp, str(wire_id)) in self._ended:
+                log.info("charge point %r: stop for transaction %r that already ended", cp,
+                         wire_id)
+                return True
+            # a stop before its start: remember it, so a late start does not open a ghost
+            self._ended[(cp, str(wire_id))] = None
+            return self._skip(f"charge point {cp!r}: stop for transaction {wire_id!r} that was "
+                              "never started (a later start for it is ignored)")
+        self._end(sid, at, "stopped")
         return True
 
-    def on_start_transaction(self, cp: str, payload: dict[str, Any], *,
-                             transaction_id: int | None = None,
+    def on_start_transaction(self, cp: str, payload: Any, *,
+                             transaction_id: Any = None,
                              departure: datetime | None = None,
                              energy_kwh: float | None = None) -> int:
         """1.6 ``StartTransaction.req``. Returns the integer ``transactionId`` for the ``.conf``.
 
         The CSMS may pass its own ``transaction_id``; otherwise the adapter numbers them. The id
-        is returned even when the event is skipped (the station needs an answer).
+        is returned even when the event is skipped (the station needs an answer). A retried
+        request (same connector, idTag, timestamp and meterStart, after a lost ``.conf``) gets
+        the same id and opens no second session.
         """
+        if transaction_id is not None:
+            try:
+                transaction_id = int(transaction_id)
+            except (TypeError, ValueError):
+                self._skip(f"charge point {cp!r}: transaction_id {transaction_id!r} is not an "
+                           "integer; numbering it")
+                transaction_id = None
+        if not isinstance(payload, dict):
+            self._skip(f"charge point {cp!r}: StartTransaction payload is not an object")
+            tid = self._next_tx if transaction_id is None else transaction_id
+            self._next_tx = max(self._next_tx, tid + 1)
+            return tid
+        rkey = (cp, payload.get("connectorId"), payload.get("idTag"), payload.get("timestamp"),
+                str(payload.get("meterStart")))
+        if rkey in self._starts16 and transaction_id is None:
+            return self._starts16[rkey]
         if transaction_id is None:
             transaction_id = self._next_tx
-        self._next_tx = max(self._next_tx, int(transaction_id) + 1)
+        self._next_tx = max(self._next_tx, transaction_id + 1)
+        self._starts16[rkey] = transaction_id
+        if len(self._starts16) > _ENDED_MEMORY:
+            self._starts16.pop(next(iter(self._starts16)))
         ev = self._evse_for(cp, payload.get("connectorId"))
         at = _time(payload.get("timestamp"))
         if ev is not None and at is None:
             self._skip(f"charge point {cp!r}: StartTransaction without a valid timestamp")
         elif ev is not None and at is not None:
             meter = _number(payload.get("meterStart"))
-            self._start(cp, ev, int(transaction_id), at, meter, departure, energy_kwh)
-        return int(transaction_id)
+            self._start(cp, ev, transaction_id, at, meter, departure, energy_kwh)
+        return transaction_id
 
-    def on_stop_transaction(self, cp: str, payload: dict[str, Any]) -> bool:
+    def on_stop_transaction(self, cp: str, payload: Any) -> bool:
         """1.6 ``StopTransaction.req``."""
-        at = _time(payload.get("timestamp")) or datetime.now(UTC)
+        if not isinstance(payload, dict):
+            return self._skip(f"charge point {cp!r}: StopTransaction payload is not an object")
+        at = _time(payload.get("timestamp")) or self._clock()
         tx = payload.get("transactionId")
-        if not isinstance(tx, int):
+        if not isinstance(tx, int) or isinstance(tx, bool):
             return self._skip(f"charge point {cp!r}: StopTransaction without an integer "
                               f"transactionId ({tx!r})")
         return self._stop(cp, tx, at)
 
-    def on_transaction_event(self, cp: str, payload: dict[str, Any], *,
+    def on_transaction_event(self, cp: str, payload: Any, *,
                              departure: datetime | None = None,
                              energy_kwh: float | None = None) -> bool:
-        """2.x ``TransactionEventRequest`` (Started / Updated / Ended)."""
-        info = payload.get("transactionInfo") or {}
+        """2.x ``TransactionEventRequest`` (Started / Updated / Ended).
+
+        A ``Started`` repeated for an open transaction is accepted once; any event for a
+        transaction that already ended (a late ``Updated`` after ``Ended``, an ``Ended``
+        arriving before its ``Started``) never re-opens it."""
+        if not isinstance(payload, dict):
+            return self._skip(f"charge point {cp!r}: TransactionEvent payload is not an object")
+        info = payload.get("transactionInfo")
+        if not isinstance(info, dict):
+            return self._skip(f"charge point {cp!r}: TransactionEvent transactionInfo is not an "
+                              f"object ({type(info).__name__})")
         wire = info.get("transactionId")
         at = _time(payload.get("timestamp"))
         kind = payload.get("eventType")
         if not isinstance(wire, str) or not wire or at is None:
             return self._skip(f"charge point {cp!r}: TransactionEvent without transactionId or "
                               "timestamp")
+        if not self._known_cp(cp):
+            return self._skip(f"event from unknown charge point {cp!r}")
         sid = self._by_wire.get((cp, wire))
+        if sid is None and (cp, wire) in self._ended:
+            if kind == "Ended":
+                return True
+            return self._skip(f"charge point {cp!r}: {kind} for transaction {wire!r} that "
+                              "already ended (late event ignored)")
         seq = payload.get("seqNo")
         if sid is not None and isinstance(seq, int):
             tx = self._tx[sid]
             if seq <= tx.last_seq:
+                if kind == "Started":
+                    return True  # a repeated Started (lost answer): already open
                 return self._skip(f"charge point {cp!r} transaction {wire!r}: seqNo {seq} "
                                   f"already seen (last {tx.last_seq}); duplicate or out of order")
         if kind == "Ended":
-            ok = self._stop(cp, wire, at)
-            return ok
+            if sid is None:
+                return self._stop(cp, wire, at)
+            self._end(sid, at, "Ended")
+            return True
         if sid is None:
-            evse = (payload.get("evse") or {}).get("id")
-            if evse is None:
+            evse_obj = payload.get("evse")
+            if evse_obj is None:
                 return self._skip(f"charge point {cp!r}: {kind} for unknown transaction {wire!r} "
                                   "without an evse")
-            ev = self._evse_for(cp, evse)
+            if not isinstance(evse_obj, dict):
+                return self._skip(f"charge point {cp!r}: TransactionEvent evse is not an object "
+                                  f"({type(evse_obj).__name__})")
+            ev = self._evse_for(cp, evse_obj.get("id"))
             if ev is None:
                 return False
             kw: dict[str, Any] = {}
             nph = payload.get("numberOfPhasesUsed")
-            if nph in (1, 2, 3):
-                kw["phases"] = nph
+            if nph in (1, 2, 3) and not isinstance(nph, bool):
+                kw["phases"] = 3 if nph == 2 else nph
             cable = _number(payload.get("cableMaxCurrent"))
             if cable is not None and cable > 0:
                 kw["max_current"] = cable
@@ -292,17 +526,29 @@ class CsmsAdapter:
         tx = self._tx[sid]
         if isinstance(seq, int):
             tx.last_seq = seq
-        for mv in payload.get("meterValue") or []:
-            self._meter(tx, mv)
+        tx.last_event_at = at
+        mvs = payload.get("meterValue") or []
+        if isinstance(mvs, list):
+            for mv in mvs:
+                self._meter(tx, mv)
         return True
 
-    def on_meter_values(self, cp: str, payload: dict[str, Any]) -> bool:
-        """1.6 / 2.x ``MeterValues``: cumulative energy and per-phase current of a transaction."""
+    def on_meter_values(self, cp: str, payload: Any) -> bool:
+        """1.6 / 2.x ``MeterValues``: cumulative energy and per-phase current of a transaction.
+
+        A value stamped in the future (beyond ``future_skew_s``) or absurd is quarantined: it is
+        skipped and does not move the 'last reading' mark, so later correct readings are kept."""
+        if not isinstance(payload, dict):
+            return self._skip(f"charge point {cp!r}: MeterValues payload is not an object "
+                              f"({type(payload).__name__})")
         conn = payload.get("connectorId", payload.get("evseId"))
         tx = None
         wire = payload.get("transactionId")
         if wire is not None:
-            sid = self._by_wire.get((cp, wire))
+            try:
+                sid = self._by_wire.get((cp, wire))
+            except TypeError:
+                sid = None
             tx = self._tx.get(sid) if sid else None
         if tx is None:  # 2.x carries no transactionId: find the connector's transaction
             tx = next((t for t in self._tx.values()
@@ -312,28 +558,47 @@ class CsmsAdapter:
                 return False
             return self._skip(f"charge point {cp!r} connector {conn!r}: meter values without an "
                               "active transaction")
+        mvs = payload.get("meterValue")
+        if not isinstance(mvs, list):
+            return self._skip(f"session {tx.session_id!r}: meterValue is not a list "
+                              f"({type(mvs).__name__})")
         ok = True
-        for mv in payload.get("meterValue") or []:
+        for mv in mvs:
             ok &= self._meter(tx, mv)
         return ok
 
-    def _meter(self, tx: _Tx, mv: dict[str, Any]) -> bool:
+    def _meter(self, tx: _Tx, mv: Any) -> bool:
+        if not isinstance(mv, dict):
+            return self._skip(f"session {tx.session_id!r}: meter value is not an object")
         at = _time(mv.get("timestamp"))
         if at is None:
             return self._skip(f"session {tx.session_id!r}: meter value without timestamp")
+        if self._future(at):
+            return self._skip(f"session {tx.session_id!r}: meter value stamped {at.isoformat()}"
+                              " is in the future; quarantined")
         if tx.last_meter_at is not None and at < tx.last_meter_at:
             return self._skip(f"session {tx.session_id!r}: meter value at {at.isoformat()} is "
                               f"older than the last one ({tx.last_meter_at.isoformat()})")
+        svs = mv.get("sampledValue")
+        if not isinstance(svs, list):
+            return self._skip(f"session {tx.session_id!r}: sampledValue is not a list")
         energy_wh, amps = None, {}
-        for sv in mv.get("sampledValue") or []:
+        for sv in svs:
+            if not isinstance(sv, dict):
+                return self._skip(f"session {tx.session_id!r}: sampled value is not an object")
             meas = sv.get("measurand", "Energy.Active.Import.Register")
             val = _number(sv.get("value"))
             if val is None or val < 0:
                 return self._skip(f"session {tx.session_id!r}: {meas} value "
                                   f"{sv.get('value')!r} is not a finite number >= 0")
-            unit = sv.get("unit") or (sv.get("unitOfMeasure") or {}).get("unit")
-            mult = (sv.get("unitOfMeasure") or {}).get("multiplier", 0) or 0
-            val *= 10.0 ** int(mult)
+            uom = sv.get("unitOfMeasure")
+            uom = uom if isinstance(uom, dict) else {}
+            unit = sv.get("unit") or uom.get("unit")
+            mult = uom.get("multiplier", 0) or 0
+            if not isinstance(mult, int) or isinstance(mult, bool) or not -9 <= mult <= 9:
+                return self._skip(f"session {tx.session_id!r}: unitOfMeasure multiplier "
+                                  f"{mult!r} is not an integer in -9..9")
+            val *= 10.0 ** mult
             if meas == "Energy.Active.Import.Register":
                 energy_wh = val * (1000.0 if unit == "kWh" else 1.0)
             elif meas == "Current.Import":
@@ -351,70 +616,414 @@ class CsmsAdapter:
             return True
         try:
             self.controller.meter(tx.session_id, at, energy_kwh=kwh, current_a=cur)
-        except InputError as e:
+        except (InputError, ValueError, TypeError, OverflowError) as e:
             return self._skip(str(e))
         tx.last_meter_at = at
+        tx.last_event_at = at
         return True
 
-    def on_status_notification(self, cp: str, payload: dict[str, Any]) -> bool:
-        """1.6 / 2.x ``StatusNotification``: recorded (connector 0 = the station)."""
+    def on_status_notification(self, cp: str, payload: Any) -> bool:
+        """1.6 / 2.x ``StatusNotification``: recorded (connector 0 = the station).
+
+        ``Available`` (and 1.6 ``Finishing``) on a connector with an open session ends it: the
+        car is gone or the transaction is over even if the stop was lost."""
+        if not isinstance(payload, dict):
+            return self._skip(f"charge point {cp!r}: StatusNotification payload is not an object")
         conn = payload.get("connectorId") if "evseId" not in payload else payload.get("evseId")
         status = payload.get("status", payload.get("connectorStatus"))
         if not self._known_cp(cp):
             return self._skip(f"status from unknown charge point {cp!r}")
-        if conn != 0 and (cp, conn) not in self._evse:
+        if not isinstance(conn, int) or (conn != 0 and (cp, conn) not in self._evse):
             return self._skip(f"charge point {cp!r}: status for unknown connector {conn!r}")
-        self.status[(cp, int(conn))] = str(status)
+        self.status[(cp, conn)] = str(status)
+        if status in ("Available", "Finishing"):
+            at = _time(payload.get("timestamp")) or self._clock()
+            for sid in [s for s, t in self._tx.items()
+                        if t.charge_point_id == cp and t.connector == conn]:
+                self._end(sid, at, f"connector {status}")
         return True
 
-    def on_response(self, cp: str, action: str, request: dict[str, Any],
-                    response: dict[str, Any] | None) -> None:
-        """What the station answered to a message from :meth:`step`. A profile that was not
-        ``Accepted`` is forgotten, so the next step sends it again."""
+    def on_notify_ev_charging_needs(self, cp: str, payload: Any) -> bool:
+        """2.x ``NotifyEVChargingNeeds`` (ISO 15118): departure time, energy and the car's
+        current range feed the session on that EVSE (``Controller.update_session``)."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("chargingNeeds"), dict):
+            return self._skip(f"charge point {cp!r}: NotifyEVChargingNeeds without chargingNeeds")
+        evse = payload.get("evseId")
+        tx = next((t for t in self._tx.values()
+                   if t.charge_point_id == cp and t.connector == evse), None)
+        if tx is None:
+            return self._skip(f"charge point {cp!r}: NotifyEVChargingNeeds for EVSE {evse!r} "
+                              "without an open transaction")
+        needs = payload["chargingNeeds"]
+        upd: dict[str, Any] = {}
+        dep = _time(needs.get("departureTime"))
+        if dep is not None:
+            upd["departure"] = dep
+        for key in ("acChargingParameters", "dcChargingParameters", "v2xChargingParameters"):
+            par = needs.get(key)
+            if not isinstance(par, dict):
+                continue
+            e = _number(par.get("energyAmount", par.get("evTargetEnergyRequest")))
+            if e is not None and e >= 0:
+                upd["energy_kwh"] = e / 1000.0
+            hi = _number(par.get("evMaxCurrent"))
+            if key == "acChargingParameters" and hi is not None and hi > 0:
+                upd["max_current"] = hi
+            lo_ = _number(par.get("evMinCurrent"))
+            if key == "acChargingParameters" and lo_ is not None and lo_ >= 0:
+                upd["min_current"] = lo_
+        if not upd:
+            return True
+        fn = getattr(self.controller, "update_session", None)
+        if fn is None:
+            return self._skip("NotifyEVChargingNeeds: the controller cannot update sessions")
+        try:
+            fn(tx.session_id, **upd)
+        except (InputError, ValueError, TypeError) as e:
+            return self._skip(f"session {tx.session_id!r}: NotifyEVChargingNeeds: {e}")
+        return True
+
+    def on_report_charging_profiles(self, cp: str, payload: Any) -> bool:
+        """2.x ``ReportChargingProfiles`` (answer to ``GetChargingProfiles``): a profile of ours
+        the station reports is what it holds (when nothing is in flight for its slot); any
+        other profile on a connector makes the connector's default unknown (budgeted at its
+        maximum) since it may override ours."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("chargingProfile"), list):
+            return self._skip(f"charge point {cp!r}: ReportChargingProfiles without a list")
+        v = self.versions.get(cp, "2.0.1")
+        evse = payload.get("evseId")
+        for prof in payload["chargingProfile"]:
+            if not isinstance(prof, dict) or not isinstance(evse, int):
+                continue
+            key = self._key_of(cp, {"evseId": evse, "chargingProfile": prof})
+            pid = prof.get("id")
+            ours = (key[2] in ("station_max", "tx_default", "tx")
+                    and pid == self.ids.profile_id(key[2], evse))  # type: ignore[arg-type]
+            if ours:
+                ev = self._evse.get((cp, evse))
+                held = held_from_payload({"evseId": evse, "chargingProfile": prof}, v,
+                                         ev.voltage_v if ev else self.site.voltage_v)
+                slot = self.belief.slot(key)
+                if not slot.sent and held is not None:
+                    slot.base = held
+            elif (cp, evse) in self._evse:
+                self._skip(f"charge point {cp!r} EVSE {evse}: holds a foreign profile {pid!r} "
+                           "that may override loadopt's; budgeted at its maximum")
+                self.belief.slot((cp, evse, "tx_default")).base = UNKNOWN
+        return True
+
+    # ------------------------------------------------------------------ answers
+    def on_response(self, cp: str, action: str, request: Any, response: Any,
+                    now: datetime | None = None) -> bool:
+        """What the station answered to a message from :meth:`step` / :meth:`poll`; ``None``:
+        no answer (time-out, CallError, closed socket). Call :meth:`poll` afterwards to send
+        what became safe."""
+        if not isinstance(request, dict):
+            return self._skip(f"charge point {cp!r}: {action} answer for a request that is not "
+                              "an object")
+        if response is not None and not isinstance(response, dict):
+            return self._skip(f"charge point {cp!r}: {action} answer is not an object "
+                              f"({type(response).__name__})")
+        now_s = epoch_s(now) if now is not None else self._clock().timestamp()
+        if response is not None:
+            self._backoff.pop(cp, None)
+        if action == "GetConfiguration":
+            return True if response is None else self.on_get_configuration(cp, response)
+        if action == "GetVariables":
+            return True if response is None else self.on_get_variables(cp, response)
+        if action == "GetCompositeSchedule":
+            return True if response is None else self._reconcile(cp, request, response)
         if action != "SetChargingProfile":
-            return
-        status = (response or {}).get("status")
+            return True
+        try:
+            key = self._key_of(cp, request)
+        except (TypeError, ValueError, KeyError) as e:
+            return self._skip(f"charge point {cp!r}: SetChargingProfile answer for a malformed "
+                              f"request ({e!r})")
+        slot = self.belief.slots.get(key)
+        msg = None
+        if slot is not None:
+            msg = next((m for m in slot.sent if m.payload is request), None)
+            if msg is None:
+                msg = next((m for m in slot.sent if m.payload == request), None)
+        if msg is None:
+            return self._skip(f"charge point {cp!r}: answer to a SetChargingProfile that is not "
+                              f"in flight ({key[2]} on connector {key[1]})")
+        if response is None:
+            msg.expired = True
+            self._back_off(cp, now_s)
+            return True
+        status = response.get("status")
         if status == "Accepted":
-            return
-        key = _key_of(cp, request)
-        self._sent.pop(key, None)
-        self._skip(f"charge point {cp!r}: SetChargingProfile {key[2]} on connector {key[1]} "
-                   f"answered {status!r}; will retry")
+            self.belief.answered(msg, True)
+            self._rejected.pop(key, None)
+            return True
+        self.belief.answered(msg, False)
+        self._rejected[key] = _sig(request)
+        if self._intent.get(key) is not None and key in self._targets:
+            self._intent.pop(key, None)
+        self._pending.append(self._capability_request(cp, self.versions.get(cp, "1.6")))
+        if key[1] != 0:
+            self._pending.append(self._composite_request(cp, key[1]))
+        return self._skip(f"charge point {cp!r}: SetChargingProfile {key[2]} on connector "
+                          f"{key[1]} answered {status!r}; budgeted at what it holds, "
+                          "capabilities asked again")
+
+    def _reconcile(self, cp: str, request: dict[str, Any], response: dict[str, Any]) -> bool:
+        """``GetCompositeSchedule``: if the station would let a connector draw more than the
+        belief says at some instant, it holds something unknown: budget it at its maximum."""
+        sched = response.get("chargingSchedule", response.get("schedule"))
+        conn = request.get("connectorId", request.get("evseId"))
+        if response.get("status") != "Accepted" or not isinstance(sched, dict):
+            return True
+        k = self.belief.index.get((cp, conn))
+        if k is None:
+            return True
+        ev = self.belief.evses[k]
+        start = sched.get("startSchedule", sched.get("scheduleStart"))
+        one = {**sched, "startSchedule": start}
+        wrap = {"evseId": conn, "chargingProfile": {"chargingProfilePurpose": "composite",
+                                                     "chargingSchedule": [one]}}
+        try:
+            held = held_from_payload(wrap, self.versions.get(cp, "1.6"), ev.voltage_v)
+        except (TypeError, ValueError):
+            return self._skip(f"charge point {cp!r}: malformed GetCompositeSchedule answer")
+        if held is None:
+            return True
+        t = held.at_s
+        worst = self.belief.worst_a(t, only=[k])[:, k]
+        got = np.minimum(held.limit_at(t), self.belief.hw_a[k][None, :])
+        if np.any(np.nan_to_num(got) > worst + 0.1 + EPS):
+            self.belief.slot((cp, ev.connector_id, "tx_default")).base = UNKNOWN
+            return self._skip(f"charge point {cp!r} connector {conn}: composite schedule above "
+                              "what loadopt sent; budgeted at its maximum until re-synced")
+        return True
+
+    def _back_off(self, cp: str, now_s: float) -> None:
+        _, delay = self._backoff.get(cp, (0.0, 0.0))
+        delay = min(max(2 * delay, self.backoff_s[0]), self.backoff_s[1])
+        self._backoff[cp] = (now_s + delay, delay)
+
+    def _backing_off(self, cp: str, now_s: float) -> bool:
+        b = self._backoff.get(cp)
+        return b is not None and now_s < b[0]
 
     # ------------------------------------------------------------------ the step
     def step(self, now: datetime) -> list[Message]:
-        """Run the controller and return what to send to connected stations."""
-        out, self._pending = self._pending, []
+        """One control interval: budget what the plan cannot control, run the controller,
+        and return the first wave of messages (decreases, and the increases already safe)."""
+        now = now.astimezone(UTC).replace(microsecond=0)  # real time, whole seconds
+        now_s = now.timestamp()
+        self._now_s = max(self._now_s, now_s)
+        self._expire(now_s)
+        self._end_ghosts(now)
+        self._reserve(now, now_s)
         try:
             schedule = self.controller.step(now)
         except Exception as e:  # never crash the control loop: keep what stations hold
             log.exception("controller step failed")
             self.problems.append(f"controller step at {now.isoformat()} failed: {e!r}")
-            return out
+            return self.poll(now)
         self.last_schedule = schedule
-        active = [sid for sid in schedule.problem.session_ids if sid in self._tx]
-        wire = {sid: self._tx[sid].wire_id for sid in active}
-        profiles = build_profiles(schedule, transaction_ids=wire, caps=self.caps,
-                                  charge_points=set(self.versions), session_ids=active,
-                                  station_max=self.station_max, tx_default=self.tx_default)
-        for prof in profiles:
-            v = self.versions.get(prof.charge_point_id)
-            if v is None:
+        self._limits = SiteLimits(schedule.problem)
+        self._rebuild_targets()
+        return self.poll(now)
+
+    def poll(self, now: datetime) -> list[Message]:
+        """Deadlines, back-off and the increases that became safe: what to send now."""
+        now_s = epoch_s(now)
+        self._now_s = max(self._now_s, now_s)
+        self._expire(now_s)
+        out, self._pending = self._pending, []
+        out = [m for m in out if m[0] in self.versions]
+        return out + self._release(now_s)
+
+    def _expire(self, now_s: float) -> None:
+        for m in self.belief.expire(now_s):
+            self._skip(f"charge point {m.key[0]!r}: no answer to SetChargingProfile {m.key[2]} "
+                       f"on connector {m.key[1]} within {self.send_timeout_s:g} s; budgeted at "
+                       "its worst case, retried with back-off")
+            self._back_off(m.key[0], now_s)
+            self._intent.pop(m.key, None)
+            self._refresh_wants(m.key[0])  # retried once the back-off is over
+
+    def _end_ghosts(self, now: datetime) -> None:
+        """End sessions far past their departure with no sign of life for as long."""
+        lim = timedelta(hours=self.max_overstay_h)
+        for sid, tx in list(self._tx.items()):
+            sess = self.controller.sessions.get(sid)
+            if sess is None:
                 continue
-            if not self._changed(self._sent.get(prof.key), prof):
+            last = tx.last_event_at or sess.arrival
+            if now - sess.departure > lim and now - last > lim:
+                self._skip(f"session {sid!r}: {self.max_overstay_h:g} h past its departure "
+                           "without an event; ended as a ghost")
+                self._end(sid, now, "ghost")
+
+    def _reserve(self, now: datetime, now_s: float) -> None:
+        """Budget (Controller.reserve) every connector the plan cannot lower right now: station
+        offline, backing off, rejecting, unknown, or with a message unanswered."""
+        H = self.controller.step_s * self.controller.n_periods
+        times = self._times(now_s, now_s + H)
+        worst = self.belief.worst_a(times)
+        for k, e in enumerate(self.belief.evses):
+            cp = e.charge_point_id
+            why = None
+            if cp not in self.versions:
+                why = "station offline"
+            elif self._backing_off(cp, now_s):
+                why = "station not answering"
+            elif any(key[0] == cp and key[1] == e.connector_id for key in self._rejected):
+                why = "station rejected a profile"
+            elif not self.belief.synced(k):
+                why = "profiles not confirmed"
+            if why is None:
+                if e.id in self.controller.reservations:
+                    self.controller.release(e.id)
+                self._reason.pop(e.id, None)
+                continue
+            amps = worst[:, k].max(axis=0)
+            amps = np.where(np.isfinite(amps), amps, self.belief.hw_a[k])
+            self.controller.reserve(e.id, tuple(float(a) for a in amps), reason=why)
+            self._reason[e.id] = why
+
+    def _rebuild_targets(self) -> None:
+        """Profiles the last plan wants, per slot (TxProfile per open transaction, TxDefault per
+        connector, the static station cap), and what of them must be sent."""
+        sched = self.last_schedule
+        targets: dict[SlotKey, Profile] = {}
+        if sched is not None:
+            p = sched.problem
+            active = [sid for sid in p.session_ids if sid in self._tx]
+            wire = {sid: self._tx[sid].wire_id for sid in active}
+            for prof in tx_profiles(sched, session_ids=active, transaction_ids=wire,
+                                    caps=self.caps):
+                targets[prof.key] = self._hysteresis(prof)
+            if self.tx_default:
+                for prof in tx_default_profiles(sched, caps=self.caps):
+                    targets[prof.key] = prof
+        start = (sched.problem.horizon.start if sched is not None
+                 else datetime.fromtimestamp(max(self._now_s, 0), UTC).replace(microsecond=0))
+        if self.station_max:
+            for prof in installation_caps(self.site, start, caps=self.caps):
+                old = self._targets.get(prof.key)
+                targets[prof.key] = (old if old is not None and old.rate_unit == prof.rate_unit
+                                     and np.array_equal(old.limits, prof.limits) else prof)
+        if sched is None and self.tx_default:  # before the first plan: nothing may start
+            for e in self.site.evses:
+                z = Profile(e.charge_point_id, e.connector_id, "tx_default", start,
+                            np.zeros(1, np.int64), np.zeros((1, 3), np.int64),
+                            np.array([e.phases]), e.voltage_v,
+                            self.caps.get(e.id, StationCaps()).apply(e)[0])
+                targets[z.key] = z
+        self._targets = targets
+        for cp in self.versions:
+            self._refresh_wants(cp)
+
+    def _hysteresis(self, prof: Profile) -> Profile:
+        """Keep a car that was stopped (limit 0) stopped for ``min_off_s`` (only lowers)."""
+        if self.min_off_s <= 0 or prof.session_id is None:
+            return prof
+        start = epoch_s(prof.start)
+        first = int(prof.limits[0].max())
+        sid = prof.session_id
+        if first == 0:
+            self._off_since.setdefault(sid, self._now_s)
+            return prof
+        since = self._off_since.get(sid)
+        if since is None:
+            return prof
+        until = since + self.min_off_s
+        if until <= start:
+            self._off_since.pop(sid, None)
+            return prof
+        cut = math.ceil(until - start)
+        t = np.union1d(prof.starts, [cut])
+        lim = prof.limits[np.searchsorted(prof.starts, t, side="right") - 1].copy()
+        ph = prof.phases[np.searchsorted(prof.starts, t, side="right") - 1]
+        lim[t < cut] = 0
+        ev = self.site.evse(self._tx[sid].evse_id) if sid in self._tx else None
+        maxp = (self.caps.get(ev.id, StationCaps()).apply(ev)[1] if ev is not None
+                else prof.starts.size)
+        end = int(t[-1]) + 1
+        st, lm, phs = merge_periods(t, lim, ph, maxp, end)
+        return replace(prof, starts=st, limits=lm, phases=phs)
+
+    def _refresh_wants(self, cp: str) -> None:
+        v = self.versions.get(cp)
+        if v is None:
+            return
+        for key, prof in self._targets.items():
+            if key[0] != cp:
+                continue
+            if not self._changed(self._intent.get(key), prof):
+                self._want.pop(key, None)
                 continue
             try:
                 payload = to_payload(prof, v, self.ids)
             except InputError as e:
                 self._skip(str(e))
                 continue
-            self._sent[prof.key] = prof
-            out.append((prof.charge_point_id, "SetChargingProfile", payload))
+            if self._rejected.get(key) == _sig(payload):
+                continue  # rejected as is: not re-sent until something changes
+            ev = self._evse.get((cp, key[1]))
+            volt = ev.voltage_v if ev is not None else prof.voltage_v
+            self._want[key] = _Want(prof, payload, held_from_payload(payload, v, volt))
+
+    def _times(self, now_s: float, end_s: float | None = None) -> np.ndarray:
+        """Instants at which to check: now, every breakpoint of a possibly-held or wanted
+        profile, every limit period start, up to the end of the plan."""
+        lim = self._limits
+        if end_s is None:
+            end_s = lim.end_s if lim is not None else now_s + 1.0
+        end_s = max(end_s, now_s + 1.0)
+        pts = [np.array([now_s]), self.belief.breakpoints()]
+        pts += [w.held.breakpoints() for w in self._want.values() if w.held is not None]
+        if lim is not None:
+            pts.append(lim.period_bounds_s())
+        t = np.unique(np.concatenate(pts))
+        return t[(t >= now_s) & (t < end_s)]
+
+    def _release(self, now_s: float) -> list[Message]:
+        """Send every wanted profile that is safe now: decreases at once, then increases while
+        the admission test passes (greedy, in connector order)."""
+        ready = [key for key in self._want
+                 if key[0] in self.versions and not self._backing_off(key[0], now_s)
+                 and self.belief.slot(key).pending is None]
+        if not ready:
+            return []
+        times = self._times(now_s)
+        base = self.belief.worst_a(times)
+        out: list[Message] = []
+        incs = []
+        for key in ready:
+            k = self.belief.index.get((key[0], key[1]))
+            w = self._want[key]
+            if k is None or key[2] == "station_max":  # the cap is never relied upon
+                out.append(self._send(key, now_s))
+                continue
+            tent = self.belief.worst_a(times, {key: w.held}, only=[k])[:, k]
+            if np.all(tent <= base[:, k] + EPS):
+                out.append(self._send(key, now_s))
+            else:
+                incs.append((key, k))
+        if self._limits is None:
+            return out
+        for key, k in incs:
+            w = self._want[key]
+            after = base.copy()
+            after[:, k] = self.belief.worst_a(times, {key: w.held}, only=[k])[:, k]
+            if self._limits.admissible(base, after, times):
+                out.append(self._send(key, now_s))
+                base = after
         return out
 
-    def in_force(self, cp: str) -> list[Profile]:
-        """The profiles loadopt believes station ``cp`` holds (sent and not rejected)."""
-        return [p for k, p in self._sent.items() if k[0] == cp]
+    def _send(self, key: SlotKey, now_s: float) -> Message:
+        w = self._want.pop(key)
+        self.belief.sent(Sent(key, "SetChargingProfile", w.payload, w.held, now_s,
+                              now_s + self.send_timeout_s))
+        self._intent[key] = w.profile
+        return (key[0], "SetChargingProfile", w.payload)
 
     def _changed(self, old: Profile | None, new: Profile) -> bool:
         if old is None:
@@ -438,6 +1047,20 @@ class CsmsAdapter:
         thr = math.floor(self.threshold_a * 10 + 1e-9)
         return bool(np.any(a < b) or np.any(a > b + thr))
 
+    # ------------------------------------------------------------------ queries
+    def in_force(self, cp: str) -> list[Profile]:
+        """The profiles last sent to station ``cp`` (see :attr:`belief` for what it holds)."""
+        return [p for k, p in self._intent.items() if k[0] == cp]
+
+    def waiting(self) -> list[SlotKey]:
+        """Slots with a profile to send once safe (or once their station answers)."""
+        return list(self._want)
+
+    @property
+    def reserved(self) -> dict[str, str]:
+        """EVSE id → why the plan budgets it at what it may draw."""
+        return dict(self._reason)
+
     @property
     def sessions(self) -> dict[str, str]:
         """Active session id → EVSE id."""
@@ -446,18 +1069,25 @@ class CsmsAdapter:
     def transaction_of(self, session_id: str) -> int | str:
         return self._tx[session_id].wire_id
 
+    def _key_of(self, cp: str, req: dict[str, Any]) -> SlotKey:
+        if "csChargingProfiles" in req:
+            conn, prof = req.get("connectorId"), req["csChargingProfiles"]
+        else:
+            conn, prof = req.get("evseId"), req.get("chargingProfile")
+        if not isinstance(conn, int) or isinstance(conn, bool) or not isinstance(prof, dict):
+            raise ValueError("no connectorId/evseId or profile in the request")
+        purpose = prof.get("chargingProfilePurpose")
+        names: dict[str, Purpose] = {}
+        for v in ("1.6", "2.0.1"):
+            for p in ("station_max", "tx_default", "tx"):
+                names[wire_purpose(v, p)] = p  # type: ignore[arg-type]
+        return (cp, conn, names.get(purpose, str(purpose)))
 
-def _key_of(cp: str, req: dict[str, Any]) -> tuple[str, int, str]:
-    if "csChargingProfiles" in req:
-        conn, prof = req.get("connectorId", 0), req["csChargingProfiles"]
-    else:
-        conn, prof = req.get("evseId", 0), req.get("chargingProfile") or {}
-    purpose = prof.get("chargingProfilePurpose")
-    names: dict[str, Purpose] = {}
-    for v in ("1.6", "2.0.1"):
-        for p in ("station_max", "tx_default", "tx"):
-            names[wire_purpose(v, p)] = p  # type: ignore[arg-type]
-    return (cp, int(conn), names.get(purpose, str(purpose)))
+
+def _sig(payload: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(payload, sort_keys=True, default=str)
 
 
 def _number(v: Any) -> float | None:
@@ -466,13 +1096,13 @@ def _number(v: Any) -> float | None:
         return None
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return f if math.isfinite(f) else None
 
 
 def _time(v: Any) -> datetime | None:
-    """An OCPP timestamp → aware datetime (naive ones are taken as UTC), else None."""
+    """An OCPP timestamp → aware UTC datetime (naive ones are taken as UTC), else None."""
     if isinstance(v, datetime):
         t = v
     elif isinstance(v, str) and v:
@@ -482,7 +1112,11 @@ def _time(v: Any) -> datetime | None:
             return None
     else:
         return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    t = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    try:
+        return t.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 __all__ = ["CsmsAdapter", "Message"]
