@@ -148,3 +148,186 @@ def station_cap_violations(schedule: Schedule, profiles: list[Profile]) -> list[
     return [f"node {p.node_ids[n]} phase {ph} period {t}: {load[n, ph, t]:.2f} > "
             f"{p.node_current_limit[n, ph, t]}" for n, ph, t in zip(*np.nonzero(over),
                                                                      strict=True)]
+
+
+# ---------------------------------------------------------------------------- simulated stations
+# A station as the OCPP specs describe its profile store, written independently of
+# loadopt.ocpp (it reads wire payloads only): used by the state-machine and bad-input tests.
+# Not a real counterpart (tests/test_ocpp_e2e.py runs the real `ocpp` package); labelled as such.
+def _t(v: str) -> float:
+    return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+
+
+class SimStation:
+    """Profile store + transactions of one charge point (1.6 or 2.x), applying messages in order.
+
+    ``rejects_w``: answers ``Rejected`` to a W profile; ``max_periods``: rejects longer
+    schedules; a TxProfile for a transaction it does not run is rejected (TxNotFound)."""
+
+    def __init__(self, cp: str, version: str, evses: list, *, rejects_w: bool = False,
+                 max_periods: int = 24, factory_default_a: float | None = 0.0) -> None:
+        self.cp, self.version = cp, version
+        self.evses = {e.connector_id: e for e in evses}
+        self.rejects_w, self.max_periods = rejects_w, max_periods
+        self.store: dict[int, tuple[int, dict]] = {}  # profile id -> (connector, profile)
+        self.tx: dict[int, int | str] = {}  # connector -> running transaction
+        self.factory_default_a = factory_default_a
+        self._factory()
+
+    def _factory(self) -> None:
+        if self.factory_default_a is None:
+            return
+        self.store[1] = (0, {"id": 1, "chargingProfileId": 1, "stackLevel": 0,
+                             "chargingProfilePurpose": "TxDefaultProfile",
+                             "chargingSchedule": {"startSchedule": "2000-01-01T00:00:00Z",
+                                                  "chargingRateUnit": "A",
+                                                  "chargingSchedulePeriod": [
+                                                      {"startPeriod": 0,
+                                                       "limit": self.factory_default_a}]}})
+
+    def reboot(self, wipe: bool) -> None:
+        self.tx.clear()
+        if wipe:
+            self.store.clear()
+        else:  # profiles persist; TxProfiles end with their transactions
+            self.store = {k: v for k, v in self.store.items()
+                          if v[1]["chargingProfilePurpose"] != "TxProfile"}
+
+    def handle(self, action: str, payload: dict) -> dict:
+        if action == "SetChargingProfile":
+            return {"status": self._set(payload)}
+        if action == "ClearChargingProfile":
+            pid = payload.get("id", payload.get("chargingProfileId"))
+            ok = self.store.pop(pid, None) is not None
+            return {"status": "Accepted" if ok else "Unknown"}
+        if action == "GetConfiguration":
+            unit = "Current" if self.rejects_w else "Current,Power"
+            return {"configurationKey": [
+                {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True,
+                 "value": unit},
+                {"key": "ChargingScheduleMaxPeriods", "readonly": True,
+                 "value": str(self.max_periods)}]}
+        if action == "GetVariables":
+            sc = {"name": "SmartChargingCtrlr"}
+            return {"getVariableResult": [
+                {"attributeStatus": "Accepted", "component": sc, "variable": {"name": "RateUnit"},
+                 "attributeValue": "A" if self.rejects_w else "A,W"},
+                {"attributeStatus": "Accepted", "component": sc,
+                 "variable": {"name": "PeriodsPerSchedule"},
+                 "attributeValue": str(self.max_periods)}]}
+        return {"status": "Rejected"}
+
+    def _set(self, payload: dict) -> str:
+        if self.version == "1.6":
+            conn, prof = payload["connectorId"], payload["csChargingProfiles"]
+            pid, sched = prof["chargingProfileId"], prof["chargingSchedule"]
+        else:
+            conn, prof = payload["evseId"], payload["chargingProfile"]
+            pid, sched = prof["id"], prof["chargingSchedule"][0]
+        if self.rejects_w and sched["chargingRateUnit"] == "W":
+            return "Rejected"
+        if len(sched["chargingSchedulePeriod"]) > self.max_periods:
+            return "Rejected"
+        purpose = prof["chargingProfilePurpose"]
+        if purpose == "TxProfile" and str(self.tx.get(conn)) != str(prof.get("transactionId")):
+            return "Rejected"  # TxNotFound
+        for k, (c, p) in list(self.store.items()):
+            same = (c == conn and p["chargingProfilePurpose"] == purpose
+                    and p["stackLevel"] == prof["stackLevel"])
+            if same and k != pid:
+                if self.version != "1.6":
+                    return "Rejected"  # 2.x K01.FR.39: another id at that level and purpose
+                del self.store[k]
+        self.store[pid] = (conn, {**prof, "chargingSchedule": sched})
+        return "Accepted"
+
+    # ------------------------------------------------------------------ what it lets cars draw
+    def _limit(self, prof: dict, conn: int, t: float) -> tuple[float, float, float, float] | None:
+        """(L1, L2, L3 A, kW) a car may draw at ``t`` under ``prof``, None when not in force."""
+        sch = prof["chargingSchedule"]
+        start = _t(sch["startSchedule"])
+        if t < start or ("validTo" in prof and t >= _t(prof["validTo"])):
+            return None
+        per = None
+        for q in sch["chargingSchedulePeriod"]:
+            if start + q["startPeriod"] <= t:
+                per = q
+        if per is None:
+            return None
+        ev = self.evses[conn]
+        v, nph_evse = ev.voltage_v, ev.phases
+        lim = float(per["limit"])
+        if sch["chargingRateUnit"] == "W":
+            if self.version == "1.6":  # a 1-phase car may take it all on L1
+                lines = [lim / v, lim / (3 * v), lim / (3 * v)] if nph_evse == 3 else [lim / v]
+            else:
+                n = int(per.get("numberPhases", 3))
+                lines = [lim / (v * n)] * 3
+            kw = lim / 1000.0
+        else:
+            lines = [lim, float(per.get("limit_L2", lim)), float(per.get("limit_L3", lim))]
+            kw = None
+        lines = [min(x, ev.max_current) for x in lines[:nph_evse]] + [0.0] * (3 - nph_evse)
+        if kw is None:
+            kw = sum(lines) * v / 1000.0
+        return (*lines, min(kw, ev.max_current * v * nph_evse / 1000.0))  # type: ignore
+
+    def may_draw(self, conn: int, t: float) -> tuple[float, float, float, float]:
+        """(L1, L2, L3 A, kW) connector ``conn`` lets a car draw at ``t`` (a car is assumed on
+        every connector): its transaction's TxProfile, else its TxDefault, else the station-wide
+        TxDefault, else the hardware maximum."""
+        tx = self.tx.get(conn)
+        found: dict[str, tuple] = {}
+        for c, p in self.store.values():
+            purpose = p["chargingProfilePurpose"]
+            if purpose == "TxProfile" and (c != conn or tx is None
+                                           or str(p.get("transactionId")) != str(tx)):
+                continue
+            if purpose == "TxDefaultProfile" and c not in (0, conn):
+                continue
+            if purpose not in ("TxProfile", "TxDefaultProfile"):
+                continue
+            lim = self._limit(p, conn, t)
+            if lim is None:
+                continue
+            rank = "tx" if purpose == "TxProfile" else ("conn" if c == conn else "station")
+            found[rank] = lim
+        for rank in ("tx", "conn", "station"):
+            if rank in found:
+                return found[rank]
+        ev = self.evses[conn]
+        lines = [ev.max_current] * ev.phases + [0.0] * (3 - ev.phases)
+        return (*lines, ev.max_current * ev.voltage_v * ev.phases / 1000.0)  # type: ignore
+
+
+def site_rows(site: lo.Site, stations: dict[str, SimStation], t: float,
+              grid_kw: float | None) -> dict[str, tuple[float, float]]:
+    """Per limit, (load, limit) if cars draw what the stations' own stores let them at instant
+    ``t`` (raw site data: node current per site phase along each EVSE's path, grid import kW)."""
+    load = {n.id: [0.0, 0.0, 0.0] for n in site.nodes}
+    parent = {n.id: n.parent for n in site.nodes}
+    kw = 0.0
+    for e in site.evses:
+        got = stations[e.charge_point_id].may_draw(e.connector_id, t)
+        kw += got[3]
+        n: str | None = e.node
+        while n is not None:
+            for j in range(e.phases):
+                load[n][e.site_phases[j]] += got[j]
+            n = parent[n]
+    out = {}
+    for node in site.nodes:
+        lim = node.current_triplet()
+        if lim is not None:
+            for ph in range(3):
+                out[f"{node.id} phase {ph}"] = (load[node.id][ph], lim[ph])
+    if grid_kw is not None:
+        out["grid import kW"] = (kw, grid_kw)
+    return out
+
+
+def site_excess(site: lo.Site, stations: dict[str, SimStation], t: float,
+                grid_kw: float | None) -> list[str]:
+    """Every limit broken at instant ``t`` (see :func:`site_rows`)."""
+    return [f"{k}: {a:.3f} > {b}" for k, (a, b) in site_rows(site, stations, t, grid_kw).items()
+            if a > b + 1e-6]

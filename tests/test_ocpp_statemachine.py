@@ -1,0 +1,302 @@
+"""The per-instant invariant of transition-safe updates, as a hypothesis state machine.
+
+Simulated stations (tests/ocpp_helpers.SimStation: a profile store by the OCPP replacement rules,
+written from the wire payloads only) receive what the CsmsAdapter sends over a network that
+delays, reorders answers, drops messages and answers, while stations reject, go silent, reboot
+(keeping or wiping their profiles), disconnect and reconnect, cars plug in and leave (stops lost
+or not), and the grid limit drops. After every rule, from the stations' OWN stores and the raw
+site data (not the adapter's belief, not the library's check()):
+
+- what every connector lets a car draw, summed per node and site phase and as grid kW, at every
+  instant of the next hour, never grows on a limit it exceeds (monotone), and
+- never exceeds any limit at all while no limit dropped and no station lost its profiles;
+- after the faults stop (``settle``), every limit holds again (liveness).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+import loadopt as lo
+from loadopt.controller import Controller
+from loadopt.ocpp import CsmsAdapter
+
+from .ocpp_helpers import SimStation, site_excess, site_rows
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+H_S = 3600
+SITE = lo.Site(
+    nodes=(lo.Node(id="grid", kind="grid_connection", max_current=40.0),
+           lo.Node(id="f1", parent="grid", max_current=25.0)),
+    evses=(lo.Evse(id="a1", node="f1", charge_point_id="A", connector_id=1, max_current=16.0,
+                   rate_unit="W", max_periods=2),
+           lo.Evse(id="a2", node="f1", charge_point_id="A", connector_id=2, max_current=16.0,
+                   phase_rotation="STR", rate_unit="W", max_periods=2),
+           lo.Evse(id="b1", node="grid", charge_point_id="B", connector_id=1, max_current=32.0,
+                   phase_rotation="TRS"),
+           lo.Evse(id="c1", node="grid", charge_point_id="C", connector_id=1, max_current=32.0,
+                   phases=1, rate_unit="W")),
+)
+VERSION = {"A": "1.6", "B": "2.0.1", "C": "1.6"}
+CPS = st.sampled_from(sorted(VERSION))
+EVSES = st.sampled_from([(e.charge_point_id, e.connector_id) for e in SITE.evses])
+
+
+class Site(RuleBasedStateMachine):
+    @initialize()
+    def boot_everything(self) -> None:
+        self.now = T0
+        self.grid_kw: float | None = 22.0
+        ctl = Controller(SITE, step_s=300, n_periods=8, method="fast",
+                         signals=lo.Signals(grid_import_limit_kw=self.grid_kw))
+        self.ad = CsmsAdapter(ctl, send_timeout_s=20.0, backoff_s=(5.0, 40.0))
+        self.st = {
+            "A": SimStation("A", "1.6", [e for e in SITE.evses if e.charge_point_id == "A"],
+                            rejects_w=True, max_periods=2),
+            "B": SimStation("B", "2.0.1", [e for e in SITE.evses if e.charge_point_id == "B"]),
+            "C": SimStation("C", "1.6", [e for e in SITE.evses if e.charge_point_id == "C"]),
+        }
+        self.inbox: dict[str, list] = {cp: [] for cp in self.st}
+        self.answers: list = []
+        self.token: dict[str, int] = {}
+        self.n_tx = 0
+        self.clean = True  # no limit dropped, no profiles wiped since the last settle
+        self.excused = False
+        for cp in self.st:
+            self.token[cp] = self.ad.on_boot_notification(cp, VERSION[cp])
+        self._route(self.ad.poll(self.now))
+        self.snap = self._snapshot()
+        # a site in steady state with two cars charging, then the faults
+        self.car_plugs_in(("A", 1), False)
+        self.car_plugs_in(("C", 1), False)
+        self.settle()
+        self.snap = self._snapshot()
+
+    # ------------------------------------------------------------------ plumbing
+    def _route(self, msgs) -> None:
+        for cp, action, payload in msgs:
+            assert cp in self.token, f"message to {cp}, which is offline"
+            self.inbox[cp].append((action, payload))
+
+    def _snapshot(self):
+        return {cp: (dict(s.store), dict(s.tx)) for cp, s in self.st.items()}
+
+    def _instants(self, snaps) -> list[float]:
+        t0 = self.now.timestamp()
+        pts = {t0}
+        for snap in snaps:
+            for store, _ in snap.values():
+                for _, prof in store.values():
+                    sch = prof["chargingSchedule"]
+                    s = datetime.fromisoformat(sch["startSchedule"].replace("Z", "+00:00"))
+                    for q in sch["chargingSchedulePeriod"]:
+                        pts.add(s.timestamp() + q["startPeriod"])
+                    if "validTo" in prof:
+                        pts.add(datetime.fromisoformat(
+                            prof["validTo"].replace("Z", "+00:00")).timestamp())
+        return sorted(t for t in pts if t0 <= t < t0 + H_S)
+
+    def _rows_at(self, snap, t):
+        saved = {cp: (s.store, s.tx) for cp, s in self.st.items()}
+        try:
+            for cp, (store, tx) in snap.items():
+                self.st[cp].store, self.st[cp].tx = store, tx
+            return site_rows(SITE, self.st, t, self.grid_kw)
+        finally:
+            for cp, (store, tx) in saved.items():
+                self.st[cp].store, self.st[cp].tx = store, tx
+
+    # ------------------------------------------------------------------ rules
+    @rule()
+    def tick(self) -> None:
+        self._route(self.ad.step(self.now))
+
+    @rule(dt=st.integers(1, 120))
+    def advance(self, dt: int) -> None:
+        self.now += timedelta(seconds=dt)
+
+    @rule(order=st.permutations(sorted(VERSION)), k=st.integers(1, 3), n=st.integers(1, 3),
+          fault=st.sampled_from(["none", "none", "answer lost", "message lost", "reject"]))
+    def stations_process(self, order: list[str], k: int, n: int, fault: str) -> None:
+        """The first ``k`` stations of ``order`` each take their next ``n`` messages in order;
+        the fault hits the first message of the first station."""
+        for j, cp in enumerate(order[:k]):
+            for i in range(n):
+                if not self.inbox[cp]:
+                    break
+                action, payload = self.inbox[cp].pop(0)
+                f = fault if i == 0 and j == 0 else "none"
+                if f == "message lost":
+                    continue
+                if f == "reject" and action == "SetChargingProfile":
+                    resp = {"status": "Rejected"}
+                else:
+                    resp = self.st[cp].handle(action, payload)
+                if f != "answer lost":
+                    self.answers.append((cp, action, payload, resp))
+
+    @rule(i=st.integers(0, 7), n=st.integers(1, 4))
+    def answers_arrive(self, i: int, n: int) -> None:
+        for _ in range(n):
+            if not self.answers:
+                return
+            cp, action, payload, resp = self.answers.pop(i % len(self.answers))
+            if cp in self.token:
+                self.ad.on_response(cp, action, payload, resp, now=self.now)
+                self._route(self.ad.poll(self.now))
+
+    @rule(evse=EVSES, retry=st.booleans())
+    def car_plugs_in(self, evse: tuple[str, int], retry: bool) -> None:
+        cp, conn = evse
+        sim = self.st[cp]
+        if conn not in sim.evses or conn in sim.tx or cp not in self.token:
+            return
+        self.n_tx += 1
+        if VERSION[cp] == "1.6":
+            req = {"connectorId": conn, "idTag": "T", "meterStart": 0,
+                   "timestamp": self.now.isoformat()}
+            tx = self.ad.on_start_transaction(cp, req)
+            if retry:  # the .conf was lost: the station retries the same request
+                assert self.ad.on_start_transaction(cp, dict(req)) == tx
+            sim.tx[conn] = tx
+        else:
+            wire = f"{cp}-{self.n_tx}"
+            sim.tx[conn] = wire
+            ev = {"eventType": "Started", "timestamp": self.now.isoformat(), "seqNo": 0,
+                  "triggerReason": "CablePluggedIn", "transactionInfo": {"transactionId": wire},
+                  "evse": {"id": conn}}
+            self.ad.on_transaction_event(cp, ev)
+            if retry:
+                self.ad.on_transaction_event(cp, dict(ev))
+
+    @rule(evse=EVSES, how=st.sampled_from(["stop", "status", "lost"]))
+    def car_leaves(self, evse: tuple[str, int], how: str) -> None:
+        cp, conn = evse
+        sim = self.st[cp]
+        tx = sim.tx.pop(conn, None)
+        if tx is None or cp not in self.token:
+            return
+        if how == "stop":
+            if VERSION[cp] == "1.6":
+                self.ad.on_stop_transaction(cp, {"transactionId": tx, "meterStop": 0,
+                                                 "timestamp": self.now.isoformat()})
+            else:
+                self.ad.on_transaction_event(cp, {
+                    "eventType": "Ended", "timestamp": self.now.isoformat(), "seqNo": 1,
+                    "triggerReason": "EVDeparted", "transactionInfo": {"transactionId": tx}})
+        elif how == "status":
+            key = "connectorId" if VERSION[cp] == "1.6" else "evseId"
+            self.ad.on_status_notification(cp, {key: conn, "status": "Available",
+                                                "connectorStatus": "Available"})
+
+    @rule(cp=CPS, wipe=st.booleans())
+    def station_reboots(self, cp: str, wipe: bool) -> None:
+        self.st[cp].reboot(wipe)
+        self.inbox[cp].clear()
+        if wipe:  # physically it may now draw its maximum: the one excused increase
+            self.clean = False
+            self.excused = True
+        self.token[cp] = self.ad.on_boot_notification(cp, VERSION[cp])
+        self._route(self.ad.poll(self.now))
+
+    @rule(cp=CPS, kind=st.sampled_from(["reconnect", "stale close", "offline", "back"]))
+    def connection(self, cp: str, kind: str) -> None:
+        """Sockets: a reconnection (what was in flight on the old one is lost), a stale socket
+        closing after the new one opened (must not unregister the live one), going offline,
+        coming back."""
+        if kind == "offline":
+            if cp in self.token:
+                self.ad.disconnect(cp, self.token.pop(cp))
+                self.inbox[cp].clear()
+            return
+        if kind == "back" and cp in self.token:
+            return
+        old = self.token.get(cp)
+        self.inbox[cp].clear()
+        self.token[cp] = self.ad.connect(cp, VERSION[cp])
+        if kind == "stale close" and old is not None:
+            self.ad.disconnect(cp, old)
+            assert cp in self.ad.versions
+        self._route(self.ad.poll(self.now))
+
+    @rule(kw=st.sampled_from([8.0, 14.0, 22.0]))
+    def grid_limit_changes(self, kw: float) -> None:
+        if self.grid_kw is not None and kw < self.grid_kw:
+            self.clean = False
+        self.grid_kw = kw
+        self.ad.controller.set_signals(lo.Signals(grid_import_limit_kw=kw))
+
+    @rule()
+    def settle(self) -> None:
+        """Faults stop: everyone online, every message processed and answered, a few ticks."""
+        for cp in self.st:
+            if cp not in self.token:
+                self.token[cp] = self.ad.connect(cp, VERSION[cp])
+        for _ in range(3):
+            self._route(self.ad.step(self.now))
+            for _ in range(3):
+                for cp in self.st:
+                    while self.inbox[cp]:
+                        action, payload = self.inbox[cp].pop(0)
+                        self.answers.append((cp, action, payload,
+                                             self.st[cp].handle(action, payload)))
+                while self.answers:
+                    cp, action, payload, resp = self.answers.pop(0)
+                    self.ad.on_response(cp, action, payload, resp, now=self.now)
+                self._route(self.ad.poll(self.now))
+            self.now += timedelta(seconds=45)
+        bad = site_excess(SITE, self.st, self.now.timestamp(), self.grid_kw)
+        assert bad == [], f"still over a limit after the faults stopped: {bad}"
+        self.clean = True
+
+    # ------------------------------------------------------------------ the invariant
+    @invariant()
+    def per_instant_invariant(self) -> None:
+        if not hasattr(self, "snap"):
+            return
+        snap = self._snapshot()
+        for t in self._instants([snap, self.snap]):
+            after = self._rows_at(snap, t)
+            if self.clean:
+                over = {k: v for k, v in after.items() if v[0] > v[1] + 1e-6}
+                assert not over, f"over a limit at +{t - self.now.timestamp():.0f} s: {over}"
+            if not self.excused:
+                before = self._rows_at(self.snap, t)
+                for k, (a, lim) in after.items():
+                    assert a <= max(lim, before[k][0]) + 1e-6, (
+                        f"{k} at +{t - self.now.timestamp():.0f} s grew to {a:.3f} above its "
+                        f"limit {lim} (was {before[k][0]:.3f})")
+        self.excused = False
+        self.snap = snap
+
+
+Site.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
+                                  derandomize=True,
+                                  suppress_health_check=[HealthCheck.too_slow])
+TestTransitionSafety = Site.TestCase
+
+
+def test_an_increase_waits_for_the_decrease_it_depends_on():
+    """Directed: a car plugs in where the spare was shared; the plan lowers one connector and
+    raises another. The station with the increase answers first: the site must still hold
+    (checked on the stations' stores, as in the machine)."""
+    m = Site()
+    m.boot_everything()
+    m.car_plugs_in(("B", 1), False)
+    m.tick()
+    m.per_instant_invariant()
+    m.stations_process(["B", "A", "C"], 1, 3, "none")  # B first: its increase must not be there
+    m.per_instant_invariant()
+    m.answers_arrive(0, 4)
+    m.stations_process(["A", "C", "B"], 3, 3, "none")
+    m.answers_arrive(0, 8)
+    m.per_instant_invariant()
+    m.stations_process(["B", "A", "C"], 3, 3, "none")  # now it is safe and goes out
+    m.answers_arrive(0, 8)
+    m.per_instant_invariant()
+    b = m.st["B"].may_draw(1, m.now.timestamp())
+    assert b[0] > 0, "the increase was never released"
