@@ -1,17 +1,19 @@
-"""The thin CSMS adapter on the real Controller: events in, only changed profiles out, bad
-events skipped with a clear message, never a crash."""
+"""The CSMS adapter on the real Controller: events in, only changed profiles out, what stations
+hold tracked from their answers, bad events skipped with a clear message, never a crash."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 import loadopt as lo
 from loadopt.controller import Controller
 from loadopt.ocpp import CsmsAdapter, validate
 
-from .ocpp_helpers import T0
+from .ocpp_helpers import T0, SimStation
 
 
 def _iso(t):
@@ -28,6 +30,12 @@ def _site():
     )
 
 
+def _sims(site=None):
+    site = site or _site()
+    return {"A": SimStation("A", "1.6", [e for e in site.evses if e.charge_point_id == "A"]),
+            "B": SimStation("B", "2.0.1", [e for e in site.evses if e.charge_point_id == "B"])}
+
+
 def _adapter(**kw):
     ctl = Controller(_site(), step_s=900, n_periods=8, method="fast")
     ad = CsmsAdapter(ctl, **kw)
@@ -40,109 +48,297 @@ def _check(msgs, ad):
         validate(action, payload, ad.versions[cp])
 
 
-def test_start_step_only_changes_then_clear():
+def _deliver(ad, sims, msgs, now, status=None):
+    """Every message to its simulated station, every answer back; then what became safe, until
+    nothing is left. Returns everything sent."""
+    sent = []
+    while msgs:
+        _check(msgs, ad)
+        sent += msgs
+        for cp, action, payload in msgs:
+            resp = sims[cp].handle(action, payload)
+            if status is not None and action == "SetChargingProfile":
+                resp = {"status": status}
+            ad.on_response(cp, action, payload, resp, now=now)
+        msgs = ad.poll(now)
+    return sent
+
+
+def _booted(**kw):
+    ad = _adapter(**kw)
+    sims = _sims()
+    _deliver(ad, sims, ad.poll(T0), T0)
+    return ad, sims
+
+
+def _purposes(msgs):
+    return sorted((cp, (p.get("csChargingProfiles") or p.get("chargingProfile"))[
+        "chargingProfilePurpose"]) for cp, a, p in msgs if a == "SetChargingProfile")
+
+
+def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
     ad = _adapter()
+    msgs = ad.poll(T0)
+    _check(msgs, ad)
+    actions = [(cp, a) for cp, a, _ in msgs]
+    assert ("A", "GetConfiguration") in actions and ("B", "GetVariables") in actions
+    assert ("A", "TxDefaultProfile") in _purposes(msgs)
+    assert ("B", "ChargingStationMaxProfile") in _purposes(msgs)
+    # before any plan, a newcomer may not draw: 0 A defaults
+    for _, a, p in msgs:
+        if a == "SetChargingProfile" and "csChargingProfiles" in p:
+            prof = p["csChargingProfiles"]
+            if prof["chargingProfilePurpose"] == "TxDefaultProfile":
+                assert prof["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 0.0
+    # unconfirmed stations are budgeted at their hardware maximum by the plan
+    ad.step(T0)
+    assert set(ad.reserved) == {"a1", "a2", "b1"}
+    assert ad.controller.reservations["b1"].current_a == (32.0, 32.0, 32.0)
+
+
+def test_start_step_only_changes_then_clear():
+    ad, sims = _booted()
     tx = ad.on_start_transaction("A", {"connectorId": 1, "idTag": "t", "meterStart": 1000,
                                        "timestamp": _iso(T0)})
+    sims["A"].tx[1] = tx
     assert isinstance(tx, int)
     assert ad.on_transaction_event("B", {
         "eventType": "Started", "timestamp": _iso(T0), "triggerReason": "CablePluggedIn",
         "seqNo": 0, "transactionInfo": {"transactionId": "b-tx"}, "evse": {"id": 1}})
-    msgs = ad.step(T0)
-    _check(msgs, ad)
-    purposes = sorted((cp, p.get("csChargingProfiles", p.get("chargingProfile"))[
-        "chargingProfilePurpose"]) for cp, _, p in msgs)
-    assert ("A", "TxProfile") in purposes and ("B", "TxProfile") in purposes
-    assert ("A", "ChargePointMaxProfile") in purposes
-    assert ("B", "ChargingStationMaxProfile") in purposes
-    tx_a = next(p for cp, _, p in msgs if cp == "A" and "transactionId" in p["csChargingProfiles"])
+    sims["B"].tx[1] = "b-tx"
+    sent = _deliver(ad, sims, ad.step(T0), T0)
+    assert ("A", "TxProfile") in _purposes(sent) and ("B", "TxProfile") in _purposes(sent)
+    assert ad.reserved == {}  # all confirmed: nothing budgeted beyond the plan
+    tx_a = next(p for cp, _, p in sent if cp == "A" and "transactionId" in p["csChargingProfiles"])
     assert tx_a["csChargingProfiles"]["transactionId"] == tx
-    # same situation a minute later: nothing to send
+    # same situation a minute later: nothing to send (no churn)
     assert ad.step(T0 + timedelta(minutes=1)) == []
-    # meter values, then stop: a ClearChargingProfile for the TxProfile
+    # the station cap is the installation limit: never re-sent by a step
+    assert ("A", "ChargePointMaxProfile") not in _purposes(ad.step(T0 + timedelta(minutes=7)))
     assert ad.on_meter_values("A", {"connectorId": 1, "transactionId": tx, "meterValue": [{
         "timestamp": _iso(T0 + timedelta(minutes=2)),
         "sampledValue": [{"value": "3000"}, {"value": "10.2", "measurand": "Current.Import",
                                              "phase": "L1"}]}]})
     assert ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 5000,
                                         "timestamp": _iso(T0 + timedelta(minutes=3))})
-    msgs = ad.step(T0 + timedelta(minutes=4))
+    msgs = ad.poll(T0 + timedelta(minutes=4))
     _check(msgs, ad)
     assert ("A", "ClearChargingProfile", {"id": ad.ids.profile_id("tx", 1)}) in msgs
     assert ad.problems == []
 
 
-def test_bad_events_are_logged_and_skipped(caplog):
-    ad = _adapter()
-    tx = ad.on_start_transaction("A", {"connectorId": 1, "idTag": "t", "meterStart": 0,
-                                       "timestamp": _iso(T0)})
-    n = 0
+def test_rejected_profile_is_not_resent_as_is_and_the_station_is_budgeted():
+    ad, sims = _booted()
+    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
+    msgs = ad.step(T0)  # the station does not know the transaction: TxNotFound
+    sent = _deliver(ad, sims, msgs, T0)
+    assert any(a == "GetCompositeSchedule" for _, a, _ in sent)
+    assert "Rejected" in " ".join(ad.problems)
+    assert ad.step(T0 + timedelta(seconds=1)) == []  # not re-sent as is at once
+    assert ad.reserved.get("a1") == "station rejected a profile"
+    held = ad.controller.reservations["a1"].current_a
+    assert held == (0.0, 0.0, 0.0)  # it holds a 0 A default: budgeted at that
+    # retried after a back-off (the station may have learnt the transaction meanwhile)
+    sims["A"].tx[1] = tx
+    t = T0 + timedelta(seconds=5)
+    _deliver(ad, sims, ad.step(t), t)  # planned within what it holds (0 A), accepted
+    t += timedelta(seconds=1)
+    _deliver(ad, sims, ad.step(t), t)  # confirmed: planned freely again
+    assert ad.reserved == {} and sims["A"].may_draw(1, t.timestamp())[0] > 0
 
-    def skipped(ok):
-        nonlocal n
-        assert ok is False
-        n += 1
-        assert len(ad.problems) == n
 
-    # unknown station / connector
-    assert ad.connect("ZZ", "1.6") is False
-    n += 1
-    ad.on_start_transaction("A", {"connectorId": 9, "meterStart": 0, "timestamp": _iso(T0)})
-    n += 1
-    assert "connector/EVSE 9" in ad.problems[-1]
-    # duplicate start on a busy connector, duplicate transaction id
-    ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
-    n += 1
-    assert "busy" in ad.problems[-1]
-    # stop for a transaction never started
-    skipped(ad.on_stop_transaction("A", {"transactionId": 999, "meterStop": 0,
-                                         "timestamp": _iso(T0)}))
-    assert "never started" in ad.problems[-1]
-    # NaN / negative meter values
-    for bad in ("NaN", "-5", "abc"):
-        skipped(ad.on_meter_values("A", {"connectorId": 1, "transactionId": tx, "meterValue": [
-            {"timestamp": _iso(T0 + timedelta(minutes=5)), "sampledValue": [{"value": bad}]}]}))
-    # out of order meter value
-    assert ad.on_meter_values("A", {"connectorId": 1, "transactionId": tx, "meterValue": [
-        {"timestamp": _iso(T0 + timedelta(minutes=10)), "sampledValue": [{"value": "100"}]}]})
-    skipped(ad.on_meter_values("A", {"connectorId": 1, "transactionId": tx, "meterValue": [
-        {"timestamp": _iso(T0 + timedelta(minutes=6)), "sampledValue": [{"value": "50"}]}]}))
-    # 2.x: duplicate seqNo, Ended for unknown transaction
+def test_w_rejecting_station_gets_amps_after_capabilities():
+    """A station whose site entry says W but which allows only Current (GetConfiguration)."""
+    s = lo.Site(nodes=(lo.Node(id="g", max_current=32.0),),
+                evses=(lo.Evse(id="a1", node="g", charge_point_id="A", rate_unit="W",
+                               max_periods=24),))
+    ad = CsmsAdapter(Controller(s, step_s=900, n_periods=8, method="fast"))
+    sims = {"A": SimStation("A", "1.6", list(s.evses), rejects_w=True, max_periods=2)}
+    ad.connect("A", "1.6")
+    _deliver(ad, sims, ad.poll(T0), T0)
+    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
+    sims["A"].tx[1] = tx
+    sent = _deliver(ad, sims, ad.step(T0), T0)
+    for _, a, p in sent:
+        if a == "SetChargingProfile":
+            sch = p["csChargingProfiles"]["chargingSchedule"]
+            assert sch["chargingRateUnit"] == "A"
+            assert len(sch["chargingSchedulePeriod"]) <= 2
+    assert ad.caps["a1"].rate_unit == "A" and ad.caps["a1"].max_periods == 2
+    assert ad.reserved == {}
+
+
+def test_silent_station_is_budgeted_at_its_worst_and_retried_with_backoff():
+    ad, sims = _booted(send_timeout_s=5.0, backoff_s=(10.0, 40.0))
+    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
+    sims["A"].tx[1] = tx
+    msgs = [m for m in ad.step(T0) if m[0] == "A"]
+    assert msgs
+    # A never answers; 6 s later its messages are unanswered
+    assert all(m[0] != "A" for m in ad.poll(T0 + timedelta(seconds=6)))
+    assert "no answer" in ad.problems[-1]
+    ad.step(T0 + timedelta(seconds=7))
+    assert ad.reserved["a1"] == "station not answering"
+    # what it may draw: the TxProfile it was sent (possibly applied) or its default
+    assert max(ad.controller.reservations["a1"].current_a) > 0
+    assert all(m[0] != "A" for m in ad.poll(T0 + timedelta(seconds=12)))  # backing off
+    retry = [m for m in ad.poll(T0 + timedelta(seconds=20)) if m[0] == "A"]
+    assert retry, "retried after the back-off"
+
+
+def test_reconnect_keeps_belief_and_stale_socket_does_not_unregister():
+    ad, _ = _booted()
+    tok = ad.connect("A", "1.6")  # a second socket under the same id
+    ad.disconnect("A", tok - 10)  # the stale one closes
+    assert "A" in ad.versions
+    msgs = ad.poll(T0 + timedelta(seconds=1))
+    # profiles go out again on reconnection, and the capabilities are asked again
+    assert ("A", "GetConfiguration") in [(cp, a) for cp, a, _ in msgs]
+    assert ("A", "TxDefaultProfile") in _purposes(msgs)
+    ad.disconnect("A", tok)
+    assert "A" not in ad.versions
+
+
+def test_boot_ends_transactions_and_makes_the_station_unknown():
+    ad, sims = _booted()
+    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
+    sims["A"].tx[1] = tx
+    _deliver(ad, sims, ad.step(T0), T0)
+    assert ad.sessions
+    ad.on_boot_notification("A", "1.6")
+    assert f"A:{tx}" not in ad.sessions  # reboot without StopTransaction: no ghost
+    assert not ad.belief.synced(0)
+    msgs = ad.poll(T0 + timedelta(seconds=1))
+    assert ("A", "TxDefaultProfile") in _purposes(msgs)  # at once, not at the next tick
+
+
+def test_session_lifecycle_cannot_leak():
+    ad, _ = _booted()
+    req = {"connectorId": 1, "idTag": "t", "meterStart": 0, "timestamp": _iso(T0)}
+    tx = ad.on_start_transaction("A", req)
+    assert ad.on_start_transaction("A", dict(req)) == tx  # retried after a lost .conf
+    assert len(ad.sessions) == 1
+    # Available ends it even though the stop was lost; a late stop is harmless
+    assert ad.on_status_notification("A", {"connectorId": 1, "status": "Available",
+                                           "errorCode": "NoError"})
+    assert ad.sessions == {}
+    n = len(ad.problems)
+    assert ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 0,
+                                        "timestamp": _iso(T0)})
+    assert len(ad.problems) == n
+    # 2.x: duplicate Started, Ended, then a late Updated must not re-open it
     ev = {"eventType": "Started", "timestamp": _iso(T0), "triggerReason": "CablePluggedIn",
           "seqNo": 0, "transactionInfo": {"transactionId": "x"}, "evse": {"id": 1}}
-    assert ad.on_transaction_event("B", ev)
-    skipped(ad.on_transaction_event("B", {**ev, "eventType": "Updated"}))
-    skipped(ad.on_transaction_event("B", {**ev, "eventType": "Ended", "seqNo": 5,
-                                          "transactionInfo": {"transactionId": "nope"}}))
-    skipped(ad.on_status_notification("Q", {"connectorId": 1, "status": "Available"}))
-    # the loop still runs and emits valid payloads
-    msgs = ad.step(T0 + timedelta(minutes=15))
-    _check(msgs, ad)
-    assert msgs
-    assert all("skipped" in r.message for r in caplog.records if r.name == "loadopt.ocpp")
+    assert ad.on_transaction_event("B", ev) and ad.on_transaction_event("B", dict(ev))
+    assert list(ad.sessions.values()) == ["b1"]
+    assert ad.on_transaction_event("B", {**ev, "eventType": "Ended", "seqNo": 1})
+    assert ad.on_transaction_event("B", {**ev, "eventType": "Updated", "seqNo": 2}) is False
+    assert ad.sessions == {}
+    # an Ended before its Started: the Started is ignored
+    ad.on_transaction_event("B", {**ev, "eventType": "Ended", "seqNo": 1,
+                                  "transactionInfo": {"transactionId": "y"}})
+    assert ad.on_transaction_event("B", {**ev, "transactionInfo": {"transactionId": "y"}}) \
+        is False
+    assert ad.sessions == {}
+
+
+def test_ghost_session_ends_after_bounded_overstay():
+    ad, _ = _booted(max_overstay_h=2.0)
+    ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)},
+                            departure=T0 + timedelta(hours=1))
+    assert ad.sessions
+    ad.step(T0 + timedelta(hours=2))
+    assert ad.sessions  # one hour past departure: extended
+    ad.step(T0 + timedelta(hours=3, minutes=1))
+    assert ad.sessions == {} and "ghost" in ad.problems[-1]
+
+
+def test_future_meter_value_is_quarantined_without_poisoning_later_ones():
+    ad, _ = _booted()
+    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
+    mv = {"connectorId": 1, "transactionId": tx}
+    assert ad.on_meter_values("A", {**mv, "meterValue": [{
+        "timestamp": "2099-01-01T00:00:00Z", "sampledValue": [{"value": "9000000"}]}]}) is False
+    assert "future" in ad.problems[-1]
+    assert ad.on_meter_values("A", {**mv, "meterValue": [{
+        "timestamp": _iso(T0 + timedelta(minutes=5)), "sampledValue": [{"value": "1000"}]}]})
+
+
+def test_start_schedule_is_a_whole_second_in_real_time_across_dst():
+    """Limits never rise early: the horizon starts on a whole UTC second (no floor of a
+    fraction), and a zoneinfo 'now' on a DST day maps to the same real instant."""
+    ad, sims = _booted()
+    berlin = ZoneInfo("Europe/Berlin")
+    for local in ("2026-03-29T01:59:59.700000", "2026-10-25T02:30:00.250000"):
+        now = datetime.fromisoformat(local).replace(tzinfo=berlin)
+        tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0,
+                                           "timestamp": _iso(now.astimezone(UTC))})
+        sims["A"].tx[1] = tx
+        sent = _deliver(ad, sims, ad.step(now), now)
+        real = now.timestamp()
+        for _, a, p in sent:
+            if a != "SetChargingProfile":
+                continue
+            body = p.get("csChargingProfiles") or p["chargingProfile"]
+            sch = body["chargingSchedule"]
+            sch = sch[0] if isinstance(sch, list) else sch
+            start = datetime.fromisoformat(sch["startSchedule"].replace("Z", "+00:00"))
+            assert start.microsecond == 0
+            assert real - 1 < start.timestamp() <= real  # in force now, never after
+            bounds = [start.timestamp() + q["startPeriod"] for q in
+                      sch["chargingSchedulePeriod"]]
+            # period boundaries are whole multiples of the step from the horizon start
+            assert all((b - start.timestamp()) % 900 == 0 for b in bounds)
+        ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 0,
+                                     "timestamp": _iso(now)})
+
+
+def test_no_emitted_limit_between_zero_and_the_minimum():
+    ad, sims = _booted()
+    for k in (1, 2):
+        tx = ad.on_start_transaction("A", {"connectorId": k, "meterStart": 0,
+                                           "timestamp": _iso(T0)})
+        sims["A"].tx[k] = tx
+    tx = "bb"
+    ad.on_transaction_event("B", {"eventType": "Started", "timestamp": _iso(T0), "seqNo": 0,
+                                  "triggerReason": "CablePluggedIn",
+                                  "transactionInfo": {"transactionId": tx}, "evse": {"id": 1}})
+    sims["B"].tx[1] = tx
+    sent = _deliver(ad, sims, ad.step(T0), T0)
+    for cp, a, p in sent:
+        if a != "SetChargingProfile":
+            continue
+        body = p.get("csChargingProfiles") or p["chargingProfile"]
+        if body["chargingProfilePurpose"] == "ChargingStationMaxProfile":
+            continue
+        sch = body["chargingSchedule"]
+        sch = sch[0] if isinstance(sch, list) else sch
+        for q in sch["chargingSchedulePeriod"]:
+            amps = q["limit"] if sch["chargingRateUnit"] == "A" else q["limit"] / (
+                230.0 * (1 if cp == "A" else q.get("numberPhases", 3)))
+            assert amps == 0 or amps >= 6.0 - 1e-9, (cp, q)
+
+
+def test_min_off_dwell_keeps_a_stopped_car_stopped():
+    ad, sims = _booted(min_off_s=600.0)
+    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
+    sims["A"].tx[1] = tx
+    ad.controller.set_signals(lo.Signals(grid_import_limit_kw=0.0))
+    _deliver(ad, sims, ad.step(T0), T0)
+    assert sims["A"].may_draw(1, T0.timestamp())[0] == 0
+    ad.controller.set_signals(lo.Signals())
+    t1 = T0 + timedelta(seconds=120)
+    _deliver(ad, sims, ad.step(t1), t1)
+    # still off until 600 s after it stopped, then on
+    assert sims["A"].may_draw(1, t1.timestamp())[0] == 0
+    later = sims["A"].may_draw(1, (T0 + timedelta(seconds=601)).timestamp())
+    assert later[0] >= 6.0
 
 
 def test_strict_mode_raises_named_errors():
     ad = _adapter(strict=True)
     with pytest.raises(lo.InputError, match=r"'A'.*never started"):
         ad.on_stop_transaction("A", {"transactionId": 7, "meterStop": 0, "timestamp": _iso(T0)})
-
-
-def test_rejected_profile_is_resent_and_capabilities_apply():
-    ad = _adapter(station_max=False, tx_default=False)
-    ad.on_get_configuration("A", {"configurationKey": [
-        {"key": "ChargingScheduleAllowedChargingRateUnit", "value": "Power", "readonly": True},
-        {"key": "ChargingScheduleMaxPeriods", "value": "2", "readonly": True}]})
-    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
-    [(cp, action, payload)] = ad.step(T0)
-    sched = payload["csChargingProfiles"]["chargingSchedule"]
-    assert sched["chargingRateUnit"] == "W" and len(sched["chargingSchedulePeriod"]) <= 2
-    assert payload["csChargingProfiles"]["transactionId"] == tx
-    validate(action, payload, "1.6")
-    assert ad.step(T0) == []
-    ad.on_response(cp, action, payload, {"status": "Rejected"})
-    assert "Rejected" in ad.problems[-1]
-    assert len(ad.step(T0)) == 1
 
 
 def test_controller_failure_does_not_crash_the_loop(monkeypatch):
@@ -152,5 +348,39 @@ def test_controller_failure_does_not_crash_the_loop(monkeypatch):
         raise RuntimeError("solver exploded")
 
     monkeypatch.setattr(ad.controller, "step", boom)
-    assert ad.step(T0) == []
+    msgs = ad.step(T0)
+    assert all(a != "SetChargingProfile" or "TxProfile" not in str(p) for _, a, p in msgs)
     assert "solver exploded" in ad.problems[-1]
+
+
+def test_belief_is_an_upper_bound_of_every_simulated_store():
+    """After a random run of sends, answers, losses and rejections, the adapter's belief is at
+    least what each simulated station lets a car draw, at every instant."""
+    rng = np.random.default_rng(3)
+    ad, sims = _booted(send_timeout_s=5.0, backoff_s=(1.0, 2.0))
+    now = T0
+    for k in (1, 2):
+        sims["A"].tx[k] = ad.on_start_transaction("A", {"connectorId": k, "meterStart": 0,
+                                                        "timestamp": _iso(T0)})
+    for _ in range(40):
+        now += timedelta(seconds=int(rng.integers(1, 40)))
+        msgs = ad.step(now) if rng.random() < 0.3 else ad.poll(now)
+        for cp, a, p in msgs:
+            r = rng.random()
+            if r < 0.15:
+                continue  # lost
+            resp = sims[cp].handle(a, p)
+            if r < 0.3:
+                resp = {"status": "Rejected"} if a == "SetChargingProfile" else resp
+            if r > 0.85:
+                continue  # applied, answer lost
+            ad.on_response(cp, a, p, resp, now=now)
+        if rng.random() < 0.1:
+            ad.controller.set_signals(lo.Signals(grid_import_limit_kw=float(rng.choice(
+                [5.0, 10.0, 20.0]))))
+        ts = np.array([now.timestamp() + s for s in (0, 1, 300, 899, 900, 3000)])
+        worst = ad.belief.worst_a(ts)
+        for i, e in enumerate(ad.site.evses):
+            for j, t in enumerate(ts):
+                got = sims[e.charge_point_id].may_draw(e.connector_id, t)
+                assert got[0] <= worst[j, i, 0] + 1e-6, (e.id, t, got, worst[j, i])

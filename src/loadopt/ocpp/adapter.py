@@ -86,6 +86,12 @@ class _Want:
     held: Held | None
 
 
+@dataclass
+class _Rejected:
+    profile: Profile
+    until_s: float
+
+
 class CsmsAdapter:
     """Keeps a site's OCPP state around a :class:`~loadopt.controller.Controller`.
 
@@ -136,7 +142,8 @@ class CsmsAdapter:
         self._targets: dict[SlotKey, Profile] = {}  #: what the last plan wants per slot
         self._intent: dict[SlotKey, Profile] = {}  #: last profile sent per slot
         self._want: dict[SlotKey, _Want] = {}  #: to send once safe
-        self._rejected: dict[SlotKey, str] = {}  #: slot → payload the station rejected
+        #: slot → (the profile the station rejected, retry time), rejections in a row
+        self._rejected: dict[SlotKey, tuple[_Rejected, int]] = {}
         self._backoff: dict[str, tuple[float, float]] = {}  #: cp → (until epoch s, delay s)
         self._conn: dict[str, int] = {}  #: cp → live connection token
         self._n_conn = 0
@@ -759,9 +766,11 @@ class CsmsAdapter:
             self._rejected.pop(key, None)
             return True
         self.belief.answered(msg, False)
-        self._rejected[key] = _sig(request)
-        if self._intent.get(key) is not None and key in self._targets:
-            self._intent.pop(key, None)
+        prof = self._intent.pop(key, None)
+        _, n = self._rejected.get(key, (None, 0))
+        delay = min(self.backoff_s[0] * 2 ** n, self.backoff_s[1])
+        if prof is not None:
+            self._rejected[key] = (_Rejected(prof, now_s + delay), n + 1)
         self._pending.append(self._capability_request(cp, self.versions.get(cp, "1.6")))
         if key[1] != 0:
             self._pending.append(self._composite_request(cp, key[1]))
@@ -839,13 +848,16 @@ class CsmsAdapter:
         return out + self._release(now_s)
 
     def _expire(self, now_s: float) -> None:
+        cps = set()
         for m in self.belief.expire(now_s):
             self._skip(f"charge point {m.key[0]!r}: no answer to SetChargingProfile {m.key[2]} "
                        f"on connector {m.key[1]} within {self.send_timeout_s:g} s; budgeted at "
                        "its worst case, retried with back-off")
-            self._back_off(m.key[0], now_s)
             self._intent.pop(m.key, None)
-            self._refresh_wants(m.key[0])  # retried once the back-off is over
+            cps.add(m.key[0])
+        for cp in cps:
+            self._back_off(cp, now_s)
+            self._refresh_wants(cp)  # retried once the back-off is over
 
     def _end_ghosts(self, now: datetime) -> None:
         """End sessions far past their departure with no sign of life for as long."""
@@ -964,8 +976,10 @@ class CsmsAdapter:
             except InputError as e:
                 self._skip(str(e))
                 continue
-            if self._rejected.get(key) == _sig(payload):
-                continue  # rejected as is: not re-sent until something changes
+            rej = self._rejected.get(key)
+            if rej is not None and rej[0].until_s > self._now_s and not self._changed(
+                    rej[0].profile, prof):
+                continue  # rejected as is: not re-sent before its back-off is over
             ev = self._evse.get((cp, key[1]))
             volt = ev.voltage_v if ev is not None else prof.voltage_v
             self._want[key] = _Want(prof, payload, held_from_payload(payload, v, volt))
@@ -1082,12 +1096,6 @@ class CsmsAdapter:
             for p in ("station_max", "tx_default", "tx"):
                 names[wire_purpose(v, p)] = p  # type: ignore[arg-type]
         return (cp, conn, names.get(purpose, str(purpose)))
-
-
-def _sig(payload: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(payload, sort_keys=True, default=str)
 
 
 def _number(v: Any) -> float | None:

@@ -192,8 +192,8 @@ class Belief:
 
     def slot(self, key: SlotKey) -> Slot:
         s = self.slots.get(key)
-        if s is None:
-            s = self.slots[key] = Slot()
+        if s is None:  # a TxProfile of ours exists only once sent; anything else is unknown
+            s = self.slots[key] = Slot(None if key[2] == "tx" else UNKNOWN)
         return s
 
     # ---------------------------------------------------------------- events
