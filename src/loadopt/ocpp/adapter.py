@@ -146,6 +146,7 @@ class CsmsAdapter:
         self._rejected: dict[SlotKey, tuple[_Rejected, int]] = {}
         self._backoff: dict[str, tuple[float, float]] = {}  #: cp → (until epoch s, delay s)
         self._conn: dict[str, int] = {}  #: cp → live connection token
+        self._asking: dict[str, float] = {}  #: cp → capabilities asked, wait for them until
         self._n_conn = 0
         self._pending: list[Message] = []  #: non-profile messages to send
         self._off_since: dict[str, float] = {}  #: session id → when its limit went to 0
@@ -196,6 +197,8 @@ class CsmsAdapter:
             del self._rejected[key]
         self._pending = [m for m in self._pending if m[0] != cp]
         self._pending.append(self._capability_request(cp, v))
+        # profiles wait for the capabilities (rate unit, periods) up to one deadline
+        self._asking[cp] = max(self._now_s, self._clock().timestamp()) + self.send_timeout_s
         if self.last_schedule is None:
             self._rebuild_targets()
         else:
@@ -734,10 +737,13 @@ class CsmsAdapter:
         now_s = epoch_s(now) if now is not None else self._clock().timestamp()
         if response is not None:
             self._backoff.pop(cp, None)
-        if action == "GetConfiguration":
-            return True if response is None else self.on_get_configuration(cp, response)
-        if action == "GetVariables":
-            return True if response is None else self.on_get_variables(cp, response)
+        if action in ("GetConfiguration", "GetVariables"):
+            self._asking.pop(cp, None)
+            if response is None:
+                return True
+            if action == "GetConfiguration":
+                return self.on_get_configuration(cp, response)
+            return self.on_get_variables(cp, response)
         if action == "GetCompositeSchedule":
             return True if response is None else self._reconcile(cp, request, response)
         if action != "SetChargingProfile":
@@ -1003,6 +1009,7 @@ class CsmsAdapter:
         the admission test passes (greedy, in connector order)."""
         ready = [key for key in self._want
                  if key[0] in self.versions and not self._backing_off(key[0], now_s)
+                 and self._asking.get(key[0], -math.inf) <= now_s
                  and self.belief.slot(key).pending is None]
         if not ready:
             return []
@@ -1062,6 +1069,32 @@ class CsmsAdapter:
         return bool(np.any(a < b) or np.any(a > b + thr))
 
     # ------------------------------------------------------------------ queries
+    def on_sent(self, cp: str, payload: dict[str, Any], now: datetime) -> None:
+        """The CSMS put a message from :meth:`step`/:meth:`poll` on the wire only now (it waited
+        in a station's outbox): its deadline starts now."""
+        try:
+            slot = self.belief.slots.get(self._key_of(cp, payload))
+        except (TypeError, ValueError, KeyError):
+            return
+        for m in slot.sent if slot is not None else ():
+            if m.payload is payload and not m.expired:
+                m.sent_s = epoch_s(now)
+                m.deadline_s = m.sent_s + self.send_timeout_s
+
+    def still_wanted(self, cp: str, action: str, payload: dict[str, Any]) -> bool:
+        """Should a message queued for ``cp`` still go out? Not when the station went away, nor
+        a SetChargingProfile past its deadline (it is budgeted as possibly held and retried)."""
+        if cp not in self.versions:
+            return False
+        if action != "SetChargingProfile":
+            return True
+        try:
+            slot = self.belief.slots.get(self._key_of(cp, payload))
+        except (TypeError, ValueError, KeyError):
+            return False
+        return slot is not None and any(m.payload is payload and not m.expired
+                                        for m in slot.sent)
+
     def in_force(self, cp: str) -> list[Profile]:
         """The profiles last sent to station ``cp`` (see :attr:`belief` for what it holds)."""
         return [p for k, p in self._intent.items() if k[0] == cp]

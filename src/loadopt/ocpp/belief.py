@@ -228,10 +228,11 @@ class Belief:
             if e.charge_point_id != cp:
                 continue
             del k
-            self.slots[(cp, e.connector_id, "tx_default")] = Slot(UNKNOWN)
+            # messages in flight stay tracked: an answer after the boot means it applied them
+            self.slot((cp, e.connector_id, "tx_default")).base = UNKNOWN
             self.slots[(cp, e.connector_id, "tx")] = Slot(None)
             self.active_tx.pop((cp, e.connector_id), None)
-        self.slots[(cp, 0, "station_max")] = Slot(UNKNOWN)
+        self.slot((cp, 0, "station_max")).base = UNKNOWN
 
     # ---------------------------------------------------------------- queries
     def synced(self, k: int) -> bool:
