@@ -765,7 +765,11 @@ class CsmsAdapter:
         if response is None:
             msg.expired = True
             self._back_off(cp, now_s)
-            return True
+            self._intent.pop(key, None)
+            self._refresh_wants(cp)  # retried once the back-off is over
+            return self._skip(f"charge point {cp!r}: no answer to SetChargingProfile {key[2]} "
+                              f"on connector {key[1]}; budgeted at its worst case, retried "
+                              "with back-off")
         status = response.get("status")
         if status == "Accepted":
             self.belief.answered(msg, True)
