@@ -78,10 +78,15 @@ def _purposes(msgs):
 
 def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
     ad = _adapter()
+    sims = _sims()
     msgs = ad.poll(T0)
     _check(msgs, ad)
     actions = [(cp, a) for cp, a, _ in msgs]
-    assert ("A", "GetConfiguration") in actions and ("B", "GetVariables") in actions
+    assert sorted(actions) == [("A", "GetConfiguration"), ("B", "GetVariables")]
+    for cp, a, p in msgs:  # profiles wait for the capabilities (one deadline at most)
+        ad.on_response(cp, a, p, sims[cp].handle(a, p), now=T0)
+    msgs = ad.poll(T0)
+    _check(msgs, ad)
     assert ("A", "TxDefaultProfile") in _purposes(msgs)
     assert ("B", "ChargingStationMaxProfile") in _purposes(msgs)
     # before any plan, a newcomer may not draw: 0 A defaults
@@ -187,14 +192,16 @@ def test_silent_station_is_budgeted_at_its_worst_and_retried_with_backoff():
 
 
 def test_reconnect_keeps_belief_and_stale_socket_does_not_unregister():
-    ad, _ = _booted()
+    ad, sims = _booted()
     tok = ad.connect("A", "1.6")  # a second socket under the same id
     ad.disconnect("A", tok - 10)  # the stale one closes
     assert "A" in ad.versions
-    msgs = ad.poll(T0 + timedelta(seconds=1))
-    # profiles go out again on reconnection, and the capabilities are asked again
-    assert ("A", "GetConfiguration") in [(cp, a) for cp, a, _ in msgs]
-    assert ("A", "TxDefaultProfile") in _purposes(msgs)
+    t = T0 + timedelta(seconds=1)
+    msgs = ad.poll(t)
+    # the capabilities are asked again, then the profiles go out again
+    assert [(cp, a) for cp, a, _ in msgs] == [("A", "GetConfiguration")]
+    ad.on_response("A", msgs[0][1], msgs[0][2], sims["A"].handle(*msgs[0][1:]), now=t)
+    assert ("A", "TxDefaultProfile") in _purposes(ad.poll(t))
     ad.disconnect("A", tok)
     assert "A" not in ad.versions
 
@@ -208,8 +215,9 @@ def test_boot_ends_transactions_and_makes_the_station_unknown():
     ad.on_boot_notification("A", "1.6")
     assert f"A:{tx}" not in ad.sessions  # reboot without StopTransaction: no ghost
     assert not ad.belief.synced(0)
-    msgs = ad.poll(T0 + timedelta(seconds=1))
-    assert ("A", "TxDefaultProfile") in _purposes(msgs)  # at once, not at the next tick
+    t = T0 + timedelta(seconds=1)
+    sent = _deliver(ad, sims, ad.poll(t), t)
+    assert ("A", "TxDefaultProfile") in _purposes(sent)  # at once, not at the next tick
 
 
 def test_session_lifecycle_cannot_leak():

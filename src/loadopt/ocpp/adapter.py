@@ -198,7 +198,7 @@ class CsmsAdapter:
         self._pending = [m for m in self._pending if m[0] != cp]
         self._pending.append(self._capability_request(cp, v))
         # profiles wait for the capabilities (rate unit, periods) up to one deadline
-        self._asking[cp] = max(self._now_s, self._clock().timestamp()) + self.send_timeout_s
+        self._asking[cp] = math.inf  # the deadline starts at the next poll (adapter time)
         if self.last_schedule is None:
             self._rebuild_targets()
         else:
@@ -853,6 +853,9 @@ class CsmsAdapter:
         now_s = epoch_s(now)
         self._now_s = max(self._now_s, now_s)
         self._expire(now_s)
+        for cp, until in self._asking.items():
+            if until == math.inf:
+                self._asking[cp] = now_s + self.send_timeout_s
         out, self._pending = self._pending, []
         out = [m for m in out if m[0] in self.versions]
         return out + self._release(now_s)
