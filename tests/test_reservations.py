@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import loadopt as lo
 from loadopt.errors import InputError
 from loadopt.ocpp import allowances, build_profiles
+from loadopt.ocpp.merge import value_at
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -167,7 +168,7 @@ def test_reserved_sites_never_exceed_a_limit_with_newcomers(data):
     if fixed_over:
         return  # the reservations alone break a limit: nothing the plan can do (notice)
     assert_within(site, loads)
-    # newcomers: TxDefault (the minimum over the horizon) on every idle, unreserved EVSE
+    # newcomers: TxDefault (per period) on every idle, unreserved EVSE
     allow = allowances(sched)
     profs = {(pr.charge_point_id, pr.purpose): pr for pr in build_profiles(sched)}
     busy = {s.evse for s in sess}
@@ -176,8 +177,8 @@ def test_reserved_sites_never_exceed_a_limit_with_newcomers(data):
     for k, ev in enumerate(site.evses):
         if ev.id in busy or res[k].max() > 0:
             continue
-        lim = profs[(ev.charge_point_id, "tx_default")].limits[0] / 10.0
-        extra[k, :, :] = lim[:, None]
+        pr = profs[(ev.charge_point_id, "tx_default")]
+        extra[k] = value_at(pr.starts, pr.limits, np.arange(T) * hz.step_s).T / 10.0
     assert allow.idle.shape == (n, T)
     loads = physical_load(site, sess, worst, res + extra)
     assert_within(site, loads)
