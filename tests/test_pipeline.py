@@ -215,3 +215,35 @@ def test_an_empty_level_set_means_only_zero_on_every_path():
     p = lo.compile_problem(site, [session("a", "e0", 50.0)], horizon(3))
     for method in ("fast", "milp"):
         assert not lo.solve(p, method=method).current.any()
+
+
+# ------------------------------------------------------------------ series inputs
+
+
+def test_a_price_per_period_via_the_horizon_and_a_pandas_series():
+    hz = horizon(4, 3600)
+    prices = np.array([0.3, 0.1, 0.1, 0.4])
+    a = lo.Signals(import_price=hz.series(prices))
+    pd = pytest.importorskip("pandas")
+    idx = pd.date_range(T0, periods=4, freq="1h")
+    b = lo.Signals(import_price=pd.Series(prices, index=idx))
+    c = lo.Signals(import_price=pd.Series(prices, index=idx.tz_convert("Europe/Berlin")))
+    site = one_breaker_site(16.0, n_evse=1)
+    ps = [lo.compile_problem(site, [session("a", "e0", 5.0)], hz, sig) for sig in (a, b, c)]
+    for p in ps:
+        assert p.import_price.tolist() == prices.tolist()
+    assert np.array_equal(lo.solve(ps[0]).current, lo.solve(ps[1]).current)
+
+
+def test_series_inputs_that_cannot_be_placed_are_errors():
+    hz = horizon(4, 3600)
+    with pytest.raises(lo.InputError, match="one value per period"):
+        hz.series([0.1, 0.2])
+    with pytest.raises(lo.InputError, match="period 1"):
+        hz.series([0.1, float("nan"), 0.1, 0.1])
+    with pytest.raises(lo.LoadoptError, match="needs its horizon"):
+        lo.Signals(import_price=np.array([0.1, 0.2, 0.3, 0.4]))
+    pd = pytest.importorskip("pandas")
+    naive = pd.Series([0.1, 0.2], index=pd.date_range("2026-03-02", periods=2, freq="1h"))
+    with pytest.raises(lo.LoadoptError, match="timezone-aware"):
+        lo.Signals(import_price=naive)

@@ -143,6 +143,25 @@ class SeriesPoint(FrozenModel):
     value: float
 
 
+def as_series_points(value: Any) -> Any:
+    """Accept a step series as a pandas ``Series`` with a timezone-aware ``DatetimeIndex``
+    (each value holds from its timestamp on) besides a tuple of :class:`SeriesPoint`; anything
+    else is left to the model's own validation. A bare array per period is rejected with a
+    hint: it needs the horizon it is meant for (:meth:`loadopt.Horizon.series`). pandas is an
+    optional dependency (``pip install loadopt[pandas]``) and is not imported here."""
+    index = getattr(value, "index", None)
+    if index is not None and hasattr(value, "to_numpy") and hasattr(index, "tz"):
+        if index.tz is None:
+            raise ValueError("a pandas Series needs a timezone-aware DatetimeIndex "
+                             "(tz_localize it), got a naive one")
+        return tuple(SeriesPoint(start=t.to_pydatetime(), value=float(v))
+                     for t, v in zip(index, value.to_numpy(), strict=True))
+    if hasattr(value, "__array__") and not isinstance(value, str | bytes):
+        raise ValueError("an array per period needs its horizon: pass "
+                         "horizon.series(values) (or a pandas Series with a DatetimeIndex)")
+    return value
+
+
 def check_series(points: tuple[SeriesPoint, ...] | None, what: str) -> None:
     """Raise ``ValueError`` unless the points of a step series have strictly increasing starts."""
     if not points:

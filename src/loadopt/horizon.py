@@ -11,7 +11,7 @@ hour away from its real instant.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -55,6 +55,28 @@ class Horizon(FrozenModel):
     def period_bounds_s(self) -> np.ndarray:
         """Period boundaries in seconds from start, shape ``(n_periods + 1,)``."""
         return np.arange(self.n_periods + 1, dtype=np.float64) * self.step_s
+
+    def series(self, values: Any) -> tuple[SeriesPoint, ...]:
+        """A step series from one value per period of this horizon (a list or numpy array of
+        ``n_periods`` numbers: value ``k`` holds over period ``k``), for any series input of
+        :class:`~loadopt.Signals` (prices per kWh, base load and PV in kW, grid limit in kW).
+        Raises :class:`~loadopt.InputError` for another length or a value that is not a finite
+        number."""
+        from .errors import InputError
+
+        try:
+            arr = np.asarray(values, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise InputError(f"horizon.series: values must be numbers, got "
+                             f"{type(values).__name__}") from None
+        if arr.size != self.n_periods or np.ndim(values) != 1:
+            raise InputError(f"horizon.series: one value per period needed ({self.n_periods}), "
+                             f"got shape {np.shape(values)}")
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+            raise InputError(f"horizon.series: value of period {bad} is {arr[bad]}")
+        return tuple(SeriesPoint(start=self.period_start(k), value=float(v))
+                     for k, v in enumerate(arr))
 
 
 Reduce = Literal["min", "max", "mean"]

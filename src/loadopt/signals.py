@@ -8,13 +8,23 @@ Prices are per kWh in the site's currency; powers are kW.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 
-from ._base import FrozenModel, Identifier, NonNegFloat, SeriesPoint, UtcDatetime, check_series
+from ._base import (
+    FrozenModel,
+    Identifier,
+    NonNegFloat,
+    SeriesPoint,
+    UtcDatetime,
+    as_series_points,
+    check_series,
+)
 
-Series = tuple[SeriesPoint, ...]
+#: A step series: points, or a pandas Series with a timezone-aware DatetimeIndex
+#: (:func:`loadopt._base.as_series_points`).
+Series = Annotated[tuple[SeriesPoint, ...], BeforeValidator(as_series_points)]
 
 
 #: Which field of a :class:`GridSignal` says what it asks for (exactly one is set).
@@ -173,6 +183,10 @@ class Signals(FrozenModel):
     accepted as input and kept as a read-only alias), ``grid_policy`` (what SIMPLE levels mean
     here) and ``peak_so_far_kw`` (the peak already reached in the current billing period, for the
     demand charge).
+
+    Each series input is a number, a tuple of :class:`SeriesPoint`, a pandas ``Series`` with a
+    timezone-aware ``DatetimeIndex``, or one value per period through
+    :meth:`loadopt.Horizon.series`.
     """
 
     import_price: float | Series = 0.0
@@ -184,6 +198,13 @@ class Signals(FrozenModel):
         default=(), validation_alias=AliasChoices("grid_signals", "demand_response"))
     grid_policy: GridPolicy = GridPolicy()
     peak_so_far_kw: NonNegFloat = 0.0
+
+    @field_validator("import_price", "export_price", "base_load_kw", "pv_kw",
+                     "grid_import_limit_kw", mode="before")
+    @classmethod
+    def _series_inputs(cls, v: Any) -> Any:
+        # a pandas Series becomes points; a bare array is an error naming the fix
+        return as_series_points(v)
 
     @model_validator(mode="after")
     def _series(self) -> Signals:
