@@ -5,13 +5,14 @@ signals) and as the compiled arrays the solvers read. Only the arrays travel
 (:func:`pack_problem`), narrowed to the smallest integer type that holds them exactly, with the
 safety matrix sent as its structure only when its coefficients follow from the row kinds (1 on a
 current row, the session's kW per A on a power or import row) and limits that do not change over
-the horizon sent once. For the 50-EVSE × 96-period benchmark site that is ~5× fewer bytes than
+the horizon sent once. For the 50-EVSE × 96-period benchmark site that is ~6× fewer bytes than
 pickling the problem, and no model validation on either side.
 
-:func:`unpack_problem` rebuilds a ``Problem`` on the worker with the same arrays. Its object fields
-are stand-ins built without validation (``model_construct``) holding exactly what the solvers
-still read from objects: the horizon, the objective weights, the peak so far, each session's
-departure and each EVSE's allowed currents and phase data. Nothing on the worker produces KPIs or
+:func:`unpack_problem` rebuilds a ``Problem`` on the worker with the same arrays. Everything after
+``compile`` reads arrays only, so its object fields are stand-ins built without validation
+(``model_construct``) holding only what is still read from objects: the horizon, the objective
+weights and the peak so far; the site and the sessions are empty. Nothing on the worker produces
+KPIs or
 OCPP payloads: the worker returns per-variable deci-amps (:class:`SolveOutcome`) and the
 coordinator builds the :class:`~loadopt.schedule.Schedule` on the original problem, after
 :func:`loadopt.safety.project` on it (which leaves a feasible schedule unchanged).
@@ -30,18 +31,13 @@ import scipy.sparse as sp
 from ..horizon import Horizon
 from ..objective import Objective
 from ..problem import ROW_NODE_CURRENT, Problem
-from ..session import Session
 from ..signals import Signals
-from ..site import Evse, Node, Site
+from ..site import Site
 
 #: Problem fields that are not sent: derived on the worker or never read there.
 _NOT_SENT = frozenset({"G", "session_anc", "evse_anc", "avail"})
 #: The object fields: rebuilt on the worker as stand-ins.
 _OBJECTS = frozenset({"horizon", "site", "sessions", "signals", "objective"})
-#: Evse fields the solvers read (allowed levels, phase data); the rest stays at the coordinator.
-_EVSE_FIELDS = ("id", "phases", "phase_rotation", "max_current", "min_current", "voltage_v",
-                "allowed_currents", "phase_switching")
-
 
 @dataclass(frozen=True, eq=False)
 class ProblemPayload:
@@ -54,9 +50,8 @@ class ProblemPayload:
     objective: dict[str, float]
     peak_so_far_kw: float
     session_ids: tuple[str, ...]
-    session_departure_s: np.ndarray  #: (S,) s from the horizon start (unclipped)
     node_ids: tuple[str, ...]
-    evses: tuple[dict[str, Any], ...]
+    evse_ids: tuple[str, ...]
     dr_event_ids: tuple[str, ...]
     notices: tuple[str, ...]
     #: field name -> encoded array (:func:`_encode`); None for an optional array that is None
@@ -66,7 +61,7 @@ class ProblemPayload:
     @property
     def nbytes(self) -> int:
         """Bytes of array data carried (what dominates the pickled size)."""
-        return self.session_departure_s.nbytes + sum(
+        return sum(
             x.nbytes for e in self.arrays.values() if e is not None for x in e
             if isinstance(x, np.ndarray))
 
@@ -151,11 +146,7 @@ def pack_problem(problem: Problem, key: str) -> ProblemPayload:
     return ProblemPayload(
         key=key, start=hz.start, step_s=hz.step_s, n_periods=hz.n_periods,
         objective=problem.objective.model_dump(), peak_so_far_kw=problem.signals.peak_so_far_kw,
-        session_ids=problem.session_ids,
-        session_departure_s=np.array([hz.seconds_from_start(s.departure)
-                                      for s in problem.sessions], dtype=np.float64),
-        node_ids=problem.node_ids,
-        evses=tuple({k: getattr(e, k) for k in _EVSE_FIELDS} for e in problem.site.evses),
+        session_ids=problem.session_ids, node_ids=problem.node_ids, evse_ids=problem.evse_ids,
         dr_event_ids=problem.dr_event_ids, notices=problem.notices,
         arrays=arrays, other=other,
     )
@@ -176,35 +167,22 @@ def unpack_problem(payload: ProblemPayload) -> Problem:
     evse_anc = _ancestors(a["node_parent"], a["evse_node"], N)
     horizon = Horizon.model_construct(start=payload.start, step_s=payload.step_s,
                                       n_periods=T)
-    evses = tuple(Evse.model_construct(**d) for d in payload.evses)
-    site = Site.model_construct(id=payload.key, nodes=tuple(
-        Node.model_construct(id=n) for n in payload.node_ids), evses=evses)
-    dep = payload.session_departure_s
-    sessions = tuple(
-        Session.model_construct(id=sid, evse=evses[int(a["session_evse"][i])].id,
-                                departure=payload.start + _seconds(dep[i]))
-        for i, sid in enumerate(payload.session_ids))
-    a["avail"] = np.full((len(sessions), T), np.nan)  # never read on a worker: NaN if it were
+    site = Site.model_construct(id=payload.key, nodes=(), evses=())
+    a["avail"] = np.full((len(payload.session_ids), T), np.nan)  # never read on a worker
     for v in a.values():
         if v is not None:
             v.setflags(write=False)
     other = {k: v for k, v in payload.other.items()
              if k not in ("node_ids", "evse_ids", "session_ids", "dr_event_ids", "notices")}
     return Problem(
-        horizon=horizon, site=site, sessions=sessions,
+        horizon=horizon, site=site, sessions=(),
         signals=Signals.model_construct(peak_so_far_kw=payload.peak_so_far_kw),
         objective=Objective.model_construct(**payload.objective),
-        node_ids=payload.node_ids, evse_ids=tuple(e.id for e in evses),
+        node_ids=payload.node_ids, evse_ids=payload.evse_ids,
         session_ids=payload.session_ids, dr_event_ids=payload.dr_event_ids,
         notices=payload.notices, G=G, session_anc=session_anc, evse_anc=evse_anc,
         **other, **a,
     )
-
-
-def _seconds(s: float):
-    from datetime import timedelta
-
-    return timedelta(seconds=float(s))
 
 
 def _ancestors(parent: np.ndarray, node: np.ndarray, n_nodes: int) -> sp.csr_matrix:
