@@ -292,3 +292,17 @@ def test_the_ray_adapter_equals_the_sequential_loop(problems):
     finally:
         be.close()
         ray.shutdown()
+
+
+# ---------------------------------------------------------------------------- CLI
+def test_cli_fleet_simulate(capsys):
+    from loadopt.cli import main
+
+    assert main(["fleet", "simulate", "--sites", "3", "--evses", "4", "--periods", "8",
+                 "--steps", "2", "--backend", "threads", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "3 sites x 4 EVSEs x 8 periods, 2 steps" in out and "sites/s" in out
+    assert out.count("\n   ") >= 2  # a row per step
+    assert main(["fleet", "simulate", "--sites", "0"]) == 2
+    assert "--sites must be at least 1" in capsys.readouterr().err
+    assert main(["fleet"]) == 2

@@ -7,6 +7,7 @@
     loadopt solve SCENARIO.json --ocpp 2.0.1   # ... with OCPP SetChargingProfile payloads
     loadopt simulate SCENARIO.json       # replay the sessions through the controller + baselines
     loadopt simulate --acn               # replay the shipped real ACN-Data day (Caltech JPL)
+    loadopt fleet simulate --sites 20   # a generated fleet on a thread pool, Dask or Ray
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--plot", default="loadopt-simulation.png", metavar="PNG")
     m.add_argument("--no-plot", action="store_true")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .fleet.cli import add_parser as add_fleet_parser
+
+    add_fleet_parser(sub)  # loadopt fleet simulate (src/loadopt/fleet/cli.py)
     return ap
 
 
@@ -99,10 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.print_help()
         return 0
     try:
-        return {"demo": _demo, "solve": _solve, "simulate": _simulate}[args.command](args)
+        return {"demo": _demo, "solve": _solve, "simulate": _simulate,
+                "fleet": _fleet}[args.command](args)
     except (LoadoptError, ValueError) as exc:  # bad input: models, files, calls, arguments
         print(f"loadopt: invalid input: {exc}", file=sys.stderr)
         return 2
+
+
+def _fleet(args) -> int:
+    from .fleet.cli import run
+
+    return run(args)
 
 
 def _maybe_plot(schedule, path: str, no_plot: bool, title: str | None = None) -> None:

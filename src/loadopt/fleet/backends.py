@@ -42,6 +42,10 @@ class Backend:
         """Slots that still exist (asked of the cluster; the default: all of them)."""
         return set(self.slots())
 
+    def parallelism(self, slot: Hashable) -> int:
+        """Tasks ``slot`` runs at once (a pool's threads): batches are cut so each gets one."""
+        return 1
+
     def submit(self, slot: Hashable, fn: Callable[..., Any], *args: Any) -> cf.Future:
         raise NotImplementedError
 
@@ -61,6 +65,9 @@ class ExecutorBackend(Backend):
 
     def slots(self) -> list[Hashable]:
         return ["local"]
+
+    def parallelism(self, slot: Hashable) -> int:
+        return int(getattr(self.executor, "_max_workers", 1) or 1)
 
     def submit(self, slot: Hashable, fn: Callable[..., Any], *args: Any) -> cf.Future:
         return self.executor.submit(fn, *args)
@@ -112,8 +119,13 @@ class DaskBackend(Backend):
 
     def refresh(self) -> list[Hashable]:
         """Re-read the cluster's workers (new ones become slots, gone ones stop being)."""
-        self._slots = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        self._threads = {w: int(d.get("nthreads", 1) or 1) for w, d in info.items()}
+        self._slots = sorted(info)
         return self._slots
+
+    def parallelism(self, slot: Hashable) -> int:
+        return self._threads.get(slot, 1)
 
     def slots(self) -> list[Hashable]:
         return list(self._slots)

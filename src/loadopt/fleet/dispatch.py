@@ -5,7 +5,8 @@
   variables of its sites). Deterministic for the same inputs.
 - **Batching** (:func:`batches`): a slot's sites are cut, in order, into tasks of at least
   ``batch_vars`` variables each, so that small sites share one task (and its round-trip) while a
-  large site is a task of its own.
+  large site is a task of its own — and into at least as many tasks as the slot runs at once
+  (a thread pool's threads).
 - **Deadline and lost workers** (:func:`run_round`): the round waits until every task is back or
   the deadline passes. While waiting it asks the backend which slots still exist; the tasks of
   a slot that died are submitted again on a live slot (the sites move there and start cold).
@@ -53,14 +54,19 @@ def assign(keys: Sequence[str], sizes: Sequence[int], slots: Sequence[Hashable],
     return out
 
 
-def batches(tasks: Sequence[SolveTask], batch_vars: int) -> list[list[SolveTask]]:
-    """Cut ``tasks`` (in order) into batches of at least ``batch_vars`` variables."""
+def batches(tasks: Sequence[SolveTask], batch_vars: int,
+            min_batches: int = 1) -> list[list[SolveTask]]:
+    """Cut ``tasks`` (in order) into batches of at least ``batch_vars`` variables — fewer when
+    that would leave fewer than ``min_batches`` batches (one per thread of the slot)."""
+    total = sum(max(t.n_vars, 1) for t in tasks)
+    if min_batches > 1:
+        batch_vars = min(batch_vars, max(total // min_batches, 1))
     out: list[list[SolveTask]] = []
     cur: list[SolveTask] = []
     n = 0
     for t in tasks:
         cur.append(t)
-        n += t.n_vars
+        n += max(t.n_vars, 1)
         if n >= batch_vars:
             out.append(cur)
             cur, n = [], 0
@@ -99,7 +105,7 @@ def run_round(backend: Backend, tasks: Sequence[SolveTask], slot_of: dict[str, H
         rep.n_tasks += 1
 
     for slot, ts in by_slot.items():
-        for b in batches(ts, batch_vars):
+        for b in batches(ts, batch_vars, backend.parallelism(slot)):
             submit(slot, b)
     next_check = time.monotonic() + poll_s
     while pending:

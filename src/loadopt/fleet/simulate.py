@@ -85,8 +85,8 @@ def advance(sites: list[FleetSite], now: datetime, step_s: int) -> None:
 def run(sites: list[FleetSite], executor=None, *, n_steps: int = 8, step_s: int = 900,
         start: datetime | None = None, deadline_s: float | None = None,
         progress: Callable[[int, int], None] | None = None) -> list[FleetStepRecord]:
-    """Step the fleet ``n_steps`` times from ``start`` (default 06:00 of the generated day)."""
-    start = start or datetime.fromisoformat("2026-06-10T06:00:00+02:00")
+    """Step the fleet ``n_steps`` times from ``start`` (default 08:00 of the generated day)."""
+    start = start or datetime.fromisoformat("2026-06-10T08:00:00+02:00")
     with FleetController({fs.key: fs.controller for fs in sites}, executor,
                          deadline_s=deadline_s) as fleet:
         for k in range(n_steps):
