@@ -42,7 +42,7 @@ try:
     from numba import njit
 
     NUMBA = True
-    _jit = njit(cache=True)
+    _jit = njit(cache=True, nogil=True)  # kernels touch no Python object: threads overlap
 except ImportError:  # numba missing or disabled: the same source runs as plain Python
     NUMBA = False
 
