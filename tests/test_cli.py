@@ -70,6 +70,13 @@ def test_solve_emits_schema_valid_ocpp_payloads(tmp_path, capsys, version):
             ["chargingProfilePurpose"] for m in msgs} >= {"TxProfile", "TxDefaultProfile"}
     for m in msgs:
         validate(m["action"], m["payload"], version)
-    if version == "2.0.1":  # 1.6 transaction ids are integers: 'tx00000' is refused by name
-        assert main(["solve", str(sc), "--ocpp", "1.6"]) == 2
-        assert "'tx00000'" in capsys.readouterr().err
+    if version == "2.0.1":  # 1.6 transaction ids are integers: given, or numbered from 1
+        assert main(["solve", str(sc), "--ocpp", "1.6", "--transaction-id", "tx00000=41",
+                     "-o", str(out)]) == 0
+        got = json.loads(out.read_text())
+        assert got["transactionIds"]["tx00000"] == 41
+        assert all(isinstance(v, int) for v in got["transactionIds"].values())
+        for m in got["ocpp"]:
+            validate(m["action"], m["payload"], "1.6")
+        assert main(["solve", str(sc), "--ocpp", "1.6", "--transaction-id", "tx00000=x"]) == 2
+        assert "'tx00000=x'" in capsys.readouterr().err

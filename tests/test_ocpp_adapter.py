@@ -392,3 +392,22 @@ def test_belief_is_an_upper_bound_of_every_simulated_store():
             for j, t in enumerate(ts):
                 got = sims[e.charge_point_id].may_draw(e.connector_id, t)
                 assert got[0] <= worst[j, i, 0] + 1e-6, (e.id, t, got, worst[j, i])
+
+
+def test_notify_ev_charging_needs_feeds_the_session():
+    ad, _ = _booted()
+    ad.on_transaction_event("B", {"eventType": "Started", "timestamp": _iso(T0), "seqNo": 0,
+                                  "triggerReason": "CablePluggedIn",
+                                  "transactionInfo": {"transactionId": "n1"}, "evse": {"id": 1}})
+    dep = T0 + timedelta(hours=3)
+    assert ad.on_notify_ev_charging_needs("B", {"evseId": 1, "chargingNeeds": {
+        "requestedEnergyTransfer": "AC_three_phase", "departureTime": _iso(dep),
+        "acChargingParameters": {"energyAmount": 12000, "evMinCurrent": 8, "evMaxCurrent": 20,
+                                 "evMaxVoltage": 400}}})
+    s = ad.controller.sessions["B:n1"]
+    assert (s.departure, s.energy_kwh, s.max_current, s.min_current) == (dep, 12.0, 20.0, 8.0)
+    # nonsense is skipped, nothing half-applied
+    assert ad.on_notify_ev_charging_needs("B", {"evseId": 1, "chargingNeeds": {
+        "acChargingParameters": {"energyAmount": 5000, "evMaxCurrent": 4, "evMinCurrent": 9}}}) \
+        is False
+    assert ad.controller.sessions["B:n1"].energy_kwh == 12.0

@@ -18,7 +18,7 @@ import math
 import sys
 from pathlib import Path
 
-from .errors import LoadoptError
+from .errors import InputError, LoadoptError
 
 DESCRIPTION = """\
 loadopt shares a charging site's grid connection among the vehicles plugged in: it computes a
@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="solver time limit in seconds (the fast path is used if it runs out)")
     s.add_argument("--ocpp", choices=("1.6", "2.0.1", "2.1"),
                    help="also emit SetChargingProfile payloads for this OCPP version")
+    s.add_argument("--transaction-id", action="append", default=[], metavar="SESSION=ID",
+                   help="OCPP transactionId of a session (repeatable; 1.6 needs integers: "
+                   "sessions whose id is not one and that are not given here are numbered "
+                   "from 1, the mapping is in the output)")
     s.add_argument("-o", "--output", type=Path, help="write the JSON here instead of stdout")
 
     m = sub.add_parser("simulate", help="replay a scenario's sessions through the controller",
@@ -152,6 +156,39 @@ def _demo(args) -> int:
     return 0
 
 
+def _transaction_ids(given: list[str], session_ids: tuple[str, ...], version: str
+                     ) -> dict[str, int | str]:
+    """``SESSION=ID`` pairs → session id → OCPP transactionId. OCPP 1.6 ids are integers:
+    a session id that is one is kept, the others are numbered from 1 (skipping ids in use)."""
+    out: dict[str, int | str] = {}
+    for pair in given:
+        sid, sep, tx = pair.partition("=")
+        if not sep or not sid or not tx:
+            raise InputError(f"--transaction-id {pair!r}: expected SESSION=ID")
+        if version == "1.6":
+            try:
+                out[sid] = int(tx)
+            except ValueError:
+                raise InputError(f"--transaction-id {pair!r}: OCPP 1.6 transaction ids are "
+                                 "integers") from None
+        else:
+            out[sid] = tx
+    if version == "1.6":
+        for sid in session_ids:
+            if sid not in out and sid.isdigit():
+                out[sid] = int(sid)
+        used = set(out.values())
+        n = 1
+        for sid in session_ids:
+            if sid in out:
+                continue
+            while n in used:
+                n += 1
+            out[sid] = n
+            used.add(n)
+    return out
+
+
 def _solve(args) -> int:
     from .scenario import Scenario
     from .solve import solve
@@ -162,8 +199,11 @@ def _solve(args) -> int:
     if args.ocpp:
         from .ocpp import set_charging_profiles
 
+        txs = _transaction_ids(args.transaction_id, sched.problem.session_ids, args.ocpp)
+        out["transactionIds"] = txs
         out["ocpp"] = [{"chargePointId": cp, "action": action, "payload": payload}
-                       for cp, action, payload in set_charging_profiles(sched, args.ocpp)]
+                       for cp, action, payload in set_charging_profiles(
+                           sched, args.ocpp, transaction_ids=txs)]
     text = json.dumps(out, indent=2)
     if args.output:
         args.output.write_text(text)

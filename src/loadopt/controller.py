@@ -394,6 +394,32 @@ class Controller:
             self._tick(session.arrival)
         self._events.append(f"session {session.id!r} started on EVSE {session.evse!r}")
 
+    def update_session(self, session_id: str, *, departure: datetime | None = None,
+                       energy_kwh: float | None = None, max_current: float | None = None,
+                       min_current: float | None = None) -> None:
+        """New facts about an active session from the vehicle (OCPP 2.x NotifyEVChargingNeeds /
+        ISO 15118): departure (aware), energy wanted for the session (kWh), the current range
+        it accepts (A). Validated like a new :class:`Session`; nothing changes on an error."""
+        s = self._get(session_id)
+        upd: dict[str, Any] = {}
+        if departure is not None:
+            upd["departure"] = to_utc(departure, f"update_session {session_id!r}: departure")
+        if energy_kwh is not None:
+            upd["energy_kwh"] = energy_kwh
+        if max_current is not None:
+            upd["max_current"] = max_current
+        if min_current is not None:
+            upd["min_current"] = min_current
+        if not upd:
+            return
+        new = as_model({**s.model_dump(), **upd}, Session, f"update_session {session_id!r}")
+        self.sessions[session_id] = new
+        st = self._state[session_id]
+        st.session = new
+        if departure is not None:
+            st.departure = new.departure
+        self._events.append(f"session {session_id!r} updated: {sorted(upd)}")
+
     def stop_session(self, session_id: str, at: datetime) -> None:
         """The vehicle left or the transaction ended (OCPP StopTransaction / Ended)."""
         to_utc(at, f"stop_session {session_id!r}: at")

@@ -152,6 +152,7 @@ class CsmsAdapter:
         self._off_since: dict[str, float] = {}  #: session id → when its limit went to 0
         self._now_s: float = -math.inf  #: the adapter's clock (last step/poll)
         self._reason: dict[str, str] = {}  #: EVSE id → why it is reserved
+        self._theirs: dict[str, Any] = {}  #: the controller's own reservation we overrode
 
     # ------------------------------------------------------------------ faults
     def _skip(self, msg: str) -> bool:
@@ -902,14 +903,25 @@ class CsmsAdapter:
                 why = "station rejected a profile"
             elif not self.belief.synced(k):
                 why = "profiles not confirmed"
+            ctl = self.controller
             if why is None:
-                if e.id in self.controller.reservations:
-                    self.controller.release(e.id)
-                self._reason.pop(e.id, None)
+                if e.id in self._reason:  # only ours: the controller reserves overdraw itself
+                    ctl.release(e.id)
+                    theirs = self._theirs.pop(e.id, None)
+                    if theirs is not None:
+                        ctl.reserve(e.id, theirs.current_a, until=theirs.until,
+                                    reason=theirs.reason)
+                    del self._reason[e.id]
                 continue
             amps = worst[:, k].max(axis=0)
             amps = np.where(np.isfinite(amps), amps, self.belief.hw_a[k])
-            self.controller.reserve(e.id, tuple(float(a) for a in amps), reason=why)
+            other = ctl.reservations.get(e.id)
+            if other is not None and e.id not in self._reason:
+                self._theirs[e.id] = other
+            theirs = self._theirs.get(e.id)
+            if theirs is not None:
+                amps = np.maximum(amps, theirs.current_a)
+            ctl.reserve(e.id, tuple(float(a) for a in amps), reason=f"ocpp: {why}")
             self._reason[e.id] = why
 
     def _rebuild_targets(self) -> None:
