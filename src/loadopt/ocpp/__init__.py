@@ -5,6 +5,8 @@ any OCPP stack can send unchanged.
 """
 
 from .adapter import CsmsAdapter, Message
+from .belief import Belief, Held, held_from_payload
+from .guard import SiteLimits
 from .ids import ProfileIds, Version
 from .merge import dedupe, merge_periods
 from .profiles import (
@@ -14,6 +16,7 @@ from .profiles import (
     allowances,
     build_profiles,
     clear_payload,
+    installation_caps,
     set_charging_profiles,
     station_max_profiles,
     to_payload,
@@ -23,8 +26,9 @@ from .profiles import (
 )
 
 __all__ = [
-    "Allowances", "CsmsAdapter", "Message", "Profile", "ProfileIds", "StationCaps", "Version",
-    "allowances", "build_profiles", "clear_payload", "dedupe", "merge_periods",
+    "Allowances", "Belief", "CsmsAdapter", "Held", "Message", "Profile", "ProfileIds",
+    "SiteLimits", "StationCaps", "Version", "allowances", "build_profiles", "clear_payload",
+    "dedupe", "held_from_payload", "installation_caps", "merge_periods",
     "set_charging_profiles", "station_max_profiles", "to_payload", "tx_default_profiles",
     "tx_profiles", "validate",
 ]
