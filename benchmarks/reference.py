@@ -1,9 +1,10 @@
 """Reference models the benchmarks compare loadopt against, built from the same instance.
 
-``straightforward_lp`` is the model a competent engineer would write first from DESIGN.md's
-formulation, with no structural reductions: one column per plugged-in (session, period), an
-unmet-energy slack per session, every safety row, an energy balance row per session, import
-columns carrying the price. Solved by highspy with default options, it is the "raw HiGHS" line.
+``straightforward_lp`` is the model a competent engineer would write first from the formulation
+of docs/formulation.md, with no structural reductions: one column per plugged-in (session,
+period), an unmet-energy slack per session, every safety row, an energy balance row per
+session, import columns carrying the price. Solved by highspy with default options, it is the
+"raw HiGHS" line.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class FrozenModel(BaseModel):
             raise ModelError.wrap(type(self), data, exc) from None
 
     @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kw: Any) -> Any:  # type: ignore[override]
+    def model_validate(cls, obj: Any, *args: Any, **kw: Any) -> Any:
         try:
             return super().model_validate(obj, *args, **kw)
         except ModelError:
@@ -99,7 +99,7 @@ class FrozenModel(BaseModel):
             raise ModelError.wrap(cls, obj, exc) from None
 
     @classmethod
-    def model_validate_json(cls, json_data: Any, *args: Any, **kw: Any) -> Any:  # type: ignore[override]
+    def model_validate_json(cls, json_data: Any, *args: Any, **kw: Any) -> Any:
         try:
             return super().model_validate_json(json_data, *args, **kw)
         except ModelError:

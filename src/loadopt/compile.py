@@ -253,7 +253,8 @@ def compile_problem(
     G, h, row_kind, row_node, row_phase, row_period, row_facet = rows.build()
 
     fixed = "base load and reserved draw" if reserved.any() else "base load"
-    for k in np.flatnonzero(carries | node_res_a.any(axis=(1, 2)) | node_res_kw.any(axis=1)):
+    for k in map(int, np.flatnonzero(carries | node_res_a.any(axis=(1, 2))
+                                      | node_res_kw.any(axis=1))):
         notices.extend(_base_load_notices(node_ids[k], cur_rhs[k], kw_rhs[k], None, horizon,
                                           fixed))
     notices.extend(_base_load_notices("", None, None, import_rhs, horizon, fixed))
@@ -291,7 +292,8 @@ def compile_problem(
     for a in arrays.values():
         if isinstance(a, np.ndarray):
             a.setflags(write=False)
-    problem.var_floor_a.setflags(write=False)
+    if problem.var_floor_a is not None:
+        problem.var_floor_a.setflags(write=False)
     return problem
 
 

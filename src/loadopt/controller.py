@@ -72,7 +72,7 @@ from .safety import violations
 from .schedule import Schedule, ScheduleStatus
 from .session import Session
 from .signals import GridSignal, Signals
-from .site import Site
+from .site import Evse, Site
 
 _KEEP: Any = object()  # "argument not given" (None means "no limit")
 
@@ -237,7 +237,7 @@ class Controller:
             if planner not in ("fast", None) or policy not in POLICIES:
                 raise InputError(f"policy {policy!r}: a fast-path policy ({', '.join(POLICIES)}) "
                                  "with method='fast'")
-            planner = FastOptions(policy=policy)  # type: ignore[arg-type]
+            planner = FastOptions(policy=policy)
         Horizon(start=datetime(2000, 1, 1, tzinfo=UTC), step_s=step_s, n_periods=n_periods)
         site = as_model(site, Site, "Controller: site")
         self.site = site
@@ -873,7 +873,7 @@ def _check_id(v: Any, what: str) -> str:
     return v
 
 
-def _step_at_most(evse: Site | Any, a: float) -> float:
+def _step_at_most(evse: Evse, a: float) -> float:
     """The pilot ``evse`` signals for a limit of ``a`` A: its largest allowed step ≤ ``a``."""
     steps = evse.allowed_currents
     if not steps:
@@ -882,7 +882,7 @@ def _step_at_most(evse: Site | Any, a: float) -> float:
     return max(below) if below else 0.0
 
 
-def _step_at_least(evse: Site | Any, a: float) -> float:
+def _step_at_least(evse: Evse, a: float) -> float:
     """The smallest allowed step of ``evse`` ≥ ``a`` A (``a`` without steps, or above them)."""
     steps = evse.allowed_currents
     if not steps:

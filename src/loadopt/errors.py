@@ -65,7 +65,7 @@ class ModelError(LoadoptError, ValidationError):
                 "type": "value_error", "loc": (), "input": data,
                 "ctx": {"error": ValueError(str(exc))}}])
         out._loadopt_input = data  # type: ignore[attr-defined]
-        return out  # type: ignore[return-value]
+        return out
 
 
 class SolverError(LoadoptError, RuntimeError):

@@ -345,6 +345,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
                  np.concatenate([m, up, down]),
                  np.concatenate([kw[m], -np.ones(k), np.ones(k)]), rhs, rhs, "grid_setpoint",
                  per)
+        assert problem.setpoint_penalty is not None  # compiled with the setpoints
         pen = problem.setpoint_penalty[per] * dt
         c += [pen, pen]
         col_lb += [np.zeros(k), np.zeros(k)]
@@ -363,6 +364,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
             rows.add(np.concatenate([row_of[vt][m], np.arange(k)]), np.concatenate([m, e]),
                      np.concatenate([-kw[m], -np.ones(k)]), -np.inf, xc[per] + fixed[per],
                      "grid_export", per)
+            assert problem.export_penalty is not None  # compiled with the caps
             c.append(problem.export_penalty[per] * dt)
             col_lb.append(np.zeros(k))
             col_ub.append(np.full(k, np.inf))

@@ -88,7 +88,7 @@ def as_planner(planner: Any = None, *, time_limit_s: float | None = None) -> Pla
     if isinstance(planner, LpOptions | MilpOptions | AutoOptions | FastOptions):
         return SolvePlanner(planner)
     if callable(planner):
-        return planner  # type: ignore[no-any-return]
+        return planner
     raise InputError(f"a planner must be a method name, an options object or a callable "
                      f"Problem -> Schedule, got {type(planner).__name__}")
 

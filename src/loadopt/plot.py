@@ -101,7 +101,7 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
         a.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=tz))
 
     ax = axes[2]
-    order = np.argsort([s.arrival for s in p.sessions], kind="stable")
+    order = np.argsort(np.array([s.arrival.timestamp() for s in p.sessions]), kind="stable")
     req = p.session_energy_kwh[order]
     got = np.minimum(schedule.energy_kwh, p.session_energy_kwh)[order]
     x = np.arange(order.size)

@@ -47,8 +47,10 @@ class Scenario(FrozenModel):
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            why = {FileNotFoundError: "no such file", IsADirectoryError: "is a directory",
-                   PermissionError: "permission denied"}.get(type(exc), repr(exc))
+            reasons: dict[type[Exception], str] = {
+                FileNotFoundError: "no such file", IsADirectoryError: "is a directory",
+                PermissionError: "permission denied"}
+            why = reasons.get(type(exc), repr(exc))
             if isinstance(exc, UnicodeDecodeError):
                 why = "not a UTF-8 text file"
             raise InputError(f"scenario file {str(p)!r}: {why}") from None

@@ -34,12 +34,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 
 from .compile import compile_problem
 from .controller import Controller, StepRecord
 from .errors import InputError
+from .options import Policy
 from .problem import Problem
 from .safety import violations
 from .scenario import Scenario
@@ -70,7 +72,8 @@ class BaselinePlanner:
         else:
             from .fast import allocate
 
-            pol = "fair" if self.kind == "equal_share" else self.kind
+            pol: Policy = "fair" if self.kind == "equal_share" else (
+                "edf" if self.kind == "edf" else "llf")
             cur = np.zeros((problem.n_sessions, problem.n_periods))
             if problem.n_sessions:
                 cur[:, 0] = allocate(problem, 0, pol)
@@ -146,7 +149,8 @@ def simulate(
     truth = compile_problem(scenario.site, sessions, hz, scenario.signals, scenario.objective)
     if isinstance(policy, str):
         name = policy
-        opts = dict(step_s=step_s, signals=scenario.signals, objective=scenario.objective)
+        opts: dict[str, Any] = dict(step_s=step_s, signals=scenario.signals,
+                                    objective=scenario.objective)
         if policy == "controller":
             n = max(1, min(K, round(horizon_h * 3600 / step_s)))
             ctl: Controller = Controller(scenario.site, n_periods=n,
@@ -160,7 +164,7 @@ def simulate(
 
     def told(s: Session) -> Session:
         """The session as the vehicle announces it (what the controller may know)."""
-        upd = {}
+        upd: dict[str, Any] = {}
         if not known_departure:
             upd["departure"] = s.arrival + timedelta(hours=ctl.default_dwell_h)
         if not known_energy:

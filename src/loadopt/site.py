@@ -43,7 +43,8 @@ PerPhase = tuple[NonNegFloat, NonNegFloat, NonNegFloat]
 
 #: Site phase index (0 = R/L1, 1 = S/L2, 2 = T/L3) of each EVSE line, by rotation.
 ROTATION_TO_SITE_PHASES: dict[str, tuple[int, int, int]] = {
-    rot: tuple("RST".index(c) for c in rot) for rot in ("RST", "RTS", "SRT", "STR", "TRS", "TSR")
+    rot: ("RST".index(rot[0]), "RST".index(rot[1]), "RST".index(rot[2]))
+    for rot in ("RST", "RTS", "SRT", "STR", "TRS", "TSR")
 }
 
 

@@ -251,9 +251,10 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             step = {"ext": se, "a0": a0[s_], "d": dd[s_], "n": ncol, "nmax": nmax}
         xe = disc_e[~arith[ext_sess[disc_e]]]
         if xe.size:
-            cnt = np.array([levels[i].size for i in ext_sess[xe]], dtype=np.int64)  # type: ignore[union-attr]
+            xl = [lv for lv in (levels[i] for i in ext_sess[xe]) if lv is not None]
+            cnt = np.array([lv.size for lv in xl], dtype=np.int64)
             y_ext = np.repeat(xe, cnt)
-            y_lvl = np.concatenate([levels[i] for i in ext_sess[xe]]) / 10.0  # type: ignore[misc]
+            y_lvl = np.concatenate(xl) / 10.0
             ycol = add_cols(y_ext.size, 0.0, (y_lvl <= ub[y_ext] + 1e-9).astype(float), _INT,
                             "levels", y_ext)
             k = xe.size
@@ -566,6 +567,7 @@ def lp_point(model: MilpModel, x_da: np.ndarray) -> np.ndarray:
         q = _carry_forward(q, slot_on > 0, prev)
         out[model.q_cols[sw]] = q[sw]
         dq = np.where(prev >= 0, np.abs(q - q[np.maximum(prev, 0)]), 0.0)
+        assert model.d_cols is not None  # built together with q_cols
         out[model.d_cols[sw]] = dq[sw]
     return out
 

@@ -27,6 +27,7 @@ LP_OPTIONS: dict[str, Any] = {"presolve": "off"}
 
 _MS = highspy.HighsModelStatus
 
+_HighsClass: Any
 try:  # the bound C++ class, without highspy's Python callback layer, which prints a banner
     from highspy._core import _Highs as _HighsClass
 except ImportError:  # pragma: no cover - other highspy layouts

@@ -352,7 +352,7 @@ _PHASE_SHIFT = 28
 _CURRENT_ROW_TAG = (5 << 7) | 0  # tag 5, ROW_NODE_CURRENT (kind 0)
 
 
-def _pack(tag: int, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
+def _pack(tag: int, a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     """One int64 key: ``tag`` (4 bits) | ``a`` (31 bits) | ``b`` (28 bits, offset by 2**27)."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
