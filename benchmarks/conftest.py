@@ -11,6 +11,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -19,6 +20,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 RESULTS: dict[tuple[str, str], float] = {}
 #: (title, numerator label, denominator label) per group, declared by the benchmark modules.
 RATIOS: list[tuple[str, str, str, str]] = []
+#: member name -> measured row, filled by test_bench_family.py (printed as the family table).
+FAMILY: dict[str, dict] = {}
+#: The family's bounds (issue 16): end-to-end / raw HiGHS per member and as a median, and how much
+#: faster than PuLP + CBC every member must be.
+FAMILY_MAX_RATIO = 1.0
+FAMILY_MEDIAN_TARGET = 0.5
+FAMILY_MIN_PULP_SPEEDUP = 5.0
 
 
 def mean_s(benchmark) -> float:
@@ -43,10 +51,52 @@ def problem(n_sessions: int):
     return scenario(n_sessions).compile()
 
 
+def family_table(rows: dict[str, dict]) -> list[str]:
+    """The family table as lines, with a loud FAIL line for every member past a bound."""
+    out = [f"{'member':<24} {'S x T':>10} {'loadopt':>10} {'raw HiGHS':>10} {'ratio':>6} "
+           f"{'PuLP+CBC':>9} {'PuLP/lo':>7} {'iters lo/raw':>13} {'energy':>7}"]
+    ratios = {}
+    fails = []
+    for name, r in rows.items():
+        ratio = r["loadopt_s"] / r["raw_s"]
+        ratios[name] = ratio
+        pulp = r.get("pulp_s")
+        speed = r.get("pulp_over_loadopt")
+        it = (f"{r['loadopt_iters']}/{r['raw_iters']}" if "raw_iters" in r else "-")
+        out.append(f"{name:<24} {r['sessions']:>5}x{r['periods']:<4} "
+                   f"{1e3 * r['loadopt_s']:>8.1f}ms {1e3 * r['raw_s']:>8.1f}ms {ratio:>6.2f} "
+                   + (f"{pulp:>8.2f}s {speed:>6.1f}x" if pulp is not None else f"{'-':>9} {'-':>7}")
+                   + f" {it:>13} {r['delivered_pct']:>6.1f}%")
+        if ratio > FAMILY_MAX_RATIO:
+            fails.append(f"FAIL {name}: end-to-end / raw HiGHS = {ratio:.2f} > "
+                         f"{FAMILY_MAX_RATIO:.1f}")
+        if speed is not None and speed < FAMILY_MIN_PULP_SPEEDUP:
+            fails.append(f"FAIL {name}: only {speed:.1f}x faster than PuLP + CBC "
+                         f"(< {FAMILY_MIN_PULP_SPEEDUP:.0f}x)")
+    if ratios:
+        med = float(np.median(list(ratios.values())))
+        worst = max(ratios, key=ratios.get)
+        out.append(f"median end-to-end / raw HiGHS {med:.2f} (target <= {FAMILY_MEDIAN_TARGET}), "
+                   f"worst {ratios[worst]:.2f} ({worst})")
+        if med > FAMILY_MEDIAN_TARGET:
+            fails.append(f"FAIL median end-to-end / raw HiGHS {med:.2f} > {FAMILY_MEDIAN_TARGET}")
+    bar = "!" * 78
+    if fails:
+        out += [bar, *fails, bar]
+    return out
+
+
 def pytest_terminal_summary(terminalreporter):
+    tr = terminalreporter
+    if FAMILY:
+        tr.section("loadopt: benchmark family (ratios measured in this run)")
+        for line in family_table(FAMILY):
+            tr.write_line(line, red=line.startswith(("FAIL", "!")), bold=line.startswith("FAIL"))
+        out = Path(".benchmarks")
+        out.mkdir(exist_ok=True)
+        (out / "family.json").write_text(json.dumps(FAMILY, indent=2))
     if not RESULTS:
         return
-    tr = terminalreporter
     tr.section("loadopt: ratios measured in this run")
     rows = []
     for title, group, num, den in RATIOS:

@@ -1,10 +1,12 @@
 """Reference models the benchmarks compare loadopt against, built from the same instance.
 
-``straightforward_lp`` is the model a competent engineer would write first from the formulation
-of docs/formulation.md, with no structural reductions: one column per plugged-in (session,
-period), an unmet-energy slack per session, every safety row, an energy balance row per
-session, import columns carrying the price. Solved by highspy with default options, it is the
-"raw HiGHS" line.
+``straightforward_lp`` is the model a competent engineer would write first from
+docs/formulation.md, with no structural reductions and without loadopt's LP code: one column per
+plugged-in (session, period), an unmet-energy slack per session that wants energy, every safety
+row of the compiled problem (``G r ≤ h`` as compiled, singleton and non-binding rows included),
+an energy balance row per session, import/export columns per period carrying the prices, and a
+peak column for a demand charge. Solved by highspy with default options, it is the "raw HiGHS"
+line; built as PuLP objects and solved by CBC, the "PuLP + CBC" line.
 """
 
 from __future__ import annotations
@@ -12,37 +14,64 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from loadopt.lp import LinearProgram, blocks_of, objective_coefficients
+from loadopt.lp import LinearProgram, blocks_of
 from loadopt.problem import Problem
 
 
 def straightforward_lp(p: Problem) -> LinearProgram:
-    V, S, T = p.n_vars, p.n_sessions, p.n_periods
+    """Columns ``[r | u | imp | exp | peak?]``; rows ``[G | energy | balance | peak?]``."""
     o = p.objective
-    c_r, _ = objective_coefficients(p)
-    # undo the slack elimination: r pays only the charge-early term, u pays the penalty
-    c_r = c_r + o.unmet_energy_per_kwh * p.session_priority[p.var_session] * p.var_kwh_per_a
+    if o.fairness > 0:
+        raise ValueError("the reference model has no fairness column")
+    V, S, T = p.n_vars, p.n_sessions, p.n_periods
+    dt_h = p.period_h  # (T,) period lengths: a non-uniform horizon is modelled alike
+    b_h = np.concatenate(([0.0], np.cumsum(dt_h)))
+    # charge early: per kWh, hours from the horizon start to the period's middle, scaled by
+    # horizon / time to departure (docs/formulation.md)
+    t_mid_h = 0.5 * (b_h[:-1] + b_h[1:])[p.var_period]
+    urgency = b_h[-1] / p.session_departure_h[p.var_session]
+    c_r = o.charge_early_per_kwh_h * t_mid_h * urgency * p.var_kwh_per_a
     pen = o.unmet_energy_per_kwh * p.session_priority
     kw = p.session_kw_per_a[p.var_session]
+    exp_price = np.zeros(T) if p.export_price is None else p.export_price
+    peak = o.demand_charge_per_kw > 0
     G = p.G.tocsr()
     m = G.shape[0]
-    # [r | u | imp]
-    A_safety = sp.hstack([G, sp.csr_matrix((m, S + T))])
-    A_energy = sp.hstack([sp.csr_matrix((p.var_kwh_per_a, (p.var_session, np.arange(V))),
-                                        shape=(S, V)), sp.identity(S), sp.csr_matrix((S, T))])
-    A_bal = sp.hstack([sp.csr_matrix((-kw, (p.var_period, np.arange(V))), shape=(T, V)),
-                       sp.csr_matrix((T, S)), sp.identity(T)])
-    A = sp.vstack([A_safety, A_energy, A_bal], format="csc")
+    n_extra = S + 2 * T + peak
+    blocks = [
+        sp.hstack([G, sp.csr_matrix((m, n_extra))]),
+        sp.hstack([sp.csr_matrix((p.var_kwh_per_a, (p.var_session, np.arange(V))), shape=(S, V)),
+                   sp.identity(S), sp.csr_matrix((S, 2 * T + peak))]),
+        # imp − exp − Σ kW/A · r = base − PV
+        sp.hstack([sp.csr_matrix((-kw, (p.var_period, np.arange(V))), shape=(T, V)),
+                   sp.csr_matrix((T, S)), sp.identity(T), -sp.identity(T),
+                   sp.csr_matrix((T, peak))]),
+    ]
     net = p.base_load_kw - p.pv_kw
+    row_lb = [np.full(m, -np.inf), p.session_energy_kwh, net]
+    row_ub = [p.h, p.session_energy_kwh, net]
+    if peak:  # imp_t − peak ≤ 0
+        blocks.append(sp.hstack([sp.csr_matrix((T, V + S)), sp.identity(T),
+                                 sp.csr_matrix((T, T)), -np.ones((T, 1))]))
+        row_lb.append(np.full(T, -np.inf))
+        row_ub.append(np.zeros(T))
+    A = sp.vstack(blocks, format="csc")
+    c = [c_r, pen, o.energy_cost * p.import_price * dt_h, -o.energy_cost * exp_price * dt_h]
+    lb = [np.zeros(V), np.zeros(S), np.zeros(T), np.zeros(T)]
+    ub = [p.var_ub, np.full(S, np.inf), np.full(T, np.inf),
+          np.maximum(p.pv_kw - p.base_load_kw, 0.0)]
+    if peak:
+        c.append([o.demand_charge_per_kw])
+        lb.append([p.signals.peak_so_far_kw])
+        ub.append([np.inf])
+    per = np.arange(T)
+    cols = {"r": np.arange(V), "u": np.arange(S), "imp": per, "exp": per}
+    rows = {"safety": np.arange(m), "energy": np.arange(S), "balance": per}
+    if peak:
+        cols["peak"] = np.zeros(1, np.int64)
+        rows["peak"] = per
     return LinearProgram(
-        c=np.concatenate([c_r, pen, o.energy_cost * p.import_price * p.step_h]),
-        col_lb=np.concatenate([np.zeros(V), np.zeros(S), np.zeros(T)]),
-        col_ub=np.concatenate([p.var_ub, np.full(S, np.inf), np.full(T, np.inf)]),
-        A=A,
-        row_lb=np.concatenate([np.full(m, -np.inf), p.session_energy_kwh, net]),
-        row_ub=np.concatenate([p.h, p.session_energy_kwh, np.full(T, np.inf)]),
-        offset=0.0,
-        cols=blocks_of({"r": np.arange(V), "u": np.arange(S), "imp": np.arange(T)}),
-        rows=blocks_of({"safety": np.arange(m), "energy": np.arange(S),
-                        "balance": np.arange(T)}),
+        c=np.concatenate(c), col_lb=np.concatenate(lb), col_ub=np.concatenate(ub), A=A,
+        row_lb=np.concatenate(row_lb), row_ub=np.concatenate(row_ub), offset=0.0,
+        cols=blocks_of(cols), rows=blocks_of(rows),
     )

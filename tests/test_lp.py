@@ -22,12 +22,9 @@ from reference import straightforward_lp
 
 
 def _plain(p: lo.Problem) -> lo.Problem:
-    """The same instance with only the terms the reference model has (no export, peak, fairness,
-    non-negative prices)."""
-    sig = p.signals.model_copy(update={"import_price": abs(float(p.import_price.mean())),
-                                       "export_price": None})
-    obj = lo.Objective()
-    return lo.compile_problem(p.site, p.sessions, p.horizon, sig, obj)
+    """The same instance with only the terms the reference model has (no fairness column)."""
+    obj = lo.Objective(demand_charge_per_kw=p.objective.demand_charge_per_kw)
+    return lo.compile_problem(p.site, p.sessions, p.horizon, p.signals, obj)
 
 
 @settings(max_examples=examples(120))
@@ -39,8 +36,9 @@ def test_reduced_lp_has_the_unreduced_optimum(p):
         return
     a = hs.solve_lp(ref)
     assert a.status.value == "optimal"
-    for unmet_slack in (True, False):  # the unmet energy as a column, or eliminated
-        lp = build_lp(p, unmet_slack=unmet_slack)
+    # the unmet energy as a column or eliminated; the import substituted where it can be or not
+    for unmet_slack, elim in ((True, None), (False, None), (True, False)):
+        lp = build_lp(p, unmet_slack=unmet_slack, eliminate_import=elim)
         b = (hs.solve_lp(lp, options=hs.LP_OPTIONS) if lp.n_cols
              else hs.SolverResult(hs.SolverStatus.OPTIMAL, None, lp.offset, 0.0))
         assert b.status.value == "optimal"
@@ -62,8 +60,16 @@ def test_named_blocks_cover_every_row_and_column():
         assert all(b.index.size == b.size for b in blocks.values())
     assert list(lp.cols) == ["r", "u", "imp", "exp", "peak", "z"]
     assert list(lp.rows) == ["safety", "energy", "balance", "peak", "fairness"]
-    assert lp.rows["balance"].size == lp.rows["peak"].size == p.n_periods
-    assert lp.rows["balance"].index.tolist() == list(range(p.n_periods))
+    # a balance row only where PV exceeds the base load (elsewhere the import is substituted),
+    # a peak row per period
+    surplus = np.flatnonzero(p.base_load_kw < p.pv_kw)
+    assert 0 < surplus.size < p.n_periods
+    assert lp.rows["balance"].index.tolist() == surplus.tolist()
+    assert lp.cols["imp"].index.tolist() == surplus.tolist()
+    assert sorted(lp.rows["peak"].index.tolist()) == list(range(p.n_periods))
+    full = build_lp(p, eliminate_import=False)
+    assert full.rows["balance"].size == full.rows["peak"].size == p.n_periods
+    assert full.rows["balance"].index.tolist() == list(range(p.n_periods))
     g = lp.rows["safety"]
     # a safety row's bound is its problem row's h, or smaller where identical rows were merged
     assert (lp.row_ub[g.slice] <= p.h[g.index]).all()

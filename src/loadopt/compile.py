@@ -131,7 +131,8 @@ def compile_problem(
     bounds = horizon.period_bounds_s()
     overlap = (np.minimum(dep_s[:, None], bounds[None, 1:])
                - np.maximum(arr_s[:, None], bounds[None, :-1]))
-    avail = np.clip(overlap / horizon.step_s, 0.0, 1.0).reshape(S, T)
+    period_s = horizon.period_s
+    avail = np.clip(overlap / period_s[None, :], 0.0, 1.0).reshape(S, T)
 
     # --- variables ---------------------------------------------------------------------------
     vs, vt = np.nonzero((avail > 0) & (max_cur[:, None] > 0))
@@ -144,7 +145,7 @@ def compile_problem(
     var_res = res_line_max[s_evse[vs], vt] if V else np.zeros(0)
     var_free = var_res <= 0
     var_ub = np.where(var_free, var_ub, np.minimum(var_ub, var_res))
-    var_kwh = kw_per_a[vs] * horizon.step_h * avail[vs, vt]
+    var_kwh = kw_per_a[vs] * (period_s[vt] / 3600.0) * avail[vs, vt]
 
     # --- limits per node, phase, period ------------------------------------------------------
     node_cur = np.full((N, 3, T), np.inf)
@@ -265,7 +266,9 @@ def compile_problem(
         node_parent=parent, evse_node=evse_node, session_evse=s_evse, session_phase_mask=phase_mask,
         session_kw_per_a=kw_per_a, session_max_current=max_cur, session_min_current=min_cur,
         session_energy_kwh=energy, session_priority=prio, avail=avail,
-        session_departure_h=np.clip(dep_s / 3600.0, horizon.step_h, T * horizon.step_h),
+        session_departure_h=np.clip(dep_s / 3600.0, horizon.step_h,
+                                    T * horizon.step_h if horizon.uniform
+                                    else bounds[-1] / 3600.0),
         var_session=vs,
         var_period=vt, var_ub=var_ub, var_kwh_per_a=var_kwh, h=h, row_kind=row_kind,
         row_node=row_node, row_phase=row_phase, row_period=row_period, row_facet=row_facet,

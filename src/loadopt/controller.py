@@ -154,7 +154,14 @@ class Controller:
     site
         The site (its EVSEs and limits).
     step_s, n_periods
-        The horizon of every step: period length (s) and number of periods.
+        The horizon of every step: period length (s) and number of periods; the horizon spans
+        ``step_s · n_periods`` seconds.
+    coarse_step_s, fine_s
+        A non-uniform horizon (:meth:`loadopt.horizon.Horizon.tiered`): periods of ``step_s`` for
+        the first ``fine_s`` seconds, then of ``coarse_step_s`` (aligned to UTC multiples of it)
+        up to the same span. ``None`` (default): ``n_periods`` periods of ``step_s``. The plan
+        beyond ``fine_s`` only has to be right in aggregate; docs/benchmarks.md measures speed and
+        energy delivered both ways on the JPL week.
     signals, objective
         Prices, base load, limits, DR events; objective weights (changeable later).
     planner
@@ -201,6 +208,8 @@ class Controller:
         *,
         step_s: int = 900,
         n_periods: int = 96,
+        coarse_step_s: int | None = None,
+        fine_s: int = 4 * 3600,
         signals: Signals | None = None,
         objective: Objective | None = None,
         planner: Any = None,
@@ -243,6 +252,12 @@ class Controller:
         self.site = site
         self.step_s = int(step_s)
         self.n_periods = int(n_periods)
+        self.coarse_step_s = coarse_step_s
+        self.fine_s = fine_s
+        if coarse_step_s is not None:  # a bad combination fails here, not at the first step
+            Horizon.tiered(datetime(2000, 1, 1, tzinfo=UTC), fine_step_s=self.step_s,
+                           fine_s=fine_s, coarse_step_s=coarse_step_s,
+                           span_s=self.step_s * self.n_periods)
         self.signals = Signals() if signals is None else as_model(signals, Signals,
                                                                   "Controller: signals")
         self.objective = (Objective() if objective is None
@@ -546,8 +561,8 @@ class Controller:
         T = horizon.n_periods
         out = np.zeros((len(self.site.evses), 3, T))
         for eid, r in self.reservations.items():
-            n = T if r.until is None else min(
-                T, int(np.ceil((r.until - now).total_seconds() / horizon.step_s)))
+            n = T if r.until is None else int(np.searchsorted(
+                horizon.period_bounds_s()[:-1], (r.until - now).total_seconds(), side="left"))
             out[self._evse_index[eid], :, :n] = np.asarray(r.current_a)[:, None]
         return out
 
@@ -639,6 +654,11 @@ class Controller:
 
     # ------------------------------------------------------------------ the step
     def horizon(self, now: datetime) -> Horizon:
+        """The horizon of a step at ``now`` (see ``step_s``, ``n_periods``, ``coarse_step_s``)."""
+        if self.coarse_step_s is not None:
+            return Horizon.tiered(now, fine_step_s=self.step_s, fine_s=self.fine_s,
+                                  coarse_step_s=self.coarse_step_s,
+                                  span_s=self.step_s * self.n_periods)
         return Horizon(start=now, step_s=self.step_s, n_periods=self.n_periods)
 
     def planned_sessions(self, now: datetime) -> list[Session]:

@@ -1,8 +1,9 @@
 """The optimisation horizon and the sampling of step series onto it.
 
 At the API edge times are timezone-aware datetimes; inside, everything is an integer period index
-on a fixed step (``step_s`` seconds) of real time. ``start`` keeps the zone it was given in (the
-schedule is read in it), but every computation goes through UTC (:func:`loadopt._base.to_utc`):
+with known boundaries in real seconds: ``step_s`` each, or the lengths ``periods_s`` of a
+non-uniform horizon (fine periods first, coarse after). ``start`` keeps the zone it was given in
+(the schedule is read in it), but every computation goes through UTC (:func:`loadopt._base.to_utc`):
 Python adds to and subtracts ``ZoneInfo`` datetimes as wall-clock times, so a horizon crossing a
 daylight-saving change would otherwise have an hour too many or too few and put a limit change an
 hour away from its real instant.
@@ -10,13 +11,15 @@ hour away from its real instant.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ._base import FrozenModel, SeriesPoint, ZonedDatetime
+from .errors import InputError
 
 
 class Horizon(FrozenModel):
@@ -24,15 +27,107 @@ class Horizon(FrozenModel):
 
     Periods are real seconds (UTC arithmetic) whatever the zone of ``start``; the datetimes this
     class returns are in the zone of ``start``.
+
+    ``periods_s`` makes the periods non-uniform: the length of each period (s), the first being
+    ``step_s`` (the control interval: what a controller acts on), e.g. 5-minute periods for the
+    first hours and hourly ones after (:meth:`tiered`). ``None`` (the default) is ``n_periods``
+    periods of ``step_s``. Everything downstream works per period (limits sampled by minimum over
+    the longer periods, energy and prices by duration), so a non-uniform horizon only changes how
+    finely the later hours are planned, never what is safe.
     """
 
     start: ZonedDatetime
     step_s: Annotated[int, Field(gt=0, le=86_400)] = 900
     n_periods: Annotated[int, Field(gt=0, le=100_000)] = 96
+    periods_s: tuple[Annotated[int, Field(gt=0, le=86_400)], ...] | None = None
+
+    @model_validator(mode="after")
+    def _periods(self) -> Horizon:
+        ps = self.periods_s
+        if ps is not None and (len(ps) != self.n_periods or ps[0] != self.step_s):
+            raise ValueError(
+                f"horizon: periods_s has {len(ps)} period(s) starting with {ps[0] if ps else None}"
+                f" s, but n_periods={self.n_periods} and step_s={self.step_s}; use "
+                "Horizon.non_uniform(start, periods_s)")
+        return self
+
+    @classmethod
+    def non_uniform(cls, start: datetime, periods_s: Sequence[int]) -> Horizon:
+        """A horizon of the given period lengths (s); uniform lengths give a uniform horizon."""
+        ps = tuple(int(x) for x in periods_s)
+        if not ps:
+            raise InputError("horizon: periods_s is empty")
+        if all(x == ps[0] for x in ps):
+            return cls(start=start, step_s=ps[0], n_periods=len(ps))
+        return cls(start=start, step_s=ps[0], n_periods=len(ps), periods_s=ps)
+
+    @classmethod
+    def tiered(cls, start: datetime, *, fine_step_s: int = 900, fine_s: int = 4 * 3600,
+               coarse_step_s: int = 3600, span_s: int = 86_400) -> Horizon:
+        """``fine_step_s`` periods for the first ``fine_s`` seconds, ``coarse_step_s`` after, up
+        to ``span_s`` from ``start``.
+
+        The coarse periods start on multiples of ``coarse_step_s`` of UTC epoch seconds (whole
+        hours for 3600): the fine part runs on until the next such instant, so a controller
+        rolling ``start`` forward by ``fine_step_s`` sees the same coarse periods from step to
+        step (and its warm start maps them). Where ``start`` is off the fine grid, the fine
+        period before the first coarse one is shortened; the last period ends at
+        ``start + span_s``.
+        """
+        for name, v in (("fine_step_s", fine_step_s), ("coarse_step_s", coarse_step_s),
+                        ("span_s", span_s)):
+            if not (isinstance(v, int) and not isinstance(v, bool) and 0 < v):
+                raise InputError(f"horizon: {name} must be a positive whole number of seconds, "
+                                 f"got {v!r}")
+        if not (isinstance(fine_s, int) and fine_s >= 0) or coarse_step_s < fine_step_s:
+            raise InputError(f"horizon: need a whole fine_s >= 0 (got {fine_s!r}) and "
+                             f"coarse_step_s >= fine_step_s (got {coarse_step_s} < "
+                             f"{fine_step_s})")
+        if fine_step_s > 86_400 or coarse_step_s > 86_400:
+            raise InputError("horizon: periods are at most 86,400 s")
+        t0 = _epoch_s(start)
+        out: list[int] = []
+        b = 0
+        fine_until = min(fine_s, span_s)
+        while b < span_s and (b < fine_until or (t0 + b) % coarse_step_s):
+            nxt = b + fine_step_s
+            if b >= fine_until:  # aligning: never step over the next coarse boundary
+                nxt = min(nxt, b + (coarse_step_s - (t0 + b) % coarse_step_s))
+            nxt = min(nxt, span_s)
+            out.append(nxt - b)
+            b = nxt
+        while b < span_s:
+            nxt = min(b + coarse_step_s - (t0 + b) % coarse_step_s, span_s)
+            out.append(nxt - b)
+            b = nxt
+        return cls.non_uniform(start, out)
+
+    @property
+    def uniform(self) -> bool:
+        return self.periods_s is None
 
     @property
     def step_h(self) -> float:
+        """Length of the first period (h); of every period when the horizon is uniform."""
         return self.step_s / 3600.0
+
+    @property
+    def period_s(self) -> np.ndarray:
+        """Length of each period (s), shape ``(n_periods,)``."""
+        if self.periods_s is None:
+            return np.full(self.n_periods, float(self.step_s))
+        return np.asarray(self.periods_s, dtype=np.float64)
+
+    @property
+    def period_h(self) -> np.ndarray:
+        """Length of each period (h), shape ``(n_periods,)``."""
+        return self.period_s / 3600.0
+
+    @property
+    def span_s(self) -> int:
+        """Length of the whole horizon (s)."""
+        return (self.step_s * self.n_periods if self.periods_s is None
+                else int(sum(self.periods_s)))
 
     @property
     def start_utc(self) -> datetime:
@@ -44,7 +139,8 @@ class Horizon(FrozenModel):
 
     def period_start(self, k: int) -> datetime:
         """Start of period ``k`` (real time), in the zone of ``start``."""
-        return (self.start_utc + timedelta(seconds=self.step_s * k)).astimezone(self.start.tzinfo)
+        s = self.step_s * k if self.periods_s is None else int(sum(self.periods_s[:k]))
+        return (self.start_utc + timedelta(seconds=s)).astimezone(self.start.tzinfo)
 
     def seconds_from_start(self, t: datetime) -> float:
         """Real seconds from the horizon start to the aware datetime ``t`` (negative before it).
@@ -54,7 +150,14 @@ class Horizon(FrozenModel):
 
     def period_bounds_s(self) -> np.ndarray:
         """Period boundaries in seconds from start, shape ``(n_periods + 1,)``."""
-        return np.arange(self.n_periods + 1, dtype=np.float64) * self.step_s
+        if self.periods_s is None:
+            return np.arange(self.n_periods + 1, dtype=np.float64) * self.step_s
+        return np.concatenate(([0.0], np.cumsum(self.periods_s, dtype=np.float64)))
+
+
+def _epoch_s(t: datetime) -> int:
+    """Whole seconds since the Unix epoch of an aware datetime (sub-seconds dropped)."""
+    return int((t - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() // 1)
 
     def series(self, values: Any) -> tuple[SeriesPoint, ...]:
         """A step series from one value per period of this horizon (a list or numpy array of
@@ -119,10 +222,10 @@ def sample(
         seg = vals[idx] * np.diff(grid)
         cum = np.concatenate(([0.0], np.cumsum(seg)))
         at_bounds = np.interp(bounds, grid, cum)
-        return np.diff(at_bounds) / horizon.step_s
+        return np.diff(at_bounds) / np.diff(bounds)
     in_force = np.concatenate(([base], v))[np.searchsorted(t, bounds[:-1], side="right")]
     inside = (t > bounds[0]) & (t < bounds[-1])
-    k = np.floor(t[inside] / horizon.step_s).astype(np.int64)
+    k = np.searchsorted(bounds, t[inside], side="right") - 1  # the period each point starts in
     k = np.clip(k, 0, n - 1)
     starts_inside = t[inside] > bounds[k]
     k, vin = k[starts_inside], v[inside][starts_inside]

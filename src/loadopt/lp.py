@@ -7,7 +7,8 @@ Columns, in this order (each a named block of :attr:`LinearProgram.cols`: ``"r"`
   reduction;
 - ``u[i]`` — unmet energy (kWh) of every session that wants energy and can draw (default form);
 - ``imp[t]``, ``exp[t]`` — grid import and export (kW), only when they carry a cost
-  (energy cost, export revenue or a demand charge);
+  (energy cost, export revenue or a demand charge), and only in periods where PV can exceed the
+  base load (elsewhere the import is substituted, see :func:`build_lp`);
 - ``peak`` — the import peak (kW), only with a demand charge;
 - ``z`` — the smallest served fraction, only with a fairness weight.
 
@@ -142,15 +143,23 @@ def objective_coefficients(problem: Problem) -> tuple[np.ndarray, float]:
     """
     o = problem.objective
     pen = o.unmet_energy_per_kwh * problem.session_priority
-    t_mid_h = (problem.var_period + 0.5) * problem.step_h
-    urgency = (problem.n_periods * problem.step_h) / problem.session_departure_h
+    hz = problem.horizon
+    if hz.uniform:
+        t_mid_h = (problem.var_period + 0.5) * problem.step_h
+        span_h = problem.n_periods * problem.step_h
+    else:
+        b = hz.period_bounds_s() / 3600.0
+        t_mid_h = 0.5 * (b[:-1] + b[1:])[problem.var_period]
+        span_h = b[-1]
+    urgency = span_h / problem.session_departure_h
     per_kwh = (-pen[problem.var_session]
                + o.charge_early_per_kwh_h * t_mid_h * urgency[problem.var_session])
     offset = float(np.sum(pen * problem.session_energy_kwh))
     return per_kwh * problem.var_kwh_per_a, offset
 
 
-def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
+def build_lp(problem: Problem, unmet_slack: bool = True,
+             eliminate_import: bool | None = None) -> LinearProgram:
     """Build the reduced LP of ``problem`` as arrays (no Python loop over variables or rows).
 
     ``unmet_slack``: keep the unmet energy as a priced column ``u`` per session that wants
@@ -158,6 +167,15 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
     eliminating it into the currents' costs (``False``: what the MILP builds on). Same optimum;
     with the slack HiGHS' dual simplex was up to 5× faster on congested sites
     (docs/benchmarks.md). The ``u`` columns come right after the current columns.
+
+    ``eliminate_import`` (default: as ``unmet_slack``): in periods where the base load is at
+    least the PV output, the import ``base − PV + Σ kW/A · r`` cannot be negative and nothing
+    can be exported, so it is substituted instead of an import column and a balance row: its
+    price goes onto the currents and its constant part into the offset (same optimum; measured
+    up to 2× fewer dual simplex iterations across the benchmark family, docs/benchmarks.md).
+    The ``"imp"``/``"exp"`` columns and ``"balance"`` rows then exist (keyed by period) only
+    for the other periods; a ``"peak"`` row of a substituted period holds
+    ``Σ kW/A · r − peak ≤ −(base − PV)``. The MILP builds without it.
     """
     o = problem.objective
     T = problem.n_periods
@@ -238,30 +256,52 @@ def build_lp(problem: Problem, unmet_slack: bool = True) -> LinearProgram:
     imp_cols = exp_cols = None
     peak_col = z_col = None
     periods = np.arange(T)
+    if eliminate_import is None:
+        eliminate_import = unmet_slack
     if need_imp:
-        # imp − exp − Σ kW/A · r = base − PV   (kW, per period)
-        imp_cols, exp_cols = n + periods, n + T + periods
-        n += 2 * T
         vt = problem.var_period[cols]
         kw = problem.session_kw_per_a[vs]
         net = problem.base_load_kw - problem.pv_kw
-        rows.add(np.concatenate([vt, periods, periods]),
-                 np.concatenate([np.arange(n_r), imp_cols, exp_cols]),
-                 np.concatenate([-kw, np.ones(T), -np.ones(T)]), net, net, "balance", periods)
-        dt = problem.step_h
-        c.append(o.energy_cost * problem.import_price * dt)
+        dt = problem.period_h
+        imp_price = o.energy_cost * problem.import_price * dt
+        # where the base load covers PV, import = net + EV kW is never negative and nothing can
+        # be exported: substitute it (its cost onto the currents, the net part into the offset)
+        # instead of a column and a balance row per period
+        sub = (net >= 0) if eliminate_import else np.zeros(T, dtype=bool)
+        in_sub = sub[vt]
+        c[0] = c[0] + np.where(in_sub, imp_price[vt] * kw, 0.0)
+        offset += float(np.sum(imp_price[sub] * net[sub]))
+        periods = np.flatnonzero(~sub)
+        k = periods.size
+        # imp − exp − Σ kW/A · r = base − PV   (kW, per period kept)
+        imp_cols, exp_cols = n + np.arange(k), n + k + np.arange(k)
+        n += 2 * k
+        pos = np.full(T, -1)
+        pos[periods] = np.arange(k)
+        on = np.flatnonzero(~in_sub)
+        rows.add(np.concatenate([pos[vt[on]], np.arange(k), np.arange(k)]),
+                 np.concatenate([on, imp_cols, exp_cols]),
+                 np.concatenate([-kw[on], np.ones(k), -np.ones(k)]), net[periods],
+                 net[periods], "balance", periods)
+        c.append(imp_price[periods])
         exp_price = (np.zeros(T) if problem.export_price is None else problem.export_price)
-        c.append(-o.energy_cost * exp_price * dt)
-        col_lb += [np.zeros(T), np.zeros(T)]
-        col_ub += [np.full(T, np.inf), np.maximum(problem.pv_kw - problem.base_load_kw, 0.0)]
+        c.append(-o.energy_cost * exp_price[periods] * dt[periods])
+        col_lb += [np.zeros(k), np.zeros(k)]
+        col_ub += [np.full(k, np.inf),
+                   np.maximum(problem.pv_kw - problem.base_load_kw, 0.0)[periods]]
         if o.demand_charge_per_kw > 0:
-            # imp_t − peak ≤ 0
+            # imp_t − peak ≤ 0, or with the import substituted Σ kW/A · r − peak ≤ −net_t
             peak_col = n
             n += 1
-            rows.add(np.concatenate([periods, periods]),
-                     np.concatenate([imp_cols, np.full(T, peak_col)]),
-                     np.concatenate([np.ones(T), -np.ones(T)]), -np.inf, np.zeros(T), "peak",
-                     periods)
+            ps = np.flatnonzero(sub)
+            ps_pos = np.full(T, -1)
+            ps_pos[ps] = np.arange(ps.size)
+            on = np.flatnonzero(in_sub)
+            rows.add(np.concatenate([np.arange(k), ps_pos[vt[on]] + k, np.arange(T)]),
+                     np.concatenate([imp_cols, on, np.full(T, peak_col)]),
+                     np.concatenate([np.ones(k), kw[on], -np.ones(T)]), -np.inf,
+                     np.concatenate([np.zeros(k), -net[ps]]), "peak",
+                     np.concatenate([periods, ps]))
             c.append(np.array([o.demand_charge_per_kw]))
             col_lb.append(np.array([problem.signals.peak_so_far_kw]))
             col_ub.append(np.array([np.inf]))
@@ -318,7 +358,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
     Both always feasible: they never compete with a safety row, only with the objective.
     """
     T = problem.n_periods
-    dt = problem.step_h
+    dt = problem.period_h
     vs = problem.var_session[cols]
     vt = problem.var_period[cols]
     kw = problem.session_kw_per_a[vs]
@@ -346,7 +386,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
                  np.concatenate([kw[m], -np.ones(k), np.ones(k)]), rhs, rhs, "grid_setpoint",
                  per)
         assert problem.setpoint_penalty is not None  # compiled with the setpoints
-        pen = problem.setpoint_penalty[per] * dt
+        pen = problem.setpoint_penalty[per] * dt[per]
         c += [pen, pen]
         col_lb += [np.zeros(k), np.zeros(k)]
         col_ub += [np.full(k, np.inf), np.full(k, np.inf)]
@@ -365,7 +405,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
                      np.concatenate([-kw[m], -np.ones(k)]), -np.inf, xc[per] + fixed[per],
                      "grid_export", per)
             assert problem.export_penalty is not None  # compiled with the caps
-            c.append(problem.export_penalty[per] * dt)
+            c.append(problem.export_penalty[per] * dt[per])
             col_lb.append(np.zeros(k))
             col_ub.append(np.full(k, np.inf))
             out.update(xc=per)

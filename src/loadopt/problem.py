@@ -165,7 +165,13 @@ class Problem:
 
     @property
     def step_h(self) -> float:
+        """Length of the first period (h); of every period on a uniform horizon."""
         return self.horizon.step_h
+
+    @property
+    def period_h(self) -> np.ndarray:
+        """(T,) length of each period (h): use this, not ``step_h``, for energy and cost."""
+        return self.horizon.period_h
 
     @property
     def period_starts(self) -> list[datetime]:

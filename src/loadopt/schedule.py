@@ -212,7 +212,10 @@ class Schedule:
     def energy_kwh(self) -> np.ndarray:
         """(S,) kWh each session receives if it draws its limits."""
         p = self.problem
-        return (self._kw_of(self.current) * p.avail).sum(axis=1) * p.step_h
+        kw = self._kw_of(self.current) * p.avail
+        if p.horizon.uniform:
+            return kw.sum(axis=1) * p.step_h
+        return kw @ p.period_h
 
     def session_limits(self, session_id: str) -> list[tuple[datetime, float]]:
         """``(period start, limit A)`` for every period of the horizon, for one session."""
@@ -226,7 +229,7 @@ class Schedule:
         sess = tuple(SessionKpi(sid, float(p.session_energy_kwh[i]), float(got[i]))
                      for i, sid in enumerate(p.session_ids))
         imp = self.import_kw
-        dt = p.step_h
+        dt = p.period_h
         cost = float(np.sum(np.maximum(imp, 0) * p.import_price * dt))
         if p.export_price is not None:
             cost -= float(np.sum(np.maximum(-imp, 0) * p.export_price * dt))

@@ -97,7 +97,7 @@ def _local(pp: Prepared, period: int, code: int, energy: np.ndarray,
         pp.cap_fill, pp.chk, pp.ub_da, pp.hi_da, pp.lo_da, pp.kwh_per_a, pp.w, pp.sess, pp.dep_s,
         pp.kw_per_a, pp.aptr, pp.avals, pp.has_steps, pp.fair_order, pp.edf_order,
         pp.start_order, pp.cap_order, pp.row_slope0, pp.row_cnt0, pp.row_full0, pp.row_floor0,
-        energy, float(period) * pp.step_s, code, x)
+        energy, float(pp.period_start_s[period]), code, x)
     return x
 
 

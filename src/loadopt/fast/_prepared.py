@@ -45,6 +45,7 @@ class Prepared:
     n_sessions: int
     n_periods: int
     step_s: float
+    period_start_s: np.ndarray  #: (T,) start of each period, s from horizon start
     vptr: np.ndarray  #: (T+1,) variables of period t are perm positions vptr[t]:vptr[t+1]
     rptr: np.ndarray  #: (T+1,) reduced rows likewise
     var_perm: np.ndarray  #: (V,) problem variable at each permuted position
@@ -195,7 +196,8 @@ def _prepare(problem: Problem) -> Prepared:
     cap_order = _local_order((hi_da / w,), vper, vptr)
     i32 = np.int32
     return Prepared(
-        n_sessions=S, n_periods=T, step_s=float(hz.step_s), vptr=vptr, rptr=rptr,
+        n_sessions=S, n_periods=T, step_s=float(hz.step_s),
+        period_start_s=hz.period_bounds_s()[:-1], vptr=vptr, rptr=rptr,
         var_perm=var_perm, row_orig=kept, indptr=G.indptr.astype(i32),
         indices=G.indices.astype(i32), data=G.data.astype(np.float64),
         cptr=Gc.indptr.astype(i32), cidx=Gc.indices.astype(i32),

@@ -101,7 +101,7 @@ def compliance(schedule, metered_kw: Mapping[str, np.ndarray] | np.ndarray | Non
     floors = p.signal_floor_kw if p.signal_floor_kw is not None else np.zeros((K, T))
     nodes = p.signal_node if p.signal_node is not None else np.full(K, root)
     kinds = p.signal_kind or ("import_cap_kw",) * K
-    dt = p.step_h
+    dt = p.period_h  # (T,) h
     # per node: what its vehicles could still draw above the plan (kW), and what they end short
     ev_max = (p.session_max_current * p.session_kw_per_a)[:, None] * p.avail  # (S, T) kW
     room = np.maximum(ev_max - sched._power_kw, 0.0)
@@ -167,7 +167,7 @@ def compliance(schedule, metered_kw: Mapping[str, np.ndarray] | np.ndarray | Non
             binds = planned >= r - step_kw
             t_b = cover[binds]
             if under.size and t_b.size:
-                could = float(room[np.ix_(under, t_b)].sum() * dt)
+                could = float((room[np.ix_(under, t_b)] * dt[t_b]).sum())
                 curtailed = min(could, float(short[under].sum()))
         g = by_id.get(sid)
         out.append(SignalCompliance(

@@ -159,8 +159,8 @@ def tx_profiles(
     evses = _evse_of(schedule)
     caps = caps or {}
     h = p.horizon
-    step = h.step_s
-    end_s = step * h.n_periods
+    bounds = h.period_bounds_s().astype(np.int64)
+    end_s = int(bounds[-1])
     if session_ids is None:
         idx = [i for i, s in enumerate(p.sessions)
                if s.arrival <= h.start < s.departure]
@@ -168,7 +168,7 @@ def tx_profiles(
         idx = [p.session_index(sid) for sid in session_ids]
     cur_da = _deci(schedule.current)
     nph = session_phases(schedule)
-    starts = np.arange(h.n_periods, dtype=np.int64) * step
+    starts = bounds[:-1]
     out = []
     for i in idx:
         s = p.sessions[i]
@@ -432,7 +432,8 @@ def station_max_profiles(
     by_cp: dict[str, list[int]] = {}
     for k, ev in enumerate(p.site.evses):
         by_cp.setdefault(ev.charge_point_id, []).append(k)
-    starts = np.arange(T, dtype=np.int64) * h.step_s
+    bounds = h.period_bounds_s().astype(np.int64)
+    starts = bounds[:-1]
     out = []
     for cp, ks in by_cp.items():
         if cps is not None and cp not in cps:
@@ -466,7 +467,7 @@ def station_max_profiles(
         unit = caps.get(evs[0].id, StationCaps()).apply(evs[0])[0]
         if any(caps.get(ev.id, StationCaps()).apply(ev)[0] != unit for ev in evs):
             unit = "A"
-        st, lm, ph = merge_periods(starts, lines, np.full(T, nph), maxp, T * h.step_s)
+        st, lm, ph = merge_periods(starts, lines, np.full(T, nph), maxp, int(bounds[-1]))
         out.append(Profile(
             charge_point_id=cp, connector=0, purpose="station_max", start=h.start, starts=st,
             limits=lm, phases=ph, voltage_v=min(ev.voltage_v for ev in evs), rate_unit=unit,

@@ -54,7 +54,8 @@ class WarmStart:
         self._epoch: datetime | None = None
         self._sid_int: dict[str, int] = {}
         self._fp: np.ndarray | None = None
-        self._fp_at: datetime | None = None
+        #: start instants (epoch s) of the fingerprint's periods
+        self._fp_t: np.ndarray | None = None
 
     def reset(self) -> None:
         """Forget the previous basis (the next solve is cold)."""
@@ -68,10 +69,11 @@ class WarmStart:
         an ``ERROR`` result (and the next solve is cold)."""
         from .highs import basis_arrays, new_highs, pass_lp, run, set_basis
 
-        now = problem.horizon.start
+        hz = problem.horizon
         fp = self._limit_fingerprint(problem)
+        fp_t = hz.start.timestamp() + hz.period_bounds_s()[:-1]
         if lp.n_cols == 0:  # nobody can draw (HiGHS calls an empty model an error)
-            self._fp, self._fp_at = fp, now
+            self._fp, self._fp_t = fp, fp_t
             self.mode, self.reason, self.solve_s = "empty", "no session can draw", 0.0
             return SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
         start: tuple[np.ndarray, np.ndarray] | None = None
@@ -82,7 +84,7 @@ class WarmStart:
                 reason = "warm start off: solved cold"
             elif self.memo is None:
                 reason = "no previous optimal basis: solved cold"
-            elif self.cold_after_limit_cut and self._limits_cut(fp, now, problem.horizon.step_s):
+            elif self.cold_after_limit_cut and self._limits_cut(fp, hz):
                 reason = ("a limit dropped over most of the horizon: solved cold (a warm start "
                           "is slower there)")
             else:
@@ -105,7 +107,7 @@ class WarmStart:
             self.solve_s = 0.0
             return SolverResult(SolverStatus.ERROR, None, None, time.perf_counter() - t0,
                                 f"HiGHS failed: {exc!r}")
-        self._fp, self._fp_at = fp, now
+        self._fp, self._fp_t = fp, fp_t
         self.memo = None
         if res.status == SolverStatus.OPTIMAL and res.x is not None and keys is not None:
             try:
@@ -138,13 +140,21 @@ class WarmStart:
         (kind, node, phase, absolute period), an energy or fairness row by session, a balance or
         peak row by absolute period (:data:`COL_KEYS`, :data:`ROW_KEYS`). The absolute period
         counts steps of the horizon's ``step_s`` from the first horizon this warm start saw (a
-        ``now`` off that grid is rounded: the basis is only a start, any start is correct). A
-        block without a key rule raises (the caller then solves cold).
+        ``now`` off that grid is rounded: the basis is only a start, any start is correct); on a
+        non-uniform horizon a period's absolute period is that of its start, so the coarse
+        periods that start at the same instant from step to step
+        (:meth:`loadopt.horizon.Horizon.tiered`) keep their keys. A block without a key rule
+        raises (the caller then solves cold).
         """
+        hz = problem.horizon
         if self._epoch is None:
-            self._epoch = problem.horizon.start
-        step_s = problem.horizon.step_s
-        p0 = round((problem.horizon.start - self._epoch).total_seconds() / step_s)
+            self._epoch = hz.start
+        step_s = hz.step_s
+        p0 = round((hz.start - self._epoch).total_seconds() / step_s)
+        if hz.uniform:
+            per = p0 + np.arange(problem.n_periods, dtype=np.int64)
+        else:
+            per = p0 + np.round(hz.period_bounds_s()[:-1] / step_s).astype(np.int64)
         sid = self._sid(problem.session_ids)
 
         def by_rule(kind: str, rules: dict[str, tuple[int, str]], name: str,
@@ -155,7 +165,7 @@ class WarmStart:
             if space == "session":
                 return _pack(tag, sid[idx], 0)
             if space == "period":
-                return _pack(tag, 0, p0 + idx)
+                return _pack(tag, 0, per[idx])
             return _pack(tag, 0, np.zeros(idx.size, np.int64))
 
         col_keys = np.empty(lp.n_cols, dtype=np.int64)
@@ -163,7 +173,7 @@ class WarmStart:
             if name == "r":
                 v = b.index
                 col_keys[b.slice] = _pack(_R_TAG, sid[problem.var_session[v]],
-                                          p0 + problem.var_period[v])
+                                          per[problem.var_period[v]])
             else:
                 col_keys[b.slice] = by_rule("column", COL_KEYS, name, b.index)
         rows = np.empty(lp.n_rows, dtype=np.int64)
@@ -173,7 +183,7 @@ class WarmStart:
                 node_phase = ((problem.row_kind[g].astype(np.int64) << 24)
                               | ((problem.row_node[g].astype(np.int64) + 1) << 3)
                               | (problem.row_phase[g].astype(np.int64) + 1))
-                rows[b.slice] = _pack(_SAFETY_TAG, node_phase, p0 + problem.row_period[g])
+                rows[b.slice] = _pack(_SAFETY_TAG, node_phase, per[problem.row_period[g]])
             else:
                 rows[b.slice] = by_rule("row", ROW_KEYS, name, b.index)
         return col_keys, rows
@@ -297,18 +307,20 @@ class WarmStart:
                           problem.node_current_limit.reshape(-1, T),
                           problem.node_power_limit_kw])
 
-    def _limits_cut(self, fp: np.ndarray, now: datetime, step_s: int) -> bool:
-        """Did a limit drop in most periods since the last solve (aligned in absolute time)?"""
-        old, then = self._fp, self._fp_at
-        if old is None or then is None or old.shape != fp.shape:
+    def _limits_cut(self, fp: np.ndarray, horizon) -> bool:
+        """Did a limit drop in most periods since the last solve (periods matched by their
+        start instant, so a non-uniform horizon compares the periods both solves have)?"""
+        old, old_t = self._fp, self._fp_t
+        if old is None or old_t is None or old.shape[0] != fp.shape[0]:
             return False
-        d = round((now - then).total_seconds() / step_s)
-        T = fp.shape[1]
-        if d < 0 or d >= T:
+        t = horizon.start.timestamp() + horizon.period_bounds_s()[:-1]
+        common, i, j = np.intersect1d(np.round(t, 3), np.round(old_t, 3), assume_unique=True,
+                                      return_indices=True)
+        if common.size == 0:
             return False
         with np.errstate(invalid="ignore"):
-            lower = np.any(fp[:, : T - d] < old[:, d:] - 1e-9, axis=0)
-        return bool(lower.sum() > 0.5 * (T - d))
+            lower = np.any(fp[:, i] < old[:, j] - 1e-9, axis=0)
+        return bool(lower.sum() > 0.5 * common.size)
 
 
 @dataclass(frozen=True, eq=False)
