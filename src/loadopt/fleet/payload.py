@@ -57,6 +57,8 @@ class ProblemPayload:
     #: field name -> encoded array (:func:`_encode`); None for an optional array that is None
     arrays: dict[str, tuple | None]
     other: dict[str, Any] = field(default_factory=dict)  #: small non-array fields
+    #: period lengths of a non-uniform horizon (:attr:`loadopt.Horizon.periods_s`)
+    periods_s: tuple[int, ...] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -148,7 +150,7 @@ def pack_problem(problem: Problem, key: str) -> ProblemPayload:
         objective=problem.objective.model_dump(), peak_so_far_kw=problem.signals.peak_so_far_kw,
         session_ids=problem.session_ids, node_ids=problem.node_ids, evse_ids=problem.evse_ids,
         dr_event_ids=problem.dr_event_ids, notices=problem.notices,
-        arrays=arrays, other=other,
+        arrays=arrays, other=other, periods_s=hz.periods_s,
     )
 
 
@@ -166,7 +168,7 @@ def unpack_problem(payload: ProblemPayload) -> Problem:
     session_anc = _ancestors(a["node_parent"], a["evse_node"][a["session_evse"]], N)
     evse_anc = _ancestors(a["node_parent"], a["evse_node"], N)
     horizon = Horizon.model_construct(start=payload.start, step_s=payload.step_s,
-                                      n_periods=T)
+                                      n_periods=T, periods_s=payload.periods_s)
     site = Site.model_construct(id=payload.key, nodes=(), evses=())
     a["avail"] = np.full((len(payload.session_ids), T), np.nan)  # never read on a worker
     for v in a.values():
