@@ -52,14 +52,16 @@ class SiteLimits:
         kw[base] -= p.base_load_kw[None, :]
         self.kw_cap = kw  # (N, T)
         self.imp_cap = p.import_cap_kw - p.base_load_kw + p.pv_kw  # (T,)
-        self.end_s = self.start_s + self.step_s * self.n_periods
+        # period boundaries (epoch s): uniform or not (a tiered horizon)
+        self._bounds = self.start_s + p.horizon.period_bounds_s()
+        self.end_s = float(self._bounds[-1])
 
     def period_bounds_s(self) -> np.ndarray:
-        return self.start_s + np.arange(self.n_periods + 1) * self.step_s
+        return self._bounds
 
     def _period(self, times_s: np.ndarray) -> np.ndarray:
-        k = np.floor((times_s - self.start_s) / self.step_s).astype(np.int64)
-        return np.clip(k, 0, self.n_periods - 1)
+        k = np.searchsorted(self._bounds, times_s, side="right") - 1
+        return np.clip(k, 0, self.n_periods - 1).astype(np.int64)
 
     def loads(self, worst_a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``worst_a`` (n, E, 3) A per EVSE line → node current (n, N, 3), node kW (n, N),

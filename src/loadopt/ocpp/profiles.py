@@ -329,7 +329,8 @@ def tx_default_profiles(
     cps = None if charge_points is None else set(charge_points)
     h = p.horizon
     T = p.n_periods
-    starts = np.arange(T, dtype=np.int64) * h.step_s
+    bounds = h.period_bounds_s().astype(np.int64)
+    starts = bounds[:-1]
     out = []
     for k, ev in enumerate(p.site.evses):
         if cps is not None and ev.charge_point_id not in cps:
@@ -339,7 +340,7 @@ def tx_default_profiles(
         lines[:, ev.phases:] = 0
         low = lines[:, : ev.phases].min(axis=1) < int(_deci(ev.min_current))
         lines[low] = 0
-        st, lm, ph = merge_periods(starts, lines, np.full(T, ev.phases), maxp, T * h.step_s)
+        st, lm, ph = merge_periods(starts, lines, np.full(T, ev.phases), maxp, int(bounds[-1]))
         out.append(Profile(
             charge_point_id=ev.charge_point_id, connector=ev.connector_id, purpose="tx_default",
             start=h.start, starts=st, limits=lm, phases=ph, voltage_v=ev.voltage_v,
