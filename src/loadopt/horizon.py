@@ -154,11 +154,6 @@ class Horizon(FrozenModel):
             return np.arange(self.n_periods + 1, dtype=np.float64) * self.step_s
         return np.concatenate(([0.0], np.cumsum(self.periods_s, dtype=np.float64)))
 
-
-def _epoch_s(t: datetime) -> int:
-    """Whole seconds since the Unix epoch of an aware datetime (sub-seconds dropped)."""
-    return int((t - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() // 1)
-
     def series(self, values: Any) -> tuple[SeriesPoint, ...]:
         """A step series from one value per period of this horizon (a list or numpy array of
         ``n_periods`` numbers: value ``k`` holds over period ``k``), for any series input of
@@ -180,6 +175,11 @@ def _epoch_s(t: datetime) -> int:
             raise InputError(f"horizon.series: value of period {bad} is {arr[bad]}")
         return tuple(SeriesPoint(start=self.period_start(k), value=float(v))
                      for k, v in enumerate(arr))
+
+
+def _epoch_s(t: datetime) -> int:
+    """Whole seconds since the Unix epoch of an aware datetime (sub-seconds dropped)."""
+    return int((t - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() // 1)
 
 
 Reduce = Literal["min", "max", "mean"]
