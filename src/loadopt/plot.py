@@ -2,8 +2,8 @@
 
 One figure, three panels, all against wall-clock time:
 
-1. grid import (kW) with its parts — vehicles, base load, PV — against the grid import limit and
-   demand-response caps;
+1. grid import (kW) with its parts — vehicles, base load, PV — against the grid import limit,
+   the grid signals' caps and setpoint, with a cross where a grid signal is missed;
 2. current per site phase at the grid connection (A) against the connection's per-phase limit;
 3. energy per session: delivered against requested (kWh), sorted by arrival.
 """
@@ -72,7 +72,11 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
     dr = cap < grid - 1e-9
     if dr.any():
         ax.step(t, steps(np.where(dr, cap, np.nan)), where="post", color="#8172b2", lw=2.5,
-                label="demand-response cap")
+                label="grid-signal cap")
+    if p.setpoint_kw is not None and np.isfinite(p.setpoint_kw).any():
+        ax.step(t, steps(p.setpoint_kw), where="post", color="#64b5cd", lw=2, ls="-.",
+                label="grid setpoint (soft)")
+    _mark_missed(ax, schedule, edges)
     root = int(np.flatnonzero(p.node_parent < 0)[0])
     for k in np.flatnonzero(np.isfinite(p.node_power_limit_kw).any(axis=1))[:1]:
         ax.step(t, steps(p.node_power_limit_kw[k]), where="post", color="#937860", lw=1.2,
@@ -122,3 +126,18 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def _mark_missed(ax, schedule: Schedule, edges: list) -> None:
+    """A red cross at the middle of every period where a grid signal is not met
+    (:mod:`loadopt.grid.compliance`), at the load it is judged on."""
+    from .grid.compliance import compliance
+
+    xs, ys = [], []
+    for c in compliance(schedule):
+        for k in np.flatnonzero(~c.met):
+            t = int(c.period_index[k])
+            xs.append(edges[t] + (edges[t + 1] - edges[t]) / 2)
+            ys.append(float(c.planned_kw[k]))
+    if xs:
+        ax.plot(xs, ys, "x", color="#c44e52", ms=7, mew=2, label="grid signal missed")

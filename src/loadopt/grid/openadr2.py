@@ -170,7 +170,9 @@ class OpenAdr2Ven:
     limit"); call :meth:`refresh_validity` each control step to restamp after successful polls.
     Reports: TELEMETRY_USAGE with resource ``resource_id`` and three data points — ``import``
     (metered net import, kW), ``required`` (the requirement in force, kW) and ``met`` (1 or 0) —
-    whatever :meth:`record` last stored.
+    whatever :meth:`record` last stored, stamped with the reading's time. Call :meth:`record`
+    once before :meth:`run`: until then the reports are empty, which openleadr 0.5's VTN answers
+    with HTTP 500.
     """
 
     def __init__(self, ven_name: str, vtn_url: str, *, fallback_kw: float,
@@ -284,12 +286,12 @@ class OpenAdr2Ven:
         self.report.history.append((at, float(metered_import_kw), self.report.required_kw,
                                     bool(met)))
 
-    def _reader(self, r_id: str) -> Callable[[], float | None]:
-        def read() -> float | None:
+    def _reader(self, r_id: str) -> Callable[[], list[tuple[datetime, float]]]:
+        """openleadr's incremental report callback: ``[(when, value)]``, stamped with the time of
+        the reading (not of the sending); nothing until :meth:`record` stored something."""
+        def read() -> list[tuple[datetime, float]]:
             r = self.report
-            if r_id == "import":
-                return r.metered_kw
-            if r_id == "required":
-                return r.required_kw
-            return None if r.met is None else float(r.met)
+            value = {"import": r.metered_kw, "required": r.required_kw,
+                     "met": None if r.met is None else float(r.met)}[r_id]
+            return [] if value is None or r.at is None else [(r.at, value)]
         return read
