@@ -94,7 +94,7 @@ class DaskBackend(Backend):
 
     ``client``: a ``distributed.Client``, or a scheduler address (``"tcp://host:8786"``) to
     connect to, or ``None`` for an embedded ``LocalCluster(n_workers, threads_per_worker=1,
-    processes=True, dashboard_address=None)`` that :meth:`close` shuts down.
+    processes=True)`` on 127.0.0.1 that :meth:`close` shuts down.
     """
 
     def __init__(self, client: Any = None, *, n_workers: int = 2, timeout_s: float = 60.0):
@@ -105,8 +105,11 @@ class DaskBackend(Backend):
         self._cluster = None
         self._own_client = not isinstance(client, Client)
         if client is None:
+            # everything on 127.0.0.1; the scheduler's HTTP server (it starts one even without a
+            # dashboard, on every interface at :8787 by default) on a free local port
             self._cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                                         processes=True, dashboard_address=None)
+                                         processes=True, host="127.0.0.1",
+                                         dashboard_address="127.0.0.1:0")
             client = Client(self._cluster, timeout=timeout_s)
         elif isinstance(client, str):
             client = Client(client, timeout=timeout_s)
