@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import loadopt as lo
-from loadopt.fleet.coupled import SharedLimit, solve_coupled, solve_joint, with_allowance
+from loadopt.fleet.allowance import with_allowance
+from loadopt.fleet.coupled import SharedLimit, solve_coupled, solve_joint
 from loadopt.synthetic import benchmark_scenario
 
 from .test_safety_properties import assert_physically_safe

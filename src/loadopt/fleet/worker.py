@@ -212,7 +212,7 @@ def _run_step(task: StepTask, token: str, deadline: float | None, t0: float) -> 
 
 def _run_coupled(task: CoupledTask, token: str, deadline: float | None,
                  t0: float) -> SolveOutcome:
-    from .coupled import CoupledSite
+    from .allowance import CoupledSite
 
     key = task.key
     expired, limit = _budget(deadline, None)
