@@ -80,7 +80,7 @@ class ExecutorBackend(Backend):
 class SequentialExecutor(cf.Executor):
     """Runs each task at ``submit`` in the calling thread: the reference the others match."""
 
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future:
         fut: cf.Future = cf.Future()
         try:
             fut.set_result(fn(*args, **kwargs))
@@ -165,8 +165,8 @@ class RayBackend(Backend):
         if not ray.is_initialized():
             ray.init(address=address, **init_kwargs)
         n = n_slots or max(int(ray.cluster_resources().get("CPU", 1)), 1)
-        actor = ray.remote(num_cpus=1, max_restarts=-1)(_SlotActor)
-        self._actors = {f"ray-{k}": actor.remote() for k in range(n)}
+        actor: Any = ray.remote(num_cpus=1, max_restarts=-1)(_SlotActor)
+        self._actors: dict[Hashable, Any] = {f"ray-{k}": actor.remote() for k in range(n)}
 
     def slots(self) -> list[Hashable]:
         return list(self._actors)
@@ -205,9 +205,10 @@ def as_backend(executor: Any = None) -> Backend:
     try:
         from distributed import Client
     except ImportError:  # pragma: no cover
-        Client = None
-    if Client is not None and isinstance(executor, Client):
-        return DaskBackend(executor)
+        pass
+    else:
+        if isinstance(executor, Client):
+            return DaskBackend(executor)
     raise FleetError(f"cannot run fleet tasks on {executor!r}: give a concurrent.futures "
                      "Executor, a distributed.Client, a Backend, 'sequential', 'threads', "
                      "'dask' or 'ray'")

@@ -49,10 +49,17 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.deadline is not None and not args.deadline > 0:
         raise ValueError(f"--deadline must be > 0 s, got {args.deadline}")
-    from .backends import DaskBackend, ExecutorBackend, RayBackend, SequentialExecutor
+    from .backends import (
+        Backend,
+        DaskBackend,
+        ExecutorBackend,
+        RayBackend,
+        SequentialExecutor,
+    )
     from .simulate import make_fleet, progress_bar, throughput_table
     from .simulate import run as run_fleet
 
+    backend: Backend
     if args.backend == "sequential":
         backend = ExecutorBackend(SequentialExecutor())
     elif args.backend == "threads":

@@ -62,7 +62,7 @@ from .backends import Backend, as_backend
 from .dispatch import BATCH_VARS, assign, run_round
 from .many import FALLBACK_DEADLINE, FALLBACK_LOST, SiteResult, fallback_schedule, make_task
 from .payload import SolveOutcome
-from .worker import CoupledTask, drop_state
+from .worker import CoupledTask, SolveTask, drop_state
 
 #: Relative gap ``(U − B) / max(1, |U|)`` at which the decomposition stops by default.
 REL_GAP = 1e-4
@@ -173,7 +173,7 @@ def _master(cols_f: list[float], cols_ev: list[np.ndarray], cols_site: list[int]
     dual = np.asarray(h.getSolution().row_dual, dtype=np.float64)[n_sites:]
     pi = np.zeros(T)
     pi[fin] = np.maximum(-dual, 0.0)  # HiGHS: a binding ≤ row of a minimisation has dual ≤ 0
-    return np.maximum(res.x, 0.0), pi, float(res.objective)
+    return np.maximum(res.x, 0.0), pi, float(res.objective or 0.0)
 
 
 def solve_coupled(
@@ -344,7 +344,7 @@ class _Rounds:
         out: dict[str, dict[str, Any]] = {}
         todo = list(vec)
         for _attempt in range(2):
-            tasks = []
+            tasks: list[SolveTask] = []
             for k in todo:
                 if k in self.known:
                     tasks.append(CoupledTask(key=k, n_vars=self.problems[k].n_vars, op=op,
@@ -427,7 +427,7 @@ def solve_joint(problems: Mapping[str, Problem], limit: SharedLimit,
                                           objective=float(lps[i].c @ x + lps[i].offset),
                                           notices=p.notices + tuple(notices)))
     return CoupledResult(sites, {k: allow[i] for i, k in enumerate(keys)}, R, [],
-                         res.status.value == "optimal", float(res.objective),
+                         res.status.value == "optimal", float(res.objective or 0.0),
                          time.perf_counter() - t0, tuple(notices))
 
 

@@ -156,7 +156,8 @@ def pack_problem(problem: Problem, key: str) -> ProblemPayload:
 
 def unpack_problem(payload: ProblemPayload) -> Problem:
     """The worker's :class:`Problem`: the same arrays, stand-in objects (module docstring)."""
-    a = {k: (None if e is None else _decode(e)) for k, e in payload.arrays.items()}
+    a: dict[str, Any] = {k: (None if e is None else _decode(e))
+                         for k, e in payload.arrays.items()}
     indptr, indices = a.pop("G_indptr"), a.pop("G_indices")
     G_data = a.pop("G_data", None)
     T = payload.n_periods
@@ -179,7 +180,7 @@ def unpack_problem(payload: ProblemPayload) -> Problem:
     return Problem(
         horizon=horizon, site=site, sessions=(),
         signals=Signals.model_construct(peak_so_far_kw=payload.peak_so_far_kw),
-        objective=Objective.model_construct(**payload.objective),
+        objective=Objective.model_construct(None, **payload.objective),
         node_ids=payload.node_ids, evse_ids=payload.evse_ids,
         session_ids=payload.session_ids, dr_event_ids=payload.dr_event_ids,
         notices=payload.notices, G=G, session_anc=session_anc, evse_anc=evse_anc,

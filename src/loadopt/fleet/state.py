@@ -125,8 +125,8 @@ def controller_from_state(d: Mapping[str, Any], planner: Any = None) -> Controll
             raise InputError(f"fleet state: the controller used a custom planner "
                              f"({saved['custom']}); pass it again to restore")
         opts = saved.pop("options")
-        cls = {"lp": LpOptions, "milp": MilpOptions, "auto": AutoOptions,
-               "fast": FastOptions}[opts.get("method", "lp")]
+        cls: Any = {"lp": LpOptions, "milp": MilpOptions, "auto": AutoOptions,
+                    "fast": FastOptions}[opts.get("method", "lp")]
         planner = SolvePlanner(cls.model_validate(opts), **{k: saved[k] for k in _WARM})
     ctl = Controller(Site.model_validate(d["site"]),
                      signals=Signals.model_validate(d["signals"]),
