@@ -12,7 +12,7 @@ pilot steps), the most energy the limits allow.
 
 Not a timed test: nothing is asserted on time. Run ``pytest benchmarks/test_bench_acn_week.py
 --benchmark-only -s`` (``LOADOPT_ACN_DAYS=2`` for a shorter replay), or
-``python benchmarks/test_bench_acn_week.py [days]``.
+``python benchmarks/test_bench_acn_week.py [days] ["name;name"]``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ HORIZON_H = 12.0
 #: name -> (policy, controller options)
 POLICIES: dict[str, tuple[str, dict]] = {
     "controller (lp, default)": ("controller", {}),
+    "controller (lp, cold: no warm start)": ("controller", {"warm": False}),
+    "controller (lp, no pilot rounding)": ("controller", {"pilots": False}),
     "controller (auto: milp)": ("controller", {"method": "auto", "time_limit_s": 1.0}),
     "controller (fast edf)": ("controller", {"method": "fast", "policy": "edf"}),
     "controller (fast llf)": ("controller", {"method": "fast", "policy": "llf"}),
@@ -136,5 +138,5 @@ def test_jpl_week(benchmark):
 
 if __name__ == "__main__":
     n_days = int(sys.argv[1]) if len(sys.argv) > 1 else 7
-    picked = sys.argv[2].split(",") if len(sys.argv) > 2 else None
+    picked = sys.argv[2].split(";") if len(sys.argv) > 2 else None
     print(run(n_days, picked))

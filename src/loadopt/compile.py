@@ -212,28 +212,19 @@ def compile_problem(
     # the base load sits under site.base_load_node (default: the root) and loads its whole path
     k_base = root if site.base_load_node is None else node_index[site.base_load_node]
     carries = _carries(parent, k_base)
-    lines = _line_currents(site, evse_node, evse_node[s_evse], parent, n_ph, rot, line_to_line,
-                           branch, node_cur, base_a, k_base, T, res_site)
+    lines = _line_currents(site, evse_node, s_evse, parent, n_ph, rot, line_to_line, branch,
+                           node_cur, base_a, k_base, T, res_site)
     node_res_a = lines.reserved[: 3 * N].reshape(N, 3, T)
     cur_rhs = node_cur - node_res_a
     cur_rhs[carries] -= base_a[None, None, :]
     m = site.phasor_facets
     # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
-    ci = lines.coef[:, : 3 * N].multiply(lines.int_group[None, : 3 * N]).tocsr()
-    ci.eliminate_zeros()
-    C_int = sp.csr_matrix((np.abs(ci.data), ci.indices, ci.indptr), shape=ci.shape)
-    rows.add((sess_var @ C_int).tocoo(), vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT,
+    rows.add((sess_var @ lines.shape.C_int).tocoo(), vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT,
              node_of=lambda g: g // 3, phase_of=lambda g: g % 3)
     # the other limited lines: facets of the phasor disc over the sector (or magnitude rows)
-    fc = lines.coef.multiply(lines.facet_group[None, :]).tocoo()
-    if fc.nnz:
-        width = np.where(lines.sector_rad < COLLINEAR_RAD, np.inf, lines.sector_rad)
-        e, f, val, scale = facets(fc.data, fc.col, lines.ref, lines.lo, width, m)
-        keep = val > 0
-        Cf = sp.csr_matrix((val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])),
-                           shape=(S, 6 * N * m))
-        room = (lines.limit - lines.base_mag - lines.reserved) * scale[:, None]
-        rows.add((sess_var @ Cf).tocoo(), vt, np.repeat(room, m, axis=0).reshape(-1),
+    if lines.shape.Cf.nnz:
+        room = (lines.limit - lines.base_mag - lines.reserved) * lines.shape.scale[:, None]
+        rows.add((sess_var @ lines.shape.Cf).tocoo(), vt, np.repeat(room, m, axis=0).reshape(-1),
                  lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
                  node_of=lambda g: (g // m // 3) % N, phase_of=lambda g: (g // m) % 3,
                  facet_of=lambda g: g % m)
@@ -272,8 +263,8 @@ def compile_problem(
         var_session=vs,
         var_period=vt, var_ub=var_ub, var_kwh_per_a=var_kwh, h=h, row_kind=row_kind,
         row_node=row_node, row_phase=row_phase, row_period=row_period, row_facet=row_facet,
-        line_base=lines.base, line_limit=lines.limit, line_exact=lines.exact,
-        line_sector_rad=lines.sector_rad, line_reserved_a=lines.reserved,
+        line_base=lines.shape.base, line_limit=lines.limit, line_exact=lines.exact,
+        line_sector_rad=lines.shape.sector_rad, line_reserved_a=lines.reserved,
         node_current_limit=node_cur, node_power_limit_kw=node_kw, base_load_kw=base_kw,
         base_load_a=base_a, node_carries_base=carries, pv_kw=pv_kw, import_price=price,
         export_price=export_price, import_cap_kw=import_cap, dr_cap_kw=sig.cap_kw,
@@ -287,7 +278,7 @@ def compile_problem(
         horizon=horizon, site=site, sessions=sessions, signals=signals, objective=objective,
         node_ids=node_ids, evse_ids=evse_ids, session_ids=tuple(s.id for s in sessions),
         dr_event_ids=sig.ids, signal_kind=sig.kind, G=G, session_anc=s_anc.tocsr(),
-        evse_anc=anc, line_coef=lines.coef, line_coef_l1=lines.coef_l1,
+        evse_anc=anc, line_coef=lines.shape.coef, line_coef_l1=lines.shape.coef_l1,
         facet_loss_bound=lines.loss_bound, notices=tuple(notices), **arrays,
     )
     if np.any(sig.floor_a > 0):
@@ -300,23 +291,37 @@ def compile_problem(
     return problem
 
 
-@dataclass(frozen=True)
-class _Lines:
-    """Line groups ``g = (side · N + node) · 3 + line`` (see :mod:`loadopt.problem`)."""
+@dataclass(frozen=True, eq=False)
+class _LineShape:
+    """What the line currents' rows look like for one site and one set of sessions on their
+    EVSEs (time-independent: cached across the controller's steps, :func:`_line_shape`)."""
 
     coef: sp.csr_matrix  #: (S, 6N) complex
     coef_l1: sp.csr_matrix  #: (S, 6N) complex, sessions on their EVSE's L1 only
     base: np.ndarray  #: (6N,) complex per A of base load
+    ratio: np.ndarray  #: (N,) delta/wye turns ratio, 0 = none
+    sector_rad: np.ndarray  #: (6N,) rad, +inf where the phasors can cancel
+    used: np.ndarray  #: (6N,) bool, some session loads the line
+    int_group: np.ndarray  #: (6N,) bool, exact integer rows (ROW_NODE_CURRENT)
+    C_int: sp.csr_matrix  #: (S, 3N) |coefficient| of the exact rows
+    Cf: sp.csr_matrix  #: (S, 6N·m) facet coefficients (≥ 0)
+    scale: np.ndarray  #: (6N,) right-hand-side scale cos(Δ/2m) (1 for magnitude rows)
+
+
+@dataclass(frozen=True, eq=False)
+class _Lines:
+    """Line groups ``g = (side · N + node) · 3 + line`` (see :mod:`loadopt.problem`)."""
+
+    shape: _LineShape
     base_mag: np.ndarray  #: (6N, T) A
     limit: np.ndarray  #: (6N, T) A
-    ref: np.ndarray  #: (6N,) rad
-    lo: np.ndarray  #: (6N,) rad
-    sector_rad: np.ndarray  #: (6N,) rad, +inf where the phasors can cancel
-    int_group: np.ndarray  #: (6N,) float 0/1, exact integer rows (ROW_NODE_CURRENT)
-    facet_group: np.ndarray  #: (6N,) float 0/1, facet / magnitude rows
     exact: np.ndarray  #: (6N,) bool, checked as phasor magnitudes
     loss_bound: float
     reserved: np.ndarray  #: (6N, T) A, bound on the reserved EVSE draw's line magnitudes
+
+    @property
+    def coef(self) -> sp.csr_matrix:
+        return self.shape.coef
 
 
 def _walk_lines(u: np.ndarray, node: np.ndarray, parent: np.ndarray, ratio: np.ndarray,
@@ -375,12 +380,25 @@ def _reserved_lines(res_site: np.ndarray, evse_node: np.ndarray, parent: np.ndar
     return out
 
 
-def _line_currents(site: Site, evse_node: np.ndarray, node: np.ndarray, parent: np.ndarray,
-                   n_ph: np.ndarray, rot: np.ndarray, line_to_line: np.ndarray,
-                   branch: np.ndarray, node_cur: np.ndarray, base_a: np.ndarray, k_base: int,
-                   T: int, res_site: np.ndarray) -> _Lines:
-    """Exact line-current phasors of every node (and delta/wye primary) and how to model them."""
+#: Line shapes of recent (site, sessions-on-EVSEs) pairs: a controller compiles the same site
+#: with the same vehicles plugged in every step; only time, meters and limits move.
+_SHAPES: dict[tuple, tuple[Site, _LineShape]] = {}
+_SHAPES_MAX = 16
+
+
+def _line_shape(site: Site, s_evse: np.ndarray, parent: np.ndarray, n_ph: np.ndarray,
+                rot: np.ndarray, line_to_line: np.ndarray, branch: np.ndarray, k_base: int,
+                has_base: bool) -> _LineShape:
+    """The time-independent part of the line currents (cached by site identity and the
+    sessions' EVSEs and phase counts)."""
+    key = (id(site), s_evse.tobytes(), n_ph.tobytes(), k_base, has_base)
+    hit = _SHAPES.get(key)
+    if hit is not None and hit[0] is site:
+        return hit[1]
     N = len(site.nodes)
+    S = s_evse.size
+    m = site.phasor_facets
+    node = _evse_nodes(site)[s_evse]
     ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio
                       for n in site.nodes])
     coef = _walk_lines(branch, node, parent, ratio, N)
@@ -394,30 +412,56 @@ def _line_currents(site: Site, evse_node: np.ndarray, node: np.ndarray, parent: 
             b = delta_wye_primary(b, ratio[k])
             base[3 * (N + k): 3 * (N + k) + 3] = b
         k = parent[k]
+    cc = coef.tocoo()
+    ref, lo, width = sectors(cc.data, cc.col, 6 * N, base if has_base else None)
+    used = np.zeros(6 * N, dtype=bool)
+    used[cc.col] = True
+    unit = np.ones(6 * N, dtype=bool)
+    np.logical_and.at(unit, cc.col, np.abs(np.abs(cc.data) - 1.0) < 1e-12)
+    is_int = (np.arange(6 * N) < 3 * N) & (width < COLLINEAR_RAD) & unit
+    ci = coef[:, : 3 * N].multiply(is_int[None, : 3 * N].astype(np.float64)).tocsr()
+    ci.eliminate_zeros()
+    C_int = sp.csr_matrix((np.abs(ci.data), ci.indices, ci.indptr), shape=ci.shape)
+    fc = coef.multiply((~is_int)[None, :].astype(np.float64)).tocoo()
+    w = np.where(width < COLLINEAR_RAD, np.inf, width)
+    e, f, val, scale = facets(fc.data, fc.col, ref, lo, w, m)
+    keep = val > 0
+    Cf = sp.csr_matrix((val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])),
+                       shape=(S, 6 * N * m))
+    shape = _LineShape(coef=coef, coef_l1=coef_l1, base=base, ratio=ratio, sector_rad=width,
+                       used=used, int_group=is_int, C_int=C_int, Cf=Cf, scale=scale)
+    if len(_SHAPES) >= _SHAPES_MAX:
+        _SHAPES.pop(next(iter(_SHAPES)))
+    _SHAPES[key] = (site, shape)
+    return shape
+
+
+def _evse_nodes(site: Site) -> np.ndarray:
+    index = {n.id: k for k, n in enumerate(site.nodes)}
+    return np.array([index[e.node] for e in site.evses], dtype=np.int64)
+
+
+def _line_currents(site: Site, evse_node: np.ndarray, s_evse: np.ndarray, parent: np.ndarray,
+                   n_ph: np.ndarray, rot: np.ndarray, line_to_line: np.ndarray,
+                   branch: np.ndarray, node_cur: np.ndarray, base_a: np.ndarray, k_base: int,
+                   T: int, res_site: np.ndarray) -> _Lines:
+    """Exact line-current phasors of every node (and delta/wye primary) and how to model them."""
+    N = len(site.nodes)
     has_base = bool(np.max(base_a, initial=0.0) > 0)
+    shape = _line_shape(site, s_evse, parent, n_ph, rot, line_to_line, branch, k_base,
+                        has_base)
     limit = np.full((6 * N, T), np.inf)
     limit[: 3 * N] = node_cur.reshape(3 * N, T)
     for k, n in enumerate(site.nodes):
         trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
         if trip is not None:
             limit[3 * (N + k): 3 * (N + k) + 3] = np.asarray(trip, dtype=np.float64)[:, None]
-    base_mag = np.abs(base)[:, None] * base_a[None, :]
-    cc = coef.tocoo()
-    ref, lo, width = sectors(cc.data, cc.col, 6 * N, base if has_base else None)
-    used = np.zeros(6 * N, dtype=bool)
-    used[cc.col] = True
-    limited = used & np.isfinite(limit).any(axis=1)
-    unit = np.ones(6 * N, dtype=bool)
-    np.logical_and.at(unit, cc.col, np.abs(np.abs(cc.data) - 1.0) < 1e-12)
-    side0 = np.arange(6 * N) < 3 * N
-    is_int = side0 & (width < COLLINEAR_RAD) & unit
-    exact = limited & ~is_int
-    bound = facet_loss_bound(np.where(exact, width, 0.0), site.phasor_facets)
-    return _Lines(coef=coef, coef_l1=coef_l1, base=base, base_mag=base_mag, limit=limit,
-                  ref=ref, lo=lo, sector_rad=width, int_group=is_int.astype(np.float64),
-                  facet_group=(~is_int).astype(np.float64), exact=exact,
+    base_mag = np.abs(shape.base)[:, None] * base_a[None, :]
+    exact = shape.used & np.isfinite(limit).any(axis=1) & ~shape.int_group
+    bound = facet_loss_bound(np.where(exact, shape.sector_rad, 0.0), site.phasor_facets)
+    return _Lines(shape=shape, base_mag=base_mag, limit=limit, exact=exact,
                   loss_bound=float(np.max(bound, initial=0.0)),
-                  reserved=_reserved_lines(res_site, evse_node, parent, ratio, N))
+                  reserved=_reserved_lines(res_site, evse_node, parent, shape.ratio, N))
 
 
 def _carries(parent: np.ndarray, k: int) -> np.ndarray:
