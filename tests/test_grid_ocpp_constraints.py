@@ -112,3 +112,30 @@ def test_profile_ids_stay_above_max_external_constraints_id():
                for c in (0, 1, 9999)) > 700_000
     with pytest.raises(lo.InputError, match="no room"):
         ids_above(ids, 2**31 - 10)
+
+
+def test_csms_adapter_hook_caps_the_station_and_clears_it():
+    from loadopt.ocpp.adapter import CsmsAdapter
+
+    ctl = lo.Controller(site(), step_s=900, n_periods=4)
+    ad = CsmsAdapter(ctl)
+    ad.on_boot_notification("CP1", "2.0.1")
+    payload = {"chargingLimit": {"chargingLimitSource": "SO"}, "evseId": 1,
+               "chargingSchedule": [{"id": 7, "chargingRateUnit": "A",
+                                     "chargingSchedulePeriod": [{"startPeriod": 0,
+                                                                 "limit": 10.0}]}]}
+    assert ad.on_notify_charging_limit("CP1", payload)
+    (g,) = ctl.signals.grid_signals
+    assert g.current_cap_a == 10.0 and g.node == "p1" and g.source == source_of("CP1")
+    assert not ad.on_notify_charging_limit("CPX", payload)  # unknown station: logged, skipped
+    bad = {"chargingLimit": {}, "chargingSchedule": [{"chargingRateUnit": "kW"}]}
+    assert not ad.on_notify_charging_limit("CP1", bad) and ad.problems
+    assert ctl.signals.grid_signals == (g,)  # nothing half-applied
+    assert ad.on_cleared_charging_limit("CP1", {"chargingLimitSource": "SO"})
+    assert ctl.signals.grid_signals == ()
+    # OCPP 2.1 MaxExternalConstraintsId moves loadopt's ids above it
+    ad.on_get_variables("CP1", {"getVariableResult": [
+        {"attributeStatus": "Accepted", "attributeValue": "800000",
+         "component": {"name": "SmartChargingCtrlr"},
+         "variable": {"name": "MaxExternalConstraintsId"}}]})
+    assert ad.ids.profile_id("station_max", 0) > 800_000

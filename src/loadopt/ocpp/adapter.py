@@ -300,6 +300,13 @@ class CsmsAdapter:
                 ok &= self._caps_from(cp, evse, None, val, None)
             elif name == "ProfileStackLevel":
                 self._stack_from(cp, val)
+            elif name == "MaxExternalConstraintsId":  # OCPP 2.1: ids up to it are reserved
+                from ..grid.ocpp_constraints import ids_above
+
+                try:
+                    self.ids = ids_above(self.ids, int(str(val)))
+                except (InputError, ValueError) as e:
+                    ok = self._skip(f"charge point {cp!r}: MaxExternalConstraintsId: {e}")
             elif name in ("ACPhaseSwitchingSupported", "PhaseSwitchingSupported"):
                 ok &= self._caps_from(cp, evse, None, None, val)
         return ok
@@ -692,6 +699,30 @@ class CsmsAdapter:
             fn(tx.session_id, **upd)
         except (InputError, ValueError, TypeError) as e:
             return self._skip(f"session {tx.session_id!r}: NotifyEVChargingNeeds: {e}")
+        return True
+
+    def on_notify_charging_limit(self, cp: str, payload: Any) -> bool:
+        """2.x ``NotifyChargingLimit`` (K12): an external limit on the station becomes caps on
+        its node from the next step on (:mod:`loadopt.grid.ocpp_constraints`); they replace the
+        station's previous external limits."""
+        return self._external(cp, payload, "notify_charging_limit")
+
+    def on_cleared_charging_limit(self, cp: str, payload: Any) -> bool:
+        """2.x ``ClearedChargingLimit``: the station's external limits are gone."""
+        return self._external(cp, None, "cleared")
+
+    def _external(self, cp: str, payload: Any, how: str) -> bool:
+        from ..grid import ocpp_constraints as oc
+
+        if not self._known_cp(cp):
+            return self._skip(f"external limit from unknown charge point {cp!r}")
+        try:
+            sigs = (() if how == "cleared" else
+                    oc.notify_charging_limit(self.site, cp, payload, received_at=self._clock()))
+            ctl = self.controller
+            ctl.set_signals(ctl.signals.with_grid_signals(oc.source_of(cp), sigs))
+        except (InputError, ValueError, TypeError, AttributeError) as e:
+            return self._skip(f"charge point {cp!r}: external charging limit: {e}")
         return True
 
     def on_report_charging_profiles(self, cp: str, payload: Any) -> bool:
