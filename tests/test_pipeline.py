@@ -247,3 +247,14 @@ def test_series_inputs_that_cannot_be_placed_are_errors():
     naive = pd.Series([0.1, 0.2], index=pd.date_range("2026-03-02", periods=2, freq="1h"))
     with pytest.raises(lo.LoadoptError, match="timezone-aware"):
         lo.Signals(import_price=naive)
+
+
+def test_site_evse_lookup_follows_a_copied_site():
+    site = one_breaker_site(32.0, n_evse=3)
+    assert site.evse("e1") is site.evses[1]
+    new = tuple(e.model_copy(update={"max_current": 10.0}) for e in site.evses)
+    copy = site.model_copy(update={"evses": new})
+    assert copy.evse("e1").max_current == 10.0 and site.evse("e1").max_current == 32.0
+    assert "_evse_map" not in site.model_dump_json()
+    with pytest.raises(lo.InputError, match="unknown EVSE 'e9'"):
+        site.evse("e9")

@@ -20,7 +20,6 @@ currents are phasor sums of its secondary ones. :mod:`loadopt.wiring` has the ph
 from __future__ import annotations
 
 from collections import Counter
-from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -240,14 +239,17 @@ class Site(FrozenModel):
     def root(self) -> Node:
         return next(n for n in self.nodes if n.parent is None)
 
-    @cached_property
-    def _evse_by_id(self) -> dict[str, Evse]:
-        return {e.id: e for e in self.evses}
-
     def evse(self, evse_id: str) -> Evse:
-        """The EVSE ``evse_id`` (a dict lookup: called per session per control step)."""
+        """The EVSE ``evse_id`` (a dict lookup: called per session per control step).
+
+        The map is built once per ``evses`` tuple and kept beside it; ``model_copy`` copies it
+        along, so it is rebuilt whenever the tuple it was built from is not this site's."""
+        cached = self.__dict__.get("_evse_map")
+        if cached is None or cached[0] is not self.evses:
+            cached = (self.evses, {e.id: e for e in self.evses})
+            self.__dict__["_evse_map"] = cached
         try:
-            return self._evse_by_id[evse_id]
+            return cached[1][evse_id]
         except KeyError:
             raise InputError(f"unknown EVSE {evse_id!r} on site {self.id!r}") from None
 
