@@ -1055,8 +1055,15 @@ class CsmsAdapter:
         return t[(t >= now_s) & (t < end_s)]
 
     def _release(self, now_s: float) -> list[Message]:
-        """Send every wanted profile that is safe now: decreases at once, then increases while
-        the admission test passes (greedy, in connector order)."""
+        """Send every wanted profile that is safe now (the per-instant invariant, docs/ocpp.md).
+
+        A profile no higher, at any instant, than the lowest its slot may hold now cannot let
+        any car draw more: it goes out at once (a decrease). Any other goes out only when, with
+        it counted as possibly held, every row its connector loads stays within its limit at
+        every instant (greedy, in connector order). A blocked TxDefault for a connector whose
+        default is unknown (after a boot) is replaced by a 0 A one first, so that it becomes
+        known without ever letting it draw more.
+        """
         ready = [key for key in self._want
                  if key[0] in self.versions and not self._backing_off(key[0], now_s)
                  and self._asking.get(key[0], -math.inf) <= now_s
@@ -1064,7 +1071,6 @@ class CsmsAdapter:
         if not ready:
             return []
         times = self._times(now_s)
-        base = self.belief.worst_a(times)
         out: list[Message] = []
         incs = []
         for key in ready:
@@ -1073,21 +1079,37 @@ class CsmsAdapter:
             if k is None or key[2] == "station_max":  # the cap is never relied upon
                 out.append(self._send(key, now_s))
                 continue
-            tent = self.belief.worst_a(times, {key: w.held}, only=[k])[:, k]
-            if np.all(tent <= base[:, k] + EPS):
+            new = self.belief.value_a(key, w.held, times)
+            if np.all(new <= self.belief.lowest_a(key, times) + EPS):
                 out.append(self._send(key, now_s))
             else:
                 incs.append((key, k))
-        if self._limits is None:
+        if self._limits is None or not incs:
             return out
+        base = self.belief.worst_a(times)
         for key, k in incs:
             w = self._want[key]
             after = base.copy()
             after[:, k] = self.belief.worst_a(times, {key: w.held}, only=[k])[:, k]
-            if self._limits.admissible(base, after, times):
+            if self._limits.within_for(k, after, times):
                 out.append(self._send(key, now_s))
                 base = after
+            elif key[2] == "tx_default" and self.belief.slot(key).base is UNKNOWN:
+                out.append(self._send_zero(key, now_s))
         return out
+
+    def _send_zero(self, key: SlotKey, now_s: float) -> Message:
+        """A 0 A TxDefault in place of the wanted one (kept wanted for later)."""
+        w = self._want[key]
+        v = self.versions[key[0]]
+        zero = replace(w.profile, starts=np.zeros(1, np.int64),
+                       limits=np.zeros((1, 3), np.int64), phases=w.profile.phases[:1])
+        payload = to_payload(zero, v, self.ids)
+        ev = self._evse[(key[0], key[1])]
+        held = held_from_payload(payload, v, ev.voltage_v)
+        self.belief.sent(Sent(key, "SetChargingProfile", payload, held, now_s,
+                              now_s + self.send_timeout_s))
+        return (key[0], "SetChargingProfile", payload)
 
     def _send(self, key: SlotKey, now_s: float) -> Message:
         w = self._want.pop(key)

@@ -294,6 +294,44 @@ class Belief:
                     worst = np.maximum(worst, np.where(np.isnan(v), 0.0, v))
         return np.minimum(worst, hw[None, :])
 
+    def _slot_values(self, c: Held | _Unknown | None, times_s: np.ndarray, fallback: np.ndarray,
+                     unknown: float) -> np.ndarray:
+        if isinstance(c, Held):
+            v = c.limit_at(times_s)
+            return np.where(np.isnan(v), fallback, v)
+        if c is UNKNOWN:
+            return np.full((times_s.size, 3), unknown)
+        return fallback
+
+    def lowest_a(self, key: SlotKey, times_s: np.ndarray) -> np.ndarray:
+        """(n, 3) A: the lowest limit slot ``key`` may hold at each time, counting an unknown
+        slot as 0, no profile of ours (or one not in force) as what then applies (a default:
+        the hardware maximum; a TxProfile: the lowest default)."""
+        k = self.index[(key[0], key[1])]
+        hw = np.broadcast_to(self.hw_a[k], (times_s.size, 3))
+        dkey = (key[0], key[1], "tx_default")
+        dslot = self.slots.get(dkey)
+        dc = dslot.candidates() if dslot is not None else [UNKNOWN]
+        low_d = np.min([self._slot_values(c, times_s, hw, 0.0) for c in dc], axis=0)
+        if key[2] == "tx_default":
+            return np.minimum(low_d, hw)
+        tslot = self.slots.get(key)
+        tc = tslot.candidates() if tslot is not None else [None]
+        tx = self.active_tx.get((key[0], key[1]))
+        vals = []
+        for c in tc:
+            if isinstance(c, Held) and not _same_tx(c.transaction_id, tx):
+                c = None
+            vals.append(self._slot_values(c, times_s, low_d, 0.0))
+        return np.minimum(np.min(vals, axis=0), hw)
+
+    def value_a(self, key: SlotKey, held: Held | None, times_s: np.ndarray) -> np.ndarray:
+        """(n, 3) A slot ``key`` gives at each time if it holds ``held`` (not in force: the
+        hardware maximum, which bounds what then applies)."""
+        k = self.index[(key[0], key[1])]
+        hw = np.broadcast_to(self.hw_a[k], (times_s.size, 3))
+        return np.minimum(self._slot_values(held, times_s, hw, np.inf), hw)
+
     def breakpoints(self) -> np.ndarray:
         """Every instant at which some possibly-held profile changes (epoch s)."""
         pts = [np.zeros(0)]

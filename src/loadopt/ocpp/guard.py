@@ -87,6 +87,18 @@ class SiteLimits:
         out = np.concatenate([c.reshape(len(k), -1), p, i[:, None]], axis=1)
         return np.where(np.isnan(out), -np.inf, out)
 
+    def within_for(self, k: int, after_a: np.ndarray, times_s: np.ndarray) -> bool:
+        """True when every row EVSE ``k`` loads stays within its limit at every sampled
+        instant under ``after_a`` ((n, E, 3) A)."""
+        x = self.excess(after_a, times_s)
+        N = self.anc.shape[1]
+        on = self.anc[k] > 0  # (N,) nodes above EVSE k
+        phases = np.zeros(3, dtype=bool)
+        phases[self.line_phase[k][self.line_phase[k] >= 0]] = True
+        rows = np.concatenate([(on[:, None] & phases[None, :]).reshape(-1), on, [True]])
+        assert rows.size == N * 3 + N + 1
+        return not bool(np.any(x[:, rows] > EPS))
+
     def admissible(self, before_a: np.ndarray, after_a: np.ndarray, times_s: np.ndarray) -> bool:
         """True when going from ``before_a`` to ``after_a`` (both (n, E, 3)) puts no row over its
         limit at any sampled instant, and raises no row that is already over."""
