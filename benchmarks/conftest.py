@@ -22,6 +22,8 @@ RESULTS: dict[tuple[str, str], float] = {}
 RATIOS: list[tuple[str, str, str, str]] = []
 #: member name -> measured row, filled by test_bench_family.py (printed as the family table).
 FAMILY: dict[str, dict] = {}
+#: horizon variant -> JPL week replay row (test_bench_family.py::test_jpl_week_horizons).
+HORIZONS: dict[str, dict] = {}
 #: The family's bounds (issue 16): end-to-end / raw HiGHS per member and as a median, and how much
 #: faster than PuLP + CBC every member must be.
 FAMILY_MAX_RATIO = 1.0
@@ -95,6 +97,17 @@ def pytest_terminal_summary(terminalreporter):
         out = Path(".benchmarks")
         out.mkdir(exist_ok=True)
         (out / "family.json").write_text(json.dumps(FAMILY, indent=2))
+    if HORIZONS:
+        tr.section("loadopt: JPL week replay, uniform vs non-uniform horizon (same run)")
+        ref = next(iter(HORIZONS.values()))
+        for name, r in HORIZONS.items():
+            tr.write_line(f"{name:<44} step mean {1e3 * r['mean_step_s']:7.2f} ms "
+                          f"({r['mean_step_s'] / ref['mean_step_s']:.2f}x) max "
+                          f"{1e3 * r['max_step_s']:7.1f} ms | energy {r['delivered_kwh']:8.1f} kWh "
+                          f"({r['delivered_pct']:.2f} %) served {r['served']}/{r['sessions']}")
+        out = Path(".benchmarks")
+        out.mkdir(exist_ok=True)
+        (out / "horizons.json").write_text(json.dumps(HORIZONS, indent=2))
     if not RESULTS:
         return
     tr.section("loadopt: ratios measured in this run")

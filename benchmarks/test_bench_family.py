@@ -33,7 +33,7 @@ import pytest
 
 import family
 import loadopt as lo
-from conftest import FAMILY
+from conftest import FAMILY, HORIZONS
 from loadopt.controller import Controller
 from loadopt.lp import build_lp
 from loadopt.solvers import highs as hs
@@ -178,3 +178,46 @@ def test_jpl_week_replay(benchmark):
     }
     FAMILY["jpl-week-replay"] = row
     benchmark.extra_info.update(row)
+
+
+HORIZON_VARIANTS = {
+    "uniform 15 min x 96 (24 h)": {},
+    "tiered 15 min for 4 h, then hourly (24 h)": {"coarse_step_s": 3600, "fine_s": 4 * 3600},
+    "tiered 15 min for 2 h, then hourly (24 h)": {"coarse_step_s": 3600, "fine_s": 2 * 3600},
+}
+
+
+def test_jpl_week_horizons(benchmark):
+    """The JPL week replayed with a uniform and with non-uniform (tiered) horizons: mean and max
+    controller step, energy delivered, sessions served. Each variant is replayed twice, the runs
+    alternating (uniform, tiered, ..., uniform, tiered, ...) so load from other processes hits
+    all alike; the faster of its two runs counts."""
+    from loadopt.simulate import simulate
+
+    sc = family.jpl_week_scenario()
+    reps = 2
+    if benchmark.disabled:  # smoke run: the first day, once
+        sc = sc.model_copy(update={"horizon": sc.horizon.model_copy(update={"n_periods": 96})})
+        reps = 1
+    out: dict[str, list] = {k: [] for k in HORIZON_VARIANTS}
+
+    def run():
+        for _ in range(reps):
+            for name, kw in HORIZON_VARIANTS.items():
+                ctl = Controller(sc.site, step_s=900, n_periods=96, signals=sc.signals,
+                                 objective=sc.objective, **kw)
+                res = simulate(sc, ctl)
+                assert res.n_violations == 0
+                out[name].append(res)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    for name, runs in out.items():
+        res = min(runs, key=lambda r: r.step_time_s.mean())
+        k = res.kpis
+        row = {"mean_step_s": float(res.step_time_s.mean()),
+               "max_step_s": float(res.step_time_s.max()),
+               "delivered_kwh": k.delivered_kwh,
+               "delivered_pct": 100 * k.delivered_kwh / max(k.requested_kwh, 1e-9),
+               "served": k.sessions_served, "sessions": len(k.sessions)}
+        HORIZONS[name] = row
+        benchmark.extra_info[name] = row
