@@ -21,8 +21,13 @@ from .result import SolverResult, SolverStatus
 #: seconds and logs through its own logger.
 DEFAULT_OPTIONS: dict[str, Any] = {"output_flag": False}
 
-#: Options for the reduced LP of :func:`loadopt.lp.build_lp`. Its reductions leave HiGHS'
-#: presolve nothing to do but cost it time (measured in docs/benchmarks.md: ~2× on 1,000 × 96).
+#: Options for the reduced LP of :func:`loadopt.lp.build_lp`, chosen across the benchmark family
+#: (benchmarks/test_bench_family.py, docs/benchmarks.md) rather than on one instance: presolve off
+#: (after the LP's own reductions HiGHS' presolve finds little — on the congested members it
+#: takes iterations off but costs more time than it saves; 1.3–5× slower on every member),
+#: serial dual simplex (HiGHS' default strategy; the parallel dual was 0.9× on one member and
+#: 5–60× slower on the others on the shared 2-core machine, primal 3–140× slower). Re-measure
+#: with the family when highspy is upgraded.
 LP_OPTIONS: dict[str, Any] = {"presolve": "off"}
 
 _MS = highspy.HighsModelStatus
