@@ -256,5 +256,13 @@ def test_site_evse_lookup_follows_a_copied_site():
     copy = site.model_copy(update={"evses": new})
     assert copy.evse("e1").max_current == 10.0 and site.evse("e1").max_current == 32.0
     assert "_evse_map" not in site.model_dump_json()
+    # the compiled EVSE arrays are kept per evses tuple too: a copy with new EVSEs recompiles
+    hz = horizon(2)
+    p1 = lo.compile_problem(site, [], hz)
+    p2 = lo.compile_problem(copy, [], hz)
+    assert p1.evse_max_current.tolist() == [32.0] * 3
+    assert p2.evse_max_current.tolist() == [10.0] * 3
+    assert lo.compile_problem(site, [], hz).evse_max_current is p1.evse_max_current
+    assert not p1.evse_max_current.flags.writeable
     with pytest.raises(lo.InputError, match="unknown EVSE 'e9'"):
         site.evse("e9")

@@ -253,7 +253,7 @@ def compile_problem(
     h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
 
     arrays = dict(
-        **evse_arrays(site), session_arrival_s=arr_s, session_departure_s=dep_s,
+        **_site_evse_arrays(site), session_arrival_s=arr_s, session_departure_s=dep_s,
         node_parent=parent, evse_node=evse_node, session_evse=s_evse, session_phase_mask=phase_mask,
         session_kw_per_a=kw_per_a, session_max_current=max_cur, session_min_current=min_cur,
         session_energy_kwh=energy, session_priority=prio, avail=avail,
@@ -604,6 +604,20 @@ def snap_levels_da(allowed_a: tuple[float, ...]) -> np.ndarray:
 
     lv = np.floor(np.asarray(allowed_a, dtype=np.float64) * 10.0 + GRID_SNAP)
     return np.unique(np.r_[0.0, lv])
+
+
+def _site_evse_arrays(site: Site) -> dict[str, np.ndarray]:
+    """:func:`evse_arrays`, built once per ``site.evses`` tuple (a controller compiles every
+    step on the same site): kept beside the site, read-only, rebuilt when the tuple it was built
+    from is not the site's (a ``model_copy`` with new EVSEs)."""
+    cached = site.__dict__.get("_evse_arrays")
+    if cached is None or cached[0] is not site.evses:
+        arrays = evse_arrays(site)
+        for a in arrays.values():
+            a.setflags(write=False)
+        cached = (site.evses, arrays)
+        site.__dict__["_evse_arrays"] = cached
+    return dict(cached[1])
 
 
 def evse_arrays(site: Site) -> dict[str, np.ndarray]:

@@ -115,6 +115,7 @@ def event_to_signals(event: dict, *, node: str | None = None,
     for k, iv in sorted(enumerate(event.get("intervals") or []),
                         key=lambda kv: kv[1].get("id", kv[0])):
         own = iv.get("intervalPeriod")
+        a: datetime | None
         if own:
             a = start_of(own)
             dur = parse_duration(own["duration"]) if own.get("duration") else default_dur
