@@ -130,3 +130,30 @@ def test_time_beyond_year_9000_is_rejected_not_overflowing():
     with pytest.raises(ModelError, match="supported range"):
         lo.SeriesPoint(start=late, value=1.0)
     assert lo.Horizon(start=T0 + timedelta(days=1)).start.year == 2026
+
+
+def test_check_builds_only_the_first_violations(monkeypatch):
+    """Issue 10: check() built the whole violation list (210 ms on an all-violating 5,000 x 96
+    schedule). Now only the first N Violation objects are made (the time is in
+    benchmarks/test_bench_check.py)."""
+    import numpy as np
+
+    import loadopt.safety as safety
+
+    made = []
+    real = safety.Violation
+
+    def counting(*a, **kw):
+        made.append(1)
+        return real(*a, **kw)
+
+    p = lo.compile_problem(one_breaker_site(16.0, n_evse=2),
+                           [session("a", "e0", 50.0), session("b", "e1", 50.0)], horizon(8))
+    cur = np.full((2, 8), 40.05)  # off the grid, above every maximum and limit
+    monkeypatch.setattr(safety, "Violation", counting)
+    s = lo.Schedule(p, cur, lo.ScheduleStatus.FEASIBLE, "test")
+    with pytest.raises(lo.SafetyError):
+        s.check()
+    assert len(made) == 10
+    made.clear()
+    assert len(safety.violations(p, cur)) == len(made) > 40
