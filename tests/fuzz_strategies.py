@@ -40,6 +40,10 @@ def instances(draw, max_evses: int = 6, max_sessions: int = 6, max_periods: int 
     def when():  # an instant around the horizon (before, inside, after)
         return later(start, draw(st.integers(-span // 2, span + span // 2)))
 
+    def instants(n):  # distinct, in real-time order (a ZoneInfo sorts by wall clock)
+        by_ts = {t.timestamp(): t for t in (when() for _ in range(n))}
+        return [by_ts[k] for k in sorted(by_ts)]
+
     n_nodes = draw(st.integers(1, 4))
     nodes = []
     for k in range(n_nodes):
@@ -48,7 +52,7 @@ def instances(draw, max_evses: int = 6, max_sessions: int = 6, max_periods: int 
                                      st.tuples(amps, amps, amps)))
         series = None
         if draw(st.booleans()) and draw(st.booleans()):
-            times = sorted({when() for _ in range(draw(st.integers(1, 3)))})
+            times = instants(draw(st.integers(1, 3)))
             series = tuple(lo.CurrentPoint(start=t, value=draw(amps)) for t in times)
         power = draw(st.one_of(st.none(), st.sampled_from([0.0, 3.0, 7.4, 11.0, 22.0, 50.0])))
         nodes.append(lo.Node(id=f"n{k}", parent=parent, max_current=max_current,
@@ -85,7 +89,7 @@ def instances(draw, max_evses: int = 6, max_sessions: int = 6, max_periods: int 
     def series_or_const(values):
         if draw(st.booleans()):
             return draw(st.sampled_from(values))
-        times = sorted({when() for _ in range(draw(st.integers(1, 3)))})
+        times = instants(draw(st.integers(1, 3)))
         return tuple(lo.SeriesPoint(start=t, value=draw(st.sampled_from(values))) for t in times)
 
     grid_signals = []

@@ -191,7 +191,7 @@ def simulate(
     pilot = evse_pilot(truth)
     times = np.zeros(K)
     for k in range(K):
-        now = t0 + timedelta(seconds=k * step_s)
+        now = (t0 + timedelta(seconds=k * step_s)).astimezone(hz.start.tzinfo)  # shown locally
         ts = k * step_s
         for i in np.flatnonzero(started & ~stopped & (dep <= ts)):
             ctl.stop_session(ids[i], now)
