@@ -206,8 +206,8 @@ class _Station2x(_Common):
 
     @on("NotifyChargingLimit")
     def on_limit(self, **kw: Any) -> Any:
-        # an external limit (EMS, DSO) on the station only ever lowers what cars draw
-        log.info("%s: external charging limit %s", self.id, kw.get("charging_limit"))
+        # an external limit (EMS, grid operator): planned within from the next tick on
+        self.adapter.on_notify_charging_limit(self.id, _camel(kw))
         return self._results.NotifyChargingLimit()
 
     @on("ReportChargingProfiles")

@@ -11,7 +11,7 @@ import pytest
 
 import loadopt as lo
 from loadopt.controller import Controller
-from loadopt.ocpp import CsmsAdapter, validate
+from loadopt.ocpp import CsmsAdapter, to_payload, validate
 
 from .ocpp_helpers import T0, SimStation
 
@@ -411,3 +411,34 @@ def test_notify_ev_charging_needs_feeds_the_session():
         "acChargingParameters": {"energyAmount": 5000, "evMaxCurrent": 4, "evMinCurrent": 9}}}) \
         is False
     assert ad.controller.sessions["B:n1"].energy_kwh == 12.0
+
+
+def test_notify_charging_limit_becomes_a_cap_on_the_station_node():
+    ad, sims = _booted()
+    ad.on_transaction_event("B", {"eventType": "Started", "timestamp": _iso(T0), "seqNo": 0,
+                                  "triggerReason": "CablePluggedIn",
+                                  "transactionInfo": {"transactionId": "e1"}, "evse": {"id": 1}})
+    sims["B"].tx[1] = "e1"
+    assert ad.on_notify_charging_limit("B", {
+        "chargingLimit": {"chargingLimitSource": "EMS", "isGridCritical": True}, "evseId": 1,
+        "chargingSchedule": [{"id": 3, "chargingRateUnit": "A", "startSchedule": _iso(T0),
+                              "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 7.0}]}]})
+    assert ad.controller.signals.grid_signals
+    _deliver(ad, sims, ad.step(T0), T0)
+    assert sims["B"].may_draw(1, T0.timestamp())[0] <= 7.0
+    assert ad.on_notify_charging_limit("B", "nope") is False
+
+
+def test_report_charging_profiles_reconciles_ours_and_takes_external_constraints():
+    ad, _ = _booted()
+    ours = next(p for p in ad.in_force("B") if p.purpose == "tx_default")
+    payload = to_payload(ours, "2.0.1", ad.ids)["chargingProfile"]
+    ext = {"id": 5, "stackLevel": 0, "chargingProfilePurpose":
+           "ChargingStationExternalConstraints", "chargingProfileKind": "Absolute",
+           "chargingSchedule": [{"id": 5, "chargingRateUnit": "A", "startSchedule": _iso(T0),
+                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 9.0}]}]}
+    assert ad.on_report_charging_profiles("B", {"requestId": 1, "evseId": 1, "tbc": False,
+                                                "chargingLimitSource": "EMS",
+                                                "chargingProfile": [payload, ext]})
+    assert ad.controller.signals.grid_signals  # the EMS limit is a cap on B's node
+    assert ad.belief.synced(2)  # our own profile, as reported, is what B holds

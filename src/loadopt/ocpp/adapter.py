@@ -734,7 +734,22 @@ class CsmsAdapter:
             return self._skip(f"charge point {cp!r}: ReportChargingProfiles without a list")
         v = self.versions.get(cp, "2.0.1")
         evse = payload.get("evseId")
+        from ..grid.ocpp_constraints import PURPOSE, report_charging_profiles, source_of
+
+        ok = True
+        if any(isinstance(p, dict) and p.get("chargingProfilePurpose") == PURPOSE
+               for p in payload["chargingProfile"]):
+            # external constraints (EMS, grid operator) are hard caps on the station's node
+            try:
+                sigs = report_charging_profiles(self.site, cp, payload,
+                                                received_at=self._clock())
+                ctl = self.controller
+                ctl.set_signals(ctl.signals.with_grid_signals(source_of(cp), sigs))
+            except (InputError, ValueError, TypeError, AttributeError) as e:
+                ok = self._skip(f"charge point {cp!r}: ReportChargingProfiles: {e}")
         for prof in payload["chargingProfile"]:
+            if isinstance(prof, dict) and prof.get("chargingProfilePurpose") == PURPOSE:
+                continue
             if not isinstance(prof, dict) or not isinstance(evse, int):
                 continue
             key = self._key_of(cp, {"evseId": evse, "chargingProfile": prof})
@@ -752,7 +767,7 @@ class CsmsAdapter:
                 self._skip(f"charge point {cp!r} EVSE {evse}: holds a foreign profile {pid!r} "
                            "that may override loadopt's; budgeted at its maximum")
                 self.belief.slot((cp, evse, "tx_default")).base = UNKNOWN
-        return True
+        return ok
 
     # ------------------------------------------------------------------ answers
     def on_response(self, cp: str, action: str, request: Any, response: Any,
