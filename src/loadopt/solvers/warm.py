@@ -137,10 +137,10 @@ class WarmStart:
         Looked up by block name (:class:`~loadopt.lp.LinearProgram` ``cols`` / ``rows``):
         a current column by (session, absolute period), an unmet-energy column by session,
         import/export by absolute period, the peak and ``z`` columns by kind; a safety row by
-        (kind, node, phase, absolute period), an energy or fairness row by session, a balance or
-        peak row by absolute period (:data:`COL_KEYS`, :data:`ROW_KEYS`). The absolute period
-        counts steps of the horizon's ``step_s`` from the first horizon this warm start saw (a
-        ``now`` off that grid is rounded: the basis is only a start, any start is correct); on a
+        (kind, node, facet, phase, absolute period), an energy or fairness row by session, a
+        balance or peak row by absolute period (:data:`COL_KEYS`, :data:`ROW_KEYS`). The absolute
+        period counts steps of the horizon's ``step_s`` from the first horizon this warm start saw
+        (a ``now`` off that grid is rounded: the basis is only a start, any start is correct); on a
         non-uniform horizon a period's absolute period is that of its start, so the coarse
         periods that start at the same instant from step to step
         (:meth:`loadopt.horizon.Horizon.tiered`) keep their keys. A block without a key rule
@@ -180,8 +180,11 @@ class WarmStart:
         for name, b in lp.rows.items():
             if name == "safety":
                 g = b.index
+                # the facets of one phasor line limit (loadopt.wiring) share kind, node, phase
+                # and period: the facet index keeps their keys apart
                 node_phase = ((problem.row_kind[g].astype(np.int64) << 24)
-                              | ((problem.row_node[g].astype(np.int64) + 1) << 3)
+                              | ((problem.row_node[g].astype(np.int64) + 1) << 9)
+                              | ((problem.row_facet[g].astype(np.int64) + 1) << 3)
                               | (problem.row_phase[g].astype(np.int64) + 1))
                 rows[b.slice] = _pack(_SAFETY_TAG, node_phase, per[problem.row_period[g]])
             else:
