@@ -935,7 +935,10 @@ class CsmsAdapter:
     def _reserve(self, now: datetime, now_s: float) -> None:
         """Budget (Controller.reserve) every connector the plan cannot lower right now: station
         offline, backing off, rejecting, unknown, or with a message unanswered."""
-        H = self.controller.step_s * self.controller.n_periods
+        try:  # the plan's span (uniform or tiered horizon)
+            H = (self.controller.horizon(now).end - now).total_seconds()
+        except Exception:  # noqa: BLE001 - a bad horizon must not stop the loop
+            H = self.controller.step_s * self.controller.n_periods
         times = self._times(now_s, now_s + H)
         worst = self.belief.worst_a(times)
         for k, e in enumerate(self.belief.evses):
