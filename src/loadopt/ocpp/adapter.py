@@ -937,7 +937,7 @@ class CsmsAdapter:
         offline, backing off, rejecting, unknown, or with a message unanswered."""
         try:  # the plan's span (uniform or tiered horizon)
             H = (self.controller.horizon(now).end - now).total_seconds()
-        except Exception:  # noqa: BLE001 - a bad horizon must not stop the loop
+        except Exception:  # a bad horizon must not stop the loop
             H = self.controller.step_s * self.controller.n_periods
         times = self._times(now_s, now_s + H)
         worst = self.belief.worst_a(times)
