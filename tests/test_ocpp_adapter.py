@@ -82,7 +82,8 @@ def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
     msgs = ad.poll(T0)
     _check(msgs, ad)
     actions = [(cp, a) for cp, a, _ in msgs]
-    assert sorted(actions) == [("A", "GetConfiguration"), ("B", "GetVariables")]
+    assert sorted(actions) == [("A", "GetConfiguration"), ("B", "GetChargingProfiles"),
+                               ("B", "GetVariables")]
     for cp, a, p in msgs:  # profiles wait for the capabilities (one deadline at most)
         ad.on_response(cp, a, p, sims[cp].handle(a, p), now=T0)
     msgs = ad.poll(T0)
@@ -442,3 +443,11 @@ def test_report_charging_profiles_reconciles_ours_and_takes_external_constraints
                                                 "chargingProfile": [payload, ext]})
     assert ad.controller.signals.grid_signals  # the EMS limit is a cap on B's node
     assert ad.belief.synced(2)  # our own profile, as reported, is what B holds
+
+
+def test_2x_reconnect_asks_for_our_profiles():
+    ad = _adapter()
+    msgs = [m for m in ad.poll(T0) if m[0] == "B"]
+    _check(msgs, ad)
+    req = next(p for _, a, p in msgs if a == "GetChargingProfiles")
+    assert ad.ids.profile_id("tx_default", 1) in req["chargingProfile"]["chargingProfileId"]

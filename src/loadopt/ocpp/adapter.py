@@ -148,6 +148,7 @@ class CsmsAdapter:
         self._conn: dict[str, int] = {}  #: cp → live connection token
         self._asking: dict[str, float] = {}  #: cp → capabilities asked, wait for them until
         self._n_conn = 0
+        self._n_requests = 0
         self._pending: list[Message] = []  #: non-profile messages to send
         self._off_since: dict[str, float] = {}  #: session id → when its limit went to 0
         self._now_s: float = -math.inf  #: the adapter's clock (last step/poll)
@@ -198,6 +199,8 @@ class CsmsAdapter:
             del self._rejected[key]
         self._pending = [m for m in self._pending if m[0] != cp]
         self._pending.append(self._capability_request(cp, v))
+        if v != "1.6":  # reconcile: the station reports what it holds of ours
+            self._pending.append(self._profiles_request(cp))
         # profiles wait for the capabilities (rate unit, periods) up to one deadline
         self._asking[cp] = math.inf  # the deadline starts at the next poll (adapter time)
         if self.last_schedule is None:
@@ -342,6 +345,16 @@ class CsmsAdapter:
         return (cp, "GetVariables", {"getVariableData": [
             {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": n}}
             for n in VARIABLES_2X]})
+
+    def _profiles_request(self, cp: str) -> Message:
+        """2.x ``GetChargingProfiles`` for loadopt's own ids on this station (answered by
+        ``ReportChargingProfiles``, see :meth:`on_report_charging_profiles`)."""
+        conns = [0, *sorted(k for c, k in self._evse if c == cp)]
+        pids = sorted({self.ids.profile_id(p, k) for k in conns  # type: ignore[arg-type]
+                       for p in ("station_max", "tx_default", "tx")})
+        self._n_requests += 1
+        return (cp, "GetChargingProfiles", {"requestId": self._n_requests,
+                                            "chargingProfile": {"chargingProfileId": pids}})
 
     def _composite_request(self, cp: str, connector: int) -> Message:
         v = self.versions.get(cp, "1.6")
