@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import loadopt as lo
 from loadopt.fleet.allowance import with_allowance
 from loadopt.fleet.coupled import SharedLimit, solve_coupled, solve_joint
+from loadopt.safety import project
 from loadopt.synthetic import benchmark_scenario
 
-from .test_safety_properties import assert_physically_safe
+from .test_safety_properties import COMMON, assert_physically_safe, scenarios
 
 pytest.importorskip("distributed")
 
@@ -114,3 +117,17 @@ def test_errors_and_the_allowance_row():
     assert ((s.current * p.session_kw_per_a[:, None]).sum(axis=0) <= 2.0 + 1e-9).all()
     with pytest.raises(lo.InputError):
         with_allowance(p, np.zeros(3))
+
+
+@settings(COMMON, max_examples=40)
+@given(scenarios(), st.integers(0, 2**32 - 1))
+def test_whatever_a_site_proposes_stays_within_its_allowance(p, seed):
+    """The last line of the safety argument: any currents, projected onto the problem with the
+    allowance rows, keep every raw limit of the site and its EV power under the allowance."""
+    rng = np.random.default_rng(seed)
+    allowance = rng.choice([0.0, 1.5, 7.0, 40.0, np.inf], size=p.n_periods)
+    q = with_allowance(p, allowance)
+    cur = project(q, rng.uniform(-5, 60, size=(p.n_sessions, p.n_periods)))
+    assert_physically_safe(p, cur)
+    ev_kw = (cur * p.session_kw_per_a[:, None]).sum(axis=0)
+    assert (ev_kw <= allowance + 1e-9).all()
