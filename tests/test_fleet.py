@@ -311,3 +311,18 @@ def test_cli_fleet_simulate(capsys):
     assert main(["fleet", "simulate", "--sites", "0"]) == 2
     assert "--sites must be at least 1" in capsys.readouterr().err
     assert main(["fleet"]) == 2
+
+
+def test_no_live_worker_at_all_means_fast_path_for_every_site(problems):
+    """A backend whose cluster has no worker (a stand-in Backend: every worker restarting) —
+    the round does not raise: every site gets its fast path, marked ``worker_lost``."""
+    from loadopt.fleet import Backend
+
+    class NoWorkers(Backend):
+        def slots(self):
+            return []
+
+    res = solve_many(problems[:3], NoWorkers(), deadline_s=0.3)
+    assert set(res.fallbacks.values()) == {"worker_lost"} and len(res.fallbacks) == 3
+    for p, s in zip(problems, res.schedules, strict=False):
+        assert_physically_safe(p, s.current)

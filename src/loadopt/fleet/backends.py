@@ -46,6 +46,11 @@ class Backend:
         """Tasks ``slot`` runs at once (a pool's threads): batches are cut so each gets one."""
         return 1
 
+    def live_slots(self, timeout_s: float = 10.0) -> list[Hashable]:
+        """The live slots, sorted; when there is none, wait up to ``timeout_s`` for one (a
+        cluster whose workers are restarting) and return what there is then (maybe none)."""
+        return sorted(self.alive(), key=str)
+
     def submit(self, slot: Hashable, fn: Callable[..., Any], *args: Any) -> cf.Future:
         raise NotImplementedError
 
@@ -129,6 +134,16 @@ class DaskBackend(Backend):
 
     def parallelism(self, slot: Hashable) -> int:
         return self._threads.get(slot, 1)
+
+    def live_slots(self, timeout_s: float = 10.0) -> list[Hashable]:
+        slots = self.refresh()
+        if not slots and timeout_s > 0:
+            try:
+                self.client.wait_for_workers(1, timeout=timeout_s)
+            except Exception:  # still none: the caller falls back
+                pass
+            slots = self.refresh()
+        return list(slots)
 
     def slots(self) -> list[Hashable]:
         return list(self._slots)

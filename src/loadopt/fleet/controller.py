@@ -29,8 +29,16 @@ from typing import Any
 from ..controller import Controller, PendingStep
 from ..errors import InputError
 from .backends import Backend, as_backend
-from .dispatch import BATCH_VARS, assign, run_round
-from .many import FALLBACK_DEADLINE, FALLBACK_LOST, FleetResult, SiteResult, finish, make_task
+from .dispatch import BATCH_VARS, RoundReport, assign, run_round
+from .many import (
+    FALLBACK_DEADLINE,
+    FALLBACK_LOST,
+    FleetResult,
+    SiteResult,
+    _wait_s,
+    finish,
+    make_task,
+)
 from .worker import StepTask, drop_state, planner_spec
 
 
@@ -111,15 +119,19 @@ class FleetController:
             except Exception as exc:  # one bad site never stops the fleet
                 self.errors[key] = repr(exc)
         problems = {k: p.problem for k, p in pending.items()}
-        slots = sorted(self.backend.alive(), key=str)
-        pins = assign(list(problems), [p.n_vars for p in problems.values()], slots,
-                      self.slot_of)
-        tasks = [make_task(self.backend, k, p, StepTask,
-                           planner=planner_spec(self.controllers[k].planner))
-                 for k, p in problems.items()]
+        slots = self.backend.live_slots(_wait_s(deadline_s))
         t1 = time.perf_counter()
-        rep = run_round(self.backend, tasks, pins, self.token, deadline_s,
-                        batch_vars=self.batch_vars)
+        if slots:
+            pins = assign(list(problems), [p.n_vars for p in problems.values()], slots,
+                          self.slot_of)
+            tasks = [make_task(self.backend, k, p, StepTask,
+                               planner=planner_spec(self.controllers[k].planner))
+                     for k, p in problems.items()]
+            t1 = time.perf_counter()
+            rep = run_round(self.backend, tasks, pins, self.token, deadline_s,
+                            batch_vars=self.batch_vars)
+        else:  # no worker at all: every site gets its fast path now
+            rep = RoundReport(lost=set(problems))
         t2 = time.perf_counter()
         self.slot_of.update(rep.slot_of)
         sites: dict[str, SiteResult] = {}

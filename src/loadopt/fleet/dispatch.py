@@ -90,8 +90,12 @@ class RoundReport:
 
 def run_round(backend: Backend, tasks: Sequence[SolveTask], slot_of: dict[str, Hashable],
               token: str, deadline_s: float | None, *, batch_vars: int = BATCH_VARS,
-              poll_s: float = 0.2) -> RoundReport:
-    """Run ``tasks`` on their slots (``slot_of``) until done or ``deadline_s`` seconds pass."""
+              poll_s: float = 0.2, none_alive_s: float = 10.0) -> RoundReport:
+    """Run ``tasks`` on their slots (``slot_of``) until done or ``deadline_s`` seconds pass.
+
+    A cluster that reports no live worker at all (its workers restarting, or an answer lost
+    under load) is waited for up to ``none_alive_s``: only then are the pending sites given up
+    (``lost``) — a site is never moved for want of a slot to move it to."""
     t0 = time.perf_counter()
     deadline = None if deadline_s is None else time.time() + deadline_s
     rep = RoundReport(slot_of=dict(slot_of))
@@ -108,13 +112,19 @@ def run_round(backend: Backend, tasks: Sequence[SolveTask], slot_of: dict[str, H
         for b in batches(ts, batch_vars, backend.parallelism(slot)):
             submit(slot, b)
     next_check = time.monotonic() + poll_s
-    while pending:
+    none_since: float | None = None
+    deferred: list[tuple[Hashable, list[SolveTask]]] = []  # failed, waiting for a live slot
+    while pending or deferred:
         left = None if deadline is None else deadline - time.time()
         if left is not None and left <= 0:
             break
         wait = poll_s if left is None else min(poll_s, left)
-        done, _ = cf.wait(list(pending), timeout=wait, return_when=cf.FIRST_COMPLETED)
-        failed: list[tuple[Hashable, list[SolveTask]]] = []
+        if pending:
+            done, _ = cf.wait(list(pending), timeout=wait, return_when=cf.FIRST_COMPLETED)
+        else:
+            time.sleep(wait)
+            done = set()
+        failed, deferred = deferred, []
         for fut in done:
             slot, batch = pending.pop(fut)
             try:
@@ -125,6 +135,17 @@ def run_round(backend: Backend, tasks: Sequence[SolveTask], slot_of: dict[str, H
         if failed or time.monotonic() >= next_check:
             next_check = time.monotonic() + poll_s
             live = backend.alive()
+            if not live:  # no worker at all (restarting?): wait, then give up
+                none_since = none_since or time.monotonic()
+                if time.monotonic() - none_since < none_alive_s:
+                    deferred = failed
+                    continue
+                for fut, (slot, batch) in list(pending.items()):
+                    fut.cancel()
+                    del pending[fut]
+                    failed.append((slot, batch))
+            else:
+                none_since = None
             for fut, (slot, batch) in list(pending.items()):
                 if slot not in live:
                     fut.cancel()
@@ -132,7 +153,7 @@ def run_round(backend: Backend, tasks: Sequence[SolveTask], slot_of: dict[str, H
                     failed.append((slot, batch))
             for slot, batch in failed:
                 _resubmit(backend, live, slot, batch, rep, submit)
-    for _slot, batch in pending.values():
+    for _slot, batch in [*pending.values(), *deferred]:
         rep.missed.update(t.key for t in batch if t.key not in rep.outcomes)
     for fut in pending:
         fut.cancel()
