@@ -326,3 +326,18 @@ def test_no_live_worker_at_all_means_fast_path_for_every_site(problems):
     assert set(res.fallbacks.values()) == {"worker_lost"} and len(res.fallbacks) == 3
     for p, s in zip(problems, res.schedules, strict=False):
         assert_physically_safe(p, s.current)
+
+
+def test_the_same_code_on_a_cluster_reached_by_its_scheduler_address(problems, dask_backend):
+    """What a real deployment does: connect by the scheduler's address (here the test cluster's
+    own tcp:// address, as `dask scheduler` prints it) and run the same fleet code."""
+    from loadopt.fleet import DaskBackend
+
+    be = DaskBackend(_two_workers(dask_backend).client.scheduler.address)
+    try:
+        assert be.client is not dask_backend.client
+        res = solve_many(problems[:4], be)
+        assert all(same(a, lo.solve(p)) for a, p in zip(res.schedules, problems, strict=False))
+    finally:
+        be.close()  # closes only its own client: the cluster stays up
+    assert len(dask_backend.alive()) == 2
