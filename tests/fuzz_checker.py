@@ -227,70 +227,118 @@ def _series_signal(v: Any, a: float, b: float, how: str) -> float:
 
 
 # ------------------------------------------------------------------------------ OCPP output
+def _parse(payload: dict) -> tuple[Any, str, float, float, list[dict]]:
+    prof = payload.get("csChargingProfiles") or payload.get("chargingProfile")
+    sched = prof["chargingSchedule"]
+    sched = sched[0] if isinstance(sched, list) else sched
+    t0 = datetime.fromisoformat(sched["startSchedule"].replace("Z", "+00:00")).timestamp()
+    valid_to = prof.get("validTo")
+    end = (datetime.fromisoformat(valid_to.replace("Z", "+00:00")).timestamp()
+           if valid_to else math.inf)
+    periods = sorted(sched["chargingSchedulePeriod"], key=lambda d: d["startPeriod"])
+    return prof, sched["chargingRateUnit"], t0, end, periods
+
+
+def _lines_at(unit: str, d: dict, phases: int, voltage: float, v16: bool) -> list[float]:
+    """Worst-case A per line of one schedule period: A limits on the lines ``numberPhases`` and
+    the hardware allow. A W limit: in 1.6 all of it on one line (``W / V``: 1.6 cannot say how
+    many phases the car uses, a 1-phase car may put it all on L1); in 2.x ``W / (V ·
+    numberPhases)`` on each of ``numberPhases`` lines (the station applies ``numberPhases``)."""
+    nph = int(d.get("numberPhases", 3))
+    if unit == "A":
+        if "limit_L2" in d:
+            return [float(d["limit"]), float(d["limit_L2"]), float(d["limit_L3"])]
+        return [float(d["limit"]) if j < min(nph, phases) else 0.0 for j in range(3)]
+    if "limit_L2" in d:
+        return [float(d[k]) / voltage for k in ("limit", "limit_L2", "limit_L3")]
+    if v16:
+        one = float(d["limit"]) / voltage
+        return [one if j < phases else 0.0 for j in range(3)]
+    n = max(min(nph, phases), 1)
+    return [float(d["limit"]) / (voltage * n) if j < n else 0.0 for j in range(3)]
+
+
 def ocpp_breaches(lim: Limits, messages: Sequence[tuple[str, str, dict]],
                   session_ids_at_start: set[str]) -> list[str]:
     """Limits broken when every transaction draws its TxProfile limit (parsed from the wire
     payloads, A or W) at every instant, and a newcomer on every EVSE that has no session in the
-    horizon draws its TxDefaultProfile limit on every line.
+    horizon draws its TxDefaultProfile limit, each station within its station-max profile
+    (OCPP's composite schedule: the minimum of the two).
 
-    A W limit is counted as all on one line (``W / V`` A): the number of phases a car uses is not
-    known, so a 1-phase car may put it all on L1.
+    W limits follow :func:`_lines_at` (1.6: all on one line). A station cap applies per site phase
+    when all its EVSEs share one phase rotation; otherwise its largest line is used for every
+    phase (never less strict than the station).
     """
     site = lim.site
     by_conn = {(e.charge_point_id, e.connector_id): e for e in site.evses}
     busy = {s.evse for s in lim.sessions}
     plugged_at_start = {s.evse for s in lim.sessions if s.id in session_ids_at_start}
-    # instants to check: every period start and every profile breakpoint inside the horizon
     instants = set(lim.a)
     profiles = []
-    for _cp, action, payload in messages:
+    station_caps: dict[str, tuple] = {}
+    for cp, action, payload in messages:
         if action != "SetChargingProfile":
             continue
-        prof = payload.get("csChargingProfiles") or payload.get("chargingProfile")
         conn = payload.get("connectorId", payload.get("evseId"))
+        prof, unit, t0, end, periods = _parse(payload)
         purpose = prof["chargingProfilePurpose"]
-        if conn == 0 or purpose not in ("TxProfile", "TxDefaultProfile"):
-            continue
-        e = by_conn[(_cp, conn)]
-        if purpose == "TxDefaultProfile" and (e.id in busy):
-            continue
-        if purpose == "TxProfile" and e.id not in plugged_at_start:
-            continue
-        sched = prof["chargingSchedule"]
-        sched = sched[0] if isinstance(sched, list) else sched
-        t0 = datetime.fromisoformat(sched["startSchedule"].replace("Z", "+00:00")).timestamp()
-        valid_to = prof.get("validTo")
-        end = (datetime.fromisoformat(valid_to.replace("Z", "+00:00")).timestamp()
-               if valid_to else math.inf)
-        periods = sorted(sched["chargingSchedulePeriod"], key=lambda d: d["startPeriod"])
+        v16 = "csChargingProfiles" in payload
         for d in periods:
             instants.add(t0 + d["startPeriod"])
-        profiles.append((e, sched["chargingRateUnit"], t0, end, periods))
+        if conn == 0:
+            if purpose in ("ChargePointMaxProfile", "ChargingStationMaxProfile"):
+                station_caps[cp] = (unit, t0, end, periods, v16)
+            continue
+        e = by_conn[(cp, conn)]
+        if purpose == "TxDefaultProfile" and e.id not in busy:
+            profiles.append((e, unit, t0, end, periods, v16))
+        elif purpose == "TxProfile" and e.id in plugged_at_start:
+            profiles.append((e, unit, t0, end, periods, v16))
+    stations = {e.charge_point_id for e in site.evses}
     out = []
     horizon_end = lim.b[-1]
     for t in sorted(x for x in instants if lim.a[0] <= x < horizon_end):
         k = min(int((t - lim.a[0]) // lim.horizon.step_s), lim.T - 1)
-        load_a: dict[tuple[str, int], float] = {key: 0.0 for key in lim.cur_room}
-        load_kw = {nid: 0.0 for nid in lim.nodes}
-        for e, unit, t0, end, periods in profiles:
+        # per station and node: worst-case A per site phase and kW of its EVSEs under the node
+        st_a = {(cp, nid): [0.0, 0.0, 0.0] for cp in stations for nid in lim.nodes}
+        st_kw = {(cp, nid): 0.0 for cp in stations for nid in lim.nodes}
+        for e, unit, t0, end, periods, v16 in profiles:
             if t < t0 or t >= end:
                 continue
             d = [p for p in periods if t0 + p["startPeriod"] <= t][-1]
-            nph = int(d.get("numberPhases", 3))
-            if unit == "A":
-                per_line = [float(d["limit"])] * min(nph, e.phases) + [0.0] * 3
-                per_line = per_line[:3]
-                if "limit_L2" in d:
-                    per_line = [float(d["limit"]), float(d["limit_L2"]), float(d["limit_L3"])]
-            else:
-                one = float(d["limit"]) / e.voltage_v  # all of it on L1 (a 1-phase car)
-                per_line = [one, 0.0, 0.0]
-            per_line = [min(x, e.max_current) for x in per_line]
+            per_line = [min(x, e.max_current)
+                        for x in _lines_at(unit, d, e.phases, e.voltage_v, v16)]
             rot = ["RST".index(c) for c in e.phase_rotation]
             for nid in lim.chain(e.node):
                 for j in range(3):
-                    load_a[(nid, rot[j])] += per_line[j]
-                load_kw[nid] += sum(per_line) * e.voltage_v / 1000.0
+                    st_a[(e.charge_point_id, nid)][rot[j]] += per_line[j]
+                st_kw[(e.charge_point_id, nid)] += sum(per_line) * e.voltage_v / 1000.0
+        # the station cap bounds what its EVSEs draw together: under any node, at most the cap
+        for cp, (unit, t0, end, periods, v16) in station_caps.items():
+            if t < t0 or t >= end:
+                continue
+            evs = [e for e in site.evses if e.charge_point_id == cp]
+            d = [p for p in periods if t0 + p["startPeriod"] <= t][-1]
+            v = max(e.voltage_v for e in evs)
+            cap_line = _lines_at(unit, d, 3, v, v16)
+            rots = {e.phase_rotation for e in evs}
+            if len(rots) == 1:
+                rot = ["RST".index(c) for c in next(iter(rots))]
+                cap_phase = [0.0, 0.0, 0.0]
+                for j in range(3):
+                    cap_phase[rot[j]] = cap_line[j]
+            else:
+                cap_phase = [max(cap_line)] * 3
+            for nid in lim.nodes:
+                a = [min(x, c) for x, c in zip(st_a[(cp, nid)], cap_phase, strict=True)]
+                st_a[(cp, nid)] = a
+                st_kw[(cp, nid)] = min(st_kw[(cp, nid)], sum(a) * v / 1000.0)
+        load_a: dict[tuple[str, int], float] = {key: 0.0 for key in lim.cur_room}
+        load_kw = {nid: 0.0 for nid in lim.nodes}
+        for (cp, nid), a in st_a.items():
+            for p in range(3):
+                load_a[(nid, p)] += a[p]
+            load_kw[nid] += st_kw[(cp, nid)]
         for key, room in lim.cur_room.items():
             if load_a[key] > room[k] + TOL_A:
                 out.append(f"OCPP at +{t - lim.a[0]:.0f} s: node {key[0]} phase "

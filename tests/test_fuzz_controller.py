@@ -39,7 +39,7 @@ def _utc_plus(t: datetime, minutes: float) -> datetime:
 
 @explore
 @fuzz(40)
-@given(instances(max_evses=4, max_sessions=0, max_periods=1, w_units=False), OPS,
+@given(instances(max_evses=4, max_sessions=0, max_periods=1), OPS,
        st.sampled_from(STARTS), st.sampled_from(["lp", "fast"]))
 def test_fuzz_controller_state_machine(inst, ops, start, planner):
     site = inst[0]
