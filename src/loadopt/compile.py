@@ -23,8 +23,10 @@ from .problem import (
     ROW_NODE_CURRENT,
     ROW_NODE_POWER,
     ROW_PRIMARY_FACET,
+    ROW_SITE_EXPORT,
     ROW_SITE_IMPORT,
     Problem,
+    Storage,
 )
 from .session import Session, as_sessions, check_sessions
 from .signals import Signals, split
@@ -203,8 +205,26 @@ def compile_problem(
     if np.any(sig.export_adder != 0):
         export_price = (0.0 if export_price is None else export_price) + sig.export_adder
 
+    # --- batteries: charge columns in the same rows (A per phase, balanced over R, S, T) -------
+    bats = site.batteries
+    B = len(bats)
+    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio
+                      for n in site.nodes])
+    wired = bool(line_to_line.any() or (ratio > 0).any())
+    if B and wired:  # storage rows are per phase: not (yet) on phasor facets
+        raise InputError(f"battery {bats[0].id!r}: batteries are not supported on a site with "
+                         "line-to-line EVSEs or delta/wye transformers (phasor facet rows)")
+    bat_kw_per_a = 3.0 * site.voltage_v / 1000.0
+    bat_node = np.array([node_index[b.node] for b in bats], dtype=np.int64)
+    bat_anc = _ancestors(bat_node, parent, N)  # (B, N)
+    bc_battery = np.repeat(np.arange(B), T)
+    bc_period = np.tile(np.arange(T, dtype=np.int32), B)
+    Vb = bc_battery.size
+    bat_var = sp.csr_matrix((np.ones(Vb), (np.arange(Vb), bc_battery)), shape=(Vb, B))
+    all_vt = np.concatenate([vt, bc_period])
+
     # --- safety rows -------------------------------------------------------------------------
-    rows = _RowBuilder(V, T)
+    rows = _RowBuilder(V + Vb, T)
     s_anc = anc[s_evse].tocoo()  # (S, N): sessions under each node
     free_v = np.flatnonzero(var_free)
     sess_var = sp.csr_matrix((np.ones(free_v.size), (free_v, vs[free_v])), shape=(V, S))
@@ -219,12 +239,15 @@ def compile_problem(
     cur_rhs[carries] -= base_a[None, None, :]
     m = site.phasor_facets
     # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
-    rows.add((sess_var @ lines.shape.C_int).tocoo(), vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT,
-             node_of=lambda g: g // 3, phase_of=lambda g: g % 3)
+    rows.add(sp.vstack([sess_var @ lines.shape.C_int, bat_var @ _on_all_phases(bat_anc)]).tocoo(),
+             all_vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT, node_of=lambda g: g // 3,
+             phase_of=lambda g: g % 3)
     # the other limited lines: facets of the phasor disc over the sector (or magnitude rows)
     if lines.shape.Cf.nnz:
         room = (lines.limit - lines.base_mag - lines.reserved) * lines.shape.scale[:, None]
-        rows.add((sess_var @ lines.shape.Cf).tocoo(), vt, np.repeat(room, m, axis=0).reshape(-1),
+        rows.add(sp.vstack([sess_var @ lines.shape.Cf,
+                            sp.csr_matrix((Vb, lines.shape.Cf.shape[1]))]).tocoo(), all_vt,
+                 np.repeat(room, m, axis=0).reshape(-1),
                  lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
                  node_of=lambda g: (g // m // 3) % N, phase_of=lambda g: (g // m) % 3,
                  facet_of=lambda g: g % m)
@@ -233,16 +256,21 @@ def compile_problem(
     D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
     kw_rhs = node_kw - node_res_kw
     kw_rhs[carries] -= base_kw[None, :]
-    rows.add((sess_var @ D).tocoo(), vt, kw_rhs.reshape(-1), ROW_NODE_POWER,
-             node_of=lambda g: g, phase_of=lambda g: np.full(g.size, -1))
+    rows.add(sp.vstack([sess_var @ D, bat_var @ (bat_anc * bat_kw_per_a)]).tocoo(), all_vt,
+             kw_rhs.reshape(-1), ROW_NODE_POWER, node_of=lambda g: g,
+             phase_of=lambda g: np.full(g.size, -1))
 
     # per period: EV kW + base − PV ≤ grid limit and DR caps
-    site_coo = sp.coo_matrix((kw_per_a[vs[free_v]], (free_v, np.zeros(free_v.size, np.int64))),
-                             shape=(V, 1))
+    site_coo = sp.coo_matrix(
+        (np.concatenate([kw_per_a[vs[free_v]], np.full(Vb, bat_kw_per_a)]),
+         (np.concatenate([free_v, V + np.arange(Vb)]), np.zeros(free_v.size + Vb, np.int64))),
+        shape=(V + Vb, 1))
     import_rhs = import_cap - base_kw + pv_kw - site_res_kw
-    rows.add(site_coo, vt, import_rhs, ROW_SITE_IMPORT,
+    rows.add(site_coo, all_vt, import_rhs, ROW_SITE_IMPORT,
              node_of=lambda g: np.full(g.size, -1), phase_of=lambda g: np.full(g.size, -1))
-    G, h, row_kind, row_node, row_phase, row_period, row_facet = rows.build()
+    G_all, h, row_kind, row_node, row_phase, row_period, row_facet = rows.build()
+    G_all = G_all.tocsc()
+    G, Gb = G_all[:, :V].tocsr(), G_all[:, V:].tocsr()
 
     fixed = "base load and reserved draw" if reserved.any() else "base load"
     for k in map(int, np.flatnonzero(carries | node_res_a.any(axis=(1, 2))
@@ -251,6 +279,28 @@ def compile_problem(
                                           fixed))
     notices.extend(_base_load_notices("", None, None, import_rhs, horizon, fixed))
     h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
+
+    bidir = np.array([s.v2x is not None and e.bidirectional
+                      for s, e in zip(sessions, evses, strict=True)], dtype=bool)
+    for s, e in zip(sessions, evses, strict=True):
+        if s.v2x is not None and not e.bidirectional:
+            notices.append(f"session {s.id!r}: has V2X parameters but EVSE {e.id!r} is not "
+                           "bidirectional; it is planned to charge only")
+    if wired and bidir.any():  # storage rows are per phase: not (yet) on phasor facets
+        for i in np.flatnonzero(bidir):
+            notices.append(f"session {sessions[i].id!r}: V2G is not supported on a site with "
+                           "line-to-line EVSEs or delta/wye transformers; it is planned to "
+                           "charge only")
+        bidir[:] = False
+    storage = None
+    if B or bidir.any():
+        storage = _compile_storage(
+            site, sessions, evses, horizon, signals, notices, bidir=bidir, vs=vs, vt=vt,
+            var_free=var_free, avail=avail, kw_per_a=kw_per_a, phase_mask=phase_mask,
+            s_anc=s_anc, bat_anc=bat_anc, bc=(bc_battery, bc_period), Gb=Gb,
+            bat_kw_per_a=bat_kw_per_a, node_cur=node_cur, node_kw=node_kw, carries=carries,
+            row_kind=row_kind, row_period=row_period, node_ids=node_ids)
+
 
     arrays = dict(
         **_site_evse_arrays(site), session_arrival_s=arr_s, session_departure_s=dep_s,
@@ -279,7 +329,8 @@ def compile_problem(
         node_ids=node_ids, evse_ids=evse_ids, session_ids=tuple(s.id for s in sessions),
         dr_event_ids=sig.ids, signal_kind=sig.kind, G=G, session_anc=s_anc.tocsr(),
         evse_anc=anc, line_coef=lines.shape.coef, line_coef_l1=lines.shape.coef_l1,
-        facet_loss_bound=lines.loss_bound, notices=tuple(notices), **arrays,
+        facet_loss_bound=lines.loss_bound, notices=tuple(notices), storage=storage,
+        **arrays,
     )
     if np.any(sig.floor_a > 0):
         object.__setattr__(problem, "var_floor_a", _feasible_floor(problem, sig.floor_a))
@@ -490,6 +541,170 @@ def _feasible_floor(problem: Problem, floor_a: np.ndarray) -> np.ndarray:
                          problem.session_energy_kwh / kwh, 1.0)
     da = np.floor(floor_a * scale[problem.var_session] * 10.0 + GRID_SNAP)
     return _project_da(problem, da, max_passes=8) / 10.0
+
+
+def _ancestors(nodes: np.ndarray, parent: np.ndarray, n_nodes: int) -> sp.csr_matrix:
+    """(K, N) 1 where node ``n`` is ``nodes[k]`` or above it."""
+    r, c = [], []
+    cur, alive = nodes.copy(), np.arange(nodes.size)
+    while alive.size:
+        r.append(alive)
+        c.append(cur)
+        nxt = parent[cur]
+        keep = nxt >= 0
+        alive, cur = alive[keep], nxt[keep]
+    rr = np.concatenate(r) if r else np.zeros(0, np.int64)
+    cc = np.concatenate(c) if c else np.zeros(0, np.int64)
+    return sp.csr_matrix((np.ones(rr.size), (rr, cc)), shape=(nodes.size, n_nodes))
+
+
+def _on_all_phases(anc: sp.csr_matrix) -> sp.csr_matrix:
+    """(K, N) ancestors -> (K, 3N) with column ``3n + p`` for every phase ``p``."""
+    a = anc.tocoo()
+    rr = np.repeat(a.row, 3)
+    cc = (a.col[:, None] * 3 + np.arange(3)[None, :]).ravel()
+    return sp.csr_matrix((np.ones(rr.size), (rr, cc)), shape=(anc.shape[0], 3 * anc.shape[1]))
+
+
+def _compile_storage(site, sessions, evses, horizon, signals, notices, *, bidir, vs, vt,
+                     var_free, avail, kw_per_a, phase_mask, s_anc, bat_anc, bc, Gb,
+                     bat_kw_per_a, node_cur, node_kw, carries, row_kind, row_period,
+                     node_ids) -> Storage:
+    """The bidirectional part of the problem (:class:`~loadopt.problem.Storage`).
+
+    Discharge columns exist for a bidirectional session where it is plugged in, outside any
+    reservation, with a discharge limit above 0 and a V2X floor at or below its energy now
+    (ISO 15118-20: a positive ``evMinV2XEnergyRequest`` means it is below its V2X minimum), and
+    for every battery in every period. Export rows count discharge alone plus the PV output's
+    period maximum where it feeds in (the base-load path, ``node_carries_base``): nothing that
+    may stop at any instant — charging, base load — is credited against a physical rating or
+    the export contract.
+    """
+    T = horizon.n_periods
+    S, N = len(sessions), len(node_ids)
+    bats = site.batteries
+    B = len(bats)
+    dt = horizon.period_h  # (T,) h
+    sess_u = np.flatnonzero(bidir)
+    Us = sess_u.size
+    U = Us + B
+    unit_session = np.concatenate([sess_u, np.full(B, -1)]).astype(np.int64)
+    unit_battery = np.concatenate([np.full(Us, -1), np.arange(B)]).astype(np.int64)
+    session_unit = np.full(S, -1, np.int64)
+    session_unit[sess_u] = np.arange(Us)
+    v2x = [sessions[i].v2x for i in sess_u]
+    cap = np.array([b.capacity_kwh for b in bats], dtype=np.float64)
+    e0_b = np.array([b.soc for b in bats]) * cap
+    # a battery outside its band is only moved back towards it
+    emin_b = np.minimum(np.array([b.min_soc for b in bats]) * cap, e0_b)
+    emax_b = np.maximum(np.array([b.max_soc for b in bats]) * cap, e0_b)
+    lo_s = np.array([p.min_v2x_energy_kwh for p in v2x], dtype=np.float64)
+    hi_s = np.array([p.max_v2x_energy_kwh for p in v2x], dtype=np.float64)
+    unit = dict(
+        unit_kw_per_a=np.concatenate([kw_per_a[sess_u], np.full(B, bat_kw_per_a)]),
+        unit_e0_kwh=np.concatenate([np.zeros(Us), e0_b]),
+        unit_emin_kwh=np.concatenate([np.minimum(lo_s, 0.0), emin_b]),
+        unit_emax_kwh=np.concatenate([np.maximum(hi_s, 0.0), emax_b]),
+        unit_eta_c=np.array([p.charge_efficiency for p in v2x]
+                            + [b.charge_efficiency for b in bats], dtype=np.float64),
+        unit_eta_d=np.array([p.discharge_efficiency for p in v2x]
+                            + [b.discharge_efficiency for b in bats], dtype=np.float64),
+        unit_target_kwh=np.concatenate([np.array([sessions[i].energy_kwh for i in sess_u],
+                                                 dtype=np.float64), np.full(B, -np.inf)]),
+        unit_degradation=np.array([p.degradation_per_kwh for p in v2x]
+                                  + [b.degradation_per_kwh for b in bats], dtype=np.float64),
+        unit_terminal_value=np.concatenate([np.zeros(Us), np.array(
+            [b.terminal_value_per_kwh for b in bats], dtype=np.float64)]),
+    )
+    # --- discharge columns -------------------------------------------------------------------
+    evse_dis = [evses[i].max_current if evses[i].max_discharge_current is None
+                else evses[i].max_discharge_current for i in sess_u]
+    dis_max_s = np.minimum(np.array(evse_dis, dtype=np.float64),
+                           np.array([p.max_discharge_current for p in v2x], dtype=np.float64))
+    may = (dis_max_s > 0) & (lo_s <= 0)
+    for k in np.flatnonzero(~may & (lo_s > 0)):
+        notices.append(f"session {sessions[sess_u[k]].id!r}: below its V2X minimum "
+                       f"({lo_s[k]:.3g} kWh to charge first); not discharged in this plan")
+    u_of_v = session_unit[vs] if vs.size else np.zeros(0, np.int64)
+    sv = np.flatnonzero((u_of_v >= 0) & var_free)
+    sv = sv[may[u_of_v[sv]]]
+    bc_battery, bc_period = bc
+    dv_unit = np.concatenate([u_of_v[sv], Us + bc_battery]).astype(np.int64)
+    dv_period = np.concatenate([vt[sv], bc_period]).astype(np.int32)
+    dv_ub = np.concatenate([dis_max_s[u_of_v[sv]],
+                            np.repeat(np.array([b.max_discharge_kw for b in bats],
+                                               dtype=np.float64) / bat_kw_per_a, T)])
+    dv_kwh = np.concatenate([kw_per_a[vs[sv]] * dt[vt[sv]] * avail[vs[sv], vt[sv]],
+                             bat_kw_per_a * dt[bc_period]])
+    Vd = dv_unit.size
+    var_dv = np.full(vs.size, -1, np.int64)
+    var_dv[sv] = np.arange(sv.size)
+    dv_kw = unit["unit_kw_per_a"][dv_unit]
+
+    # --- credit on site-import rows (contract, DR caps) ------------------------------------
+    imp_row = np.full(T, -1, np.int64)
+    k_imp = np.flatnonzero(row_kind == ROW_SITE_IMPORT)
+    imp_row[row_period[k_imp]] = k_imp
+    has = imp_row[dv_period] >= 0 if Vd else np.zeros(0, bool)
+    Cd = sp.csr_matrix((dv_kw[has], (imp_row[dv_period[has]], np.flatnonzero(has))),
+                       shape=(row_kind.size, Vd))
+
+    # --- export rows -------------------------------------------------------------------------
+    pv_max = sample(*split(signals.pv_kw), horizon, "max")
+    export_cap = sample(*split(signals.grid_export_limit_kw), horizon, "min")
+    pv_a = pv_max * 1000.0 / (3.0 * site.voltage_v)
+    rows = _RowBuilder(Vd, T)
+    # per discharge column, the units' nodes: sessions through their EVSE, batteries directly
+    u_anc = sp.vstack([s_anc.tocsr()[sess_u], bat_anc]).tocsr()  # (U, N)
+    u_phase = np.vstack([phase_mask[sess_u], np.ones((B, 3), dtype=bool)])  # (U, 3)
+    dvar = sp.csr_matrix((np.ones(Vd), (np.arange(Vd), dv_unit)), shape=(Vd, U))
+    a = u_anc.tocoo()
+    ri, ci = [], []
+    for p in range(3):
+        keep = u_phase[a.row, p]
+        ri.append(a.row[keep])
+        ci.append(a.col[keep] * 3 + p)
+    Cu = sp.csr_matrix((np.ones(sum(x.size for x in ri)), (np.concatenate(ri),
+                                                            np.concatenate(ci))),
+                       shape=(U, 3 * N))
+    x_cur = node_cur.copy()
+    x_cur[carries] -= pv_a[None, None, :]
+    rows.add((dvar @ Cu).tocoo(), dv_period, x_cur.reshape(-1), ROW_NODE_CURRENT,
+             node_of=lambda g: g // 3, phase_of=lambda g: g % 3)
+    x_kw = node_kw.copy()
+    x_kw[carries] -= pv_max[None, :]
+    rows.add((dvar @ (u_anc.multiply(unit["unit_kw_per_a"][:, None]))).tocoo(), dv_period,
+             x_kw.reshape(-1), ROW_NODE_POWER, node_of=lambda g: g,
+             phase_of=lambda g: np.full(g.size, -1))
+    exp_rhs = export_cap - pv_max
+    rows.add(sp.coo_matrix((dv_kw, (np.arange(Vd), np.zeros(Vd, np.int64))), shape=(Vd, 1)),
+             dv_period, exp_rhs, ROW_SITE_EXPORT, node_of=lambda g: np.full(g.size, -1),
+             phase_of=lambda g: np.full(g.size, -1))
+    Gx, hx, x_kind, x_node, x_phase, x_period, _ = rows.build()
+    for k in np.flatnonzero(carries):
+        for p, name in enumerate("RST"):
+            if np.isfinite(x_cur[k, p]).any() and (x_cur[k, p] < 0).any():
+                notices.append(f"node {node_ids[k]!r} phase {name}: PV alone exceeds the "
+                               "current limit in the export direction; nothing discharges there")
+        if (x_kw[k] < 0).any():
+            notices.append(f"node {node_ids[k]!r}: PV alone exceeds the power limit in the "
+                           "export direction; nothing discharges there")
+    if (exp_rhs < 0).any():
+        notices.append("grid export: PV alone exceeds the grid export limit; nothing "
+                       "discharges there")
+    hx = np.maximum(hx, 0.0)
+    arrays = dict(
+        unit_session=unit_session, unit_battery=unit_battery, session_unit=session_unit,
+        battery_capacity_kwh=cap, bc_battery=bc_battery, bc_period=bc_period,
+        bc_ub=np.repeat(np.array([b.max_charge_kw for b in bats], dtype=np.float64)
+                        / bat_kw_per_a, T),
+        dv_unit=dv_unit, dv_period=dv_period, dv_ub=dv_ub, dv_kwh_per_a=dv_kwh, hx=hx,
+        x_kind=x_kind, x_node=x_node, x_phase=x_phase, x_period=x_period, pv_max_kw=pv_max,
+        export_cap_kw=export_cap, var_dv=var_dv, **unit,
+    )
+    for v in arrays.values():
+        v.setflags(write=False)
+    return Storage(battery_ids=tuple(b.id for b in bats), Gb=Gb, Cd=Cd, Gx=Gx, **arrays)
 
 
 def _point(start, value):

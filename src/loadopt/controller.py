@@ -843,13 +843,29 @@ class Controller:
         from .safety import project, violations
 
         if sched.problem is not problem and sched.n_phases is None:
-            bad = bool(violations(problem, sched.current, 1))
+            bad = bool(violations(problem, sched.current, 1, discharge=sched.discharge,
+                                  battery_a=sched.battery_a))
         else:
             bad = sched.problem.n_vars != problem.n_vars or bool(sched.violations(1))
         if bad and not getattr(planner, "simulate_unsafe", False):
 
-            cur = project(problem, np.nan_to_num(np.asarray(sched.current, dtype=np.float64)))
-            sched = replace(sched, problem=problem, current=cur,
+            cur = np.nan_to_num(np.asarray(sched.current, dtype=np.float64))
+            extra: dict[str, Any] = {}
+            if problem.storage is not None:  # both directions, energy states
+                from .safety import project_storage
+
+                bat = (None if sched.battery_a is None
+                       else np.nan_to_num(np.asarray(sched.battery_a, dtype=np.float64)))
+                cur, dis, b = project_storage(
+                    problem, cur, None if sched.discharge is None
+                    else np.nan_to_num(sched.discharge),
+                    None if bat is None else np.maximum(bat, 0.0),
+                    None if bat is None else np.maximum(-bat, 0.0))
+                extra = dict(discharge=dis, battery_a=b)
+            else:
+                cur = project(problem, cur)
+                extra = dict(discharge=None, battery_a=None)
+            sched = replace(sched, problem=problem, current=cur, **extra,
                             message=(sched.message + "; " if sched.message else "")
                             + "projected onto the limits")
             reason += "; projected onto the limits"

@@ -10,7 +10,12 @@ Columns, in this order (each a named block of :attr:`LinearProgram.cols`: ``"r"`
   (energy cost, export revenue or a demand charge), and only in periods where PV can exceed the
   base load (elsewhere the import is substituted, see :func:`build_lp`);
 - ``peak`` — the import peak (kW), only with a demand charge;
-- ``z`` — the smallest served fraction, only with a fairness weight.
+- ``z`` — the smallest served fraction, only with a fairness weight;
+- with batteries and V2G sessions (``problem.storage``): ``"bc"`` battery charge and ``"d"``
+  discharge (A), ``"e"`` energy states (kWh, unit × period), ``"w"`` V2G target slacks (kWh),
+  and binaries only where they are needed — ``"zx"`` (charge/discharge exclusivity, where doing
+  both could pay: :func:`exclusive_periods`) and ``"y"`` (meter direction, where export pays
+  more than import); see docs/formulation.md, "Storage".
 
 Rows: the safety rows ``G r ≤ h`` that can bind, one energy row per session
 (``delivered + u = E``), and the accounting rows of the optional columns (named blocks
@@ -98,6 +103,8 @@ class LinearProgram:
     offset: float
     cols: dict[str, Block]
     rows: dict[str, Block]
+    #: 1 where a column is integer (the storage binaries); None = a pure LP.
+    integrality: np.ndarray | None = None
 
     @property
     def n_cols(self) -> int:
@@ -130,6 +137,35 @@ class LinearProgram:
         b = self.cols["r"]
         r[b.index] = x[b.slice]
         return r
+
+    def flows(self, problem: Problem, x: np.ndarray) -> Flows:
+        """Charge currents, V2G discharge and battery flows (A) from a column vector."""
+        r = self.currents(problem, x)
+        st = problem.storage
+        S, T = problem.n_sessions, problem.n_periods
+        if st is None or "d" not in self.cols:
+            return Flows(problem.dense(r), None, None, None)
+        B = st.n_batteries
+        n_sd = st.dv_ub.size - st.bc_ub.size
+        d = x[self.cols["d"].slice]
+        dis = np.zeros((S, T))
+        dis[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = d[:n_sd]
+        b_c = np.zeros((B, T))
+        b_c[st.bc_battery, st.bc_period] = x[self.cols["bc"].slice]
+        b_d = np.zeros((B, T))
+        b_d[st.bc_battery, st.bc_period] = d[n_sd:]
+        return Flows(problem.dense(r), dis, b_c, b_d)
+
+
+@dataclass(frozen=True)
+class Flows:
+    """What a solver decided, before :mod:`loadopt.safety` (A per phase): ``current`` (S, T)
+    charge, ``discharge`` (S, T), ``battery_charge_a`` / ``battery_discharge_a`` (B, T)."""
+
+    current: np.ndarray
+    discharge: np.ndarray | None
+    battery_charge_a: np.ndarray | None
+    battery_discharge_a: np.ndarray | None
 
 
 def objective_coefficients(problem: Problem) -> tuple[np.ndarray, float]:
@@ -180,34 +216,46 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
     o = problem.objective
     T = problem.n_periods
     G, h = problem.G, problem.h
-    ub = problem.var_ub.copy()
+    V = problem.n_vars
+    st = problem.storage
+    # with storage the safety rows also hold battery charging (≥ 0) and discharge credit (≤ 0)
+    K = G if st is None else sp.hstack([G, st.Gb, -st.Cd]).tocsr()
+    ub_all = (problem.var_ub.copy() if st is None
+              else np.concatenate([problem.var_ub, st.bc_ub, st.dv_ub]))
 
     # singleton safety rows are bounds
-    nnz = np.diff(G.indptr)
+    nnz = np.diff(K.indptr)
     single = np.flatnonzero(nnz == 1)
     if single.size:
-        idx = G.indptr[single]
-        col, coef = G.indices[idx], G.data[idx]
-        np.minimum.at(ub, col, h[single] / coef)
+        idx = K.indptr[single]
+        pos = K.data[idx] > 0
+        col, coef = K.indices[idx][pos], K.data[idx][pos]
+        np.minimum.at(ub_all, col, h[single][pos] / coef)
     # keep only the rows that can bind with every variable at its bound
-    keep_row = np.flatnonzero((nnz > 1) & ((G @ ub) > h * (1 + 1e-12)))
-    G_red = G[keep_row]
+    K_pos = K.maximum(0) if st is not None else K
+    keep_row = np.flatnonzero((nnz > 1) & ((K_pos @ ub_all) > h * (1 + 1e-12)))
+    G_red = K[keep_row]
     h_red = h[keep_row]
+    ub = ub_all[:V]
 
-    # sessions that want nothing: their variables are fixed at 0
+    # sessions that want nothing: their variables are fixed at 0 (V2G sessions may still
+    # charge to give back later)
     S = problem.n_sessions
     E = problem.session_energy_kwh
-    ub[E[problem.var_session] <= 0] = 0.0
+    bidir = (np.zeros(S, dtype=bool) if st is None else st.session_unit >= 0)
+    ub[(E[problem.var_session] <= 0) & ~bidir[problem.var_session]] = 0.0
     cols = np.flatnonzero(ub > 0)
     n_r = cols.size
-    G_red = G_red[:, cols]
+    n_st = 0 if st is None else st.bc_ub.size + st.dv_ub.size
+    G_red = G_red[:, np.concatenate([cols, V + np.arange(n_st)])]
     nz_rows = np.diff(G_red.indptr) > 0
     g_rows = keep_row[nz_rows]
     G_red, h_red, kept = _dedupe_rows(G_red[nz_rows], h_red[nz_rows])
     g_rows = g_rows[kept]
 
     vs = problem.var_session[cols]
-    wants = (E > 0) & (np.bincount(vs, minlength=S) > 0)  # wants energy and can draw
+    # wants energy and can draw (V2G sessions: a target row on the energy state instead)
+    wants = (E > 0) & (np.bincount(vs, minlength=S) > 0) & ~bidir
     c_all, offset = objective_coefficients(problem)
     if unmet_slack:
         # delivered + u = E for each such session, the penalty on u instead of on the currents;
@@ -227,9 +275,19 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
     kwh = problem.var_kwh_per_a[cols]
     in_e = np.flatnonzero(sess_row[vs] >= 0)
 
+    pen_all = o.unmet_energy_per_kwh * problem.session_priority
+    if st is not None:  # V2G: no reward per kWh charged, the target slack carries the penalty
+        bv = bidir[problem.var_session]
+        c_all = c_all.copy()
+        if not unmet_slack:
+            c_all[bv] += (pen_all[problem.var_session] * problem.var_kwh_per_a)[bv]
+        offset -= float(np.sum(pen_all[bidir] * E[bidir]))
+
     rows = _Rows()
     g = G_red.tocoo()
-    rows.add(g.row, g.col, g.data, -np.inf, h_red, "safety", g_rows)
+    n0 = n_r + u_sess.size  # storage columns start here
+    g_col = np.where(g.col < n_r, g.col, g.col - n_r + n0)
+    rows.add(g.row, g_col, g.data, -np.inf, h_red, "safety", g_rows)
     E_rhs = problem.session_energy_kwh[e_sess]
     n = n_r + u_sess.size
     u_cols = n_r + np.arange(u_sess.size)
@@ -248,6 +306,14 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
             and floor.size == problem.n_vars else np.zeros(n_r))
     col_lb = [r_lb, np.zeros(u_sess.size)]
     col_ub = [ub[cols], problem.session_energy_kwh[u_sess]]
+    col_keys: dict[str, np.ndarray] = {"r": cols}
+    if unmet_slack:
+        col_keys["u"] = u_sess
+    integer: list[np.ndarray] = []
+    if st is not None:
+        n = _storage_blocks(problem, rows, c, col_lb, col_ub, n, cols,
+                            ub_all[V:V + st.bc_ub.size], ub_all[V + st.bc_ub.size:], pen_all,
+                            col_keys, integer)
 
     price_matters = o.energy_cost > 0 and (
         np.any(problem.import_price != 0)
@@ -266,8 +332,10 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
         imp_price = o.energy_cost * problem.import_price * dt
         # where the base load covers PV, import = net + EV kW is never negative and nothing can
         # be exported: substitute it (its cost onto the currents, the net part into the offset)
-        # instead of a column and a balance row per period
-        sub = (net >= 0) if eliminate_import else np.zeros(T, dtype=bool)
+        # instead of a column and a balance row per period (not with storage: discharge can
+        # make the import negative anywhere)
+        sub = ((net >= 0) if eliminate_import and st is None
+               else np.zeros(T, dtype=bool))
         in_sub = sub[vt]
         c[0] = c[0] + np.where(in_sub, imp_price[vt] * kw, 0.0)
         offset += float(np.sum(imp_price[sub] * net[sub]))
@@ -279,16 +347,48 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
         pos = np.full(T, -1)
         pos[periods] = np.arange(k)
         on = np.flatnonzero(~in_sub)
-        rows.add(np.concatenate([pos[vt[on]], np.arange(k), np.arange(k)]),
-                 np.concatenate([on, imp_cols, exp_cols]),
-                 np.concatenate([-kw[on], np.ones(k), -np.ones(k)]), net[periods],
+        b_r, b_c, b_v = [pos[vt[on]]], [on], [-kw[on]]
+        exp_ub = np.maximum(problem.pv_kw - problem.base_load_kw, 0.0)
+        exp_price = (np.zeros(T) if problem.export_price is None else problem.export_price)
+        if st is not None:  # every period kept (pos is the identity)
+            # + battery charging, − discharge (kW); export can grow by every discharge
+            Us = st.n_units - st.n_batteries
+            kw_d = st.unit_kw_per_a[st.dv_unit]
+            b_r += [st.bc_period, st.dv_period]
+            b_c += [col_keys_pos(col_keys, "bc"), col_keys_pos(col_keys, "d")]
+            b_v += [-st.unit_kw_per_a[Us + st.bc_battery], kw_d]
+            exp_ub = exp_ub + np.bincount(st.dv_period, kw_d * st.dv_ub, minlength=T)
+        rows.add(np.concatenate([*b_r, np.arange(k), np.arange(k)]),
+                 np.concatenate([*b_c, imp_cols, exp_cols]),
+                 np.concatenate([*b_v, np.ones(k), -np.ones(k)]), net[periods],
                  net[periods], "balance", periods)
         c.append(imp_price[periods])
-        exp_price = (np.zeros(T) if problem.export_price is None else problem.export_price)
         c.append(-o.energy_cost * exp_price[periods] * dt[periods])
         col_lb += [np.zeros(k), np.zeros(k)]
-        col_ub += [np.full(k, np.inf),
-                   np.maximum(problem.pv_kw - problem.base_load_kw, 0.0)[periods]]
+        col_ub += [np.full(k, np.inf), exp_ub[periods]]
+        col_keys["imp"] = col_keys["exp"] = periods
+        if st is not None and o.energy_cost > 0:
+            # imp and exp are one meter: where export pays more than import the LP would run
+            # both up at once (a non-convex bill), so a binary picks the direction there
+            hi = np.flatnonzero((exp_price > problem.import_price) & (exp_ub > 0))
+            if hi.size:
+                imp_ub = (np.maximum(net, 0.0) + np.bincount(vt, kw * ub[cols], minlength=T)
+                          + np.bincount(st.bc_period, st.unit_kw_per_a[Us + st.bc_battery]
+                                        * st.bc_ub, minlength=T))
+                kh = hi.size
+                y = n + np.arange(kh)
+                n += kh
+                ar = np.arange(kh)
+                rows.add(np.concatenate([ar, ar, kh + ar, kh + ar]),
+                         np.concatenate([imp_cols[hi], y, exp_cols[hi], y]),
+                         np.concatenate([np.ones(kh), -imp_ub[hi], np.ones(kh), exp_ub[hi]]),
+                         -np.inf, np.concatenate([np.zeros(kh), exp_ub[hi]]),
+                         "meter_direction", np.concatenate([hi, hi]))
+                c.append(np.zeros(kh))
+                col_lb.append(np.zeros(kh))
+                col_ub.append(np.ones(kh))
+                col_keys["y"] = hi
+                integer.append(y)
         if o.demand_charge_per_kw > 0:
             # imp_t − peak ≤ 0, or with the import substituted Σ kW/A · r − peak ≤ −net_t
             peak_col = n
@@ -305,6 +405,7 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
             c.append(np.array([o.demand_charge_per_kw]))
             col_lb.append(np.array([problem.signals.peak_so_far_kw]))
             col_ub.append(np.array([np.inf]))
+            col_keys["peak"] = np.zeros(1, np.int64)
     if o.fairness > 0:
         # z · E_i − delivered_i ≤ 0 for every session that wants energy and can draw
         z_col = n
@@ -320,33 +421,36 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
         c.append(np.array([-o.fairness]))
         col_lb.append(np.zeros(1))
         col_ub.append(np.ones(1))
+        col_keys["z"] = np.zeros(1, np.int64)
 
     # soft grid signals (docs/grid-signals.md): a setpoint on the net import and an export cap,
     # each priced per kWh of deviation (one row per period that has one)
     soft: dict[str, np.ndarray] = {}
     if ((problem.setpoint_kw is not None and np.isfinite(problem.setpoint_kw).any())
             or (problem.export_cap_kw is not None and np.isfinite(problem.export_cap_kw).any())):
-        n, soft = _soft_grid_rows(problem, rows, c, col_lb, col_ub, n, cols)
+        n, soft = _soft_grid_rows(problem, rows, c, col_lb, col_ub, n, cols,
+                                  blocks_of(col_keys) if st is not None else None)
 
     A, row_lb, row_ub, row_blocks = rows.build(n)
-    col_keys: dict[str, np.ndarray] = {"r": cols}
-    if unmet_slack:
-        col_keys["u"] = u_sess
-    if imp_cols is not None:
-        col_keys["imp"] = col_keys["exp"] = periods
-    if peak_col is not None:
-        col_keys["peak"] = np.zeros(1, np.int64)
-    if z_col is not None:
-        col_keys["z"] = np.zeros(1, np.int64)
     col_keys.update(soft)
+    integrality = None
+    if integer:
+        integrality = np.zeros(n, dtype=np.int32)
+        integrality[np.concatenate(integer)] = 1
     return LinearProgram(
         c=np.concatenate(c), col_lb=np.concatenate(col_lb), col_ub=np.concatenate(col_ub),
         A=A, row_lb=row_lb, row_ub=row_ub, offset=offset, cols=blocks_of(col_keys),
-        rows=row_blocks)
+        rows=row_blocks, integrality=integrality)
+
+
+def col_keys_pos(col_keys: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """Column numbers of block ``name`` of the (ordered) keys registered so far."""
+    return blocks_of(col_keys)[name].positions
 
 
 def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub: list, n: int,
-                    cols: np.ndarray) -> tuple[int, dict[str, np.ndarray]]:
+                    cols: np.ndarray, blocks: dict[str, Block] | None = None
+                    ) -> tuple[int, dict[str, np.ndarray]]:
     """Rows and columns of the soft grid signals; returns the new column count and the column
     blocks (``"sp_up"``, ``"sp_down"``, ``"xc"``, keyed by period) in order. Row blocks
     ``"grid_setpoint"`` and ``"grid_export"`` (keyed by period).
@@ -356,6 +460,8 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
     ``penalty · Δ · (d⁺ + d⁻)``. Export cap ``x_t`` (export = −m_t): ``−Σ kW/A · r − e_t ≤ x_t +
     B_t + R_t − PV_t``, costing ``penalty · Δ · e_t``; only where it can bind (PV − B − R > x).
     Both always feasible: they never compete with a safety row, only with the objective.
+    With storage (``blocks`` the column blocks so far) the net import also counts battery
+    charging (+) and discharge (−).
     """
     T = problem.n_periods
     dt = problem.period_h
@@ -365,6 +471,16 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
     if problem.var_reserved is not None and problem.var_reserved.size == problem.n_vars:
         # reserved draw is counted in R, not per variable
         kw = np.where(problem.var_reserved[cols], 0.0, kw)
+    col_of = np.arange(kw.size)
+    dis_kw = np.zeros(T)
+    st = problem.storage
+    if st is not None and blocks is not None and "d" in blocks:
+        Us = st.n_units - st.n_batteries
+        kw_d = st.unit_kw_per_a[st.dv_unit]
+        vt = np.concatenate([vt, st.bc_period, st.dv_period])
+        col_of = np.concatenate([col_of, blocks["bc"].positions, blocks["d"].positions])
+        kw = np.concatenate([kw, st.unit_kw_per_a[Us + st.bc_battery], -kw_d])
+        dis_kw = np.bincount(st.dv_period, kw_d * st.dv_ub, minlength=T)
     res_kw = np.zeros(T)
     if problem.evse_reserved_a is not None and problem.evse_reserved_a.size:
         volt = problem.evse_voltage_v
@@ -382,7 +498,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
         n += 2 * k
         rhs = sp[per] - fixed[per]
         rows.add(np.concatenate([row_of[vt][m], np.arange(k), np.arange(k)]),
-                 np.concatenate([m, up, down]),
+                 np.concatenate([col_of[m], up, down]),
                  np.concatenate([kw[m], -np.ones(k), np.ones(k)]), rhs, rhs, "grid_setpoint",
                  per)
         assert problem.setpoint_penalty is not None  # compiled with the setpoints
@@ -393,7 +509,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
         out.update(sp_up=per, sp_down=per)
     xc = problem.export_cap_kw
     if xc is not None:
-        per = np.flatnonzero(np.isfinite(xc) & (-fixed > xc))
+        per = np.flatnonzero(np.isfinite(xc) & (-fixed + dis_kw > xc))
         if per.size:
             k = per.size
             row_of = np.full(T, -1)
@@ -401,7 +517,8 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
             m = np.flatnonzero(row_of[vt] >= 0)
             e = n + np.arange(k)
             n += k
-            rows.add(np.concatenate([row_of[vt][m], np.arange(k)]), np.concatenate([m, e]),
+            rows.add(np.concatenate([row_of[vt][m], np.arange(k)]),
+                     np.concatenate([col_of[m], e]),
                      np.concatenate([-kw[m], -np.ones(k)]), -np.inf, xc[per] + fixed[per],
                      "grid_export", per)
             assert problem.export_penalty is not None  # compiled with the caps
@@ -410,6 +527,137 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
             col_ub.append(np.full(k, np.inf))
             out.update(xc=per)
     return n, out
+
+
+def exclusive_periods(problem: Problem) -> np.ndarray:
+    """``(U, T)`` bool: where charging and discharging one unit at once could pay.
+
+    Doing both in one period moves energy through the unit's losses at a constant battery
+    state: charging ``x`` grid kWh and discharging ``y = η_c η_d x`` imports ``x (1 − η_c η_d)``
+    more for nothing but heat and costs ``δ y`` of degradation (``δ`` per grid kWh
+    discharged). Every other term of the objective is worse or unchanged (more import never
+    helps a peak, a cap or a target). So it pays only where the marginal price of energy ``π``
+    is negative enough::
+
+        w_c · π · (1 − η_c η_d) + δ · η_c η_d < 0,   π = min(import price, export price)
+
+    (export price 0 when exports earn nothing). Only there does :func:`build_lp` add a binary
+    per unit and period; elsewhere the LP optimum never needs both, and a tie is netted by
+    :func:`loadopt.safety.project_storage` without changing the net import.
+    """
+    st = problem.storage
+    if st is None:
+        return np.zeros((0, problem.n_periods), dtype=bool)
+    o = problem.objective
+    exp = (np.zeros(problem.n_periods) if problem.export_price is None
+           else problem.export_price)
+    pi = np.minimum(problem.import_price, exp)
+    loss = 1.0 - st.unit_eta_c * st.unit_eta_d
+    pay = (o.energy_cost * pi[None, :] * loss[:, None]
+           + (st.unit_degradation * st.unit_eta_c * st.unit_eta_d)[:, None])
+    return pay < -1e-12
+
+
+def _storage_blocks(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub: list, n: int,
+                    cols: np.ndarray, bc_ub: np.ndarray, dv_ub: np.ndarray, pen: np.ndarray,
+                    col_keys: dict[str, np.ndarray], integer: list[np.ndarray]) -> int:
+    """Append the storage columns and their rows (docs/formulation.md, "Storage").
+
+    Columns: battery charge ``c_b`` (A), discharge ``d`` (A), energy state ``e`` (kWh, bounded
+    by each unit's floor and ceiling), the V2G target slack ``w`` (kWh, priced like unmet
+    energy) and, only where :func:`exclusive_periods` says it could pay, a binary ``z`` per
+    unit and period (``charge ≤ ub · z``, ``discharge ≤ ub · (1 − z)``). Rows: export direction
+    ``Gx d ≤ hx`` (those that can bind), the energy balance of every unit and period
+    ``e_t − e_{t−1} − η_c kWh/A · charge + kWh/A / η_d · d = [t = 0] e_0`` and the targets
+    ``e_{T−1} + w ≥ E``. Column blocks ``"bc"`` (key: battery-charge column of
+    ``problem.storage``), ``"d"`` (discharge column), ``"e"`` (unit · T + period), ``"w"``
+    (session), ``"zx"`` (unit · T + period); row blocks ``"export"`` (export row),
+    ``"energy_state"`` (unit · T + period), ``"v2g_target"`` (session), ``"exclusive"``.
+    Returns the new column count.
+    """
+    st = problem.storage
+    assert st is not None
+    T = problem.n_periods
+    U, B = st.n_units, st.n_batteries
+    Us = U - B
+    Vb, Vd = st.bc_ub.size, st.dv_ub.size
+    bc0, d0 = n, n + Vb
+    e0 = d0 + Vd
+    w0 = e0 + U * T
+    n = w0 + Us
+    e_col = e0 + np.arange(U * T).reshape(U, T)
+    # columns
+    c += [np.zeros(Vb), st.unit_degradation[st.dv_unit] * st.dv_kwh_per_a, np.zeros(U * T),
+          pen[st.unit_session[:Us]]]
+    term = np.zeros((U, T))
+    term[:, -1] = -st.unit_terminal_value
+    c[-2] = term.ravel()
+    col_lb += [np.zeros(Vb), np.zeros(Vd), np.repeat(st.unit_emin_kwh, T), np.zeros(Us)]
+    col_ub += [bc_ub, dv_ub, np.repeat(st.unit_emax_kwh, T), np.full(Us, np.inf)]
+    # export rows that can bind
+    Gx = st.Gx
+    keep = np.flatnonzero((Gx @ dv_ub) > st.hx * (1 + 1e-12))
+    if keep.size:
+        gx = Gx[keep].tocoo()
+        rows.add(gx.row, d0 + gx.col, gx.data, -np.inf, st.hx[keep], "export", keep)
+    # energy state rows, one per unit and period
+    cv = np.flatnonzero(st.session_unit[problem.var_session[cols]] >= 0)  # V2G charge columns
+    u_cv = st.session_unit[problem.var_session[cols[cv]]]
+    t_cv = problem.var_period[cols[cv]]
+    u_bc = Us + st.bc_battery
+    kwh_bc = st.unit_kw_per_a[u_bc] * problem.period_h[st.bc_period]
+    prev = e_col[:, :-1].ravel()
+    r_prev = (np.arange(U)[:, None] * T + np.arange(1, T)[None, :]).ravel()
+    rr = np.concatenate([np.arange(U * T), r_prev, u_cv * T + t_cv, u_bc * T + st.bc_period,
+                         st.dv_unit * T + st.dv_period])
+    cc = np.concatenate([e_col.ravel(), prev, cv, bc0 + np.arange(Vb), d0 + np.arange(Vd)])
+    vv = np.concatenate([np.ones(U * T), -np.ones(r_prev.size),
+                         -st.unit_eta_c[u_cv] * problem.var_kwh_per_a[cols[cv]],
+                         -st.unit_eta_c[u_bc] * kwh_bc,
+                         st.dv_kwh_per_a / st.unit_eta_d[st.dv_unit]])
+    rhs = np.zeros((U, T))
+    rhs[:, 0] = st.unit_e0_kwh
+    rows.add(rr, cc, vv, rhs.ravel(), rhs.ravel(), "energy_state", np.arange(U * T))
+    # V2G targets: e_{T-1} + w ≥ E
+    if Us:
+        rows.add(np.concatenate([np.arange(Us), np.arange(Us)]),
+                 np.concatenate([e_col[:Us, -1], w0 + np.arange(Us)]),
+                 np.ones(2 * Us), st.unit_target_kwh[:Us], np.inf, "v2g_target",
+                 st.unit_session[:Us])
+    # exclusivity binaries where doing both could pay
+    pays = exclusive_periods(problem)
+    z_cols = np.zeros(0, np.int64)
+    if pays.any():
+        dv_of = np.full((U, T), -1, np.int64)
+        dv_of[st.dv_unit, st.dv_period] = np.arange(Vd)
+        ch_of = np.full((U, T), -1, np.int64)
+        ch_of[u_cv, t_cv] = cv
+        ch_of[u_bc, st.bc_period] = bc0 + np.arange(Vb)
+        ch_ub = np.zeros((U, T))
+        ch_ub[u_cv, t_cv] = col_ub[0][cv]
+        ch_ub[u_bc, st.bc_period] = bc_ub
+        uu, tt = np.nonzero(pays & (dv_of >= 0) & (ch_of >= 0))
+        k = uu.size
+        if k:
+            z_cols = n + np.arange(k)
+            n += k
+            c.append(np.zeros(k))
+            col_lb.append(np.zeros(k))
+            col_ub.append(np.ones(k))
+            ar = np.arange(k)
+            # charge − ub_c z ≤ 0 ;  d + ub_d z ≤ ub_d
+            rows.add(np.concatenate([ar, ar, k + ar, k + ar]),
+                     np.concatenate([ch_of[uu, tt], z_cols, d0 + dv_of[uu, tt], z_cols]),
+                     np.concatenate([np.ones(k), -ch_ub[uu, tt], np.ones(k),
+                                     dv_ub[dv_of[uu, tt]]]),
+                     -np.inf, np.concatenate([np.zeros(k), dv_ub[dv_of[uu, tt]]]), "exclusive",
+                     np.concatenate([uu * T + tt, uu * T + tt]))
+    col_keys.update(bc=np.arange(Vb), d=np.arange(Vd), e=np.arange(U * T),
+                    w=st.unit_session[:Us])
+    if z_cols.size:
+        col_keys["zx"] = uu * T + tt
+        integer.append(z_cols)
+    return n
 
 
 class _Rows:

@@ -44,9 +44,75 @@ ROW_LINE_FACET = 3
 #: Likewise for a primary line of a delta/wye transformer (A, primary side).
 ROW_PRIMARY_FACET = 4
 
+ROW_SITE_EXPORT = 5  #: Σ discharge power + PV ≤ grid export limit (kW), export rows only
+
 ROW_KIND_NAMES = {ROW_NODE_CURRENT: "current", ROW_NODE_POWER: "power",
                   ROW_SITE_IMPORT: "site import", ROW_LINE_FACET: "line current facet",
-                  ROW_PRIMARY_FACET: "primary line current facet"}
+                  ROW_PRIMARY_FACET: "primary line current facet",
+                  ROW_SITE_EXPORT: "site export"}
+
+
+@dataclass(frozen=True, eq=False)
+class Storage:
+    """The bidirectional part of a problem: stationary batteries and V2G sessions.
+
+    A *unit* is something with an energy state: every bidirectional session (in session order),
+    then every battery (in ``site.batteries`` order). Energies are kWh in the battery; for a
+    session they are relative to now (its floor and ceiling are the ISO 15118-20 V2X requests),
+    for a battery absolute (``soc · capacity``). Columns are per-phase amperes, like the session
+    currents: a battery is a balanced three-phase load at the site voltage.
+
+    Safety rows, both directions, every entry ≥ 0 (see docs/formulation.md):
+
+    - import direction: the problem's ``G r + Gb c_bat − Cd d ≤ h`` — batteries charging load
+      every row above their node (``Gb``); discharge earns credit (``Cd``) on site-import rows
+      only (a contract and demand-response caps, kW), never on a physical rating;
+    - export direction: ``Gx d ≤ hx`` — discharge alone (no credit for any charging or base load,
+      which may stop at any instant), plus the PV output's maximum where it feeds in, under
+      every node current and power limit and the grid export limit.
+    """
+
+    battery_ids: tuple[str, ...]
+    unit_session: np.ndarray  #: (U,) session index, -1 for a battery
+    unit_battery: np.ndarray  #: (U,) battery index, -1 for a session
+    session_unit: np.ndarray  #: (S,) unit of each session, -1 for a charge-only session
+    unit_kw_per_a: np.ndarray  #: (U,) kW per A of per-phase current
+    unit_e0_kwh: np.ndarray  #: (U,) energy stored now (0 for sessions: relative)
+    unit_emin_kwh: np.ndarray  #: (U,) floor of the energy state
+    unit_emax_kwh: np.ndarray  #: (U,) ceiling of the energy state
+    unit_eta_c: np.ndarray  #: (U,) charge efficiency (battery kWh per grid kWh)
+    unit_eta_d: np.ndarray  #: (U,) discharge efficiency (grid kWh per battery kWh)
+    unit_target_kwh: np.ndarray  #: (U,) energy wanted at departure (sessions), -inf for batteries
+    unit_degradation: np.ndarray  #: (U,) cost per grid kWh discharged
+    unit_terminal_value: np.ndarray  #: (U,) value per kWh stored at the horizon end (batteries)
+    battery_capacity_kwh: np.ndarray  #: (B,)
+    bc_battery: np.ndarray  #: (Vb,) battery of each battery-charge column (B × T, battery-major)
+    bc_period: np.ndarray  #: (Vb,)
+    bc_ub: np.ndarray  #: (Vb,) A
+    Gb: sp.csr_matrix  #: (M, Vb) ≥ 0, battery charging in the problem's safety rows
+    dv_unit: np.ndarray  #: (Vd,) unit of each discharge column
+    dv_period: np.ndarray  #: (Vd,)
+    dv_ub: np.ndarray  #: (Vd,) A
+    dv_kwh_per_a: np.ndarray  #: (Vd,) grid kWh per A held over the column's period
+    Cd: sp.csr_matrix  #: (M, Vd) ≥ 0, discharge credit on site-import rows (kW per A)
+    Gx: sp.csr_matrix  #: (Mx, Vd) ≥ 0, export-direction rows
+    hx: np.ndarray  #: (Mx,) ≥ 0
+    x_kind: np.ndarray  #: (Mx,) ROW_NODE_CURRENT / ROW_NODE_POWER / ROW_SITE_EXPORT
+    x_node: np.ndarray  #: (Mx,)
+    x_phase: np.ndarray  #: (Mx,)
+    x_period: np.ndarray  #: (Mx,)
+    pv_max_kw: np.ndarray  #: (T,) largest PV output in each period
+    export_cap_kw: np.ndarray  #: (T,) grid export limit, +inf = none
+    #: (V,) discharge column of the same unit and period as each problem variable, -1 if none
+    var_dv: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def n_units(self) -> int:
+        return int(self.unit_e0_kwh.size)
+
+    @property
+    def n_batteries(self) -> int:
+        return len(self.battery_ids)
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,6 +211,8 @@ class Problem:
     #: (V,) bool, variables inside a reservation: no safety-row entries (their draw is counted
     #: in ``evse_reserved_a``); None = none.
     var_reserved: np.ndarray | None = None
+    #: Batteries and bidirectional sessions (:class:`Storage`); None = a charge-only problem.
+    storage: Storage | None = None
 
     @property
     def signal_ids(self) -> tuple[str, ...]:

@@ -21,6 +21,15 @@ Because ``G ≥ 0`` and ``h ≥ 0``, scaling the currents in an over-full row do
 ``capacity / load`` can only lower every other row, so one projection pass fixes all rows at once;
 a few more passes absorb floating-point residue, and a final pass zeroes whatever is still over
 (which never happens in practice and is tested for).
+
+With batteries and V2G sessions (:class:`~loadopt.problem.Storage`) the same holds in both
+directions, per period in time order (:func:`project_storage`): discharge is first cut to the
+energy above each unit's floor and scaled under the export rows (entries ≥ 0, discharge only),
+then charge is cut to the room below each unit's ceiling and scaled under the import rows with
+that period's discharge held (discharge is credited on site-import rows only, so lowering charge
+never breaks a row); the energy states then move on to the next period. Each step only lowers
+the columns it touches, and a period's decisions depend only on the energy reached before it, so
+one sweep is exact.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .problem import (
     ROW_KIND_NAMES,
@@ -37,6 +47,9 @@ from .problem import (
     ROW_PRIMARY_FACET,
     Problem,
 )
+
+#: Energy-state tolerance (kWh) of the check: float sums over a horizon.
+SOC_TOL_KWH = 1e-6
 
 #: Relative margin kept below power (kW) limits so that float summation cannot exceed them.
 POWER_MARGIN = 1e-9
@@ -99,6 +112,9 @@ def project(problem: Problem, current: np.ndarray, max_passes: int = 8,
     if current.shape != (problem.n_sessions, problem.n_periods):  # a wider array would be cut
         raise ValueError(f"schedule has shape {current.shape}, expected "
                          f"{(problem.n_sessions, problem.n_periods)} (sessions, periods)")
+    if problem.storage is not None:  # energy ceilings apply to charging too
+        return project_storage(problem, current, min_current=min_current,
+                               max_passes=max_passes)[0]
     x = to_deciamps(problem.gather(current))
     x = np.minimum(x, np.floor(problem.var_ub * 10.0 + GRID_SNAP))
     x = _project_da(problem, x, max_passes)
@@ -109,10 +125,13 @@ def project(problem: Problem, current: np.ndarray, max_passes: int = 8,
 
 
 def _project_da(problem: Problem, x: np.ndarray, max_passes: int) -> np.ndarray:
-    G = problem.G
-    if G.shape[0] == 0:
+    if problem.G.shape[0] == 0:
         return x
-    cap = row_capacity_da(problem)
+    return _shrink(problem.G, row_capacity_da(problem), x, max_passes)
+
+
+def _shrink(G: sp.csr_matrix, cap: np.ndarray, x: np.ndarray, max_passes: int) -> np.ndarray:
+    """Scale the columns under every row of ``G x ≤ cap`` that is over (``G ≥ 0``, deci-amps)."""
     for _ in range(max_passes):
         load = G @ x
         over = np.flatnonzero(load > cap)
@@ -131,7 +150,161 @@ def _project_da(problem: Problem, x: np.ndarray, max_passes: int) -> np.ndarray:
     return x
 
 
-def violations(problem: Problem, current: np.ndarray, limit: int | None = None) -> list[Violation]:
+def _capacity(h: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    cap = np.where(kind == ROW_NODE_CURRENT, np.floor(h * 10.0), h * 10.0 * (1.0 - POWER_MARGIN))
+    return np.maximum(cap, 0.0)
+
+
+def _by_period(period: np.ndarray, T: int) -> list[np.ndarray]:
+    """Indices of ``period`` grouped by value ``0..T-1``."""
+    order = np.argsort(period, kind="stable")
+    cuts = np.searchsorted(period[order], np.arange(T + 1))
+    return [order[cuts[t]:cuts[t + 1]] for t in range(T)]
+
+
+def _dense_input(a: np.ndarray | None, shape: tuple[int, int], what: str) -> np.ndarray:
+    if a is None:
+        return np.zeros(shape)
+    a = np.asarray(a, dtype=np.float64)
+    if a.shape != shape:
+        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
+    return a
+
+
+def project_storage(problem: Problem, current: np.ndarray, discharge: np.ndarray | None = None,
+                    battery_charge_a: np.ndarray | None = None,
+                    battery_discharge_a: np.ndarray | None = None, *,
+                    min_current: np.ndarray | None = None, max_passes: int = 8
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`project` for a problem with batteries or V2G sessions, both directions.
+
+    Inputs (any solver's, A per phase): ``current`` ``(S, T)`` charge, ``discharge`` ``(S, T)``
+    (≥ 0), ``battery_charge_a`` / ``battery_discharge_a`` ``(B, T)`` (≥ 0); ``None`` = 0.
+    Returns ``(current, discharge, battery_a)`` on the 0.1 A grid, each at or below its input in
+    magnitude (rounding toward zero both ways), with ``battery_a`` signed (+ charge, − discharge):
+
+    1. round toward zero, clip to the columns' bounds (discharge exists only where a column does:
+       bidirectional session on a bidirectional EVSE, plugged in, outside reservations);
+    2. a unit both charging and discharging in a period is netted (same kW per A, so its net
+       import is unchanged; no inverter does both at once);
+    3. per period in time order: discharge ≤ energy above the floor (× discharge efficiency),
+       export rows by scaling; charge ≤ room below the ceiling (÷ charge efficiency), import rows
+       by scaling with the period's discharge credit on site-import rows held; ``min_current``
+       pauses charge below a session's minimum; the energy states move on.
+    """
+    st = problem.storage
+    if st is None:
+        raise ValueError("project_storage needs a problem with batteries or V2G sessions")
+    S, T, B = problem.n_sessions, problem.n_periods, st.n_batteries
+    current = _dense_input(current, (S, T), "schedule")
+    discharge = _dense_input(discharge, (S, T), "discharge")
+    b_c = _dense_input(battery_charge_a, (B, T), "battery_charge_a")
+    b_d = _dense_input(battery_discharge_a, (B, T), "battery_discharge_a")
+    V, Vb, Vd = problem.n_vars, st.bc_ub.size, st.dv_ub.size
+    n_sd = Vd - Vb  # session discharge columns come first, then batteries' (same order as bc)
+    Us = st.n_units - B
+
+    x = np.concatenate([
+        np.minimum(to_deciamps(problem.gather(current)),
+                   np.floor(problem.var_ub * 10.0 + GRID_SNAP)),
+        np.minimum(to_deciamps(b_c[st.bc_battery, st.bc_period]),
+                   np.floor(st.bc_ub * 10.0 + GRID_SNAP))])
+    xd = np.concatenate([
+        to_deciamps(discharge[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]]),
+        to_deciamps(b_d[st.bc_battery, st.bc_period])])
+    xd = np.minimum(xd, np.floor(st.dv_ub * 10.0 + GRID_SNAP))
+    # net a unit's charge against its discharge in the same period
+    pc = np.flatnonzero(st.var_dv >= 0)
+    pcol = np.concatenate([pc, V + np.arange(Vb)])
+    pdis = np.concatenate([st.var_dv[pc], n_sd + np.arange(Vb)])
+    m = np.minimum(x[pcol], xd[pdis])
+    x[pcol] -= m
+    xd[pdis] -= m
+
+    K = sp.hstack([problem.G, st.Gb]).tocsr()
+    cap_imp = row_capacity_da(problem)
+    cap_x = _capacity(st.hx, st.x_kind)
+    Cd = st.Cd.tocsr()
+    unit_of_col = np.concatenate([st.session_unit[problem.var_session], Us + st.bc_battery])
+    kwh_col = np.concatenate([problem.var_kwh_per_a, problem.period_h[st.bc_period]
+                              * st.unit_kw_per_a[Us + st.bc_battery]])
+    col_period = np.concatenate([problem.var_period, st.bc_period])
+    min_da = None
+    if min_current is not None:
+        min_da = np.ceil(np.asarray(min_current, dtype=np.float64) * 10.0 - GRID_SNAP)
+    rows_t = _by_period(problem.row_period, T)
+    xrows_t = _by_period(st.x_period, T)
+    cols_t = _by_period(col_period, T)
+    dv_t = _by_period(st.dv_period, T)
+    e = st.unit_e0_kwh.astype(np.float64).copy()
+    U = st.n_units
+    inner = 1.0 - 1e-12
+    for t in range(T):
+        d = dv_t[t]
+        if d.size:
+            u = st.dv_unit[d]
+            room = np.maximum(e[u] - st.unit_emin_kwh[u], 0.0)
+            xd[d] = np.minimum(xd[d], np.floor(room * st.unit_eta_d[u] / st.dv_kwh_per_a[d]
+                                               * 10.0 * inner))
+            if xrows_t[t].size:
+                xd = _shrink(st.Gx[xrows_t[t]], cap_x[xrows_t[t]], xd, max_passes)
+        c = cols_t[t]
+        cu = c[unit_of_col[c] >= 0]
+        u = unit_of_col[cu]
+        out_kwh = np.bincount(st.dv_unit[d], xd[d] / 10.0 * st.dv_kwh_per_a[d]
+                              / st.unit_eta_d[st.dv_unit[d]], minlength=U)
+        head = np.maximum(st.unit_emax_kwh[u] - e[u] + out_kwh[u], 0.0)
+        x[cu] = np.minimum(x[cu], np.floor(head / (st.unit_eta_c[u] * kwh_col[cu]) * 10.0
+                                           * inner))
+        r = rows_t[t]
+        if r.size:
+            x = _shrink(K[r], cap_imp[r] + Cd[r] @ xd, x, max_passes)
+        if min_da is not None:
+            cs = c[c < V]
+            x[cs] = np.where(x[cs] < min_da[problem.var_session[cs]], 0.0, x[cs])
+        e += np.bincount(u, st.unit_eta_c[u] * kwh_col[cu] * x[cu] / 10.0, minlength=U)
+        e -= out_kwh
+    cur = problem.dense(x[:V] / 10.0)
+    dis = np.zeros((S, T))
+    dis[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = xd[:n_sd] / 10.0
+    bat = np.zeros((B, T))
+    bat[st.bc_battery, st.bc_period] = (x[V:] - xd[n_sd:]) / 10.0
+    return cur, dis, bat
+
+
+def soc_path(problem: Problem, current: np.ndarray, discharge: np.ndarray | None = None,
+             battery_a: np.ndarray | None = None) -> np.ndarray:
+    """``(U, T + 1)`` energy state (kWh in the battery) of every storage unit if the limits are
+    drawn: column 0 is now, column ``t + 1`` the end of period ``t``."""
+    st = problem.storage
+    if st is None:
+        return np.zeros((0, problem.n_periods + 1))
+    S, T, B = problem.n_sessions, problem.n_periods, st.n_batteries
+    Us = st.n_units - B
+    cur = _dense_input(current, (S, T), "schedule")
+    dis = _dense_input(discharge, (S, T), "discharge")
+    bat = _dense_input(battery_a, (B, T), "battery_a")
+    kwh_s = np.zeros((S, T))
+    kwh_s[problem.var_session, problem.var_period] = problem.var_kwh_per_a
+    dt = problem.period_h[None, :]
+    kw_b = st.unit_kw_per_a[Us:, None]
+    eta_c, eta_d = st.unit_eta_c[:, None], st.unit_eta_d[:, None]
+    cin = np.vstack([cur[st.unit_session[:Us]] * kwh_s[st.unit_session[:Us]],
+                     np.maximum(bat, 0.0) * kw_b * dt])
+    dkwh = np.zeros((S, T))
+    if st.dv_unit.size:
+        n_sd = st.dv_unit.size - st.bc_ub.size
+        dkwh[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = st.dv_kwh_per_a[:n_sd]
+    dout = np.vstack([dis[st.unit_session[:Us]] * dkwh[st.unit_session[:Us]],
+                      np.maximum(-bat, 0.0) * kw_b * dt])
+    step = eta_c * cin - dout / eta_d
+    return st.unit_e0_kwh[:, None] + np.concatenate([np.zeros((st.n_units, 1)),
+                                                     np.cumsum(step, axis=1)], axis=1)
+
+
+def violations(problem: Problem, current: np.ndarray, limit: int | None = None, *,
+               discharge: np.ndarray | None = None,
+               battery_a: np.ndarray | None = None) -> list[Violation]:
     """The limits that ``current`` (``(S, T)`` A) breaks, as it would be emitted; at most ``limit``
     of them (``None`` or 0: all).
 
@@ -144,6 +317,11 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None) 
     Every check is one array operation; :class:`Violation` objects are built only for the first
     ``limit`` found, so a schedule that breaks everything costs no more than one that breaks one
     limit.
+
+    With storage (``discharge`` ``(S, T)`` A ≥ 0, ``battery_a`` ``(B, T)`` A signed, + charge):
+    discharge only where allowed and within its limit, no session both charging and
+    discharging, import rows with battery charging and discharge credit on site-import rows,
+    export rows (discharge plus PV) and every unit's energy state within its floor and ceiling.
     """
     current = np.asarray(current, dtype=np.float64)
     S, T = problem.n_sessions, problem.n_periods
@@ -187,8 +365,23 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None) 
                              int(problem.var_period[v]), x[v] / 10, ub_da[v] / 10))
     if len(out) >= left:
         return out
+    st = problem.storage
+    xb = xd = None
+    if st is not None:
+        out.extend(_storage_input_violations(problem, da, discharge, battery_a))
+        n_sd = st.dv_ub.size - st.bc_ub.size
+        dis = np.nan_to_num(_dense_input(discharge, (S, T), "discharge"))
+        bat = np.nan_to_num(_dense_input(battery_a, (st.n_batteries, T), "battery_a"))
+        xd = np.concatenate([
+            np.rint(dis[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] * 10.0),
+            np.rint(np.maximum(-bat, 0.0)[st.bc_battery, st.bc_period] * 10.0)])
+        xb = np.rint(np.maximum(bat, 0.0)[st.bc_battery, st.bc_period] * 10.0)
+        if len(out) >= left:
+            return out[:left]
     if problem.G.shape[0]:
         load = problem.G @ x
+        if st is not None:
+            load = load + st.Gb @ xb - st.Cd @ xd
         is_cur = problem.row_kind == ROW_NODE_CURRENT
         # facet rows are the solvers' linear stand-in for a phasor limit: the limit itself is
         # checked below, exactly
@@ -217,6 +410,86 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None) 
                  (f"line {'RST'[line]}" if side == 0 else f"primary line {'ABC'[line]}"))
         out.append(Violation("line current (phasor)", where, t, float(mag[j, t]),
                              float(lim[j, t])))
+    if st is None or len(out) >= left:
+        return out
+    if st.Gx.shape[0]:
+        load = st.Gx @ xd
+        is_cur = st.x_kind == ROW_NODE_CURRENT
+        over = np.where(is_cur, load > np.floor(st.hx * 10.0), load / 10.0 > st.hx)
+        for r in first(over):
+            node = int(st.x_node[r])
+            where = ("the grid connection" if node < 0 else f"node {problem.node_ids[node]!r}"
+                     + ("" if st.x_phase[r] < 0 else f" phase {'RST'[int(st.x_phase[r])]}"))
+            out.append(Violation(f"export {ROW_KIND_NAMES[int(st.x_kind[r])]}", where,
+                                 int(st.x_period[r]), float(load[r] / 10.0), float(st.hx[r])))
+    e = soc_path(problem, finite, dis, bat)
+    names = _unit_names(problem)
+    for f in first(e[:, 1:] < st.unit_emin_kwh[:, None] - SOC_TOL_KWH):
+        u, k = divmod(int(f), T)
+        out.append(Violation("energy floor (negative: below)", names[u], k, float(e[u, k + 1]),
+                             float(st.unit_emin_kwh[u])))
+    for f in first(e[:, 1:] > st.unit_emax_kwh[:, None] + SOC_TOL_KWH):
+        u, k = divmod(int(f), T)
+        out.append(Violation("energy ceiling", names[u], k, float(e[u, k + 1]),
+                             float(st.unit_emax_kwh[u])))
+    return out
+
+
+def _unit_names(problem: Problem) -> list[str]:
+    st = problem.storage
+    assert st is not None
+    return [f"session {problem.session_ids[i]!r}" if i >= 0
+            else f"battery {st.battery_ids[b]!r}"
+            for i, b in zip(st.unit_session.tolist(), st.unit_battery.tolist(), strict=True)]
+
+
+def _storage_input_violations(problem: Problem, charge_da: np.ndarray,
+                              discharge: np.ndarray | None,
+                              battery_a: np.ndarray | None) -> list[Violation]:
+    """Discharge and battery values: finite, ≥ 0 (discharge), on the grid, allowed, in bounds,
+    never both directions at once."""
+    st = problem.storage
+    assert st is not None
+    out: list[Violation] = []
+    S, T, B = problem.n_sessions, problem.n_periods, st.n_batteries
+    sid = problem.session_ids
+    dis = _dense_input(discharge, (S, T), "discharge")
+    bat = _dense_input(battery_a, (B, T), "battery_a")
+    bad = ~np.isfinite(dis) | (dis < 0)
+    for i, t in zip(*np.nonzero(bad), strict=True):
+        out.append(Violation("discharge non-negative finite", f"session {sid[i]!r}", int(t),
+                             float(dis[i, t]), 0.0))
+    for b, t in zip(*np.nonzero(~np.isfinite(bat)), strict=True):
+        out.append(Violation("finite", f"battery {st.battery_ids[b]!r}", int(t),
+                             float(bat[b, t]), 0.0))
+    for arr, names in ((np.nan_to_num(dis), [f"session {s!r} discharge" for s in sid]),
+                       (np.nan_to_num(bat), [f"battery {b!r}" for b in st.battery_ids])):
+        off = np.abs(arr * 10.0 - np.rint(arr * 10.0)) > 1e-6
+        for i, t in zip(*np.nonzero(off), strict=True):
+            out.append(Violation("0.1 A grid", names[i], int(t), float(arr[i, t]),
+                                 float(np.trunc(arr[i, t] * 10) / 10)))
+    n_sd = st.dv_ub.size - st.bc_ub.size
+    ub = np.zeros((S, T))
+    ub[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = st.dv_ub[:n_sd]
+    d_da = np.rint(np.nan_to_num(dis) * 10.0)
+    for i, t in zip(*np.nonzero(d_da > np.floor(ub * 10.0 + GRID_SNAP)), strict=True):
+        out.append(Violation("max discharge current" if ub[i, t] > 0 else "discharge allowed",
+                             f"session {sid[i]!r}", int(t), d_da[i, t] / 10, ub[i, t]))
+    both = (d_da > 0) & (charge_da > 0)
+    for i, t in zip(*np.nonzero(both), strict=True):
+        out.append(Violation("charge and discharge at once", f"session {sid[i]!r}", int(t),
+                             float(d_da[i, t] / 10), 0.0))
+    b_da = np.rint(np.nan_to_num(bat) * 10.0)
+    c_ub = np.zeros((B, T))
+    c_ub[st.bc_battery, st.bc_period] = np.floor(st.bc_ub * 10.0 + GRID_SNAP)
+    d_ub = np.zeros((B, T))
+    d_ub[st.bc_battery, st.bc_period] = np.floor(st.dv_ub[n_sd:] * 10.0 + GRID_SNAP)
+    for b, t in zip(*np.nonzero(b_da > c_ub), strict=True):
+        out.append(Violation("max charge", f"battery {st.battery_ids[b]!r}", int(t),
+                             b_da[b, t] / 10, c_ub[b, t] / 10))
+    for b, t in zip(*np.nonzero(-b_da > d_ub), strict=True):
+        out.append(Violation("max discharge", f"battery {st.battery_ids[b]!r}", int(t),
+                             -b_da[b, t] / 10, d_ub[b, t] / 10))
     return out
 
 

@@ -5,12 +5,67 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from itertools import pairwise
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from ._base import FrozenModel, Identifier, NonNegFloat, PosFloat, UtcDatetime, as_model
 from .errors import InputError
+
+#: An efficiency in (0, 1].
+Efficiency = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class V2xParameters(FrozenModel):
+    """What a bidirectional vehicle announces (ISO 15118-20 BPT, OCPP 2.1
+    ``V2XChargingParametersType`` in ``NotifyEVChargingNeeds``).
+
+    Energies are kWh in the battery, **relative to now** (as ISO 15118-20 sends them):
+
+    - ``min_v2x_energy_kwh`` (``evMinV2XEnergyRequest``): energy to charge until the vehicle's
+      minimum state of charge for V2X; negative = it may give that much back. It is a floor the
+      schedule never discharges below. When it is positive the vehicle is below its V2X minimum
+      and is not discharged in this plan at all (a later plan, with the metered energy, may).
+    - ``max_v2x_energy_kwh`` (``evMaxV2XEnergyRequest``): energy to charge until the maximum state
+      of charge for V2X; the ceiling of the stored energy.
+    - the session's ``energy_kwh`` is the target (``evTargetEnergyRequest``) at departure, met as a
+      soft row priced by the unmet-energy penalty.
+
+    ``max_discharge_current`` is A per phase (``maxDischargeCurrent``); efficiencies turn grid-side
+    kWh into battery kWh (charge: ``× charge_efficiency``; discharge: battery loses
+    ``grid kWh / discharge_efficiency``); ``degradation_per_kwh`` is a cost per grid-side kWh
+    discharged (battery wear, paid to the vehicle owner).
+
+    :meth:`from_soc` builds the same from a capacity and states of charge.
+    """
+
+    min_v2x_energy_kwh: float
+    max_v2x_energy_kwh: float
+    max_discharge_current: NonNegFloat = 32.0
+    charge_efficiency: Efficiency = 1.0
+    discharge_efficiency: Efficiency = 1.0
+    degradation_per_kwh: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _order(self) -> V2xParameters:
+        if self.min_v2x_energy_kwh > self.max_v2x_energy_kwh:
+            raise ValueError(
+                f"V2X parameters: min_v2x_energy_kwh {self.min_v2x_energy_kwh} is above "
+                f"max_v2x_energy_kwh {self.max_v2x_energy_kwh}")
+        return self
+
+    @classmethod
+    def from_soc(cls, capacity_kwh: float, soc: float, min_soc: float, max_soc: float = 1.0,
+                 **kw) -> V2xParameters:
+        """From a battery ``capacity_kwh`` and states of charge (fractions in [0, 1]): the floor is
+        ``(min_soc − soc) · capacity``, the ceiling ``(max_soc − soc) · capacity``."""
+        for name, v in (("soc", soc), ("min_soc", min_soc), ("max_soc", max_soc)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"V2X parameters: {name} {v} is not in [0, 1]")
+        if not capacity_kwh > 0:
+            raise ValueError(f"V2X parameters: capacity_kwh {capacity_kwh} must be > 0")
+        return cls(min_v2x_energy_kwh=(min_soc - soc) * capacity_kwh,
+                   max_v2x_energy_kwh=(max_soc - soc) * capacity_kwh, **kw)
 
 
 class Session(FrozenModel):
@@ -22,6 +77,10 @@ class Session(FrozenModel):
     EVSE's L1 first: a 1-phase car on a 3-phase EVSE draws on EVSE L1 only). ``min_current``
     overrides the EVSE's minimum (IEC 61851: below about 6 A a vehicle stops charging).
     ``priority`` scales the penalty on energy left unmet (2 = twice as important).
+
+    ``v2x``: the vehicle can discharge (ISO 15118-20 bidirectional power transfer); it is planned
+    bidirectionally only on an EVSE with ``bidirectional=True`` (elsewhere it charges only, and
+    the compiled problem says so in its notices). ``energy_kwh`` is then the target at departure.
     """
 
     id: Identifier
@@ -33,6 +92,7 @@ class Session(FrozenModel):
     phases: Literal[1, 2, 3] = 3
     min_current: NonNegFloat | None = None
     priority: PosFloat = 1.0
+    v2x: V2xParameters | None = None
 
     @model_validator(mode="after")
     def _times(self) -> Session:
@@ -46,6 +106,10 @@ class Session(FrozenModel):
                 f"session {self.id!r}: min_current {self.min_current} A is above max_current "
                 f"{self.max_current} A"
             )
+        if self.v2x is not None and self.energy_kwh > self.v2x.max_v2x_energy_kwh + 1e-9:
+            raise ValueError(
+                f"session {self.id!r}: target energy_kwh {self.energy_kwh} is above its "
+                f"max_v2x_energy_kwh {self.v2x.max_v2x_energy_kwh}")
         return self
 
 

@@ -178,11 +178,11 @@ class Signals(FrozenModel):
 
     ``import_price`` / ``export_price`` (currency per kWh; ``export_price=None``: exporting earns
     nothing), ``base_load_kw`` (other consumption on the grid connection, ≥ 0), ``pv_kw`` (on-site
-    generation, ≥ 0), ``grid_import_limit_kw`` (the connection contract; ``None``: only the node
-    limits apply), ``grid_signals`` (:class:`GridSignal`; the old name ``demand_response`` is
-    accepted as input and kept as a read-only alias), ``grid_policy`` (what SIMPLE levels mean
-    here) and ``peak_so_far_kw`` (the peak already reached in the current billing period, for the
-    demand charge).
+    generation, ≥ 0), ``grid_import_limit_kw`` / ``grid_export_limit_kw`` (the connection
+    contract in each direction; ``None``: only the node limits apply), ``grid_signals``
+    (:class:`GridSignal`; the old name ``demand_response`` is accepted as input and kept as a
+    read-only alias), ``grid_policy`` (what SIMPLE levels mean here) and ``peak_so_far_kw`` (the
+    peak already reached in the current billing period, for the demand charge).
 
     Each series input is a number, a tuple of :class:`SeriesPoint`, a pandas ``Series`` with a
     timezone-aware ``DatetimeIndex``, or one value per period through
@@ -194,13 +194,15 @@ class Signals(FrozenModel):
     base_load_kw: NonNegFloat | Series = 0.0
     pv_kw: NonNegFloat | Series = 0.0
     grid_import_limit_kw: NonNegFloat | Series | None = None
+    #: Export contract of the grid connection (kW fed in); ``None``: only the node limits apply.
+    grid_export_limit_kw: NonNegFloat | Series | None = None
     grid_signals: tuple[GridSignal, ...] = Field(
         default=(), validation_alias=AliasChoices("grid_signals", "demand_response"))
     grid_policy: GridPolicy = GridPolicy()
     peak_so_far_kw: NonNegFloat = 0.0
 
     @field_validator("import_price", "export_price", "base_load_kw", "pv_kw",
-                     "grid_import_limit_kw", mode="before")
+                     "grid_import_limit_kw", "grid_export_limit_kw", mode="before")
     @classmethod
     def _series_inputs(cls, v: Any) -> Any:
         # a pandas Series becomes points; a bare array is an error naming the fix
@@ -209,7 +211,7 @@ class Signals(FrozenModel):
     @model_validator(mode="after")
     def _series(self) -> Signals:
         for name in ("import_price", "export_price", "base_load_kw", "pv_kw",
-                     "grid_import_limit_kw"):
+                     "grid_import_limit_kw", "grid_export_limit_kw"):
             v = getattr(self, name)
             if isinstance(v, tuple):
                 check_series(v, name)

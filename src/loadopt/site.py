@@ -149,6 +149,11 @@ class Evse(FrozenModel):
     #: Station can switch a vehicle between 1 and 3 phases (1.6
     #: ``ConnectorSwitch3to1PhaseSupported``, 2.x ``ACPhaseSwitchingSupported``).
     phase_switching: bool = False
+    #: The EVSE can discharge a vehicle (OCPP 2.1 bidirectional, ISO 15118-20 BPT); only then is
+    #: a session with ``v2x`` parameters planned to discharge.
+    bidirectional: bool = False
+    #: Per-phase discharge current limit (A); ``None``: ``max_current``.
+    max_discharge_current: NonNegFloat | None = None
 
     @model_validator(mode="after")
     def _min_below_max(self) -> Evse:
@@ -166,6 +171,40 @@ class Evse(FrozenModel):
     def site_phases(self) -> tuple[int, int, int]:
         """Site phase index of the EVSE's L1, L2, L3 (0=R, 1=S, 2=T)."""
         return ROTATION_TO_SITE_PHASES[self.phase_rotation]
+
+
+class Battery(FrozenModel):
+    """A stationary battery on ``node``: a three-phase inverter drawing balanced current.
+
+    Energies in kWh, powers in kW (AC side), states of charge as fractions of ``capacity_kwh``.
+    Charging ``P`` kW stores ``P · charge_efficiency`` kWh per hour; discharging ``P`` kW takes
+    ``P / discharge_efficiency`` kWh per hour out of the cells. ``degradation_per_kwh`` is the
+    wear cost per kWh discharged (AC side); ``terminal_value_per_kwh`` the value of each kWh still
+    stored at the end of the horizon (without it the optimiser would empty the battery: energy
+    left over has no worth to a finite horizon). ``soc`` outside ``[min_soc, max_soc]`` is
+    allowed (a battery reporting after a long idle); the schedule then only moves it back towards
+    the band.
+    """
+
+    id: Identifier
+    node: Identifier
+    capacity_kwh: PosFloat
+    soc: Annotated[float, Field(ge=0.0, le=1.0)]
+    min_soc: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    max_soc: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    max_charge_kw: NonNegFloat
+    max_discharge_kw: NonNegFloat
+    charge_efficiency: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    discharge_efficiency: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    degradation_per_kwh: NonNegFloat = 0.0
+    terminal_value_per_kwh: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _band(self) -> Battery:
+        if self.min_soc > self.max_soc:
+            raise ValueError(f"battery {self.id!r}: min_soc {self.min_soc} is above max_soc "
+                             f"{self.max_soc}")
+        return self
 
 
 class Site(FrozenModel):
@@ -187,6 +226,8 @@ class Site(FrozenModel):
     #: Facets per phasor line limit in the linear model (:mod:`loadopt.wiring`): the worst-case
     #: capacity given away on a sector of width Δ is 1 − cos(Δ/2m) (m = 4: 0.86 % on 60°).
     phasor_facets: Annotated[int, Field(ge=1, le=64)] = 4
+    #: Stationary batteries (see :class:`Battery`).
+    batteries: tuple[Battery, ...] = ()
 
     @field_validator("nodes")
     @classmethod
@@ -223,6 +264,10 @@ class Site(FrozenModel):
         if self.base_load_node is not None and self.base_load_node not in ids:
             raise InputError(f"site {self.id!r}: base_load_node {self.base_load_node!r} is not a "
                              "node of the site")
+        _check_unique([b.id for b in self.batteries], "battery")
+        for b in self.batteries:
+            if b.node not in ids:
+                raise InputError(f"battery {b.id!r}: node {b.node!r} is not a node of the site")
         by_connector: dict[tuple[str, int], str] = {}
         for e in self.evses:
             if e.node not in ids:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .lp import build_lp
+from .lp import Flows, build_lp
 from .options import (
     AutoOptions,
     FastOptions,
@@ -23,7 +23,7 @@ from .options import (
     as_options,
 )
 from .problem import Problem
-from .safety import project
+from .safety import project, project_storage
 from .schedule import Schedule, ScheduleStatus
 from .solvers.result import SolverResult, SolverStatus
 from .solvers.warm import WarmStart
@@ -95,6 +95,8 @@ def solve(
     if isinstance(opts, MilpOptions):
         from .milp import solve_milp
 
+        if problem.storage is not None:
+            return _milp_charge_only(problem, opts, t0)
         return solve_milp(problem, opts, t0=t0)
     lp = build_lp(problem)
     label = f"lp-{opts.backend}"
@@ -104,7 +106,7 @@ def solve(
         from .solvers.highs import LP_OPTIONS, solve_lp
 
         highs = {**LP_OPTIONS, **opts.highs}
-        if warm_start is not None:
+        if warm_start is not None and problem.storage is None:  # keys: charge columns only
             res = warm_start.solve(problem, lp, highs, opts.time_limit_s)
             if warm_start.mode != "empty":
                 label = f"lp-highs-{warm_start.mode}"
@@ -117,7 +119,27 @@ def solve(
         res = (SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
                if lp.n_cols == 0 else solve_pulp(lp, time_limit_s=opts.time_limit_s,
                                                  options=pulp))
-    return _finish(problem, res, lambda x: lp.currents(problem, x), label, t0)
+    to_vars = ((lambda x: lp.flows(problem, x)) if problem.storage is not None
+               else (lambda x: lp.currents(problem, x)))
+    return _finish(problem, res, to_vars, label, t0)
+
+
+def _milp_charge_only(problem: Problem, opts: MilpOptions, t0: float) -> Schedule:
+    """The MILP on a problem with batteries or V2G sessions: it plans charging only (batteries
+    idle, nothing discharges), projected on the full problem so that every energy ceiling and
+    both directions of every limit hold; the schedule's message says so."""
+    import dataclasses
+
+    from .milp import solve_milp
+
+    sched = solve_milp(dataclasses.replace(problem, storage=None), opts, t0=t0)
+    note = ("the MILP plans charging only: batteries idle, no V2G discharge (method='lp' "
+            "plans both directions)")
+    if sched.n_phases is not None:  # phase switching: its own phase-resolved problem
+        return dataclasses.replace(sched, message=f"{sched.message}; {note}")
+    cur = project(problem, sched.current, min_current=problem.session_min_current)
+    return dataclasses.replace(sched, problem=problem, current=cur,
+                               message=f"{sched.message}; {note}")
 
 
 def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float) -> Schedule:
@@ -127,9 +149,16 @@ def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float
     falls back to the fast path, and a fast path that fails hands out 0 A (always safe).
     """
     message = f"{res.status.value}: {res.message}"
+    extra: dict = {}
     if res.x is not None and res.status in (SolverStatus.OPTIMAL, SolverStatus.TIME_LIMIT):
         try:
-            cur = project(problem, problem.dense(to_vars(res.x)))
+            out = to_vars(res.x)
+            if isinstance(out, Flows):  # batteries and V2G: both directions
+                cur, dis, bat = project_storage(problem, out.current, out.discharge,
+                                                out.battery_charge_a, out.battery_discharge_a)
+                extra = dict(discharge=dis, battery_a=bat)
+            else:
+                cur = project(problem, problem.dense(out))
         except Exception as exc:  # a malformed solver vector: treat as a solver failure
             res = SolverResult(SolverStatus.ERROR, None, None, res.time_s, repr(exc))
             message = f"solver output unusable: {exc!r}"
@@ -138,7 +167,7 @@ def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float
                       else ScheduleStatus.FEASIBLE)
             return Schedule(problem, cur, status, method, objective=res.objective,
                             solve_time_s=time.perf_counter() - t0, message=res.message,
-                            notices=problem.notices)
+                            notices=problem.notices, **extra)
     status = (ScheduleStatus.TIME_LIMIT_FALLBACK if res.status == SolverStatus.TIME_LIMIT
               else ScheduleStatus.SOLVER_FAILED_FALLBACK)
     try:

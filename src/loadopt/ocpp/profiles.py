@@ -39,6 +39,7 @@ from ..schedule import Schedule
 from ..site import Evse, Site
 from .ids import ProfileIds, Purpose, Version, check_version, wire_purpose
 from .merge import merge_periods
+from .v2x import schedule_periods, v2x_periods
 
 RateUnit = Literal["A", "W"]
 #: Relative margin kept below kW limits (float sums), as in :mod:`loadopt.safety`.
@@ -88,6 +89,10 @@ class Profile:
     min_rate_da: int | None = None
     phase_switching: bool = False
     per_phase: bool = False  #: line limits may differ (2.1 ``limit_L2``/``limit_L3``)
+    #: V2G TxProfile: deci-amps per phase to discharge per period (2.1 ``operationMode``s, see
+    #: :mod:`loadopt.ocpp.v2x`); None = a charge-only profile
+    discharge: np.ndarray | None = None
+    duration_s: int | None = None  #: ``chargingSchedule.duration`` (V2G TxProfiles: the horizon)
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -177,15 +182,24 @@ def tx_profiles(
         min_da = int(_deci(p.session_min_current[i]))
         row = cur_da[i]
         row = np.where(row < min_da, 0, row)  # a car cannot follow a limit in (0, minimum)
-        lim = np.repeat(row[:, None], 3, axis=1)
-        st, lm, ph = merge_periods(starts, lim, nph[i], maxp, end_s)
+        dis = None
+        if schedule.discharge is not None and schedule.discharge[i].any():
+            # V2G: periods kept as planned (merging by minima would cut the discharge a grid
+            # cap counts on), cut with an idle period past the station's maximum
+            st, c_da, dis = v2x_periods(row, _deci(schedule.discharge[i]), starts, maxp)
+            lm = np.repeat(c_da[:, None], 3, axis=1)
+            ph = np.full(st.size, int(nph[i].max()))
+        else:
+            lim = np.repeat(row[:, None], 3, axis=1)
+            st, lm, ph = merge_periods(starts, lim, nph[i], maxp, end_s)
         tx = (transaction_ids or {}).get(s.id, s.id)
         out.append(Profile(
             charge_point_id=ev.charge_point_id, connector=ev.connector_id, purpose="tx",
             start=h.start, starts=st, limits=lm, phases=ph, voltage_v=ev.voltage_v,
             rate_unit=unit, session_id=s.id, transaction_id=tx,
             valid_to=s.departure if s.departure > h.start else None,
-            min_rate_da=min_da if min_da > 0 else None, phase_switching=switch))
+            min_rate_da=min_da if min_da > 0 else None, phase_switching=switch,
+            discharge=dis, duration_s=None if dis is None else int(end_s)))
     return out
 
 
@@ -522,8 +536,11 @@ def to_payload(prof: Profile, version: Version, ids: ProfileIds | None = None) -
     sched: dict[str, Any] = {
         "startSchedule": iso(prof.start),
         "chargingRateUnit": prof.rate_unit,
-        "chargingSchedulePeriod": _period_dicts(prof, version),
+        "chargingSchedulePeriod": (_period_dicts(prof, version) if prof.discharge is None
+                                   else schedule_periods(prof, version)),
     }
+    if prof.duration_s is not None:  # a discharge never outlives the plan that decided it
+        sched["duration"] = int(prof.duration_s)
     if prof.min_rate_da:
         nph = int(prof.phases.min())
         v = (prof.min_rate_da if prof.rate_unit == "A"

@@ -51,6 +51,8 @@ def new_highs(options: dict[str, Any] | None = None, time_limit_s: float | None 
 def pass_lp(h, lp: LinearProgram, integrality: np.ndarray | None = None) -> None:
     """Hand ``lp`` to the ``Highs`` object ``h`` in one call (column-wise CSC, int32 indices)."""
     A = lp.A
+    if integrality is None:
+        integrality = lp.integrality
     integ = (np.zeros(lp.n_cols, dtype=np.int32) if integrality is None
              else np.ascontiguousarray(integrality, dtype=np.int32))
     st = h.passModel(

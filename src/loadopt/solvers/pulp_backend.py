@@ -24,6 +24,8 @@ def build_pulp(lp: LinearProgram, integrality: np.ndarray | None = None):
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise SolverError("the PuLP backend needs `pip install loadopt[pulp]`") from exc
     prob = pulp.LpProblem("loadopt", pulp.LpMinimize)
+    if integrality is None:
+        integrality = lp.integrality
     integ = np.zeros(lp.n_cols, dtype=bool) if integrality is None else integrality.astype(bool)
     xs = [
         pulp.LpVariable(f"x{j:07d}", lowBound=None if not np.isfinite(lo) else float(lo),
