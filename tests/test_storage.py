@@ -78,8 +78,8 @@ def test_discharge_never_breaches_a_node_limit_in_the_export_direction():
         feeder = s.problem.node_ids.index("feeder")
         assert s.node_phase_current[feeder].min() >= -20.0 - 1e-9
         # the projection holds it there even when asked for everything
-        cur, dis, bat = project_storage(s.problem, s.current, None, None,
-                                        np.full((1, 8), 1e6))
+        _, _, bat = project_storage(s.problem, s.current, None, None,
+                                    np.full((1, 8), 1e6))
         np.testing.assert_allclose(bat[0], -expect_a)
 
 
