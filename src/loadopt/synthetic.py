@@ -209,3 +209,47 @@ def benchmark_scenario(n_sessions: int, n_periods: int = 96, seed: int = 0) -> S
             import_cap_kw=round(0.45 * grid_kw, 1)),),
     )
     return Scenario(site=site, horizon=horizon, sessions=tuple(sessions), signals=signals)
+
+
+def v2g_scenario(n_sessions: int, n_periods: int = 96, seed: int = 0, *,
+                 battery_kwh: float | None = None) -> tuple[Scenario, Scenario]:
+    """A bus/van depot that can discharge, and the same depot charge-only.
+
+    ``(bidirectional, charge_only)``: :func:`benchmark_scenario`'s site, sessions and signals,
+    with every EVSE bidirectional (OCPP 2.1), every vehicle announcing ISO 15118-20 V2X
+    parameters (it may give back up to 30 % of a 60 kWh pack, 90 % efficient discharging, wear
+    0.02 per kWh), a stationary battery at the grid connection (``battery_kwh``, default 5 kWh
+    per session; half full, 0.5 C each way, terminal value at the night price), an export price
+    of 80 % of the import price and a demand charge. The charge-only twin has the same site
+    without the battery, the same sessions without V2X parameters, the same signals.
+    """
+    from .session import V2xParameters
+    from .site import Battery
+
+    base = benchmark_scenario(n_sessions, n_periods, seed)
+    rng = np.random.default_rng(seed + 1)
+    cap = float(battery_kwh if battery_kwh is not None else 5.0 * n_sessions)
+    prices = base.signals.import_price
+    night = min(p.value for p in prices) if isinstance(prices, tuple) else float(prices)
+    bat = Battery(id="depot-battery", node="grid", capacity_kwh=cap, soc=0.5, min_soc=0.1,
+                  max_soc=0.95, max_charge_kw=0.5 * cap, max_discharge_kw=0.5 * cap,
+                  degradation_per_kwh=0.02, terminal_value_per_kwh=night)
+    site = base.site.model_copy(update={
+        "evses": tuple(e.model_copy(update={"bidirectional": True}) for e in base.site.evses),
+        "batteries": (bat,)})
+    sessions = []
+    for s in base.sessions:
+        give = float(rng.uniform(0.1, 0.3)) * 60.0
+        sessions.append(s.model_copy(update={"v2x": V2xParameters(
+            min_v2x_energy_kwh=-give, max_v2x_energy_kwh=s.energy_kwh + 20.0,
+            max_discharge_current=16.0, charge_efficiency=1.0, discharge_efficiency=0.9,
+            degradation_per_kwh=0.02)}))
+    signals = base.signals.model_copy(update={
+        "export_price": tuple(SeriesPoint(start=p.start, value=0.8 * p.value) for p in prices)
+        if isinstance(prices, tuple) else 0.8 * float(prices)})
+    objective = Objective(demand_charge_per_kw=0.3)
+    bidir = Scenario(site=site, horizon=base.horizon, sessions=tuple(sessions),
+                     signals=signals, objective=objective)
+    plain = Scenario(site=base.site, horizon=base.horizon, sessions=base.sessions,
+                     signals=signals, objective=objective)
+    return bidir, plain
