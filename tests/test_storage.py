@@ -431,3 +431,38 @@ def test_projection_and_solve_keep_every_limit_and_energy_bound_both_ways(data, 
     assert _independent_check(site, sessions, hz, base, pv, grid, export, s.current,
                               np.zeros((S, 8)) if s.discharge is None else s.discharge,
                               np.zeros((B, 8)) if s.battery_a is None else s.battery_a) == []
+
+
+def test_controller_replans_discharge_and_keeps_the_v2x_floor():
+    """A rolling controller with a V2G van: each step plans from what was metered in and what
+    it told the van to give back; the van (simulated: it follows its limit and its setpoint)
+    discharges at the price peak, never below its V2X floor, and leaves at its target."""
+    price = steps((0, 0.1), (2, 1.0), (3, 0.1))
+    site = _v2g_site()
+    v2x = V2xParameters(min_v2x_energy_kwh=-6.0, max_v2x_energy_kwh=40.0)
+    van = lo.Session(id="van", evse="e1", arrival=T0, departure=at(6), energy_kwh=15.0, v2x=v2x)
+    ctl = lo.Controller(site, n_periods=24, step_s=900,
+                        signals=lo.Signals(import_price=price, export_price=price))
+    ctl.start_session(van)
+    kw_per_a = 3 * 230.0 / 1000.0
+    imported = stored = 0.0
+    low = 0.0
+    gave = []
+    for k in range(24):
+        now = at(k * 0.25)
+        if k:
+            ctl.meter("van", now, energy_kwh=imported)
+        s = ctl.step(now)
+        s.check()
+        i = s.problem.session_index("van")
+        c = s.current[i, 0]
+        d = 0.0 if s.discharge is None else s.discharge[i, 0]
+        assert c == 0 or d == 0
+        imported += c * kw_per_a * 0.25
+        stored += (c - d) * kw_per_a * 0.25
+        low = min(low, stored)
+        gave.append(d)
+    assert max(gave[8:12]) > 0  # it gives back at the peak
+    assert not any(gave[:8]) and not any(gave[12:])
+    assert low >= -6.0 - 1e-6  # never below its V2X floor
+    assert stored == pytest.approx(15.0, abs=0.2)  # departs at its target

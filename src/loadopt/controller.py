@@ -144,6 +144,11 @@ class _SessionState:
     limit_at: datetime | None = None  #: when it was handed out
     cap_a: float | None = None  #: re-sharing cap (A), None = none
     departure: datetime | None = None  #: current departure estimate
+    #: V2G: grid kWh the vehicle may have given back, counted at the discharge it was told
+    #: (an upper bound: its energy floor is then never overestimated), up to ``discharge_at``
+    discharged_kwh: float = 0.0
+    last_discharge_a: float = 0.0  #: discharge of period 0 handed out at the last step
+    discharge_at: datetime | None = None
 
 
 class Controller:
@@ -667,12 +672,25 @@ class Controller:
         out = []
         for sid, st in self._state.items():
             s = st.session
-            remaining = max(s.energy_kwh - self._delivered_estimate(st, now), 0.0)
+            delivered = self._delivered_estimate(st, now)
+            remaining = max(s.energy_kwh - delivered, 0.0)
+            v2x_upd: dict[str, Any] = {}
+            if s.v2x is not None:
+                # energy in the battery since plug-in, metered charge in, planned discharge out
+                # (both upper bounds on what moved: the floor below is never too low)
+                v = s.v2x
+                out_kwh = self._discharged_estimate(st, now)
+                net = (v.charge_efficiency * delivered - out_kwh / v.discharge_efficiency)
+                lo, hi = v.min_v2x_energy_kwh - net, v.max_v2x_energy_kwh - net
+                remaining = min(max(s.energy_kwh - net, 0.0), max(hi, 0.0))
+                v2x_upd["v2x"] = v.model_copy(update={
+                    "min_v2x_energy_kwh": round(lo, 6), "max_v2x_energy_kwh": round(hi, 6)})
             dep = st.departure or s.departure
             if dep <= now:  # still plugged in after its estimated departure
                 dep = now + timedelta(hours=self.overstay_extension_h)
                 st.departure = dep
-            upd: dict[str, Any] = {"energy_kwh": round(remaining, 6), "departure": dep}
+            upd: dict[str, Any] = {"energy_kwh": round(remaining, 6), "departure": dep,
+                                   **v2x_upd}
             if s.arrival > now:
                 upd["arrival"] = now
             cap = st.cap_a
@@ -716,6 +734,16 @@ class Controller:
         ev = self.site.evse(st.session.evse)
         kw = rate_a * ev.voltage_v * min(ev.phases, st.session.phases) / 1000.0
         return st.delivered_kwh + kw * dt_h
+
+    def _discharged_estimate(self, st: _SessionState, now: datetime) -> float:
+        """Grid kWh a V2G vehicle may have given back by ``now``: what it was told to discharge,
+        for as long as it was told (no meter subtracts from it: an upper bound)."""
+        if st.discharge_at is None or st.last_discharge_a <= 0:
+            return st.discharged_kwh
+        dt_h = max((now - st.discharge_at).total_seconds(), 0.0) / 3600.0
+        ev = self.site.evse(st.session.evse)
+        kw = st.last_discharge_a * ev.voltage_v * min(ev.phases, st.session.phases) / 1000.0
+        return st.discharged_kwh + kw * dt_h
 
     def _update_caps(self) -> None:
         """Re-sharing: lower the plan of vehicles that draw less than allowed, lift it again
@@ -889,6 +917,8 @@ class Controller:
 
     def _after_step(self, now: datetime, problem: Problem, sched: Schedule) -> None:
         first = sched.current[:, 0] if problem.n_periods else np.zeros(problem.n_sessions)
+        first_d = (sched.discharge[:, 0] if sched.discharge is not None and problem.n_periods
+                   else np.zeros(problem.n_sessions))
         for i, sid in enumerate(problem.session_ids):
             st = self._state.get(sid)
             if st is None:  # an expected vehicle, not plugged in yet
@@ -900,6 +930,10 @@ class Controller:
                 st.delivered_at = now
             st.last_limit_a = float(first[i])
             st.limit_at = now
+            if st.discharge_at is None or now > st.discharge_at:
+                st.discharged_kwh = self._discharged_estimate(st, now)
+                st.discharge_at = now
+            st.last_discharge_a = float(first_d[i])
         self.last_schedule = sched
 
 

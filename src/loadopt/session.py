@@ -106,7 +106,8 @@ class Session(FrozenModel):
                 f"session {self.id!r}: min_current {self.min_current} A is above max_current "
                 f"{self.max_current} A"
             )
-        if self.v2x is not None and self.energy_kwh > self.v2x.max_v2x_energy_kwh + 1e-9:
+        if self.v2x is not None and self.energy_kwh > max(self.v2x.max_v2x_energy_kwh,
+                                                          0.0) + 1e-9:
             raise ValueError(
                 f"session {self.id!r}: target energy_kwh {self.energy_kwh} is above its "
                 f"max_v2x_energy_kwh {self.v2x.max_v2x_energy_kwh}")
