@@ -157,3 +157,13 @@ def test_check_builds_only_the_first_violations(monkeypatch):
     assert len(made) == 10
     made.clear()
     assert len(safety.violations(p, cur)) == len(made) > 40
+
+
+def test_solve_and_check_reject_what_is_not_a_problem_or_a_schedule():
+    p = lo.compile_problem(one_breaker_site(), [session("a", "e0", 5.0)], horizon(2))
+    with pytest.raises(InputError, match="needs a Problem"):
+        lo.solve("p")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="must be numbers"):
+        lo.safety.violations(p, "x")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="shape"):
+        lo.safety.violations(p, [[1.0]])

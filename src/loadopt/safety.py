@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import InputError
 from .problem import (
     ROW_KIND_NAMES,
     ROW_LINE_FACET,
@@ -323,10 +324,14 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None, 
     discharging, import rows with battery charging and discharge credit on site-import rows,
     export rows (discharge plus PV) and every unit's energy state within its floor and ceiling.
     """
-    current = np.asarray(current, dtype=np.float64)
     S, T = problem.n_sessions, problem.n_periods
+    try:
+        current = np.asarray(current, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"schedule currents must be numbers, got {type(current).__name__}"
+                         ) from None
     if current.shape != (S, T):
-        raise ValueError(f"schedule has shape {current.shape}, expected {(S, T)}")
+        raise InputError(f"schedule has shape {current.shape}, expected {(S, T)}")
     left = limit if limit else sys.maxsize
     out: list[Violation] = []
     sid = problem.session_ids

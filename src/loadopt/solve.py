@@ -79,6 +79,11 @@ def solve(
         Always safe (through :func:`loadopt.safety.project`); ``status`` is ``optimal``,
         ``feasible``, or a ``*_fallback`` that says why the fast path was used.
     """
+    if not isinstance(problem, Problem):
+        from .errors import InputError
+
+        raise InputError(f"solve() needs a Problem (from compile_problem), got "
+                         f"{type(problem).__name__}")
     opts = as_options(options, method=method, backend=backend, time_limit_s=time_limit_s,
                       policy=policy, integer=integer, mip_rel_gap=mip_rel_gap)
     t0 = time.perf_counter()
