@@ -480,7 +480,7 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
         vt = np.concatenate([vt, st.bc_period, st.dv_period])
         col_of = np.concatenate([col_of, blocks["bc"].positions, blocks["d"].positions])
         kw = np.concatenate([kw, st.unit_kw_per_a[Us + st.bc_battery], -kw_d])
-        dis_kw = np.bincount(st.dv_period, kw_d * st.dv_ub, minlength=T)
+        dis_kw = np.bincount(st.dv_period, kw_d * st.dv_ub, minlength=T).astype(np.float64)
     res_kw = np.zeros(T)
     if problem.evse_reserved_a is not None and problem.evse_reserved_a.size:
         volt = problem.evse_voltage_v

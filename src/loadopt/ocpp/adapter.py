@@ -39,6 +39,7 @@ import numpy as np
 
 from ..controller import Controller
 from ..errors import InputError
+from ..schedule import Schedule
 from ..site import Evse
 from .belief import UNKNOWN, Belief, Held, Sent, SlotKey, epoch_s, held_from_payload
 from .guard import EPS, SiteLimits
@@ -128,7 +129,7 @@ class CsmsAdapter:
         self.max_stack_level: dict[str, int] = {}  #: charge point → reported maximum
         self.problems: list[str] = []  #: every skipped event, as logged
         self.status: dict[tuple[str, int], str] = {}  #: (cp, connector) → last status
-        self.last_schedule = None
+        self.last_schedule: Schedule | None = None
         self.belief = Belief(self.site)
         self._evse: dict[tuple[str, int], Evse] = {
             (e.charge_point_id, e.connector_id): e for e in self.site.evses}
@@ -350,7 +351,7 @@ class CsmsAdapter:
         """2.x ``GetChargingProfiles`` for loadopt's own ids on this station (answered by
         ``ReportChargingProfiles``, see :meth:`on_report_charging_profiles`)."""
         conns = [0, *sorted(k for c, k in self._evse if c == cp)]
-        pids = sorted({self.ids.profile_id(p, k) for k in conns  # type: ignore[arg-type]
+        pids = sorted({self.ids.profile_id(p, k) for k in conns
                        for p in ("station_max", "tx_default", "tx")})
         self._n_requests += 1
         return (cp, "GetChargingProfiles", {"requestId": self._n_requests,
@@ -418,7 +419,7 @@ class CsmsAdapter:
         slot = self.belief.slot(key)  # a TxProfile ends with its transaction
         slot.base, slot.sent = None, []
         for d in (self._intent, self._want, self._targets, self._rejected):
-            d.pop(key, None)  # type: ignore[attr-defined]
+            d.pop(key, None)
         v = self.versions.get(cp)
         if v is not None:
             self._pending.append((cp, "ClearChargingProfile",
@@ -855,7 +856,7 @@ class CsmsAdapter:
         conn = request.get("connectorId", request.get("evseId"))
         if response.get("status") != "Accepted" or not isinstance(sched, dict):
             return True
-        k = self.belief.index.get((cp, conn))
+        k = self.belief.index.get((cp, conn)) if isinstance(conn, int) else None
         if k is None:
             return True
         ev = self.belief.evses[k]
@@ -983,7 +984,8 @@ class CsmsAdapter:
             theirs = self._theirs.get(e.id)
             if theirs is not None:
                 amps = np.maximum(amps, theirs.current_a)
-            ctl.reserve(e.id, tuple(float(a) for a in amps), reason=f"ocpp: {why}")
+            ctl.reserve(e.id, (float(amps[0]), float(amps[1]), float(amps[2])),
+                        reason=f"ocpp: {why}")
             self._reason[e.id] = why
 
     def _rebuild_targets(self) -> None:
@@ -1230,8 +1232,8 @@ class CsmsAdapter:
         names: dict[str, Purpose] = {}
         for v in ("1.6", "2.0.1"):
             for p in ("station_max", "tx_default", "tx"):
-                names[wire_purpose(v, p)] = p  # type: ignore[arg-type]
-        return (cp, conn, names.get(purpose, str(purpose)))
+                names[wire_purpose(v, p)] = p
+        return (cp, conn, names.get(str(purpose), str(purpose)))
 
 
 def _number(v: Any) -> float | None:

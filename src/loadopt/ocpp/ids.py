@@ -42,7 +42,7 @@ def wire_purpose(version: Version, purpose: Purpose) -> str:
 def check_version(version: str) -> Version:
     if version not in VERSIONS:
         raise ValueError(f"unsupported OCPP version {version!r}; use one of {VERSIONS}")
-    return version  # type: ignore[return-value]
+    return version
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def iso(t: datetime) -> str:
     return t.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _deci(x: np.ndarray) -> np.ndarray:
+def _deci(x: np.ndarray | float) -> np.ndarray:
     """Amps → integer deci-amps, rounded down (NaN/negative → 0)."""
     x = np.asarray(x, dtype=np.float64)
     x = np.where(np.isfinite(x), x, np.where(np.isposinf(x), 1e9, 0.0))
@@ -262,8 +262,8 @@ def allowances(schedule: Schedule) -> Allowances:
         ok = line_phase[:, j] >= 0
         load_e[ok, j] += sess_load_phase[np.flatnonzero(ok), line_phase[ok, j]]
     for j in range(3):  # reserved draw, EVSE line → site phase
-        ok = np.flatnonzero(line_phase[:, j] >= 0)
-        np.add.at(sess_load_phase, (ok, line_phase[ok, j]), res_da[ok, j])
+        has = np.flatnonzero(line_phase[:, j] >= 0)
+        np.add.at(sess_load_phase, (has, line_phase[has, j]), res_da[has, j])
     At = anc.T.tocsr().astype(np.int64)
     node_load = np.stack([At @ sess_load_phase[:, ph] for ph in range(3)], axis=1)  # (N,3,T)
     base = p.node_carries_base  # the base load flows through these nodes
@@ -460,11 +460,11 @@ def station_max_profiles(
         rated = np.zeros(3, dtype=np.int64)
         for k, ev in zip(ks, evs, strict=True):
             for j in range(ev.phases):
-                ph = int(allow.evse_line_phase[k, j])
-                used[ph] = True
-                rated[ph] += int(_deci(ev.max_current))
-                per_phase[ph] += allow.load_da[k, j] + np.where(allow.idle[k],
-                                                                allow.newcomer[k, j], 0)
+                site_ph = int(allow.evse_line_phase[k, j])
+                used[site_ph] = True
+                rated[site_ph] += int(_deci(ev.max_current))
+                per_phase[site_ph] += allow.load_da[k, j] + np.where(allow.idle[k],
+                                                                     allow.newcomer[k, j], 0)
         rots = {ev.site_phases for ev in evs}
         nph = max(ev.phases for ev in evs)
         if len(rots) == 1:
