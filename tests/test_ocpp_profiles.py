@@ -305,3 +305,31 @@ def test_tx_default_shares_spare_among_idle_evses():
     d2 = {pr.connector: pr.limits[0, 0] for pr in build_profiles(sch2)
           if pr.purpose == "tx_default"}
     assert d2 == {1: 0, 2: 0}
+
+
+def test_w_limits_without_a_known_car_are_safe_for_a_one_phase_car():
+    """2.x TxDefault and station caps in W on a 3-phase EVSE: no car is known yet, so the W
+    limit is per-line A × V × 1 (a 1-phase newcomer may put it all on one line); a 2.x
+    TxProfile keeps A × V × numberPhases."""
+    from datetime import UTC, datetime, timedelta
+
+    import loadopt as lo
+    from loadopt.ocpp import build_profiles, to_payload
+
+    t0 = datetime(2026, 5, 4, 8, tzinfo=UTC)
+    site = lo.Site(nodes=(lo.Node(id="g", max_current=20.0),),
+                   evses=(lo.Evse(id="a", node="g", charge_point_id="A", rate_unit="W"),
+                          lo.Evse(id="b", node="g", charge_point_id="B", rate_unit="W")))
+    sess = [lo.Session(id="s", evse="b", arrival=t0, departure=t0 + timedelta(hours=4),
+                       energy_kwh=30.0)]
+    sched = lo.solve(lo.compile_problem(site, sess, lo.Horizon(start=t0, n_periods=4)))
+    for prof in build_profiles(sched, transaction_ids={"s": "tx-1"}):
+        lines_a = prof.limits[:, :3].max(axis=1) / 10.0
+        pay = to_payload(prof, "2.0.1")
+        periods = pay["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
+        watts = [p["limit"] for p in periods]
+        per_line = [a * 230.0 for a in lines_a]
+        if prof.purpose == "tx":
+            assert any(w > pl + 1e-6 for w, pl in zip(watts, per_line, strict=True))
+        else:  # never more power than one line may carry
+            assert all(w <= pl + 1e-6 for w, pl in zip(watts, per_line, strict=True)), prof.purpose

@@ -18,7 +18,8 @@ Three purposes are emitted (see docs/ocpp.md):
 - :func:`installation_caps`: the static station cap the CSMS adapter sends (see there).
 
 Numbers: limits are computed in integer deci-amps and rounded **down** (a limit is never rounded
-up); ``W`` limits are ``A × voltage × numberPhases`` (1.6: × 1, see :func:`_w_phases`) rounded
+up); ``W`` limits are ``A × voltage × numberPhases`` (× 1 where the car's phases are unknown, see
+:func:`_w_phases`) rounded
 down to 0.1 W in exact rational arithmetic. Every limit is emitted as ``n / 10`` — the double
 nearest the one-decimal value, which serialises as e.g. ``8.1`` and passes the 1.6 schema's
 ``multipleOf 0.1`` under the ``ocpp`` package's Decimal validation.
@@ -511,7 +512,8 @@ def _period_dicts(prof: Profile, version: Version) -> list[dict[str, Any]]:
         else:
             da = int(used.min())
             d["limit"] = _num(da if prof.rate_unit == "A"
-                              else _watts_deci(da, prof.voltage_v, _w_phases(version, nph)))
+                              else _watts_deci(da, prof.voltage_v,
+                                               _w_phases(version, nph, prof.purpose)))
         if nph > 0:
             d["numberPhases"] = nph
             if version != "1.6" and prof.phase_switching and nph == 1:
@@ -520,12 +522,15 @@ def _period_dicts(prof: Profile, version: Version) -> list[dict[str, Any]]:
     return out
 
 
-def _w_phases(version: Version, nph: int) -> int:
-    """Phases a ``W`` limit is spread over. OCPP 1.6 cannot tell how many phases the car uses,
-    and a 1-phase car may draw the whole power on one line: a 1.6 ``W`` limit is the per-line
-    current × voltage × **1**, so no line is ever overloaded (a 3-phase car then gets a third;
-    prefer ``A`` where the station allows it). 2.x: ``numberPhases``."""
-    return 1 if version == "1.6" else max(nph, 1)
+def _w_phases(version: Version, nph: int, purpose: Purpose = "tx") -> int:
+    """Phases a ``W`` limit is spread over. Where nobody knows how many phases the car uses, a
+    1-phase car may draw the whole power on one line, so the ``W`` limit is the per-line current
+    × voltage × **1** and no line is ever overloaded (a 3-phase car then gets a third; prefer
+    ``A`` where the station allows it): every OCPP 1.6 profile (1.6 cannot say), and the 2.x
+    TxDefault and station cap (no car is known yet). A 2.x TxProfile: its ``numberPhases``."""
+    if version == "1.6" or purpose != "tx":
+        return 1
+    return max(nph, 1)
 
 
 def to_payload(prof: Profile, version: Version, ids: ProfileIds | None = None) -> dict[str, Any]:
@@ -544,7 +549,8 @@ def to_payload(prof: Profile, version: Version, ids: ProfileIds | None = None) -
     if prof.min_rate_da:
         nph = int(prof.phases.min())
         v = (prof.min_rate_da if prof.rate_unit == "A"
-             else _watts_deci(prof.min_rate_da, prof.voltage_v, _w_phases(version, nph)))
+             else _watts_deci(prof.min_rate_da, prof.voltage_v,
+                              _w_phases(version, nph, prof.purpose)))
         sched["minChargingRate"] = _num(v)
     profile: dict[str, Any] = {
         "stackLevel": ids.stack_level(prof.purpose),
