@@ -312,7 +312,10 @@ def demo_site() -> lo.Site:
 
 def make_csms(site: lo.Site | None = None, *, adapter_kw: dict[str, Any] | None = None,
               poll_s: float = 0.2, **controller_kw: Any) -> Csms:
-    kw = {"step_s": 900, "n_periods": 16, "method": "lp", "time_limit_s": 2.0}
+    # align_to_grid: period boundaries on a fixed UTC grid, so profiles are re-sent only when a
+    # limit changed (docs/ocpp.md, "Time")
+    kw = {"step_s": 900, "n_periods": 16, "method": "lp", "time_limit_s": 2.0,
+          "align_to_grid": True}
     kw.update(controller_kw)
     return Csms(CsmsAdapter(Controller(site or demo_site(), **kw), **(adapter_kw or {})),
                 poll_s=poll_s)

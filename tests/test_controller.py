@@ -303,3 +303,24 @@ def test_a_fault_in_the_warm_start_means_a_cold_solve_not_a_crash(monkeypatch):
     s = c.step(T0 + timedelta(minutes=15))
     assert s.status.value == "optimal" and s.violations() == []
     assert c.log[-1].mode == "cold" and "mapping bug" in c.log[-1].reason
+
+
+def test_align_to_grid_floors_the_horizon_on_the_utc_grid_across_dst():
+    from zoneinfo import ZoneInfo
+
+    import loadopt as lo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    site = lo.Site(nodes=(lo.Node(id="g", max_current=32.0),),
+                   evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),))
+    ctl = Controller(site, step_s=900, n_periods=4, method="fast", align_to_grid=True)
+    # 03:07 CEST on the spring-forward day is 01:07 UTC: the grid instant is 01:00 UTC
+    now = datetime(2026, 3, 29, 3, 7, 30, tzinfo=berlin)
+    hz = ctl.horizon(now)
+    assert hz.start.astimezone(UTC) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    assert ctl.step(now).problem.horizon.start.astimezone(UTC) == hz.start.astimezone(UTC)
+    on_grid = datetime(2026, 10, 25, 1, 15, tzinfo=UTC)  # fall-back night, on the grid
+    assert ctl.horizon(on_grid).start == on_grid
+    assert Controller(site, step_s=900).horizon(now).start == now  # default: at now
+    with pytest.raises(InputError, match="align_to_grid"):
+        Controller(site, align_to_grid="yes")

@@ -451,3 +451,34 @@ def test_2x_reconnect_asks_for_our_profiles():
     _check(msgs, ad)
     req = next(p for _, a, p in msgs if a == "GetChargingProfiles")
     assert ad.ids.profile_id("tx_default", 1) in req["chargingProfile"]["chargingProfileId"]
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_a_grid_aligned_horizon_resends_only_what_changed(aligned):
+    """Issue 9 churn: with the horizon starting at `now`, a limit drop ahead is sampled onto
+    periods whose boundaries move with every tick, so the same plan is re-sent shifted by the
+    tick; on the UTC grid of step_s the breakpoints stay put and nothing is re-sent."""
+    site = lo.Site(
+        nodes=(lo.Node(id="g", kind="grid_connection", max_current=32.0, current_series=(
+            lo.CurrentPoint(start=T0 + timedelta(minutes=50), value=12.0),)),),
+        evses=(lo.Evse(id="a1", node="g", charge_point_id="A", connector_id=1, max_current=16),
+               lo.Evse(id="a2", node="g", charge_point_id="A", connector_id=2, max_current=16)))
+    ctl = Controller(site, step_s=900, n_periods=8, method="fast", align_to_grid=aligned)
+    ad = CsmsAdapter(ctl)
+    assert ad.connect("A", "1.6")
+    sims = {"A": SimStation("A", "1.6", list(site.evses))}
+    now = T0 + timedelta(seconds=20)
+    _deliver(ad, sims, ad.poll(now), now)
+    for c in (1, 2):
+        sims["A"].tx[c] = ad.on_start_transaction("A", {
+            "connectorId": c, "meterStart": 0, "timestamp": _iso(now)})
+    _deliver(ad, sims, ad.step(now), now)
+    resent = []
+    for k in range(1, 12):  # a tick a minute, all inside one 15-minute grid period and across
+        t = now + timedelta(minutes=k)
+        resent += _purposes(_deliver(ad, sims, ad.step(t), t))
+    if aligned:
+        assert resent == []
+    else:
+        assert resent  # the drift the alignment removes (the test would not notice otherwise)
+    assert ad.problems == []

@@ -167,6 +167,14 @@ class Controller:
         up to the same span. ``None`` (default): ``n_periods`` periods of ``step_s``. The plan
         beyond ``fine_s`` only has to be right in aggregate; docs/benchmarks.md measures speed and
         energy delivered both ways on the JPL week.
+    align_to_grid
+        Start every horizon at the last instant at or before ``now`` on a fixed UTC grid of
+        ``step_s`` (epoch seconds divisible by ``step_s``) instead of at ``now``: period
+        boundaries, and so OCPP ``startSchedule`` / ``startPeriod``, stay the same from tick to
+        tick, so a CSMS re-sends a profile only when a limit changed (docs/ocpp.md). Period 0
+        then has partly passed: limits and signals are sampled over all of it (by minimum: never
+        less safe), energy planned in it is slightly optimistic until the next tick corrects it.
+        Default ``False``: the horizon starts at ``now``.
     signals, objective
         Prices, base load, limits, DR events; objective weights (changeable later).
     planner
@@ -215,6 +223,7 @@ class Controller:
         n_periods: int = 96,
         coarse_step_s: int | None = None,
         fine_s: int = 4 * 3600,
+        align_to_grid: bool = False,
         signals: Signals | None = None,
         objective: Objective | None = None,
         planner: Any = None,
@@ -259,6 +268,10 @@ class Controller:
         self.n_periods = int(n_periods)
         self.coarse_step_s = coarse_step_s
         self.fine_s = fine_s
+        if not isinstance(align_to_grid, bool):
+            raise InputError(f"Controller: align_to_grid must be True or False, got "
+                             f"{align_to_grid!r}")
+        self.align_to_grid = align_to_grid
         if coarse_step_s is not None:  # a bad combination fails here, not at the first step
             Horizon.tiered(datetime(2000, 1, 1, tzinfo=UTC), fine_step_s=self.step_s,
                            fine_s=fine_s, coarse_step_s=coarse_step_s,
@@ -659,7 +672,12 @@ class Controller:
 
     # ------------------------------------------------------------------ the step
     def horizon(self, now: datetime) -> Horizon:
-        """The horizon of a step at ``now`` (see ``step_s``, ``n_periods``, ``coarse_step_s``)."""
+        """The horizon of a step at ``now`` (see ``step_s``, ``n_periods``, ``coarse_step_s``,
+        ``align_to_grid``)."""
+        if self.align_to_grid:
+            now_utc = to_utc(now, "Controller.horizon: now")
+            off_s = now_utc.timestamp() % self.step_s  # in UTC: never a wall-clock shift
+            now = (now_utc - timedelta(seconds=off_s)).astimezone(now.tzinfo)
         if self.coarse_step_s is not None:
             return Horizon.tiered(now, fine_step_s=self.step_s, fine_s=self.fine_s,
                                   coarse_step_s=self.coarse_step_s,

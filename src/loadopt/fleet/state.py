@@ -33,7 +33,8 @@ from ..site import Site
 FORMAT = "loadopt-fleet-state/1"
 
 #: Controller constructor settings kept.
-_INIT = ("step_s", "n_periods", "coarse_step_s", "fine_s", "time_limit_s", "default_dwell_h",
+_INIT = ("step_s", "n_periods", "coarse_step_s", "fine_s", "align_to_grid", "time_limit_s",
+         "default_dwell_h",
          "default_energy_kwh",
          "reshare", "reshare_threshold_a", "reshare_headroom_a", "overstay_extension_h",
          "expected_grace_h")
