@@ -55,8 +55,10 @@ def problem(n_sessions: int):
 
 def family_table(rows: dict[str, dict]) -> list[str]:
     """The family table as lines, with a loud FAIL line for every member past a bound."""
-    out = [f"{'member':<24} {'S x T':>10} {'loadopt':>10} {'raw HiGHS':>10} {'ratio':>6} "
-           f"{'PuLP+CBC':>9} {'PuLP/lo':>7} {'iters lo/raw':>13} {'energy':>7}"]
+    out = [
+        f"{'member':<24} {'S x T':>10} {'loadopt':>10} {'raw HiGHS':>10} {'ratio':>6} "
+        f"{'PuLP+CBC':>9} {'PuLP/lo':>7} {'iters lo/raw':>13} {'energy':>7}"
+    ]
     ratios = {}
     fails = []
     for name, r in rows.items():
@@ -64,22 +66,29 @@ def family_table(rows: dict[str, dict]) -> list[str]:
         ratios[name] = ratio
         pulp = r.get("pulp_s")
         speed = r.get("pulp_over_loadopt")
-        it = (f"{r['loadopt_iters']}/{r['raw_iters']}" if "raw_iters" in r else "-")
-        out.append(f"{name:<24} {r['sessions']:>5}x{r['periods']:<4} "
-                   f"{1e3 * r['loadopt_s']:>8.1f}ms {1e3 * r['raw_s']:>8.1f}ms {ratio:>6.2f} "
-                   + (f"{pulp:>8.2f}s {speed:>6.1f}x" if pulp is not None else f"{'-':>9} {'-':>7}")
-                   + f" {it:>13} {r['delivered_pct']:>6.1f}%")
+        it = f"{r['loadopt_iters']}/{r['raw_iters']}" if "raw_iters" in r else "-"
+        out.append(
+            f"{name:<24} {r['sessions']:>5}x{r['periods']:<4} "
+            f"{1e3 * r['loadopt_s']:>8.1f}ms {1e3 * r['raw_s']:>8.1f}ms {ratio:>6.2f} "
+            + (f"{pulp:>8.2f}s {speed:>6.1f}x" if pulp is not None else f"{'-':>9} {'-':>7}")
+            + f" {it:>13} {r['delivered_pct']:>6.1f}%"
+        )
         if ratio > FAMILY_MAX_RATIO:
-            fails.append(f"FAIL {name}: end-to-end / raw HiGHS = {ratio:.2f} > "
-                         f"{FAMILY_MAX_RATIO:.1f}")
+            fails.append(
+                f"FAIL {name}: end-to-end / raw HiGHS = {ratio:.2f} > {FAMILY_MAX_RATIO:.1f}"
+            )
         if speed is not None and speed < FAMILY_MIN_PULP_SPEEDUP:
-            fails.append(f"FAIL {name}: only {speed:.1f}x faster than PuLP + CBC "
-                         f"(< {FAMILY_MIN_PULP_SPEEDUP:.0f}x)")
+            fails.append(
+                f"FAIL {name}: only {speed:.1f}x faster than PuLP + CBC "
+                f"(< {FAMILY_MIN_PULP_SPEEDUP:.0f}x)"
+            )
     if ratios:
         med = float(np.median(list(ratios.values())))
         worst = max(ratios, key=ratios.get)
-        out.append(f"median end-to-end / raw HiGHS {med:.2f} (target <= {FAMILY_MEDIAN_TARGET}), "
-                   f"worst {ratios[worst]:.2f} ({worst})")
+        out.append(
+            f"median end-to-end / raw HiGHS {med:.2f} (target <= {FAMILY_MEDIAN_TARGET}), "
+            f"worst {ratios[worst]:.2f} ({worst})"
+        )
         if med > FAMILY_MEDIAN_TARGET:
             fails.append(f"FAIL median end-to-end / raw HiGHS {med:.2f} > {FAMILY_MEDIAN_TARGET}")
     bar = "!" * 78
@@ -101,10 +110,12 @@ def pytest_terminal_summary(terminalreporter):
         tr.section("loadopt: JPL week replay, uniform vs non-uniform horizon (same run)")
         ref = next(iter(HORIZONS.values()))
         for name, r in HORIZONS.items():
-            tr.write_line(f"{name:<44} step mean {1e3 * r['mean_step_s']:7.2f} ms "
-                          f"({r['mean_step_s'] / ref['mean_step_s']:.2f}x) max "
-                          f"{1e3 * r['max_step_s']:7.1f} ms | energy {r['delivered_kwh']:8.1f} kWh "
-                          f"({r['delivered_pct']:.2f} %) served {r['served']}/{r['sessions']}")
+            tr.write_line(
+                f"{name:<44} step mean {1e3 * r['mean_step_s']:7.2f} ms "
+                f"({r['mean_step_s'] / ref['mean_step_s']:.2f}x) max "
+                f"{1e3 * r['max_step_s']:7.1f} ms | energy {r['delivered_kwh']:8.1f} kWh "
+                f"({r['delivered_pct']:.2f} %) served {r['served']}/{r['sessions']}"
+            )
         out = Path(".benchmarks")
         out.mkdir(exist_ok=True)
         (out / "horizons.json").write_text(json.dumps(HORIZONS, indent=2))
@@ -116,10 +127,20 @@ def pytest_terminal_summary(terminalreporter):
         a, b = RESULTS.get((group, num)), RESULTS.get((group, den))
         if a is None or b is None:
             continue
-        rows.append({"group": group, "what": title, "numerator": num, "denominator": den,
-                     "numerator_s": a, "denominator_s": b, "ratio": a / b})
-        tr.write_line(f"{group:<28} {title:<52} {a * 1e3:10.1f} ms / {b * 1e3:10.1f} ms "
-                      f"= {a / b:7.3f}")
+        rows.append(
+            {
+                "group": group,
+                "what": title,
+                "numerator": num,
+                "denominator": den,
+                "numerator_s": a,
+                "denominator_s": b,
+                "ratio": a / b,
+            }
+        )
+        tr.write_line(
+            f"{group:<28} {title:<52} {a * 1e3:10.1f} ms / {b * 1e3:10.1f} ms = {a / b:7.3f}"
+        )
     out = Path(".benchmarks")
     out.mkdir(exist_ok=True)
     (out / "ratios.json").write_text(json.dumps(rows, indent=2))
@@ -128,6 +149,8 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture
 def rec(benchmark, request):
     """``rec(group, label)`` after running ``benchmark``: remembers its mean for the ratios."""
+
     def _rec(group: str, label: str) -> None:
         record(benchmark, group, label)
+
     return _rec

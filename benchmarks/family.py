@@ -67,11 +67,15 @@ def workplace_congested() -> Scenario:
 
 def workplace_uncongested() -> Scenario:
     hz = Horizon(start=DAY, step_s=900, n_periods=96)
-    site = make_site(600, circuit_a=80.0, feeder_a=400.0, grid_a=30 * 600.0,
-                     transformer_kw=12_000.0, seed=3)
+    site = make_site(
+        600, circuit_a=80.0, feeder_a=400.0, grid_a=30 * 600.0, transformer_kw=12_000.0, seed=3
+    )
     sessions = make_sessions(site, hz, kind="workplace", seed=3)
-    sig = Signals(import_price=tou_prices(hz), pv_kw=pv_profile(hz, 400.0),
-                  base_load_kw=base_load_profile(hz, 40.0, 120.0))
+    sig = Signals(
+        import_price=tou_prices(hz),
+        pv_kw=pv_profile(hz, 400.0),
+        base_load_kw=base_load_profile(hz, 40.0, 120.0),
+    )
     return Scenario(site=site, horizon=hz, sessions=tuple(sessions), signals=sig)
 
 
@@ -80,45 +84,87 @@ def depot_timetable(n_bays: int = 150) -> Scenario:
     4:30; 3-phase 32 A bays, four bays per circuit, a transformer well below all bays at once."""
     start = DAY.replace(hour=12)
     hz = Horizon(start=start, step_s=900, n_periods=96)
-    site = make_site(n_bays, evses_per_circuit=4, circuits_per_feeder=6, circuit_a=100.0,
-                     feeder_a=400.0, grid_a=0.5 * 32 * n_bays, transformer_kw=0.5 * 22 * n_bays,
-                     share_single_phase_evse=0.0, seed=5)
+    site = make_site(
+        n_bays,
+        evses_per_circuit=4,
+        circuits_per_feeder=6,
+        circuit_a=100.0,
+        feeder_a=400.0,
+        grid_a=0.5 * 32 * n_bays,
+        transformer_kw=0.5 * 22 * n_bays,
+        share_single_phase_evse=0.0,
+        seed=5,
+    )
     rng = np.random.default_rng(5)
     arr = start.replace(hour=18) + np.arange(n_bays) * timedelta(minutes=240 / n_bays)
-    dep = start.replace(hour=4, minute=30) + timedelta(days=1) + np.arange(n_bays) * timedelta(
-        minutes=120 / n_bays)
-    sessions = [Session(id=f"bus{k:03d}", evse=f"evse{k}", arrival=arr[k].replace(microsecond=0),
-                        departure=dep[k].replace(microsecond=0),
-                        energy_kwh=round(float(rng.uniform(150, 300)), 1), max_current=32.0)
-                for k in range(n_bays)]
+    dep = (
+        start.replace(hour=4, minute=30)
+        + timedelta(days=1)
+        + np.arange(n_bays) * timedelta(minutes=120 / n_bays)
+    )
+    sessions = [
+        Session(
+            id=f"bus{k:03d}",
+            evse=f"evse{k}",
+            arrival=arr[k].replace(microsecond=0),
+            departure=dep[k].replace(microsecond=0),
+            energy_kwh=round(float(rng.uniform(150, 300)), 1),
+            max_current=32.0,
+        )
+        for k in range(n_bays)
+    ]
     sig = Signals(import_price=tou_prices(hz), base_load_kw=base_load_profile(hz, 30.0, 60.0))
     return Scenario(site=site, horizon=hz, sessions=tuple(sessions), signals=sig)
 
 
 def public_hub_dr(n_evse: int = 250) -> Scenario:
     hz = Horizon(start=DAY, step_s=900, n_periods=96)
-    site = make_site(n_evse, evses_per_circuit=2, circuits_per_feeder=10, circuit_a=63.0,
-                     feeder_a=250.0, grid_a=0.45 * 32 * n_evse, seed=7)
+    site = make_site(
+        n_evse,
+        evses_per_circuit=2,
+        circuits_per_feeder=10,
+        circuit_a=63.0,
+        feeder_a=250.0,
+        grid_a=0.45 * 32 * n_evse,
+        seed=7,
+    )
     sessions = make_sessions(site, hz, kind="public", sessions_per_evse=4.0, seed=7)
     sig = Signals(
-        import_price=tou_prices(hz), pv_kw=pv_profile(hz, 0.5 * n_evse),
+        import_price=tou_prices(hz),
+        pv_kw=pv_profile(hz, 0.5 * n_evse),
         base_load_kw=base_load_profile(hz, 0.1 * n_evse, 0.3 * n_evse),
         demand_response=(
-            DemandResponseEvent(id="shed", start=DAY.replace(hour=11), end=DAY.replace(hour=13),
-                                reduction_kw=0.5 * n_evse),
-            DemandResponseEvent(id="cap", start=DAY.replace(hour=17),
-                                end=DAY.replace(hour=19, minute=30), import_cap_kw=2.0 * n_evse),
-        ))
-    return Scenario(site=site, horizon=hz, sessions=tuple(sessions), signals=sig,
-                    objective=Objective(demand_charge_per_kw=0.05))
+            DemandResponseEvent(
+                id="shed",
+                start=DAY.replace(hour=11),
+                end=DAY.replace(hour=13),
+                reduction_kw=0.5 * n_evse,
+            ),
+            DemandResponseEvent(
+                id="cap",
+                start=DAY.replace(hour=17),
+                end=DAY.replace(hour=19, minute=30),
+                import_cap_kw=2.0 * n_evse,
+            ),
+        ),
+    )
+    return Scenario(
+        site=site,
+        horizon=hz,
+        sessions=tuple(sessions),
+        signals=sig,
+        objective=Objective(demand_charge_per_kw=0.05),
+    )
 
 
 def _phase_mix(n: int, single_share: float, seed: int) -> Scenario:
     hz = Horizon(start=DAY, step_s=900, n_periods=96)
     site = make_site(n, share_single_phase_evse=single_share, seed=seed)
     rng = np.random.default_rng(seed)
-    sessions = [s.model_copy(update={"phases": 1 if rng.random() < single_share else 3})
-                for s in make_sessions(site, hz, kind="workplace", seed=seed)]
+    sessions = [
+        s.model_copy(update={"phases": 1 if rng.random() < single_share else 3})
+        for s in make_sessions(site, hz, kind="workplace", seed=seed)
+    ]
     grid_kw = 0.3 * 32 * 0.69 * n
     sig = Signals(import_price=tou_prices(hz), grid_import_limit_kw=round(grid_kw, 1))
     return Scenario(site=site, horizon=hz, sessions=tuple(sessions), signals=sig)
@@ -166,6 +212,10 @@ def jpl_week_scenario(step_s: int = 900) -> Scenario:
     end = max(s.departure for s in sessions)
     n = int(np.ceil((end - start).total_seconds() / step_s))
     hz = Horizon(start=start, step_s=step_s, n_periods=n)
-    return Scenario(site=site, horizon=hz, sessions=tuple(sessions),
-                    signals=Signals(grid_import_limit_kw=80.0),
-                    objective=Objective(charge_early_per_kwh_h=0.05))
+    return Scenario(
+        site=site,
+        horizon=hz,
+        sessions=tuple(sessions),
+        signals=Signals(grid_import_limit_kw=80.0),
+        objective=Objective(charge_early_per_kwh_h=0.05),
+    )

@@ -73,8 +73,9 @@ def generate(n: int = 1000, seed: int = 16) -> Instance:
     frac = np.vstack([[0.30, 0.32, 0.34], rng.uniform(0.36, 0.45, (4, 3))])
     limit = np.round(load * frac)
     hours = np.arange(T) * STEP_S / 3600
-    price = np.where((hours >= 17) & (hours < 21), 0.38,
-                     np.where((hours >= 7) & (hours < 22), 0.26, 0.14))
+    price = np.where(
+        (hours >= 17) & (hours < 21), 0.38, np.where((hours >= 7) & (hours < 22), 0.26, 0.14)
+    )
     return Instance(n, arr_s, dep_s, imax, phases, phase, panel, energy, limit, price)
 
 
@@ -83,8 +84,9 @@ def raw_lp(inst: Instance) -> LinearProgram:
     n = inst.n
     dt_h = STEP_S / 3600
     b = np.arange(T + 1) * STEP_S
-    ov = (np.minimum(inst.dep_s[:, None], b[None, 1:])
-          - np.maximum(inst.arr_s[:, None], b[None, :-1]))
+    ov = np.minimum(inst.dep_s[:, None], b[None, 1:]) - np.maximum(
+        inst.arr_s[:, None], b[None, :-1]
+    )
     frac = np.clip(ov / STEP_S, 0, 1)
     si, ti = np.nonzero(frac > 0)
     V = si.size
@@ -106,44 +108,78 @@ def raw_lp(inst: Instance) -> LinearProgram:
     c = np.concatenate(rows_c)
     A_lim = sp.csr_matrix((np.ones(r.size), (r, c)), shape=(15 * T, V))
     A_lim = sp.hstack([A_lim, sp.csr_matrix((15 * T, n + T))])
-    A_en = sp.hstack([sp.csr_matrix((kwh, (si, np.arange(V))), shape=(n, V)), sp.identity(n),
-                      sp.csr_matrix((n, T))])
-    A_imp = sp.hstack([sp.csr_matrix((-kw[si], (ti, np.arange(V))), shape=(T, V)),
-                       sp.csr_matrix((T, n)), sp.identity(T)])
+    A_en = sp.hstack(
+        [
+            sp.csr_matrix((kwh, (si, np.arange(V))), shape=(n, V)),
+            sp.identity(n),
+            sp.csr_matrix((n, T)),
+        ]
+    )
+    A_imp = sp.hstack(
+        [
+            sp.csr_matrix((-kw[si], (ti, np.arange(V))), shape=(T, V)),
+            sp.csr_matrix((T, n)),
+            sp.identity(T),
+        ]
+    )
     A = sp.vstack([A_lim, A_en, A_imp], format="csc")
     lim = np.repeat(inst.limit_a.reshape(-1), T)
     return LinearProgram(
         c=np.concatenate([early, np.full(n, PENALTY), inst.price * dt_h]),
         col_lb=np.zeros(V + n + T),
         col_ub=np.concatenate([inst.imax[si], np.full(n, np.inf), np.full(T, np.inf)]),
-        A=A, row_lb=np.concatenate([np.full(15 * T, -np.inf), inst.energy_kwh, np.zeros(T)]),
+        A=A,
+        row_lb=np.concatenate([np.full(15 * T, -np.inf), inst.energy_kwh, np.zeros(T)]),
         row_ub=np.concatenate([lim, inst.energy_kwh, np.full(T, np.inf)]),
-        offset=0.0, cols=blocks_of({"r": np.arange(V), "u": np.arange(n), "imp": np.arange(T)}),
-        rows=blocks_of({"limits": np.arange(15 * T), "energy": np.arange(n),
-                        "import": np.arange(T)}))
+        offset=0.0,
+        cols=blocks_of({"r": np.arange(V), "u": np.arange(n), "imp": np.arange(T)}),
+        rows=blocks_of(
+            {"limits": np.arange(15 * T), "energy": np.arange(n), "import": np.arange(T)}
+        ),
+    )
 
 
 def as_scenario(inst: Instance) -> Scenario:
     """The same instance as loadopt's input objects."""
     rot = {0: "RST", 1: "STR", 2: "TRS"}  # puts EVSE L1 on site phase 0, 1, 2
     nodes = [Node(id="grid", kind="grid_connection", max_current=tuple(inst.limit_a[0]))]
-    nodes += [Node(id=f"panel{k}", parent="grid", kind="panel",
-                   max_current=tuple(inst.limit_a[1 + k])) for k in range(4)]
-    evses = [Evse(id=f"e{i}", node=f"panel{inst.panel[i]}", charge_point_id=f"cp{i}",
-                  phases=int(inst.phases[i]), max_current=float(inst.imax[i]),
-                  phase_rotation=rot[int(inst.phase[i])] if inst.phases[i] == 1 else "RST")
-             for i in range(inst.n)]
+    nodes += [
+        Node(id=f"panel{k}", parent="grid", kind="panel", max_current=tuple(inst.limit_a[1 + k]))
+        for k in range(4)
+    ]
+    evses = [
+        Evse(
+            id=f"e{i}",
+            node=f"panel{inst.panel[i]}",
+            charge_point_id=f"cp{i}",
+            phases=int(inst.phases[i]),
+            max_current=float(inst.imax[i]),
+            phase_rotation=rot[int(inst.phase[i])] if inst.phases[i] == 1 else "RST",
+        )
+        for i in range(inst.n)
+    ]
     site = Site(id="independent", nodes=tuple(nodes), evses=tuple(evses), voltage_v=VOLT)
-    sessions = [Session(id=f"s{i}", evse=f"e{i}",
-                        arrival=START + timedelta(seconds=float(inst.arr_s[i])),
-                        departure=START + timedelta(seconds=float(inst.dep_s[i])),
-                        energy_kwh=float(inst.energy_kwh[i]), max_current=float(inst.imax[i]),
-                        phases=int(inst.phases[i]))
-                for i in range(inst.n)]
+    sessions = [
+        Session(
+            id=f"s{i}",
+            evse=f"e{i}",
+            arrival=START + timedelta(seconds=float(inst.arr_s[i])),
+            departure=START + timedelta(seconds=float(inst.dep_s[i])),
+            energy_kwh=float(inst.energy_kwh[i]),
+            max_current=float(inst.imax[i]),
+            phases=int(inst.phases[i]),
+        )
+        for i in range(inst.n)
+    ]
     chg = np.flatnonzero(np.r_[True, np.diff(inst.price) != 0])
-    price = tuple(SeriesPoint(start=START + timedelta(seconds=int(k) * STEP_S),
-                              value=float(inst.price[k])) for k in chg)
-    return Scenario(site=site, horizon=Horizon(start=START, step_s=STEP_S, n_periods=T),
-                    sessions=tuple(sessions), signals=Signals(import_price=price),
-                    objective=Objective(unmet_energy_per_kwh=PENALTY,
-                                        charge_early_per_kwh_h=EARLY))
+    price = tuple(
+        SeriesPoint(start=START + timedelta(seconds=int(k) * STEP_S), value=float(inst.price[k]))
+        for k in chg
+    )
+    return Scenario(
+        site=site,
+        horizon=Horizon(start=START, step_s=STEP_S, n_periods=T),
+        sessions=tuple(sessions),
+        signals=Signals(import_price=price),
+        objective=Objective(unmet_energy_per_kwh=PENALTY, charge_early_per_kwh_h=EARLY),
+    )

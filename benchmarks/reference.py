@@ -40,26 +40,44 @@ def straightforward_lp(p: Problem) -> LinearProgram:
     n_extra = S + 2 * T + peak
     blocks = [
         sp.hstack([G, sp.csr_matrix((m, n_extra))]),
-        sp.hstack([sp.csr_matrix((p.var_kwh_per_a, (p.var_session, np.arange(V))), shape=(S, V)),
-                   sp.identity(S), sp.csr_matrix((S, 2 * T + peak))]),
+        sp.hstack(
+            [
+                sp.csr_matrix((p.var_kwh_per_a, (p.var_session, np.arange(V))), shape=(S, V)),
+                sp.identity(S),
+                sp.csr_matrix((S, 2 * T + peak)),
+            ]
+        ),
         # imp − exp − Σ kW/A · r = base − PV
-        sp.hstack([sp.csr_matrix((-kw, (p.var_period, np.arange(V))), shape=(T, V)),
-                   sp.csr_matrix((T, S)), sp.identity(T), -sp.identity(T),
-                   sp.csr_matrix((T, peak))]),
+        sp.hstack(
+            [
+                sp.csr_matrix((-kw, (p.var_period, np.arange(V))), shape=(T, V)),
+                sp.csr_matrix((T, S)),
+                sp.identity(T),
+                -sp.identity(T),
+                sp.csr_matrix((T, peak)),
+            ]
+        ),
     ]
     net = p.base_load_kw - p.pv_kw
     row_lb = [np.full(m, -np.inf), p.session_energy_kwh, net]
     row_ub = [p.h, p.session_energy_kwh, net]
     if peak:  # imp_t − peak ≤ 0
-        blocks.append(sp.hstack([sp.csr_matrix((T, V + S)), sp.identity(T),
-                                 sp.csr_matrix((T, T)), -np.ones((T, 1))]))
+        blocks.append(
+            sp.hstack(
+                [sp.csr_matrix((T, V + S)), sp.identity(T), sp.csr_matrix((T, T)), -np.ones((T, 1))]
+            )
+        )
         row_lb.append(np.full(T, -np.inf))
         row_ub.append(np.zeros(T))
     A = sp.vstack(blocks, format="csc")
     c = [c_r, pen, o.energy_cost * p.import_price * dt_h, -o.energy_cost * exp_price * dt_h]
     lb = [np.zeros(V), np.zeros(S), np.zeros(T), np.zeros(T)]
-    ub = [p.var_ub, np.full(S, np.inf), np.full(T, np.inf),
-          np.maximum(p.pv_kw - p.base_load_kw, 0.0)]
+    ub = [
+        p.var_ub,
+        np.full(S, np.inf),
+        np.full(T, np.inf),
+        np.maximum(p.pv_kw - p.base_load_kw, 0.0),
+    ]
     if peak:
         c.append([o.demand_charge_per_kw])
         lb.append([p.signals.peak_so_far_kw])
@@ -71,7 +89,13 @@ def straightforward_lp(p: Problem) -> LinearProgram:
         cols["peak"] = np.zeros(1, np.int64)
         rows["peak"] = per
     return LinearProgram(
-        c=np.concatenate(c), col_lb=np.concatenate(lb), col_ub=np.concatenate(ub), A=A,
-        row_lb=np.concatenate(row_lb), row_ub=np.concatenate(row_ub), offset=0.0,
-        cols=blocks_of(cols), rows=blocks_of(rows),
+        c=np.concatenate(c),
+        col_lb=np.concatenate(lb),
+        col_ub=np.concatenate(ub),
+        A=A,
+        row_lb=np.concatenate(row_lb),
+        row_ub=np.concatenate(row_ub),
+        offset=0.0,
+        cols=blocks_of(cols),
+        rows=blocks_of(rows),
     )

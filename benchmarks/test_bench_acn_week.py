@@ -70,8 +70,7 @@ def scenarios(days: int):
     from datetime import date, timedelta
 
     d0 = date.fromisoformat(FIRST_DAY)
-    return [acn_scenario((d0 + timedelta(days=k)).isoformat(), step_s=STEP_S)
-            for k in range(days)]
+    return [acn_scenario((d0 + timedelta(days=k)).isoformat(), step_s=STEP_S) for k in range(days)]
 
 
 def replay(name: str, days: int) -> Row:
@@ -89,8 +88,9 @@ def replay(name: str, days: int) -> Row:
         viol += r.n_violations
         times.append(r.step_time_s)
     t = np.concatenate(times)
-    return Row(name, got, req, served, n, viol, 1e3 * t.mean(), 1e3 * t.max(),
-               time.perf_counter() - t0)
+    return Row(
+        name, got, req, served, n, viol, 1e3 * t.mean(), 1e3 * t.max(), time.perf_counter() - t0
+    )
 
 
 def hindsight(days: int) -> Row:
@@ -105,19 +105,33 @@ def hindsight(days: int) -> Row:
         req += k.requested_kwh
         served += k.sessions_served
         n += len(k.sessions)
-    return Row("hindsight LP (full knowledge)", got, req, served, n, 0, float("nan"),
-               float("nan"), time.perf_counter() - t0)
+    return Row(
+        "hindsight LP (full knowledge)",
+        got,
+        req,
+        served,
+        n,
+        0,
+        float("nan"),
+        float("nan"),
+        time.perf_counter() - t0,
+    )
 
 
 def table(rows: list[Row], best: Row) -> str:
-    out = ["| policy | energy delivered | vs hindsight | sessions served | exact violations "
-           "| ms per call mean / max |", "|---|---|---|---|---|---|"]
+    out = [
+        "| policy | energy delivered | vs hindsight | sessions served | exact violations "
+        "| ms per call mean / max |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         pct = 100.0 * r.delivered_kwh / r.requested_kwh
         ratio = 100.0 * r.delivered_kwh / best.delivered_kwh
         ms = "—" if np.isnan(r.ms_mean) else f"{r.ms_mean:.1f} / {r.ms_max:.0f}"
-        out.append(f"| {r.name} | {r.delivered_kwh:,.1f} kWh ({pct:.2f} %) | {ratio:.2f} % | "
-                   f"{r.served}/{r.sessions} | {r.violations} | {ms} |")
+        out.append(
+            f"| {r.name} | {r.delivered_kwh:,.1f} kWh ({pct:.2f} %) | {ratio:.2f} % | "
+            f"{r.served}/{r.sessions} | {r.violations} | {ms} |"
+        )
     return "\n".join(out)
 
 

@@ -32,9 +32,16 @@ def _run(sc, now0, n_steps, step_s, n_periods, variants, cut_at=None):
     variant in turn, the order rotating), so that load from other processes hits all alike."""
     ctls = {}
     for name, v in variants.items():
-        c = Controller(sc.site, signals=sc.signals, objective=sc.objective, step_s=step_s,
-                       n_periods=n_periods, time_limit_s=30.0, warm=v["warm"],
-                       cold_after_limit_cut=v.get("cold_after_cut", True))
+        c = Controller(
+            sc.site,
+            signals=sc.signals,
+            objective=sc.objective,
+            step_s=step_s,
+            n_periods=n_periods,
+            time_limit_s=30.0,
+            warm=v["warm"],
+            cold_after_limit_cut=v.get("cold_after_cut", True),
+        )
         ctls[name] = c
     names = list(ctls)
     times = {n: [] for n in names}
@@ -79,8 +86,9 @@ def _compare(benchmark, label, variants, *args, **kw):
         info[f"{name}_modes"] = {m: modes.count(m) for m in sorted(set(modes))}
         if name != "cold":
             info[f"{name}_over_cold_mean"] = round(t.mean() / ref_t.mean(), 3)
-            info[f"{name}_obj_rel_diff"] = float(np.max(np.abs(obj - ref_obj)
-                                                        / np.maximum(1.0, np.abs(ref_obj))))
+            info[f"{name}_obj_rel_diff"] = float(
+                np.max(np.abs(obj - ref_obj) / np.maximum(1.0, np.abs(ref_obj)))
+            )
         if "cut_at" in kw:
             k = kw["cut_at"]
             info[f"{name}_cut_step_ms"] = round(1e3 * t[k], 1)
@@ -111,5 +119,14 @@ def test_1000_sessions_limit_cut(benchmark):
     sc = benchmark_scenario(1000)
     now0 = sc.horizon.start.replace(hour=10)
     variants = {**WARM, "warm_through_cut": {"warm": True, "cold_after_cut": False}}
-    _compare(benchmark, "1,000 x 96, grid limit halved over the horizon at step 2", variants,
-             sc, now0, 4, 900, 96, cut_at=2)
+    _compare(
+        benchmark,
+        "1,000 x 96, grid limit halved over the horizon at step 2",
+        variants,
+        sc,
+        now0,
+        4,
+        900,
+        96,
+        cut_at=2,
+    )

@@ -20,12 +20,17 @@ ROUNDS = {100: 5, 1000: 3, 5000: 1}
 
 for n in SIZES:
     g = f"core-{n}x96"
-    RATIOS.append(("end-to-end / raw HiGHS (straightforward model)", g, "loadopt end-to-end",
-                   "raw HiGHS solve"))
+    RATIOS.append(
+        (
+            "end-to-end / raw HiGHS (straightforward model)",
+            g,
+            "loadopt end-to-end",
+            "raw HiGHS solve",
+        )
+    )
     RATIOS.append(("loadopt solve only / raw HiGHS", g, "loadopt HiGHS solve", "raw HiGHS solve"))
     RATIOS.append(("PuLP build / loadopt compile+build", g, "PuLP build", "loadopt compile+build"))
-    RATIOS.append(("PuLP build / loadopt build (same arrays in)", g, "PuLP build",
-                   "loadopt build"))
+    RATIOS.append(("PuLP build / loadopt build (same arrays in)", g, "PuLP build", "loadopt build"))
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -46,8 +51,9 @@ def test_loadopt_end_to_end(benchmark, rec, n):
 @pytest.mark.parametrize("n", SIZES)
 def test_loadopt_solve_only(benchmark, rec, n):
     lp = build_lp(problem(n))
-    res = benchmark.pedantic(lambda: hs.solve_lp(lp, options=hs.LP_OPTIONS),
-                             rounds=ROUNDS[n], iterations=1)
+    res = benchmark.pedantic(
+        lambda: hs.solve_lp(lp, options=hs.LP_OPTIONS), rounds=ROUNDS[n], iterations=1
+    )
     assert res.status.value == "optimal"
     rec(f"core-{n}x96", "loadopt HiGHS solve")
 

@@ -95,13 +95,19 @@ def test_member(benchmark, name):
     lp = build_lp(p)
     lo_s = float(np.median(times["loadopt"]))
     row = {
-        "sessions": p.n_sessions, "periods": p.n_periods,
-        "raw_cols": m.reference.n_cols, "raw_rows": m.reference.n_rows,
-        "lp_cols": lp.n_cols, "lp_rows": lp.n_rows,
-        "loadopt_s": lo_s, "raw_s": float(np.median(times["raw"])),
-        "pulp_s": pulp_s, "pulp_over_loadopt": None if pulp_s is None else pulp_s / lo_s,
-        "loadopt_iters": _iterations(lp, hs.lp_options(lp) if hasattr(hs, "lp_options")
-                                     else hs.LP_OPTIONS),
+        "sessions": p.n_sessions,
+        "periods": p.n_periods,
+        "raw_cols": m.reference.n_cols,
+        "raw_rows": m.reference.n_rows,
+        "lp_cols": lp.n_cols,
+        "lp_rows": lp.n_rows,
+        "loadopt_s": lo_s,
+        "raw_s": float(np.median(times["raw"])),
+        "pulp_s": pulp_s,
+        "pulp_over_loadopt": None if pulp_s is None else pulp_s / lo_s,
+        "loadopt_iters": _iterations(
+            lp, hs.lp_options(lp) if hasattr(hs, "lp_options") else hs.LP_OPTIONS
+        ),
         "raw_iters": _iterations(m.reference, {}),
         "delivered_pct": 100 * first.kpis().delivered_kwh / max(first.kpis().requested_kwh, 1e-9),
     }
@@ -138,13 +144,22 @@ class _Timed(Controller):
         return sched
 
 
-def _replay(sc, horizon_h: float = 24.0, raw_every: int = 12, pulp_every: int | None = 48,
-            **ctl_kw):
+def _replay(
+    sc, horizon_h: float = 24.0, raw_every: int = 12, pulp_every: int | None = 48, **ctl_kw
+):
     from loadopt.simulate import simulate
 
     n = round(horizon_h * 3600 / sc.horizon.step_s)
-    ctl = _Timed(sc.site, step_s=sc.horizon.step_s, n_periods=n, signals=sc.signals,
-                 objective=sc.objective, raw_every=raw_every, pulp_every=pulp_every, **ctl_kw)
+    ctl = _Timed(
+        sc.site,
+        step_s=sc.horizon.step_s,
+        n_periods=n,
+        signals=sc.signals,
+        objective=sc.objective,
+        raw_every=raw_every,
+        pulp_every=pulp_every,
+        **ctl_kw,
+    )
     res = simulate(sc, ctl)
     assert res.n_violations == 0
     return ctl, res
@@ -167,12 +182,15 @@ def test_jpl_week_replay(benchmark):
     pulp = np.array(ctl.pulp) if ctl.pulp else None
     k = res.kpis
     row = {
-        "sessions": len(k.sessions), "periods": ctl.n_periods, "steps": int(steps.size),
-        "loadopt_s": float(samp[:, 0].mean()), "raw_s": float(samp[:, 1].mean()),
+        "sessions": len(k.sessions),
+        "periods": ctl.n_periods,
+        "steps": int(steps.size),
+        "loadopt_s": float(samp[:, 0].mean()),
+        "raw_s": float(samp[:, 1].mean()),
         "pulp_s": None if pulp is None else float(pulp[:, 1].mean()),
-        "pulp_over_loadopt": None if pulp is None else float(pulp[:, 1].mean()
-                                                             / pulp[:, 0].mean()),
-        "mean_step_s": float(steps.mean()), "max_step_s": float(steps.max()),
+        "pulp_over_loadopt": None if pulp is None else float(pulp[:, 1].mean() / pulp[:, 0].mean()),
+        "mean_step_s": float(steps.mean()),
+        "max_step_s": float(steps.max()),
         "delivered_pct": 100 * k.delivered_kwh / max(k.requested_kwh, 1e-9),
         "served": k.sessions_served,
     }
@@ -204,8 +222,14 @@ def test_jpl_week_horizons(benchmark):
     def run():
         for _ in range(reps):
             for name, kw in HORIZON_VARIANTS.items():
-                ctl = Controller(sc.site, step_s=900, n_periods=96, signals=sc.signals,
-                                 objective=sc.objective, **kw)
+                ctl = Controller(
+                    sc.site,
+                    step_s=900,
+                    n_periods=96,
+                    signals=sc.signals,
+                    objective=sc.objective,
+                    **kw,
+                )
                 res = simulate(sc, ctl)
                 assert res.n_violations == 0
                 out[name].append(res)
@@ -214,10 +238,13 @@ def test_jpl_week_horizons(benchmark):
     for name, runs in out.items():
         res = min(runs, key=lambda r: r.step_time_s.mean())
         k = res.kpis
-        row = {"mean_step_s": float(res.step_time_s.mean()),
-               "max_step_s": float(res.step_time_s.max()),
-               "delivered_kwh": k.delivered_kwh,
-               "delivered_pct": 100 * k.delivered_kwh / max(k.requested_kwh, 1e-9),
-               "served": k.sessions_served, "sessions": len(k.sessions)}
+        row = {
+            "mean_step_s": float(res.step_time_s.mean()),
+            "max_step_s": float(res.step_time_s.max()),
+            "delivered_kwh": k.delivered_kwh,
+            "delivered_pct": 100 * k.delivered_kwh / max(k.requested_kwh, 1e-9),
+            "served": k.sessions_served,
+            "sessions": len(k.sessions),
+        }
         HORIZONS[name] = row
         benchmark.extra_info[name] = row

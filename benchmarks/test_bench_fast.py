@@ -36,10 +36,12 @@ from loadopt.synthetic import demo_scenario, make_sessions, make_site
 SIZES = [1_000, 10_000, 100_000]
 ROUNDS = {1_000: 200, 10_000: 50, 100_000: 5}
 for _n in SIZES:
-    RATIOS.append(("fast allocate (fair) / scipy G_t @ x", f"fast-{_n}", "allocate fair",
-                   "scipy matvec"))
-    RATIOS.append(("fast allocate (edf) / scipy G_t @ x", f"fast-{_n}", "allocate edf",
-                   "scipy matvec"))
+    RATIOS.append(
+        ("fast allocate (fair) / scipy G_t @ x", f"fast-{_n}", "allocate fair", "scipy matvec")
+    )
+    RATIOS.append(
+        ("fast allocate (edf) / scipy G_t @ x", f"fast-{_n}", "allocate edf", "scipy matvec")
+    )
 
 
 @cache
@@ -56,13 +58,20 @@ def one_period(n: int) -> lo.Problem:
 def test_allocate_one_interval(benchmark, rec, n, policy):
     p = one_period(n)
     fast.allocate(p, 0, policy)  # compile (or load from cache) and prepare outside the timing
-    x = benchmark.pedantic(lambda: fast.allocate(p, 0, policy), rounds=ROUNDS[n], iterations=1,
-                           warmup_rounds=2)
+    x = benchmark.pedantic(
+        lambda: fast.allocate(p, 0, policy), rounds=ROUNDS[n], iterations=1, warmup_rounds=2
+    )
     pp = prepared(p)
-    benchmark.extra_info.update(evses=n, vars=p.n_vars, rows=int(p.G.shape[0]),
-                                nnz=int(p.G.nnz), rows_reduced=int(pp.row_orig.size),
-                                nnz_reduced=int(pp.indptr[-1]), numba=fast.NUMBA,
-                                delivered_a=float(x.sum()))
+    benchmark.extra_info.update(
+        evses=n,
+        vars=p.n_vars,
+        rows=int(p.G.shape[0]),
+        nnz=int(p.G.nnz),
+        rows_reduced=int(pp.row_orig.size),
+        nnz_reduced=int(pp.indptr[-1]),
+        numba=fast.NUMBA,
+        delivered_a=float(x.sum()),
+    )
     assert lo.Schedule(p, x[:, None], lo.ScheduleStatus.FEASIBLE, "fast").violations() == []
     rec(f"fast-{n}", f"allocate {policy}")
 
@@ -87,8 +96,14 @@ _START = (
 
 
 def _start(env: dict[str, str]) -> tuple[float, float, bool]:
-    out = subprocess.run([sys.executable, "-c", _START], env={**os.environ, **env},
-                         capture_output=True, text=True, check=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", _START],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     a, b, c = out.stdout.split()[-3:]
     return float(a), float(b), c == "True"
 
@@ -98,14 +113,18 @@ def test_compile_and_cached_start(benchmark):
     by that run (loads), and with numba disabled (the pure path), each in its own subprocess."""
     with tempfile.TemporaryDirectory() as d:
         cold = _start({"NUMBA_CACHE_DIR": d})
-        warm = benchmark.pedantic(lambda: _start({"NUMBA_CACHE_DIR": d}), rounds=3,
-                                  iterations=1)
+        warm = benchmark.pedantic(lambda: _start({"NUMBA_CACHE_DIR": d}), rounds=3, iterations=1)
     pure = _start({"LOADOPT_DISABLE_NUMBA": "1"})
     benchmark.extra_info.update(
-        import_and_compile_problem_s=cold[0], first_call_compile_s=cold[1],
-        first_call_cached_s=warm[1], first_call_pure_s=pure[1])
-    print(f"\nfast path first call: compile {cold[1]:.2f} s, from cache {warm[1] * 1e3:.0f} ms, "
-          f"pure (numba disabled) {pure[1] * 1e3:.0f} ms; import+compile_problem {cold[0]:.2f} s")
+        import_and_compile_problem_s=cold[0],
+        first_call_compile_s=cold[1],
+        first_call_cached_s=warm[1],
+        first_call_pure_s=pure[1],
+    )
+    print(
+        f"\nfast path first call: compile {cold[1]:.2f} s, from cache {warm[1] * 1e3:.0f} ms, "
+        f"pure (numba disabled) {pure[1] * 1e3:.0f} ms; import+compile_problem {cold[0]:.2f} s"
+    )
     assert cold[2] and warm[2] and not pure[2]
 
 
@@ -120,8 +139,10 @@ def test_quality_against_the_lp(benchmark):
     benchmark.pedantic(lambda: fast.allocate_horizon(p), rounds=20, iterations=1)
     req = float(p.session_energy_kwh.sum())
     benchmark.extra_info.update(requested_kwh=req, **{f"{k}_kwh": v for k, v in got.items()})
-    print(f"\ndemo day: requested {req:.1f} kWh; delivered: " + ", ".join(
-        f"{k} {v:.1f} kWh ({v / got['lp']:.1%} of LP)" for k, v in got.items())
-          + f"; LP solve {lp.solve_time_s:.3f} s, {time.perf_counter() - t0:.3f} s for 20 "
-          "fast horizons")
+    print(
+        f"\ndemo day: requested {req:.1f} kWh; delivered: "
+        + ", ".join(f"{k} {v:.1f} kWh ({v / got['lp']:.1%} of LP)" for k, v in got.items())
+        + f"; LP solve {lp.solve_time_s:.3f} s, {time.perf_counter() - t0:.3f} s for 20 "
+        "fast horizons"
+    )
     assert all(v <= got["lp"] + 1e-6 for v in got.values())

@@ -36,12 +36,19 @@ from loadopt.synthetic import benchmark_scenario
 N = int(os.environ.get("LOADOPT_FLEET_N", "40"))
 N_COUPLED = 20
 
-RATIOS.extend([
-    (f"solve_many, calling thread / loop ({N} sites)", "fleet", "solve_many-sequential", "loop"),
-    (f"solve_many, 2 threads / loop ({N} sites)", "fleet", "solve_many-threads", "loop"),
-    (f"solve_many, Dask 2 workers / loop ({N} sites)", "fleet", "solve_many-dask", "loop"),
-    (f"decomposition / joint LP ({N_COUPLED} sites)", "coupled", "decomposition", "joint"),
-])
+RATIOS.extend(
+    [
+        (
+            f"solve_many, calling thread / loop ({N} sites)",
+            "fleet",
+            "solve_many-sequential",
+            "loop",
+        ),
+        (f"solve_many, 2 threads / loop ({N} sites)", "fleet", "solve_many-threads", "loop"),
+        (f"solve_many, Dask 2 workers / loop ({N} sites)", "fleet", "solve_many-dask", "loop"),
+        (f"decomposition / joint LP ({N_COUPLED} sites)", "coupled", "decomposition", "joint"),
+    ]
+)
 
 
 @cache
@@ -72,9 +79,10 @@ def _info(benchmark, res=None):
         benchmark.extra_info["tasks_per_s"] = res.n_tasks / t
         if mean is not None:
             benchmark.extra_info["overhead_ms_per_task"] = 1e3 * (t - mean) / res.n_tasks
-    print(f"\n{benchmark.name}: {N / t:.1f} sites/s, {1e3 * t / N:.2f} ms/site",
-          {k: round(v, 3) if isinstance(v, float) else v
-           for k, v in benchmark.extra_info.items()})
+    print(
+        f"\n{benchmark.name}: {N / t:.1f} sites/s, {1e3 * t / N:.2f} ms/site",
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in benchmark.extra_info.items()},
+    )
 
 
 @pytest.mark.benchmark(group="fleet")
@@ -152,15 +160,20 @@ def test_gil_released_while_solving(benchmark):
     allocate_horizon(p)
     data = os.urandom(4_000_000)
     lst = list(np.random.default_rng(0).random(300_000))
-    cases = {"idle": lambda: time.sleep(0.01), "holds (sorted)": lambda: sorted(lst),
-             "releases (zlib)": lambda: zlib.compress(data, 6), "HiGHS LP": lambda: solve(p),
-             "fast path (numba)": lambda: allocate_horizon(p)}
-    out = {k: float(np.median([_blocked_fraction(w) for _ in range(3)]))
-           for k, w in cases.items()}
+    cases = {
+        "idle": lambda: time.sleep(0.01),
+        "holds (sorted)": lambda: sorted(lst),
+        "releases (zlib)": lambda: zlib.compress(data, 6),
+        "HiGHS LP": lambda: solve(p),
+        "fast path (numba)": lambda: allocate_horizon(p),
+    }
+    out = {k: float(np.median([_blocked_fraction(w) for _ in range(3)])) for k, w in cases.items()}
     benchmark.extra_info.update(out)
     benchmark.pedantic(lambda: solve(p), rounds=3, iterations=1)
-    print("\nGIL: share of time another Python thread is kept waiting: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in out.items()))
+    print(
+        "\nGIL: share of time another Python thread is kept waiting: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in out.items())
+    )
 
 
 @cache
@@ -178,8 +191,7 @@ def test_coupled_joint(benchmark, rec):
 
     ps, limit = coupled_case()
     out = {}
-    benchmark.pedantic(lambda: out.setdefault("j", solve_joint(ps, limit)), rounds=1,
-                       iterations=1)
+    benchmark.pedantic(lambda: out.setdefault("j", solve_joint(ps, limit)), rounds=1, iterations=1)
     rec("coupled", "joint")
     benchmark.extra_info["objective"] = out["j"].objective
 
@@ -203,11 +215,17 @@ def test_coupled_decomposition(benchmark, rec):
     gap = (c.objective - j.objective) / abs(j.objective)
     imp = c.import_kw()
     benchmark.extra_info.update(
-        iterations=len(c.history), converged=c.converged, objective=c.objective,
-        joint_objective=j.objective, relative_gap_to_joint=gap,
+        iterations=len(c.history),
+        converged=c.converged,
+        objective=c.objective,
+        joint_objective=j.objective,
+        relative_gap_to_joint=gap,
         bound_gap=c.history[-1].gap,
-        max_import_over_limit_kw=float((imp - limit.import_kw).max()))
-    print(f"\ncoupled {N_COUPLED} sites: {len(c.history)} iterations, objective "
-          f"{c.objective:.4f} vs joint {j.objective:.4f} (gap {gap:.2e}); import peak "
-          f"{imp.max():.1f} kW under the limit {limit.import_kw:.1f} kW")
+        max_import_over_limit_kw=float((imp - limit.import_kw).max()),
+    )
+    print(
+        f"\ncoupled {N_COUPLED} sites: {len(c.history)} iterations, objective "
+        f"{c.objective:.4f} vs joint {j.objective:.4f} (gap {gap:.2e}); import peak "
+        f"{imp.max():.1f} kW under the limit {limit.import_kw:.1f} kW"
+    )
     assert (imp <= limit.import_kw + 1e-9).all()

@@ -56,9 +56,14 @@ def _dump() -> None:
     print("\n  n  what                                   time s    gap %")
     for r in rows:
         hg = r.get("highs_gap")
-        extra = "" if hg is None else (
-            f"   (emitted on the 0.1 A grid: {100 * r.get('gap_emitted', float('inf')):.3f} %;"
-            f" HiGHS' own gap {100 * hg:.3f} %, {r['message']})")
+        extra = (
+            ""
+            if hg is None
+            else (
+                f"   (emitted on the 0.1 A grid: {100 * r.get('gap_emitted', float('inf')):.3f} %;"
+                f" HiGHS' own gap {100 * hg:.3f} %, {r['message']})"
+            )
+        )
         print(f"{r['n']:>4}  {r['what']:<36} {r['time_s']:8.2f} {100 * r['gap']:8.3f}{extra}")
 
 
@@ -74,32 +79,50 @@ def test_lp_relaxation(benchmark, rec, n):
 @pytest.mark.parametrize("n", SIZES)
 def test_milp_to_1pct(benchmark, rec, n):
     p = problem(n)
-    s = benchmark.pedantic(lambda: lo.solve(p, method="milp", mip_rel_gap=0.01), rounds=1,
-                           iterations=1, warmup_rounds=0)
+    s = benchmark.pedantic(
+        lambda: lo.solve(p, method="milp", mip_rel_gap=0.01),
+        rounds=1,
+        iterations=1,
+        warmup_rounds=0,
+    )
     assert s.status == lo.ScheduleStatus.OPTIMAL and not s.violations()
     c = s.current
     assert not np.any((c > 0) & (c < p.session_min_current[:, None] - 1e-9))
     rec(f"milp-{n}x96", "milp to 1%")
-    TABLE[(n, "b loadopt MILP to 1 %")] = {"time_s": mean_s(benchmark),
-                                           "gap": _gap(s.objective, _lp_bound(n)),
-                                           "message": s.message}
+    TABLE[(n, "b loadopt MILP to 1 %")] = {
+        "time_s": mean_s(benchmark),
+        "gap": _gap(s.objective, _lp_bound(n)),
+        "message": s.message,
+    }
 
 
 @pytest.mark.parametrize("formulation", ["binary", "semicontinuous"])
 @pytest.mark.parametrize("n", SIZES)
 def test_milp_gap_at_10s(benchmark, n, formulation):
     p = problem(n)
-    _gap_at_10s(benchmark, n, p, IntegerOptions(formulation=formulation),
-                f"c loadopt MILP 10 s, {formulation}")
+    _gap_at_10s(
+        benchmark,
+        n,
+        p,
+        IntegerOptions(formulation=formulation),
+        f"c loadopt MILP 10 s, {formulation}",
+    )
 
 
 def _gap_at_10s(benchmark, n, p, opts, label: str) -> None:
     """One 10 s MILP solve asking for 0 % gap; the gap reached goes in the table."""
-    s = benchmark.pedantic(lambda: solve_milp(p, opts, time_limit_s=10.0, mip_rel_gap=0.0),
-                           rounds=1, iterations=1, warmup_rounds=0)
+    s = benchmark.pedantic(
+        lambda: solve_milp(p, opts, time_limit_s=10.0, mip_rel_gap=0.0),
+        rounds=1,
+        iterations=1,
+        warmup_rounds=0,
+    )
     assert not s.violations()
-    TABLE[(n, label)] = {"time_s": mean_s(benchmark), "gap": _gap(s.objective, _lp_bound(n)),
-                         "message": s.message}
+    TABLE[(n, label)] = {
+        "time_s": mean_s(benchmark),
+        "gap": _gap(s.objective, _lp_bound(n)),
+        "message": s.message,
+    }
 
 
 def _with_steps(n: int, levels: tuple[float, ...]):
@@ -137,8 +160,7 @@ def test_raw_highs_milp(benchmark, n, formulation):
         res = hs.run(h)
         out["time_s"] = time.perf_counter() - t0
         # gap against the same LP bound as loadopt's lines (HiGHS' own gap uses its cut bound)
-        out["gap"] = (float("inf") if res.objective is None
-                      else _gap(res.objective, _lp_bound(n)))
+        out["gap"] = float("inf") if res.objective is None else _gap(res.objective, _lp_bound(n))
         if res.x is not None:  # as emitted: on the 0.1 A grid, through enforce/project
             xr = np.zeros(m.n_ext)
             has = m.ext_col >= 0

@@ -89,10 +89,17 @@ def test_fast_path_start(benchmark, name):
     benchmark.pedantic(round_, rounds=1 if benchmark.disabled else 3, iterations=1)
     cold, warm = res["cold"], res["fast-path start"]
     assert warm[0][2] == pytest.approx(cold[0][2], rel=1e-7)
-    row = {"cold_s": min(r[0] for r in cold), "start_s": min(r[0] for r in warm) + t_basis,
-           "basis_build_s": t_basis, "cold_iters": cold[0][1], "start_iters": warm[0][1]}
+    row = {
+        "cold_s": min(r[0] for r in cold),
+        "start_s": min(r[0] for r in warm) + t_basis,
+        "basis_build_s": t_basis,
+        "cold_iters": cold[0][1],
+        "start_iters": warm[0][1],
+    }
     START[name] = row
     benchmark.extra_info.update(row)
-    print(f"\n{name}: cold {1e3 * row['cold_s']:.1f} ms / {row['cold_iters']} it; fast-path "
-          f"start {1e3 * row['start_s']:.1f} ms (of which basis {1e3 * t_basis:.1f} ms) / "
-          f"{row['start_iters']} it; ratio {row['start_s'] / row['cold_s']:.2f}")
+    print(
+        f"\n{name}: cold {1e3 * row['cold_s']:.1f} ms / {row['cold_iters']} it; fast-path "
+        f"start {1e3 * row['start_s']:.1f} ms (of which basis {1e3 * t_basis:.1f} ms) / "
+        f"{row['start_iters']} it; ratio {row['start_s'] / row['cold_s']:.2f}"
+    )

@@ -22,10 +22,17 @@ from loadopt.synthetic import v2g_scenario
 
 N = 200
 G = f"v2g-{N}x96"
-RATIOS.append(("V2G + battery / charge-only (end to end, same site)", G,
-               "bidirectional end-to-end", "charge-only end-to-end"))
-RATIOS.append(("V2G + battery / charge-only (HiGHS only)", G, "bidirectional HiGHS",
-               "charge-only HiGHS"))
+RATIOS.append(
+    (
+        "V2G + battery / charge-only (end to end, same site)",
+        G,
+        "bidirectional end-to-end",
+        "charge-only end-to-end",
+    )
+)
+RATIOS.append(
+    ("V2G + battery / charge-only (HiGHS only)", G, "bidirectional HiGHS", "charge-only HiGHS")
+)
 
 
 @cache
@@ -49,10 +56,13 @@ def test_end_to_end(benchmark, rec, kind):
         assert k.storage is not None and k.storage.discharged_kwh > 0
         lp = build_lp(s.problem)
         assert lp.integrality is None  # positive prices: no binary needed
-        benchmark.extra_info.update(cols=lp.n_cols, rows=lp.n_rows,
-                                    discharged_kwh=round(k.storage.discharged_kwh, 1),
-                                    revenue=round(k.storage.revenue, 2),
-                                    peak_shaved_kw=round(k.storage.peak_shaved_kw, 1))
+        benchmark.extra_info.update(
+            cols=lp.n_cols,
+            rows=lp.n_rows,
+            discharged_kwh=round(k.storage.discharged_kwh, 1),
+            revenue=round(k.storage.revenue, 2),
+            peak_shaved_kw=round(k.storage.peak_shaved_kw, 1),
+        )
     rec(G, f"{kind} end-to-end")
 
 
@@ -61,7 +71,6 @@ def test_highs_only(benchmark, rec, kind):
     from loadopt.solvers import highs as hs
 
     lp = build_lp(scenarios()[0 if kind == "bidirectional" else 1].compile())
-    res = benchmark.pedantic(lambda: hs.solve_lp(lp, options=hs.LP_OPTIONS), rounds=3,
-                             iterations=1)
+    res = benchmark.pedantic(lambda: hs.solve_lp(lp, options=hs.LP_OPTIONS), rounds=3, iterations=1)
     assert res.status.value == "optimal"
     rec(G, f"{kind} HiGHS")

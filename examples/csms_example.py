@@ -74,8 +74,9 @@ class _Common:
         self.outbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.token = False
 
-    async def send_raw(self, action: str, payload: dict[str, Any],
-                       timeout_s: float) -> dict[str, Any] | None:
+    async def send_raw(
+        self, action: str, payload: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any] | None:
         """One OCPP-J CALL with ``payload`` exactly as given (camelCase); the answer payload,
         or ``None`` on a time-out, a CallError or a closed socket."""
         call = Call(unique_id=str(uuid.uuid4()), action=action, payload=payload)
@@ -83,7 +84,8 @@ class _Common:
         async with self._call_lock:  # type: ignore[attr-defined]
             await self._send(call.to_json())  # type: ignore[attr-defined]
             res = await self._get_specific_response(  # type: ignore[attr-defined]
-                call.unique_id, timeout_s)
+                call.unique_id, timeout_s
+            )
         if res.message_type_id == MessageType.CallError:
             log.warning("%s %s: CallError %s", self.id, action, res)
             return None
@@ -169,8 +171,7 @@ class _Station2x(_Common):
     @on("BootNotification")
     def on_boot(self, **_: Any) -> Any:
         self._boot(self._ocpp_version)
-        return self._results.BootNotification(current_time=_now(), interval=30,
-                                              status="Accepted")
+        return self._results.BootNotification(current_time=_now(), interval=30, status="Accepted")
 
     @on("Heartbeat")
     def on_heartbeat(self) -> Any:
@@ -224,9 +225,11 @@ class Station21(_Station2x, ChargePoint21):
     _results = result21
 
 
-_CLASSES: dict[str, tuple[type, str]] = {"ocpp1.6": (Station16, "1.6"),
-                                         "ocpp2.0.1": (Station201, "2.0.1"),
-                                         "ocpp2.1": (Station21, "2.1")}
+_CLASSES: dict[str, tuple[type, str]] = {
+    "ocpp1.6": (Station16, "1.6"),
+    "ocpp2.0.1": (Station201, "2.0.1"),
+    "ocpp2.1": (Station21, "2.1"),
+}
 
 
 class Csms:
@@ -302,23 +305,45 @@ class Csms:
 def demo_site() -> lo.Site:
     """Two 11 kW stations (1.6 "CP16", 2.0.1 "CP201"), two connectors each, on a 32 A feeder."""
     return lo.Site(
-        nodes=(lo.Node(id="grid", kind="grid_connection", max_current=63.0),
-               lo.Node(id="feeder", parent="grid", kind="feeder", max_current=32.0)),
-        evses=tuple(lo.Evse(id=f"{cp}-{k}", node="feeder", charge_point_id=cp, connector_id=k,
-                            max_current=16.0, phase_rotation=rot)
-                    for cp, rot in (("CP16", "RST"), ("CP201", "STR")) for k in (1, 2)),
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection", max_current=63.0),
+            lo.Node(id="feeder", parent="grid", kind="feeder", max_current=32.0),
+        ),
+        evses=tuple(
+            lo.Evse(
+                id=f"{cp}-{k}",
+                node="feeder",
+                charge_point_id=cp,
+                connector_id=k,
+                max_current=16.0,
+                phase_rotation=rot,
+            )
+            for cp, rot in (("CP16", "RST"), ("CP201", "STR"))
+            for k in (1, 2)
+        ),
     )
 
 
-def make_csms(site: lo.Site | None = None, *, adapter_kw: dict[str, Any] | None = None,
-              poll_s: float = 0.2, **controller_kw: Any) -> Csms:
+def make_csms(
+    site: lo.Site | None = None,
+    *,
+    adapter_kw: dict[str, Any] | None = None,
+    poll_s: float = 0.2,
+    **controller_kw: Any,
+) -> Csms:
     # align_to_grid: period boundaries on a fixed UTC grid, so profiles are re-sent only when a
     # limit changed (docs/ocpp.md, "Time")
-    kw = {"step_s": 900, "n_periods": 16, "method": "lp", "time_limit_s": 2.0,
-          "align_to_grid": True}
+    kw = {
+        "step_s": 900,
+        "n_periods": 16,
+        "method": "lp",
+        "time_limit_s": 2.0,
+        "align_to_grid": True,
+    }
     kw.update(controller_kw)
-    return Csms(CsmsAdapter(Controller(site or demo_site(), **kw), **(adapter_kw or {})),
-                poll_s=poll_s)
+    return Csms(
+        CsmsAdapter(Controller(site or demo_site(), **kw), **(adapter_kw or {})), poll_s=poll_s
+    )
 
 
 def main() -> None:

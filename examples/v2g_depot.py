@@ -54,10 +54,24 @@ ev_d = -s2.discharge_kw.sum(axis=0)
 bat = s2.battery_kw[0]
 ax2.bar(t, ev_c, width=p.step_h, align="edge", color="C2", label="vans charging")
 ax2.bar(t, ev_d, width=p.step_h, align="edge", color="C1", label="vans discharging (V2G)")
-ax2.bar(t, np.maximum(bat, 0), width=p.step_h, align="edge", bottom=ev_c, color="C4",
-        label="battery charging")
-ax2.bar(t, np.minimum(bat, 0), width=p.step_h, align="edge", bottom=ev_d, color="C5",
-        label="battery discharging")
+ax2.bar(
+    t,
+    np.maximum(bat, 0),
+    width=p.step_h,
+    align="edge",
+    bottom=ev_c,
+    color="C4",
+    label="battery charging",
+)
+ax2.bar(
+    t,
+    np.minimum(bat, 0),
+    width=p.step_h,
+    align="edge",
+    bottom=ev_d,
+    color="C5",
+    label="battery discharging",
+)
 ax2.axhline(0, color="k", lw=0.5)
 ax2.set_ylabel("kW (+ charge, − discharge)")
 ax2.legend(loc="upper left", fontsize=8)

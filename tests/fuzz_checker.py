@@ -37,8 +37,9 @@ def _ts(t: datetime) -> float:
     return t.timestamp()
 
 
-def _step_series(default: float | None, points: Sequence[Any] | None, a: float, b: float,
-                 how: str) -> float:
+def _step_series(
+    default: float | None, points: Sequence[Any] | None, a: float, b: float, how: str
+) -> float:
     """Lowest (``how="min"``) or highest value in force at any instant of ``[a, b)``: the value
     at ``a`` and every point that starts inside. ``default=None``: the first point's value (no
     points: +inf)."""
@@ -100,16 +101,19 @@ class Limits:
                     pts = [_Pt(c.start, _phase_value(c.value, p)) for c in n.current_series]
                 lim = [_step_series(static, pts, a, b, "min") for a, b in self.ab]
                 base_a = [(x * 1000.0 / (3.0 * V)) if nid in carries else 0.0 for x in base]
-                self.cur_room[(nid, p)] = [max(l_ - ba, 0.0)
-                                           for l_, ba in zip(lim, base_a, strict=True)]
-            kw = [_step_series(n.max_power_kw, n.power_series_kw, a, b, "min")
-                  for a, b in self.ab]
+                self.cur_room[(nid, p)] = [
+                    max(l_ - ba, 0.0) for l_, ba in zip(lim, base_a, strict=True)
+                ]
+            kw = [_step_series(n.max_power_kw, n.power_series_kw, a, b, "min") for a, b in self.ab]
             kw = [min(k, c) for k, c in zip(kw, self._signal_caps(nid), strict=True)]
-            self.kw_room[nid] = [max(k - (bk if nid in carries else 0.0), 0.0)
-                                 for k, bk in zip(kw, base, strict=True)]
+            self.kw_room[nid] = [
+                max(k - (bk if nid in carries else 0.0), 0.0)
+                for k, bk in zip(kw, base, strict=True)
+            ]
         caps = self._signal_caps(None)
-        self.import_room = [max(min(g, c) - bk + pk, 0.0)
-                            for g, c, bk, pk in zip(grid, caps, base, pv, strict=True)]
+        self.import_room = [
+            max(min(g, c) - bk + pk, 0.0) for g, c, bk, pk in zip(grid, caps, base, pv, strict=True)
+        ]
 
     @property
     def ab(self) -> list[tuple[float, float]]:
@@ -138,9 +142,13 @@ class Limits:
         return caps
 
     # ---------------------------------------------------------------------------- checking
-    def breaches(self, current: np.ndarray, session_ids: Sequence[str],
-                 reserved: dict[str, tuple[float, float, float]] | None = None,
-                 reserved_periods: dict[str, int] | None = None) -> list[str]:
+    def breaches(
+        self,
+        current: np.ndarray,
+        session_ids: Sequence[str],
+        reserved: dict[str, tuple[float, float, float]] | None = None,
+        reserved_periods: dict[str, int] | None = None,
+    ) -> list[str]:
         """Every limit ``current`` (``(S, T)`` A, rows in ``session_ids`` order) breaks.
 
         ``reserved``: EVSE id -> A per EVSE line drawn whatever the plan says, in the first
@@ -176,7 +184,7 @@ class Limits:
         for eid, amps in (reserved or {}).items():
             n_res = (reserved_periods or {}).get(eid, T)
             res_lines[eid][:, :n_res] = np.asarray(amps, dtype=np.float64)[:, None]
-            res_lines[eid][self.evse[eid].phases:] = 0.0  # a 1-phase EVSE has no L2, L3
+            res_lines[eid][self.evse[eid].phases :] = 0.0  # a 1-phase EVSE has no L2, L3
         load_a, load_kw = self._loads(lines)
         # where a reservation alone already breaks a limit, the plan may add nothing there
         res_a, res_kw = self._loads(res_lines)
@@ -184,19 +192,24 @@ class Limits:
             for k in range(T):
                 allowed = max(room[k], res_a[(nid, p)][k])
                 if load_a[(nid, p)][k] > allowed + TOL_A:
-                    out.append(f"node {nid} phase {'RST'[p]} period {k}: "
-                               f"{load_a[(nid, p)][k]:.4f} A > room {allowed:.4f}")
+                    out.append(
+                        f"node {nid} phase {'RST'[p]} period {k}: "
+                        f"{load_a[(nid, p)][k]:.4f} A > room {allowed:.4f}"
+                    )
         for nid, room in self.kw_room.items():
             for k in range(T):
                 allowed = max(room[k], res_kw[nid][k])
                 if load_kw[nid][k] > allowed + TOL_KW:
-                    out.append(f"node {nid} power period {k}: {load_kw[nid][k]:.6f} kW > "
-                               f"room {allowed:.6f}")
+                    out.append(
+                        f"node {nid} power period {k}: {load_kw[nid][k]:.6f} kW > "
+                        f"room {allowed:.6f}"
+                    )
         for k in range(T):
             allowed = max(self.import_room[k], res_kw[self.root][k])
             if load_kw[self.root][k] > allowed + TOL_KW:
-                out.append(f"grid import period {k}: {load_kw[self.root][k]:.6f} kW > room "
-                           f"{allowed:.6f}")
+                out.append(
+                    f"grid import period {k}: {load_kw[self.root][k]:.6f} kW > room {allowed:.6f}"
+                )
         return out
 
     def _loads(self, lines: dict[str, np.ndarray]):
@@ -233,8 +246,11 @@ def _parse(payload: dict) -> tuple[Any, str, float, float, list[dict]]:
     sched = sched[0] if isinstance(sched, list) else sched
     t0 = datetime.fromisoformat(sched["startSchedule"].replace("Z", "+00:00")).timestamp()
     valid_to = prof.get("validTo")
-    end = (datetime.fromisoformat(valid_to.replace("Z", "+00:00")).timestamp()
-           if valid_to else math.inf)
+    end = (
+        datetime.fromisoformat(valid_to.replace("Z", "+00:00")).timestamp()
+        if valid_to
+        else math.inf
+    )
     periods = sorted(sched["chargingSchedulePeriod"], key=lambda d: d["startPeriod"])
     return prof, sched["chargingRateUnit"], t0, end, periods
 
@@ -258,8 +274,9 @@ def _lines_at(unit: str, d: dict, phases: int, voltage: float, v16: bool) -> lis
     return [float(d["limit"]) / (voltage * n) if j < n else 0.0 for j in range(3)]
 
 
-def ocpp_breaches(lim: Limits, messages: Sequence[tuple[str, str, dict]],
-                  session_ids_at_start: set[str]) -> list[str]:
+def ocpp_breaches(
+    lim: Limits, messages: Sequence[tuple[str, str, dict]], session_ids_at_start: set[str]
+) -> list[str]:
     """Limits broken when every transaction draws its TxProfile limit (parsed from the wire
     payloads, A or W) at every instant, and a newcomer on every EVSE that has no session in the
     horizon draws its TxDefaultProfile limit, each station within its station-max profile
@@ -306,8 +323,9 @@ def ocpp_breaches(lim: Limits, messages: Sequence[tuple[str, str, dict]],
             if t < t0 or t >= end:
                 continue
             d = [p for p in periods if t0 + p["startPeriod"] <= t][-1]
-            per_line = [min(x, e.max_current)
-                        for x in _lines_at(unit, d, e.phases, e.voltage_v, v16)]
+            per_line = [
+                min(x, e.max_current) for x in _lines_at(unit, d, e.phases, e.voltage_v, v16)
+            ]
             rot = ["RST".index(c) for c in e.phase_rotation]
             for nid in lim.chain(e.node):
                 for j in range(3):
@@ -341,13 +359,19 @@ def ocpp_breaches(lim: Limits, messages: Sequence[tuple[str, str, dict]],
             load_kw[nid] += st_kw[(cp, nid)]
         for key, room in lim.cur_room.items():
             if load_a[key] > room[k] + TOL_A:
-                out.append(f"OCPP at +{t - lim.a[0]:.0f} s: node {key[0]} phase "
-                           f"{'RST'[key[1]]}: {load_a[key]:.2f} A > room {room[k]:.2f}")
+                out.append(
+                    f"OCPP at +{t - lim.a[0]:.0f} s: node {key[0]} phase "
+                    f"{'RST'[key[1]]}: {load_a[key]:.2f} A > room {room[k]:.2f}"
+                )
         for nid, room in lim.kw_room.items():
             if load_kw[nid] > room[k] + TOL_KW:
-                out.append(f"OCPP at +{t - lim.a[0]:.0f} s: node {nid} power "
-                           f"{load_kw[nid]:.4f} kW > room {room[k]:.4f}")
+                out.append(
+                    f"OCPP at +{t - lim.a[0]:.0f} s: node {nid} power "
+                    f"{load_kw[nid]:.4f} kW > room {room[k]:.4f}"
+                )
         if load_kw[lim.root] > lim.import_room[k] + TOL_KW:
-            out.append(f"OCPP at +{t - lim.a[0]:.0f} s: import {load_kw[lim.root]:.4f} kW > "
-                       f"room {lim.import_room[k]:.4f}")
+            out.append(
+                f"OCPP at +{t - lim.a[0]:.0f} s: import {load_kw[lim.root]:.4f} kW > "
+                f"room {lim.import_room[k]:.4f}"
+            )
     return out

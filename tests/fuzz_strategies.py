@@ -25,8 +25,9 @@ amps = st.sampled_from([0.0, 6.0, 8.5, 10.0, 13.0, 16.0, 20.0, 25.0, 32.0, 40.0,
 
 
 @st.composite
-def instances(draw, max_evses: int = 6, max_sessions: int = 6, max_periods: int = 8,
-              w_units: bool = True):
+def instances(
+    draw, max_evses: int = 6, max_sessions: int = 6, max_periods: int = 8, w_units: bool = True
+):
     """``(site, sessions, horizon, signals)``: a random valid instance."""
     start = draw(st.sampled_from(STARTS))
     step = draw(st.sampled_from([300, 900, 3600]))
@@ -48,15 +49,21 @@ def instances(draw, max_evses: int = 6, max_sessions: int = 6, max_periods: int 
     nodes = []
     for k in range(n_nodes):
         parent = None if k == 0 else f"n{draw(st.integers(0, k - 1))}"
-        max_current = draw(st.one_of(st.none(), amps,
-                                     st.tuples(amps, amps, amps)))
+        max_current = draw(st.one_of(st.none(), amps, st.tuples(amps, amps, amps)))
         series = None
         if draw(st.booleans()) and draw(st.booleans()):
             times = instants(draw(st.integers(1, 3)))
             series = tuple(lo.CurrentPoint(start=t, value=draw(amps)) for t in times)
         power = draw(st.one_of(st.none(), st.sampled_from([0.0, 3.0, 7.4, 11.0, 22.0, 50.0])))
-        nodes.append(lo.Node(id=f"n{k}", parent=parent, max_current=max_current,
-                             max_power_kw=power, current_series=series))
+        nodes.append(
+            lo.Node(
+                id=f"n{k}",
+                parent=parent,
+                max_current=max_current,
+                max_power_kw=power,
+                current_series=series,
+            )
+        )
     n_evses = draw(st.integers(1, max_evses))
     evses = []
     for k in range(n_evses):
@@ -65,12 +72,21 @@ def instances(draw, max_evses: int = 6, max_sessions: int = 6, max_periods: int 
         if w_units:
             unit = draw(st.sampled_from(["A", "W"]))
         mx = draw(st.sampled_from([16.0, 32.0]))
-        evses.append(lo.Evse(id=f"e{k}", node=f"n{draw(st.integers(0, n_nodes - 1))}",
-                             charge_point_id=f"CP{k // 2}", connector_id=k % 2 + 1,
-                             phases=phases, phase_rotation=draw(st.sampled_from(ROTATIONS)),
-                             max_current=mx, min_current=draw(st.sampled_from([0.0, 6.0])),
-                             voltage_v=draw(st.sampled_from([230.0, 240.0, 120.0])),
-                             rate_unit=unit, max_periods=draw(st.sampled_from([1, 3, 24]))))
+        evses.append(
+            lo.Evse(
+                id=f"e{k}",
+                node=f"n{draw(st.integers(0, n_nodes - 1))}",
+                charge_point_id=f"CP{k // 2}",
+                connector_id=k % 2 + 1,
+                phases=phases,
+                phase_rotation=draw(st.sampled_from(ROTATIONS)),
+                max_current=mx,
+                min_current=draw(st.sampled_from([0.0, 6.0])),
+                voltage_v=draw(st.sampled_from([230.0, 240.0, 120.0])),
+                rate_unit=unit,
+                max_periods=draw(st.sampled_from([1, 3, 24])),
+            )
+        )
     base_node = draw(st.sampled_from([None] + [n.id for n in nodes]))
     site = lo.Site(id="fuzz", nodes=tuple(nodes), evses=tuple(evses), base_load_node=base_node)
     sessions = []
@@ -80,11 +96,18 @@ def instances(draw, max_evses: int = 6, max_sessions: int = 6, max_periods: int 
         d = later(a, draw(st.integers(60, 2 * span)))
         if any(s.evse == e.id and a < s.departure and s.arrival < d for s in sessions):
             continue
-        sessions.append(lo.Session(
-            id=f"s{k}", evse=e.id, arrival=a, departure=d,
-            energy_kwh=draw(st.sampled_from([0.0, 1.0, 5.0, 20.0, 80.0])),
-            max_current=draw(st.sampled_from([6.0, 10.0, 16.0, 32.0])),
-            phases=draw(st.sampled_from([1, 2, 3])), priority=draw(st.sampled_from([1.0, 2.0]))))
+        sessions.append(
+            lo.Session(
+                id=f"s{k}",
+                evse=e.id,
+                arrival=a,
+                departure=d,
+                energy_kwh=draw(st.sampled_from([0.0, 1.0, 5.0, 20.0, 80.0])),
+                max_current=draw(st.sampled_from([6.0, 10.0, 16.0, 32.0])),
+                phases=draw(st.sampled_from([1, 2, 3])),
+                priority=draw(st.sampled_from([1.0, 2.0])),
+            )
+        )
 
     def series_or_const(values):
         if draw(st.booleans()):
@@ -122,9 +145,29 @@ def instances(draw, max_evses: int = 6, max_sessions: int = 6, max_periods: int 
 
 
 # ------------------------------------------------------------------------------ bad inputs
-GARBAGE = [None, "abc", "", -1, -1e9, 0, 10**30, math.nan, math.inf, -math.inf, [], {}, [1, 2],
-           {"x": 1}, "2026-01-01T00:00:00", "9999-12-31T23:59:59Z", datetime(2026, 1, 1),
-           datetime(9999, 12, 31, tzinfo=UTC), True, b"\xff", object()]
+GARBAGE = [
+    None,
+    "abc",
+    "",
+    -1,
+    -1e9,
+    0,
+    10**30,
+    math.nan,
+    math.inf,
+    -math.inf,
+    [],
+    {},
+    [1, 2],
+    {"x": 1},
+    "2026-01-01T00:00:00",
+    "9999-12-31T23:59:59Z",
+    datetime(2026, 1, 1),
+    datetime(9999, 12, 31, tzinfo=UTC),
+    True,
+    b"\xff",
+    object(),
+]
 
 
 @st.composite

@@ -37,11 +37,15 @@ class _Figures:
         self.crashes[target] += 1
 
     def report(self) -> dict:
-        return {"minutes": round((time.time() - self.t0) / 60, 2),
-                "examples": dict(self.examples), "total_examples": sum(self.examples.values()),
-                "violations": dict(self.violations),
-                "total_violations": sum(self.violations.values()),
-                "crashes": dict(self.crashes), "total_crashes": sum(self.crashes.values())}
+        return {
+            "minutes": round((time.time() - self.t0) / 60, 2),
+            "examples": dict(self.examples),
+            "total_examples": sum(self.examples.values()),
+            "violations": dict(self.violations),
+            "total_violations": sum(self.violations.values()),
+            "crashes": dict(self.crashes),
+            "total_crashes": sum(self.crashes.values()),
+        }
 
 
 FUZZ = _Figures()
@@ -67,9 +71,15 @@ def fuzz(max_examples: int):
     ("ci": derandomised), no deadline, no health check about slow data generation."""
     from hypothesis import HealthCheck, settings
 
-    return settings(max_examples=max_examples, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
 
 
 def explore(test):

@@ -15,45 +15,75 @@ from loadopt.schedule import Schedule, ScheduleStatus
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
-def site(n_cp: int = 3, conns: int = 2, breaker_a: float = 40.0, grid_a: float = 63.0,
-         grid_kw: float | None = None, rotations=("RST", "STR", "TRS"), phases=(3, 3, 1),
-         rate_units=("A", "W"), max_periods=(24, 5)) -> lo.Site:
-    nodes = [lo.Node(id="grid", kind="grid_connection", max_current=grid_a,
-                     max_power_kw=grid_kw),
-             lo.Node(id="f1", parent="grid", kind="feeder", max_current=breaker_a),
-             lo.Node(id="f2", parent="grid", kind="feeder", max_current=(breaker_a, 25.0, 30.0))]
+def site(
+    n_cp: int = 3,
+    conns: int = 2,
+    breaker_a: float = 40.0,
+    grid_a: float = 63.0,
+    grid_kw: float | None = None,
+    rotations=("RST", "STR", "TRS"),
+    phases=(3, 3, 1),
+    rate_units=("A", "W"),
+    max_periods=(24, 5),
+) -> lo.Site:
+    nodes = [
+        lo.Node(id="grid", kind="grid_connection", max_current=grid_a, max_power_kw=grid_kw),
+        lo.Node(id="f1", parent="grid", kind="feeder", max_current=breaker_a),
+        lo.Node(id="f2", parent="grid", kind="feeder", max_current=(breaker_a, 25.0, 30.0)),
+    ]
     evses = []
     for c in range(n_cp):
         for k in range(1, conns + 1):
             i = c * conns + k
-            evses.append(lo.Evse(
-                id=f"e{c}-{k}", node="f1" if c % 2 == 0 else "f2", charge_point_id=f"CP{c}",
-                connector_id=k, phases=phases[i % len(phases)],
-                phase_rotation=rotations[i % len(rotations)],
-                rate_unit=rate_units[c % len(rate_units)],
-                max_periods=max_periods[c % len(max_periods)],
-                phase_switching=(i % 4 == 0)))
+            evses.append(
+                lo.Evse(
+                    id=f"e{c}-{k}",
+                    node="f1" if c % 2 == 0 else "f2",
+                    charge_point_id=f"CP{c}",
+                    connector_id=k,
+                    phases=phases[i % len(phases)],
+                    phase_rotation=rotations[i % len(rotations)],
+                    rate_unit=rate_units[c % len(rate_units)],
+                    max_periods=max_periods[c % len(max_periods)],
+                    phase_switching=(i % 4 == 0),
+                )
+            )
     return lo.Site(nodes=tuple(nodes), evses=tuple(evses))
 
 
-def sessions(s: lo.Site, n: int, rng: np.random.Generator, start: datetime = T0,
-             ) -> list[lo.Session]:
+def sessions(
+    s: lo.Site,
+    n: int,
+    rng: np.random.Generator,
+    start: datetime = T0,
+) -> list[lo.Session]:
     out = []
     evs = list(s.evses)
     rng.shuffle(evs)
     for k, e in enumerate(evs[:n]):
-        out.append(lo.Session(
-            id=str(1000 + k), evse=e.id,
-            arrival=start - timedelta(minutes=int(rng.integers(1, 60))),
-            departure=start + timedelta(minutes=int(rng.integers(30, 600))),
-            energy_kwh=float(rng.uniform(1, 40)), phases=int(rng.choice([1, 3])),
-            max_current=float(rng.choice([16.0, 32.0]))))
+        out.append(
+            lo.Session(
+                id=str(1000 + k),
+                evse=e.id,
+                arrival=start - timedelta(minutes=int(rng.integers(1, 60))),
+                departure=start + timedelta(minutes=int(rng.integers(30, 600))),
+                energy_kwh=float(rng.uniform(1, 40)),
+                phases=int(rng.choice([1, 3])),
+                max_current=float(rng.choice([16.0, 32.0])),
+            )
+        )
     return out
 
 
-def random_schedule(s: lo.Site, sess: list[lo.Session], rng: np.random.Generator,
-                    n: int = 12, step_s: int = 900, signals: lo.Signals | None = None,
-                    start: datetime = T0) -> Schedule:
+def random_schedule(
+    s: lo.Site,
+    sess: list[lo.Session],
+    rng: np.random.Generator,
+    n: int = 12,
+    step_s: int = 900,
+    signals: lo.Signals | None = None,
+    start: datetime = T0,
+) -> Schedule:
     """A safe schedule without a solver: random currents projected onto the limits."""
     p = lo.compile_problem(s, sess, lo.Horizon(start=start, step_s=step_s, n_periods=n), signals)
     raw = rng.uniform(0, 32, size=(p.n_sessions, p.n_periods))
@@ -75,8 +105,11 @@ def worst_case_violations(schedule: Schedule, profiles: list[Profile]) -> list[s
     p = schedule.problem
     T = p.n_periods
     starts = np.arange(T) * p.horizon.step_s
-    tx_default = {(pr.charge_point_id, pr.connector): value_at(pr.starts, pr.limits, starts).T
-                  for pr in profiles if pr.purpose == "tx_default"}  # (3, T) deci-amps
+    tx_default = {
+        (pr.charge_point_id, pr.connector): value_at(pr.starts, pr.limits, starts).T
+        for pr in profiles
+        if pr.purpose == "tx_default"
+    }  # (3, T) deci-amps
     node_index = {n: k for k, n in enumerate(p.node_ids)}
     extra_a = np.zeros((len(p.node_ids), 3, T))
     extra_kw = np.zeros((len(p.node_ids), T))
@@ -100,8 +133,10 @@ def worst_case_violations(schedule: Schedule, profiles: list[Profile]) -> list[s
     load = schedule.node_phase_current + extra_a
     over = load > p.node_current_limit + 1e-6
     for n, ph, t in zip(*np.nonzero(over), strict=True):
-        bad.append(f"node {p.node_ids[n]} phase {ph} period {t}: {load[n, ph, t]:.2f} > "
-                   f"{p.node_current_limit[n, ph, t]}")
+        bad.append(
+            f"node {p.node_ids[n]} phase {ph} period {t}: {load[n, ph, t]:.2f} > "
+            f"{p.node_current_limit[n, ph, t]}"
+        )
     kw = schedule.node_power_kw + extra_kw
     for n, t in zip(*np.nonzero(kw > p.node_power_limit_kw + 1e-6), strict=True):
         bad.append(f"node {p.node_ids[n]} power period {t}")
@@ -145,9 +180,11 @@ def station_cap_violations(schedule: Schedule, profiles: list[Profile]) -> list[
     base[p.node_carries_base] += p.base_load_a[None, None, :]
     load = base + extra
     over = load > p.node_current_limit + 1e-6
-    return [f"node {p.node_ids[n]} phase {ph} period {t}: {load[n, ph, t]:.2f} > "
-            f"{p.node_current_limit[n, ph, t]}" for n, ph, t in zip(*np.nonzero(over),
-                                                                     strict=True)]
+    return [
+        f"node {p.node_ids[n]} phase {ph} period {t}: {load[n, ph, t]:.2f} > "
+        f"{p.node_current_limit[n, ph, t]}"
+        for n, ph, t in zip(*np.nonzero(over), strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------------- simulated stations
@@ -164,8 +201,16 @@ class SimStation:
     ``rejects_w``: answers ``Rejected`` to a W profile; ``max_periods``: rejects longer
     schedules; a TxProfile for a transaction it does not run is rejected (TxNotFound)."""
 
-    def __init__(self, cp: str, version: str, evses: list, *, rejects_w: bool = False,
-                 max_periods: int = 24, factory_default_a: float | None = 0.0) -> None:
+    def __init__(
+        self,
+        cp: str,
+        version: str,
+        evses: list,
+        *,
+        rejects_w: bool = False,
+        max_periods: int = 24,
+        factory_default_a: float | None = 0.0,
+    ) -> None:
         self.cp, self.version = cp, version
         self.evses = {e.connector_id: e for e in evses}
         self.rejects_w, self.max_periods = rejects_w, max_periods
@@ -177,21 +222,29 @@ class SimStation:
     def _factory(self) -> None:
         if self.factory_default_a is None:
             return
-        self.store[1] = (0, {"id": 1, "chargingProfileId": 1, "stackLevel": 0,
-                             "chargingProfilePurpose": "TxDefaultProfile",
-                             "chargingSchedule": {"startSchedule": "2000-01-01T00:00:00Z",
-                                                  "chargingRateUnit": "A",
-                                                  "chargingSchedulePeriod": [
-                                                      {"startPeriod": 0,
-                                                       "limit": self.factory_default_a}]}})
+        self.store[1] = (
+            0,
+            {
+                "id": 1,
+                "chargingProfileId": 1,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxDefaultProfile",
+                "chargingSchedule": {
+                    "startSchedule": "2000-01-01T00:00:00Z",
+                    "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": self.factory_default_a}],
+                },
+            },
+        )
 
     def reboot(self, wipe: bool) -> None:
         self.tx.clear()
         if wipe:
             self.store.clear()
         else:  # profiles persist; TxProfiles end with their transactions
-            self.store = {k: v for k, v in self.store.items()
-                          if v[1]["chargingProfilePurpose"] != "TxProfile"}
+            self.store = {
+                k: v for k, v in self.store.items() if v[1]["chargingProfilePurpose"] != "TxProfile"
+            }
 
     def handle(self, action: str, payload: dict) -> dict:
         if action == "SetChargingProfile":
@@ -202,19 +255,38 @@ class SimStation:
             return {"status": "Accepted" if ok else "Unknown"}
         if action == "GetConfiguration":
             unit = "Current" if self.rejects_w else "Current,Power"
-            return {"configurationKey": [
-                {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True,
-                 "value": unit},
-                {"key": "ChargingScheduleMaxPeriods", "readonly": True,
-                 "value": str(self.max_periods)}]}
+            return {
+                "configurationKey": [
+                    {
+                        "key": "ChargingScheduleAllowedChargingRateUnit",
+                        "readonly": True,
+                        "value": unit,
+                    },
+                    {
+                        "key": "ChargingScheduleMaxPeriods",
+                        "readonly": True,
+                        "value": str(self.max_periods),
+                    },
+                ]
+            }
         if action == "GetVariables":
             sc = {"name": "SmartChargingCtrlr"}
-            return {"getVariableResult": [
-                {"attributeStatus": "Accepted", "component": sc, "variable": {"name": "RateUnit"},
-                 "attributeValue": "A" if self.rejects_w else "A,W"},
-                {"attributeStatus": "Accepted", "component": sc,
-                 "variable": {"name": "PeriodsPerSchedule"},
-                 "attributeValue": str(self.max_periods)}]}
+            return {
+                "getVariableResult": [
+                    {
+                        "attributeStatus": "Accepted",
+                        "component": sc,
+                        "variable": {"name": "RateUnit"},
+                        "attributeValue": "A" if self.rejects_w else "A,W",
+                    },
+                    {
+                        "attributeStatus": "Accepted",
+                        "component": sc,
+                        "variable": {"name": "PeriodsPerSchedule"},
+                        "attributeValue": str(self.max_periods),
+                    },
+                ]
+            }
         return {"status": "Rejected"}
 
     def _set(self, payload: dict) -> str:
@@ -232,8 +304,11 @@ class SimStation:
         if purpose == "TxProfile" and str(self.tx.get(conn)) != str(prof.get("transactionId")):
             return "Rejected"  # TxNotFound
         for k, (c, p) in list(self.store.items()):
-            same = (c == conn and p["chargingProfilePurpose"] == purpose
-                    and p["stackLevel"] == prof["stackLevel"])
+            same = (
+                c == conn
+                and p["chargingProfilePurpose"] == purpose
+                and p["stackLevel"] == prof["stackLevel"]
+            )
             if same and k != pid:
                 if self.version != "1.6":
                     return "Rejected"  # 2.x K01.FR.39: another id at that level and purpose
@@ -280,8 +355,9 @@ class SimStation:
         found: dict[str, tuple] = {}
         for c, p in self.store.values():
             purpose = p["chargingProfilePurpose"]
-            if purpose == "TxProfile" and (c != conn or tx is None
-                                           or str(p.get("transactionId")) != str(tx)):
+            if purpose == "TxProfile" and (
+                c != conn or tx is None or str(p.get("transactionId")) != str(tx)
+            ):
                 continue
             if purpose == "TxDefaultProfile" and c not in (0, conn):
                 continue
@@ -300,8 +376,9 @@ class SimStation:
         return (*lines, ev.max_current * ev.voltage_v * ev.phases / 1000.0)  # type: ignore
 
 
-def site_rows(site: lo.Site, stations: dict[str, SimStation], t: float,
-              grid_kw: float | None) -> dict[str, tuple[float, float]]:
+def site_rows(
+    site: lo.Site, stations: dict[str, SimStation], t: float, grid_kw: float | None
+) -> dict[str, tuple[float, float]]:
     """Per limit, (load, limit) if cars draw what the stations' own stores let them at instant
     ``t`` (raw site data: node current per site phase along each EVSE's path, grid import kW)."""
     load = {n.id: [0.0, 0.0, 0.0] for n in site.nodes}
@@ -326,8 +403,12 @@ def site_rows(site: lo.Site, stations: dict[str, SimStation], t: float,
     return out
 
 
-def site_excess(site: lo.Site, stations: dict[str, SimStation], t: float,
-                grid_kw: float | None) -> list[str]:
+def site_excess(
+    site: lo.Site, stations: dict[str, SimStation], t: float, grid_kw: float | None
+) -> list[str]:
     """Every limit broken at instant ``t`` (see :func:`site_rows`)."""
-    return [f"{k}: {a:.3f} > {b}" for k, (a, b) in site_rows(site, stations, t, grid_kw).items()
-            if a > b + 1e-6]
+    return [
+        f"{k}: {a:.3f} > {b}"
+        for k, (a, b) in site_rows(site, stations, t, grid_kw).items()
+        if a > b + 1e-6
+    ]

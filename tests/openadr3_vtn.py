@@ -29,13 +29,18 @@ class TestVtn:
         self.tokens: dict[str, str] = {}
         self._ids = itertools.count(1)
         self.app = web.Application()
-        self.app.add_routes([
-            web.post("/auth/token", self.token),
-            web.get("/programs", self.get_programs), web.post("/programs", self.post_program),
-            web.get("/events", self.get_events), web.post("/events", self.post_event),
-            web.delete("/events/{id}", self.delete_event),
-            web.get("/reports", self.get_reports), web.post("/reports", self.post_report),
-        ])
+        self.app.add_routes(
+            [
+                web.post("/auth/token", self.token),
+                web.get("/programs", self.get_programs),
+                web.post("/programs", self.post_program),
+                web.get("/events", self.get_events),
+                web.post("/events", self.post_event),
+                web.delete("/events/{id}", self.delete_event),
+                web.get("/reports", self.get_reports),
+                web.post("/reports", self.post_report),
+            ]
+        )
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -55,13 +60,13 @@ class TestVtn:
     async def token(self, req: web.Request) -> web.Response:
         form = await req.post()
         who = {(CLIENT_ID, CLIENT_SECRET): "VEN", (BL_ID, BL_SECRET): "BL"}.get(
-            (form.get("client_id"), form.get("client_secret")))
+            (form.get("client_id"), form.get("client_secret"))
+        )
         if form.get("grant_type") != "client_credentials" or who is None:
             return web.json_response({"title": "invalid client"}, status=401)
         tok = f"tok-{next(self._ids)}"
         self.tokens[tok] = who
-        return web.json_response({"access_token": tok, "token_type": "Bearer",
-                                  "expires_in": 3600})
+        return web.json_response({"access_token": tok, "token_type": "Bearer", "expires_in": 3600})
 
     def _role(self, req: web.Request) -> str | None:
         h = req.headers.get("Authorization", "")
@@ -77,8 +82,13 @@ class TestVtn:
 
     def _stamp(self, obj: dict, kind: str) -> dict:
         now = datetime.now(UTC).isoformat()
-        return {**obj, "id": str(next(self._ids)), "objectType": kind,
-                "createdDateTime": now, "modificationDateTime": now}
+        return {
+            **obj,
+            "id": str(next(self._ids)),
+            "objectType": kind,
+            "createdDateTime": now,
+            "modificationDateTime": now,
+        }
 
     # --- programs / events ------------------------------------------------------------------
     async def get_programs(self, req: web.Request) -> web.Response:
@@ -98,15 +108,17 @@ class TestVtn:
         if (bad := self._need(req, "VEN", "BL")) is not None:
             return bad
         pid = req.query.get("programID")
-        return web.json_response([e for e in self.events.values()
-                                  if pid is None or e["programID"] == pid])
+        return web.json_response(
+            [e for e in self.events.values() if pid is None or e["programID"] == pid]
+        )
 
     async def post_event(self, req: web.Request) -> web.Response:
         if (bad := self._need(req, "BL")) is not None:
             return bad
         body = await req.json()
         if body.get("programID") not in self.programs or not isinstance(
-                body.get("intervals"), list):
+            body.get("intervals"), list
+        ):
             return web.json_response({"title": "programID and intervals required"}, status=400)
         e = self._stamp(body, "EVENT")
         self.events[e["id"]] = e
@@ -126,8 +138,7 @@ class TestVtn:
         if (bad := self._need(req, "VEN")) is not None:
             return bad
         body = await req.json()
-        missing = [k for k in ("programID", "eventID", "clientName", "resources")
-                   if k not in body]
+        missing = [k for k in ("programID", "eventID", "clientName", "resources") if k not in body]
         if body.get("objectType") != "REPORT" or missing or body["eventID"] not in self.events:
             return web.json_response({"title": f"bad report (missing {missing})"}, status=400)
         r = self._stamp(body, "REPORT")

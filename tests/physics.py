@@ -17,8 +17,13 @@ import numpy as np
 SITE_PHASES = "RST"
 
 
-def physical_violations(problem, current: np.ndarray, n_phases: np.ndarray | None = None,
-                        tol_a: float = 1e-6, tol_kw: float = 1e-6) -> list[str]:
+def physical_violations(
+    problem,
+    current: np.ndarray,
+    n_phases: np.ndarray | None = None,
+    tol_a: float = 1e-6,
+    tol_kw: float = 1e-6,
+) -> list[str]:
     """Every node/phase/period where ``current`` ((S, T) A per phase, in the order of
     ``problem.sessions``) breaks a raw limit; ``n_phases`` ((S, T)) the phases actually used
     (1 where phase switching chose one phase; None: the vehicle's own count)."""
@@ -49,13 +54,21 @@ def physical_violations(problem, current: np.ndarray, n_phases: np.ndarray | Non
                 node = nodes[node].parent
     for nid, n in nodes.items():
         if n.max_current is not None:
-            lim = (np.full(3, float(n.max_current)) if np.isscalar(n.max_current)
-                   else np.asarray(n.max_current, dtype=float))
+            lim = (
+                np.full(3, float(n.max_current))
+                if np.isscalar(n.max_current)
+                else np.asarray(n.max_current, dtype=float)
+            )
             bad = np.argwhere(cur_load[nid] > lim[:, None] + tol_a)
-            out += [f"node {nid} phase {SITE_PHASES[ph]} period {t}: "
-                    f"{cur_load[nid][ph, t]:.3f} A > {lim[ph]} A" for ph, t in bad]
+            out += [
+                f"node {nid} phase {SITE_PHASES[ph]} period {t}: "
+                f"{cur_load[nid][ph, t]:.3f} A > {lim[ph]} A"
+                for ph, t in bad
+            ]
         if n.max_power_kw is not None:
             bad = np.flatnonzero(kw_load[nid] > n.max_power_kw + tol_kw)
-            out += [f"node {nid} period {t}: {kw_load[nid][t]:.3f} kW > {n.max_power_kw} kW"
-                    for t in bad]
+            out += [
+                f"node {nid} period {t}: {kw_load[nid][t]:.3f} kW > {n.max_power_kw} kW"
+                for t in bad
+            ]
     return out

@@ -44,8 +44,21 @@ def test_bad_scenario_names_field(tmp_path, capsys):
 
 
 def test_simulate_acn(capsys, tmp_path):
-    assert main(["simulate", "--acn", "--day", "2019-05-11", "--no-plot", "--quiet",
-                 "--baselines", "edf"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--acn",
+                "--day",
+                "2019-05-11",
+                "--no-plot",
+                "--quiet",
+                "--baselines",
+                "edf",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "controller" in out and "edf" in out and "limit violations" in out
     assert main(["simulate", "--acn", "--baselines", "nope", "--no-plot"]) == 2
@@ -61,18 +74,39 @@ def test_solve_emits_schema_valid_ocpp_payloads(tmp_path, capsys, version):
     demo = demo_scenario()
     start = demo.horizon.start.replace(hour=10)
     sc = tmp_path / "demo.json"
-    Scenario(site=demo.site, sessions=demo.sessions, signals=demo.signals,
-             horizon=demo.horizon.model_copy(update={"start": start})).dump(sc)
+    Scenario(
+        site=demo.site,
+        sessions=demo.sessions,
+        signals=demo.signals,
+        horizon=demo.horizon.model_copy(update={"start": start}),
+    ).dump(sc)
     out = tmp_path / "out.json"
     assert main(["solve", str(sc), "--ocpp", version, "-o", str(out)]) == 0
     msgs = json.loads(out.read_text())["ocpp"]
-    assert {m["payload"].get("csChargingProfiles", m["payload"].get("chargingProfile"))
-            ["chargingProfilePurpose"] for m in msgs} >= {"TxProfile", "TxDefaultProfile"}
+    assert {
+        m["payload"].get("csChargingProfiles", m["payload"].get("chargingProfile"))[
+            "chargingProfilePurpose"
+        ]
+        for m in msgs
+    } >= {"TxProfile", "TxDefaultProfile"}
     for m in msgs:
         validate(m["action"], m["payload"], version)
     if version == "2.0.1":  # 1.6 transaction ids are integers: given, or numbered from 1
-        assert main(["solve", str(sc), "--ocpp", "1.6", "--transaction-id", "tx00000=41",
-                     "-o", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "solve",
+                    str(sc),
+                    "--ocpp",
+                    "1.6",
+                    "--transaction-id",
+                    "tx00000=41",
+                    "-o",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         got = json.loads(out.read_text())
         assert got["transactionIds"]["tx00000"] == 41
         assert all(isinstance(v, int) for v in got["transactionIds"].values())

@@ -19,13 +19,27 @@ T0 = datetime(2026, 6, 10, 8, tzinfo=UTC)
 
 
 def _site(n=6, grid_a=40.0):
-    return make_site(n, evses_per_circuit=2, circuit_a=32.0, feeder_a=63.0, grid_a=grid_a,
-                     transformer_kw=200.0, share_single_phase_evse=0.0, seed=1)
+    return make_site(
+        n,
+        evses_per_circuit=2,
+        circuit_a=32.0,
+        feeder_a=63.0,
+        grid_a=grid_a,
+        transformer_kw=200.0,
+        share_single_phase_evse=0.0,
+        seed=1,
+    )
 
 
 def _sess(i, evse, hours=8.0, kwh=20.0, arrival=T0, **kw):
-    return Session(id=f"s{i}", evse=evse, arrival=arrival,
-                   departure=arrival + timedelta(hours=hours), energy_kwh=kwh, **kw)
+    return Session(
+        id=f"s{i}",
+        evse=evse,
+        arrival=arrival,
+        departure=arrival + timedelta(hours=hours),
+        energy_kwh=kwh,
+        **kw,
+    )
 
 
 def test_interface_and_errors():
@@ -117,8 +131,7 @@ def test_warm_equals_cold_over_a_day_with_arrivals_departures_and_a_cut():
     from loadopt.synthetic import benchmark_scenario
 
     sc = benchmark_scenario(30)
-    c = Controller(sc.site, signals=sc.signals, objective=sc.objective, step_s=1800,
-                   n_periods=16)
+    c = Controller(sc.site, signals=sc.signals, objective=sc.objective, step_s=1800, n_periods=16)
     c._seen = set()
     now0 = sc.horizon.start.replace(hour=6)
     n_changes = 0
@@ -156,8 +169,9 @@ def test_mapped_basis_is_consistent():
 
     sc = benchmark_scenario(30)
     # map whatever maps, even in the morning rush (hard repairs)
-    c = Controller(sc.site, signals=sc.signals, objective=sc.objective, n_periods=24,
-                   warm_min_mapped=0.0)
+    c = Controller(
+        sc.site, signals=sc.signals, objective=sc.objective, n_periods=24, warm_min_mapped=0.0
+    )
     c._seen = set()
     now = sc.horizon.start.replace(hour=8)
     checked = 0
@@ -165,8 +179,9 @@ def test_mapped_basis_is_consistent():
         _drive(c, sc, now)
         ws = c.planner.warm_start
         if ws.memo is not None:
-            p = compile_problem(c.site, c.planned_sessions(now), c.horizon(now), c.signals,
-                                c.objective)
+            p = compile_problem(
+                c.site, c.planned_sessions(now), c.horizon(now), c.signals, c.objective
+            )
             lp = build_lp(p)
             start, info = ws.mapped_basis(lp, ws.keys(p, lp))
             assert start is not None, info
@@ -214,14 +229,14 @@ def test_solver_failure_falls_back(monkeypatch):
 @given(
     grid_a=st.floats(0.0, 100.0),
     cap_kw=st.one_of(st.none(), st.floats(0.0, 50.0)),
-    meters=st.lists(st.tuples(st.floats(0.0, 40.0), st.floats(0.0, 40.0)), min_size=3,
-                    max_size=3),
+    meters=st.lists(st.tuples(st.floats(0.0, 40.0), st.floats(0.0, 40.0)), min_size=3, max_size=3),
     warm=st.booleans(),
 )
 def test_never_exceeds_limits(grid_a, cap_kw, meters, warm):
     site = _site(n=4, grid_a=grid_a)
-    c = Controller(site, step_s=900, n_periods=6, signals=Signals(grid_import_limit_kw=cap_kw),
-                   warm=warm)
+    c = Controller(
+        site, step_s=900, n_periods=6, signals=Signals(grid_import_limit_kw=cap_kw), warm=warm
+    )
     c.start_session(_sess(1, "evse0", kwh=30.0))
     c.start_session(_sess(2, "evse1", kwh=30.0, phases=1))
     c.start_session(_sess(3, "evse3", kwh=5.0))
@@ -243,10 +258,22 @@ def test_expected_vehicle_keeps_capacity_and_gets_no_limit_before_it_plugs_in():
     at that hour makes the plan charge the first car now instead."""
     from loadopt import SeriesPoint
 
-    site = make_site(2, evses_per_circuit=2, circuit_a=32.0, feeder_a=63.0, grid_a=63.0,
-                     transformer_kw=200.0, share_single_phase_evse=0.0, seed=1)
-    price = Signals(import_price=(SeriesPoint(start=T0, value=0.4),
-                                  SeriesPoint(start=T0 + timedelta(hours=2), value=0.1)))
+    site = make_site(
+        2,
+        evses_per_circuit=2,
+        circuit_a=32.0,
+        feeder_a=63.0,
+        grid_a=63.0,
+        transformer_kw=200.0,
+        share_single_phase_evse=0.0,
+        seed=1,
+    )
+    price = Signals(
+        import_price=(
+            SeriesPoint(start=T0, value=0.4),
+            SeriesPoint(start=T0 + timedelta(hours=2), value=0.1),
+        )
+    )
     need = 2 * 32 * 0.69  # two hours of the whole circuit
     plain = Controller(site, step_s=3600, n_periods=4, signals=price)
     plain.start_session(_sess(1, "evse0", hours=4, kwh=need))
@@ -311,8 +338,10 @@ def test_align_to_grid_floors_the_horizon_on_the_utc_grid_across_dst():
     import loadopt as lo
 
     berlin = ZoneInfo("Europe/Berlin")
-    site = lo.Site(nodes=(lo.Node(id="g", max_current=32.0),),
-                   evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),))
+    site = lo.Site(
+        nodes=(lo.Node(id="g", max_current=32.0),),
+        evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),),
+    )
     ctl = Controller(site, step_s=900, n_periods=4, method="fast", align_to_grid=True)
     # 03:07 CEST on the spring-forward day is 01:07 UTC: the grid instant is 01:00 UTC
     now = datetime(2026, 3, 29, 3, 7, 30, tzinfo=berlin)

@@ -20,21 +20,27 @@ T0 = datetime(2026, 6, 10, 8, tzinfo=UTC)
 
 
 def _site(breaker_a: float = 32.0, n: int = 2) -> lo.Site:
-    return lo.Site(nodes=(lo.Node(id="grid"), lo.Node(id="cb", parent="grid",
-                                                     max_current=breaker_a)),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"CP{k}")
-                               for k in range(n)))
+    return lo.Site(
+        nodes=(lo.Node(id="grid"), lo.Node(id="cb", parent="grid", max_current=breaker_a)),
+        evses=tuple(lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"CP{k}") for k in range(n)),
+    )
 
 
-def _sess(sid: str, evse: str, kwh: float = 60.0, hours: float = 8.0, arrival=T0,
-          **kw) -> lo.Session:
-    return lo.Session(id=sid, evse=evse, arrival=arrival,
-                      departure=arrival + timedelta(hours=hours), energy_kwh=kwh, **kw)
+def _sess(
+    sid: str, evse: str, kwh: float = 60.0, hours: float = 8.0, arrival=T0, **kw
+) -> lo.Session:
+    return lo.Session(
+        id=sid,
+        evse=evse,
+        arrival=arrival,
+        departure=arrival + timedelta(hours=hours),
+        energy_kwh=kwh,
+        **kw,
+    )
 
 
 # ------------------------------------------------------------------------------ bad calls
-@pytest.mark.parametrize("at", [datetime(2026, 6, 10, 8, 15), "2026-06-10T08:15:00Z", 1.7e9,
-                                None])
+@pytest.mark.parametrize("at", [datetime(2026, 6, 10, 8, 15), "2026-06-10T08:15:00Z", 1.7e9, None])
 def test_meter_with_a_naive_or_non_datetime_is_rejected_at_the_call(at):
     c = Controller(_site(), step_s=900, n_periods=4)
     c.start_session(_sess("a", "e0"))
@@ -75,7 +81,11 @@ def test_stale_future_and_out_of_order_readings_are_rejected_with_a_record():
     assert not c.meter("a", t + timedelta(days=3), energy_kwh=50.0)  # from the future
     reasons = [r.reason for r in c.rejected_readings]
     assert [r.split(":")[0].split(" ")[0] for r in reasons] == [
-        "out", "cumulative", "stale", "from"]
+        "out",
+        "cumulative",
+        "stale",
+        "from",
+    ]
     assert all(r.session_id == "a" for r in c.rejected_readings)
     c.step(t + timedelta(minutes=5))
     assert c._state["a"].read_kwh == 10.0
@@ -116,11 +126,14 @@ def test_a_vehicle_above_its_limit_is_budgeted_at_what_it_draws():
     assert any("draws 32.0 A above its limit 16.0 A" in e for e in c.log[-1].events)
     # physically: a at 32 A (metered) + b as planned keeps the breaker
     lim = Limits(site, s1.problem.sessions, s1.problem.horizon, c.signals)
-    assert lim.breaches(s1.current, s1.problem.session_ids,
-                        reserved={"e0": (32.0, 32.0, 32.0)}) == []
+    assert (
+        lim.breaches(s1.current, s1.problem.session_ids, reserved={"e0": (32.0, 32.0, 32.0)}) == []
+    )
     # without the reservation the old plan would have broken it
-    assert lim.breaches(s0.current[:, :4], s1.problem.session_ids,
-                        reserved={"e0": (32.0, 32.0, 32.0)}) != []
+    assert (
+        lim.breaches(s0.current[:, :4], s1.problem.session_ids, reserved={"e0": (32.0, 32.0, 32.0)})
+        != []
+    )
     # a complies: the reservation is lifted, both share again
     now2 = now + timedelta(minutes=15)
     assert c.meter("a", now2, current_a=s1.current[i["a"], 0])
@@ -177,10 +190,15 @@ def test_replan_after_a_session_change_lists_it():
 
 
 # ------------------------------------------------------------------------------ DST
-@pytest.mark.parametrize("tz,day", [("Europe/Berlin", datetime(2026, 3, 29)),
-                                    ("Europe/Berlin", datetime(2026, 10, 25)),
-                                    ("America/Los_Angeles", datetime(2026, 3, 8)),
-                                    ("America/Los_Angeles", datetime(2026, 11, 1))])
+@pytest.mark.parametrize(
+    "tz,day",
+    [
+        ("Europe/Berlin", datetime(2026, 3, 29)),
+        ("Europe/Berlin", datetime(2026, 10, 25)),
+        ("America/Los_Angeles", datetime(2026, 3, 8)),
+        ("America/Los_Angeles", datetime(2026, 11, 1)),
+    ],
+)
 def test_controller_time_is_real_time_across_dst(tz, day):
     zone = ZoneInfo(tz)
     arrival = day.replace(hour=0, tzinfo=zone)

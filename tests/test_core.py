@@ -23,8 +23,12 @@ def test_two_cars_behind_one_breaker_share_it():
     np.testing.assert_allclose(s.current.sum(axis=0), 16.0)  # breaker full every hour
     assert s.kpis().delivered_kwh == pytest.approx(16 * KW_3PH_PER_A * 4)
     # with fairness on, they share it equally
-    fair = lo.compile_problem(site, [session("a", "e0", 100), session("b", "e1", 100)],
-                              horizon(4), objective=lo.Objective(fairness=1.0))
+    fair = lo.compile_problem(
+        site,
+        [session("a", "e0", 100), session("b", "e1", 100)],
+        horizon(4),
+        objective=lo.Objective(fairness=1.0),
+    )
     e = lo.solve(fair).energy_kwh
     assert e[0] == pytest.approx(e[1], abs=0.25)
     s.check()
@@ -32,8 +36,9 @@ def test_two_cars_behind_one_breaker_share_it():
 
 def test_priority_decides_who_gets_a_scarce_breaker():
     site = one_breaker_site(16.0)
-    p = lo.compile_problem(site, [session("low", "e0", 100),
-                                  session("high", "e1", 100, priority=2.0)], horizon(4))
+    p = lo.compile_problem(
+        site, [session("low", "e0", 100), session("high", "e1", 100, priority=2.0)], horizon(4)
+    )
     s = lo.solve(p)
     assert s.current[1].tolist() == [16.0] * 4
     assert s.current[0].sum() == 0
@@ -42,8 +47,11 @@ def test_priority_decides_who_gets_a_scarce_breaker():
 def test_the_car_leaving_first_is_served_first():
     site = one_breaker_site(16.0)
     need = 2 * 16 * KW_3PH_PER_A  # two hours of the whole breaker each
-    p = lo.compile_problem(site, [session("stays", "e0", need, dep_h=8),
-                                  session("leaves", "e1", need, dep_h=2)], horizon(8))
+    p = lo.compile_problem(
+        site,
+        [session("stays", "e0", need, dep_h=8), session("leaves", "e1", need, dep_h=2)],
+        horizon(8),
+    )
     s = lo.solve(p)
     assert s.current[1, :2].tolist() == [16.0, 16.0]
     assert s.current[0, 2:4].tolist() == [16.0, 16.0]
@@ -52,11 +60,14 @@ def test_the_car_leaving_first_is_served_first():
 
 def test_cheap_periods_are_used_first():
     site = one_breaker_site(32.0, n_evse=1)
-    prices = tuple(lo.SeriesPoint(start=T0 + timedelta(hours=k), value=v)
-                   for k, v in enumerate([0.40, 0.40, 0.10, 0.12, 0.40, 0.40, 0.30, 0.40]))
+    prices = tuple(
+        lo.SeriesPoint(start=T0 + timedelta(hours=k), value=v)
+        for k, v in enumerate([0.40, 0.40, 0.10, 0.12, 0.40, 0.40, 0.30, 0.40])
+    )
     need = 2 * 32 * KW_3PH_PER_A  # two full hours at 32 A
-    p = lo.compile_problem(site, [session("a", "e0", need)], horizon(8),
-                           lo.Signals(import_price=prices))
+    p = lo.compile_problem(
+        site, [session("a", "e0", need)], horizon(8), lo.Signals(import_price=prices)
+    )
     s = lo.solve(p)
     assert s.current[0].tolist() == [0, 0, 32, 32, 0, 0, 0, 0]
     assert s.kpis().energy_cost == pytest.approx(need / 2 * (0.10 + 0.12))
@@ -76,8 +87,9 @@ def test_single_phase_car_on_srt_evse_loads_only_site_phase_s():
 def test_phase_limits_let_single_phase_cars_fill_other_phases():
     """Three 1-phase cars on RST/STR/TRS EVSEs each get a whole 16 A phase of a 16 A breaker."""
     site = one_breaker_site(16.0, n_evse=3, rotations=("RST", "STR", "TRS"))
-    p = lo.compile_problem(site, [session(f"s{k}", f"e{k}", 50, phases=1) for k in range(3)],
-                           horizon(2))
+    p = lo.compile_problem(
+        site, [session(f"s{k}", f"e{k}", 50, phases=1) for k in range(3)], horizon(2)
+    )
     s = lo.solve(p)
     assert s.current.tolist() == [[16, 16]] * 3
     assert (s.node_phase_current[p.node_ids.index("cb")] == 16).all()
@@ -85,10 +97,15 @@ def test_phase_limits_let_single_phase_cars_fill_other_phases():
 
 def test_demand_response_window_caps_import():
     site = one_breaker_site(64.0)
-    ev = lo.DemandResponseEvent(id="dr1", start=T0 + timedelta(hours=2),
-                                end=T0 + timedelta(hours=4), import_cap_kw=10.0)
-    p = lo.compile_problem(site, [session("a", "e0", 200), session("b", "e1", 200)], horizon(6),
-                           lo.Signals(base_load_kw=3.0, demand_response=(ev,)))
+    ev = lo.DemandResponseEvent(
+        id="dr1", start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=4), import_cap_kw=10.0
+    )
+    p = lo.compile_problem(
+        site,
+        [session("a", "e0", 200), session("b", "e1", 200)],
+        horizon(6),
+        lo.Signals(base_load_kw=3.0, demand_response=(ev,)),
+    )
     s = lo.solve(p)
     imp = s.import_kw
     assert imp[2] <= 10.0 and imp[3] <= 10.0
@@ -100,10 +117,15 @@ def test_demand_response_window_caps_import():
 
 def test_demand_response_reduction_below_explicit_baseline():
     site = one_breaker_site(64.0)
-    ev = lo.DemandResponseEvent(id="dr", start=T0, end=T0 + timedelta(hours=1),
-                                reduction_kw=20.0, baseline_kw=30.0)
-    p = lo.compile_problem(site, [session("a", "e0", 200), session("b", "e1", 200)], horizon(2),
-                           lo.Signals(demand_response=(ev,)))
+    ev = lo.DemandResponseEvent(
+        id="dr", start=T0, end=T0 + timedelta(hours=1), reduction_kw=20.0, baseline_kw=30.0
+    )
+    p = lo.compile_problem(
+        site,
+        [session("a", "e0", 200), session("b", "e1", 200)],
+        horizon(2),
+        lo.Signals(demand_response=(ev,)),
+    )
     s = lo.solve(p)
     assert s.import_kw[0] <= 10.0 + 1e-9
     assert s.import_kw[0] == pytest.approx(10.0, abs=0.15)
@@ -113,8 +135,12 @@ def test_demand_response_reduction_below_uncontrolled_baseline():
     """Without a baseline, the reduction is taken from what the site would import uncontrolled."""
     site = one_breaker_site(64.0)
     ev = lo.DemandResponseEvent(id="dr", start=T0, end=T0 + timedelta(hours=1), reduction_kw=8.0)
-    p = lo.compile_problem(site, [session("a", "e0", 200), session("b", "e1", 200, dep_h=1)],
-                           horizon(2), lo.Signals(base_load_kw=2.0, demand_response=(ev,)))
+    p = lo.compile_problem(
+        site,
+        [session("a", "e0", 200), session("b", "e1", 200, dep_h=1)],
+        horizon(2),
+        lo.Signals(base_load_kw=2.0, demand_response=(ev,)),
+    )
     uncontrolled = 2.0 + 2 * 32 * KW_3PH_PER_A  # both cars at 32 A, breaker allows 64 A
     assert p.dr_cap_kw[0, 0] == pytest.approx(uncontrolled - 8.0)
     assert np.isinf(p.dr_cap_kw[0, 1])
@@ -125,14 +151,20 @@ def test_demand_response_reduction_below_uncontrolled_baseline():
 
 def test_kw_limit_binds_with_mixed_phase_vehicles():
     site = lo.Site(
-        nodes=(lo.Node(id="grid"), lo.Node(id="panel", parent="grid", max_current=32.0,
-                                           max_power_kw=10.0)),
-        evses=(lo.Evse(id="e0", node="panel", charge_point_id="A", max_current=16),
-               lo.Evse(id="e1", node="panel", charge_point_id="B", max_current=16,
-                       phase_rotation="STR")),
+        nodes=(
+            lo.Node(id="grid"),
+            lo.Node(id="panel", parent="grid", max_current=32.0, max_power_kw=10.0),
+        ),
+        evses=(
+            lo.Evse(id="e0", node="panel", charge_point_id="A", max_current=16),
+            lo.Evse(
+                id="e1", node="panel", charge_point_id="B", max_current=16, phase_rotation="STR"
+            ),
+        ),
     )
-    p = lo.compile_problem(site, [session("three", "e0", 100),
-                                  session("one", "e1", 100, phases=1)], horizon(2))
+    p = lo.compile_problem(
+        site, [session("three", "e0", 100), session("one", "e1", 100, phases=1)], horizon(2)
+    )
     s = lo.solve(p)
     kw = s.node_power_kw[p.node_ids.index("panel")]
     assert (kw <= 10.0).all()
@@ -142,10 +174,14 @@ def test_kw_limit_binds_with_mixed_phase_vehicles():
 
 
 def test_time_varying_limit_takes_the_minimum_within_a_period():
-    series = (lo.CurrentPoint(start=T0 + timedelta(minutes=90), value=(10.0, 20.0, 20.0)),
-              lo.CurrentPoint(start=T0 + timedelta(minutes=150), value=32.0))
-    site = lo.Site(nodes=(lo.Node(id="grid", max_current=32.0, current_series=series),),
-                   evses=(lo.Evse(id="e0", node="grid", charge_point_id="A"),))
+    series = (
+        lo.CurrentPoint(start=T0 + timedelta(minutes=90), value=(10.0, 20.0, 20.0)),
+        lo.CurrentPoint(start=T0 + timedelta(minutes=150), value=32.0),
+    )
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=32.0, current_series=series),),
+        evses=(lo.Evse(id="e0", node="grid", charge_point_id="A"),),
+    )
     s = lo.solve(lo.compile_problem(site, [session("a", "e0", 200)], horizon(4)))
     assert s.current[0].tolist() == [32.0, 10.0, 10.0, 32.0]
 
@@ -153,8 +189,13 @@ def test_time_varying_limit_takes_the_minimum_within_a_period():
 def test_session_partly_inside_the_horizon():
     site = one_breaker_site(32.0, n_evse=1)
     # arrived before the horizon, leaves after 90 minutes
-    sess = lo.Session(id="a", evse="e0", arrival=T0 - timedelta(hours=3),
-                      departure=T0 + timedelta(minutes=90), energy_kwh=100)
+    sess = lo.Session(
+        id="a",
+        evse="e0",
+        arrival=T0 - timedelta(hours=3),
+        departure=T0 + timedelta(minutes=90),
+        energy_kwh=100,
+    )
     p = lo.compile_problem(site, [sess], horizon(4))
     s = lo.solve(p)
     assert s.current[0].tolist() == [32.0, 32.0, 0.0, 0.0]
@@ -174,11 +215,17 @@ def test_energy_is_not_overdelivered_and_early_is_preferred():
 
 def test_base_load_alone_over_grid_limit_is_reported_not_hidden():
     site = one_breaker_site(32.0)
-    base = (lo.SeriesPoint(start=T0, value=5.0),
-            lo.SeriesPoint(start=T0 + timedelta(hours=1), value=25.0),
-            lo.SeriesPoint(start=T0 + timedelta(hours=2), value=5.0))
-    p = lo.compile_problem(site, [session("a", "e0", 100)], horizon(3),
-                           lo.Signals(base_load_kw=base, grid_import_limit_kw=20.0))
+    base = (
+        lo.SeriesPoint(start=T0, value=5.0),
+        lo.SeriesPoint(start=T0 + timedelta(hours=1), value=25.0),
+        lo.SeriesPoint(start=T0 + timedelta(hours=2), value=5.0),
+    )
+    p = lo.compile_problem(
+        site,
+        [session("a", "e0", 100)],
+        horizon(3),
+        lo.Signals(base_load_kw=base, grid_import_limit_kw=20.0),
+    )
     assert any("base load" in n and "grid import" in n for n in p.notices)
     s = lo.solve(p)
     assert s.notices == p.notices
@@ -189,15 +236,19 @@ def test_base_load_alone_over_grid_limit_is_reported_not_hidden():
 
 def test_base_load_loads_its_node_and_everything_above_only():
     site = lo.Site(
-        nodes=(lo.Node(id="grid", max_current=50.0), lo.Node(id="trafo", parent="grid"),
-               lo.Node(id="office", parent="trafo", max_current=40.0),
-               lo.Node(id="cb", parent="trafo", max_current=32.0)),
+        nodes=(
+            lo.Node(id="grid", max_current=50.0),
+            lo.Node(id="trafo", parent="grid"),
+            lo.Node(id="office", parent="trafo", max_current=40.0),
+            lo.Node(id="cb", parent="trafo", max_current=32.0),
+        ),
         evses=(lo.Evse(id="e0", node="cb", charge_point_id="A"),),
         base_load_node="office",
     )
     base_kw = 20 * 3 * 230 / 1000  # 20 A per phase
-    p = lo.compile_problem(site, [session("a", "e0", 500)], horizon(2),
-                           lo.Signals(base_load_kw=base_kw))
+    p = lo.compile_problem(
+        site, [session("a", "e0", 500)], horizon(2), lo.Signals(base_load_kw=base_kw)
+    )
     assert p.node_carries_base.tolist() == [True, True, True, False]
     s = lo.solve(p)
     assert s.current[0].tolist() == [30.0, 30.0]  # grid: 50 A − 20 A of office load
@@ -212,17 +263,24 @@ def test_base_load_loads_its_node_and_everything_above_only():
 def test_demand_charge_flattens_the_peak():
     site = one_breaker_site(32.0, n_evse=1)
     need = 2 * 32 * KW_3PH_PER_A
-    flat = lo.compile_problem(site, [session("a", "e0", need)], horizon(4),
-                              objective=lo.Objective(demand_charge_per_kw=1.0,
-                                                     charge_early_per_kwh_h=0.0))
+    flat = lo.compile_problem(
+        site,
+        [session("a", "e0", need)],
+        horizon(4),
+        objective=lo.Objective(demand_charge_per_kw=1.0, charge_early_per_kwh_h=0.0),
+    )
     s = lo.solve(flat)
     assert s.kpis().peak_import_kw == pytest.approx(need / 4, abs=0.1)
 
 
 def test_pv_lowers_import_and_export_is_bounded():
     site = one_breaker_site(32.0, n_evse=1)
-    p = lo.compile_problem(site, [session("a", "e0", 5.0)], horizon(2),
-                           lo.Signals(import_price=0.3, export_price=0.05, pv_kw=10.0))
+    p = lo.compile_problem(
+        site,
+        [session("a", "e0", 5.0)],
+        horizon(2),
+        lo.Signals(import_price=0.3, export_price=0.05, pv_kw=10.0),
+    )
     s = lo.solve(p)
     assert s.import_kw.min() >= -10.0
     assert s.kpis().energy_cost < 0  # surplus PV is sold
@@ -256,8 +314,9 @@ def test_a_failing_fast_path_after_a_failing_solver_hands_out_zero(monkeypatch):
     import loadopt.fast
     import loadopt.solvers.highs as hs
 
-    monkeypatch.setattr(hs, "solve_lp", lambda *a, **k: SolverResult(
-        SolverStatus.OPTIMAL, np.zeros(1000), 0.0, 0.0))  # wrong length: unusable
+    monkeypatch.setattr(
+        hs, "solve_lp", lambda *a, **k: SolverResult(SolverStatus.OPTIMAL, np.zeros(1000), 0.0, 0.0)
+    )  # wrong length: unusable
 
     def boom(*a, **k):
         raise RuntimeError("kernel crashed")

@@ -43,8 +43,11 @@ def fast_problems(draw, with_min: bool = True, with_steps: bool = True, tight: b
     for k in range(n_nodes):
         parent = None if k == 0 else f"n{draw(st.integers(0, k - 1))}"
         lim = st.floats(0, 64).map(lambda x: round(x, 1))
-        cur = draw(st.one_of(lim, st.tuples(lim, lim, lim)) if tight
-                   else st.one_of(st.none(), lim, st.tuples(lim, lim, lim)))
+        cur = draw(
+            st.one_of(lim, st.tuples(lim, lim, lim))
+            if tight
+            else st.one_of(st.none(), lim, st.tuples(lim, lim, lim))
+        )
         kw = draw(st.one_of(st.none(), st.floats(0, 40).map(lambda x: round(x, 2))))
         nodes.append(lo.Node(id=f"n{k}", parent=parent, max_current=cur, max_power_kw=kw))
     n_evse = draw(st.integers(2 if tight else 1, 7))
@@ -54,29 +57,51 @@ def fast_problems(draw, with_min: bool = True, with_steps: bool = True, tight: b
         mn = draw(st.sampled_from([0.0, 6.0, 8.0])) if with_min else 0.0
         steps = None
         if with_steps and draw(st.booleans()):
-            steps = tuple(sorted(draw(st.sets(st.sampled_from([0.0, 6.0, 8.0, 10.0, 13.0, 16.0,
-                                                                20.0]), min_size=1))))
-        evses.append(lo.Evse(
-            id=f"e{k}", node=f"n{draw(st.integers(0, n_nodes - 1))}", charge_point_id=f"CP{k}",
-            phases=draw(st.sampled_from([1, 3])), phase_rotation=draw(st.sampled_from(ROTATIONS)),
-            max_current=mx, min_current=mn, allowed_currents=steps,
-            voltage_v=draw(st.sampled_from([230.0, 240.0]))))
+            steps = tuple(
+                sorted(
+                    draw(
+                        st.sets(
+                            st.sampled_from([0.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0]), min_size=1
+                        )
+                    )
+                )
+            )
+        evses.append(
+            lo.Evse(
+                id=f"e{k}",
+                node=f"n{draw(st.integers(0, n_nodes - 1))}",
+                charge_point_id=f"CP{k}",
+                phases=draw(st.sampled_from([1, 3])),
+                phase_rotation=draw(st.sampled_from(ROTATIONS)),
+                max_current=mx,
+                min_current=mn,
+                allowed_currents=steps,
+                voltage_v=draw(st.sampled_from([230.0, 240.0])),
+            )
+        )
         a = -10 if tight else draw(st.integers(-30, 60))
         d = 300 if tight else a + draw(st.integers(15, 240))
-        sessions.append(lo.Session(
-            id=f"s{k}", evse=f"e{k}", arrival=T0 + timedelta(minutes=a),
-            departure=T0 + timedelta(minutes=d),
-            energy_kwh=draw(st.floats(0, 60)),
-            max_current=draw(st.sampled_from([8.0, 16.0, 32.0])),
-            phases=draw(st.sampled_from([1, 3])),
-            priority=draw(st.sampled_from([0.5, 1.0, 2.0, 3.0]))))
+        sessions.append(
+            lo.Session(
+                id=f"s{k}",
+                evse=f"e{k}",
+                arrival=T0 + timedelta(minutes=a),
+                departure=T0 + timedelta(minutes=d),
+                energy_kwh=draw(st.floats(0, 60)),
+                max_current=draw(st.sampled_from([8.0, 16.0, 32.0])),
+                phases=draw(st.sampled_from([1, 3])),
+                priority=draw(st.sampled_from([0.5, 1.0, 2.0, 3.0])),
+            )
+        )
     signals = lo.Signals(
-        base_load_kw=draw(st.floats(0, 10)), pv_kw=draw(st.floats(0, 10)),
-        grid_import_limit_kw=draw(st.one_of(st.none(), st.floats(0, 40))))
-    h = lo.Horizon(start=T0, step_s=draw(st.sampled_from([300, 900])),
-                   n_periods=draw(st.integers(1, 4)))
-    return lo.compile_problem(lo.Site(nodes=tuple(nodes), evses=tuple(evses)), sessions, h,
-                              signals)
+        base_load_kw=draw(st.floats(0, 10)),
+        pv_kw=draw(st.floats(0, 10)),
+        grid_import_limit_kw=draw(st.one_of(st.none(), st.floats(0, 40))),
+    )
+    h = lo.Horizon(
+        start=T0, step_s=draw(st.sampled_from([300, 900])), n_periods=draw(st.integers(1, 4))
+    )
+    return lo.compile_problem(lo.Site(nodes=tuple(nodes), evses=tuple(evses)), sessions, h, signals)
 
 
 def _check_minimum_and_steps(p: lo.Problem, cur: np.ndarray) -> None:
@@ -109,16 +134,22 @@ def test_allocator_is_safe_on_the_core_scenarios(p, policy):
 
 
 @SETTINGS
-@given(st.booleans().flatmap(lambda t: fast_problems(with_min=False, with_steps=False, tight=t)),
-       st.data())
+@given(
+    st.booleans().flatmap(lambda t: fast_problems(with_min=False, with_steps=False, tight=t)),
+    st.data(),
+)
 def test_fair_allocation_is_weighted_max_min_fair(p, data):
     """Bottleneck condition of weighted max-min fairness, period by period: every session below
     its cap sits under a full row in which its share ``x/w`` is the largest (up to the rounding to
     0.1 A: each value is at most 0.1 A from the exact fill)."""
     T = p.n_periods
     t = data.draw(st.integers(0, T - 1))
-    energy = data.draw(st.one_of(st.none(), st.lists(st.floats(0, 30), min_size=p.n_sessions,
-                                                     max_size=p.n_sessions).map(np.array)))
+    energy = data.draw(
+        st.one_of(
+            st.none(),
+            st.lists(st.floats(0, 30), min_size=p.n_sessions, max_size=p.n_sessions).map(np.array),
+        )
+    )
     x_a = fast.allocate(p, t, "fair", energy)
     e = p.session_energy_kwh if energy is None else energy
     v = np.flatnonzero(p.var_period == t)
@@ -146,8 +177,10 @@ def test_fair_allocation_is_weighted_max_min_fair(p, data):
             if (share[j] >= share[members] - 1.0 / w[j] - 1.0 / w[members] - 1e-9).all():
                 ok = True
                 break
-        assert ok, (f"session {p.session_ids[s[j]]} at {x[j] / 10} A (cap {hi[j] / 10}) is not "
-                    f"bottlenecked: loads {load}, caps {cap}, shares {share}")
+        assert ok, (
+            f"session {p.session_ids[s[j]]} at {x[j] / 10} A (cap {hi[j] / 10}) is not "
+            f"bottlenecked: loads {load}, caps {cap}, shares {share}"
+        )
 
 
 @NEEDS_NUMBA
@@ -207,6 +240,7 @@ def test_projection_rejects_a_schedule_of_the_wrong_shape():
 
 # --- row reduction and the fill's shortcuts (issue 3 follow-up) ---------------------------------
 
+
 @SETTINGS
 @given(fast_problems())
 def test_row_reduction_drops_no_limit(p):
@@ -226,8 +260,7 @@ def test_row_reduction_drops_no_limit(p):
         # at most SNAP_DA-sized float slack on power rows (the fill's margin keeps it below h)
         if load_hi[r] <= cap[r]:
             continue
-        twins = [k for rr, k in kept.items()
-                 if (G[rr] != G[r]).nnz == 0 and G[rr].nnz == G[r].nnz]
+        twins = [k for rr, k in kept.items() if (G[rr] != G[r]).nnz == 0 and G[rr].nnz == G[r].nnz]
         assert twins and min(pp.chk[k] for k in twins) <= cap[r], f"row {r} lost"
 
 
@@ -253,11 +286,16 @@ def _fill_both_ways(p, t, energy):
         args = (r0, nr, v0, nv, pp.indptr, pp.indices, pp.data, pp.cptr, pp.cidx, pp.cdata, cap)
         w = pp.w[v0:v1]
         starts, caps = K.sorted_by_level(lo_, w, nv), K.sorted_by_level(hi_, w, nv)
-        static = (pp.row_slope0[r0:r1], pp.row_cnt0[r0:r1], pp.row_full0[r0:r1],
-                  pp.row_floor0[r0:r1], pp.hi_da[v0:v1], pp.lo_da[v0:v1])
+        static = (
+            pp.row_slope0[r0:r1],
+            pp.row_cnt0[r0:r1],
+            pp.row_full0[r0:r1],
+            pp.row_floor0[r0:r1],
+            pp.hi_da[v0:v1],
+            pp.lo_da[v0:v1],
+        )
         if K.fill(*args, lo_, hi_, w, starts, caps, True, *static, jump, x) < 0:
-            K.admit(r0, nr, v0, nv, pp.cptr, pp.cidx, pp.cdata, cap, pp.fair_order[v0:v1],
-                    lo_, hi_)
+            K.admit(r0, nr, v0, nv, pp.cptr, pp.cidx, pp.cdata, cap, pp.fair_order[v0:v1], lo_, hi_)
             K.fill(*args, lo_, hi_, w, starts, caps, False, *static, jump, x)
         out.append(x)
     return out
@@ -306,5 +344,7 @@ def test_fair_allocation_with_minimum_currents_is_max_min_fair_above_the_floors(
             if (share[j] >= share[m] - 1.0 / w[j] - 1.0 / w[m] - 1e-9).all():
                 ok = True
                 break
-        assert ok, (f"session {p.session_ids[s[j]]} at {x[j] / 10} A is not bottlenecked: "
-                    f"loads {load}, caps {cap}, shares {share}")
+        assert ok, (
+            f"session {p.session_ids[s[j]]} at {x[j] / 10} A is not bottlenecked: "
+            f"loads {load}, caps {cap}, shares {share}"
+        )

@@ -33,13 +33,19 @@ START = datetime.fromisoformat("2026-06-10T08:00:00+02:00")
 
 @pytest.fixture(scope="module")
 def problems():
-    return [benchmark_scenario(n, n_periods=24, seed=k).compile()
-            for k, n in enumerate((4, 12, 6, 20, 8, 3, 16, 10))]
+    return [
+        benchmark_scenario(n, n_periods=24, seed=k).compile()
+        for k, n in enumerate((4, 12, 6, 20, 8, 3, 16, 10))
+    ]
 
 
 def same(a: lo.Schedule, b: lo.Schedule) -> bool:
-    return (np.array_equal(a.current, b.current) and a.status == b.status
-            and a.method == b.method and a.objective == b.objective)
+    return (
+        np.array_equal(a.current, b.current)
+        and a.status == b.status
+        and a.method == b.method
+        and a.objective == b.objective
+    )
 
 
 # ---------------------------------------------------------------------------- payload
@@ -72,8 +78,9 @@ def test_any_worker_answer_becomes_a_safe_schedule(p, seed):
 
 # ---------------------------------------------------------------------------- pinning, batching
 def test_assign_keeps_live_pins_and_balances_the_rest():
-    pins = assign(["a", "b", "c", "d"], [10, 10, 10, 30], ["w1", "w2"],
-                  {"a": "w1", "b": "gone", "c": "w2"})
+    pins = assign(
+        ["a", "b", "c", "d"], [10, 10, 10, 30], ["w1", "w2"], {"a": "w1", "b": "gone", "c": "w2"}
+    )
     assert pins["a"] == "w1" and pins["c"] == "w2"
     assert pins["d"] != pins["b"]  # the big one and the orphan spread over the two
     with pytest.raises(ValueError):
@@ -187,8 +194,7 @@ def test_a_killed_workers_sites_are_rerun_elsewhere(dask_backend):
         assert set(res[s.key].schedule.problem.session_ids) >= set(s.controller.sessions)
 
 
-def test_a_killed_worker_with_no_time_left_means_fast_path_for_its_sites(problems,
-                                                                          dask_backend):
+def test_a_killed_worker_with_no_time_left_means_fast_path_for_its_sites(problems, dask_backend):
     """Both workers busy, one killed: nothing can be re-run before the deadline, so every site
     gets its fast path in time, and the killed worker's sites are accounted for."""
     be = _two_workers(dask_backend)
@@ -258,9 +264,15 @@ def test_a_restored_fleet_continues_without_losing_sessions(tmp_path, where):
         now = START + timedelta(minutes=15 * k)
         advance(sites, now, 900)
         fleet.step(now)
-    sites[0].controller.expect_session(lo.Session(
-        id="later", evse="evse5", arrival=START + timedelta(hours=9),
-        departure=START + timedelta(hours=11), energy_kwh=10))
+    sites[0].controller.expect_session(
+        lo.Session(
+            id="later",
+            evse="evse5",
+            arrival=START + timedelta(hours=9),
+            departure=START + timedelta(hours=11),
+            energy_kwh=10,
+        )
+    )
     sites[1].controller.reserve("evse2", 10.0, until=START + timedelta(hours=2), reason="silent")
     fleet.save(path)
     restored = FleetController.restore(path, "sequential")
@@ -273,8 +285,7 @@ def test_a_restored_fleet_continues_without_losing_sessions(tmp_path, where):
         assert a.planned_sessions(now) == b.planned_sessions(now)
     ra, rb = fleet.step(now), restored.step(now)
     for s in sites:
-        assert rb[s.key].schedule.objective == pytest.approx(ra[s.key].schedule.objective,
-                                                            rel=1e-7)
+        assert rb[s.key].schedule.objective == pytest.approx(ra[s.key].schedule.objective, rel=1e-7)
     with pytest.raises(lo.InputError):
         from loadopt.fleet.state import loads
 
@@ -303,8 +314,26 @@ def test_the_ray_adapter_equals_the_sequential_loop(problems):
 def test_cli_fleet_simulate(capsys):
     from loadopt.cli import main
 
-    assert main(["fleet", "simulate", "--sites", "3", "--evses", "4", "--periods", "8",
-                 "--steps", "2", "--backend", "threads", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fleet",
+                "simulate",
+                "--sites",
+                "3",
+                "--evses",
+                "4",
+                "--periods",
+                "8",
+                "--steps",
+                "2",
+                "--backend",
+                "threads",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "3 sites x 4 EVSEs x 8 periods, 2 steps" in out and "sites/s" in out
     assert out.count("\n   ") >= 2  # a row per step

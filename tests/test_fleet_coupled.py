@@ -20,8 +20,9 @@ pytest.importorskip("distributed")
 
 
 def fleet(n: int = 3, n_evse: int = 6, T: int = 16, seed: int = 0) -> dict[str, lo.Problem]:
-    return {f"s{k}": benchmark_scenario(n_evse, n_periods=T, seed=seed + k).compile()
-            for k in range(n)}
+    return {
+        f"s{k}": benchmark_scenario(n_evse, n_periods=T, seed=seed + k).compile() for k in range(n)
+    }
 
 
 def combined_import_kw(schedules: dict[str, lo.Schedule]) -> np.ndarray:
@@ -45,8 +46,7 @@ def check_safe(res, problems, limit_kw) -> None:
 
 
 @pytest.mark.parametrize("share", [0.6, 0.35])
-def test_decomposition_reaches_the_joint_lp_and_is_safe_at_every_iteration(share,
-                                                                           dask_backend):
+def test_decomposition_reaches_the_joint_lp_and_is_safe_at_every_iteration(share, dask_backend):
     problems = fleet()
     limit_kw = share * sum(p.import_cap_kw.max() for p in problems.values())
     limit = SharedLimit(limit_kw, id="substation")

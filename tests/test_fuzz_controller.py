@@ -20,17 +20,32 @@ from .fuzz_checker import Limits
 from .fuzz_strategies import GARBAGE, STARTS, instances
 from .fuzz_support import FUZZ, explore, fuzz
 
-OPS = st.lists(st.one_of(
-    st.tuples(st.just("start"), st.integers(0, 5), st.integers(0, 20), st.integers(1, 10),
-              st.sampled_from([1, 3]), st.sampled_from([10.0, 16.0, 32.0])),
-    st.tuples(st.just("stop"), st.integers(0, 5)),
-    st.tuples(st.just("meter"), st.integers(0, 5), st.integers(-45, 45),
-              st.sampled_from(["ok", "over", "under"]), st.floats(0, 3)),
-    st.tuples(st.just("step"), st.sampled_from([0, 5, 15, 15, 15, 60, -30])),
-    st.tuples(st.just("signal"), st.sampled_from([0.0, 3.0, 8.0, 25.0]), st.integers(0, 90)),
-    st.tuples(st.just("reserve"), st.integers(0, 5), st.sampled_from([0.0, 6.0, 16.0, None])),
-    st.tuples(st.just("garbage"), st.integers(0, 6), st.sampled_from(GARBAGE)),
-), min_size=1, max_size=14)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("start"),
+            st.integers(0, 5),
+            st.integers(0, 20),
+            st.integers(1, 10),
+            st.sampled_from([1, 3]),
+            st.sampled_from([10.0, 16.0, 32.0]),
+        ),
+        st.tuples(st.just("stop"), st.integers(0, 5)),
+        st.tuples(
+            st.just("meter"),
+            st.integers(0, 5),
+            st.integers(-45, 45),
+            st.sampled_from(["ok", "over", "under"]),
+            st.floats(0, 3),
+        ),
+        st.tuples(st.just("step"), st.sampled_from([0, 5, 15, 15, 15, 60, -30])),
+        st.tuples(st.just("signal"), st.sampled_from([0.0, 3.0, 8.0, 25.0]), st.integers(0, 90)),
+        st.tuples(st.just("reserve"), st.integers(0, 5), st.sampled_from([0.0, 6.0, 16.0, None])),
+        st.tuples(st.just("garbage"), st.integers(0, 6), st.sampled_from(GARBAGE)),
+    ),
+    min_size=1,
+    max_size=14,
+)
 
 
 def _utc_plus(t: datetime, minutes: float) -> datetime:
@@ -39,12 +54,17 @@ def _utc_plus(t: datetime, minutes: float) -> datetime:
 
 @explore
 @fuzz(40)
-@given(instances(max_evses=4, max_sessions=0, max_periods=1), OPS,
-       st.sampled_from(STARTS), st.sampled_from(["lp", "fast"]))
+@given(
+    instances(max_evses=4, max_sessions=0, max_periods=1),
+    OPS,
+    st.sampled_from(STARTS),
+    st.sampled_from(["lp", "fast"]),
+)
 def test_fuzz_controller_state_machine(inst, ops, start, planner):
     site = inst[0]
-    c = Controller(site, step_s=900, n_periods=6, signals=inst[3], planner=planner,
-                   time_limit_s=5.0)
+    c = Controller(
+        site, step_s=900, n_periods=6, signals=inst[3], planner=planner, time_limit_s=5.0
+    )
     now = start
     n = 0
     over: dict[str, tuple[float, float, float]] = {}  # EVSE -> what its car really draws
@@ -52,12 +72,15 @@ def test_fuzz_controller_state_machine(inst, ops, start, planner):
     last_step: datetime | None = None
 
     def garbage_call(k, g):
-        calls = [lambda: c.meter(g, now, energy_kwh=1.0),
-                 lambda: c.meter(next(iter(c.sessions), "x"), g, energy_kwh=1.0),
-                 lambda: c.meter(next(iter(c.sessions), "x"), now, current_a=g),
-                 lambda: c.step(g), lambda: c.start_session(g),
-                 lambda: c.new_session("g", site.evses[0].id, g),
-                 lambda: c.on_signal(g, now)]
+        calls = [
+            lambda: c.meter(g, now, energy_kwh=1.0),
+            lambda: c.meter(next(iter(c.sessions), "x"), g, energy_kwh=1.0),
+            lambda: c.meter(next(iter(c.sessions), "x"), now, current_a=g),
+            lambda: c.step(g),
+            lambda: c.start_session(g),
+            lambda: c.new_session("g", site.evses[0].id, g),
+            lambda: c.on_signal(g, now),
+        ]
         calls[k]()
 
     def check(sched):
@@ -75,9 +98,15 @@ def test_fuzz_controller_state_machine(inst, ops, start, planner):
                     continue
                 n += 1
                 arrival = _utc_plus(now, -op[2])
-                s = lo.Session(id=f"s{n}", evse=e.id, arrival=arrival,
-                               departure=_utc_plus(arrival, 60 * op[3]), energy_kwh=30.0,
-                               phases=op[4], max_current=op[5])
+                s = lo.Session(
+                    id=f"s{n}",
+                    evse=e.id,
+                    arrival=arrival,
+                    departure=_utc_plus(arrival, 60 * op[3]),
+                    energy_kwh=30.0,
+                    phases=op[4],
+                    max_current=op[5],
+                )
                 c.start_session(s)
             elif op[0] == "stop":
                 if c.sessions:
@@ -120,8 +149,12 @@ def test_fuzz_controller_state_machine(inst, ops, start, planner):
                 last_step = now
                 check(sched)
             elif op[0] == "signal":
-                g = lo.GridSignal(id=f"dr{op[2] % 3}", start=now, end=_utc_plus(now, op[2] + 1),
-                                  import_cap_kw=op[1])
+                g = lo.GridSignal(
+                    id=f"dr{op[2] % 3}",
+                    start=now,
+                    end=_utc_plus(now, op[2] + 1),
+                    import_cap_kw=op[1],
+                )
                 sched = c.on_signal(g, now)
                 last_step = now
                 check(sched)

@@ -73,14 +73,19 @@ def test_fuzz_fast_never_breaks_a_limit(inst, policy):
 
 @explore
 @fuzz(25)
-@given(instances(max_evses=3, max_sessions=3, max_periods=4),
-       st.sampled_from([None, (0.0, 6.0, 10.0, 16.0), (0.0, 8.0, 16.0, 24.0, 32.0)]),
-       st.sampled_from(["milp", "auto"]))
+@given(
+    instances(max_evses=3, max_sessions=3, max_periods=4),
+    st.sampled_from([None, (0.0, 6.0, 10.0, 16.0), (0.0, 8.0, 16.0, 24.0, 32.0)]),
+    st.sampled_from(["milp", "auto"]),
+)
 def test_fuzz_milp_never_breaks_a_limit(inst, steps, method):
     site, sessions, horizon, signals = inst
     if steps is not None:
-        site = site.model_copy(update={"evses": tuple(
-            e.model_copy(update={"allowed_currents": steps}) for e in site.evses)})
+        site = site.model_copy(
+            update={
+                "evses": tuple(e.model_copy(update={"allowed_currents": steps}) for e in site.evses)
+            }
+        )
     p = lo.compile_problem(site, sessions, horizon, signals)
     sched = _crash_guard("milp", lambda: lo.solve(p, method=method, time_limit_s=5.0))
     _checked(site, sessions, horizon, signals, sched, "milp")
@@ -140,8 +145,11 @@ MODELS = {
 
 @explore
 @fuzz(120)
-@given(instances(max_evses=3, max_sessions=3, max_periods=3), st.sampled_from(sorted(MODELS)),
-       st.data())
+@given(
+    instances(max_evses=3, max_sessions=3, max_periods=3),
+    st.sampled_from(sorted(MODELS)),
+    st.data(),
+)
 def test_fuzz_malformed_models_raise_loadopt_errors(inst, model, data):
     """A model dump with one field broken, removed or added: a ModelError (or a valid model);
     through ``compile_problem`` and a scenario file too. Never another exception."""
@@ -163,10 +171,12 @@ def test_fuzz_malformed_models_raise_loadopt_errors(inst, model, data):
     else:
         FUZZ.example("bad-input", violations=0)
         del fixed
-    args = {"Site": [bad, sessions, horizon, signals],
-            "Session": [site, [bad, *sessions[1:]], horizon, signals],
-            "Horizon": [site, sessions, bad, signals],
-            "Signals": [site, sessions, horizon, bad]}[model]
+    args = {
+        "Site": [bad, sessions, horizon, signals],
+        "Session": [site, [bad, *sessions[1:]], horizon, signals],
+        "Horizon": [site, sessions, bad, signals],
+        "Signals": [site, sessions, horizon, bad],
+    }[model]
     try:
         lo.compile_problem(*args)
     except LoadoptError:
@@ -174,13 +184,15 @@ def test_fuzz_malformed_models_raise_loadopt_errors(inst, model, data):
     except Exception:
         FUZZ.crash("bad-input")
         raise
-    doc = {"site": site.model_dump(mode="json"), "horizon": horizon.model_dump(mode="json"),
-           "sessions": [s.model_dump(mode="json") for s in sessions],
-           "signals": signals.model_dump(mode="json")}
+    doc = {
+        "site": site.model_dump(mode="json"),
+        "horizon": horizon.model_dump(mode="json"),
+        "sessions": [s.model_dump(mode="json") for s in sessions],
+        "signals": signals.model_dump(mode="json"),
+    }
     key = {"Site": "site", "Horizon": "horizon", "Signals": "signals", "Session": "sessions"}
     try:
-        doc[key[model]] = json.loads(json.dumps(bad if model != "Session" else [bad],
-                                                default=str))
+        doc[key[model]] = json.loads(json.dumps(bad if model != "Session" else [bad], default=str))
         text = json.dumps(doc, default=str)
     except ValueError:  # NaN in strict JSON: send it as pydantic's JSON would not accept it
         text = json.dumps(doc, default=str, allow_nan=True)
@@ -195,13 +207,20 @@ def test_fuzz_malformed_models_raise_loadopt_errors(inst, model, data):
 
 @explore
 @fuzz(40)
-@given(instances(max_evses=2, max_sessions=2, max_periods=2),
-       st.sampled_from(["site", "sessions", "horizon", "signals", "objective"]),
-       st.sampled_from([*GARBAGE, ["abc"], [None], ({},), "s0"]))
+@given(
+    instances(max_evses=2, max_sessions=2, max_periods=2),
+    st.sampled_from(["site", "sessions", "horizon", "signals", "objective"]),
+    st.sampled_from([*GARBAGE, ["abc"], [None], ({},), "s0"]),
+)
 def test_fuzz_compile_problem_with_garbage_arguments(inst, arg, garbage):
     site, sessions, horizon, signals = inst
-    kw = {"site": site, "sessions": sessions, "horizon": horizon, "signals": signals,
-          "objective": None}
+    kw = {
+        "site": site,
+        "sessions": sessions,
+        "horizon": horizon,
+        "signals": signals,
+        "objective": None,
+    }
     kw[arg] = garbage
     try:
         lo.compile_problem(**kw)
@@ -221,33 +240,56 @@ def test_the_independent_checker_catches_breaches():
 
     from .conftest import T0
 
-    site = lo.Site(nodes=(lo.Node(id="g", max_power_kw=20.0),
-                          lo.Node(id="cb", parent="g", max_current=(16.0, 16.0, 10.0))),
-                   evses=(lo.Evse(id="e0", node="cb", charge_point_id="A"),
-                          lo.Evse(id="e1", node="cb", charge_point_id="B", phases=1,
-                                  phase_rotation="TRS")))
+    site = lo.Site(
+        nodes=(
+            lo.Node(id="g", max_power_kw=20.0),
+            lo.Node(id="cb", parent="g", max_current=(16.0, 16.0, 10.0)),
+        ),
+        evses=(
+            lo.Evse(id="e0", node="cb", charge_point_id="A"),
+            lo.Evse(id="e1", node="cb", charge_point_id="B", phases=1, phase_rotation="TRS"),
+        ),
+    )
     h = lo.Horizon(start=T0, step_s=3600, n_periods=3)
-    ss = (lo.Session(id="a", evse="e0", arrival=T0, departure=T0 + timedelta(hours=2),
-                     energy_kwh=50, max_current=16),
-          lo.Session(id="b", evse="e1", arrival=T0, departure=T0 + timedelta(hours=3),
-                     energy_kwh=50))
-    sig = lo.Signals(grid_import_limit_kw=15.0, grid_signals=(lo.GridSignal(
-        id="dr", start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3),
-        import_cap_kw=1.0),))
+    ss = (
+        lo.Session(
+            id="a",
+            evse="e0",
+            arrival=T0,
+            departure=T0 + timedelta(hours=2),
+            energy_kwh=50,
+            max_current=16,
+        ),
+        lo.Session(id="b", evse="e1", arrival=T0, departure=T0 + timedelta(hours=3), energy_kwh=50),
+    )
+    sig = lo.Signals(
+        grid_import_limit_kw=15.0,
+        grid_signals=(
+            lo.GridSignal(
+                id="dr",
+                start=T0 + timedelta(hours=2),
+                end=T0 + timedelta(hours=3),
+                import_cap_kw=1.0,
+            ),
+        ),
+    )
     lim = Limits(site, ss, h, sig)
     ids = ("a", "b")
     assert lim.breaches(np.array([[8.0, 8.0, 0.0], [2.0, 2.0, 0.0]]), ids) == []
     assert any("phase T" in b for b in lim.breaches(np.array([[8.0, 0, 0], [3.0, 0, 0]]), ids))
-    assert any("above its max" in b for b in lim.breaches(np.array([[16.5, 0, 0], [0, 0, 0]]),
-                                                          ids))
+    assert any("above its max" in b for b in lim.breaches(np.array([[16.5, 0, 0], [0, 0, 0]]), ids))
     assert any("not plugged" in b for b in lim.breaches(np.array([[0, 0, 1.0], [0, 0, 0]]), ids))
-    assert any("grid import period 0" in b
-               for b in lim.breaches(np.array([[16.0, 0, 0], [32.0, 0, 0]]), ids))
-    assert any("grid import period 2" in b
-               for b in lim.breaches(np.array([[0, 0, 0], [0, 0, 6.0]]), ids))
+    assert any(
+        "grid import period 0" in b
+        for b in lim.breaches(np.array([[16.0, 0, 0], [32.0, 0, 0]]), ids)
+    )
+    assert any(
+        "grid import period 2" in b for b in lim.breaches(np.array([[0, 0, 0], [0, 0, 6.0]]), ids)
+    )
     # a reservation (a car drawing 14 A on e1's line T, over the 10 A phase by itself) leaves
     # e0 nothing on phase T: 2 A more is a breach, nothing more is not
     res = {"e1": (14.0, 0.0, 0.0)}
-    assert any("phase T" in b for b in lim.breaches(np.array([[2.0, 0, 0], [0, 0, 0]]), ids,
-                                                    reserved=res))
+    assert any(
+        "phase T" in b for b in lim.breaches(np.array([[2.0, 0, 0], [0, 0, 0]]), ids, reserved=res)
+    )
     assert lim.breaches(np.array([[0.0, 0, 0], [0, 0, 0]]), ids, reserved=res) == []

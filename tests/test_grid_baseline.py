@@ -37,8 +37,10 @@ def test_day_of_adjustment_is_capped_and_dst_is_local_time():
     start = datetime(2026, 3, 30, 18, 0, tzinfo=BERLIN)
 
     def f(t):
-        return 10.0 + (5.0 if t.hour == 18 else 0.0) + (20.0 if t.date() == date(2026, 3, 30)
-                                                        else 0.0)
+        return (
+            10.0 + (5.0 if t.hour == 18 else 0.0) + (20.0 if t.date() == date(2026, 3, 30) else 0.0)
+        )
+
     ts, kw = history(40, datetime(2026, 3, 30, 18, 0, tzinfo=UTC), f)
     plain = ten_of_ten(ts, kw, start, start + timedelta(minutes=30))
     assert [p.value for p in plain] == [15.0, 15.0]  # the 18:00 local bump, across DST
@@ -61,16 +63,29 @@ def test_reduction_against_the_history_baseline():
     start = datetime(2026, 3, 18, 17, 0, tzinfo=UTC)
     ts, kw = history(30, datetime(2026, 3, 18, tzinfo=UTC), lambda t: 40.0)
     base = ten_of_ten(ts, kw, start, start + timedelta(hours=1))
-    ev = lo.GridSignal(id="dr", start=start, end=start + timedelta(hours=1), reduction_kw=15.0,
-                       baseline_kw=base)
-    site = lo.Site(nodes=(lo.Node(id="grid"),),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"C{k}")
-                               for k in range(3)))
-    sess = [lo.Session(id=f"s{k}", evse=f"e{k}", arrival=start - timedelta(hours=1),
-                       departure=start + timedelta(hours=3), energy_kwh=100.0)
-            for k in range(3)]
-    p = lo.compile_problem(site, sess, lo.Horizon(start=start, step_s=900, n_periods=8),
-                           lo.Signals(base_load_kw=5.0, grid_signals=(ev,)))
+    ev = lo.GridSignal(
+        id="dr", start=start, end=start + timedelta(hours=1), reduction_kw=15.0, baseline_kw=base
+    )
+    site = lo.Site(
+        nodes=(lo.Node(id="grid"),),
+        evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"C{k}") for k in range(3)),
+    )
+    sess = [
+        lo.Session(
+            id=f"s{k}",
+            evse=f"e{k}",
+            arrival=start - timedelta(hours=1),
+            departure=start + timedelta(hours=3),
+            energy_kwh=100.0,
+        )
+        for k in range(3)
+    ]
+    p = lo.compile_problem(
+        site,
+        sess,
+        lo.Horizon(start=start, step_s=900, n_periods=8),
+        lo.Signals(base_load_kw=5.0, grid_signals=(ev,)),
+    )
     np.testing.assert_allclose(p.dr_cap_kw[0, :4], 25.0)
     sched = lo.solve(p)
     assert np.all(sched.import_kw[:4] <= 25.0 + 1e-9)

@@ -23,11 +23,17 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 def site() -> lo.Site:
     """grid → two panels; station CP1 has EVSE 1 on p1 and EVSE 2 on p2, CP2 one EVSE on p2."""
     return lo.Site(
-        nodes=(lo.Node(id="grid"), lo.Node(id="p1", parent="grid"),
-               lo.Node(id="p2", parent="grid")),
-        evses=(lo.Evse(id="a", node="p1", charge_point_id="CP1", connector_id=1),
-               lo.Evse(id="b", node="p2", charge_point_id="CP1", connector_id=2),
-               lo.Evse(id="c", node="p2", charge_point_id="CP2", connector_id=1)))
+        nodes=(
+            lo.Node(id="grid"),
+            lo.Node(id="p1", parent="grid"),
+            lo.Node(id="p2", parent="grid"),
+        ),
+        evses=(
+            lo.Evse(id="a", node="p1", charge_point_id="CP1", connector_id=1),
+            lo.Evse(id="b", node="p2", charge_point_id="CP1", connector_id=2),
+            lo.Evse(id="c", node="p2", charge_point_id="CP2", connector_id=1),
+        ),
+    )
 
 
 def test_station_node():
@@ -41,20 +47,32 @@ def test_station_node():
 
 
 def test_notify_charging_limit_amps_become_a_current_cap_on_the_evse_node():
-    payload = {"chargingLimit": {"chargingLimitSource": "SO", "isGridCritical": True},
-               "evseId": 1,
-               "chargingSchedule": [{"id": 7, "chargingRateUnit": "A",
-                                     "startSchedule": "2026-03-02T08:00:00Z", "duration": 7200,
-                                     "chargingSchedulePeriod": [
-                                         {"startPeriod": 3600, "limit": 10.0},
-                                         {"startPeriod": 0, "limit": 16.0}]}]}
+    payload = {
+        "chargingLimit": {"chargingLimitSource": "SO", "isGridCritical": True},
+        "evseId": 1,
+        "chargingSchedule": [
+            {
+                "id": 7,
+                "chargingRateUnit": "A",
+                "startSchedule": "2026-03-02T08:00:00Z",
+                "duration": 7200,
+                "chargingSchedulePeriod": [
+                    {"startPeriod": 3600, "limit": 10.0},
+                    {"startPeriod": 0, "limit": 16.0},
+                ],
+            }
+        ],
+    }
     a, b = notify_charging_limit(site(), "CP1", payload, received_at=T0)
     assert (a.current_cap_a, a.start, a.end) == (16.0, T0, T0 + timedelta(hours=1))
     assert (b.current_cap_a, b.end) == (10.0, T0 + timedelta(hours=2))
     assert a.node == "p1" and a.source == source_of("CP1") and a.ref == "SO:7"
     assert a.priority == 100
-    sess = [lo.Session(id="s", evse="a", arrival=T0, departure=T0 + timedelta(hours=3),
-                       energy_kwh=100.0)]
+    sess = [
+        lo.Session(
+            id="s", evse="a", arrival=T0, departure=T0 + timedelta(hours=3), energy_kwh=100.0
+        )
+    ]
     signals = lo.Signals().with_grid_signals(source_of("CP1"), (a, b))
     p = lo.compile_problem(site(), sess, lo.Horizon(start=T0, step_s=3600, n_periods=3), signals)
     sched = lo.solve(p)
@@ -64,43 +82,87 @@ def test_notify_charging_limit_amps_become_a_current_cap_on_the_evse_node():
 
 
 def test_watts_snake_case_station_wide_open_ended():
-    payload = {"charging_limit": {"charging_limit_source": "EMS"},
-               "charging_schedule": [{"id": 1, "charging_rate_unit": "W",
-                                      "charging_schedule_period": [
-                                          {"start_period": 0, "limit": 11000}]}]}
+    payload = {
+        "charging_limit": {"charging_limit_source": "EMS"},
+        "charging_schedule": [
+            {
+                "id": 1,
+                "charging_rate_unit": "W",
+                "charging_schedule_period": [{"start_period": 0, "limit": 11000}],
+            }
+        ],
+    }
     (s,) = notify_charging_limit(site(), "CP1", payload, received_at=T0)
     assert s.import_cap_kw == 11.0 and s.node == "grid" and s.start == T0
     assert s.end - s.start == timedelta(days=365)
-    assert notify_charging_limit(site(), "CP1", {"chargingLimit": {
-        "chargingLimitSource": "EMS"}}, received_at=T0) == ()
+    assert (
+        notify_charging_limit(
+            site(), "CP1", {"chargingLimit": {"chargingLimitSource": "EMS"}}, received_at=T0
+        )
+        == ()
+    )
 
 
 def test_report_charging_profiles_keeps_only_external_constraints():
-    sched = {"id": 3, "chargingRateUnit": "A", "startSchedule": "2026-03-02T08:00:00+00:00",
-             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 20}]}
-    payload = {"requestId": 1, "chargingLimitSource": "CSO", "evseId": 0, "chargingProfile": [
-        {"id": 3, "stackLevel": 0, "chargingProfilePurpose": "ChargingStationExternalConstraints",
-         "chargingProfileKind": "Absolute", "chargingSchedule": [sched]},
-        {"id": 700001, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
-         "chargingProfileKind": "Absolute", "chargingSchedule": [sched]}]}
+    sched = {
+        "id": 3,
+        "chargingRateUnit": "A",
+        "startSchedule": "2026-03-02T08:00:00+00:00",
+        "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 20}],
+    }
+    payload = {
+        "requestId": 1,
+        "chargingLimitSource": "CSO",
+        "evseId": 0,
+        "chargingProfile": [
+            {
+                "id": 3,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "ChargingStationExternalConstraints",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": [sched],
+            },
+            {
+                "id": 700001,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxDefaultProfile",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": [sched],
+            },
+        ],
+    }
     (s,) = report_charging_profiles(site(), "CP2", payload, received_at=T0)
     assert s.current_cap_a == 20 and s.node == "p2" and s.ref == "CSO:3"
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"chargingRateUnit": "kW", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1}]},
-     "chargingRateUnit"),
-    ({"chargingRateUnit": "A", "chargingSchedulePeriod": []}, "no chargingSchedulePeriod"),
-    ({"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0}]}, "numeric"),
-    ({"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": -1}]},
-     "limit"),
-    ({"chargingRateUnit": "A", "startSchedule": "yesterday",
-      "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1}]}, "timestamp"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (
+            {"chargingRateUnit": "kW", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1}]},
+            "chargingRateUnit",
+        ),
+        ({"chargingRateUnit": "A", "chargingSchedulePeriod": []}, "no chargingSchedulePeriod"),
+        ({"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0}]}, "numeric"),
+        (
+            {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": -1}]},
+            "limit",
+        ),
+        (
+            {
+                "chargingRateUnit": "A",
+                "startSchedule": "yesterday",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1}],
+            },
+            "timestamp",
+        ),
+    ],
+)
 def test_bad_schedules_are_named_errors(bad, match):
     with pytest.raises(lo.InputError, match=match):
-        notify_charging_limit(site(), "CP1", {"chargingLimit": {}, "chargingSchedule": [bad]},
-                              received_at=T0)
+        notify_charging_limit(
+            site(), "CP1", {"chargingLimit": {}, "chargingSchedule": [bad]}, received_at=T0
+        )
 
 
 def test_profile_ids_stay_above_max_external_constraints_id():
@@ -108,8 +170,14 @@ def test_profile_ids_stay_above_max_external_constraints_id():
     assert ids_above(ids, 1000) is ids
     moved = ids_above(ids, 700_000)
     assert moved.base == 701_000
-    assert min(moved.profile_id(p, c) for p in ("station_max", "tx_default", "tx")
-               for c in (0, 1, 9999)) > 700_000
+    assert (
+        min(
+            moved.profile_id(p, c)
+            for p in ("station_max", "tx_default", "tx")
+            for c in (0, 1, 9999)
+        )
+        > 700_000
+    )
     with pytest.raises(lo.InputError, match="no room"):
         ids_above(ids, 2**31 - 10)
 
@@ -120,10 +188,17 @@ def test_csms_adapter_hook_caps_the_station_and_clears_it():
     ctl = lo.Controller(site(), step_s=900, n_periods=4)
     ad = CsmsAdapter(ctl)
     ad.on_boot_notification("CP1", "2.0.1")
-    payload = {"chargingLimit": {"chargingLimitSource": "SO"}, "evseId": 1,
-               "chargingSchedule": [{"id": 7, "chargingRateUnit": "A",
-                                     "chargingSchedulePeriod": [{"startPeriod": 0,
-                                                                 "limit": 10.0}]}]}
+    payload = {
+        "chargingLimit": {"chargingLimitSource": "SO"},
+        "evseId": 1,
+        "chargingSchedule": [
+            {
+                "id": 7,
+                "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}],
+            }
+        ],
+    }
     assert ad.on_notify_charging_limit("CP1", payload)
     (g,) = ctl.signals.grid_signals
     assert g.current_cap_a == 10.0 and g.node == "p1" and g.source == source_of("CP1")
@@ -134,8 +209,17 @@ def test_csms_adapter_hook_caps_the_station_and_clears_it():
     assert ad.on_cleared_charging_limit("CP1", {"chargingLimitSource": "SO"})
     assert ctl.signals.grid_signals == ()
     # OCPP 2.1 MaxExternalConstraintsId moves loadopt's ids above it
-    ad.on_get_variables("CP1", {"getVariableResult": [
-        {"attributeStatus": "Accepted", "attributeValue": "800000",
-         "component": {"name": "SmartChargingCtrlr"},
-         "variable": {"name": "MaxExternalConstraintsId"}}]})
+    ad.on_get_variables(
+        "CP1",
+        {
+            "getVariableResult": [
+                {
+                    "attributeStatus": "Accepted",
+                    "attributeValue": "800000",
+                    "component": {"name": "SmartChargingCtrlr"},
+                    "variable": {"name": "MaxExternalConstraintsId"},
+                }
+            ]
+        },
+    )
     assert ad.ids.profile_id("station_max", 0) > 800_000

@@ -22,20 +22,47 @@ from loadopt.grid.openadr2 import (  # noqa: E402
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
-def event(name: str, typ: str, values, *, eid: str = "evt-1", priority: int = 0,
-          startafter: timedelta | None = None, measurement=None) -> dict:
+def event(
+    name: str,
+    typ: str,
+    values,
+    *,
+    eid: str = "evt-1",
+    priority: int = 0,
+    startafter: timedelta | None = None,
+    measurement=None,
+) -> dict:
     """An event as openleadr hands it to a VEN's on_event handler."""
     ap = {"dtstart": T0, "duration": timedelta(hours=len(values))}
     if startafter is not None:
         ap["tolerance"] = {"tolerate": {"startafter": startafter}}
-    es = {"signal_name": name, "signal_type": typ, "signal_id": "sig",
-          "intervals": [{"dtstart": T0 + timedelta(hours=k), "duration": timedelta(hours=1),
-                         "signal_payload": v, "uid": k} for k, v in enumerate(values)]}
+    es = {
+        "signal_name": name,
+        "signal_type": typ,
+        "signal_id": "sig",
+        "intervals": [
+            {
+                "dtstart": T0 + timedelta(hours=k),
+                "duration": timedelta(hours=1),
+                "signal_payload": v,
+                "uid": k,
+            }
+            for k, v in enumerate(values)
+        ],
+    }
     if measurement:
         es["measurement"] = measurement
-    return {"event_descriptor": {"event_id": eid, "modification_number": 0, "priority": priority,
-                                 "event_status": "far"},
-            "active_period": ap, "event_signals": [es], "response_required": "always"}
+    return {
+        "event_descriptor": {
+            "event_id": eid,
+            "modification_number": 0,
+            "priority": priority,
+            "event_status": "far",
+        },
+        "active_period": ap,
+        "event_signals": [es],
+        "response_required": "always",
+    }
 
 
 def test_mapping_of_each_signal():
@@ -44,24 +71,27 @@ def test_mapping_of_each_signal():
     a, b = event_to_signals(event("ELECTRICITY_PRICE", "priceRelative", [0.1, 0.3]))
     assert (a.import_price_adder, b.import_price_adder) == (0.1, 0.3)
     assert b.start == T0 + timedelta(hours=1) and b.end == T0 + timedelta(hours=2)
-    (s,) = event_to_signals(event("LOAD_DISPATCH", "setpoint", [15000.0],
-                                  measurement={"unit": "W", "scale": "none"}))
+    (s,) = event_to_signals(
+        event("LOAD_DISPATCH", "setpoint", [15000.0], measurement={"unit": "W", "scale": "none"})
+    )
     assert s.setpoint_kw == pytest.approx(15.0)
     (s,) = event_to_signals(event("LOAD_DISPATCH", "delta", [-8.0]))
     assert s.reduction_kw == 8.0 and s.baseline_kw is None
     (s,) = event_to_signals(event("LOAD_CONTROL", "x-loadControlSetpoint", [30.0]), node="f")
     assert s.import_cap_kw == 30.0 and s.node == "f"
-    (s,) = event_to_signals(event("LOAD_CONTROL", "x-loadControlCapacity", [0.5]),
-                            capacity_kw=80.0)
+    (s,) = event_to_signals(event("LOAD_CONTROL", "x-loadControlCapacity", [0.5]), capacity_kw=80.0)
     assert s.import_cap_kw == 40.0
-    (s,) = event_to_signals(event("LOAD_CONTROL", "x-loadControlPercentOffset", [-25]),
-                            capacity_kw=80.0)
+    (s,) = event_to_signals(
+        event("LOAD_CONTROL", "x-loadControlPercentOffset", [-25]), capacity_kw=80.0
+    )
     assert s.reduction_kw == 20.0
     (s,) = event_to_signals(event("LOAD_CONTROL", "x-loadControlLevelOffset", [7]))
     assert s.level == 3
-    (s,) = event_to_signals(event("SIMPLE", "level", [1], startafter=timedelta(minutes=5),
-                                  priority=1),
-                            valid_until=T0, fallback_kw=11.0)
+    (s,) = event_to_signals(
+        event("SIMPLE", "level", [1], startafter=timedelta(minutes=5), priority=1),
+        valid_until=T0,
+        fallback_kw=11.0,
+    )
     assert s.randomize_s == 300 and s.priority == 999
     assert s.valid_until == T0 and s.fallback_kw == 11.0
 
@@ -72,8 +102,7 @@ def test_unsupported_and_malformed():
     with pytest.raises(UnsupportedSignal, match="capacity_kw"):
         event_to_signals(event("LOAD_CONTROL", "x-loadControlCapacity", [0.5]))
     with pytest.raises(UnsupportedSignal, match="more load"):
-        event_to_signals(event("LOAD_CONTROL", "x-loadControlPercentOffset", [10]),
-                         capacity_kw=1.0)
+        event_to_signals(event("LOAD_CONTROL", "x-loadControlPercentOffset", [10]), capacity_kw=1.0)
     bad = event("SIMPLE", "level", [1])
     del bad["event_signals"][0]["intervals"][0]["duration"]
     with pytest.raises(lo.InputError, match="lacks dtstart"):
@@ -87,9 +116,10 @@ def _free_port() -> int:
 
 
 def _site() -> lo.Site:
-    return lo.Site(nodes=(lo.Node(id="grid", kind="grid_connection"),),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"CP{k}")
-                               for k in range(2)))
+    return lo.Site(
+        nodes=(lo.Node(id="grid", kind="grid_connection"),),
+        evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"CP{k}") for k in range(2)),
+    )
 
 
 async def _until(cond, timeout_s: float = 15.0) -> None:
@@ -107,9 +137,13 @@ def test_vtn_event_caps_the_next_step_and_the_report_says_met():
 
     async def run() -> None:
         port = _free_port()
-        vtn = openleadr.OpenADRServer(vtn_id="VTN", http_port=port, http_host="127.0.0.1",
-                                      requested_poll_freq=timedelta(seconds=1),
-                                      show_fingerprint=False)
+        vtn = openleadr.OpenADRServer(
+            vtn_id="VTN",
+            http_port=port,
+            http_host="127.0.0.1",
+            requested_poll_freq=timedelta(seconds=1),
+            show_fingerprint=False,
+        )
         reports: dict[str, list[float]] = {"import": [], "required": [], "met": []}
         opts: dict[str, str] = {}
 
@@ -123,6 +157,7 @@ def test_vtn_event_caps_the_next_step_and_the_report_says_met():
 
                 def cb(values, r_id=r_id):
                     reports.setdefault(r_id, []).extend(v for _, v in values)
+
                 out.append((r_id, cb, timedelta(seconds=1)))
             return out
 
@@ -131,31 +166,48 @@ def test_vtn_event_caps_the_next_step_and_the_report_says_met():
         await vtn.run()
         ctl = lo.Controller(_site(), step_s=900, n_periods=8)
         ven = OpenAdr2Ven(
-            "ven", f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b", fallback_kw=10.0,
-            report_sampling_s=1.0, stale_after_s=1800.0,
-            on_signals=lambda sigs: ctl.set_signals(ctl.signals.with_grid_signals("openadr2",
-                                                                                  sigs)))
+            "ven",
+            f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b",
+            fallback_kw=10.0,
+            report_sampling_s=1.0,
+            stale_after_s=1800.0,
+            on_signals=lambda sigs: ctl.set_signals(
+                ctl.signals.with_grid_signals("openadr2", sigs)
+            ),
+        )
         try:
             await ven.run()
             now = datetime.now(UTC)
             for k in range(2):
-                ctl.start_session(lo.Session(id=f"s{k}", evse=f"e{k}", arrival=now,
-                                             departure=now + timedelta(hours=4),
-                                             energy_kwh=80.0))
+                ctl.start_session(
+                    lo.Session(
+                        id=f"s{k}",
+                        evse=f"e{k}",
+                        arrival=now,
+                        departure=now + timedelta(hours=4),
+                        energy_kwh=80.0,
+                    )
+                )
             before = ctl.step(now)
             assert before.import_kw[0] > 40.0  # both cars at full power
-            vtn.add_event(ven_id="ven1", signal_name="LOAD_CONTROL",
-                          signal_type="x-loadControlSetpoint", event_id="cap-20",
-                          intervals=[{"dtstart": now, "duration": timedelta(hours=1),
-                                      "signal_payload": 20.0}],
-                          callback=lambda ven_id, event_id, opt_type: opts.__setitem__(
-                              event_id, opt_type))
-            vtn.add_event(ven_id="ven1", signal_name="ELECTRICITY_PRICE",
-                          signal_type="priceMultiplier", event_id="mult",
-                          intervals=[{"dtstart": now, "duration": timedelta(hours=1),
-                                      "signal_payload": 2.0}],
-                          callback=lambda ven_id, event_id, opt_type: opts.__setitem__(
-                              event_id, opt_type))
+            vtn.add_event(
+                ven_id="ven1",
+                signal_name="LOAD_CONTROL",
+                signal_type="x-loadControlSetpoint",
+                event_id="cap-20",
+                intervals=[
+                    {"dtstart": now, "duration": timedelta(hours=1), "signal_payload": 20.0}
+                ],
+                callback=lambda ven_id, event_id, opt_type: opts.__setitem__(event_id, opt_type),
+            )
+            vtn.add_event(
+                ven_id="ven1",
+                signal_name="ELECTRICITY_PRICE",
+                signal_type="priceMultiplier",
+                event_id="mult",
+                intervals=[{"dtstart": now, "duration": timedelta(hours=1), "signal_payload": 2.0}],
+                callback=lambda ven_id, event_id, opt_type: opts.__setitem__(event_id, opt_type),
+            )
             await _until(lambda: {"cap-20", "mult"} <= opts.keys())
             assert opts == {"cap-20": "optIn", "mult": "optOut"}
             assert any("priceMultiplier" in p for p in ven.problems)

@@ -27,8 +27,14 @@ from .openadr3_vtn import BL_ID, BL_SECRET, CLIENT_ID, CLIENT_SECRET, TestVtn  #
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
-def ev(payloads: list[tuple[str, float]], *, units: str = "KW", rand: str | None = None,
-       per_interval_period: bool = False, **extra) -> dict:
+def ev(
+    payloads: list[tuple[str, float]],
+    *,
+    units: str = "KW",
+    rand: str | None = None,
+    per_interval_period: bool = False,
+    **extra,
+) -> dict:
     ip = {"start": T0.isoformat(), "duration": "PT1H"}
     if rand:
         ip["randomizeStart"] = rand
@@ -36,12 +42,19 @@ def ev(payloads: list[tuple[str, float]], *, units: str = "KW", rand: str | None
     for k, (typ, v) in enumerate(payloads):
         iv = {"id": k, "payloads": [{"type": typ, "values": [v]}]}
         if per_interval_period:
-            iv["intervalPeriod"] = {"start": (T0 + timedelta(hours=2 * k)).isoformat(),
-                                    "duration": "PT30M"}
+            iv["intervalPeriod"] = {
+                "start": (T0 + timedelta(hours=2 * k)).isoformat(),
+                "duration": "PT30M",
+            }
         intervals.append(iv)
-    return {"id": "e1", "programID": "p1", "intervalPeriod": ip, "intervals": intervals,
-            "payloadDescriptors": [{"payloadType": t, "units": units} for t, _ in payloads],
-            **extra}
+    return {
+        "id": "e1",
+        "programID": "p1",
+        "intervalPeriod": ip,
+        "intervals": intervals,
+        "payloadDescriptors": [{"payloadType": t, "units": units} for t, _ in payloads],
+        **extra,
+    }
 
 
 def test_durations():
@@ -53,9 +66,20 @@ def test_durations():
 
 
 def test_mapping_of_each_payload_type_and_intervals():
-    sigs = event_to_signals(ev([("IMPORT_CAPACITY_LIMIT", 20.0), ("EXPORT_CAPACITY_LIMIT", 5.0),
-                                ("PRICE", 0.3), ("DISPATCH_SETPOINT", 12.0), ("SIMPLE", 2)],
-                               rand="PT5M", priority=3), node="f")
+    sigs = event_to_signals(
+        ev(
+            [
+                ("IMPORT_CAPACITY_LIMIT", 20.0),
+                ("EXPORT_CAPACITY_LIMIT", 5.0),
+                ("PRICE", 0.3),
+                ("DISPATCH_SETPOINT", 12.0),
+                ("SIMPLE", 2),
+            ],
+            rand="PT5M",
+            priority=3,
+        ),
+        node="f",
+    )
     a, b, c, d, e = sigs
     assert a.import_cap_kw == 20.0 and a.node == "f" and a.start == T0
     assert b.export_cap_kw == 5.0 and b.start == T0 + timedelta(hours=1)
@@ -82,15 +106,20 @@ def test_unsupported_and_malformed():
 
 
 def _site() -> lo.Site:
-    return lo.Site(nodes=(lo.Node(id="grid", kind="grid_connection"),),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"CP{k}")
-                               for k in range(2)))
+    return lo.Site(
+        nodes=(lo.Node(id="grid", kind="grid_connection"),),
+        evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"CP{k}") for k in range(2)),
+    )
 
 
 async def _token(base: str, cid: str, secret: str) -> str:
-    async with aiohttp.ClientSession() as s, s.post(
-            f"{base}/auth/token", data={"grant_type": "client_credentials", "client_id": cid,
-                                        "client_secret": secret}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{base}/auth/token",
+            data={"grant_type": "client_credentials", "client_id": cid, "client_secret": secret},
+        ) as r,
+    ):
         assert r.status == 200
         return (await r.json())["access_token"]
 
@@ -105,26 +134,45 @@ def test_vtn_event_caps_the_next_step_and_the_report_says_met():
                 async with s.post(f"{base}/programs", json={"programName": "flex"}) as r:
                     pid = (await r.json())["id"]
             ctl = lo.Controller(_site(), step_s=900, n_periods=8)
-            ven = OpenAdr3Ven(base, ven_name="ven1", program_id=pid, fallback_kw=10.0,
-                              token=await _token(base, CLIENT_ID, CLIENT_SECRET),
-                              stale_after_s=7200.0)
+            ven = OpenAdr3Ven(
+                base,
+                ven_name="ven1",
+                program_id=pid,
+                fallback_kw=10.0,
+                token=await _token(base, CLIENT_ID, CLIENT_SECRET),
+                stale_after_s=7200.0,
+            )
             now = datetime.now(UTC)
             for k in range(2):
-                ctl.start_session(lo.Session(id=f"s{k}", evse=f"e{k}", arrival=now,
-                                             departure=now + timedelta(hours=4),
-                                             energy_kwh=80.0))
+                ctl.start_session(
+                    lo.Session(
+                        id=f"s{k}",
+                        evse=f"e{k}",
+                        arrival=now,
+                        departure=now + timedelta(hours=4),
+                        energy_kwh=80.0,
+                    )
+                )
             ctl.set_signals(ctl.signals.with_grid_signals("openadr3", await ven.poll()))
             assert ctl.step(now).import_kw[0] > 40.0
-            event = {"programID": pid, "eventName": "evening cap", "priority": 1,
-                     "targets": [{"type": "VEN_NAME", "values": ["ven1"]}],
-                     "payloadDescriptors": [{"payloadType": "IMPORT_CAPACITY_LIMIT",
-                                             "units": "KW"}],
-                     "intervalPeriod": {"start": now.isoformat(), "duration": "PT1H"},
-                     "intervals": [{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT",
-                                                           "values": [20.0]}]}]}
-            other = {**event, "targets": [{"type": "VEN_NAME", "values": ["someone-else"]}],
-                     "intervals": [{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT",
-                                                           "values": [1.0]}]}]}
+            event = {
+                "programID": pid,
+                "eventName": "evening cap",
+                "priority": 1,
+                "targets": [{"type": "VEN_NAME", "values": ["ven1"]}],
+                "payloadDescriptors": [{"payloadType": "IMPORT_CAPACITY_LIMIT", "units": "KW"}],
+                "intervalPeriod": {"start": now.isoformat(), "duration": "PT1H"},
+                "intervals": [
+                    {"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [20.0]}]}
+                ],
+            }
+            other = {
+                **event,
+                "targets": [{"type": "VEN_NAME", "values": ["someone-else"]}],
+                "intervals": [
+                    {"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [1.0]}]}
+                ],
+            }
             async with aiohttp.ClientSession(headers=bl) as s:
                 for body in (event, other):
                     async with s.post(f"{base}/events", json=body) as r:
@@ -139,14 +187,18 @@ def test_vtn_event_caps_the_next_step_and_the_report_says_met():
             metered = np.full(sched.problem.n_periods, np.nan)
             metered[0] = sched.import_kw[0]  # the site drew what it was told
             c = next(x for x in compliance(sched, metered) if x.kind == "import_cap_kw")
-            stored = await ven.send_report(compliance_report(
-                c, program_id=pid, event_id=eid, client_name="ven1"))
+            stored = await ven.send_report(
+                compliance_report(c, program_id=pid, event_id=eid, client_name="ven1")
+            )
             assert stored["objectType"] == "REPORT"
             (rep,) = vtn.reports
             first = rep["resources"][0]["intervals"][0]["payloads"]
             got = {p["type"]: p["values"][0] for p in first}
-            assert got == {"DEMAND": pytest.approx(metered[0]), "IMPORT_CAPACITY_LIMIT": 20.0,
-                           "x-LOADOPT_MET": 1}
+            assert got == {
+                "DEMAND": pytest.approx(metered[0]),
+                "IMPORT_CAPACITY_LIMIT": 20.0,
+                "x-LOADOPT_MET": 1,
+            }
             # the event is withdrawn: the next poll lifts the cap
             async with aiohttp.ClientSession(headers=bl) as s:
                 async with s.delete(f"{base}/events/{eid}") as r:
@@ -171,4 +223,5 @@ def test_a_vtn_that_is_gone_leaves_only_the_fallback():
         ven.events = {"e1": event_to_signals(ev([("IMPORT_CAPACITY_LIMIT", 30.0)]))}
         (s,) = ven.signals()
         assert s.fallback_kw == 7.0 and s.valid_until <= datetime.now(UTC)
+
     asyncio.run(run())

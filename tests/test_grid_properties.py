@@ -35,26 +35,42 @@ def cases(draw):
     nodes += [lo.Node(id=f"f{k}", parent="grid", kind="feeder") for k in range(n_feeders)]
     node_ids = ["grid"] + [f"f{k}" for k in range(n_feeders)]
     n_evse = draw(st.integers(1, 5))
-    evses = tuple(lo.Evse(id=f"e{k}", node=f"f{draw(st.integers(0, n_feeders - 1))}",
-                          charge_point_id=f"CP{k}", phases=draw(st.sampled_from([1, 3])),
-                          phase_rotation=draw(st.sampled_from(["RST", "STR", "TRS"])),
-                          max_current=32.0, min_current=6.0) for k in range(n_evse))
-    site = lo.Site(id=draw(st.sampled_from(["a", "b", "depot"])), nodes=tuple(nodes),
-                   evses=evses)
+    evses = tuple(
+        lo.Evse(
+            id=f"e{k}",
+            node=f"f{draw(st.integers(0, n_feeders - 1))}",
+            charge_point_id=f"CP{k}",
+            phases=draw(st.sampled_from([1, 3])),
+            phase_rotation=draw(st.sampled_from(["RST", "STR", "TRS"])),
+            max_current=32.0,
+            min_current=6.0,
+        )
+        for k in range(n_evse)
+    )
+    site = lo.Site(id=draw(st.sampled_from(["a", "b", "depot"])), nodes=tuple(nodes), evses=evses)
     sessions = []
     for k in range(n_evse):
         if draw(st.booleans()) or k == 0:
             a = draw(st.integers(-30, 60))
-            sessions.append(lo.Session(
-                id=f"s{k}", evse=f"e{k}", arrival=T0 + timedelta(minutes=a),
-                departure=T0 + timedelta(minutes=a + draw(st.integers(5, 200))),
-                energy_kwh=draw(st.floats(0, 60)), phases=draw(st.sampled_from([1, 3]))))
+            sessions.append(
+                lo.Session(
+                    id=f"s{k}",
+                    evse=f"e{k}",
+                    arrival=T0 + timedelta(minutes=a),
+                    departure=T0 + timedelta(minutes=a + draw(st.integers(5, 200))),
+                    energy_kwh=draw(st.floats(0, 60)),
+                    phases=draw(st.sampled_from([1, 3])),
+                )
+            )
     sigs = []
     for j in range(draw(st.integers(1, 5))):
         a = draw(st.integers(-20, MINUTES))
         b = a + draw(st.integers(1, 120))
-        kind = draw(st.sampled_from(["import_cap_kw", "current_cap_a", "reduction_kw",
-                                     "reduction_declared", "level"]))
+        kind = draw(
+            st.sampled_from(
+                ["import_cap_kw", "current_cap_a", "reduction_kw", "reduction_declared", "level"]
+            )
+        )
         kw: dict = {}
         if kind == "import_cap_kw":
             kw["import_cap_kw"] = draw(st.floats(0, 40))
@@ -72,13 +88,24 @@ def cases(draw):
         if draw(st.booleans()):
             kw["valid_until"] = T0 + timedelta(minutes=draw(st.integers(0, MINUTES)))
             kw["fallback_kw"] = draw(st.floats(0, 40))
-        sigs.append(lo.GridSignal(
-            id=f"g{j}", start=T0 + timedelta(minutes=a), end=T0 + timedelta(minutes=b),
-            node=draw(st.sampled_from([None, *node_ids])), source="test", ref=f"r{j}",
-            randomize_s=draw(st.sampled_from([0, 0, 300])), **kw))
-    signals = lo.Signals(base_load_kw=draw(st.floats(0, 10)), pv_kw=draw(st.floats(0, 10)),
-                         grid_import_limit_kw=draw(st.one_of(st.none(), st.floats(0, 60))),
-                         grid_signals=tuple(sigs))
+        sigs.append(
+            lo.GridSignal(
+                id=f"g{j}",
+                start=T0 + timedelta(minutes=a),
+                end=T0 + timedelta(minutes=b),
+                node=draw(st.sampled_from([None, *node_ids])),
+                source="test",
+                ref=f"r{j}",
+                randomize_s=draw(st.sampled_from([0, 0, 300])),
+                **kw,
+            )
+        )
+    signals = lo.Signals(
+        base_load_kw=draw(st.floats(0, 10)),
+        pv_kw=draw(st.floats(0, 10)),
+        grid_import_limit_kw=draw(st.one_of(st.none(), st.floats(0, 60))),
+        grid_signals=tuple(sigs),
+    )
     return site, tuple(sessions), signals
 
 
@@ -96,8 +123,9 @@ def _independent_check(site, sessions, signals, current):
         return False
 
     evse = {e.id: e for e in site.evses}
-    kwpa = {s.id: evse[s.evse].voltage_v * min(evse[s.evse].phases, s.phases) / 1000
-            for s in sessions}
+    kwpa = {
+        s.id: evse[s.evse].voltage_v * min(evse[s.evse].phases, s.phases) / 1000 for s in sessions
+    }
     base, pv = signals.base_load_kw, signals.pv_kw
     base_a = base * 1000 / (3 * site.voltage_v)
     for m in range(MINUTES):
@@ -134,12 +162,19 @@ def _independent_check(site, sessions, signals, current):
             cap = min(caps)
             if g.floor_kw_per_device is not None and in_win and not stale:
                 # §14a: the cap never below the floors of the devices planned in this period
-                k0, k1 = T0 + timedelta(seconds=k * STEP_S), T0 + timedelta(seconds=(k + 1)
-                                                                            * STEP_S)
-                present = [s for s in sessions if s.arrival < k1 and s.departure > k0
-                           and s.energy_kwh > 0 and under(node, evse[s.evse].node)]
-                cap = max(cap, sum(min(g.floor_kw_per_device, 32.0 * kwpa[s.id])
-                                   for s in present))
+                k0, k1 = (
+                    T0 + timedelta(seconds=k * STEP_S),
+                    T0 + timedelta(seconds=(k + 1) * STEP_S),
+                )
+                present = [
+                    s
+                    for s in sessions
+                    if s.arrival < k1
+                    and s.departure > k0
+                    and s.energy_kwh > 0
+                    and under(node, evse[s.evse].node)
+                ]
+                cap = max(cap, sum(min(g.floor_kw_per_device, 32.0 * kwpa[s.id]) for s in present))
             assert ev_kw <= max(cap - fixed, 0.0) + 1e-6, (g.id, m, ev_kw, cap, fixed)
         # per-phase current caps
         for g in signals.grid_signals:
@@ -164,14 +199,19 @@ def _independent_check(site, sessions, signals, current):
                 assert load <= max(cap_a - fixed_a, 0.0) + 1e-6, (g.id, m, ph, load, cap_a)
 
 
-COMMON = settings(derandomize=True, deadline=None, max_examples=60,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+COMMON = settings(
+    derandomize=True,
+    deadline=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _problem(case):
     site, sessions, signals = case
-    return lo.compile_problem(site, sessions, lo.Horizon(start=T0, step_s=STEP_S,
-                                                         n_periods=N_PERIODS), signals)
+    return lo.compile_problem(
+        site, sessions, lo.Horizon(start=T0, step_s=STEP_S, n_periods=N_PERIODS), signals
+    )
 
 
 @COMMON
@@ -198,21 +238,39 @@ def test_section_14a_floors_hold(n_cars, first_period, cap_kw, phases):
     """Cars plugged in throughout that want plenty, on a site with no physical limit: under a
     floored cap each gets at least its floor (on the 0.1 A grid) in every period of the window,
     and the cap is exceeded only by what the floors require."""
-    site = lo.Site(nodes=(lo.Node(id="grid"),),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"C{k}",
-                                       phases=phases) for k in range(n_cars)))
-    sess = [lo.Session(id=f"s{k}", evse=f"e{k}", arrival=T0 - timedelta(hours=1),
-                       departure=T0 + timedelta(hours=8), energy_kwh=200.0)
-            for k in range(n_cars)]
-    g = lo.GridSignal(id="dso", start=T0 + timedelta(seconds=first_period * STEP_S),
-                      end=T0 + timedelta(seconds=(first_period + 2) * STEP_S),
-                      import_cap_kw=cap_kw, floor_kw_per_device=4.2)
-    p = lo.compile_problem(site, sess, lo.Horizon(start=T0, step_s=STEP_S, n_periods=N_PERIODS),
-                           lo.Signals(grid_signals=(g,)))
+    site = lo.Site(
+        nodes=(lo.Node(id="grid"),),
+        evses=tuple(
+            lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"C{k}", phases=phases)
+            for k in range(n_cars)
+        ),
+    )
+    sess = [
+        lo.Session(
+            id=f"s{k}",
+            evse=f"e{k}",
+            arrival=T0 - timedelta(hours=1),
+            departure=T0 + timedelta(hours=8),
+            energy_kwh=200.0,
+        )
+        for k in range(n_cars)
+    ]
+    g = lo.GridSignal(
+        id="dso",
+        start=T0 + timedelta(seconds=first_period * STEP_S),
+        end=T0 + timedelta(seconds=(first_period + 2) * STEP_S),
+        import_cap_kw=cap_kw,
+        floor_kw_per_device=4.2,
+    )
+    p = lo.compile_problem(
+        site,
+        sess,
+        lo.Horizon(start=T0, step_s=STEP_S, n_periods=N_PERIODS),
+        lo.Signals(grid_signals=(g,)),
+    )
     sched = lo.solve(p)
     kw_per_a = 230.0 * phases / 1000
     floor_a = np.floor(min(4.2 / kw_per_a, 32.0) * 10) / 10
     win = slice(first_period, first_period + 2)
     assert np.all(sched.current[:, win] >= floor_a - 1e-9)
-    assert np.all(sched.ev_power_kw[win] <= max(cap_kw, n_cars * min(4.2, 32 * kw_per_a))
-                  + 1e-6)
+    assert np.all(sched.ev_power_kw[win] <= max(cap_kw, n_cars * min(4.2, 32 * kw_per_a)) + 1e-6)

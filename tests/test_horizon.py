@@ -26,8 +26,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 def test_tiered_periods_align_coarse_periods_to_utc_multiples():
     start = datetime(2026, 6, 10, 10, 5, tzinfo=BERLIN)  # 08:05 UTC
-    h = lo.Horizon.tiered(start, fine_step_s=300, fine_s=7200, coarse_step_s=3600,
-                          span_s=86_400)
+    h = lo.Horizon.tiered(start, fine_step_s=300, fine_s=7200, coarse_step_s=3600, span_s=86_400)
     ps = np.array(h.periods_s)
     assert h.step_s == 300 and h.n_periods == ps.size and ps.sum() == 86_400 == h.span_s
     assert h.end == start + timedelta(days=1)
@@ -39,14 +38,22 @@ def test_tiered_periods_align_coarse_periods_to_utc_multiples():
     assert (starts_utc % 3600 == 0).all()
     assert ps[-1] == 300  # the last period ends at start + span
     # rolling the start by one fine step keeps the coarse periods' instants
-    h2 = lo.Horizon.tiered(start + timedelta(minutes=5), fine_step_s=300, fine_s=7200,
-                           coarse_step_s=3600, span_s=86_400)
+    h2 = lo.Horizon.tiered(
+        start + timedelta(minutes=5),
+        fine_step_s=300,
+        fine_s=7200,
+        coarse_step_s=3600,
+        span_s=86_400,
+    )
     s1 = set(start.timestamp() + b[:-1][ps == 3600])
     b2 = h2.period_bounds_s()
     s2 = set((start + timedelta(minutes=5)).timestamp() + b2[:-1][np.array(h2.periods_s) == 3600])
     assert len(s1 & s2) >= len(s1) - 1
     assert [h.period_start(k) for k in (0, 1, 24)] == [
-        start, start + timedelta(minutes=5), start + timedelta(hours=2)]
+        start,
+        start + timedelta(minutes=5),
+        start + timedelta(hours=2),
+    ]
 
 
 def test_tiered_off_grid_start_and_degenerate_cases():
@@ -58,14 +65,22 @@ def test_tiered_off_grid_start_and_degenerate_cases():
     # fine over the whole span: an ordinary uniform horizon
     u = lo.Horizon.tiered(start, fine_step_s=900, fine_s=86_400, coarse_step_s=3600)
     assert u.uniform and u == lo.Horizon(start=start, step_s=900, n_periods=96)
-    assert lo.Horizon.non_uniform(start, [600] * 4) == lo.Horizon(start=start, step_s=600,
-                                                                  n_periods=4)
+    assert lo.Horizon.non_uniform(start, [600] * 4) == lo.Horizon(
+        start=start, step_s=600, n_periods=4
+    )
 
 
-@pytest.mark.parametrize("kw", [
-    {"fine_step_s": 0}, {"coarse_step_s": 600, "fine_step_s": 900}, {"fine_s": -1},
-    {"span_s": 0}, {"fine_step_s": 900.5}, {"coarse_step_s": 200_000},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"fine_step_s": 0},
+        {"coarse_step_s": 600, "fine_step_s": 900},
+        {"fine_s": -1},
+        {"span_s": 0},
+        {"fine_step_s": 900.5},
+        {"coarse_step_s": 200_000},
+    ],
+)
 def test_tiered_rejects_bad_arguments(kw):
     with pytest.raises(InputError, match="horizon"):
         lo.Horizon.tiered(T0, **kw)
@@ -86,19 +101,20 @@ series = st.lists(st.tuples(st.integers(-30, 300), st.floats(0, 100)), min_size=
 
 
 @settings(derandomize=True, deadline=None, max_examples=60)
-@given(series, st.sampled_from([None, 5.0]), st.sampled_from([900, 1800]),
-       st.integers(0, 6))
+@given(series, st.sampled_from([None, 5.0]), st.sampled_from([900, 1800]), st.integers(0, 6))
 def test_sampling_onto_longer_periods_is_the_fine_sampling_aggregated(pts, default, coarse, nf):
     """min/max over a coarse period = min/max of the 5-minute samples inside it; mean = their
     duration-weighted mean."""
     pts = sorted({m: v for m, v in pts}.items())
     points = tuple(lo.SeriesPoint(start=T0 + timedelta(minutes=m), value=v) for m, v in pts)
     span = 4 * 3600
-    coarse_h = lo.Horizon.tiered(T0, fine_step_s=300, fine_s=nf * 300, coarse_step_s=coarse,
-                                 span_s=span)
+    coarse_h = lo.Horizon.tiered(
+        T0, fine_step_s=300, fine_s=nf * 300, coarse_step_s=coarse, span_s=span
+    )
     fine = lo.Horizon(start=T0, step_s=300, n_periods=span // 300)
-    of = np.searchsorted(coarse_h.period_bounds_s(), fine.period_bounds_s()[:-1],
-                         side="right") - 1  # coarse period of each fine one
+    of = (
+        np.searchsorted(coarse_h.period_bounds_s(), fine.period_bounds_s()[:-1], side="right") - 1
+    )  # coarse period of each fine one
     for how, red in (("min", np.minimum), ("max", np.maximum)):
         f = sample(default, points, fine, how)
         c = sample(default, points, coarse_h, how)
@@ -118,12 +134,21 @@ def test_non_uniform_code_path_on_equal_periods_is_the_uniform_problem():
 
     sc = demo_scenario(n_evse=8)
     h = sc.horizon
-    forced = lo.Horizon(start=h.start, step_s=h.step_s, n_periods=h.n_periods,
-                        periods_s=(h.step_s,) * h.n_periods)
+    forced = lo.Horizon(
+        start=h.start, step_s=h.step_s, n_periods=h.n_periods, periods_s=(h.step_s,) * h.n_periods
+    )
     a = sc.compile()
     b = lo.compile_problem(sc.site, sc.sessions, forced, sc.signals, sc.objective)
-    for name in ("avail", "var_kwh_per_a", "h", "import_price", "base_load_kw", "pv_kw",
-                 "session_departure_h", "import_cap_kw"):
+    for name in (
+        "avail",
+        "var_kwh_per_a",
+        "h",
+        "import_price",
+        "base_load_kw",
+        "pv_kw",
+        "session_departure_h",
+        "import_cap_kw",
+    ):
         np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-12)
     assert (a.G != b.G).nnz == 0
     la, lb = build_lp(a), build_lp(b)
@@ -161,8 +186,12 @@ def test_ocpp_profile_periods_follow_the_period_starts():
         assert prof.starts[0] == 0
 
 
-COARSE = settings(derandomize=True, deadline=None, max_examples=40,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+COARSE = settings(
+    derandomize=True,
+    deadline=None,
+    max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 minutes = st.integers(0, 359)
 
@@ -171,40 +200,71 @@ minutes = st.integers(0, 359)
 def congested(draw):
     """Vehicles wanting more than the limits allow, under limits that change inside the coarse
     periods: a breaker current series, a grid limit series, a base load series, PV, a DR cap."""
+
     def pts(lo_v, hi_v, n):
         ms = sorted(set(draw(st.lists(minutes, min_size=1, max_size=n))))
-        return tuple(lo.SeriesPoint(start=T0 + timedelta(minutes=m),
-                                    value=draw(st.floats(lo_v, hi_v))) for m in ms)
+        return tuple(
+            lo.SeriesPoint(start=T0 + timedelta(minutes=m), value=draw(st.floats(lo_v, hi_v)))
+            for m in ms
+        )
+
     cur = tuple(lo.CurrentPoint(start=x.start, value=x.value) for x in pts(0, 40, 4))
     n = draw(st.integers(1, 4))
     site = lo.Site(
-        nodes=(lo.Node(id="grid", max_current=draw(st.floats(20, 80))),
-               lo.Node(id="cb", parent="grid", max_current=32.0, current_series=cur)),
-        evses=tuple(lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"CP{k}",
-                            phases=draw(st.sampled_from([1, 3])),
-                            phase_rotation=draw(st.sampled_from(["RST", "STR", "TRS"])))
-                    for k in range(n)))
+        nodes=(
+            lo.Node(id="grid", max_current=draw(st.floats(20, 80))),
+            lo.Node(id="cb", parent="grid", max_current=32.0, current_series=cur),
+        ),
+        evses=tuple(
+            lo.Evse(
+                id=f"e{k}",
+                node="cb",
+                charge_point_id=f"CP{k}",
+                phases=draw(st.sampled_from([1, 3])),
+                phase_rotation=draw(st.sampled_from(["RST", "STR", "TRS"])),
+            )
+            for k in range(n)
+        ),
+    )
     sessions = []
     for k in range(n):
         a = draw(st.integers(-30, 200))
-        sessions.append(lo.Session(id=f"s{k}", evse=f"e{k}", arrival=T0 + timedelta(minutes=a),
-                                   departure=T0 + timedelta(minutes=a + draw(st.integers(10, 400))),
-                                   energy_kwh=80.0, phases=draw(st.sampled_from([1, 3]))))
+        sessions.append(
+            lo.Session(
+                id=f"s{k}",
+                evse=f"e{k}",
+                arrival=T0 + timedelta(minutes=a),
+                departure=T0 + timedelta(minutes=a + draw(st.integers(10, 400))),
+                energy_kwh=80.0,
+                phases=draw(st.sampled_from([1, 3])),
+            )
+        )
     dr = ()
     if draw(st.booleans()):
         a = draw(minutes)
-        dr = (lo.DemandResponseEvent(id="dr", start=T0 + timedelta(minutes=a),
-                                     end=T0 + timedelta(minutes=a + draw(st.integers(5, 90))),
-                                     import_cap_kw=draw(st.floats(0, 20))),)
-    sig = lo.Signals(grid_import_limit_kw=pts(0, 40, 3), base_load_kw=pts(0, 10, 3),
-                     pv_kw=pts(0, 10, 2), import_price=pts(0.1, 0.4, 3), demand_response=dr)
+        dr = (
+            lo.DemandResponseEvent(
+                id="dr",
+                start=T0 + timedelta(minutes=a),
+                end=T0 + timedelta(minutes=a + draw(st.integers(5, 90))),
+                import_cap_kw=draw(st.floats(0, 20)),
+            ),
+        )
+    sig = lo.Signals(
+        grid_import_limit_kw=pts(0, 40, 3),
+        base_load_kw=pts(0, 10, 3),
+        pv_kw=pts(0, 10, 2),
+        import_price=pts(0.1, 0.4, 3),
+        demand_response=dr,
+    )
     return site, sessions, sig
 
 
 def _check_coarse_plan(site, sessions, sig, objective, n_fine, coarse, method):
     span = 6 * 3600
-    th = lo.Horizon.tiered(T0, fine_step_s=300, fine_s=n_fine * 300, coarse_step_s=coarse,
-                           span_s=span)
+    th = lo.Horizon.tiered(
+        T0, fine_step_s=300, fine_s=n_fine * 300, coarse_step_s=coarse, span_s=span
+    )
     fine = lo.Horizon(start=T0, step_s=300, n_periods=span // 300)
     pc = lo.compile_problem(site, sessions, th, sig, objective)
     pf = lo.compile_problem(site, sessions, fine, sig, objective)
@@ -216,8 +276,12 @@ def _check_coarse_plan(site, sessions, sig, objective, n_fine, coarse, method):
 
 
 @COARSE
-@given(congested(), st.integers(0, 4), st.sampled_from([900, 1800, 3600]),
-       st.sampled_from(["lp", "fast"]))
+@given(
+    congested(),
+    st.integers(0, 4),
+    st.sampled_from([900, 1800, 3600]),
+    st.sampled_from(["lp", "fast"]),
+)
 def test_a_coarse_plan_is_safe_at_every_fine_period(inst, n_fine, coarse, method):
     """Plan on a tiered horizon, hold each coarse period's current over its 5-minute periods,
     and check the raw limits on the fine timeline (fuzz_checker, written from raw inputs)."""
@@ -229,8 +293,12 @@ def test_a_coarse_plan_is_safe_at_every_fine_period(inst, n_fine, coarse, method
 @given(scenarios(), st.integers(0, 4), st.sampled_from([900, 3600]))
 def test_a_coarse_plan_is_safe_on_the_safety_suite_sites(p, n_fine, coarse):
     """The same on the general random sites of the safety suite (trees, rotations, series)."""
-    assume(all(g.import_cap_kw is not None or isinstance(g.baseline_kw, float | int)
-               for g in p.signals.grid_signals))
+    assume(
+        all(
+            g.import_cap_kw is not None or isinstance(g.baseline_kw, float | int)
+            for g in p.signals.grid_signals
+        )
+    )
     _check_coarse_plan(p.site, p.sessions, p.signals, p.objective, n_fine, coarse, "lp")
 
 
@@ -239,8 +307,15 @@ def test_controller_on_a_tiered_horizon_rolls_warm_and_stays_safe():
 
     sc = benchmark_scenario(40)
     now0 = sc.horizon.start.replace(hour=9)
-    ctl = lo.Controller(sc.site, step_s=900, n_periods=96, coarse_step_s=3600, fine_s=3 * 3600,
-                        signals=sc.signals, objective=sc.objective)
+    ctl = lo.Controller(
+        sc.site,
+        step_s=900,
+        n_periods=96,
+        coarse_step_s=3600,
+        fine_s=3 * 3600,
+        signals=sc.signals,
+        objective=sc.objective,
+    )
     for s in sc.sessions:
         if s.arrival <= now0 < s.departure:
             ctl.start_session(s)
@@ -264,10 +339,19 @@ def test_straightforward_model_has_the_same_optimum_on_a_tiered_horizon():
     from reference import straightforward_lp
 
     sc = demo_scenario(n_evse=10)
-    th = lo.Horizon.tiered(sc.horizon.start.replace(hour=7, minute=10), fine_step_s=300,
-                           fine_s=3600, coarse_step_s=3600)
-    p = lo.compile_problem(sc.site, sc.sessions, th, sc.signals,
-                           sc.objective.model_copy(update={"demand_charge_per_kw": 0.0}))
+    th = lo.Horizon.tiered(
+        sc.horizon.start.replace(hour=7, minute=10),
+        fine_step_s=300,
+        fine_s=3600,
+        coarse_step_s=3600,
+    )
+    p = lo.compile_problem(
+        sc.site,
+        sc.sessions,
+        th,
+        sc.signals,
+        sc.objective.model_copy(update={"demand_charge_per_kw": 0.0}),
+    )
     a = hs.solve_lp(straightforward_lp(p))
     b = hs.solve_lp(build_lp(p), options=hs.LP_OPTIONS)
     assert b.objective == pytest.approx(a.objective, rel=1e-7)

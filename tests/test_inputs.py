@@ -30,22 +30,47 @@ def test_model_error_is_one_family_and_stays_compatible():
     assert e.errors()[0]["loc"][:3] == ("nodes", 1, "max_current")
 
 
-@pytest.mark.parametrize("build", [
-    lambda: lo.Node(id="", max_current=1),
-    lambda: lo.Evse(id="e", node="n", charge_point_id="c", phase_rotation="XYZ"),
-    lambda: lo.Session(id="a", evse="e", arrival="yesterday", departure=T0, energy_kwh=1),
-    lambda: lo.Session(id="a", evse="e", arrival=datetime(2026, 1, 1),
-                       departure=datetime(2026, 1, 2), energy_kwh=1),
-    lambda: lo.Signals(import_price=float("nan")),
-    lambda: lo.Horizon(start=T0, step_s=0),
-    lambda: lo.DemandResponseEvent(id="x", start=T0, end=T0),
-    lambda: lo.Objective(energy_cost=-1),
-    lambda: lo.Site.model_validate("not a site"),
-    lambda: lo.Site.model_validate_json("{not json"),
-    lambda: lo.Session(id="a", evse="e", arrival=datetime(9999, 12, 31, tzinfo=UTC),
-                       departure=datetime(9999, 12, 31, 23, tzinfo=UTC), energy_kwh=1),
-], ids=["empty-id", "rotation", "string-time", "naive-time", "nan", "step-0", "dr-empty",
-        "negative-weight", "validate-str", "bad-json", "year-9999"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: lo.Node(id="", max_current=1),
+        lambda: lo.Evse(id="e", node="n", charge_point_id="c", phase_rotation="XYZ"),
+        lambda: lo.Session(id="a", evse="e", arrival="yesterday", departure=T0, energy_kwh=1),
+        lambda: lo.Session(
+            id="a",
+            evse="e",
+            arrival=datetime(2026, 1, 1),
+            departure=datetime(2026, 1, 2),
+            energy_kwh=1,
+        ),
+        lambda: lo.Signals(import_price=float("nan")),
+        lambda: lo.Horizon(start=T0, step_s=0),
+        lambda: lo.DemandResponseEvent(id="x", start=T0, end=T0),
+        lambda: lo.Objective(energy_cost=-1),
+        lambda: lo.Site.model_validate("not a site"),
+        lambda: lo.Site.model_validate_json("{not json"),
+        lambda: lo.Session(
+            id="a",
+            evse="e",
+            arrival=datetime(9999, 12, 31, tzinfo=UTC),
+            departure=datetime(9999, 12, 31, 23, tzinfo=UTC),
+            energy_kwh=1,
+        ),
+    ],
+    ids=[
+        "empty-id",
+        "rotation",
+        "string-time",
+        "naive-time",
+        "nan",
+        "step-0",
+        "dr-empty",
+        "negative-weight",
+        "validate-str",
+        "bad-json",
+        "year-9999",
+    ],
+)
 def test_every_model_fault_is_a_model_error(build):
     with pytest.raises(ModelError):
         build()
@@ -57,13 +82,16 @@ def test_assigning_to_a_frozen_model_is_a_model_error():
         n.max_current = 3.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("sessions,err,match", [
-    ("abc", InputError, "iterable of Session, got str"),
-    ({"id": "a"}, InputError, "got a dict"),
-    (42, InputError, "got int"),
-    ([object()], InputError, r"sessions\[0\] must be a Session"),
-    ([{"id": "a", "evse": "e0"}], ModelError, "arrival"),
-])
+@pytest.mark.parametrize(
+    "sessions,err,match",
+    [
+        ("abc", InputError, "iterable of Session, got str"),
+        ({"id": "a"}, InputError, "got a dict"),
+        (42, InputError, "got int"),
+        ([object()], InputError, r"sessions\[0\] must be a Session"),
+        ([{"id": "a", "evse": "e0"}], ModelError, "arrival"),
+    ],
+)
 def test_compile_problem_rejects_wrong_typed_sessions(sessions, err, match):
     with pytest.raises(err, match=match):
         lo.compile_problem(one_breaker_site(), sessions, horizon())
@@ -81,9 +109,12 @@ def test_compile_problem_validates_mappings():
 
 def test_pulp_backend_with_an_all_zero_objective():
     pytest.importorskip("pulp")
-    p = lo.compile_problem(one_breaker_site(), [session("a", "e0", 5.0)], horizon(2),
-                           objective=lo.Objective(energy_cost=0, unmet_energy_per_kwh=0,
-                                                  charge_early_per_kwh_h=0))
+    p = lo.compile_problem(
+        one_breaker_site(),
+        [session("a", "e0", 5.0)],
+        horizon(2),
+        objective=lo.Objective(energy_cost=0, unmet_energy_per_kwh=0, charge_early_per_kwh_h=0),
+    )
     sched = lo.solve(p, backend="pulp")
     assert sched.status == lo.ScheduleStatus.OPTIMAL and sched.objective == 0.0
     assert sched.violations() == []
@@ -103,8 +134,9 @@ def test_cli_solve_a_directory_or_missing_file(tmp_path, capsys):
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "abc"])
 def test_cli_time_limit_must_be_finite_and_positive(tmp_path, capsys, value):
     sc = tmp_path / "s.json"
-    sc.write_text(json.dumps({"site": {"nodes": [{"id": "g"}]},
-                              "horizon": {"start": "2026-01-01T00:00:00Z"}}))
+    sc.write_text(
+        json.dumps({"site": {"nodes": [{"id": "g"}]}, "horizon": {"start": "2026-01-01T00:00:00Z"}})
+    )
     with pytest.raises(SystemExit) as ei:
         main(["solve", str(sc), "--time-limit", value])
     assert ei.value.code == 2
@@ -115,10 +147,17 @@ def test_scenario_load_names_the_field_and_the_object(tmp_path):
     from loadopt.scenario import Scenario
 
     p = tmp_path / "s.json"
-    p.write_text(json.dumps({
-        "site": {"nodes": [{"id": "g"}], "evses": [{"id": "e1", "node": "g",
-                                                    "charge_point_id": "c", "phases": 4}]},
-        "horizon": {"start": "2026-01-01T00:00:00Z"}}))
+    p.write_text(
+        json.dumps(
+            {
+                "site": {
+                    "nodes": [{"id": "g"}],
+                    "evses": [{"id": "e1", "node": "g", "charge_point_id": "c", "phases": 4}],
+                },
+                "horizon": {"start": "2026-01-01T00:00:00Z"},
+            }
+        )
+    )
     with pytest.raises(ModelError, match=r"site\.evses\.0\.phases.*EVSE 'e1'"):
         Scenario.load(p)
 
@@ -147,8 +186,11 @@ def test_check_builds_only_the_first_violations(monkeypatch):
         made.append(1)
         return real(*a, **kw)
 
-    p = lo.compile_problem(one_breaker_site(16.0, n_evse=2),
-                           [session("a", "e0", 50.0), session("b", "e1", 50.0)], horizon(8))
+    p = lo.compile_problem(
+        one_breaker_site(16.0, n_evse=2),
+        [session("a", "e0", 50.0), session("b", "e1", 50.0)],
+        horizon(8),
+    )
     cur = np.full((2, 8), 40.05)  # off the grid, above every maximum and limit
     monkeypatch.setattr(safety, "Violation", counting)
     s = lo.Schedule(p, cur, lo.ScheduleStatus.FEASIBLE, "test")

@@ -39,8 +39,11 @@ def test_reduced_lp_has_the_unreduced_optimum(p):
     # the unmet energy as a column or eliminated; the import substituted where it can be or not
     for unmet_slack, elim in ((True, None), (False, None), (True, False)):
         lp = build_lp(p, unmet_slack=unmet_slack, eliminate_import=elim)
-        b = (hs.solve_lp(lp, options=hs.LP_OPTIONS) if lp.n_cols
-             else hs.SolverResult(hs.SolverStatus.OPTIMAL, None, lp.offset, 0.0))
+        b = (
+            hs.solve_lp(lp, options=hs.LP_OPTIONS)
+            if lp.n_cols
+            else hs.SolverResult(hs.SolverStatus.OPTIMAL, None, lp.offset, 0.0)
+        )
         assert b.status.value == "optimal"
         # abs: HiGHS' primal feasibility tolerance (1e-7) times the largest penalty (10 × 5)
         assert b.objective == pytest.approx(a.objective, rel=1e-7, abs=1e-5)
@@ -50,8 +53,9 @@ def test_named_blocks_cover_every_row_and_column():
     from loadopt.synthetic import demo_scenario
 
     sc = demo_scenario(n_evse=12)
-    p = sc.model_copy(update={"objective": lo.Objective(fairness=1.0,
-                                                        demand_charge_per_kw=0.1)}).compile()
+    p = sc.model_copy(
+        update={"objective": lo.Objective(fairness=1.0, demand_charge_per_kw=0.1)}
+    ).compile()
     lp = build_lp(p)
     for blocks, n in ((lp.cols, lp.n_cols), (lp.rows, lp.n_rows)):
         spans = sorted((b.start, b.stop) for b in blocks.values())
@@ -77,8 +81,7 @@ def test_named_blocks_cover_every_row_and_column():
     r = lp.cols["r"]
     G = p.G[:, r.index]
     for k in range(min(g.size, 50)):  # coefficients are the problem row's, on kept columns
-        np.testing.assert_array_equal(A[g.start + k, r.slice].toarray(),
-                                      G[g.index[k]].toarray())
+        np.testing.assert_array_equal(A[g.start + k, r.slice].toarray(), G[g.index[k]].toarray())
     # the energy row of a session holds that session's current columns and its unmet column
     e, u = lp.rows["energy"], lp.cols["u"]
     assert e.index.tolist() == u.index.tolist()
@@ -90,9 +93,12 @@ def test_named_blocks_cover_every_row_and_column():
 
 def test_duplicate_rows_are_merged_to_the_tightest():
     site = lo.Site(
-        nodes=(lo.Node(id="grid", max_current=(40.0, 30.0, 35.0)),
-               lo.Node(id="cb", parent="grid", max_current=50.0)),
-        evses=tuple(lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"C{k}") for k in range(3)))
+        nodes=(
+            lo.Node(id="grid", max_current=(40.0, 30.0, 35.0)),
+            lo.Node(id="cb", parent="grid", max_current=50.0),
+        ),
+        evses=tuple(lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"C{k}") for k in range(3)),
+    )
     from .conftest import horizon, session
 
     p = lo.compile_problem(site, [session(f"s{k}", f"e{k}", 100) for k in range(3)], horizon(2))

@@ -66,7 +66,7 @@ def check_integer_rules(s: lo.Schedule, opts: IntegerOptions | None = None) -> N
         t = np.flatnonzero(plugged[i])
         if t.size == 0:
             continue
-        rr = runs(on[i, t[0]:t[-1] + 1])
+        rr = runs(on[i, t[0] : t[-1] + 1])
         for j, (val, _, length) in enumerate(rr):
             last = j == len(rr) - 1
             if val and not last:
@@ -76,6 +76,7 @@ def check_integer_rules(s: lo.Schedule, opts: IntegerOptions | None = None) -> N
 
 
 # --------------------------------------------------------------------------------- exact cases
+
 
 def test_two_cars_behind_10a_one_charges_one_waits_by_deadline():
     site = one_breaker_site(10.0, n_evse=2)
@@ -182,10 +183,19 @@ def test_enforce_repairs_flapping():
 
 def _phase_site(limit, switching=True):
     return lo.Site(
-        nodes=(lo.Node(id="grid", kind="grid_connection"),
-               lo.Node(id="cb", parent="grid", max_current=limit)),
-        evses=(lo.Evse(id="e0", node="cb", charge_point_id="CP0", phase_rotation="STR",
-                       phase_switching=switching),),
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(id="cb", parent="grid", max_current=limit),
+        ),
+        evses=(
+            lo.Evse(
+                id="e0",
+                node="cb",
+                charge_point_id="CP0",
+                phase_rotation="STR",
+                phase_switching=switching,
+            ),
+        ),
     )
 
 
@@ -215,14 +225,26 @@ def test_three_phases_kept_when_there_is_room():
 def test_phase_switch_count_is_limited():
     # S-only room in periods 0–1 and 4–5, three phases in 2–3: 1p → 3p → 1p is 2 switches
     T = 6
-    pts = tuple(lo.CurrentPoint(start=T0 + timedelta(hours=k),
-                                value=(0.0, 16.0, 0.0) if k in (0, 1, 4, 5) else 16.0)
-                for k in range(T))
+    pts = tuple(
+        lo.CurrentPoint(
+            start=T0 + timedelta(hours=k), value=(0.0, 16.0, 0.0) if k in (0, 1, 4, 5) else 16.0
+        )
+        for k in range(T)
+    )
     site = lo.Site(
-        nodes=(lo.Node(id="grid", kind="grid_connection"),
-               lo.Node(id="cb", parent="grid", max_current=16.0, current_series=pts)),
-        evses=(lo.Evse(id="e0", node="cb", charge_point_id="CP0", phase_rotation="STR",
-                       phase_switching=True),),
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(id="cb", parent="grid", max_current=16.0, current_series=pts),
+        ),
+        evses=(
+            lo.Evse(
+                id="e0",
+                node="cb",
+                charge_point_id="CP0",
+                phase_rotation="STR",
+                phase_switching=True,
+            ),
+        ),
     )
     p = compile_(site, [session("a", "e0", 200.0, dep_h=6)], n=T)
     free = lo.solve(p, method="milp")
@@ -254,8 +276,10 @@ def test_project_min_current_pauses_instead_of_creating_a_trickle():
     plain = project(p, cur)
     assert 0 < plain[0, 0] < 6  # scaling alone makes a trickle
     safe = project(p, cur, min_current=p.session_min_current)
-    assert np.all((safe == 0) | (safe >= 6)) and lo.Schedule(
-        p, safe, lo.ScheduleStatus.FEASIBLE, "t").violations() == []
+    assert (
+        np.all((safe == 0) | (safe >= 6))
+        and lo.Schedule(p, safe, lo.ScheduleStatus.FEASIBLE, "t").violations() == []
+    )
 
 
 def test_time_out_returns_a_valid_schedule_and_says_so():
@@ -273,40 +297,72 @@ def test_time_out_returns_a_valid_schedule_and_says_so():
 
 # ------------------------------------------------------------------------------ properties
 
+
 @st.composite
 def integer_instances(draw):
     n_evse = draw(st.integers(1, 4))
-    cb = draw(st.one_of(st.floats(0, 40).map(lambda x: round(x, 1)),
-                        st.tuples(*[st.floats(0, 40).map(lambda x: round(x, 1))] * 3)))
+    cb = draw(
+        st.one_of(
+            st.floats(0, 40).map(lambda x: round(x, 1)),
+            st.tuples(*[st.floats(0, 40).map(lambda x: round(x, 1))] * 3),
+        )
+    )
     evses = []
     for k in range(n_evse):
         mx = draw(st.sampled_from([10.0, 16.0, 32.0]))
-        allowed = draw(st.one_of(st.none(), st.just((0.0, 8.0, 16.0, 24.0, 32.0)),
-                                 st.just(tuple(float(a) for a in range(6, 33))),
-                                 st.just((6.0, 10.0, 13.0))))
-        evses.append(lo.Evse(
-            id=f"e{k}", node="cb", charge_point_id=f"CP{k}", max_current=mx,
-            min_current=draw(st.sampled_from([0.0, 6.0, 8.0])),
-            phases=draw(st.sampled_from([1, 3])),
-            phase_rotation=draw(st.sampled_from(["RST", "STR", "TRS"])),
-            allowed_currents=allowed, phase_switching=draw(st.booleans())))
-    site = lo.Site(nodes=(lo.Node(id="grid", kind="grid_connection",
-                                  max_power_kw=draw(st.one_of(st.none(), st.floats(0, 30)))),
-                          lo.Node(id="cb", parent="grid", max_current=cb)),
-                   evses=tuple(evses))
+        allowed = draw(
+            st.one_of(
+                st.none(),
+                st.just((0.0, 8.0, 16.0, 24.0, 32.0)),
+                st.just(tuple(float(a) for a in range(6, 33))),
+                st.just((6.0, 10.0, 13.0)),
+            )
+        )
+        evses.append(
+            lo.Evse(
+                id=f"e{k}",
+                node="cb",
+                charge_point_id=f"CP{k}",
+                max_current=mx,
+                min_current=draw(st.sampled_from([0.0, 6.0, 8.0])),
+                phases=draw(st.sampled_from([1, 3])),
+                phase_rotation=draw(st.sampled_from(["RST", "STR", "TRS"])),
+                allowed_currents=allowed,
+                phase_switching=draw(st.booleans()),
+            )
+        )
+    site = lo.Site(
+        nodes=(
+            lo.Node(
+                id="grid",
+                kind="grid_connection",
+                max_power_kw=draw(st.one_of(st.none(), st.floats(0, 30))),
+            ),
+            lo.Node(id="cb", parent="grid", max_current=cb),
+        ),
+        evses=tuple(evses),
+    )
     sessions = []
     for k in range(n_evse):
         a = draw(st.integers(0, 3))
         d = a + draw(st.integers(1, 6))
-        sessions.append(lo.Session(
-            id=f"s{k}", evse=f"e{k}", arrival=T0 + timedelta(hours=a),
-            departure=T0 + timedelta(hours=d), energy_kwh=draw(st.floats(0, 60)),
-            phases=draw(st.sampled_from([1, 3]))))
+        sessions.append(
+            lo.Session(
+                id=f"s{k}",
+                evse=f"e{k}",
+                arrival=T0 + timedelta(hours=a),
+                departure=T0 + timedelta(hours=d),
+                energy_kwh=draw(st.floats(0, 60)),
+                phases=draw(st.sampled_from([1, 3])),
+            )
+        )
     opts = IntegerOptions(
         max_charging=draw(st.one_of(st.just({}), st.integers(0, 3).map(lambda k: {"cb": k}))),
-        min_run_periods=draw(st.integers(1, 3)), min_pause_periods=draw(st.integers(1, 3)),
+        min_run_periods=draw(st.integers(1, 3)),
+        min_pause_periods=draw(st.integers(1, 3)),
         max_phase_switches=draw(st.one_of(st.none(), st.integers(0, 2))),
-        formulation=draw(st.sampled_from(["binary", "semicontinuous"])))
+        formulation=draw(st.sampled_from(["binary", "semicontinuous"])),
+    )
     return lo.compile_problem(site, sessions, horizon(8)), opts
 
 
@@ -349,6 +405,7 @@ def test_property_enforce_makes_any_currents_exact(inst, data):
 
 # ------------------------------------------------- incumbent heuristics (spread LPs, level dive)
 
+
 def _incumbent_schedule(m, inc) -> lo.Schedule:
     from loadopt.milp import to_dense
 
@@ -364,8 +421,11 @@ def test_spread_lp_finds_the_full_run_a_bursty_lp_misses():
 
     site = one_breaker_site(32.0, n_evse=1, max_current=32.0)
     price = [0.5, 0.5, 0.1, 0.1, 0.1, 0.1, 0.5, 0.5, 0.5, 0.5]
-    sig = lo.Signals(import_price=tuple(
-        lo.SeriesPoint(start=T0 + timedelta(hours=k), value=v) for k, v in enumerate(price)))
+    sig = lo.Signals(
+        import_price=tuple(
+            lo.SeriesPoint(start=T0 + timedelta(hours=k), value=v) for k, v in enumerate(price)
+        )
+    )
     need = 32 * KWH_PER_A_H_3P
     p = lo.compile_problem(site, [session("a", "e0", need, dep_h=10.0)], horizon(10), sig)
     opts = IntegerOptions(min_run_periods=4, min_pause_periods=4)
@@ -387,10 +447,14 @@ def test_session_left_empty_charges_in_a_run_cut_by_departure():
 
     site = one_breaker_site(32.0, n_evse=1, max_current=32.0)
     price = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
-    sig = lo.Signals(import_price=tuple(
-        lo.SeriesPoint(start=T0 + timedelta(hours=k), value=v) for k, v in enumerate(price)))
-    p = lo.compile_problem(site, [session("a", "e0", 20 * KWH_PER_A_H_3P, dep_h=6.0)],
-                           horizon(8), sig)
+    sig = lo.Signals(
+        import_price=tuple(
+            lo.SeriesPoint(start=T0 + timedelta(hours=k), value=v) for k, v in enumerate(price)
+        )
+    )
+    p = lo.compile_problem(
+        site, [session("a", "e0", 20 * KWH_PER_A_H_3P, dep_h=6.0)], horizon(8), sig
+    )
     opts = IntegerOptions(min_run_periods=4, min_pause_periods=4)
     m = build_milp(p, opts)
     inc = incumbent(m, 0.0)
@@ -410,8 +474,10 @@ def test_level_dive_refills_what_rounding_down_gives_up():
     from loadopt.synthetic import benchmark_scenario
 
     sc = benchmark_scenario(10, n_periods=24)
-    evses = tuple(e.model_copy(update={"allowed_currents": (0.0, 8.0, 16.0, 24.0, 32.0)})
-                  for e in sc.site.evses)
+    evses = tuple(
+        e.model_copy(update={"allowed_currents": (0.0, 8.0, 16.0, 24.0, 32.0)})
+        for e in sc.site.evses
+    )
     p = sc.model_copy(update={"site": sc.site.model_copy(update={"evses": evses})}).compile()
     m = build_milp(p)
     dive = M.incumbent(m, 0.0)
@@ -431,8 +497,13 @@ def test_property_incumbent_heuristics_exact_and_never_worse(inst):
     p, opts = inst
     m = build_milp(p, opts)
     with_h = M.incumbent(m, 0.0)
-    without = M.incumbent(m, 0.0, heuristics=lo.IncumbentOptions(
-        spread_alphas=(), dive_rounds=0, grow_rounds=0, end_runs=False))
+    without = M.incumbent(
+        m,
+        0.0,
+        heuristics=lo.IncumbentOptions(
+            spread_alphas=(), dive_rounds=0, grow_rounds=0, end_runs=False
+        ),
+    )
     if without.x_da is None:
         return
     assert with_h.x_da is not None
@@ -445,22 +516,33 @@ def test_property_incumbent_heuristics_exact_and_never_worse(inst):
 
 def _unlimited_site(n=2, **evse_kw) -> lo.Site:
     """A grid connection without any limit (no safety row at all)."""
-    return lo.Site(nodes=(lo.Node(id="grid", kind="grid_connection"),),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"CP{k}",
-                                       **evse_kw) for k in range(n)))
+    return lo.Site(
+        nodes=(lo.Node(id="grid", kind="grid_connection"),),
+        evses=tuple(
+            lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"CP{k}", **evse_kw) for k in range(n)
+        ),
+    )
 
 
 @pytest.mark.parametrize("method", ["milp", "auto"])
-@pytest.mark.parametrize("opts", [IntegerOptions(min_run_periods=2),
-                                  IntegerOptions(min_pause_periods=3),
-                                  IntegerOptions(min_run_periods=2, min_pause_periods=2)])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        IntegerOptions(min_run_periods=2),
+        IntegerOptions(min_pause_periods=3),
+        IntegerOptions(min_run_periods=2, min_pause_periods=2),
+    ],
+)
 @pytest.mark.parametrize("who", ["nobody", "wants nothing", "after the horizon"])
 def test_run_pause_lengths_with_no_drawable_session(method, opts, who):
     # with a price the LP has import/export columns but no current column: the run/pause
     # helpers saw an empty slot pattern (IndexError in _fill_pauses/_runs before)
     sig = lo.Signals(import_price=(lo.SeriesPoint(start=T0, value=0.3),))
-    sessions = {"nobody": [], "wants nothing": [session("a", "e0", 0.0)],
-                "after the horizon": [session("a", "e0", 10.0, arr_h=5, dep_h=7)]}[who]
+    sessions = {
+        "nobody": [],
+        "wants nothing": [session("a", "e0", 0.0)],
+        "after the horizon": [session("a", "e0", 10.0, arr_h=5, dep_h=7)],
+    }[who]
     p = lo.compile_problem(_unlimited_site(), sessions, horizon(4), sig)
     s = lo.solve(p, method=method, integer=opts)
     assert s.status == lo.ScheduleStatus.OPTIMAL and s.method == "milp"
@@ -471,8 +553,11 @@ def test_run_pause_lengths_with_no_drawable_session(method, opts, who):
 @pytest.mark.parametrize("levels", [(6.0, 7.0, 8.0), (6.0, 10.0, 32.0), (0.0, 8.0, 16.0)])
 def test_discrete_steps_on_a_site_without_limits(method, levels):
     # no safety row: the incumbent's bump step reduced over an empty matrix (scipy ValueError)
-    p = lo.compile_problem(_unlimited_site(allowed_currents=levels),
-                           [session("a", "e0", 20.0), session("b", "e1", 5.0)], horizon(4))
+    p = lo.compile_problem(
+        _unlimited_site(allowed_currents=levels),
+        [session("a", "e0", 20.0), session("b", "e1", 5.0)],
+        horizon(4),
+    )
     s = lo.solve(p, method=method)
     assert s.method == "milp" and s.status == lo.ScheduleStatus.OPTIMAL
     check_integer_rules(s)

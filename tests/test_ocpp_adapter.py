@@ -23,17 +23,27 @@ def _iso(t):
 def _site():
     return lo.Site(
         nodes=(lo.Node(id="g", kind="grid_connection", max_current=32.0),),
-        evses=(lo.Evse(id="a1", node="g", charge_point_id="A", connector_id=1, max_current=16),
-               lo.Evse(id="a2", node="g", charge_point_id="A", connector_id=2, max_current=16),
-               lo.Evse(id="b1", node="g", charge_point_id="B", connector_id=1, max_current=32,
-                       rate_unit="W")),
+        evses=(
+            lo.Evse(id="a1", node="g", charge_point_id="A", connector_id=1, max_current=16),
+            lo.Evse(id="a2", node="g", charge_point_id="A", connector_id=2, max_current=16),
+            lo.Evse(
+                id="b1",
+                node="g",
+                charge_point_id="B",
+                connector_id=1,
+                max_current=32,
+                rate_unit="W",
+            ),
+        ),
     )
 
 
 def _sims(site=None):
     site = site or _site()
-    return {"A": SimStation("A", "1.6", [e for e in site.evses if e.charge_point_id == "A"]),
-            "B": SimStation("B", "2.0.1", [e for e in site.evses if e.charge_point_id == "B"])}
+    return {
+        "A": SimStation("A", "1.6", [e for e in site.evses if e.charge_point_id == "A"]),
+        "B": SimStation("B", "2.0.1", [e for e in site.evses if e.charge_point_id == "B"]),
+    }
 
 
 def _adapter(**kw):
@@ -72,8 +82,11 @@ def _booted(**kw):
 
 
 def _purposes(msgs):
-    return sorted((cp, (p.get("csChargingProfiles") or p.get("chargingProfile"))[
-        "chargingProfilePurpose"]) for cp, a, p in msgs if a == "SetChargingProfile")
+    return sorted(
+        (cp, (p.get("csChargingProfiles") or p.get("chargingProfile"))["chargingProfilePurpose"])
+        for cp, a, p in msgs
+        if a == "SetChargingProfile"
+    )
 
 
 def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
@@ -82,8 +95,11 @@ def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
     msgs = ad.poll(T0)
     _check(msgs, ad)
     actions = [(cp, a) for cp, a, _ in msgs]
-    assert sorted(actions) == [("A", "GetConfiguration"), ("B", "GetChargingProfiles"),
-                               ("B", "GetVariables")]
+    assert sorted(actions) == [
+        ("A", "GetConfiguration"),
+        ("B", "GetChargingProfiles"),
+        ("B", "GetVariables"),
+    ]
     for cp, a, p in msgs:  # profiles wait for the capabilities (one deadline at most)
         ad.on_response(cp, a, p, sims[cp].handle(a, p), now=T0)
     msgs = ad.poll(T0)
@@ -104,13 +120,22 @@ def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
 
 def test_start_step_only_changes_then_clear():
     ad, sims = _booted()
-    tx = ad.on_start_transaction("A", {"connectorId": 1, "idTag": "t", "meterStart": 1000,
-                                       "timestamp": _iso(T0)})
+    tx = ad.on_start_transaction(
+        "A", {"connectorId": 1, "idTag": "t", "meterStart": 1000, "timestamp": _iso(T0)}
+    )
     sims["A"].tx[1] = tx
     assert isinstance(tx, int)
-    assert ad.on_transaction_event("B", {
-        "eventType": "Started", "timestamp": _iso(T0), "triggerReason": "CablePluggedIn",
-        "seqNo": 0, "transactionInfo": {"transactionId": "b-tx"}, "evse": {"id": 1}})
+    assert ad.on_transaction_event(
+        "B",
+        {
+            "eventType": "Started",
+            "timestamp": _iso(T0),
+            "triggerReason": "CablePluggedIn",
+            "seqNo": 0,
+            "transactionInfo": {"transactionId": "b-tx"},
+            "evse": {"id": 1},
+        },
+    )
     sims["B"].tx[1] = "b-tx"
     sent = _deliver(ad, sims, ad.step(T0), T0)
     assert ("A", "TxProfile") in _purposes(sent) and ("B", "TxProfile") in _purposes(sent)
@@ -121,12 +146,25 @@ def test_start_step_only_changes_then_clear():
     assert ad.step(T0 + timedelta(minutes=1)) == []
     # the station cap is the installation limit: never re-sent by a step
     assert ("A", "ChargePointMaxProfile") not in _purposes(ad.step(T0 + timedelta(minutes=7)))
-    assert ad.on_meter_values("A", {"connectorId": 1, "transactionId": tx, "meterValue": [{
-        "timestamp": _iso(T0 + timedelta(minutes=2)),
-        "sampledValue": [{"value": "3000"}, {"value": "10.2", "measurand": "Current.Import",
-                                             "phase": "L1"}]}]})
-    assert ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 5000,
-                                        "timestamp": _iso(T0 + timedelta(minutes=3))})
+    assert ad.on_meter_values(
+        "A",
+        {
+            "connectorId": 1,
+            "transactionId": tx,
+            "meterValue": [
+                {
+                    "timestamp": _iso(T0 + timedelta(minutes=2)),
+                    "sampledValue": [
+                        {"value": "3000"},
+                        {"value": "10.2", "measurand": "Current.Import", "phase": "L1"},
+                    ],
+                }
+            ],
+        },
+    )
+    assert ad.on_stop_transaction(
+        "A", {"transactionId": tx, "meterStop": 5000, "timestamp": _iso(T0 + timedelta(minutes=3))}
+    )
     msgs = ad.poll(T0 + timedelta(minutes=4))
     _check(msgs, ad)
     assert ("A", "ClearChargingProfile", {"id": ad.ids.profile_id("tx", 1)}) in msgs
@@ -155,9 +193,10 @@ def test_rejected_profile_is_not_resent_as_is_and_the_station_is_budgeted():
 
 def test_w_rejecting_station_gets_amps_after_capabilities():
     """A station whose site entry says W but which allows only Current (GetConfiguration)."""
-    s = lo.Site(nodes=(lo.Node(id="g", max_current=32.0),),
-                evses=(lo.Evse(id="a1", node="g", charge_point_id="A", rate_unit="W",
-                               max_periods=24),))
+    s = lo.Site(
+        nodes=(lo.Node(id="g", max_current=32.0),),
+        evses=(lo.Evse(id="a1", node="g", charge_point_id="A", rate_unit="W", max_periods=24),),
+    )
     ad = CsmsAdapter(Controller(s, step_s=900, n_periods=8, method="fast"))
     sims = {"A": SimStation("A", "1.6", list(s.evses), rejects_w=True, max_periods=2)}
     ad.connect("A", "1.6")
@@ -228,33 +267,42 @@ def test_session_lifecycle_cannot_leak():
     assert ad.on_start_transaction("A", dict(req)) == tx  # retried after a lost .conf
     assert len(ad.sessions) == 1
     # Available ends it even though the stop was lost; a late stop is harmless
-    assert ad.on_status_notification("A", {"connectorId": 1, "status": "Available",
-                                           "errorCode": "NoError"})
+    assert ad.on_status_notification(
+        "A", {"connectorId": 1, "status": "Available", "errorCode": "NoError"}
+    )
     assert ad.sessions == {}
     n = len(ad.problems)
-    assert ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 0,
-                                        "timestamp": _iso(T0)})
+    assert ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 0, "timestamp": _iso(T0)})
     assert len(ad.problems) == n
     # 2.x: duplicate Started, Ended, then a late Updated must not re-open it
-    ev = {"eventType": "Started", "timestamp": _iso(T0), "triggerReason": "CablePluggedIn",
-          "seqNo": 0, "transactionInfo": {"transactionId": "x"}, "evse": {"id": 1}}
+    ev = {
+        "eventType": "Started",
+        "timestamp": _iso(T0),
+        "triggerReason": "CablePluggedIn",
+        "seqNo": 0,
+        "transactionInfo": {"transactionId": "x"},
+        "evse": {"id": 1},
+    }
     assert ad.on_transaction_event("B", ev) and ad.on_transaction_event("B", dict(ev))
     assert list(ad.sessions.values()) == ["b1"]
     assert ad.on_transaction_event("B", {**ev, "eventType": "Ended", "seqNo": 1})
     assert ad.on_transaction_event("B", {**ev, "eventType": "Updated", "seqNo": 2}) is False
     assert ad.sessions == {}
     # an Ended before its Started: the Started is ignored
-    ad.on_transaction_event("B", {**ev, "eventType": "Ended", "seqNo": 1,
-                                  "transactionInfo": {"transactionId": "y"}})
-    assert ad.on_transaction_event("B", {**ev, "transactionInfo": {"transactionId": "y"}}) \
-        is False
+    ad.on_transaction_event(
+        "B", {**ev, "eventType": "Ended", "seqNo": 1, "transactionInfo": {"transactionId": "y"}}
+    )
+    assert ad.on_transaction_event("B", {**ev, "transactionInfo": {"transactionId": "y"}}) is False
     assert ad.sessions == {}
 
 
 def test_ghost_session_ends_after_bounded_overstay():
     ad, _ = _booted(max_overstay_h=2.0)
-    ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)},
-                            departure=T0 + timedelta(hours=1))
+    ad.on_start_transaction(
+        "A",
+        {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)},
+        departure=T0 + timedelta(hours=1),
+    )
     assert ad.sessions
     ad.step(T0 + timedelta(hours=2))
     assert ad.sessions  # one hour past departure: extended
@@ -266,11 +314,28 @@ def test_future_meter_value_is_quarantined_without_poisoning_later_ones():
     ad, _ = _booted()
     tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
     mv = {"connectorId": 1, "transactionId": tx}
-    assert ad.on_meter_values("A", {**mv, "meterValue": [{
-        "timestamp": "2099-01-01T00:00:00Z", "sampledValue": [{"value": "9000000"}]}]}) is False
+    assert (
+        ad.on_meter_values(
+            "A",
+            {
+                **mv,
+                "meterValue": [
+                    {"timestamp": "2099-01-01T00:00:00Z", "sampledValue": [{"value": "9000000"}]}
+                ],
+            },
+        )
+        is False
+    )
     assert "future" in ad.problems[-1]
-    assert ad.on_meter_values("A", {**mv, "meterValue": [{
-        "timestamp": _iso(T0 + timedelta(minutes=5)), "sampledValue": [{"value": "1000"}]}]})
+    assert ad.on_meter_values(
+        "A",
+        {
+            **mv,
+            "meterValue": [
+                {"timestamp": _iso(T0 + timedelta(minutes=5)), "sampledValue": [{"value": "1000"}]}
+            ],
+        },
+    )
 
 
 def test_start_schedule_is_a_whole_second_in_real_time_across_dst():
@@ -280,8 +345,9 @@ def test_start_schedule_is_a_whole_second_in_real_time_across_dst():
     berlin = ZoneInfo("Europe/Berlin")
     for local in ("2026-03-29T01:59:59.700000", "2026-10-25T02:30:00.250000"):
         now = datetime.fromisoformat(local).replace(tzinfo=berlin)
-        tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0,
-                                           "timestamp": _iso(now.astimezone(UTC))})
+        tx = ad.on_start_transaction(
+            "A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(now.astimezone(UTC))}
+        )
         sims["A"].tx[1] = tx
         sent = _deliver(ad, sims, ad.step(now), now)
         real = now.timestamp()
@@ -294,24 +360,31 @@ def test_start_schedule_is_a_whole_second_in_real_time_across_dst():
             start = datetime.fromisoformat(sch["startSchedule"].replace("Z", "+00:00"))
             assert start.microsecond == 0
             assert real - 1 < start.timestamp() <= real  # in force now, never after
-            bounds = [start.timestamp() + q["startPeriod"] for q in
-                      sch["chargingSchedulePeriod"]]
+            bounds = [start.timestamp() + q["startPeriod"] for q in sch["chargingSchedulePeriod"]]
             # period boundaries are whole multiples of the step from the horizon start
             assert all((b - start.timestamp()) % 900 == 0 for b in bounds)
-        ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 0,
-                                     "timestamp": _iso(now)})
+        ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 0, "timestamp": _iso(now)})
 
 
 def test_no_emitted_limit_between_zero_and_the_minimum():
     ad, sims = _booted()
     for k in (1, 2):
-        tx = ad.on_start_transaction("A", {"connectorId": k, "meterStart": 0,
-                                           "timestamp": _iso(T0)})
+        tx = ad.on_start_transaction(
+            "A", {"connectorId": k, "meterStart": 0, "timestamp": _iso(T0)}
+        )
         sims["A"].tx[k] = tx
     tx = "bb"
-    ad.on_transaction_event("B", {"eventType": "Started", "timestamp": _iso(T0), "seqNo": 0,
-                                  "triggerReason": "CablePluggedIn",
-                                  "transactionInfo": {"transactionId": tx}, "evse": {"id": 1}})
+    ad.on_transaction_event(
+        "B",
+        {
+            "eventType": "Started",
+            "timestamp": _iso(T0),
+            "seqNo": 0,
+            "triggerReason": "CablePluggedIn",
+            "transactionInfo": {"transactionId": tx},
+            "evse": {"id": 1},
+        },
+    )
     sims["B"].tx[1] = tx
     sent = _deliver(ad, sims, ad.step(T0), T0)
     for cp, a, p in sent:
@@ -323,8 +396,11 @@ def test_no_emitted_limit_between_zero_and_the_minimum():
         sch = body["chargingSchedule"]
         sch = sch[0] if isinstance(sch, list) else sch
         for q in sch["chargingSchedulePeriod"]:
-            amps = q["limit"] if sch["chargingRateUnit"] == "A" else q["limit"] / (
-                230.0 * (1 if cp == "A" else q.get("numberPhases", 3)))
+            amps = (
+                q["limit"]
+                if sch["chargingRateUnit"] == "A"
+                else q["limit"] / (230.0 * (1 if cp == "A" else q.get("numberPhases", 3)))
+            )
             assert amps == 0 or amps >= 6.0 - 1e-9, (cp, q)
 
 
@@ -369,8 +445,9 @@ def test_belief_is_an_upper_bound_of_every_simulated_store():
     ad, sims = _booted(send_timeout_s=5.0, backoff_s=(1.0, 2.0))
     now = T0
     for k in (1, 2):
-        sims["A"].tx[k] = ad.on_start_transaction("A", {"connectorId": k, "meterStart": 0,
-                                                        "timestamp": _iso(T0)})
+        sims["A"].tx[k] = ad.on_start_transaction(
+            "A", {"connectorId": k, "meterStart": 0, "timestamp": _iso(T0)}
+        )
     for _ in range(40):
         now += timedelta(seconds=int(rng.integers(1, 40)))
         msgs = ad.step(now) if rng.random() < 0.3 else ad.poll(now)
@@ -385,8 +462,9 @@ def test_belief_is_an_upper_bound_of_every_simulated_store():
                 continue  # applied, answer lost
             ad.on_response(cp, a, p, resp, now=now)
         if rng.random() < 0.1:
-            ad.controller.set_signals(lo.Signals(grid_import_limit_kw=float(rng.choice(
-                [5.0, 10.0, 20.0]))))
+            ad.controller.set_signals(
+                lo.Signals(grid_import_limit_kw=float(rng.choice([5.0, 10.0, 20.0])))
+            )
         ts = np.array([now.timestamp() + s for s in (0, 1, 300, 899, 900, 3000)])
         worst = ad.belief.worst_a(ts)
         for i, e in enumerate(ad.site.evses):
@@ -397,33 +475,85 @@ def test_belief_is_an_upper_bound_of_every_simulated_store():
 
 def test_notify_ev_charging_needs_feeds_the_session():
     ad, _ = _booted()
-    ad.on_transaction_event("B", {"eventType": "Started", "timestamp": _iso(T0), "seqNo": 0,
-                                  "triggerReason": "CablePluggedIn",
-                                  "transactionInfo": {"transactionId": "n1"}, "evse": {"id": 1}})
+    ad.on_transaction_event(
+        "B",
+        {
+            "eventType": "Started",
+            "timestamp": _iso(T0),
+            "seqNo": 0,
+            "triggerReason": "CablePluggedIn",
+            "transactionInfo": {"transactionId": "n1"},
+            "evse": {"id": 1},
+        },
+    )
     dep = T0 + timedelta(hours=3)
-    assert ad.on_notify_ev_charging_needs("B", {"evseId": 1, "chargingNeeds": {
-        "requestedEnergyTransfer": "AC_three_phase", "departureTime": _iso(dep),
-        "acChargingParameters": {"energyAmount": 12000, "evMinCurrent": 8, "evMaxCurrent": 20,
-                                 "evMaxVoltage": 400}}})
+    assert ad.on_notify_ev_charging_needs(
+        "B",
+        {
+            "evseId": 1,
+            "chargingNeeds": {
+                "requestedEnergyTransfer": "AC_three_phase",
+                "departureTime": _iso(dep),
+                "acChargingParameters": {
+                    "energyAmount": 12000,
+                    "evMinCurrent": 8,
+                    "evMaxCurrent": 20,
+                    "evMaxVoltage": 400,
+                },
+            },
+        },
+    )
     s = ad.controller.sessions["B:n1"]
     assert (s.departure, s.energy_kwh, s.max_current, s.min_current) == (dep, 12.0, 20.0, 8.0)
     # nonsense is skipped, nothing half-applied
-    assert ad.on_notify_ev_charging_needs("B", {"evseId": 1, "chargingNeeds": {
-        "acChargingParameters": {"energyAmount": 5000, "evMaxCurrent": 4, "evMinCurrent": 9}}}) \
+    assert (
+        ad.on_notify_ev_charging_needs(
+            "B",
+            {
+                "evseId": 1,
+                "chargingNeeds": {
+                    "acChargingParameters": {
+                        "energyAmount": 5000,
+                        "evMaxCurrent": 4,
+                        "evMinCurrent": 9,
+                    }
+                },
+            },
+        )
         is False
+    )
     assert ad.controller.sessions["B:n1"].energy_kwh == 12.0
 
 
 def test_notify_charging_limit_becomes_a_cap_on_the_station_node():
     ad, sims = _booted()
-    ad.on_transaction_event("B", {"eventType": "Started", "timestamp": _iso(T0), "seqNo": 0,
-                                  "triggerReason": "CablePluggedIn",
-                                  "transactionInfo": {"transactionId": "e1"}, "evse": {"id": 1}})
+    ad.on_transaction_event(
+        "B",
+        {
+            "eventType": "Started",
+            "timestamp": _iso(T0),
+            "seqNo": 0,
+            "triggerReason": "CablePluggedIn",
+            "transactionInfo": {"transactionId": "e1"},
+            "evse": {"id": 1},
+        },
+    )
     sims["B"].tx[1] = "e1"
-    assert ad.on_notify_charging_limit("B", {
-        "chargingLimit": {"chargingLimitSource": "EMS", "isGridCritical": True}, "evseId": 1,
-        "chargingSchedule": [{"id": 3, "chargingRateUnit": "A", "startSchedule": _iso(T0),
-                              "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 7.0}]}]})
+    assert ad.on_notify_charging_limit(
+        "B",
+        {
+            "chargingLimit": {"chargingLimitSource": "EMS", "isGridCritical": True},
+            "evseId": 1,
+            "chargingSchedule": [
+                {
+                    "id": 3,
+                    "chargingRateUnit": "A",
+                    "startSchedule": _iso(T0),
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 7.0}],
+                }
+            ],
+        },
+    )
     assert ad.controller.signals.grid_signals
     _deliver(ad, sims, ad.step(T0), T0)
     assert sims["B"].may_draw(1, T0.timestamp())[0] <= 7.0
@@ -434,13 +564,30 @@ def test_report_charging_profiles_reconciles_ours_and_takes_external_constraints
     ad, _ = _booted()
     ours = next(p for p in ad.in_force("B") if p.purpose == "tx_default")
     payload = to_payload(ours, "2.0.1", ad.ids)["chargingProfile"]
-    ext = {"id": 5, "stackLevel": 0, "chargingProfilePurpose":
-           "ChargingStationExternalConstraints", "chargingProfileKind": "Absolute",
-           "chargingSchedule": [{"id": 5, "chargingRateUnit": "A", "startSchedule": _iso(T0),
-                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 9.0}]}]}
-    assert ad.on_report_charging_profiles("B", {"requestId": 1, "evseId": 1, "tbc": False,
-                                                "chargingLimitSource": "EMS",
-                                                "chargingProfile": [payload, ext]})
+    ext = {
+        "id": 5,
+        "stackLevel": 0,
+        "chargingProfilePurpose": "ChargingStationExternalConstraints",
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": [
+            {
+                "id": 5,
+                "chargingRateUnit": "A",
+                "startSchedule": _iso(T0),
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 9.0}],
+            }
+        ],
+    }
+    assert ad.on_report_charging_profiles(
+        "B",
+        {
+            "requestId": 1,
+            "evseId": 1,
+            "tbc": False,
+            "chargingLimitSource": "EMS",
+            "chargingProfile": [payload, ext],
+        },
+    )
     assert ad.controller.signals.grid_signals  # the EMS limit is a cap on B's node
     assert ad.belief.synced(2)  # our own profile, as reported, is what B holds
 
@@ -459,10 +606,19 @@ def test_a_grid_aligned_horizon_resends_only_what_changed(aligned):
     periods whose boundaries move with every tick, so the same plan is re-sent shifted by the
     tick; on the UTC grid of step_s the breakpoints stay put and nothing is re-sent."""
     site = lo.Site(
-        nodes=(lo.Node(id="g", kind="grid_connection", max_current=32.0, current_series=(
-            lo.CurrentPoint(start=T0 + timedelta(minutes=50), value=12.0),)),),
-        evses=(lo.Evse(id="a1", node="g", charge_point_id="A", connector_id=1, max_current=16),
-               lo.Evse(id="a2", node="g", charge_point_id="A", connector_id=2, max_current=16)))
+        nodes=(
+            lo.Node(
+                id="g",
+                kind="grid_connection",
+                max_current=32.0,
+                current_series=(lo.CurrentPoint(start=T0 + timedelta(minutes=50), value=12.0),),
+            ),
+        ),
+        evses=(
+            lo.Evse(id="a1", node="g", charge_point_id="A", connector_id=1, max_current=16),
+            lo.Evse(id="a2", node="g", charge_point_id="A", connector_id=2, max_current=16),
+        ),
+    )
     ctl = Controller(site, step_s=900, n_periods=8, method="fast", align_to_grid=aligned)
     ad = CsmsAdapter(ctl)
     assert ad.connect("A", "1.6")
@@ -470,8 +626,9 @@ def test_a_grid_aligned_horizon_resends_only_what_changed(aligned):
     now = T0 + timedelta(seconds=20)
     _deliver(ad, sims, ad.poll(now), now)
     for c in (1, 2):
-        sims["A"].tx[c] = ad.on_start_transaction("A", {
-            "connectorId": c, "meterStart": 0, "timestamp": _iso(now)})
+        sims["A"].tx[c] = ad.on_start_transaction(
+            "A", {"connectorId": c, "meterStart": 0, "timestamp": _iso(now)}
+        )
     _deliver(ad, sims, ad.step(now), now)
     resent = []
     for k in range(1, 12):  # a tick a minute, all inside one 15-minute grid period and across

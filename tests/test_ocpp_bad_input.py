@@ -19,51 +19,94 @@ def _iso(t):
 
 
 def _adapter(strict=False):
-    s = lo.Site(nodes=(lo.Node(id="g", max_current=32.0),),
-                evses=(lo.Evse(id="a1", node="g", charge_point_id="A", connector_id=1),
-                       lo.Evse(id="b1", node="g", charge_point_id="B", connector_id=1)))
+    s = lo.Site(
+        nodes=(lo.Node(id="g", max_current=32.0),),
+        evses=(
+            lo.Evse(id="a1", node="g", charge_point_id="A", connector_id=1),
+            lo.Evse(id="b1", node="g", charge_point_id="B", connector_id=1),
+        ),
+    )
     ad = CsmsAdapter(Controller(s, step_s=900, n_periods=4, method="fast"), strict=strict)
     ad.connect("A", "1.6")
     ad.connect("B", "2.0.1")
-    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "idTag": "t",
-                                       "timestamp": _iso(T0)})
-    ad.on_transaction_event("B", {"eventType": "Started", "timestamp": _iso(T0), "seqNo": 0,
-                                  "triggerReason": "CablePluggedIn",
-                                  "transactionInfo": {"transactionId": "bt"}, "evse": {"id": 1}})
+    tx = ad.on_start_transaction(
+        "A", {"connectorId": 1, "meterStart": 0, "idTag": "t", "timestamp": _iso(T0)}
+    )
+    ad.on_transaction_event(
+        "B",
+        {
+            "eventType": "Started",
+            "timestamp": _iso(T0),
+            "seqNo": 0,
+            "triggerReason": "CablePluggedIn",
+            "transactionInfo": {"transactionId": "bt"},
+            "evse": {"id": 1},
+        },
+    )
     assert len(ad.sessions) == 2 and ad.problems == []
     return ad, tx
 
 
 def _mv(tx, **sv):
-    return {"connectorId": 1, "transactionId": tx, "meterValue": [{
-        "timestamp": _iso(T0 + timedelta(minutes=1)),
-        "sampledValue": [{"value": "100", **sv}]}]}
+    return {
+        "connectorId": 1,
+        "transactionId": tx,
+        "meterValue": [
+            {"timestamp": _iso(T0 + timedelta(minutes=1)), "sampledValue": [{"value": "100", **sv}]}
+        ],
+    }
 
 
 CASES = {
     "meter values None": lambda ad, tx: ad.on_meter_values("A", None),
     "meterValue a string": lambda ad, tx: ad.on_meter_values(
-        "A", {"connectorId": 1, "transactionId": tx, "meterValue": "lots"}),
+        "A", {"connectorId": 1, "transactionId": tx, "meterValue": "lots"}
+    ),
     "multiplier abc": lambda ad, tx: ad.on_meter_values(
-        "A", _mv(tx, unitOfMeasure={"unit": "Wh", "multiplier": "abc"})),
+        "A", _mv(tx, unitOfMeasure={"unit": "Wh", "multiplier": "abc"})
+    ),
     "multiplier 400": lambda ad, tx: ad.on_meter_values(
-        "A", _mv(tx, unitOfMeasure={"unit": "Wh", "multiplier": 400})),
+        "A", _mv(tx, unitOfMeasure={"unit": "Wh", "multiplier": 400})
+    ),
     "transactionInfo a string": lambda ad, tx: ad.on_transaction_event(
-        "B", {"eventType": "Started", "timestamp": _iso(T0), "seqNo": 0,
-              "transactionInfo": "tx-9", "evse": {"id": 1}}),
+        "B",
+        {
+            "eventType": "Started",
+            "timestamp": _iso(T0),
+            "seqNo": 0,
+            "transactionInfo": "tx-9",
+            "evse": {"id": 1},
+        },
+    ),
     "evse a list": lambda ad, tx: ad.on_transaction_event(
-        "B", {"eventType": "Started", "timestamp": _iso(T0), "seqNo": 0,
-              "transactionInfo": {"transactionId": "n"}, "evse": [1]}),
-    "StartTransaction stamped 9999-12-31": lambda ad, tx: ad.on_start_transaction(
-        "A", {"connectorId": 1, "meterStart": 0, "idTag": "z",
-                    "timestamp": "9999-12-31T23:59:59Z"}) and False,
+        "B",
+        {
+            "eventType": "Started",
+            "timestamp": _iso(T0),
+            "seqNo": 0,
+            "transactionInfo": {"transactionId": "n"},
+            "evse": [1],
+        },
+    ),
+    "StartTransaction stamped 9999-12-31": lambda ad, tx: (
+        ad.on_start_transaction(
+            "A",
+            {"connectorId": 1, "meterStart": 0, "idTag": "z", "timestamp": "9999-12-31T23:59:59Z"},
+        )
+        and False
+    ),
     "on_response with a string": lambda ad, tx: ad.on_response(
-        "A", "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": {}}, "Accepted"),
+        "A", "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": {}}, "Accepted"
+    ),
     "request without evseId": lambda ad, tx: ad.on_response(
-        "B", "SetChargingProfile", {"chargingProfile": {"chargingProfilePurpose": "TxProfile"}},
-        {"status": "Accepted"}),
+        "B",
+        "SetChargingProfile",
+        {"chargingProfile": {"chargingProfilePurpose": "TxProfile"}},
+        {"status": "Accepted"},
+    ),
     "configurationKey not a list": lambda ad, tx: ad.on_get_configuration(
-        "A", {"configurationKey": "ChargingScheduleMaxPeriods=3"}),
+        "A", {"configurationKey": "ChargingScheduleMaxPeriods=3"}
+    ),
     "connect to OCPP 3.0": lambda ad, tx: ad.connect("A", "3.0"),
 }
 
@@ -72,8 +115,7 @@ CASES = {
 def test_logged_and_skipped_and_the_loop_runs_on(case, caplog):
     ad, tx = _adapter()
     if case == "StartTransaction stamped 9999-12-31":
-        ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 0,
-                                     "timestamp": _iso(T0)})
+        ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 0, "timestamp": _iso(T0)})
     n = len(ad.problems)
     assert CASES[case](ad, tx) is False
     assert len(ad.problems) == n + 1, ad.problems
@@ -85,8 +127,11 @@ def test_logged_and_skipped_and_the_loop_runs_on(case, caplog):
 
 def test_transaction_id_not_an_integer_is_numbered():
     ad, tx = _adapter()
-    got = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "idTag": "q",
-                                        "timestamp": _iso(T0)}, transaction_id="abc")
+    got = ad.on_start_transaction(
+        "A",
+        {"connectorId": 1, "meterStart": 0, "idTag": "q", "timestamp": _iso(T0)},
+        transaction_id="abc",
+    )
     assert isinstance(got, int) and got != tx
     assert "not an integer" in ad.problems[0]
 
@@ -102,5 +147,7 @@ def test_strict_far_future_start_raises():
     ad, tx = _adapter(strict=True)
     ad.on_stop_transaction("A", {"transactionId": tx, "meterStop": 0, "timestamp": _iso(T0)})
     with pytest.raises(lo.InputError, match="future"):
-        ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "idTag": "z",
-                                      "timestamp": "9999-12-31T23:59:59Z"})
+        ad.on_start_transaction(
+            "A",
+            {"connectorId": 1, "meterStart": 0, "idTag": "z", "timestamp": "9999-12-31T23:59:59Z"},
+        )

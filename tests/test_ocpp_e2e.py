@@ -40,13 +40,20 @@ import loadopt as lo
 from .ocpp_helpers import SimStation, site_rows
 
 _spec = importlib.util.spec_from_file_location(
-    "csms_example", Path(__file__).resolve().parents[1] / "examples" / "csms_example.py")
+    "csms_example", Path(__file__).resolve().parents[1] / "examples" / "csms_example.py"
+)
 csms_example = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 sys.modules["csms_example"] = csms_example
 _spec.loader.exec_module(csms_example)  # type: ignore[union-attr]
 
-_HANDLED = ("SetChargingProfile", "ClearChargingProfile", "GetConfiguration", "GetVariables",
-            "GetCompositeSchedule", "GetChargingProfiles")
+_HANDLED = (
+    "SetChargingProfile",
+    "ClearChargingProfile",
+    "GetConfiguration",
+    "GetVariables",
+    "GetCompositeSchedule",
+    "GetChargingProfiles",
+)
 
 
 class _Sim:
@@ -80,20 +87,55 @@ class Sim21(_Sim, CP21):
 def _site() -> lo.Site:
     e = lo.Evse
     return lo.Site(
-        nodes=(lo.Node(id="grid", kind="grid_connection", max_current=63.0),
-               lo.Node(id="f1", parent="grid", kind="feeder", max_current=32.0),
-               lo.Node(id="f2", parent="grid", kind="feeder", max_current=(32.0, 20.0, 25.0))),
-        evses=(e(id="w1", node="f1", charge_point_id="CP16W", connector_id=1, max_current=16.0,
-                 rate_unit="W"),
-               e(id="w2", node="f1", charge_point_id="CP16W", connector_id=2, max_current=16.0,
-                 rate_unit="W", phase_rotation="STR"),
-               e(id="p1", node="f1", charge_point_id="CP201P", connector_id=1, max_current=16.0,
-                 phase_rotation="TRS"),
-               e(id="r1", node="grid", charge_point_id="CP16R", connector_id=1, max_current=32.0,
-                 phases=1),
-               e(id="s1", node="grid", charge_point_id="CP201S", connector_id=1,
-                 max_current=16.0, phase_rotation="STR"),
-               e(id="x1", node="f2", charge_point_id="CP21", connector_id=1, max_current=32.0)),
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection", max_current=63.0),
+            lo.Node(id="f1", parent="grid", kind="feeder", max_current=32.0),
+            lo.Node(id="f2", parent="grid", kind="feeder", max_current=(32.0, 20.0, 25.0)),
+        ),
+        evses=(
+            e(
+                id="w1",
+                node="f1",
+                charge_point_id="CP16W",
+                connector_id=1,
+                max_current=16.0,
+                rate_unit="W",
+            ),
+            e(
+                id="w2",
+                node="f1",
+                charge_point_id="CP16W",
+                connector_id=2,
+                max_current=16.0,
+                rate_unit="W",
+                phase_rotation="STR",
+            ),
+            e(
+                id="p1",
+                node="f1",
+                charge_point_id="CP201P",
+                connector_id=1,
+                max_current=16.0,
+                phase_rotation="TRS",
+            ),
+            e(
+                id="r1",
+                node="grid",
+                charge_point_id="CP16R",
+                connector_id=1,
+                max_current=32.0,
+                phases=1,
+            ),
+            e(
+                id="s1",
+                node="grid",
+                charge_point_id="CP201S",
+                connector_id=1,
+                max_current=16.0,
+                phase_rotation="STR",
+            ),
+            e(id="x1", node="f2", charge_point_id="CP21", connector_id=1, max_current=32.0),
+        ),
     )
 
 
@@ -110,16 +152,34 @@ async def _scenario() -> None:
     t_start = datetime.now(UTC).replace(microsecond=0)
     t_drop = t_start + timedelta(seconds=3)
     kw_before, kw_after = 34.5, 20.7
-    signals = lo.Signals(grid_import_limit_kw=(lo.SeriesPoint(start=t_start, value=kw_before),
-                                               lo.SeriesPoint(start=t_drop, value=kw_after)))
+    signals = lo.Signals(
+        grid_import_limit_kw=(
+            lo.SeriesPoint(start=t_start, value=kw_before),
+            lo.SeriesPoint(start=t_drop, value=kw_after),
+        )
+    )
     csms = csms_example.make_csms(
-        site, step_s=1, n_periods=12, method="lp", time_limit_s=1.0, signals=signals,
-        adapter_kw={"send_timeout_s": 0.6, "backoff_s": (0.3, 1.0)}, poll_s=0.05)
+        site,
+        step_s=1,
+        n_periods=12,
+        method="lp",
+        time_limit_s=1.0,
+        signals=signals,
+        adapter_kw={"send_timeout_s": 0.6, "backoff_s": (0.3, 1.0)},
+        poll_s=0.05,
+    )
     server = await csms.serve("127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    sims = {cp: SimStation(cp, v, [e for e in site.evses if e.charge_point_id == cp],
-                           rejects_w=cp == "CP16W", max_periods=2 if cp == "CP201P" else 24)
-            for cp, v in VERSIONS.items()}
+    sims = {
+        cp: SimStation(
+            cp,
+            v,
+            [e for e in site.evses if e.charge_point_id == cp],
+            rejects_w=cp == "CP16W",
+            max_periods=2 if cp == "CP201P" else 24,
+        )
+        for cp, v in VERSIONS.items()
+    }
     clients: dict[str, Any] = {}
     tasks: list[asyncio.Task] = []
     violations: list[str] = []
@@ -134,8 +194,7 @@ async def _scenario() -> None:
             t = time.time()
             for row, (load, lim) in site_rows(site, sims, t, limit_kw(t)).items():
                 if load > lim + 1e-6:
-                    violations.append(f"+{t - t_start.timestamp():.2f} s {row}: {load:.2f} > "
-                                      f"{lim}")
+                    violations.append(f"+{t - t_start.timestamp():.2f} s {row}: {load:.2f} > {lim}")
             samples += 1
             await asyncio.sleep(0.005)
 
@@ -150,39 +209,61 @@ async def _scenario() -> None:
             await c.call(c16.BootNotification(charge_point_model="Sim", charge_point_vendor="x"))
         else:
             mod = c201 if VERSIONS[cp] == "2.0.1" else c21
-            await c.call(mod.BootNotification(
-                charging_station={"model": "Sim", "vendor_name": "x"}, reason="PowerUp"))
+            await c.call(
+                mod.BootNotification(
+                    charging_station={"model": "Sim", "vendor_name": "x"}, reason="PowerUp"
+                )
+            )
         return c
 
     async def start_tx(cp: str, conn: int, n: int) -> None:
         c, now = clients[cp], datetime.now(UTC)
         if VERSIONS[cp] == "1.6":
-            res = await c.call(c16.StartTransaction(connector_id=conn, id_tag="TAG", meter_start=0,
-                                                    timestamp=_iso(now)))
+            res = await c.call(
+                c16.StartTransaction(
+                    connector_id=conn, id_tag="TAG", meter_start=0, timestamp=_iso(now)
+                )
+            )
             sims[cp].tx[conn] = res.transaction_id
         else:
             mod = c201 if VERSIONS[cp] == "2.0.1" else c21
             wire = f"{cp}-{conn}-{n}"
             sims[cp].tx[conn] = wire
-            await c.call(mod.TransactionEvent(
-                event_type="Started", timestamp=_iso(now), trigger_reason="CablePluggedIn",
-                seq_no=0, transaction_info={"transaction_id": wire},
-                evse={"id": conn, "connector_id": 1}))
+            await c.call(
+                mod.TransactionEvent(
+                    event_type="Started",
+                    timestamp=_iso(now),
+                    trigger_reason="CablePluggedIn",
+                    seq_no=0,
+                    transaction_info={"transaction_id": wire},
+                    evse={"id": conn, "connector_id": 1},
+                )
+            )
 
     async def stop_tx(cp: str, conn: int, lose_stop: bool = False) -> None:
         c, now = clients[cp], datetime.now(UTC)
         tx = sims[cp].tx.pop(conn)
         if lose_stop:  # the stop never arrives; the connector reports Available
-            await c.call(c16.StatusNotification(connector_id=conn, error_code="NoError",
-                                                status="Available", timestamp=_iso(now)))
+            await c.call(
+                c16.StatusNotification(
+                    connector_id=conn, error_code="NoError", status="Available", timestamp=_iso(now)
+                )
+            )
         elif VERSIONS[cp] == "1.6":
-            await c.call(c16.StopTransaction(meter_stop=1000, timestamp=_iso(now),
-                                             transaction_id=tx))
+            await c.call(
+                c16.StopTransaction(meter_stop=1000, timestamp=_iso(now), transaction_id=tx)
+            )
         else:
             mod = c201 if VERSIONS[cp] == "2.0.1" else c21
-            await c.call(mod.TransactionEvent(
-                event_type="Ended", timestamp=_iso(now), trigger_reason="EVDeparted", seq_no=9,
-                transaction_info={"transaction_id": tx}))
+            await c.call(
+                mod.TransactionEvent(
+                    event_type="Ended",
+                    timestamp=_iso(now),
+                    trigger_reason="EVDeparted",
+                    seq_no=9,
+                    transaction_info={"transaction_id": tx},
+                )
+            )
 
     mon = asyncio.create_task(monitor())
     loop_task = asyncio.create_task(csms.control_loop(0.5))
@@ -191,8 +272,14 @@ async def _scenario() -> None:
             await connect(cp)
         await asyncio.sleep(0.3)
         clients["CP201S"].stall = True  # silent from now on (its car keeps charging)
-        for cp, conn in (("CP16W", 1), ("CP16W", 2), ("CP201P", 1), ("CP16R", 1),
-                         ("CP201S", 1), ("CP21", 1)):
+        for cp, conn in (
+            ("CP16W", 1),
+            ("CP16W", 2),
+            ("CP201P", 1),
+            ("CP16R", 1),
+            ("CP201S", 1),
+            ("CP21", 1),
+        ):
             await start_tx(cp, conn, 0)
         await asyncio.sleep(0.8)
         # CP16R reboots: transaction lost without a stop, new socket, BootNotification
@@ -213,10 +300,16 @@ async def _scenario() -> None:
         # what each fault did
         assert ad.caps["w1"].rate_unit == "A" and ad.caps["p1"].max_periods == 2
         sent = csms.sent
-        assert all(p["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"] == "A"
-                   for cp, a, p, _ in sent if cp == "CP16W" and a == "SetChargingProfile")
-        assert all(len(p["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]) <= 2
-                   for cp, a, p, _ in sent if cp == "CP201P" and a == "SetChargingProfile")
+        assert all(
+            p["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"] == "A"
+            for cp, a, p, _ in sent
+            if cp == "CP16W" and a == "SetChargingProfile"
+        )
+        assert all(
+            len(p["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]) <= 2
+            for cp, a, p, _ in sent
+            if cp == "CP201P" and a == "SetChargingProfile"
+        )
         assert any(ans is None for cp, _, _, ans in sent if cp == "CP201S")  # timed out
         assert any("CP201S" in p and "no answer" in p for p in ad.problems)
         assert any("limit_L2" in str(p) for cp, a, p, _ in sent if cp == "CP21")

@@ -43,17 +43,36 @@ def _tx_ids(schedule):
     return {sid: int(sid) for sid in schedule.problem.session_ids}
 
 
-def _one_session_schedule(values, phases=3, rate_unit="A", max_periods=24, voltage=230.0,
-                          switch=False, n_phases=None):
-    s = lo.Site(nodes=(lo.Node(id="g", max_current=80.0),),
-                evses=(lo.Evse(id="e", node="g", charge_point_id="CP", connector_id=2,
-                               phases=phases, rate_unit=rate_unit, max_periods=max_periods,
-                               voltage_v=voltage, phase_switching=switch),))
-    sess = lo.Session(id="42", evse="e", arrival=T0 - timedelta(minutes=5),
-                      departure=T0 + timedelta(hours=len(values)), energy_kwh=50.0)
+def _one_session_schedule(
+    values, phases=3, rate_unit="A", max_periods=24, voltage=230.0, switch=False, n_phases=None
+):
+    s = lo.Site(
+        nodes=(lo.Node(id="g", max_current=80.0),),
+        evses=(
+            lo.Evse(
+                id="e",
+                node="g",
+                charge_point_id="CP",
+                connector_id=2,
+                phases=phases,
+                rate_unit=rate_unit,
+                max_periods=max_periods,
+                voltage_v=voltage,
+                phase_switching=switch,
+            ),
+        ),
+    )
+    sess = lo.Session(
+        id="42",
+        evse="e",
+        arrival=T0 - timedelta(minutes=5),
+        departure=T0 + timedelta(hours=len(values)),
+        energy_kwh=50.0,
+    )
     p = lo.compile_problem(s, [sess], lo.Horizon(start=T0, step_s=3600, n_periods=len(values)))
-    return Schedule(p, np.array([values], dtype=float), ScheduleStatus.FEASIBLE, "test",
-                    n_phases=n_phases)
+    return Schedule(
+        p, np.array([values], dtype=float), ScheduleStatus.FEASIBLE, "test", n_phases=n_phases
+    )
 
 
 # ------------------------------------------------------------------------------ payload shape
@@ -62,8 +81,9 @@ def test_every_payload_validates_against_the_official_schema(version):
     rng = np.random.default_rng(3)
     s = site()
     sch = random_schedule(s, sessions(s, 4, rng), rng)
-    msgs = set_charging_profiles(sch, version,
-                                 transaction_ids=_tx_ids(sch) if version == "1.6" else None)
+    msgs = set_charging_profiles(
+        sch, version, transaction_ids=_tx_ids(sch) if version == "1.6" else None
+    )
     purposes = set()
     assert msgs
     for cp, action, payload in msgs:
@@ -76,32 +96,44 @@ def test_every_payload_validates_against_the_official_schema(version):
         assert starts[0] == 0 and all(b > a for a, b in itertools.pairwise(starts))
         assert body["chargingProfileKind"] == "Absolute"
         assert cp.startswith("CP")
-    assert purposes == {"ChargePointMaxProfile" if version == "1.6" else
-                        "ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile"}
+    assert purposes == {
+        "ChargePointMaxProfile" if version == "1.6" else "ChargingStationMaxProfile",
+        "TxDefaultProfile",
+        "TxProfile",
+    }
     for purpose in ("tx", "tx_default", "station_max"):
         validate("ClearChargingProfile", clear_payload(version, purpose, 1), version)
 
 
 def test_1_6_txprofile_fields_exact():
     sch = _one_session_schedule([16.0, 16.0, 8.1, 0.0])
-    [msg] = set_charging_profiles(sch, "1.6", transaction_ids={"42": 42}, station_max=False,
-                                  tx_default=False)
+    [msg] = set_charging_profiles(
+        sch, "1.6", transaction_ids={"42": 42}, station_max=False, tx_default=False
+    )
     cp, action, payload = msg
     assert (cp, action) == ("CP", "SetChargingProfile")
     ids = ProfileIds()
     assert payload == {
         "connectorId": 2,
         "csChargingProfiles": {
-            "chargingProfileId": ids.profile_id("tx", 2), "stackLevel": 0,
-            "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute",
-            "transactionId": 42, "validTo": "2026-03-02T12:00:00Z",
+            "chargingProfileId": ids.profile_id("tx", 2),
+            "stackLevel": 0,
+            "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Absolute",
+            "transactionId": 42,
+            "validTo": "2026-03-02T12:00:00Z",
             "chargingSchedule": {
-                "startSchedule": "2026-03-02T08:00:00Z", "chargingRateUnit": "A",
+                "startSchedule": "2026-03-02T08:00:00Z",
+                "chargingRateUnit": "A",
                 "chargingSchedulePeriod": [
                     {"startPeriod": 0, "limit": 16.0, "numberPhases": 3},
                     {"startPeriod": 7200, "limit": 8.1, "numberPhases": 3},
-                    {"startPeriod": 10800, "limit": 0.0, "numberPhases": 3}],
-                "minChargingRate": 6.0}}}
+                    {"startPeriod": 10800, "limit": 0.0, "numberPhases": 3},
+                ],
+                "minChargingRate": 6.0,
+            },
+        },
+    }
     validate(action, payload, "1.6")
     assert '"limit":8.1' in json.dumps(payload, separators=(",", ":"))
 
@@ -114,7 +146,8 @@ def test_2x_txprofile_fields():
         assert pl["evseId"] == 2
         assert prof["transactionId"] == "42" and prof["id"] == prof["chargingSchedule"][0]["id"]
         assert prof["chargingSchedule"][0]["chargingSchedulePeriod"] == [
-            {"startPeriod": 0, "limit": 10.0, "numberPhases": 3}]
+            {"startPeriod": 0, "limit": 10.0, "numberPhases": 3}
+        ]
         validate("SetChargingProfile", pl, v)
 
 
@@ -134,16 +167,18 @@ def test_one_decimal_limits_pass_multiple_of(deci):
     """Every value on the 0.1 grid (binary floats included: 8.1, 0.3 …) passes 1.6's
     multipleOf 0.1 under the ocpp package's own Decimal validation."""
     sch = _one_session_schedule([deci / 10])
-    [(_, a, pl)] = set_charging_profiles(sch, "1.6", transaction_ids={"42": 1},
-                                         station_max=False, tx_default=False)
+    [(_, a, pl)] = set_charging_profiles(
+        sch, "1.6", transaction_ids={"42": 1}, station_max=False, tx_default=False
+    )
     validate(a, pl, "1.6")
 
 
 def test_off_grid_limit_would_fail_schema():
     """The validator is real: a limit with two decimals is rejected."""
     sch = _one_session_schedule([8.1])
-    [(_, a, pl)] = set_charging_profiles(sch, "1.6", transaction_ids={"42": 1},
-                                         station_max=False, tx_default=False)
+    [(_, a, pl)] = set_charging_profiles(
+        sch, "1.6", transaction_ids={"42": 1}, station_max=False, tx_default=False
+    )
     pl["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] = 8.15
     with pytest.raises(FormatViolationError):
         validate(a, pl, "1.6")
@@ -151,8 +186,9 @@ def test_off_grid_limit_would_fail_schema():
 
 def _tx_schedule(sch, v):
     """The validated chargingSchedule of the one TxProfile of ``sch`` for version ``v``."""
-    [(_, a, pl)] = set_charging_profiles(sch, v, transaction_ids={"42": 1},
-                                         station_max=False, tx_default=False)
+    [(_, a, pl)] = set_charging_profiles(
+        sch, v, transaction_ids={"42": 1}, station_max=False, tx_default=False
+    )
     validate(a, pl, v)
     body = pl.get("csChargingProfiles") or pl["chargingProfile"]
     return body["chargingSchedule"] if v == "1.6" else body["chargingSchedule"][0]
@@ -191,28 +227,36 @@ def test_number_phases_and_phase_to_use():
         sched = _tx_schedule(sch, v)
         per = sched["chargingSchedulePeriod"]
         assert [q["numberPhases"] for q in per] == [3, 1, 1]
-        assert [q.get("phaseToUse") for q in per] == ([None] * 3 if v == "1.6"
-                                                      else [None, 1, 1])
+        assert [q.get("phaseToUse") for q in per] == ([None] * 3 if v == "1.6" else [None, 1, 1])
 
 
 def test_2_1_per_phase_limits_for_unbalanced_allowances():
     """A feeder with 40/25/30 A per phase gives a station default that differs per line."""
-    s = lo.Site(nodes=(lo.Node(id="g", max_current=(40.0, 25.0, 30.0)),),
-                evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),))
+    s = lo.Site(
+        nodes=(lo.Node(id="g", max_current=(40.0, 25.0, 30.0)),),
+        evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),),
+    )
     p = lo.compile_problem(s, [], lo.Horizon(start=T0, step_s=900, n_periods=4))
     sch = Schedule(p, np.zeros((0, 4)), ScheduleStatus.FEASIBLE, "t")
     msgs = set_charging_profiles(sch, "2.1")
     validate_all(msgs, "2.1")
-    dflt = next(pl for _, _, pl in msgs
-                if pl["chargingProfile"]["chargingProfilePurpose"] == "TxDefaultProfile")
+    dflt = next(
+        pl
+        for _, _, pl in msgs
+        if pl["chargingProfile"]["chargingProfilePurpose"] == "TxDefaultProfile"
+    )
     per = dflt["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"][0]
     assert (per["limit"], per["limit_L2"], per["limit_L3"]) == (32.0, 25.0, 30.0)  # EVSE max 32
     old = set_charging_profiles(sch, "2.0.1")
     validate_all(old, "2.0.1")
-    dflt = next(pl for _, _, pl in old
-                if pl["chargingProfile"]["chargingProfilePurpose"] == "TxDefaultProfile")
-    assert dflt["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"][0][
-        "limit"] == 25.0
+    dflt = next(
+        pl
+        for _, _, pl in old
+        if pl["chargingProfile"]["chargingProfilePurpose"] == "TxDefaultProfile"
+    )
+    assert (
+        dflt["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] == 25.0
+    )
 
 
 # ------------------------------------------------------------------------------ merging
@@ -233,8 +277,10 @@ def _step_function(draw):
     durs = draw(st.lists(st.integers(1, 5000), min_size=k, max_size=k))
     starts = np.concatenate(([0], np.cumsum(durs)[:-1]))
     vals = draw(st.lists(st.integers(0, 320), min_size=k, max_size=k))
-    lim = np.array(vals)[:, None] + np.array(draw(st.lists(st.integers(-5, 5), min_size=3,
-                                                           max_size=3)))[None, :]
+    lim = (
+        np.array(vals)[:, None]
+        + np.array(draw(st.lists(st.integers(-5, 5), min_size=3, max_size=3)))[None, :]
+    )
     phases = np.array(draw(st.lists(st.sampled_from([1, 3]), min_size=k, max_size=k)))
     return starts, np.maximum(lim, 0), phases, int(np.sum(durs))
 
@@ -252,20 +298,27 @@ def test_merging_never_raises_a_limit(fn, max_periods):
 
 # ------------------------------------------------------------------------------ safety
 @settings(derandomize=True, deadline=None, max_examples=40)
-@given(st.integers(0, 10_000), st.integers(0, 6), st.sampled_from([1, 2, 5, 24]),
-       st.sampled_from([None, 30.0, 8.0]), st.sampled_from([None, "grid", "f1", "f2"]),
-       st.sampled_from([0.0, 4.0]))
-def test_limit_in_force_never_above_schedule_and_defaults_keep_limits(seed, n_sess, maxp,
-                                                                      grid_kw, base_node,
-                                                                      base_kw):
+@given(
+    st.integers(0, 10_000),
+    st.integers(0, 6),
+    st.sampled_from([1, 2, 5, 24]),
+    st.sampled_from([None, 30.0, 8.0]),
+    st.sampled_from([None, "grid", "f1", "f2"]),
+    st.sampled_from([0.0, 4.0]),
+)
+def test_limit_in_force_never_above_schedule_and_defaults_keep_limits(
+    seed, n_sess, maxp, grid_kw, base_node, base_kw
+):
     """At every instant, a TxProfile's limit ≤ the schedule's; TxDefault newcomers on every idle
     EVSE plus the schedule, and every station at its cap, keep every site limit (with the
     base load on any node)."""
     rng = np.random.default_rng(seed)
     s = site(grid_kw=grid_kw, max_periods=(maxp, 3)).model_copy(
-        update={"base_load_node": base_node})
-    sch = random_schedule(s, sessions(s, n_sess, rng), rng, n=8,
-                          signals=lo.Signals(base_load_kw=base_kw))
+        update={"base_load_node": base_node}
+    )
+    sch = random_schedule(
+        s, sessions(s, n_sess, rng), rng, n=8, signals=lo.Signals(base_load_kw=base_kw)
+    )
     profs = build_profiles(sch, transaction_ids=_tx_ids(sch))
     p = sch.problem
     step = p.horizon.step_s
@@ -288,9 +341,12 @@ def test_limit_in_force_never_above_schedule_and_defaults_keep_limits(seed, n_se
 
 def test_tx_default_shares_spare_among_idle_evses():
     """16 A breaker, 2 idle EVSEs, nothing scheduled: each newcomer may take 8 A (≥ 6 A)."""
-    s = lo.Site(nodes=(lo.Node(id="g", max_current=16.0),),
-                evses=tuple(lo.Evse(id=f"e{k}", node="g", charge_point_id="CP", connector_id=k)
-                            for k in (1, 2)))
+    s = lo.Site(
+        nodes=(lo.Node(id="g", max_current=16.0),),
+        evses=tuple(
+            lo.Evse(id=f"e{k}", node="g", charge_point_id="CP", connector_id=k) for k in (1, 2)
+        ),
+    )
     p = lo.compile_problem(s, [], lo.Horizon(start=T0, step_s=900, n_periods=4))
     sch = Schedule(p, np.zeros((0, 4)), ScheduleStatus.FEASIBLE, "t")
     profs = build_profiles(sch)
@@ -302,8 +358,9 @@ def test_tx_default_shares_spare_among_idle_evses():
     s2 = s.model_copy(update={"nodes": (lo.Node(id="g", max_current=10.0),)})
     p2 = lo.compile_problem(s2, [], lo.Horizon(start=T0, step_s=900, n_periods=4))
     sch2 = Schedule(p2, np.zeros((0, 4)), ScheduleStatus.FEASIBLE, "t")
-    d2 = {pr.connector: pr.limits[0, 0] for pr in build_profiles(sch2)
-          if pr.purpose == "tx_default"}
+    d2 = {
+        pr.connector: pr.limits[0, 0] for pr in build_profiles(sch2) if pr.purpose == "tx_default"
+    }
     assert d2 == {1: 0, 2: 0}
 
 
@@ -317,11 +374,16 @@ def test_w_limits_without_a_known_car_are_safe_for_a_one_phase_car():
     from loadopt.ocpp import build_profiles, to_payload
 
     t0 = datetime(2026, 5, 4, 8, tzinfo=UTC)
-    site = lo.Site(nodes=(lo.Node(id="g", max_current=20.0),),
-                   evses=(lo.Evse(id="a", node="g", charge_point_id="A", rate_unit="W"),
-                          lo.Evse(id="b", node="g", charge_point_id="B", rate_unit="W")))
-    sess = [lo.Session(id="s", evse="b", arrival=t0, departure=t0 + timedelta(hours=4),
-                       energy_kwh=30.0)]
+    site = lo.Site(
+        nodes=(lo.Node(id="g", max_current=20.0),),
+        evses=(
+            lo.Evse(id="a", node="g", charge_point_id="A", rate_unit="W"),
+            lo.Evse(id="b", node="g", charge_point_id="B", rate_unit="W"),
+        ),
+    )
+    sess = [
+        lo.Session(id="s", evse="b", arrival=t0, departure=t0 + timedelta(hours=4), energy_kwh=30.0)
+    ]
     sched = lo.solve(lo.compile_problem(site, sess, lo.Horizon(start=t0, n_periods=4)))
     for prof in build_profiles(sched, transaction_ids={"s": "tx-1"}):
         lines_a = prof.limits[:, :3].max(axis=1) / 10.0

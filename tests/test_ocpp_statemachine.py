@@ -31,16 +31,48 @@ from .ocpp_helpers import SimStation, site_excess, site_rows
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 H_S = 3600
 SITE = lo.Site(
-    nodes=(lo.Node(id="grid", kind="grid_connection", max_current=40.0),
-           lo.Node(id="f1", parent="grid", max_current=25.0)),
-    evses=(lo.Evse(id="a1", node="f1", charge_point_id="A", connector_id=1, max_current=16.0,
-                   rate_unit="W", max_periods=2),
-           lo.Evse(id="a2", node="f1", charge_point_id="A", connector_id=2, max_current=16.0,
-                   phase_rotation="STR", rate_unit="W", max_periods=2),
-           lo.Evse(id="b1", node="grid", charge_point_id="B", connector_id=1, max_current=32.0,
-                   phase_rotation="TRS"),
-           lo.Evse(id="c1", node="grid", charge_point_id="C", connector_id=1, max_current=32.0,
-                   phases=1, rate_unit="W")),
+    nodes=(
+        lo.Node(id="grid", kind="grid_connection", max_current=40.0),
+        lo.Node(id="f1", parent="grid", max_current=25.0),
+    ),
+    evses=(
+        lo.Evse(
+            id="a1",
+            node="f1",
+            charge_point_id="A",
+            connector_id=1,
+            max_current=16.0,
+            rate_unit="W",
+            max_periods=2,
+        ),
+        lo.Evse(
+            id="a2",
+            node="f1",
+            charge_point_id="A",
+            connector_id=2,
+            max_current=16.0,
+            phase_rotation="STR",
+            rate_unit="W",
+            max_periods=2,
+        ),
+        lo.Evse(
+            id="b1",
+            node="grid",
+            charge_point_id="B",
+            connector_id=1,
+            max_current=32.0,
+            phase_rotation="TRS",
+        ),
+        lo.Evse(
+            id="c1",
+            node="grid",
+            charge_point_id="C",
+            connector_id=1,
+            max_current=32.0,
+            phases=1,
+            rate_unit="W",
+        ),
+    ),
 )
 VERSION = {"A": "1.6", "B": "2.0.1", "C": "1.6"}
 CPS = st.sampled_from(sorted(VERSION))
@@ -52,12 +84,22 @@ class Site(RuleBasedStateMachine):
     def boot_everything(self) -> None:
         self.now = T0
         self.grid_kw: float | None = 22.0
-        ctl = Controller(SITE, step_s=300, n_periods=8, method="fast",
-                         signals=lo.Signals(grid_import_limit_kw=self.grid_kw))
+        ctl = Controller(
+            SITE,
+            step_s=300,
+            n_periods=8,
+            method="fast",
+            signals=lo.Signals(grid_import_limit_kw=self.grid_kw),
+        )
         self.ad = CsmsAdapter(ctl, send_timeout_s=20.0, backoff_s=(5.0, 40.0))
         self.st = {
-            "A": SimStation("A", "1.6", [e for e in SITE.evses if e.charge_point_id == "A"],
-                            rejects_w=True, max_periods=2),
+            "A": SimStation(
+                "A",
+                "1.6",
+                [e for e in SITE.evses if e.charge_point_id == "A"],
+                rejects_w=True,
+                max_periods=2,
+            ),
             "B": SimStation("B", "2.0.1", [e for e in SITE.evses if e.charge_point_id == "B"]),
             "C": SimStation("C", "1.6", [e for e in SITE.evses if e.charge_point_id == "C"]),
         }
@@ -105,8 +147,11 @@ class Site(RuleBasedStateMachine):
                     for q in sch["chargingSchedulePeriod"]:
                         pts.add(s.timestamp() + q["startPeriod"])
                     if "validTo" in prof:
-                        pts.add(datetime.fromisoformat(
-                            prof["validTo"].replace("Z", "+00:00")).timestamp())
+                        pts.add(
+                            datetime.fromisoformat(
+                                prof["validTo"].replace("Z", "+00:00")
+                            ).timestamp()
+                        )
         return sorted(t for t in pts if t0 <= t < t0 + H_S)
 
     def _rows_at(self, snap, t):
@@ -124,9 +169,12 @@ class Site(RuleBasedStateMachine):
     def tick(self) -> None:
         self._route(self.ad.step(self.now))
 
-    @rule(order=st.permutations(sorted(VERSION)), victim=CPS,
-          fault=st.sampled_from(["none", "reject", "answer lost", "message lost", "stall"]),
-          rounds=st.integers(0, 3))
+    @rule(
+        order=st.permutations(sorted(VERSION)),
+        victim=CPS,
+        fault=st.sampled_from(["none", "reject", "answer lost", "message lost", "stall"]),
+        rounds=st.integers(0, 3),
+    )
     def tick_and_network(self, order: list[str], victim: str, fault: str, rounds: int) -> None:
         """A tick, then ``rounds`` rounds of: stations (in ``order``) take their inbox, one
         fault hits ``victim``'s first SetChargingProfile, answers arrive in that order, poll.
@@ -138,8 +186,11 @@ class Site(RuleBasedStateMachine):
                 stalled = False
                 while self.inbox[cp]:
                     action, payload = self.inbox[cp][0]
-                    f = fault if (cp == victim and not hit
-                                  and action == "SetChargingProfile") else "none"
+                    f = (
+                        fault
+                        if (cp == victim and not hit and action == "SetChargingProfile")
+                        else "none"
+                    )
                     if f == "stall":
                         stalled = True
                         break
@@ -147,8 +198,11 @@ class Site(RuleBasedStateMachine):
                     hit = hit or f != "none"
                     if f == "message lost":
                         continue
-                    resp = ({"status": "Rejected"} if f == "reject"
-                            else self._apply(cp, action, payload))
+                    resp = (
+                        {"status": "Rejected"}
+                        if f == "reject"
+                        else self._apply(cp, action, payload)
+                    )
                     if f != "answer lost":
                         self.answers.append((cp, action, payload, resp))
                 if stalled:
@@ -164,8 +218,12 @@ class Site(RuleBasedStateMachine):
     def advance(self, dt: int) -> None:
         self.now += timedelta(seconds=dt)
 
-    @rule(order=st.permutations(sorted(VERSION)), k=st.integers(1, 3), n=st.integers(1, 3),
-          fault=st.sampled_from(["none", "none", "answer lost", "message lost", "reject"]))
+    @rule(
+        order=st.permutations(sorted(VERSION)),
+        k=st.integers(1, 3),
+        n=st.integers(1, 3),
+        fault=st.sampled_from(["none", "none", "answer lost", "message lost", "reject"]),
+    )
     def stations_process(self, order: list[str], k: int, n: int, fault: str) -> None:
         """The first ``k`` stations of ``order`` each take their next ``n`` messages in order;
         the fault hits the first message of the first station."""
@@ -202,8 +260,12 @@ class Site(RuleBasedStateMachine):
             return
         self.n_tx += 1
         if VERSION[cp] == "1.6":
-            req = {"connectorId": conn, "idTag": "T", "meterStart": 0,
-                   "timestamp": self.now.isoformat()}
+            req = {
+                "connectorId": conn,
+                "idTag": "T",
+                "meterStart": 0,
+                "timestamp": self.now.isoformat(),
+            }
             tx = self.ad.on_start_transaction(cp, req)
             if retry:  # the .conf was lost: the station retries the same request
                 assert self.ad.on_start_transaction(cp, dict(req)) == tx
@@ -211,9 +273,14 @@ class Site(RuleBasedStateMachine):
         else:
             wire = f"{cp}-{self.n_tx}"
             sim.tx[conn] = wire
-            ev = {"eventType": "Started", "timestamp": self.now.isoformat(), "seqNo": 0,
-                  "triggerReason": "CablePluggedIn", "transactionInfo": {"transactionId": wire},
-                  "evse": {"id": conn}}
+            ev = {
+                "eventType": "Started",
+                "timestamp": self.now.isoformat(),
+                "seqNo": 0,
+                "triggerReason": "CablePluggedIn",
+                "transactionInfo": {"transactionId": wire},
+                "evse": {"id": conn},
+            }
             self.ad.on_transaction_event(cp, ev)
             if retry:
                 self.ad.on_transaction_event(cp, dict(ev))
@@ -227,16 +294,25 @@ class Site(RuleBasedStateMachine):
             return
         if how == "stop":
             if VERSION[cp] == "1.6":
-                self.ad.on_stop_transaction(cp, {"transactionId": tx, "meterStop": 0,
-                                                 "timestamp": self.now.isoformat()})
+                self.ad.on_stop_transaction(
+                    cp, {"transactionId": tx, "meterStop": 0, "timestamp": self.now.isoformat()}
+                )
             else:
-                self.ad.on_transaction_event(cp, {
-                    "eventType": "Ended", "timestamp": self.now.isoformat(), "seqNo": 1,
-                    "triggerReason": "EVDeparted", "transactionInfo": {"transactionId": tx}})
+                self.ad.on_transaction_event(
+                    cp,
+                    {
+                        "eventType": "Ended",
+                        "timestamp": self.now.isoformat(),
+                        "seqNo": 1,
+                        "triggerReason": "EVDeparted",
+                        "transactionInfo": {"transactionId": tx},
+                    },
+                )
         elif how == "status":
             key = "connectorId" if VERSION[cp] == "1.6" else "evseId"
-            self.ad.on_status_notification(cp, {key: conn, "status": "Available",
-                                                "connectorStatus": "Available"})
+            self.ad.on_status_notification(
+                cp, {key: conn, "status": "Available", "connectorStatus": "Available"}
+            )
 
     @rule(cp=CPS, wipe=st.booleans())
     def station_reboots(self, cp: str, wipe: bool) -> None:
@@ -287,8 +363,7 @@ class Site(RuleBasedStateMachine):
                 for cp in self.st:
                     while self.inbox[cp]:
                         action, payload = self.inbox[cp].pop(0)
-                        self.answers.append((cp, action, payload,
-                                             self._apply(cp, action, payload)))
+                        self.answers.append((cp, action, payload, self._apply(cp, action, payload)))
                 while self.answers:
                     cp, action, payload, resp = self.answers.pop(0)
                     self.ad.on_response(cp, action, payload, resp, now=self.now)
@@ -316,14 +391,19 @@ class Site(RuleBasedStateMachine):
                 for k, (a, lim) in after.items():
                     assert a <= max(lim, before[k][0]) + 1e-6, (
                         f"{k} at +{t - self.now.timestamp():.0f} s grew to {a:.3f} above its "
-                        f"limit {lim} (was {before[k][0]:.3f})")
+                        f"limit {lim} (was {before[k][0]:.3f})"
+                    )
         self.excused = False
         self.snap = snap
 
 
-Site.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
-                                  derandomize=True,
-                                  suppress_health_check=[HealthCheck.too_slow])
+Site.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 TestTransitionSafety = Site.TestCase
 
 

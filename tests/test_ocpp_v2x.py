@@ -18,29 +18,55 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
 def _schedule(rate_unit="A", phases=3, max_periods=24, n=16):
-    price = tuple(lo.SeriesPoint(start=T0 + timedelta(hours=h), value=v)
-                  for h, v in ((0, 0.1), (1, 1.0), (2, 0.1)))
-    site = lo.Site(nodes=(lo.Node(id="grid", max_current=63.0),),
-                   evses=(lo.Evse(id="e1", node="grid", charge_point_id="CP1", max_current=16.0,
-                                  bidirectional=True, rate_unit=rate_unit, phases=phases,
-                                  max_periods=max_periods),
-                          lo.Evse(id="e2", node="grid", charge_point_id="CP2")))
-    ss = [lo.Session(id="v1", evse="e1", arrival=T0, departure=T0 + timedelta(hours=4),
-                     energy_kwh=8.0, phases=phases,
-                     v2x=V2xParameters(min_v2x_energy_kwh=-10.0, max_v2x_energy_kwh=40.0)),
-          lo.Session(id="c2", evse="e2", arrival=T0, departure=T0 + timedelta(hours=4),
-                     energy_kwh=10.0)]
+    price = tuple(
+        lo.SeriesPoint(start=T0 + timedelta(hours=h), value=v)
+        for h, v in ((0, 0.1), (1, 1.0), (2, 0.1))
+    )
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=63.0),),
+        evses=(
+            lo.Evse(
+                id="e1",
+                node="grid",
+                charge_point_id="CP1",
+                max_current=16.0,
+                bidirectional=True,
+                rate_unit=rate_unit,
+                phases=phases,
+                max_periods=max_periods,
+            ),
+            lo.Evse(id="e2", node="grid", charge_point_id="CP2"),
+        ),
+    )
+    ss = [
+        lo.Session(
+            id="v1",
+            evse="e1",
+            arrival=T0,
+            departure=T0 + timedelta(hours=4),
+            energy_kwh=8.0,
+            phases=phases,
+            v2x=V2xParameters(min_v2x_energy_kwh=-10.0, max_v2x_energy_kwh=40.0),
+        ),
+        lo.Session(
+            id="c2", evse="e2", arrival=T0, departure=T0 + timedelta(hours=4), energy_kwh=10.0
+        ),
+    ]
     hz = lo.Horizon(start=T0, step_s=900, n_periods=n)
-    s = lo.solve(lo.compile_problem(site, ss, hz,
-                                    lo.Signals(import_price=price, export_price=price)))
+    s = lo.solve(
+        lo.compile_problem(site, ss, hz, lo.Signals(import_price=price, export_price=price))
+    )
     s.check()
     assert discharging_sessions(s) == {"v1"}
     return s
 
 
 def _tx(payloads, cp="CP1"):
-    return next(pl for c, _, pl in payloads if c == cp
-                and pl["chargingProfile"]["chargingProfilePurpose"] == "TxProfile")
+    return next(
+        pl
+        for c, _, pl in payloads
+        if c == cp and pl["chargingProfile"]["chargingProfilePurpose"] == "TxProfile"
+    )
 
 
 def _check_mode_rules(periods, rate_unit, phases):
@@ -85,9 +111,10 @@ def test_v2g_tx_profile_passes_the_official_2_1_schema_and_the_mode_rules(unit, 
     else:
         assert periods[k]["setpoint"] == -np.floor(amps * 230.0 * phases * 10) / 10
     # the charge-only car keeps a plain limit
-    assert all("operationMode" not in d for d in
-               _tx(out, "CP2")["chargingProfile"]["chargingSchedule"][0]
-               ["chargingSchedulePeriod"])
+    assert all(
+        "operationMode" not in d
+        for d in _tx(out, "CP2")["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
+    )
 
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
@@ -96,8 +123,11 @@ def test_older_versions_never_discharge(version):
     with pytest.raises(InputError, match="cannot discharge"):
         set_charging_profiles(s, version, transaction_ids={"v1": 1, "c2": 2})
     # a mapping that puts only the V2G station on 2.1 is fine
-    out = set_charging_profiles(s, {"CP1": "2.1", "CP2": version},
-                                transaction_ids={"v1": "v1", "c2": 2 if version == "1.6" else "c2"})
+    out = set_charging_profiles(
+        s,
+        {"CP1": "2.1", "CP2": version},
+        transaction_ids={"v1": "v1", "c2": 2 if version == "1.6" else "c2"},
+    )
     for cp, action, pl in out:
         validate(action, pl, "2.1" if cp == "CP1" else version)
 
@@ -110,7 +140,8 @@ def test_too_many_changes_are_cut_with_an_idle_period():
     assert cc.tolist() == [160, 0, 0] and dd.tolist() == [0, 100, 0]  # idle from the cut
     s = _schedule(max_periods=2)
     periods = _tx(set_charging_profiles(s, "2.1"))["chargingProfile"]["chargingSchedule"][0][
-        "chargingSchedulePeriod"]
+        "chargingSchedulePeriod"
+    ]
     assert len(periods) == 2 and periods[-1]["operationMode"] == "Idle"
 
 
@@ -124,21 +155,34 @@ def test_external_limits_mode_and_no_negative_zero():
 
 
 def test_v2x_parameters_from_notify_ev_charging_needs():
-    needs = {"evseId": 1, "chargingNeeds": {
-        "requestedEnergyTransfer": "AC_BPT", "controlMode": "DynamicControl",
-        "v2xChargingParameters": {"evMinV2XEnergyRequest": -12000,
-                                  "evMaxV2XEnergyRequest": 30000,
-                                  "evTargetEnergyRequest": 20000, "maxDischargeCurrent": 16}}}
+    needs = {
+        "evseId": 1,
+        "chargingNeeds": {
+            "requestedEnergyTransfer": "AC_BPT",
+            "controlMode": "DynamicControl",
+            "v2xChargingParameters": {
+                "evMinV2XEnergyRequest": -12000,
+                "evMaxV2XEnergyRequest": 30000,
+                "evTargetEnergyRequest": 20000,
+                "maxDischargeCurrent": 16,
+            },
+        },
+    }
     validate("NotifyEVChargingNeeds", needs, "2.1")
     v, target = v2x_parameters(needs["chargingNeeds"]["v2xChargingParameters"])
     assert (v.min_v2x_energy_kwh, v.max_v2x_energy_kwh, v.max_discharge_current) == (
-        -12.0, 30.0, 16.0)
+        -12.0,
+        30.0,
+        16.0,
+    )
     assert target == 20.0
-    s = lo.Session(id="x", evse="e1", arrival=T0, departure=T0 + timedelta(hours=2),
-                   energy_kwh=target, v2x=v)
+    s = lo.Session(
+        id="x", evse="e1", arrival=T0, departure=T0 + timedelta(hours=2), energy_kwh=target, v2x=v
+    )
     assert s.v2x is v
     with pytest.raises(InputError, match="evMaxV2XEnergyRequest"):
         v2x_parameters({"evMinV2XEnergyRequest": -1000})
-    v, _ = v2x_parameters({"evMinV2XEnergyRequest": 0, "evMaxV2XEnergyRequest": 1000,
-                           "maxDischargePower": 6900})
+    v, _ = v2x_parameters(
+        {"evMinV2XEnergyRequest": 0, "evMaxV2XEnergyRequest": 1000, "maxDischargePower": 6900}
+    )
     assert v.max_discharge_current == pytest.approx(10.0)

@@ -18,11 +18,23 @@ STEPS = (8.0, 16.0, 24.0, 32.0)
 
 
 def stepped_site(breaker_a: float = 40.0, n: int = 4, steps=STEPS, min_a: float = 8.0):
-    return lo.Site(nodes=(lo.Node(id="grid", kind="grid_connection"),
-                          lo.Node(id="cb", parent="grid", max_current=breaker_a)),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"CP{k}",
-                                       phases=1, min_current=min_a, allowed_currents=steps)
-                               for k in range(n)))
+    return lo.Site(
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(id="cb", parent="grid", max_current=breaker_a),
+        ),
+        evses=tuple(
+            lo.Evse(
+                id=f"e{k}",
+                node="cb",
+                charge_point_id=f"CP{k}",
+                phases=1,
+                min_current=min_a,
+                allowed_currents=steps,
+            )
+            for k in range(n)
+        ),
+    )
 
 
 def legal(limits: np.ndarray, steps, min_a: float) -> bool:
@@ -45,9 +57,13 @@ def test_controller_hands_out_only_pilots_the_evse_can_take(method):
 
 
 def test_continuous_evse_gets_zero_or_at_least_its_minimum():
-    site = lo.Site(nodes=(lo.Node(id="g", kind="grid_connection", max_current=20.0),),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="g", charge_point_id=f"C{k}",
-                                       phases=1, min_current=6.0) for k in range(4)))
+    site = lo.Site(
+        nodes=(lo.Node(id="g", kind="grid_connection", max_current=20.0),),
+        evses=tuple(
+            lo.Evse(id=f"e{k}", node="g", charge_point_id=f"C{k}", phases=1, min_current=6.0)
+            for k in range(4)
+        ),
+    )
     ctl = lo.Controller(site, step_s=900, n_periods=8)
     # tiny energies: a plan at 1-3 A would be taken as 0 by the vehicles (IEC 61851)
     for k in range(4):
@@ -95,9 +111,11 @@ def test_fast_policy_is_a_controller_option():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.floats(0, 32), min_size=4, max_size=4),
-       st.sampled_from([None, STEPS, tuple(float(a) for a in range(6, 33))]),
-       st.floats(5, 80))
+@given(
+    st.lists(st.floats(0, 32), min_size=4, max_size=4),
+    st.sampled_from([None, STEPS, tuple(float(a) for a in range(6, 33))]),
+    st.floats(5, 80),
+)
 def test_rounding_to_pilots_is_safe_and_legal(wish, steps, breaker_a):
     site = stepped_site(breaker_a=breaker_a, steps=steps, min_a=steps[0] if steps else 6.0)
     sessions = [session(f"s{k}", f"e{k}", 20.0, phases=1) for k in range(4)]
@@ -131,7 +149,7 @@ def test_node_limit_changes_at_run_time_without_rebuilding():
     tight = ctl.step(T0 + timedelta(minutes=30))
     N = len(tight.problem.node_ids)
     ktx = tight.problem.node_ids.index("tx-34f")
-    assert tight.line_current[3 * (N + ktx): 3 * (N + ktx) + 3, 0].max() <= 20.0 + 1e-9
+    assert tight.line_current[3 * (N + ktx) : 3 * (N + ktx) + 3, 0].max() <= 20.0 + 1e-9
     with pytest.raises(lo.InputError, match="unknown node"):
         ctl.set_node_limit("nope", max_current=1.0)
     with pytest.raises(lo.InputError, match="not a delta/wye"):

@@ -17,8 +17,7 @@ from .conftest import T0, horizon, one_breaker_site, session
 
 def _problem(breaker_a=16.0, n=2, **evse_kw):
     site = one_breaker_site(breaker_a, n_evse=n, **evse_kw)
-    return lo.compile_problem(site, [session(f"s{k}", f"e{k}", 20.0) for k in range(n)],
-                              horizon(4))
+    return lo.compile_problem(site, [session(f"s{k}", f"e{k}", 20.0) for k in range(n)], horizon(4))
 
 
 # ------------------------------------------------------------------ options
@@ -34,13 +33,16 @@ def test_each_method_has_its_options_object_and_the_old_keywords_map_onto_them()
     assert auto.lp.time_limit_s == auto.milp.time_limit_s == 2.0
 
 
-@pytest.mark.parametrize("kw", [
-    {"method": "lp", "policy": "edf"},  # a fast-path argument on the LP
-    {"method": "fast", "time_limit_s": 1.0},
-    {"method": "milp", "backend": "pulp"},
-    {"method": "lp", "integer": lo.IntegerOptions()},
-    {"method": "simplex"},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"method": "lp", "policy": "edf"},  # a fast-path argument on the LP
+        {"method": "fast", "time_limit_s": 1.0},
+        {"method": "milp", "backend": "pulp"},
+        {"method": "lp", "integer": lo.IntegerOptions()},
+        {"method": "simplex"},
+    ],
+)
 def test_an_argument_meant_for_another_method_is_an_error_not_ignored(kw):
     p = _problem()
     with pytest.raises(ValueError):
@@ -91,13 +93,29 @@ def _run(ctl, n=3):
 
 
 def test_controller_settings_are_constructor_arguments_and_readable():
-    c = lo.Controller(one_breaker_site(), reshare=False, reshare_headroom_a=3.0,
-                      overstay_extension_h=2.0, expected_grace_h=1.0, warm=False,
-                      warm_min_mapped=0.7, alien_basis=True, cold_after_limit_cut=False)
+    c = lo.Controller(
+        one_breaker_site(),
+        reshare=False,
+        reshare_headroom_a=3.0,
+        overstay_extension_h=2.0,
+        expected_grace_h=1.0,
+        warm=False,
+        warm_min_mapped=0.7,
+        alien_basis=True,
+        cold_after_limit_cut=False,
+    )
     assert (c.reshare, c.reshare_headroom_a, c.overstay_extension_h, c.expected_grace_h) == (
-        False, 3.0, 2.0, 1.0)
+        False,
+        3.0,
+        2.0,
+        1.0,
+    )
     assert (c.warm, c.warm_min_mapped, c.alien_basis, c.cold_after_limit_cut) == (
-        False, 0.7, True, False)
+        False,
+        0.7,
+        True,
+        False,
+    )
     assert c.method == "lp" and isinstance(c.planner, lo.SolvePlanner)
     with pytest.raises(lo.InputError):
         lo.Controller(one_breaker_site(), method="nope")  # lp, fast, milp, auto only
@@ -105,9 +123,10 @@ def test_controller_settings_are_constructor_arguments_and_readable():
         lo.Controller(one_breaker_site(), planner=42)
 
 
-@pytest.mark.parametrize("planner", ["milp", "auto", "fast",
-                                     lo.MilpOptions(time_limit_s=5.0),
-                                     lo.FastOptions(policy="llf")])
+@pytest.mark.parametrize(
+    "planner",
+    ["milp", "auto", "fast", lo.MilpOptions(time_limit_s=5.0), lo.FastOptions(policy="llf")],
+)
 def test_the_milp_and_the_fast_path_plug_into_the_controller(planner):
     c = lo.Controller(one_breaker_site(16.0), step_s=900, n_periods=8, planner=planner)
     for s in _run(c):
@@ -134,8 +153,9 @@ def test_a_custom_planner_is_called_with_the_compiled_problem():
 
 def test_a_custom_planner_that_breaks_a_limit_is_projected_onto_the_limits():
     def greedy(problem):
-        return lo.Schedule(problem, problem.dense(problem.var_ub), lo.ScheduleStatus.FEASIBLE,
-                           "greedy")
+        return lo.Schedule(
+            problem, problem.dense(problem.var_ub), lo.ScheduleStatus.FEASIBLE, "greedy"
+        )
 
     c = lo.Controller(one_breaker_site(16.0), step_s=900, n_periods=4, planner=greedy)
     for s in _run(c):
@@ -150,8 +170,12 @@ def test_a_failing_custom_planner_does_not_stop_the_loop(bad):
             raise RuntimeError("planner bug")
         if bad == "wrong type":
             return np.zeros((problem.n_sessions, problem.n_periods))
-        return lo.Schedule(problem, np.zeros((problem.n_sessions + 1, problem.n_periods)),
-                           lo.ScheduleStatus.FEASIBLE, "x")
+        return lo.Schedule(
+            problem,
+            np.zeros((problem.n_sessions + 1, problem.n_periods)),
+            lo.ScheduleStatus.FEASIBLE,
+            "x",
+        )
 
     c = lo.Controller(one_breaker_site(16.0), step_s=900, n_periods=4, planner=planner)
     for s in _run(c, 2):
@@ -179,10 +203,14 @@ def test_warm_start_object_carries_the_basis_between_solve_calls():
 
 
 def test_problem_carries_the_evse_arrays_and_id_maps():
-    site = one_breaker_site(32.0, n_evse=3, rotations=("RST", "STR", "TSR"),
-                            allowed_currents=(16.04, 6.0, 8.96, 6.0), phase_switching=True)
-    p = lo.compile_problem(site, [session("a", "e2", 10.0), session("b", "e0", 10.0)],
-                           horizon(4))
+    site = one_breaker_site(
+        32.0,
+        n_evse=3,
+        rotations=("RST", "STR", "TSR"),
+        allowed_currents=(16.04, 6.0, 8.96, 6.0),
+        phase_switching=True,
+    )
+    p = lo.compile_problem(site, [session("a", "e2", 10.0), session("b", "e0", 10.0)], horizon(4))
     assert p.evse_site_phases.tolist() == [[0, 1, 2], [1, 2, 0], [2, 1, 0]]  # L1 L2 L3 -> R S T
     assert p.evse_phase_switching.all() and p.evse_has_levels.all()
     assert p.evse_voltage_v.tolist() == [e.voltage_v for e in site.evses]
@@ -198,8 +226,7 @@ def test_problem_carries_the_evse_arrays_and_id_maps():
 def test_every_path_reads_the_same_levels(method):
     # levels 8.96 A and 16.04 A snap to 8.9 and 16.0: the fast path, the MILP and the simulated
     # pilot all use them (before, the fast path and the pilot used the raw values)
-    site = one_breaker_site(12.0, n_evse=1, allowed_currents=(0.0, 8.96, 16.04),
-                            max_current=32.0)
+    site = one_breaker_site(12.0, n_evse=1, allowed_currents=(0.0, 8.96, 16.04), max_current=32.0)
     p = lo.compile_problem(site, [session("a", "e0", 50.0)], horizon(3))
     s = lo.solve(p, method=method)
     assert set(np.unique(s.current).tolist()) <= {0.0, 8.9}

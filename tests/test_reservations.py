@@ -23,27 +23,53 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 def _site(grid_a: float = 32.0, panel_a: float = 20.0, n: int = 4) -> lo.Site:
     return lo.Site(
-        nodes=(lo.Node(id="grid", max_current=grid_a, max_power_kw=40.0),
-               lo.Node(id="panel", parent="grid", max_current=panel_a)),
-        evses=tuple(lo.Evse(id=f"e{k}", node="panel" if k % 2 else "grid",
-                            charge_point_id=f"CP{k}", phases=3 if k % 3 else 1,
-                            phase_rotation=("RST", "STR", "TRS")[k % 3]) for k in range(n)))
+        nodes=(
+            lo.Node(id="grid", max_current=grid_a, max_power_kw=40.0),
+            lo.Node(id="panel", parent="grid", max_current=panel_a),
+        ),
+        evses=tuple(
+            lo.Evse(
+                id=f"e{k}",
+                node="panel" if k % 2 else "grid",
+                charge_point_id=f"CP{k}",
+                phases=3 if k % 3 else 1,
+                phase_rotation=("RST", "STR", "TRS")[k % 3],
+            )
+            for k in range(n)
+        ),
+    )
 
 
 def _sessions(site: lo.Site, which: list[int]) -> list[lo.Session]:
-    return [lo.Session(id=f"s{k}", evse=f"e{k}", arrival=T0 - timedelta(hours=1),
-                       departure=T0 + timedelta(hours=6), energy_kwh=40.0,
-                       phases=site.evses[k].phases) for k in which]
+    return [
+        lo.Session(
+            id=f"s{k}",
+            evse=f"e{k}",
+            arrival=T0 - timedelta(hours=1),
+            departure=T0 + timedelta(hours=6),
+            energy_kwh=40.0,
+            phases=site.evses[k].phases,
+        )
+        for k in which
+    ]
 
 
-def physical_load(site: lo.Site, sessions: list[lo.Session], current: np.ndarray,
-                  reserved: np.ndarray, base_a: float = 0.0) -> dict[tuple[str, int], np.ndarray]:
+def physical_load(
+    site: lo.Site,
+    sessions: list[lo.Session],
+    current: np.ndarray,
+    reserved: np.ndarray,
+    base_a: float = 0.0,
+) -> dict[tuple[str, int], np.ndarray]:
     """(node id, site phase) -> A per period: every EVSE draws its reservation where it has one,
     else its session's limit on the lines the vehicle uses; the base load on the root."""
     T = current.shape[1]
     parent = {n.id: n.parent for n in site.nodes}
-    out = {(n.id, p): np.full(T, base_a if n.parent is None else 0.0)
-           for n in site.nodes for p in range(3)}
+    out = {
+        (n.id, p): np.full(T, base_a if n.parent is None else 0.0)
+        for n in site.nodes
+        for p in range(3)
+    }
     sess_of = {s.evse: (i, s) for i, s in enumerate(sessions)}
     for e_idx, ev in enumerate(site.evses):
         lines = np.zeros((3, T))
@@ -110,8 +136,9 @@ def test_reservation_over_a_limit_gives_others_zero_and_says_so():
     assert np.all(sched.current[i3] == 0.0)  # e3 is on the same panel
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 3)), np.full((4, 3, 2), -1.0),
-                                 np.full((4, 3, 2), np.nan), "x"])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((4, 3)), np.full((4, 3, 2), -1.0), np.full((4, 3, 2), np.nan), "x"]
+)
 def test_bad_reservations_are_input_errors(bad):
     site = _site()
     hz = lo.Horizon(start=T0, step_s=900, n_periods=2)
@@ -163,8 +190,13 @@ def test_reserved_sites_never_exceed_a_limit_with_newcomers(data):
     sched = lo.solve(p, method=method)
     loads = physical_load(site, sess, sched.current, res)
     fixed_over = any(
-        np.any(physical_load(site, sess, np.zeros_like(sched.current), res)[(nd.id, ph)]
-               > nd.current_triplet()[ph]) for nd in site.nodes for ph in range(3))
+        np.any(
+            physical_load(site, sess, np.zeros_like(sched.current), res)[(nd.id, ph)]
+            > nd.current_triplet()[ph]
+        )
+        for nd in site.nodes
+        for ph in range(3)
+    )
     if fixed_over:
         return  # the reservations alone break a limit: nothing the plan can do (notice)
     assert_within(site, loads)

@@ -32,56 +32,96 @@ def scenarios(draw):
     nodes = []
     for k in range(n_nodes):
         parent = None if k == 0 else f"n{draw(st.integers(0, k - 1))}"
-        cur = draw(st.one_of(limit_a, st.tuples(st.floats(0, 80), st.floats(0, 80),
-                                                 st.floats(0, 80))))
+        cur = draw(
+            st.one_of(limit_a, st.tuples(st.floats(0, 80), st.floats(0, 80), st.floats(0, 80)))
+        )
         series = None
         if draw(st.booleans()) and k > 0:
-            series = (lo.CurrentPoint(start=T0 + timedelta(minutes=draw(st.integers(0, 120))),
-                                      value=draw(st.floats(0, 40))),)
-        nodes.append(lo.Node(id=f"n{k}", parent=parent, max_current=cur,
-                             max_power_kw=draw(limit_kw), current_series=series))
+            series = (
+                lo.CurrentPoint(
+                    start=T0 + timedelta(minutes=draw(st.integers(0, 120))),
+                    value=draw(st.floats(0, 40)),
+                ),
+            )
+        nodes.append(
+            lo.Node(
+                id=f"n{k}",
+                parent=parent,
+                max_current=cur,
+                max_power_kw=draw(limit_kw),
+                current_series=series,
+            )
+        )
     n_evse = draw(st.integers(1, 6))
     evses = []
     for k in range(n_evse):
         mx = draw(st.floats(0, 40).map(lambda x: round(x, 1)))
-        evses.append(lo.Evse(
-            id=f"e{k}", node=f"n{draw(st.integers(0, n_nodes - 1))}", charge_point_id=f"CP{k}",
-            phases=draw(st.sampled_from([1, 3])), phase_rotation=draw(st.sampled_from(ROTATIONS)),
-            max_current=mx, min_current=min(6.0, mx),
-            voltage_v=draw(st.sampled_from([120.0, 230.0, 240.0]))))
-    site = lo.Site(nodes=tuple(nodes), evses=tuple(evses),
-                   base_load_node=f"n{draw(st.integers(0, n_nodes - 1))}")
+        evses.append(
+            lo.Evse(
+                id=f"e{k}",
+                node=f"n{draw(st.integers(0, n_nodes - 1))}",
+                charge_point_id=f"CP{k}",
+                phases=draw(st.sampled_from([1, 3])),
+                phase_rotation=draw(st.sampled_from(ROTATIONS)),
+                max_current=mx,
+                min_current=min(6.0, mx),
+                voltage_v=draw(st.sampled_from([120.0, 230.0, 240.0])),
+            )
+        )
+    site = lo.Site(
+        nodes=tuple(nodes),
+        evses=tuple(evses),
+        base_load_node=f"n{draw(st.integers(0, n_nodes - 1))}",
+    )
     sessions = []
     for k in range(n_evse):
         if draw(st.booleans()) or k == 0:
             a = draw(st.integers(-60, 150))
             d = a + draw(st.integers(1, 300))
-            sessions.append(lo.Session(
-                id=f"s{k}", evse=f"e{k}", arrival=T0 + timedelta(minutes=a),
-                departure=T0 + timedelta(minutes=d), energy_kwh=draw(st.floats(0, 80)),
-                max_current=draw(st.floats(0, 40)), phases=draw(st.sampled_from([1, 2, 3])),
-                priority=draw(st.floats(0.1, 5))))
+            sessions.append(
+                lo.Session(
+                    id=f"s{k}",
+                    evse=f"e{k}",
+                    arrival=T0 + timedelta(minutes=a),
+                    departure=T0 + timedelta(minutes=d),
+                    energy_kwh=draw(st.floats(0, 80)),
+                    max_current=draw(st.floats(0, 40)),
+                    phases=draw(st.sampled_from([1, 2, 3])),
+                    priority=draw(st.floats(0.1, 5)),
+                )
+            )
     dr = ()
     if draw(st.booleans()):
         a = draw(st.integers(0, 200))
         if draw(st.booleans()):
-            ev = lo.DemandResponseEvent(id="dr", start=T0 + timedelta(minutes=a),
-                                        end=T0 + timedelta(minutes=a + 45),
-                                        import_cap_kw=draw(st.floats(0, 40)))
+            ev = lo.DemandResponseEvent(
+                id="dr",
+                start=T0 + timedelta(minutes=a),
+                end=T0 + timedelta(minutes=a + 45),
+                import_cap_kw=draw(st.floats(0, 40)),
+            )
         else:
-            ev = lo.DemandResponseEvent(id="dr", start=T0 + timedelta(minutes=a),
-                                        end=T0 + timedelta(minutes=a + 45),
-                                        reduction_kw=draw(st.floats(0, 40)))
+            ev = lo.DemandResponseEvent(
+                id="dr",
+                start=T0 + timedelta(minutes=a),
+                end=T0 + timedelta(minutes=a + 45),
+                reduction_kw=draw(st.floats(0, 40)),
+            )
         dr = (ev,)
     signals = lo.Signals(
         import_price=draw(st.floats(-0.2, 0.5)),
-        base_load_kw=draw(st.floats(0, 15)), pv_kw=draw(st.floats(0, 20)),
+        base_load_kw=draw(st.floats(0, 15)),
+        pv_kw=draw(st.floats(0, 20)),
         grid_import_limit_kw=draw(st.one_of(st.none(), st.floats(0, 50))),
-        demand_response=dr)
-    objective = lo.Objective(fairness=draw(st.sampled_from([0.0, 1.0])),
-                             demand_charge_per_kw=draw(st.sampled_from([0.0, 0.3])))
-    h = lo.Horizon(start=T0, step_s=draw(st.sampled_from([300, 900, 1800])),
-                   n_periods=draw(st.integers(1, 12)))
+        demand_response=dr,
+    )
+    objective = lo.Objective(
+        fairness=draw(st.sampled_from([0.0, 1.0])),
+        demand_charge_per_kw=draw(st.sampled_from([0.0, 0.3])),
+    )
+    h = lo.Horizon(
+        start=T0, step_s=draw(st.sampled_from([300, 900, 1800])), n_periods=draw(st.integers(1, 12))
+    )
     return lo.compile_problem(site, sessions, h, signals, objective)
 
 
@@ -104,8 +144,12 @@ def assert_physically_safe(p: lo.Problem, current: np.ndarray) -> None:
     cap_kw = p.node_power_limit_kw.copy()
     cap_kw[base] = np.maximum(cap_kw[base] - p.base_load_kw[None, :], 0)
     assert (ev_kw <= cap_kw + 1e-9).all(), "a node power limit is exceeded"
-    room = np.maximum(np.minimum(p.import_cap_kw, p.dr_cap_kw.min(axis=0, initial=np.inf))
-                      - p.base_load_kw + p.pv_kw, 0)
+    room = np.maximum(
+        np.minimum(p.import_cap_kw, p.dr_cap_kw.min(axis=0, initial=np.inf))
+        - p.base_load_kw
+        + p.pv_kw,
+        0,
+    )
     assert (s.ev_power_kw <= room + 1e-9).all(), "grid import or a DR cap is exceeded"
     assert s.violations() == []
 

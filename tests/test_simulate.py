@@ -26,8 +26,11 @@ def acn_small():
 
 
 def test_taper():
-    a = accepted_current(np.array([32.0, 32.0, 32.0, 32.0]), np.array([0.0, 9.0, 10.0, 0.0]),
-                         np.array([10.0, 10.0, 10.0, 0.0]))
+    a = accepted_current(
+        np.array([32.0, 32.0, 32.0, 32.0]),
+        np.array([0.0, 9.0, 10.0, 0.0]),
+        np.array([10.0, 10.0, 10.0, 0.0]),
+    )
     assert a[0] == 32.0 and 0 < a[1] < 32.0 and a[2] == 0.0 and a[3] == 0.0
 
 
@@ -48,8 +51,15 @@ def test_controller_and_baselines_on_real_data(acn_small):
 
 
 def test_unknown_departure_and_noise_stay_safe(acn_small):
-    r = simulate(acn_small, "controller", known_departure=False, known_energy=False,
-                 noise=0.3, horizon_h=4.0, seed=3)
+    r = simulate(
+        acn_small,
+        "controller",
+        known_departure=False,
+        known_energy=False,
+        noise=0.3,
+        horizon_h=4.0,
+        seed=3,
+    )
     assert r.n_violations == 0
     assert (r.schedule.current <= np.nan_to_num(r.limits, nan=0.0) + 1e-9).all()
 

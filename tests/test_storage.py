@@ -35,9 +35,17 @@ def steps(*pts: tuple[float, float]) -> tuple[lo.SeriesPoint, ...]:
 
 
 def battery(**kw) -> Battery:
-    args = dict(id="bat", node="grid", capacity_kwh=40.0, soc=0.5, max_charge_kw=20.0,
-                max_discharge_kw=20.0, charge_efficiency=1.0, discharge_efficiency=1.0,
-                degradation_per_kwh=0.001)
+    args = dict(
+        id="bat",
+        node="grid",
+        capacity_kwh=40.0,
+        soc=0.5,
+        max_charge_kw=20.0,
+        max_discharge_kw=20.0,
+        charge_efficiency=1.0,
+        discharge_efficiency=1.0,
+        degradation_per_kwh=0.001,
+    )
     return Battery(**{**args, **kw})
 
 
@@ -66,9 +74,13 @@ def test_battery_shaves_a_demand_charge_peak():
 def test_discharge_never_breaches_a_node_limit_in_the_export_direction():
     """A 30 kW battery under a 20 A feeder, export paid 1.0/kWh: it exports, but never more
     than 20 A per phase through the feeder, nor past the grid export contract."""
-    site = lo.Site(nodes=(lo.Node(id="grid", max_current=100.0),
-                          lo.Node(id="feeder", parent="grid", max_current=20.0)),
-                   batteries=(battery(node="feeder", max_discharge_kw=30.0, soc=1.0),))
+    site = lo.Site(
+        nodes=(
+            lo.Node(id="grid", max_current=100.0),
+            lo.Node(id="feeder", parent="grid", max_current=20.0),
+        ),
+        batteries=(battery(node="feeder", max_discharge_kw=30.0, soc=1.0),),
+    )
     hz = lo.Horizon(start=T0, step_s=900, n_periods=8)
     for export_limit, expect_a in ((None, 20.0), (9.0, np.floor(9.0 / KW_PER_A3 * 10) / 10)):
         sig = lo.Signals(import_price=0.1, export_price=1.0, grid_export_limit_kw=export_limit)
@@ -78,15 +90,16 @@ def test_discharge_never_breaches_a_node_limit_in_the_export_direction():
         feeder = s.problem.node_ids.index("feeder")
         assert s.node_phase_current[feeder].min() >= -20.0 - 1e-9
         # the projection holds it there even when asked for everything
-        _, _, bat = project_storage(s.problem, s.current, None, None,
-                                    np.full((1, 8), 1e6))
+        _, _, bat = project_storage(s.problem, s.current, None, None, np.full((1, 8), 1e6))
         np.testing.assert_allclose(bat[0], -expect_a)
 
 
 def test_pv_counts_in_the_export_direction():
     """PV feeding in where the base load hangs takes export capacity first (its period max)."""
-    site = lo.Site(nodes=(lo.Node(id="grid", max_current=30.0),),
-                   batteries=(battery(max_discharge_kw=30.0, soc=1.0),))
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=30.0),),
+        batteries=(battery(max_discharge_kw=30.0, soc=1.0),),
+    )
     hz = lo.Horizon(start=T0, step_s=900, n_periods=4)
     sig = lo.Signals(export_price=1.0, pv_kw=steps((0, 6.9)))  # 6.9 kW = 10 A per phase
     s = lo.solve(lo.compile_problem(site, [], hz, sig))
@@ -95,19 +108,37 @@ def test_pv_counts_in_the_export_direction():
 
 
 def _v2g_site(**evse_kw) -> lo.Site:
-    return lo.Site(nodes=(lo.Node(id="grid", max_current=63.0),),
-                   evses=(lo.Evse(id="e1", node="grid", charge_point_id="CP1", max_current=16.0,
-                                  bidirectional=True, **evse_kw),))
+    return lo.Site(
+        nodes=(lo.Node(id="grid", max_current=63.0),),
+        evses=(
+            lo.Evse(
+                id="e1",
+                node="grid",
+                charge_point_id="CP1",
+                max_current=16.0,
+                bidirectional=True,
+                **evse_kw,
+            ),
+        ),
+    )
 
 
 def test_v2g_car_discharges_at_the_price_peak_and_departs_at_its_target():
     hz = lo.Horizon(start=T0, step_s=900, n_periods=32)
     price = steps((0, 0.1), (2, 1.0), (3, 0.1))
-    s1 = lo.Session(id="s1", evse="e1", arrival=T0, departure=at(8), energy_kwh=20.0,
-                    v2x=V2xParameters(min_v2x_energy_kwh=-10.0, max_v2x_energy_kwh=40.0,
-                                      max_discharge_current=16.0))
-    p = lo.compile_problem(_v2g_site(), [s1], hz,
-                           lo.Signals(import_price=price, export_price=price))
+    s1 = lo.Session(
+        id="s1",
+        evse="e1",
+        arrival=T0,
+        departure=at(8),
+        energy_kwh=20.0,
+        v2x=V2xParameters(
+            min_v2x_energy_kwh=-10.0, max_v2x_energy_kwh=40.0, max_discharge_current=16.0
+        ),
+    )
+    p = lo.compile_problem(
+        _v2g_site(), [s1], hz, lo.Signals(import_price=price, export_price=price)
+    )
     s = lo.solve(p)
     s.check()
     peak = np.zeros(32, dtype=bool)
@@ -128,15 +159,19 @@ def test_v2g_floor_holds_and_a_car_below_its_v2x_minimum_is_not_discharged():
     price = steps((0, 0.1), (1, 5.0), (3, 0.1))
     v2x = V2xParameters(min_v2x_energy_kwh=-2.0, max_v2x_energy_kwh=30.0)
     s1 = lo.Session(id="s1", evse="e1", arrival=T0, departure=at(4), energy_kwh=0.0, v2x=v2x)
-    s = lo.solve(lo.compile_problem(_v2g_site(), [s1], hz,
-                                    lo.Signals(import_price=price, export_price=price)))
+    s = lo.solve(
+        lo.compile_problem(
+            _v2g_site(), [s1], hz, lo.Signals(import_price=price, export_price=price)
+        )
+    )
     s.check()
     assert s.discharge.any()
     assert s.soc_kwh[0].min() >= -2.0 - 1e-9
     below = V2xParameters(min_v2x_energy_kwh=3.0, max_v2x_energy_kwh=30.0)
     s2 = s1.model_copy(update={"v2x": below})
-    p = lo.compile_problem(_v2g_site(), [s2], hz,
-                           lo.Signals(import_price=price, export_price=price))
+    p = lo.compile_problem(
+        _v2g_site(), [s2], hz, lo.Signals(import_price=price, export_price=price)
+    )
     assert any("below its V2X minimum" in n for n in p.notices)
     s = lo.solve(p)
     s.check()
@@ -146,20 +181,31 @@ def test_v2g_floor_holds_and_a_car_below_its_v2x_minimum_is_not_discharged():
 def test_dr_cap_met_by_discharge_instead_of_curtailing_other_cars():
     """Two cars need full power all along; a grid-operator cap of 11.04 kW for one hour. With a
     V2G car discharging 16 A in that hour the cars keep charging; without it they are cut."""
-    site = lo.Site(nodes=(lo.Node(id="grid", max_current=100.0),),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="grid", charge_point_id=f"CP{k}",
-                                       max_current=16.0, bidirectional=k == 0)
-                               for k in range(3)))
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=100.0),),
+        evses=tuple(
+            lo.Evse(
+                id=f"e{k}",
+                node="grid",
+                charge_point_id=f"CP{k}",
+                max_current=16.0,
+                bidirectional=k == 0,
+            )
+            for k in range(3)
+        ),
+    )
     hz = lo.Horizon(start=T0, step_s=900, n_periods=16)
     need = 4 * 16 * KW_PER_A3  # 4 h at 16 A
-    sig = lo.Signals(grid_signals=(lo.GridSignal(id="dr", start=at(1), end=at(2),
-                                                 import_cap_kw=16 * KW_PER_A3),))
+    sig = lo.Signals(
+        grid_signals=(lo.GridSignal(id="dr", start=at(1), end=at(2), import_cap_kw=16 * KW_PER_A3),)
+    )
 
     def run(v2x):
-        ss = [lo.Session(id="v", evse="e0", arrival=T0, departure=at(4), energy_kwh=0.0,
-                         v2x=v2x)]
-        ss += [lo.Session(id=f"c{k}", evse=f"e{k}", arrival=T0, departure=at(4),
-                          energy_kwh=need) for k in (1, 2)]
+        ss = [lo.Session(id="v", evse="e0", arrival=T0, departure=at(4), energy_kwh=0.0, v2x=v2x)]
+        ss += [
+            lo.Session(id=f"c{k}", evse=f"e{k}", arrival=T0, departure=at(4), energy_kwh=need)
+            for k in (1, 2)
+        ]
         s = lo.solve(lo.compile_problem(site, ss, hz, sig))
         s.check()
         return s
@@ -179,9 +225,10 @@ def test_dr_cap_met_by_discharge_instead_of_curtailing_other_cars():
 def test_simultaneous_charge_and_discharge_gets_a_binary_only_where_it_could_pay():
     """A lossy battery (η_c η_d = 0.81) at its ceiling: at a price of −1.0 burning energy pays
     (−1·0.19 + 0.001·0.81 < 0); the binary forbids doing both at once."""
-    site = lo.Site(nodes=(lo.Node(id="grid", max_current=100.0),),
-                   batteries=(battery(soc=1.0, charge_efficiency=0.9,
-                                      discharge_efficiency=0.9),))
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=100.0),),
+        batteries=(battery(soc=1.0, charge_efficiency=0.9, discharge_efficiency=0.9),),
+    )
     hz = lo.Horizon(start=T0, step_s=900, n_periods=8)
     price = steps((0, 0.2), (1, -1.0))
     p = lo.compile_problem(site, [], hz, lo.Signals(import_price=price, export_price=price))
@@ -210,8 +257,14 @@ def test_bad_storage_inputs_name_the_object():
     with pytest.raises(ValidationError, match="min_v2x_energy_kwh"):
         V2xParameters(min_v2x_energy_kwh=5.0, max_v2x_energy_kwh=1.0)
     with pytest.raises(ValidationError, match="above its max_v2x_energy_kwh"):
-        lo.Session(id="s", evse="e1", arrival=T0, departure=at(1), energy_kwh=50.0,
-                   v2x=V2xParameters(min_v2x_energy_kwh=-1.0, max_v2x_energy_kwh=10.0))
+        lo.Session(
+            id="s",
+            evse="e1",
+            arrival=T0,
+            departure=at(1),
+            energy_kwh=50.0,
+            v2x=V2xParameters(min_v2x_energy_kwh=-1.0, max_v2x_energy_kwh=10.0),
+        )
     v = V2xParameters.from_soc(60.0, soc=0.5, min_soc=0.2, max_soc=0.9)
     assert (v.min_v2x_energy_kwh, v.max_v2x_energy_kwh) == pytest.approx((-18.0, 24.0))
     with pytest.raises(ValueError, match="soc"):
@@ -219,12 +272,23 @@ def test_bad_storage_inputs_name_the_object():
 
 
 def test_v2x_on_a_charge_only_evse_charges_only_and_says_so():
-    site = _v2g_site().model_copy(update={"evses": (lo.Evse(id="e1", node="grid",
-                                                            charge_point_id="CP1"),)})
-    s1 = lo.Session(id="s1", evse="e1", arrival=T0, departure=at(2), energy_kwh=5.0,
-                    v2x=V2xParameters(min_v2x_energy_kwh=-5.0, max_v2x_energy_kwh=10.0))
-    p = lo.compile_problem(site, [s1], lo.Horizon(start=T0, step_s=900, n_periods=8),
-                           lo.Signals(import_price=0.1, export_price=5.0))
+    site = _v2g_site().model_copy(
+        update={"evses": (lo.Evse(id="e1", node="grid", charge_point_id="CP1"),)}
+    )
+    s1 = lo.Session(
+        id="s1",
+        evse="e1",
+        arrival=T0,
+        departure=at(2),
+        energy_kwh=5.0,
+        v2x=V2xParameters(min_v2x_energy_kwh=-5.0, max_v2x_energy_kwh=10.0),
+    )
+    p = lo.compile_problem(
+        site,
+        [s1],
+        lo.Horizon(start=T0, step_s=900, n_periods=8),
+        lo.Signals(import_price=0.1, export_price=5.0),
+    )
     assert p.storage is None
     assert any("not bidirectional" in n for n in p.notices)
     s = lo.solve(p)
@@ -232,12 +296,19 @@ def test_v2x_on_a_charge_only_evse_charges_only_and_says_so():
 
 
 def test_fallback_on_a_storage_problem_is_charge_only_and_safe():
-    site = lo.Site(nodes=(lo.Node(id="grid", max_current=32.0),),
-                   evses=(lo.Evse(id="e1", node="grid", charge_point_id="CP1",
-                                  bidirectional=True),),
-                   batteries=(battery(),))
-    s1 = lo.Session(id="s1", evse="e1", arrival=T0, departure=at(2), energy_kwh=4.0,
-                    v2x=V2xParameters(min_v2x_energy_kwh=-5.0, max_v2x_energy_kwh=4.0))
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=32.0),),
+        evses=(lo.Evse(id="e1", node="grid", charge_point_id="CP1", bidirectional=True),),
+        batteries=(battery(),),
+    )
+    s1 = lo.Session(
+        id="s1",
+        evse="e1",
+        arrival=T0,
+        departure=at(2),
+        energy_kwh=4.0,
+        v2x=V2xParameters(min_v2x_energy_kwh=-5.0, max_v2x_energy_kwh=4.0),
+    )
     p = lo.compile_problem(site, [s1], lo.Horizon(start=T0, step_s=900, n_periods=8))
     s = lo.solve(p, method="fast")
     s.check()
@@ -250,10 +321,18 @@ def test_fallback_on_a_storage_problem_is_charge_only_and_safe():
 
 
 # --------------------------------------------------------------------------- properties
-def _independent_check(site: lo.Site, sessions: list[lo.Session], hz: lo.Horizon,
-                       base_kw: float, pv_kw: float, grid_kw: float | None,
-                       export_kw: float | None, cur: np.ndarray, dis: np.ndarray,
-                       bat: np.ndarray) -> list[str]:
+def _independent_check(
+    site: lo.Site,
+    sessions: list[lo.Session],
+    hz: lo.Horizon,
+    base_kw: float,
+    pv_kw: float,
+    grid_kw: float | None,
+    export_kw: float | None,
+    cur: np.ndarray,
+    dis: np.ndarray,
+    bat: np.ndarray,
+) -> list[str]:
     """Every limit in both directions and every energy bound, from the raw objects."""
     T = hz.n_periods
     dt = hz.step_s / 3600.0
@@ -282,24 +361,35 @@ def _independent_check(site: lo.Site, sessions: list[lo.Session], hz: lo.Horizon
     evse = {e.id: e for e in site.evses}
     for i, s in enumerate(sessions):
         e = evse[s.evse]
-        lines = ["RST".index(c) for c in e.phase_rotation][:min(e.phases, s.phases)]
+        lines = ["RST".index(c) for c in e.phase_rotation][: min(e.phases, s.phases)]
         kw = e.voltage_v * len(lines) / 1000.0
         if dis[i].any() and not (e.bidirectional and s.v2x is not None):
             bad.append(f"{s.id} discharges on a charge-only EVSE")
         if (cur[i] * dis[i]).any():
             bad.append(f"{s.id} charges and discharges at once")
         if s.v2x is not None:
-            lim = min(e.max_current if e.max_discharge_current is None
-                      else e.max_discharge_current, s.v2x.max_discharge_current)
+            lim = min(
+                e.max_current if e.max_discharge_current is None else e.max_discharge_current,
+                s.v2x.max_discharge_current,
+            )
             if (dis[i] > lim + 1e-9).any():
                 bad.append(f"{s.id} discharge above its limit")
             # energy state, relative to now, with the fraction of each period plugged in
-            a = np.clip((np.minimum((s.departure - hz.start).total_seconds(),
-                                    np.arange(1, T + 1) * hz.step_s)
-                         - np.maximum((s.arrival - hz.start).total_seconds(),
-                                      np.arange(T) * hz.step_s)) / hz.step_s, 0, 1)
-            e_path = np.cumsum(cur[i] * kw * dt * a * s.v2x.charge_efficiency
-                               - dis[i] * kw * dt * a / s.v2x.discharge_efficiency)
+            a = np.clip(
+                (
+                    np.minimum(
+                        (s.departure - hz.start).total_seconds(), np.arange(1, T + 1) * hz.step_s
+                    )
+                    - np.maximum((s.arrival - hz.start).total_seconds(), np.arange(T) * hz.step_s)
+                )
+                / hz.step_s,
+                0,
+                1,
+            )
+            e_path = np.cumsum(
+                cur[i] * kw * dt * a * s.v2x.charge_efficiency
+                - dis[i] * kw * dt * a / s.v2x.discharge_efficiency
+            )
             if (e_path < min(s.v2x.min_v2x_energy_kwh, 0.0) - 1e-6).any():
                 bad.append(f"{s.id} below its V2X floor")
             if (e_path > max(s.v2x.max_v2x_energy_kwh, 0.0) + 1e-6).any():
@@ -314,12 +404,14 @@ def _independent_check(site: lo.Site, sessions: list[lo.Session], hz: lo.Horizon
     for b, bt in enumerate(site.batteries):
         a = bat[b]
         if (a > bt.max_charge_kw / (3 * site.voltage_v / 1000) + 1e-9).any() or (
-                -a > bt.max_discharge_kw / (3 * site.voltage_v / 1000) + 1e-9).any():
+            -a > bt.max_discharge_kw / (3 * site.voltage_v / 1000) + 1e-9
+        ).any():
             bad.append(f"battery {bt.id} above its power")
         kw = a * 3 * site.voltage_v / 1000.0
         e_path = bt.soc * bt.capacity_kwh + np.cumsum(
             np.maximum(kw, 0) * dt * bt.charge_efficiency
-            - np.maximum(-kw, 0) * dt / bt.discharge_efficiency)
+            - np.maximum(-kw, 0) * dt / bt.discharge_efficiency
+        )
         lo_e = min(bt.min_soc, bt.soc) * bt.capacity_kwh
         hi_e = max(bt.max_soc, bt.soc) * bt.capacity_kwh
         if (e_path < lo_e - 1e-6).any() or (e_path > hi_e + 1e-6).any():
@@ -337,8 +429,17 @@ def _independent_check(site: lo.Site, sessions: list[lo.Session], hz: lo.Horizon
             if trip is not None:
                 for d, load in (("import", imp[n.id, p]), ("export", exp[n.id, p])):
                     # vehicles get nothing where fixed loads alone break a limit
-                    if (load > max(trip[p], (base_kw if d == "import" else pv_kw) * 1000
-                                   / (3 * site.voltage_v) * (n.id in on_base)) + 1e-6).any():
+                    if (
+                        load
+                        > max(
+                            trip[p],
+                            (base_kw if d == "import" else pv_kw)
+                            * 1000
+                            / (3 * site.voltage_v)
+                            * (n.id in on_base),
+                        )
+                        + 1e-6
+                    ).any():
                         bad.append(f"node {n.id} phase {p} {d} over")
         if n.max_power_kw is not None:
             for d, load in (("import", imp_kw[n.id]), ("export", exp_kw[n.id])):
@@ -356,29 +457,51 @@ def _independent_check(site: lo.Site, sessions: list[lo.Session], hz: lo.Horizon
 @st.composite
 def bidirectional_sites(draw):
     n_nodes = draw(st.integers(1, 3))
-    nodes = [lo.Node(id="n0", max_current=draw(st.sampled_from([None, 16.0, 40.0, 63.0])),
-                     max_power_kw=draw(st.sampled_from([None, 15.0, 40.0])))]
+    nodes = [
+        lo.Node(
+            id="n0",
+            max_current=draw(st.sampled_from([None, 16.0, 40.0, 63.0])),
+            max_power_kw=draw(st.sampled_from([None, 15.0, 40.0])),
+        )
+    ]
     for k in range(1, n_nodes):
-        nodes.append(lo.Node(id=f"n{k}", parent=f"n{draw(st.integers(0, k - 1))}",
-                             max_current=draw(st.sampled_from([None, 10.0, 20.0, 32.0])),
-                             max_power_kw=draw(st.sampled_from([None, 8.0, 20.0]))))
+        nodes.append(
+            lo.Node(
+                id=f"n{k}",
+                parent=f"n{draw(st.integers(0, k - 1))}",
+                max_current=draw(st.sampled_from([None, 10.0, 20.0, 32.0])),
+                max_power_kw=draw(st.sampled_from([None, 8.0, 20.0])),
+            )
+        )
     n_evse = draw(st.integers(0, 4))
-    evses = tuple(lo.Evse(id=f"e{k}", node=f"n{draw(st.integers(0, n_nodes - 1))}",
-                          charge_point_id=f"CP{k}", phases=draw(st.sampled_from([1, 3])),
-                          phase_rotation=draw(st.sampled_from(["RST", "STR", "TSR"])),
-                          max_current=draw(st.sampled_from([16.0, 32.0])),
-                          bidirectional=draw(st.booleans()),
-                          max_discharge_current=draw(st.sampled_from([None, 10.0])))
-                  for k in range(n_evse))
-    bats = tuple(Battery(id=f"b{k}", node=f"n{draw(st.integers(0, n_nodes - 1))}",
-                         capacity_kwh=draw(st.sampled_from([5.0, 20.0])),
-                         soc=draw(st.floats(0, 1)), min_soc=draw(st.sampled_from([0.0, 0.2])),
-                         max_soc=draw(st.sampled_from([0.8, 1.0])),
-                         max_charge_kw=draw(st.sampled_from([5.0, 30.0])),
-                         max_discharge_kw=draw(st.sampled_from([5.0, 30.0])),
-                         charge_efficiency=draw(st.sampled_from([0.9, 1.0])),
-                         discharge_efficiency=draw(st.sampled_from([0.85, 1.0])))
-                 for k in range(draw(st.integers(0, 2))))
+    evses = tuple(
+        lo.Evse(
+            id=f"e{k}",
+            node=f"n{draw(st.integers(0, n_nodes - 1))}",
+            charge_point_id=f"CP{k}",
+            phases=draw(st.sampled_from([1, 3])),
+            phase_rotation=draw(st.sampled_from(["RST", "STR", "TSR"])),
+            max_current=draw(st.sampled_from([16.0, 32.0])),
+            bidirectional=draw(st.booleans()),
+            max_discharge_current=draw(st.sampled_from([None, 10.0])),
+        )
+        for k in range(n_evse)
+    )
+    bats = tuple(
+        Battery(
+            id=f"b{k}",
+            node=f"n{draw(st.integers(0, n_nodes - 1))}",
+            capacity_kwh=draw(st.sampled_from([5.0, 20.0])),
+            soc=draw(st.floats(0, 1)),
+            min_soc=draw(st.sampled_from([0.0, 0.2])),
+            max_soc=draw(st.sampled_from([0.8, 1.0])),
+            max_charge_kw=draw(st.sampled_from([5.0, 30.0])),
+            max_discharge_kw=draw(st.sampled_from([5.0, 30.0])),
+            charge_efficiency=draw(st.sampled_from([0.9, 1.0])),
+            discharge_efficiency=draw(st.sampled_from([0.85, 1.0])),
+        )
+        for k in range(draw(st.integers(0, 2)))
+    )
     site = lo.Site(nodes=tuple(nodes), evses=evses, batteries=bats)
     sessions = []
     for k, e in enumerate(evses):
@@ -386,17 +509,31 @@ def bidirectional_sites(draw):
             continue
         lo_e = draw(st.sampled_from([-10.0, -1.0, 0.0, 2.0]))
         hi_e = draw(st.sampled_from([5.0, 30.0]))
-        v2x = (V2xParameters(min_v2x_energy_kwh=lo_e, max_v2x_energy_kwh=hi_e,
-                             max_discharge_current=draw(st.sampled_from([6.0, 32.0])),
-                             charge_efficiency=draw(st.sampled_from([0.9, 1.0])),
-                             discharge_efficiency=draw(st.sampled_from([0.9, 1.0])))
-               if draw(st.booleans()) else None)
+        v2x = (
+            V2xParameters(
+                min_v2x_energy_kwh=lo_e,
+                max_v2x_energy_kwh=hi_e,
+                max_discharge_current=draw(st.sampled_from([6.0, 32.0])),
+                charge_efficiency=draw(st.sampled_from([0.9, 1.0])),
+                discharge_efficiency=draw(st.sampled_from([0.9, 1.0])),
+            )
+            if draw(st.booleans())
+            else None
+        )
         energy = draw(st.sampled_from([0.0, 4.0, 20.0]))
         if v2x is not None:
             energy = min(energy, hi_e)
-        sessions.append(lo.Session(id=f"s{k}", evse=e.id, arrival=at(draw(st.sampled_from(
-            [-1.0, 0.0, 0.3]))), departure=at(draw(st.sampled_from([0.7, 1.5, 4.0]))),
-            energy_kwh=energy, phases=draw(st.sampled_from([1, 3])), v2x=v2x))
+        sessions.append(
+            lo.Session(
+                id=f"s{k}",
+                evse=e.id,
+                arrival=at(draw(st.sampled_from([-1.0, 0.0, 0.3]))),
+                departure=at(draw(st.sampled_from([0.7, 1.5, 4.0]))),
+                energy_kwh=energy,
+                phases=draw(st.sampled_from([1, 3])),
+                v2x=v2x,
+            )
+        )
     return site, sessions
 
 
@@ -410,15 +547,24 @@ def test_projection_and_solve_keep_every_limit_and_energy_bound_both_ways(data, 
     grid = data.draw(st.sampled_from([None, 10.0, 30.0]))
     export = data.draw(st.sampled_from([None, 0.0, 8.0]))
     price = data.draw(st.sampled_from([0.1, -0.5]))
-    sig = lo.Signals(base_load_kw=base, pv_kw=pv, grid_import_limit_kw=grid,
-                     grid_export_limit_kw=export, import_price=steps((0, price), (1, 0.8)),
-                     export_price=0.3)
+    sig = lo.Signals(
+        base_load_kw=base,
+        pv_kw=pv,
+        grid_import_limit_kw=grid,
+        grid_export_limit_kw=export,
+        import_price=steps((0, price), (1, 0.8)),
+        export_price=0.3,
+    )
     p = lo.compile_problem(site, sessions, hz, sig, lo.Objective(demand_charge_per_kw=0.5))
     S, B = len(sessions), len(site.batteries)
     # anything a solver or a user could hand in: huge, negative, NaN, off-grid
     pool = st.sampled_from([0.0, 3.33, 16.0, 100.0, -5.0, float("nan"), 1e9])
-    arr = lambda n: np.array(data.draw(st.lists(pool, min_size=n * 8, max_size=n * 8)),  # noqa: E731
-                             dtype=float).reshape(n, 8)
+
+    def arr(n):
+        return np.array(
+            data.draw(st.lists(pool, min_size=n * 8, max_size=n * 8)), dtype=float
+        ).reshape(n, 8)
+
     if p.storage is None:
         cur = lo.safety.project(p, arr(S))
         dis, bat = np.zeros((S, 8)), np.zeros((B, 8))
@@ -428,9 +574,21 @@ def test_projection_and_solve_keep_every_limit_and_energy_bound_both_ways(data, 
     assert lo.safety.violations(p, cur, discharge=dis, battery_a=bat) == []
     s = lo.solve(p)
     s.check()
-    assert _independent_check(site, sessions, hz, base, pv, grid, export, s.current,
-                              np.zeros((S, 8)) if s.discharge is None else s.discharge,
-                              np.zeros((B, 8)) if s.battery_a is None else s.battery_a) == []
+    assert (
+        _independent_check(
+            site,
+            sessions,
+            hz,
+            base,
+            pv,
+            grid,
+            export,
+            s.current,
+            np.zeros((S, 8)) if s.discharge is None else s.discharge,
+            np.zeros((B, 8)) if s.battery_a is None else s.battery_a,
+        )
+        == []
+    )
 
 
 def test_controller_replans_discharge_and_keeps_the_v2x_floor():
@@ -441,8 +599,9 @@ def test_controller_replans_discharge_and_keeps_the_v2x_floor():
     site = _v2g_site()
     v2x = V2xParameters(min_v2x_energy_kwh=-6.0, max_v2x_energy_kwh=40.0)
     van = lo.Session(id="van", evse="e1", arrival=T0, departure=at(6), energy_kwh=15.0, v2x=v2x)
-    ctl = lo.Controller(site, n_periods=24, step_s=900,
-                        signals=lo.Signals(import_price=price, export_price=price))
+    ctl = lo.Controller(
+        site, n_periods=24, step_s=900, signals=lo.Signals(import_price=price, export_price=price)
+    )
     ctl.start_session(van)
     kw_per_a = 3 * 230.0 / 1000.0
     imported = stored = 0.0

@@ -30,9 +30,12 @@ DST_DAYS = [
 
 def _site(series=None) -> lo.Site:
     return lo.Site(
-        nodes=(lo.Node(id="grid", kind="grid_connection"),
-               lo.Node(id="cb", parent="grid", max_current=32.0, current_series=series)),
-        evses=(lo.Evse(id="e0", node="cb", charge_point_id="CP0"),))
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(id="cb", parent="grid", max_current=32.0, current_series=series),
+        ),
+        evses=(lo.Evse(id="e0", node="cb", charge_point_id="CP0"),),
+    )
 
 
 def _real_period(h: lo.Horizon, t: datetime) -> int:
@@ -56,8 +59,9 @@ def test_limit_drop_lands_on_its_real_instant(tz, day, kind):
     drop = day.replace(hour=4, tzinfo=tz)
     h = lo.Horizon(start=start, step_s=3600, n_periods=8)
     site = _site((lo.CurrentPoint(start=drop, value=10.0),))
-    s = lo.Session(id="a", evse="e0", arrival=start, departure=start + timedelta(days=1),
-                   energy_kwh=500.0)
+    s = lo.Session(
+        id="a", evse="e0", arrival=start, departure=start + timedelta(days=1), energy_kwh=500.0
+    )
     p = lo.compile_problem(site, [s], h)
     k = _real_period(h, drop)
     assert k == (3 if kind == "spring" else 5)  # 4 wall-clock hours are 3 / 5 real ones
@@ -75,8 +79,9 @@ def test_dr_cap_holds_until_its_real_end(tz, day, kind):
     a, b = day.replace(hour=1, tzinfo=tz), day.replace(hour=4, tzinfo=tz)
     h = lo.Horizon(start=start, step_s=900, n_periods=32)
     ev = lo.DemandResponseEvent(id="dr", start=a, end=b, import_cap_kw=3.0)
-    s = lo.Session(id="a", evse="e0", arrival=start, departure=start + timedelta(days=1),
-                   energy_kwh=500.0)
+    s = lo.Session(
+        id="a", evse="e0", arrival=start, departure=start + timedelta(days=1), energy_kwh=500.0
+    )
     p = lo.compile_problem(_site(), [s], h, lo.Signals(demand_response=(ev,)))
     ka, kb = _real_period(h, a), _real_period(h, b)
     assert kb - ka == (8 if kind == "spring" else 16)  # 2 or 4 real hours of 15 minutes
@@ -92,8 +97,12 @@ def test_series_sampling_and_session_windows_in_real_time(tz, day, kind):
     start = day.replace(tzinfo=tz)
     h = lo.Horizon(start=start, step_s=3600, n_periods=8)
     t_price = day.replace(hour=5, tzinfo=tz)
-    sig = lo.Signals(import_price=(lo.SeriesPoint(start=start, value=0.1),
-                                   lo.SeriesPoint(start=t_price, value=0.5)))
+    sig = lo.Signals(
+        import_price=(
+            lo.SeriesPoint(start=start, value=0.1),
+            lo.SeriesPoint(start=t_price, value=0.5),
+        )
+    )
     dep = day.replace(hour=3, minute=30, tzinfo=tz)
     s = lo.Session(id="a", evse="e0", arrival=start, departure=dep, energy_kwh=1.0)
     assert s.departure.tzinfo is UTC and s.departure == dep
@@ -102,7 +111,7 @@ def test_series_sampling_and_session_windows_in_real_time(tz, day, kind):
     assert p.import_price[:k].tolist() == [0.1] * k and p.import_price[k] == 0.5
     kd = _real_period(h, dep)
     assert p.avail[0, :kd].tolist() == [1.0] * kd and p.avail[0, kd] == pytest.approx(0.5)
-    assert p.avail[0, kd + 1:].sum() == 0.0
+    assert p.avail[0, kd + 1 :].sum() == 0.0
 
 
 def test_horizon_keeps_the_zone_for_display():

@@ -22,12 +22,16 @@ from loadopt.wiring import facet_loss_bound
 from .conftest import horizon, session
 
 ROTATIONS = ["RST", "RTS", "SRT", "STR", "TRS", "TSR"]
-VOLT = {"R": cmath.rect(1, 0.0), "S": cmath.rect(1, math.radians(-120)),
-        "T": cmath.rect(1, math.radians(120))}
+VOLT = {
+    "R": cmath.rect(1, 0.0),
+    "S": cmath.rect(1, math.radians(-120)),
+    "T": cmath.rect(1, math.radians(120)),
+}
 
 
-def exact_lines(site: lo.Site, sessions, current: np.ndarray, base_a: np.ndarray | None = None
-                ) -> dict[tuple[str, str], np.ndarray]:
+def exact_lines(
+    site: lo.Site, sessions, current: np.ndarray, base_a: np.ndarray | None = None
+) -> dict[tuple[str, str], np.ndarray]:
     """``{(node, line): |I| over periods}`` for every node's lines ``R, S, T`` and every
     delta/wye primary's lines ``A, B, C``, from first principles (unity power factor)."""
     T = current.shape[1]
@@ -70,8 +74,13 @@ def exact_lines(site: lo.Site, sessions, current: np.ndarray, base_a: np.ndarray
     return {k: np.abs(v) for k, v in acc.items()}
 
 
-def exact_breaches(site: lo.Site, sessions, current: np.ndarray,
-                   base_a: np.ndarray | None = None, rtol: float = 1e-9) -> list[str]:
+def exact_breaches(
+    site: lo.Site,
+    sessions,
+    current: np.ndarray,
+    base_a: np.ndarray | None = None,
+    rtol: float = 1e-9,
+) -> list[str]:
     """Limits the schedule breaks; where the base load alone is over, the vehicles may add
     nothing (the library then reports a notice: that is not the schedule's doing)."""
     out = []
@@ -90,23 +99,43 @@ def exact_breaches(site: lo.Site, sessions, current: np.ndarray,
             lim = trip["RST".index(line)]
         lim = np.maximum(lim, base_only.get((nid, line), 0.0))
         bad = np.flatnonzero(mag > lim * (1 + rtol) + rtol)
-        out += [f"{nid}/{line} t={t}: {mag[t]:.4f} > {np.broadcast_to(lim, mag.shape)[t]}"
-                for t in bad]
+        out += [
+            f"{nid}/{line} t={t}: {mag[t]:.4f} > {np.broadcast_to(lim, mag.shape)[t]}" for t in bad
+        ]
     return out
 
 
 def ll_pair_site(breaker_a: float = 30.0, evse_a: float = 32.0) -> lo.Site:
     """One breaker, EVSE e0 on lines R–S and e1 on lines S–T (208 V line-to-line)."""
     return lo.Site(
-        nodes=(lo.Node(id="grid", kind="grid_connection"),
-               lo.Node(id="cb", parent="grid", max_current=breaker_a)),
-        evses=(lo.Evse(id="e0", node="cb", charge_point_id="CP0", phases=1,
-                       wiring="line_to_line", phase_rotation="RST", voltage_v=208.0,
-                       max_current=evse_a),
-               lo.Evse(id="e1", node="cb", charge_point_id="CP1", phases=1,
-                       wiring="line_to_line", phase_rotation="STR", voltage_v=208.0,
-                       max_current=evse_a)),
-        voltage_v=120.0)
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(id="cb", parent="grid", max_current=breaker_a),
+        ),
+        evses=(
+            lo.Evse(
+                id="e0",
+                node="cb",
+                charge_point_id="CP0",
+                phases=1,
+                wiring="line_to_line",
+                phase_rotation="RST",
+                voltage_v=208.0,
+                max_current=evse_a,
+            ),
+            lo.Evse(
+                id="e1",
+                node="cb",
+                charge_point_id="CP1",
+                phases=1,
+                wiring="line_to_line",
+                phase_rotation="STR",
+                voltage_v=208.0,
+                max_current=evse_a,
+            ),
+        ),
+        voltage_v=120.0,
+    )
 
 
 def test_line_to_line_pair_loads_two_lines_with_the_phasor_sum():
@@ -127,8 +156,10 @@ def test_line_to_line_pair_loads_two_lines_with_the_phasor_sum():
     out = lo.solve(p)
     out.check()
     r = out.current[:, 0]
-    s_line = abs(r[0] * -(VOLT["R"] - VOLT["S"]) / math.sqrt(3)
-                 + r[1] * (VOLT["S"] - VOLT["T"]) / math.sqrt(3))
+    s_line = abs(
+        r[0] * -(VOLT["R"] - VOLT["S"]) / math.sqrt(3)
+        + r[1] * (VOLT["S"] - VOLT["T"]) / math.sqrt(3)
+    )
     assert s_line <= 30.0 + 1e-9
     assert s_line >= 30.0 * (1 - p.facet_loss_bound) - 0.2  # 0.1 A grid rounding, two cars
     assert p.facet_loss_bound == pytest.approx(1 - math.cos(math.radians(60) / 8))
@@ -138,17 +169,44 @@ def test_line_to_line_pair_loads_two_lines_with_the_phasor_sum():
 def dyn_site(primary_a: float, secondary_a: float = 400.0) -> lo.Site:
     """A 480 V Δ / 120/208 V Y transformer (turns ratio 4) feeding six 208 V EVSEs, two per
     line pair, and two 120 V line-to-neutral EVSEs on R."""
-    evses = [lo.Evse(id=f"e{k}", node="tx", charge_point_id=f"CP{k}", phases=1,
-                     wiring="line_to_line", phase_rotation=("RST", "STR", "TRS")[k % 3],
-                     voltage_v=208.0, max_current=32.0) for k in range(6)]
-    evses += [lo.Evse(id=f"n{k}", node="tx", charge_point_id=f"CN{k}", phases=1,
-                      voltage_v=120.0, max_current=16.0) for k in range(2)]
-    return lo.Site(nodes=(lo.Node(id="grid", kind="grid_connection"),
-                          lo.Node(id="tx", parent="grid", kind="transformer",
-                                  max_current=secondary_a,
-                                  delta_wye=lo.DeltaWye(turns_ratio=4.0,
-                                                        primary_max_current=primary_a))),
-                   evses=tuple(evses), voltage_v=120.0)
+    evses = [
+        lo.Evse(
+            id=f"e{k}",
+            node="tx",
+            charge_point_id=f"CP{k}",
+            phases=1,
+            wiring="line_to_line",
+            phase_rotation=("RST", "STR", "TRS")[k % 3],
+            voltage_v=208.0,
+            max_current=32.0,
+        )
+        for k in range(6)
+    ]
+    evses += [
+        lo.Evse(
+            id=f"n{k}",
+            node="tx",
+            charge_point_id=f"CN{k}",
+            phases=1,
+            voltage_v=120.0,
+            max_current=16.0,
+        )
+        for k in range(2)
+    ]
+    return lo.Site(
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(
+                id="tx",
+                parent="grid",
+                kind="transformer",
+                max_current=secondary_a,
+                delta_wye=lo.DeltaWye(turns_ratio=4.0, primary_max_current=primary_a),
+            ),
+        ),
+        evses=tuple(evses),
+        voltage_v=120.0,
+    )
 
 
 def test_delta_wye_primary_row_binds():
@@ -174,21 +232,40 @@ def test_delta_wye_primary_row_binds():
 
 
 def test_line_to_neutral_site_keeps_exact_integer_rows():
-    site = lo.Site(nodes=(lo.Node(id="g", kind="grid_connection", max_current=32.0),),
-                   evses=tuple(lo.Evse(id=f"e{k}", node="g", charge_point_id=f"C{k}",
-                                       phase_rotation=ROTATIONS[k]) for k in range(4)))
-    p = lo.compile_problem(site, [session(f"s{k}", f"e{k}", 50.0) for k in range(4)],
-                           horizon(2))
+    site = lo.Site(
+        nodes=(lo.Node(id="g", kind="grid_connection", max_current=32.0),),
+        evses=tuple(
+            lo.Evse(id=f"e{k}", node="g", charge_point_id=f"C{k}", phase_rotation=ROTATIONS[k])
+            for k in range(4)
+        ),
+    )
+    p = lo.compile_problem(site, [session(f"s{k}", f"e{k}", 50.0) for k in range(4)], horizon(2))
     assert set(np.unique(p.row_kind)) <= {lo.problem.ROW_NODE_CURRENT}
     assert not p.line_exact.any() and p.facet_loss_bound == 0.0
 
 
 def test_three_phase_delta_and_split_phase_coefficients():
-    site = lo.Site(nodes=(lo.Node(id="g", kind="grid_connection", max_current=100.0),),
-                   evses=(lo.Evse(id="d", node="g", charge_point_id="D", phases=3,
-                                  wiring="line_to_line", voltage_v=400.0),
-                          lo.Evse(id="sp", node="g", charge_point_id="SP", phases=2,
-                                  wiring="line_to_line", voltage_v=208.0)))
+    site = lo.Site(
+        nodes=(lo.Node(id="g", kind="grid_connection", max_current=100.0),),
+        evses=(
+            lo.Evse(
+                id="d",
+                node="g",
+                charge_point_id="D",
+                phases=3,
+                wiring="line_to_line",
+                voltage_v=400.0,
+            ),
+            lo.Evse(
+                id="sp",
+                node="g",
+                charge_point_id="SP",
+                phases=2,
+                wiring="line_to_line",
+                voltage_v=208.0,
+            ),
+        ),
+    )
     sessions = [session("a", "d", 10.0), session("b", "sp", 10.0)]
     p = lo.compile_problem(site, sessions, horizon(1))
     np.testing.assert_allclose(p.session_kw_per_a, [1.2, 0.416])
@@ -198,15 +275,13 @@ def test_three_phase_delta_and_split_phase_coefficients():
     cur = np.array([[0.0], [10.0]])
     s = lo.Schedule(p, cur, lo.ScheduleStatus.FEASIBLE, "user")
     ref = exact_lines(site, sessions, cur)
-    np.testing.assert_allclose(s.node_phase_current[0, :, 0],
-                               [ref[("g", L)][0] for L in "RST"])
+    np.testing.assert_allclose(s.node_phase_current[0, :, 0], [ref[("g", L)][0] for L in "RST"])
     np.testing.assert_allclose(ref[("g", "S")][0], 10 * math.sqrt(3))
 
 
 def test_bad_wiring_inputs():
     with pytest.raises(ValueError, match="phase switching"):
-        lo.Evse(id="x", node="g", charge_point_id="X", wiring="line_to_line",
-                phase_switching=True)
+        lo.Evse(id="x", node="g", charge_point_id="X", wiring="line_to_line", phase_switching=True)
     with pytest.raises(ValueError, match="delta_wye needs kind='transformer'"):
         lo.Node(id="x", kind="panel", delta_wye=lo.DeltaWye(turns_ratio=4.0))
     with pytest.raises(ValueError):
@@ -246,7 +321,9 @@ def test_facet_loss_on_a_sector_stays_within_the_bound(deg, m):
         # weights on a grid, plus the one where the second vector cancels most of the first
         lean = max(-math.cos(b - a), 0.0)
         for r in [np.array([w, 1.0 - w]) for w in np.linspace(0.0, 1.0, 21)] + [
-                np.array([1.0, lean]), np.array([lean, 1.0])]:
+            np.array([1.0, lean]),
+            np.array([lean, 1.0]),
+        ]:
             zmag = abs(r[0] * cmath.exp(1j * a) + r[1] * cmath.exp(1j * b))
             if zmag < 1e-9:
                 continue
@@ -270,32 +347,65 @@ def wired_sites(draw):
     nodes = []
     for k in range(n_nodes):
         parent = None if k == 0 else f"n{draw(st.integers(0, k - 1))}"
-        cur = draw(st.one_of(st.none(), st.floats(0, 80).map(lambda x: round(x, 1)),
-                             st.tuples(*[st.floats(0, 80)] * 3)))
+        cur = draw(
+            st.one_of(
+                st.none(),
+                st.floats(0, 80).map(lambda x: round(x, 1)),
+                st.tuples(*[st.floats(0, 80)] * 3),
+            )
+        )
         dyn = None
         if draw(st.booleans()):
-            dyn = lo.DeltaWye(turns_ratio=draw(st.sampled_from([1.0, 2.0, 4.0])),
-                              primary_max_current=draw(st.one_of(
-                                  st.floats(0, 40), st.tuples(*[st.floats(0, 40)] * 3))))
-        nodes.append(lo.Node(id=f"n{k}", parent=parent, max_current=cur,
-                             kind="transformer" if dyn else "panel", delta_wye=dyn))
+            dyn = lo.DeltaWye(
+                turns_ratio=draw(st.sampled_from([1.0, 2.0, 4.0])),
+                primary_max_current=draw(
+                    st.one_of(st.floats(0, 40), st.tuples(*[st.floats(0, 40)] * 3))
+                ),
+            )
+        nodes.append(
+            lo.Node(
+                id=f"n{k}",
+                parent=parent,
+                max_current=cur,
+                kind="transformer" if dyn else "panel",
+                delta_wye=dyn,
+            )
+        )
     n_evse = draw(st.integers(1, 6))
-    evses = tuple(lo.Evse(
-        id=f"e{k}", node=f"n{draw(st.integers(0, n_nodes - 1))}", charge_point_id=f"CP{k}",
-        phases=draw(st.sampled_from([1, 2, 3])), phase_rotation=draw(st.sampled_from(ROTATIONS)),
-        wiring=draw(st.sampled_from(["line_to_neutral", "line_to_line"])),
-        max_current=32.0, min_current=0.0, voltage_v=208.0) for k in range(n_evse))
-    site = lo.Site(nodes=tuple(nodes), evses=evses, voltage_v=120.0,
-                   base_load_node=f"n{draw(st.integers(0, n_nodes - 1))}",
-                   phasor_facets=draw(st.integers(1, 6)))
-    sessions = [session(f"s{k}", f"e{k}", draw(st.floats(0, 80)),
-                        phases=draw(st.sampled_from([1, 2, 3]))) for k in range(n_evse)]
+    evses = tuple(
+        lo.Evse(
+            id=f"e{k}",
+            node=f"n{draw(st.integers(0, n_nodes - 1))}",
+            charge_point_id=f"CP{k}",
+            phases=draw(st.sampled_from([1, 2, 3])),
+            phase_rotation=draw(st.sampled_from(ROTATIONS)),
+            wiring=draw(st.sampled_from(["line_to_neutral", "line_to_line"])),
+            max_current=32.0,
+            min_current=0.0,
+            voltage_v=208.0,
+        )
+        for k in range(n_evse)
+    )
+    site = lo.Site(
+        nodes=tuple(nodes),
+        evses=evses,
+        voltage_v=120.0,
+        base_load_node=f"n{draw(st.integers(0, n_nodes - 1))}",
+        phasor_facets=draw(st.integers(1, 6)),
+    )
+    sessions = [
+        session(f"s{k}", f"e{k}", draw(st.floats(0, 80)), phases=draw(st.sampled_from([1, 2, 3])))
+        for k in range(n_evse)
+    ]
     base = draw(st.sampled_from([0.0, 0.0, 2.0, 8.0]))
     return site, sessions, base
 
 
-PROP = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROP = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @PROP
@@ -305,8 +415,11 @@ def test_projection_of_any_schedule_is_exactly_safe(case, data):
     hz = horizon(3)
     sig = lo.Signals(base_load_kw=base) if base else None
     p = lo.compile_problem(site, sessions, hz, sig)
-    wish = np.array(data.draw(st.lists(st.floats(0, 40), min_size=3 * len(sessions),
-                                       max_size=3 * len(sessions)))).reshape(len(sessions), 3)
+    wish = np.array(
+        data.draw(
+            st.lists(st.floats(0, 40), min_size=3 * len(sessions), max_size=3 * len(sessions))
+        )
+    ).reshape(len(sessions), 3)
     safe = project(p, wish)
     assert (safe <= np.maximum(wish, 0) + 1e-9).all()
     assert not exact_breaches(site, sessions, safe, p.base_load_a)
@@ -316,14 +429,20 @@ def test_projection_of_any_schedule_is_exactly_safe(case, data):
     # which alone may break a limit: a notice, not a schedule's fault)
     if not base:
         raw = np.floor(wish * 10) / 10
-        lib = [v for v in lo.Schedule(p, raw, lo.ScheduleStatus.FEASIBLE, "user").violations()
-               if v.kind in ("current", "line current (phasor)")]
+        lib = [
+            v
+            for v in lo.Schedule(p, raw, lo.ScheduleStatus.FEASIBLE, "user").violations()
+            if v.kind in ("current", "line current (phasor)")
+        ]
         ref = exact_breaches(site, sessions, raw * (p.avail > 0))
         assert len(lib) == len(ref), (lib, ref)
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(wired_sites())
 def test_optimal_and_fast_schedules_are_exactly_safe(case):
     site, sessions, base = case
@@ -341,8 +460,10 @@ def test_facet_model_reaches_the_exact_limit_within_the_bound_on_a_sector():
     site = ll_pair_site(50.0, evse_a=80.0)
     hz = horizon(1)
     for share in (0.0, 0.25, 0.5, 0.75, 1.0):
-        sessions = [session("s0", "e0", 100.0, max_current=80.0 * share),
-                    session("s1", "e1", 100.0, max_current=80.0 * (1 - share))]
+        sessions = [
+            session("s0", "e0", 100.0, max_current=80.0 * share),
+            session("s1", "e1", 100.0, max_current=80.0 * (1 - share)),
+        ]
         p = lo.compile_problem(site, sessions, hz)
         out = lo.solve(p)
         mag = exact_lines(site, sessions, out.current)

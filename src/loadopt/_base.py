@@ -34,8 +34,9 @@ MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _bounded(t: datetime) -> datetime:
     if not MIN_TIME <= t <= MAX_TIME:
-        raise ValueError(f"{t.isoformat()} is outside the supported range "
-                         f"[{MIN_TIME.year}, {MAX_TIME.year}]")
+        raise ValueError(
+            f"{t.isoformat()} is outside the supported range [{MIN_TIME.year}, {MAX_TIME.year}]"
+        )
     return t
 
 
@@ -54,11 +55,9 @@ def to_utc(t: Any, what: str) -> datetime:
     """``t`` as a UTC datetime; :class:`InputError` naming ``what`` for anything else than a
     timezone-aware datetime between 1970 and 9000 (a naive datetime, a string, a number)."""
     if not isinstance(t, datetime):
-        raise InputError(f"{what} must be a timezone-aware datetime, got {type(t).__name__} "
-                         f"{t!r}")
+        raise InputError(f"{what} must be a timezone-aware datetime, got {type(t).__name__} {t!r}")
     if t.tzinfo is None or t.utcoffset() is None:
-        raise InputError(f"{what} must be timezone-aware, got the naive datetime "
-                         f"{t.isoformat()}")
+        raise InputError(f"{what} must be timezone-aware, got the naive datetime {t.isoformat()}")
     try:
         return _utc_bounded(t)
     except (ValueError, OverflowError) as exc:
@@ -127,8 +126,10 @@ def as_model(value: Any, cls: type[FrozenModel], what: str) -> Any:
         return value
     if isinstance(value, Mapping):
         return cls.model_validate(dict(value))
-    raise InputError(f"{what} must be a {cls.__name__} (or a mapping of its fields), got "
-                     f"{type(value).__name__} {_short(value)}")
+    raise InputError(
+        f"{what} must be a {cls.__name__} (or a mapping of its fields), got "
+        f"{type(value).__name__} {_short(value)}"
+    )
 
 
 def _short(v: Any) -> str:
@@ -152,13 +153,19 @@ def as_series_points(value: Any) -> Any:
     index = getattr(value, "index", None)
     if index is not None and hasattr(value, "to_numpy") and hasattr(index, "tz"):
         if index.tz is None:
-            raise ValueError("a pandas Series needs a timezone-aware DatetimeIndex "
-                             "(tz_localize it), got a naive one")
-        return tuple(SeriesPoint(start=t.to_pydatetime(), value=float(v))
-                     for t, v in zip(index, value.to_numpy(), strict=True))
+            raise ValueError(
+                "a pandas Series needs a timezone-aware DatetimeIndex "
+                "(tz_localize it), got a naive one"
+            )
+        return tuple(
+            SeriesPoint(start=t.to_pydatetime(), value=float(v))
+            for t, v in zip(index, value.to_numpy(), strict=True)
+        )
     if hasattr(value, "__array__") and not isinstance(value, str | bytes):
-        raise ValueError("an array per period needs its horizon: pass "
-                         "horizon.series(values) (or a pandas Series with a DatetimeIndex)")
+        raise ValueError(
+            "an array per period needs its horizon: pass "
+            "horizon.series(values) (or a pandas Series with a DatetimeIndex)"
+        )
     return value
 
 
@@ -170,4 +177,5 @@ def check_series(points: tuple[SeriesPoint, ...] | None, what: str) -> None:
     for a, b in pairwise(starts):
         if not b > a:
             raise ValueError(
-                f"{what}: series point starts must be strictly increasing ({a} then {b})")
+                f"{what}: series point starts must be strictly increasing ({a} then {b})"
+            )

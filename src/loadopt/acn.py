@@ -98,16 +98,21 @@ def read_acn_csv(path: str | Path | None = None) -> list[AcnSession]:
             req = row.get("requested_energy (kWh)") or None
             est = row.get("estimated_departure") or None
             s = AcnSession(
-                session_id=row["session_id"], station_id=row["station_id"],
-                arrival=_time(row["arrival"]), departure=_time(row["departure"]),
+                session_id=row["session_id"],
+                station_id=row["station_id"],
+                arrival=_time(row["arrival"]),
+                departure=_time(row["departure"]),
                 delivered_kwh=float(row["delivered_energy (kWh)"]),
                 requested_kwh=float(req) if req else None,
-                estimated_departure=_time(est) if est else None)
+                estimated_departure=_time(est) if est else None,
+            )
         except (ValueError, KeyError) as exc:
             raise InputError(f"{path.name} line {n}: {exc}") from None
         if not s.delivered_kwh >= 0:
-            raise InputError(f"{path.name} line {n}: session {s.session_id!r} has delivered "
-                             f"energy {s.delivered_kwh}")
+            raise InputError(
+                f"{path.name} line {n}: session {s.session_id!r} has delivered "
+                f"energy {s.delivered_kwh}"
+            )
         out.append(s)
     return out
 
@@ -124,23 +129,27 @@ JPL_PANELS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] 
     "1f-sp1": (("AG-1F12", "AG-1F14"), (), ("AG-1F11", "AG-1F13")),
     "1f-sp2": (("AG-1F03", "AG-1F06"), ("AG-1F01", "AG-1F04"), ("AG-1F02", "AG-1F05")),
     "1f-main": (("AG-1F10",), ("AG-1F07", "AG-1F09"), ("AG-1F08",)),
-    "3f": (("AG-3F16", "AG-3F17", "AG-3F20", "AG-3F23", "AG-3F25", "AG-3F26", "AG-3F29",
-            "AG-3F33"),
-           ("AG-3F18", "AG-3F21", "AG-3F27", "AG-3F30", "AG-3F31"),
-           ("AG-3F15", "AG-3F19", "AG-3F22", "AG-3F24", "AG-3F28", "AG-3F32")),
-    "4f": (("AG-4F35", "AG-4F36", "AG-4F39", "AG-4F42", "AG-4F44", "AG-4F45", "AG-4F48",
-            "AG-4F52"),
-           ("AG-4F37", "AG-4F40", "AG-4F46", "AG-4F49", "AG-4F50"),
-           ("AG-4F34", "AG-4F38", "AG-4F41", "AG-4F43", "AG-4F47", "AG-4F51")),
+    "3f": (
+        ("AG-3F16", "AG-3F17", "AG-3F20", "AG-3F23", "AG-3F25", "AG-3F26", "AG-3F29", "AG-3F33"),
+        ("AG-3F18", "AG-3F21", "AG-3F27", "AG-3F30", "AG-3F31"),
+        ("AG-3F15", "AG-3F19", "AG-3F22", "AG-3F24", "AG-3F28", "AG-3F32"),
+    ),
+    "4f": (
+        ("AG-4F35", "AG-4F36", "AG-4F39", "AG-4F42", "AG-4F44", "AG-4F45", "AG-4F48", "AG-4F52"),
+        ("AG-4F37", "AG-4F40", "AG-4F46", "AG-4F49", "AG-4F50"),
+        ("AG-4F34", "AG-4F38", "AG-4F41", "AG-4F43", "AG-4F47", "AG-4F51"),
+    ),
 }
 #: Published Caltech network (acnportal ``caltech_acn``).
 CALTECH_CC_POD = ("CA-322", "CA-493", "CA-496", "CA-320", "CA-495", "CA-321", "CA-323", "CA-494")
 CALTECH_AV_POD = ("CA-324", "CA-325", "CA-326", "CA-327", "CA-489", "CA-490", "CA-491", "CA-492")
 CALTECH_AB = tuple(f"CA-{i}" for i in (308, 508, 303, 513, 310, 506, 316, 500, 318, 498))
-CALTECH_BC = tuple(f"CA-{i}" for i in (304, 512, 305, 511, 313, 503, 311, 505, 317, 499, 148,
-                                       149, 212, 213))
-CALTECH_CA = tuple(f"CA-{i}" for i in (307, 509, 309, 507, 306, 510, 315, 501, 319, 497, 312,
-                                       504, 314, 502))
+CALTECH_BC = tuple(
+    f"CA-{i}" for i in (304, 512, 305, 511, 313, 503, 311, 505, 317, 499, 148, 149, 212, 213)
+)
+CALTECH_CA = tuple(
+    f"CA-{i}" for i in (307, 509, 309, 507, 306, 510, 315, 501, 319, 497, 312, 504, 314, 502)
+)
 #: Line pair → EVSE rotation (its L1–L2 is the pair).
 _PAIR_ROTATION = {"AB": "RST", "BC": "STR", "CA": "TRS"}
 #: Pilot steps (A) by EVSE type; 0 (off) is always allowed.
@@ -156,49 +165,75 @@ def _evse(sid: str, node: str, pair: str, evse_type: str, maker: str) -> Evse:
         lo_a = steps[0]
     else:
         raise InputError(f"evse_type {evse_type!r}: use 'real' or 'basic'")
-    return Evse(id=sid, node=node, charge_point_id=sid, phases=1, wiring="line_to_line",
-                phase_rotation=_PAIR_ROTATION[pair], voltage_v=208.0, max_current=32.0,
-                min_current=lo_a, allowed_currents=steps)
+    return Evse(
+        id=sid,
+        node=node,
+        charge_point_id=sid,
+        phases=1,
+        wiring="line_to_line",
+        phase_rotation=_PAIR_ROTATION[pair],
+        voltage_v=208.0,
+        max_current=32.0,
+        min_current=lo_a,
+        allowed_currents=steps,
+    )
 
 
 def _dyn(node_id: str, parent: str, cap_kw: float, primary_a: float) -> Node:
-    return Node(id=node_id, parent=parent, kind="transformer",
-                max_current=cap_kw * 1000.0 / 3.0 / 120.0,
-                delta_wye=DeltaWye(turns_ratio=4.0, primary_max_current=primary_a))
+    return Node(
+        id=node_id,
+        parent=parent,
+        kind="transformer",
+        max_current=cap_kw * 1000.0 / 3.0 / 120.0,
+        delta_wye=DeltaWye(turns_ratio=4.0, primary_max_current=primary_a),
+    )
 
 
-def jpl_site(*, first_transformer_kw: float = 45.0, third_fourth_transformer_kw: float = 150.0,
-             evse_type: str = "real") -> Site:
+def jpl_site(
+    *,
+    first_transformer_kw: float = 45.0,
+    third_fourth_transformer_kw: float = 150.0,
+    evse_type: str = "real",
+) -> Site:
     """The JPL garage as ACN-Sim publishes it (module docstring): 52 line-to-line EVSEs."""
-    def primary(cap_kw: float) -> float:
-        return cap_kw * 1000.0 / 3.0 / 120.0 * 3.0 ** 0.5
 
-    nodes = [Node(id="jpl", kind="grid_connection"),
-             _dyn("tx-1f", "jpl", first_transformer_kw, primary(first_transformer_kw)),
-             _dyn("tx-34f", "jpl", third_fourth_transformer_kw,
-                  primary(third_fourth_transformer_kw)),
-             Node(id="1f-sp1", parent="tx-1f", kind="panel", max_current=100.0),
-             Node(id="1f-sp2", parent="tx-1f", kind="panel", max_current=100.0),
-             Node(id="3f", parent="tx-34f", kind="panel", max_current=225.0),
-             Node(id="4f", parent="tx-34f", kind="panel", max_current=225.0)]
+    def primary(cap_kw: float) -> float:
+        return cap_kw * 1000.0 / 3.0 / 120.0 * 3.0**0.5
+
+    nodes = [
+        Node(id="jpl", kind="grid_connection"),
+        _dyn("tx-1f", "jpl", first_transformer_kw, primary(first_transformer_kw)),
+        _dyn("tx-34f", "jpl", third_fourth_transformer_kw, primary(third_fourth_transformer_kw)),
+        Node(id="1f-sp1", parent="tx-1f", kind="panel", max_current=100.0),
+        Node(id="1f-sp2", parent="tx-1f", kind="panel", max_current=100.0),
+        Node(id="3f", parent="tx-34f", kind="panel", max_current=225.0),
+        Node(id="4f", parent="tx-34f", kind="panel", max_current=225.0),
+    ]
     node_of = {"1f-main": "tx-1f"}
-    evses = [_evse(sid, node_of.get(panel, panel), pair, evse_type, "AV")
-             for panel, lists in JPL_PANELS.items()
-             for pair, ids in zip(("AB", "BC", "CA"), lists, strict=True) for sid in ids]
+    evses = [
+        _evse(sid, node_of.get(panel, panel), pair, evse_type, "AV")
+        for panel, lists in JPL_PANELS.items()
+        for pair, ids in zip(("AB", "BC", "CA"), lists, strict=True)
+        for sid in ids
+    ]
     return Site(id="jpl", nodes=tuple(nodes), evses=tuple(evses), voltage_v=120.0)
 
 
 def caltech_site(*, transformer_kw: float = 150.0, evse_type: str = "real") -> Site:
     """The Caltech garage as ACN-Sim publishes it (module docstring): 54 line-to-line EVSEs."""
-    nodes = (Node(id="caltech", kind="grid_connection"),
-             _dyn("tx", "caltech", transformer_kw, transformer_kw * 1000.0 / 3.0 / 277.0),
-             Node(id="cc-pod", parent="tx", kind="panel", max_current=80.0),
-             Node(id="av-pod", parent="tx", kind="panel", max_current=80.0))
+    nodes = (
+        Node(id="caltech", kind="grid_connection"),
+        _dyn("tx", "caltech", transformer_kw, transformer_kw * 1000.0 / 3.0 / 277.0),
+        Node(id="cc-pod", parent="tx", kind="panel", max_current=80.0),
+        Node(id="av-pod", parent="tx", kind="panel", max_current=80.0),
+    )
     evses = [_evse(sid, "cc-pod", "AB", evse_type, "CC") for sid in CALTECH_CC_POD]
     evses += [_evse(sid, "av-pod", "AB", evse_type, "AV") for sid in CALTECH_AV_POD]
-    evses += [_evse(sid, "tx", pair, evse_type, "AV")
-              for pair, ids in (("AB", CALTECH_AB), ("BC", CALTECH_BC), ("CA", CALTECH_CA))
-              for sid in ids]
+    evses += [
+        _evse(sid, "tx", pair, evse_type, "AV")
+        for pair, ids in (("AB", CALTECH_AB), ("BC", CALTECH_BC), ("CA", CALTECH_CA))
+        for sid in ids
+    ]
     return Site(id="caltech", nodes=nodes, evses=tuple(evses), voltage_v=120.0)
 
 
@@ -209,32 +244,55 @@ def network_site(station_ids: list[str] | set[str], **kw) -> Site:
         return jpl_site(**kw)
     if ids and all(i.startswith("CA-") for i in ids):
         return caltech_site(**kw)
-    raise InputError("stations are neither all JPL (AG-…) nor all Caltech (CA-…): "
-                     f"{sorted(ids)[:5]}…; use acn_site() for a generic network")
+    raise InputError(
+        "stations are neither all JPL (AG-…) nor all Caltech (CA-…): "
+        f"{sorted(ids)[:5]}…; use acn_site() for a generic network"
+    )
 
 
-def acn_site(station_ids: list[str], *, site_id: str = "jpl", evse_a: float = 32.0,
-             evses_per_panel: int = 8, panel_a: float = 100.0, grid_a: float = 200.0,
-             transformer_kw: float = 100.0) -> Site:
+def acn_site(
+    station_ids: list[str],
+    *,
+    site_id: str = "jpl",
+    evse_a: float = 32.0,
+    evses_per_panel: int = 8,
+    panel_a: float = 100.0,
+    grid_a: float = 200.0,
+    transformer_kw: float = 100.0,
+) -> Site:
     """A *generic* site for ACN stations (not the published network: :func:`jpl_site`,
     :func:`caltech_site`): grid connection (``grid_a`` per line) → transformer
     (``transformer_kw``) → panels of ``evses_per_panel`` EVSEs (``panel_a`` per line) →
     line-to-line 208 V EVSEs of ``evse_a`` on the line pairs AB, BC, CA in turn."""
     rot = ("RST", "STR", "TRS")
-    nodes = [Node(id="grid", kind="grid_connection", max_current=grid_a),
-             Node(id="trafo", parent="grid", kind="transformer", max_power_kw=transformer_kw)]
+    nodes = [
+        Node(id="grid", kind="grid_connection", max_current=grid_a),
+        Node(id="trafo", parent="grid", kind="transformer", max_power_kw=transformer_kw),
+    ]
     n_panels = max(1, -(-len(station_ids) // evses_per_panel))
-    nodes += [Node(id=f"panel{p}", parent="trafo", kind="panel", max_current=panel_a)
-              for p in range(n_panels)]
-    evses = [Evse(id=sid, node=f"panel{k // evses_per_panel}", charge_point_id=sid,
-                  phases=1, phase_rotation=rot[k % 3], max_current=evse_a, voltage_v=208.0,
-                  wiring="line_to_line")
-             for k, sid in enumerate(sorted(station_ids))]
+    nodes += [
+        Node(id=f"panel{p}", parent="trafo", kind="panel", max_current=panel_a)
+        for p in range(n_panels)
+    ]
+    evses = [
+        Evse(
+            id=sid,
+            node=f"panel{k // evses_per_panel}",
+            charge_point_id=sid,
+            phases=1,
+            phase_rotation=rot[k % 3],
+            max_current=evse_a,
+            voltage_v=208.0,
+            wiring="line_to_line",
+        )
+        for k, sid in enumerate(sorted(station_ids))
+    ]
     return Site(id=site_id, nodes=tuple(nodes), evses=tuple(evses), voltage_v=120.0)
 
 
-def to_sessions(records: list[AcnSession], *, min_kwh: float = 0.0,
-                max_current: float = 32.0) -> tuple[list[Session], list[str]]:
+def to_sessions(
+    records: list[AcnSession], *, min_kwh: float = 0.0, max_current: float = 32.0
+) -> tuple[list[Session], list[str]]:
     """Sessions from ACN records, and a note for every record left out (never silently).
 
     Left out: sessions whose departure is not after arrival, sessions below ``min_kwh``, and a
@@ -255,21 +313,38 @@ def to_sessions(records: list[AcnSession], *, min_kwh: float = 0.0,
         free = None
         for r in group:
             if free is not None and r.arrival < free:
-                notes.append(f"session {r.session_id!r} overlaps the previous session on station "
-                             f"{station!r}, left out")
+                notes.append(
+                    f"session {r.session_id!r} overlaps the previous session on station "
+                    f"{station!r}, left out"
+                )
                 continue
             free = r.departure
-            out.append(Session(id=r.session_id, evse=station, arrival=r.arrival,
-                               departure=r.departure, energy_kwh=round(r.delivered_kwh, 3),
-                               max_current=max_current, phases=1))
+            out.append(
+                Session(
+                    id=r.session_id,
+                    evse=station,
+                    arrival=r.arrival,
+                    departure=r.departure,
+                    energy_kwh=round(r.delivered_kwh, 3),
+                    max_current=max_current,
+                    phases=1,
+                )
+            )
     out.sort(key=lambda s: (s.arrival, s.id))
     return out, notes
 
 
-def acn_scenario(day: str | None = None, path: str | Path | None = None, *,
-                 days: int = 1, step_s: int = 900, network: str = "published",
-                 grid_import_limit_kw: float | None = None, evse_type: str = "real",
-                 **site_kw) -> Scenario:
+def acn_scenario(
+    day: str | None = None,
+    path: str | Path | None = None,
+    *,
+    days: int = 1,
+    step_s: int = 900,
+    network: str = "published",
+    grid_import_limit_kw: float | None = None,
+    evse_type: str = "real",
+    **site_kw,
+) -> Scenario:
     """A scenario of ``days`` days (from local midnight at the site) from ACN-Data.
 
     ``day``: ``YYYY-MM-DD`` (default: the busiest day of the file). Sessions arriving in the
@@ -308,11 +383,20 @@ def acn_scenario(day: str | None = None, path: str | Path | None = None, *,
     known = {e.id for e in site.evses}
     unknown = sorted({r.station_id for r in todays} - known)
     if unknown:
-        warnings.warn(f"ACN-Data stations not in the published {site.id} network, their "
-                      f"sessions left out: {unknown}", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"ACN-Data stations not in the published {site.id} network, their "
+            f"sessions left out: {unknown}",
+            UserWarning,
+            stacklevel=2,
+        )
         todays = [r for r in todays if r.station_id in known]
     sessions, _notes = to_sessions(todays)
     horizon = Horizon(start=d0, step_s=step_s, n_periods=days * 86_400 // step_s)
     signals = Signals(grid_import_limit_kw=grid_import_limit_kw)
-    return Scenario(site=site, horizon=horizon, sessions=tuple(sessions), signals=signals,
-                    objective=Objective(charge_early_per_kwh_h=0.05))
+    return Scenario(
+        site=site,
+        horizon=horizon,
+        sessions=tuple(sessions),
+        signals=signals,
+        objective=Objective(charge_early_per_kwh_h=0.05),
+    )

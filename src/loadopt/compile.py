@@ -102,9 +102,13 @@ def compile_problem(
     has_line = np.arange(3)[None, :] < np.array([e.phases for e in site.evses]).reshape(E_, 1)
     reserved = _check_reserved(reserved_a, E_, T, evse_ids) * has_line[:, :, None]
     anc = sp.csr_matrix(
-        (np.ones(sum(a.size for a in anc_rows)),
-         (np.concatenate(anc_rows) if anc_rows else np.zeros(0, np.int64),
-          np.concatenate(anc_cols) if anc_cols else np.zeros(0, np.int64))),
+        (
+            np.ones(sum(a.size for a in anc_rows)),
+            (
+                np.concatenate(anc_rows) if anc_rows else np.zeros(0, np.int64),
+                np.concatenate(anc_cols) if anc_cols else np.zeros(0, np.int64),
+            ),
+        ),
         shape=(E_, N),
     )
 
@@ -112,27 +116,35 @@ def compile_problem(
     S = len(sessions)
     evses = [site.evses[evse_index[s.evse]] for s in sessions]
     s_evse = np.array([evse_index[s.evse] for s in sessions], dtype=np.int64)
-    n_ph = np.array([min(e.phases, s.phases) for s, e in zip(sessions, evses, strict=True)],
-                    dtype=np.int64)
+    n_ph = np.array(
+        [min(e.phases, s.phases) for s, e in zip(sessions, evses, strict=True)], dtype=np.int64
+    )
     rot = np.array([e.site_phases for e in evses], dtype=np.int64).reshape(S, 3)
     line_to_line = np.array([e.wiring == "line_to_line" for e in evses], dtype=bool)
     branch = branch_coefficients(line_to_line, rot, n_ph)  # (S, 3) line phasor per A
     phase_mask = np.abs(branch) > 0  # site lines the session loads
     volt = np.array([e.voltage_v for e in evses], dtype=np.float64)
     kw_per_a = volt * n_ph / 1000.0
-    max_cur = np.array([min(e.max_current, s.max_current)
-                        for s, e in zip(sessions, evses, strict=True)], dtype=np.float64)
-    min_cur = np.array([e.min_current if s.min_current is None else s.min_current
-                        for s, e in zip(sessions, evses, strict=True)], dtype=np.float64)
+    max_cur = np.array(
+        [min(e.max_current, s.max_current) for s, e in zip(sessions, evses, strict=True)],
+        dtype=np.float64,
+    )
+    min_cur = np.array(
+        [
+            e.min_current if s.min_current is None else s.min_current
+            for s, e in zip(sessions, evses, strict=True)
+        ],
+        dtype=np.float64,
+    )
     min_cur = np.minimum(min_cur, max_cur)
     energy = np.array([s.energy_kwh for s in sessions], dtype=np.float64)
     prio = np.array([s.priority for s in sessions], dtype=np.float64)
     arr_s = np.array([horizon.seconds_from_start(s.arrival) for s in sessions], dtype=np.float64)
-    dep_s = np.array([horizon.seconds_from_start(s.departure) for s in sessions],
-                     dtype=np.float64)
+    dep_s = np.array([horizon.seconds_from_start(s.departure) for s in sessions], dtype=np.float64)
     bounds = horizon.period_bounds_s()
-    overlap = (np.minimum(dep_s[:, None], bounds[None, 1:])
-               - np.maximum(arr_s[:, None], bounds[None, :-1]))
+    overlap = np.minimum(dep_s[:, None], bounds[None, 1:]) - np.maximum(
+        arr_s[:, None], bounds[None, :-1]
+    )
     period_s = horizon.period_s
     avail = np.clip(overlap / period_s[None, :], 0.0, 1.0).reshape(S, T)
 
@@ -172,8 +184,11 @@ def compile_problem(
     base_kw = sample(*split(signals.base_load_kw), horizon, "max")
     pv_kw = sample(*split(signals.pv_kw), horizon, "min")
     price = sample(*split(signals.import_price), horizon, "mean")
-    export_price = (None if signals.export_price is None
-                    else sample(*split(signals.export_price), horizon, "mean"))
+    export_price = (
+        None
+        if signals.export_price is None
+        else sample(*split(signals.export_price), horizon, "mean")
+    )
     grid_kw = sample(*split(signals.grid_import_limit_kw), horizon, "min")
     base_a = base_kw * 1000.0 / (3.0 * site.voltage_v)
 
@@ -190,11 +205,28 @@ def compile_problem(
 
     # grid-operator signals (loadopt.grid.arrays): caps per node, prices, setpoints, floors
     sig = signal_arrays(
-        signals.grid_signals, signals.grid_policy, site.id, horizon, node_index, root,
+        signals.grid_signals,
+        signals.grid_policy,
+        site.id,
+        horizon,
+        node_index,
+        root,
         _carries(parent, root if site.base_load_node is None else node_index[site.base_load_node]),
-        anc[s_evse].tocsr(), kw_per_a * max_cur, energy, arr_s, dep_s, avail,
+        anc[s_evse].tocsr(),
+        kw_per_a * max_cur,
+        energy,
+        arr_s,
+        dep_s,
+        avail,
         sample(*split(signals.base_load_kw), horizon, "min"),
-        sample(*split(signals.pv_kw), horizon, "max"), grid_kw, node_kw, vs, vt, var_ub, kw_per_a)
+        sample(*split(signals.pv_kw), horizon, "max"),
+        grid_kw,
+        node_kw,
+        vs,
+        vt,
+        var_ub,
+        kw_per_a,
+    )
     root_cap = sig.node_cap_kw[root].copy()
     sig_node_cap = sig.node_cap_kw.copy()
     sig_node_cap[root] = np.inf  # the root's signal caps bound the net import, not the node kW
@@ -208,12 +240,13 @@ def compile_problem(
     # --- batteries: charge columns in the same rows (A per phase, balanced over R, S, T) -------
     bats = site.batteries
     B = len(bats)
-    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio
-                      for n in site.nodes])
+    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in site.nodes])
     wired = bool(line_to_line.any() or (ratio > 0).any())
     if B and wired:  # storage rows are per phase: not (yet) on phasor facets
-        raise InputError(f"battery {bats[0].id!r}: batteries are not supported on a site with "
-                         "line-to-line EVSEs or delta/wye transformers (phasor facet rows)")
+        raise InputError(
+            f"battery {bats[0].id!r}: batteries are not supported on a site with "
+            "line-to-line EVSEs or delta/wye transformers (phasor facet rows)"
+        )
     bat_kw_per_a = 3.0 * site.voltage_v / 1000.0
     bat_node = np.array([node_index[b.node] for b in bats], dtype=np.int64)
     bat_anc = _ancestors(bat_node, parent, N)  # (B, N)
@@ -232,104 +265,213 @@ def compile_problem(
     # the base load sits under site.base_load_node (default: the root) and loads its whole path
     k_base = root if site.base_load_node is None else node_index[site.base_load_node]
     carries = _carries(parent, k_base)
-    lines = _line_currents(site, evse_node, s_evse, parent, n_ph, rot, line_to_line, branch,
-                           node_cur, base_a, k_base, T, res_site)
+    lines = _line_currents(
+        site,
+        evse_node,
+        s_evse,
+        parent,
+        n_ph,
+        rot,
+        line_to_line,
+        branch,
+        node_cur,
+        base_a,
+        k_base,
+        T,
+        res_site,
+    )
     node_res_a = lines.reserved[: 3 * N].reshape(N, 3, T)
     cur_rhs = node_cur - node_res_a
     cur_rhs[carries] -= base_a[None, None, :]
     m = site.phasor_facets
     # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
-    rows.add(sp.vstack([sess_var @ lines.shape.C_int, bat_var @ _on_all_phases(bat_anc)]).tocoo(),
-             all_vt, cur_rhs.reshape(-1), ROW_NODE_CURRENT, node_of=lambda g: g // 3,
-             phase_of=lambda g: g % 3)
+    rows.add(
+        sp.vstack([sess_var @ lines.shape.C_int, bat_var @ _on_all_phases(bat_anc)]).tocoo(),
+        all_vt,
+        cur_rhs.reshape(-1),
+        ROW_NODE_CURRENT,
+        node_of=lambda g: g // 3,
+        phase_of=lambda g: g % 3,
+    )
     # the other limited lines: facets of the phasor disc over the sector (or magnitude rows)
     if lines.shape.Cf.nnz:
         room = (lines.limit - lines.base_mag - lines.reserved) * lines.shape.scale[:, None]
-        rows.add(sp.vstack([sess_var @ lines.shape.Cf,
-                            sp.csr_matrix((Vb, lines.shape.Cf.shape[1]))]).tocoo(), all_vt,
-                 np.repeat(room, m, axis=0).reshape(-1),
-                 lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
-                 node_of=lambda g: (g // m // 3) % N, phase_of=lambda g: (g // m) % 3,
-                 facet_of=lambda g: g % m)
+        rows.add(
+            sp.vstack(
+                [sess_var @ lines.shape.Cf, sp.csr_matrix((Vb, lines.shape.Cf.shape[1]))]
+            ).tocoo(),
+            all_vt,
+            np.repeat(room, m, axis=0).reshape(-1),
+            lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
+            node_of=lambda g: (g // m // 3) % N,
+            phase_of=lambda g: (g // m) % 3,
+            facet_of=lambda g: g % m,
+        )
 
     # per node and period: Σ EV kW ≤ limit (minus the base load where it flows)
     D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
     kw_rhs = node_kw - node_res_kw
     kw_rhs[carries] -= base_kw[None, :]
-    rows.add(sp.vstack([sess_var @ D, bat_var @ (bat_anc * bat_kw_per_a)]).tocoo(), all_vt,
-             kw_rhs.reshape(-1), ROW_NODE_POWER, node_of=lambda g: g,
-             phase_of=lambda g: np.full(g.size, -1))
+    rows.add(
+        sp.vstack([sess_var @ D, bat_var @ (bat_anc * bat_kw_per_a)]).tocoo(),
+        all_vt,
+        kw_rhs.reshape(-1),
+        ROW_NODE_POWER,
+        node_of=lambda g: g,
+        phase_of=lambda g: np.full(g.size, -1),
+    )
 
     # per period: EV kW + base − PV ≤ grid limit and DR caps
     site_coo = sp.coo_matrix(
-        (np.concatenate([kw_per_a[vs[free_v]], np.full(Vb, bat_kw_per_a)]),
-         (np.concatenate([free_v, V + np.arange(Vb)]), np.zeros(free_v.size + Vb, np.int64))),
-        shape=(V + Vb, 1))
+        (
+            np.concatenate([kw_per_a[vs[free_v]], np.full(Vb, bat_kw_per_a)]),
+            (np.concatenate([free_v, V + np.arange(Vb)]), np.zeros(free_v.size + Vb, np.int64)),
+        ),
+        shape=(V + Vb, 1),
+    )
     import_rhs = import_cap - base_kw + pv_kw - site_res_kw
-    rows.add(site_coo, all_vt, import_rhs, ROW_SITE_IMPORT,
-             node_of=lambda g: np.full(g.size, -1), phase_of=lambda g: np.full(g.size, -1))
+    rows.add(
+        site_coo,
+        all_vt,
+        import_rhs,
+        ROW_SITE_IMPORT,
+        node_of=lambda g: np.full(g.size, -1),
+        phase_of=lambda g: np.full(g.size, -1),
+    )
     G_all, h, row_kind, row_node, row_phase, row_period, row_facet = rows.build()
     G_all = G_all.tocsc()
     G, Gb = G_all[:, :V].tocsr(), G_all[:, V:].tocsr()
 
     fixed = "base load and reserved draw" if reserved.any() else "base load"
-    for k in map(int, np.flatnonzero(carries | node_res_a.any(axis=(1, 2))
-                                      | node_res_kw.any(axis=1))):
-        notices.extend(_base_load_notices(node_ids[k], cur_rhs[k], kw_rhs[k], None, horizon,
-                                          fixed))
+    for k in map(
+        int, np.flatnonzero(carries | node_res_a.any(axis=(1, 2)) | node_res_kw.any(axis=1))
+    ):
+        notices.extend(_base_load_notices(node_ids[k], cur_rhs[k], kw_rhs[k], None, horizon, fixed))
     notices.extend(_base_load_notices("", None, None, import_rhs, horizon, fixed))
     h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
 
-    bidir = np.array([s.v2x is not None and e.bidirectional
-                      for s, e in zip(sessions, evses, strict=True)], dtype=bool)
+    bidir = np.array(
+        [s.v2x is not None and e.bidirectional for s, e in zip(sessions, evses, strict=True)],
+        dtype=bool,
+    )
     for s, e in zip(sessions, evses, strict=True):
         if s.v2x is not None and not e.bidirectional:
-            notices.append(f"session {s.id!r}: has V2X parameters but EVSE {e.id!r} is not "
-                           "bidirectional; it is planned to charge only")
+            notices.append(
+                f"session {s.id!r}: has V2X parameters but EVSE {e.id!r} is not "
+                "bidirectional; it is planned to charge only"
+            )
     if wired and bidir.any():  # storage rows are per phase: not (yet) on phasor facets
         for i in np.flatnonzero(bidir):
-            notices.append(f"session {sessions[i].id!r}: V2G is not supported on a site with "
-                           "line-to-line EVSEs or delta/wye transformers; it is planned to "
-                           "charge only")
+            notices.append(
+                f"session {sessions[i].id!r}: V2G is not supported on a site with "
+                "line-to-line EVSEs or delta/wye transformers; it is planned to "
+                "charge only"
+            )
         bidir[:] = False
     storage = None
     if B or bidir.any():
         storage = _compile_storage(
-            site, sessions, evses, horizon, signals, notices, bidir=bidir, vs=vs, vt=vt,
-            var_free=var_free, avail=avail, kw_per_a=kw_per_a, phase_mask=phase_mask,
-            s_anc=s_anc, bat_anc=bat_anc, bc=(bc_battery, bc_period), Gb=Gb,
-            bat_kw_per_a=bat_kw_per_a, node_cur=node_cur, node_kw=node_kw, carries=carries,
-            row_kind=row_kind, row_period=row_period, node_ids=node_ids)
-
+            site,
+            sessions,
+            evses,
+            horizon,
+            signals,
+            notices,
+            bidir=bidir,
+            vs=vs,
+            vt=vt,
+            var_free=var_free,
+            avail=avail,
+            kw_per_a=kw_per_a,
+            phase_mask=phase_mask,
+            s_anc=s_anc,
+            bat_anc=bat_anc,
+            bc=(bc_battery, bc_period),
+            Gb=Gb,
+            bat_kw_per_a=bat_kw_per_a,
+            node_cur=node_cur,
+            node_kw=node_kw,
+            carries=carries,
+            row_kind=row_kind,
+            row_period=row_period,
+            node_ids=node_ids,
+        )
 
     arrays = dict(
-        **_site_evse_arrays(site), session_arrival_s=arr_s, session_departure_s=dep_s,
-        node_parent=parent, evse_node=evse_node, session_evse=s_evse, session_phase_mask=phase_mask,
-        session_kw_per_a=kw_per_a, session_max_current=max_cur, session_min_current=min_cur,
-        session_energy_kwh=energy, session_priority=prio, avail=avail,
-        session_departure_h=np.clip(dep_s / 3600.0, horizon.step_h,
-                                    T * horizon.step_h if horizon.uniform
-                                    else bounds[-1] / 3600.0),
+        **_site_evse_arrays(site),
+        session_arrival_s=arr_s,
+        session_departure_s=dep_s,
+        node_parent=parent,
+        evse_node=evse_node,
+        session_evse=s_evse,
+        session_phase_mask=phase_mask,
+        session_kw_per_a=kw_per_a,
+        session_max_current=max_cur,
+        session_min_current=min_cur,
+        session_energy_kwh=energy,
+        session_priority=prio,
+        avail=avail,
+        session_departure_h=np.clip(
+            dep_s / 3600.0,
+            horizon.step_h,
+            T * horizon.step_h if horizon.uniform else bounds[-1] / 3600.0,
+        ),
         var_session=vs,
-        var_period=vt, var_ub=var_ub, var_kwh_per_a=var_kwh, h=h, row_kind=row_kind,
-        row_node=row_node, row_phase=row_phase, row_period=row_period, row_facet=row_facet,
-        line_base=lines.shape.base, line_limit=lines.limit, line_exact=lines.exact,
-        line_sector_rad=lines.shape.sector_rad, line_reserved_a=lines.reserved,
-        node_current_limit=node_cur, node_power_limit_kw=node_kw, base_load_kw=base_kw,
-        base_load_a=base_a, node_carries_base=carries, pv_kw=pv_kw, import_price=price,
-        export_price=export_price, import_cap_kw=import_cap, dr_cap_kw=sig.cap_kw,
-        evse_reserved_a=reserved, var_reserved=~var_free,
-        signal_node=sig.node, signal_required_kw=sig.required_kw, signal_floor_kw=sig.floor_kw,
-        signal_offset_s=sig.offset_s, setpoint_kw=sig.setpoint_kw,
-        setpoint_penalty=sig.setpoint_penalty, export_cap_kw=sig.export_cap_kw,
-        export_penalty=sig.export_penalty, var_floor_a=np.zeros(V),
+        var_period=vt,
+        var_ub=var_ub,
+        var_kwh_per_a=var_kwh,
+        h=h,
+        row_kind=row_kind,
+        row_node=row_node,
+        row_phase=row_phase,
+        row_period=row_period,
+        row_facet=row_facet,
+        line_base=lines.shape.base,
+        line_limit=lines.limit,
+        line_exact=lines.exact,
+        line_sector_rad=lines.shape.sector_rad,
+        line_reserved_a=lines.reserved,
+        node_current_limit=node_cur,
+        node_power_limit_kw=node_kw,
+        base_load_kw=base_kw,
+        base_load_a=base_a,
+        node_carries_base=carries,
+        pv_kw=pv_kw,
+        import_price=price,
+        export_price=export_price,
+        import_cap_kw=import_cap,
+        dr_cap_kw=sig.cap_kw,
+        evse_reserved_a=reserved,
+        var_reserved=~var_free,
+        signal_node=sig.node,
+        signal_required_kw=sig.required_kw,
+        signal_floor_kw=sig.floor_kw,
+        signal_offset_s=sig.offset_s,
+        setpoint_kw=sig.setpoint_kw,
+        setpoint_penalty=sig.setpoint_penalty,
+        export_cap_kw=sig.export_cap_kw,
+        export_penalty=sig.export_penalty,
+        var_floor_a=np.zeros(V),
     )
     problem = Problem(
-        horizon=horizon, site=site, sessions=sessions, signals=signals, objective=objective,
-        node_ids=node_ids, evse_ids=evse_ids, session_ids=tuple(s.id for s in sessions),
-        dr_event_ids=sig.ids, signal_kind=sig.kind, G=G, session_anc=s_anc.tocsr(),
-        evse_anc=anc, line_coef=lines.shape.coef, line_coef_l1=lines.shape.coef_l1,
-        facet_loss_bound=lines.loss_bound, notices=tuple(notices), storage=storage,
+        horizon=horizon,
+        site=site,
+        sessions=sessions,
+        signals=signals,
+        objective=objective,
+        node_ids=node_ids,
+        evse_ids=evse_ids,
+        session_ids=tuple(s.id for s in sessions),
+        dr_event_ids=sig.ids,
+        signal_kind=sig.kind,
+        G=G,
+        session_anc=s_anc.tocsr(),
+        evse_anc=anc,
+        line_coef=lines.shape.coef,
+        line_coef_l1=lines.shape.coef_l1,
+        facet_loss_bound=lines.loss_bound,
+        notices=tuple(notices),
+        storage=storage,
         **arrays,
     )
     if np.any(sig.floor_a > 0):
@@ -375,8 +517,9 @@ class _Lines:
         return self.shape.coef
 
 
-def _walk_lines(u: np.ndarray, node: np.ndarray, parent: np.ndarray, ratio: np.ndarray,
-                N: int) -> sp.csr_matrix:
+def _walk_lines(
+    u: np.ndarray, node: np.ndarray, parent: np.ndarray, ratio: np.ndarray, N: int
+) -> sp.csr_matrix:
     """(S, 6N) complex line coefficients: ``u`` (S, 3) at each session's node, carried up the
     tree, through the primary side of every delta/wye transformer on the way (loops run over
     tree depth, vectorised over sessions)."""
@@ -398,16 +541,24 @@ def _walk_lines(u: np.ndarray, node: np.ndarray, parent: np.ndarray, ratio: np.n
         nxt = parent[cur]
         keep = nxt >= 0
         alive, cur, x = alive[keep], nxt[keep], x[keep]
-    out = sp.csr_matrix((np.concatenate(v) if v else np.zeros(0, np.complex128),
-                         (np.concatenate(r) if r else np.zeros(0, np.int64),
-                          np.concatenate(c) if c else np.zeros(0, np.int64))),
-                        shape=(S, 6 * N), dtype=np.complex128)
+    out = sp.csr_matrix(
+        (
+            np.concatenate(v) if v else np.zeros(0, np.complex128),
+            (
+                np.concatenate(r) if r else np.zeros(0, np.int64),
+                np.concatenate(c) if c else np.zeros(0, np.int64),
+            ),
+        ),
+        shape=(S, 6 * N),
+        dtype=np.complex128,
+    )
     out.eliminate_zeros()
     return out
 
 
-def _reserved_lines(res_site: np.ndarray, evse_node: np.ndarray, parent: np.ndarray,
-                    ratio: np.ndarray, N: int) -> np.ndarray:
+def _reserved_lines(
+    res_site: np.ndarray, evse_node: np.ndarray, parent: np.ndarray, ratio: np.ndarray, N: int
+) -> np.ndarray:
     """(6N, T) A: reserved EVSE draw per site line ``res_site`` (E, 3, T), carried up the tree as
     magnitudes (in phase: the worst case); through a delta/wye transformer the primary line
     ``A`` gets ``(|a| + |c|)/n`` (the triangle inequality on ``(I_a − I_c)/n``)."""
@@ -437,9 +588,17 @@ _SHAPES: dict[tuple, tuple[Site, _LineShape]] = {}
 _SHAPES_MAX = 16
 
 
-def _line_shape(site: Site, s_evse: np.ndarray, parent: np.ndarray, n_ph: np.ndarray,
-                rot: np.ndarray, line_to_line: np.ndarray, branch: np.ndarray, k_base: int,
-                has_base: bool) -> _LineShape:
+def _line_shape(
+    site: Site,
+    s_evse: np.ndarray,
+    parent: np.ndarray,
+    n_ph: np.ndarray,
+    rot: np.ndarray,
+    line_to_line: np.ndarray,
+    branch: np.ndarray,
+    k_base: int,
+    has_base: bool,
+) -> _LineShape:
     """The time-independent part of the line currents (cached by site identity and the
     sessions' EVSEs and phase counts)."""
     key = (id(site), s_evse.tobytes(), n_ph.tobytes(), k_base, has_base)
@@ -450,18 +609,17 @@ def _line_shape(site: Site, s_evse: np.ndarray, parent: np.ndarray, n_ph: np.nda
     S = s_evse.size
     m = site.phasor_facets
     node = _evse_nodes(site)[s_evse]
-    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio
-                      for n in site.nodes])
+    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in site.nodes])
     coef = _walk_lines(branch, node, parent, ratio, N)
     l1 = np.where(line_to_line, n_ph, np.minimum(n_ph, 1))
     coef_l1 = _walk_lines(branch_coefficients(line_to_line, rot, l1), node, parent, ratio, N)
     base = np.zeros(6 * N, dtype=np.complex128)
     b, k = PHASE_UNIT.copy(), k_base
     while k >= 0:
-        base[3 * k: 3 * k + 3] = b
+        base[3 * k : 3 * k + 3] = b
         if ratio[k] > 0:
             b = delta_wye_primary(b, ratio[k])
-            base[3 * (N + k): 3 * (N + k) + 3] = b
+            base[3 * (N + k) : 3 * (N + k) + 3] = b
         k = parent[k]
     cc = coef.tocoo()
     ref, lo, width = sectors(cc.data, cc.col, 6 * N, base if has_base else None)
@@ -477,10 +635,21 @@ def _line_shape(site: Site, s_evse: np.ndarray, parent: np.ndarray, n_ph: np.nda
     w = np.where(width < COLLINEAR_RAD, np.inf, width)
     e, f, val, scale = facets(fc.data, fc.col, ref, lo, w, m)
     keep = val > 0
-    Cf = sp.csr_matrix((val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])),
-                       shape=(S, 6 * N * m))
-    shape = _LineShape(coef=coef, coef_l1=coef_l1, base=base, ratio=ratio, sector_rad=width,
-                       used=used, int_group=is_int, C_int=C_int, Cf=Cf, scale=scale)
+    Cf = sp.csr_matrix(
+        (val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])), shape=(S, 6 * N * m)
+    )
+    shape = _LineShape(
+        coef=coef,
+        coef_l1=coef_l1,
+        base=base,
+        ratio=ratio,
+        sector_rad=width,
+        used=used,
+        int_group=is_int,
+        C_int=C_int,
+        Cf=Cf,
+        scale=scale,
+    )
     if len(_SHAPES) >= _SHAPES_MAX:
         _SHAPES.pop(next(iter(_SHAPES)))
     _SHAPES[key] = (site, shape)
@@ -492,27 +661,42 @@ def _evse_nodes(site: Site) -> np.ndarray:
     return np.array([index[e.node] for e in site.evses], dtype=np.int64)
 
 
-def _line_currents(site: Site, evse_node: np.ndarray, s_evse: np.ndarray, parent: np.ndarray,
-                   n_ph: np.ndarray, rot: np.ndarray, line_to_line: np.ndarray,
-                   branch: np.ndarray, node_cur: np.ndarray, base_a: np.ndarray, k_base: int,
-                   T: int, res_site: np.ndarray) -> _Lines:
+def _line_currents(
+    site: Site,
+    evse_node: np.ndarray,
+    s_evse: np.ndarray,
+    parent: np.ndarray,
+    n_ph: np.ndarray,
+    rot: np.ndarray,
+    line_to_line: np.ndarray,
+    branch: np.ndarray,
+    node_cur: np.ndarray,
+    base_a: np.ndarray,
+    k_base: int,
+    T: int,
+    res_site: np.ndarray,
+) -> _Lines:
     """Exact line-current phasors of every node (and delta/wye primary) and how to model them."""
     N = len(site.nodes)
     has_base = bool(np.max(base_a, initial=0.0) > 0)
-    shape = _line_shape(site, s_evse, parent, n_ph, rot, line_to_line, branch, k_base,
-                        has_base)
+    shape = _line_shape(site, s_evse, parent, n_ph, rot, line_to_line, branch, k_base, has_base)
     limit = np.full((6 * N, T), np.inf)
     limit[: 3 * N] = node_cur.reshape(3 * N, T)
     for k, n in enumerate(site.nodes):
         trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
         if trip is not None:
-            limit[3 * (N + k): 3 * (N + k) + 3] = np.asarray(trip, dtype=np.float64)[:, None]
+            limit[3 * (N + k) : 3 * (N + k) + 3] = np.asarray(trip, dtype=np.float64)[:, None]
     base_mag = np.abs(shape.base)[:, None] * base_a[None, :]
     exact = shape.used & np.isfinite(limit).any(axis=1) & ~shape.int_group
     bound = facet_loss_bound(np.where(exact, shape.sector_rad, 0.0), site.phasor_facets)
-    return _Lines(shape=shape, base_mag=base_mag, limit=limit, exact=exact,
-                  loss_bound=float(np.max(bound, initial=0.0)),
-                  reserved=_reserved_lines(res_site, evse_node, parent, shape.ratio, N))
+    return _Lines(
+        shape=shape,
+        base_mag=base_mag,
+        limit=limit,
+        exact=exact,
+        loss_bound=float(np.max(bound, initial=0.0)),
+        reserved=_reserved_lines(res_site, evse_node, parent, shape.ratio, N),
+    )
 
 
 def _carries(parent: np.ndarray, k: int) -> np.ndarray:
@@ -534,11 +718,11 @@ def _feasible_floor(problem: Problem, floor_a: np.ndarray) -> np.ndarray:
     """
     from .safety import GRID_SNAP, _project_da
 
-    kwh = np.bincount(problem.var_session, problem.var_kwh_per_a * floor_a,
-                      minlength=problem.n_sessions)
+    kwh = np.bincount(
+        problem.var_session, problem.var_kwh_per_a * floor_a, minlength=problem.n_sessions
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(kwh > problem.session_energy_kwh,
-                         problem.session_energy_kwh / kwh, 1.0)
+        scale = np.where(kwh > problem.session_energy_kwh, problem.session_energy_kwh / kwh, 1.0)
     da = np.floor(floor_a * scale[problem.var_session] * 10.0 + GRID_SNAP)
     return _project_da(problem, da, max_passes=8) / 10.0
 
@@ -566,10 +750,33 @@ def _on_all_phases(anc: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(rr.size), (rr, cc)), shape=(anc.shape[0], 3 * anc.shape[1]))
 
 
-def _compile_storage(site, sessions, evses, horizon, signals, notices, *, bidir, vs, vt,
-                     var_free, avail, kw_per_a, phase_mask, s_anc, bat_anc, bc, Gb,
-                     bat_kw_per_a, node_cur, node_kw, carries, row_kind, row_period,
-                     node_ids) -> Storage:
+def _compile_storage(
+    site,
+    sessions,
+    evses,
+    horizon,
+    signals,
+    notices,
+    *,
+    bidir,
+    vs,
+    vt,
+    var_free,
+    avail,
+    kw_per_a,
+    phase_mask,
+    s_anc,
+    bat_anc,
+    bc,
+    Gb,
+    bat_kw_per_a,
+    node_cur,
+    node_kw,
+    carries,
+    row_kind,
+    row_period,
+    node_ids,
+) -> Storage:
     """The bidirectional part of the problem (:class:`~loadopt.problem.Storage`).
 
     Discharge columns exist for a bidirectional session where it is plugged in, outside any
@@ -605,37 +812,62 @@ def _compile_storage(site, sessions, evses, horizon, signals, notices, *, bidir,
         unit_e0_kwh=np.concatenate([np.zeros(Us), e0_b]),
         unit_emin_kwh=np.concatenate([np.minimum(lo_s, 0.0), emin_b]),
         unit_emax_kwh=np.concatenate([np.maximum(hi_s, 0.0), emax_b]),
-        unit_eta_c=np.array([p.charge_efficiency for p in v2x]
-                            + [b.charge_efficiency for b in bats], dtype=np.float64),
-        unit_eta_d=np.array([p.discharge_efficiency for p in v2x]
-                            + [b.discharge_efficiency for b in bats], dtype=np.float64),
-        unit_target_kwh=np.concatenate([np.array([sessions[i].energy_kwh for i in sess_u],
-                                                 dtype=np.float64), np.full(B, -np.inf)]),
-        unit_degradation=np.array([p.degradation_per_kwh for p in v2x]
-                                  + [b.degradation_per_kwh for b in bats], dtype=np.float64),
-        unit_terminal_value=np.concatenate([np.zeros(Us), np.array(
-            [b.terminal_value_per_kwh for b in bats], dtype=np.float64)]),
+        unit_eta_c=np.array(
+            [p.charge_efficiency for p in v2x] + [b.charge_efficiency for b in bats],
+            dtype=np.float64,
+        ),
+        unit_eta_d=np.array(
+            [p.discharge_efficiency for p in v2x] + [b.discharge_efficiency for b in bats],
+            dtype=np.float64,
+        ),
+        unit_target_kwh=np.concatenate(
+            [
+                np.array([sessions[i].energy_kwh for i in sess_u], dtype=np.float64),
+                np.full(B, -np.inf),
+            ]
+        ),
+        unit_degradation=np.array(
+            [p.degradation_per_kwh for p in v2x] + [b.degradation_per_kwh for b in bats],
+            dtype=np.float64,
+        ),
+        unit_terminal_value=np.concatenate(
+            [np.zeros(Us), np.array([b.terminal_value_per_kwh for b in bats], dtype=np.float64)]
+        ),
     )
     # --- discharge columns -------------------------------------------------------------------
-    evse_dis = [evses[i].max_current if evses[i].max_discharge_current is None
-                else evses[i].max_discharge_current for i in sess_u]
-    dis_max_s = np.minimum(np.array(evse_dis, dtype=np.float64),
-                           np.array([p.max_discharge_current for p in v2x], dtype=np.float64))
+    evse_dis = [
+        evses[i].max_current
+        if evses[i].max_discharge_current is None
+        else evses[i].max_discharge_current
+        for i in sess_u
+    ]
+    dis_max_s = np.minimum(
+        np.array(evse_dis, dtype=np.float64),
+        np.array([p.max_discharge_current for p in v2x], dtype=np.float64),
+    )
     may = (dis_max_s > 0) & (lo_s <= 0)
     for k in np.flatnonzero(~may & (lo_s > 0)):
-        notices.append(f"session {sessions[sess_u[k]].id!r}: below its V2X minimum "
-                       f"({lo_s[k]:.3g} kWh to charge first); not discharged in this plan")
+        notices.append(
+            f"session {sessions[sess_u[k]].id!r}: below its V2X minimum "
+            f"({lo_s[k]:.3g} kWh to charge first); not discharged in this plan"
+        )
     u_of_v = session_unit[vs] if vs.size else np.zeros(0, np.int64)
     sv = np.flatnonzero((u_of_v >= 0) & var_free)
     sv = sv[may[u_of_v[sv]]]
     bc_battery, bc_period = bc
     dv_unit = np.concatenate([u_of_v[sv], Us + bc_battery]).astype(np.int64)
     dv_period = np.concatenate([vt[sv], bc_period]).astype(np.int32)
-    dv_ub = np.concatenate([dis_max_s[u_of_v[sv]],
-                            np.repeat(np.array([b.max_discharge_kw for b in bats],
-                                               dtype=np.float64) / bat_kw_per_a, T)])
-    dv_kwh = np.concatenate([kw_per_a[vs[sv]] * dt[vt[sv]] * avail[vs[sv], vt[sv]],
-                             bat_kw_per_a * dt[bc_period]])
+    dv_ub = np.concatenate(
+        [
+            dis_max_s[u_of_v[sv]],
+            np.repeat(
+                np.array([b.max_discharge_kw for b in bats], dtype=np.float64) / bat_kw_per_a, T
+            ),
+        ]
+    )
+    dv_kwh = np.concatenate(
+        [kw_per_a[vs[sv]] * dt[vt[sv]] * avail[vs[sv], vt[sv]], bat_kw_per_a * dt[bc_period]]
+    )
     Vd = dv_unit.size
     var_dv = np.full(vs.size, -1, np.int64)
     var_dv[sv] = np.arange(sv.size)
@@ -646,8 +878,9 @@ def _compile_storage(site, sessions, evses, horizon, signals, notices, *, bidir,
     k_imp = np.flatnonzero(row_kind == ROW_SITE_IMPORT)
     imp_row[row_period[k_imp]] = k_imp
     has = imp_row[dv_period] >= 0 if Vd else np.zeros(0, bool)
-    Cd = sp.csr_matrix((dv_kw[has], (imp_row[dv_period[has]], np.flatnonzero(has))),
-                       shape=(row_kind.size, Vd))
+    Cd = sp.csr_matrix(
+        (dv_kw[has], (imp_row[dv_period[has]], np.flatnonzero(has))), shape=(row_kind.size, Vd)
+    )
 
     # --- export rows -------------------------------------------------------------------------
     pv_max = sample(*split(signals.pv_kw), horizon, "max")
@@ -664,43 +897,80 @@ def _compile_storage(site, sessions, evses, horizon, signals, notices, *, bidir,
         keep = u_phase[a.row, p]
         ri.append(a.row[keep])
         ci.append(a.col[keep] * 3 + p)
-    Cu = sp.csr_matrix((np.ones(sum(x.size for x in ri)), (np.concatenate(ri),
-                                                            np.concatenate(ci))),
-                       shape=(U, 3 * N))
+    Cu = sp.csr_matrix(
+        (np.ones(sum(x.size for x in ri)), (np.concatenate(ri), np.concatenate(ci))),
+        shape=(U, 3 * N),
+    )
     x_cur = node_cur.copy()
     x_cur[carries] -= pv_a[None, None, :]
-    rows.add((dvar @ Cu).tocoo(), dv_period, x_cur.reshape(-1), ROW_NODE_CURRENT,
-             node_of=lambda g: g // 3, phase_of=lambda g: g % 3)
+    rows.add(
+        (dvar @ Cu).tocoo(),
+        dv_period,
+        x_cur.reshape(-1),
+        ROW_NODE_CURRENT,
+        node_of=lambda g: g // 3,
+        phase_of=lambda g: g % 3,
+    )
     x_kw = node_kw.copy()
     x_kw[carries] -= pv_max[None, :]
-    rows.add((dvar @ (u_anc.multiply(unit["unit_kw_per_a"][:, None]))).tocoo(), dv_period,
-             x_kw.reshape(-1), ROW_NODE_POWER, node_of=lambda g: g,
-             phase_of=lambda g: np.full(g.size, -1))
+    rows.add(
+        (dvar @ (u_anc.multiply(unit["unit_kw_per_a"][:, None]))).tocoo(),
+        dv_period,
+        x_kw.reshape(-1),
+        ROW_NODE_POWER,
+        node_of=lambda g: g,
+        phase_of=lambda g: np.full(g.size, -1),
+    )
     exp_rhs = export_cap - pv_max
-    rows.add(sp.coo_matrix((dv_kw, (np.arange(Vd), np.zeros(Vd, np.int64))), shape=(Vd, 1)),
-             dv_period, exp_rhs, ROW_SITE_EXPORT, node_of=lambda g: np.full(g.size, -1),
-             phase_of=lambda g: np.full(g.size, -1))
+    rows.add(
+        sp.coo_matrix((dv_kw, (np.arange(Vd), np.zeros(Vd, np.int64))), shape=(Vd, 1)),
+        dv_period,
+        exp_rhs,
+        ROW_SITE_EXPORT,
+        node_of=lambda g: np.full(g.size, -1),
+        phase_of=lambda g: np.full(g.size, -1),
+    )
     Gx, hx, x_kind, x_node, x_phase, x_period, _ = rows.build()
     for k in np.flatnonzero(carries):
         for p, name in enumerate("RST"):
             if np.isfinite(x_cur[k, p]).any() and (x_cur[k, p] < 0).any():
-                notices.append(f"node {node_ids[k]!r} phase {name}: PV alone exceeds the "
-                               "current limit in the export direction; nothing discharges there")
+                notices.append(
+                    f"node {node_ids[k]!r} phase {name}: PV alone exceeds the "
+                    "current limit in the export direction; nothing discharges there"
+                )
         if (x_kw[k] < 0).any():
-            notices.append(f"node {node_ids[k]!r}: PV alone exceeds the power limit in the "
-                           "export direction; nothing discharges there")
+            notices.append(
+                f"node {node_ids[k]!r}: PV alone exceeds the power limit in the "
+                "export direction; nothing discharges there"
+            )
     if (exp_rhs < 0).any():
-        notices.append("grid export: PV alone exceeds the grid export limit; nothing "
-                       "discharges there")
+        notices.append(
+            "grid export: PV alone exceeds the grid export limit; nothing discharges there"
+        )
     hx = np.maximum(hx, 0.0)
     arrays = dict(
-        unit_session=unit_session, unit_battery=unit_battery, session_unit=session_unit,
-        battery_capacity_kwh=cap, bc_battery=bc_battery, bc_period=bc_period,
-        bc_ub=np.repeat(np.array([b.max_charge_kw for b in bats], dtype=np.float64)
-                        / bat_kw_per_a, T),
-        dv_unit=dv_unit, dv_period=dv_period, dv_ub=dv_ub, dv_kwh_per_a=dv_kwh, hx=hx,
-        x_kind=x_kind, x_node=x_node, x_phase=x_phase, x_period=x_period, pv_max_kw=pv_max,
-        export_cap_kw=export_cap, var_dv=var_dv, **unit,
+        unit_session=unit_session,
+        unit_battery=unit_battery,
+        session_unit=session_unit,
+        battery_capacity_kwh=cap,
+        bc_battery=bc_battery,
+        bc_period=bc_period,
+        bc_ub=np.repeat(
+            np.array([b.max_charge_kw for b in bats], dtype=np.float64) / bat_kw_per_a, T
+        ),
+        dv_unit=dv_unit,
+        dv_period=dv_period,
+        dv_ub=dv_ub,
+        dv_kwh_per_a=dv_kwh,
+        hx=hx,
+        x_kind=x_kind,
+        x_node=x_node,
+        x_phase=x_phase,
+        x_period=x_period,
+        pv_max_kw=pv_max,
+        export_cap_kw=export_cap,
+        var_dv=var_dv,
+        **unit,
     )
     for v in arrays.values():
         v.setflags(write=False)
@@ -724,8 +994,16 @@ class _RowBuilder:
         self.v: list[np.ndarray] = []
         self.labels: list[tuple[np.ndarray, ...]] = []
 
-    def add(self, var_group: sp.coo_matrix, var_period: np.ndarray, rhs_flat: np.ndarray,
-            kind, node_of, phase_of, facet_of=None) -> None:
+    def add(
+        self,
+        var_group: sp.coo_matrix,
+        var_period: np.ndarray,
+        rhs_flat: np.ndarray,
+        kind,
+        node_of,
+        phase_of,
+        facet_of=None,
+    ) -> None:
         """Add a row for every (group, period) with a finite limit.
 
         ``var_group`` is a (V, n_groups) incidence/coefficient matrix; variable ``v`` sits in the
@@ -747,27 +1025,43 @@ class _RowBuilder:
         group = uniq // T
         kinds = kind(group) if callable(kind) else np.full(uniq.size, kind)
         fac = np.full(uniq.size, -1) if facet_of is None else facet_of(group)
-        self.labels.append((rhs_flat[uniq], kinds, node_of(group), phase_of(group), uniq % T,
-                            fac))
+        self.labels.append((rhs_flat[uniq], kinds, node_of(group), phase_of(group), uniq % T, fac))
         self.n += uniq.size
 
     def build(self):
         """``(G, h, row_kind, row_node, row_phase, row_period, row_facet)``."""
         if not self.labels:
             z = np.zeros(0)
-            return (sp.csr_matrix((0, self.V)), z, z.astype(np.int8), z.astype(np.int32),
-                    z.astype(np.int8), z.astype(np.int32), z.astype(np.int8))
-        G = sp.csr_matrix((np.concatenate(self.v), (np.concatenate(self.r),
-                                                     np.concatenate(self.c))),
-                          shape=(self.n, self.V))
-        h, kind, node, phase, period, facet = (np.concatenate(x) for x in zip(*self.labels,
-                                                                                strict=True))
-        return (G, h, kind.astype(np.int8), node.astype(np.int32), phase.astype(np.int8),
-                period.astype(np.int32), facet.astype(np.int8))
+            return (
+                sp.csr_matrix((0, self.V)),
+                z,
+                z.astype(np.int8),
+                z.astype(np.int32),
+                z.astype(np.int8),
+                z.astype(np.int32),
+                z.astype(np.int8),
+            )
+        G = sp.csr_matrix(
+            (np.concatenate(self.v), (np.concatenate(self.r), np.concatenate(self.c))),
+            shape=(self.n, self.V),
+        )
+        h, kind, node, phase, period, facet = (
+            np.concatenate(x) for x in zip(*self.labels, strict=True)
+        )
+        return (
+            G,
+            h,
+            kind.astype(np.int8),
+            node.astype(np.int32),
+            phase.astype(np.int8),
+            period.astype(np.int32),
+            facet.astype(np.int8),
+        )
 
 
-def _check_reserved(reserved_a: np.ndarray | None, n_evse: int, n_periods: int,
-                    evse_ids: tuple[str, ...]) -> np.ndarray:
+def _check_reserved(
+    reserved_a: np.ndarray | None, n_evse: int, n_periods: int, evse_ids: tuple[str, ...]
+) -> np.ndarray:
     """``reserved_a`` as a float ``(E, 3, T)`` array (zeros when ``None``), or an InputError."""
     if reserved_a is None:
         return np.zeros((n_evse, 3, n_periods))
@@ -776,8 +1070,10 @@ def _check_reserved(reserved_a: np.ndarray | None, n_evse: int, n_periods: int,
     except (TypeError, ValueError):
         raise InputError("reserved_a must be a numeric (EVSEs, 3, periods) array") from None
     if r.shape != (n_evse, 3, n_periods):
-        raise InputError(f"reserved_a has shape {r.shape}, expected {(n_evse, 3, n_periods)} "
-                         "(EVSEs, lines, periods)")
+        raise InputError(
+            f"reserved_a has shape {r.shape}, expected {(n_evse, 3, n_periods)} "
+            "(EVSEs, lines, periods)"
+        )
     bad = ~np.isfinite(r) | (r < 0)
     if bad.any():
         e = int(np.argwhere(bad)[0][0])
@@ -785,9 +1081,14 @@ def _check_reserved(reserved_a: np.ndarray | None, n_evse: int, n_periods: int,
     return r
 
 
-def _base_load_notices(node_id: str, cur_rhs: np.ndarray | None, kw_rhs: np.ndarray | None,
-                       import_rhs: np.ndarray | None, horizon: Horizon,
-                       fixed: str = "base load") -> list[str]:
+def _base_load_notices(
+    node_id: str,
+    cur_rhs: np.ndarray | None,
+    kw_rhs: np.ndarray | None,
+    import_rhs: np.ndarray | None,
+    horizon: Horizon,
+    fixed: str = "base load",
+) -> list[str]:
     """Say, per limit, where the fixed load (base load minus PV, reserved EVSE draw) alone
     already exceeds it."""
     out = []
@@ -799,14 +1100,20 @@ def _base_load_notices(node_id: str, cur_rhs: np.ndarray | None, kw_rhs: np.ndar
 
     for p, name in enumerate("RST"):
         if cur_rhs is not None and (cur_rhs[p] < 0).any():
-            out.append(f"node {node_id!r} phase {name}: {fixed} alone exceeds the current "
-                       f"limit in {periods(cur_rhs[p] < 0)}; vehicles get 0 A there")
+            out.append(
+                f"node {node_id!r} phase {name}: {fixed} alone exceeds the current "
+                f"limit in {periods(cur_rhs[p] < 0)}; vehicles get 0 A there"
+            )
     if kw_rhs is not None and (kw_rhs < 0).any():
-        out.append(f"node {node_id!r}: {fixed} alone exceeds the power limit in "
-                   f"{periods(kw_rhs < 0)}; vehicles get 0 A there")
+        out.append(
+            f"node {node_id!r}: {fixed} alone exceeds the power limit in "
+            f"{periods(kw_rhs < 0)}; vehicles get 0 A there"
+        )
     if import_rhs is not None and (import_rhs < 0).any():
-        out.append(f"grid import: {fixed} minus PV alone exceeds the grid import limit or a "
-                   f"demand-response cap in {periods(import_rhs < 0)}; vehicles get 0 A there")
+        out.append(
+            f"grid import: {fixed} minus PV alone exceeds the grid import limit or a "
+            f"demand-response cap in {periods(import_rhs < 0)}; vehicles get 0 A there"
+        )
     return out
 
 
@@ -842,8 +1149,10 @@ def evse_arrays(site: Site) -> dict[str, np.ndarray]:
     ``evse_levels_da`` (K,); an EVSE without ``allowed_currents`` has none)."""
     ev = site.evses
     E = len(ev)
-    levels = [snap_levels_da(e.allowed_currents) if e.allowed_currents is not None
-              else np.zeros(0) for e in ev]
+    levels = [
+        snap_levels_da(e.allowed_currents) if e.allowed_currents is not None else np.zeros(0)
+        for e in ev
+    ]
     return dict(
         evse_phases=np.array([e.phases for e in ev], dtype=np.int64).reshape(E),
         evse_site_phases=np.array([e.site_phases for e in ev], dtype=np.int64).reshape(E, 3),
@@ -851,8 +1160,9 @@ def evse_arrays(site: Site) -> dict[str, np.ndarray]:
         evse_phase_switching=np.array([e.phase_switching for e in ev], dtype=bool).reshape(E),
         evse_max_current=np.array([e.max_current for e in ev], dtype=np.float64).reshape(E),
         evse_min_current=np.array([e.min_current for e in ev], dtype=np.float64).reshape(E),
-        evse_has_levels=np.array([e.allowed_currents is not None for e in ev],
-                                 dtype=bool).reshape(E),
+        evse_has_levels=np.array([e.allowed_currents is not None for e in ev], dtype=bool).reshape(
+            E
+        ),
         evse_levels_ptr=np.r_[0, np.cumsum([lv.size for lv in levels])].astype(np.int64),
         evse_levels_da=(np.concatenate(levels) if levels else np.zeros(0)).astype(np.float64),
     )

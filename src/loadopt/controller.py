@@ -250,16 +250,19 @@ class Controller:
             if planner is not None:
                 raise InputError("Controller: pass planner or method, not both")
             if method not in ("lp", "fast", "milp", "auto"):
-                raise InputError(f"unknown method {method!r}; use 'lp', 'fast', 'milp' or "
-                                 "'auto' (or planner=)")
+                raise InputError(
+                    f"unknown method {method!r}; use 'lp', 'fast', 'milp' or 'auto' (or planner=)"
+                )
             planner = method
         if policy is not None:
             from .fast import POLICIES
             from .options import FastOptions
 
             if planner not in ("fast", None) or policy not in POLICIES:
-                raise InputError(f"policy {policy!r}: a fast-path policy ({', '.join(POLICIES)}) "
-                                 "with method='fast'")
+                raise InputError(
+                    f"policy {policy!r}: a fast-path policy ({', '.join(POLICIES)}) "
+                    "with method='fast'"
+                )
             planner = FastOptions(policy=policy)
         Horizon(start=datetime(2000, 1, 1, tzinfo=UTC), step_s=step_s, n_periods=n_periods)
         site = as_model(site, Site, "Controller: site")
@@ -269,17 +272,26 @@ class Controller:
         self.coarse_step_s = coarse_step_s
         self.fine_s = fine_s
         if not isinstance(align_to_grid, bool):
-            raise InputError(f"Controller: align_to_grid must be True or False, got "
-                             f"{align_to_grid!r}")
+            raise InputError(
+                f"Controller: align_to_grid must be True or False, got {align_to_grid!r}"
+            )
         self.align_to_grid = align_to_grid
         if coarse_step_s is not None:  # a bad combination fails here, not at the first step
-            Horizon.tiered(datetime(2000, 1, 1, tzinfo=UTC), fine_step_s=self.step_s,
-                           fine_s=fine_s, coarse_step_s=coarse_step_s,
-                           span_s=self.step_s * self.n_periods)
-        self.signals = Signals() if signals is None else as_model(signals, Signals,
-                                                                  "Controller: signals")
-        self.objective = (Objective() if objective is None
-                          else as_model(objective, Objective, "Controller: objective"))
+            Horizon.tiered(
+                datetime(2000, 1, 1, tzinfo=UTC),
+                fine_step_s=self.step_s,
+                fine_s=fine_s,
+                coarse_step_s=coarse_step_s,
+                span_s=self.step_s * self.n_periods,
+            )
+        self.signals = (
+            Signals() if signals is None else as_model(signals, Signals, "Controller: signals")
+        )
+        self.objective = (
+            Objective()
+            if objective is None
+            else as_model(objective, Objective, "Controller: objective")
+        )
         self.time_limit_s = time_limit_s
         try:
             self.planner: Planner = as_planner(planner, time_limit_s=time_limit_s)
@@ -292,25 +304,30 @@ class Controller:
             ws.enabled, ws.min_mapped = bool(warm), float(warm_min_mapped)
             ws.alien, ws.cold_after_limit_cut = bool(alien_basis), bool(cold_after_limit_cut)
         self.default_dwell_h = _finite_nonneg(default_dwell_h, "Controller: default_dwell_h")
-        self.default_energy_kwh = _finite_nonneg(default_energy_kwh,
-                                                 "Controller: default_energy_kwh")
+        self.default_energy_kwh = _finite_nonneg(
+            default_energy_kwh, "Controller: default_energy_kwh"
+        )
         #: Hand out limits in the pilots the EVSEs can signal (steps, minimum current):
         #: :meth:`_in_pilot_steps`.
         self.pilots = bool(pilots)
         self.reshare = bool(reshare)
-        self.reshare_threshold_a = _finite_nonneg(reshare_threshold_a,
-                                                  "Controller: reshare_threshold_a")
-        self.reshare_headroom_a = _finite_nonneg(reshare_headroom_a,
-                                                 "Controller: reshare_headroom_a")
-        self.overstay_extension_h = _finite_nonneg(overstay_extension_h,
-                                                   "Controller: overstay_extension_h")
+        self.reshare_threshold_a = _finite_nonneg(
+            reshare_threshold_a, "Controller: reshare_threshold_a"
+        )
+        self.reshare_headroom_a = _finite_nonneg(
+            reshare_headroom_a, "Controller: reshare_headroom_a"
+        )
+        self.overstay_extension_h = _finite_nonneg(
+            overstay_extension_h, "Controller: overstay_extension_h"
+        )
         self.expected_grace_h = _finite_nonneg(expected_grace_h, "Controller: expected_grace_h")
         self.overdraw_tolerance_a = _finite_nonneg(overdraw_tolerance_a, "overdraw_tolerance_a")
         self.meter_max_age_s = _finite_nonneg(
-            2 * self.step_s if meter_max_age_s is None else meter_max_age_s, "meter_max_age_s")
+            2 * self.step_s if meter_max_age_s is None else meter_max_age_s, "meter_max_age_s"
+        )
         self.meter_max_lead_s = _finite_nonneg(
-            2 * self.step_s if meter_max_lead_s is None else meter_max_lead_s,
-            "meter_max_lead_s")
+            2 * self.step_s if meter_max_lead_s is None else meter_max_lead_s, "meter_max_lead_s"
+        )
         #: Meter readings not applied (stale, from the future, out of order), newest last.
         self.rejected_readings: list[RejectedReading] = []
         #: The controller's clock (UTC): the latest step's now; before the first step, the
@@ -343,21 +360,34 @@ class Controller:
             raise AttributeError("the controller's planner has no warm start")
         return ws
 
-    warm = property(lambda self: self._warm().enabled,
-                    lambda self, v: setattr(self._warm(), "enabled", bool(v)),
-                    doc="Warm start on (the default planner's WarmStart.enabled).")
-    warm_min_mapped = property(lambda self: self._warm().min_mapped,
-                               lambda self, v: setattr(self._warm(), "min_mapped", float(v)))
-    alien_basis = property(lambda self: self._warm().alien,
-                           lambda self, v: setattr(self._warm(), "alien", bool(v)))
+    warm = property(
+        lambda self: self._warm().enabled,
+        lambda self, v: setattr(self._warm(), "enabled", bool(v)),
+        doc="Warm start on (the default planner's WarmStart.enabled).",
+    )
+    warm_min_mapped = property(
+        lambda self: self._warm().min_mapped,
+        lambda self, v: setattr(self._warm(), "min_mapped", float(v)),
+    )
+    alien_basis = property(
+        lambda self: self._warm().alien, lambda self, v: setattr(self._warm(), "alien", bool(v))
+    )
     cold_after_limit_cut = property(
         lambda self: self._warm().cold_after_limit_cut,
-        lambda self, v: setattr(self._warm(), "cold_after_limit_cut", bool(v)))
+        lambda self, v: setattr(self._warm(), "cold_after_limit_cut", bool(v)),
+    )
 
     # ------------------------------------------------------------------ events
-    def new_session(self, session_id: str, evse: str, arrival: datetime, *,
-                    departure: datetime | None = None, energy_kwh: float | None = None,
-                    **kw: Any) -> Session:
+    def new_session(
+        self,
+        session_id: str,
+        evse: str,
+        arrival: datetime,
+        *,
+        departure: datetime | None = None,
+        energy_kwh: float | None = None,
+        **kw: Any,
+    ) -> Session:
         """A :class:`Session` with the controller's defaults for what the vehicle did not say.
 
         Raises :class:`InputError` for a time that is not an aware datetime in the supported range
@@ -370,8 +400,13 @@ class Controller:
         else:
             departure = to_utc(departure, f"session {session_id!r}: departure")
         return Session(
-            id=session_id, evse=evse, arrival=arrival, departure=departure,
-            energy_kwh=self.default_energy_kwh if energy_kwh is None else energy_kwh, **kw)
+            id=session_id,
+            evse=evse,
+            arrival=arrival,
+            departure=departure,
+            energy_kwh=self.default_energy_kwh if energy_kwh is None else energy_kwh,
+            **kw,
+        )
 
     def expect_session(self, session: Session) -> None:
         """A vehicle expected to plug in later: a timetable (bus depot), a reservation (OCPP
@@ -388,13 +423,20 @@ class Controller:
         if session.id in self.sessions or session.id in self.expected:
             raise InputError(f"session {session.id!r} is already active or expected")
         if session.evse not in self._evse_ids:
-            raise InputError(f"expected session {session.id!r}: unknown EVSE {session.evse!r} "
-                             f"on site {self.site.id!r}")
+            raise InputError(
+                f"expected session {session.id!r}: unknown EVSE {session.evse!r} "
+                f"on site {self.site.id!r}"
+            )
         for other in self.expected.values():
-            if (other.evse == session.evse and session.arrival < other.departure
-                    and other.arrival < session.departure):
-                raise InputError(f"expected session {session.id!r} overlaps expected session "
-                                 f"{other.id!r} on EVSE {session.evse!r}")
+            if (
+                other.evse == session.evse
+                and session.arrival < other.departure
+                and other.arrival < session.departure
+            ):
+                raise InputError(
+                    f"expected session {session.id!r} overlaps expected session "
+                    f"{other.id!r} on EVSE {session.evse!r}"
+                )
         self.expected[session.id] = session
 
     def cancel_expected(self, session_id: str) -> None:
@@ -412,24 +454,33 @@ class Controller:
         if session.id in self.sessions:
             raise InputError(f"session {session.id!r} is already active")
         if session.evse not in self._evse_ids:
-            raise InputError(f"session {session.id!r}: unknown EVSE {session.evse!r} on site "
-                             f"{self.site.id!r}")
+            raise InputError(
+                f"session {session.id!r}: unknown EVSE {session.evse!r} on site {self.site.id!r}"
+            )
         other = self._busy.get(session.evse)
         if other is not None:
-            raise InputError(f"session {session.id!r}: EVSE {session.evse!r} is busy with "
-                             f"session {other!r}")
+            raise InputError(
+                f"session {session.id!r}: EVSE {session.evse!r} is busy with session {other!r}"
+            )
         self.expected.pop(session.id, None)
         self.sessions[session.id] = session
-        self._state[session.id] = _SessionState(session=session, delivered_at=session.arrival,
-                                                departure=session.departure)
+        self._state[session.id] = _SessionState(
+            session=session, delivered_at=session.arrival, departure=session.departure
+        )
         self._busy[session.evse] = session.id
         if self._last_now is None:  # before the first step, plug-ins are the only clock
             self._tick(session.arrival)
         self._events.append(f"session {session.id!r} started on EVSE {session.evse!r}")
 
-    def update_session(self, session_id: str, *, departure: datetime | None = None,
-                       energy_kwh: float | None = None, max_current: float | None = None,
-                       min_current: float | None = None) -> None:
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        departure: datetime | None = None,
+        energy_kwh: float | None = None,
+        max_current: float | None = None,
+        min_current: float | None = None,
+    ) -> None:
         """New facts about an active session from the vehicle (OCPP 2.x NotifyEVChargingNeeds /
         ISO 15118): departure (aware), energy wanted for the session (kWh), the current range
         it accepts (A). Validated like a new :class:`Session`; nothing changes on an error."""
@@ -469,8 +520,13 @@ class Controller:
         if self._clock is None or t > self._clock:
             self._clock = t
 
-    def meter(self, session_id: str, at: datetime, energy_kwh: float | None = None,
-              current_a: float | tuple[float, float, float] | None = None) -> bool:
+    def meter(
+        self,
+        session_id: str,
+        at: datetime,
+        energy_kwh: float | None = None,
+        current_a: float | tuple[float, float, float] | None = None,
+    ) -> bool:
         """A meter reading: cumulative energy of this session (kWh) and/or current drawn (A).
 
         ``current_a`` is per EVSE line (one value for the lines the vehicle uses, or three, L1..L3
@@ -483,21 +539,26 @@ class Controller:
         self._get(session_id)
         st = self._state[session_id]
         at_utc = to_utc(at, f"meter reading of session {session_id!r}: at")
-        e = (None if energy_kwh is None
-             else _finite_nonneg(energy_kwh, f"session {session_id!r}: energy_kwh"))
+        e = (
+            None
+            if energy_kwh is None
+            else _finite_nonneg(energy_kwh, f"session {session_id!r}: energy_kwh")
+        )
         lines: tuple[float, ...] | None = None
         if current_a is not None:
             vals = current_a if isinstance(current_a, tuple | list) else (current_a,)
             if len(vals) not in (1, 3):
-                raise InputError(f"session {session_id!r}: current_a needs 1 or 3 values, got "
-                                 f"{len(vals)}")
+                raise InputError(
+                    f"session {session_id!r}: current_a needs 1 or 3 values, got {len(vals)}"
+                )
             lines = tuple(_finite_nonneg(v, f"session {session_id!r}: current_a") for v in vals)
         why = self._reading_fault(st, at_utc, e, lines)
         if why is not None:
             self.rejected_readings.append(RejectedReading(session_id, at_utc, e, lines, why))
             del self.rejected_readings[:-1000]
-            self._events.append(f"meter reading of session {session_id!r} at "
-                                f"{at_utc.isoformat()} rejected: {why}")
+            self._events.append(
+                f"meter reading of session {session_id!r} at {at_utc.isoformat()} rejected: {why}"
+            )
             return False
         if e is not None:
             st.delivered_kwh = e
@@ -515,31 +576,44 @@ class Controller:
             st.measured_at = at_utc
         return True
 
-    def _reading_fault(self, st: _SessionState, at: datetime, e: float | None,
-                       lines: tuple[float, ...] | None) -> str | None:
+    def _reading_fault(
+        self, st: _SessionState, at: datetime, e: float | None, lines: tuple[float, ...] | None
+    ) -> str | None:
         """Why a reading must not be applied (``None``: it may)."""
         if self._clock is not None:
             lead = (at - self._clock).total_seconds()
             if lead > self.meter_max_lead_s:
-                return (f"from the future: {lead:.0f} s ahead of the controller's clock "
-                        f"{self._clock.isoformat()} (more than {self.meter_max_lead_s:.0f} s)")
+                return (
+                    f"from the future: {lead:.0f} s ahead of the controller's clock "
+                    f"{self._clock.isoformat()} (more than {self.meter_max_lead_s:.0f} s)"
+                )
             if -lead > self.meter_max_age_s:
-                return (f"stale: {-lead:.0f} s older than the controller's clock "
-                        f"{self._clock.isoformat()} (more than {self.meter_max_age_s:.0f} s)")
+                return (
+                    f"stale: {-lead:.0f} s older than the controller's clock "
+                    f"{self._clock.isoformat()} (more than {self.meter_max_age_s:.0f} s)"
+                )
         if at < st.session.arrival:
             return f"before the session's arrival {st.session.arrival.isoformat()}"
         if e is not None and st.read_at is not None:
             if at < st.read_at:
                 return f"out of order: older than the last energy reading ({st.read_at})"
             if st.read_kwh is not None and e < st.read_kwh - 1e-9:
-                return (f"cumulative energy {e} kWh below the last reading {st.read_kwh} kWh "
-                        "(a meter reset or a reading out of order)")
+                return (
+                    f"cumulative energy {e} kWh below the last reading {st.read_kwh} kWh "
+                    "(a meter reset or a reading out of order)"
+                )
         if lines is not None and st.measured_at is not None and at < st.measured_at:
             return f"out of order: older than the last current reading ({st.measured_at})"
         return None
 
-    def reserve(self, evse_id: str, current_a: float | tuple[float, float, float], *,
-                until: datetime | None = None, reason: str = "") -> None:
+    def reserve(
+        self,
+        evse_id: str,
+        current_a: float | tuple[float, float, float],
+        *,
+        until: datetime | None = None,
+        reason: str = "",
+    ) -> None:
         """Budget EVSE ``evse_id`` at ``current_a`` (A, one value for every EVSE line or three)
         from now until ``until`` (aware; ``None``: until :meth:`release`), whatever the plan.
 
@@ -554,8 +628,9 @@ class Controller:
             raise InputError(f"reserve: unknown EVSE {evse_id!r} on site {self.site.id!r}")
         vals = current_a if isinstance(current_a, tuple | list) else (current_a,) * 3
         if len(vals) != 3:
-            raise InputError(f"reserve EVSE {evse_id!r}: current_a needs 1 or 3 values, got "
-                             f"{len(vals)}")
+            raise InputError(
+                f"reserve EVSE {evse_id!r}: current_a needs 1 or 3 values, got {len(vals)}"
+            )
         amps = tuple(_finite_nonneg(v, f"reserve EVSE {evse_id!r}: current_a") for v in vals)
         if until is not None:
             until = to_utc(until, f"reserve EVSE {evse_id!r}: until")
@@ -571,16 +646,24 @@ class Controller:
         """``(E, 3, T)`` A of the reservations over ``horizon`` (``None`` when there are none);
         expired reservations are dropped."""
         now = horizon.start_utc
-        for eid in [k for k, r in self.reservations.items()
-                    if r.until is not None and r.until <= now]:
+        for eid in [
+            k for k, r in self.reservations.items() if r.until is not None and r.until <= now
+        ]:
             del self.reservations[eid]
         if not self.reservations:
             return None
         T = horizon.n_periods
         out = np.zeros((len(self.site.evses), 3, T))
         for eid, r in self.reservations.items():
-            n = T if r.until is None else int(np.searchsorted(
-                horizon.period_bounds_s()[:-1], (r.until - now).total_seconds(), side="left"))
+            n = (
+                T
+                if r.until is None
+                else int(
+                    np.searchsorted(
+                        horizon.period_bounds_s()[:-1], (r.until - now).total_seconds(), side="left"
+                    )
+                )
+            )
             out[self._evse_index[eid], :, :n] = np.asarray(r.current_a)[:, None]
         return out
 
@@ -591,8 +674,14 @@ class Controller:
         self.signals = signals
         self._events.append("signals replaced")
 
-    def set_node_limit(self, node_id: str, *, max_current: Any = _KEEP,
-                       max_power_kw: Any = _KEEP, primary_max_current: Any = _KEEP) -> None:
+    def set_node_limit(
+        self,
+        node_id: str,
+        *,
+        max_current: Any = _KEEP,
+        max_power_kw: Any = _KEEP,
+        primary_max_current: Any = _KEEP,
+    ) -> None:
         """Change a node's rating from the next step on, without rebuilding the site or the
         controller (a grid operator lowering a feeder, a transformer derated on a hot day).
 
@@ -606,8 +695,9 @@ class Controller:
         try:
             k = next(i for i, n in enumerate(self.site.nodes) if n.id == node_id)
         except StopIteration:
-            raise InputError(f"set_node_limit: unknown node {node_id!r} on site "
-                             f"{self.site.id!r}") from None
+            raise InputError(
+                f"set_node_limit: unknown node {node_id!r} on site {self.site.id!r}"
+            ) from None
         node = self.site.nodes[k]
         upd = node.model_dump()
         if max_current is not _KEEP:
@@ -616,21 +706,22 @@ class Controller:
             upd["max_power_kw"] = max_power_kw
         if primary_max_current is not _KEEP:
             if node.delta_wye is None:
-                raise InputError(f"set_node_limit: node {node_id!r} is not a delta/wye "
-                                 "transformer")
-            upd["delta_wye"] = DeltaWye(turns_ratio=node.delta_wye.turns_ratio,
-                                        primary_max_current=primary_max_current)
+                raise InputError(f"set_node_limit: node {node_id!r} is not a delta/wye transformer")
+            upd["delta_wye"] = DeltaWye(
+                turns_ratio=node.delta_wye.turns_ratio, primary_max_current=primary_max_current
+            )
         try:
             new = Node.model_validate(upd)
         except ValueError as exc:
             raise InputError(f"set_node_limit: node {node_id!r}: {exc}") from None
-        nodes = (*self.site.nodes[:k], new, *self.site.nodes[k + 1:])
+        nodes = (*self.site.nodes[:k], new, *self.site.nodes[k + 1 :])
         # the tree, the EVSEs and the ids are unchanged: no need to validate the site again
         self.site = self.site.model_copy(update={"nodes": nodes})
         self._events.append(f"node {node_id!r} limits changed")
 
-    def on_signal(self, signal: Signals | GridSignal | Iterable[GridSignal],
-                  now: datetime) -> Schedule:
+    def on_signal(
+        self, signal: Signals | GridSignal | Iterable[GridSignal], now: datetime
+    ) -> Schedule:
         """A limit or grid signal changed between steps: apply it and re-plan at once.
 
         ``signal`` is new :class:`Signals` (replacing the old), or one or more
@@ -643,16 +734,20 @@ class Controller:
             return self.replan(now, "new signals")
         items = [signal] if isinstance(signal, GridSignal) else signal
         if isinstance(items, str | bytes | dict) or not isinstance(items, Iterable):
-            raise InputError(f"on_signal needs Signals or GridSignal(s), got "
-                             f"{type(signal).__name__}")
+            raise InputError(
+                f"on_signal needs Signals or GridSignal(s), got {type(signal).__name__}"
+            )
         items = list(items)
         for k, g in enumerate(items):
             if not isinstance(g, GridSignal):
                 raise InputError(f"on_signal: item {k} is a {type(g).__name__}, not a GridSignal")
         new = {g.id: g for g in items}
         keep = tuple(g for g in self.signals.grid_signals if g.id not in new)
-        self.set_signals(Signals.model_validate(
-            {**dict(self.signals), "grid_signals": keep + tuple(new.values())}))
+        self.set_signals(
+            Signals.model_validate(
+                {**dict(self.signals), "grid_signals": keep + tuple(new.values())}
+            )
+        )
         return self.replan(now, f"grid signal(s) {sorted(new)}")
 
     def replan(self, now: datetime, why: str = "") -> Schedule:
@@ -667,8 +762,9 @@ class Controller:
         try:
             return self.sessions[session_id]
         except KeyError:
-            raise InputError(f"unknown session {session_id!r} (not started or already "
-                             "stopped)") from None
+            raise InputError(
+                f"unknown session {session_id!r} (not started or already stopped)"
+            ) from None
 
     # ------------------------------------------------------------------ the step
     def horizon(self, now: datetime) -> Horizon:
@@ -679,9 +775,13 @@ class Controller:
             off_s = now_utc.timestamp() % self.step_s  # in UTC: never a wall-clock shift
             now = (now_utc - timedelta(seconds=off_s)).astimezone(now.tzinfo)
         if self.coarse_step_s is not None:
-            return Horizon.tiered(now, fine_step_s=self.step_s, fine_s=self.fine_s,
-                                  coarse_step_s=self.coarse_step_s,
-                                  span_s=self.step_s * self.n_periods)
+            return Horizon.tiered(
+                now,
+                fine_step_s=self.step_s,
+                fine_s=self.fine_s,
+                coarse_step_s=self.coarse_step_s,
+                span_s=self.step_s * self.n_periods,
+            )
         return Horizon(start=now, step_s=self.step_s, n_periods=self.n_periods)
 
     def planned_sessions(self, now: datetime) -> list[Session]:
@@ -698,17 +798,17 @@ class Controller:
                 # (both upper bounds on what moved: the floor below is never too low)
                 v = s.v2x
                 out_kwh = self._discharged_estimate(st, now)
-                net = (v.charge_efficiency * delivered - out_kwh / v.discharge_efficiency)
+                net = v.charge_efficiency * delivered - out_kwh / v.discharge_efficiency
                 lo, hi = v.min_v2x_energy_kwh - net, v.max_v2x_energy_kwh - net
                 remaining = min(max(s.energy_kwh - net, 0.0), max(hi, 0.0))
-                v2x_upd["v2x"] = v.model_copy(update={
-                    "min_v2x_energy_kwh": round(lo, 6), "max_v2x_energy_kwh": round(hi, 6)})
+                v2x_upd["v2x"] = v.model_copy(
+                    update={"min_v2x_energy_kwh": round(lo, 6), "max_v2x_energy_kwh": round(hi, 6)}
+                )
             dep = st.departure or s.departure
             if dep <= now:  # still plugged in after its estimated departure
                 dep = now + timedelta(hours=self.overstay_extension_h)
                 st.departure = dep
-            upd: dict[str, Any] = {"energy_kwh": round(remaining, 6), "departure": dep,
-                                   **v2x_upd}
+            upd: dict[str, Any] = {"energy_kwh": round(remaining, 6), "departure": dep, **v2x_upd}
             if s.arrival > now:
                 upd["arrival"] = now
             cap = st.cap_a
@@ -781,8 +881,10 @@ class Controller:
             # the limit: on a stepped EVSE a car drawing its full step draws all it is given
             evse = self.site.evse(st.session.evse)
             given = _step_at_most(evse, lim)
-            if st.cap_a is not None and got >= _step_at_most(evse, st.cap_a) - \
-                    self.reshare_threshold_a:
+            if (
+                st.cap_a is not None
+                and got >= _step_at_most(evse, st.cap_a) - self.reshare_threshold_a
+            ):
                 st.cap_a = None  # it draws what it is given: give it its maximum again
             elif given >= min_a and got < given - self.reshare_threshold_a:
                 st.cap_a = _step_at_least(evse, max(got + self.reshare_headroom_a, min_a))
@@ -804,23 +906,36 @@ class Controller:
         t0 = time.perf_counter()
         events, self._events = self._events, []
         if self._last_now is not None and now_utc < self._last_now:
-            events.append(f"clock went backwards by "
-                          f"{(self._last_now - now_utc).total_seconds():.0f} s: energy estimates "
-                          "are not counted twice")
+            events.append(
+                f"clock went backwards by "
+                f"{(self._last_now - now_utc).total_seconds():.0f} s: energy estimates "
+                "are not counted twice"
+            )
         self._update_caps()
         events.extend(self._observe())
         planned = self.planned_sessions(now_utc)
         horizon = self.horizon(now)
-        problem = compile_problem(self.site, planned, horizon, self.signals, self.objective,
-                                  reserved_a=self.reserved_array(horizon))
+        problem = compile_problem(
+            self.site,
+            planned,
+            horizon,
+            self.signals,
+            self.objective,
+            reserved_a=self.reserved_array(horizon),
+        )
         return PendingStep(now, now_utc, problem, events, t0, time.perf_counter())
 
-    def end_step(self, pending: PendingStep, sched: Schedule, mode: str, reason: str,
-                 solve_s: float) -> Schedule:
+    def end_step(
+        self, pending: PendingStep, sched: Schedule, mode: str, reason: str, solve_s: float
+    ) -> Schedule:
         """The second half of :meth:`step`: ``sched`` (a safe schedule of ``pending.problem``)
         folded into the state and logged; returns it."""
-        now, now_utc, problem, events = pending.now, pending.now_utc, pending.problem, \
-            pending.events
+        now, now_utc, problem, events = (
+            pending.now,
+            pending.now_utc,
+            pending.problem,
+            pending.events,
+        )
         if self.pilots and not getattr(self.planner, "simulate_unsafe", False):
             sched = self._in_pilot_steps(problem, sched)
         self._after_step(now_utc, problem, sched)
@@ -828,9 +943,20 @@ class Controller:
         self._tick(now_utc)
         if events and events[0].startswith("replan"):
             reason = f"{events[0]}; {reason}"
-        self.log.append(StepRecord(now, mode, reason, sched.status.value, sched.method,
-                                   problem.n_sessions, pending.t1 - pending.t0, solve_s,
-                                   time.perf_counter() - pending.t0, events))
+        self.log.append(
+            StepRecord(
+                now,
+                mode,
+                reason,
+                sched.status.value,
+                sched.method,
+                problem.n_sessions,
+                pending.t1 - pending.t0,
+                solve_s,
+                time.perf_counter() - pending.t0,
+                events,
+            )
+        )
         return sched
 
     def _observe(self) -> list[str]:
@@ -849,19 +975,25 @@ class Controller:
             evse = st.session.evse
             if max(lines) > lim + self.overdraw_tolerance_a:
                 self.reservations[evse] = Reservation(
-                    tuple(lines), None,  # type: ignore[arg-type]
-                    f"session {sid!r} metered at {max(lines):.1f} A above its limit {lim:.1f} A")
+                    tuple(lines),  # type: ignore[arg-type]
+                    None,
+                    f"session {sid!r} metered at {max(lines):.1f} A above its limit {lim:.1f} A",
+                )
                 self._observed.add(evse)
                 if st.over_limit_a is None and st.last_limit_a is not None:
                     st.over_limit_a = lim
-                out.append(f"session {sid!r} on EVSE {evse!r} draws {max(lines):.1f} A above "
-                           f"its limit {lim:.1f} A: budgeted at what it draws")
+                out.append(
+                    f"session {sid!r} on EVSE {evse!r} draws {max(lines):.1f} A above "
+                    f"its limit {lim:.1f} A: budgeted at what it draws"
+                )
             elif evse in self._observed:
                 self._observed.discard(evse)
                 self.reservations.pop(evse, None)
                 st.over_limit_a = None
-                out.append(f"session {sid!r} on EVSE {evse!r} complies again "
-                           f"({max(lines):.1f} A within {lim:.1f} A): reservation lifted")
+                out.append(
+                    f"session {sid!r} on EVSE {evse!r} complies again "
+                    f"({max(lines):.1f} A within {lim:.1f} A): reservation lifted"
+                )
         return out
 
     def _plan(self, problem: Problem) -> tuple[Schedule, str, str, float]:
@@ -875,45 +1007,65 @@ class Controller:
         try:
             sched = planner(problem)
             if not isinstance(sched, Schedule) or sched.current.shape != (
-                    problem.n_sessions, problem.n_periods):
-                raise InputError(f"planner {planner!r} returned {type(sched).__name__}, not a "
-                                 "Schedule of the problem it was given")
+                problem.n_sessions,
+                problem.n_periods,
+            ):
+                raise InputError(
+                    f"planner {planner!r} returned {type(sched).__name__}, not a "
+                    "Schedule of the problem it was given"
+                )
         except Exception as exc:  # one bad planner call must not stop the control loop
             from .solve import solve
 
             fb = solve(problem, "fast")
-            fb = replace(fb, status=ScheduleStatus.SOLVER_FAILED_FALLBACK, method="planner->fast",
-                         message=f"planner failed: {exc!r}")
+            fb = replace(
+                fb,
+                status=ScheduleStatus.SOLVER_FAILED_FALLBACK,
+                method="planner->fast",
+                message=f"planner failed: {exc!r}",
+            )
             return fb, "fallback", f"planner failed ({exc!r}): fast path", fb.solve_time_s
         mode, reason, solve_s = describe(planner, sched)
         from .safety import project, violations
 
         if sched.problem is not problem and sched.n_phases is None:
-            bad = bool(violations(problem, sched.current, 1, discharge=sched.discharge,
-                                  battery_a=sched.battery_a))
+            bad = bool(
+                violations(
+                    problem, sched.current, 1, discharge=sched.discharge, battery_a=sched.battery_a
+                )
+            )
         else:
             bad = sched.problem.n_vars != problem.n_vars or bool(sched.violations(1))
         if bad and not getattr(planner, "simulate_unsafe", False):
-
             cur = np.nan_to_num(np.asarray(sched.current, dtype=np.float64))
             extra: dict[str, Any] = {}
             if problem.storage is not None:  # both directions, energy states
                 from .safety import project_storage
 
-                bat = (None if sched.battery_a is None
-                       else np.nan_to_num(np.asarray(sched.battery_a, dtype=np.float64)))
+                bat = (
+                    None
+                    if sched.battery_a is None
+                    else np.nan_to_num(np.asarray(sched.battery_a, dtype=np.float64))
+                )
                 cur, dis, b = project_storage(
-                    problem, cur, None if sched.discharge is None
-                    else np.nan_to_num(sched.discharge),
+                    problem,
+                    cur,
+                    None if sched.discharge is None else np.nan_to_num(sched.discharge),
                     None if bat is None else np.maximum(bat, 0.0),
-                    None if bat is None else np.maximum(-bat, 0.0))
+                    None if bat is None else np.maximum(-bat, 0.0),
+                )
                 extra = dict(discharge=dis, battery_a=b)
             else:
                 cur = project(problem, cur)
                 extra = dict(discharge=None, battery_a=None)
-            sched = replace(sched, problem=problem, current=cur, **extra,
-                            message=(sched.message + "; " if sched.message else "")
-                            + "projected onto the limits")
+            sched = replace(
+                sched,
+                problem=problem,
+                current=cur,
+                **extra,
+                message=(sched.message + "; " if sched.message else "")
+                + "projected onto the limits",
+            )
             reason += "; projected onto the limits"
         return sched, mode, reason, solve_s
 
@@ -935,8 +1087,11 @@ class Controller:
 
     def _after_step(self, now: datetime, problem: Problem, sched: Schedule) -> None:
         first = sched.current[:, 0] if problem.n_periods else np.zeros(problem.n_sessions)
-        first_d = (sched.discharge[:, 0] if sched.discharge is not None and problem.n_periods
-                   else np.zeros(problem.n_sessions))
+        first_d = (
+            sched.discharge[:, 0]
+            if sched.discharge is not None and problem.n_periods
+            else np.zeros(problem.n_sessions)
+        )
         for i, sid in enumerate(problem.session_ids):
             st = self._state.get(sid)
             if st is None:  # an expected vehicle, not plugged in yet

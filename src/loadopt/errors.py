@@ -61,9 +61,17 @@ class ModelError(LoadoptError, ValidationError):
         try:
             out = cls.from_exception_data(title, exc.errors())  # type: ignore[arg-type]
         except Exception:  # an error pydantic cannot rebuild: keep its text
-            out = cls.from_exception_data(title, [{
-                "type": "value_error", "loc": (), "input": data,
-                "ctx": {"error": ValueError(str(exc))}}])
+            out = cls.from_exception_data(
+                title,
+                [
+                    {
+                        "type": "value_error",
+                        "loc": (),
+                        "input": data,
+                        "ctx": {"error": ValueError(str(exc))},
+                    }
+                ],
+            )
         out._loadopt_input = data  # type: ignore[attr-defined]
         return out
 
@@ -116,15 +124,17 @@ def _named(data: Any, loc: tuple) -> str:
 
 
 def _singular(field: str) -> str:
-    return {"node": "node", "evse": "EVSE", "session": "session",
-            "demand_response": "event"}.get(field, field)
+    return {"node": "node", "evse": "EVSE", "session": "session", "demand_response": "event"}.get(
+        field, field
+    )
 
 
 def _is_union_tag(part: Any) -> bool:
     """pydantic names the member of a union a value failed as a loc part (``constrained-float``,
     ``tuple[...]``, ``function-after[...]``): not a field."""
-    return isinstance(part, str) and ("[" in part or "-" in part
-                                      or part in ("float", "int", "str", "bool", "none"))
+    return isinstance(part, str) and (
+        "[" in part or "-" in part or part in ("float", "int", "str", "bool", "none")
+    )
 
 
 def _one_per_field(errs: list[Any]) -> list[dict[str, Any]]:

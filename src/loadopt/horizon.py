@@ -48,7 +48,8 @@ class Horizon(FrozenModel):
             raise ValueError(
                 f"horizon: periods_s has {len(ps)} period(s) starting with {ps[0] if ps else None}"
                 f" s, but n_periods={self.n_periods} and step_s={self.step_s}; use "
-                "Horizon.non_uniform(start, periods_s)")
+                "Horizon.non_uniform(start, periods_s)"
+            )
         return self
 
     @classmethod
@@ -62,8 +63,15 @@ class Horizon(FrozenModel):
         return cls(start=start, step_s=ps[0], n_periods=len(ps), periods_s=ps)
 
     @classmethod
-    def tiered(cls, start: datetime, *, fine_step_s: int = 900, fine_s: int = 4 * 3600,
-               coarse_step_s: int = 3600, span_s: int = 86_400) -> Horizon:
+    def tiered(
+        cls,
+        start: datetime,
+        *,
+        fine_step_s: int = 900,
+        fine_s: int = 4 * 3600,
+        coarse_step_s: int = 3600,
+        span_s: int = 86_400,
+    ) -> Horizon:
         """``fine_step_s`` periods for the first ``fine_s`` seconds, ``coarse_step_s`` after, up
         to ``span_s`` from ``start``.
 
@@ -74,15 +82,21 @@ class Horizon(FrozenModel):
         period before the first coarse one is shortened; the last period ends at
         ``start + span_s``.
         """
-        for name, v in (("fine_step_s", fine_step_s), ("coarse_step_s", coarse_step_s),
-                        ("span_s", span_s)):
+        for name, v in (
+            ("fine_step_s", fine_step_s),
+            ("coarse_step_s", coarse_step_s),
+            ("span_s", span_s),
+        ):
             if not (isinstance(v, int) and not isinstance(v, bool) and 0 < v):
-                raise InputError(f"horizon: {name} must be a positive whole number of seconds, "
-                                 f"got {v!r}")
+                raise InputError(
+                    f"horizon: {name} must be a positive whole number of seconds, got {v!r}"
+                )
         if not (isinstance(fine_s, int) and fine_s >= 0) or coarse_step_s < fine_step_s:
-            raise InputError(f"horizon: need a whole fine_s >= 0 (got {fine_s!r}) and "
-                             f"coarse_step_s >= fine_step_s (got {coarse_step_s} < "
-                             f"{fine_step_s})")
+            raise InputError(
+                f"horizon: need a whole fine_s >= 0 (got {fine_s!r}) and "
+                f"coarse_step_s >= fine_step_s (got {coarse_step_s} < "
+                f"{fine_step_s})"
+            )
         if fine_step_s > 86_400 or coarse_step_s > 86_400:
             raise InputError("horizon: periods are at most 86,400 s")
         t0 = _epoch_s(start)
@@ -126,8 +140,7 @@ class Horizon(FrozenModel):
     @property
     def span_s(self) -> int:
         """Length of the whole horizon (s)."""
-        return (self.step_s * self.n_periods if self.periods_s is None
-                else int(sum(self.periods_s)))
+        return self.step_s * self.n_periods if self.periods_s is None else int(sum(self.periods_s))
 
     @property
     def start_utc(self) -> datetime:
@@ -165,16 +178,20 @@ class Horizon(FrozenModel):
         try:
             arr = np.asarray(values, dtype=np.float64).reshape(-1)
         except (TypeError, ValueError):
-            raise InputError(f"horizon.series: values must be numbers, got "
-                             f"{type(values).__name__}") from None
+            raise InputError(
+                f"horizon.series: values must be numbers, got {type(values).__name__}"
+            ) from None
         if arr.size != self.n_periods or np.ndim(values) != 1:
-            raise InputError(f"horizon.series: one value per period needed ({self.n_periods}), "
-                             f"got shape {np.shape(values)}")
+            raise InputError(
+                f"horizon.series: one value per period needed ({self.n_periods}), "
+                f"got shape {np.shape(values)}"
+            )
         if not np.all(np.isfinite(arr)):
             bad = int(np.flatnonzero(~np.isfinite(arr))[0])
             raise InputError(f"horizon.series: value of period {bad} is {arr[bad]}")
-        return tuple(SeriesPoint(start=self.period_start(k), value=float(v))
-                     for k, v in enumerate(arr))
+        return tuple(
+            SeriesPoint(start=self.period_start(k), value=float(v)) for k, v in enumerate(arr)
+        )
 
 
 def _epoch_s(t: datetime) -> int:

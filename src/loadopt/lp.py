@@ -188,14 +188,17 @@ def objective_coefficients(problem: Problem) -> tuple[np.ndarray, float]:
         t_mid_h = 0.5 * (b[:-1] + b[1:])[problem.var_period]
         span_h = b[-1]
     urgency = span_h / problem.session_departure_h
-    per_kwh = (-pen[problem.var_session]
-               + o.charge_early_per_kwh_h * t_mid_h * urgency[problem.var_session])
+    per_kwh = (
+        -pen[problem.var_session]
+        + o.charge_early_per_kwh_h * t_mid_h * urgency[problem.var_session]
+    )
     offset = float(np.sum(pen * problem.session_energy_kwh))
     return per_kwh * problem.var_kwh_per_a, offset
 
 
-def build_lp(problem: Problem, unmet_slack: bool = True,
-             eliminate_import: bool | None = None) -> LinearProgram:
+def build_lp(
+    problem: Problem, unmet_slack: bool = True, eliminate_import: bool | None = None
+) -> LinearProgram:
     """Build the reduced LP of ``problem`` as arrays (no Python loop over variables or rows).
 
     ``unmet_slack``: keep the unmet energy as a priced column ``u`` per session that wants
@@ -220,8 +223,11 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
     st = problem.storage
     # with storage the safety rows also hold battery charging (≥ 0) and discharge credit (≤ 0)
     K = G if st is None else sp.hstack([G, st.Gb, -st.Cd]).tocsr()
-    ub_all = (problem.var_ub.copy() if st is None
-              else np.concatenate([problem.var_ub, st.bc_ub, st.dv_ub]))
+    ub_all = (
+        problem.var_ub.copy()
+        if st is None
+        else np.concatenate([problem.var_ub, st.bc_ub, st.dv_ub])
+    )
 
     # singleton safety rows are bounds
     nnz = np.diff(K.indptr)
@@ -242,7 +248,7 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
     # charge to give back later)
     S = problem.n_sessions
     E = problem.session_energy_kwh
-    bidir = (np.zeros(S, dtype=bool) if st is None else st.session_unit >= 0)
+    bidir = np.zeros(S, dtype=bool) if st is None else st.session_unit >= 0
     ub[(E[problem.var_session] <= 0) & ~bidir[problem.var_session]] = 0.0
     cols = np.flatnonzero(ub > 0)
     n_r = cols.size
@@ -292,18 +298,26 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
     n = n_r + u_sess.size
     u_cols = n_r + np.arange(u_sess.size)
     if unmet_slack:
-        rows.add(np.concatenate([sess_row[vs][in_e], np.arange(e_sess.size)]),
-                 np.concatenate([in_e, u_cols]),
-                 np.concatenate([kwh[in_e], np.ones(u_sess.size)]), E_rhs, E_rhs, "energy",
-                 e_sess)
+        rows.add(
+            np.concatenate([sess_row[vs][in_e], np.arange(e_sess.size)]),
+            np.concatenate([in_e, u_cols]),
+            np.concatenate([kwh[in_e], np.ones(u_sess.size)]),
+            E_rhs,
+            E_rhs,
+            "energy",
+            e_sess,
+        )
     else:
         rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, E_rhs, "energy", e_sess)
     c = [c_all[cols], (o.unmet_energy_per_kwh * problem.session_priority)[u_sess]]
     # §14a floors (feasible by construction: compile projected them through G)
     # (a problem extended by the MILP's phase-switching twins has more variables: no floors)
     floor = problem.var_floor_a
-    r_lb = (np.minimum(floor[cols], ub[cols]) if floor is not None
-            and floor.size == problem.n_vars else np.zeros(n_r))
+    r_lb = (
+        np.minimum(floor[cols], ub[cols])
+        if floor is not None and floor.size == problem.n_vars
+        else np.zeros(n_r)
+    )
     col_lb = [r_lb, np.zeros(u_sess.size)]
     col_ub = [ub[cols], problem.session_energy_kwh[u_sess]]
     col_keys: dict[str, np.ndarray] = {"r": cols}
@@ -311,13 +325,25 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
         col_keys["u"] = u_sess
     integer: list[np.ndarray] = []
     if st is not None:
-        n = _storage_blocks(problem, rows, c, col_lb, col_ub, n, cols,
-                            ub_all[V:V + st.bc_ub.size], ub_all[V + st.bc_ub.size:], pen_all,
-                            col_keys, integer)
+        n = _storage_blocks(
+            problem,
+            rows,
+            c,
+            col_lb,
+            col_ub,
+            n,
+            cols,
+            ub_all[V : V + st.bc_ub.size],
+            ub_all[V + st.bc_ub.size :],
+            pen_all,
+            col_keys,
+            integer,
+        )
 
     price_matters = o.energy_cost > 0 and (
         np.any(problem.import_price != 0)
-        or (problem.export_price is not None and np.any(problem.export_price != 0)))
+        or (problem.export_price is not None and np.any(problem.export_price != 0))
+    )
     need_imp = price_matters or o.demand_charge_per_kw > 0
     imp_cols = exp_cols = None
     peak_col = z_col = None
@@ -334,8 +360,7 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
         # be exported: substitute it (its cost onto the currents, the net part into the offset)
         # instead of a column and a balance row per period (not with storage: discharge can
         # make the import negative anywhere)
-        sub = ((net >= 0) if eliminate_import and st is None
-               else np.zeros(T, dtype=bool))
+        sub = (net >= 0) if eliminate_import and st is None else np.zeros(T, dtype=bool)
         in_sub = sub[vt]
         c[0] = c[0] + np.where(in_sub, imp_price[vt] * kw, 0.0)
         offset += float(np.sum(imp_price[sub] * net[sub]))
@@ -349,7 +374,7 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
         on = np.flatnonzero(~in_sub)
         b_r, b_c, b_v = [pos[vt[on]]], [on], [-kw[on]]
         exp_ub = np.maximum(problem.pv_kw - problem.base_load_kw, 0.0)
-        exp_price = (np.zeros(T) if problem.export_price is None else problem.export_price)
+        exp_price = np.zeros(T) if problem.export_price is None else problem.export_price
         if st is not None:  # every period kept (pos is the identity)
             # + battery charging, − discharge (kW); export can grow by every discharge
             Us = st.n_units - st.n_batteries
@@ -358,10 +383,15 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
             b_c += [col_keys_pos(col_keys, "bc"), col_keys_pos(col_keys, "d")]
             b_v += [-st.unit_kw_per_a[Us + st.bc_battery], kw_d]
             exp_ub = exp_ub + np.bincount(st.dv_period, kw_d * st.dv_ub, minlength=T)
-        rows.add(np.concatenate([*b_r, np.arange(k), np.arange(k)]),
-                 np.concatenate([*b_c, imp_cols, exp_cols]),
-                 np.concatenate([*b_v, np.ones(k), -np.ones(k)]), net[periods],
-                 net[periods], "balance", periods)
+        rows.add(
+            np.concatenate([*b_r, np.arange(k), np.arange(k)]),
+            np.concatenate([*b_c, imp_cols, exp_cols]),
+            np.concatenate([*b_v, np.ones(k), -np.ones(k)]),
+            net[periods],
+            net[periods],
+            "balance",
+            periods,
+        )
         c.append(imp_price[periods])
         c.append(-o.energy_cost * exp_price[periods] * dt[periods])
         col_lb += [np.zeros(k), np.zeros(k)]
@@ -372,18 +402,26 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
             # both up at once (a non-convex bill), so a binary picks the direction there
             hi = np.flatnonzero((exp_price > problem.import_price) & (exp_ub > 0))
             if hi.size:
-                imp_ub = (np.maximum(net, 0.0) + np.bincount(vt, kw * ub[cols], minlength=T)
-                          + np.bincount(st.bc_period, st.unit_kw_per_a[Us + st.bc_battery]
-                                        * st.bc_ub, minlength=T))
+                imp_ub = (
+                    np.maximum(net, 0.0)
+                    + np.bincount(vt, kw * ub[cols], minlength=T)
+                    + np.bincount(
+                        st.bc_period, st.unit_kw_per_a[Us + st.bc_battery] * st.bc_ub, minlength=T
+                    )
+                )
                 kh = hi.size
                 y = n + np.arange(kh)
                 n += kh
                 ar = np.arange(kh)
-                rows.add(np.concatenate([ar, ar, kh + ar, kh + ar]),
-                         np.concatenate([imp_cols[hi], y, exp_cols[hi], y]),
-                         np.concatenate([np.ones(kh), -imp_ub[hi], np.ones(kh), exp_ub[hi]]),
-                         -np.inf, np.concatenate([np.zeros(kh), exp_ub[hi]]),
-                         "meter_direction", np.concatenate([hi, hi]))
+                rows.add(
+                    np.concatenate([ar, ar, kh + ar, kh + ar]),
+                    np.concatenate([imp_cols[hi], y, exp_cols[hi], y]),
+                    np.concatenate([np.ones(kh), -imp_ub[hi], np.ones(kh), exp_ub[hi]]),
+                    -np.inf,
+                    np.concatenate([np.zeros(kh), exp_ub[hi]]),
+                    "meter_direction",
+                    np.concatenate([hi, hi]),
+                )
                 c.append(np.zeros(kh))
                 col_lb.append(np.zeros(kh))
                 col_ub.append(np.ones(kh))
@@ -397,11 +435,15 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
             ps_pos = np.full(T, -1)
             ps_pos[ps] = np.arange(ps.size)
             on = np.flatnonzero(in_sub)
-            rows.add(np.concatenate([np.arange(k), ps_pos[vt[on]] + k, np.arange(T)]),
-                     np.concatenate([imp_cols, on, np.full(T, peak_col)]),
-                     np.concatenate([np.ones(k), kw[on], -np.ones(T)]), -np.inf,
-                     np.concatenate([np.zeros(k), -net[ps]]), "peak",
-                     np.concatenate([periods, ps]))
+            rows.add(
+                np.concatenate([np.arange(k), ps_pos[vt[on]] + k, np.arange(T)]),
+                np.concatenate([imp_cols, on, np.full(T, peak_col)]),
+                np.concatenate([np.ones(k), kw[on], -np.ones(T)]),
+                -np.inf,
+                np.concatenate([np.zeros(k), -net[ps]]),
+                "peak",
+                np.concatenate([periods, ps]),
+            )
             c.append(np.array([o.demand_charge_per_kw]))
             col_lb.append(np.array([problem.signals.peak_so_far_kw]))
             col_ub.append(np.array([np.inf]))
@@ -414,10 +456,15 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
         row_of = np.full(S, -1)
         row_of[want] = np.arange(want.size)
         m = np.flatnonzero(row_of[vs] >= 0)
-        rows.add(np.concatenate([row_of[vs][m], np.arange(want.size)]),
-                 np.concatenate([m, np.full(want.size, z_col)]),
-                 np.concatenate([-kwh[m], problem.session_energy_kwh[want]]),
-                 -np.inf, np.zeros(want.size), "fairness", want)
+        rows.add(
+            np.concatenate([row_of[vs][m], np.arange(want.size)]),
+            np.concatenate([m, np.full(want.size, z_col)]),
+            np.concatenate([-kwh[m], problem.session_energy_kwh[want]]),
+            -np.inf,
+            np.zeros(want.size),
+            "fairness",
+            want,
+        )
         c.append(np.array([-o.fairness]))
         col_lb.append(np.zeros(1))
         col_ub.append(np.ones(1))
@@ -426,10 +473,19 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
     # soft grid signals (docs/grid-signals.md): a setpoint on the net import and an export cap,
     # each priced per kWh of deviation (one row per period that has one)
     soft: dict[str, np.ndarray] = {}
-    if ((problem.setpoint_kw is not None and np.isfinite(problem.setpoint_kw).any())
-            or (problem.export_cap_kw is not None and np.isfinite(problem.export_cap_kw).any())):
-        n, soft = _soft_grid_rows(problem, rows, c, col_lb, col_ub, n, cols,
-                                  blocks_of(col_keys) if st is not None else None)
+    if (problem.setpoint_kw is not None and np.isfinite(problem.setpoint_kw).any()) or (
+        problem.export_cap_kw is not None and np.isfinite(problem.export_cap_kw).any()
+    ):
+        n, soft = _soft_grid_rows(
+            problem,
+            rows,
+            c,
+            col_lb,
+            col_ub,
+            n,
+            cols,
+            blocks_of(col_keys) if st is not None else None,
+        )
 
     A, row_lb, row_ub, row_blocks = rows.build(n)
     col_keys.update(soft)
@@ -438,9 +494,17 @@ def build_lp(problem: Problem, unmet_slack: bool = True,
         integrality = np.zeros(n, dtype=np.int32)
         integrality[np.concatenate(integer)] = 1
     return LinearProgram(
-        c=np.concatenate(c), col_lb=np.concatenate(col_lb), col_ub=np.concatenate(col_ub),
-        A=A, row_lb=row_lb, row_ub=row_ub, offset=offset, cols=blocks_of(col_keys),
-        rows=row_blocks, integrality=integrality)
+        c=np.concatenate(c),
+        col_lb=np.concatenate(col_lb),
+        col_ub=np.concatenate(col_ub),
+        A=A,
+        row_lb=row_lb,
+        row_ub=row_ub,
+        offset=offset,
+        cols=blocks_of(col_keys),
+        rows=row_blocks,
+        integrality=integrality,
+    )
 
 
 def col_keys_pos(col_keys: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -448,9 +512,16 @@ def col_keys_pos(col_keys: dict[str, np.ndarray], name: str) -> np.ndarray:
     return blocks_of(col_keys)[name].positions
 
 
-def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub: list, n: int,
-                    cols: np.ndarray, blocks: dict[str, Block] | None = None
-                    ) -> tuple[int, dict[str, np.ndarray]]:
+def _soft_grid_rows(
+    problem: Problem,
+    rows: _Rows,
+    c: list,
+    col_lb: list,
+    col_ub: list,
+    n: int,
+    cols: np.ndarray,
+    blocks: dict[str, Block] | None = None,
+) -> tuple[int, dict[str, np.ndarray]]:
     """Rows and columns of the soft grid signals; returns the new column count and the column
     blocks (``"sp_up"``, ``"sp_down"``, ``"xc"``, keyed by period) in order. Row blocks
     ``"grid_setpoint"`` and ``"grid_export"`` (keyed by period).
@@ -497,10 +568,15 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
         up, down = n + np.arange(k), n + k + np.arange(k)
         n += 2 * k
         rhs = sp[per] - fixed[per]
-        rows.add(np.concatenate([row_of[vt][m], np.arange(k), np.arange(k)]),
-                 np.concatenate([col_of[m], up, down]),
-                 np.concatenate([kw[m], -np.ones(k), np.ones(k)]), rhs, rhs, "grid_setpoint",
-                 per)
+        rows.add(
+            np.concatenate([row_of[vt][m], np.arange(k), np.arange(k)]),
+            np.concatenate([col_of[m], up, down]),
+            np.concatenate([kw[m], -np.ones(k), np.ones(k)]),
+            rhs,
+            rhs,
+            "grid_setpoint",
+            per,
+        )
         assert problem.setpoint_penalty is not None  # compiled with the setpoints
         pen = problem.setpoint_penalty[per] * dt[per]
         c += [pen, pen]
@@ -517,10 +593,15 @@ def _soft_grid_rows(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
             m = np.flatnonzero(row_of[vt] >= 0)
             e = n + np.arange(k)
             n += k
-            rows.add(np.concatenate([row_of[vt][m], np.arange(k)]),
-                     np.concatenate([col_of[m], e]),
-                     np.concatenate([-kw[m], -np.ones(k)]), -np.inf, xc[per] + fixed[per],
-                     "grid_export", per)
+            rows.add(
+                np.concatenate([row_of[vt][m], np.arange(k)]),
+                np.concatenate([col_of[m], e]),
+                np.concatenate([-kw[m], -np.ones(k)]),
+                -np.inf,
+                xc[per] + fixed[per],
+                "grid_export",
+                per,
+            )
             assert problem.export_penalty is not None  # compiled with the caps
             c.append(problem.export_penalty[per] * dt[per])
             col_lb.append(np.zeros(k))
@@ -549,18 +630,30 @@ def exclusive_periods(problem: Problem) -> np.ndarray:
     if st is None:
         return np.zeros((0, problem.n_periods), dtype=bool)
     o = problem.objective
-    exp = (np.zeros(problem.n_periods) if problem.export_price is None
-           else problem.export_price)
+    exp = np.zeros(problem.n_periods) if problem.export_price is None else problem.export_price
     pi = np.minimum(problem.import_price, exp)
     loss = 1.0 - st.unit_eta_c * st.unit_eta_d
-    pay = (o.energy_cost * pi[None, :] * loss[:, None]
-           + (st.unit_degradation * st.unit_eta_c * st.unit_eta_d)[:, None])
+    pay = (
+        o.energy_cost * pi[None, :] * loss[:, None]
+        + (st.unit_degradation * st.unit_eta_c * st.unit_eta_d)[:, None]
+    )
     return pay < -1e-12
 
 
-def _storage_blocks(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub: list, n: int,
-                    cols: np.ndarray, bc_ub: np.ndarray, dv_ub: np.ndarray, pen: np.ndarray,
-                    col_keys: dict[str, np.ndarray], integer: list[np.ndarray]) -> int:
+def _storage_blocks(
+    problem: Problem,
+    rows: _Rows,
+    c: list,
+    col_lb: list,
+    col_ub: list,
+    n: int,
+    cols: np.ndarray,
+    bc_ub: np.ndarray,
+    dv_ub: np.ndarray,
+    pen: np.ndarray,
+    col_keys: dict[str, np.ndarray],
+    integer: list[np.ndarray],
+) -> int:
     """Append the storage columns and their rows (docs/formulation.md, "Storage").
 
     Columns: battery charge ``c_b`` (A), discharge ``d`` (A), energy state ``e`` (kWh, bounded
@@ -587,8 +680,12 @@ def _storage_blocks(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
     n = w0 + Us
     e_col = e0 + np.arange(U * T).reshape(U, T)
     # columns
-    c += [np.zeros(Vb), st.unit_degradation[st.dv_unit] * st.dv_kwh_per_a, np.zeros(U * T),
-          pen[st.unit_session[:Us]]]
+    c += [
+        np.zeros(Vb),
+        st.unit_degradation[st.dv_unit] * st.dv_kwh_per_a,
+        np.zeros(U * T),
+        pen[st.unit_session[:Us]],
+    ]
     term = np.zeros((U, T))
     term[:, -1] = -st.unit_terminal_value
     c[-2] = term.ravel()
@@ -608,22 +705,39 @@ def _storage_blocks(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
     kwh_bc = st.unit_kw_per_a[u_bc] * problem.period_h[st.bc_period]
     prev = e_col[:, :-1].ravel()
     r_prev = (np.arange(U)[:, None] * T + np.arange(1, T)[None, :]).ravel()
-    rr = np.concatenate([np.arange(U * T), r_prev, u_cv * T + t_cv, u_bc * T + st.bc_period,
-                         st.dv_unit * T + st.dv_period])
+    rr = np.concatenate(
+        [
+            np.arange(U * T),
+            r_prev,
+            u_cv * T + t_cv,
+            u_bc * T + st.bc_period,
+            st.dv_unit * T + st.dv_period,
+        ]
+    )
     cc = np.concatenate([e_col.ravel(), prev, cv, bc0 + np.arange(Vb), d0 + np.arange(Vd)])
-    vv = np.concatenate([np.ones(U * T), -np.ones(r_prev.size),
-                         -st.unit_eta_c[u_cv] * problem.var_kwh_per_a[cols[cv]],
-                         -st.unit_eta_c[u_bc] * kwh_bc,
-                         st.dv_kwh_per_a / st.unit_eta_d[st.dv_unit]])
+    vv = np.concatenate(
+        [
+            np.ones(U * T),
+            -np.ones(r_prev.size),
+            -st.unit_eta_c[u_cv] * problem.var_kwh_per_a[cols[cv]],
+            -st.unit_eta_c[u_bc] * kwh_bc,
+            st.dv_kwh_per_a / st.unit_eta_d[st.dv_unit],
+        ]
+    )
     rhs = np.zeros((U, T))
     rhs[:, 0] = st.unit_e0_kwh
     rows.add(rr, cc, vv, rhs.ravel(), rhs.ravel(), "energy_state", np.arange(U * T))
     # V2G targets: e_{T-1} + w ≥ E
     if Us:
-        rows.add(np.concatenate([np.arange(Us), np.arange(Us)]),
-                 np.concatenate([e_col[:Us, -1], w0 + np.arange(Us)]),
-                 np.ones(2 * Us), st.unit_target_kwh[:Us], np.inf, "v2g_target",
-                 st.unit_session[:Us])
+        rows.add(
+            np.concatenate([np.arange(Us), np.arange(Us)]),
+            np.concatenate([e_col[:Us, -1], w0 + np.arange(Us)]),
+            np.ones(2 * Us),
+            st.unit_target_kwh[:Us],
+            np.inf,
+            "v2g_target",
+            st.unit_session[:Us],
+        )
     # exclusivity binaries where doing both could pay
     pays = exclusive_periods(problem)
     z_cols = np.zeros(0, np.int64)
@@ -646,14 +760,16 @@ def _storage_blocks(problem: Problem, rows: _Rows, c: list, col_lb: list, col_ub
             col_ub.append(np.ones(k))
             ar = np.arange(k)
             # charge − ub_c z ≤ 0 ;  d + ub_d z ≤ ub_d
-            rows.add(np.concatenate([ar, ar, k + ar, k + ar]),
-                     np.concatenate([ch_of[uu, tt], z_cols, d0 + dv_of[uu, tt], z_cols]),
-                     np.concatenate([np.ones(k), -ch_ub[uu, tt], np.ones(k),
-                                     dv_ub[dv_of[uu, tt]]]),
-                     -np.inf, np.concatenate([np.zeros(k), dv_ub[dv_of[uu, tt]]]), "exclusive",
-                     np.concatenate([uu * T + tt, uu * T + tt]))
-    col_keys.update(bc=np.arange(Vb), d=np.arange(Vd), e=np.arange(U * T),
-                    w=st.unit_session[:Us])
+            rows.add(
+                np.concatenate([ar, ar, k + ar, k + ar]),
+                np.concatenate([ch_of[uu, tt], z_cols, d0 + dv_of[uu, tt], z_cols]),
+                np.concatenate([np.ones(k), -ch_ub[uu, tt], np.ones(k), dv_ub[dv_of[uu, tt]]]),
+                -np.inf,
+                np.concatenate([np.zeros(k), dv_ub[dv_of[uu, tt]]]),
+                "exclusive",
+                np.concatenate([uu * T + tt, uu * T + tt]),
+            )
+    col_keys.update(bc=np.arange(Vb), d=np.arange(Vd), e=np.arange(U * T), w=st.unit_session[:Us])
     if z_cols.size:
         col_keys["zx"] = uu * T + tt
         integer.append(z_cols)
@@ -673,23 +789,22 @@ class _Rows:
 
     def add(self, r, c, v, lb, ub, name: str, index: np.ndarray) -> None:
         k = np.asarray(index).size
-        self.trip.append((np.asarray(r, np.int64) + self.m, np.asarray(c, np.int64),
-                          np.asarray(v, np.float64)))
+        self.trip.append(
+            (np.asarray(r, np.int64) + self.m, np.asarray(c, np.int64), np.asarray(v, np.float64))
+        )
         self.lb.append(np.broadcast_to(np.asarray(lb, np.float64), (k,)))
         self.ub.append(np.broadcast_to(np.asarray(ub, np.float64), (k,)))
         self.index[name] = np.asarray(index, np.int64)
         self.m += k
 
-    def build(self, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray,
-                                           dict[str, Block]]:
+    def build(self, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, dict[str, Block]]:
         r, c, v = (np.concatenate(x) for x in zip(*self.trip, strict=True))
         A = sp.csc_matrix((v, (r, c)), shape=(self.m, n_cols))
         A.sort_indices()
         return A, np.concatenate(self.lb), np.concatenate(self.ub), blocks_of(self.index)
 
 
-def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray
-                 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """Merge rows of ``G r ≤ h`` that have identical coefficients, keeping the smallest ``h``.
 
     Returns the merged rows, their right-hand sides and the indices of the rows kept.

@@ -197,8 +197,10 @@ def as_options(options: Any = None, **legacy: Any) -> SolveOptions:
         raise InputError(f"solve() got unexpected keyword argument(s) {sorted(unknown)}")
     if isinstance(options, LpOptions | MilpOptions | AutoOptions | FastOptions):
         if given:
-            raise InputError(f"pass either an options object or keywords, not both "
-                             f"({sorted(given)} with {type(options).__name__})")
+            raise InputError(
+                f"pass either an options object or keywords, not both "
+                f"({sorted(given)} with {type(options).__name__})"
+            )
         return options
     highs: dict[str, Any] = {}
     if isinstance(options, str):
@@ -208,8 +210,10 @@ def as_options(options: Any = None, **legacy: Any) -> SolveOptions:
     elif isinstance(options, dict):
         highs = dict(options)
     elif options is not None:
-        raise InputError(f"options must be LpOptions, MilpOptions, AutoOptions, FastOptions, a "
-                        f"method name or None, got {type(options).__name__}")
+        raise InputError(
+            f"options must be LpOptions, MilpOptions, AutoOptions, FastOptions, a "
+            f"method name or None, got {type(options).__name__}"
+        )
     method = given.pop("method", "lp")
     if method == "fast":
         return FastOptions(**given)
@@ -224,6 +228,7 @@ def as_options(options: Any = None, **legacy: Any) -> SolveOptions:
         return MilpOptions(**given, highs=highs)
     if method == "auto":
         tl = given.get("time_limit_s")
-        return AutoOptions(lp=LpOptions(time_limit_s=tl, highs=highs), milp=MilpOptions(
-            **given, highs=highs))
+        return AutoOptions(
+            lp=LpOptions(time_limit_s=tl, highs=highs), milp=MilpOptions(**given, highs=highs)
+        )
     raise InputError(f"unknown method {method!r}; use 'lp', 'fast', 'milp' or 'auto'")

@@ -35,8 +35,9 @@ def pilot_grid(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     return grid, np.array([a is not None for a in levels], dtype=bool)
 
 
-def down_to_pilot(limit: np.ndarray, grid: np.ndarray, stepped: np.ndarray,
-                  min_a: np.ndarray) -> np.ndarray:
+def down_to_pilot(
+    limit: np.ndarray, grid: np.ndarray, stepped: np.ndarray, min_a: np.ndarray
+) -> np.ndarray:
     """What the EVSE signals for ``limit`` (``(S,)`` or ``(S, T)`` A): the largest step at or
     below it, 0 below the session's minimum."""
     lim = np.asarray(limit, dtype=np.float64)
@@ -52,8 +53,9 @@ def down_to_pilot(limit: np.ndarray, grid: np.ndarray, stepped: np.ndarray,
     return out if two else out[:, 0]
 
 
-def _up_to_pilot(limit: np.ndarray, grid: np.ndarray, stepped: np.ndarray, min_a: np.ndarray,
-                 max_a: np.ndarray) -> np.ndarray:
+def _up_to_pilot(
+    limit: np.ndarray, grid: np.ndarray, stepped: np.ndarray, min_a: np.ndarray, max_a: np.ndarray
+) -> np.ndarray:
     """``(S,)``: the smallest pilot above ``limit`` (the next step; the minimum for a continuous
     EVSE below it), capped at ``max_a``; ``limit`` itself where there is none."""
     up = np.where(limit + 1e-9 < min_a, min_a, limit)

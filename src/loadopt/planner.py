@@ -42,12 +42,22 @@ class SolvePlanner:
     ``cold_after_limit_cut``).
     """
 
-    def __init__(self, options: SolveOptions | str | None = None, *, warm: bool = True,
-                 warm_min_mapped: float = 0.5, alien_basis: bool = False,
-                 cold_after_limit_cut: bool = True) -> None:
+    def __init__(
+        self,
+        options: SolveOptions | str | None = None,
+        *,
+        warm: bool = True,
+        warm_min_mapped: float = 0.5,
+        alien_basis: bool = False,
+        cold_after_limit_cut: bool = True,
+    ) -> None:
         self.options: SolveOptions = as_options(options)
-        self.warm_start = WarmStart(enabled=warm, min_mapped=warm_min_mapped, alien=alien_basis,
-                                    cold_after_limit_cut=cold_after_limit_cut)
+        self.warm_start = WarmStart(
+            enabled=warm,
+            min_mapped=warm_min_mapped,
+            alien=alien_basis,
+            cold_after_limit_cut=cold_after_limit_cut,
+        )
         self.last_mode = ""
         self.last_reason = ""
         self.last_solve_s = 0.0
@@ -59,7 +69,8 @@ class SolvePlanner:
     def __call__(self, problem: Problem) -> Schedule:
         opts = self.options
         uses_warm = (isinstance(opts, LpOptions) and opts.backend == "highs") or (
-            isinstance(opts, AutoOptions) and opts.lp.backend == "highs")
+            isinstance(opts, AutoOptions) and opts.lp.backend == "highs"
+        )
         ws = self.warm_start if uses_warm else None
         if ws is not None:
             ws.mode, ws.reason = "", ""
@@ -89,14 +100,19 @@ def as_planner(planner: Any = None, *, time_limit_s: float | None = None) -> Pla
         return SolvePlanner(planner)
     if callable(planner):
         return planner
-    raise InputError(f"a planner must be a method name, an options object or a callable "
-                     f"Problem -> Schedule, got {type(planner).__name__}")
+    raise InputError(
+        f"a planner must be a method name, an options object or a callable "
+        f"Problem -> Schedule, got {type(planner).__name__}"
+    )
 
 
 def describe(planner: Callable[[Problem], Schedule], sched: Schedule) -> tuple[str, str, float]:
     """``(mode, reason, solve_s)`` of the planner's last call, for the controller's log."""
     mode = getattr(planner, "last_mode", None)
     if mode:
-        return (mode, str(getattr(planner, "last_reason", "")),
-                float(getattr(planner, "last_solve_s", sched.solve_time_s)))
+        return (
+            mode,
+            str(getattr(planner, "last_reason", "")),
+            float(getattr(planner, "last_solve_s", sched.solve_time_s)),
+        )
     return "planner", getattr(planner, "__name__", type(planner).__name__), sched.solve_time_s

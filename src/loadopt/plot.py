@@ -51,14 +51,23 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
     axes = fig.subplots(3, 1, gridspec_kw={"height_ratios": [3, 2, 2]})
     ax = axes[0]
     ev = schedule.ev_power_kw
-    ax.fill_between(t, steps(p.base_load_kw), step="post", color="#bbbbbb", alpha=0.7,
-                    label="base load")
-    ax.fill_between(t, steps(p.base_load_kw), steps(p.base_load_kw + ev), step="post",
-                    color="#4c72b0", alpha=0.75, label="vehicles")
+    ax.fill_between(
+        t, steps(p.base_load_kw), step="post", color="#bbbbbb", alpha=0.7, label="base load"
+    )
+    ax.fill_between(
+        t,
+        steps(p.base_load_kw),
+        steps(p.base_load_kw + ev),
+        step="post",
+        color="#4c72b0",
+        alpha=0.75,
+        label="vehicles",
+    )
     if np.any(p.pv_kw > 0):
         ax.step(t, steps(p.pv_kw), where="post", color="#dd8452", lw=1.5, label="PV output")
-    ax.step(t, steps(schedule.import_kw), where="post", color="black", lw=1.2,
-            label="net grid import")
+    ax.step(
+        t, steps(schedule.import_kw), where="post", color="black", lw=1.2, label="net grid import"
+    )
     cap = p.import_cap_kw.copy()
     grid = np.full(T, np.inf)
     if p.signals.grid_import_limit_kw is not None:
@@ -67,20 +76,47 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
 
         grid = sample(*split(p.signals.grid_import_limit_kw), p.horizon, "min")
     if np.isfinite(grid).any():
-        ax.step(t, steps(np.where(np.isfinite(grid), grid, np.nan)), where="post", color="#c44e52",
-                lw=2, ls="--", label="grid import limit")
+        ax.step(
+            t,
+            steps(np.where(np.isfinite(grid), grid, np.nan)),
+            where="post",
+            color="#c44e52",
+            lw=2,
+            ls="--",
+            label="grid import limit",
+        )
     dr = cap < grid - 1e-9
     if dr.any():
-        ax.step(t, steps(np.where(dr, cap, np.nan)), where="post", color="#8172b2", lw=2.5,
-                label="grid-signal cap")
+        ax.step(
+            t,
+            steps(np.where(dr, cap, np.nan)),
+            where="post",
+            color="#8172b2",
+            lw=2.5,
+            label="grid-signal cap",
+        )
     if p.setpoint_kw is not None and np.isfinite(p.setpoint_kw).any():
-        ax.step(t, steps(p.setpoint_kw), where="post", color="#64b5cd", lw=2, ls="-.",
-                label="grid setpoint (soft)")
+        ax.step(
+            t,
+            steps(p.setpoint_kw),
+            where="post",
+            color="#64b5cd",
+            lw=2,
+            ls="-.",
+            label="grid setpoint (soft)",
+        )
     _mark_missed(ax, schedule, edges)
     root = int(np.flatnonzero(p.node_parent < 0)[0])
     for k in np.flatnonzero(np.isfinite(p.node_power_limit_kw).any(axis=1))[:1]:
-        ax.step(t, steps(p.node_power_limit_kw[k]), where="post", color="#937860", lw=1.2,
-                ls=":", label=f"{p.node_ids[k]} power limit (gross load)")
+        ax.step(
+            t,
+            steps(p.node_power_limit_kw[k]),
+            where="post",
+            color="#937860",
+            lw=1.2,
+            ls=":",
+            label=f"{p.node_ids[k]} power limit (gross load)",
+        )
     ax.set_ylabel("kW")
     ax.set_ylim(top=ax.get_ylim()[1] * 1.3)
     ax.set_title(title or f"{p.site.id}: {p.n_sessions} sessions, {schedule.method}")
@@ -91,12 +127,25 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
     npc = schedule.node_phase_current[root]
     colors = ("#4c72b0", "#55a868", "#c44e52")
     for ph in range(3):
-        ax.step(t, steps(npc[ph]), where="post", color=colors[ph], lw=1.3,
-                label=f"phase {'RST'[ph]} (L{ph + 1})")
+        ax.step(
+            t,
+            steps(npc[ph]),
+            where="post",
+            color=colors[ph],
+            lw=1.3,
+            label=f"phase {'RST'[ph]} (L{ph + 1})",
+        )
     lim = p.node_current_limit[root]
     if np.isfinite(lim).any():
-        ax.step(t, steps(lim.min(axis=0)), where="post", color="black", ls="--", lw=1.5,
-                label=f"{p.node_ids[root]} limit per phase")
+        ax.step(
+            t,
+            steps(lim.min(axis=0)),
+            where="post",
+            color="black",
+            ls="--",
+            lw=1.5,
+            label=f"{p.node_ids[root]} limit per phase",
+        )
     ax.set_ylabel("A at the grid connection")
     ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.25)
     ax.legend(loc="upper left", fontsize=8, ncol=4)
@@ -115,9 +164,11 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str | None = None
     ax.set_ylabel("kWh")
     k = schedule.kpis()
     pct = 100 * k.delivered_kwh / k.requested_kwh if k.requested_kwh else 100.0
-    ax.set_title(f"energy per session: {k.delivered_kwh:,.0f} of {k.requested_kwh:,.0f} kWh "
-                 f"({pct:.1f} %), {k.sessions_served}/{len(k.sessions)} fully served",
-                 fontsize=10)
+    ax.set_title(
+        f"energy per session: {k.delivered_kwh:,.0f} of {k.requested_kwh:,.0f} kWh "
+        f"({pct:.1f} %), {k.sessions_served}/{len(k.sessions)} fully served",
+        fontsize=10,
+    )
     ax.set_ylim(top=ax.get_ylim()[1] * 1.15)
     ax.legend(loc="upper right", fontsize=8, ncol=2)
     ax.grid(alpha=0.3, axis="y")

@@ -46,10 +46,14 @@ ROW_PRIMARY_FACET = 4
 
 ROW_SITE_EXPORT = 5  #: Σ discharge power + PV ≤ grid export limit (kW), export rows only
 
-ROW_KIND_NAMES = {ROW_NODE_CURRENT: "current", ROW_NODE_POWER: "power",
-                  ROW_SITE_IMPORT: "site import", ROW_LINE_FACET: "line current facet",
-                  ROW_PRIMARY_FACET: "primary line current facet",
-                  ROW_SITE_EXPORT: "site export"}
+ROW_KIND_NAMES = {
+    ROW_NODE_CURRENT: "current",
+    ROW_NODE_POWER: "power",
+    ROW_SITE_IMPORT: "site import",
+    ROW_LINE_FACET: "line current facet",
+    ROW_PRIMARY_FACET: "primary line current facet",
+    ROW_SITE_EXPORT: "site export",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,7 +269,7 @@ class Problem:
         """Discrete levels (deci-amps, 0 included) of EVSE ``evse``, None when continuous."""
         if not self.evse_has_levels[evse]:
             return None
-        return self.evse_levels_da[self.evse_levels_ptr[evse]:self.evse_levels_ptr[evse + 1]]
+        return self.evse_levels_da[self.evse_levels_ptr[evse] : self.evse_levels_ptr[evse + 1]]
 
     def dense(self, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """Scatter a per-variable vector into a ``(S, T)`` array."""

@@ -72,8 +72,10 @@ class Violation:
     limit: float
 
     def __str__(self) -> str:
-        return (f"{self.kind} limit of {self.where} in period {self.period}: "
-                f"{self.value:.6g} > {self.limit:.6g}")
+        return (
+            f"{self.kind} limit of {self.where} in period {self.period}: "
+            f"{self.value:.6g} > {self.limit:.6g}"
+        )
 
 
 def to_deciamps(x: np.ndarray) -> np.ndarray:
@@ -88,14 +90,20 @@ def to_deciamps(x: np.ndarray) -> np.ndarray:
 
 def row_capacity_da(problem: Problem) -> np.ndarray:
     """Capacity of each safety row in the units of ``G @ deciamps``."""
-    cap = np.where(problem.row_kind == ROW_NODE_CURRENT,
-                   np.floor(problem.h * 10.0),
-                   problem.h * 10.0 * (1.0 - POWER_MARGIN))
+    cap = np.where(
+        problem.row_kind == ROW_NODE_CURRENT,
+        np.floor(problem.h * 10.0),
+        problem.h * 10.0 * (1.0 - POWER_MARGIN),
+    )
     return np.maximum(cap, 0.0)
 
 
-def project(problem: Problem, current: np.ndarray, max_passes: int = 8,
-            min_current: np.ndarray | None = None) -> np.ndarray:
+def project(
+    problem: Problem,
+    current: np.ndarray,
+    max_passes: int = 8,
+    min_current: np.ndarray | None = None,
+) -> np.ndarray:
     """Return a feasible ``(S, T)`` schedule on the 0.1 A grid, at or below ``current`` everywhere.
 
     ``current`` may come from any solver, a user or a heuristic. Values are rounded down to
@@ -111,11 +119,12 @@ def project(problem: Problem, current: np.ndarray, max_passes: int = 8,
     """
     current = np.asarray(current, dtype=np.float64)
     if current.shape != (problem.n_sessions, problem.n_periods):  # a wider array would be cut
-        raise ValueError(f"schedule has shape {current.shape}, expected "
-                         f"{(problem.n_sessions, problem.n_periods)} (sessions, periods)")
+        raise ValueError(
+            f"schedule has shape {current.shape}, expected "
+            f"{(problem.n_sessions, problem.n_periods)} (sessions, periods)"
+        )
     if problem.storage is not None:  # energy ceilings apply to charging too
-        return project_storage(problem, current, min_current=min_current,
-                               max_passes=max_passes)[0]
+        return project_storage(problem, current, min_current=min_current, max_passes=max_passes)[0]
     x = to_deciamps(problem.gather(current))
     x = np.minimum(x, np.floor(problem.var_ub * 10.0 + GRID_SNAP))
     x = _project_da(problem, x, max_passes)
@@ -160,7 +169,7 @@ def _by_period(period: np.ndarray, T: int) -> list[np.ndarray]:
     """Indices of ``period`` grouped by value ``0..T-1``."""
     order = np.argsort(period, kind="stable")
     cuts = np.searchsorted(period[order], np.arange(T + 1))
-    return [order[cuts[t]:cuts[t + 1]] for t in range(T)]
+    return [order[cuts[t] : cuts[t + 1]] for t in range(T)]
 
 
 def _dense_input(a: np.ndarray | None, shape: tuple[int, int], what: str) -> np.ndarray:
@@ -172,11 +181,16 @@ def _dense_input(a: np.ndarray | None, shape: tuple[int, int], what: str) -> np.
     return a
 
 
-def project_storage(problem: Problem, current: np.ndarray, discharge: np.ndarray | None = None,
-                    battery_charge_a: np.ndarray | None = None,
-                    battery_discharge_a: np.ndarray | None = None, *,
-                    min_current: np.ndarray | None = None, max_passes: int = 8
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def project_storage(
+    problem: Problem,
+    current: np.ndarray,
+    discharge: np.ndarray | None = None,
+    battery_charge_a: np.ndarray | None = None,
+    battery_discharge_a: np.ndarray | None = None,
+    *,
+    min_current: np.ndarray | None = None,
+    max_passes: int = 8,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`project` for a problem with batteries or V2G sessions, both directions.
 
     Inputs (any solver's, A per phase): ``current`` ``(S, T)`` charge, ``discharge`` ``(S, T)``
@@ -205,14 +219,22 @@ def project_storage(problem: Problem, current: np.ndarray, discharge: np.ndarray
     n_sd = Vd - Vb  # session discharge columns come first, then batteries' (same order as bc)
     Us = st.n_units - B
 
-    x = np.concatenate([
-        np.minimum(to_deciamps(problem.gather(current)),
-                   np.floor(problem.var_ub * 10.0 + GRID_SNAP)),
-        np.minimum(to_deciamps(b_c[st.bc_battery, st.bc_period]),
-                   np.floor(st.bc_ub * 10.0 + GRID_SNAP))])
-    xd = np.concatenate([
-        to_deciamps(discharge[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]]),
-        to_deciamps(b_d[st.bc_battery, st.bc_period])])
+    x = np.concatenate(
+        [
+            np.minimum(
+                to_deciamps(problem.gather(current)), np.floor(problem.var_ub * 10.0 + GRID_SNAP)
+            ),
+            np.minimum(
+                to_deciamps(b_c[st.bc_battery, st.bc_period]), np.floor(st.bc_ub * 10.0 + GRID_SNAP)
+            ),
+        ]
+    )
+    xd = np.concatenate(
+        [
+            to_deciamps(discharge[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]]),
+            to_deciamps(b_d[st.bc_battery, st.bc_period]),
+        ]
+    )
     xd = np.minimum(xd, np.floor(st.dv_ub * 10.0 + GRID_SNAP))
     # net a unit's charge against its discharge in the same period
     pc = np.flatnonzero(st.var_dv >= 0)
@@ -227,8 +249,12 @@ def project_storage(problem: Problem, current: np.ndarray, discharge: np.ndarray
     cap_x = _capacity(st.hx, st.x_kind)
     Cd = st.Cd.tocsr()
     unit_of_col = np.concatenate([st.session_unit[problem.var_session], Us + st.bc_battery])
-    kwh_col = np.concatenate([problem.var_kwh_per_a, problem.period_h[st.bc_period]
-                              * st.unit_kw_per_a[Us + st.bc_battery]])
+    kwh_col = np.concatenate(
+        [
+            problem.var_kwh_per_a,
+            problem.period_h[st.bc_period] * st.unit_kw_per_a[Us + st.bc_battery],
+        ]
+    )
     col_period = np.concatenate([problem.var_period, st.bc_period])
     min_da = None
     if min_current is not None:
@@ -245,18 +271,21 @@ def project_storage(problem: Problem, current: np.ndarray, discharge: np.ndarray
         if d.size:
             u = st.dv_unit[d]
             room = np.maximum(e[u] - st.unit_emin_kwh[u], 0.0)
-            xd[d] = np.minimum(xd[d], np.floor(room * st.unit_eta_d[u] / st.dv_kwh_per_a[d]
-                                               * 10.0 * inner))
+            xd[d] = np.minimum(
+                xd[d], np.floor(room * st.unit_eta_d[u] / st.dv_kwh_per_a[d] * 10.0 * inner)
+            )
             if xrows_t[t].size:
                 xd = _shrink(st.Gx[xrows_t[t]], cap_x[xrows_t[t]], xd, max_passes)
         c = cols_t[t]
         cu = c[unit_of_col[c] >= 0]
         u = unit_of_col[cu]
-        out_kwh = np.bincount(st.dv_unit[d], xd[d] / 10.0 * st.dv_kwh_per_a[d]
-                              / st.unit_eta_d[st.dv_unit[d]], minlength=U)
+        out_kwh = np.bincount(
+            st.dv_unit[d],
+            xd[d] / 10.0 * st.dv_kwh_per_a[d] / st.unit_eta_d[st.dv_unit[d]],
+            minlength=U,
+        )
         head = np.maximum(st.unit_emax_kwh[u] - e[u] + out_kwh[u], 0.0)
-        x[cu] = np.minimum(x[cu], np.floor(head / (st.unit_eta_c[u] * kwh_col[cu]) * 10.0
-                                           * inner))
+        x[cu] = np.minimum(x[cu], np.floor(head / (st.unit_eta_c[u] * kwh_col[cu]) * 10.0 * inner))
         r = rows_t[t]
         if r.size:
             x = _shrink(K[r], cap_imp[r] + Cd[r] @ xd, x, max_passes)
@@ -273,8 +302,12 @@ def project_storage(problem: Problem, current: np.ndarray, discharge: np.ndarray
     return cur, dis, bat
 
 
-def soc_path(problem: Problem, current: np.ndarray, discharge: np.ndarray | None = None,
-             battery_a: np.ndarray | None = None) -> np.ndarray:
+def soc_path(
+    problem: Problem,
+    current: np.ndarray,
+    discharge: np.ndarray | None = None,
+    battery_a: np.ndarray | None = None,
+) -> np.ndarray:
     """``(U, T + 1)`` energy state (kWh in the battery) of every storage unit if the limits are
     drawn: column 0 is now, column ``t + 1`` the end of period ``t``."""
     st = problem.storage
@@ -290,22 +323,30 @@ def soc_path(problem: Problem, current: np.ndarray, discharge: np.ndarray | None
     dt = problem.period_h[None, :]
     kw_b = st.unit_kw_per_a[Us:, None]
     eta_c, eta_d = st.unit_eta_c[:, None], st.unit_eta_d[:, None]
-    cin = np.vstack([cur[st.unit_session[:Us]] * kwh_s[st.unit_session[:Us]],
-                     np.maximum(bat, 0.0) * kw_b * dt])
+    cin = np.vstack(
+        [cur[st.unit_session[:Us]] * kwh_s[st.unit_session[:Us]], np.maximum(bat, 0.0) * kw_b * dt]
+    )
     dkwh = np.zeros((S, T))
     if st.dv_unit.size:
         n_sd = st.dv_unit.size - st.bc_ub.size
         dkwh[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = st.dv_kwh_per_a[:n_sd]
-    dout = np.vstack([dis[st.unit_session[:Us]] * dkwh[st.unit_session[:Us]],
-                      np.maximum(-bat, 0.0) * kw_b * dt])
+    dout = np.vstack(
+        [dis[st.unit_session[:Us]] * dkwh[st.unit_session[:Us]], np.maximum(-bat, 0.0) * kw_b * dt]
+    )
     step = eta_c * cin - dout / eta_d
-    return st.unit_e0_kwh[:, None] + np.concatenate([np.zeros((st.n_units, 1)),
-                                                     np.cumsum(step, axis=1)], axis=1)
+    return st.unit_e0_kwh[:, None] + np.concatenate(
+        [np.zeros((st.n_units, 1)), np.cumsum(step, axis=1)], axis=1
+    )
 
 
-def violations(problem: Problem, current: np.ndarray, limit: int | None = None, *,
-               discharge: np.ndarray | None = None,
-               battery_a: np.ndarray | None = None) -> list[Violation]:
+def violations(
+    problem: Problem,
+    current: np.ndarray,
+    limit: int | None = None,
+    *,
+    discharge: np.ndarray | None = None,
+    battery_a: np.ndarray | None = None,
+) -> list[Violation]:
     """The limits that ``current`` (``(S, T)`` A) breaks, as it would be emitted; at most ``limit``
     of them (``None`` or 0: all).
 
@@ -328,8 +369,9 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None, 
     try:
         current = np.asarray(current, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError(f"schedule currents must be numbers, got {type(current).__name__}"
-                         ) from None
+        raise InputError(
+            f"schedule currents must be numbers, got {type(current).__name__}"
+        ) from None
     if current.shape != (S, T):
         raise InputError(f"schedule has shape {current.shape}, expected {(S, T)}")
     left = limit if limit else sys.maxsize
@@ -343,31 +385,45 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None, 
     bad = ~np.isfinite(current) | (current < 0)
     for f in first(bad):
         i, t = divmod(int(f), T)
-        out.append(Violation("non-negative finite", f"session {sid[i]!r}", t,
-                             float(current[i, t]), 0.0))
+        out.append(
+            Violation("non-negative finite", f"session {sid[i]!r}", t, float(current[i, t]), 0.0)
+        )
     if len(out) >= left:
         return out
     da = np.rint(finite * 10.0)
     off_grid = (np.abs(finite * 10.0 - da) > 1e-6) & ~bad
     for f in first(off_grid):
         i, t = divmod(int(f), T)
-        out.append(Violation("0.1 A grid", f"session {sid[i]!r}", t, float(current[i, t]),
-                             float(np.floor(current[i, t] * 10) / 10)))
+        out.append(
+            Violation(
+                "0.1 A grid",
+                f"session {sid[i]!r}",
+                t,
+                float(current[i, t]),
+                float(np.floor(current[i, t] * 10) / 10),
+            )
+        )
     if len(out) >= left:
         return out
     plugged = np.zeros((S, T), dtype=bool)
     plugged[problem.var_session, problem.var_period] = True
     for f in first(~plugged & (da > 0)):
         i, t = divmod(int(f), T)
-        out.append(Violation("not plugged in", f"session {sid[i]!r}", t, float(current[i, t]),
-                             0.0))
+        out.append(Violation("not plugged in", f"session {sid[i]!r}", t, float(current[i, t]), 0.0))
     if len(out) >= left:
         return out
     x = np.maximum(problem.gather(da), 0.0)
     ub_da = np.floor(problem.var_ub * 10.0 + GRID_SNAP)
     for v in first(x > ub_da):
-        out.append(Violation("max current", f"session {sid[problem.var_session[v]]!r}",
-                             int(problem.var_period[v]), x[v] / 10, ub_da[v] / 10))
+        out.append(
+            Violation(
+                "max current",
+                f"session {sid[problem.var_session[v]]!r}",
+                int(problem.var_period[v]),
+                x[v] / 10,
+                ub_da[v] / 10,
+            )
+        )
     if len(out) >= left:
         return out
     st = problem.storage
@@ -377,9 +433,12 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None, 
         n_sd = st.dv_ub.size - st.bc_ub.size
         dis = np.nan_to_num(_dense_input(discharge, (S, T), "discharge"))
         bat = np.nan_to_num(_dense_input(battery_a, (st.n_batteries, T), "battery_a"))
-        xd = np.concatenate([
-            np.rint(dis[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] * 10.0),
-            np.rint(np.maximum(-bat, 0.0)[st.bc_battery, st.bc_period] * 10.0)])
+        xd = np.concatenate(
+            [
+                np.rint(dis[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] * 10.0),
+                np.rint(np.maximum(-bat, 0.0)[st.bc_battery, st.bc_period] * 10.0),
+            ]
+        )
         xb = np.rint(np.maximum(bat, 0.0)[st.bc_battery, st.bc_period] * 10.0)
         if len(out) >= left:
             return out[:left]
@@ -393,9 +452,15 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None, 
         model = np.isin(problem.row_kind, (ROW_LINE_FACET, ROW_PRIMARY_FACET))
         over = np.where(is_cur, load > np.floor(problem.h * 10.0), load / 10.0 > problem.h)
         for r in first(over & ~model):
-            out.append(Violation(ROW_KIND_NAMES[int(problem.row_kind[r])],
-                                 _row_name(problem, r), int(problem.row_period[r]),
-                                 float(load[r] / 10.0), float(problem.h[r])))
+            out.append(
+                Violation(
+                    ROW_KIND_NAMES[int(problem.row_kind[r])],
+                    _row_name(problem, r),
+                    int(problem.row_period[r]),
+                    float(load[r] / 10.0),
+                    float(problem.h[r]),
+                )
+            )
         if len(out) >= left:
             return out
     # a session on a reserved EVSE draws inside its reservation (counted as a fixed load)
@@ -403,18 +468,20 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None, 
     mag, lim, groups = line_current_magnitudes(problem, problem.dense(own / 10.0))
     # where the base load (and reserved draw) alone is over a limit (a notice of the problem),
     # vehicles may add nothing: the line may carry that, no more
-    fixed = (np.abs(problem.line_base[groups, None]) * problem.base_load_a[None, :]
-             + problem.line_reserved_a[groups])
+    fixed = (
+        np.abs(problem.line_base[groups, None]) * problem.base_load_a[None, :]
+        + problem.line_reserved_a[groups]
+    )
     room = np.maximum(lim, fixed)
     N = len(problem.node_ids)
     for f in first(mag > room * (1.0 + PHASOR_RTOL) + PHASOR_RTOL):
         j, t = divmod(int(f), T)
         g = int(groups[j])
         side, node, line = g // (3 * N), (g // 3) % N, g % 3
-        where = (f"node {problem.node_ids[node]!r} " +
-                 (f"line {'RST'[line]}" if side == 0 else f"primary line {'ABC'[line]}"))
-        out.append(Violation("line current (phasor)", where, t, float(mag[j, t]),
-                             float(lim[j, t])))
+        where = f"node {problem.node_ids[node]!r} " + (
+            f"line {'RST'[line]}" if side == 0 else f"primary line {'ABC'[line]}"
+        )
+        out.append(Violation("line current (phasor)", where, t, float(mag[j, t]), float(lim[j, t])))
     if st is None or len(out) >= left:
         return out
     if st.Gx.shape[0]:
@@ -423,34 +490,57 @@ def violations(problem: Problem, current: np.ndarray, limit: int | None = None, 
         over = np.where(is_cur, load > np.floor(st.hx * 10.0), load / 10.0 > st.hx)
         for r in first(over):
             node = int(st.x_node[r])
-            where = ("the grid connection" if node < 0 else f"node {problem.node_ids[node]!r}"
-                     + ("" if st.x_phase[r] < 0 else f" phase {'RST'[int(st.x_phase[r])]}"))
-            out.append(Violation(f"export {ROW_KIND_NAMES[int(st.x_kind[r])]}", where,
-                                 int(st.x_period[r]), float(load[r] / 10.0), float(st.hx[r])))
+            where = (
+                "the grid connection"
+                if node < 0
+                else f"node {problem.node_ids[node]!r}"
+                + ("" if st.x_phase[r] < 0 else f" phase {'RST'[int(st.x_phase[r])]}")
+            )
+            out.append(
+                Violation(
+                    f"export {ROW_KIND_NAMES[int(st.x_kind[r])]}",
+                    where,
+                    int(st.x_period[r]),
+                    float(load[r] / 10.0),
+                    float(st.hx[r]),
+                )
+            )
     e = soc_path(problem, finite, dis, bat)
     names = _unit_names(problem)
     for f in first(e[:, 1:] < st.unit_emin_kwh[:, None] - SOC_TOL_KWH):
         u, k = divmod(int(f), T)
-        out.append(Violation("energy floor (negative: below)", names[u], k, float(e[u, k + 1]),
-                             float(st.unit_emin_kwh[u])))
+        out.append(
+            Violation(
+                "energy floor (negative: below)",
+                names[u],
+                k,
+                float(e[u, k + 1]),
+                float(st.unit_emin_kwh[u]),
+            )
+        )
     for f in first(e[:, 1:] > st.unit_emax_kwh[:, None] + SOC_TOL_KWH):
         u, k = divmod(int(f), T)
-        out.append(Violation("energy ceiling", names[u], k, float(e[u, k + 1]),
-                             float(st.unit_emax_kwh[u])))
+        out.append(
+            Violation("energy ceiling", names[u], k, float(e[u, k + 1]), float(st.unit_emax_kwh[u]))
+        )
     return out
 
 
 def _unit_names(problem: Problem) -> list[str]:
     st = problem.storage
     assert st is not None
-    return [f"session {problem.session_ids[i]!r}" if i >= 0
-            else f"battery {st.battery_ids[b]!r}"
-            for i, b in zip(st.unit_session.tolist(), st.unit_battery.tolist(), strict=True)]
+    return [
+        f"session {problem.session_ids[i]!r}" if i >= 0 else f"battery {st.battery_ids[b]!r}"
+        for i, b in zip(st.unit_session.tolist(), st.unit_battery.tolist(), strict=True)
+    ]
 
 
-def _storage_input_violations(problem: Problem, charge_da: np.ndarray,
-                              discharge: np.ndarray | None,
-                              battery_a: np.ndarray | None) -> list[Violation]:
+def _storage_input_violations(
+    problem: Problem,
+    charge_da: np.ndarray,
+    discharge: np.ndarray | None,
+    battery_a: np.ndarray | None,
+) -> list[Violation]:
     """Discharge and battery values: finite, ≥ 0 (discharge), on the grid, allowed, in bounds,
     never both directions at once."""
     st = problem.storage
@@ -462,45 +552,90 @@ def _storage_input_violations(problem: Problem, charge_da: np.ndarray,
     bat = _dense_input(battery_a, (B, T), "battery_a")
     bad = ~np.isfinite(dis) | (dis < 0)
     for i, t in zip(*np.nonzero(bad), strict=True):
-        out.append(Violation("discharge non-negative finite", f"session {sid[i]!r}", int(t),
-                             float(dis[i, t]), 0.0))
+        out.append(
+            Violation(
+                "discharge non-negative finite",
+                f"session {sid[i]!r}",
+                int(t),
+                float(dis[i, t]),
+                0.0,
+            )
+        )
     for b, t in zip(*np.nonzero(~np.isfinite(bat)), strict=True):
-        out.append(Violation("finite", f"battery {st.battery_ids[b]!r}", int(t),
-                             float(bat[b, t]), 0.0))
-    for arr, names in ((np.nan_to_num(dis), [f"session {s!r} discharge" for s in sid]),
-                       (np.nan_to_num(bat), [f"battery {b!r}" for b in st.battery_ids])):
+        out.append(
+            Violation("finite", f"battery {st.battery_ids[b]!r}", int(t), float(bat[b, t]), 0.0)
+        )
+    for arr, names in (
+        (np.nan_to_num(dis), [f"session {s!r} discharge" for s in sid]),
+        (np.nan_to_num(bat), [f"battery {b!r}" for b in st.battery_ids]),
+    ):
         off = np.abs(arr * 10.0 - np.rint(arr * 10.0)) > 1e-6
         for i, t in zip(*np.nonzero(off), strict=True):
-            out.append(Violation("0.1 A grid", names[i], int(t), float(arr[i, t]),
-                                 float(np.trunc(arr[i, t] * 10) / 10)))
+            out.append(
+                Violation(
+                    "0.1 A grid",
+                    names[i],
+                    int(t),
+                    float(arr[i, t]),
+                    float(np.trunc(arr[i, t] * 10) / 10),
+                )
+            )
     n_sd = st.dv_ub.size - st.bc_ub.size
     ub = np.zeros((S, T))
     ub[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = st.dv_ub[:n_sd]
     d_da = np.rint(np.nan_to_num(dis) * 10.0)
     for i, t in zip(*np.nonzero(d_da > np.floor(ub * 10.0 + GRID_SNAP)), strict=True):
-        out.append(Violation("max discharge current" if ub[i, t] > 0 else "discharge allowed",
-                             f"session {sid[i]!r}", int(t), d_da[i, t] / 10, ub[i, t]))
+        out.append(
+            Violation(
+                "max discharge current" if ub[i, t] > 0 else "discharge allowed",
+                f"session {sid[i]!r}",
+                int(t),
+                d_da[i, t] / 10,
+                ub[i, t],
+            )
+        )
     both = (d_da > 0) & (charge_da > 0)
     for i, t in zip(*np.nonzero(both), strict=True):
-        out.append(Violation("charge and discharge at once", f"session {sid[i]!r}", int(t),
-                             float(d_da[i, t] / 10), 0.0))
+        out.append(
+            Violation(
+                "charge and discharge at once",
+                f"session {sid[i]!r}",
+                int(t),
+                float(d_da[i, t] / 10),
+                0.0,
+            )
+        )
     b_da = np.rint(np.nan_to_num(bat) * 10.0)
     c_ub = np.zeros((B, T))
     c_ub[st.bc_battery, st.bc_period] = np.floor(st.bc_ub * 10.0 + GRID_SNAP)
     d_ub = np.zeros((B, T))
     d_ub[st.bc_battery, st.bc_period] = np.floor(st.dv_ub[n_sd:] * 10.0 + GRID_SNAP)
     for b, t in zip(*np.nonzero(b_da > c_ub), strict=True):
-        out.append(Violation("max charge", f"battery {st.battery_ids[b]!r}", int(t),
-                             b_da[b, t] / 10, c_ub[b, t] / 10))
+        out.append(
+            Violation(
+                "max charge",
+                f"battery {st.battery_ids[b]!r}",
+                int(t),
+                b_da[b, t] / 10,
+                c_ub[b, t] / 10,
+            )
+        )
     for b, t in zip(*np.nonzero(-b_da > d_ub), strict=True):
-        out.append(Violation("max discharge", f"battery {st.battery_ids[b]!r}", int(t),
-                             -b_da[b, t] / 10, d_ub[b, t] / 10))
+        out.append(
+            Violation(
+                "max discharge",
+                f"battery {st.battery_ids[b]!r}",
+                int(t),
+                -b_da[b, t] / 10,
+                d_ub[b, t] / 10,
+            )
+        )
     return out
 
 
-def line_current_magnitudes(problem: Problem, current: np.ndarray,
-                            n_phases: np.ndarray | None = None
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def line_current_magnitudes(
+    problem: Problem, current: np.ndarray, n_phases: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact line-current magnitudes (A) of the lines whose limit is a phasor limit.
 
     Returns ``(magnitude, limit, group)``: ``(G', T)`` ``|Σ_i c_ig r_it + b_g · base_t|`` and the
@@ -520,7 +655,8 @@ def line_current_magnitudes(problem: Problem, current: np.ndarray,
     else:
         one = np.asarray(n_phases) == 1
         Z = C.T @ np.where(one, 0.0, cur) + problem.line_coef_l1[:, groups].T @ np.where(
-            one, cur, 0.0)
+            one, cur, 0.0
+        )
     Z = np.asarray(Z) + problem.line_base[groups, None] * problem.base_load_a[None, :]
     return np.abs(Z) + problem.line_reserved_a[groups], problem.line_limit[groups], groups
 

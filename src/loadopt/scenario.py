@@ -32,8 +32,7 @@ class Scenario(FrozenModel):
         return self
 
     def compile(self) -> Problem:
-        return compile_problem(self.site, self.sessions, self.horizon, self.signals,
-                               self.objective)
+        return compile_problem(self.site, self.sessions, self.horizon, self.signals, self.objective)
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -48,8 +47,10 @@ class Scenario(FrozenModel):
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reasons: dict[type[Exception], str] = {
-                FileNotFoundError: "no such file", IsADirectoryError: "is a directory",
-                PermissionError: "permission denied"}
+                FileNotFoundError: "no such file",
+                IsADirectoryError: "is a directory",
+                PermissionError: "permission denied",
+            }
             why = reasons.get(type(exc), repr(exc))
             if isinstance(exc, UnicodeDecodeError):
                 why = "not a UTF-8 text file"

@@ -106,17 +106,23 @@ class Kpis:
                 continue
             ok = "met" if d.compliant else f"NOT MET ({d.cause})"
             where = f" at {d.node}" if d.node else ""
-            rows.append((f"grid signal {d.event_id}",
-                         f"{ok}: {d.kind}{where}, max {d.max_import_kw:,.1f} kW vs "
-                         f"{d.cap_kw:,.1f} kW, {d.curtailed_kwh:,.1f} kWh curtailed"
-                         + (f", {d.discharged_kwh:,.1f} kWh discharged" if d.discharged_kwh
-                            else "")))
+            rows.append(
+                (
+                    f"grid signal {d.event_id}",
+                    f"{ok}: {d.kind}{where}, max {d.max_import_kw:,.1f} kW vs "
+                    f"{d.cap_kw:,.1f} kW, {d.curtailed_kwh:,.1f} kWh curtailed"
+                    + (f", {d.discharged_kwh:,.1f} kWh discharged" if d.discharged_kwh else ""),
+                )
+            )
         if self.storage is not None:
             st = self.storage
             rows += [
-                ("energy discharged", f"{st.discharged_kwh:,.1f} kWh (V2G "
-                                      f"{st.v2g_discharged_kwh:,.1f}, batteries "
-                                      f"{st.battery_discharged_kwh:,.1f})"),
+                (
+                    "energy discharged",
+                    f"{st.discharged_kwh:,.1f} kWh (V2G "
+                    f"{st.v2g_discharged_kwh:,.1f}, batteries "
+                    f"{st.battery_discharged_kwh:,.1f})",
+                ),
                 ("battery cycles", ", ".join(f"{c:.2f}" for c in st.battery_cycles) or "—"),
                 ("storage revenue", f"{st.revenue:,.2f} (degradation {st.degradation_cost:,.2f})"),
                 ("peak shaved", f"{st.peak_shaved_kw:,.1f} kW"),
@@ -164,8 +170,9 @@ class Schedule:
     # ------------------------------------------------------------------ safety
     def violations(self, limit: int | None = None) -> list[Violation]:
         """Every limit this schedule breaks as emitted (empty for any schedule from ``solve``)."""
-        return violations(self.problem, self.current, limit, discharge=self.discharge,
-                          battery_a=self.battery_a)
+        return violations(
+            self.problem, self.current, limit, discharge=self.discharge, battery_a=self.battery_a
+        )
 
     def check(self) -> None:
         """Raise :class:`~loadopt.errors.SafetyError` listing the first violations, if any."""
@@ -178,8 +185,11 @@ class Schedule:
     def ev_power_kw(self) -> np.ndarray:
         """(T,) kW drawn by all vehicles (limits taken as drawn, reservations included), net of
         V2G discharge."""
-        return (self._power_kw.sum(axis=0) + self._reserved_kw.sum(axis=0)
-                - self.discharge_kw.sum(axis=0))
+        return (
+            self._power_kw.sum(axis=0)
+            + self._reserved_kw.sum(axis=0)
+            - self.discharge_kw.sum(axis=0)
+        )
 
     @cached_property
     def discharge_kw(self) -> np.ndarray:
@@ -279,8 +289,7 @@ class Schedule:
             Z = p.line_coef.T @ cur
         else:  # periods switched to one phase draw on the EVSE's L1 only
             one = self.n_phases == 1
-            Z = (p.line_coef.T @ np.where(one, 0.0, cur)
-                 + p.line_coef_l1.T @ np.where(one, cur, 0.0))
+            Z = p.line_coef.T @ np.where(one, 0.0, cur) + p.line_coef_l1.T @ np.where(one, cur, 0.0)
         Z = np.asarray(Z) + p.line_base[:, None] * p.base_load_a[None, :]
         return np.abs(Z) + p.line_reserved_a
 
@@ -353,16 +362,22 @@ class Schedule:
         cycles = b_out_ac / st.unit_eta_d[Us:] / st.battery_capacity_kwh
         without = self.import_kw - self.battery_kw.sum(axis=0) + self.discharge_kw.sum(axis=0)
         su = st.unit_session[:Us]
-        degr = float(np.sum(self.discharged_kwh[su] * st.unit_degradation[:Us])
-                     + np.sum(b_out_ac * st.unit_degradation[Us:]))
+        degr = float(
+            np.sum(self.discharged_kwh[su] * st.unit_degradation[:Us])
+            + np.sum(b_out_ac * st.unit_degradation[Us:])
+        )
         return StorageKpi(
-            discharged_kwh=v2g + float(b_out_ac.sum()), v2g_discharged_kwh=v2g,
-            battery_charged_kwh=b_in, battery_discharged_kwh=float(b_out_ac.sum()),
+            discharged_kwh=v2g + float(b_out_ac.sum()),
+            v2g_discharged_kwh=v2g,
+            battery_charged_kwh=b_in,
+            battery_discharged_kwh=float(b_out_ac.sum()),
             battery_cycles=tuple(float(c) for c in cycles),
             revenue=self._cost(without) - self._cost(self.import_kw),
-            peak_shaved_kw=float(max(without.max(initial=0.0), 0.0)
-                                 - max(self.import_kw.max(initial=0.0), 0.0)),
-            degradation_cost=degr)
+            peak_shaved_kw=float(
+                max(without.max(initial=0.0), 0.0) - max(self.import_kw.max(initial=0.0), 0.0)
+            ),
+            degradation_cost=degr,
+        )
 
     def kpis(self) -> Kpis:
         p = self.problem
@@ -374,8 +389,10 @@ class Schedule:
             su = st.unit_session[:Us]
             got = got.copy()
             got[su] = np.clip(end, 0.0, p.session_energy_kwh[su])
-        sess = tuple(SessionKpi(sid, float(p.session_energy_kwh[i]), float(got[i]))
-                     for i, sid in enumerate(p.session_ids))
+        sess = tuple(
+            SessionKpi(sid, float(p.session_energy_kwh[i]), float(got[i]))
+            for i, sid in enumerate(p.session_ids)
+        )
         imp = self.import_kw
         cost = self._cost(imp)
         out_kw = self.discharge_kw.sum(axis=0) + np.maximum(-self.battery_kw, 0).sum(axis=0)
@@ -386,14 +403,27 @@ class Schedule:
             if c.period_index.size == 0:
                 drs.append(DrKpi(c.signal_id, 0, 0.0, float("inf"), True, c.kind, c.node))
                 continue
-            drs.append(DrKpi(c.signal_id, int(c.period_index.size), float(c.planned_kw.max()),
-                             float(c.required_kw.min()), c.compliant, c.kind, c.node,
-                             c.first_cause, c.curtailed_kwh,
-                             float(out_kw[c.period_index] @ p.period_h[c.period_index])))
+            drs.append(
+                DrKpi(
+                    c.signal_id,
+                    int(c.period_index.size),
+                    float(c.planned_kw.max()),
+                    float(c.required_kw.min()),
+                    c.compliant,
+                    c.kind,
+                    c.node,
+                    c.first_cause,
+                    c.curtailed_kwh,
+                    float(out_kw[c.period_index] @ p.period_h[c.period_index]),
+                )
+            )
         return Kpis(
-            sessions=sess, delivered_kwh=float(got.sum()),
+            sessions=sess,
+            delivered_kwh=float(got.sum()),
             requested_kwh=float(p.session_energy_kwh.sum()),
             sessions_served=sum(s.served for s in sess),
             peak_import_kw=float(max(imp.max(initial=0.0), 0.0)),
-            energy_cost=cost, demand_response=tuple(drs), storage=self._storage_kpi(),
+            energy_cost=cost,
+            demand_response=tuple(drs),
+            storage=self._storage_kpi(),
         )

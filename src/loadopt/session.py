@@ -51,12 +51,14 @@ class V2xParameters(FrozenModel):
         if self.min_v2x_energy_kwh > self.max_v2x_energy_kwh:
             raise ValueError(
                 f"V2X parameters: min_v2x_energy_kwh {self.min_v2x_energy_kwh} is above "
-                f"max_v2x_energy_kwh {self.max_v2x_energy_kwh}")
+                f"max_v2x_energy_kwh {self.max_v2x_energy_kwh}"
+            )
         return self
 
     @classmethod
-    def from_soc(cls, capacity_kwh: float, soc: float, min_soc: float, max_soc: float = 1.0,
-                 **kw) -> V2xParameters:
+    def from_soc(
+        cls, capacity_kwh: float, soc: float, min_soc: float, max_soc: float = 1.0, **kw
+    ) -> V2xParameters:
         """From a battery ``capacity_kwh`` and states of charge (fractions in [0, 1]): the floor is
         ``(min_soc − soc) · capacity``, the ceiling ``(max_soc − soc) · capacity``."""
         for name, v in (("soc", soc), ("min_soc", min_soc), ("max_soc", max_soc)):
@@ -64,8 +66,11 @@ class V2xParameters(FrozenModel):
                 raise ValueError(f"V2X parameters: {name} {v} is not in [0, 1]")
         if not capacity_kwh > 0:
             raise ValueError(f"V2X parameters: capacity_kwh {capacity_kwh} must be > 0")
-        return cls(min_v2x_energy_kwh=(min_soc - soc) * capacity_kwh,
-                   max_v2x_energy_kwh=(max_soc - soc) * capacity_kwh, **kw)
+        return cls(
+            min_v2x_energy_kwh=(min_soc - soc) * capacity_kwh,
+            max_v2x_energy_kwh=(max_soc - soc) * capacity_kwh,
+            **kw,
+        )
 
 
 class Session(FrozenModel):
@@ -106,11 +111,11 @@ class Session(FrozenModel):
                 f"session {self.id!r}: min_current {self.min_current} A is above max_current "
                 f"{self.max_current} A"
             )
-        if self.v2x is not None and self.energy_kwh > max(self.v2x.max_v2x_energy_kwh,
-                                                          0.0) + 1e-9:
+        if self.v2x is not None and self.energy_kwh > max(self.v2x.max_v2x_energy_kwh, 0.0) + 1e-9:
             raise ValueError(
                 f"session {self.id!r}: target energy_kwh {self.energy_kwh} is above its "
-                f"max_v2x_energy_kwh {self.v2x.max_v2x_energy_kwh}")
+                f"max_v2x_energy_kwh {self.v2x.max_v2x_energy_kwh}"
+            )
         return self
 
 
@@ -124,11 +129,12 @@ def as_sessions(sessions: Iterable[Session] | None) -> tuple[Session, ...]:
     if sessions is None:
         return ()
     if isinstance(sessions, str | bytes | Session) or not isinstance(sessions, Iterable):
-        raise InputError(f"sessions must be an iterable of Session, got "
-                         f"{type(sessions).__name__}")
+        raise InputError(f"sessions must be an iterable of Session, got {type(sessions).__name__}")
     if isinstance(sessions, dict):
-        raise InputError("sessions must be an iterable of Session, got a dict (a single "
-                         "session's fields?): wrap it in a list")
+        raise InputError(
+            "sessions must be an iterable of Session, got a dict (a single "
+            "session's fields?): wrap it in a list"
+        )
     return tuple(as_model(s, Session, f"sessions[{k}]") for k, s in enumerate(sessions))
 
 

@@ -28,8 +28,16 @@ Series = Annotated[tuple[SeriesPoint, ...], BeforeValidator(as_series_points)]
 
 
 #: Which field of a :class:`GridSignal` says what it asks for (exactly one is set).
-SIGNAL_KINDS = ("import_cap_kw", "current_cap_a", "export_cap_kw", "reduction_kw", "setpoint_kw",
-                "import_price_adder", "export_price_adder", "level")
+SIGNAL_KINDS = (
+    "import_cap_kw",
+    "current_cap_a",
+    "export_cap_kw",
+    "reduction_kw",
+    "setpoint_kw",
+    "import_price_adder",
+    "export_price_adder",
+    "level",
+)
 
 
 class GridSignal(FrozenModel):
@@ -108,8 +116,10 @@ class GridSignal(FrozenModel):
             raise ValueError(f"{what}: end is not after start")
         given = [k for k in SIGNAL_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"{what}: give exactly one of {', '.join(SIGNAL_KINDS)} "
-                             f"(got {', '.join(given) or 'none'})")
+            raise ValueError(
+                f"{what}: give exactly one of {', '.join(SIGNAL_KINDS)} "
+                f"(got {', '.join(given) or 'none'})"
+            )
         if self.baseline_kw is not None and self.reduction_kw is None:
             raise ValueError(f"{what}: baseline_kw only goes with reduction_kw")
         if isinstance(self.baseline_kw, tuple):
@@ -117,12 +127,19 @@ class GridSignal(FrozenModel):
             if any(p.value < 0 for p in self.baseline_kw):
                 raise ValueError(f"{what}: baseline_kw series values must be >= 0")
         if (self.valid_until is None) != (self.fallback_kw is None):
-            raise ValueError(f"{what}: valid_until and fallback_kw go together (a stale stream "
-                             "must fall to a cap, never to 'no limit')")
-        if self.node is not None and self.kind in ("export_cap_kw", "setpoint_kw",
-                                                   "import_price_adder", "export_price_adder"):
-            raise ValueError(f"{what}: {self.kind} applies at the grid connection only "
-                             "(leave node unset)")
+            raise ValueError(
+                f"{what}: valid_until and fallback_kw go together (a stale stream "
+                "must fall to a cap, never to 'no limit')"
+            )
+        if self.node is not None and self.kind in (
+            "export_cap_kw",
+            "setpoint_kw",
+            "import_price_adder",
+            "export_price_adder",
+        ):
+            raise ValueError(
+                f"{what}: {self.kind} applies at the grid connection only (leave node unset)"
+            )
         return self
 
     @property
@@ -155,8 +172,11 @@ class LevelAction(FrozenModel):
 
     @model_validator(mode="after")
     def _at_most_one(self) -> LevelAction:
-        given = [k for k in ("import_cap_kw", "reduction_kw", "reduction_fraction",
-                             "import_price_adder") if getattr(self, k) is not None]
+        given = [
+            k
+            for k in ("import_cap_kw", "reduction_kw", "reduction_fraction", "import_price_adder")
+            if getattr(self, k) is not None
+        ]
         if len(given) > 1:
             raise ValueError(f"a level action takes at most one of its fields, got {given}")
         return self
@@ -169,8 +189,11 @@ class GridPolicy(FrozenModel):
     baseline (100 %: the vehicles pause, the base load stays)."""
 
     levels: tuple[LevelAction, LevelAction, LevelAction, LevelAction] = (
-        LevelAction(), LevelAction(reduction_fraction=0.25),
-        LevelAction(reduction_fraction=0.5), LevelAction(reduction_fraction=1.0))
+        LevelAction(),
+        LevelAction(reduction_fraction=0.25),
+        LevelAction(reduction_fraction=0.5),
+        LevelAction(reduction_fraction=1.0),
+    )
 
 
 class Signals(FrozenModel):
@@ -197,12 +220,20 @@ class Signals(FrozenModel):
     #: Export contract of the grid connection (kW fed in); ``None``: only the node limits apply.
     grid_export_limit_kw: NonNegFloat | Series | None = None
     grid_signals: tuple[GridSignal, ...] = Field(
-        default=(), validation_alias=AliasChoices("grid_signals", "demand_response"))
+        default=(), validation_alias=AliasChoices("grid_signals", "demand_response")
+    )
     grid_policy: GridPolicy = GridPolicy()
     peak_so_far_kw: NonNegFloat = 0.0
 
-    @field_validator("import_price", "export_price", "base_load_kw", "pv_kw",
-                     "grid_import_limit_kw", "grid_export_limit_kw", mode="before")
+    @field_validator(
+        "import_price",
+        "export_price",
+        "base_load_kw",
+        "pv_kw",
+        "grid_import_limit_kw",
+        "grid_export_limit_kw",
+        mode="before",
+    )
     @classmethod
     def _series_inputs(cls, v: Any) -> Any:
         # a pandas Series becomes points; a bare array is an error naming the fix
@@ -210,8 +241,14 @@ class Signals(FrozenModel):
 
     @model_validator(mode="after")
     def _series(self) -> Signals:
-        for name in ("import_price", "export_price", "base_load_kw", "pv_kw",
-                     "grid_import_limit_kw", "grid_export_limit_kw"):
+        for name in (
+            "import_price",
+            "export_price",
+            "base_load_kw",
+            "pv_kw",
+            "grid_import_limit_kw",
+            "grid_export_limit_kw",
+        ):
             v = getattr(self, name)
             if isinstance(v, tuple):
                 check_series(v, name)
@@ -223,17 +260,20 @@ class Signals(FrozenModel):
             raise ValueError(f"duplicate grid signal id(s): {sorted(dup)}")
         return self
 
-    def with_grid_signals(self, source: str, signals: tuple[GridSignal, ...] | list[GridSignal]
-                          ) -> Signals:
+    def with_grid_signals(
+        self, source: str, signals: tuple[GridSignal, ...] | list[GridSignal]
+    ) -> Signals:
         """A copy whose grid signals from ``source`` are exactly ``signals`` (the others stay):
         what an adapter hands the controller when its stream changes."""
         bad = [s.id for s in signals if s.source != source]
         if bad:
-            raise ValueError(f"with_grid_signals({source!r}): signals {bad} come from another "
-                             "source")
+            raise ValueError(
+                f"with_grid_signals({source!r}): signals {bad} come from another source"
+            )
         keep = tuple(s for s in self.grid_signals if s.source != source)
-        return type(self).model_validate({**self.model_dump(exclude={"grid_signals"}),
-                                          "grid_signals": keep + tuple(signals)})
+        return type(self).model_validate(
+            {**self.model_dump(exclude={"grid_signals"}), "grid_signals": keep + tuple(signals)}
+        )
 
     @property
     def demand_response(self) -> tuple[GridSignal, ...]:

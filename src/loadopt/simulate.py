@@ -72,14 +72,16 @@ class BaselinePlanner:
         else:
             from .fast import allocate
 
-            pol: Policy = "fair" if self.kind == "equal_share" else (
-                "edf" if self.kind == "edf" else "llf")
+            pol: Policy = (
+                "fair" if self.kind == "equal_share" else ("edf" if self.kind == "edf" else "llf")
+            )
             cur = np.zeros((problem.n_sessions, problem.n_periods))
             if problem.n_sessions:
                 cur[:, 0] = allocate(problem, 0, pol)
         self.last_solve_s = time.perf_counter() - t0
-        return Schedule(problem, cur, ScheduleStatus.FEASIBLE, self.kind,
-                        solve_time_s=self.last_solve_s)
+        return Schedule(
+            problem, cur, ScheduleStatus.FEASIBLE, self.kind, solve_time_s=self.last_solve_s
+        )
 
 
 @dataclass
@@ -111,8 +113,9 @@ def evse_pilot(problem: Problem) -> Callable[[np.ndarray], np.ndarray]:
     return lambda limit: down_to_pilot(limit, grid, stepped, lo)
 
 
-def accepted_current(vmax: np.ndarray, delivered: np.ndarray, wanted: np.ndarray,
-                     taper_from: float = 0.8) -> np.ndarray:
+def accepted_current(
+    vmax: np.ndarray, delivered: np.ndarray, wanted: np.ndarray, taper_from: float = 0.8
+) -> np.ndarray:
     """Current (A) the battery accepts: ``vmax`` up to ``taper_from`` of the wanted energy, then
     linearly less down to 10 % of ``vmax`` at full, 0 once full (vectorised)."""
     frac = np.divide(delivered, wanted, out=np.ones_like(delivered), where=wanted > 0)
@@ -149,15 +152,18 @@ def simulate(
     truth = compile_problem(scenario.site, sessions, hz, scenario.signals, scenario.objective)
     if isinstance(policy, str):
         name = policy
-        opts: dict[str, Any] = dict(step_s=step_s, signals=scenario.signals,
-                                    objective=scenario.objective)
+        opts: dict[str, Any] = dict(
+            step_s=step_s, signals=scenario.signals, objective=scenario.objective
+        )
         if policy == "controller":
             n = max(1, min(K, round(horizon_h * 3600 / step_s)))
-            ctl: Controller = Controller(scenario.site, n_periods=n,
-                                         **{**opts, **(controller_options or {})})
+            ctl: Controller = Controller(
+                scenario.site, n_periods=n, **{**opts, **(controller_options or {})}
+            )
         else:
-            ctl = Controller(scenario.site, planner=BaselinePlanner(policy), n_periods=1,
-                             reshare=False, **opts)
+            ctl = Controller(
+                scenario.site, planner=BaselinePlanner(policy), n_periods=1, reshare=False, **opts
+            )
     else:
         ctl, name = policy, type(policy).__name__
     rng = np.random.default_rng(seed)
@@ -228,24 +234,33 @@ def simulate(
             _progress(name, k + 1, K)
     if progress:
         print(file=sys.stderr)
-    sched = Schedule(truth, drawn, ScheduleStatus.FEASIBLE, f"simulated:{name}",
-                     solve_time_s=float(times.sum()))
-    return SimulationResult(name, sched, limits, sched.kpis(), len(violations(truth, drawn)),
-                            times, list(getattr(ctl, "log", [])))
+    sched = Schedule(
+        truth, drawn, ScheduleStatus.FEASIBLE, f"simulated:{name}", solve_time_s=float(times.sum())
+    )
+    return SimulationResult(
+        name,
+        sched,
+        limits,
+        sched.kpis(),
+        len(violations(truth, drawn)),
+        times,
+        list(getattr(ctl, "log", [])),
+    )
 
 
 def _progress(name: str, k: int, n: int) -> None:
     w = 30
     f = int(w * k / n)
-    print(f"\r{name:<14} [{'#' * f}{'.' * (w - f)}] {k}/{n}", end="", file=sys.stderr,
-          flush=True)
+    print(f"\r{name:<14} [{'#' * f}{'.' * (w - f)}] {k}/{n}", end="", file=sys.stderr, flush=True)
 
 
-def compare(scenario: Scenario, baselines: list[str] | tuple[str, ...] = BASELINES,
-            **kw) -> list[SimulationResult]:
+def compare(
+    scenario: Scenario, baselines: list[str] | tuple[str, ...] = BASELINES, **kw
+) -> list[SimulationResult]:
     """The controller and each baseline on the same replay (controller first)."""
-    return [simulate(scenario, "controller", **kw)] + [simulate(scenario, b, **kw)
-                                                       for b in baselines]
+    return [simulate(scenario, "controller", **kw)] + [
+        simulate(scenario, b, **kw) for b in baselines
+    ]
 
 
 def _table_rows(results: list[SimulationResult]) -> tuple[list[str], list[list[str]]]:

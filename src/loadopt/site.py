@@ -101,8 +101,9 @@ class Node(FrozenModel):
     @model_validator(mode="after")
     def _series_sorted(self) -> Node:
         if self.delta_wye is not None and self.kind != "transformer":
-            raise ValueError(f"node {self.id!r}: delta_wye needs kind='transformer', not "
-                             f"{self.kind!r}")
+            raise ValueError(
+                f"node {self.id!r}: delta_wye needs kind='transformer', not {self.kind!r}"
+            )
         check_series(self.current_series, f"node {self.id!r} current_series")  # type: ignore[arg-type]
         check_series(self.power_series_kw, f"node {self.id!r} power_series_kw")
         if self.power_series_kw and any(p.value < 0 for p in self.power_series_kw):
@@ -163,8 +164,9 @@ class Evse(FrozenModel):
                 f"max_current {self.max_current} A"
             )
         if self.wiring == "line_to_line" and self.phase_switching:
-            raise ValueError(f"EVSE {self.id!r}: phase switching is only modelled for "
-                             "line-to-neutral EVSEs")
+            raise ValueError(
+                f"EVSE {self.id!r}: phase switching is only modelled for line-to-neutral EVSEs"
+            )
         return self
 
     @property
@@ -202,8 +204,9 @@ class Battery(FrozenModel):
     @model_validator(mode="after")
     def _band(self) -> Battery:
         if self.min_soc > self.max_soc:
-            raise ValueError(f"battery {self.id!r}: min_soc {self.min_soc} is above max_soc "
-                             f"{self.max_soc}")
+            raise ValueError(
+                f"battery {self.id!r}: min_soc {self.min_soc} is above max_soc {self.max_soc}"
+            )
         return self
 
 
@@ -262,8 +265,10 @@ class Site(FrozenModel):
                 seen.append(cur)
                 cur = parent[cur]
         if self.base_load_node is not None and self.base_load_node not in ids:
-            raise InputError(f"site {self.id!r}: base_load_node {self.base_load_node!r} is not a "
-                             "node of the site")
+            raise InputError(
+                f"site {self.id!r}: base_load_node {self.base_load_node!r} is not a "
+                "node of the site"
+            )
         _check_unique([b.id for b in self.batteries], "battery")
         for b in self.batteries:
             if b.node not in ids:

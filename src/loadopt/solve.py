@@ -82,17 +82,31 @@ def solve(
     if not isinstance(problem, Problem):
         from .errors import InputError
 
-        raise InputError(f"solve() needs a Problem (from compile_problem), got "
-                         f"{type(problem).__name__}")
-    opts = as_options(options, method=method, backend=backend, time_limit_s=time_limit_s,
-                      policy=policy, integer=integer, mip_rel_gap=mip_rel_gap)
+        raise InputError(
+            f"solve() needs a Problem (from compile_problem), got {type(problem).__name__}"
+        )
+    opts = as_options(
+        options,
+        method=method,
+        backend=backend,
+        time_limit_s=time_limit_s,
+        policy=policy,
+        integer=integer,
+        mip_rel_gap=mip_rel_gap,
+    )
     t0 = time.perf_counter()
     if isinstance(opts, FastOptions):
         from .fast import allocate_horizon
 
         cur = project(problem, allocate_horizon(problem, opts.policy))
-        return Schedule(problem, cur, ScheduleStatus.FEASIBLE, "fast",
-                        solve_time_s=time.perf_counter() - t0, notices=problem.notices)
+        return Schedule(
+            problem,
+            cur,
+            ScheduleStatus.FEASIBLE,
+            "fast",
+            solve_time_s=time.perf_counter() - t0,
+            notices=problem.notices,
+        )
     if isinstance(opts, AutoOptions):
         from .milp import wants_integers
 
@@ -121,11 +135,16 @@ def solve(
         from .solvers.pulp_backend import solve_lp as solve_pulp
 
         pulp = {"solver": opts.pulp_solver} if opts.pulp_solver is not None else None
-        res = (SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
-               if lp.n_cols == 0 else solve_pulp(lp, time_limit_s=opts.time_limit_s,
-                                                 options=pulp))
-    to_vars = ((lambda x: lp.flows(problem, x)) if problem.storage is not None
-               else (lambda x: lp.currents(problem, x)))
+        res = (
+            SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
+            if lp.n_cols == 0
+            else solve_pulp(lp, time_limit_s=opts.time_limit_s, options=pulp)
+        )
+    to_vars = (
+        (lambda x: lp.flows(problem, x))
+        if problem.storage is not None
+        else (lambda x: lp.currents(problem, x))
+    )
     return _finish(problem, res, to_vars, label, t0)
 
 
@@ -138,13 +157,16 @@ def _milp_charge_only(problem: Problem, opts: MilpOptions, t0: float) -> Schedul
     from .milp import solve_milp
 
     sched = solve_milp(dataclasses.replace(problem, storage=None), opts, t0=t0)
-    note = ("the MILP plans charging only: batteries idle, no V2G discharge (method='lp' "
-            "plans both directions)")
+    note = (
+        "the MILP plans charging only: batteries idle, no V2G discharge (method='lp' "
+        "plans both directions)"
+    )
     if sched.n_phases is not None:  # phase switching: its own phase-resolved problem
         return dataclasses.replace(sched, message=f"{sched.message}; {note}")
     cur = project(problem, sched.current, min_current=problem.session_min_current)
-    return dataclasses.replace(sched, problem=problem, current=cur,
-                               message=f"{sched.message}; {note}")
+    return dataclasses.replace(
+        sched, problem=problem, current=cur, message=f"{sched.message}; {note}"
+    )
 
 
 def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float) -> Schedule:
@@ -159,8 +181,13 @@ def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float
         try:
             out = to_vars(res.x)
             if isinstance(out, Flows):  # batteries and V2G: both directions
-                cur, dis, bat = project_storage(problem, out.current, out.discharge,
-                                                out.battery_charge_a, out.battery_discharge_a)
+                cur, dis, bat = project_storage(
+                    problem,
+                    out.current,
+                    out.discharge,
+                    out.battery_charge_a,
+                    out.battery_discharge_a,
+                )
                 extra = dict(discharge=dis, battery_a=bat)
             else:
                 cur = project(problem, problem.dense(out))
@@ -168,17 +195,38 @@ def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float
             res = SolverResult(SolverStatus.ERROR, None, None, res.time_s, repr(exc))
             message = f"solver output unusable: {exc!r}"
         else:
-            status = (ScheduleStatus.OPTIMAL if res.status == SolverStatus.OPTIMAL
-                      else ScheduleStatus.FEASIBLE)
-            return Schedule(problem, cur, status, method, objective=res.objective,
-                            solve_time_s=time.perf_counter() - t0, message=res.message,
-                            notices=problem.notices, **extra)
-    status = (ScheduleStatus.TIME_LIMIT_FALLBACK if res.status == SolverStatus.TIME_LIMIT
-              else ScheduleStatus.SOLVER_FAILED_FALLBACK)
+            status = (
+                ScheduleStatus.OPTIMAL
+                if res.status == SolverStatus.OPTIMAL
+                else ScheduleStatus.FEASIBLE
+            )
+            return Schedule(
+                problem,
+                cur,
+                status,
+                method,
+                objective=res.objective,
+                solve_time_s=time.perf_counter() - t0,
+                message=res.message,
+                notices=problem.notices,
+                **extra,
+            )
+    status = (
+        ScheduleStatus.TIME_LIMIT_FALLBACK
+        if res.status == SolverStatus.TIME_LIMIT
+        else ScheduleStatus.SOLVER_FAILED_FALLBACK
+    )
     try:
         cur = project(problem, fallback_currents(problem))
     except Exception as exc:
         cur = problem.dense(np.zeros(problem.n_vars))
         message += f"; fast path failed too ({exc!r}): every limit is 0 A"
-    return Schedule(problem, cur, status, f"{method}->fast", solve_time_s=time.perf_counter() - t0,
-                    message=message, notices=problem.notices)
+    return Schedule(
+        problem,
+        cur,
+        status,
+        f"{method}->fast",
+        solve_time_s=time.perf_counter() - t0,
+        message=message,
+        notices=problem.notices,
+    )

@@ -46,20 +46,36 @@ def make_site(
     if grid_a is None:
         grid_a = max(63.0, round(0.35 * 32.0 * n_evse))
     nodes = [Node(id="grid", kind="grid_connection", max_current=grid_a)]
-    nodes.append(Node(id="trafo", parent="grid", kind="transformer",
-                      max_power_kw=transformer_kw or round(0.9 * grid_a * 3 * 0.23, 1)))
+    nodes.append(
+        Node(
+            id="trafo",
+            parent="grid",
+            kind="transformer",
+            max_power_kw=transformer_kw or round(0.9 * grid_a * 3 * 0.23, 1),
+        )
+    )
     for f in range(n_feeders):
         nodes.append(Node(id=f"feeder{f}", parent="trafo", kind="feeder", max_current=feeder_a))
     for c in range(n_circuits):
-        nodes.append(Node(id=f"circuit{c}", parent=f"feeder{c // circuits_per_feeder}",
-                          kind="circuit", max_current=circuit_a))
+        nodes.append(
+            Node(
+                id=f"circuit{c}",
+                parent=f"feeder{c // circuits_per_feeder}",
+                kind="circuit",
+                max_current=circuit_a,
+            )
+        )
     single = rng.random(n_evse) < share_single_phase_evse
     evses = [
-        Evse(id=f"evse{k}", node=f"circuit{k // evses_per_circuit}",
-             charge_point_id=f"CP{k // 2:04d}", connector_id=k % 2 + 1,
-             phases=1 if single[k] else 3,
-             phase_rotation=BALANCED_ROTATIONS[k % 3],
-             max_current=32.0 if not single[k] else 16.0)
+        Evse(
+            id=f"evse{k}",
+            node=f"circuit{k // evses_per_circuit}",
+            charge_point_id=f"CP{k // 2:04d}",
+            connector_id=k % 2 + 1,
+            phases=1 if single[k] else 3,
+            phase_rotation=BALANCED_ROTATIONS[k % 3],
+            max_current=32.0 if not single[k] else 16.0,
+        )
         for k in range(n_evse)
     ]
     return Site(id="synthetic", nodes=tuple(nodes), evses=tuple(evses))
@@ -108,11 +124,18 @@ def make_sessions(
         departure = arrival + timedelta(hours=dwell)
         free_at[e.id] = departure
         one_phase_car = rng.random() < 0.25
-        out.append(Session(
-            id=f"tx{k:05d}", evse=e.id, arrival=_minute(arrival), departure=_minute(departure),
-            energy_kwh=round(energy, 2), max_current=float(rng.choice([16.0, 32.0])),
-            phases=1 if one_phase_car else 3, priority=float(rng.choice([1.0, 1.0, 1.0, 2.0])),
-        ))
+        out.append(
+            Session(
+                id=f"tx{k:05d}",
+                evse=e.id,
+                arrival=_minute(arrival),
+                departure=_minute(departure),
+                energy_kwh=round(energy, 2),
+                max_current=float(rng.choice([16.0, 32.0])),
+                phases=1 if one_phase_car else 3,
+                priority=float(rng.choice([1.0, 1.0, 1.0, 2.0])),
+            )
+        )
     return out
 
 
@@ -120,18 +143,21 @@ def _minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
-def tou_prices(horizon: Horizon, peak: float = 0.38, shoulder: float = 0.26,
-               off_peak: float = 0.14) -> tuple[SeriesPoint, ...]:
+def tou_prices(
+    horizon: Horizon, peak: float = 0.38, shoulder: float = 0.26, off_peak: float = 0.14
+) -> tuple[SeriesPoint, ...]:
     """Time-of-use import prices per kWh: off-peak 22–7 h, peak 17–21 h, shoulder otherwise."""
     day0 = horizon.start.replace(hour=0, minute=0, second=0, microsecond=0)
     pts = []
     for d in range(int(np.ceil(horizon.n_periods * horizon.step_h / 24)) + 1):
         base = day0 + timedelta(days=d)
-        pts += [SeriesPoint(start=base, value=off_peak),
-                SeriesPoint(start=base + timedelta(hours=7), value=shoulder),
-                SeriesPoint(start=base + timedelta(hours=17), value=peak),
-                SeriesPoint(start=base + timedelta(hours=21), value=shoulder),
-                SeriesPoint(start=base + timedelta(hours=22), value=off_peak)]
+        pts += [
+            SeriesPoint(start=base, value=off_peak),
+            SeriesPoint(start=base + timedelta(hours=7), value=shoulder),
+            SeriesPoint(start=base + timedelta(hours=17), value=peak),
+            SeriesPoint(start=base + timedelta(hours=21), value=shoulder),
+            SeriesPoint(start=base + timedelta(hours=22), value=off_peak),
+        ]
     return tuple(pts)
 
 
@@ -168,8 +194,16 @@ def demo_scenario(start: datetime | None = None, n_evse: int = 40, seed: int = 7
     tz = ZoneInfo("Europe/Berlin")
     start = start or datetime(2026, 6, 10, tzinfo=tz)
     horizon = Horizon(start=start, step_s=900, n_periods=96)
-    site = make_site(n_evse, evses_per_circuit=2, circuits_per_feeder=5, circuit_a=32.0,
-                     feeder_a=63.0, grid_a=160.0, transformer_kw=100.0, seed=seed)
+    site = make_site(
+        n_evse,
+        evses_per_circuit=2,
+        circuits_per_feeder=5,
+        circuit_a=32.0,
+        feeder_a=63.0,
+        grid_a=160.0,
+        transformer_kw=100.0,
+        seed=seed,
+    )
     site = site.model_copy(update={"base_load_node": "trafo"})  # the office shares the trafo
     sessions = make_sessions(site, horizon, kind="workplace", seed=seed)
     signals = Signals(
@@ -178,12 +212,22 @@ def demo_scenario(start: datetime | None = None, n_evse: int = 40, seed: int = 7
         base_load_kw=base_load_profile(horizon, night_kw=6.0, day_kw=18.0),
         pv_kw=pv_profile(horizon, peak_kw=60.0),
         grid_import_limit_kw=100.0,
-        demand_response=(DemandResponseEvent(
-            id="dr-evening", start=start.replace(hour=17), end=start.replace(hour=18, minute=30),
-            import_cap_kw=45.0),),
+        demand_response=(
+            DemandResponseEvent(
+                id="dr-evening",
+                start=start.replace(hour=17),
+                end=start.replace(hour=18, minute=30),
+                import_cap_kw=45.0,
+            ),
+        ),
     )
-    return Scenario(site=site, horizon=horizon, sessions=tuple(sessions), signals=signals,
-                    objective=Objective(demand_charge_per_kw=0.05))
+    return Scenario(
+        site=site,
+        horizon=horizon,
+        sessions=tuple(sessions),
+        signals=signals,
+        objective=Objective(demand_charge_per_kw=0.05),
+    )
 
 
 def benchmark_scenario(n_sessions: int, n_periods: int = 96, seed: int = 0) -> Scenario:
@@ -204,15 +248,21 @@ def benchmark_scenario(n_sessions: int, n_periods: int = 96, seed: int = 0) -> S
         base_load_kw=base_load_profile(horizon, night_kw=6.0 * scale, day_kw=18.0 * scale),
         pv_kw=pv_profile(horizon, peak_kw=60.0 * scale),
         grid_import_limit_kw=round(grid_kw, 1),
-        demand_response=(DemandResponseEvent(
-            id="dr", start=start.replace(hour=17), end=start.replace(hour=18, minute=30),
-            import_cap_kw=round(0.45 * grid_kw, 1)),),
+        demand_response=(
+            DemandResponseEvent(
+                id="dr",
+                start=start.replace(hour=17),
+                end=start.replace(hour=18, minute=30),
+                import_cap_kw=round(0.45 * grid_kw, 1),
+            ),
+        ),
     )
     return Scenario(site=site, horizon=horizon, sessions=tuple(sessions), signals=signals)
 
 
-def v2g_scenario(n_sessions: int, n_periods: int = 96, seed: int = 0, *,
-                 battery_kwh: float | None = None) -> tuple[Scenario, Scenario]:
+def v2g_scenario(
+    n_sessions: int, n_periods: int = 96, seed: int = 0, *, battery_kwh: float | None = None
+) -> tuple[Scenario, Scenario]:
     """A bus/van depot that can discharge, and the same depot charge-only.
 
     ``(bidirectional, charge_only)``: :func:`benchmark_scenario`'s site, sessions and signals,
@@ -231,25 +281,61 @@ def v2g_scenario(n_sessions: int, n_periods: int = 96, seed: int = 0, *,
     cap = float(battery_kwh if battery_kwh is not None else 5.0 * n_sessions)
     prices = base.signals.import_price
     night = min(p.value for p in prices) if isinstance(prices, tuple) else float(prices)
-    bat = Battery(id="depot-battery", node="grid", capacity_kwh=cap, soc=0.5, min_soc=0.1,
-                  max_soc=0.95, max_charge_kw=0.5 * cap, max_discharge_kw=0.5 * cap,
-                  degradation_per_kwh=0.02, terminal_value_per_kwh=night)
-    site = base.site.model_copy(update={
-        "evses": tuple(e.model_copy(update={"bidirectional": True}) for e in base.site.evses),
-        "batteries": (bat,)})
+    bat = Battery(
+        id="depot-battery",
+        node="grid",
+        capacity_kwh=cap,
+        soc=0.5,
+        min_soc=0.1,
+        max_soc=0.95,
+        max_charge_kw=0.5 * cap,
+        max_discharge_kw=0.5 * cap,
+        degradation_per_kwh=0.02,
+        terminal_value_per_kwh=night,
+    )
+    site = base.site.model_copy(
+        update={
+            "evses": tuple(e.model_copy(update={"bidirectional": True}) for e in base.site.evses),
+            "batteries": (bat,),
+        }
+    )
     sessions = []
     for s in base.sessions:
         give = float(rng.uniform(0.1, 0.3)) * 60.0
-        sessions.append(s.model_copy(update={"v2x": V2xParameters(
-            min_v2x_energy_kwh=-give, max_v2x_energy_kwh=s.energy_kwh + 20.0,
-            max_discharge_current=16.0, charge_efficiency=1.0, discharge_efficiency=0.9,
-            degradation_per_kwh=0.02)}))
-    signals = base.signals.model_copy(update={
-        "export_price": tuple(SeriesPoint(start=p.start, value=0.8 * p.value) for p in prices)
-        if isinstance(prices, tuple) else 0.8 * float(prices)})
+        sessions.append(
+            s.model_copy(
+                update={
+                    "v2x": V2xParameters(
+                        min_v2x_energy_kwh=-give,
+                        max_v2x_energy_kwh=s.energy_kwh + 20.0,
+                        max_discharge_current=16.0,
+                        charge_efficiency=1.0,
+                        discharge_efficiency=0.9,
+                        degradation_per_kwh=0.02,
+                    )
+                }
+            )
+        )
+    signals = base.signals.model_copy(
+        update={
+            "export_price": tuple(SeriesPoint(start=p.start, value=0.8 * p.value) for p in prices)
+            if isinstance(prices, tuple)
+            else 0.8 * float(prices)
+        }
+    )
     objective = Objective(demand_charge_per_kw=0.3)
-    bidir = Scenario(site=site, horizon=base.horizon, sessions=tuple(sessions),
-                     signals=signals, objective=objective)
-    plain = Scenario(site=base.site, horizon=base.horizon, sessions=base.sessions,
-                     signals=signals, objective=objective)
+    bidir = Scenario(
+        site=site,
+        horizon=base.horizon,
+        sessions=tuple(sessions),
+        signals=signals,
+        objective=objective,
+    )
+    plain = Scenario(
+        site=base.site,
+        horizon=base.horizon,
+        sessions=base.sessions,
+        signals=signals,
+        objective=objective,
+    )
     return bidir, plain

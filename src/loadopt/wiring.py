@@ -47,8 +47,9 @@ def pair_unit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return d / np.abs(d)
 
 
-def branch_coefficients(line_to_line: np.ndarray, rotation: np.ndarray,
-                        n_phases: np.ndarray) -> np.ndarray:
+def branch_coefficients(
+    line_to_line: np.ndarray, rotation: np.ndarray, n_phases: np.ndarray
+) -> np.ndarray:
     """``(S, 3)`` complex: line current (A, per site line) per A of per-branch current.
 
     ``line_to_line`` (S,) bool, ``rotation`` (S, 3) site phase of EVSE L1, L2, L3, ``n_phases``
@@ -103,8 +104,9 @@ def facet_loss_bound(sector_rad: float | np.ndarray, m: int) -> np.ndarray:
     return np.where(d < COLLINEAR_RAD, 0.0, 1.0 - t)
 
 
-def sectors(coef: np.ndarray, group: np.ndarray, n_groups: int,
-            extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sectors(
+    coef: np.ndarray, group: np.ndarray, n_groups: int, extra: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per group, the angular sector its non-zero coefficients span.
 
     ``coef`` (P,) complex entries of groups ``group`` (P,); ``extra`` (n_groups,) complex, one
@@ -140,8 +142,9 @@ def sectors(coef: np.ndarray, group: np.ndarray, n_groups: int,
     return ref, lo, width
 
 
-def facets(coef: np.ndarray, group: np.ndarray, ref: np.ndarray, lo: np.ndarray,
-           width: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def facets(
+    coef: np.ndarray, group: np.ndarray, ref: np.ndarray, lo: np.ndarray, width: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The clipped facet coefficients of every entry: ``(entry, facet, value, scale)``.
 
     For a group of sector ``width`` ``Δ`` (``0 < Δ < 180°``): facet ``k`` of ``m`` has normal
@@ -155,12 +158,14 @@ def facets(coef: np.ndarray, group: np.ndarray, ref: np.ndarray, lo: np.ndarray,
     e_cut = np.flatnonzero(cut)
     k = np.arange(m)
     psi = (ref[group[e_cut]] + lo[group[e_cut]])[:, None] + (k[None, :] + 0.5) * (
-        w[e_cut][:, None] / m)
+        w[e_cut][:, None] / m
+    )
     val = np.maximum((coef[e_cut][:, None] * np.exp(-1j * psi)).real, 0.0)
     e_mag = np.flatnonzero(~cut)
     entry = np.concatenate([np.repeat(e_cut, m), e_mag])
     facet = np.concatenate([np.tile(k, e_cut.size), np.zeros(e_mag.size, np.int64)])
     value = np.concatenate([val.ravel(), np.abs(coef[e_mag])])
-    scale = np.where(np.isfinite(width), np.cos(np.where(np.isfinite(width), width, 0.0)
-                                                 / (2.0 * m)), 1.0)
+    scale = np.where(
+        np.isfinite(width), np.cos(np.where(np.isfinite(width), width, 0.0) / (2.0 * m)), 1.0
+    )
     return entry, facet, value, scale

@@ -39,8 +39,11 @@ from . import _kernels
 from ._prepared import Prepared, prepared
 
 Policy = Literal["fair", "edf", "llf"]
-POLICIES: dict[str, int] = {"fair": _kernels.POLICY_FAIR, "edf": _kernels.POLICY_EDF,
-                            "llf": _kernels.POLICY_LLF}
+POLICIES: dict[str, int] = {
+    "fair": _kernels.POLICY_FAIR,
+    "edf": _kernels.POLICY_EDF,
+    "llf": _kernels.POLICY_LLF,
+}
 
 #: True when the kernels run compiled by numba.
 NUMBA: bool = _kernels.NUMBA
@@ -56,8 +59,9 @@ def pure_kernels() -> ModuleType:
     if not _kernels.NUMBA:
         return _kernels
     if _PURE is None:
-        spec = importlib.util.spec_from_file_location("loadopt.fast._kernels_pure",
-                                                      _kernels.__file__)
+        spec = importlib.util.spec_from_file_location(
+            "loadopt.fast._kernels_pure", _kernels.__file__
+        )
         assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
         mod.__dict__["_FORCE_PURE"] = True
@@ -70,8 +74,9 @@ def _policy_code(policy: str) -> int:
     try:
         return POLICIES[policy]
     except KeyError:
-        raise InputError(f"unknown fast-path policy {policy!r}; use one of "
-                         f"{', '.join(POLICIES)}") from None
+        raise InputError(
+            f"unknown fast-path policy {policy!r}; use one of {', '.join(POLICIES)}"
+        ) from None
 
 
 def _energy(problem: Problem, energy_left_kwh: np.ndarray | None) -> np.ndarray:
@@ -79,13 +84,16 @@ def _energy(problem: Problem, energy_left_kwh: np.ndarray | None) -> np.ndarray:
         return np.ascontiguousarray(problem.session_energy_kwh, dtype=np.float64)
     e = np.ascontiguousarray(energy_left_kwh, dtype=np.float64)
     if e.shape != (problem.n_sessions,):
-        raise InputError(f"energy_left_kwh has shape {e.shape}, expected "
-                         f"({problem.n_sessions},): one value per session")
+        raise InputError(
+            f"energy_left_kwh has shape {e.shape}, expected "
+            f"({problem.n_sessions},): one value per session"
+        )
     return e
 
 
-def _local(pp: Prepared, period: int, code: int, energy: np.ndarray,
-           kernels: ModuleType = _kernels) -> np.ndarray:
+def _local(
+    pp: Prepared, period: int, code: int, energy: np.ndarray, kernels: ModuleType = _kernels
+) -> np.ndarray:
     """Deci-amps of the variables of ``period`` (permuted, local order)."""
     v0, v1 = int(pp.vptr[period]), int(pp.vptr[period + 1])
     r0, r1 = int(pp.rptr[period]), int(pp.rptr[period + 1])
@@ -93,16 +101,51 @@ def _local(pp: Prepared, period: int, code: int, energy: np.ndarray,
     if v1 == v0:
         return x
     kernels.allocate_period(
-        r0, r1 - r0, v0, v1 - v0, pp.indptr, pp.indices, pp.data, pp.cptr, pp.cidx, pp.cdata,
-        pp.cap_fill, pp.chk, pp.ub_da, pp.hi_da, pp.lo_da, pp.kwh_per_a, pp.w, pp.sess, pp.dep_s,
-        pp.kw_per_a, pp.aptr, pp.avals, pp.has_steps, pp.fair_order, pp.edf_order,
-        pp.start_order, pp.cap_order, pp.row_slope0, pp.row_cnt0, pp.row_full0, pp.row_floor0,
-        energy, float(pp.period_start_s[period]), code, x)
+        r0,
+        r1 - r0,
+        v0,
+        v1 - v0,
+        pp.indptr,
+        pp.indices,
+        pp.data,
+        pp.cptr,
+        pp.cidx,
+        pp.cdata,
+        pp.cap_fill,
+        pp.chk,
+        pp.ub_da,
+        pp.hi_da,
+        pp.lo_da,
+        pp.kwh_per_a,
+        pp.w,
+        pp.sess,
+        pp.dep_s,
+        pp.kw_per_a,
+        pp.aptr,
+        pp.avals,
+        pp.has_steps,
+        pp.fair_order,
+        pp.edf_order,
+        pp.start_order,
+        pp.cap_order,
+        pp.row_slope0,
+        pp.row_cnt0,
+        pp.row_full0,
+        pp.row_floor0,
+        energy,
+        float(pp.period_start_s[period]),
+        code,
+        x,
+    )
     return x
 
 
-def allocate(problem: Problem, period: int, policy: Policy = "fair",
-             energy_left_kwh: np.ndarray | None = None) -> np.ndarray:
+def allocate(
+    problem: Problem,
+    period: int,
+    policy: Policy = "fair",
+    energy_left_kwh: np.ndarray | None = None,
+) -> np.ndarray:
     """Current (A per phase, shape ``(S,)``) for every session in ``period``.
 
     ``energy_left_kwh`` (shape ``(S,)``) is what each session still wants at the start of the
@@ -118,12 +161,13 @@ def allocate(problem: Problem, period: int, policy: Policy = "fair",
     if _kernels.NUMBA:
         return _kernels.scatter_amps(x, pp.sess, int(pp.vptr[period]), problem.n_sessions)
     out = np.zeros(problem.n_sessions)
-    out[pp.sess[pp.vptr[period]:pp.vptr[period + 1]]] = x / 10.0
+    out[pp.sess[pp.vptr[period] : pp.vptr[period + 1]]] = x / 10.0
     return out
 
 
-def allocate_horizon(problem: Problem, policy: Policy = "fair",
-                     kernels: ModuleType | None = None) -> np.ndarray:
+def allocate_horizon(
+    problem: Problem, policy: Policy = "fair", kernels: ModuleType | None = None
+) -> np.ndarray:
     """Schedule ``(S, T)`` A: :func:`allocate` period by period, tracking energy delivered.
 
     Every safety row holds on the result (it still goes through :func:`loadopt.safety.project`

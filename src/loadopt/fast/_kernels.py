@@ -49,6 +49,7 @@ except ImportError:  # numba missing or disabled: the same source runs as plain 
     def _jit(f):
         return f
 
+
 POLICY_FAIR = 0
 POLICY_EDF = 1
 POLICY_LLF = 2
@@ -59,6 +60,7 @@ SNAP_DA = 1e-6
 
 
 # --- a binary min-heap on (key, id) in two preallocated arrays ----------------------------------
+
 
 @_jit
 def _heap_swap(hk, hid, a, b):
@@ -119,6 +121,7 @@ def heapify(hk, hid, n):
 
 # --- weighted max-min fair progressive filling --------------------------------------------------
 
+
 @_jit
 def row_key(cap_r, const_r, slope_r, lam):
     """Water level at which a row fills up (never below the current level ``lam``)."""
@@ -172,8 +175,33 @@ def row_state(r0, nr, v0, indptr, indices, data, status, x, w, const, slope, cnt
 
 
 @_jit
-def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, w, starts, caps,
-         strict, slope0, cnt0, full0, floor0, hi0, lo0, may_jump, x):
+def fill(
+    r0,
+    nr,
+    v0,
+    nv,
+    indptr,
+    indices,
+    data,
+    cptr,
+    cidx,
+    cdata,
+    cap,
+    lo,
+    hi,
+    w,
+    starts,
+    caps,
+    strict,
+    slope0,
+    cnt0,
+    full0,
+    floor0,
+    hi0,
+    lo0,
+    may_jump,
+    x,
+):
     """Weighted max-min fair progressive filling of one period, written into ``x`` (deci-amps).
 
     Each variable follows ``x_j(λ) = clip(w_j · λ, lo_j, hi_j)`` as the water level ``λ`` rises,
@@ -438,8 +466,7 @@ def fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, 
                 for t in range(nt):
                     rr = touched[t]
                     if not sat[rr] and full_possible[rr] > cap[rr]:
-                        n = heap_push(hk, hid, n, row_key(cap[rr], const[rr], slope[rr], lam),
-                                      rr)
+                        n = heap_push(hk, hid, n, row_key(cap[rr], const[rr], slope[rr], lam), rr)
         elif pc < nc:  # variables reach their cap (every one at this level)
             if kc > lam:
                 lam = kc
@@ -529,8 +556,28 @@ def greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, order, lo, hi, sess, aptr, av
 
 
 @_jit
-def finish(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, chk, order, lo, hi,
-           sess, aptr, has_steps, top, x):
+def finish(
+    r0,
+    nr,
+    v0,
+    nv,
+    indptr,
+    indices,
+    data,
+    cptr,
+    cidx,
+    cdata,
+    cap,
+    chk,
+    order,
+    lo,
+    hi,
+    sess,
+    aptr,
+    has_steps,
+    top,
+    x,
+):
     """Round down, hand on what the rounding left, and check every row exactly; returns the
     number of rows :func:`enforce` had to repair (0 expected).
 
@@ -628,10 +675,43 @@ def sorted_by_level(vals, w, nv):
 
 
 @_jit
-def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap_fill, chk,
-                    ub_da, hi_da, lo_da, kwh_per_a, w, sess, dep_s, kw_per_a, aptr, avals,
-                    has_steps, fair_order, edf_order, start_order, cap_order, row_slope0,
-                    row_cnt0, row_full0, row_floor0, energy_left, t_start_s, policy, x):
+def allocate_period(
+    r0,
+    nr,
+    v0,
+    nv,
+    indptr,
+    indices,
+    data,
+    cptr,
+    cidx,
+    cdata,
+    cap_fill,
+    chk,
+    ub_da,
+    hi_da,
+    lo_da,
+    kwh_per_a,
+    w,
+    sess,
+    dep_s,
+    kw_per_a,
+    aptr,
+    avals,
+    has_steps,
+    fair_order,
+    edf_order,
+    start_order,
+    cap_order,
+    row_slope0,
+    row_cnt0,
+    row_full0,
+    row_floor0,
+    energy_left,
+    t_start_s,
+    policy,
+    x,
+):
     """Allocate one period into ``x`` (deci-amps, local variables of the period).
 
     Caps: the variable's bound ``hi_da`` (maximum current, tightened by one-variable rows) and
@@ -641,7 +721,7 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
     priority), 1 earliest departure first, 2 least laxity first (laxity from ``ub_da``). Returns
     the number of rows :func:`enforce` had to repair (0 expected).
     """
-    cap = cap_fill[r0:r0 + nr]
+    cap = cap_fill[r0 : r0 + nr]
     lo = np.empty(nv)
     hi = np.empty(nv)
     n_energy = 0  # variables whose cap is not hi_da (energy still wanted, or paused)
@@ -666,12 +746,12 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
         # fill per combination (seconds of JIT each)
         on = policy == POLICY_FAIR
         off = not on
-        wl = w[v0:v0 + nv]
-        starts = start_order[v0:v0 + nv]
+        wl = w[v0 : v0 + nv]
+        starts = start_order[v0 : v0 + nv]
         # cap events: the static order for variables at hi_da, merged with the few capped by
         # energy (sorted per call)
         if n_energy == 0:
-            caps = cap_order[v0:v0 + nv]
+            caps = cap_order[v0 : v0 + nv]
         else:
             dyn = np.empty(n_energy, np.int64)
             k = 0
@@ -703,18 +783,71 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
                 m += 1
                 i += 1
             caps = caps[:m]
-        hi0 = hi_da[v0:v0 + nv]
-        lo0 = lo_da[v0:v0 + nv]
-        sl0 = row_slope0[r0:r0 + nr]
-        cn0 = row_cnt0[r0:r0 + nr]
-        fu0 = row_full0[r0:r0 + nr]
-        fl0 = row_floor0[r0:r0 + nr]
-        if fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                starts, caps, on, sl0, cn0, fu0, fl0, hi0, lo0, on, x) < 0.0:
+        hi0 = hi_da[v0 : v0 + nv]
+        lo0 = lo_da[v0 : v0 + nv]
+        sl0 = row_slope0[r0 : r0 + nr]
+        cn0 = row_cnt0[r0 : r0 + nr]
+        fu0 = row_full0[r0 : r0 + nr]
+        fl0 = row_floor0[r0 : r0 + nr]
+        if (
+            fill(
+                r0,
+                nr,
+                v0,
+                nv,
+                indptr,
+                indices,
+                data,
+                cptr,
+                cidx,
+                cdata,
+                cap,
+                lo,
+                hi,
+                wl,
+                starts,
+                caps,
+                on,
+                sl0,
+                cn0,
+                fu0,
+                fl0,
+                hi0,
+                lo0,
+                on,
+                x,
+            )
+            < 0.0
+        ):
             # the floors do not all fit: minimum currents in order, the rest paused
-            admit(r0, nr, v0, nv, cptr, cidx, cdata, cap, fair_order[v0:v0 + nv], lo, hi)
-            fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                 starts, caps, off, sl0, cn0, fu0, fl0, hi0, lo0, on, x)
+            admit(r0, nr, v0, nv, cptr, cidx, cdata, cap, fair_order[v0 : v0 + nv], lo, hi)
+            fill(
+                r0,
+                nr,
+                v0,
+                nv,
+                indptr,
+                indices,
+                data,
+                cptr,
+                cidx,
+                cdata,
+                cap,
+                lo,
+                hi,
+                wl,
+                starts,
+                caps,
+                off,
+                sl0,
+                cn0,
+                fu0,
+                fl0,
+                hi0,
+                lo0,
+                on,
+                x,
+            )
         if has_steps:
             # discrete steps: round down, fix them, hand what they free to the others
             any_steps = False
@@ -728,12 +861,51 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
                 else:
                     lo[j] = x[j]
             if any_steps:
-                fill(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap, lo, hi, wl,
-                     sorted_by_level(lo, wl, nv), sorted_by_level(hi, wl, nv), off, sl0,
-                     cn0, fu0, fl0, hi0, lo0, on, x)
+                fill(
+                    r0,
+                    nr,
+                    v0,
+                    nv,
+                    indptr,
+                    indices,
+                    data,
+                    cptr,
+                    cidx,
+                    cdata,
+                    cap,
+                    lo,
+                    hi,
+                    wl,
+                    sorted_by_level(lo, wl, nv),
+                    sorted_by_level(hi, wl, nv),
+                    off,
+                    sl0,
+                    cn0,
+                    fu0,
+                    fl0,
+                    hi0,
+                    lo0,
+                    on,
+                    x,
+                )
     elif policy == POLICY_EDF:
-        greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, edf_order[v0:v0 + nv], lo, hi, sess,
-               aptr, avals, x)
+        greedy(
+            r0,
+            nr,
+            v0,
+            nv,
+            cptr,
+            cidx,
+            cdata,
+            cap,
+            edf_order[v0 : v0 + nv],
+            lo,
+            hi,
+            sess,
+            aptr,
+            avals,
+            x,
+        )
     else:
         lax = np.empty(nv)
         for j in range(nv):
@@ -747,5 +919,25 @@ def allocate_period(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, ca
             lax[j] = (dep_s[s] - t_start_s) / 3600.0 - hours
         order = np.argsort(lax, kind="mergesort")
         greedy(r0, nr, v0, nv, cptr, cidx, cdata, cap, order, lo, hi, sess, aptr, avals, x)
-    return finish(r0, nr, v0, nv, indptr, indices, data, cptr, cidx, cdata, cap,
-                  chk[r0:r0 + nr], fair_order[v0:v0 + nv], lo, hi, sess, aptr, has_steps, top, x)
+    return finish(
+        r0,
+        nr,
+        v0,
+        nv,
+        indptr,
+        indices,
+        data,
+        cptr,
+        cidx,
+        cdata,
+        cap,
+        chk[r0 : r0 + nr],
+        fair_order[v0 : v0 + nv],
+        lo,
+        hi,
+        sess,
+        aptr,
+        has_steps,
+        top,
+        x,
+    )

@@ -97,9 +97,14 @@ def _local_order(keys: tuple[np.ndarray, ...], period: np.ndarray, vptr: np.ndar
     return (glob - vptr[period[glob]]).astype(np.int64)
 
 
-def reduce_rows(G: sp.csr_matrix, cap_fill: np.ndarray, chk: np.ndarray, ub_da: np.ndarray,
-                lo_da: np.ndarray, row_period: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def reduce_rows(
+    G: sp.csr_matrix,
+    cap_fill: np.ndarray,
+    chk: np.ndarray,
+    ub_da: np.ndarray,
+    lo_da: np.ndarray,
+    row_period: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Reduce the safety rows (see module docstring); nothing feasible becomes infeasible.
 
     Returns ``(kept rows, cap_fill, chk, hi_da, lo_da)``: the rows kept (ordered by period, then
@@ -150,8 +155,9 @@ def _prepare(problem: Problem) -> Prepared:
     # variables by period, then in the admission / top-up order (priority ↓, departure ↑), so
     # that those loops walk memory in order
     vs = problem.var_session
-    var_perm = np.lexsort((np.arange(problem.n_vars), dep_s[vs], -problem.session_priority[vs],
-                           problem.var_period))
+    var_perm = np.lexsort(
+        (np.arange(problem.n_vars), dep_s[vs], -problem.session_priority[vs], problem.var_period)
+    )
     vper = problem.var_period[var_perm]
     vptr = np.searchsorted(vper, np.arange(T + 1)).astype(np.int64)
     G0 = problem.G.tocsr()[:, var_perm].tocsr()
@@ -164,14 +170,12 @@ def _prepare(problem: Problem) -> Prepared:
     # Current rows: integer capacity, integer loads after the floor; the snap can only lift a
     # value that was within SNAP_DA of the next integer, which cannot lift an integer sum over an
     # integer capacity (fewer than 1e6 entries per row). Power rows: aim below by the snap.
-    cap0 = np.where(is_cur, chk0,
-                    np.maximum(chk0 - SNAP_DA * (rowsum + 1.0) - 1e-12 * chk0, 0.0))
+    cap0 = np.where(is_cur, chk0, np.maximum(chk0 - SNAP_DA * (rowsum + 1.0) - 1e-12 * chk0, 0.0))
 
     sess = problem.var_session[var_perm].astype(np.int64)
     ub_da = np.floor(problem.var_ub[var_perm] * 10.0 + GRID_SNAP)
     lo0 = np.minimum(np.ceil(problem.session_min_current[sess] * 10.0 - 1e-9), ub_da)
-    kept, cap_fill, chk, hi_da, lo_da = reduce_rows(G0, cap0, chk0, ub_da, lo0,
-                                                    problem.row_period)
+    kept, cap_fill, chk, hi_da, lo_da = reduce_rows(G0, cap0, chk0, ub_da, lo0, problem.row_period)
     rptr = np.searchsorted(problem.row_period[kept], np.arange(T + 1)).astype(np.int64)
     G = G0[kept].tocsr()
     G.sort_indices()
@@ -196,15 +200,39 @@ def _prepare(problem: Problem) -> Prepared:
     cap_order = _local_order((hi_da / w,), vper, vptr)
     i32 = np.int32
     return Prepared(
-        n_sessions=S, n_periods=T, step_s=float(hz.step_s),
-        period_start_s=hz.period_bounds_s()[:-1], vptr=vptr, rptr=rptr,
-        var_perm=var_perm, row_orig=kept, indptr=G.indptr.astype(i32),
-        indices=G.indices.astype(i32), data=G.data.astype(np.float64),
-        cptr=Gc.indptr.astype(i32), cidx=Gc.indices.astype(i32),
-        cdata=Gc.data.astype(np.float64), cap_fill=cap_fill, chk=chk, ub_da=ub_da, hi_da=hi_da,
-        lo_da=lo_da, kwh_per_a=problem.var_kwh_per_a[var_perm].copy(), w=w, sess=sess,
-        dep_s=dep_s, kw_per_a=problem.session_kw_per_a.astype(np.float64), aptr=aptr,
-        avals=avals, has_steps=bool(counts.any()), fair_order=fair_order, edf_order=edf_order,
-        start_order=start_order, cap_order=cap_order, row_slope0=G @ w,
-        row_cnt0=np.diff(G.indptr).astype(np.int64), row_full0=G @ hi_da, row_floor0=G @ lo_da,
+        n_sessions=S,
+        n_periods=T,
+        step_s=float(hz.step_s),
+        period_start_s=hz.period_bounds_s()[:-1],
+        vptr=vptr,
+        rptr=rptr,
+        var_perm=var_perm,
+        row_orig=kept,
+        indptr=G.indptr.astype(i32),
+        indices=G.indices.astype(i32),
+        data=G.data.astype(np.float64),
+        cptr=Gc.indptr.astype(i32),
+        cidx=Gc.indices.astype(i32),
+        cdata=Gc.data.astype(np.float64),
+        cap_fill=cap_fill,
+        chk=chk,
+        ub_da=ub_da,
+        hi_da=hi_da,
+        lo_da=lo_da,
+        kwh_per_a=problem.var_kwh_per_a[var_perm].copy(),
+        w=w,
+        sess=sess,
+        dep_s=dep_s,
+        kw_per_a=problem.session_kw_per_a.astype(np.float64),
+        aptr=aptr,
+        avals=avals,
+        has_steps=bool(counts.any()),
+        fair_order=fair_order,
+        edf_order=edf_order,
+        start_order=start_order,
+        cap_order=cap_order,
+        row_slope0=G @ w,
+        row_cnt0=np.diff(G.indptr).astype(np.int64),
+        row_full0=G @ hi_da,
+        row_floor0=G @ lo_da,
     )

@@ -12,6 +12,18 @@ from .controller import FleetController
 from .coupled import CoupledResult, SharedLimit, solve_coupled, solve_joint
 from .many import FleetResult, SiteResult, solve_many
 
-__all__ = ["Backend", "CoupledResult", "DaskBackend", "ExecutorBackend", "FleetController",
-           "FleetError", "FleetResult", "RayBackend", "SharedLimit", "SiteResult", "solve_coupled",
-           "solve_joint", "solve_many"]
+__all__ = [
+    "Backend",
+    "CoupledResult",
+    "DaskBackend",
+    "ExecutorBackend",
+    "FleetController",
+    "FleetError",
+    "FleetResult",
+    "RayBackend",
+    "SharedLimit",
+    "SiteResult",
+    "solve_coupled",
+    "solve_joint",
+    "solve_many",
+]

@@ -27,8 +27,9 @@ def ev_matrix(problem: Problem, lp: LinearProgram) -> sp.csr_matrix:
     if b is None:
         return sp.csr_matrix((problem.n_periods, lp.n_cols))
     kw = problem.session_kw_per_a[problem.var_session[b.index]]
-    return sp.csr_matrix((kw, (problem.var_period[b.index], b.positions)),
-                         shape=(problem.n_periods, lp.n_cols))
+    return sp.csr_matrix(
+        (kw, (problem.var_period[b.index], b.positions)), shape=(problem.n_periods, lp.n_cols)
+    )
 
 
 def with_allowance(problem: Problem, allowance_kw: np.ndarray) -> Problem:
@@ -45,16 +46,21 @@ def with_allowance(problem: Problem, allowance_kw: np.ndarray) -> Problem:
     vt = problem.var_period
     on = rows[vt] >= 0
     v = np.flatnonzero(on)
-    K = sp.csr_matrix((problem.session_kw_per_a[problem.var_session[v]], (rows[vt[v]], v)),
-                      shape=(keep.size, problem.n_vars))
+    K = sp.csr_matrix(
+        (problem.session_kw_per_a[problem.var_session[v]], (rows[vt[v]], v)),
+        shape=(keep.size, problem.n_vars),
+    )
     G = sp.vstack([problem.G, K]).tocsr()
     m = keep.size
     return dataclasses.replace(
-        problem, G=G, h=np.concatenate([problem.h, np.maximum(a[keep], 0.0)]),
+        problem,
+        G=G,
+        h=np.concatenate([problem.h, np.maximum(a[keep], 0.0)]),
         row_kind=np.concatenate([problem.row_kind, np.full(m, ROW_SITE_IMPORT, np.int8)]),
         row_node=np.concatenate([problem.row_node, np.full(m, -1, problem.row_node.dtype)]),
         row_phase=np.concatenate([problem.row_phase, np.full(m, -1, problem.row_phase.dtype)]),
-        row_period=np.concatenate([problem.row_period, keep.astype(problem.row_period.dtype)]))
+        row_period=np.concatenate([problem.row_period, keep.astype(problem.row_period.dtype)]),
+    )
 
 
 class CoupledSite:
@@ -69,11 +75,15 @@ class CoupledSite:
         self.K = ev_matrix(problem, self.lp)
         T = problem.n_periods
         self.aug = dataclasses.replace(
-            self.lp, A=sp.vstack([self.lp.A, self.K]).tocsc(),
+            self.lp,
+            A=sp.vstack([self.lp.A, self.K]).tocsc(),
             row_lb=np.concatenate([self.lp.row_lb, np.full(T, -np.inf)]),
             row_ub=np.concatenate([self.lp.row_ub, np.full(T, np.inf)]),
-            rows={**self.lp.rows, "allowance": Block(self.lp.n_rows, self.lp.n_rows + T,
-                                                     np.arange(T))})
+            rows={
+                **self.lp.rows,
+                "allowance": Block(self.lp.n_rows, self.lp.n_rows + T, np.arange(T)),
+            },
+        )
         self.rows = (self.lp.n_rows + np.arange(T)).astype(np.int32)
         self.cols = np.arange(self.lp.n_cols, dtype=np.int32)
         self.h = None
@@ -81,29 +91,41 @@ class CoupledSite:
             self.h = new_highs(LP_OPTIONS)
             pass_lp(self.h, self.aug)
 
-    def _run(self, pi: np.ndarray | None, allowance: np.ndarray | None,
-             time_limit_s: float | None) -> dict[str, Any]:
+    def _run(
+        self, pi: np.ndarray | None, allowance: np.ndarray | None, time_limit_s: float | None
+    ) -> dict[str, Any]:
         from ..solvers.highs import run
 
         T = self.problem.n_periods
         if self.h is None:  # nobody can draw: the constant is the whole objective
-            return {"ok": True, "f": self.lp.offset, "ev": np.zeros(T), "w": self.lp.offset,
-                    "x": np.zeros(0)}
+            return {
+                "ok": True,
+                "f": self.lp.offset,
+                "ev": np.zeros(T),
+                "w": self.lp.offset,
+                "x": np.zeros(0),
+            }
         c = self.lp.c if pi is None else self.lp.c + self.K.T @ pi
         self.h.changeColsCost(self.cols.size, self.cols, np.ascontiguousarray(c))
         ub = np.full(T, np.inf) if allowance is None else np.maximum(allowance, 0.0)
         self.h.changeRowsBounds(T, self.rows, np.full(T, -np.inf), ub)
-        self.h.setOptionValue("time_limit", float("inf") if time_limit_s is None
-                              else float(time_limit_s))
+        self.h.setOptionValue(
+            "time_limit", float("inf") if time_limit_s is None else float(time_limit_s)
+        )
         res = run(self.h)
         if res.x is None:
             return {"ok": False, "message": res.message}
         x = res.x
         ev = self.K @ x
         f = float(self.lp.c @ x + self.lp.offset)
-        return {"ok": res.status.value == "optimal", "f": f, "ev": ev,
-                "w": f + (0.0 if pi is None else float(pi @ ev)), "x": x,
-                "message": res.message}
+        return {
+            "ok": res.status.value == "optimal",
+            "f": f,
+            "ev": ev,
+            "w": f + (0.0 if pi is None else float(pi @ ev)),
+            "x": x,
+            "message": res.message,
+        }
 
     def price(self, pi: np.ndarray, time_limit_s: float | None = None) -> dict[str, Any]:
         """The site's best proposal at prices ``pi`` (no allowance)."""
@@ -111,8 +133,7 @@ class CoupledSite:
         out.pop("x", None)
         return out
 
-    def allow(self, allowance: np.ndarray, time_limit_s: float | None = None
-              ) -> dict[str, Any]:
+    def allow(self, allowance: np.ndarray, time_limit_s: float | None = None) -> dict[str, Any]:
         """The site's optimum within ``allowance`` (kW per period), as deci-amps projected onto
         its allowance-augmented problem."""
         out = self._run(None, allowance, time_limit_s)

@@ -65,7 +65,8 @@ class ExecutorBackend(Backend):
     def __init__(self, executor: cf.Executor | None = None, max_workers: int | None = None):
         self._own = executor is None
         self.executor = executor or cf.ThreadPoolExecutor(
-            max_workers=max_workers or os.cpu_count() or 1, thread_name_prefix="loadopt-fleet")
+            max_workers=max_workers or os.cpu_count() or 1, thread_name_prefix="loadopt-fleet"
+        )
         self.in_process = isinstance(self.executor, cf.ThreadPoolExecutor)
 
     def slots(self) -> list[Hashable]:
@@ -112,9 +113,13 @@ class DaskBackend(Backend):
         if client is None:
             # everything on 127.0.0.1; the scheduler's HTTP server (it starts one even without a
             # dashboard, on every interface at :8787 by default) on a free local port
-            self._cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                                         processes=True, host="127.0.0.1",
-                                         dashboard_address="127.0.0.1:0")
+            self._cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            )
             client = Client(self._cluster, timeout=timeout_s)
         elif isinstance(client, str):
             client = Client(client, timeout=timeout_s)
@@ -155,7 +160,8 @@ class DaskBackend(Backend):
         ex = self._exec.get(slot)
         if ex is None:  # strict restriction: Dask never moves the task (its state is there)
             ex = self._exec[slot] = self.client.get_executor(
-                workers=[slot], allow_other_workers=False, pure=False)
+                workers=[slot], allow_other_workers=False, pure=False
+            )
         return ex.submit(fn, *args)
 
     def close(self) -> None:
@@ -170,8 +176,9 @@ class RayBackend(Backend):
     state. ``address``: passed to ``ray.init`` when Ray is not initialised yet (``None``: start or
     join a local Ray; ``"ray://host:10001"`` or ``"auto"``: a running cluster)."""
 
-    def __init__(self, n_slots: int | None = None, *, address: str | None = None,
-                 **init_kwargs: Any):
+    def __init__(
+        self, n_slots: int | None = None, *, address: str | None = None, **init_kwargs: Any
+    ):
         try:
             import ray
         except ImportError as exc:
@@ -224,6 +231,8 @@ def as_backend(executor: Any = None) -> Backend:
     else:
         if isinstance(executor, Client):
             return DaskBackend(executor)
-    raise FleetError(f"cannot run fleet tasks on {executor!r}: give a concurrent.futures "
-                     "Executor, a distributed.Client, a Backend, 'sequential', 'threads', "
-                     "'dask' or 'ray'")
+    raise FleetError(
+        f"cannot run fleet tasks on {executor!r}: give a concurrent.futures "
+        "Executor, a distributed.Client, a Backend, 'sequential', 'threads', "
+        "'dask' or 'ray'"
+    )

@@ -66,8 +66,14 @@ class FleetController:
     are batched into tasks of at least this many variables.
     """
 
-    def __init__(self, controllers: Mapping[str, Controller], executor: Any = None, *,
-                 deadline_s: float | None = None, batch_vars: int = BATCH_VARS) -> None:
+    def __init__(
+        self,
+        controllers: Mapping[str, Controller],
+        executor: Any = None,
+        *,
+        deadline_s: float | None = None,
+        batch_vars: int = BATCH_VARS,
+    ) -> None:
         self.controllers: dict[str, Controller] = {}
         for k, c in controllers.items():
             self.add_site(k, c)
@@ -82,8 +88,9 @@ class FleetController:
 
     def add_site(self, key: str, controller: Controller) -> None:
         if not isinstance(controller, Controller):
-            raise InputError(f"fleet site {key!r}: expected a Controller, got "
-                             f"{type(controller).__name__}")
+            raise InputError(
+                f"fleet site {key!r}: expected a Controller, got {type(controller).__name__}"
+            )
         if key in self.controllers:
             raise InputError(f"fleet site {key!r} is already in the fleet")
         self.controllers[key] = controller
@@ -122,14 +129,19 @@ class FleetController:
         slots = self.backend.live_slots(_wait_s(deadline_s))
         t1 = time.perf_counter()
         if slots:
-            pins = assign(list(problems), [p.n_vars for p in problems.values()], slots,
-                          self.slot_of)
-            tasks = [make_task(self.backend, k, p, StepTask,
-                               planner=planner_spec(self.controllers[k].planner))
-                     for k, p in problems.items()]
+            pins = assign(
+                list(problems), [p.n_vars for p in problems.values()], slots, self.slot_of
+            )
+            tasks = [
+                make_task(
+                    self.backend, k, p, StepTask, planner=planner_spec(self.controllers[k].planner)
+                )
+                for k, p in problems.items()
+            ]
             t1 = time.perf_counter()
-            rep = run_round(self.backend, tasks, pins, self.token, deadline_s,
-                            batch_vars=self.batch_vars)
+            rep = run_round(
+                self.backend, tasks, pins, self.token, deadline_s, batch_vars=self.batch_vars
+            )
         else:  # no worker at all: every site gets its fast path now
             rep = RoundReport(lost=set(problems))
         t2 = time.perf_counter()
@@ -137,21 +149,37 @@ class FleetController:
         sites: dict[str, SiteResult] = {}
         for key, problem in problems.items():
             o = rep.outcomes.get(key)
-            sched, fb = finish(problem, o, FALLBACK_LOST if key in rep.lost
-                               else FALLBACK_DEADLINE)
+            sched, fb = finish(problem, o, FALLBACK_LOST if key in rep.lost else FALLBACK_DEADLINE)
             if fb is None and o is not None:
                 mode, reason, solve_s = o.mode, o.reason, o.solve_time_s
             else:
                 mode, reason, solve_s = "fleet-fallback", f"fleet: {fb}: fast path", 0.0
             # what the controller hands out (end_step puts it in the EVSEs' pilot steps)
             sched = self.controllers[key].end_step(pending[key], sched, mode, reason, solve_s)
-            sites[key] = SiteResult(key, sched, fb, "" if o is None else o.worker,
-                                    key in rep.moved, o)
+            sites[key] = SiteResult(
+                key, sched, fb, "" if o is None else o.worker, key in rep.moved, o
+            )
         t3 = time.perf_counter()
-        res = FleetResult(sites, t3 - t0, rep.n_tasks, rep,
-                          {"prepare_s": t1 - t0, "round_s": t2 - t1, "finish_s": t3 - t2})
-        self.log.append(FleetStepRecord(now, len(sites), rep.n_tasks, len(res.fallbacks),
-                                        len(rep.moved), t1 - t0, t2 - t1, t3 - t2, t3 - t0))
+        res = FleetResult(
+            sites,
+            t3 - t0,
+            rep.n_tasks,
+            rep,
+            {"prepare_s": t1 - t0, "round_s": t2 - t1, "finish_s": t3 - t2},
+        )
+        self.log.append(
+            FleetStepRecord(
+                now,
+                len(sites),
+                rep.n_tasks,
+                len(res.fallbacks),
+                len(rep.moved),
+                t1 - t0,
+                t2 - t1,
+                t3 - t2,
+                t3 - t0,
+            )
+        )
         return res
 
     # ------------------------------------------------------------------ state
@@ -163,8 +191,14 @@ class FleetController:
         save_controllers(self.controllers, path)
 
     @classmethod
-    def restore(cls, path: str, executor: Any = None, *,
-                planners: Mapping[str, Any] | None = None, **kwargs: Any) -> FleetController:
+    def restore(
+        cls,
+        path: str,
+        executor: Any = None,
+        *,
+        planners: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> FleetController:
         """A fleet continuing from what :meth:`save` wrote (sessions, meter state, signals,
         reservations). ``planners``: site key -> planner for sites saved with a custom one."""
         from .state import load_controllers

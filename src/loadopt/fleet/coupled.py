@@ -126,8 +126,10 @@ def room_kw(problems: Mapping[str, Problem], limit: SharedLimit) -> tuple[np.nda
     notices = []
     if (R < 0).any():
         k = np.flatnonzero(R < 0)
-        notices.append(f"shared limit {limit.id!r}: the sites' other loads minus PV alone exceed "
-                       f"it in {k.size} period(s) from period {int(k[0])}; vehicles get 0 there")
+        notices.append(
+            f"shared limit {limit.id!r}: the sites' other loads minus PV alone exceed "
+            f"it in {k.size} period(s) from period {int(k[0])}; vehicles get 0 there"
+        )
     return np.maximum(R, 0.0), notices
 
 
@@ -138,18 +140,26 @@ def _check_horizons(problems: Mapping[str, Problem]) -> None:
     first = hz[0]
     for key, h in zip(problems, hz, strict=True):
         if h[0] != first[0] or h[1:] != first[1:]:
-            raise InputError(f"site {key!r}: its horizon {h} differs from the first site's "
-                             f"{first}; sites behind a shared limit need one horizon")
+            raise InputError(
+                f"site {key!r}: its horizon {h} differs from the first site's "
+                f"{first}; sites behind a shared limit need one horizon"
+            )
 
 
 def _max_ev_kw(p: Problem) -> np.ndarray:
     """(T,) kW the site's vehicles could draw at most (every session at its bound)."""
-    return np.bincount(p.var_period, p.session_kw_per_a[p.var_session] * p.var_ub,
-                       minlength=p.n_periods)
+    return np.bincount(
+        p.var_period, p.session_kw_per_a[p.var_session] * p.var_ub, minlength=p.n_periods
+    )
 
 
-def _master(cols_f: list[float], cols_ev: list[np.ndarray], cols_site: list[int],
-            n_sites: int, R: np.ndarray):
+def _master(
+    cols_f: list[float],
+    cols_ev: list[np.ndarray],
+    cols_site: list[int],
+    n_sites: int,
+    R: np.ndarray,
+):
     """Solve the master LP; returns (λ, π (T,), objective) or None when HiGHS fails."""
     from ..solvers.highs import new_highs, pass_lp, run
 
@@ -160,11 +170,16 @@ def _master(cols_f: list[float], cols_ev: list[np.ndarray], cols_site: list[int]
     conv = sp.csr_matrix((np.ones(n), (np.array(cols_site), np.arange(n))), shape=(n_sites, n))
     A = sp.vstack([conv, sp.csr_matrix(EV)]).tocsc()
     lp = LinearProgram(
-        c=np.array(cols_f), col_lb=np.zeros(n), col_ub=np.full(n, np.inf), A=A,
+        c=np.array(cols_f),
+        col_lb=np.zeros(n),
+        col_ub=np.full(n, np.inf),
+        A=A,
         row_lb=np.concatenate([np.ones(n_sites), np.full(fin.size, -np.inf)]),
-        row_ub=np.concatenate([np.ones(n_sites), R[fin]]), offset=0.0,
+        row_ub=np.concatenate([np.ones(n_sites), R[fin]]),
+        offset=0.0,
         cols=blocks_of({"lambda": np.arange(n)}),
-        rows=blocks_of({"convexity": np.arange(n_sites), "shared": fin}))
+        rows=blocks_of({"convexity": np.arange(n_sites), "shared": fin}),
+    )
     h = new_highs({"presolve": "off"})
     pass_lp(h, lp)
     res = run(h)
@@ -227,8 +242,10 @@ def solve_coupled(
         for i, k in enumerate(keys):
             v = start.get(k)
             if v is None or not v.get("ok"):
-                raise InputError(f"site {k!r}: its LP could not be solved on its allowance "
-                                 f"({None if v is None else v.get('message')})")
+                raise InputError(
+                    f"site {k!r}: its LP could not be solved on its allowance "
+                    f"({None if v is None else v.get('message')})"
+                )
             add(i, v)
         history: list[IterationRecord] = []
         best = None
@@ -239,8 +256,11 @@ def solve_coupled(
             ti = time.perf_counter()
             priced = run.round("price", dict.fromkeys(keys, pi), deadline)
             if all(k in priced and priced[k].get("ok") for k in keys):
-                lower = max(lower, sum(priced[k]["w"] for k in keys)
-                            - float(pi[np.isfinite(R)] @ R[np.isfinite(R)]))
+                lower = max(
+                    lower,
+                    sum(priced[k]["w"] for k in keys)
+                    - float(pi[np.isfinite(R)] @ R[np.isfinite(R)]),
+                )
             for i, k in enumerate(keys):
                 if k in priced and "f" in priced[k]:
                     add(i, priced[k])
@@ -251,8 +271,9 @@ def solve_coupled(
             best = (lam, upper)
             allow = _allowances(lam, cols_ev, cols_site, len(keys), R)
             gap = (upper - lower) / max(1.0, abs(upper))
-            rec = IterationRecord(it, upper, lower, gap, allow.sum(axis=0),
-                                  time.perf_counter() - ti)
+            rec = IterationRecord(
+                it, upper, lower, gap, allow.sum(axis=0), time.perf_counter() - ti
+            )
             history.append(rec)
             if on_iteration:
                 on_iteration(rec)
@@ -271,25 +292,42 @@ def solve_coupled(
             v = final.get(k)
             if v is None or "x_da" not in v:
                 why = FALLBACK_LOST if k in run.lost else FALLBACK_DEADLINE
-                sched = fallback_schedule(p, why, f"shared limit {limit.id!r}: {why}; fast path "
-                                          "within the site's allowance")
+                sched = fallback_schedule(
+                    p,
+                    why,
+                    f"shared limit {limit.id!r}: {why}; fast path within the site's allowance",
+                )
                 sites[k] = SiteResult(k, sched, why)
                 objective = np.nan
                 continue
             cur = project(p, p.dense(np.asarray(v["x_da"], dtype=np.float64) / 10.0))
             status = ScheduleStatus.OPTIMAL if v.get("ok") else ScheduleStatus.FEASIBLE
-            sched = Schedule(p, cur, status, "lp-highs-coupled", objective=v["f"],
-                             message=f"shared limit {limit.id!r}: allowance from iteration "
-                             f"{len(history) - 1}", notices=p.notices + tuple(notices))
+            sched = Schedule(
+                p,
+                cur,
+                status,
+                "lp-highs-coupled",
+                objective=v["f"],
+                message=f"shared limit {limit.id!r}: allowance from iteration {len(history) - 1}",
+                notices=p.notices + tuple(notices),
+            )
             sites[k] = SiteResult(k, sched, None, run.worker.get(k, ""), k in run.moved)
             objective += v["f"]
     finally:
         _forget(backend, token)
         if own:
             backend.close()
-    return CoupledResult(sites, {k: allow[i] for i, k in enumerate(keys)}, R, history,
-                         converged, objective, time.perf_counter() - t0, tuple(notices),
-                         {"resent": run.resent, "moved": len(run.moved)})
+    return CoupledResult(
+        sites,
+        {k: allow[i] for i, k in enumerate(keys)},
+        R,
+        history,
+        converged,
+        objective,
+        time.perf_counter() - t0,
+        tuple(notices),
+        {"resent": run.resent, "moved": len(run.moved)},
+    )
 
 
 def _forget(backend: Backend, token: str) -> None:
@@ -304,8 +342,9 @@ def _forget(backend: Backend, token: str) -> None:
             pass
 
 
-def _allowances(lam: np.ndarray, cols_ev: list[np.ndarray], cols_site: list[int],
-                n_sites: int, R: np.ndarray) -> np.ndarray:
+def _allowances(
+    lam: np.ndarray, cols_ev: list[np.ndarray], cols_site: list[int], n_sites: int, R: np.ndarray
+) -> np.ndarray:
     """(sites, T) allowances of the master's combination, scaled into ``Σ_i ≤ R_t`` exactly
     (the master meets it up to HiGHS' feasibility tolerance; the scaling makes it hold in
     floating point) and ``+inf`` where the period has no shared cap."""
@@ -329,8 +368,14 @@ class _Rounds:
     """Rounds of ``price``/``allow`` tasks on the sites' workers; a site whose worker lost its
     state (moved, restarted) is sent its payload again."""
 
-    def __init__(self, backend: Backend, problems: Mapping[str, Problem], pins: dict,
-                 token: str, batch_vars: int) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        problems: Mapping[str, Problem],
+        pins: dict,
+        token: str,
+        batch_vars: int,
+    ) -> None:
         self.backend, self.problems, self.pins = backend, problems, dict(pins)
         self.token, self.batch_vars = token, batch_vars
         self.known: set[str] = set()  # sites whose worker holds their state
@@ -339,24 +384,30 @@ class _Rounds:
         self.worker: dict[str, str] = {}
         self.resent = 0  #: sites sent their problem again (their worker had lost it)
 
-    def round(self, op: str, vec: Mapping[str, np.ndarray], deadline: float | None
-              ) -> dict[str, dict[str, Any]]:
+    def round(
+        self, op: str, vec: Mapping[str, np.ndarray], deadline: float | None
+    ) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         todo = list(vec)
         for _attempt in range(2):
             tasks: list[SolveTask] = []
             for k in todo:
                 if k in self.known:
-                    tasks.append(CoupledTask(key=k, n_vars=self.problems[k].n_vars, op=op,
-                                             vector=vec[k]))
+                    tasks.append(
+                        CoupledTask(key=k, n_vars=self.problems[k].n_vars, op=op, vector=vec[k])
+                    )
                 else:
-                    tasks.append(make_task(self.backend, k, self.problems[k], CoupledTask,
-                                           op=op, vector=vec[k]))
+                    tasks.append(
+                        make_task(
+                            self.backend, k, self.problems[k], CoupledTask, op=op, vector=vec[k]
+                        )
+                    )
             left = None if deadline is None else deadline - time.time()
             if left is not None and left <= 0:
                 break
-            rep = run_round(self.backend, tasks, self.pins, self.token, left,
-                            batch_vars=self.batch_vars)
+            rep = run_round(
+                self.backend, tasks, self.pins, self.token, left, batch_vars=self.batch_vars
+            )
             self.pins.update(rep.slot_of)
             self.moved |= rep.moved
             self.lost |= rep.lost
@@ -382,8 +433,9 @@ class _Rounds:
         return out
 
 
-def solve_joint(problems: Mapping[str, Problem], limit: SharedLimit,
-                time_limit_s: float | None = None) -> CoupledResult:
+def solve_joint(
+    problems: Mapping[str, Problem], limit: SharedLimit, time_limit_s: float | None = None
+) -> CoupledResult:
     """The same sites as one LP (every site's LP side by side plus the shared rows) on one
     HiGHS: the reference :func:`solve_coupled` converges to, and a direct way for small fleets.
     Schedules are made safe the same way (each site within the EV power the joint optimum gives
@@ -401,13 +453,16 @@ def solve_joint(problems: Mapping[str, Problem], limit: SharedLimit,
     joint = LinearProgram(
         c=np.concatenate([lp.c for lp in lps]),
         col_lb=np.concatenate([lp.col_lb for lp in lps]),
-        col_ub=np.concatenate([lp.col_ub for lp in lps]), A=A,
+        col_ub=np.concatenate([lp.col_ub for lp in lps]),
+        A=A,
         row_lb=np.concatenate([*(lp.row_lb for lp in lps), np.full(fin.size, -np.inf)]),
         row_ub=np.concatenate([*(lp.row_ub for lp in lps), R[fin]]),
         offset=float(sum(lp.offset for lp in lps)),
         cols=blocks_of({f"site{i}": np.arange(lp.n_cols) for i, lp in enumerate(lps)}),
-        rows=blocks_of({**{f"site{i}": np.arange(lp.n_rows) for i, lp in enumerate(lps)},
-                        "shared": fin}))
+        rows=blocks_of(
+            {**{f"site{i}": np.arange(lp.n_rows) for i, lp in enumerate(lps)}, "shared": fin}
+        ),
+    )
     h = new_highs(LP_OPTIONS, time_limit_s)
     pass_lp(h, joint)
     res = run(h)
@@ -419,19 +474,32 @@ def solve_joint(problems: Mapping[str, Problem], limit: SharedLimit,
     sites = {}
     for i, k in enumerate(keys):
         p = with_allowance(problems[k], allow[i])
-        x = res.x[bounds[i]:bounds[i + 1]]
+        x = res.x[bounds[i] : bounds[i + 1]]
         cur = project(p, p.dense(lps[i].currents(p, x)))
-        st = (ScheduleStatus.OPTIMAL if res.status.value == "optimal"
-              else ScheduleStatus.FEASIBLE)
-        sites[k] = SiteResult(k, Schedule(p, cur, st, "lp-highs-joint",
-                                          objective=float(lps[i].c @ x + lps[i].offset),
-                                          notices=p.notices + tuple(notices)))
-    return CoupledResult(sites, {k: allow[i] for i, k in enumerate(keys)}, R, [],
-                         res.status.value == "optimal", float(res.objective or 0.0),
-                         time.perf_counter() - t0, tuple(notices))
+        st = ScheduleStatus.OPTIMAL if res.status.value == "optimal" else ScheduleStatus.FEASIBLE
+        sites[k] = SiteResult(
+            k,
+            Schedule(
+                p,
+                cur,
+                st,
+                "lp-highs-joint",
+                objective=float(lps[i].c @ x + lps[i].offset),
+                notices=p.notices + tuple(notices),
+            ),
+        )
+    return CoupledResult(
+        sites,
+        {k: allow[i] for i, k in enumerate(keys)},
+        R,
+        [],
+        res.status.value == "optimal",
+        float(res.objective or 0.0),
+        time.perf_counter() - t0,
+        tuple(notices),
+    )
 
 
 def _allowances_from(evs: np.ndarray, R: np.ndarray) -> np.ndarray:
     """(sites, T) allowances from per-site EV power, scaled into ``Σ ≤ R`` exactly."""
-    return _allowances(np.ones(evs.shape[0]), list(evs), list(range(evs.shape[0])),
-                       evs.shape[0], R)
+    return _allowances(np.ones(evs.shape[0]), list(evs), list(range(evs.shape[0])), evs.shape[0], R)

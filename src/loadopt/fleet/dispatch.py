@@ -30,8 +30,12 @@ from .worker import SolveTask, run_batch
 BATCH_VARS = 1500
 
 
-def assign(keys: Sequence[str], sizes: Sequence[int], slots: Sequence[Hashable],
-           previous: dict[str, Hashable] | None = None) -> dict[str, Hashable]:
+def assign(
+    keys: Sequence[str],
+    sizes: Sequence[int],
+    slots: Sequence[Hashable],
+    previous: dict[str, Hashable] | None = None,
+) -> dict[str, Hashable]:
     """Slot of each site: its previous one while it lives, else the least-loaded live slot."""
     if not slots:
         raise ValueError("no live slot to run on")
@@ -54,8 +58,9 @@ def assign(keys: Sequence[str], sizes: Sequence[int], slots: Sequence[Hashable],
     return out
 
 
-def batches(tasks: Sequence[SolveTask], batch_vars: int,
-            min_batches: int = 1) -> list[list[SolveTask]]:
+def batches(
+    tasks: Sequence[SolveTask], batch_vars: int, min_batches: int = 1
+) -> list[list[SolveTask]]:
     """Cut ``tasks`` (in order) into batches of at least ``batch_vars`` variables — fewer when
     that would leave fewer than ``min_batches`` batches (one per thread of the slot)."""
     total = sum(max(t.n_vars, 1) for t in tasks)
@@ -88,9 +93,17 @@ class RoundReport:
     wall_s: float = 0.0
 
 
-def run_round(backend: Backend, tasks: Sequence[SolveTask], slot_of: dict[str, Hashable],
-              token: str, deadline_s: float | None, *, batch_vars: int = BATCH_VARS,
-              poll_s: float = 0.2, none_alive_s: float = 10.0) -> RoundReport:
+def run_round(
+    backend: Backend,
+    tasks: Sequence[SolveTask],
+    slot_of: dict[str, Hashable],
+    token: str,
+    deadline_s: float | None,
+    *,
+    batch_vars: int = BATCH_VARS,
+    poll_s: float = 0.2,
+    none_alive_s: float = 10.0,
+) -> RoundReport:
     """Run ``tasks`` on their slots (``slot_of``) until done or ``deadline_s`` seconds pass.
 
     A cluster that reports no live worker at all (its workers restarting, or an answer lost
@@ -161,8 +174,14 @@ def run_round(backend: Backend, tasks: Sequence[SolveTask], slot_of: dict[str, H
     return rep
 
 
-def _resubmit(backend: Backend, live: set[Hashable], slot: Hashable, batch: list[SolveTask],
-              rep: RoundReport, submit) -> None:
+def _resubmit(
+    backend: Backend,
+    live: set[Hashable],
+    slot: Hashable,
+    batch: list[SolveTask],
+    rep: RoundReport,
+    submit,
+) -> None:
     """The batch of a dead (or failed) slot again on a live slot, once; lost when no slot is
     left or it failed again."""
     todo = [t for t in batch if t.key not in rep.outcomes]

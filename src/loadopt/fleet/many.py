@@ -76,14 +76,22 @@ def fallback_schedule(problem: Problem, why: str, message: str = "") -> Schedule
     from ..solve import solve
 
     sched = solve(problem, method="fast")
-    status = (ScheduleStatus.TIME_LIMIT_FALLBACK if why == FALLBACK_DEADLINE
-              else ScheduleStatus.SOLVER_FAILED_FALLBACK)
-    return replace(sched, status=status, method=f"fleet-{why}->fast",
-                   message=message or f"fleet: {why}; fast-path schedule")
+    status = (
+        ScheduleStatus.TIME_LIMIT_FALLBACK
+        if why == FALLBACK_DEADLINE
+        else ScheduleStatus.SOLVER_FAILED_FALLBACK
+    )
+    return replace(
+        sched,
+        status=status,
+        method=f"fleet-{why}->fast",
+        message=message or f"fleet: {why}; fast-path schedule",
+    )
 
 
-def finish(problem: Problem, o: SolveOutcome | None, why_missing: str) -> tuple[Schedule,
-                                                                                str | None]:
+def finish(
+    problem: Problem, o: SolveOutcome | None, why_missing: str
+) -> tuple[Schedule, str | None]:
     """The coordinator's schedule of one site from its worker's outcome (or its fallback)."""
     if o is None:
         return fallback_schedule(problem, why_missing), why_missing
@@ -93,21 +101,33 @@ def finish(problem: Problem, o: SolveOutcome | None, why_missing: str) -> tuple[
     try:
         x = np.asarray(o.x_da, dtype=np.float64)
         if x.shape != (problem.n_vars,):
-            raise ValueError(f"worker returned {x.shape[0]} values for {problem.n_vars} "
-                             "variables")
+            raise ValueError(f"worker returned {x.shape[0]} values for {problem.n_vars} variables")
         cur = problem.dense(x / 10.0)
         safe = project(problem, cur)  # unchanged when the worker's answer is feasible
     except Exception as exc:
-        return fallback_schedule(problem, FALLBACK_ERROR, f"fleet: bad worker answer: {exc!r}"), \
-            FALLBACK_ERROR
-    msg = o.message if np.array_equal(safe, cur) else (
-        o.message + "; the worker's answer broke a limit here and was scaled down")
-    return Schedule(problem, safe, ScheduleStatus(o.status), o.method, objective=o.objective,
-                    solve_time_s=o.solve_time_s, message=msg, notices=problem.notices), None
+        return fallback_schedule(
+            problem, FALLBACK_ERROR, f"fleet: bad worker answer: {exc!r}"
+        ), FALLBACK_ERROR
+    msg = (
+        o.message
+        if np.array_equal(safe, cur)
+        else (o.message + "; the worker's answer broke a limit here and was scaled down")
+    )
+    return Schedule(
+        problem,
+        safe,
+        ScheduleStatus(o.status),
+        o.method,
+        objective=o.objective,
+        solve_time_s=o.solve_time_s,
+        message=msg,
+        notices=problem.notices,
+    ), None
 
 
-def make_task(backend: Backend, key: str, problem: Problem, cls: type[SolveTask] = SolveTask,
-              **kw: Any) -> SolveTask:
+def make_task(
+    backend: Backend, key: str, problem: Problem, cls: type[SolveTask] = SolveTask, **kw: Any
+) -> SolveTask:
     """A task for ``problem``: the problem itself in-process, its lean payload otherwise."""
     if backend.in_process:
         return cls(key=key, problem=problem, n_vars=problem.n_vars, **kw)
@@ -137,8 +157,11 @@ def solve_many(
     and objective) whenever every site finished in time.
     """
     t0 = time.perf_counter()
-    items = (list(problems.items()) if isinstance(problems, Mapping)
-             else [(str(k), p) for k, p in enumerate(problems)])
+    items = (
+        list(problems.items())
+        if isinstance(problems, Mapping)
+        else [(str(k), p) for k, p in enumerate(problems)]
+    )
     own = not isinstance(executor, Backend) and not _is_external(executor)
     backend = as_backend(executor)
     try:
@@ -149,8 +172,9 @@ def solve_many(
             pins = assign(keys, [p.n_vars for _, p in items], slots, slot_of)
             tasks = [make_task(backend, k, p, solve_kwargs=solve_kwargs) for k, p in items]
             t1 = time.perf_counter()
-            rep = run_round(backend, tasks, pins, uuid.uuid4().hex, deadline_s,
-                            batch_vars=batch_vars)
+            rep = run_round(
+                backend, tasks, pins, uuid.uuid4().hex, deadline_s, batch_vars=batch_vars
+            )
         else:  # no worker at all: every site gets its fast path now
             rep = RoundReport(lost=set(keys))
         t2 = time.perf_counter()
@@ -164,8 +188,13 @@ def solve_many(
         if own:
             backend.close()
     t3 = time.perf_counter()
-    return FleetResult(sites, t3 - t0, rep.n_tasks, rep,
-                       {"pack_s": t1 - t0, "round_s": t2 - t1, "finish_s": t3 - t2})
+    return FleetResult(
+        sites,
+        t3 - t0,
+        rep.n_tasks,
+        rep,
+        {"pack_s": t1 - t0, "round_s": t2 - t1, "finish_s": t3 - t2},
+    )
 
 
 def _wait_s(deadline_s: float | None) -> float:

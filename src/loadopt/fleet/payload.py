@@ -39,6 +39,7 @@ _NOT_SENT = frozenset({"G", "session_anc", "evse_anc", "avail"})
 #: The object fields: rebuilt on the worker as stand-ins.
 _OBJECTS = frozenset({"horizon", "site", "sessions", "signals", "objective"})
 
+
 @dataclass(frozen=True, eq=False)
 class ProblemPayload:
     """The arrays of one problem as they travel to a worker (see the module docstring)."""
@@ -64,8 +65,12 @@ class ProblemPayload:
     def nbytes(self) -> int:
         """Bytes of array data carried (what dominates the pickled size)."""
         return sum(
-            x.nbytes for e in self.arrays.values() if e is not None for x in e
-            if isinstance(x, np.ndarray))
+            x.nbytes
+            for e in self.arrays.values()
+            if e is not None
+            for x in e
+            if isinstance(x, np.ndarray)
+        )
 
 
 def _narrow(a: np.ndarray) -> np.ndarray:
@@ -115,8 +120,13 @@ def _decode(e: tuple) -> np.ndarray:
     return arr.astype(dt, copy=False)
 
 
-def _derived_G_data(row_kind: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
-                    var_session: np.ndarray, kw_per_a: np.ndarray) -> np.ndarray:
+def _derived_G_data(
+    row_kind: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    var_session: np.ndarray,
+    kw_per_a: np.ndarray,
+) -> np.ndarray:
     """Safety-matrix coefficients as compile writes them: 1 on current rows, kW/A elsewhere."""
     kind = np.repeat(row_kind, np.diff(indptr))
     return np.where(kind == ROW_NODE_CURRENT, 1.0, kw_per_a[var_session[indices]])
@@ -139,52 +149,77 @@ def pack_problem(problem: Problem, key: str) -> ProblemPayload:
     G = problem.G.tocsr()
     arrays["G_indptr"] = _encode(G.indptr)
     arrays["G_indices"] = _encode(G.indices)
-    derived = _derived_G_data(problem.row_kind, G.indptr, G.indices, problem.var_session,
-                              problem.session_kw_per_a)
+    derived = _derived_G_data(
+        problem.row_kind, G.indptr, G.indices, problem.var_session, problem.session_kw_per_a
+    )
     # a row kind with other coefficients (added after this was written) travels as it is
     if not np.array_equal(derived, G.data):
         arrays["G_data"] = _encode(np.asarray(G.data))
     hz = problem.horizon
     return ProblemPayload(
-        key=key, start=hz.start, step_s=hz.step_s, n_periods=hz.n_periods,
-        objective=problem.objective.model_dump(), peak_so_far_kw=problem.signals.peak_so_far_kw,
-        session_ids=problem.session_ids, node_ids=problem.node_ids, evse_ids=problem.evse_ids,
-        dr_event_ids=problem.dr_event_ids, notices=problem.notices,
-        arrays=arrays, other=other, periods_s=hz.periods_s,
+        key=key,
+        start=hz.start,
+        step_s=hz.step_s,
+        n_periods=hz.n_periods,
+        objective=problem.objective.model_dump(),
+        peak_so_far_kw=problem.signals.peak_so_far_kw,
+        session_ids=problem.session_ids,
+        node_ids=problem.node_ids,
+        evse_ids=problem.evse_ids,
+        dr_event_ids=problem.dr_event_ids,
+        notices=problem.notices,
+        arrays=arrays,
+        other=other,
+        periods_s=hz.periods_s,
     )
 
 
 def unpack_problem(payload: ProblemPayload) -> Problem:
     """The worker's :class:`Problem`: the same arrays, stand-in objects (module docstring)."""
-    a: dict[str, Any] = {k: (None if e is None else _decode(e))
-                         for k, e in payload.arrays.items()}
+    a: dict[str, Any] = {k: (None if e is None else _decode(e)) for k, e in payload.arrays.items()}
     indptr, indices = a.pop("G_indptr"), a.pop("G_indices")
     G_data = a.pop("G_data", None)
     T = payload.n_periods
-    data = (G_data if G_data is not None else
-            _derived_G_data(a["row_kind"], indptr, indices, a["var_session"],
-                            a["session_kw_per_a"]))
+    data = (
+        G_data
+        if G_data is not None
+        else _derived_G_data(
+            a["row_kind"], indptr, indices, a["var_session"], a["session_kw_per_a"]
+        )
+    )
     G = sp.csr_matrix((data, indices, indptr), shape=(a["h"].size, a["var_session"].size))
     N = len(payload.node_ids)
     session_anc = _ancestors(a["node_parent"], a["evse_node"][a["session_evse"]], N)
     evse_anc = _ancestors(a["node_parent"], a["evse_node"], N)
-    horizon = Horizon.model_construct(start=payload.start, step_s=payload.step_s,
-                                      n_periods=T, periods_s=payload.periods_s)
+    horizon = Horizon.model_construct(
+        start=payload.start, step_s=payload.step_s, n_periods=T, periods_s=payload.periods_s
+    )
     site = Site.model_construct(id=payload.key, nodes=(), evses=())
     a["avail"] = np.full((len(payload.session_ids), T), np.nan)  # never read on a worker
     for v in a.values():
         if v is not None:
             v.setflags(write=False)
-    other = {k: v for k, v in payload.other.items()
-             if k not in ("node_ids", "evse_ids", "session_ids", "dr_event_ids", "notices")}
+    other = {
+        k: v
+        for k, v in payload.other.items()
+        if k not in ("node_ids", "evse_ids", "session_ids", "dr_event_ids", "notices")
+    }
     return Problem(
-        horizon=horizon, site=site, sessions=(),
+        horizon=horizon,
+        site=site,
+        sessions=(),
         signals=Signals.model_construct(peak_so_far_kw=payload.peak_so_far_kw),
         objective=Objective.model_construct(None, **payload.objective),
-        node_ids=payload.node_ids, evse_ids=payload.evse_ids,
-        session_ids=payload.session_ids, dr_event_ids=payload.dr_event_ids,
-        notices=payload.notices, G=G, session_anc=session_anc, evse_anc=evse_anc,
-        **other, **a,
+        node_ids=payload.node_ids,
+        evse_ids=payload.evse_ids,
+        session_ids=payload.session_ids,
+        dr_event_ids=payload.dr_event_ids,
+        notices=payload.notices,
+        G=G,
+        session_anc=session_anc,
+        evse_anc=evse_anc,
+        **other,
+        **a,
     )
 
 

@@ -33,11 +33,21 @@ from ..site import Site
 FORMAT = "loadopt-fleet-state/1"
 
 #: Controller constructor settings kept.
-_INIT = ("step_s", "n_periods", "coarse_step_s", "fine_s", "align_to_grid", "time_limit_s",
-         "default_dwell_h",
-         "default_energy_kwh",
-         "reshare", "reshare_threshold_a", "reshare_headroom_a", "overstay_extension_h",
-         "expected_grace_h")
+_INIT = (
+    "step_s",
+    "n_periods",
+    "coarse_step_s",
+    "fine_s",
+    "align_to_grid",
+    "time_limit_s",
+    "default_dwell_h",
+    "default_energy_kwh",
+    "reshare",
+    "reshare_threshold_a",
+    "reshare_headroom_a",
+    "overstay_extension_h",
+    "expected_grace_h",
+)
 #: Warm-start settings of the optimising planner.
 _WARM = ("warm", "warm_min_mapped", "alien_basis", "cold_after_limit_cut")
 #: The controller's clock state: last reading time, last step, EVSEs budgeted at what their
@@ -80,21 +90,27 @@ def controller_state(ctl: Controller) -> dict[str, Any]:
     def t(v: datetime | None) -> str | None:
         return None if v is None else v.isoformat()
 
-    states = [{f.name: _out(getattr(st, f.name)) for f in dataclasses.fields(st)}
-              for st in ctl._state.values()]
+    states = [
+        {f.name: _out(getattr(st, f.name)) for f in dataclasses.fields(st)}
+        for st in ctl._state.values()
+    ]
     from ..planner import SolvePlanner
 
     if isinstance(ctl.planner, SolvePlanner):
-        planner = {"options": ctl.planner.options.model_dump(mode="json"),
-                   **{k: getattr(ctl, k) for k in _WARM}}
+        planner = {
+            "options": ctl.planner.options.model_dump(mode="json"),
+            **{k: getattr(ctl, k) for k in _WARM},
+        }
     else:  # a user's callable cannot be written down: it is passed again on restore
         planner = {"custom": repr(ctl.planner)}
     return {
         "site": ctl.site.model_dump(mode="json"),
         "settings": {k: getattr(ctl, k) for k in _INIT},
         "planner": planner,
-        "reservations": {e: {"current_a": list(r.current_a), "until": t(r.until),
-                             "reason": r.reason} for e, r in ctl.reservations.items()},
+        "reservations": {
+            e: {"current_a": list(r.current_a), "until": t(r.until), "reason": r.reason}
+            for e, r in ctl.reservations.items()
+        },
         "signals": ctl.signals.model_dump(mode="json"),
         "objective": ctl.objective.model_dump(mode="json"),
         "sessions": states,
@@ -123,16 +139,22 @@ def controller_from_state(d: Mapping[str, Any], planner: Any = None) -> Controll
     saved = dict(d.get("planner") or {"options": {"method": "lp"}})
     if planner is None:
         if "custom" in saved:
-            raise InputError(f"fleet state: the controller used a custom planner "
-                             f"({saved['custom']}); pass it again to restore")
+            raise InputError(
+                f"fleet state: the controller used a custom planner "
+                f"({saved['custom']}); pass it again to restore"
+            )
         opts = saved.pop("options")
-        cls: Any = {"lp": LpOptions, "milp": MilpOptions, "auto": AutoOptions,
-                    "fast": FastOptions}[opts.get("method", "lp")]
+        cls: Any = {"lp": LpOptions, "milp": MilpOptions, "auto": AutoOptions, "fast": FastOptions}[
+            opts.get("method", "lp")
+        ]
         planner = SolvePlanner(cls.model_validate(opts), **{k: saved[k] for k in _WARM})
-    ctl = Controller(Site.model_validate(d["site"]),
-                     signals=Signals.model_validate(d["signals"]),
-                     objective=Objective.model_validate(d["objective"]),
-                     planner=planner, **settings)
+    ctl = Controller(
+        Site.model_validate(d["site"]),
+        signals=Signals.model_validate(d["signals"]),
+        objective=Objective.model_validate(d["objective"]),
+        planner=planner,
+        **settings,
+    )
     for e, r in d.get("reservations", {}).items():
         ctl.reserve(e, tuple(r["current_a"]), until=t(r["until"]), reason=r["reason"])
     for s in d.get("expected", ()):
@@ -151,14 +173,25 @@ def controller_from_state(d: Mapping[str, Any], planner: Any = None) -> Controll
     for k, v in d.get("clock", {}).items():
         if k not in _CLOCK:
             raise InputError(f"fleet state: unknown controller clock field {k!r}")
-        setattr(ctl, k, _in(v, "set" if k == "_observed" else "datetime" if k in (
-            "_clock", "_last_now") else "list"))
+        setattr(
+            ctl,
+            k,
+            _in(
+                v,
+                "set"
+                if k == "_observed"
+                else "datetime"
+                if k in ("_clock", "_last_now")
+                else "list",
+            ),
+        )
     return ctl
 
 
 def dumps(controllers: Mapping[str, Controller]) -> str:
-    return json.dumps({"format": FORMAT,
-                       "sites": {k: controller_state(c) for k, c in controllers.items()}})
+    return json.dumps(
+        {"format": FORMAT, "sites": {k: controller_state(c) for k, c in controllers.items()}}
+    )
 
 
 def loads(text: str, planners: Mapping[str, Any] | None = None) -> dict[str, Controller]:
@@ -167,8 +200,10 @@ def loads(text: str, planners: Mapping[str, Any] | None = None) -> dict[str, Con
     except json.JSONDecodeError as exc:
         raise InputError(f"fleet state is not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise InputError(f"fleet state: expected format {FORMAT!r}, got "
-                         f"{doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r}")
+        raise InputError(
+            f"fleet state: expected format {FORMAT!r}, got "
+            f"{doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r}"
+        )
     out = {}
     for key, d in doc["sites"].items():
         try:
@@ -201,8 +236,9 @@ def save_controllers(controllers: Mapping[str, Controller], path: str | os.PathL
         raise
 
 
-def load_controllers(path: str | os.PathLike,
-                     planners: Mapping[str, Any] | None = None) -> dict[str, Controller]:
+def load_controllers(
+    path: str | os.PathLike, planners: Mapping[str, Any] | None = None
+) -> dict[str, Controller]:
     """The controllers saved at ``path`` by :func:`save_controllers` (``planners``: site key ->
     planner, for sites saved with a custom planner)."""
     p = str(path)

@@ -109,9 +109,16 @@ def planner_spec(planner: Any) -> tuple:
 
     if isinstance(planner, SolvePlanner):
         ws = planner.warm_start
-        return ("solve", planner.options, {"warm": ws.enabled, "warm_min_mapped": ws.min_mapped,
-                                           "alien_basis": ws.alien,
-                                           "cold_after_limit_cut": ws.cold_after_limit_cut})
+        return (
+            "solve",
+            planner.options,
+            {
+                "warm": ws.enabled,
+                "warm_min_mapped": ws.min_mapped,
+                "alien_basis": ws.alien,
+                "cold_after_limit_cut": ws.cold_after_limit_cut,
+            },
+        )
     return ("callable", planner)
 
 
@@ -123,11 +130,16 @@ def _with_time_limit(options: Any, limit: float | None) -> Any:
         return options
     if isinstance(options, LpOptions | MilpOptions):
         old = options.time_limit_s
-        return options.model_copy(update={"time_limit_s": limit if old is None
-                                          else min(old, limit)})
+        return options.model_copy(
+            update={"time_limit_s": limit if old is None else min(old, limit)}
+        )
     if isinstance(options, AutoOptions):
-        return options.model_copy(update={"lp": _with_time_limit(options.lp, limit),
-                                          "milp": _with_time_limit(options.milp, limit)})
+        return options.model_copy(
+            update={
+                "lp": _with_time_limit(options.lp, limit),
+                "milp": _with_time_limit(options.milp, limit),
+            }
+        )
     return options
 
 
@@ -141,8 +153,9 @@ def _budget(deadline: float | None, time_limit_s: float | None) -> tuple[bool, f
     return False, left if time_limit_s is None else min(time_limit_s, left)
 
 
-def run_batch(tasks: list[SolveTask | StepTask], token: str,
-              deadline: float | None) -> list[SolveOutcome]:
+def run_batch(
+    tasks: list[SolveTask | StepTask], token: str, deadline: float | None
+) -> list[SolveOutcome]:
     """Solve each task in order. ``deadline`` is wall-clock epoch seconds (``time.time()``):
     a task that starts after it is not solved (``status="expired"``: the coordinator gives that
     site its fast-path schedule), and each solver gets at most the time left."""
@@ -158,8 +171,17 @@ def run_batch(tasks: list[SolveTask | StepTask], token: str,
             else:
                 out.append(_run_solve(task, deadline, t0))
         except Exception as exc:  # one bad site never loses the batch
-            out.append(SolveOutcome(key, None, "error", "", message=repr(exc),
-                                    worker=worker_id(), total_s=time.perf_counter() - t0))
+            out.append(
+                SolveOutcome(
+                    key,
+                    None,
+                    "error",
+                    "",
+                    message=repr(exc),
+                    worker=worker_id(),
+                    total_s=time.perf_counter() - t0,
+                )
+            )
     return out
 
 
@@ -170,16 +192,26 @@ def _run_solve(task: SolveTask, deadline: float | None, t0: float) -> SolveOutco
     expired, limit = _budget(deadline, kw.get("time_limit_s"))
     key = task.key
     if expired:
-        return SolveOutcome(key, None, "expired", "", message="deadline passed before the solve",
-                            worker=worker_id())
+        return SolveOutcome(
+            key, None, "expired", "", message="deadline passed before the solve", worker=worker_id()
+        )
     if limit is not None:
         kw["time_limit_s"] = limit
     problem = task.get_problem()
     t1 = time.perf_counter()
     sched = solve(problem, **kw)
-    return SolveOutcome(key, x_deciamps(problem, sched.current), sched.status.value,
-                        sched.method, sched.objective, sched.solve_time_s, sched.message,
-                        worker=worker_id(), build_s=t1 - t0, total_s=time.perf_counter() - t0)
+    return SolveOutcome(
+        key,
+        x_deciamps(problem, sched.current),
+        sched.status.value,
+        sched.method,
+        sched.objective,
+        sched.solve_time_s,
+        sched.message,
+        worker=worker_id(),
+        build_s=t1 - t0,
+        total_s=time.perf_counter() - t0,
+    )
 
 
 def _run_step(task: StepTask, token: str, deadline: float | None, t0: float) -> SolveOutcome:
@@ -189,8 +221,9 @@ def _run_step(task: StepTask, token: str, deadline: float | None, t0: float) -> 
     key = task.key
     expired, limit = _budget(deadline, None)
     if expired:
-        return SolveOutcome(key, None, "expired", "", message="deadline passed before the solve",
-                            worker=worker_id())
+        return SolveOutcome(
+            key, None, "expired", "", message="deadline passed before the solve", worker=worker_id()
+        )
     problem = task.get_problem()
     spec = task.planner
     if spec[0] == "solve":
@@ -205,13 +238,23 @@ def _run_step(task: StepTask, token: str, deadline: float | None, t0: float) -> 
     t1 = time.perf_counter()
     # the controller's own planner call: results checked the same way as Controller.step
     sched, mode, reason, solve_s = Controller._plan(_Shell(planner), problem)  # type: ignore[arg-type]
-    return SolveOutcome(key, x_deciamps(problem, sched.current), sched.status.value,
-                        sched.method, sched.objective, solve_s, sched.message, mode, reason,
-                        worker_id(), t1 - t0, time.perf_counter() - t0)
+    return SolveOutcome(
+        key,
+        x_deciamps(problem, sched.current),
+        sched.status.value,
+        sched.method,
+        sched.objective,
+        solve_s,
+        sched.message,
+        mode,
+        reason,
+        worker_id(),
+        t1 - t0,
+        time.perf_counter() - t0,
+    )
 
 
-def _run_coupled(task: CoupledTask, token: str, deadline: float | None,
-                 t0: float) -> SolveOutcome:
+def _run_coupled(task: CoupledTask, token: str, deadline: float | None, t0: float) -> SolveOutcome:
     from .allowance import CoupledSite
 
     key = task.key
@@ -227,8 +270,16 @@ def _run_coupled(task: CoupledTask, token: str, deadline: float | None,
     t1 = time.perf_counter()
     vec = np.asarray(task.vector, dtype=np.float64)
     vals = site.price(vec, limit) if task.op == "price" else site.allow(vec, limit)
-    return SolveOutcome(key, None, "done", f"coupled-{task.op}", worker=worker_id(),
-                        build_s=t1 - t0, total_s=time.perf_counter() - t0, values=vals)
+    return SolveOutcome(
+        key,
+        None,
+        "done",
+        f"coupled-{task.op}",
+        worker=worker_id(),
+        build_s=t1 - t0,
+        total_s=time.perf_counter() - t0,
+        values=vals,
+    )
 
 
 @dataclass

@@ -88,8 +88,9 @@ def signal_arrays(
     # before the period starts and neither gone nor full before it ends.
     start_s = np.maximum(arrival_s, 0.0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        full_s = np.where(session_max_kw > 0,
-                          start_s + 3600.0 * session_energy_kwh / session_max_kw, -np.inf)
+        full_s = np.where(
+            session_max_kw > 0, start_s + 3600.0 * session_energy_kwh / session_max_kw, -np.inf
+        )
     draw_end = np.minimum(departure_s, full_s)
     whole = (arrival_s[:, None] <= lo_b[None, :]) & (draw_end[:, None] >= hi_b[None, :])
     ev_kw = session_anc.T @ (whole * session_max_kw[:, None])  # (N, T)
@@ -123,8 +124,9 @@ def signal_arrays(
         elif sig.node in node_index:
             n = node_index[sig.node]
         else:
-            raise InputError(f"grid signal {sig.id!r}: node {sig.node!r} is not a node of the "
-                             f"site {site_id!r}")
+            raise InputError(
+                f"grid signal {sig.id!r}: node {sig.node!r} is not a node of the site {site_id!r}"
+            )
         nodes[j] = n
         off = sig.offset_s(site_id)
         offsets[j] = off
@@ -176,8 +178,9 @@ def signal_arrays(
             export_pen[live] = np.maximum(export_pen[live], sig.penalty_per_kwh)
             req[j, live] = float(value)  # type: ignore[arg-type]
         elif kind == "setpoint_kw":
-            better = live & ((sig.priority > sp_prio)
-                             | ((sig.priority == sp_prio) & (float(value) < setpoint)))  # type: ignore[arg-type]
+            better = live & (
+                (sig.priority > sp_prio) | ((sig.priority == sp_prio) & (float(value) < setpoint))  # type: ignore[arg-type]
+            )
             setpoint[better] = float(value)  # type: ignore[arg-type]
             sp_prio[better] = sig.priority
             sp_pen[better] = sig.penalty_per_kwh
@@ -195,8 +198,11 @@ def signal_arrays(
             cap[j, capped] = np.maximum(cap[j, capped], floor_kw[j, capped])
             vin = under[var_session] & capped[var_period]
             with np.errstate(divide="ignore", invalid="ignore"):
-                fa = np.where(session_kw_per_a[var_session] > 0,
-                              sig.floor_kw_per_device / session_kw_per_a[var_session], 0.0)
+                fa = np.where(
+                    session_kw_per_a[var_session] > 0,
+                    sig.floor_kw_per_device / session_kw_per_a[var_session],
+                    0.0,
+                )
             floor_a = np.where(vin, np.maximum(floor_a, np.minimum(fa, var_ub)), floor_a)
         if sig.valid_until is not None:
             cap[j, stale_any] = np.minimum(cap[j, stale_any], float(sig.fallback_kw or 0.0))
@@ -209,10 +215,20 @@ def signal_arrays(
         node_cap_a[nodes[j]] = np.minimum(node_cap_a[nodes[j]], cap_a[j])
     setpoint = np.where(np.isfinite(sp_prio), setpoint, np.nan)
     return SignalArrays(
-        ids=tuple(s.id for s in signals), node=nodes, kind=tuple(kinds), cap_kw=cap,
-        required_kw=req, node_cap_kw=node_cap, node_cap_a=node_cap_a, floor_kw=floor_kw,
+        ids=tuple(s.id for s in signals),
+        node=nodes,
+        kind=tuple(kinds),
+        cap_kw=cap,
+        required_kw=req,
+        node_cap_kw=node_cap,
+        node_cap_a=node_cap_a,
+        floor_kw=floor_kw,
         floor_a=floor_a,
-        import_adder=import_adder, export_adder=export_adder, setpoint_kw=setpoint,
-        setpoint_penalty=sp_pen, export_cap_kw=export_cap, export_penalty=export_pen,
+        import_adder=import_adder,
+        export_adder=export_adder,
+        setpoint_kw=setpoint,
+        setpoint_penalty=sp_pen,
+        export_cap_kw=export_cap,
+        export_penalty=export_pen,
         offset_s=offsets,
     )

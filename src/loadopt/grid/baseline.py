@@ -22,11 +22,21 @@ from .._base import SeriesPoint
 from ..errors import InputError
 
 
-def ten_of_ten(times: Sequence[datetime], kw: Sequence[float], start: datetime, end: datetime,
-               *, tz: tzinfo | None = None, step_s: int = 900, n_days: int = 10,
-               lookback_days: int = 45, excluded_days: Iterable[date] = (),
-               same_day_type: bool = True, adjustment_h: float | None = None,
-               adjustment_cap: float = 0.2) -> tuple[SeriesPoint, ...]:
+def ten_of_ten(
+    times: Sequence[datetime],
+    kw: Sequence[float],
+    start: datetime,
+    end: datetime,
+    *,
+    tz: tzinfo | None = None,
+    step_s: int = 900,
+    n_days: int = 10,
+    lookback_days: int = 45,
+    excluded_days: Iterable[date] = (),
+    same_day_type: bool = True,
+    adjustment_h: float | None = None,
+    adjustment_cap: float = 0.2,
+) -> tuple[SeriesPoint, ...]:
     """The ``n_days``-of-``n_days`` baseline (kW) of the event ``[start, end)``.
 
     ``times`` / ``kw``: metered mean power (kW) of the intervals of ``step_s`` seconds starting at
@@ -48,8 +58,11 @@ def ten_of_ten(times: Sequence[datetime], kw: Sequence[float], start: datetime, 
     v = np.asarray(kw, dtype=np.float64)
     series = dict(zip(t_s.tolist(), v.tolist(), strict=True))
     offs = np.arange(0, int((end - start).total_seconds()), step_s, dtype=np.int64)
-    adj_offs = (np.arange(-int(adjustment_h * 3600), 0, step_s, dtype=np.int64)
-                if adjustment_h else np.zeros(0, np.int64))
+    adj_offs = (
+        np.arange(-int(adjustment_h * 3600), 0, step_s, dtype=np.int64)
+        if adjustment_h
+        else np.zeros(0, np.int64)
+    )
     local_start = start.astimezone(tz)
     event_day = local_start.date()
     weekend = event_day.weekday() >= 5
@@ -79,20 +92,28 @@ def ten_of_ten(times: Sequence[datetime], kw: Sequence[float], start: datetime, 
         if len(rows) == n_days:
             break
     if len(rows) < n_days:
-        raise InputError(f"ten_of_ten: only {len(rows)} eligible day(s) with complete data in "
-                         f"the {lookback_days} days before {event_day}, need {n_days}")
+        raise InputError(
+            f"ten_of_ten: only {len(rows)} eligible day(s) with complete data in "
+            f"the {lookback_days} days before {event_day}, need {n_days}"
+        )
     base = np.mean(rows, axis=0)
     if adjustment_h:
         today = window(event_day, adj_offs)
         if today is None:
-            raise InputError(f"ten_of_ten: the {adjustment_h} h before the event on "
-                             f"{event_day} are not fully metered (day-of adjustment)")
+            raise InputError(
+                f"ten_of_ten: the {adjustment_h} h before the event on "
+                f"{event_day} are not fully metered (day-of adjustment)"
+            )
         ref = float(np.mean(adj_rows))
         ratio = float(np.mean(today)) / ref if ref > 0 else 1.0
         base = base * min(max(ratio, 1.0 - adjustment_cap), 1.0 + adjustment_cap)
     t0 = _epoch(start)
-    return tuple(SeriesPoint(start=datetime.fromtimestamp(t0 + int(o), start.tzinfo),
-                             value=float(max(b, 0.0))) for o, b in zip(offs, base, strict=True))
+    return tuple(
+        SeriesPoint(
+            start=datetime.fromtimestamp(t0 + int(o), start.tzinfo), value=float(max(b, 0.0))
+        )
+        for o, b in zip(offs, base, strict=True)
+    )
 
 
 def _epoch(t: datetime) -> int:

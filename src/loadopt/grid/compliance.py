@@ -61,20 +61,39 @@ class SignalCompliance:
     def as_dict(self) -> dict:
         """Plain JSON-able form (what the reports carry)."""
         return {
-            "signal": self.signal_id, "source": self.source, "ref": self.ref, "node": self.node,
-            "kind": self.kind, "compliant": self.compliant, "curtailed_kwh": self.curtailed_kwh,
+            "signal": self.signal_id,
+            "source": self.source,
+            "ref": self.ref,
+            "node": self.node,
+            "kind": self.kind,
+            "compliant": self.compliant,
+            "curtailed_kwh": self.curtailed_kwh,
             "periods": [
-                {"start": t.isoformat(), "required_kw": float(r), "planned_kw": float(p),
-                 "metered_kw": None if self.metered_kw is None else float(self.metered_kw[k]),
-                 "met": bool(m), "cause": c}
-                for k, (t, r, p, m, c) in enumerate(zip(self.period_start, self.required_kw,
-                                                        self.planned_kw, self.met, self.cause,
-                                                        strict=True))],
+                {
+                    "start": t.isoformat(),
+                    "required_kw": float(r),
+                    "planned_kw": float(p),
+                    "metered_kw": None if self.metered_kw is None else float(self.metered_kw[k]),
+                    "met": bool(m),
+                    "cause": c,
+                }
+                for k, (t, r, p, m, c) in enumerate(
+                    zip(
+                        self.period_start,
+                        self.required_kw,
+                        self.planned_kw,
+                        self.met,
+                        self.cause,
+                        strict=True,
+                    )
+                )
+            ],
         }
 
 
-def compliance(schedule, metered_kw: Mapping[str, np.ndarray] | np.ndarray | None = None
-               ) -> tuple[SignalCompliance, ...]:
+def compliance(
+    schedule, metered_kw: Mapping[str, np.ndarray] | np.ndarray | None = None
+) -> tuple[SignalCompliance, ...]:
     """Compliance of every grid signal of ``schedule.problem``.
 
     ``metered_kw``: per-period metered power (kW, the period's mean or its largest reading — a
@@ -136,27 +155,39 @@ def compliance(schedule, metered_kw: Mapping[str, np.ndarray] | np.ndarray | Non
         if kind == "current_cap_a":
             fixed = np.where(p.node_carries_base[n], p.base_load_a, 0.0)[cover]
         else:
-            fixed = (fixed_root if n == root else
-                     np.where(p.node_carries_base[n], p.base_load_kw, 0.0))[cover]
+            fixed = (
+                fixed_root if n == root else np.where(p.node_carries_base[n], p.base_load_kw, 0.0)
+            )[cover]
         for k in range(cover.size):
             if met[k]:
                 causes.append("")
             elif kind == "export_cap_kw":
-                causes.append("export above the cap: not enough controllable load to absorb the "
-                              "PV surplus (no discharge)")
+                causes.append(
+                    "export above the cap: not enough controllable load to absorb the "
+                    "PV surplus (no discharge)"
+                )
             elif kind == "setpoint_kw":
-                causes.append("setpoint not reachable: the vehicles are at their limits or want "
-                              "no more energy")
-            elif metered is not None and not np.isnan(metered[k]) and metered[k] > planned[k] \
-                    + CAP_TOL * max(abs(r[k]), 1.0):
-                causes.append(f"metered {metered[k]:.2f} kW above the plan {planned[k]:.2f} kW: "
-                              "a vehicle drew more than its limit or the base load / PV "
-                              "differed from the forecast")
+                causes.append(
+                    "setpoint not reachable: the vehicles are at their limits or want "
+                    "no more energy"
+                )
+            elif (
+                metered is not None
+                and not np.isnan(metered[k])
+                and metered[k] > planned[k] + CAP_TOL * max(abs(r[k]), 1.0)
+            ):
+                causes.append(
+                    f"metered {metered[k]:.2f} kW above the plan {planned[k]:.2f} kW: "
+                    "a vehicle drew more than its limit or the base load / PV "
+                    "differed from the forecast"
+                )
             elif fixed[k] > r[k] + CAP_TOL:
                 causes.append(f"the base load alone ({fixed[k]:.2f} kW) exceeds the cap")
             elif floors[j, cover[k]] > r[k]:
-                causes.append(f"§14a floors ({floors[j, cover[k]]:.2f} kW for the devices "
-                              "plugged in) are above the cap")
+                causes.append(
+                    f"§14a floors ({floors[j, cover[k]]:.2f} kW for the devices "
+                    "plugged in) are above the cap"
+                )
             else:
                 causes.append("planned above the cap (another limit's projection)")
         curtailed = 0.0
@@ -170,20 +201,32 @@ def compliance(schedule, metered_kw: Mapping[str, np.ndarray] | np.ndarray | Non
                 could = float((room[np.ix_(under, t_b)] * dt[t_b]).sum())
                 curtailed = min(could, float(short[under].sum()))
         g = by_id.get(sid)
-        out.append(SignalCompliance(
-            signal_id=sid, source=g.source if g else "manual", ref=g.ref if g else None,
-            node="" if n == root else p.node_ids[n], kind=kind, period_index=cover,
-            period_start=tuple(p.horizon.period_start(int(t)) for t in cover),
-            required_kw=r, planned_kw=planned, metered_kw=metered, met=np.asarray(met, bool),
-            cause=tuple(causes), curtailed_kwh=curtailed))
+        out.append(
+            SignalCompliance(
+                signal_id=sid,
+                source=g.source if g else "manual",
+                ref=g.ref if g else None,
+                node="" if n == root else p.node_ids[n],
+                kind=kind,
+                period_index=cover,
+                period_start=tuple(p.horizon.period_start(int(t)) for t in cover),
+                required_kw=r,
+                planned_kw=planned,
+                metered_kw=metered,
+                met=np.asarray(met, bool),
+                cause=tuple(causes),
+                curtailed_kwh=curtailed,
+            )
+        )
     return tuple(out)
 
 
 def _meters(metered_kw, p, root: int) -> dict[int, np.ndarray]:
     if metered_kw is None:
         return {}
-    items = ({"": metered_kw} if isinstance(metered_kw, np.ndarray | list | tuple)
-             else dict(metered_kw))
+    items = (
+        {"": metered_kw} if isinstance(metered_kw, np.ndarray | list | tuple) else dict(metered_kw)
+    )
     out = {}
     for node_id, arr in items.items():
         if node_id in ("", None):
@@ -194,7 +237,9 @@ def _meters(metered_kw, p, root: int) -> dict[int, np.ndarray]:
             raise InputError(f"metered power for unknown node {node_id!r}")
         a = np.asarray(arr, dtype=np.float64)
         if a.shape != (p.n_periods,):
-            raise InputError(f"metered power of node {node_id or 'grid connection'!r} has shape "
-                             f"{a.shape}, expected ({p.n_periods},)")
+            raise InputError(
+                f"metered power of node {node_id or 'grid connection'!r} has shape "
+                f"{a.shape}, expected ({p.n_periods},)"
+            )
         out[k] = a
     return out

@@ -37,10 +37,22 @@ from ..signals import GridSignal
 
 SOURCE = "csip"
 _CANCELLED = {2, 3, 4}
-_IGNORED = ("opModGenLimW", "opModStorageTargetW", "opModFixedW", "opModTargetW",
-            "opModMaxLimW", "opModFixedVar", "opModTargetVar", "opModFixedPFAbsorbW",
-            "opModFixedPFInjectW", "opModVoltVar", "opModVoltWatt", "opModFreqWatt",
-            "opModWattPF", "opModWattVar")
+_IGNORED = (
+    "opModGenLimW",
+    "opModStorageTargetW",
+    "opModFixedW",
+    "opModTargetW",
+    "opModMaxLimW",
+    "opModFixedVar",
+    "opModTargetVar",
+    "opModFixedPFAbsorbW",
+    "opModFixedPFInjectW",
+    "opModVoltVar",
+    "opModVoltWatt",
+    "opModFreqWatt",
+    "opModWattPF",
+    "opModWattVar",
+)
 
 
 @dataclass(frozen=True)
@@ -79,11 +91,17 @@ def _base_kwargs(base, load_node: str | None) -> tuple[list[dict], list[str]]:
     return out, ignored
 
 
-def der_controls_to_signals(control_list_xml: bytes | str | None, *, now: datetime,
-                            default_xml: bytes | str | None = None, primacy: int = 0,
-                            load_node: str | None = None, span_s: float = 2 * 86_400,
-                            stale_after_s: float | None = None, fallback_kw: float | None = None
-                            ) -> CsipSignals:
+def der_controls_to_signals(
+    control_list_xml: bytes | str | None,
+    *,
+    now: datetime,
+    default_xml: bytes | str | None = None,
+    primacy: int = 0,
+    load_node: str | None = None,
+    span_s: float = 2 * 86_400,
+    stale_after_s: float | None = None,
+    fallback_kw: float | None = None,
+) -> CsipSignals:
     """Signals of a ``DERControlList`` document and/or a ``DefaultDERControl`` document.
 
     ``stale_after_s``: stamp every signal with ``valid_until = now + stale_after_s`` and the
@@ -96,29 +114,42 @@ def der_controls_to_signals(control_list_xml: bytes | str | None, *, now: dateti
     controls = []
     if control_list_xml is not None:
         try:
-            doc = ListModel.from_xml(control_list_xml if isinstance(control_list_xml, bytes)
-                                     else control_list_xml.encode())
+            doc = ListModel.from_xml(
+                control_list_xml
+                if isinstance(control_list_xml, bytes)
+                else control_list_xml.encode()
+            )
         except Exception as exc:
             raise InputError(f"IEEE 2030.5 DERControlList does not parse: {exc}") from None
         controls = list(doc.DERControl or [])
     default = None
     if default_xml is not None:
         try:
-            default = DefaultModel.from_xml(default_xml if isinstance(default_xml, bytes)
-                                            else default_xml.encode())
+            default = DefaultModel.from_xml(
+                default_xml if isinstance(default_xml, bytes) else default_xml.encode()
+            )
         except Exception as exc:
             raise InputError(f"IEEE 2030.5 DefaultDERControl does not parse: {exc}") from None
-    default_imp = (None if default is None or default.DERControlBase_.opModImpLimW is None
-                   else _kw(default.DERControlBase_.opModImpLimW))
+    default_imp = (
+        None
+        if default is None or default.DERControlBase_.opModImpLimW is None
+        else _kw(default.DERControlBase_.opModImpLimW)
+    )
     valid_until = fb = None
     if stale_after_s is not None:
         fb = fallback_kw if fallback_kw is not None else default_imp
         if fb is None:
-            raise InputError("IEEE 2030.5: a staleness rule needs fallback_kw or a "
-                             "DefaultDERControl with opModImpLimW (never 'no limit')")
+            raise InputError(
+                "IEEE 2030.5: a staleness rule needs fallback_kw or a "
+                "DefaultDERControl with opModImpLimW (never 'no limit')"
+            )
         valid_until = now + timedelta(seconds=stale_after_s)
-    stamp = {"valid_until": valid_until, "fallback_kw": fb, "priority": -int(primacy),
-             "source": SOURCE}
+    stamp = {
+        "valid_until": valid_until,
+        "fallback_kw": fb,
+        "priority": -int(primacy),
+        "source": SOURCE,
+    }
     horizon_end = now + timedelta(seconds=span_s)
     sigs: list[GridSignal] = []
     ignored: set[str] = set()
@@ -134,21 +165,38 @@ def der_controls_to_signals(control_list_xml: bytes | str | None, *, now: dateti
         limits, ign = _base_kwargs(c.DERControlBase_, load_node)
         ignored.update(ign)
         for k, kw in enumerate(limits):
-            sigs.append(GridSignal(id=f"csip:{c.mRID}:{k}", start=a, end=b, ref=str(c.mRID),
-                                   randomize_s=min(abs(int(c.randomizeStart or 0)), 86_400),
-                                   **stamp, **kw))
+            sigs.append(
+                GridSignal(
+                    id=f"csip:{c.mRID}:{k}",
+                    start=a,
+                    end=b,
+                    ref=str(c.mRID),
+                    randomize_s=min(abs(int(c.randomizeStart or 0)), 86_400),
+                    **stamp,
+                    **kw,
+                )
+            )
     if default is not None:
         limits, ign = _base_kwargs(default.DERControlBase_, load_node)
         ignored.update(ign)
         for n, (a, b) in enumerate(_gaps(now, horizon_end, active)):
             for k, kw in enumerate(limits):
-                sigs.append(GridSignal(id=f"csip:default:{default.mRID}:{n}:{k}", start=a, end=b,
-                                       ref=f"default:{default.mRID}", **stamp, **kw))
+                sigs.append(
+                    GridSignal(
+                        id=f"csip:default:{default.mRID}:{n}:{k}",
+                        start=a,
+                        end=b,
+                        ref=f"default:{default.mRID}",
+                        **stamp,
+                        **kw,
+                    )
+                )
     return CsipSignals(tuple(sigs), default_imp, tuple(sorted(ignored)))
 
 
-def _gaps(a: datetime, b: datetime, busy: list[tuple[datetime, datetime]]
-          ) -> list[tuple[datetime, datetime]]:
+def _gaps(
+    a: datetime, b: datetime, busy: list[tuple[datetime, datetime]]
+) -> list[tuple[datetime, datetime]]:
     """The parts of ``[a, b)`` that no interval in ``busy`` covers."""
     out = []
     cur = a

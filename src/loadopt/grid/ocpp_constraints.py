@@ -74,14 +74,18 @@ def station_node(site: Site, charge_point_id: str, evse_id: int | None) -> str:
     """The node an external constraint of this station (or one of its EVSEs) applies to."""
     evses = [e for e in site.evses if e.charge_point_id == charge_point_id]
     if not evses:
-        raise InputError(f"external constraint from unknown charging station "
-                         f"{charge_point_id!r} (no EVSE of site {site.id!r} has it)")
+        raise InputError(
+            f"external constraint from unknown charging station "
+            f"{charge_point_id!r} (no EVSE of site {site.id!r} has it)"
+        )
     if evse_id:
         for e in evses:
             if e.connector_id == evse_id:
                 return e.node
-        raise InputError(f"external constraint for EVSE {evse_id} of station "
-                         f"{charge_point_id!r}: no such EVSE on site {site.id!r}")
+        raise InputError(
+            f"external constraint for EVSE {evse_id} of station "
+            f"{charge_point_id!r}: no such EVSE on site {site.id!r}"
+        )
     parent = {n.id: n.parent for n in site.nodes}
 
     def path(n: str) -> list[str]:
@@ -102,9 +106,16 @@ def station_node(site: Site, charge_point_id: str, evse_id: int | None) -> str:
     return common[-1]
 
 
-def schedule_to_signals(site: Site, charge_point_id: str, schedule: dict, *,
-                        evse_id: int | None, received_at: datetime, limit_source: str = "Other",
-                        grid_critical: bool = False) -> tuple[GridSignal, ...]:
+def schedule_to_signals(
+    site: Site,
+    charge_point_id: str,
+    schedule: dict,
+    *,
+    evse_id: int | None,
+    received_at: datetime,
+    limit_source: str = "Other",
+    grid_critical: bool = False,
+) -> tuple[GridSignal, ...]:
     """The caps of one OCPP ``ChargingScheduleType`` (camelCase or snake_case keys)."""
     sch = _norm(schedule)
     sid = sch.get("id", 0)
@@ -115,8 +126,11 @@ def schedule_to_signals(site: Site, charge_point_id: str, schedule: dict, *,
     periods = sch.get("charging_schedule_period") or []
     if not periods:
         raise InputError(f"{what}: no chargingSchedulePeriod")
-    start = (_time(sch["start_schedule"], what) if sch.get("start_schedule") is not None
-             else _time(received_at, what))
+    start = (
+        _time(sch["start_schedule"], what)
+        if sch.get("start_schedule") is not None
+        else _time(received_at, what)
+    )
     dur = sch.get("duration")
     node = station_node(site, charge_point_id, evse_id)
     offsets = []
@@ -141,15 +155,24 @@ def schedule_to_signals(site: Site, charge_point_id: str, schedule: dict, *,
             continue
         kw = {"current_cap_a": lim} if unit == "A" else {"import_cap_kw": lim / 1000.0}
         src = source_of(charge_point_id)
-        out.append(GridSignal(
-            id=f"{src}:{evse_id or 0}:{sid}:{k}", start=a, end=b, node=node,
-            priority=100 if grid_critical else 0, source=src,
-            ref=f"{limit_source}:{sid}", **kw))
+        out.append(
+            GridSignal(
+                id=f"{src}:{evse_id or 0}:{sid}:{k}",
+                start=a,
+                end=b,
+                node=node,
+                priority=100 if grid_critical else 0,
+                source=src,
+                ref=f"{limit_source}:{sid}",
+                **kw,
+            )
+        )
     return tuple(out)
 
 
-def notify_charging_limit(site: Site, charge_point_id: str, payload: dict, *,
-                          received_at: datetime) -> tuple[GridSignal, ...]:
+def notify_charging_limit(
+    site: Site, charge_point_id: str, payload: dict, *, received_at: datetime
+) -> tuple[GridSignal, ...]:
     """Signals of a **NotifyChargingLimitRequest** (OCPP 2.0.1 / 2.1, K12).
 
     Without ``chargingSchedule`` the message only says that a limit exists (its value comes in
@@ -160,14 +183,23 @@ def notify_charging_limit(site: Site, charge_point_id: str, payload: dict, *,
     source = lim.get("charging_limit_source", "Other")
     out: list[GridSignal] = []
     for sch in p.get("charging_schedule") or []:
-        out.extend(schedule_to_signals(site, charge_point_id, sch, evse_id=p.get("evse_id"),
-                                       received_at=received_at, limit_source=source,
-                                       grid_critical=bool(lim.get("is_grid_critical"))))
+        out.extend(
+            schedule_to_signals(
+                site,
+                charge_point_id,
+                sch,
+                evse_id=p.get("evse_id"),
+                received_at=received_at,
+                limit_source=source,
+                grid_critical=bool(lim.get("is_grid_critical")),
+            )
+        )
     return tuple(out)
 
 
-def report_charging_profiles(site: Site, charge_point_id: str, payload: dict, *,
-                             received_at: datetime) -> tuple[GridSignal, ...]:
+def report_charging_profiles(
+    site: Site, charge_point_id: str, payload: dict, *, received_at: datetime
+) -> tuple[GridSignal, ...]:
     """Signals of the ``ChargingStationExternalConstraints`` profiles in a
     **ReportChargingProfilesRequest** (other purposes are loadopt's or the CSMS's own: skipped)."""
     p = _norm(payload)
@@ -181,9 +213,16 @@ def report_charging_profiles(site: Site, charge_point_id: str, payload: dict, *,
             scheds = [scheds]
         for sch in scheds:
             sch = {**sch, "id": sch.get("id", prof.get("id", 0))}
-            out.extend(schedule_to_signals(site, charge_point_id, sch,
-                                           evse_id=p.get("evse_id"), received_at=received_at,
-                                           limit_source=source))
+            out.extend(
+                schedule_to_signals(
+                    site,
+                    charge_point_id,
+                    sch,
+                    evse_id=p.get("evse_id"),
+                    received_at=received_at,
+                    limit_source=source,
+                )
+            )
     return tuple(out)
 
 

@@ -46,8 +46,19 @@ from ..signals import GridSignal
 log = logging.getLogger(__name__)
 
 SOURCE = "openadr2"
-_SI = {"p": 1e-12, "n": 1e-9, "micro": 1e-6, "m": 1e-3, "c": 1e-2, "d": 1e-1, "none": 1.0,
-       "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_SI = {
+    "p": 1e-12,
+    "n": 1e-9,
+    "micro": 1e-6,
+    "m": 1e-3,
+    "c": 1e-2,
+    "d": 1e-1,
+    "none": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+}
 
 
 class UnsupportedSignal(InputError):
@@ -78,9 +89,14 @@ def _startafter_s(event: Any) -> int:
     return 0
 
 
-def event_to_signals(event: Any, *, capacity_kw: float | None = None, node: str | None = None,
-                     valid_until: datetime | None = None, fallback_kw: float | None = None
-                     ) -> tuple[GridSignal, ...]:
+def event_to_signals(
+    event: Any,
+    *,
+    capacity_kw: float | None = None,
+    node: str | None = None,
+    valid_until: datetime | None = None,
+    fallback_kw: float | None = None,
+) -> tuple[GridSignal, ...]:
     """The :class:`GridSignal` s of one OpenADR 2.0b event (an ``openleadr`` event dict).
 
     ``capacity_kw``: what ``x-loadControlCapacity`` / ``PercentOffset`` are relative to (the
@@ -105,8 +121,10 @@ def event_to_signals(event: Any, *, capacity_kw: float | None = None, node: str 
             dur = _get(iv, "duration")
             value = _get(iv, "signal_payload")
             if not isinstance(start, datetime) or not isinstance(dur, timedelta) or value is None:
-                raise InputError(f"OpenADR 2.0b event {event_id!r} signal {sid!r}: interval "
-                                 f"{n} lacks dtstart, duration or payload")
+                raise InputError(
+                    f"OpenADR 2.0b event {event_id!r} signal {sid!r}: interval "
+                    f"{n} lacks dtstart, duration or payload"
+                )
             if start.tzinfo is None:
                 start = start.replace(tzinfo=UTC)
             kw: dict[str, Any] = {}
@@ -121,29 +139,47 @@ def event_to_signals(event: Any, *, capacity_kw: float | None = None, node: str 
                 kw["reduction_kw"] = -_kw(value, es)
             elif name == "LOAD_CONTROL" and typ == "x-loadControlSetpoint":
                 kw["import_cap_kw"] = max(_kw(value, es), 0.0)
-            elif name == "LOAD_CONTROL" and typ in ("x-loadControlCapacity",
-                                                    "x-loadControlPercentOffset"):
+            elif name == "LOAD_CONTROL" and typ in (
+                "x-loadControlCapacity",
+                "x-loadControlPercentOffset",
+            ):
                 if capacity_kw is None:
-                    raise UnsupportedSignal(f"OpenADR 2.0b event {event_id!r}: {typ} needs the "
-                                            "VEN's capacity_kw")
+                    raise UnsupportedSignal(
+                        f"OpenADR 2.0b event {event_id!r}: {typ} needs the VEN's capacity_kw"
+                    )
                 if typ == "x-loadControlCapacity":
                     kw["import_cap_kw"] = max(min(value, 1.0), 0.0) * capacity_kw
                 elif value <= 0:
                     kw["reduction_kw"] = min(-value, 100.0) / 100.0 * capacity_kw
                 else:
-                    raise UnsupportedSignal(f"OpenADR 2.0b event {event_id!r}: a positive "
-                                            "x-loadControlPercentOffset asks for more load")
+                    raise UnsupportedSignal(
+                        f"OpenADR 2.0b event {event_id!r}: a positive "
+                        "x-loadControlPercentOffset asks for more load"
+                    )
             elif name == "LOAD_CONTROL" and typ == "x-loadControlLevelOffset":
                 kw["level"] = max(0, min(3, round(value)))
             else:
-                raise UnsupportedSignal(f"OpenADR 2.0b event {event_id!r}: signal {name!r} of "
-                                        f"type {typ!r} is not supported")
+                raise UnsupportedSignal(
+                    f"OpenADR 2.0b event {event_id!r}: signal {name!r} of "
+                    f"type {typ!r} is not supported"
+                )
             # prices and setpoints live at the grid connection; caps may target a node
             node_kw = node if {"level", "import_cap_kw", "reduction_kw"} & kw.keys() else None
-            out.append(GridSignal(
-                id=f"{event_id}/{sid}/{_get(iv, 'uid', n)}", start=start, end=start + dur,
-                node=node_kw, priority=priority, source=SOURCE, ref=str(event_id),
-                randomize_s=rand, valid_until=valid_until, fallback_kw=fallback_kw, **kw))
+            out.append(
+                GridSignal(
+                    id=f"{event_id}/{sid}/{_get(iv, 'uid', n)}",
+                    start=start,
+                    end=start + dur,
+                    node=node_kw,
+                    priority=priority,
+                    source=SOURCE,
+                    ref=str(event_id),
+                    randomize_s=rand,
+                    valid_until=valid_until,
+                    fallback_kw=fallback_kw,
+                    **kw,
+                )
+            )
     if not out:
         raise InputError(f"OpenADR 2.0b event {event_id!r} has no signal intervals")
     return tuple(out)
@@ -175,22 +211,37 @@ class OpenAdr2Ven:
     with HTTP 500.
     """
 
-    def __init__(self, ven_name: str, vtn_url: str, *, fallback_kw: float,
-                 on_signals: Callable[[tuple[GridSignal, ...]], Any] | None = None,
-                 opt: Callable[[Any, tuple[GridSignal, ...]], bool] | None = None,
-                 capacity_kw: float | None = None, node: str | None = None,
-                 stale_after_s: float = 600.0, resource_id: str = "site",
-                 report_sampling_s: float = 10.0, ven_id: str | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        ven_name: str,
+        vtn_url: str,
+        *,
+        fallback_kw: float,
+        on_signals: Callable[[tuple[GridSignal, ...]], Any] | None = None,
+        opt: Callable[[Any, tuple[GridSignal, ...]], bool] | None = None,
+        capacity_kw: float | None = None,
+        node: str | None = None,
+        stale_after_s: float = 600.0,
+        resource_id: str = "site",
+        report_sampling_s: float = 10.0,
+        ven_id: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         try:
             from openleadr import OpenADRClient
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("OpenADR 2.0b needs openleadr: pip install 'loadopt[openadr]'") \
-                from exc
+            raise ImportError(
+                "OpenADR 2.0b needs openleadr: pip install 'loadopt[openadr]'"
+            ) from exc
         if not fallback_kw >= 0:
             raise InputError("OpenAdr2Ven: fallback_kw must be a number >= 0")
-        self.client = OpenADRClient(ven_name=ven_name, vtn_url=vtn_url, ven_id=ven_id,
-                                    show_fingerprint=False, allow_jitter=False)
+        self.client = OpenADRClient(
+            ven_name=ven_name,
+            vtn_url=vtn_url,
+            ven_id=ven_id,
+            show_fingerprint=False,
+            allow_jitter=False,
+        )
         self.client.add_handler("on_event", self._on_event)
         self.client.add_handler("on_update_event", self._on_event)
         self.on_signals = on_signals
@@ -206,14 +257,22 @@ class OpenAdr2Ven:
         self.problems: list[str] = []
         self.report = ReportState()
         sampling = timedelta(seconds=report_sampling_s)
-        for r_id, measurement in (("import", "REAL_POWER"), ("required", "REAL_POWER"),
-                                  ("met", "met")):
+        for r_id, measurement in (
+            ("import", "REAL_POWER"),
+            ("required", "REAL_POWER"),
+            ("met", "met"),
+        ):
             self.client.add_report(
-                callback=self._reader(r_id), resource_id=resource_id, r_id=r_id,
-                report_specifier_id="loadopt-compliance", measurement=measurement,
+                callback=self._reader(r_id),
+                resource_id=resource_id,
+                r_id=r_id,
+                report_specifier_id="loadopt-compliance",
+                measurement=measurement,
                 unit="W" if measurement == "REAL_POWER" else None,
                 scale="k" if measurement == "REAL_POWER" else "none",
-                sampling_rate=sampling, report_duration=timedelta(hours=1))
+                sampling_rate=sampling,
+                report_duration=timedelta(hours=1),
+            )
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -226,8 +285,11 @@ class OpenAdr2Ven:
     def signals(self) -> tuple[GridSignal, ...]:
         """Every signal of the events opted into, restamped with the current validity."""
         vu = self.last_contact + timedelta(seconds=self.stale_after_s)
-        return tuple(s.model_copy(update={"valid_until": vu, "fallback_kw": self.fallback_kw})
-                     for sigs in self.events.values() for s in sigs)
+        return tuple(
+            s.model_copy(update={"valid_until": vu, "fallback_kw": self.fallback_kw})
+            for sigs in self.events.values()
+            for s in sigs
+        )
 
     def refresh_validity(self) -> tuple[GridSignal, ...]:
         """Note a successful contact now (the client polled) and return :meth:`signals`."""
@@ -246,10 +308,13 @@ class OpenAdr2Ven:
                 self.events.pop(eid, None)
                 result = "optIn" if status == "completed" else self.opted.get(eid, "optIn")
             else:
-                sigs = event_to_signals(event, capacity_kw=self.capacity_kw, node=self.node,
-                                        valid_until=self.last_contact
-                                        + timedelta(seconds=self.stale_after_s),
-                                        fallback_kw=self.fallback_kw)
+                sigs = event_to_signals(
+                    event,
+                    capacity_kw=self.capacity_kw,
+                    node=self.node,
+                    valid_until=self.last_contact + timedelta(seconds=self.stale_after_s),
+                    fallback_kw=self.fallback_kw,
+                )
                 ok = True if self.opt is None else bool(self.opt(event, sigs))
                 if ok:
                     self.events[eid] = sigs
@@ -273,8 +338,13 @@ class OpenAdr2Ven:
         return result
 
     # ------------------------------------------------------------------ reports
-    def record(self, at: datetime, metered_import_kw: float, required_kw: float | None,
-               met: bool | None = None) -> None:
+    def record(
+        self,
+        at: datetime,
+        metered_import_kw: float,
+        required_kw: float | None,
+        met: bool | None = None,
+    ) -> None:
         """Store what the next report says: metered net import (kW), the requirement in force
         (kW, None = none) and whether it was met (default: metered ≤ required)."""
         if met is None:
@@ -283,15 +353,21 @@ class OpenAdr2Ven:
         self.report.metered_kw = float(metered_import_kw)
         self.report.required_kw = None if required_kw is None else float(required_kw)
         self.report.met = bool(met)
-        self.report.history.append((at, float(metered_import_kw), self.report.required_kw,
-                                    bool(met)))
+        self.report.history.append(
+            (at, float(metered_import_kw), self.report.required_kw, bool(met))
+        )
 
     def _reader(self, r_id: str) -> Callable[[], list[tuple[datetime, float]]]:
         """openleadr's incremental report callback: ``[(when, value)]``, stamped with the time of
         the reading (not of the sending); nothing until :meth:`record` stored something."""
+
         def read() -> list[tuple[datetime, float]]:
             r = self.report
-            value = {"import": r.metered_kw, "required": r.required_kw,
-                     "met": None if r.met is None else float(r.met)}[r_id]
+            value = {
+                "import": r.metered_kw,
+                "required": r.required_kw,
+                "met": None if r.met is None else float(r.met),
+            }[r_id]
             return [] if value is None or r.at is None else [(r.at, value)]
+
         return read

@@ -46,8 +46,10 @@ from .compliance import SignalCompliance
 
 SOURCE = "openadr3"
 _UNITS = {"KW": 1.0, "W": 1e-3, "MW": 1e3}
-_DUR = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?"
-                  r"(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+_DUR = re.compile(
+    r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?"
+    r"(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$"
+)
 
 
 class UnsupportedPayload(InputError):
@@ -78,9 +80,14 @@ def _time(v: Any, what: str) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-def event_to_signals(event: dict, *, node: str | None = None,
-                     valid_until: datetime | None = None, fallback_kw: float | None = None,
-                     now: datetime | None = None) -> tuple[GridSignal, ...]:
+def event_to_signals(
+    event: dict,
+    *,
+    node: str | None = None,
+    valid_until: datetime | None = None,
+    fallback_kw: float | None = None,
+    now: datetime | None = None,
+) -> tuple[GridSignal, ...]:
     """The :class:`GridSignal` s of one OpenADR 3 ``EVENT`` object (a dict as the API returns
     it). ``now`` stands in for an event start of ``"0000-00-00"`` (the spec's "now")."""
     eid = event.get("id")
@@ -90,8 +97,11 @@ def event_to_signals(event: dict, *, node: str | None = None,
     units: dict[str, float] = {}
     for d in event.get("payloadDescriptors") or []:
         u = (d.get("units") or "KW").upper()
-        if d.get("payloadType") in ("IMPORT_CAPACITY_LIMIT", "EXPORT_CAPACITY_LIMIT",
-                                    "DISPATCH_SETPOINT"):
+        if d.get("payloadType") in (
+            "IMPORT_CAPACITY_LIMIT",
+            "EXPORT_CAPACITY_LIMIT",
+            "DISPATCH_SETPOINT",
+        ):
             if u not in _UNITS:
                 raise UnsupportedPayload(f"{what}: units {u!r} for {d.get('payloadType')}")
             units[d["payloadType"]] = _UNITS[u]
@@ -112,8 +122,9 @@ def event_to_signals(event: dict, *, node: str | None = None,
     cur = start_of(ip) if ip.get("start") is not None else None
     default_dur = parse_duration(ip["duration"]) if ip.get("duration") else None
     out: list[GridSignal] = []
-    for k, iv in sorted(enumerate(event.get("intervals") or []),
-                        key=lambda kv: kv[1].get("id", kv[0])):
+    for k, iv in sorted(
+        enumerate(event.get("intervals") or []), key=lambda kv: kv[1].get("id", kv[0])
+    ):
         own = iv.get("intervalPeriod")
         a: datetime | None
         if own:
@@ -129,8 +140,9 @@ def event_to_signals(event: dict, *, node: str | None = None,
             typ = payload.get("type")
             vals = payload.get("values") or []
             if not vals or not isinstance(vals[0], int | float):
-                raise InputError(f"{what}: interval {iv.get('id', k)} payload {typ!r} has no "
-                                 "numeric value")
+                raise InputError(
+                    f"{what}: interval {iv.get('id', k)} payload {typ!r} has no numeric value"
+                )
             v = float(vals[0])
             kw: dict[str, Any] = {}
             if typ == "IMPORT_CAPACITY_LIMIT":
@@ -145,47 +157,90 @@ def event_to_signals(event: dict, *, node: str | None = None,
                 kw = {"level": max(0, min(3, round(v))), "node": node}
             else:
                 raise UnsupportedPayload(f"{what}: payload type {typ!r} is not supported")
-            out.append(GridSignal(
-                id=f"{eid}/{iv.get('id', k)}/{typ}", start=a, end=b, priority=priority,
-                source=SOURCE, ref=str(eid), randomize_s=randomize_s, valid_until=valid_until,
-                fallback_kw=fallback_kw, **kw))
+            out.append(
+                GridSignal(
+                    id=f"{eid}/{iv.get('id', k)}/{typ}",
+                    start=a,
+                    end=b,
+                    priority=priority,
+                    source=SOURCE,
+                    ref=str(eid),
+                    randomize_s=randomize_s,
+                    valid_until=valid_until,
+                    fallback_kw=fallback_kw,
+                    **kw,
+                )
+            )
     return tuple(out)
 
 
-def compliance_report(c: SignalCompliance, *, program_id: str, event_id: str,
-                      client_name: str, resource_name: str = "site",
-                      step_s: float | None = None) -> dict:
+def compliance_report(
+    c: SignalCompliance,
+    *,
+    program_id: str,
+    event_id: str,
+    client_name: str,
+    resource_name: str = "site",
+    step_s: float | None = None,
+) -> dict:
     """An OpenADR 3 ``REPORT`` object of one signal's compliance (see the module docstring)."""
     if step_s is None:
-        step_s = ((c.period_start[1] - c.period_start[0]).total_seconds()
-                  if len(c.period_start) > 1 else 900.0)
+        step_s = (
+            (c.period_start[1] - c.period_start[0]).total_seconds()
+            if len(c.period_start) > 1
+            else 900.0
+        )
     dur = format_duration(timedelta(seconds=step_s))
     intervals = []
     for k, t in enumerate(c.period_start):
         metered = None if c.metered_kw is None else c.metered_kw[k]
         seen = float(c.planned_kw[k]) if metered is None or metered != metered else float(metered)
-        intervals.append({
-            "id": k, "intervalPeriod": {"start": t.isoformat(), "duration": dur},
-            "payloads": [
-                {"type": "DEMAND", "values": [seen]},
-                {"type": "IMPORT_CAPACITY_LIMIT", "values": [float(c.required_kw[k])]},
-                {"type": "x-LOADOPT_MET", "values": [1 if c.met[k] else 0]},
-            ]})
+        intervals.append(
+            {
+                "id": k,
+                "intervalPeriod": {"start": t.isoformat(), "duration": dur},
+                "payloads": [
+                    {"type": "DEMAND", "values": [seen]},
+                    {"type": "IMPORT_CAPACITY_LIMIT", "values": [float(c.required_kw[k])]},
+                    {"type": "x-LOADOPT_MET", "values": [1 if c.met[k] else 0]},
+                ],
+            }
+        )
     return {
-        "objectType": "REPORT", "programID": program_id, "eventID": event_id,
-        "clientName": client_name, "reportName": f"loadopt compliance {c.signal_id}",
+        "objectType": "REPORT",
+        "programID": program_id,
+        "eventID": event_id,
+        "clientName": client_name,
+        "reportName": f"loadopt compliance {c.signal_id}",
         "payloadDescriptors": [
-            {"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "DEMAND",
-             "readingType": "DIRECT_READ", "units": "KW"},
-            {"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "IMPORT_CAPACITY_LIMIT",
-             "units": "KW"},
+            {
+                "objectType": "REPORT_PAYLOAD_DESCRIPTOR",
+                "payloadType": "DEMAND",
+                "readingType": "DIRECT_READ",
+                "units": "KW",
+            },
+            {
+                "objectType": "REPORT_PAYLOAD_DESCRIPTOR",
+                "payloadType": "IMPORT_CAPACITY_LIMIT",
+                "units": "KW",
+            },
             {"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "x-LOADOPT_MET"},
-            {"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "x-LOADOPT_CURTAILED_KWH",
-             "units": "KWH"},
+            {
+                "objectType": "REPORT_PAYLOAD_DESCRIPTOR",
+                "payloadType": "x-LOADOPT_CURTAILED_KWH",
+                "units": "KWH",
+            },
         ],
-        "resources": [{"resourceName": resource_name, "intervals": intervals,
-                       "intervalPeriod": {"start": c.period_start[0].isoformat()
-                                          if c.period_start else None, "duration": dur}}],
+        "resources": [
+            {
+                "resourceName": resource_name,
+                "intervals": intervals,
+                "intervalPeriod": {
+                    "start": c.period_start[0].isoformat() if c.period_start else None,
+                    "duration": dur,
+                },
+            }
+        ],
         "x-LOADOPT_CURTAILED_KWH": c.curtailed_kwh,
         "x-LOADOPT_CAUSE": c.first_cause,
     }
@@ -201,10 +256,18 @@ class OpenAdr3Ven:
     :attr:`problems` and the last signals are kept (their validity runs out on its own).
     """
 
-    def __init__(self, base_url: str, *, ven_name: str, program_id: str, fallback_kw: float,
-                 token: str | None = None, node: str | None = None,
-                 stale_after_s: float = 600.0,
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        ven_name: str,
+        program_id: str,
+        fallback_kw: float,
+        token: str | None = None,
+        node: str | None = None,
+        stale_after_s: float = 600.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         try:
             import aiohttp  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -234,8 +297,11 @@ class OpenAdr3Ven:
         are stale from now: only the fallback)."""
         at = self.last_contact or self.clock()
         vu = at + timedelta(seconds=self.stale_after_s if self.last_contact else 0.0)
-        return tuple(s.model_copy(update={"valid_until": vu, "fallback_kw": self.fallback_kw})
-                     for sigs in self.events.values() for s in sigs)
+        return tuple(
+            s.model_copy(update={"valid_until": vu, "fallback_kw": self.fallback_kw})
+            for sigs in self.events.values()
+            for s in sigs
+        )
 
     def _targets_me(self, event: dict) -> bool:
         for t in event.get("targets") or []:
@@ -250,9 +316,15 @@ class OpenAdr3Ven:
 
         url = f"{self.base_url}/events"
         try:
-            async with aiohttp.ClientSession() as s, s.get(
-                    url, params={"programID": self.program_id}, headers=self._headers(),
-                    timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(
+                    url,
+                    params={"programID": self.program_id},
+                    headers=self._headers(),
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as r,
+            ):
                 if r.status != 200:
                     self.problems.append(f"GET /events: HTTP {r.status}")
                     return self.signals()
@@ -277,9 +349,15 @@ class OpenAdr3Ven:
         """``POST /reports``; returns the VTN's stored report. Raises InputError on refusal."""
         import aiohttp
 
-        async with aiohttp.ClientSession() as s, s.post(
-                f"{self.base_url}/reports", json=report, headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=10)) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{self.base_url}/reports",
+                json=report,
+                headers=self._headers(),
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as r,
+        ):
             body = await r.json(content_type=None)
             if r.status not in (200, 201):
                 raise InputError(f"OpenADR 3 VTN refused the report: HTTP {r.status} {body}")

@@ -66,7 +66,19 @@ from .repair import enforce
 from .solve import solve_milp
 
 __all__ = [
-    "Incumbent", "IncumbentOptions", "IntegerOptions", "MilpModel", "MilpOptions", "build_milp",
-    "enforce", "incumbent", "lp_point", "objective_of", "resolve_phases", "slot_on_of",
-    "solve_milp", "to_dense", "wants_integers",
+    "Incumbent",
+    "IncumbentOptions",
+    "IntegerOptions",
+    "MilpModel",
+    "MilpOptions",
+    "build_milp",
+    "enforce",
+    "incumbent",
+    "lp_point",
+    "objective_of",
+    "resolve_phases",
+    "slot_on_of",
+    "solve_milp",
+    "to_dense",
+    "wants_integers",
 ]

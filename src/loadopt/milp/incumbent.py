@@ -32,10 +32,14 @@ def rel_gap(obj: float, bound: float | None) -> float:
     return max(obj - bound, 0.0) / max(abs(obj), 1e-9)
 
 
-def incumbent(model: MilpModel, mip_rel_gap: float = 0.01, *,
-              heuristics: IncumbentOptions | None = None,
-              highs: dict[str, Any] | None = None,
-              deadline: float | None = None) -> Incumbent:
+def incumbent(
+    model: MilpModel,
+    mip_rel_gap: float = 0.01,
+    *,
+    heuristics: IncumbentOptions | None = None,
+    highs: dict[str, Any] | None = None,
+    deadline: float | None = None,
+) -> Incumbent:
     """Best feasible point from the LP relaxation and its fixed-pattern re-solves (see
     :mod:`loadopt.milp`). ``heuristics`` tunes them; ``highs`` are extra HiGHS options for the
     LPs; ``deadline`` (``time.perf_counter`` s) stops them."""
@@ -50,8 +54,10 @@ def incumbent(model: MilpModel, mip_rel_gap: float = 0.01, *,
         x = np.zeros(model.n_ext)
         return Incumbent(x, objective_of(model, x), lp.offset, "empty", 0.0)
     try:
-        h = new_highs({**LP_OPTIONS, **(highs or {})},
-                      None if deadline is None else max(deadline - time.perf_counter(), 0.01))
+        h = new_highs(
+            {**LP_OPTIONS, **(highs or {})},
+            None if deadline is None else max(deadline - time.perf_counter(), 0.01),
+        )
         pass_lp(h, lp)
         if deadline is not None:  # the re-solves below share this object: keep the limit hard
             interrupt_at(h, deadline)
@@ -168,8 +174,14 @@ def incumbent(model: MilpModel, mip_rel_gap: float = 0.01, *,
                 if late() or done():
                     break
                 try_pattern(r_a, theta, f", spread α={alpha}")
-    if (ho.end_runs and timed and best.x_da is not None and model.min_run > 1 and not late()
-            and not done()):
+    if (
+        ho.end_runs
+        and timed
+        and best.x_da is not None
+        and model.min_run > 1
+        and not late()
+        and not done()
+    ):
         # sessions left without energy: a run that ends at departure may be shorter than the
         # minimum (sessions wanting less than a full minimum run at the minimum current can
         # only charge there) — offer their last periods before departure, re-solve
@@ -192,8 +204,10 @@ def incumbent(model: MilpModel, mip_rel_gap: float = 0.01, *,
                 continue
             add = add_v[model.ext_var] & ~model.ext_twin & (model.ext_col >= 0)
             lo_on = on_e | (add & strict_add)
-            xf = lp_with_bounds(np.where(lo_on & (model.ext_min_da > 0), mins, 0.0),
-                                np.where(on_e | add, np.inf, 0.0))
+            xf = lp_with_bounds(
+                np.where(lo_on & (model.ext_min_da > 0), mins, 0.0),
+                np.where(on_e | add, np.inf, 0.0),
+            )
             if xf is not None:
                 consider(xf, on_e | add, f"{best.source}, runs for sessions left empty")
                 break
@@ -207,12 +221,15 @@ def incumbent(model: MilpModel, mip_rel_gap: float = 0.01, *,
             on_e = best.x_da > 0
             slot = slot_on_of(model, best.x_da)
             grow = _next_to_runs(model, slot)[model.ext_var] & ~model.ext_twin
-            xf = lp_with_bounds(np.where(on_e & (model.ext_min_da > 0), mins, 0.0),
-                                np.where(on_e | grow, np.inf, 0.0))
+            xf = lp_with_bounds(
+                np.where(on_e & (model.ext_min_da > 0), mins, 0.0),
+                np.where(on_e | grow, np.inf, 0.0),
+            )
             if xf is None:
                 break
-            consider(xf, on_e, "grown runs" + ("" if "grown" in best.source
-                                                  else f" of {best.source}"))
+            consider(
+                xf, on_e, "grown runs" + ("" if "grown" in best.source else f" of {best.source}")
+            )
             if best.objective >= prev - 1e-9 * max(abs(prev), 1.0):
                 break
     if best_src and not done() and not late() and any(lv is not None for lv in model.levels_da):
@@ -238,9 +255,15 @@ def _level_bracket(model: MilpModel, x_a: np.ndarray) -> tuple[np.ndarray, np.nd
     return fl, ce, disc
 
 
-def _dive(model: MilpModel, xc: np.ndarray, on_e: np.ndarray,
-          lp_with_bounds: Callable[[np.ndarray, np.ndarray], np.ndarray | None],
-          late: Callable[[], bool], ho: IncumbentOptions, free_off: bool = True) -> np.ndarray:
+def _dive(
+    model: MilpModel,
+    xc: np.ndarray,
+    on_e: np.ndarray,
+    lp_with_bounds: Callable[[np.ndarray, np.ndarray], np.ndarray | None],
+    late: Callable[[], bool],
+    ho: IncumbentOptions,
+    free_off: bool = True,
+) -> np.ndarray:
     """Level dive for discrete steps, from a fixed-pattern LP point ``xc`` (ext A).
 
     Each round: a current sitting on an allowed level keeps it as a lower bound (it may still
@@ -268,8 +291,11 @@ def _dive(model: MilpModel, xc: np.ndarray, on_e: np.ndarray,
         fr = np.flatnonzero(free & ~on_lv)
         if fr.size == 0:
             break
-        down = fr if ho.dive_fix >= 1 else fr[np.argsort(frac[fr], kind="stable")][
-            : max(1, math.ceil(ho.dive_fix * fr.size))]
+        down = (
+            fr
+            if ho.dive_fix >= 1
+            else fr[np.argsort(frac[fr], kind="stable")][: max(1, math.ceil(ho.dive_fix * fr.size))]
+        )
         lb[on_lv] = np.maximum(lb[on_lv], lvl[on_lv])  # kept at least, may still rise
         lb[down] = ub[down] = fl[down]
         fixed[down] = True
@@ -413,8 +439,7 @@ def _bump(model: MilpModel, x: np.ndarray, target_a: np.ndarray, rounds: int = 1
         R = G.copy()
         R.data = ratio[np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))]
         # (a site without limits has no rows: nothing can overflow)
-        worst = (np.asarray(R.max(axis=0).todense()).ravel() if G.shape[0]
-                 else np.zeros(p.n_vars))
+        worst = np.asarray(R.max(axis=0).todense()).ravel() if G.shape[0] else np.zeros(p.n_vars)
         keep_v = rng.random(p.n_vars) * np.maximum(worst, 1.0) < 1.0
         keep_v &= worst < np.inf
         bv = np.where(keep_v, bv, 0.0)

@@ -78,8 +78,11 @@ def _session_levels(problem: Problem, opts: IntegerOptions) -> list[np.ndarray |
     """Allowed non-zero currents per session in deci-amps (None = continuous above the minimum):
     the EVSE's levels as compiled (:func:`loadopt.compile.snap_levels_da`) within the session's
     minimum and maximum."""
-    lo = (np.ceil(problem.session_min_current * 10 - 1e-6) if opts.min_current
-          else np.ones(problem.n_sessions))
+    lo = (
+        np.ceil(problem.session_min_current * 10 - 1e-6)
+        if opts.min_current
+        else np.ones(problem.n_sessions)
+    )
     hi = np.floor(problem.session_max_current * 10 + 1e-6)
     out: list[np.ndarray | None] = []
     for i, e in enumerate(problem.session_evse):
@@ -101,7 +104,7 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             raise InputError(f"max_charging: node {nid!r} has a negative cap {k}")
         caps.append((node_index[nid], int(k)))
     rot0 = problem.evse_site_phases[problem.session_evse, 0].astype(np.int64).reshape(S)
-    switchable = (problem.evse_phase_switching[problem.session_evse] & opts.phase_switching)
+    switchable = problem.evse_phase_switching[problem.session_evse] & opts.phase_switching
     switchable &= problem.session_phase_mask.sum(axis=1) == 3
 
     # --- twins of switchable variables --------------------------------------------------------
@@ -117,7 +120,9 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             var_session=np.concatenate([problem.var_session, problem.var_session[tw_vars]]),
             var_period=np.concatenate([problem.var_period, problem.var_period[tw_vars]]),
             var_ub=np.concatenate([problem.var_ub, problem.var_ub[tw_vars]]),
-            var_kwh_per_a=np.concatenate([kwh, kwh[tw_vars] / 3.0]), G=G_ext)
+            var_kwh_per_a=np.concatenate([kwh, kwh[tw_vars] / 3.0]),
+            G=G_ext,
+        )
     lp = build_lp(work, unmet_slack=False)  # the MILP maps currents to columns itself
     if tw_vars.size:
         lp = _link_twins(_fix_twin_balance(lp, V), V, tw_vars)
@@ -181,12 +186,21 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
         int_ext.append(np.full(k, integ, dtype=np.int32))
         return idx
 
-    def add_rows(r_local: np.ndarray, cc: np.ndarray, vv: np.ndarray, lo, hi, k: int,
-                 name: str, key: np.ndarray | None = None) -> None:
+    def add_rows(
+        r_local: np.ndarray,
+        cc: np.ndarray,
+        vv: np.ndarray,
+        lo,
+        hi,
+        k: int,
+        name: str,
+        key: np.ndarray | None = None,
+    ) -> None:
         """``k`` rows as the block ``name`` (``key``: what each stands for; default 0..k−1)."""
         nonlocal m
-        row_blocks[name] = Block(m, m + k, np.arange(k) if key is None
-                                 else np.asarray(key, dtype=np.int64))
+        row_blocks[name] = Block(
+            m, m + k, np.arange(k) if key is None else np.asarray(key, dtype=np.int64)
+        )
         rows.append(m + r_local)
         cols.append(cc)
         vals.append(vv)
@@ -203,20 +217,39 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
     k = e_u.size
     ar = np.arange(k)
     # r − ub·u ≤ 0
-    add_rows(np.r_[ar, ar], np.r_[ext_col[e_u], ext_u[e_u]], np.r_[np.ones(k), -ub[e_u]],
-             -np.inf, 0.0, k, "on_upper", e_u)
+    add_rows(
+        np.r_[ar, ar],
+        np.r_[ext_col[e_u], ext_u[e_u]],
+        np.r_[np.ones(k), -ub[e_u]],
+        -np.inf,
+        0.0,
+        k,
+        "on_upper",
+        e_u,
+    )
     cont = e_u[~disc_s[ext_sess[e_u]]]
     k = cont.size
     ar = np.arange(k)
     # r − min·u ≥ 0
-    add_rows(np.r_[ar, ar], np.r_[ext_col[cont], ext_u[cont]], np.r_[np.ones(k), -min_e[cont]],
-             0.0, np.inf, k, "on_lower", cont)
+    add_rows(
+        np.r_[ar, ar],
+        np.r_[ext_col[cont], ext_u[cont]],
+        np.r_[np.ones(k), -min_e[cont]],
+        0.0,
+        np.inf,
+        k,
+        "on_lower",
+        cont,
+    )
 
     # --- discrete levels ----------------------------------------------------------------------
     step: dict[str, np.ndarray] = {k_: np.zeros(0, np.int64) for k_ in ("ext", "n")}
     step.update(a0=np.zeros(0), d=np.zeros(0), nmax=np.zeros(0))
-    expl: dict[str, np.ndarray] = {"ext": np.zeros(0, np.int64), "level": np.zeros(0),
-                                   "y": np.zeros(0, np.int64)}
+    expl: dict[str, np.ndarray] = {
+        "ext": np.zeros(0, np.int64),
+        "level": np.zeros(0),
+        "y": np.zeros(0, np.int64),
+    }
     disc_e = e_u[disc_s[ext_sess[e_u]]]
     if disc_e.size:
         arith = np.zeros(S, dtype=bool)
@@ -237,17 +270,34 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             a0e, de = a0[s_] / 10.0, dd[s_] / 10.0
             nmax = np.floor((ub[se] - a0e) / de + 1e-9)
             nmax = np.where(ub[se] >= a0e - 1e-9, np.maximum(nmax, 0), 0)
-            single = np.array([levels[i] is not None and levels[i].size <= 1 for i in s_],
-                              dtype=bool).reshape(se.size)
+            single = np.array(
+                [levels[i] is not None and levels[i].size <= 1 for i in s_], dtype=bool
+            ).reshape(se.size)
             nmax[single] = 0
             ncol = add_cols(se.size, 0.0, nmax, _INT, "steps", se)
             k = se.size
             ar = np.arange(k)
             # r − a0·u − d·n = 0 ;  n − nmax·u ≤ 0
-            add_rows(np.r_[ar, ar, ar], np.r_[ext_col[se], ext_u[se], ncol],
-                     np.r_[np.ones(k), -a0e, -de], 0.0, 0.0, k, "step_value", se)
-            add_rows(np.r_[ar, ar], np.r_[ncol, ext_u[se]], np.r_[np.ones(k), -nmax],
-                     -np.inf, 0.0, k, "step_count", se)
+            add_rows(
+                np.r_[ar, ar, ar],
+                np.r_[ext_col[se], ext_u[se], ncol],
+                np.r_[np.ones(k), -a0e, -de],
+                0.0,
+                0.0,
+                k,
+                "step_value",
+                se,
+            )
+            add_rows(
+                np.r_[ar, ar],
+                np.r_[ncol, ext_u[se]],
+                np.r_[np.ones(k), -nmax],
+                -np.inf,
+                0.0,
+                k,
+                "step_count",
+                se,
+            )
             step = {"ext": se, "a0": a0[s_], "d": dd[s_], "n": ncol, "nmax": nmax}
         xe = disc_e[~arith[ext_sess[disc_e]]]
         if xe.size:
@@ -255,16 +305,33 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             cnt = np.array([lv.size for lv in xl], dtype=np.int64)
             y_ext = np.repeat(xe, cnt)
             y_lvl = np.concatenate(xl) / 10.0
-            ycol = add_cols(y_ext.size, 0.0, (y_lvl <= ub[y_ext] + 1e-9).astype(float), _INT,
-                            "levels", y_ext)
+            ycol = add_cols(
+                y_ext.size, 0.0, (y_lvl <= ub[y_ext] + 1e-9).astype(float), _INT, "levels", y_ext
+            )
             k = xe.size
             ar = np.arange(k)
             yrow = np.repeat(ar, cnt)
             # r − Σ a_k y_k = 0 ;  Σ y_k − u = 0
-            add_rows(np.r_[ar, yrow], np.r_[ext_col[xe], ycol], np.r_[np.ones(k), -y_lvl],
-                     0.0, 0.0, k, "level_value", xe)
-            add_rows(np.r_[yrow, ar], np.r_[ycol, ext_u[xe]],
-                     np.r_[np.ones(y_ext.size), -np.ones(k)], 0.0, 0.0, k, "level_choice", xe)
+            add_rows(
+                np.r_[ar, yrow],
+                np.r_[ext_col[xe], ycol],
+                np.r_[np.ones(k), -y_lvl],
+                0.0,
+                0.0,
+                k,
+                "level_value",
+                xe,
+            )
+            add_rows(
+                np.r_[yrow, ar],
+                np.r_[ycol, ext_u[xe]],
+                np.r_[np.ones(y_ext.size), -np.ones(k)],
+                0.0,
+                0.0,
+                k,
+                "level_choice",
+                xe,
+            )
             expl = {"ext": y_ext, "level": y_lvl, "y": ycol}
 
     # --- on indicator per slot (problem variable): o[v] = Σ u of its extended variables --------
@@ -296,8 +363,9 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
             under[anc[:, node].indices] = True
             slots = np.flatnonzero(under[problem.var_session])
             rr, cc, vv = o_rows_of(problem.var_period[slots], slots)
-            add_rows(rr, cc, vv, -np.inf, float(K), T, f"cap {problem.node_ids[node]}",
-                     np.arange(T))
+            add_rows(
+                rr, cc, vv, -np.inf, float(K), T, f"cap {problem.node_ids[node]}", np.arange(T)
+            )
 
     # --- minimum run / pause --------------------------------------------------------------------
     s_cols = None
@@ -312,8 +380,16 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
         r1, c1, v1 = o_rows_of(ar, ar, 1.0)
         hp = np.flatnonzero(prev >= 0)
         r2, c2, v2 = o_rows_of(hp, prev[hp], -1.0)
-        add_rows(np.r_[r1, r2, ar], np.r_[c1, c2, s_cols], np.r_[v1, v2, -np.ones(V)],
-                 -np.inf, 0.0, V, "start", ar)
+        add_rows(
+            np.r_[r1, r2, ar],
+            np.r_[c1, c2, s_cols],
+            np.r_[v1, v2, -np.ones(V)],
+            -np.inf,
+            0.0,
+            V,
+            "start",
+            ar,
+        )
         if opts.min_run_periods > 1:  # Σ_{k=t−L+1..t} s_k − o_t ≤ 0
             rr, cc = [ar], [s_cols]
             back = ar.copy()
@@ -325,8 +401,16 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
                 cc.append(s_cols[back[ok]])
             r1, c1, v1 = o_rows_of(ar, ar, -1.0)
             rr_ = np.concatenate(rr)
-            add_rows(np.r_[rr_, r1], np.r_[np.concatenate(cc), c1], np.r_[np.ones(rr_.size), v1],
-                     -np.inf, 0.0, V, "min_run", ar)
+            add_rows(
+                np.r_[rr_, r1],
+                np.r_[np.concatenate(cc), c1],
+                np.r_[np.ones(rr_.size), v1],
+                -np.inf,
+                0.0,
+                V,
+                "min_run",
+                ar,
+            )
         if opts.min_pause_periods > 1:  # o[prev(t)] + Σ_{k=t..t+L−1} s_k ≤ 1
             rows_j = hp
             loc = np.arange(hp.size)
@@ -339,8 +423,16 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
                 cc.append(s_cols[fwd[ok]])
             r1, c1, v1 = o_rows_of(loc, prev[rows_j], 1.0)
             rr_ = np.concatenate(rr)
-            add_rows(np.r_[rr_, r1], np.r_[np.concatenate(cc), c1], np.r_[np.ones(rr_.size), v1],
-                     -np.inf, 1.0, hp.size, "min_pause", hp)
+            add_rows(
+                np.r_[rr_, r1],
+                np.r_[np.concatenate(cc), c1],
+                np.r_[np.ones(rr_.size), v1],
+                -np.inf,
+                1.0,
+                hp.size,
+                "min_pause",
+                hp,
+            )
 
     # --- phase-switch count -------------------------------------------------------------------
     q_cols = d_cols = None
@@ -354,25 +446,54 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
         one = np.flatnonzero((ext_u >= 0) & ext_twin)
         k = three.size
         ar = np.arange(k)
-        add_rows(np.r_[ar, ar], np.r_[ext_u[three], q_cols[ext_var[three]]],
-                 np.r_[np.ones(k), -np.ones(k)], -np.inf, 0.0, k, "three_phase_state",
-                 three)  # u3 ≤ q
+        add_rows(
+            np.r_[ar, ar],
+            np.r_[ext_u[three], q_cols[ext_var[three]]],
+            np.r_[np.ones(k), -np.ones(k)],
+            -np.inf,
+            0.0,
+            k,
+            "three_phase_state",
+            three,
+        )  # u3 ≤ q
         k = one.size
         ar = np.arange(k)
-        add_rows(np.r_[ar, ar], np.r_[ext_u[one], q_cols[ext_var[one]]],
-                 np.r_[np.ones(k), np.ones(k)], -np.inf, 1.0, k, "one_phase_state",
-                 one)  # u1 ≤ 1 − q
+        add_rows(
+            np.r_[ar, ar],
+            np.r_[ext_u[one], q_cols[ext_var[one]]],
+            np.r_[np.ones(k), np.ones(k)],
+            -np.inf,
+            1.0,
+            k,
+            "one_phase_state",
+            one,
+        )  # u1 ≤ 1 − q
         hp = sw_slots[prev[sw_slots] >= 0]
         k = hp.size
         ar = np.arange(k)
         for sign, nm in ((1.0, "switch_up"), (-1.0, "switch_down")):  # ±(q_t − q_{t−1}) ≤ d_t
-            add_rows(np.r_[ar, ar, ar], np.r_[q_cols[hp], q_cols[prev[hp]], d_cols[hp]],
-                     np.r_[np.full(k, sign), np.full(k, -sign), -np.ones(k)], -np.inf, 0.0, k,
-                     nm, hp)
+            add_rows(
+                np.r_[ar, ar, ar],
+                np.r_[q_cols[hp], q_cols[prev[hp]], d_cols[hp]],
+                np.r_[np.full(k, sign), np.full(k, -sign), -np.ones(k)],
+                -np.inf,
+                0.0,
+                k,
+                nm,
+                hp,
+            )
         sw_s = np.flatnonzero(switchable)
         loc = np.searchsorted(sw_s, problem.var_session[hp])
-        add_rows(loc, d_cols[hp], np.ones(k), -np.inf, float(opts.max_phase_switches),
-                 sw_s.size, "max_switches", sw_s)
+        add_rows(
+            loc,
+            d_cols[hp],
+            np.ones(k),
+            -np.inf,
+            float(opts.max_phase_switches),
+            sw_s.size,
+            "max_switches",
+            sw_s,
+        )
 
     # --- semi-continuous columns ----------------------------------------------------------------
     col_lb = lp.col_lb.copy()
@@ -401,20 +522,45 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
         low = sc_e[ub[sc_e] < min_e[sc_e] - 1e-9]
         sc_ub[ext_col[low]] = 0.0
     milp = LinearProgram(
-        c=np.concatenate([lp.c, *c_ext]), col_lb=np.concatenate([col_lb, *lb_ext]),
-        col_ub=np.concatenate([sc_ub, *ub_ext]), A=A,
-        row_lb=np.concatenate([lp.row_lb, *rlb]), row_ub=np.concatenate([lp.row_ub, *rub]),
-        offset=lp.offset, cols={**lp.cols, **col_blocks}, rows={**lp.rows, **row_blocks})
+        c=np.concatenate([lp.c, *c_ext]),
+        col_lb=np.concatenate([col_lb, *lb_ext]),
+        col_ub=np.concatenate([sc_ub, *ub_ext]),
+        A=A,
+        row_lb=np.concatenate([lp.row_lb, *rlb]),
+        row_ub=np.concatenate([lp.row_ub, *rub]),
+        offset=lp.offset,
+        cols={**lp.cols, **col_blocks},
+        rows={**lp.rows, **row_blocks},
+    )
     ext_min_da = np.where(need_u[ext_sess] | semi_s[ext_sess], min_da_s_eff[ext_sess], 0.0)
     return MilpModel(
-        problem=problem, lp=lp, milp=milp, integrality=np.concatenate([integ0, *int_ext]),
-        ext_var=ext_var, ext_twin=ext_twin, ext_col=ext_col, ext_min_da=ext_min_da,
-        ext_u=ext_u, session_min=np.where(np.isfinite(min_da_s_eff), min_da_s_eff, 0) / 10.0,
-        levels_da=levels, step=step, expl=expl, s_cols=s_cols, q_cols=q_cols, d_cols=d_cols,
-        caps=tuple(caps), min_run=opts.min_run_periods, min_pause=opts.min_pause_periods,
+        problem=problem,
+        lp=lp,
+        milp=milp,
+        integrality=np.concatenate([integ0, *int_ext]),
+        ext_var=ext_var,
+        ext_twin=ext_twin,
+        ext_col=ext_col,
+        ext_min_da=ext_min_da,
+        ext_u=ext_u,
+        session_min=np.where(np.isfinite(min_da_s_eff), min_da_s_eff, 0) / 10.0,
+        levels_da=levels,
+        step=step,
+        expl=expl,
+        s_cols=s_cols,
+        q_cols=q_cols,
+        d_cols=d_cols,
+        caps=tuple(caps),
+        min_run=opts.min_run_periods,
+        min_pause=opts.min_pause_periods,
         max_switches=-1 if opts.max_phase_switches is None else opts.max_phase_switches,
-        switchable=switchable, rot0=rot0, twin_G=twin_G, prev=prev, nxt=nxt,
-        groups=level_groups(levels, S))
+        switchable=switchable,
+        rot0=rot0,
+        twin_G=twin_G,
+        prev=prev,
+        nxt=nxt,
+        groups=level_groups(levels, S),
+    )
 
 
 def _twin_columns(problem: Problem, rot0: np.ndarray) -> sp.csc_matrix:
@@ -451,9 +597,13 @@ def _link_twins(lp: LinearProgram, V: int, tw_vars: np.ndarray) -> LinearProgram
     A = sp.vstack([lp.A, L], format="csc")
     A.sort_indices()
     m = lp.n_rows
-    return dataclasses.replace(lp, A=A, row_lb=np.r_[lp.row_lb, np.full(k, -np.inf)],
-                               row_ub=np.r_[lp.row_ub, ub],
-                               rows={**lp.rows, "twin_link": Block(m, m + k, key)})
+    return dataclasses.replace(
+        lp,
+        A=A,
+        row_lb=np.r_[lp.row_lb, np.full(k, -np.inf)],
+        row_ub=np.r_[lp.row_ub, ub],
+        rows={**lp.rows, "twin_link": Block(m, m + k, key)},
+    )
 
 
 def _fix_twin_balance(lp: LinearProgram, V: int) -> LinearProgram:
@@ -534,8 +684,9 @@ def lp_point(model: MilpModel, x_da: np.ndarray) -> np.ndarray:
         out[ec] = np.minimum(np.maximum(-net, 0.0), lp.col_ub[ec])
         peak = lp.cols.get("peak")
         if peak is not None:
-            out[peak.start] = max(float(np.max(out[imp.slice], initial=0.0)),
-                                  float(lp.col_lb[peak.start]))
+            out[peak.start] = max(
+                float(np.max(out[imp.slice], initial=0.0)), float(lp.col_lb[peak.start])
+            )
     z = lp.cols.get("z")
     if z is not None:
         E = p.session_energy_kwh

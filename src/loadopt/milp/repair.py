@@ -71,8 +71,9 @@ def fix_runs(model: MilpModel, on: np.ndarray) -> np.ndarray:
         if kill.any():  # short runs first: removing one can lengthen a pause
             on = on & ~kill[seg.rid]
             continue
-        short = np.flatnonzero(~seg.on & (seg.length < model.min_pause) & ~seg.at_start
-                               & ~seg.at_end)
+        short = np.flatnonzero(
+            ~seg.on & (seg.length < model.min_pause) & ~seg.at_start & ~seg.at_end
+        )
         if short.size == 0:
             return on
         # lengthen each short pause backwards: switch off the end of the run before it

@@ -58,12 +58,12 @@ def segments(on: np.ndarray, prev: np.ndarray, nxt: np.ndarray) -> Segments:
     rid = np.cumsum(new) - 1
     first = np.flatnonzero(new)
     last = np.r_[first[1:] - 1, V - 1]
-    return Segments(rid, first, last, np.bincount(rid), on[first], prev[first] < 0,
-                    nxt[last] < 0)
+    return Segments(rid, first, last, np.bincount(rid), on[first], prev[first] < 0, nxt[last] < 0)
 
 
-def level_groups(levels_da: list[np.ndarray | None], n_sessions: int
-                 ) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+def level_groups(
+    levels_da: list[np.ndarray | None], n_sessions: int
+) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """Sessions grouped by their set of allowed levels: ``(levels in deci-amps, (S,) mask)`` per
     distinct set, so that level rounding is one vectorised pass per set, not per session."""
     groups: dict[bytes, list[int]] = {}

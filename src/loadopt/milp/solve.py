@@ -56,8 +56,10 @@ def solve_milp(
     gap = rel_gap(obj, inc.bound) if x_da is not None else math.inf
     if x_da is not None and gap <= mip_rel_gap:
         status = ScheduleStatus.OPTIMAL
-        notes.append(f"incumbent ({inc.source}) within {100 * gap:.3g} % of the LP bound: "
-                     "branch-and-bound not needed")
+        notes.append(
+            f"incumbent ({inc.source}) within {100 * gap:.3g} % of the LP bound: "
+            "branch-and-bound not needed"
+        )
     else:
         left = None if deadline is None else deadline - time.perf_counter()
         if left is not None and left <= 0.01:
@@ -73,8 +75,10 @@ def solve_milp(
                     h.setSolution(pt.size, np.arange(pt.size, dtype=np.int32), pt)
                 res = run(h) if deadline is None else run_until(h, deadline)
                 if res is None:
-                    raise TimeoutError("HiGHS did not stop at the time limit (root cut "
-                                       "separation polls no clock); left running, abandoned")
+                    raise TimeoutError(
+                        "HiGHS did not stop at the time limit (root cut "
+                        "separation polls no clock); left running, abandoned"
+                    )
                 info = h.getInfo()
                 bound = float(info.mip_dual_bound)
                 if inc.bound is not None and np.isfinite(bound):
@@ -92,8 +96,10 @@ def solve_milp(
                 gap = rel_gap(obj, bound if np.isfinite(bound) else None)
                 if res.status.value == "optimal" or gap <= mip_rel_gap:
                     status = ScheduleStatus.OPTIMAL
-                notes.append(f"HiGHS MIP: {res.message}, gap {100 * gap:.3g} %"
-                             + (f" (incumbent: {inc.source})" if inc.x_da is not None else ""))
+                notes.append(
+                    f"HiGHS MIP: {res.message}, gap {100 * gap:.3g} %"
+                    + (f" (incumbent: {inc.source})" if inc.x_da is not None else "")
+                )
             except Exception as exc:  # keep the incumbent
                 notes.append(f"HiGHS MIP failed: {exc}")
     method = "milp"
@@ -113,9 +119,18 @@ def solve_milp(
     cur, one, pp = to_dense(model, x_da)
     n_ph = None
     if model.switchable.any():
-        n_ph = np.repeat(problem.session_phase_mask.sum(axis=1)[:, None], problem.n_periods,
-                         axis=1).astype(np.int8)
+        n_ph = np.repeat(
+            problem.session_phase_mask.sum(axis=1)[:, None], problem.n_periods, axis=1
+        ).astype(np.int8)
         n_ph[problem.var_session[one], problem.var_period[one]] = 1
-    return Schedule(pp, cur, status, method, objective=obj,
-                    solve_time_s=time.perf_counter() - t0, message="; ".join(notes),
-                    notices=problem.notices, n_phases=n_ph)
+    return Schedule(
+        pp,
+        cur,
+        status,
+        method,
+        objective=obj,
+        solve_time_s=time.perf_counter() - t0,
+        message="; ".join(notes),
+        notices=problem.notices,
+        n_phases=n_ph,
+    )

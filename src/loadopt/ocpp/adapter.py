@@ -60,10 +60,13 @@ log = logging.getLogger("loadopt.ocpp")
 Message = tuple[str, str, dict[str, Any]]
 
 #: 1.6 configuration keys / 2.x variables asked from every station on connection.
-CONFIG_KEYS_16 = ("ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods",
-                  "ChargeProfileMaxStackLevel", "ConnectorSwitch3to1PhaseSupported")
-VARIABLES_2X = ("RateUnit", "PeriodsPerSchedule", "ProfileStackLevel",
-                "ACPhaseSwitchingSupported")
+CONFIG_KEYS_16 = (
+    "ChargingScheduleAllowedChargingRateUnit",
+    "ChargingScheduleMaxPeriods",
+    "ChargeProfileMaxStackLevel",
+    "ConnectorSwitch3to1PhaseSupported",
+)
+VARIABLES_2X = ("RateUnit", "PeriodsPerSchedule", "ProfileStackLevel", "ACPhaseSwitchingSupported")
 _ENDED_MEMORY = 10_000  #: ended transaction ids remembered (late events are skipped)
 
 
@@ -107,11 +110,21 @@ class CsmsAdapter:
     (hysteresis against on/off flapping; only ever lowers a limit).
     """
 
-    def __init__(self, controller: Controller, *, threshold_a: float = 0.5,
-                 ids: ProfileIds | None = None, station_max: bool = True,
-                 tx_default: bool = True, strict: bool = False, send_timeout_s: float = 10.0,
-                 backoff_s: tuple[float, float] = (2.0, 60.0), future_skew_s: float = 300.0,
-                 max_overstay_h: float = 12.0, min_off_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        threshold_a: float = 0.5,
+        ids: ProfileIds | None = None,
+        station_max: bool = True,
+        tx_default: bool = True,
+        strict: bool = False,
+        send_timeout_s: float = 10.0,
+        backoff_s: tuple[float, float] = (2.0, 60.0),
+        future_skew_s: float = 300.0,
+        max_overstay_h: float = 12.0,
+        min_off_s: float = 0.0,
+    ) -> None:
         self.controller = controller
         self.site = controller.site
         self.threshold_a = float(threshold_a)
@@ -132,7 +145,8 @@ class CsmsAdapter:
         self.last_schedule: Schedule | None = None
         self.belief = Belief(self.site)
         self._evse: dict[tuple[str, int], Evse] = {
-            (e.charge_point_id, e.connector_id): e for e in self.site.evses}
+            (e.charge_point_id, e.connector_id): e for e in self.site.evses
+        }
         self._cps = {e.charge_point_id for e in self.site.evses}
         self._tx: dict[str, _Tx] = {}  #: session id → transaction
         self._by_wire: dict[tuple[str, int | str], str] = {}  #: (cp, wire tx id) → session id
@@ -235,9 +249,15 @@ class CsmsAdapter:
                 for m in slot.sent:
                     m.expired = True
 
-    def set_capabilities(self, cp: str, connector: int | None = None, *,
-                         rate_unit: str | None = None, max_periods: int | None = None,
-                         phase_switching: bool | None = None) -> bool:
+    def set_capabilities(
+        self,
+        cp: str,
+        connector: int | None = None,
+        *,
+        rate_unit: str | None = None,
+        max_periods: int | None = None,
+        phase_switching: bool | None = None,
+    ) -> bool:
         """Record what station ``cp`` (all connectors, or one) supports."""
         if not self._known_cp(cp):
             return self._skip(f"capabilities for unknown charge point {cp!r}")
@@ -252,8 +272,10 @@ class CsmsAdapter:
                 new = StationCaps(
                     rate_unit=rate_unit or old.rate_unit,  # type: ignore[arg-type]
                     max_periods=max_periods or old.max_periods,
-                    phase_switching=(old.phase_switching if phase_switching is None
-                                     else phase_switching))
+                    phase_switching=(
+                        old.phase_switching if phase_switching is None else phase_switching
+                    ),
+                )
                 changed |= new != old
                 self.caps[ev.id] = new
         if changed:  # what was rejected in the old format may be accepted in the new one
@@ -271,8 +293,10 @@ class CsmsAdapter:
         if keys is None:
             keys = []
         if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
-            return self._skip(f"charge point {cp!r}: GetConfiguration configurationKey is not a "
-                              f"list of key/value objects ({type(keys).__name__})")
+            return self._skip(
+                f"charge point {cp!r}: GetConfiguration configurationKey is not a "
+                f"list of key/value objects ({type(keys).__name__})"
+            )
         kv = {k.get("key"): k.get("value") for k in keys}
         unit = None
         allowed = str(kv.get("ChargingScheduleAllowedChargingRateUnit") or "")
@@ -280,16 +304,20 @@ class CsmsAdapter:
             units = {u.strip() for u in allowed.split(",")}
             unit = "A" if "Current" in units else ("W" if "Power" in units else None)
         self._stack_from(cp, kv.get("ChargeProfileMaxStackLevel"))
-        return self._caps_from(cp, None, unit, kv.get("ChargingScheduleMaxPeriods"),
-                               kv.get("ConnectorSwitch3to1PhaseSupported"))
+        return self._caps_from(
+            cp,
+            None,
+            unit,
+            kv.get("ChargingScheduleMaxPeriods"),
+            kv.get("ConnectorSwitch3to1PhaseSupported"),
+        )
 
     def on_get_variables(self, cp: str, payload: Any) -> bool:
         """2.x ``GetVariablesResponse``: ``SmartChargingCtrlr.RateUnit`` (``A``/``W`` list),
         ``PeriodsPerSchedule``, ``ProfileStackLevel``, ``ACPhaseSwitchingSupported``."""
         results = payload.get("getVariableResult") if isinstance(payload, dict) else None
         if not isinstance(results, list):
-            return self._skip(f"charge point {cp!r}: GetVariables without a getVariableResult "
-                              "list")
+            return self._skip(f"charge point {cp!r}: GetVariables without a getVariableResult list")
         ok = True
         for r in results:
             if not isinstance(r, dict) or r.get("attributeStatus") != "Accepted":
@@ -323,11 +351,14 @@ class CsmsAdapter:
         self.max_stack_level[cp] = n
         top = max(self.ids.stack_level(p) for p in ("station_max", "tx_default", "tx"))
         if n < top:
-            self._skip(f"charge point {cp!r}: maximum stack level {n} is below loadopt's "
-                       f"stack level {top} (ProfileIds); its profiles will be rejected")
+            self._skip(
+                f"charge point {cp!r}: maximum stack level {n} is below loadopt's "
+                f"stack level {top} (ProfileIds); its profiles will be rejected"
+            )
 
-    def _caps_from(self, cp: str, connector: Any, unit: str | None, periods: Any,
-                   switch: Any) -> bool:
+    def _caps_from(
+        self, cp: str, connector: Any, unit: str | None, periods: Any, switch: Any
+    ) -> bool:
         mp = None
         if periods not in (None, ""):
             try:
@@ -337,34 +368,52 @@ class CsmsAdapter:
         if connector is not None and not isinstance(connector, int):
             return self._skip(f"charge point {cp!r}: bad EVSE id {connector!r} in capabilities")
         sw = None if switch in (None, "") else str(switch).lower() == "true"
-        return self.set_capabilities(cp, connector, rate_unit=unit, max_periods=mp,
-                                     phase_switching=sw)
+        return self.set_capabilities(
+            cp, connector, rate_unit=unit, max_periods=mp, phase_switching=sw
+        )
 
     def _capability_request(self, cp: str, v: Version) -> Message:
         if v == "1.6":
             return (cp, "GetConfiguration", {"key": list(CONFIG_KEYS_16)})
-        return (cp, "GetVariables", {"getVariableData": [
-            {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": n}}
-            for n in VARIABLES_2X]})
+        return (
+            cp,
+            "GetVariables",
+            {
+                "getVariableData": [
+                    {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": n}}
+                    for n in VARIABLES_2X
+                ]
+            },
+        )
 
     def _profiles_request(self, cp: str) -> Message:
         """2.x ``GetChargingProfiles`` for loadopt's own ids on this station (answered by
         ``ReportChargingProfiles``, see :meth:`on_report_charging_profiles`)."""
         conns = [0, *sorted(k for c, k in self._evse if c == cp)]
-        pids = sorted({self.ids.profile_id(p, k) for k in conns
-                       for p in ("station_max", "tx_default", "tx")})
+        pids = sorted(
+            {self.ids.profile_id(p, k) for k in conns for p in ("station_max", "tx_default", "tx")}
+        )
         self._n_requests += 1
-        return (cp, "GetChargingProfiles", {"requestId": self._n_requests,
-                                            "chargingProfile": {"chargingProfileId": pids}})
+        return (
+            cp,
+            "GetChargingProfiles",
+            {"requestId": self._n_requests, "chargingProfile": {"chargingProfileId": pids}},
+        )
 
     def _composite_request(self, cp: str, connector: int) -> Message:
         v = self.versions.get(cp, "1.6")
         dur = int(self.controller.step_s * self.controller.n_periods)
         if v == "1.6":
-            return (cp, "GetCompositeSchedule", {"connectorId": connector, "duration": dur,
-                                                 "chargingRateUnit": "A"})
-        return (cp, "GetCompositeSchedule", {"evseId": connector, "duration": dur,
-                                             "chargingRateUnit": "A"})
+            return (
+                cp,
+                "GetCompositeSchedule",
+                {"connectorId": connector, "duration": dur, "chargingRateUnit": "A"},
+            )
+        return (
+            cp,
+            "GetCompositeSchedule",
+            {"evseId": connector, "duration": dur, "chargingRateUnit": "A"},
+        )
 
     # ------------------------------------------------------------------ transactions
     def _evse_for(self, cp: str, connector: Any) -> Evse | None:
@@ -377,26 +426,48 @@ class CsmsAdapter:
             self._skip(f"charge point {cp!r}: unknown connector/EVSE {connector!r}")
         return ev
 
-    def _start(self, cp: str, ev: Evse, wire_id: int | str, at: datetime, meter_wh: float | None,
-               departure: datetime | None, energy_kwh: float | None, **session_kw: Any) -> bool:
+    def _start(
+        self,
+        cp: str,
+        ev: Evse,
+        wire_id: int | str,
+        at: datetime,
+        meter_wh: float | None,
+        departure: datetime | None,
+        energy_kwh: float | None,
+        **session_kw: Any,
+    ) -> bool:
         sid = f"{cp}:{wire_id}"
         if sid in self._tx:
-            return self._skip(f"charge point {cp!r}: transaction {wire_id!r} already started "
-                              "(duplicate event)")
+            return self._skip(
+                f"charge point {cp!r}: transaction {wire_id!r} already started (duplicate event)"
+            )
         if (cp, str(wire_id)) in self._ended:
-            return self._skip(f"charge point {cp!r}: transaction {wire_id!r} already ended; "
-                              "late start ignored")
+            return self._skip(
+                f"charge point {cp!r}: transaction {wire_id!r} already ended; late start ignored"
+            )
         if self._future(at):
-            return self._skip(f"charge point {cp!r} transaction {wire_id!r}: start stamped "
-                              f"{at.isoformat()}, in the future")
+            return self._skip(
+                f"charge point {cp!r} transaction {wire_id!r}: start stamped "
+                f"{at.isoformat()}, in the future"
+            )
         try:
-            sess = self.controller.new_session(sid, ev.id, at, departure=departure,
-                                               energy_kwh=energy_kwh, **session_kw)
+            sess = self.controller.new_session(
+                sid, ev.id, at, departure=departure, energy_kwh=energy_kwh, **session_kw
+            )
             self.controller.start_session(sess)
         except (InputError, ValueError, OverflowError, TypeError) as e:
             return self._skip(f"charge point {cp!r} transaction {wire_id!r}: {e}")
-        self._tx[sid] = _Tx(sid, cp, ev.connector_id, ev.id, wire_id,
-                            meter_start_wh=meter_wh, last_meter_at=at, last_event_at=at)
+        self._tx[sid] = _Tx(
+            sid,
+            cp,
+            ev.connector_id,
+            ev.id,
+            wire_id,
+            meter_start_wh=meter_wh,
+            last_meter_at=at,
+            last_event_at=at,
+        )
         self._by_wire[(cp, wire_id)] = sid
         self.belief.active_tx[(cp, ev.connector_id)] = wire_id
         return True
@@ -422,28 +493,35 @@ class CsmsAdapter:
             d.pop(key, None)
         v = self.versions.get(cp)
         if v is not None:
-            self._pending.append((cp, "ClearChargingProfile",
-                                  clear_payload(v, "tx", conn, self.ids)))
+            self._pending.append(
+                (cp, "ClearChargingProfile", clear_payload(v, "tx", conn, self.ids))
+            )
         log.info("session %s ended (%s)", sid, why)
 
     def _stop(self, cp: str, wire_id: int | str, at: datetime) -> bool:
         sid = self._by_wire.get((cp, wire_id))
         if sid is None:
             if (cp, str(wire_id)) in self._ended:
-                log.info("charge point %r: stop for transaction %r that already ended", cp,
-                         wire_id)
+                log.info("charge point %r: stop for transaction %r that already ended", cp, wire_id)
                 return True
             # a stop before its start: remember it, so a late start does not open a ghost
             self._ended[(cp, str(wire_id))] = None
-            return self._skip(f"charge point {cp!r}: stop for transaction {wire_id!r} that was "
-                              "never started (a later start for it is ignored)")
+            return self._skip(
+                f"charge point {cp!r}: stop for transaction {wire_id!r} that was "
+                "never started (a later start for it is ignored)"
+            )
         self._end(sid, at, "stopped")
         return True
 
-    def on_start_transaction(self, cp: str, payload: Any, *,
-                             transaction_id: Any = None,
-                             departure: datetime | None = None,
-                             energy_kwh: float | None = None) -> int:
+    def on_start_transaction(
+        self,
+        cp: str,
+        payload: Any,
+        *,
+        transaction_id: Any = None,
+        departure: datetime | None = None,
+        energy_kwh: float | None = None,
+    ) -> int:
         """1.6 ``StartTransaction.req``. Returns the integer ``transactionId`` for the ``.conf``.
 
         The CSMS may pass its own ``transaction_id``; otherwise the adapter numbers them. The id
@@ -455,16 +533,23 @@ class CsmsAdapter:
             try:
                 transaction_id = int(transaction_id)
             except (TypeError, ValueError):
-                self._skip(f"charge point {cp!r}: transaction_id {transaction_id!r} is not an "
-                           "integer; numbering it")
+                self._skip(
+                    f"charge point {cp!r}: transaction_id {transaction_id!r} is not an "
+                    "integer; numbering it"
+                )
                 transaction_id = None
         if not isinstance(payload, dict):
             self._skip(f"charge point {cp!r}: StartTransaction payload is not an object")
             tid = self._next_tx if transaction_id is None else transaction_id
             self._next_tx = max(self._next_tx, tid + 1)
             return tid
-        rkey = (cp, payload.get("connectorId"), payload.get("idTag"), payload.get("timestamp"),
-                str(payload.get("meterStart")))
+        rkey = (
+            cp,
+            payload.get("connectorId"),
+            payload.get("idTag"),
+            payload.get("timestamp"),
+            str(payload.get("meterStart")),
+        )
         if rkey in self._starts16 and transaction_id is None:
             return self._starts16[rkey]
         if transaction_id is None:
@@ -489,13 +574,19 @@ class CsmsAdapter:
         at = _time(payload.get("timestamp")) or self._clock()
         tx = payload.get("transactionId")
         if not isinstance(tx, int) or isinstance(tx, bool):
-            return self._skip(f"charge point {cp!r}: StopTransaction without an integer "
-                              f"transactionId ({tx!r})")
+            return self._skip(
+                f"charge point {cp!r}: StopTransaction without an integer transactionId ({tx!r})"
+            )
         return self._stop(cp, tx, at)
 
-    def on_transaction_event(self, cp: str, payload: Any, *,
-                             departure: datetime | None = None,
-                             energy_kwh: float | None = None) -> bool:
+    def on_transaction_event(
+        self,
+        cp: str,
+        payload: Any,
+        *,
+        departure: datetime | None = None,
+        energy_kwh: float | None = None,
+    ) -> bool:
         """2.x ``TransactionEventRequest`` (Started / Updated / Ended).
 
         A ``Started`` repeated for an open transaction is accepted once; any event for a
@@ -505,30 +596,37 @@ class CsmsAdapter:
             return self._skip(f"charge point {cp!r}: TransactionEvent payload is not an object")
         info = payload.get("transactionInfo")
         if not isinstance(info, dict):
-            return self._skip(f"charge point {cp!r}: TransactionEvent transactionInfo is not an "
-                              f"object ({type(info).__name__})")
+            return self._skip(
+                f"charge point {cp!r}: TransactionEvent transactionInfo is not an "
+                f"object ({type(info).__name__})"
+            )
         wire = info.get("transactionId")
         at = _time(payload.get("timestamp"))
         kind = payload.get("eventType")
         if not isinstance(wire, str) or not wire or at is None:
-            return self._skip(f"charge point {cp!r}: TransactionEvent without transactionId or "
-                              "timestamp")
+            return self._skip(
+                f"charge point {cp!r}: TransactionEvent without transactionId or timestamp"
+            )
         if not self._known_cp(cp):
             return self._skip(f"event from unknown charge point {cp!r}")
         sid = self._by_wire.get((cp, wire))
         if sid is None and (cp, wire) in self._ended:
             if kind == "Ended":
                 return True
-            return self._skip(f"charge point {cp!r}: {kind} for transaction {wire!r} that "
-                              "already ended (late event ignored)")
+            return self._skip(
+                f"charge point {cp!r}: {kind} for transaction {wire!r} that "
+                "already ended (late event ignored)"
+            )
         seq = payload.get("seqNo")
         if sid is not None and isinstance(seq, int):
             tx = self._tx[sid]
             if seq <= tx.last_seq:
                 if kind == "Started":
                     return True  # a repeated Started (lost answer): already open
-                return self._skip(f"charge point {cp!r} transaction {wire!r}: seqNo {seq} "
-                                  f"already seen (last {tx.last_seq}); duplicate or out of order")
+                return self._skip(
+                    f"charge point {cp!r} transaction {wire!r}: seqNo {seq} "
+                    f"already seen (last {tx.last_seq}); duplicate or out of order"
+                )
         if kind == "Ended":
             if sid is None:
                 return self._stop(cp, wire, at)
@@ -537,11 +635,14 @@ class CsmsAdapter:
         if sid is None:
             evse_obj = payload.get("evse")
             if evse_obj is None:
-                return self._skip(f"charge point {cp!r}: {kind} for unknown transaction {wire!r} "
-                                  "without an evse")
+                return self._skip(
+                    f"charge point {cp!r}: {kind} for unknown transaction {wire!r} without an evse"
+                )
             if not isinstance(evse_obj, dict):
-                return self._skip(f"charge point {cp!r}: TransactionEvent evse is not an object "
-                                  f"({type(evse_obj).__name__})")
+                return self._skip(
+                    f"charge point {cp!r}: TransactionEvent evse is not an object "
+                    f"({type(evse_obj).__name__})"
+                )
             ev = self._evse_for(cp, evse_obj.get("id"))
             if ev is None:
                 return False
@@ -571,8 +672,10 @@ class CsmsAdapter:
         A value stamped in the future (beyond ``future_skew_s``) or absurd is quarantined: it is
         skipped and does not move the 'last reading' mark, so later correct readings are kept."""
         if not isinstance(payload, dict):
-            return self._skip(f"charge point {cp!r}: MeterValues payload is not an object "
-                              f"({type(payload).__name__})")
+            return self._skip(
+                f"charge point {cp!r}: MeterValues payload is not an object "
+                f"({type(payload).__name__})"
+            )
         conn = payload.get("connectorId", payload.get("evseId"))
         tx = None
         wire = payload.get("transactionId")
@@ -583,17 +686,22 @@ class CsmsAdapter:
                 sid = None
             tx = self._tx.get(sid) if sid else None
         if tx is None:  # 2.x carries no transactionId: find the connector's transaction
-            tx = next((t for t in self._tx.values()
-                       if t.charge_point_id == cp and t.connector == conn), None)
+            tx = next(
+                (t for t in self._tx.values() if t.charge_point_id == cp and t.connector == conn),
+                None,
+            )
         if tx is None:
             if self._evse_for(cp, conn) is None:
                 return False
-            return self._skip(f"charge point {cp!r} connector {conn!r}: meter values without an "
-                              "active transaction")
+            return self._skip(
+                f"charge point {cp!r} connector {conn!r}: meter values without an "
+                "active transaction"
+            )
         mvs = payload.get("meterValue")
         if not isinstance(mvs, list):
-            return self._skip(f"session {tx.session_id!r}: meterValue is not a list "
-                              f"({type(mvs).__name__})")
+            return self._skip(
+                f"session {tx.session_id!r}: meterValue is not a list ({type(mvs).__name__})"
+            )
         ok = True
         for mv in mvs:
             ok &= self._meter(tx, mv)
@@ -606,11 +714,15 @@ class CsmsAdapter:
         if at is None:
             return self._skip(f"session {tx.session_id!r}: meter value without timestamp")
         if self._future(at):
-            return self._skip(f"session {tx.session_id!r}: meter value stamped {at.isoformat()}"
-                              " is in the future; quarantined")
+            return self._skip(
+                f"session {tx.session_id!r}: meter value stamped {at.isoformat()}"
+                " is in the future; quarantined"
+            )
         if tx.last_meter_at is not None and at < tx.last_meter_at:
-            return self._skip(f"session {tx.session_id!r}: meter value at {at.isoformat()} is "
-                              f"older than the last one ({tx.last_meter_at.isoformat()})")
+            return self._skip(
+                f"session {tx.session_id!r}: meter value at {at.isoformat()} is "
+                f"older than the last one ({tx.last_meter_at.isoformat()})"
+            )
         svs = mv.get("sampledValue")
         if not isinstance(svs, list):
             return self._skip(f"session {tx.session_id!r}: sampledValue is not a list")
@@ -621,16 +733,20 @@ class CsmsAdapter:
             meas = sv.get("measurand", "Energy.Active.Import.Register")
             val = _number(sv.get("value"))
             if val is None or val < 0:
-                return self._skip(f"session {tx.session_id!r}: {meas} value "
-                                  f"{sv.get('value')!r} is not a finite number >= 0")
+                return self._skip(
+                    f"session {tx.session_id!r}: {meas} value "
+                    f"{sv.get('value')!r} is not a finite number >= 0"
+                )
             uom = sv.get("unitOfMeasure")
             uom = uom if isinstance(uom, dict) else {}
             unit = sv.get("unit") or uom.get("unit")
             mult = uom.get("multiplier", 0) or 0
             if not isinstance(mult, int) or isinstance(mult, bool) or not -9 <= mult <= 9:
-                return self._skip(f"session {tx.session_id!r}: unitOfMeasure multiplier "
-                                  f"{mult!r} is not an integer in -9..9")
-            val *= 10.0 ** mult
+                return self._skip(
+                    f"session {tx.session_id!r}: unitOfMeasure multiplier "
+                    f"{mult!r} is not an integer in -9..9"
+                )
+            val *= 10.0**mult
             if meas == "Energy.Active.Import.Register":
                 energy_wh = val * (1000.0 if unit == "kWh" else 1.0)
             elif meas == "Current.Import":
@@ -670,8 +786,9 @@ class CsmsAdapter:
         self.status[(cp, conn)] = str(status)
         if status in ("Available", "Finishing"):
             at = _time(payload.get("timestamp")) or self._clock()
-            for sid in [s for s, t in self._tx.items()
-                        if t.charge_point_id == cp and t.connector == conn]:
+            for sid in [
+                s for s, t in self._tx.items() if t.charge_point_id == cp and t.connector == conn
+            ]:
                 self._end(sid, at, f"connector {status}")
         return True
 
@@ -681,11 +798,14 @@ class CsmsAdapter:
         if not isinstance(payload, dict) or not isinstance(payload.get("chargingNeeds"), dict):
             return self._skip(f"charge point {cp!r}: NotifyEVChargingNeeds without chargingNeeds")
         evse = payload.get("evseId")
-        tx = next((t for t in self._tx.values()
-                   if t.charge_point_id == cp and t.connector == evse), None)
+        tx = next(
+            (t for t in self._tx.values() if t.charge_point_id == cp and t.connector == evse), None
+        )
         if tx is None:
-            return self._skip(f"charge point {cp!r}: NotifyEVChargingNeeds for EVSE {evse!r} "
-                              "without an open transaction")
+            return self._skip(
+                f"charge point {cp!r}: NotifyEVChargingNeeds for EVSE {evse!r} "
+                "without an open transaction"
+            )
         needs = payload["chargingNeeds"]
         upd: dict[str, Any] = {}
         dep = _time(needs.get("departureTime"))
@@ -731,8 +851,11 @@ class CsmsAdapter:
         if not self._known_cp(cp):
             return self._skip(f"external limit from unknown charge point {cp!r}")
         try:
-            sigs = (() if how == "cleared" else
-                    oc.notify_charging_limit(self.site, cp, payload, received_at=self._clock()))
+            sigs = (
+                ()
+                if how == "cleared"
+                else oc.notify_charging_limit(self.site, cp, payload, received_at=self._clock())
+            )
             ctl = self.controller
             ctl.set_signals(ctl.signals.with_grid_signals(oc.source_of(cp), sigs))
         except (InputError, ValueError, TypeError, AttributeError) as e:
@@ -751,12 +874,13 @@ class CsmsAdapter:
         from ..grid.ocpp_constraints import PURPOSE, report_charging_profiles, source_of
 
         ok = True
-        if any(isinstance(p, dict) and p.get("chargingProfilePurpose") == PURPOSE
-               for p in payload["chargingProfile"]):
+        if any(
+            isinstance(p, dict) and p.get("chargingProfilePurpose") == PURPOSE
+            for p in payload["chargingProfile"]
+        ):
             # external constraints (EMS, grid operator) are hard caps on the station's node
             try:
-                sigs = report_charging_profiles(self.site, cp, payload,
-                                                received_at=self._clock())
+                sigs = report_charging_profiles(self.site, cp, payload, received_at=self._clock())
                 ctl = self.controller
                 ctl.set_signals(ctl.signals.with_grid_signals(source_of(cp), sigs))
             except (InputError, ValueError, TypeError, AttributeError) as e:
@@ -768,33 +892,43 @@ class CsmsAdapter:
                 continue
             key = self._key_of(cp, {"evseId": evse, "chargingProfile": prof})
             pid = prof.get("id")
-            ours = (key[2] in ("station_max", "tx_default", "tx")
-                    and pid == self.ids.profile_id(key[2], evse))  # type: ignore[arg-type]
+            ours = key[2] in ("station_max", "tx_default", "tx") and pid == self.ids.profile_id(
+                key[2],  # type: ignore[arg-type]
+                evse,
+            )
             if ours:
                 ev = self._evse.get((cp, evse))
-                held = held_from_payload({"evseId": evse, "chargingProfile": prof}, v,
-                                         ev.voltage_v if ev else self.site.voltage_v)
+                held = held_from_payload(
+                    {"evseId": evse, "chargingProfile": prof},
+                    v,
+                    ev.voltage_v if ev else self.site.voltage_v,
+                )
                 slot = self.belief.slot(key)
                 if not slot.sent and held is not None:
                     slot.base = held
             elif (cp, evse) in self._evse:
-                self._skip(f"charge point {cp!r} EVSE {evse}: holds a foreign profile {pid!r} "
-                           "that may override loadopt's; budgeted at its maximum")
+                self._skip(
+                    f"charge point {cp!r} EVSE {evse}: holds a foreign profile {pid!r} "
+                    "that may override loadopt's; budgeted at its maximum"
+                )
                 self.belief.slot((cp, evse, "tx_default")).base = UNKNOWN
         return ok
 
     # ------------------------------------------------------------------ answers
-    def on_response(self, cp: str, action: str, request: Any, response: Any,
-                    now: datetime | None = None) -> bool:
+    def on_response(
+        self, cp: str, action: str, request: Any, response: Any, now: datetime | None = None
+    ) -> bool:
         """What the station answered to a message from :meth:`step` / :meth:`poll`; ``None``:
         no answer (time-out, CallError, closed socket). Call :meth:`poll` afterwards to send
         what became safe."""
         if not isinstance(request, dict):
-            return self._skip(f"charge point {cp!r}: {action} answer for a request that is not "
-                              "an object")
+            return self._skip(
+                f"charge point {cp!r}: {action} answer for a request that is not an object"
+            )
         if response is not None and not isinstance(response, dict):
-            return self._skip(f"charge point {cp!r}: {action} answer is not an object "
-                              f"({type(response).__name__})")
+            return self._skip(
+                f"charge point {cp!r}: {action} answer is not an object ({type(response).__name__})"
+            )
         now_s = epoch_s(now) if now is not None else self._clock().timestamp()
         if response is not None:
             self._backoff.pop(cp, None)
@@ -812,8 +946,9 @@ class CsmsAdapter:
         try:
             key = self._key_of(cp, request)
         except (TypeError, ValueError, KeyError) as e:
-            return self._skip(f"charge point {cp!r}: SetChargingProfile answer for a malformed "
-                              f"request ({e!r})")
+            return self._skip(
+                f"charge point {cp!r}: SetChargingProfile answer for a malformed request ({e!r})"
+            )
         slot = self.belief.slots.get(key)
         msg = None
         if slot is not None:
@@ -821,16 +956,20 @@ class CsmsAdapter:
             if msg is None:
                 msg = next((m for m in slot.sent if m.payload == request), None)
         if msg is None:
-            return self._skip(f"charge point {cp!r}: answer to a SetChargingProfile that is not "
-                              f"in flight ({key[2]} on connector {key[1]})")
+            return self._skip(
+                f"charge point {cp!r}: answer to a SetChargingProfile that is not "
+                f"in flight ({key[2]} on connector {key[1]})"
+            )
         if response is None:
             msg.expired = True
             self._back_off(cp, now_s)
             self._intent.pop(key, None)
             self._refresh_wants(cp)  # retried once the back-off is over
-            return self._skip(f"charge point {cp!r}: no answer to SetChargingProfile {key[2]} "
-                              f"on connector {key[1]}; budgeted at its worst case, retried "
-                              "with back-off")
+            return self._skip(
+                f"charge point {cp!r}: no answer to SetChargingProfile {key[2]} "
+                f"on connector {key[1]}; budgeted at its worst case, retried "
+                "with back-off"
+            )
         status = response.get("status")
         if status == "Accepted":
             self.belief.answered(msg, True)
@@ -839,15 +978,17 @@ class CsmsAdapter:
         self.belief.answered(msg, False)
         prof = self._intent.pop(key, None)
         _, n = self._rejected.get(key, (None, 0))
-        delay = min(self.backoff_s[0] * 2 ** n, self.backoff_s[1])
+        delay = min(self.backoff_s[0] * 2**n, self.backoff_s[1])
         if prof is not None:
             self._rejected[key] = (_Rejected(prof, now_s + delay), n + 1)
         self._pending.append(self._capability_request(cp, self.versions.get(cp, "1.6")))
         if key[1] != 0:
             self._pending.append(self._composite_request(cp, key[1]))
-        return self._skip(f"charge point {cp!r}: SetChargingProfile {key[2]} on connector "
-                          f"{key[1]} answered {status!r}; budgeted at what it holds, "
-                          "capabilities asked again")
+        return self._skip(
+            f"charge point {cp!r}: SetChargingProfile {key[2]} on connector "
+            f"{key[1]} answered {status!r}; budgeted at what it holds, "
+            "capabilities asked again"
+        )
 
     def _reconcile(self, cp: str, request: dict[str, Any], response: dict[str, Any]) -> bool:
         """``GetCompositeSchedule``: if the station would let a connector draw more than the
@@ -862,8 +1003,10 @@ class CsmsAdapter:
         ev = self.belief.evses[k]
         start = sched.get("startSchedule", sched.get("scheduleStart"))
         one = {**sched, "startSchedule": start}
-        wrap = {"evseId": conn, "chargingProfile": {"chargingProfilePurpose": "composite",
-                                                     "chargingSchedule": [one]}}
+        wrap = {
+            "evseId": conn,
+            "chargingProfile": {"chargingProfilePurpose": "composite", "chargingSchedule": [one]},
+        }
         try:
             held = held_from_payload(wrap, self.versions.get(cp, "1.6"), ev.voltage_v)
         except (TypeError, ValueError):
@@ -875,8 +1018,10 @@ class CsmsAdapter:
         got = np.minimum(held.limit_at(t), self.belief.hw_a[k][None, :])
         if np.any(np.nan_to_num(got) > worst + 0.1 + EPS):
             self.belief.slot((cp, ev.connector_id, "tx_default")).base = UNKNOWN
-            return self._skip(f"charge point {cp!r} connector {conn}: composite schedule above "
-                              "what loadopt sent; budgeted at its maximum until re-synced")
+            return self._skip(
+                f"charge point {cp!r} connector {conn}: composite schedule above "
+                "what loadopt sent; budgeted at its maximum until re-synced"
+            )
         return True
 
     def _back_off(self, cp: str, now_s: float) -> None:
@@ -924,9 +1069,11 @@ class CsmsAdapter:
     def _expire(self, now_s: float) -> None:
         cps = set()
         for m in self.belief.expire(now_s):
-            self._skip(f"charge point {m.key[0]!r}: no answer to SetChargingProfile {m.key[2]} "
-                       f"on connector {m.key[1]} within {self.send_timeout_s:g} s; budgeted at "
-                       "its worst case, retried with back-off")
+            self._skip(
+                f"charge point {m.key[0]!r}: no answer to SetChargingProfile {m.key[2]} "
+                f"on connector {m.key[1]} within {self.send_timeout_s:g} s; budgeted at "
+                "its worst case, retried with back-off"
+            )
             self._intent.pop(m.key, None)
             cps.add(m.key[0])
         for cp in cps:
@@ -942,8 +1089,10 @@ class CsmsAdapter:
                 continue
             last = tx.last_event_at or sess.arrival
             if now - sess.departure > lim and now - last > lim:
-                self._skip(f"session {sid!r}: {self.max_overstay_h:g} h past its departure "
-                           "without an event; ended as a ghost")
+                self._skip(
+                    f"session {sid!r}: {self.max_overstay_h:g} h past its departure "
+                    "without an event; ended as a ghost"
+                )
                 self._end(sid, now, "ghost")
 
     def _reserve(self, now: datetime, now_s: float) -> None:
@@ -972,8 +1121,9 @@ class CsmsAdapter:
                     ctl.release(e.id)
                     theirs = self._theirs.pop(e.id, None)
                     if theirs is not None:
-                        ctl.reserve(e.id, theirs.current_a, until=theirs.until,
-                                    reason=theirs.reason)
+                        ctl.reserve(
+                            e.id, theirs.current_a, until=theirs.until, reason=theirs.reason
+                        )
                     del self._reason[e.id]
                 continue
             amps = worst[:, k].max(axis=0)
@@ -984,8 +1134,9 @@ class CsmsAdapter:
             theirs = self._theirs.get(e.id)
             if theirs is not None:
                 amps = np.maximum(amps, theirs.current_a)
-            ctl.reserve(e.id, (float(amps[0]), float(amps[1]), float(amps[2])),
-                        reason=f"ocpp: {why}")
+            ctl.reserve(
+                e.id, (float(amps[0]), float(amps[1]), float(amps[2])), reason=f"ocpp: {why}"
+            )
             self._reason[e.id] = why
 
     def _rebuild_targets(self) -> None:
@@ -997,25 +1148,41 @@ class CsmsAdapter:
             p = sched.problem
             active = [sid for sid in p.session_ids if sid in self._tx]
             wire = {sid: self._tx[sid].wire_id for sid in active}
-            for prof in tx_profiles(sched, session_ids=active, transaction_ids=wire,
-                                    caps=self.caps):
+            for prof in tx_profiles(
+                sched, session_ids=active, transaction_ids=wire, caps=self.caps
+            ):
                 targets[prof.key] = self._hysteresis(prof)
             if self.tx_default:
                 for prof in tx_default_profiles(sched, caps=self.caps):
                     targets[prof.key] = prof
-        start = (sched.problem.horizon.start if sched is not None
-                 else datetime.fromtimestamp(max(self._now_s, 0), UTC).replace(microsecond=0))
+        start = (
+            sched.problem.horizon.start
+            if sched is not None
+            else datetime.fromtimestamp(max(self._now_s, 0), UTC).replace(microsecond=0)
+        )
         if self.station_max:
             for prof in installation_caps(self.site, start, caps=self.caps):
                 old = self._targets.get(prof.key)
-                targets[prof.key] = (old if old is not None and old.rate_unit == prof.rate_unit
-                                     and np.array_equal(old.limits, prof.limits) else prof)
+                targets[prof.key] = (
+                    old
+                    if old is not None
+                    and old.rate_unit == prof.rate_unit
+                    and np.array_equal(old.limits, prof.limits)
+                    else prof
+                )
         if sched is None and self.tx_default:  # before the first plan: nothing may start
             for e in self.site.evses:
-                z = Profile(e.charge_point_id, e.connector_id, "tx_default", start,
-                            np.zeros(1, np.int64), np.zeros((1, 3), np.int64),
-                            np.array([e.phases]), e.voltage_v,
-                            self.caps.get(e.id, StationCaps()).apply(e)[0])
+                z = Profile(
+                    e.charge_point_id,
+                    e.connector_id,
+                    "tx_default",
+                    start,
+                    np.zeros(1, np.int64),
+                    np.zeros((1, 3), np.int64),
+                    np.array([e.phases]),
+                    e.voltage_v,
+                    self.caps.get(e.id, StationCaps()).apply(e)[0],
+                )
                 targets[z.key] = z
         self._targets = targets
         for cp in self.versions:
@@ -1044,8 +1211,9 @@ class CsmsAdapter:
         ph = prof.phases[np.searchsorted(prof.starts, t, side="right") - 1]
         lim[t < cut] = 0
         ev = self.site.evse(self._tx[sid].evse_id) if sid in self._tx else None
-        maxp = (self.caps.get(ev.id, StationCaps()).apply(ev)[1] if ev is not None
-                else prof.starts.size)
+        maxp = (
+            self.caps.get(ev.id, StationCaps()).apply(ev)[1] if ev is not None else prof.starts.size
+        )
         end = int(t[-1]) + 1
         st, lm, phs = merge_periods(t, lim, ph, maxp, end)
         return replace(prof, starts=st, limits=lm, phases=phs)
@@ -1066,8 +1234,11 @@ class CsmsAdapter:
                 self._skip(str(e))
                 continue
             rej = self._rejected.get(key)
-            if rej is not None and rej[0].until_s > self._now_s and not self._changed(
-                    rej[0].profile, prof):
+            if (
+                rej is not None
+                and rej[0].until_s > self._now_s
+                and not self._changed(rej[0].profile, prof)
+            ):
                 continue  # rejected as is: not re-sent before its back-off is over
             ev = self._evse.get((cp, key[1]))
             volt = ev.voltage_v if ev is not None else prof.voltage_v
@@ -1097,10 +1268,14 @@ class CsmsAdapter:
         default is unknown (after a boot) is replaced by a 0 A one first, so that it becomes
         known without ever letting it draw more.
         """
-        ready = [key for key in self._want
-                 if key[0] in self.versions and not self._backing_off(key[0], now_s)
-                 and self._asking.get(key[0], -math.inf) <= now_s
-                 and self.belief.slot(key).pending is None]
+        ready = [
+            key
+            for key in self._want
+            if key[0] in self.versions
+            and not self._backing_off(key[0], now_s)
+            and self._asking.get(key[0], -math.inf) <= now_s
+            and self.belief.slot(key).pending is None
+        ]
         if not ready:
             return []
         times = self._times(now_s)
@@ -1135,27 +1310,37 @@ class CsmsAdapter:
         """A 0 A TxDefault in place of the wanted one (kept wanted for later)."""
         w = self._want[key]
         v = self.versions[key[0]]
-        zero = replace(w.profile, starts=np.zeros(1, np.int64),
-                       limits=np.zeros((1, 3), np.int64), phases=w.profile.phases[:1])
+        zero = replace(
+            w.profile,
+            starts=np.zeros(1, np.int64),
+            limits=np.zeros((1, 3), np.int64),
+            phases=w.profile.phases[:1],
+        )
         payload = to_payload(zero, v, self.ids)
         ev = self._evse[(key[0], key[1])]
         held = held_from_payload(payload, v, ev.voltage_v)
-        self.belief.sent(Sent(key, "SetChargingProfile", payload, held, now_s,
-                              now_s + self.send_timeout_s))
+        self.belief.sent(
+            Sent(key, "SetChargingProfile", payload, held, now_s, now_s + self.send_timeout_s)
+        )
         return (key[0], "SetChargingProfile", payload)
 
     def _send(self, key: SlotKey, now_s: float) -> Message:
         w = self._want.pop(key)
-        self.belief.sent(Sent(key, "SetChargingProfile", w.payload, w.held, now_s,
-                              now_s + self.send_timeout_s))
+        self.belief.sent(
+            Sent(key, "SetChargingProfile", w.payload, w.held, now_s, now_s + self.send_timeout_s)
+        )
         self._intent[key] = w.profile
         return (key[0], "SetChargingProfile", w.payload)
 
     def _changed(self, old: Profile | None, new: Profile) -> bool:
         if old is None:
             return True
-        if (old.rate_unit != new.rate_unit or old.transaction_id != new.transaction_id
-                or old.valid_to != new.valid_to or old.min_rate_da != new.min_rate_da):
+        if (
+            old.rate_unit != new.rate_unit
+            or old.transaction_id != new.transaction_id
+            or old.valid_to != new.valid_to
+            or old.min_rate_da != new.min_rate_da
+        ):
             return True
         off = new.start.timestamp() - old.start.timestamp()  # real seconds
         if off < 0:
@@ -1197,8 +1382,7 @@ class CsmsAdapter:
             slot = self.belief.slots.get(self._key_of(cp, payload))
         except (TypeError, ValueError, KeyError):
             return False
-        return slot is not None and any(m.payload is payload and not m.expired
-                                        for m in slot.sent)
+        return slot is not None and any(m.payload is payload and not m.expired for m in slot.sent)
 
     def in_force(self, cp: str) -> list[Profile]:
         """The profiles last sent to station ``cp`` (see :attr:`belief` for what it holds)."""

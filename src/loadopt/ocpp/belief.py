@@ -138,10 +138,13 @@ def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -
         at.append(start + float(per.get("startPeriod", 0)))
         lines.append(row)
     vt = _wire_time_s(prof.get("validTo"))
-    return Held(purpose=str(prof.get("chargingProfilePurpose")), at_s=np.asarray(at),
-                lines_a=np.asarray(lines, dtype=np.float64),
-                valid_to_s=math.inf if vt is None else vt,
-                transaction_id=prof.get("transactionId"))
+    return Held(
+        purpose=str(prof.get("chargingProfilePurpose")),
+        at_s=np.asarray(at),
+        lines_a=np.asarray(lines, dtype=np.float64),
+        valid_to_s=math.inf if vt is None else vt,
+        transaction_id=prof.get("transactionId"),
+    )
 
 
 @dataclass(eq=False)
@@ -248,8 +251,12 @@ class Belief:
                 return False
         return True
 
-    def worst_a(self, times_s: np.ndarray, override: dict[SlotKey, Held | None] | None = None,
-                only: list[int] | None = None) -> np.ndarray:
+    def worst_a(
+        self,
+        times_s: np.ndarray,
+        override: dict[SlotKey, Held | None] | None = None,
+        only: list[int] | None = None,
+    ) -> np.ndarray:
         """(n, E, 3) A: the most each EVSE line may draw at each time under any possibly-held
         state. ``override`` adds one more possibly-held profile per slot (an admission test)."""
         times_s = np.asarray(times_s, dtype=np.float64)
@@ -260,8 +267,9 @@ class Belief:
             out[:, k] = self._worst_one(k, times_s, override or {})
         return out
 
-    def _worst_one(self, k: int, times_s: np.ndarray,
-                   override: dict[SlotKey, Held | None]) -> np.ndarray:
+    def _worst_one(
+        self, k: int, times_s: np.ndarray, override: dict[SlotKey, Held | None]
+    ) -> np.ndarray:
         e = self.evses[k]
         hw = self.hw_a[k]
         n = times_s.size
@@ -294,8 +302,9 @@ class Belief:
                     worst = np.maximum(worst, np.where(np.isnan(v), 0.0, v))
         return np.minimum(worst, hw[None, :])
 
-    def _slot_values(self, c: Held | _Unknown | None, times_s: np.ndarray, fallback: np.ndarray,
-                     unknown: float) -> np.ndarray:
+    def _slot_values(
+        self, c: Held | _Unknown | None, times_s: np.ndarray, fallback: np.ndarray, unknown: float
+    ) -> np.ndarray:
         if isinstance(c, Held):
             v = c.limit_at(times_s)
             return np.where(np.isnan(v), fallback, v)

@@ -26,10 +26,16 @@ VERSIONS: tuple[Version, ...] = ("1.6", "2.0.1", "2.1")
 #: Internal purpose names → wire names per version.
 Purpose = Literal["station_max", "tx_default", "tx"]
 _WIRE = {
-    "1.6": {"station_max": "ChargePointMaxProfile", "tx_default": "TxDefaultProfile",
-            "tx": "TxProfile"},
-    "2.0.1": {"station_max": "ChargingStationMaxProfile", "tx_default": "TxDefaultProfile",
-              "tx": "TxProfile"},
+    "1.6": {
+        "station_max": "ChargePointMaxProfile",
+        "tx_default": "TxDefaultProfile",
+        "tx": "TxProfile",
+    },
+    "2.0.1": {
+        "station_max": "ChargingStationMaxProfile",
+        "tx_default": "TxDefaultProfile",
+        "tx": "TxProfile",
+    },
 }
 _WIRE["2.1"] = _WIRE["2.0.1"]
 
@@ -69,5 +75,8 @@ class ProfileIds:
         return self.base + self._OFFSET[purpose] + connector
 
     def stack_level(self, purpose: Purpose) -> int:
-        return {"station_max": self.stack_station_max, "tx_default": self.stack_tx_default,
-                "tx": self.stack_tx}[purpose]
+        return {
+            "station_max": self.stack_station_max,
+            "tx_default": self.stack_tx_default,
+            "tx": self.stack_tx,
+        }[purpose]

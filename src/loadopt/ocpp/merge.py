@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def dedupe(starts: np.ndarray, limits: np.ndarray, phases: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dedupe(
+    starts: np.ndarray, limits: np.ndarray, phases: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drop every period whose limits and phase count equal those of the period before it."""
     starts = np.asarray(starts, dtype=np.int64)
     limits = np.asarray(limits, dtype=np.int64).reshape(starts.size, 3)
@@ -34,8 +35,9 @@ def dedupe(starts: np.ndarray, limits: np.ndarray, phases: np.ndarray
     return starts[keep], limits[keep], phases[keep]
 
 
-def merge_periods(starts: np.ndarray, limits: np.ndarray, phases: np.ndarray, max_periods: int,
-                  end_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merge_periods(
+    starts: np.ndarray, limits: np.ndarray, phases: np.ndarray, max_periods: int, end_s: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge to at most ``max_periods`` periods without raising any limit at any instant.
 
     First equal neighbours are merged (lossless). While too many periods remain, the adjacent
@@ -57,8 +59,9 @@ def merge_periods(starts: np.ndarray, limits: np.ndarray, phases: np.ndarray, ma
         pa = ph[:-1] * m.max(axis=1)
         pb = ph[1:] * m.max(axis=1)
         pm = np.minimum(ph[:-1], ph[1:]) * m.max(axis=1)
-        loss = (((a - m).sum(axis=1) + (pa - pm)) * dur[:-1]
-                + ((b - m).sum(axis=1) + (pb - pm)) * dur[1:])
+        loss = ((a - m).sum(axis=1) + (pa - pm)) * dur[:-1] + (
+            (b - m).sum(axis=1) + (pb - pm)
+        ) * dur[1:]
         i = int(np.argmin(loss))
         lim[i] = m[i]
         ph[i] = min(ph[i], ph[i + 1])

@@ -62,9 +62,11 @@ class StationCaps:
     phase_switching: bool | None = None
 
     def apply(self, evse: Evse) -> tuple[RateUnit, int, bool]:
-        return (self.rate_unit or evse.rate_unit,
-                int(self.max_periods or evse.max_periods),
-                evse.phase_switching if self.phase_switching is None else self.phase_switching)
+        return (
+            self.rate_unit or evse.rate_unit,
+            int(self.max_periods or evse.max_periods),
+            evse.phase_switching if self.phase_switching is None else self.phase_switching,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,8 +170,7 @@ def tx_profiles(
     bounds = h.period_bounds_s().astype(np.int64)
     end_s = int(bounds[-1])
     if session_ids is None:
-        idx = [i for i, s in enumerate(p.sessions)
-               if s.arrival <= h.start < s.departure]
+        idx = [i for i, s in enumerate(p.sessions) if s.arrival <= h.start < s.departure]
     else:
         idx = [p.session_index(sid) for sid in session_ids]
     cur_da = _deci(schedule.current)
@@ -194,13 +195,26 @@ def tx_profiles(
             lim = np.repeat(row[:, None], 3, axis=1)
             st, lm, ph = merge_periods(starts, lim, nph[i], maxp, end_s)
         tx = (transaction_ids or {}).get(s.id, s.id)
-        out.append(Profile(
-            charge_point_id=ev.charge_point_id, connector=ev.connector_id, purpose="tx",
-            start=h.start, starts=st, limits=lm, phases=ph, voltage_v=ev.voltage_v,
-            rate_unit=unit, session_id=s.id, transaction_id=tx,
-            valid_to=s.departure if s.departure > h.start else None,
-            min_rate_da=min_da if min_da > 0 else None, phase_switching=switch,
-            discharge=dis, duration_s=None if dis is None else int(end_s)))
+        out.append(
+            Profile(
+                charge_point_id=ev.charge_point_id,
+                connector=ev.connector_id,
+                purpose="tx",
+                start=h.start,
+                starts=st,
+                limits=lm,
+                phases=ph,
+                voltage_v=ev.voltage_v,
+                rate_unit=unit,
+                session_id=s.id,
+                transaction_id=tx,
+                valid_to=s.departure if s.departure > h.start else None,
+                min_rate_da=min_da if min_da > 0 else None,
+                phase_switching=switch,
+                discharge=dis,
+                duration_s=None if dis is None else int(end_s),
+            )
+        )
     return out
 
 
@@ -243,8 +257,11 @@ def allowances(schedule: Schedule) -> Allowances:
 
     # a reserved EVSE may draw its reservation whatever the plan: that is its load, and it takes
     # no newcomer share (Problem.evse_reserved_a)
-    res = (np.zeros((E, 3, T)) if p.evse_reserved_a is None
-           else np.asarray(p.evse_reserved_a, dtype=np.float64))
+    res = (
+        np.zeros((E, 3, T))
+        if p.evse_reserved_a is None
+        else np.asarray(p.evse_reserved_a, dtype=np.float64)
+    )
     res_da = np.ceil(res * 10.0 - 1e-7).astype(np.int64)
     plugged = res.max(axis=1) > 0
     if p.n_sessions:
@@ -275,25 +292,30 @@ def allowances(schedule: Schedule) -> Allowances:
     spare_cur = np.maximum(cap_da - node_load, 0)  # (N,3,T) deci-amps, inf = no limit
 
     # power rows (kW) and the site import row
-    kw_load = np.asarray(anc.T @ (_session_kw_by_evse(p, schedule, E)
-                                  + res.sum(axis=1) * np.array([e.voltage_v for e in site.evses
-                                                                ]).reshape(E, 1) / 1000.0))
+    kw_load = np.asarray(
+        anc.T
+        @ (
+            _session_kw_by_evse(p, schedule, E)
+            + res.sum(axis=1) * np.array([e.voltage_v for e in site.evses]).reshape(E, 1) / 1000.0
+        )
+    )
     kw_load[base] += p.base_load_kw[None, :]
     spare_kw = np.maximum(p.node_power_limit_kw * (1 - POWER_MARGIN) - kw_load, 0)  # (N,T)
     imp_cap = p.import_cap_kw * (1 - POWER_MARGIN)
     spare_imp = np.maximum(imp_cap - schedule.import_kw, 0)  # (T,)
 
     # how many newcomers each row must carry
-    n_cur = np.stack([anc.T @ (idle & e_mask[:, ph, None]).astype(np.float64)
-                      for ph in range(3)], axis=1)  # (N,3,T)
+    n_cur = np.stack(
+        [anc.T @ (idle & e_mask[:, ph, None]).astype(np.float64) for ph in range(3)], axis=1
+    )  # (N,3,T)
     w_kw = anc.T @ (idle * e_kwpa[:, None])  # (N,T) kW per A if every idle EVSE draws 1 A
     w_imp = (idle * e_kwpa[:, None]).sum(axis=0)  # (T,)
     with np.errstate(divide="ignore", invalid="ignore"):
         a_cur = np.where(n_cur > 0, np.floor(spare_cur / np.maximum(n_cur, 1)), np.inf)
-        a_kw = np.where(w_kw > 0, np.floor(spare_kw / np.where(w_kw > 0, w_kw, 1) * 10.0),
-                        np.inf)
-        a_imp = np.where(w_imp > 0, np.floor(spare_imp / np.where(w_imp > 0, w_imp, 1) * 10.0),
-                         np.inf)
+        a_kw = np.where(w_kw > 0, np.floor(spare_kw / np.where(w_kw > 0, w_kw, 1) * 10.0), np.inf)
+        a_imp = np.where(
+            w_imp > 0, np.floor(spare_imp / np.where(w_imp > 0, w_imp, 1) * 10.0), np.inf
+        )
 
     # min over each EVSE's ancestors, walking up the tree by depth
     best = np.minimum(np.full((E, 3, T), np.inf), np.broadcast_to(a_imp, (E, 3, T)))
@@ -352,14 +374,25 @@ def tx_default_profiles(
             continue
         unit, maxp, switch = caps.get(ev.id, StationCaps()).apply(ev)
         lines = np.where(allow.idle[k][None, :], allow.newcomer[k], 0).T.copy()  # (T, 3)
-        lines[:, ev.phases:] = 0
+        lines[:, ev.phases :] = 0
         low = lines[:, : ev.phases].min(axis=1) < int(_deci(ev.min_current))
         lines[low] = 0
         st, lm, ph = merge_periods(starts, lines, np.full(T, ev.phases), maxp, int(bounds[-1]))
-        out.append(Profile(
-            charge_point_id=ev.charge_point_id, connector=ev.connector_id, purpose="tx_default",
-            start=h.start, starts=st, limits=lm, phases=ph, voltage_v=ev.voltage_v,
-            rate_unit=unit, phase_switching=switch, per_phase=ev.phases == 3))
+        out.append(
+            Profile(
+                charge_point_id=ev.charge_point_id,
+                connector=ev.connector_id,
+                purpose="tx_default",
+                start=h.start,
+                starts=st,
+                limits=lm,
+                phases=ph,
+                voltage_v=ev.voltage_v,
+                rate_unit=unit,
+                phase_switching=switch,
+                per_phase=ev.phases == 3,
+            )
+        )
     return out
 
 
@@ -416,10 +449,20 @@ def installation_caps(
         unit = caps.get(evs[0].id, StationCaps()).apply(evs[0])[0]
         if any(caps.get(ev.id, StationCaps()).apply(ev)[0] != unit for ev in evs):
             unit = "A"
-        out.append(Profile(
-            charge_point_id=cp, connector=0, purpose="station_max", start=start,
-            starts=np.zeros(1, np.int64), limits=lines[None, :], phases=np.array([nph]),
-            voltage_v=min(ev.voltage_v for ev in evs), rate_unit=unit, per_phase=per_line))
+        out.append(
+            Profile(
+                charge_point_id=cp,
+                connector=0,
+                purpose="station_max",
+                start=start,
+                starts=np.zeros(1, np.int64),
+                limits=lines[None, :],
+                phases=np.array([nph]),
+                voltage_v=min(ev.voltage_v for ev in evs),
+                rate_unit=unit,
+                per_phase=per_line,
+            )
+        )
     return out
 
 
@@ -464,8 +507,9 @@ def station_max_profiles(
                 site_ph = int(allow.evse_line_phase[k, j])
                 used[site_ph] = True
                 rated[site_ph] += int(_deci(ev.max_current))
-                per_phase[site_ph] += allow.load_da[k, j] + np.where(allow.idle[k],
-                                                                     allow.newcomer[k, j], 0)
+                per_phase[site_ph] += allow.load_da[k, j] + np.where(
+                    allow.idle[k], allow.newcomer[k, j], 0
+                )
         rots = {ev.site_phases for ev in evs}
         nph = max(ev.phases for ev in evs)
         if len(rots) == 1:
@@ -484,10 +528,20 @@ def station_max_profiles(
         if any(caps.get(ev.id, StationCaps()).apply(ev)[0] != unit for ev in evs):
             unit = "A"
         st, lm, ph = merge_periods(starts, lines, np.full(T, nph), maxp, int(bounds[-1]))
-        out.append(Profile(
-            charge_point_id=cp, connector=0, purpose="station_max", start=h.start, starts=st,
-            limits=lm, phases=ph, voltage_v=min(ev.voltage_v for ev in evs), rate_unit=unit,
-            per_phase=per_line))
+        out.append(
+            Profile(
+                charge_point_id=cp,
+                connector=0,
+                purpose="station_max",
+                start=h.start,
+                starts=st,
+                limits=lm,
+                phases=ph,
+                voltage_v=min(ev.voltage_v for ev in evs),
+                rate_unit=unit,
+                per_phase=per_line,
+            )
+        )
     return out
 
 
@@ -499,8 +553,7 @@ def _period_dicts(prof: Profile, version: Version) -> list[dict[str, Any]]:
         lines = prof.limits[k]
         used = lines[:nph] if nph > 0 else lines[:1]
         d: dict[str, Any] = {"startPeriod": int(prof.starts[k])}
-        split = (version == "2.1" and prof.per_phase and nph == 3
-                 and not np.all(lines == lines[0]))
+        split = version == "2.1" and prof.per_phase and nph == 3 and not np.all(lines == lines[0])
         if split:
             if prof.rate_unit == "A":
                 vals = [int(v) for v in lines]
@@ -511,9 +564,11 @@ def _period_dicts(prof: Profile, version: Version) -> list[dict[str, Any]]:
             d["limit_L3"] = _num(vals[2])
         else:
             da = int(used.min())
-            d["limit"] = _num(da if prof.rate_unit == "A"
-                              else _watts_deci(da, prof.voltage_v,
-                                               _w_phases(version, nph, prof.purpose)))
+            d["limit"] = _num(
+                da
+                if prof.rate_unit == "A"
+                else _watts_deci(da, prof.voltage_v, _w_phases(version, nph, prof.purpose))
+            )
         if nph > 0:
             d["numberPhases"] = nph
             if version != "1.6" and prof.phase_switching and nph == 1:
@@ -541,16 +596,23 @@ def to_payload(prof: Profile, version: Version, ids: ProfileIds | None = None) -
     sched: dict[str, Any] = {
         "startSchedule": iso(prof.start),
         "chargingRateUnit": prof.rate_unit,
-        "chargingSchedulePeriod": (_period_dicts(prof, version) if prof.discharge is None
-                                   else schedule_periods(prof, version)),
+        "chargingSchedulePeriod": (
+            _period_dicts(prof, version)
+            if prof.discharge is None
+            else schedule_periods(prof, version)
+        ),
     }
     if prof.duration_s is not None:  # a discharge never outlives the plan that decided it
         sched["duration"] = int(prof.duration_s)
     if prof.min_rate_da:
         nph = int(prof.phases.min())
-        v = (prof.min_rate_da if prof.rate_unit == "A"
-             else _watts_deci(prof.min_rate_da, prof.voltage_v,
-                              _w_phases(version, nph, prof.purpose)))
+        v = (
+            prof.min_rate_da
+            if prof.rate_unit == "A"
+            else _watts_deci(
+                prof.min_rate_da, prof.voltage_v, _w_phases(version, nph, prof.purpose)
+            )
+        )
         sched["minChargingRate"] = _num(v)
     profile: dict[str, Any] = {
         "stackLevel": ids.stack_level(prof.purpose),
@@ -576,16 +638,19 @@ def _tx_id(prof: Profile, version: Version) -> int | str:
         except (TypeError, ValueError):
             raise InputError(
                 f"session {prof.session_id!r}: OCPP 1.6 needs an integer transactionId, got "
-                f"{tx!r} (pass transaction_ids)") from None
+                f"{tx!r} (pass transaction_ids)"
+            ) from None
     s = str(tx)
     if not 1 <= len(s) <= 36:
-        raise InputError(f"session {prof.session_id!r}: OCPP 2.x transactionId {s!r} must be "
-                         "1..36 characters")
+        raise InputError(
+            f"session {prof.session_id!r}: OCPP 2.x transactionId {s!r} must be 1..36 characters"
+        )
     return s
 
 
-def clear_payload(version: Version, purpose: Purpose, connector: int,
-                  ids: ProfileIds | None = None) -> dict[str, Any]:
+def clear_payload(
+    version: Version, purpose: Purpose, connector: int, ids: ProfileIds | None = None
+) -> dict[str, Any]:
     """``ClearChargingProfile`` for loadopt's profile of ``purpose`` on ``connector`` (by id)."""
     version = check_version(version)
     pid = (ids or ProfileIds()).profile_id(purpose, connector)
@@ -610,12 +675,12 @@ def build_profiles(
     allow = allowances(schedule) if (station_max or tx_default) else None
     out: list[Profile] = []
     if station_max:
-        out += station_max_profiles(schedule, allow=allow, caps=caps, charge_points=cps,
-                                    only_needed=only_needed)
+        out += station_max_profiles(
+            schedule, allow=allow, caps=caps, charge_points=cps, only_needed=only_needed
+        )
     if tx_default:
         out += tx_default_profiles(schedule, allow=allow, caps=caps, charge_points=cps)
-    txs = tx_profiles(schedule, session_ids=session_ids, transaction_ids=transaction_ids,
-                      caps=caps)
+    txs = tx_profiles(schedule, session_ids=session_ids, transaction_ids=transaction_ids, caps=caps)
     out += [t for t in txs if cps is None or t.charge_point_id in cps]
     return out
 
@@ -654,7 +719,18 @@ def validate(action: str, payload: dict[str, Any], version: Version) -> None:
 
 
 __all__ = [
-    "Allowances", "Profile", "StationCaps", "allowances", "build_profiles", "clear_payload",
-    "installation_caps", "iso", "set_charging_profiles", "station_max_profiles", "to_payload",
-    "tx_default_profiles", "tx_profiles", "validate",
+    "Allowances",
+    "Profile",
+    "StationCaps",
+    "allowances",
+    "build_profiles",
+    "clear_payload",
+    "installation_caps",
+    "iso",
+    "set_charging_profiles",
+    "station_max_profiles",
+    "to_payload",
+    "tx_default_profiles",
+    "tx_profiles",
+    "validate",
 ]

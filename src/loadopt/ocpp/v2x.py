@@ -61,13 +61,16 @@ def check_versions(schedule: Schedule, version: str | Mapping[str, str]) -> None
         cp = evse[p.sessions[p.session_index(sid)].evse].charge_point_id
         v = version if isinstance(version, str) else version.get(cp)
         if v != "2.1":
-            raise InputError(f"session {sid!r}: the schedule discharges it but charge point "
-                             f"{cp!r} speaks OCPP {v}, which cannot discharge (2.1 only); "
-                             "plan it charge-only (Evse.bidirectional=False)")
+            raise InputError(
+                f"session {sid!r}: the schedule discharges it but charge point "
+                f"{cp!r} speaks OCPP {v}, which cannot discharge (2.1 only); "
+                "plan it charge-only (Evse.bidirectional=False)"
+            )
 
 
-def v2x_periods(charge_da: np.ndarray, discharge_da: np.ndarray, starts_s: np.ndarray,
-                max_periods: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def v2x_periods(
+    charge_da: np.ndarray, discharge_da: np.ndarray, starts_s: np.ndarray, max_periods: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge equal consecutive periods; cut with an idle period when over ``max_periods``.
 
     Returns ``(starts_s, charge_da, discharge_da)`` of the periods to send.
@@ -85,8 +88,15 @@ def v2x_periods(charge_da: np.ndarray, discharge_da: np.ndarray, starts_s: np.nd
     return st, c, d
 
 
-def period_dict(start_s: int, charge_da: int, discharge_da: int, phases: int, rate_unit: str,
-                voltage_v: float, discharge_mode: DischargeMode = "setpoint") -> dict[str, Any]:
+def period_dict(
+    start_s: int,
+    charge_da: int,
+    discharge_da: int,
+    phases: int,
+    rate_unit: str,
+    voltage_v: float,
+    discharge_mode: DischargeMode = "setpoint",
+) -> dict[str, Any]:
     """One 2.1 ``ChargingSchedulePeriodType`` (see the module docstring for the modes)."""
     from .profiles import _num, _watts_deci
 
@@ -118,21 +128,37 @@ def period_dict(start_s: int, charge_da: int, discharge_da: int, phases: int, ra
     return {k: (0.0 if isinstance(v, float) and v == 0 else v) for k, v in d.items()}
 
 
-def schedule_periods(prof: Any, version: str,
-                     discharge_mode: DischargeMode = "setpoint") -> list[dict[str, Any]]:
+def schedule_periods(
+    prof: Any, version: str, discharge_mode: DischargeMode = "setpoint"
+) -> list[dict[str, Any]]:
     """The ``chargingSchedulePeriod`` list of a V2G ``TxProfile`` (``prof.discharge`` set)."""
     if version != "2.1":
-        raise InputError(f"session {prof.session_id!r}: the schedule discharges it but charge "
-                         f"point {prof.charge_point_id!r} speaks OCPP {version}, which cannot "
-                         "discharge (2.1 only); plan it charge-only (Evse.bidirectional=False)")
-    return [period_dict(int(prof.starts[k]), int(prof.limits[k].max()), int(prof.discharge[k]),
-                        int(prof.phases[k]), prof.rate_unit, prof.voltage_v, discharge_mode)
-            for k in range(prof.starts.size)]
+        raise InputError(
+            f"session {prof.session_id!r}: the schedule discharges it but charge "
+            f"point {prof.charge_point_id!r} speaks OCPP {version}, which cannot "
+            "discharge (2.1 only); plan it charge-only (Evse.bidirectional=False)"
+        )
+    return [
+        period_dict(
+            int(prof.starts[k]),
+            int(prof.limits[k].max()),
+            int(prof.discharge[k]),
+            int(prof.phases[k]),
+            prof.rate_unit,
+            prof.voltage_v,
+            discharge_mode,
+        )
+        for k in range(prof.starts.size)
+    ]
 
 
-def v2x_parameters(params: Mapping[str, Any], *, charge_efficiency: float = 1.0,
-                   discharge_efficiency: float = 1.0,
-                   degradation_per_kwh: float = 0.0) -> tuple[V2xParameters, float | None]:
+def v2x_parameters(
+    params: Mapping[str, Any],
+    *,
+    charge_efficiency: float = 1.0,
+    discharge_efficiency: float = 1.0,
+    degradation_per_kwh: float = 0.0,
+) -> tuple[V2xParameters, float | None]:
     """``(V2xParameters, target kWh or None)`` from a 2.1 ``v2xChargingParameters`` dict.
 
     ``evMinV2XEnergyRequest`` / ``evMaxV2XEnergyRequest`` (Wh, relative to now) become the floor
@@ -145,16 +171,20 @@ def v2x_parameters(params: Mapping[str, Any], *, charge_efficiency: float = 1.0,
         lo = params["evMinV2XEnergyRequest"]
         hi = params["evMaxV2XEnergyRequest"]
     except KeyError as exc:
-        raise InputError(f"v2xChargingParameters without {exc.args[0]}: the vehicle's V2X "
-                         "energy range is unknown, it cannot be discharged") from None
+        raise InputError(
+            f"v2xChargingParameters without {exc.args[0]}: the vehicle's V2X "
+            "energy range is unknown, it cannot be discharged"
+        ) from None
     cur = params.get("maxDischargeCurrent")
     if cur is None and params.get("maxDischargePower") is not None:
         cur = float(params["maxDischargePower"]) / (3 * 230.0)
     target = params.get("evTargetEnergyRequest")
-    v = V2xParameters(min_v2x_energy_kwh=float(lo) / 1000.0,
-                      max_v2x_energy_kwh=float(hi) / 1000.0,
-                      max_discharge_current=float(cur or 0.0),
-                      charge_efficiency=charge_efficiency,
-                      discharge_efficiency=discharge_efficiency,
-                      degradation_per_kwh=degradation_per_kwh)
+    v = V2xParameters(
+        min_v2x_energy_kwh=float(lo) / 1000.0,
+        max_v2x_energy_kwh=float(hi) / 1000.0,
+        max_discharge_current=float(cur or 0.0),
+        charge_efficiency=charge_efficiency,
+        discharge_efficiency=discharge_efficiency,
+        degradation_per_kwh=degradation_per_kwh,
+    )
     return v, None if target is None else float(target) / 1000.0

@@ -53,10 +53,18 @@ def pass_lp(h, lp: LinearProgram, integrality: np.ndarray | None = None) -> None
     A = lp.A
     if integrality is None:
         integrality = lp.integrality
-    integ = (np.zeros(lp.n_cols, dtype=np.int32) if integrality is None
-             else np.ascontiguousarray(integrality, dtype=np.int32))
+    integ = (
+        np.zeros(lp.n_cols, dtype=np.int32)
+        if integrality is None
+        else np.ascontiguousarray(integrality, dtype=np.int32)
+    )
     st = h.passModel(
-        int(lp.n_cols), int(lp.n_rows), int(A.nnz), 1, 1, float(lp.offset),
+        int(lp.n_cols),
+        int(lp.n_rows),
+        int(A.nnz),
+        1,
+        1,
+        float(lp.offset),
         np.ascontiguousarray(lp.c, dtype=np.float64),
         np.ascontiguousarray(lp.col_lb, dtype=np.float64),
         np.ascontiguousarray(lp.col_ub, dtype=np.float64),
@@ -95,8 +103,9 @@ def run(h) -> SolverResult:
     return SolverResult(status, x, obj, dt, h.modelStatusToString(ms), gap)
 
 
-def solve_lp(lp: LinearProgram, time_limit_s: float | None = None,
-             options: dict[str, Any] | None = None) -> SolverResult:
+def solve_lp(
+    lp: LinearProgram, time_limit_s: float | None = None, options: dict[str, Any] | None = None
+) -> SolverResult:
     """Solve ``lp`` on a fresh ``Highs`` object."""
     t0 = time.perf_counter()
     try:
@@ -104,16 +113,24 @@ def solve_lp(lp: LinearProgram, time_limit_s: float | None = None,
         pass_lp(h, lp)
         res = run(h)
     except Exception as exc:  # a broken solver must never take the controller down
-        return SolverResult(SolverStatus.ERROR, None, None, time.perf_counter() - t0,
-                            f"HiGHS failed: {exc!r}")
-    return SolverResult(res.status, res.x, res.objective, time.perf_counter() - t0,
-                        res.message, res.mip_gap)
+        return SolverResult(
+            SolverStatus.ERROR, None, None, time.perf_counter() - t0, f"HiGHS failed: {exc!r}"
+        )
+    return SolverResult(
+        res.status, res.x, res.objective, time.perf_counter() - t0, res.message, res.mip_gap
+    )
 
 
 #: ``HighsBasisStatus`` codes as small integers (the order of the enum): the basis arrays below.
 BASIS_LOWER, BASIS_BASIC, BASIS_UPPER = 0, 1, 2
-_STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisStatus.kBasic,
-                    highspy.HighsBasisStatus.kUpper], dtype=object)
+_STATUS = np.array(
+    [
+        highspy.HighsBasisStatus.kLower,
+        highspy.HighsBasisStatus.kBasic,
+        highspy.HighsBasisStatus.kUpper,
+    ],
+    dtype=object,
+)
 
 
 def basis_arrays(h, lp: LinearProgram, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -136,7 +153,8 @@ def basis_arrays(h, lp: LinearProgram, x: np.ndarray) -> tuple[np.ndarray, np.nd
     fin = np.isfinite(ub)
     at_ub = np.zeros(lp.n_cols, dtype=bool)
     at_ub[fin] = (x[fin] >= ub[fin] - 1e-9 * np.maximum(1.0, np.abs(ub[fin]))) & (
-        ub[fin] > lp.col_lb[fin])
+        ub[fin] > lp.col_lb[fin]
+    )
     col = np.where(at_ub, BASIS_UPPER, BASIS_LOWER).astype(np.int8)
     row = np.where(np.isfinite(lp.row_ub), BASIS_UPPER, BASIS_LOWER).astype(np.int8)
     col[bv[bv >= 0]] = BASIS_BASIC
@@ -164,13 +182,16 @@ def interrupt_at(h: Any, deadline: float) -> None:
     """Stop HiGHS at ``deadline`` (perf_counter s) even where its own ``time_limit`` is not
     checked: measured, root cut separation on a 500 × 96 model with 8 A steps overran a 10 s
     limit by 74 s. The simplex and MIP interrupt callbacks are polled inside those loops."""
+
     def cb(_type, _msg, _out, data_in, _user) -> None:
         if data_in is not None and time.perf_counter() > deadline:
             data_in.user_interrupt = True
 
     h.setCallback(cb, None)
-    for kind in (highspy.cb.HighsCallbackType.kCallbackSimplexInterrupt,
-                 highspy.cb.HighsCallbackType.kCallbackMipInterrupt):
+    for kind in (
+        highspy.cb.HighsCallbackType.kCallbackSimplexInterrupt,
+        highspy.cb.HighsCallbackType.kCallbackMipInterrupt,
+    ):
         h.startCallback(kind)
 
 

@@ -28,17 +28,21 @@ def build_pulp(lp: LinearProgram, integrality: np.ndarray | None = None):
         integrality = lp.integrality
     integ = np.zeros(lp.n_cols, dtype=bool) if integrality is None else integrality.astype(bool)
     xs = [
-        pulp.LpVariable(f"x{j:07d}", lowBound=None if not np.isfinite(lo) else float(lo),
-                        upBound=None if not np.isfinite(up) else float(up),
-                        cat=pulp.LpInteger if integ[j] else pulp.LpContinuous)
+        pulp.LpVariable(
+            f"x{j:07d}",
+            lowBound=None if not np.isfinite(lo) else float(lo),
+            upBound=None if not np.isfinite(up) else float(up),
+            cat=pulp.LpInteger if integ[j] else pulp.LpContinuous,
+        )
         for j, (lo, up) in enumerate(zip(lp.col_lb, lp.col_ub, strict=True))
     ]
     prob += pulp.lpSum(float(cj) * xs[j] for j, cj in enumerate(lp.c) if cj != 0) + lp.offset
     A = lp.A.tocsr()
     for i in range(lp.n_rows):
         s, e = A.indptr[i], A.indptr[i + 1]
-        expr = pulp.lpSum(float(v) * xs[j] for j, v in zip(A.indices[s:e], A.data[s:e],
-                                                            strict=True))
+        expr = pulp.lpSum(
+            float(v) * xs[j] for j, v in zip(A.indices[s:e], A.data[s:e], strict=True)
+        )
         rl, ru = lp.row_lb[i], lp.row_ub[i]
         if np.isfinite(rl) and np.isfinite(ru) and rl == ru:
             prob += expr == float(ru)
@@ -50,8 +54,9 @@ def build_pulp(lp: LinearProgram, integrality: np.ndarray | None = None):
     return prob, xs
 
 
-def solve_lp(lp: LinearProgram, time_limit_s: float | None = None,
-             options: dict[str, Any] | None = None) -> SolverResult:
+def solve_lp(
+    lp: LinearProgram, time_limit_s: float | None = None, options: dict[str, Any] | None = None
+) -> SolverResult:
     """Build with PuLP and solve with ``options["solver"]`` (a PuLP solver object; default CBC)."""
     import pulp
 
@@ -62,15 +67,20 @@ def solve_lp(lp: LinearProgram, time_limit_s: float | None = None,
             warnings.simplefilter("ignore", DeprecationWarning)
             prob, xs = build_pulp(lp)
             solver = (options or {}).get("solver") or pulp.PULP_CBC_CMD(
-                msg=False, timeLimit=time_limit_s)
+                msg=False, timeLimit=time_limit_s
+            )
             prob.solve(solver)
         st = pulp.LpStatus[prob.status]
         x = np.array([v.value() if v.value() is not None else 0.0 for v in xs], dtype=np.float64)
     except Exception as exc:
-        return SolverResult(SolverStatus.ERROR, None, None, time.perf_counter() - t0,
-                            f"PuLP failed: {exc!r}")
-    status = {"Optimal": SolverStatus.OPTIMAL, "Infeasible": SolverStatus.INFEASIBLE,
-              "Unbounded": SolverStatus.UNBOUNDED}.get(st, SolverStatus.ERROR)
+        return SolverResult(
+            SolverStatus.ERROR, None, None, time.perf_counter() - t0, f"PuLP failed: {exc!r}"
+        )
+    status = {
+        "Optimal": SolverStatus.OPTIMAL,
+        "Infeasible": SolverStatus.INFEASIBLE,
+        "Unbounded": SolverStatus.UNBOUNDED,
+    }.get(st, SolverStatus.ERROR)
     if status != SolverStatus.OPTIMAL:
         return SolverResult(status, None, None, time.perf_counter() - t0, st)
     # PuLP reports no objective value for a constant objective (all costs 0): compute it here

@@ -41,8 +41,14 @@ class WarmStart:
     says why (for logs).
     """
 
-    def __init__(self, *, enabled: bool = True, min_mapped: float = 0.5, alien: bool = False,
-                 cold_after_limit_cut: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        min_mapped: float = 0.5,
+        alien: bool = False,
+        cold_after_limit_cut: bool = True,
+    ) -> None:
         self.enabled = bool(enabled)
         self.min_mapped = float(min_mapped)
         self.alien = bool(alien)
@@ -62,8 +68,13 @@ class WarmStart:
         self.memo = None
 
     # ------------------------------------------------------------------ the solve
-    def solve(self, problem: Problem, lp: LinearProgram, options: dict[str, Any] | None,
-              time_limit_s: float | None) -> SolverResult:
+    def solve(
+        self,
+        problem: Problem,
+        lp: LinearProgram,
+        options: dict[str, Any] | None,
+        time_limit_s: float | None,
+    ) -> SolverResult:
         """Solve ``lp`` (built from ``problem``) on HiGHS from the mapped previous basis, and
         keep the new optimal basis for the next call. Never raises: a solver fault comes back as
         an ``ERROR`` result (and the next solve is cold)."""
@@ -85,12 +96,15 @@ class WarmStart:
             elif self.memo is None:
                 reason = "no previous optimal basis: solved cold"
             elif self.cold_after_limit_cut and self._limits_cut(fp, hz):
-                reason = ("a limit dropped over most of the horizon: solved cold (a warm start "
-                          "is slower there)")
+                reason = (
+                    "a limit dropped over most of the horizon: solved cold (a warm start "
+                    "is slower there)"
+                )
             else:
                 start, info = self.mapped_basis(lp, keys)
-                reason = f"{info}: solved cold" if start is None else (
-                    f"previous basis mapped: {info}")
+                reason = (
+                    f"{info}: solved cold" if start is None else (f"previous basis mapped: {info}")
+                )
         except Exception as exc:
             keys, start, reason = None, None, f"warm start failed ({exc!r}): solved cold"
         mode = "cold" if start is None else "warm"
@@ -105,8 +119,9 @@ class WarmStart:
             self.memo = None
             self.mode, self.reason = mode, reason + f"; solver failed ({exc!r}): fast path"
             self.solve_s = 0.0
-            return SolverResult(SolverStatus.ERROR, None, None, time.perf_counter() - t0,
-                                f"HiGHS failed: {exc!r}")
+            return SolverResult(
+                SolverStatus.ERROR, None, None, time.perf_counter() - t0, f"HiGHS failed: {exc!r}"
+            )
         self._fp, self._fp_t = fp, fp_t
         self.memo = None
         if res.status == SolverStatus.OPTIMAL and res.x is not None and keys is not None:
@@ -157,8 +172,9 @@ class WarmStart:
             per = p0 + np.round(hz.period_bounds_s()[:-1] / step_s).astype(np.int64)
         sid = self._sid(problem.session_ids)
 
-        def by_rule(kind: str, rules: dict[str, tuple[int, str]], name: str,
-                    idx: np.ndarray) -> np.ndarray:
+        def by_rule(
+            kind: str, rules: dict[str, tuple[int, str]], name: str, idx: np.ndarray
+        ) -> np.ndarray:
             if name not in rules:
                 raise KeyError(f"no warm-start key rule for {kind} block {name!r}")
             tag, space = rules[name]
@@ -172,8 +188,9 @@ class WarmStart:
         for name, b in lp.cols.items():
             if name == "r":
                 v = b.index
-                col_keys[b.slice] = _pack(_R_TAG, sid[problem.var_session[v]],
-                                          per[problem.var_period[v]])
+                col_keys[b.slice] = _pack(
+                    _R_TAG, sid[problem.var_session[v]], per[problem.var_period[v]]
+                )
             else:
                 col_keys[b.slice] = by_rule("column", COL_KEYS, name, b.index)
         rows = np.empty(lp.n_rows, dtype=np.int64)
@@ -182,17 +199,20 @@ class WarmStart:
                 g = b.index
                 # the facets of one phasor line limit (loadopt.wiring) share kind, node, phase
                 # and period: the facet index keeps their keys apart
-                node_phase = ((problem.row_kind[g].astype(np.int64) << 24)
-                              | ((problem.row_node[g].astype(np.int64) + 1) << 9)
-                              | ((problem.row_facet[g].astype(np.int64) + 1) << 3)
-                              | (problem.row_phase[g].astype(np.int64) + 1))
+                node_phase = (
+                    (problem.row_kind[g].astype(np.int64) << 24)
+                    | ((problem.row_node[g].astype(np.int64) + 1) << 9)
+                    | ((problem.row_facet[g].astype(np.int64) + 1) << 3)
+                    | (problem.row_phase[g].astype(np.int64) + 1)
+                )
                 rows[b.slice] = _pack(_SAFETY_TAG, node_phase, per[problem.row_period[g]])
             else:
                 rows[b.slice] = by_rule("row", ROW_KEYS, name, b.index)
         return col_keys, rows
 
-    def mapped_basis(self, lp: LinearProgram, keys: tuple[np.ndarray, np.ndarray]
-                      ) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    def mapped_basis(
+        self, lp: LinearProgram, keys: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
         """The previous optimal basis carried over to ``lp`` by key, with a consistent count.
 
         Columns and rows found under the same key keep their status (a nonbasic column at an
@@ -258,13 +278,13 @@ class WarmStart:
                 rest = k - pick.size
                 row[cand[np.argpartition(-room, rest - 1)[:rest]]] = BASIS_BASIC
                 fixed += f", {rest} slack(s) made basic"
-        info = (f"{int(hit_c.sum())}/{n} columns, {int(hit_r.sum())}/{m} rows kept"
-                f"{fixed}")
+        info = f"{int(hit_c.sum())}/{n} columns, {int(hit_r.sum())}/{m} rows kept{fixed}"
         return (col, row), info
 
     @staticmethod
-    def _replacements(memo: BasisMemo, ck: np.ndarray, jc: np.ndarray, hit_c: np.ndarray,
-                      col: np.ndarray, k: int) -> np.ndarray:
+    def _replacements(
+        memo: BasisMemo, ck: np.ndarray, jc: np.ndarray, hit_c: np.ndarray, col: np.ndarray, k: int
+    ) -> np.ndarray:
         """Up to ``k`` nonbasic current columns to make basic, one for each basic current column
         that left with the period rolled out (or the session gone), taken from the same session.
 
@@ -306,9 +326,13 @@ class WarmStart:
         """Per period: the site import room (kW) and every node's current (A) and power (kW)
         limit — what a grid operator or a DR event can lower."""
         T = problem.n_periods
-        return np.vstack([problem.import_cap_kw[None, :] - problem.base_load_kw + problem.pv_kw,
-                          problem.node_current_limit.reshape(-1, T),
-                          problem.node_power_limit_kw])
+        return np.vstack(
+            [
+                problem.import_cap_kw[None, :] - problem.base_load_kw + problem.pv_kw,
+                problem.node_current_limit.reshape(-1, T),
+                problem.node_power_limit_kw,
+            ]
+        )
 
     def _limits_cut(self, fp: np.ndarray, horizon) -> bool:
         """Did a limit drop in most periods since the last solve (periods matched by their
@@ -317,8 +341,9 @@ class WarmStart:
         if old is None or old_t is None or old.shape[0] != fp.shape[0]:
             return False
         t = horizon.start.timestamp() + horizon.period_bounds_s()[:-1]
-        common, i, j = np.intersect1d(np.round(t, 3), np.round(old_t, 3), assume_unique=True,
-                                      return_indices=True)
+        common, i, j = np.intersect1d(
+            np.round(t, 3), np.round(old_t, 3), assume_unique=True, return_indices=True
+        )
         if common.size == 0:
             return False
         with np.errstate(invalid="ignore"):
@@ -341,8 +366,15 @@ class BasisMemo:
     dual: np.ndarray  #: reduced costs of the columns
 
     @classmethod
-    def of(cls, col_keys: np.ndarray, row_keys: np.ndarray, col_status: np.ndarray,
-           row_status: np.ndarray, x: np.ndarray, dual: np.ndarray) -> BasisMemo:
+    def of(
+        cls,
+        col_keys: np.ndarray,
+        row_keys: np.ndarray,
+        col_status: np.ndarray,
+        row_status: np.ndarray,
+        x: np.ndarray,
+        dual: np.ndarray,
+    ) -> BasisMemo:
         co = np.argsort(col_keys, kind="stable")
         ro = np.argsort(row_keys, kind="stable")
         return cls(col_keys[co], co, col_keys, row_keys[ro], ro, col_status, row_status, x, dual)
@@ -353,12 +385,23 @@ class BasisMemo:
 _R_TAG = 0
 _SAFETY_TAG = 5
 COL_KEYS: dict[str, tuple[int, str]] = {
-    "imp": (1, "period"), "exp": (2, "period"), "peak": (3, "const"), "z": (4, "const"),
-    "u": (10, "session"), "sp_up": (11, "period"), "sp_down": (12, "period"),
-    "xc": (13, "period")}
+    "imp": (1, "period"),
+    "exp": (2, "period"),
+    "peak": (3, "const"),
+    "z": (4, "const"),
+    "u": (10, "session"),
+    "sp_up": (11, "period"),
+    "sp_down": (12, "period"),
+    "xc": (13, "period"),
+}
 ROW_KEYS: dict[str, tuple[int, str]] = {
-    "energy": (6, "session"), "balance": (7, "period"), "peak": (8, "period"),
-    "fairness": (9, "session"), "grid_setpoint": (10, "period"), "grid_export": (11, "period")}
+    "energy": (6, "session"),
+    "balance": (7, "period"),
+    "peak": (8, "period"),
+    "fairness": (9, "session"),
+    "grid_setpoint": (10, "period"),
+    "grid_export": (11, "period"),
+}
 
 #: Bit positions in a safety row's key (see :meth:`WarmStart.keys` and :func:`_pack`): the
 #: key >> _KIND_SHIFT is (tag 5, row kind); the site phase + 1 sits in 3 bits at _PHASE_SHIFT.
@@ -374,8 +417,9 @@ def _pack(tag: int, a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     return (np.int64(tag) << 59) | ((a & 0x7FFFFFFF) << 28) | ((b + (1 << 27)) & 0xFFFFFFF)
 
 
-def _lookup(order: np.ndarray, sorted_keys: np.ndarray, keys: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _lookup(
+    order: np.ndarray, sorted_keys: np.ndarray, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """For each key: its index in the previous (unsorted) arrays and whether it was there."""
     if sorted_keys.size == 0:
         return np.zeros(keys.size, np.int64), np.zeros(keys.size, bool)
