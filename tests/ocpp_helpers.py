@@ -198,8 +198,8 @@ def _t(v: str) -> float:
 class SimStation:
     """Profile store + transactions of one charge point (1.6 or 2.x), applying messages in order.
 
-    ``rejects_w``: answers ``Rejected`` to a W profile; ``max_periods``: rejects longer
-    schedules; a TxProfile for a transaction it does not run is rejected (TxNotFound)."""
+    ``rejects_w`` / ``rejects_a``: answers ``Rejected`` to a W / an A profile; ``max_periods``:
+    rejects longer schedules; a TxProfile for a transaction it does not run is rejected (TxNotFound)."""
 
     def __init__(
         self,
@@ -208,12 +208,14 @@ class SimStation:
         evses: list,
         *,
         rejects_w: bool = False,
+        rejects_a: bool = False,
         max_periods: int = 24,
         factory_default_a: float | None = 0.0,
     ) -> None:
         self.cp, self.version = cp, version
         self.evses = {e.connector_id: e for e in evses}
         self.rejects_w, self.max_periods = rejects_w, max_periods
+        self.rejects_a = rejects_a
         self.store: dict[int, tuple[int, dict]] = {}  # profile id -> (connector, profile)
         self.tx: dict[int, int | str] = {}  # connector -> running transaction
         self.factory_default_a = factory_default_a
@@ -297,6 +299,8 @@ class SimStation:
             conn, prof = payload["evseId"], payload["chargingProfile"]
             pid, sched = prof["id"], prof["chargingSchedule"][0]
         if self.rejects_w and sched["chargingRateUnit"] == "W":
+            return "Rejected"
+        if self.rejects_a and sched["chargingRateUnit"] == "A":
             return "Rejected"
         if len(sched["chargingSchedulePeriod"]) > self.max_periods:
             return "Rejected"

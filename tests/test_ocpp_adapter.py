@@ -95,12 +95,20 @@ def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
     msgs = ad.poll(T0)
     _check(msgs, ad)
     actions = [(cp, a) for cp, a, _ in msgs]
-    assert sorted(actions) == [
+    # the capabilities are asked; unknown defaults get their 0 in the same wave (boot window)
+    assert sorted(set(actions)) == [
         ("A", "GetConfiguration"),
+        ("A", "SetChargingProfile"),
         ("B", "GetChargingProfiles"),
         ("B", "GetVariables"),
+        ("B", "SetChargingProfile"),
     ]
-    for cp, a, p in msgs:  # profiles wait for the capabilities (one deadline at most)
+    assert _purposes(msgs) == [("A", "TxDefaultProfile")] * 2 + [("B", "TxDefaultProfile")]
+    # until they are answered, the stations are budgeted at their hardware maximum by the plan
+    ad.step(T0)
+    assert set(ad.reserved) == {"a1", "a2", "b1"}
+    assert ad.controller.reservations["b1"].current_a == (32.0, 32.0, 32.0)
+    for cp, a, p in msgs:  # other profiles wait for the capabilities (one deadline at most)
         ad.on_response(cp, a, p, sims[cp].handle(a, p), now=T0)
     msgs = ad.poll(T0)
     _check(msgs, ad)
@@ -112,10 +120,9 @@ def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
             prof = p["csChargingProfiles"]
             if prof["chargingProfilePurpose"] == "TxDefaultProfile":
                 assert prof["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 0.0
-    # unconfirmed stations are budgeted at their hardware maximum by the plan
+    # once the 0 defaults are accepted, nothing is reserved any more
     ad.step(T0)
-    assert set(ad.reserved) == {"a1", "a2", "b1"}
-    assert ad.controller.reservations["b1"].current_a == (32.0, 32.0, 32.0)
+    assert ad.reserved == {}
 
 
 def test_start_step_only_changes_then_clear():
@@ -639,3 +646,63 @@ def test_a_grid_aligned_horizon_resends_only_what_changed(aligned):
     else:
         assert resent  # the drift the alignment removes (the test would not notice otherwise)
     assert ad.problems == []
+
+
+@pytest.mark.parametrize("rejects_a", [False, True], ids=["takes A", "W only"])
+def test_boot_default_goes_with_the_capability_queries(rejects_a):
+    """The boot window: a station that wiped its profiles on reboot (hardware maximum until told
+    otherwise) gets a limit-0 TxDefault in the same wave as the capability queries (A, or W once
+    A is rejected), is budgeted at its maximum until it accepts it, and is bounded as soon as it
+    does, before any capability answer."""
+    ad, sims = _booted()
+    sims["A"] = SimStation(
+        "A",
+        "1.6",
+        [e for e in ad.site.evses if e.charge_point_id == "A"],
+        factory_default_a=None,  # wiped: its hardware maximum until a default arrives
+        rejects_a=rejects_a,
+    )
+    ad.on_boot_notification("A", "1.6")
+    t = T0 + timedelta(seconds=1)
+    wave = [m for m in ad.poll(t) if m[0] == "A"]
+    _check(wave, ad)
+    assert ("A", "GetConfiguration") in [(cp, a) for cp, a, _ in wave]
+    zeros = [p for _, a, p in wave if a == "SetChargingProfile"]
+    assert zeros and all(
+        p["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
+        and p["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"] == "A"
+        and p["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 0
+        for p in zeros
+    )
+    ka = [ad.belief.index[("A", c)] for c in (1, 2)]
+    ts = np.array([t.timestamp()])
+    # in flight: budgeted at the hardware maximum
+    assert np.allclose(ad.belief.worst_a(ts)[0, ka, 0], 16.0)
+    for _, a, p in wave:  # the defaults are answered first; the capabilities are not (yet)
+        if a == "SetChargingProfile":
+            ad.on_response("A", a, p, sims["A"].handle(a, p), now=t)
+    if rejects_a:
+        retry = [m for m in ad.poll(t) if m[0] == "A"]
+        _check(retry, ad)
+        assert [a for _, a, _ in retry].count("GetConfiguration") == 0  # still being asked
+        units = {
+            p["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"]
+            for _, a, p in retry
+            if a == "SetChargingProfile"
+        }
+        assert units == {"W"}
+        for _, a, p in retry:
+            if a == "SetChargingProfile":
+                ad.on_response("A", a, p, sims["A"].handle(a, p), now=t)
+    assert "A" in ad._asking  # no capability answer yet
+    assert np.allclose(ad.belief.worst_a(ts)[0, ka], 0.0)  # bounded: no extra round trip
+    for c in (1, 2):
+        assert sims["A"].may_draw(c, t.timestamp())[:3] == (0.0, 0.0, 0.0)
+    # the capabilities come in: the wanted default follows, the station stays bounded
+    for cp, a, p in wave:
+        if a == "GetConfiguration":
+            ad.on_response(cp, a, p, sims["A"].handle(a, p), now=t)
+    _deliver(ad, sims, ad.poll(t), t)
+    assert "A" not in ad._asking
+    for c in (1, 2):
+        assert sims["A"].may_draw(c, t.timestamp())[0] <= 16.0

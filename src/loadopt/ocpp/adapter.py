@@ -162,6 +162,9 @@ class CsmsAdapter:
         self._backoff: dict[str, tuple[float, float]] = {}  #: cp → (until epoch s, delay s)
         self._conn: dict[str, int] = {}  #: cp → live connection token
         self._asking: dict[str, float] = {}  #: cp → capabilities asked, wait for them until
+        #: slot → the boot default in flight (payload) and the units its station refused
+        self._boot_zero: dict[SlotKey, dict[str, Any]] = {}
+        self._zero_refused: dict[SlotKey, set[str]] = {}
         self._n_conn = 0
         self._n_requests = 0
         self._pending: list[Message] = []  #: non-profile messages to send
@@ -976,12 +979,16 @@ class CsmsAdapter:
             self._rejected.pop(key, None)
             return True
         self.belief.answered(msg, False)
+        zero = self._boot_zero.get(key)
+        if zero is not None and (zero is request or zero == request):
+            self._zero_refused.setdefault(key, set()).add(_unit_of(request))
         prof = self._intent.pop(key, None)
         _, n = self._rejected.get(key, (None, 0))
         delay = min(self.backoff_s[0] * 2**n, self.backoff_s[1])
         if prof is not None:
             self._rejected[key] = (_Rejected(prof, now_s + delay), n + 1)
-        self._pending.append(self._capability_request(cp, self.versions.get(cp, "1.6")))
+        if cp not in self._asking:  # (already being asked: no second request)
+            self._pending.append(self._capability_request(cp, self.versions.get(cp, "1.6")))
         if key[1] != 0:
             self._pending.append(self._composite_request(cp, key[1]))
         return self._skip(
@@ -1266,8 +1273,10 @@ class CsmsAdapter:
         it counted as possibly held, every row its connector loads stays within its limit at
         every instant (greedy, in connector order). A blocked TxDefault for a connector whose
         default is unknown (after a boot) is replaced by a 0 A one first, so that it becomes
-        known without ever letting it draw more.
+        known without ever letting it draw more. While a station's capabilities are being
+        asked, such unknown defaults get their 0 at once (:meth:`_boot_defaults`).
         """
+        boot = self._boot_defaults(now_s)
         ready = [
             key
             for key in self._want
@@ -1277,9 +1286,9 @@ class CsmsAdapter:
             and self.belief.slot(key).pending is None
         ]
         if not ready:
-            return []
+            return boot
         times = self._times(now_s)
-        out: list[Message] = []
+        out: list[Message] = boot
         incs = []
         for key in ready:
             k = self.belief.index.get((key[0], key[1]))
@@ -1306,12 +1315,44 @@ class CsmsAdapter:
                 out.append(self._send_zero(key, now_s))
         return out
 
-    def _send_zero(self, key: SlotKey, now_s: float) -> Message:
-        """A 0 A TxDefault in place of the wanted one (kept wanted for later)."""
+    def _boot_defaults(self, now_s: float) -> list[Message]:
+        """The boot window: a TxDefaultProfile slot whose content is unknown (first connection,
+        or a BootNotification: the station may have wiped its profiles and let a car draw its
+        hardware maximum) gets a limit-0 default at once, in parallel with the capability
+        queries, instead of after their answer (one round trip less). It is sent in ``A``
+        (OCPP 1.6 §3.13 / 2.x K01: every smart-charging station takes ``A``; the site entry's
+        unit is not yet confirmed) and, if the station rejects it, in ``W``. Until it is
+        ``Accepted`` the slot stays unknown, i.e. budgeted at the hardware maximum; the wanted
+        default stays wanted and goes out once the capabilities are in and it is safe."""
+        out: list[Message] = []
+        for key in list(self._want):
+            cp = key[0]
+            if (
+                key[2] != "tx_default"
+                or cp not in self.versions
+                or self._asking.get(cp, -math.inf) <= now_s
+                or self._backing_off(cp, now_s)
+            ):
+                continue
+            slot = self.belief.slot(key)
+            if slot.base is not UNKNOWN or slot.pending is not None:
+                continue
+            refused = self._zero_refused.get(key, set())
+            unit = next((u for u in ("A", "W") if u not in refused), None)
+            if unit is not None:
+                msg = self._send_zero(key, now_s, unit)
+                self._boot_zero[key] = msg[2]
+                out.append(msg)
+        return out
+
+    def _send_zero(self, key: SlotKey, now_s: float, unit: str | None = None) -> Message:
+        """A 0 TxDefault (in ``unit``, default the wanted one's) in place of the wanted one
+        (kept wanted for later)."""
         w = self._want[key]
         v = self.versions[key[0]]
         zero = replace(
             w.profile,
+            rate_unit=unit or w.profile.rate_unit,  # type: ignore[arg-type]
             starts=np.zeros(1, np.int64),
             limits=np.zeros((1, 3), np.int64),
             phases=w.profile.phases[:1],
@@ -1418,6 +1459,16 @@ class CsmsAdapter:
             for p in ("station_max", "tx_default", "tx"):
                 names[wire_purpose(v, p)] = p
         return (cp, conn, names.get(str(purpose), str(purpose)))
+
+
+def _unit_of(request: dict[str, Any]) -> str:
+    """The ``chargingRateUnit`` of a SetChargingProfile request (1.6 or 2.x), ``""`` if none."""
+    prof = request.get("csChargingProfiles") or request.get("chargingProfile") or {}
+    sch = prof.get("chargingSchedule") if isinstance(prof, dict) else None
+    if isinstance(sch, list):
+        sch = sch[0] if sch else None
+    unit = sch.get("chargingRateUnit") if isinstance(sch, dict) else None
+    return unit if isinstance(unit, str) else ""
 
 
 def _number(v: Any) -> float | None:
