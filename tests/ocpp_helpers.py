@@ -199,7 +199,8 @@ class SimStation:
     """Profile store + transactions of one charge point (1.6 or 2.x), applying messages in order.
 
     ``rejects_w`` / ``rejects_a``: answers ``Rejected`` to a W / an A profile; ``max_periods``:
-    rejects longer schedules; a TxProfile for a transaction it does not run is rejected (TxNotFound)."""
+    rejects longer schedules; a TxProfile for a transaction it does not run is rejected
+    (TxNotFound)."""
 
     def __init__(
         self,
