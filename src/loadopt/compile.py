@@ -7,7 +7,7 @@ sessions, nodes, tree depth or DR events, never their product with periods).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,37 +79,16 @@ def compile_problem(
     notices: list[str] = []
 
     # --- tree ------------------------------------------------------------------------------
-    node_ids = tuple(n.id for n in site.nodes)
-    node_index = {nid: k for k, nid in enumerate(node_ids)}
-    N = len(node_ids)
-    parent = np.array([-1 if n.parent is None else node_index[n.parent] for n in site.nodes])
-    root = int(np.flatnonzero(parent < 0)[0])
-    evse_ids = tuple(e.id for e in site.evses)
-    evse_index = {eid: k for k, eid in enumerate(evse_ids)}
-    evse_node = np.array([node_index[e.node] for e in site.evses], dtype=np.int64)
-    # ancestors of every EVSE (its node and everything up to the root), walked by depth
-    anc_rows, anc_cols = [], []
-    cur = evse_node.copy()
-    alive = np.arange(len(evse_ids))
-    while alive.size:
-        anc_rows.append(alive)
-        anc_cols.append(cur)
-        nxt = parent[cur]
-        keep = nxt >= 0
-        alive, cur = alive[keep], nxt[keep]
+    tree = _site_tree(site)
+    node_ids, node_index, N = tree.node_ids, tree.node_index, len(tree.node_ids)
+    parent, root, anc = tree.parent, tree.root, tree.anc
+    evse_ids, evse_index, evse_node = tree.evse_ids, tree.evse_index, tree.evse_node
     E_ = len(evse_ids)
     # lines an EVSE does not have carry nothing
-    has_line = np.arange(3)[None, :] < np.array([e.phases for e in site.evses]).reshape(E_, 1)
-    reserved = _check_reserved(reserved_a, E_, T, evse_ids) * has_line[:, :, None]
-    anc = sp.csr_matrix(
-        (
-            np.ones(sum(a.size for a in anc_rows)),
-            (
-                np.concatenate(anc_rows) if anc_rows else np.zeros(0, np.int64),
-                np.concatenate(anc_cols) if anc_cols else np.zeros(0, np.int64),
-            ),
-        ),
-        shape=(E_, N),
+    reserved = (
+        None
+        if reserved_a is None
+        else _check_reserved(reserved_a, E_, T, evse_ids) * tree.has_line[:, :, None]
     )
 
     # --- sessions ----------------------------------------------------------------------------
@@ -139,8 +118,11 @@ def compile_problem(
     min_cur = np.minimum(min_cur, max_cur)
     energy = np.array([s.energy_kwh for s in sessions], dtype=np.float64)
     prio = np.array([s.priority for s in sessions], dtype=np.float64)
-    arr_s = np.array([horizon.seconds_from_start(s.arrival) for s in sessions], dtype=np.float64)
-    dep_s = np.array([horizon.seconds_from_start(s.departure) for s in sessions], dtype=np.float64)
+    start_utc = horizon.start_utc  # (as Horizon.seconds_from_start, without a property per call)
+    arr_s = np.array([(s.arrival - start_utc).total_seconds() for s in sessions], dtype=np.float64)
+    dep_s = np.array(
+        [(s.departure - start_utc).total_seconds() for s in sessions], dtype=np.float64
+    )
     bounds = horizon.period_bounds_s()
     overlap = np.minimum(dep_s[:, None], bounds[None, 1:]) - np.maximum(
         arr_s[:, None], bounds[None, :-1]
@@ -155,10 +137,13 @@ def compile_problem(
     V = vs.size
     var_ub = max_cur[vs]
     # reserved EVSEs: the session's own draw is inside the reservation (no safety-row entries)
-    res_line_max = reserved.max(axis=1)  # (E, T)
-    var_res = res_line_max[s_evse[vs], vt] if V else np.zeros(0)
-    var_free = var_res <= 0
-    var_ub = np.where(var_free, var_ub, np.minimum(var_ub, var_res))
+    if reserved is None:
+        var_free = np.ones(V, dtype=bool)
+    else:
+        res_line_max = reserved.max(axis=1)  # (E, T)
+        var_res = res_line_max[s_evse[vs], vt] if V else np.zeros(0)
+        var_free = var_res <= 0
+        var_ub = np.where(var_free, var_ub, np.minimum(var_ub, var_res))
     var_kwh = kw_per_a[vs] * (period_s[vt] / 3600.0) * avail[vs, vt]
 
     # --- limits per node, phase, period ------------------------------------------------------
@@ -193,16 +178,21 @@ def compile_problem(
     base_a = base_kw * 1000.0 / (3.0 * site.voltage_v)
 
     # reserved draw per EVSE line -> per site phase, node and kW (fixed loads)
-    line_phase = np.array([e.site_phases for e in site.evses], dtype=np.int64).reshape(E_, 3)
-    e_volt = np.array([e.voltage_v for e in site.evses], dtype=np.float64)
     res_site = np.zeros((E_, 3, T))
-    for j in range(3):
-        np.add.at(res_site, (np.arange(E_), line_phase[:, j]), reserved[:, j])
-    res_kw_e = reserved.sum(axis=1) * e_volt[:, None] / 1000.0  # (E, T)
-    anc_t = anc.T.tocsr()
-    node_res_kw = np.asarray(anc_t @ res_kw_e).reshape(N, T)
-    site_res_kw = res_kw_e.sum(axis=0)
+    if reserved is None or not reserved.any():
+        node_res_kw, site_res_kw = np.zeros((N, T)), np.zeros(T)
+    else:
+        line_phase = np.asarray(tree.evse_arrays["evse_site_phases"])
+        e_volt = np.asarray(tree.evse_arrays["evse_voltage_v"])
+        for j in range(3):
+            np.add.at(res_site, (np.arange(E_), line_phase[:, j]), reserved[:, j])
+        res_kw_e = reserved.sum(axis=1) * e_volt[:, None] / 1000.0  # (E, T)
+        node_res_kw = np.asarray(tree.anc_t @ res_kw_e).reshape(N, T)
+        site_res_kw = res_kw_e.sum(axis=0)
+    if reserved is None:
+        reserved = np.zeros((E_, 3, T))
 
+    s_anc_csr = anc[s_evse].tocsr()  # (S, N): sessions under each node
     # grid-operator signals (loadopt.grid.arrays): caps per node, prices, setpoints, floors
     sig = signal_arrays(
         signals.grid_signals,
@@ -212,7 +202,7 @@ def compile_problem(
         node_index,
         root,
         _carries(parent, root if site.base_load_node is None else node_index[site.base_load_node]),
-        anc[s_evse].tocsr(),
+        s_anc_csr,
         kw_per_a * max_cur,
         energy,
         arr_s,
@@ -249,7 +239,7 @@ def compile_problem(
         )
     bat_kw_per_a = 3.0 * site.voltage_v / 1000.0
     bat_node = np.array([node_index[b.node] for b in bats], dtype=np.int64)
-    bat_anc = _ancestors(bat_node, parent, N)  # (B, N)
+    bat_anc = _ancestors(bat_node, parent, N) if B else sp.csr_matrix((0, N))  # (B, N)
     bc_battery = np.repeat(np.arange(B), T)
     bc_period = np.tile(np.arange(T, dtype=np.int32), B)
     Vb = bc_battery.size
@@ -258,7 +248,7 @@ def compile_problem(
 
     # --- safety rows -------------------------------------------------------------------------
     rows = _RowBuilder(V + Vb, T)
-    s_anc = anc[s_evse].tocoo()  # (S, N): sessions under each node
+    s_anc = s_anc_csr.tocoo()
     free_v = np.flatnonzero(var_free)
     sess_var = sp.csr_matrix((np.ones(free_v.size), (free_v, vs[free_v])), shape=(V, S))
 
@@ -286,7 +276,7 @@ def compile_problem(
     m = site.phasor_facets
     # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
     rows.add(
-        sp.vstack([sess_var @ lines.shape.C_int, bat_var @ _on_all_phases(bat_anc)]).tocoo(),
+        _with_batteries(sess_var @ lines.shape.C_int, bat_var, lambda: _on_all_phases(bat_anc)),
         all_vt,
         cur_rhs.reshape(-1),
         ROW_NODE_CURRENT,
@@ -297,9 +287,11 @@ def compile_problem(
     if lines.shape.Cf.nnz:
         room = (lines.limit - lines.base_mag - lines.reserved) * lines.shape.scale[:, None]
         rows.add(
-            sp.vstack(
-                [sess_var @ lines.shape.Cf, sp.csr_matrix((Vb, lines.shape.Cf.shape[1]))]
-            ).tocoo(),
+            _with_batteries(
+                sess_var @ lines.shape.Cf,
+                bat_var,
+                lambda: sp.csr_matrix((B, lines.shape.Cf.shape[1])),
+            ),
             all_vt,
             np.repeat(room, m, axis=0).reshape(-1),
             lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
@@ -313,7 +305,7 @@ def compile_problem(
     kw_rhs = node_kw - node_res_kw
     kw_rhs[carries] -= base_kw[None, :]
     rows.add(
-        sp.vstack([sess_var @ D, bat_var @ (bat_anc * bat_kw_per_a)]).tocoo(),
+        _with_batteries(sess_var @ D, bat_var, lambda: bat_anc * bat_kw_per_a),
         all_vt,
         kw_rhs.reshape(-1),
         ROW_NODE_POWER,
@@ -339,8 +331,11 @@ def compile_problem(
         phase_of=lambda g: np.full(g.size, -1),
     )
     G_all, h, row_kind, row_node, row_phase, row_period, row_facet = rows.build()
-    G_all = G_all.tocsc()
-    G, Gb = G_all[:, :V].tocsr(), G_all[:, V:].tocsr()
+    if Vb:
+        G_all = G_all.tocsc()
+        G, Gb = G_all[:, :V].tocsr(), G_all[:, V:].tocsr()
+    else:  # no battery columns: only the column order within each row to settle
+        G, Gb = G_all.sorted_indices(), sp.csr_matrix((G_all.shape[0], 0))
 
     fixed = "base load and reserved draw" if reserved.any() else "base load"
     for k in map(
@@ -398,7 +393,7 @@ def compile_problem(
         )
 
     arrays = dict(
-        **_site_evse_arrays(site),
+        **tree.evse_arrays,
         session_arrival_s=arr_s,
         session_departure_s=dep_s,
         node_parent=parent,
@@ -740,6 +735,16 @@ def _ancestors(nodes: np.ndarray, parent: np.ndarray, n_nodes: int) -> sp.csr_ma
     rr = np.concatenate(r) if r else np.zeros(0, np.int64)
     cc = np.concatenate(c) if c else np.zeros(0, np.int64)
     return sp.csr_matrix((np.ones(rr.size), (rr, cc)), shape=(nodes.size, n_nodes))
+
+
+def _with_batteries(
+    ev: sp.csr_matrix, bat_var: sp.csr_matrix, per_battery: Callable[[], sp.csr_matrix]
+) -> sp.coo_matrix:
+    """The (V + Vb, groups) coefficients of a row family: the EV columns ``ev`` above the battery
+    charge columns ``bat_var @ per_battery()`` (nothing to stack on a site without batteries)."""
+    if bat_var.shape[0] == 0:
+        return ev.tocoo()
+    return sp.vstack([ev, bat_var @ per_battery()]).tocoo()
 
 
 def _on_all_phases(anc: sp.csr_matrix) -> sp.csr_matrix:
@@ -1128,18 +1133,102 @@ def snap_levels_da(allowed_a: tuple[float, ...]) -> np.ndarray:
     return np.unique(np.r_[0.0, lv])
 
 
+@dataclass(frozen=True, eq=False)
+class _SiteTree:
+    """What ``compile_problem`` needs of a site's tree and EVSEs that no session, time or signal
+    changes (built once per ``site.nodes``/``site.evses`` pair, :func:`_site_tree`)."""
+
+    nodes: tuple  #: the ``site.nodes`` it was built from (identity: the cache key)
+    evses: tuple  #: the ``site.evses`` it was built from
+    node_ids: tuple[str, ...]
+    node_index: dict[str, int]
+    parent: np.ndarray  #: (N,) parent node, -1 at the root
+    root: int
+    evse_ids: tuple[str, ...]
+    evse_index: dict[str, int]
+    evse_node: np.ndarray  #: (E,)
+    anc: sp.csr_matrix  #: (E, N) 1 where the node is the EVSE's or above it
+    anc_t: sp.csr_matrix  #: (N, E)
+    has_line: np.ndarray  #: (E, 3) bool, the EVSE has line L1/L2/L3
+    evse_arrays: dict[str, np.ndarray]  #: :func:`evse_arrays`, read-only
+
+
+def _site_tree(site: Site) -> _SiteTree:
+    """The site's :class:`_SiteTree`, kept beside the site (a controller compiles every step on
+    the same site) and rebuilt when the ``nodes`` or ``evses`` tuple it was built from is not
+    the site's (a ``model_copy`` with new nodes or EVSEs). Arrays are read-only."""
+    cached = site.__dict__.get("_site_tree")
+    if isinstance(cached, _SiteTree) and cached.nodes is site.nodes and cached.evses is site.evses:
+        return cached
+    node_ids = tuple(n.id for n in site.nodes)
+    node_index = {nid: k for k, nid in enumerate(node_ids)}
+    N = len(node_ids)
+    parent = np.array([-1 if n.parent is None else node_index[n.parent] for n in site.nodes])
+    evse_ids = tuple(e.id for e in site.evses)
+    E = len(evse_ids)
+    evse_node = np.array([node_index[e.node] for e in site.evses], dtype=np.int64)
+    # ancestors of every EVSE (its node and everything up to the root), walked by depth
+    anc_rows, anc_cols = [], []
+    cur = evse_node.copy()
+    alive = np.arange(E)
+    while alive.size:
+        anc_rows.append(alive)
+        anc_cols.append(cur)
+        nxt = parent[cur]
+        keep = nxt >= 0
+        alive, cur = alive[keep], nxt[keep]
+    anc = sp.csr_matrix(
+        (
+            np.ones(sum(a.size for a in anc_rows)),
+            (
+                np.concatenate(anc_rows) if anc_rows else np.zeros(0, np.int64),
+                np.concatenate(anc_cols) if anc_cols else np.zeros(0, np.int64),
+            ),
+        ),
+        shape=(E, N),
+    )
+    arrays = _site_evse_arrays(site)
+    tree = _SiteTree(
+        nodes=site.nodes,
+        evses=site.evses,
+        node_ids=node_ids,
+        node_index=node_index,
+        parent=parent,
+        root=int(np.flatnonzero(parent < 0)[0]),
+        evse_ids=evse_ids,
+        evse_index={eid: k for k, eid in enumerate(evse_ids)},
+        evse_node=evse_node,
+        anc=anc,
+        anc_t=anc.T.tocsr(),
+        has_line=np.arange(3)[None, :] < arrays["evse_phases"].reshape(E, 1),
+        evse_arrays=arrays,
+    )
+    for a in (parent, evse_node, tree.has_line):
+        a.setflags(write=False)
+    # an object compared by identity: pydantic's ``Site ==`` first compares ``__dict__`` and,
+    # when that differs, only the fields
+    site.__dict__["_site_tree"] = tree
+    return tree
+
+
 def _site_evse_arrays(site: Site) -> dict[str, np.ndarray]:
     """:func:`evse_arrays`, built once per ``site.evses`` tuple (a controller compiles every
     step on the same site): kept beside the site, read-only, rebuilt when the tuple it was built
     from is not the site's (a ``model_copy`` with new EVSEs)."""
     cached = site.__dict__.get("_evse_arrays")
-    if cached is None or cached[0] is not site.evses:
+    if not isinstance(cached, _EvseArrays) or cached.evses is not site.evses:
         arrays = evse_arrays(site)
         for a in arrays.values():
             a.setflags(write=False)
-        cached = (site.evses, arrays)
-        site.__dict__["_evse_arrays"] = cached
-    return dict(cached[1])
+        cached = _EvseArrays(site.evses, arrays)
+        site.__dict__["_evse_arrays"] = cached  # compared by identity (see _site_tree)
+    return dict(cached.arrays)
+
+
+@dataclass(frozen=True, eq=False)
+class _EvseArrays:
+    evses: tuple  #: the ``site.evses`` the arrays were built from
+    arrays: dict[str, np.ndarray]
 
 
 def evse_arrays(site: Site) -> dict[str, np.ndarray]:
