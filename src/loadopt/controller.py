@@ -53,6 +53,7 @@ onto) what is safe.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -72,7 +73,7 @@ from .safety import violations
 from .schedule import Schedule, ScheduleStatus
 from .session import Session
 from .signals import GridSignal, Signals
-from .site import Evse, Site
+from .site import Battery, Evse, Site
 
 _KEEP: Any = object()  # "argument not given" (None means "no limit")
 
@@ -718,6 +719,25 @@ class Controller:
         # the tree, the EVSEs and the ids are unchanged: no need to validate the site again
         self.site = self.site.model_copy(update={"nodes": nodes})
         self._events.append(f"node {node_id!r} limits changed")
+
+    def set_battery_soc(self, battery_id: str, soc: float) -> None:
+        """A stationary battery's metered state of charge (fraction of its capacity, [0, 1]):
+        the next plan starts from it. Raises :class:`InputError` for an unknown battery or a value
+        that is not a finite number in [0, 1] (and changes nothing)."""
+        try:
+            k = next(i for i, b in enumerate(self.site.batteries) if b.id == battery_id)
+        except StopIteration:
+            raise InputError(
+                f"set_battery_soc: unknown battery {battery_id!r} on site {self.site.id!r}"
+            ) from None
+        try:
+            new = Battery.model_validate({**self.site.batteries[k].model_dump(), "soc": soc})
+        except ValueError as exc:
+            raise InputError(f"set_battery_soc: battery {battery_id!r}: {exc}") from None
+        if not math.isfinite(new.soc):
+            raise InputError(f"set_battery_soc: battery {battery_id!r}: soc {soc} is not finite")
+        bats = (*self.site.batteries[:k], new, *self.site.batteries[k + 1 :])
+        self.site = self.site.model_copy(update={"batteries": bats})
 
     def on_signal(
         self, signal: Signals | GridSignal | Iterable[GridSignal], now: datetime

@@ -302,6 +302,20 @@ def project_storage(
     return cur, dis, bat
 
 
+def session_kwh_per_a(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """``(S, T)`` grid kWh one ampere per phase moves over each period: charging (every session)
+    and discharging (V2G sessions where they may discharge, 0 elsewhere)."""
+    S, T = problem.n_sessions, problem.n_periods
+    kwh_s = np.zeros((S, T))
+    kwh_s[problem.var_session, problem.var_period] = problem.var_kwh_per_a
+    dkwh = np.zeros((S, T))
+    st = problem.storage
+    if st is not None and st.dv_unit.size:
+        n_sd = st.dv_unit.size - st.bc_ub.size
+        dkwh[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = st.dv_kwh_per_a[:n_sd]
+    return kwh_s, dkwh
+
+
 def soc_path(
     problem: Problem,
     current: np.ndarray,
@@ -318,18 +332,13 @@ def soc_path(
     cur = _dense_input(current, (S, T), "schedule")
     dis = _dense_input(discharge, (S, T), "discharge")
     bat = _dense_input(battery_a, (B, T), "battery_a")
-    kwh_s = np.zeros((S, T))
-    kwh_s[problem.var_session, problem.var_period] = problem.var_kwh_per_a
+    kwh_s, dkwh = session_kwh_per_a(problem)
     dt = problem.period_h[None, :]
     kw_b = st.unit_kw_per_a[Us:, None]
     eta_c, eta_d = st.unit_eta_c[:, None], st.unit_eta_d[:, None]
     cin = np.vstack(
         [cur[st.unit_session[:Us]] * kwh_s[st.unit_session[:Us]], np.maximum(bat, 0.0) * kw_b * dt]
     )
-    dkwh = np.zeros((S, T))
-    if st.dv_unit.size:
-        n_sd = st.dv_unit.size - st.bc_ub.size
-        dkwh[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = st.dv_kwh_per_a[:n_sd]
     dout = np.vstack(
         [dis[st.unit_session[:Us]] * dkwh[st.unit_session[:Us]], np.maximum(-bat, 0.0) * kw_b * dt]
     )

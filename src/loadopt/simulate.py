@@ -43,7 +43,7 @@ from .controller import Controller, StepRecord
 from .errors import InputError
 from .options import Policy
 from .problem import Problem
-from .safety import violations
+from .safety import session_kwh_per_a, violations
 from .scenario import Scenario
 from .schedule import Kpis, Schedule, ScheduleStatus
 from .session import Session
@@ -95,6 +95,9 @@ class SimulationResult:
     n_violations: int
     step_time_s: np.ndarray  #: wall time of every policy step (s)
     log: list[StepRecord] = field(default_factory=list)
+    #: (U, T + 1) energy (kWh in the battery) of every storage unit as replayed — V2G sessions
+    #: relative to plug-in, batteries absolute; column 0 is the start (empty without storage)
+    soc_kwh: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))
 
     @property
     def delivered_pct(self) -> float:
@@ -196,6 +199,31 @@ def simulate(
     limits = np.full((S, K), np.nan)
     pilot = evse_pilot(truth)
     times = np.zeros(K)
+    # storage: V2G vehicles (energy relative to plug-in) and batteries (absolute), as replayed
+    st = truth.storage
+    v2g = np.zeros(S, dtype=bool)
+    eta_c, eta_d = np.ones(S), np.ones(S)
+    e_lo, e_hi = np.full(S, -np.inf), np.full(S, np.inf)
+    stored = np.zeros(S)
+    out_d = np.zeros((S, K))
+    _, kwh_d = session_kwh_per_a(truth)
+    B = 0 if st is None else st.n_batteries
+    bat_a = np.zeros((B, K))
+    soc = np.zeros((0, K + 1))
+    b_ids = () if st is None else st.battery_ids
+    if st is not None:
+        Us = st.n_units - B
+        su = st.unit_session[:Us]
+        v2g[su] = True
+        eta_c[su], eta_d[su] = st.unit_eta_c[:Us], st.unit_eta_d[:Us]
+        e_lo[su], e_hi[su] = st.unit_emin_kwh[:Us], st.unit_emax_kwh[:Us]
+        b_e = st.unit_e0_kwh[Us:].copy()
+        b_lo, b_hi = st.unit_emin_kwh[Us:], st.unit_emax_kwh[Us:]
+        b_kw = st.unit_kw_per_a[Us:]
+        b_eta_c, b_eta_d = st.unit_eta_c[Us:], st.unit_eta_d[Us:]
+        b_cap = st.battery_capacity_kwh
+        soc = np.zeros((st.n_units, K + 1))
+        soc[Us:, 0] = b_e
     for k in range(K):
         now = (t0 + timedelta(seconds=k * step_s)).astimezone(hz.start.tzinfo)  # shown locally
         ts = k * step_s
@@ -208,43 +236,88 @@ def simulate(
         active = np.flatnonzero(started & ~stopped)
         for i in active:
             ctl.meter(ids[i], now, energy_kwh=float(delivered[i]), current_a=float(last_a[i]))
+        for j in range(B):  # a battery's management system reports its state of charge
+            ctl.set_battery_soc(b_ids[j], float(np.clip(b_e[j] / b_cap[j], 0.0, 1.0)))
         c0 = time.perf_counter()
         sched = ctl.step(now)
         times[k] = time.perf_counter() - c0
         lim = np.zeros(S)
+        sp = np.zeros(S)  # discharge setpoint, A per phase (V2G)
         if active.size:
             pos = {sid: j for j, sid in enumerate(sched.problem.session_ids)}
             rows = np.array([pos[ids[i]] for i in active])
             lim[active] = sched.current[rows, 0]
             limits[active, k] = lim[active]
+            if sched.discharge is not None:
+                sp[active] = np.nan_to_num(sched.discharge[rows, 0])
         acc = accepted_current(vmax, delivered, wanted, taper_from)
+        # a V2G vehicle accepts its maximum up to its V2X ceiling (ISO 15118-20 evMaxV2XEnergy)
+        acc[v2g] = np.where(stored[v2g] < e_hi[v2g] - 1e-9, vmax[v2g], 0.0)
         d = np.minimum(pilot(lim), acc)
         if noise > 0:
             d *= 1.0 - noise * rng.random(S)
         avail = truth.avail[:, k]
         e_per_a = kw_per_a * avail * (step_s / 3600.0)
         room = np.divide(wanted - delivered, e_per_a, out=np.zeros(S), where=e_per_a > 0)
+        room[v2g] = np.divide(
+            e_hi[v2g] - stored[v2g],
+            eta_c[v2g] * e_per_a[v2g],
+            out=np.zeros(int(v2g.sum())),
+            where=e_per_a[v2g] > 0,
+        )
         d = np.minimum(d, np.maximum(room, 0.0))
         d = np.floor(np.maximum(d, 0.0) * 10.0 + 1e-9) / 10.0  # what a meter resolves
         d[~(started & ~stopped)] = 0.0
+        # V2G discharge: the setpoint as the inverter follows it (no meter rounding: a setpoint
+        # cut short would take back credit the plan counted on), never below the V2X floor
+        give = np.divide(
+            (stored - e_lo) * eta_d, kwh_d[:, k], out=np.zeros(S), where=kwh_d[:, k] > 0
+        )
+        x = np.minimum(np.maximum(sp, 0.0), np.maximum(give, 0.0))
+        x[~(started & ~stopped) | ~v2g | (d > 0)] = 0.0
         drawn[:, k] = d
+        out_d[:, k] = x
         delivered += d * e_per_a
+        stored += eta_c * d * e_per_a - x * kwh_d[:, k] / eta_d
+        stored[v2g] = np.clip(stored[v2g], e_lo[v2g], e_hi[v2g])  # float dust only
         last_a = d
+        if B:
+            dt_h = float(truth.period_h[k])
+            b = np.zeros(B)
+            if sched.battery_a is not None:
+                b = np.nan_to_num(np.asarray(sched.battery_a, dtype=np.float64)[:, 0])
+            b_in = np.minimum(np.maximum(b, 0.0), (b_hi - b_e) / (b_eta_c * b_kw * dt_h))
+            b_out = np.minimum(np.maximum(-b, 0.0), (b_e - b_lo) * b_eta_d / (b_kw * dt_h))
+            b_in, b_out = np.maximum(b_in, 0.0), np.maximum(b_out, 0.0)
+            bat_a[:, k] = b_in - b_out
+            b_e = np.clip(b_e + (b_eta_c * b_in - b_out / b_eta_d) * b_kw * dt_h, b_lo, b_hi)
+        if st is not None:
+            soc[: st.n_units - B, k + 1] = stored[st.unit_session[: st.n_units - B]]
+            soc[st.n_units - B :, k + 1] = b_e
         if progress:
             _progress(name, k + 1, K)
     if progress:
         print(file=sys.stderr)
+    dis = out_d if v2g.any() else None
+    bat = bat_a if B else None
     sched = Schedule(
-        truth, drawn, ScheduleStatus.FEASIBLE, f"simulated:{name}", solve_time_s=float(times.sum())
+        truth,
+        drawn,
+        ScheduleStatus.FEASIBLE,
+        f"simulated:{name}",
+        solve_time_s=float(times.sum()),
+        discharge=dis,
+        battery_a=bat,
     )
     return SimulationResult(
         name,
         sched,
         limits,
         sched.kpis(),
-        len(violations(truth, drawn)),
+        len(violations(truth, drawn, discharge=dis, battery_a=bat)),
         times,
         list(getattr(ctl, "log", [])),
+        soc,
     )
 
 
@@ -266,7 +339,9 @@ def compare(
 def _table_rows(results: list[SimulationResult]) -> tuple[list[str], list[list[str]]]:
     def dr(r: SimulationResult) -> str:
         d = r.kpis.demand_response
-        return f"{sum(x.compliant for x in d)}/{len(d)} met" if d else "—"
+        out = sum(x.discharged_kwh for x in d)
+        met = f"{sum(x.compliant for x in d)}/{len(d)} met" if d else "—"
+        return met + (f" ({out:,.1f} kWh discharged)" if out > 0 else "")
 
     def pct(r: SimulationResult) -> str:
         return f"{r.kpis.delivered_kwh:,.1f} kWh ({r.delivered_pct:.1f} %)"
@@ -274,7 +349,7 @@ def _table_rows(results: list[SimulationResult]) -> tuple[list[str], list[list[s
     def ms(r: SimulationResult) -> str:
         return f"{1e3 * r.step_time_s.mean():.1f} / {1e3 * r.step_time_s.max():.1f} ms"
 
-    rows = [
+    rows: list[tuple[str, Callable[[SimulationResult], str]]] = [
         ("energy delivered", pct),
         ("sessions fully served", lambda r: f"{r.kpis.sessions_served}/{len(r.kpis.sessions)}"),
         ("peak grid import", lambda r: f"{r.kpis.peak_import_kw:,.1f} kW"),
@@ -283,6 +358,17 @@ def _table_rows(results: list[SimulationResult]) -> tuple[list[str], list[list[s
         ("limit violations", lambda r: f"{r.n_violations}"),
         ("step time mean / max", ms),
     ]
+    if any(r.kpis.storage is not None for r in results):
+
+        def sto(fn: Callable[[Any], str]) -> Callable[[SimulationResult], str]:
+            return lambda r: "—" if r.kpis.storage is None else fn(r.kpis.storage)
+
+        rows[-2:-2] = [
+            ("energy discharged", sto(lambda s: f"{s.discharged_kwh:,.1f} kWh")),
+            ("battery cycles", sto(lambda s: " / ".join(f"{c:.2f}" for c in s.battery_cycles))),
+            ("storage revenue", sto(lambda s: f"{s.revenue:,.2f}")),
+            ("peak shaved", sto(lambda s: f"{s.peak_shaved_kw:,.1f} kW")),
+        ]
     head = ["", *(r.name for r in results)]
     return head, [[label, *(fn(r) for r in results)] for label, fn in rows]
 
