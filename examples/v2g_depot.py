@@ -10,6 +10,7 @@ import numpy as np
 
 import loadopt as lo
 from loadopt.ocpp import set_charging_profiles, validate
+from loadopt.simulate import compare, simulate, simulation_table
 from loadopt.synthetic import v2g_scenario
 
 here = Path(__file__).parent
@@ -31,6 +32,14 @@ for cp, action, payload in set_charging_profiles(s2, "2.1", session_ids=[sid]):
     if prof["chargingProfilePurpose"] == "TxProfile":
         modes = [p["operationMode"] for p in prof["chargingSchedule"][0]["chargingSchedulePeriod"]]
         print(f"\n{cp} TxProfile for {sid}: {len(modes)} periods, modes {sorted(set(modes))}")
+
+# the same depot replayed step by step (loadopt.simulate): the rolling controller re-plans every
+# 15 min from what the vans metered and the battery reported; the vans follow their limits and
+# discharge setpoints, the battery its plan, energy states tracked with the efficiencies
+replay = compare(bidir, ("edf",), horizon_h=12.0)
+only = simulate(plain, "controller", horizon_h=12.0)
+only.name = "controller, charge-only"
+print("\nreplayed\n" + simulation_table([replay[0], only, replay[1]]))
 
 try:
     from matplotlib.figure import Figure

@@ -15,11 +15,20 @@ The simulator steps through a scenario's horizon (one control interval per perio
    ``noise`` draws up to that fraction less at random. A vehicle that arrives between two steps
    draws nothing until the next step (the safe ``TxDefaultProfile`` of the OCPP adapter).
 
+Storage (sites with V2G sessions or batteries, docs/simulation.md): a V2G vehicle also follows
+its discharge setpoint (OCPP 2.1 ``CentralSetpoint``) exactly, never below its V2X floor nor while
+it charges, and charges no further than its V2X ceiling; a battery follows the plan's first period
+within ``min_soc``..``max_soc``; energies move with the charge/discharge efficiencies. The
+controller is told each vehicle's metered charge energy (its discharge it estimates from the
+setpoints it handed out) and each battery's state of charge (``Controller.set_battery_soc``).
+Baselines charge only.
+
 What the vehicles drew is recorded as a ``(sessions, periods)`` current array on the problem
 compiled from the *true* sessions over the whole horizon, so the same
 :meth:`~loadopt.schedule.Schedule.kpis` and :func:`~loadopt.safety.violations` score every policy:
-energy delivered, sessions fully served, peak import, energy cost, demand-response compliance
-and limit violations (0 for the controller; the uncontrolled baseline shows what it causes).
+energy delivered, sessions fully served, peak import, energy cost, demand-response compliance,
+storage (energy discharged, battery cycles, revenue, peak shaved; both directions checked) and
+limit violations (0 for the controller; the uncontrolled baseline shows what it causes).
 
 Baselines (same bookkeeping as the controller, one period of lookahead, no optimiser):
 ``uncontrolled`` (every vehicle at its maximum), ``equal_share`` (max-min fair water-filling over
