@@ -3,7 +3,9 @@ hold tracked from their answers, bad events skipped with a clear message, never 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -706,3 +708,73 @@ def test_boot_default_goes_with_the_capability_queries(rejects_a):
     assert "A" not in ad._asking
     for c in (1, 2):
         assert sims["A"].may_draw(c, t.timestamp())[0] <= 16.0
+
+
+def _flapping(monkeypatch):
+    """A plan that switches car a1 on and off at every step (a test seam: the adapter's
+    ``tx_profiles`` zeroes every TxProfile at odd steps)."""
+    import loadopt.ocpp.adapter as adapter_mod
+    from loadopt.ocpp.profiles import tx_profiles as real
+
+    state = {"n": 0}
+
+    def flapping(*a, **kw):
+        out = real(*a, **kw)
+        if state["n"] % 2:
+            out = [replace(p, limits=np.zeros_like(p.limits)) for p in out]
+        return out
+
+    monkeypatch.setattr(adapter_mod, "tx_profiles", flapping)
+    return state
+
+
+def _toggles(monkeypatch, **kw):
+    ad, sims = _booted(**kw)
+    state = _flapping(monkeypatch)
+    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
+    sims["A"].tx[1] = tx
+    draw = []
+    for n in range(12):  # one hour of 5-minute steps
+        state["n"] = n
+        t = T0 + timedelta(seconds=300 * n)
+        _deliver(ad, sims, ad.step(t), t)
+        draw.append(sims["A"].may_draw(1, t.timestamp())[0])
+    on = [d > 0 for d in draw]
+    return draw, on, sum(a != b for a, b in pairwise(on))
+
+
+def test_min_on_dwell_bounds_toggles_on_a_flapping_plan(monkeypatch):
+    _, _, toggles = _toggles(monkeypatch)
+    assert toggles == 11  # without dwells the car follows the plan: on/off every step
+    draw, on, toggles = _toggles(monkeypatch, min_on_s=900.0, min_off_s=900.0)
+    assert on[0]
+    # at most one on/off pair per 30 min dwell cycle: 4 toggles an hour (+1 at the edges)
+    assert toggles <= 5, draw
+    # while kept on against the plan it draws its minimum
+    kept = [n for n in range(1, 12) if on[n] and n % 2]
+    assert kept
+    assert all(draw[n] == pytest.approx(6.0) for n in kept), draw
+
+
+def test_min_on_dwell_yields_to_a_limit(monkeypatch):
+    """Safety wins: a decrease a limit needs goes out inside the on dwell."""
+    ad, sims = _booted(min_on_s=3600.0)
+    state = _flapping(monkeypatch)
+    tx = ad.on_start_transaction("A", {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)})
+    sims["A"].tx[1] = tx
+    _deliver(ad, sims, ad.step(T0), T0)
+    assert sims["A"].may_draw(1, T0.timestamp())[0] > 0
+    state["n"] = 2  # the plan keeps it on; the grid operator drops the import limit to 0
+    ad.controller.set_signals(lo.Signals(grid_import_limit_kw=0.0))
+    t = T0 + timedelta(seconds=300)
+    _deliver(ad, sims, ad.step(t), t)
+    assert sims["A"].may_draw(1, t.timestamp())[0] == 0
+    # the plan alone turning it off inside the dwell does not
+    ad.controller.set_signals(lo.Signals())
+    t = T0 + timedelta(seconds=600)
+    _deliver(ad, sims, ad.step(t), t)
+    assert sims["A"].may_draw(1, t.timestamp())[0] > 0
+    state["n"] = 1
+    t = T0 + timedelta(seconds=900)
+    _deliver(ad, sims, ad.step(t), t)
+    assert sims["A"].may_draw(1, t.timestamp())[0] == pytest.approx(6.0)

@@ -91,7 +91,7 @@ class Site(RuleBasedStateMachine):
             method="fast",
             signals=lo.Signals(grid_import_limit_kw=self.grid_kw),
         )
-        self.ad = CsmsAdapter(ctl, send_timeout_s=20.0, backoff_s=(5.0, 40.0))
+        self.ad = CsmsAdapter(ctl, send_timeout_s=20.0, backoff_s=(5.0, 40.0), min_on_s=600.0)
         self.st = {
             "A": SimStation(
                 "A",

@@ -107,7 +107,10 @@ class CsmsAdapter:
     after the adapter's clock are quarantined. ``max_overstay_h``: a session still open this long
     after its expected departure with no event or meter value for as long is ended as a ghost.
     ``min_off_s``: a TxProfile that stopped a car (limit 0) keeps it stopped at least this long
-    (hysteresis against on/off flapping; only ever lowers a limit).
+    (hysteresis against on/off flapping; only ever lowers a limit). ``min_on_s``: a car the
+    plan switched on is kept at its minimum current for at least this long after it started,
+    when the plan would stop it earlier, but only while that fits every limit with everything
+    stations may hold (a decrease a limit needs always goes out).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class CsmsAdapter:
         future_skew_s: float = 300.0,
         max_overstay_h: float = 12.0,
         min_off_s: float = 0.0,
+        min_on_s: float = 0.0,
     ) -> None:
         self.controller = controller
         self.site = controller.site
@@ -137,6 +141,7 @@ class CsmsAdapter:
         self.future_skew_s = float(future_skew_s)
         self.max_overstay_h = float(max_overstay_h)
         self.min_off_s = float(min_off_s)
+        self.min_on_s = float(min_on_s)
         self.versions: dict[str, Version] = {}  #: connected stations → OCPP version
         self.caps: dict[str, StationCaps] = {}  #: EVSE id → reported capabilities
         self.max_stack_level: dict[str, int] = {}  #: charge point → reported maximum
@@ -169,6 +174,7 @@ class CsmsAdapter:
         self._n_requests = 0
         self._pending: list[Message] = []  #: non-profile messages to send
         self._off_since: dict[str, float] = {}  #: session id → when its limit went to 0
+        self._on_since: dict[str, float] = {}  #: session id → when its limit went above 0
         self._now_s: float = -math.inf  #: the adapter's clock (last step/poll)
         self._reason: dict[str, str] = {}  #: EVSE id → why it is reserved
         self._theirs: dict[str, Any] = {}  #: the controller's own reservation we overrode
@@ -483,6 +489,7 @@ class CsmsAdapter:
         while len(self._ended) > _ENDED_MEMORY:
             self._ended.popitem(last=False)
         self._off_since.pop(sid, None)
+        self._on_since.pop(sid, None)
         try:
             self.controller.stop_session(sid, at)
         except InputError as e:
@@ -1159,6 +1166,7 @@ class CsmsAdapter:
                 sched, session_ids=active, transaction_ids=wire, caps=self.caps
             ):
                 targets[prof.key] = self._hysteresis(prof)
+            self._on_dwell(targets)
             if self.tx_default:
                 for prof in tx_default_profiles(sched, caps=self.caps):
                     targets[prof.key] = prof
@@ -1223,6 +1231,76 @@ class CsmsAdapter:
         )
         end = int(t[-1]) + 1
         st, lm, phs = merge_periods(t, lim, ph, maxp, end)
+        return replace(prof, starts=st, limits=lm, phases=phs)
+
+    def _on_dwell(self, targets: dict[SlotKey, Profile]) -> None:
+        """The minimum ON dwell (``min_on_s``), in place on the TxProfile ``targets``: a car
+        switched on less than ``min_on_s`` ago whose plan drops to 0 before the dwell ends is
+        kept at its minimum current (``min_rate_da``, else the EVSE's ``min_current``) until
+        then, if, counted as possibly held next to everything every station may hold now, that
+        keeps every row it loads within its limit at every instant (the release rule 2 test,
+        docs/ocpp.md); otherwise the plan's 0 stands (safety wins). A car is *on* from the first
+        target with a first limit above 0 until one at 0."""
+        lim = self._limits
+        now_s = self._now_s
+        base = None
+        for key in list(targets):
+            prof = targets[key]
+            sid = prof.session_id
+            if key[2] != "tx" or sid is None:
+                continue
+            since = self._on_since.get(sid)
+            k = self.belief.index.get((key[0], key[1]))
+            v = self.versions.get(key[0])
+            if self.min_on_s > 0 and since is not None and lim is not None and k is not None:
+                cand = self._kept_on(prof, since + self.min_on_s, k) if v is not None else None
+                if cand is not None and v is not None:
+                    times = self._times(now_s)
+                    if base is None:
+                        base = self.belief.worst_a(times)
+                    try:
+                        payload: dict[str, Any] | None = to_payload(cand, v, self.ids)
+                    except InputError:
+                        payload = None
+                    if payload is not None and base.shape[0] == times.size:
+                        held = held_from_payload(payload, v, cand.voltage_v)
+                        after = base.copy()
+                        after[:, k] = self.belief.worst_a(times, {key: held}, only=[k])[:, k]
+                        if lim.within_for(k, after, times):
+                            targets[key] = cand
+                            base = after
+                            self._off_since.pop(sid, None)  # it did not stop
+            if int(targets[key].limits[0].max()) > 0:
+                self._on_since.setdefault(sid, now_s)
+            else:
+                self._on_since.pop(sid, None)
+
+    def _kept_on(self, prof: Profile, until_s: float, k: int) -> Profile | None:
+        """``prof`` with its 0 periods before ``until_s`` (epoch s) raised to the car's minimum
+        current on the lines it was using; None when nothing is to raise."""
+        cut = math.ceil(until_s - epoch_s(prof.start))
+        if cut <= 0:
+            return None
+        t = np.union1d(prof.starts, [cut])
+        idx = np.searchsorted(prof.starts, t, side="right") - 1
+        lim = prof.limits[idx].copy()
+        ph = prof.phases[idx]
+        off = (t < cut) & (lim.max(axis=1) == 0)
+        if not off.any():
+            return None
+        ev = self.belief.evses[k]
+        min_da = prof.min_rate_da or math.ceil(ev.min_current * 10)
+        if min_da <= 0:
+            return None
+        old = self._intent.get(prof.key)
+        lines = (
+            old.limits[0] > 0
+            if old is not None and old.limits[0].max() > 0
+            else np.arange(3) < ev.phases
+        )
+        lim[np.ix_(off, lines)] = min_da
+        maxp = self.caps.get(ev.id, StationCaps()).apply(ev)[1]
+        st, lm, phs = merge_periods(t, lim, ph, maxp, int(t[-1]) + 1)
         return replace(prof, starts=st, limits=lm, phases=phs)
 
     def _refresh_wants(self, cp: str) -> None:
