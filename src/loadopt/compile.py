@@ -95,26 +95,22 @@ def compile_problem(
     S = len(sessions)
     evses = [site.evses[evse_index[s.evse]] for s in sessions]
     s_evse = np.array([evse_index[s.evse] for s in sessions], dtype=np.int64)
-    n_ph = np.array(
-        [min(e.phases, s.phases) for s, e in zip(sessions, evses, strict=True)], dtype=np.int64
-    )
-    rot = np.array([e.site_phases for e in evses], dtype=np.int64).reshape(S, 3)
-    line_to_line = np.array([e.wiring == "line_to_line" for e in evses], dtype=bool)
+    ea = tree.evse_arrays  # per-EVSE arrays, taken per session by its EVSE
+    n_ph = np.minimum(ea["evse_phases"][s_evse], np.array([s.phases for s in sessions], np.int64))
+    rot = ea["evse_site_phases"][s_evse].reshape(S, 3)
+    line_to_line = tree.line_to_line[s_evse]
     branch = branch_coefficients(line_to_line, rot, n_ph)  # (S, 3) line phasor per A
     phase_mask = np.abs(branch) > 0  # site lines the session loads
-    volt = np.array([e.voltage_v for e in evses], dtype=np.float64)
+    volt = ea["evse_voltage_v"][s_evse]
     kw_per_a = volt * n_ph / 1000.0
-    max_cur = np.array(
-        [min(e.max_current, s.max_current) for s, e in zip(sessions, evses, strict=True)],
-        dtype=np.float64,
+    max_cur = np.minimum(
+        ea["evse_max_current"][s_evse],
+        np.array([s.max_current for s in sessions], dtype=np.float64),
     )
-    min_cur = np.array(
-        [
-            e.min_current if s.min_current is None else s.min_current
-            for s, e in zip(sessions, evses, strict=True)
-        ],
-        dtype=np.float64,
+    s_min = np.array(
+        [np.nan if s.min_current is None else s.min_current for s in sessions], dtype=np.float64
     )
+    min_cur = np.where(np.isnan(s_min), ea["evse_min_current"][s_evse], s_min)
     min_cur = np.minimum(min_cur, max_cur)
     energy = np.array([s.energy_kwh for s in sessions], dtype=np.float64)
     prio = np.array([s.priority for s in sessions], dtype=np.float64)
@@ -1150,6 +1146,7 @@ class _SiteTree:
     anc: sp.csr_matrix  #: (E, N) 1 where the node is the EVSE's or above it
     anc_t: sp.csr_matrix  #: (N, E)
     has_line: np.ndarray  #: (E, 3) bool, the EVSE has line L1/L2/L3
+    line_to_line: np.ndarray  #: (E,) bool, the EVSE is wired line-to-line
     evse_arrays: dict[str, np.ndarray]  #: :func:`evse_arrays`, read-only
 
 
@@ -1201,9 +1198,10 @@ def _site_tree(site: Site) -> _SiteTree:
         anc=anc,
         anc_t=anc.T.tocsr(),
         has_line=np.arange(3)[None, :] < arrays["evse_phases"].reshape(E, 1),
+        line_to_line=np.array([e.wiring == "line_to_line" for e in site.evses], dtype=bool),
         evse_arrays=arrays,
     )
-    for a in (parent, evse_node, tree.has_line):
+    for a in (parent, evse_node, tree.has_line, tree.line_to_line):
         a.setflags(write=False)
     # an object compared by identity: pydantic's ``Site ==`` first compares ``__dict__`` and,
     # when that differs, only the fields
