@@ -8,7 +8,7 @@ sessions, nodes, tree depth or DR events, never their product with periods).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -257,9 +257,7 @@ def compile_problem(
         s_evse,
         parent,
         n_ph,
-        rot,
         line_to_line,
-        branch,
         node_cur,
         base_a,
         k_base,
@@ -584,9 +582,7 @@ def _line_shape(
     s_evse: np.ndarray,
     parent: np.ndarray,
     n_ph: np.ndarray,
-    rot: np.ndarray,
     line_to_line: np.ndarray,
-    branch: np.ndarray,
     k_base: int,
     has_base: bool,
 ) -> _LineShape:
@@ -599,11 +595,13 @@ def _line_shape(
     N = len(site.nodes)
     S = s_evse.size
     m = site.phasor_facets
-    node = _evse_nodes(site)[s_evse]
     ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in site.nodes])
-    coef = _walk_lines(branch, node, parent, ratio, N)
+    # a session's line coefficients depend only on its EVSE and how many phases it uses: taken
+    # by row from the site's table of every EVSE with 1, 2 and 3 phases (walked once per site)
+    table = _evse_line_table(site, parent, ratio, N)
+    coef = table[3 * s_evse + n_ph - 1]
     l1 = np.where(line_to_line, n_ph, np.minimum(n_ph, 1))
-    coef_l1 = _walk_lines(branch_coefficients(line_to_line, rot, l1), node, parent, ratio, N)
+    coef_l1 = table[3 * s_evse + l1 - 1]
     base = np.zeros(6 * N, dtype=np.complex128)
     b, k = PHASE_UNIT.copy(), k_base
     while k >= 0:
@@ -647,9 +645,21 @@ def _line_shape(
     return shape
 
 
-def _evse_nodes(site: Site) -> np.ndarray:
-    index = {n.id: k for k, n in enumerate(site.nodes)}
-    return np.array([index[e.node] for e in site.evses], dtype=np.int64)
+def _evse_line_table(site: Site, parent: np.ndarray, ratio: np.ndarray, N: int) -> sp.csr_matrix:
+    """(3E, 6N) complex: row ``3e + k − 1`` is :func:`_walk_lines` of EVSE ``e`` carrying a
+    ``k``-phase load (kept in the site's :class:`_SiteTree`)."""
+    tree = _site_tree(site)
+    table = tree.memo.get("line_table")
+    if table is None:
+        E = len(site.evses)
+        e = np.repeat(np.arange(E), 3)
+        k = np.tile(np.arange(1, 4, dtype=np.int64), E)
+        branch = branch_coefficients(
+            tree.line_to_line[e], tree.evse_arrays["evse_site_phases"][e], k
+        )
+        table = _walk_lines(branch, tree.evse_node[e], parent, ratio, N)
+        tree.memo["line_table"] = table
+    return table
 
 
 def _line_currents(
@@ -658,9 +668,7 @@ def _line_currents(
     s_evse: np.ndarray,
     parent: np.ndarray,
     n_ph: np.ndarray,
-    rot: np.ndarray,
     line_to_line: np.ndarray,
-    branch: np.ndarray,
     node_cur: np.ndarray,
     base_a: np.ndarray,
     k_base: int,
@@ -670,7 +678,7 @@ def _line_currents(
     """Exact line-current phasors of every node (and delta/wye primary) and how to model them."""
     N = len(site.nodes)
     has_base = bool(np.max(base_a, initial=0.0) > 0)
-    shape = _line_shape(site, s_evse, parent, n_ph, rot, line_to_line, branch, k_base, has_base)
+    shape = _line_shape(site, s_evse, parent, n_ph, line_to_line, k_base, has_base)
     limit = np.full((6 * N, T), np.inf)
     limit[: 3 * N] = node_cur.reshape(3 * N, T)
     for k, n in enumerate(site.nodes):
@@ -1148,6 +1156,7 @@ class _SiteTree:
     has_line: np.ndarray  #: (E, 3) bool, the EVSE has line L1/L2/L3
     line_to_line: np.ndarray  #: (E,) bool, the EVSE is wired line-to-line
     evse_arrays: dict[str, np.ndarray]  #: :func:`evse_arrays`, read-only
+    memo: dict = field(default_factory=dict)  #: more per-site arrays, built when first needed
 
 
 def _site_tree(site: Site) -> _SiteTree:
