@@ -242,18 +242,17 @@ def allowances(schedule: Schedule) -> Allowances:
     point with a relative margin of ``POWER_MARGIN``.
     """
     p = schedule.problem
-    site = p.site
-    E, T = len(site.evses), p.n_periods
+    E, T = len(p.evse_ids), p.n_periods
     evse_node, anc = p.evse_node, p.evse_anc
-    line_phase = np.full((E, 3), -1, dtype=np.int64)
-    for k, e in enumerate(site.evses):
-        line_phase[k, : e.phases] = e.site_phases[: e.phases]
+    has_line = np.arange(3)[None, :] < p.evse_phases.reshape(E, 1)
+    line_phase = np.where(has_line, p.evse_site_phases.reshape(E, 3), -1).astype(np.int64)
     e_mask = np.zeros((E, 3), dtype=bool)  # site phases each EVSE can load
     for j in range(3):
         ok = line_phase[:, j] >= 0
         e_mask[np.flatnonzero(ok), line_phase[ok, j]] = True
-    e_kwpa = np.array([e.voltage_v * e.phases / 1000.0 for e in site.evses])
-    e_max_da = _deci(np.array([e.max_current for e in site.evses]))
+    e_volt = p.evse_voltage_v.reshape(E)
+    e_kwpa = e_volt * p.evse_phases.reshape(E) / 1000.0
+    e_max_da = _deci(p.evse_max_current.reshape(E))
 
     # a reserved EVSE may draw its reservation whatever the plan: that is its load, and it takes
     # no newcomer share (Problem.evse_reserved_a)
@@ -294,10 +293,7 @@ def allowances(schedule: Schedule) -> Allowances:
     # power rows (kW) and the site import row
     kw_load = np.asarray(
         anc.T
-        @ (
-            _session_kw_by_evse(p, schedule, E)
-            + res.sum(axis=1) * np.array([e.voltage_v for e in site.evses]).reshape(E, 1) / 1000.0
-        )
+        @ (_session_kw_by_evse(p, schedule, E) + res.sum(axis=1) * e_volt.reshape(E, 1) / 1000.0)
     )
     kw_load[base] += p.base_load_kw[None, :]
     spare_kw = np.maximum(p.node_power_limit_kw * (1 - POWER_MARGIN) - kw_load, 0)  # (N,T)
