@@ -778,3 +778,91 @@ def test_min_on_dwell_yields_to_a_limit(monkeypatch):
     t = T0 + timedelta(seconds=900)
     _deliver(ad, sims, ad.step(t), t)
     assert sims["A"].may_draw(1, t.timestamp())[0] == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+def test_supply_phases_from_the_station_hold_an_undercounted_connector_at_zero(version):
+    """Issue 9: the number of phases asked from the station (1.6 ConnectorPhaseRotation, 2.x
+    EVSE.SupplyPhases). A station with MORE phases than the site model says could load lines
+    the plan does not count: that connector is held at 0 A (TxProfile and TxDefault) and the
+    fault recorded; fewer phases is safe (over-counted) and only noted."""
+    site = lo.Site(
+        nodes=(lo.Node(id="g", kind="grid_connection", max_current=32.0),),
+        evses=(
+            lo.Evse(id="c1", node="g", charge_point_id="C", connector_id=1, phases=1),
+            lo.Evse(id="c2", node="g", charge_point_id="C", connector_id=2, phases=3),
+        ),
+    )
+    ctl = Controller(site, step_s=900, n_periods=4, method="fast")
+    ad = CsmsAdapter(ctl)
+    assert ad.connect("C", version)
+    first = ad.poll(T0)
+    ask = next(p for cp, a, p in first if a in ("GetConfiguration", "GetVariables"))
+    if version == "1.6":
+        assert "ConnectorPhaseRotation" in ask["key"]
+        ok = ad.on_get_configuration(
+            "C",
+            {
+                "configurationKey": [
+                    {"key": "ConnectorPhaseRotation", "value": "1.RST, 2.NotApplicable"}
+                ]
+            },
+        )
+    else:
+        asked = {
+            (d["component"].get("evse") or {}).get("id")
+            for d in ask["getVariableData"]
+            if d["variable"]["name"] == "SupplyPhases"
+        }
+        assert asked == {1, 2}
+        ok = ad.on_get_variables(
+            "C",
+            {
+                "getVariableResult": [
+                    {
+                        "attributeStatus": "Accepted",
+                        "component": {"name": "EVSE", "evse": {"id": k}},
+                        "variable": {"name": "SupplyPhases"},
+                        "attributeValue": v,
+                    }
+                    for k, v in ((1, "3"), (2, "1"))
+                ]
+            },
+        )
+    assert ok  # the answer itself was fine; the dangerous mismatch is a recorded problem
+    sims = {"C": SimStation("C", version, list(site.evses))}
+    _deliver(ad, sims, first, T0)  # the station answers the rest of the first batch
+    assert ad.supply_phases == {"c1": 3, "c2": 1}
+    assert ad.phase_mismatch == {"c1"}
+    assert any("c1" in p and "held at 0 A" in p for p in ad.problems)
+    for k in (1, 2):
+        if version == "1.6":
+            sims["C"].tx[k] = ad.on_start_transaction(
+                "C", {"connectorId": k, "meterStart": 0, "timestamp": _iso(T0)}
+            )
+        else:
+            assert ad.on_transaction_event(
+                "C",
+                {
+                    "eventType": "Started",
+                    "timestamp": _iso(T0),
+                    "triggerReason": "CablePluggedIn",
+                    "seqNo": 0,
+                    "transactionInfo": {"transactionId": f"t{k}"},
+                    "evse": {"id": k},
+                },
+            )
+            sims["C"].tx[k] = f"t{k}"
+    sent = _deliver(ad, sims, ad.step(T0), T0)
+    by_conn: dict[int, list[float]] = {1: [], 2: []}
+    for _cp, action, p in sent:
+        if action != "SetChargingProfile":
+            continue
+        conn = p.get("connectorId", p.get("evseId"))
+        prof = p.get("csChargingProfiles") or p.get("chargingProfile")
+        if conn in by_conn and prof["chargingProfilePurpose"] == "TxProfile":
+            sched = prof["chargingSchedule"]
+            sched = sched[0] if isinstance(sched, list) else sched
+            by_conn[conn] += [q["limit"] for q in sched["chargingSchedulePeriod"]]
+    assert by_conn[1] and all(v == 0 for v in by_conn[1])  # held at 0 A
+    assert any(v > 0 for v in by_conn[2])  # the over-counted connector still charges

@@ -65,6 +65,7 @@ CONFIG_KEYS_16 = (
     "ChargingScheduleMaxPeriods",
     "ChargeProfileMaxStackLevel",
     "ConnectorSwitch3to1PhaseSupported",
+    "ConnectorPhaseRotation",
 )
 VARIABLES_2X = ("RateUnit", "PeriodsPerSchedule", "ProfileStackLevel", "ACPhaseSwitchingSupported")
 _ENDED_MEMORY = 10_000  #: ended transaction ids remembered (late events are skipped)
@@ -144,6 +145,11 @@ class CsmsAdapter:
         self.min_on_s = float(min_on_s)
         self.versions: dict[str, Version] = {}  #: connected stations → OCPP version
         self.caps: dict[str, StationCaps] = {}  #: EVSE id → reported capabilities
+        #: EVSE id → supply phases the station reports (1.6 ``ConnectorPhaseRotation``,
+        #: 2.x ``EVSE.SupplyPhases``)
+        self.supply_phases: dict[str, int] = {}
+        #: EVSEs whose station reports more supply phases than the site model: held at 0 A
+        self.phase_mismatch: set[str] = set()
         self.max_stack_level: dict[str, int] = {}  #: charge point → reported maximum
         self.problems: list[str] = []  #: every skipped event, as logged
         self.status: dict[tuple[str, int], str] = {}  #: (cp, connector) → last status
@@ -313,6 +319,17 @@ class CsmsAdapter:
             units = {u.strip() for u in allowed.split(",")}
             unit = "A" if "Current" in units else ("W" if "Power" in units else None)
         self._stack_from(cp, kv.get("ChargeProfileMaxStackLevel"))
+        rot = kv.get("ConnectorPhaseRotation")
+        if isinstance(rot, str) and rot.strip():
+            for item in rot.split(","):  # "0.RST, 1.NotApplicable, 2.Unknown"
+                conn, _, val = item.strip().partition(".")
+                n = (
+                    3
+                    if val in ("RST", "RTS", "SRT", "STR", "TRS", "TSR")
+                    else (1 if val == "NotApplicable" else None)
+                )
+                if n is not None and conn.isdigit():
+                    self._phases_from(cp, int(conn), n)
         return self._caps_from(
             cp,
             None,
@@ -348,9 +365,41 @@ class CsmsAdapter:
                     self.ids = ids_above(self.ids, int(str(val)))
                 except (InputError, ValueError) as e:
                     ok = self._skip(f"charge point {cp!r}: MaxExternalConstraintsId: {e}")
+            elif name == "SupplyPhases":  # EVSE component: 1 or 3 (0 = DC: nothing to learn)
+                try:
+                    n = int(str(val))
+                except ValueError:
+                    ok = self._skip(f"charge point {cp!r}: bad SupplyPhases {val!r}")
+                    continue
+                if n in (1, 2, 3) and isinstance(evse, int):
+                    self._phases_from(cp, evse, n)
             elif name in ("ACPhaseSwitchingSupported", "PhaseSwitchingSupported"):
                 ok &= self._caps_from(cp, evse, None, None, val)
         return ok
+
+    def _phases_from(self, cp: str, connector: int, n: int) -> None:
+        """Supply phases a station reports for a connector (0: all of them). More phases than the
+        site model says is dangerous (a car could load lines the plan does not count): that
+        connector is held at 0 A (TxProfile and TxDefault) and the fault recorded until the
+        site model is fixed. Fewer is safe (the plan over-counts) and only noted."""
+        changed = False
+        for (c, k), ev in self._evse.items():
+            if c != cp or connector not in (0, k):
+                continue
+            self.supply_phases[ev.id] = n
+            if n > ev.phases and ev.id not in self.phase_mismatch:
+                self.phase_mismatch.add(ev.id)
+                changed = True
+                self._skip(
+                    f"EVSE {ev.id!r} (charge point {cp!r} connector {k}): the station reports "
+                    f"{n} supply phases, the site model {ev.phases}; held at 0 A until the site "
+                    "model is fixed"
+                )
+            elif n <= ev.phases and ev.id in self.phase_mismatch:
+                self.phase_mismatch.discard(ev.id)
+                changed = True
+        if changed:
+            self._rebuild_targets()
 
     def _stack_from(self, cp: str, v: Any) -> None:
         try:
@@ -391,6 +440,14 @@ class CsmsAdapter:
                 "getVariableData": [
                     {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": n}}
                     for n in VARIABLES_2X
+                ]
+                + [
+                    {
+                        "component": {"name": "EVSE", "evse": {"id": k}},
+                        "variable": {"name": "SupplyPhases"},
+                    }
+                    for (c, k) in sorted(self._evse)
+                    if c == cp
                 ]
             },
         )
@@ -1170,6 +1227,15 @@ class CsmsAdapter:
             if self.tx_default:
                 for prof in tx_default_profiles(sched, caps=self.caps):
                     targets[prof.key] = prof
+            for e_id in self.phase_mismatch:  # more supply phases than modelled: 0 A
+                ev = self.site.evse(e_id)
+                for purpose in ("tx", "tx_default"):
+                    key: SlotKey = (ev.charge_point_id, ev.connector_id, purpose)
+                    held = targets.get(key)
+                    if held is not None:
+                        targets[key] = replace(
+                            held, limits=np.zeros_like(held.limits), min_rate_da=None
+                        )
         start = (
             sched.problem.horizon.start
             if sched is not None
