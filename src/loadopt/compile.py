@@ -304,7 +304,6 @@ def compile_problem(
         kw_rhs.reshape(-1),
         ROW_NODE_POWER,
         node_of=lambda g: g,
-        phase_of=lambda g: np.full(g.size, -1),
     )
 
     # per period: EV kW + base − PV ≤ grid limit and DR caps
@@ -321,8 +320,6 @@ def compile_problem(
         all_vt,
         import_rhs,
         ROW_SITE_IMPORT,
-        node_of=lambda g: np.full(g.size, -1),
-        phase_of=lambda g: np.full(g.size, -1),
     )
     G_all, h, row_kind, row_node, row_phase, row_period, row_facet = rows.build()
     if Vb:
@@ -928,7 +925,6 @@ def _compile_storage(
         x_kw.reshape(-1),
         ROW_NODE_POWER,
         node_of=lambda g: g,
-        phase_of=lambda g: np.full(g.size, -1),
     )
     exp_rhs = export_cap - pv_max
     rows.add(
@@ -936,8 +932,6 @@ def _compile_storage(
         dv_period,
         exp_rhs,
         ROW_SITE_EXPORT,
-        node_of=lambda g: np.full(g.size, -1),
-        phase_of=lambda g: np.full(g.size, -1),
     )
     Gx, hx, x_kind, x_node, x_phase, x_period, _ = rows.build()
     for k in np.flatnonzero(carries):
@@ -1009,14 +1003,15 @@ class _RowBuilder:
         var_period: np.ndarray,
         rhs_flat: np.ndarray,
         kind,
-        node_of,
-        phase_of,
+        node_of=None,
+        phase_of=None,
         facet_of=None,
     ) -> None:
         """Add a row for every (group, period) with a finite limit.
 
         ``var_group`` is a (V, n_groups) incidence/coefficient matrix; variable ``v`` sits in the
-        row of group ``g`` and its own period, ``rhs_flat[g * T + var_period[v]]``.
+        row of group ``g`` and its own period, ``rhs_flat[g * T + var_period[v]]``. A label
+        function left ``None`` labels every row ``-1`` (site-wide / all phases / no facet).
         """
         T = self.T
         ids = var_group.col.astype(np.int64) * T + var_period[var_group.row]
@@ -1033,8 +1028,13 @@ class _RowBuilder:
         self.v.append(vals)
         group = uniq // T
         kinds = kind(group) if callable(kind) else np.full(uniq.size, kind)
-        fac = np.full(uniq.size, -1) if facet_of is None else facet_of(group)
-        self.labels.append((rhs_flat[uniq], kinds, node_of(group), phase_of(group), uniq % T, fac))
+
+        def label(of):
+            return np.full(uniq.size, -1) if of is None else of(group)
+
+        self.labels.append(
+            (rhs_flat[uniq], kinds, label(node_of), label(phase_of), uniq % T, label(facet_of))
+        )
         self.n += uniq.size
 
     def build(self):
