@@ -131,3 +131,17 @@ def test_whatever_a_site_proposes_stays_within_its_allowance(p, seed):
     assert_physically_safe(p, cur)
     ev_kw = (cur * p.session_kw_per_a[:, None]).sum(axis=0)
     assert (ev_kw <= allowance + 1e-9).all()
+
+
+def test_proportional_split_never_rounds_above_the_room(monkeypatch):
+    """No master solved: the sites keep iteration 0's proportional split, which must sum to at
+    most the room in floating point (Σ share_i·R can round one ulp above R)."""
+    import loadopt.fleet.coupled as coupled
+
+    monkeypatch.setattr(coupled, "_master", lambda *a, **k: None)
+    problems = fleet(n=3, n_evse=3, T=4)
+    for limit_kw in (7.3, 19.1, 41.7):
+        res = solve_coupled(problems, SharedLimit(limit_kw), None, max_iterations=0)
+        total = np.sum(list(res.allowance_kw.values()), axis=0)
+        fin = np.isfinite(res.room_kw)
+        assert (total[fin] <= res.room_kw[fin]).all()

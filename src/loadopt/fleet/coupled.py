@@ -228,7 +228,8 @@ def solve_coupled(
         cap = np.array([_max_ev_kw(problems[k]) for k in keys])
         tot = cap.sum(axis=0)
         share = np.divide(cap, tot, out=np.full_like(cap, 1.0 / len(keys)), where=tot > 0)
-        split = np.where(np.isfinite(R), share * np.where(np.isfinite(R), R, 0.0), np.inf)
+        # scaled like the master's allowances: Σ_i share_i·R_t can round above R_t
+        split = _allowances_from(share * np.where(np.isfinite(R), R, 0.0), R)
         cols_f: list[float] = []
         cols_ev: list[np.ndarray] = []
         cols_site: list[int] = []
@@ -283,7 +284,7 @@ def solve_coupled(
             if deadline is not None and time.time() + 2 * rec.wall_s > deadline:
                 break
         if best is None:  # no master solved: keep the proportional split
-            allow = np.where(np.isfinite(split), split, np.inf)
+            allow = split
         final = run.round("allow", {k: allow[i] for i, k in enumerate(keys)}, deadline)
         sites: dict[str, SiteResult] = {}
         objective = 0.0
