@@ -236,3 +236,14 @@ def test_vtn_event_caps_the_next_step_and_the_report_says_met():
             await vtn.stop()
 
     asyncio.run(run())
+
+
+def test_a_ven_without_events_still_falls_back_when_stale():
+    """No event (none yet, or all completed): the staleness rule must not vanish with them."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ven = OpenAdr2Ven(
+        "ven", "http://127.0.0.1:9/x", fallback_kw=5.0, stale_after_s=60.0, clock=lambda: now
+    )
+    (s,) = ven.signals()
+    assert s.fallback_kw == 5.0 and s.valid_until == now + timedelta(seconds=60)
+    assert s.import_price_adder == 0.0 and s.node is None

@@ -218,8 +218,21 @@ def test_vtn_event_caps_the_next_step_and_the_report_says_met():
 def test_a_vtn_that_is_gone_leaves_only_the_fallback():
     async def run() -> None:
         ven = OpenAdr3Ven("http://127.0.0.1:9", ven_name="v", program_id="p", fallback_kw=7.0)
-        sigs = await ven.poll()
-        assert sigs == () and ven.problems
+        (sigs,) = await ven.poll()  # no event ever: the staleness rule alone, in force now
+        assert ven.problems and sigs.fallback_kw == 7.0
+        assert sigs.valid_until <= datetime.now(UTC) and sigs.import_price_adder == 0.0
+        hz = lo.Horizon(start=datetime.now(UTC).replace(microsecond=0), step_s=900, n_periods=4)
+        site = lo.Site(
+            nodes=(lo.Node(id="grid", max_current=100.0),),
+            evses=(lo.Evse(id="e", node="grid", charge_point_id="CP", max_current=32.0),),
+        )
+        car = lo.Session(id="c", evse="e", arrival=hz.start, departure=hz.end, energy_kwh=80.0)
+        sc = lo.Scenario(
+            site=site, horizon=hz, sessions=(car,), signals=lo.Signals(grid_signals=(sigs,))
+        )
+        s = lo.solve(sc.compile())
+        kw = s.current[0] * 3 * 230.0 / 1000.0  # from the raw currents, not the library's rows
+        assert kw.max() <= 7.0 + 1e-9 and kw.max() > 6.0
         ven.events = {"e1": event_to_signals(ev([("IMPORT_CAPACITY_LIMIT", 30.0)]))}
         (s,) = ven.signals()
         assert s.fallback_kw == 7.0 and s.valid_until <= datetime.now(UTC)

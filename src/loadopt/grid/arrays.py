@@ -18,12 +18,32 @@ handful), never over sessions × periods. The rules (docs/grid-signals.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..horizon import Horizon, sample
 from ..signals import GridPolicy, GridSignal, split
+
+
+def validity_signal(
+    source: str, valid_until: datetime, fallback_kw: float, node: str | None
+) -> GridSignal:
+    """A stream's staleness rule when it has no event to carry it: no request of its own (a
+    zero price adder over one second), only ``valid_until`` / ``fallback_kw``, so a stream that
+    said "no events" and then fell silent still caps ``node`` at ``fallback_kw`` (kW) from
+    ``valid_until`` on, like one with events."""
+    return GridSignal(
+        id=f"{source}-validity",
+        source=source,
+        node=node,
+        start=valid_until,
+        end=valid_until + timedelta(seconds=1),
+        import_price_adder=0.0,
+        valid_until=valid_until,
+        fallback_kw=fallback_kw,
+    )
 
 
 @dataclass(frozen=True, eq=False)

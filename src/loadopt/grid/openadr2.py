@@ -42,6 +42,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..signals import GridSignal
+from .arrays import validity_signal
 
 log = logging.getLogger(__name__)
 
@@ -285,11 +286,12 @@ class OpenAdr2Ven:
     def signals(self) -> tuple[GridSignal, ...]:
         """Every signal of the events opted into, restamped with the current validity."""
         vu = self.last_contact + timedelta(seconds=self.stale_after_s)
-        return tuple(
+        out = tuple(
             s.model_copy(update={"valid_until": vu, "fallback_kw": self.fallback_kw})
             for sigs in self.events.values()
             for s in sigs
         )
+        return out or (validity_signal(SOURCE, vu, self.fallback_kw, self.node),)
 
     def refresh_validity(self) -> tuple[GridSignal, ...]:
         """Note a successful contact now (the client polled) and return :meth:`signals`."""

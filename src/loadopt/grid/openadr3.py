@@ -42,6 +42,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..signals import GridSignal
+from .arrays import validity_signal
 from .compliance import SignalCompliance
 
 SOURCE = "openadr3"
@@ -297,11 +298,12 @@ class OpenAdr3Ven:
         are stale from now: only the fallback)."""
         at = self.last_contact or self.clock()
         vu = at + timedelta(seconds=self.stale_after_s if self.last_contact else 0.0)
-        return tuple(
+        out = tuple(
             s.model_copy(update={"valid_until": vu, "fallback_kw": self.fallback_kw})
             for sigs in self.events.values()
             for s in sigs
         )
+        return out or (validity_signal(SOURCE, vu, self.fallback_kw, self.node),)
 
     def _targets_me(self, event: dict) -> bool:
         for t in event.get("targets") or []:
