@@ -157,3 +157,34 @@ def test_node_limit_changes_at_run_time_without_rebuilding():
     with pytest.raises(lo.InputError):
         ctl.set_node_limit("3f", max_current=-5.0)
     assert next(n for n in ctl.site.nodes if n.id == "3f").max_current == 60.0
+
+
+def test_pilot_give_back_respects_battery_charging_on_the_same_breaker():
+    """Regression: giving period 0 back what rounding took must count a battery charging under
+    the same breaker (20 A plan + 20 A battery on 40 A: raising 20 -> 24 A would draw 44 A)."""
+    from dataclasses import replace
+
+    from loadopt.site import Battery
+
+    base = stepped_site(breaker_a=40.0, n=1)
+    bat = Battery(
+        id="b", node="cb", capacity_kwh=100.0, soc=0.1, max_charge_kw=30.0, max_discharge_kw=30.0
+    )
+    site = lo.Site(nodes=base.nodes, evses=base.evses, batteries=(bat,))
+    p = lo.compile_problem(
+        site,
+        [session("s0", "e0", 30.0, dep_h=3.0, phases=1)],
+        horizon(4, 900),
+        lo.Signals(),
+        lo.Objective(),
+    )
+    s = lo.solve(p, method="lp")
+    cur = np.zeros_like(s.current)
+    cur[0, 0] = 20.0
+    bat_a = np.zeros_like(s.battery_a)
+    bat_a[0, 0] = 20.0
+    ctl = lo.Controller(site, method="lp", step_s=900, n_periods=4, pilots=True)
+    out = ctl._in_pilot_steps(p, replace(s, current=cur, battery_a=bat_a))
+    # independent check from the raw inputs: breaker 40 A, one phase, battery 20 A per phase
+    assert out.current[0, 0] + 20.0 <= 40.0
+    assert out.current[0, 0] == 16.0  # the step below 20 A

@@ -1092,14 +1092,15 @@ class Controller:
     def _in_pilot_steps(self, problem: Problem, sched: Schedule) -> Schedule:
         """The schedule in the pilots the EVSEs can signal (:func:`loadopt.pilots.round_to_pilots`:
         steps and minimum currents; what rounding takes from period 0 is given back where the
-        limits allow). Checked: should the result break a limit, the rounded-down schedule (safe
-        whenever the plan was) is used."""
+        limits allow). Checked with the schedule's battery and discharge flows: should the result
+        break a limit, the rounded-down schedule (safe whenever the plan was) is used."""
         from .pilots import down_to_pilot, pilot_grid, round_to_pilots
 
         if sched.n_phases is not None or problem.n_sessions == 0:
             return sched
         cur = round_to_pilots(problem, sched.current)
-        if violations(problem, cur, 1):
+        # round_to_pilots sees session rows only: check against battery and V2G flows too
+        if violations(problem, cur, 1, discharge=sched.discharge, battery_a=sched.battery_a):
             grid, stepped = pilot_grid(problem)
             cur = down_to_pilot(sched.current, grid, stepped, problem.session_min_current)
             cur = np.floor(cur * 10.0 + 1e-6) / 10.0
