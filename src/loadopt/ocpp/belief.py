@@ -227,10 +227,9 @@ class Belief:
 
     def rebooted(self, cp: str) -> None:
         """A station (re)booted: whatever it held is unknown, its transactions are gone."""
-        for k, e in enumerate(self.evses):
+        for e in self.evses:
             if e.charge_point_id != cp:
                 continue
-            del k
             # messages in flight stay tracked: an answer after the boot means it applied them
             self.slot((cp, e.connector_id, "tx_default")).base = UNKNOWN
             self.slots[(cp, e.connector_id, "tx")] = Slot(None)
