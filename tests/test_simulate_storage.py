@@ -21,6 +21,7 @@ from loadopt.simulate import simulate, simulation_table
 from loadopt.site import Battery
 
 from .conftest import examples
+from .test_storage import v2g_and_two_site
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 DT_H = 0.25
@@ -170,19 +171,7 @@ def test_replay_meets_a_dr_cap_with_discharge():
     the V2G car discharges through the cap hour so the others keep charging; the DR KPI counts
     the energy discharged inside the window and the cap is met."""
     kw_a3 = 3 * 230.0 / 1000.0
-    site = lo.Site(
-        nodes=(lo.Node(id="grid", max_current=100.0),),
-        evses=tuple(
-            lo.Evse(
-                id=f"e{k}",
-                node="grid",
-                charge_point_id=f"CP{k}",
-                max_current=16.0,
-                bidirectional=k == 0,
-            )
-            for k in range(3)
-        ),
-    )
+    site = v2g_and_two_site()
     v2x = V2xParameters(min_v2x_energy_kwh=-15.0, max_v2x_energy_kwh=30.0)
     ss = [lo.Session(id="v", evse="e0", arrival=T0, departure=at(5), energy_kwh=0.0, v2x=v2x)]
     ss += [

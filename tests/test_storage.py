@@ -34,6 +34,23 @@ def steps(*pts: tuple[float, float]) -> tuple[lo.SeriesPoint, ...]:
     return tuple(lo.SeriesPoint(start=at(h), value=v) for h, v in pts)
 
 
+def v2g_and_two_site() -> lo.Site:
+    """Three 16 A three-phase EVSEs on a 100 A connection; ``e0`` is bidirectional."""
+    return lo.Site(
+        nodes=(lo.Node(id="grid", max_current=100.0),),
+        evses=tuple(
+            lo.Evse(
+                id=f"e{k}",
+                node="grid",
+                charge_point_id=f"CP{k}",
+                max_current=16.0,
+                bidirectional=k == 0,
+            )
+            for k in range(3)
+        ),
+    )
+
+
 def battery(**kw) -> Battery:
     args = dict(
         id="bat",
@@ -181,19 +198,7 @@ def test_v2g_floor_holds_and_a_car_below_its_v2x_minimum_is_not_discharged():
 def test_dr_cap_met_by_discharge_instead_of_curtailing_other_cars():
     """Two cars need full power all along; a grid-operator cap of 11.04 kW for one hour. With a
     V2G car discharging 16 A in that hour the cars keep charging; without it they are cut."""
-    site = lo.Site(
-        nodes=(lo.Node(id="grid", max_current=100.0),),
-        evses=tuple(
-            lo.Evse(
-                id=f"e{k}",
-                node="grid",
-                charge_point_id=f"CP{k}",
-                max_current=16.0,
-                bidirectional=k == 0,
-            )
-            for k in range(3)
-        ),
-    )
+    site = v2g_and_two_site()
     hz = lo.Horizon(start=T0, step_s=900, n_periods=16)
     need = 4 * 16 * KW_PER_A3  # 4 h at 16 A
     sig = lo.Signals(
