@@ -866,3 +866,36 @@ def test_supply_phases_from_the_station_hold_an_undercounted_connector_at_zero(v
             by_conn[conn] += [q["limit"] for q in sched["chargingSchedulePeriod"]]
     assert by_conn[1] and all(v == 0 for v in by_conn[1])  # held at 0 A
     assert any(v > 0 for v in by_conn[2])  # the over-counted connector still charges
+
+
+def test_a_ghosts_txprofile_keeps_counting_until_the_station_shows_the_end():
+    """A session ended as a ghost (no sign of life) may still run on a silent station with its
+    TxProfile in force: what that connector may draw keeps counting it (so no other connector is
+    raised into that current) until a late stop, Available, a new transaction or a reboot."""
+    ad, sims = _booted(max_overstay_h=2.0)
+    tx = ad.on_start_transaction(
+        "A",
+        {"connectorId": 1, "meterStart": 0, "timestamp": _iso(T0)},
+        departure=T0 + timedelta(hours=1),
+    )
+    sims["A"].tx[1] = tx
+    _deliver(ad, sims, ad.step(T0), T0)
+    k = ad.belief.index[("A", 1)]
+
+    def may_draw(at):
+        t = np.array([at.timestamp()])
+        return float(ad.belief.worst_a(t)[0, k].max())
+
+    held = may_draw(T0 + timedelta(minutes=1))
+    assert held > 0  # its TxProfile is in force
+    ad.step(T0 + timedelta(hours=3, minutes=1))
+    assert ad.sessions == {} and "ghost" in ad.problems[-1]
+    later = T0 + timedelta(hours=3, minutes=2)
+    assert ad.belief.active_tx.get(("A", 1)) == tx  # still counted as running on the station
+    ghost_a = may_draw(later)
+    # the station's late StopTransaction: now it is over
+    assert ad.on_stop_transaction(
+        "A", {"transactionId": tx, "meterStop": 1, "timestamp": _iso(later)}
+    )
+    assert ("A", 1) not in ad.belief.active_tx
+    assert may_draw(later) <= ghost_a

@@ -552,10 +552,12 @@ class CsmsAdapter:
         except InputError as e:
             self._skip(str(e))
         cp, conn = tx.charge_point_id, tx.connector
-        self.belief.active_tx.pop((cp, conn), None)
         key = (cp, conn, "tx")
-        slot = self.belief.slot(key)  # a TxProfile ends with its transaction
-        slot.base, slot.sent = None, []
+        if why != "ghost":  # the station said so: its TxProfile ends with its transaction
+            self._forget_tx(cp, conn)
+        # a ghost (no sign of life) may still be running on a silent station with its
+        # TxProfile in force: that keeps counting until the station shows the transaction is
+        # over (a stop, Available/Finishing, a new transaction on the connector, a reboot)
         for d in (self._intent, self._want, self._targets, self._rejected):
             d.pop(key, None)
         v = self.versions.get(cp)
@@ -565,11 +567,20 @@ class CsmsAdapter:
             )
         log.info("session %s ended (%s)", sid, why)
 
+    def _forget_tx(self, cp: str, conn: int) -> None:
+        """The connector's transaction is over on the station: its TxProfile no longer counts."""
+        self.belief.active_tx.pop((cp, conn), None)
+        slot = self.belief.slot((cp, conn, "tx"))
+        slot.base, slot.sent = None, []
+
     def _stop(self, cp: str, wire_id: int | str, at: datetime) -> bool:
         sid = self._by_wire.get((cp, wire_id))
         if sid is None:
             if (cp, str(wire_id)) in self._ended:
                 log.info("charge point %r: stop for transaction %r that already ended", cp, wire_id)
+                for (c, conn), held in list(self.belief.active_tx.items()):
+                    if c == cp and str(held) == str(wire_id):  # a ghost's late stop
+                        self._forget_tx(cp, conn)
                 return True
             # a stop before its start: remember it, so a late start does not open a ghost
             self._ended[(cp, str(wire_id))] = None
@@ -857,6 +868,8 @@ class CsmsAdapter:
                 s for s, t in self._tx.items() if t.charge_point_id == cp and t.connector == conn
             ]:
                 self._end(sid, at, f"connector {status}")
+            if conn != 0:  # also a ghost's transaction, ended here without the station
+                self._forget_tx(cp, conn)
         return True
 
     def on_notify_ev_charging_needs(self, cp: str, payload: Any) -> bool:
