@@ -1,0 +1,541 @@
+"""``compile_problem``: the orchestration of a compile, in named steps (sessions, variables,
+limits, signals, fixed loads, batteries, safety rows, storage, the :class:`Problem`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._base import as_model
+from ..grid.arrays import signal_arrays
+from ..horizon import Horizon, sample
+from ..objective import Objective
+from ..problem import (
+    ROW_LINE_FACET,
+    ROW_NODE_CURRENT,
+    ROW_NODE_POWER,
+    ROW_PRIMARY_FACET,
+    ROW_SITE_IMPORT,
+    Problem,
+)
+from ..session import Session, as_sessions, check_sessions
+from ..signals import Signals, split
+from ..site import Site
+from ..wiring import branch_coefficients
+from .fixed_loads import _base_load_notices, _check_reserved, _reserved_loads
+from .lines import _line_currents, _Lines
+from .rows import _on_all_phases, _RowBuilder, _with_batteries
+from .series import _feasible_floor, _node_limits, _sample_signals
+from .storage import _battery_columns, _BatteryColumns, _compile_storage, _v2x_sessions
+from .tree import _carries, _site_tree, _SiteTree
+
+
+def compile_problem(
+    site: Site,
+    sessions: Iterable[Session],
+    horizon: Horizon,
+    signals: Signals | None = None,
+    objective: Objective | None = None,
+    *,
+    reserved_a: np.ndarray | None = None,
+) -> Problem:
+    """Compile a site, its sessions and the signals over ``horizon`` into a :class:`Problem`.
+
+    Sessions that do not overlap the horizon are kept (with no variables: they cannot charge) so
+    that ids stay stable; a session that has already left simply gets nothing.
+
+    ``reserved_a`` (``(E, 3, T)`` A per EVSE line L1, L2, L3, EVSEs in ``site.evses`` order, per
+    period; optional) is current an EVSE may draw whatever the plan says: a station that has not
+    accepted a lower limit, a silent or unknown one at its hardware maximum, a vehicle drawing
+    above its limit. It is a fixed load on every limit above the EVSE, exactly like the base
+    load (right-hand sides drop, clamped at 0 with a notice); a session on a reserved EVSE is
+    planned within ``[0, min(its max, largest reserved line)]`` in those periods and its
+    variables there carry no safety-row entries (its draw is already counted).
+
+    Raises :class:`~loadopt.errors.InputError` for inconsistent inputs (unknown EVSE, duplicate
+    session, two sessions on one EVSE at once) and arguments of the wrong type (a string for the
+    sessions); a mapping in place of a model is validated into it
+    (:class:`~loadopt.errors.ModelError` when it is not valid).
+    """
+    site = as_model(site, Site, "site")
+    site = as_model(site, Site, "site")
+    sessions = as_sessions(sessions)
+    horizon = as_model(horizon, Horizon, "horizon")
+    signals = Signals() if signals is None else as_model(signals, Signals, "signals")
+    objective = Objective() if objective is None else as_model(objective, Objective, "objective")
+    check_sessions(sessions, {e.id for e in site.evses})
+    T = horizon.n_periods
+    notices: list[str] = []
+
+    # --- tree ------------------------------------------------------------------------------
+    tree = _site_tree(site)
+    node_ids, node_index = tree.node_ids, tree.node_index
+    parent, root = tree.parent, tree.root
+    evse_ids, evse_index = tree.evse_ids, tree.evse_index
+    E_ = len(evse_ids)
+    # lines an EVSE does not have carry nothing
+    reserved = (
+        None
+        if reserved_a is None
+        else _check_reserved(reserved_a, E_, T, evse_ids) * tree.has_line[:, :, None]
+    )
+
+    # --- sessions and their variables ----------------------------------------------------------
+    evses = [site.evses[evse_index[s.evse]] for s in sessions]
+    sa = _session_arrays(tree, sessions, horizon)
+    vs, vt, var_ub, var_free, var_kwh = _variables(sa, reserved, horizon.period_s)
+
+    # --- limits per node, phase, period ------------------------------------------------------
+    node_cur, node_kw = _node_limits(site, horizon)
+
+    # --- signals ---------------------------------------------------------------------------
+    base_kw, pv_kw, price, export_price, grid_kw, base_a = _sample_signals(signals, horizon, site)
+
+    # reserved draw per EVSE line -> per site phase, node and kW (fixed loads)
+    res_site, node_res_kw, site_res_kw = _reserved_loads(reserved, tree, T)
+    if reserved is None:
+        reserved = np.zeros((E_, 3, T))
+
+    s_anc_csr = tree.anc[sa.s_evse].tocsr()  # (S, N): sessions under each node
+    # grid-operator signals (loadopt.grid.arrays): caps per node, prices, setpoints, floors
+    sig = signal_arrays(
+        signals.grid_signals,
+        signals.grid_policy,
+        site.id,
+        horizon,
+        node_index,
+        root,
+        _carries(parent, root if site.base_load_node is None else node_index[site.base_load_node]),
+        s_anc_csr,
+        sa.kw_per_a * sa.max_cur,
+        sa.energy,
+        sa.arr_s,
+        sa.dep_s,
+        sa.avail,
+        sample(*split(signals.base_load_kw), horizon, "min"),
+        sample(*split(signals.pv_kw), horizon, "max"),
+        grid_kw,
+        node_kw,
+        vs,
+        vt,
+        var_ub,
+        sa.kw_per_a,
+    )
+    root_cap = sig.node_cap_kw[root].copy()
+    sig_node_cap = sig.node_cap_kw.copy()
+    sig_node_cap[root] = np.inf  # the root's signal caps bound the net import, not the node kW
+    node_kw = np.minimum(node_kw, sig_node_cap)
+    node_cur = np.minimum(node_cur, sig.node_cap_a[:, None, :])
+    import_cap = np.minimum(grid_kw, root_cap)
+    price = price + sig.import_adder
+    if np.any(sig.export_adder != 0):
+        export_price = (0.0 if export_price is None else export_price) + sig.export_adder
+
+    # --- batteries: charge columns in the same rows (A per phase, balanced over R, S, T) -------
+    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in site.nodes])
+    wired = bool(sa.line_to_line.any() or (ratio > 0).any())
+    bat = _battery_columns(site, node_index, parent, T, wired)
+
+    # --- safety rows -------------------------------------------------------------------------
+    sr = _safety_rows(
+        site,
+        tree,
+        sa,
+        s_anc_csr,
+        bat,
+        vs,
+        vt,
+        var_free,
+        node_cur,
+        node_kw,
+        base_kw,
+        base_a,
+        pv_kw,
+        import_cap,
+        res_site,
+        node_res_kw,
+        site_res_kw,
+    )
+    lines, h = sr.lines, sr.h
+    G, Gb = sr.G, sr.Gb
+
+    fixed = "base load and reserved draw" if reserved.any() else "base load"
+    for k in map(
+        int,
+        np.flatnonzero(sr.carries | sr.node_res_a.any(axis=(1, 2)) | node_res_kw.any(axis=1)),
+    ):
+        notices.extend(
+            _base_load_notices(node_ids[k], sr.cur_rhs[k], sr.kw_rhs[k], None, horizon, fixed)
+        )
+    notices.extend(_base_load_notices("", None, None, sr.import_rhs, horizon, fixed))
+    h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
+
+    # --- storage: V2X sessions and batteries -------------------------------------------------
+    bidir = _v2x_sessions(sessions, evses, wired, notices)
+    storage = None
+    if bat.B or bidir.any():
+        storage = _compile_storage(
+            site,
+            sessions,
+            evses,
+            horizon,
+            signals,
+            notices,
+            bidir=bidir,
+            vs=vs,
+            vt=vt,
+            var_free=var_free,
+            avail=sa.avail,
+            kw_per_a=sa.kw_per_a,
+            phase_mask=sa.phase_mask,
+            s_anc=sr.s_anc,
+            bat_anc=bat.anc,
+            bc=(bat.battery, bat.period),
+            Gb=Gb,
+            bat_kw_per_a=bat.kw_per_a,
+            node_cur=node_cur,
+            node_kw=node_kw,
+            carries=sr.carries,
+            row_kind=sr.row_kind,
+            row_period=sr.row_period,
+            node_ids=node_ids,
+        )
+
+    # --- the problem -------------------------------------------------------------------------
+    bounds = horizon.period_bounds_s()
+    arrays = dict(
+        **tree.evse_arrays,
+        session_arrival_s=sa.arr_s,
+        session_departure_s=sa.dep_s,
+        node_parent=parent,
+        evse_node=tree.evse_node,
+        session_evse=sa.s_evse,
+        session_phase_mask=sa.phase_mask,
+        session_kw_per_a=sa.kw_per_a,
+        session_max_current=sa.max_cur,
+        session_min_current=sa.min_cur,
+        session_energy_kwh=sa.energy,
+        session_priority=sa.prio,
+        avail=sa.avail,
+        session_departure_h=np.clip(
+            sa.dep_s / 3600.0,
+            horizon.step_h,
+            T * horizon.step_h if horizon.uniform else bounds[-1] / 3600.0,
+        ),
+        var_session=vs,
+        var_period=vt,
+        var_ub=var_ub,
+        var_kwh_per_a=var_kwh,
+        h=h,
+        row_kind=sr.row_kind,
+        row_node=sr.row_node,
+        row_phase=sr.row_phase,
+        row_period=sr.row_period,
+        row_facet=sr.row_facet,
+        line_base=lines.shape.base,
+        line_limit=lines.limit,
+        line_exact=lines.exact,
+        line_sector_rad=lines.shape.sector_rad,
+        line_reserved_a=lines.reserved,
+        node_current_limit=node_cur,
+        node_power_limit_kw=node_kw,
+        base_load_kw=base_kw,
+        base_load_a=base_a,
+        node_carries_base=sr.carries,
+        pv_kw=pv_kw,
+        import_price=price,
+        export_price=export_price,
+        import_cap_kw=import_cap,
+        dr_cap_kw=sig.cap_kw,
+        evse_reserved_a=reserved,
+        var_reserved=~var_free,
+        signal_node=sig.node,
+        signal_required_kw=sig.required_kw,
+        signal_floor_kw=sig.floor_kw,
+        signal_offset_s=sig.offset_s,
+        setpoint_kw=sig.setpoint_kw,
+        setpoint_penalty=sig.setpoint_penalty,
+        export_cap_kw=sig.export_cap_kw,
+        export_penalty=sig.export_penalty,
+        var_floor_a=np.zeros(vs.size),
+    )
+    problem = Problem(
+        horizon=horizon,
+        site=site,
+        sessions=sessions,
+        signals=signals,
+        objective=objective,
+        node_ids=node_ids,
+        evse_ids=evse_ids,
+        session_ids=tuple(s.id for s in sessions),
+        dr_event_ids=sig.ids,
+        signal_kind=sig.kind,
+        G=G,
+        session_anc=sr.s_anc.tocsr(),
+        evse_anc=tree.anc,
+        line_coef=lines.shape.coef,
+        line_coef_l1=lines.shape.coef_l1,
+        facet_loss_bound=lines.loss_bound,
+        notices=tuple(notices),
+        storage=storage,
+        **arrays,
+    )
+    if np.any(sig.floor_a > 0):
+        object.__setattr__(problem, "var_floor_a", _feasible_floor(problem, sig.floor_a))
+    for a in arrays.values():
+        if isinstance(a, np.ndarray):
+            a.setflags(write=False)
+    if problem.var_floor_a is not None:
+        problem.var_floor_a.setflags(write=False)
+    return problem
+
+
+class _SessionArrays(NamedTuple):
+    """Per-session arrays (S,) (``phase_mask`` (S, 3), ``avail`` (S, T))."""
+
+    s_evse: np.ndarray  #: EVSE index
+    n_ph: np.ndarray  #: phases the session draws on (EVSE and vehicle)
+    line_to_line: np.ndarray  #: bool, its EVSE is wired line-to-line
+    phase_mask: np.ndarray  #: (S, 3) bool, the site lines the session loads
+    kw_per_a: np.ndarray  #: kW per A at its EVSE's voltage and phases
+    max_cur: np.ndarray  #: A, EVSE and vehicle
+    min_cur: np.ndarray  #: A, the session's or its EVSE's, at most ``max_cur``
+    energy: np.ndarray  #: kWh wanted
+    prio: np.ndarray  #: priority
+    arr_s: np.ndarray  #: s from the horizon start
+    dep_s: np.ndarray  #: s from the horizon start
+    avail: np.ndarray  #: (S, T) plugged-in fraction of each period
+
+
+def _session_arrays(
+    tree: _SiteTree, sessions: tuple[Session, ...], horizon: Horizon
+) -> _SessionArrays:
+    """The sessions as arrays, each taken by its EVSE from the site's per-EVSE arrays."""
+    evse_index = tree.evse_index
+    S = len(sessions)
+    T = horizon.n_periods
+    s_evse = np.array([evse_index[s.evse] for s in sessions], dtype=np.int64)
+    ea = tree.evse_arrays  # per-EVSE arrays, taken per session by its EVSE
+    n_ph = np.minimum(ea["evse_phases"][s_evse], np.array([s.phases for s in sessions], np.int64))
+    rot = ea["evse_site_phases"][s_evse].reshape(S, 3)
+    line_to_line = tree.line_to_line[s_evse]
+    branch = branch_coefficients(line_to_line, rot, n_ph)  # (S, 3) line phasor per A
+    phase_mask = np.abs(branch) > 0  # site lines the session loads
+    volt = ea["evse_voltage_v"][s_evse]
+    kw_per_a = volt * n_ph / 1000.0
+    max_cur = np.minimum(
+        ea["evse_max_current"][s_evse],
+        np.array([s.max_current for s in sessions], dtype=np.float64),
+    )
+    s_min = np.array(
+        [np.nan if s.min_current is None else s.min_current for s in sessions], dtype=np.float64
+    )
+    min_cur = np.where(np.isnan(s_min), ea["evse_min_current"][s_evse], s_min)
+    min_cur = np.minimum(min_cur, max_cur)
+    energy = np.array([s.energy_kwh for s in sessions], dtype=np.float64)
+    prio = np.array([s.priority for s in sessions], dtype=np.float64)
+    start_utc = horizon.start_utc  # (as Horizon.seconds_from_start, without a property per call)
+    arr_s = np.array([(s.arrival - start_utc).total_seconds() for s in sessions], dtype=np.float64)
+    dep_s = np.array(
+        [(s.departure - start_utc).total_seconds() for s in sessions], dtype=np.float64
+    )
+    bounds = horizon.period_bounds_s()
+    overlap = np.minimum(dep_s[:, None], bounds[None, 1:]) - np.maximum(
+        arr_s[:, None], bounds[None, :-1]
+    )
+    period_s = horizon.period_s
+    avail = np.clip(overlap / period_s[None, :], 0.0, 1.0).reshape(S, T)
+    return _SessionArrays(
+        s_evse,
+        n_ph,
+        line_to_line,
+        phase_mask,
+        kw_per_a,
+        max_cur,
+        min_cur,
+        energy,
+        prio,
+        arr_s,
+        dep_s,
+        avail,
+    )
+
+
+def _variables(
+    sa: _SessionArrays, reserved: np.ndarray | None, period_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One column per plugged-in (session, period): ``(var_session, var_period, var_ub A,
+    var_free, var_kwh_per_a)``. On a reserved EVSE the session's own draw is inside the
+    reservation: its bound is at most the largest reserved line and it is not free (no
+    safety-row entries)."""
+    vs, vt = np.nonzero((sa.avail > 0) & (sa.max_cur[:, None] > 0))
+    vs = vs.astype(np.int32)
+    vt = vt.astype(np.int32)
+    V = vs.size
+    var_ub = sa.max_cur[vs]
+    # reserved EVSEs: the session's own draw is inside the reservation (no safety-row entries)
+    if reserved is None:
+        var_free = np.ones(V, dtype=bool)
+    else:
+        res_line_max = reserved.max(axis=1)  # (E, T)
+        var_res = res_line_max[sa.s_evse[vs], vt] if V else np.zeros(0)
+        var_free = var_res <= 0
+        var_ub = np.where(var_free, var_ub, np.minimum(var_ub, var_res))
+    var_kwh = sa.kw_per_a[vs] * (period_s[vt] / 3600.0) * sa.avail[vs, vt]
+    return vs, vt, var_ub, var_free, var_kwh
+
+
+class _SafetyRows(NamedTuple):
+    """The safety rows ``G r + Gb c <= h`` (``h`` before clamping at 0) and what the notices and
+    the storage need of them."""
+
+    G: sp.csr_matrix  #: (R, V) EV columns
+    Gb: sp.csr_matrix  #: (R, Vb) battery charge columns
+    h: np.ndarray
+    row_kind: np.ndarray
+    row_node: np.ndarray
+    row_phase: np.ndarray
+    row_period: np.ndarray
+    row_facet: np.ndarray
+    lines: _Lines
+    s_anc: sp.coo_matrix  #: (S, N) sessions under each node
+    carries: np.ndarray  #: (N,) bool, the base load flows through the node
+    node_res_a: np.ndarray  #: (N, 3, T) A, reserved draw on the node's lines
+    cur_rhs: np.ndarray  #: (N, 3, T) A
+    kw_rhs: np.ndarray  #: (N, T) kW
+    import_rhs: np.ndarray  #: (T,) kW
+
+
+def _safety_rows(
+    site: Site,
+    tree: _SiteTree,
+    sa: _SessionArrays,
+    s_anc_csr: sp.csr_matrix,
+    bat: _BatteryColumns,
+    vs: np.ndarray,
+    vt: np.ndarray,
+    var_free: np.ndarray,
+    node_cur: np.ndarray,
+    node_kw: np.ndarray,
+    base_kw: np.ndarray,
+    base_a: np.ndarray,
+    pv_kw: np.ndarray,
+    import_cap: np.ndarray,
+    res_site: np.ndarray,
+    node_res_kw: np.ndarray,
+    site_res_kw: np.ndarray,
+) -> _SafetyRows:
+    """Every safety row: exact line currents, phasor facets, node power, site import (grid
+    limit and DR caps), EV columns above the battery charge columns."""
+    T = node_kw.shape[1]
+    N = len(tree.node_ids)
+    S = sa.s_evse.size
+    V, B = vs.size, bat.B
+    Vb = bat.battery.size
+    parent, root, node_index = tree.parent, tree.root, tree.node_index
+    kw_per_a, bat_var, bat_anc, bat_kw_per_a = sa.kw_per_a, bat.var, bat.anc, bat.kw_per_a
+    all_vt = np.concatenate([vt, bat.period])
+    rows = _RowBuilder(V + Vb, T)
+    s_anc = s_anc_csr.tocoo()
+    free_v = np.flatnonzero(var_free)
+    sess_var = sp.csr_matrix((np.ones(free_v.size), (free_v, vs[free_v])), shape=(V, S))
+
+    # the base load sits under site.base_load_node (default: the root) and loads its whole path
+    k_base = root if site.base_load_node is None else node_index[site.base_load_node]
+    carries = _carries(parent, k_base)
+    lines = _line_currents(
+        site,
+        tree.evse_node,
+        sa.s_evse,
+        parent,
+        sa.n_ph,
+        sa.line_to_line,
+        node_cur,
+        base_a,
+        k_base,
+        T,
+        res_site,
+    )
+    node_res_a = lines.reserved[: 3 * N].reshape(N, 3, T)
+    cur_rhs = node_cur - node_res_a
+    cur_rhs[carries] -= base_a[None, None, :]
+    m = site.phasor_facets
+    # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
+    rows.add(
+        _with_batteries(sess_var @ lines.shape.C_int, bat_var, lambda: _on_all_phases(bat_anc)),
+        all_vt,
+        cur_rhs.reshape(-1),
+        ROW_NODE_CURRENT,
+        node_of=lambda g: g // 3,
+        phase_of=lambda g: g % 3,
+    )
+    # the other limited lines: facets of the phasor disc over the sector (or magnitude rows)
+    if lines.shape.Cf.nnz:
+        room = (lines.limit - lines.base_mag - lines.reserved) * lines.shape.scale[:, None]
+        rows.add(
+            _with_batteries(
+                sess_var @ lines.shape.Cf,
+                bat_var,
+                lambda: sp.csr_matrix((B, lines.shape.Cf.shape[1])),
+            ),
+            all_vt,
+            np.repeat(room, m, axis=0).reshape(-1),
+            lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
+            node_of=lambda g: (g // m // 3) % N,
+            phase_of=lambda g: (g // m) % 3,
+            facet_of=lambda g: g % m,
+        )
+
+    # per node and period: Σ EV kW ≤ limit (minus the base load where it flows)
+    D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
+    kw_rhs = node_kw - node_res_kw
+    kw_rhs[carries] -= base_kw[None, :]
+    rows.add(
+        _with_batteries(sess_var @ D, bat_var, lambda: bat_anc * bat_kw_per_a),
+        all_vt,
+        kw_rhs.reshape(-1),
+        ROW_NODE_POWER,
+        node_of=lambda g: g,
+    )
+
+    # per period: EV kW + base − PV ≤ grid limit and DR caps
+    site_coo = sp.coo_matrix(
+        (
+            np.concatenate([kw_per_a[vs[free_v]], np.full(Vb, bat_kw_per_a)]),
+            (np.concatenate([free_v, V + np.arange(Vb)]), np.zeros(free_v.size + Vb, np.int64)),
+        ),
+        shape=(V + Vb, 1),
+    )
+    import_rhs = import_cap - base_kw + pv_kw - site_res_kw
+    rows.add(
+        site_coo,
+        all_vt,
+        import_rhs,
+        ROW_SITE_IMPORT,
+    )
+    G_all, h, row_kind, row_node, row_phase, row_period, row_facet = rows.build()
+    if Vb:
+        G_all = G_all.tocsc()
+        G, Gb = G_all[:, :V].tocsr(), G_all[:, V:].tocsr()
+    else:  # no battery columns: only the column order within each row to settle
+        G, Gb = G_all.sorted_indices(), sp.csr_matrix((G_all.shape[0], 0))
+    return _SafetyRows(
+        G,
+        Gb,
+        h,
+        row_kind,
+        row_node,
+        row_phase,
+        row_period,
+        row_facet,
+        lines,
+        s_anc,
+        carries,
+        node_res_a,
+        cur_rhs,
+        kw_rhs,
+        import_rhs,
+    )

@@ -1,0 +1,248 @@
+"""Line currents of every node (and delta/wye primary) as phasors: the time-independent line
+shapes (cached per site and sessions-on-EVSEs), the exact integer rows and the facet rows of the
+phasor disc (:mod:`loadopt.wiring`), and the reserved draw carried up the tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..site import Site
+from ..wiring import (
+    COLLINEAR_RAD,
+    PHASE_UNIT,
+    branch_coefficients,
+    delta_wye_primary,
+    facet_loss_bound,
+    facets,
+    sectors,
+)
+from .tree import _site_tree
+
+
+@dataclass(frozen=True, eq=False)
+class _LineShape:
+    """What the line currents' rows look like for one site and one set of sessions on their
+    EVSEs (time-independent: cached across the controller's steps, :func:`_line_shape`)."""
+
+    coef: sp.csr_matrix  #: (S, 6N) complex
+    coef_l1: sp.csr_matrix  #: (S, 6N) complex, sessions on their EVSE's L1 only
+    base: np.ndarray  #: (6N,) complex per A of base load
+    ratio: np.ndarray  #: (N,) delta/wye turns ratio, 0 = none
+    sector_rad: np.ndarray  #: (6N,) rad, +inf where the phasors can cancel
+    used: np.ndarray  #: (6N,) bool, some session loads the line
+    int_group: np.ndarray  #: (6N,) bool, exact integer rows (ROW_NODE_CURRENT)
+    C_int: sp.csr_matrix  #: (S, 3N) |coefficient| of the exact rows
+    Cf: sp.csr_matrix  #: (S, 6N·m) facet coefficients (≥ 0)
+    scale: np.ndarray  #: (6N,) right-hand-side scale cos(Δ/2m) (1 for magnitude rows)
+
+
+@dataclass(frozen=True, eq=False)
+class _Lines:
+    """Line groups ``g = (side · N + node) · 3 + line`` (see :mod:`loadopt.problem`)."""
+
+    shape: _LineShape
+    base_mag: np.ndarray  #: (6N, T) A
+    limit: np.ndarray  #: (6N, T) A
+    exact: np.ndarray  #: (6N,) bool, checked as phasor magnitudes
+    loss_bound: float
+    reserved: np.ndarray  #: (6N, T) A, bound on the reserved EVSE draw's line magnitudes
+
+    @property
+    def coef(self) -> sp.csr_matrix:
+        return self.shape.coef
+
+
+def _walk_lines(
+    u: np.ndarray, node: np.ndarray, parent: np.ndarray, ratio: np.ndarray, N: int
+) -> sp.csr_matrix:
+    """(S, 6N) complex line coefficients: ``u`` (S, 3) at each session's node, carried up the
+    tree, through the primary side of every delta/wye transformer on the way (loops run over
+    tree depth, vectorised over sessions)."""
+    S = u.shape[0]
+    r, c, v = [], [], []
+    alive, cur, x = np.arange(S), node.copy(), u.copy()
+    three = np.arange(3)
+    while alive.size:
+        r.append(np.repeat(alive, 3))
+        c.append((cur[:, None] * 3 + three).ravel())
+        v.append(x.ravel())
+        tr = ratio[cur] > 0
+        if tr.any():
+            x = x.copy()
+            x[tr] = delta_wye_primary(x[tr], ratio[cur[tr]])
+            r.append(np.repeat(alive[tr], 3))
+            c.append(((N + cur[tr])[:, None] * 3 + three).ravel())
+            v.append(x[tr].ravel())
+        nxt = parent[cur]
+        keep = nxt >= 0
+        alive, cur, x = alive[keep], nxt[keep], x[keep]
+    out = sp.csr_matrix(
+        (
+            np.concatenate(v) if v else np.zeros(0, np.complex128),
+            (
+                np.concatenate(r) if r else np.zeros(0, np.int64),
+                np.concatenate(c) if c else np.zeros(0, np.int64),
+            ),
+        ),
+        shape=(S, 6 * N),
+        dtype=np.complex128,
+    )
+    out.eliminate_zeros()
+    return out
+
+
+def _reserved_lines(
+    res_site: np.ndarray, evse_node: np.ndarray, parent: np.ndarray, ratio: np.ndarray, N: int
+) -> np.ndarray:
+    """(6N, T) A: reserved EVSE draw per site line ``res_site`` (E, 3, T), carried up the tree as
+    magnitudes (in phase: the worst case); through a delta/wye transformer the primary line
+    ``A`` gets ``(|a| + |c|)/n`` (the triangle inequality on ``(I_a − I_c)/n``)."""
+    T = res_site.shape[2]
+    out = np.zeros((6 * N, T))
+    if not res_site.any():
+        return out
+    alive, cur, x = np.arange(res_site.shape[0]), evse_node.copy(), res_site.copy()
+    while alive.size:
+        for k in range(3):
+            np.add.at(out, cur * 3 + k, x[:, k])
+        tr = ratio[cur] > 0
+        if tr.any():
+            x = x.copy()
+            x[tr] = (x[tr] + np.roll(x[tr], 1, axis=1)) / ratio[cur[tr]][:, None, None]
+            for k in range(3):
+                np.add.at(out, (N + cur[tr]) * 3 + k, x[tr][:, k])
+        nxt = parent[cur]
+        keep = nxt >= 0
+        alive, cur, x = alive[keep], nxt[keep], x[keep]
+    return out
+
+
+#: Line shapes of recent (site, sessions-on-EVSEs) pairs: a controller compiles the same site
+#: with the same vehicles plugged in every step; only time, meters and limits move.
+_SHAPES: dict[tuple, tuple[Site, _LineShape]] = {}
+_SHAPES_MAX = 16
+
+
+def _line_shape(
+    site: Site,
+    s_evse: np.ndarray,
+    parent: np.ndarray,
+    n_ph: np.ndarray,
+    line_to_line: np.ndarray,
+    k_base: int,
+    has_base: bool,
+) -> _LineShape:
+    """The time-independent part of the line currents (cached by site identity and the
+    sessions' EVSEs and phase counts)."""
+    key = (id(site), s_evse.tobytes(), n_ph.tobytes(), k_base, has_base)
+    hit = _SHAPES.get(key)
+    if hit is not None and hit[0] is site:
+        return hit[1]
+    N = len(site.nodes)
+    S = s_evse.size
+    m = site.phasor_facets
+    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in site.nodes])
+    # a session's line coefficients depend only on its EVSE and how many phases it uses: taken
+    # by row from the site's table of every EVSE with 1, 2 and 3 phases (walked once per site)
+    table = _evse_line_table(site, parent, ratio, N)
+    coef = table[3 * s_evse + n_ph - 1]
+    l1 = np.where(line_to_line, n_ph, np.minimum(n_ph, 1))
+    coef_l1 = table[3 * s_evse + l1 - 1]
+    base = np.zeros(6 * N, dtype=np.complex128)
+    b, k = PHASE_UNIT.copy(), k_base
+    while k >= 0:
+        base[3 * k : 3 * k + 3] = b
+        if ratio[k] > 0:
+            b = delta_wye_primary(b, ratio[k])
+            base[3 * (N + k) : 3 * (N + k) + 3] = b
+        k = parent[k]
+    cc = coef.tocoo()
+    ref, lo, width = sectors(cc.data, cc.col, 6 * N, base if has_base else None)
+    used = np.zeros(6 * N, dtype=bool)
+    used[cc.col] = True
+    unit = np.ones(6 * N, dtype=bool)
+    np.logical_and.at(unit, cc.col, np.abs(np.abs(cc.data) - 1.0) < 1e-12)
+    is_int = (np.arange(6 * N) < 3 * N) & (width < COLLINEAR_RAD) & unit
+    ci = coef[:, : 3 * N].multiply(is_int[None, : 3 * N].astype(np.float64)).tocsr()
+    ci.eliminate_zeros()
+    C_int = sp.csr_matrix((np.abs(ci.data), ci.indices, ci.indptr), shape=ci.shape)
+    fc = coef.multiply((~is_int)[None, :].astype(np.float64)).tocoo()
+    w = np.where(width < COLLINEAR_RAD, np.inf, width)
+    e, f, val, scale = facets(fc.data, fc.col, ref, lo, w, m)
+    keep = val > 0
+    Cf = sp.csr_matrix(
+        (val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])), shape=(S, 6 * N * m)
+    )
+    shape = _LineShape(
+        coef=coef,
+        coef_l1=coef_l1,
+        base=base,
+        ratio=ratio,
+        sector_rad=width,
+        used=used,
+        int_group=is_int,
+        C_int=C_int,
+        Cf=Cf,
+        scale=scale,
+    )
+    if len(_SHAPES) >= _SHAPES_MAX:
+        _SHAPES.pop(next(iter(_SHAPES)))
+    _SHAPES[key] = (site, shape)
+    return shape
+
+
+def _evse_line_table(site: Site, parent: np.ndarray, ratio: np.ndarray, N: int) -> sp.csr_matrix:
+    """(3E, 6N) complex: row ``3e + k − 1`` is :func:`_walk_lines` of EVSE ``e`` carrying a
+    ``k``-phase load (kept in the site's :class:`_SiteTree`)."""
+    tree = _site_tree(site)
+    table = tree.memo.get("line_table")
+    if table is None:
+        E = len(site.evses)
+        e = np.repeat(np.arange(E), 3)
+        k = np.tile(np.arange(1, 4, dtype=np.int64), E)
+        branch = branch_coefficients(
+            tree.line_to_line[e], tree.evse_arrays["evse_site_phases"][e], k
+        )
+        table = _walk_lines(branch, tree.evse_node[e], parent, ratio, N)
+        tree.memo["line_table"] = table
+    return table
+
+
+def _line_currents(
+    site: Site,
+    evse_node: np.ndarray,
+    s_evse: np.ndarray,
+    parent: np.ndarray,
+    n_ph: np.ndarray,
+    line_to_line: np.ndarray,
+    node_cur: np.ndarray,
+    base_a: np.ndarray,
+    k_base: int,
+    T: int,
+    res_site: np.ndarray,
+) -> _Lines:
+    """Exact line-current phasors of every node (and delta/wye primary) and how to model them."""
+    N = len(site.nodes)
+    has_base = bool(np.max(base_a, initial=0.0) > 0)
+    shape = _line_shape(site, s_evse, parent, n_ph, line_to_line, k_base, has_base)
+    limit = np.full((6 * N, T), np.inf)
+    limit[: 3 * N] = node_cur.reshape(3 * N, T)
+    for k, n in enumerate(site.nodes):
+        trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
+        if trip is not None:
+            limit[3 * (N + k) : 3 * (N + k) + 3] = np.asarray(trip, dtype=np.float64)[:, None]
+    base_mag = np.abs(shape.base)[:, None] * base_a[None, :]
+    exact = shape.used & np.isfinite(limit).any(axis=1) & ~shape.int_group
+    bound = facet_loss_bound(np.where(exact, shape.sector_rad, 0.0), site.phasor_facets)
+    return _Lines(
+        shape=shape,
+        base_mag=base_mag,
+        limit=limit,
+        exact=exact,
+        loss_bound=float(np.max(bound, initial=0.0)),
+        reserved=_reserved_lines(res_site, evse_node, parent, shape.ratio, N),
+    )

@@ -1,0 +1,307 @@
+"""The bidirectional part of a compile: battery charge columns in the safety rows, the V2X
+sessions, and the :class:`~loadopt.problem.Storage` (discharge columns, credit on site-import
+rows, export rows).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import InputError
+from ..horizon import sample
+from ..problem import ROW_NODE_CURRENT, ROW_NODE_POWER, ROW_SITE_EXPORT, ROW_SITE_IMPORT, Storage
+from ..session import Session
+from ..signals import split
+from ..site import Evse, Site
+from .rows import _RowBuilder
+from .tree import _ancestors
+
+
+def _compile_storage(
+    site,
+    sessions,
+    evses,
+    horizon,
+    signals,
+    notices,
+    *,
+    bidir,
+    vs,
+    vt,
+    var_free,
+    avail,
+    kw_per_a,
+    phase_mask,
+    s_anc,
+    bat_anc,
+    bc,
+    Gb,
+    bat_kw_per_a,
+    node_cur,
+    node_kw,
+    carries,
+    row_kind,
+    row_period,
+    node_ids,
+) -> Storage:
+    """The bidirectional part of the problem (:class:`~loadopt.problem.Storage`).
+
+    Discharge columns exist for a bidirectional session where it is plugged in, outside any
+    reservation, with a discharge limit above 0 and a V2X floor at or below its energy now
+    (ISO 15118-20: a positive ``evMinV2XEnergyRequest`` means it is below its V2X minimum), and
+    for every battery in every period. Export rows count discharge alone plus the PV output's
+    period maximum where it feeds in (the base-load path, ``node_carries_base``): nothing that
+    may stop at any instant — charging, base load — is credited against a physical rating or
+    the export contract.
+    """
+    T = horizon.n_periods
+    S, N = len(sessions), len(node_ids)
+    bats = site.batteries
+    B = len(bats)
+    dt = horizon.period_h  # (T,) h
+    sess_u = np.flatnonzero(bidir)
+    Us = sess_u.size
+    U = Us + B
+    unit_session = np.concatenate([sess_u, np.full(B, -1)]).astype(np.int64)
+    unit_battery = np.concatenate([np.full(Us, -1), np.arange(B)]).astype(np.int64)
+    session_unit = np.full(S, -1, np.int64)
+    session_unit[sess_u] = np.arange(Us)
+    v2x = [sessions[i].v2x for i in sess_u]
+    cap = np.array([b.capacity_kwh for b in bats], dtype=np.float64)
+    e0_b = np.array([b.soc for b in bats]) * cap
+    # a battery outside its band is only moved back towards it
+    emin_b = np.minimum(np.array([b.min_soc for b in bats]) * cap, e0_b)
+    emax_b = np.maximum(np.array([b.max_soc for b in bats]) * cap, e0_b)
+    lo_s = np.array([p.min_v2x_energy_kwh for p in v2x], dtype=np.float64)
+    hi_s = np.array([p.max_v2x_energy_kwh for p in v2x], dtype=np.float64)
+    unit = dict(
+        unit_kw_per_a=np.concatenate([kw_per_a[sess_u], np.full(B, bat_kw_per_a)]),
+        unit_e0_kwh=np.concatenate([np.zeros(Us), e0_b]),
+        unit_emin_kwh=np.concatenate([np.minimum(lo_s, 0.0), emin_b]),
+        unit_emax_kwh=np.concatenate([np.maximum(hi_s, 0.0), emax_b]),
+        unit_eta_c=np.array(
+            [p.charge_efficiency for p in v2x] + [b.charge_efficiency for b in bats],
+            dtype=np.float64,
+        ),
+        unit_eta_d=np.array(
+            [p.discharge_efficiency for p in v2x] + [b.discharge_efficiency for b in bats],
+            dtype=np.float64,
+        ),
+        unit_target_kwh=np.concatenate(
+            [
+                np.array([sessions[i].energy_kwh for i in sess_u], dtype=np.float64),
+                np.full(B, -np.inf),
+            ]
+        ),
+        unit_degradation=np.array(
+            [p.degradation_per_kwh for p in v2x] + [b.degradation_per_kwh for b in bats],
+            dtype=np.float64,
+        ),
+        unit_terminal_value=np.concatenate(
+            [np.zeros(Us), np.array([b.terminal_value_per_kwh for b in bats], dtype=np.float64)]
+        ),
+    )
+    # --- discharge columns -------------------------------------------------------------------
+    evse_dis = [
+        evses[i].max_current
+        if evses[i].max_discharge_current is None
+        else evses[i].max_discharge_current
+        for i in sess_u
+    ]
+    dis_max_s = np.minimum(
+        np.array(evse_dis, dtype=np.float64),
+        np.array([p.max_discharge_current for p in v2x], dtype=np.float64),
+    )
+    may = (dis_max_s > 0) & (lo_s <= 0)
+    for k in np.flatnonzero(~may & (lo_s > 0)):
+        notices.append(
+            f"session {sessions[sess_u[k]].id!r}: below its V2X minimum "
+            f"({lo_s[k]:.3g} kWh to charge first); not discharged in this plan"
+        )
+    u_of_v = session_unit[vs] if vs.size else np.zeros(0, np.int64)
+    sv = np.flatnonzero((u_of_v >= 0) & var_free)
+    sv = sv[may[u_of_v[sv]]]
+    bc_battery, bc_period = bc
+    dv_unit = np.concatenate([u_of_v[sv], Us + bc_battery]).astype(np.int64)
+    dv_period = np.concatenate([vt[sv], bc_period]).astype(np.int32)
+    dv_ub = np.concatenate(
+        [
+            dis_max_s[u_of_v[sv]],
+            np.repeat(
+                np.array([b.max_discharge_kw for b in bats], dtype=np.float64) / bat_kw_per_a, T
+            ),
+        ]
+    )
+    dv_kwh = np.concatenate(
+        [kw_per_a[vs[sv]] * dt[vt[sv]] * avail[vs[sv], vt[sv]], bat_kw_per_a * dt[bc_period]]
+    )
+    Vd = dv_unit.size
+    var_dv = np.full(vs.size, -1, np.int64)
+    var_dv[sv] = np.arange(sv.size)
+    dv_kw = unit["unit_kw_per_a"][dv_unit]
+
+    # --- credit on site-import rows (contract, DR caps) ------------------------------------
+    imp_row = np.full(T, -1, np.int64)
+    k_imp = np.flatnonzero(row_kind == ROW_SITE_IMPORT)
+    imp_row[row_period[k_imp]] = k_imp
+    has = imp_row[dv_period] >= 0 if Vd else np.zeros(0, bool)
+    Cd = sp.csr_matrix(
+        (dv_kw[has], (imp_row[dv_period[has]], np.flatnonzero(has))), shape=(row_kind.size, Vd)
+    )
+
+    # --- export rows -------------------------------------------------------------------------
+    pv_max = sample(*split(signals.pv_kw), horizon, "max")
+    export_cap = sample(*split(signals.grid_export_limit_kw), horizon, "min")
+    pv_a = pv_max * 1000.0 / (3.0 * site.voltage_v)
+    rows = _RowBuilder(Vd, T)
+    # per discharge column, the units' nodes: sessions through their EVSE, batteries directly
+    u_anc = sp.vstack([s_anc.tocsr()[sess_u], bat_anc]).tocsr()  # (U, N)
+    u_phase = np.vstack([phase_mask[sess_u], np.ones((B, 3), dtype=bool)])  # (U, 3)
+    dvar = sp.csr_matrix((np.ones(Vd), (np.arange(Vd), dv_unit)), shape=(Vd, U))
+    a = u_anc.tocoo()
+    ri, ci = [], []
+    for p in range(3):
+        keep = u_phase[a.row, p]
+        ri.append(a.row[keep])
+        ci.append(a.col[keep] * 3 + p)
+    Cu = sp.csr_matrix(
+        (np.ones(sum(x.size for x in ri)), (np.concatenate(ri), np.concatenate(ci))),
+        shape=(U, 3 * N),
+    )
+    x_cur = node_cur.copy()
+    x_cur[carries] -= pv_a[None, None, :]
+    rows.add(
+        (dvar @ Cu).tocoo(),
+        dv_period,
+        x_cur.reshape(-1),
+        ROW_NODE_CURRENT,
+        node_of=lambda g: g // 3,
+        phase_of=lambda g: g % 3,
+    )
+    x_kw = node_kw.copy()
+    x_kw[carries] -= pv_max[None, :]
+    rows.add(
+        (dvar @ (u_anc.multiply(unit["unit_kw_per_a"][:, None]))).tocoo(),
+        dv_period,
+        x_kw.reshape(-1),
+        ROW_NODE_POWER,
+        node_of=lambda g: g,
+    )
+    exp_rhs = export_cap - pv_max
+    rows.add(
+        sp.coo_matrix((dv_kw, (np.arange(Vd), np.zeros(Vd, np.int64))), shape=(Vd, 1)),
+        dv_period,
+        exp_rhs,
+        ROW_SITE_EXPORT,
+    )
+    Gx, hx, x_kind, x_node, x_phase, x_period, _ = rows.build()
+    for k in np.flatnonzero(carries):
+        for p, name in enumerate("RST"):
+            if np.isfinite(x_cur[k, p]).any() and (x_cur[k, p] < 0).any():
+                notices.append(
+                    f"node {node_ids[k]!r} phase {name}: PV alone exceeds the "
+                    "current limit in the export direction; nothing discharges there"
+                )
+        if (x_kw[k] < 0).any():
+            notices.append(
+                f"node {node_ids[k]!r}: PV alone exceeds the power limit in the "
+                "export direction; nothing discharges there"
+            )
+    if (exp_rhs < 0).any():
+        notices.append(
+            "grid export: PV alone exceeds the grid export limit; nothing discharges there"
+        )
+    hx = np.maximum(hx, 0.0)
+    arrays = dict(
+        unit_session=unit_session,
+        unit_battery=unit_battery,
+        session_unit=session_unit,
+        battery_capacity_kwh=cap,
+        bc_battery=bc_battery,
+        bc_period=bc_period,
+        bc_ub=np.repeat(
+            np.array([b.max_charge_kw for b in bats], dtype=np.float64) / bat_kw_per_a, T
+        ),
+        dv_unit=dv_unit,
+        dv_period=dv_period,
+        dv_ub=dv_ub,
+        dv_kwh_per_a=dv_kwh,
+        hx=hx,
+        x_kind=x_kind,
+        x_node=x_node,
+        x_phase=x_phase,
+        x_period=x_period,
+        pv_max_kw=pv_max,
+        export_cap_kw=export_cap,
+        var_dv=var_dv,
+        **unit,
+    )
+    for v in arrays.values():
+        v.setflags(write=False)
+    return Storage(battery_ids=tuple(b.id for b in bats), Gb=Gb, Cd=Cd, Gx=Gx, **arrays)
+
+
+class _BatteryColumns(NamedTuple):
+    """The battery charge columns ``Vb = B · T`` (A per phase, balanced over R, S, T) that sit in
+    the same safety rows as the EV columns."""
+
+    B: int
+    kw_per_a: float  #: kW per A of a battery column (three phases at the site voltage)
+    anc: sp.csr_matrix  #: (B, N) 1 where the node is the battery's or above it
+    battery: np.ndarray  #: (Vb,) battery of each column
+    period: np.ndarray  #: (Vb,) period of each column
+    var: sp.csr_matrix  #: (Vb, B) column -> battery incidence
+
+
+def _battery_columns(
+    site: Site, node_index: dict[str, int], parent: np.ndarray, T: int, wired: bool
+) -> _BatteryColumns:
+    """Charge columns of ``site.batteries``; an :class:`~loadopt.errors.InputError` on a
+    ``wired`` site (line-to-line EVSEs or delta/wye transformers: storage rows are per phase,
+    not (yet) on phasor facets)."""
+    bats = site.batteries
+    B = len(bats)
+    N = len(site.nodes)
+    if B and wired:  # storage rows are per phase: not (yet) on phasor facets
+        raise InputError(
+            f"battery {bats[0].id!r}: batteries are not supported on a site with "
+            "line-to-line EVSEs or delta/wye transformers (phasor facet rows)"
+        )
+    bat_kw_per_a = 3.0 * site.voltage_v / 1000.0
+    bat_node = np.array([node_index[b.node] for b in bats], dtype=np.int64)
+    bat_anc = _ancestors(bat_node, parent, N) if B else sp.csr_matrix((0, N))  # (B, N)
+    bc_battery = np.repeat(np.arange(B), T)
+    bc_period = np.tile(np.arange(T, dtype=np.int32), B)
+    Vb = bc_battery.size
+    bat_var = sp.csr_matrix((np.ones(Vb), (np.arange(Vb), bc_battery)), shape=(Vb, B))
+    return _BatteryColumns(B, bat_kw_per_a, bat_anc, bc_battery, bc_period, bat_var)
+
+
+def _v2x_sessions(
+    sessions: tuple[Session, ...], evses: list[Evse], wired: bool, notices: list[str]
+) -> np.ndarray:
+    """(S,) bool: the sessions planned bidirectionally (V2X parameters on a bidirectional EVSE,
+    not on a ``wired`` site); a notice for every session that has V2X parameters and is planned
+    to charge only."""
+    bidir = np.array(
+        [s.v2x is not None and e.bidirectional for s, e in zip(sessions, evses, strict=True)],
+        dtype=bool,
+    )
+    for s, e in zip(sessions, evses, strict=True):
+        if s.v2x is not None and not e.bidirectional:
+            notices.append(
+                f"session {s.id!r}: has V2X parameters but EVSE {e.id!r} is not "
+                "bidirectional; it is planned to charge only"
+            )
+    if wired and bidir.any():  # storage rows are per phase: not (yet) on phasor facets
+        for i in np.flatnonzero(bidir):
+            notices.append(
+                f"session {sessions[i].id!r}: V2G is not supported on a site with "
+                "line-to-line EVSEs or delta/wye transformers; it is planned to "
+                "charge only"
+            )
+        bidir[:] = False
+    return bidir
