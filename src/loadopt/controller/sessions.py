@@ -1,0 +1,235 @@
+"""Session bookkeeping of a :class:`~loadopt.controller.Controller`: vehicles that plug in, are
+expected, change or leave, and the sessions as the next problem sees them (energy still wanted,
+estimated from meter readings; departure estimates; V2X energy window; re-sharing caps).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from .._base import as_model, to_utc
+from ..errors import InputError
+from ..session import Session
+from .state import _check_id, _ControllerState, _SessionState
+
+
+class _Sessions(_ControllerState):
+    """Vehicles plugging in, expected, updated and leaving (OCPP transactions, ISO 15118 needs)."""
+
+    def new_session(
+        self,
+        session_id: str,
+        evse: str,
+        arrival: datetime,
+        *,
+        departure: datetime | None = None,
+        energy_kwh: float | None = None,
+        **kw: Any,
+    ) -> Session:
+        """A :class:`Session` with the controller's defaults for what the vehicle did not say.
+
+        Raises :class:`InputError` for a time that is not an aware datetime in the supported range
+        (e.g. a StartTransaction stamped 9999-12-31) and
+        :class:`~loadopt.errors.ModelError` for a field the session rejects.
+        """
+        arrival = to_utc(arrival, f"session {session_id!r}: arrival")
+        if departure is None:
+            departure = arrival + timedelta(hours=self.default_dwell_h)
+        else:
+            departure = to_utc(departure, f"session {session_id!r}: departure")
+        return Session(
+            id=session_id,
+            evse=evse,
+            arrival=arrival,
+            departure=departure,
+            energy_kwh=self.default_energy_kwh if energy_kwh is None else energy_kwh,
+            **kw,
+        )
+
+    def expect_session(self, session: Session) -> None:
+        """A vehicle expected to plug in later: a timetable (bus depot), a reservation (OCPP
+        ReserveNow) or a forecast.
+
+        It is planned from its arrival on, so capacity is kept for it instead of being promised
+        to vehicles that could have charged earlier; it gets no limit before it plugs in.
+        :meth:`start_session` with the same id makes it real (the started session's data win);
+        it is forgotten if it has not started ``expected_grace_h`` after its arrival. Raises
+        :class:`InputError` for an unknown EVSE, an id in use, or an overlap with another expected
+        vehicle on the same EVSE.
+        """
+        session = as_model(session, Session, "expect_session: session")
+        if session.id in self.sessions or session.id in self.expected:
+            raise InputError(f"session {session.id!r} is already active or expected")
+        if session.evse not in self._evse_ids:
+            raise InputError(
+                f"expected session {session.id!r}: unknown EVSE {session.evse!r} "
+                f"on site {self.site.id!r}"
+            )
+        for other in self.expected.values():
+            if (
+                other.evse == session.evse
+                and session.arrival < other.departure
+                and other.arrival < session.departure
+            ):
+                raise InputError(
+                    f"expected session {session.id!r} overlaps expected session "
+                    f"{other.id!r} on EVSE {session.evse!r}"
+                )
+        self.expected[session.id] = session
+
+    def cancel_expected(self, session_id: str) -> None:
+        """Forget an expected vehicle (a cancelled reservation)."""
+        if self.expected.pop(_check_id(session_id, "expected session id"), None) is None:
+            raise InputError(f"unknown expected session {session_id!r}")
+
+    def start_session(self, session: Session) -> None:
+        """A vehicle plugged in (OCPP StartTransaction / TransactionEvent Started).
+
+        Raises :class:`InputError` for an unknown EVSE, an EVSE that already has a session, or a
+        session id already in use.
+        """
+        session = as_model(session, Session, "start_session: session")
+        if session.id in self.sessions:
+            raise InputError(f"session {session.id!r} is already active")
+        if session.evse not in self._evse_ids:
+            raise InputError(
+                f"session {session.id!r}: unknown EVSE {session.evse!r} on site {self.site.id!r}"
+            )
+        other = self._busy.get(session.evse)
+        if other is not None:
+            raise InputError(
+                f"session {session.id!r}: EVSE {session.evse!r} is busy with session {other!r}"
+            )
+        self.expected.pop(session.id, None)
+        self.sessions[session.id] = session
+        self._state[session.id] = _SessionState(
+            session=session, delivered_at=session.arrival, departure=session.departure
+        )
+        self._busy[session.evse] = session.id
+        if self._last_now is None:  # before the first step, plug-ins are the only clock
+            self._tick(session.arrival)
+        self._events.append(f"session {session.id!r} started on EVSE {session.evse!r}")
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        departure: datetime | None = None,
+        energy_kwh: float | None = None,
+        max_current: float | None = None,
+        min_current: float | None = None,
+    ) -> None:
+        """New facts about an active session from the vehicle (OCPP 2.x NotifyEVChargingNeeds /
+        ISO 15118): departure (aware), energy wanted for the session (kWh), the current range
+        it accepts (A). Validated like a new :class:`Session`; nothing changes on an error."""
+        s = self._get(session_id)
+        upd: dict[str, Any] = {}
+        if departure is not None:
+            upd["departure"] = to_utc(departure, f"update_session {session_id!r}: departure")
+        if energy_kwh is not None:
+            upd["energy_kwh"] = energy_kwh
+        if max_current is not None:
+            upd["max_current"] = max_current
+        if min_current is not None:
+            upd["min_current"] = min_current
+        if not upd:
+            return
+        new = as_model({**s.model_dump(), **upd}, Session, f"update_session {session_id!r}")
+        self.sessions[session_id] = new
+        st = self._state[session_id]
+        st.session = new
+        if departure is not None:
+            st.departure = new.departure
+        self._events.append(f"session {session_id!r} updated: {sorted(upd)}")
+
+    def stop_session(self, session_id: str, at: datetime) -> None:
+        """The vehicle left or the transaction ended (OCPP StopTransaction / Ended)."""
+        to_utc(at, f"stop_session {session_id!r}: at")
+        s = self._get(session_id)
+        del self.sessions[session_id]
+        del self._state[session_id]
+        self._busy.pop(s.evse, None)
+        if s.evse in self._observed:  # the vehicle that overdrew has left
+            self._observed.discard(s.evse)
+            self.reservations.pop(s.evse, None)
+        self._events.append(f"session {session_id!r} stopped")
+
+    def planned_sessions(self, now: datetime) -> list[Session]:
+        """The active sessions as the next problem sees them: energy still wanted, departure
+        estimate, re-sharing cap."""
+        out = []
+        for sid, st in self._state.items():
+            s = st.session
+            delivered = self._delivered_estimate(st, now)
+            remaining = max(s.energy_kwh - delivered, 0.0)
+            v2x_upd: dict[str, Any] = {}
+            if s.v2x is not None:
+                # energy in the battery since plug-in, metered charge in, planned discharge out
+                # (both upper bounds on what moved: the floor below is never too low)
+                v = s.v2x
+                out_kwh = self._discharged_estimate(st, now)
+                net = v.charge_efficiency * delivered - out_kwh / v.discharge_efficiency
+                lo, hi = v.min_v2x_energy_kwh - net, v.max_v2x_energy_kwh - net
+                remaining = min(max(s.energy_kwh - net, 0.0), max(hi, 0.0))
+                v2x_upd["v2x"] = v.model_copy(
+                    update={"min_v2x_energy_kwh": round(lo, 6), "max_v2x_energy_kwh": round(hi, 6)}
+                )
+            dep = st.departure or s.departure
+            if dep <= now:  # still plugged in after its estimated departure
+                dep = now + timedelta(hours=self.overstay_extension_h)
+                st.departure = dep
+            upd: dict[str, Any] = {"energy_kwh": round(remaining, 6), "departure": dep, **v2x_upd}
+            if s.arrival > now:
+                upd["arrival"] = now
+            cap = st.cap_a
+            if st.over_limit_a is not None:  # not raised while it draws above what it is given
+                cap = st.over_limit_a if cap is None else min(cap, st.over_limit_a)
+            if cap is not None:
+                upd["max_current"] = min(cap, s.max_current)
+                if s.min_current is not None:
+                    upd["min_current"] = min(s.min_current, upd["max_current"])
+            out.append(s.model_copy(update=upd))
+            del sid
+        out.extend(self._expected_sessions(now))
+        return out
+
+    def _expected_sessions(self, now: datetime) -> list[Session]:
+        """Expected vehicles as the next problem sees them: from ``max(arrival, now)`` and after
+        the vehicle now on their EVSE is expected to leave; the overdue ones are forgotten."""
+        grace = timedelta(hours=self.expected_grace_h)
+        for sid in [k for k, s in self.expected.items() if s.arrival + grace < now]:
+            del self.expected[sid]
+        out = []
+        for s in self.expected.values():
+            arrival = max(s.arrival, now)
+            busy = self._busy.get(s.evse)
+            if busy is not None:
+                st = self._state[busy]
+                arrival = max(arrival, st.departure or st.session.departure)
+            if arrival < s.departure:
+                out.append(s.model_copy(update={"arrival": arrival}))
+        return out
+
+    def _delivered_estimate(self, st: _SessionState, now: datetime) -> float:
+        """Cumulative kWh at ``now``: last reading + what the vehicle drew since (estimated)."""
+        since = st.delivered_at or st.session.arrival
+        dt_h = max((now - since).total_seconds(), 0.0) / 3600.0  # a clock going back adds 0
+        if dt_h <= 0:
+            return st.delivered_kwh
+        rate_a = st.measured_a if st.measured_a is not None else (st.last_limit_a or 0.0)
+        if st.last_limit_a is not None:
+            rate_a = min(rate_a, st.last_limit_a)
+        ev = self.site.evse(st.session.evse)
+        kw = rate_a * ev.voltage_v * min(ev.phases, st.session.phases) / 1000.0
+        return st.delivered_kwh + kw * dt_h
+
+    def _discharged_estimate(self, st: _SessionState, now: datetime) -> float:
+        """Grid kWh a V2G vehicle may have given back by ``now``: what it was told to discharge,
+        for as long as it was told (no meter subtracts from it: an upper bound)."""
+        if st.discharge_at is None or st.last_discharge_a <= 0:
+            return st.discharged_kwh
+        dt_h = max((now - st.discharge_at).total_seconds(), 0.0) / 3600.0
+        ev = self.site.evse(st.session.evse)
+        kw = st.last_discharge_a * ev.voltage_v * min(ev.phases, st.session.phases) / 1000.0
+        return st.discharged_kwh + kw * dt_h
