@@ -712,8 +712,8 @@ def test_boot_default_goes_with_the_capability_queries(rejects_a):
 
 def _flapping(monkeypatch):
     """A plan that switches car a1 on and off at every step (a test seam: the adapter's
-    ``tx_profiles`` zeroes every TxProfile at odd steps)."""
-    import loadopt.ocpp.adapter as adapter_mod
+    ``tx_profiles``, called from its targets part, zeroes every TxProfile at odd steps)."""
+    import loadopt.ocpp.adapter.targets as adapter_mod
     from loadopt.ocpp.profiles import tx_profiles as real
 
     state = {"n": 0}

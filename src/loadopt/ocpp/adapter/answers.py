@@ -1,0 +1,186 @@
+"""Answers and reconciliation in a :class:`~loadopt.ocpp.adapter.CsmsAdapter`: what stations
+answer to SetChargingProfile (accepted, rejected, unanswered: back-off, capabilities asked
+again), what they report holding (ReportChargingProfiles, GetCompositeSchedule) folded into the
+belief.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ...errors import InputError
+from ..belief import UNKNOWN, epoch_s, held_from_payload
+from ..guard import EPS
+from .state import _AdapterState, _Rejected, _unit_of
+
+
+class _Answers(_AdapterState):
+    """Station answers and reconciliation with what they hold."""
+
+    def on_report_charging_profiles(self, cp: str, payload: Any) -> bool:
+        """2.x ``ReportChargingProfiles`` (answer to ``GetChargingProfiles``): a profile of ours
+        the station reports is what it holds (when nothing is in flight for its slot); any
+        other profile on a connector makes the connector's default unknown (budgeted at its
+        maximum) since it may override ours."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("chargingProfile"), list):
+            return self._skip(f"charge point {cp!r}: ReportChargingProfiles without a list")
+        v = self.versions.get(cp, "2.0.1")
+        evse = payload.get("evseId")
+        from ...grid.ocpp_constraints import PURPOSE, report_charging_profiles, source_of
+
+        ok = True
+        if any(
+            isinstance(p, dict) and p.get("chargingProfilePurpose") == PURPOSE
+            for p in payload["chargingProfile"]
+        ):
+            # external constraints (EMS, grid operator) are hard caps on the station's node
+            try:
+                sigs = report_charging_profiles(self.site, cp, payload, received_at=self._clock())
+                ctl = self.controller
+                ctl.set_signals(ctl.signals.with_grid_signals(source_of(cp), sigs))
+            except (InputError, ValueError, TypeError, AttributeError) as e:
+                ok = self._skip(f"charge point {cp!r}: ReportChargingProfiles: {e}")
+        for prof in payload["chargingProfile"]:
+            if isinstance(prof, dict) and prof.get("chargingProfilePurpose") == PURPOSE:
+                continue
+            if not isinstance(prof, dict) or not isinstance(evse, int):
+                continue
+            key = self._key_of(cp, {"evseId": evse, "chargingProfile": prof})
+            pid = prof.get("id")
+            ours = key[2] in ("station_max", "tx_default", "tx") and pid == self.ids.profile_id(
+                key[2],  # type: ignore[arg-type]
+                evse,
+            )
+            if ours:
+                ev = self._evse.get((cp, evse))
+                held = held_from_payload(
+                    {"evseId": evse, "chargingProfile": prof},
+                    v,
+                    ev.voltage_v if ev else self.site.voltage_v,
+                )
+                slot = self.belief.slot(key)
+                if not slot.sent and held is not None:
+                    slot.base = held
+            elif (cp, evse) in self._evse:
+                self._skip(
+                    f"charge point {cp!r} EVSE {evse}: holds a foreign profile {pid!r} "
+                    "that may override loadopt's; budgeted at its maximum"
+                )
+                self.belief.slot((cp, evse, "tx_default")).base = UNKNOWN
+        return ok
+
+    def on_response(
+        self, cp: str, action: str, request: Any, response: Any, now: datetime | None = None
+    ) -> bool:
+        """What the station answered to a message from :meth:`step` / :meth:`poll`; ``None``:
+        no answer (time-out, CallError, closed socket). Call :meth:`poll` afterwards to send
+        what became safe."""
+        if not isinstance(request, dict):
+            return self._skip(
+                f"charge point {cp!r}: {action} answer for a request that is not an object"
+            )
+        if response is not None and not isinstance(response, dict):
+            return self._skip(
+                f"charge point {cp!r}: {action} answer is not an object ({type(response).__name__})"
+            )
+        now_s = epoch_s(now) if now is not None else self._clock().timestamp()
+        if response is not None:
+            self._backoff.pop(cp, None)
+        if action in ("GetConfiguration", "GetVariables"):
+            self._asking.pop(cp, None)
+            if response is None:
+                return True
+            if action == "GetConfiguration":
+                return self.on_get_configuration(cp, response)
+            return self.on_get_variables(cp, response)
+        if action == "GetCompositeSchedule":
+            return True if response is None else self._reconcile(cp, request, response)
+        if action != "SetChargingProfile":
+            return True
+        try:
+            key = self._key_of(cp, request)
+        except (TypeError, ValueError, KeyError) as e:
+            return self._skip(
+                f"charge point {cp!r}: SetChargingProfile answer for a malformed request ({e!r})"
+            )
+        slot = self.belief.slots.get(key)
+        msg = None
+        if slot is not None:
+            msg = next((m for m in slot.sent if m.payload is request), None)
+            if msg is None:
+                msg = next((m for m in slot.sent if m.payload == request), None)
+        if msg is None:
+            return self._skip(
+                f"charge point {cp!r}: answer to a SetChargingProfile that is not "
+                f"in flight ({key[2]} on connector {key[1]})"
+            )
+        if response is None:
+            msg.expired = True
+            self._back_off(cp, now_s)
+            self._intent.pop(key, None)
+            self._refresh_wants(cp)  # retried once the back-off is over
+            return self._skip(
+                f"charge point {cp!r}: no answer to SetChargingProfile {key[2]} "
+                f"on connector {key[1]}; budgeted at its worst case, retried "
+                "with back-off"
+            )
+        status = response.get("status")
+        if status == "Accepted":
+            self.belief.answered(msg, True)
+            self._rejected.pop(key, None)
+            return True
+        self.belief.answered(msg, False)
+        zero = self._boot_zero.get(key)
+        if zero is not None and (zero is request or zero == request):
+            self._zero_refused.setdefault(key, set()).add(_unit_of(request))
+        prof = self._intent.pop(key, None)
+        _, n = self._rejected.get(key, (None, 0))
+        delay = min(self.backoff_s[0] * 2**n, self.backoff_s[1])
+        if prof is not None:
+            self._rejected[key] = (_Rejected(prof, now_s + delay), n + 1)
+        if cp not in self._asking:  # (already being asked: no second request)
+            self._pending.append(self._capability_request(cp, self.versions.get(cp, "1.6")))
+        if key[1] != 0:
+            self._pending.append(self._composite_request(cp, key[1]))
+        return self._skip(
+            f"charge point {cp!r}: SetChargingProfile {key[2]} on connector "
+            f"{key[1]} answered {status!r}; budgeted at what it holds, "
+            "capabilities asked again"
+        )
+
+    def _reconcile(self, cp: str, request: dict[str, Any], response: dict[str, Any]) -> bool:
+        """``GetCompositeSchedule``: if the station would let a connector draw more than the
+        belief says at some instant, it holds something unknown: budget it at its maximum."""
+        sched = response.get("chargingSchedule", response.get("schedule"))
+        conn = request.get("connectorId", request.get("evseId"))
+        if response.get("status") != "Accepted" or not isinstance(sched, dict):
+            return True
+        k = self.belief.index.get((cp, conn)) if isinstance(conn, int) else None
+        if k is None:
+            return True
+        ev = self.belief.evses[k]
+        start = sched.get("startSchedule", sched.get("scheduleStart"))
+        one = {**sched, "startSchedule": start}
+        wrap = {
+            "evseId": conn,
+            "chargingProfile": {"chargingProfilePurpose": "composite", "chargingSchedule": [one]},
+        }
+        try:
+            held = held_from_payload(wrap, self.versions.get(cp, "1.6"), ev.voltage_v)
+        except (TypeError, ValueError):
+            return self._skip(f"charge point {cp!r}: malformed GetCompositeSchedule answer")
+        if held is None:
+            return True
+        t = held.at_s
+        worst = self.belief.worst_a(t, only=[k])[:, k]
+        got = np.minimum(held.limit_at(t), self.belief.hw_a[k][None, :])
+        if np.any(np.nan_to_num(got) > worst + 0.1 + EPS):
+            self.belief.slot((cp, ev.connector_id, "tx_default")).base = UNKNOWN
+            return self._skip(
+                f"charge point {cp!r} connector {conn}: composite schedule above "
+                "what loadopt sent; budgeted at its maximum until re-synced"
+            )
+        return True

@@ -1,0 +1,494 @@
+"""Transactions of a :class:`~loadopt.ocpp.adapter.CsmsAdapter`: the lifecycle of a charging
+session (1.6 Start/StopTransaction, 2.x TransactionEvent, idempotent and late events, ghosts),
+meter values, status notifications, ISO 15118 charging needs and external limits fed to the
+controller.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from ...errors import InputError
+from ...site import Evse
+from ..profiles import clear_payload
+from .state import _ENDED_MEMORY, _AdapterState, _number, _time, _Tx, log
+
+
+class _Transactions(_AdapterState):
+    """Transaction lifecycle and what stations report about it."""
+
+    def _evse_for(self, cp: str, connector: Any) -> Evse | None:
+        if not self._known_cp(cp):
+            self._skip(f"event from unknown charge point {cp!r}")
+            return None
+        ok = isinstance(connector, int) and not isinstance(connector, bool)
+        ev = self._evse.get((cp, connector)) if ok else None
+        if ev is None:
+            self._skip(f"charge point {cp!r}: unknown connector/EVSE {connector!r}")
+        return ev
+
+    def _start(
+        self,
+        cp: str,
+        ev: Evse,
+        wire_id: int | str,
+        at: datetime,
+        meter_wh: float | None,
+        departure: datetime | None,
+        energy_kwh: float | None,
+        **session_kw: Any,
+    ) -> bool:
+        sid = f"{cp}:{wire_id}"
+        if sid in self._tx:
+            return self._skip(
+                f"charge point {cp!r}: transaction {wire_id!r} already started (duplicate event)"
+            )
+        if (cp, str(wire_id)) in self._ended:
+            return self._skip(
+                f"charge point {cp!r}: transaction {wire_id!r} already ended; late start ignored"
+            )
+        if self._future(at):
+            return self._skip(
+                f"charge point {cp!r} transaction {wire_id!r}: start stamped "
+                f"{at.isoformat()}, in the future"
+            )
+        try:
+            sess = self.controller.new_session(
+                sid, ev.id, at, departure=departure, energy_kwh=energy_kwh, **session_kw
+            )
+            self.controller.start_session(sess)
+        except (InputError, ValueError, OverflowError, TypeError) as e:
+            return self._skip(f"charge point {cp!r} transaction {wire_id!r}: {e}")
+        self._tx[sid] = _Tx(
+            sid,
+            cp,
+            ev.connector_id,
+            ev.id,
+            wire_id,
+            meter_start_wh=meter_wh,
+            last_meter_at=at,
+            last_event_at=at,
+        )
+        self._by_wire[(cp, wire_id)] = sid
+        self.belief.active_tx[(cp, ev.connector_id)] = wire_id
+        return True
+
+    def _end(self, sid: str, at: datetime, why: str) -> None:
+        """Every way a session ends goes here (once)."""
+        tx = self._tx.pop(sid)
+        self._by_wire.pop((tx.charge_point_id, tx.wire_id), None)
+        self._ended[(tx.charge_point_id, str(tx.wire_id))] = None
+        while len(self._ended) > _ENDED_MEMORY:
+            self._ended.popitem(last=False)
+        self._off_since.pop(sid, None)
+        self._on_since.pop(sid, None)
+        try:
+            self.controller.stop_session(sid, at)
+        except InputError as e:
+            self._skip(str(e))
+        cp, conn = tx.charge_point_id, tx.connector
+        key = (cp, conn, "tx")
+        if why != "ghost":  # the station said so: its TxProfile ends with its transaction
+            self._forget_tx(cp, conn)
+        # a ghost (no sign of life) may still be running on a silent station with its
+        # TxProfile in force: that keeps counting until the station shows the transaction is
+        # over (a stop, Available/Finishing, a new transaction on the connector, a reboot)
+        for d in (self._intent, self._want, self._targets, self._rejected):
+            d.pop(key, None)
+        v = self.versions.get(cp)
+        if v is not None:
+            self._pending.append(
+                (cp, "ClearChargingProfile", clear_payload(v, "tx", conn, self.ids))
+            )
+        log.info("session %s ended (%s)", sid, why)
+
+    def _forget_tx(self, cp: str, conn: int) -> None:
+        """The connector's transaction is over on the station: its TxProfile no longer counts."""
+        self.belief.active_tx.pop((cp, conn), None)
+        slot = self.belief.slot((cp, conn, "tx"))
+        slot.base, slot.sent = None, []
+
+    def _stop(self, cp: str, wire_id: int | str, at: datetime) -> bool:
+        sid = self._by_wire.get((cp, wire_id))
+        if sid is None:
+            if (cp, str(wire_id)) in self._ended:
+                log.info("charge point %r: stop for transaction %r that already ended", cp, wire_id)
+                for (c, conn), held in list(self.belief.active_tx.items()):
+                    if c == cp and str(held) == str(wire_id):  # a ghost's late stop
+                        self._forget_tx(cp, conn)
+                return True
+            # a stop before its start: remember it, so a late start does not open a ghost
+            self._ended[(cp, str(wire_id))] = None
+            return self._skip(
+                f"charge point {cp!r}: stop for transaction {wire_id!r} that was "
+                "never started (a later start for it is ignored)"
+            )
+        self._end(sid, at, "stopped")
+        return True
+
+    def on_start_transaction(
+        self,
+        cp: str,
+        payload: Any,
+        *,
+        transaction_id: Any = None,
+        departure: datetime | None = None,
+        energy_kwh: float | None = None,
+    ) -> int:
+        """1.6 ``StartTransaction.req``. Returns the integer ``transactionId`` for the ``.conf``.
+
+        The CSMS may pass its own ``transaction_id``; otherwise the adapter numbers them. The id
+        is returned even when the event is skipped (the station needs an answer). A retried
+        request (same connector, idTag, timestamp and meterStart, after a lost ``.conf``) gets
+        the same id and opens no second session.
+        """
+        if transaction_id is not None:
+            try:
+                transaction_id = int(transaction_id)
+            except (TypeError, ValueError):
+                self._skip(
+                    f"charge point {cp!r}: transaction_id {transaction_id!r} is not an "
+                    "integer; numbering it"
+                )
+                transaction_id = None
+        if not isinstance(payload, dict):
+            self._skip(f"charge point {cp!r}: StartTransaction payload is not an object")
+            tid = self._next_tx if transaction_id is None else transaction_id
+            self._next_tx = max(self._next_tx, tid + 1)
+            return tid
+        rkey = (
+            cp,
+            payload.get("connectorId"),
+            payload.get("idTag"),
+            payload.get("timestamp"),
+            str(payload.get("meterStart")),
+        )
+        if rkey in self._starts16 and transaction_id is None:
+            return self._starts16[rkey]
+        if transaction_id is None:
+            transaction_id = self._next_tx
+        self._next_tx = max(self._next_tx, transaction_id + 1)
+        self._starts16[rkey] = transaction_id
+        if len(self._starts16) > _ENDED_MEMORY:
+            self._starts16.pop(next(iter(self._starts16)))
+        ev = self._evse_for(cp, payload.get("connectorId"))
+        at = _time(payload.get("timestamp"))
+        if ev is not None and at is None:
+            self._skip(f"charge point {cp!r}: StartTransaction without a valid timestamp")
+        elif ev is not None and at is not None:
+            meter = _number(payload.get("meterStart"))
+            self._start(cp, ev, transaction_id, at, meter, departure, energy_kwh)
+        return transaction_id
+
+    def on_stop_transaction(self, cp: str, payload: Any) -> bool:
+        """1.6 ``StopTransaction.req``."""
+        if not isinstance(payload, dict):
+            return self._skip(f"charge point {cp!r}: StopTransaction payload is not an object")
+        at = _time(payload.get("timestamp")) or self._clock()
+        tx = payload.get("transactionId")
+        if not isinstance(tx, int) or isinstance(tx, bool):
+            return self._skip(
+                f"charge point {cp!r}: StopTransaction without an integer transactionId ({tx!r})"
+            )
+        return self._stop(cp, tx, at)
+
+    def on_transaction_event(
+        self,
+        cp: str,
+        payload: Any,
+        *,
+        departure: datetime | None = None,
+        energy_kwh: float | None = None,
+    ) -> bool:
+        """2.x ``TransactionEventRequest`` (Started / Updated / Ended).
+
+        A ``Started`` repeated for an open transaction is accepted once; any event for a
+        transaction that already ended (a late ``Updated`` after ``Ended``, an ``Ended``
+        arriving before its ``Started``) never re-opens it."""
+        if not isinstance(payload, dict):
+            return self._skip(f"charge point {cp!r}: TransactionEvent payload is not an object")
+        info = payload.get("transactionInfo")
+        if not isinstance(info, dict):
+            return self._skip(
+                f"charge point {cp!r}: TransactionEvent transactionInfo is not an "
+                f"object ({type(info).__name__})"
+            )
+        wire = info.get("transactionId")
+        at = _time(payload.get("timestamp"))
+        kind = payload.get("eventType")
+        if not isinstance(wire, str) or not wire or at is None:
+            return self._skip(
+                f"charge point {cp!r}: TransactionEvent without transactionId or timestamp"
+            )
+        if not self._known_cp(cp):
+            return self._skip(f"event from unknown charge point {cp!r}")
+        sid = self._by_wire.get((cp, wire))
+        if sid is None and (cp, wire) in self._ended:
+            if kind == "Ended":
+                return True
+            return self._skip(
+                f"charge point {cp!r}: {kind} for transaction {wire!r} that "
+                "already ended (late event ignored)"
+            )
+        seq = payload.get("seqNo")
+        if sid is not None and isinstance(seq, int):
+            tx = self._tx[sid]
+            if seq <= tx.last_seq:
+                if kind == "Started":
+                    return True  # a repeated Started (lost answer): already open
+                return self._skip(
+                    f"charge point {cp!r} transaction {wire!r}: seqNo {seq} "
+                    f"already seen (last {tx.last_seq}); duplicate or out of order"
+                )
+        if kind == "Ended":
+            if sid is None:
+                return self._stop(cp, wire, at)
+            self._end(sid, at, "Ended")
+            return True
+        if sid is None:
+            evse_obj = payload.get("evse")
+            if evse_obj is None:
+                return self._skip(
+                    f"charge point {cp!r}: {kind} for unknown transaction {wire!r} without an evse"
+                )
+            if not isinstance(evse_obj, dict):
+                return self._skip(
+                    f"charge point {cp!r}: TransactionEvent evse is not an object "
+                    f"({type(evse_obj).__name__})"
+                )
+            ev = self._evse_for(cp, evse_obj.get("id"))
+            if ev is None:
+                return False
+            kw: dict[str, Any] = {}
+            nph = payload.get("numberOfPhasesUsed")
+            if nph in (1, 2, 3) and not isinstance(nph, bool):
+                kw["phases"] = 3 if nph == 2 else nph
+            cable = _number(payload.get("cableMaxCurrent"))
+            if cable is not None and cable > 0:
+                kw["max_current"] = cable
+            if not self._start(cp, ev, wire, at, None, departure, energy_kwh, **kw):
+                return False
+            sid = self._by_wire[(cp, wire)]
+        tx = self._tx[sid]
+        if isinstance(seq, int):
+            tx.last_seq = seq
+        tx.last_event_at = at
+        mvs = payload.get("meterValue") or []
+        if isinstance(mvs, list):
+            for mv in mvs:
+                self._meter(tx, mv)
+        return True
+
+    def on_meter_values(self, cp: str, payload: Any) -> bool:
+        """1.6 / 2.x ``MeterValues``: cumulative energy and per-phase current of a transaction.
+
+        A value stamped in the future (beyond ``future_skew_s``) or absurd is quarantined: it is
+        skipped and does not move the 'last reading' mark, so later correct readings are kept."""
+        if not isinstance(payload, dict):
+            return self._skip(
+                f"charge point {cp!r}: MeterValues payload is not an object "
+                f"({type(payload).__name__})"
+            )
+        conn = payload.get("connectorId", payload.get("evseId"))
+        tx = None
+        wire = payload.get("transactionId")
+        if wire is not None:
+            try:
+                sid = self._by_wire.get((cp, wire))
+            except TypeError:
+                sid = None
+            tx = self._tx.get(sid) if sid else None
+        if tx is None:  # 2.x carries no transactionId: find the connector's transaction
+            tx = next(
+                (t for t in self._tx.values() if t.charge_point_id == cp and t.connector == conn),
+                None,
+            )
+        if tx is None:
+            if self._evse_for(cp, conn) is None:
+                return False
+            return self._skip(
+                f"charge point {cp!r} connector {conn!r}: meter values without an "
+                "active transaction"
+            )
+        mvs = payload.get("meterValue")
+        if not isinstance(mvs, list):
+            return self._skip(
+                f"session {tx.session_id!r}: meterValue is not a list ({type(mvs).__name__})"
+            )
+        ok = True
+        for mv in mvs:
+            ok &= self._meter(tx, mv)
+        return ok
+
+    def _meter(self, tx: _Tx, mv: Any) -> bool:
+        if not isinstance(mv, dict):
+            return self._skip(f"session {tx.session_id!r}: meter value is not an object")
+        at = _time(mv.get("timestamp"))
+        if at is None:
+            return self._skip(f"session {tx.session_id!r}: meter value without timestamp")
+        if self._future(at):
+            return self._skip(
+                f"session {tx.session_id!r}: meter value stamped {at.isoformat()}"
+                " is in the future; quarantined"
+            )
+        if tx.last_meter_at is not None and at < tx.last_meter_at:
+            return self._skip(
+                f"session {tx.session_id!r}: meter value at {at.isoformat()} is "
+                f"older than the last one ({tx.last_meter_at.isoformat()})"
+            )
+        svs = mv.get("sampledValue")
+        if not isinstance(svs, list):
+            return self._skip(f"session {tx.session_id!r}: sampledValue is not a list")
+        energy_wh, amps = None, {}
+        for sv in svs:
+            if not isinstance(sv, dict):
+                return self._skip(f"session {tx.session_id!r}: sampled value is not an object")
+            meas = sv.get("measurand", "Energy.Active.Import.Register")
+            val = _number(sv.get("value"))
+            if val is None or val < 0:
+                return self._skip(
+                    f"session {tx.session_id!r}: {meas} value "
+                    f"{sv.get('value')!r} is not a finite number >= 0"
+                )
+            uom = sv.get("unitOfMeasure")
+            uom = uom if isinstance(uom, dict) else {}
+            unit = sv.get("unit") or uom.get("unit")
+            mult = uom.get("multiplier", 0) or 0
+            if not isinstance(mult, int) or isinstance(mult, bool) or not -9 <= mult <= 9:
+                return self._skip(
+                    f"session {tx.session_id!r}: unitOfMeasure multiplier "
+                    f"{mult!r} is not an integer in -9..9"
+                )
+            val *= 10.0**mult
+            if meas == "Energy.Active.Import.Register":
+                energy_wh = val * (1000.0 if unit == "kWh" else 1.0)
+            elif meas == "Current.Import":
+                ph = str(sv.get("phase") or "L1")[:2]
+                amps[ph] = val
+        kwh = None
+        if energy_wh is not None:
+            if tx.meter_start_wh is None:
+                tx.meter_start_wh = energy_wh
+            kwh = max(energy_wh - tx.meter_start_wh, 0.0) / 1000.0
+        cur: float | tuple[float, float, float] | None = None
+        if amps:
+            cur = tuple(amps.get(p, 0.0) for p in ("L1", "L2", "L3"))  # type: ignore[assignment]
+        if kwh is None and cur is None:
+            return True
+        try:
+            self.controller.meter(tx.session_id, at, energy_kwh=kwh, current_a=cur)
+        except (InputError, ValueError, TypeError, OverflowError) as e:
+            return self._skip(str(e))
+        tx.last_meter_at = at
+        tx.last_event_at = at
+        return True
+
+    def on_status_notification(self, cp: str, payload: Any) -> bool:
+        """1.6 / 2.x ``StatusNotification``: recorded (connector 0 = the station).
+
+        ``Available`` (and 1.6 ``Finishing``) on a connector with an open session ends it: the
+        car is gone or the transaction is over even if the stop was lost."""
+        if not isinstance(payload, dict):
+            return self._skip(f"charge point {cp!r}: StatusNotification payload is not an object")
+        conn = payload.get("connectorId") if "evseId" not in payload else payload.get("evseId")
+        status = payload.get("status", payload.get("connectorStatus"))
+        if not self._known_cp(cp):
+            return self._skip(f"status from unknown charge point {cp!r}")
+        if not isinstance(conn, int) or (conn != 0 and (cp, conn) not in self._evse):
+            return self._skip(f"charge point {cp!r}: status for unknown connector {conn!r}")
+        self.status[(cp, conn)] = str(status)
+        if status in ("Available", "Finishing"):
+            at = _time(payload.get("timestamp")) or self._clock()
+            for sid in [
+                s for s, t in self._tx.items() if t.charge_point_id == cp and t.connector == conn
+            ]:
+                self._end(sid, at, f"connector {status}")
+            if conn != 0:  # also a ghost's transaction, ended here without the station
+                self._forget_tx(cp, conn)
+        return True
+
+    def on_notify_ev_charging_needs(self, cp: str, payload: Any) -> bool:
+        """2.x ``NotifyEVChargingNeeds`` (ISO 15118): departure time, energy and the car's
+        current range feed the session on that EVSE (``Controller.update_session``)."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("chargingNeeds"), dict):
+            return self._skip(f"charge point {cp!r}: NotifyEVChargingNeeds without chargingNeeds")
+        evse = payload.get("evseId")
+        tx = next(
+            (t for t in self._tx.values() if t.charge_point_id == cp and t.connector == evse), None
+        )
+        if tx is None:
+            return self._skip(
+                f"charge point {cp!r}: NotifyEVChargingNeeds for EVSE {evse!r} "
+                "without an open transaction"
+            )
+        needs = payload["chargingNeeds"]
+        upd: dict[str, Any] = {}
+        dep = _time(needs.get("departureTime"))
+        if dep is not None:
+            upd["departure"] = dep
+        for key in ("acChargingParameters", "dcChargingParameters", "v2xChargingParameters"):
+            par = needs.get(key)
+            if not isinstance(par, dict):
+                continue
+            e = _number(par.get("energyAmount", par.get("evTargetEnergyRequest")))
+            if e is not None and e >= 0:
+                upd["energy_kwh"] = e / 1000.0
+            hi = _number(par.get("evMaxCurrent"))
+            if key == "acChargingParameters" and hi is not None and hi > 0:
+                upd["max_current"] = hi
+            lo_ = _number(par.get("evMinCurrent"))
+            if key == "acChargingParameters" and lo_ is not None and lo_ >= 0:
+                upd["min_current"] = lo_
+        if not upd:
+            return True
+        fn = getattr(self.controller, "update_session", None)
+        if fn is None:
+            return self._skip("NotifyEVChargingNeeds: the controller cannot update sessions")
+        try:
+            fn(tx.session_id, **upd)
+        except (InputError, ValueError, TypeError) as e:
+            return self._skip(f"session {tx.session_id!r}: NotifyEVChargingNeeds: {e}")
+        return True
+
+    def on_notify_charging_limit(self, cp: str, payload: Any) -> bool:
+        """2.x ``NotifyChargingLimit`` (K12): an external limit on the station becomes caps on
+        its node from the next step on (:mod:`loadopt.grid.ocpp_constraints`); they replace the
+        station's previous external limits."""
+        return self._external(cp, payload, "notify_charging_limit")
+
+    def on_cleared_charging_limit(self, cp: str, payload: Any) -> bool:
+        """2.x ``ClearedChargingLimit``: the station's external limits are gone."""
+        return self._external(cp, None, "cleared")
+
+    def _external(self, cp: str, payload: Any, how: str) -> bool:
+        from ...grid import ocpp_constraints as oc
+
+        if not self._known_cp(cp):
+            return self._skip(f"external limit from unknown charge point {cp!r}")
+        try:
+            sigs = (
+                ()
+                if how == "cleared"
+                else oc.notify_charging_limit(self.site, cp, payload, received_at=self._clock())
+            )
+            ctl = self.controller
+            ctl.set_signals(ctl.signals.with_grid_signals(oc.source_of(cp), sigs))
+        except (InputError, ValueError, TypeError, AttributeError) as e:
+            return self._skip(f"charge point {cp!r}: external charging limit: {e}")
+        return True
+
+    def _end_ghosts(self, now: datetime) -> None:
+        """End sessions far past their departure with no sign of life for as long."""
+        lim = timedelta(hours=self.max_overstay_h)
+        for sid, tx in list(self._tx.items()):
+            sess = self.controller.sessions.get(sid)
+            if sess is None:
+                continue
+            last = tx.last_event_at or sess.arrival
+            if now - sess.departure > lim and now - last > lim:
+                self._skip(
+                    f"session {sid!r}: {self.max_overstay_h:g} h past its departure "
+                    "without an event; ended as a ghost"
+                )
+                self._end(sid, now, "ghost")
