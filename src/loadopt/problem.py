@@ -74,6 +74,12 @@ class Storage:
     - export direction: ``Gx d ≤ hx`` — discharge alone (no credit for any charging or base load,
       which may stop at any instant), plus the PV output's maximum where it feeds in, under
       every node current and power limit and the grid export limit.
+
+    On phasor lines (line-to-line EVSEs, delta/wye primaries) the export direction has the
+    import direction's facet rows; a line whose charging sector is wider than 60° gets coupled
+    rows (charge and discharge both loading them, :func:`loadopt.wiring.two_way_facets`): their
+    discharge part is in ``Cd`` with a *negative* sign and, alone, in ``Gx`` with the same
+    right-hand side (see docs/formulation.md, "Storage on phasor lines").
     """
 
     battery_ids: tuple[str, ...]
@@ -98,7 +104,8 @@ class Storage:
     dv_period: np.ndarray  #: (Vd,)
     dv_ub: np.ndarray  #: (Vd,) A
     dv_kwh_per_a: np.ndarray  #: (Vd,) grid kWh per A held over the column's period
-    Cd: sp.csr_matrix  #: (M, Vd) ≥ 0, discharge credit on site-import rows (kW per A)
+    #: (M, Vd) discharge credit on site-import rows (kW per A, ≥ 0); negative on coupled rows
+    Cd: sp.csr_matrix
     Gx: sp.csr_matrix  #: (Mx, Vd) ≥ 0, export-direction rows
     hx: np.ndarray  #: (Mx,) ≥ 0
     x_kind: np.ndarray  #: (Mx,) ROW_NODE_CURRENT / ROW_NODE_POWER / ROW_SITE_EXPORT
@@ -109,6 +116,9 @@ class Storage:
     export_cap_kw: np.ndarray  #: (T,) grid export limit, +inf = none
     #: (V,) discharge column of the same unit and period as each problem variable, -1 if none
     var_dv: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: (B, 6N) complex line current (A) per A of battery current (+ charging), like
+    #: ``Problem.line_coef``; None = not compiled with line groups
+    bat_line_coef: sp.csr_matrix | None = None
 
     @property
     def n_units(self) -> int:

@@ -474,13 +474,22 @@ def violations(
             return out
     # a session on a reserved EVSE draws inside its reservation (counted as a fixed load)
     own = x if problem.var_reserved is None else np.where(problem.var_reserved, 0.0, x)
-    mag, lim, groups = line_current_magnitudes(problem, problem.dense(own / 10.0))
+    if st is None:
+        mag, lim, groups = line_current_magnitudes(problem, problem.dense(own / 10.0))
+        fixed_a = problem.base_load_a[None, :]
+    else:
+        dis_da = np.zeros((S, T))
+        n_sd = st.dv_ub.size - st.bc_ub.size
+        dis_da[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = xd[:n_sd]
+        bat_da = np.zeros((st.n_batteries, T))
+        bat_da[st.bc_battery, st.bc_period] = xb - xd[n_sd:]
+        mag, lim, groups = line_current_worst(
+            problem, problem.dense(own / 10.0), dis_da / 10.0, bat_da / 10.0
+        )
+        fixed_a = np.maximum(problem.base_load_a, _pv_a(problem))[None, :]
     # where the base load (and reserved draw) alone is over a limit (a notice of the problem),
     # vehicles may add nothing: the line may carry that, no more
-    fixed = (
-        np.abs(problem.line_base[groups, None]) * problem.base_load_a[None, :]
-        + problem.line_reserved_a[groups]
-    )
+    fixed = np.abs(problem.line_base[groups, None]) * fixed_a + problem.line_reserved_a[groups]
     room = np.maximum(lim, fixed)
     N = len(problem.node_ids)
     for f in first(mag > room * (1.0 + PHASOR_RTOL) + PHASOR_RTOL):
@@ -497,6 +506,8 @@ def violations(
         load = st.Gx @ xd
         is_cur = st.x_kind == ROW_NODE_CURRENT
         over = np.where(is_cur, load > np.floor(st.hx * 10.0), load / 10.0 > st.hx)
+        # facet rows model a phasor limit, checked exactly above (both directions at once)
+        over &= ~np.isin(st.x_kind, (ROW_LINE_FACET, ROW_PRIMARY_FACET))
         for r in first(over):
             node = int(st.x_node[r])
             where = (
@@ -668,6 +679,66 @@ def line_current_magnitudes(
         )
     Z = np.asarray(Z) + problem.line_base[groups, None] * problem.base_load_a[None, :]
     return np.abs(Z) + problem.line_reserved_a[groups], problem.line_limit[groups], groups
+
+
+def _pv_a(problem: Problem) -> np.ndarray:
+    """(T,) per-phase current (A) of the PV output's period maximum (balanced, feeding in)."""
+    st = problem.storage
+    if st is None:
+        return np.zeros(problem.n_periods)
+    return st.pv_max_kw * 1000.0 / (3.0 * problem.site.voltage_v)
+
+
+def line_current_worst(
+    problem: Problem, current: np.ndarray, discharge: np.ndarray, battery_a: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`line_current_magnitudes` with storage: the largest magnitude any instant reaches.
+
+    Signed currents (``current`` and ``discharge`` ``(S, T)`` A ≥ 0, ``battery_a`` ``(B, T)`` A,
+    + charging): at any instant each unit draws its value or stops, the base load (its period
+    maximum) and the PV output (its period maximum, feeding in where the base load is) are on
+    or off. The largest ``|z|`` over all those instants is the largest over the vertices of the
+    zonotope ``Σ_i [0, v_i]`` (``v_i`` each unit's phasor, the base load's, the PV output's):
+    every vertex is ``Σ_{Re(v_i e^{-jψ}) > 0} v_i`` for a ``ψ`` between two consecutive angles
+    ``arg(±v_i) ± 90°``, so one sum per arc between those breakpoints is exact (the breakpoints
+    do not depend on the signs or sizes, only on the coefficients' directions).
+    """
+    st = problem.storage
+    groups = np.flatnonzero(problem.line_exact)
+    T = problem.n_periods
+    if groups.size == 0:
+        z = np.zeros((0, T))
+        return z, z, groups
+    cur = np.nan_to_num(np.asarray(current, dtype=np.float64))
+    dis = np.nan_to_num(np.asarray(discharge, dtype=np.float64))
+    parts = [problem.line_coef[:, groups]]
+    amps = [cur - dis]
+    if st is not None and st.bat_line_coef is not None and st.n_batteries:
+        parts.append(st.bat_line_coef[:, groups])
+        amps.append(np.nan_to_num(np.asarray(battery_a, dtype=np.float64)))
+    C = sp.vstack(parts).tocsc()  # (K, G') complex
+    A = np.vstack(amps)  # (K, T) signed A
+    base = problem.line_base[groups]
+    fixed = np.vstack([problem.base_load_a, -_pv_a(problem)])  # (2, T) along the base phasor
+    mag = np.zeros((groups.size, T))
+    for j in range(groups.size):
+        rows = C.indices[C.indptr[j] : C.indptr[j + 1]]
+        c = np.concatenate([C.data[C.indptr[j] : C.indptr[j + 1]], np.full(2, base[j])])
+        a = np.vstack([A[rows], fixed])
+        nz = np.abs(c) > 0
+        c, a = c[nz], a[nz]
+        if c.size == 0:
+            continue
+        cut = np.unique(
+            np.round(np.mod(np.angle(c)[:, None] + [0.5 * np.pi, 1.5 * np.pi], 2 * np.pi), 12)
+        )
+        mids = cut + np.diff(np.concatenate([cut, cut[:1] + 2 * np.pi])) / 2.0
+        side = np.sign((c[None, :] * np.exp(-1j * mids)[:, None]).real)  # (arcs, K)
+        v = a * c[:, None]  # (K, T) complex phasors
+        for sgn in side:
+            on = sgn[:, None] * a > 0
+            mag[j] = np.maximum(mag[j], np.abs(np.where(on, v, 0.0).sum(axis=0)))
+    return mag + problem.line_reserved_a[groups], problem.line_limit[groups], groups
 
 
 def _row_name(problem: Problem, r: int) -> str:

@@ -169,3 +169,48 @@ def facets(
         np.isfinite(width), np.cos(np.where(np.isfinite(width), width, 0.0) / (2.0 * m)), 1.0
     )
     return entry, facet, value, scale
+
+
+def circle_facet_count(m: int) -> int:
+    """Facets ``M = clip(4m, 12, 60)`` around the whole circle of a line that carries current
+    both ways and whose sector is wider than :data:`SEPARATED_SECTOR_RAD`
+    (:func:`two_way_facets`; ``m`` the site's ``phasor_facets``)."""
+    return int(min(max(4 * m, 12), 60))
+
+
+#: A line whose charging sector is at most this wide (rad) needs no coupled rows when it also
+#: carries discharge: every charging phasor is at least 120° from every exporting one, so
+#: ``|z_c + z_x| ≤ max(|z_c|, |z_x|)`` and the facets of each direction alone suffice.
+SEPARATED_SECTOR_RAD = np.pi / 3.0 + 1e-9
+
+
+def two_way_facets(
+    coef: np.ndarray, group: np.ndarray, ref: np.ndarray, lo: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Full-circle clipped facets of lines carrying signed currents: ``(entry, facet, charge,
+    discharge)``.
+
+    A unit ``i`` with line coefficient ``c`` adds ``c·r`` charging and ``−c·d`` discharging
+    (``r, d ≥ 0``). With normals ``ψ_k = ref + lo + (k + ½)·2π/n`` (``n`` facets around the whole
+    circle, ``k = 0..n−1``), row ``k`` is ``Σ max(Re(c·e^{-jψ_k}), 0)·r + Σ max(Re(−c·e^{-jψ_k}),
+    0)·d ≤ L·cos(π/n) − (fixed loads' clipped projections)``. Every instant's line phasor ``z``
+    (any subset of units on, each at most its setpoint) has ``Re(z·e^{-jψ_k}) ≤`` the row's left
+    side for every ``k``, and its angle is within ``π/n`` of some ``ψ_k``, so ``|z| ≤ L``: inner
+    for both directions at once, every coefficient ≥ 0.
+    """
+    psi = (ref + lo)[group][:, None] + (np.arange(n)[None, :] + 0.5) * (2.0 * np.pi / n)
+    proj = (coef[:, None] * np.exp(-1j * psi)).real
+    entry = np.repeat(np.arange(coef.size), n)
+    facet = np.tile(np.arange(n), coef.size)
+    return entry, facet, np.maximum(proj, 0.0).ravel(), np.maximum(-proj, 0.0).ravel()
+
+
+def two_way_fixed(
+    base: np.ndarray, ref: np.ndarray, lo: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(G, n)`` clipped projections of a fixed load's phasor ``base`` (per A; the base load)
+    and of a generator at the same place (``−base``, PV) on the normals of
+    :func:`two_way_facets`: what each takes from a row at its worst (on or off)."""
+    psi = (ref + lo)[:, None] + (np.arange(n)[None, :] + 0.5) * (2.0 * np.pi / n)
+    proj = (base[:, None] * np.exp(-1j * psi)).real
+    return np.maximum(proj, 0.0), np.maximum(-proj, 0.0)

@@ -27,7 +27,7 @@ from ..site import Site
 from ..wiring import branch_coefficients
 from .fixed_loads import _base_load_notices, _check_reserved, _reserved_loads
 from .lines import _line_currents, _Lines
-from .rows import _on_all_phases, _RowBuilder, _with_batteries
+from .rows import _RowBuilder, _with_batteries
 from .series import _feasible_floor, _node_limits, _sample_signals
 from .storage import _battery_columns, _BatteryColumns, _compile_storage, _v2x_sessions
 from .tree import _carries, _site_tree, _SiteTree
@@ -135,9 +135,8 @@ def compile_problem(
         export_price = (0.0 if export_price is None else export_price) + sig.export_adder
 
     # --- batteries: charge columns in the same rows (A per phase, balanced over R, S, T) -------
-    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in site.nodes])
-    wired = bool(sa.line_to_line.any() or (ratio > 0).any())
-    bat = _battery_columns(site, node_index, parent, T, wired)
+    bat = _battery_columns(site, node_index, parent, T)
+    bidir = _v2x_sessions(sessions, evses, notices)
 
     # --- safety rows -------------------------------------------------------------------------
     sr = _safety_rows(
@@ -146,6 +145,7 @@ def compile_problem(
         sa,
         s_anc_csr,
         bat,
+        bidir,
         vs,
         vt,
         var_free,
@@ -174,10 +174,16 @@ def compile_problem(
     h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
 
     # --- storage: V2X sessions and batteries -------------------------------------------------
-    bidir = _v2x_sessions(sessions, evses, wired, notices)
     storage = None
+    row_kind, row_node, row_phase, row_period, row_facet = (
+        sr.row_kind,
+        sr.row_node,
+        sr.row_phase,
+        sr.row_period,
+        sr.row_facet,
+    )
     if bat.B or bidir.any():
-        storage = _compile_storage(
+        storage, extra = _compile_storage(
             site,
             sessions,
             evses,
@@ -202,7 +208,21 @@ def compile_problem(
             row_kind=sr.row_kind,
             row_period=sr.row_period,
             node_ids=node_ids,
+            lines=lines,
+            base_a=base_a,
+            sess_var=sr.sess_var,
+            bat_var=bat.var,
         )
+        if extra is not None:  # coupled rows of lines carrying current both ways
+            G = sp.vstack([G, extra[0]]).tocsr()
+            h, row_kind, row_node, row_phase, row_period, row_facet = (
+                np.concatenate([a, b.astype(a.dtype)])
+                for a, b in zip(
+                    (h, row_kind, row_node, row_phase, row_period, row_facet),
+                    extra[1:],
+                    strict=True,
+                )
+            )
 
     # --- the problem -------------------------------------------------------------------------
     bounds = horizon.period_bounds_s()
@@ -230,11 +250,11 @@ def compile_problem(
         var_ub=var_ub,
         var_kwh_per_a=var_kwh,
         h=h,
-        row_kind=sr.row_kind,
-        row_node=sr.row_node,
-        row_phase=sr.row_phase,
-        row_period=sr.row_period,
-        row_facet=sr.row_facet,
+        row_kind=row_kind,
+        row_node=row_node,
+        row_phase=row_phase,
+        row_period=row_period,
+        row_facet=row_facet,
         line_base=lines.shape.base,
         line_limit=lines.limit,
         line_exact=lines.exact,
@@ -407,6 +427,7 @@ class _SafetyRows(NamedTuple):
     cur_rhs: np.ndarray  #: (N, 3, T) A
     kw_rhs: np.ndarray  #: (N, T) kW
     import_rhs: np.ndarray  #: (T,) kW
+    sess_var: sp.csr_matrix  #: (V, S) variable -> session, the free variables only
 
 
 def _safety_rows(
@@ -415,6 +436,7 @@ def _safety_rows(
     sa: _SessionArrays,
     s_anc_csr: sp.csr_matrix,
     bat: _BatteryColumns,
+    bidir: np.ndarray,
     vs: np.ndarray,
     vt: np.ndarray,
     var_free: np.ndarray,
@@ -458,6 +480,8 @@ def _safety_rows(
         k_base,
         T,
         res_site,
+        bat.node if B else None,
+        bidir if bidir.any() else None,
     )
     node_res_a = lines.reserved[: 3 * N].reshape(N, 3, T)
     cur_rhs = node_cur - node_res_a
@@ -465,7 +489,7 @@ def _safety_rows(
     m = site.phasor_facets
     # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
     rows.add(
-        _with_batteries(sess_var @ lines.shape.C_int, bat_var, lambda: _on_all_phases(bat_anc)),
+        _with_batteries(sess_var @ lines.shape.C_int, bat_var, lambda: lines.shape.bat_C_int),
         all_vt,
         cur_rhs.reshape(-1),
         ROW_NODE_CURRENT,
@@ -476,11 +500,7 @@ def _safety_rows(
     if lines.shape.Cf.nnz:
         room = (lines.limit - lines.base_mag - lines.reserved) * lines.shape.scale[:, None]
         rows.add(
-            _with_batteries(
-                sess_var @ lines.shape.Cf,
-                bat_var,
-                lambda: sp.csr_matrix((B, lines.shape.Cf.shape[1])),
-            ),
+            _with_batteries(sess_var @ lines.shape.Cf, bat_var, lambda: lines.shape.bat_Cf),
             all_vt,
             np.repeat(room, m, axis=0).reshape(-1),
             lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
@@ -538,4 +558,5 @@ def _safety_rows(
         cur_rhs,
         kw_rhs,
         import_rhs,
+        sess_var,
     )

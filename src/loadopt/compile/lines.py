@@ -14,11 +14,15 @@ from ..site import Site
 from ..wiring import (
     COLLINEAR_RAD,
     PHASE_UNIT,
+    SEPARATED_SECTOR_RAD,
     branch_coefficients,
+    circle_facet_count,
     delta_wye_primary,
     facet_loss_bound,
     facets,
     sectors,
+    two_way_facets,
+    two_way_fixed,
 )
 from .tree import _site_tree
 
@@ -38,6 +42,19 @@ class _LineShape:
     C_int: sp.csr_matrix  #: (S, 3N) |coefficient| of the exact rows
     Cf: sp.csr_matrix  #: (S, 6N·m) facet coefficients (≥ 0)
     scale: np.ndarray  #: (6N,) right-hand-side scale cos(Δ/2m) (1 for magnitude rows)
+    #: Storage (batteries: balanced three-phase loads at the site voltage on their node); the
+    #: same per-battery arrays as the sessions' ``coef``, ``C_int``, ``Cf``.
+    bat_coef: sp.csr_matrix | None = None  #: (B, 6N) complex
+    bat_C_int: sp.csr_matrix | None = None  #: (B, 3N)
+    bat_Cf: sp.csr_matrix | None = None  #: (B, 6N·m)
+    #: (6N,) bool, lines carrying storage whose sector is wider than 60°: full-circle coupled
+    #: rows (:func:`loadopt.wiring.two_way_facets`) with ``n_circle`` facets each
+    coupled: np.ndarray | None = None
+    n_circle: int = 0
+    cw_c: sp.csr_matrix | None = None  #: (S + B, 6N·M) coupled-row coefficients, charging
+    cw_d: sp.csr_matrix | None = None  #: (S + B, 6N·M) coupled-row coefficients, discharging
+    cw_base: np.ndarray | None = None  #: (6N, M) the base load's clipped projection per A
+    cw_pv: np.ndarray | None = None  #: (6N, M) the PV output's clipped projection per A
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,10 +152,29 @@ def _line_shape(
     line_to_line: np.ndarray,
     k_base: int,
     has_base: bool,
+    bat_node: np.ndarray | None = None,
+    unit_mask: np.ndarray | None = None,
 ) -> _LineShape:
     """The time-independent part of the line currents (cached by site identity and the
-    sessions' EVSEs and phase counts)."""
-    key = (id(site), s_evse.tobytes(), n_ph.tobytes(), k_base, has_base)
+    sessions' EVSEs and phase counts).
+
+    With storage (batteries at ``bat_node``, bidirectional sessions ``unit_mask``) the sectors
+    also span the batteries and the base load's direction (PV feeds in on the opposite one), and
+    lines where charging and exporting phasors may be less than 120° apart get coupled rows
+    (docs/formulation.md, "Storage on phasor lines").
+    """
+    bat_node = np.zeros(0, np.int64) if bat_node is None else bat_node
+    unit_mask = np.zeros(s_evse.size, bool) if unit_mask is None else unit_mask
+    two_way = bool(bat_node.size or unit_mask.any())
+    key = (
+        id(site),
+        s_evse.tobytes(),
+        n_ph.tobytes(),
+        k_base,
+        has_base,
+        bat_node.tobytes(),
+        unit_mask.tobytes(),
+    )
     hit = _SHAPES.get(key)
     if hit is not None and hit[0] is site:
         return hit[1]
@@ -160,23 +196,51 @@ def _line_shape(
             b = delta_wye_primary(b, ratio[k])
             base[3 * (N + k) : 3 * (N + k) + 3] = b
         k = parent[k]
-    cc = coef.tocoo()
-    ref, lo, width = sectors(cc.data, cc.col, 6 * N, base if has_base else None)
+    B = bat_node.size
+    # a battery is a balanced three-phase load on its node: the base load's phasors, from there
+    bat_coef = _walk_lines(np.tile(PHASE_UNIT, (B, 1)), bat_node, parent, ratio, N)
+    all_coef = sp.vstack([coef, bat_coef]).tocsr() if B else coef
+    SB = S + B
+    cc = all_coef.tocoo()
+    ref, lo, width = sectors(cc.data, cc.col, 6 * N, base if has_base or two_way else None)
     used = np.zeros(6 * N, dtype=bool)
     used[cc.col] = True
     unit = np.ones(6 * N, dtype=bool)
     np.logical_and.at(unit, cc.col, np.abs(np.abs(cc.data) - 1.0) < 1e-12)
     is_int = (np.arange(6 * N) < 3 * N) & (width < COLLINEAR_RAD) & unit
-    ci = coef[:, : 3 * N].multiply(is_int[None, : 3 * N].astype(np.float64)).tocsr()
+    ci = all_coef[:, : 3 * N].multiply(is_int[None, : 3 * N].astype(np.float64)).tocsr()
     ci.eliminate_zeros()
     C_int = sp.csr_matrix((np.abs(ci.data), ci.indices, ci.indptr), shape=ci.shape)
-    fc = coef.multiply((~is_int)[None, :].astype(np.float64)).tocoo()
+    fc = all_coef.multiply((~is_int)[None, :].astype(np.float64)).tocoo()
     w = np.where(width < COLLINEAR_RAD, np.inf, width)
     e, f, val, scale = facets(fc.data, fc.col, ref, lo, w, m)
     keep = val > 0
     Cf = sp.csr_matrix(
-        (val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])), shape=(S, 6 * N * m)
+        (val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])), shape=(SB, 6 * N * m)
     )
+    two: dict = {}
+    if two_way:
+        # lines that storage units load and whose sector is wider than 60° (or can cancel)
+        is_unit = np.concatenate([unit_mask, np.ones(B, dtype=bool)])
+        touched = np.zeros(6 * N, dtype=bool)
+        touched[cc.col[is_unit[cc.row]]] = True
+        coupled = touched & ~is_int & (w > SEPARATED_SECTOR_RAD)
+        M = circle_facet_count(m)
+        kc = np.flatnonzero(coupled[cc.col])
+        e2, f2, vc, vd = two_way_facets(cc.data[kc], cc.col[kc], ref, lo, M)
+        r2, c2 = cc.row[kc][e2], cc.col[kc][e2] * M + f2
+        shape2 = (SB, 6 * N * M)
+        cw_base, cw_pv = two_way_fixed(base, ref, lo, M)
+        two = dict(
+            coupled=coupled,
+            n_circle=M,
+            cw_c=sp.csr_matrix((vc, (r2, c2)), shape=shape2),
+            cw_d=sp.csr_matrix((vd, (r2, c2)), shape=shape2),
+            cw_base=cw_base,
+            cw_pv=cw_pv,
+        )
+        for x in ("cw_c", "cw_d"):
+            two[x].eliminate_zeros()
     shape = _LineShape(
         coef=coef,
         coef_l1=coef_l1,
@@ -185,9 +249,13 @@ def _line_shape(
         sector_rad=width,
         used=used,
         int_group=is_int,
-        C_int=C_int,
-        Cf=Cf,
+        C_int=C_int[:S],
+        Cf=Cf[:S],
         scale=scale,
+        bat_coef=bat_coef,
+        bat_C_int=C_int[S:],
+        bat_Cf=Cf[S:],
+        **two,
     )
     if len(_SHAPES) >= _SHAPES_MAX:
         _SHAPES.pop(next(iter(_SHAPES)))
@@ -224,11 +292,16 @@ def _line_currents(
     k_base: int,
     T: int,
     res_site: np.ndarray,
+    bat_node: np.ndarray | None = None,
+    unit_mask: np.ndarray | None = None,
 ) -> _Lines:
-    """Exact line-current phasors of every node (and delta/wye primary) and how to model them."""
+    """Exact line-current phasors of every node (and delta/wye primary) and how to model them
+    (with storage: batteries at ``bat_node``, bidirectional sessions ``unit_mask``)."""
     N = len(site.nodes)
     has_base = bool(np.max(base_a, initial=0.0) > 0)
-    shape = _line_shape(site, s_evse, parent, n_ph, line_to_line, k_base, has_base)
+    shape = _line_shape(
+        site, s_evse, parent, n_ph, line_to_line, k_base, has_base, bat_node, unit_mask
+    )
     limit = np.full((6 * N, T), np.inf)
     limit[: 3 * N] = node_cur.reshape(3 * N, T)
     for k, n in enumerate(site.nodes):

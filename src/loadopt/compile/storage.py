@@ -10,9 +10,16 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import InputError
 from ..horizon import sample
-from ..problem import ROW_NODE_CURRENT, ROW_NODE_POWER, ROW_SITE_EXPORT, ROW_SITE_IMPORT, Storage
+from ..problem import (
+    ROW_LINE_FACET,
+    ROW_NODE_CURRENT,
+    ROW_NODE_POWER,
+    ROW_PRIMARY_FACET,
+    ROW_SITE_EXPORT,
+    ROW_SITE_IMPORT,
+    Storage,
+)
 from ..session import Session
 from ..signals import split
 from ..site import Evse, Site
@@ -46,8 +53,20 @@ def _compile_storage(
     row_kind,
     row_period,
     node_ids,
-) -> Storage:
-    """The bidirectional part of the problem (:class:`~loadopt.problem.Storage`).
+    lines,
+    base_a,
+    sess_var,
+    bat_var,
+) -> tuple[Storage, tuple | None]:
+    """The bidirectional part of the problem (:class:`~loadopt.problem.Storage`), and the coupled
+    rows to append to the problem's safety rows (``(G, h, kind, node, phase, period, facet)``,
+    None when there are none; their battery-charge and discharge parts are already in the
+    storage's ``Gb`` and ``Cd``, their discharge part also in ``Gx``).
+
+    On phasor lines (line-to-line EVSEs, delta/wye primaries; docs/formulation.md "Storage on
+    phasor lines") the export direction has the same facets as the import direction, with PV
+    where the base load is; lines whose charging sector is wider than 60° (where a charging and
+    an exporting phasor may add up to more than either) get full-circle coupled rows instead.
 
     Discharge columns exist for a bidirectional session where it is plugged in, outside any
     reservation, with a discharge limit above 0 and a V2X floor at or below its energy now
@@ -159,18 +178,10 @@ def _compile_storage(
     rows = _RowBuilder(Vd, T)
     # per discharge column, the units' nodes: sessions through their EVSE, batteries directly
     u_anc = sp.vstack([s_anc.tocsr()[sess_u], bat_anc]).tocsr()  # (U, N)
-    u_phase = np.vstack([phase_mask[sess_u], np.ones((B, 3), dtype=bool)])  # (U, 3)
     dvar = sp.csr_matrix((np.ones(Vd), (np.arange(Vd), dv_unit)), shape=(Vd, U))
-    a = u_anc.tocoo()
-    ri, ci = [], []
-    for p in range(3):
-        keep = u_phase[a.row, p]
-        ri.append(a.row[keep])
-        ci.append(a.col[keep] * 3 + p)
-    Cu = sp.csr_matrix(
-        (np.ones(sum(x.size for x in ri)), (np.concatenate(ri), np.concatenate(ci))),
-        shape=(U, 3 * N),
-    )
+    shape = lines.shape
+    # lines whose phasors are all in phase: |coefficient| (1 per line the unit loads)
+    Cu = sp.vstack([shape.C_int[sess_u], shape.bat_C_int]).tocsr()  # (U, 3N)
     x_cur = node_cur.copy()
     x_cur[carries] -= pv_a[None, None, :]
     rows.add(
@@ -190,6 +201,23 @@ def _compile_storage(
         ROW_NODE_POWER,
         node_of=lambda g: g,
     )
+    # the other limited lines: the import direction's facets, PV where the base load is (lines
+    # with coupled rows take their discharge part below)
+    m = site.phasor_facets
+    coupled = np.zeros(6 * N, bool) if shape.coupled is None else shape.coupled
+    pv_line = np.abs(shape.base)[:, None] * pv_a[None, :]  # (6N, T)
+    sep = np.repeat(~coupled, m)
+    Fu = sp.vstack([shape.Cf[sess_u], shape.bat_Cf]).tocsr() @ sp.diags(sep.astype(np.float64))
+    if Fu.nnz:
+        room = (lines.limit - pv_line - lines.reserved) * shape.scale[:, None]
+        rows.add(
+            (dvar @ Fu).tocoo(),
+            dv_period,
+            np.repeat(room, m, axis=0).reshape(-1),
+            lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
+            node_of=lambda g: (g // m // 3) % N,
+            phase_of=lambda g: (g // m) % 3,
+        )
     exp_rhs = export_cap - pv_max
     rows.add(
         sp.coo_matrix((dv_kw, (np.arange(Vd), np.zeros(Vd, np.int64))), shape=(Vd, 1)),
@@ -215,6 +243,27 @@ def _compile_storage(
             "grid export: PV alone exceeds the grid export limit; nothing discharges there"
         )
     hx = np.maximum(hx, 0.0)
+    Cd = Cd.tocsr()
+    extra = None
+    if coupled.any():
+        extra, Gb, Cd, Gx, hx, x_kind, x_node, x_phase, x_period = _coupled_rows(
+            site,
+            shape,
+            lines,
+            base_a,
+            pv_a,
+            sess_var,
+            bat_var,
+            dvar,
+            np.concatenate([vt, bc_period]),
+            dv_period,
+            sess_u,
+            Gb,
+            Cd,
+            (Gx, hx, x_kind, x_node, x_phase, x_period),
+            notices,
+            node_ids,
+        )
     arrays = dict(
         unit_session=unit_session,
         unit_battery=unit_battery,
@@ -241,7 +290,104 @@ def _compile_storage(
     )
     for v in arrays.values():
         v.setflags(write=False)
-    return Storage(battery_ids=tuple(b.id for b in bats), Gb=Gb, Cd=Cd, Gx=Gx, **arrays)
+    storage = Storage(
+        battery_ids=tuple(b.id for b in bats),
+        Gb=Gb,
+        Cd=Cd,
+        Gx=Gx,
+        bat_line_coef=shape.bat_coef,
+        **arrays,
+    )
+    return storage, extra
+
+
+def _coupled_rows(
+    site,
+    shape,
+    lines,
+    base_a,
+    pv_a,
+    sess_var,
+    bat_var,
+    dvar,
+    charge_period,
+    dv_period,
+    sess_u,
+    Gb,
+    Cd,
+    export,
+    notices,
+    node_ids,
+):
+    """Full-circle rows (:func:`loadopt.wiring.two_way_facets`) of the lines in
+    ``shape.coupled``, over charge columns (sessions' variables, battery charge) and discharge
+    columns at once: every instant — any unit on or off, the base load and PV on or off — keeps
+    the line's phasor under its limit. The charge part joins the problem's rows (returned), the
+    discharge part goes into ``Cd`` with a minus sign (it loads the row, no credit) and, alone,
+    into the export rows ``Gx`` with the same right-hand side, so the projection (discharge
+    first, then charge under what is left) stays exact in one pass."""
+    N = len(node_ids)
+    T = lines.limit.shape[1]
+    M = shape.n_circle
+    m = site.phasor_facets
+    S = sess_var.shape[1]
+    V, Vb, Vd = sess_var.shape[0], bat_var.shape[0], dvar.shape[0]
+    cols = sp.vstack(
+        [
+            sess_var @ shape.cw_c[:S],
+            bat_var @ shape.cw_c[S:],
+            dvar @ sp.vstack([shape.cw_d[sess_u], shape.cw_d[S:]]).tocsr(),
+        ]
+    ).tocoo()
+    lim = np.where(shape.coupled[:, None], lines.limit, np.inf)  # (6N, T)
+    rhs = (
+        lim[:, None, :] * np.cos(np.pi / M)
+        - shape.cw_base[:, :, None] * base_a[None, None, :]
+        - shape.cw_pv[:, :, None] * pv_a[None, None, :]
+        - lines.reserved[:, None, :]
+    )
+    rows = _RowBuilder(V + Vb + Vd, T)
+    rows.add(
+        cols,
+        np.concatenate([charge_period, dv_period]).astype(np.int64),
+        rhs.reshape(-1),
+        lambda g: np.where(g // M < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
+        node_of=lambda g: (g // M // 3) % N,
+        phase_of=lambda g: (g // M) % 3,
+        facet_of=lambda g: m + g % M,
+    )
+    Gc, hc, kind, node, phase, period, facet = rows.build()
+    if (hc < 0).any():
+        bad = sorted({int(x) for x in node[hc < 0]})
+        notices.append(
+            "coupled line rows (storage on phasor lines) at node(s) "
+            + ", ".join(repr(node_ids[k]) for k in bad)
+            + ": fixed loads alone exceed the limit; nothing charges or discharges there"
+        )
+    hc = np.maximum(hc, 0.0)
+    Gc = Gc.tocsc()
+    g_r, g_b, g_d = (Gc[:, a:b].tocsr() for a, b in ((0, V), (V, V + Vb), (V + Vb, V + Vb + Vd)))
+    Gb = sp.vstack([Gb, g_b]).tocsr()
+    Cd = sp.vstack([Cd, -g_d]).tocsr()
+    Gx, hx, x_kind, x_node, x_phase, x_period = export
+    has_d = np.diff(g_d.indptr) > 0
+    Gx = sp.vstack([Gx, g_d[has_d]]).tocsr()
+    hx = np.concatenate([hx, hc[has_d]])
+    x_kind = np.concatenate([x_kind, kind[has_d].astype(x_kind.dtype)])
+    x_node = np.concatenate([x_node, node[has_d].astype(x_node.dtype)])
+    x_phase = np.concatenate([x_phase, phase[has_d].astype(x_phase.dtype)])
+    x_period = np.concatenate([x_period, period[has_d].astype(x_period.dtype)])
+    return (
+        (g_r, hc, kind, node, phase, period, facet),
+        Gb,
+        Cd,
+        Gx,
+        hx,
+        x_kind,
+        x_node,
+        x_phase,
+        x_period,
+    )
 
 
 class _BatteryColumns(NamedTuple):
@@ -254,22 +400,16 @@ class _BatteryColumns(NamedTuple):
     battery: np.ndarray  #: (Vb,) battery of each column
     period: np.ndarray  #: (Vb,) period of each column
     var: sp.csr_matrix  #: (Vb, B) column -> battery incidence
+    node: np.ndarray  #: (B,) node of each battery
 
 
 def _battery_columns(
-    site: Site, node_index: dict[str, int], parent: np.ndarray, T: int, wired: bool
+    site: Site, node_index: dict[str, int], parent: np.ndarray, T: int
 ) -> _BatteryColumns:
-    """Charge columns of ``site.batteries``; an :class:`~loadopt.errors.InputError` on a
-    ``wired`` site (line-to-line EVSEs or delta/wye transformers: storage rows are per phase,
-    not (yet) on phasor facets)."""
+    """Charge columns of ``site.batteries``."""
     bats = site.batteries
     B = len(bats)
     N = len(site.nodes)
-    if B and wired:  # storage rows are per phase: not (yet) on phasor facets
-        raise InputError(
-            f"battery {bats[0].id!r}: batteries are not supported on a site with "
-            "line-to-line EVSEs or delta/wye transformers (phasor facet rows)"
-        )
     bat_kw_per_a = 3.0 * site.voltage_v / 1000.0
     bat_node = np.array([node_index[b.node] for b in bats], dtype=np.int64)
     bat_anc = _ancestors(bat_node, parent, N) if B else sp.csr_matrix((0, N))  # (B, N)
@@ -277,15 +417,14 @@ def _battery_columns(
     bc_period = np.tile(np.arange(T, dtype=np.int32), B)
     Vb = bc_battery.size
     bat_var = sp.csr_matrix((np.ones(Vb), (np.arange(Vb), bc_battery)), shape=(Vb, B))
-    return _BatteryColumns(B, bat_kw_per_a, bat_anc, bc_battery, bc_period, bat_var)
+    return _BatteryColumns(B, bat_kw_per_a, bat_anc, bc_battery, bc_period, bat_var, bat_node)
 
 
 def _v2x_sessions(
-    sessions: tuple[Session, ...], evses: list[Evse], wired: bool, notices: list[str]
+    sessions: tuple[Session, ...], evses: list[Evse], notices: list[str]
 ) -> np.ndarray:
-    """(S,) bool: the sessions planned bidirectionally (V2X parameters on a bidirectional EVSE,
-    not on a ``wired`` site); a notice for every session that has V2X parameters and is planned
-    to charge only."""
+    """(S,) bool: the sessions planned bidirectionally (V2X parameters on a bidirectional EVSE);
+    a notice for every session that has V2X parameters and is planned to charge only."""
     bidir = np.array(
         [s.v2x is not None and e.bidirectional for s, e in zip(sessions, evses, strict=True)],
         dtype=bool,
@@ -296,12 +435,4 @@ def _v2x_sessions(
                 f"session {s.id!r}: has V2X parameters but EVSE {e.id!r} is not "
                 "bidirectional; it is planned to charge only"
             )
-    if wired and bidir.any():  # storage rows are per phase: not (yet) on phasor facets
-        for i in np.flatnonzero(bidir):
-            notices.append(
-                f"session {sessions[i].id!r}: V2G is not supported on a site with "
-                "line-to-line EVSEs or delta/wye transformers; it is planned to "
-                "charge only"
-            )
-        bidir[:] = False
     return bidir
