@@ -291,7 +291,7 @@ def test_v2g_on_a_line_to_line_evse_discharges_within_both_lines():
 # --------------------------------------------------------------------------- properties
 @st.composite
 def wired_bidirectional_sites(draw):
-    dyn = draw(st.booleans())
+    dyn = draw(st.sampled_from([True, True, False]))  # the 120° primaries are the hard case
     nodes = [
         lo.Node(id="grid", kind="grid_connection", max_current=draw(st.sampled_from([None, 60.0])))
     ]
@@ -325,7 +325,7 @@ def wired_bidirectional_sites(draw):
                 phase_rotation=draw(st.sampled_from(["RST", "STR", "TRS", "RTS"])),
                 voltage_v=208.0 if ll else 120.0,
                 max_current=draw(st.sampled_from([16.0, 32.0])),
-                bidirectional=draw(st.booleans()),
+                bidirectional=draw(st.sampled_from([True, True, False])),
             )
         )
     bats = tuple(
@@ -350,7 +350,7 @@ def wired_bidirectional_sites(draw):
     )
     sessions = []
     for k, e in enumerate(evses):
-        if not draw(st.booleans()):
+        if not draw(st.sampled_from([True, True, False])):
             continue
         v2x = (
             V2xParameters(
@@ -376,7 +376,7 @@ def wired_bidirectional_sites(draw):
     return site, sessions
 
 
-@settings(max_examples=examples(25), deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(data=st.data(), case=wired_bidirectional_sites())
 def test_no_line_exceeds_its_phasor_limit_in_either_direction(data, case):
     site, sessions = case

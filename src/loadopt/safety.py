@@ -478,6 +478,7 @@ def violations(
         mag, lim, groups = line_current_magnitudes(problem, problem.dense(own / 10.0))
         fixed_a = problem.base_load_a[None, :]
     else:
+        assert xd is not None and xb is not None
         dis_da = np.zeros((S, T))
         n_sd = st.dv_ub.size - st.bc_ub.size
         dis_da[st.unit_session[st.dv_unit[:n_sd]], st.dv_period[:n_sd]] = xd[:n_sd]
