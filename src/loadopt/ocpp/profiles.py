@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +39,7 @@ from ..schedule import Schedule
 from ..site import Evse, Site
 from .ids import ProfileIds, Purpose, Version, check_version, wire_purpose
 from .merge import merge_periods
+from .numbers import _num, _watts_deci
 from .v2x import schedule_periods, v2x_periods
 
 RateUnit = Literal["A", "W"]
@@ -122,17 +122,6 @@ def _deci(x: np.ndarray | float) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     x = np.where(np.isfinite(x), x, np.where(np.isposinf(x), 1e9, 0.0))
     return np.maximum(np.floor(x * 10.0 + 1e-7), 0).astype(np.int64)
-
-
-def _watts_deci(da: int, voltage_v: float, phases: int) -> int:
-    """Deci-watts of ``da`` deci-amps on ``phases`` lines at ``voltage_v``, rounded down exactly."""
-    f = Fraction(str(voltage_v)) * phases * da
-    return int(f.numerator // f.denominator)
-
-
-def _num(deci: int) -> float:
-    """A one-decimal value as the double that serialises as that decimal (``81`` → ``8.1``)."""
-    return int(deci) / 10
 
 
 def _evse_of(schedule: Schedule) -> dict[str, Evse]:

@@ -41,6 +41,7 @@ import numpy as np
 from ..errors import InputError
 from ..schedule import Schedule
 from ..session import V2xParameters
+from .numbers import _num, _watts_deci
 
 DischargeMode = Literal["setpoint", "limits"]
 
@@ -98,8 +99,6 @@ def period_dict(
     discharge_mode: DischargeMode = "setpoint",
 ) -> dict[str, Any]:
     """One 2.1 ``ChargingSchedulePeriodType`` (see the module docstring for the modes)."""
-    from .profiles import _num, _watts_deci
-
     d: dict[str, Any] = {"startPeriod": int(start_s)}
     if phases > 0:
         d["numberPhases"] = int(phases)
