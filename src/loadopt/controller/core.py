@@ -4,7 +4,7 @@ the problem compiled, the planner run and checked, the result folded back into t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -261,6 +261,48 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         lambda self: self._warm().cold_after_limit_cut,
         lambda self, v: setattr(self._warm(), "cold_after_limit_cut", bool(v)),
     )
+
+    def to_state(self) -> dict[str, Any]:
+        """The controller's state as a JSON-able document (:mod:`loadopt.controller.persist`).
+
+        Returns
+        -------
+        dict
+            Site, settings, planner options, signals, objective, reservations, active sessions
+            with their metered energy (kWh), currents (A) and estimates, expected vehicles and
+            the clock; only JSON types. :meth:`from_state` continues from it.
+        """
+        from .persist import to_state
+
+        return to_state(self)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], planner: Any = None) -> Controller:
+        """A controller continuing from :meth:`to_state` (every part validated as new input).
+
+        Parameters
+        ----------
+        state
+            A document from :meth:`to_state` (e.g. after ``json.loads``).
+        planner
+            The planner of a controller saved with a custom (callable) planner; ``None`` uses
+            the saved options and warm-start settings.
+
+        Returns
+        -------
+        Controller
+            The restored controller; its first step solves cold (no basis is kept).
+
+        Raises
+        ------
+        InputError
+            An unknown setting, session-state or clock field; a custom planner not passed again.
+        ModelError
+            A site, session, signal or objective the models reject.
+        """
+        from .persist import from_state
+
+        return from_state(cls, state, planner)
 
     def on_signal(
         self, signal: Signals | GridSignal | Iterable[GridSignal], now: datetime

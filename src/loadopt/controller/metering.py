@@ -71,8 +71,7 @@ class _Metering(_ControllerState):
             st.delivered_at = at_utc
             st.read_at, st.read_kwh = at_utc, e
         if lines is not None:
-            ev = self.site.evse(st.session.evse)
-            n_ph = min(ev.phases, st.session.phases)
+            _, n_ph = self._evse_draw(st.session)
             if len(lines) == 1:
                 per = tuple(lines[0] if j < n_ph else 0.0 for j in range(3))
             else:

@@ -220,8 +220,8 @@ class _Sessions(_ControllerState):
         rate_a = st.measured_a if st.measured_a is not None else (st.last_limit_a or 0.0)
         if st.last_limit_a is not None:
             rate_a = min(rate_a, st.last_limit_a)
-        ev = self.site.evse(st.session.evse)
-        kw = rate_a * ev.voltage_v * min(ev.phases, st.session.phases) / 1000.0
+        volt, n_ph = self._evse_draw(st.session)
+        kw = rate_a * volt * n_ph / 1000.0
         return st.delivered_kwh + kw * dt_h
 
     def _discharged_estimate(self, st: _SessionState, now: datetime) -> float:
@@ -230,6 +230,6 @@ class _Sessions(_ControllerState):
         if st.discharge_at is None or st.last_discharge_a <= 0:
             return st.discharged_kwh
         dt_h = max((now - st.discharge_at).total_seconds(), 0.0) / 3600.0
-        ev = self.site.evse(st.session.evse)
-        kw = st.last_discharge_a * ev.voltage_v * min(ev.phases, st.session.phases) / 1000.0
+        volt, n_ph = self._evse_draw(st.session)
+        kw = st.last_discharge_a * volt * n_ph / 1000.0
         return st.discharged_kwh + kw * dt_h

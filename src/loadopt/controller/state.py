@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..compile.tree import _site_evse_arrays
 from ..errors import InputError
 from ..objective import Objective
 from ..planner import Planner
@@ -137,6 +138,13 @@ class _ControllerState:
     reservations: dict[str, Reservation]
     log: list[StepRecord]
     last_schedule: Schedule | None
+
+    def _evse_draw(self, session: Session) -> tuple[float, int]:
+        """``(voltage V, phases drawn)`` of ``session`` on its EVSE, from the site's per-EVSE
+        arrays (:func:`loadopt.compile.evse_arrays`, built once per ``site.evses``)."""
+        ea = _site_evse_arrays(self.site)
+        k = self._evse_index[session.evse]
+        return float(ea["evse_voltage_v"][k]), min(int(ea["evse_phases"][k]), session.phases)
 
     def _tick(self, t: datetime) -> None:
         if self._clock is None or t > self._clock:
