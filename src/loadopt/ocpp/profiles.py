@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -124,10 +124,6 @@ def _deci(x: np.ndarray | float) -> np.ndarray:
     return np.maximum(np.floor(x * 10.0 + 1e-7), 0).astype(np.int64)
 
 
-def _evse_of(schedule: Schedule) -> dict[str, Evse]:
-    return {e.id: e for e in schedule.problem.site.evses}
-
-
 def session_phases(schedule: Schedule) -> np.ndarray:
     """(S, T) numberPhases per session and period: the MILP's choice, else min(EVSE, vehicle)."""
     p = schedule.problem
@@ -153,13 +149,12 @@ def tx_profiles(
     :class:`StationCaps`. Periods are merged to the EVSE's maximum number of periods.
     """
     p = schedule.problem
-    evses = _evse_of(schedule)
     caps = caps or {}
     h = p.horizon
     bounds = h.period_bounds_s().astype(np.int64)
     end_s = int(bounds[-1])
-    if session_ids is None:
-        idx = [i for i, s in enumerate(p.sessions) if s.arrival <= h.start < s.departure]
+    if session_ids is None:  # plugged in at the horizon start (s from it: arrival <= 0 < departure)
+        idx = np.flatnonzero((p.session_arrival_s <= 0) & (p.session_departure_s > 0)).tolist()
     else:
         idx = [p.session_index(sid) for sid in session_ids]
     cur_da = _deci(schedule.current)
@@ -167,8 +162,9 @@ def tx_profiles(
     starts = bounds[:-1]
     out = []
     for i in idx:
-        s = p.sessions[i]
-        ev = evses[s.evse]
+        sid = p.session_ids[i]
+        k = int(p.session_evse[i])
+        ev = p.site.evses[k]  # identity and station settings; the numbers are the Problem's
         unit, maxp, switch = caps.get(ev.id, StationCaps()).apply(ev)
         min_da = int(_deci(p.session_min_current[i]))
         row = cur_da[i]
@@ -183,7 +179,8 @@ def tx_profiles(
         else:
             lim = np.repeat(row[:, None], 3, axis=1)
             st, lm, ph = merge_periods(starts, lim, nph[i], maxp, end_s)
-        tx = (transaction_ids or {}).get(s.id, s.id)
+        tx = (transaction_ids or {}).get(sid, sid)
+        dep_s = float(p.session_departure_s[i])
         out.append(
             Profile(
                 charge_point_id=ev.charge_point_id,
@@ -193,11 +190,11 @@ def tx_profiles(
                 starts=st,
                 limits=lm,
                 phases=ph,
-                voltage_v=ev.voltage_v,
+                voltage_v=float(p.evse_voltage_v[k]),
                 rate_unit=unit,
-                session_id=s.id,
+                session_id=sid,
                 transaction_id=tx,
-                valid_to=s.departure if s.departure > h.start else None,
+                valid_to=h.start_utc + timedelta(seconds=dep_s) if dep_s > 0 else None,
                 min_rate_da=min_da if min_da > 0 else None,
                 phase_switching=switch,
                 discharge=dis,
@@ -354,15 +351,16 @@ def tx_default_profiles(
     bounds = h.period_bounds_s().astype(np.int64)
     starts = bounds[:-1]
     out = []
-    for k, ev in enumerate(p.site.evses):
+    for k, ev in enumerate(p.site.evses):  # identity and station settings; numbers: arrays
         if cps is not None and ev.charge_point_id not in cps:
             continue
         unit, maxp, switch = caps.get(ev.id, StationCaps()).apply(ev)
+        n_ph = int(p.evse_phases[k])
         lines = np.where(allow.idle[k][None, :], allow.newcomer[k], 0).T.copy()  # (T, 3)
-        lines[:, ev.phases :] = 0
-        low = lines[:, : ev.phases].min(axis=1) < int(_deci(ev.min_current))
+        lines[:, n_ph:] = 0
+        low = lines[:, :n_ph].min(axis=1) < int(_deci(p.evse_min_current[k]))
         lines[low] = 0
-        st, lm, ph = merge_periods(starts, lines, np.full(T, ev.phases), maxp, int(bounds[-1]))
+        st, lm, ph = merge_periods(starts, lines, np.full(T, n_ph), maxp, int(bounds[-1]))
         out.append(
             Profile(
                 charge_point_id=ev.charge_point_id,
@@ -372,10 +370,10 @@ def tx_default_profiles(
                 starts=st,
                 limits=lm,
                 phases=ph,
-                voltage_v=ev.voltage_v,
+                voltage_v=float(p.evse_voltage_v[k]),
                 rate_unit=unit,
                 phase_switching=switch,
-                per_phase=ev.phases == 3,
+                per_phase=n_ph == 3,
             )
         )
     return out
@@ -482,21 +480,21 @@ def station_max_profiles(
     for cp, ks in by_cp.items():
         if cps is not None and cp not in cps:
             continue
-        evs = [p.site.evses[k] for k in ks]
+        evs = [p.site.evses[k] for k in ks]  # identity and station settings
         # per site phase: own scheduled draw + newcomer allowance of idle EVSEs
         per_phase = np.zeros((3, T), dtype=np.int64)
         used = np.zeros(3, dtype=bool)
         rated = np.zeros(3, dtype=np.int64)
-        for k, ev in zip(ks, evs, strict=True):
-            for j in range(ev.phases):
+        for k in ks:
+            for j in range(int(p.evse_phases[k])):
                 site_ph = int(allow.evse_line_phase[k, j])
                 used[site_ph] = True
-                rated[site_ph] += int(_deci(ev.max_current))
+                rated[site_ph] += int(_deci(p.evse_max_current[k]))
                 per_phase[site_ph] += allow.load_da[k, j] + np.where(
                     allow.idle[k], allow.newcomer[k, j], 0
                 )
-        rots = {ev.site_phases for ev in evs}
-        nph = max(ev.phases for ev in evs)
+        rots = {tuple(int(x) for x in p.evse_site_phases[k]) for k in ks}
+        nph = int(max(p.evse_phases[k] for k in ks))
         if len(rots) == 1:
             rot = next(iter(rots))
             lines = np.stack([per_phase[rot[j]] for j in range(3)], axis=1)  # (T, 3)
@@ -522,7 +520,7 @@ def station_max_profiles(
                 starts=st,
                 limits=lm,
                 phases=ph,
-                voltage_v=min(ev.voltage_v for ev in evs),
+                voltage_v=float(min(p.evse_voltage_v[k] for k in ks)),
                 rate_unit=unit,
                 per_phase=per_line,
             )
