@@ -899,3 +899,67 @@ def test_a_ghosts_txprofile_keeps_counting_until_the_station_shows_the_end():
     )
     assert ("A", 1) not in ad.belief.active_tx
     assert may_draw(later) <= ghost_a
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+def test_a_restarted_csms_counts_the_transactions_it_does_not_know(version):
+    """Issue 9 (review r1 hole 2): after a CSMS restart a station reconnects (no boot) with a car
+    charging under a TxProfile the new adapter never sent. Until it is confirmed, that connector
+    counts at its hardware maximum, not at the 0 A default it accepts: no other connector is
+    raised into current the silent car may still draw. Checked on the stations' own stores."""
+    site = lo.Site(
+        nodes=(lo.Node(id="g", kind="grid_connection", max_current=32.0),),
+        evses=(
+            lo.Evse(id="x1", node="g", charge_point_id="X", connector_id=1, max_current=32),
+            lo.Evse(id="y1", node="g", charge_point_id="Y", connector_id=1, max_current=32),
+        ),
+    )
+
+    def adapter():
+        ad = CsmsAdapter(Controller(site, step_s=900, n_periods=8, method="fast"))
+        assert ad.connect("X", version) and ad.connect("Y", "1.6")
+        return ad
+
+    def start(ad, cp, at):
+        if cp == "X" and version != "1.6":
+            wire = f"{cp}-{at.timestamp():.0f}"
+            assert ad.on_transaction_event(
+                cp,
+                {
+                    "eventType": "Started",
+                    "timestamp": _iso(at),
+                    "seqNo": 0,
+                    "triggerReason": "CablePluggedIn",
+                    "transactionInfo": {"transactionId": wire},
+                    "evse": {"id": 1},
+                },
+            )
+            return wire
+        return ad.on_start_transaction(
+            cp, {"connectorId": 1, "meterStart": 0, "timestamp": _iso(at)}, transaction_id=77
+        )
+
+    sims = {
+        "X": SimStation("X", version, [site.evses[0]]),
+        "Y": SimStation("Y", "1.6", [site.evses[1]]),
+    }
+    ad = adapter()
+    _deliver(ad, sims, ad.poll(T0), T0)
+    sims["X"].tx[1] = start(ad, "X", T0)
+    _deliver(ad, sims, ad.step(T0), T0)
+    x_before = sims["X"].may_draw(1, T0.timestamp())[0]
+    assert x_before >= 6.0  # the car charges under our TxProfile
+    # the CSMS restarts: a fresh adapter, the stations reconnect without a BootNotification
+    t1 = T0 + timedelta(minutes=2)
+    ad = adapter()
+    _deliver(ad, sims, ad.poll(t1), t1)
+    sims["Y"].tx[1] = start(ad, "Y", t1)  # a new car on the other station
+    for k in range(4):
+        t = t1 + timedelta(minutes=k)
+        _deliver(ad, sims, ad.step(t), t)
+        for s in (0, 60, 899, 900, 1800):
+            got = [sims[cp].may_draw(1, t.timestamp() + s)[0] for cp in ("X", "Y")]
+            assert sum(got) <= 32.0 + 1e-6, (k, s, got)
+    assert sims["X"].may_draw(1, t.timestamp())[0] == x_before  # still charging, untouched
+    worst = ad.belief.worst_a(np.array([t.timestamp()]))[0]
+    assert worst[0, 0] >= x_before  # the belief bounds what the station holds
