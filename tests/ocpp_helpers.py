@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -200,7 +202,10 @@ class SimStation:
 
     ``rejects_w`` / ``rejects_a``: answers ``Rejected`` to a W / an A profile; ``max_periods``:
     rejects longer schedules; a TxProfile for a transaction it does not run is rejected
-    (TxNotFound)."""
+    (TxNotFound). ``now_s``: the station's clock (epoch s; None: the wall clock), for
+    ``GetCompositeSchedule``. ``GetChargingProfiles`` (2.x) queues its ``ReportChargingProfiles``
+    payloads, ``TriggerMessage`` its ``StatusNotification``, in ``outgoing`` (the station's own
+    calls, for the harness to deliver: :func:`deliver_outgoing`)."""
 
     def __init__(
         self,
@@ -220,6 +225,8 @@ class SimStation:
         self.store: dict[int, tuple[int, dict]] = {}  # profile id -> (connector, profile)
         self.tx: dict[int, int | str] = {}  # connector -> running transaction
         self.factory_default_a = factory_default_a
+        self.now_s: float | None = None
+        self.outgoing: list[tuple[str, dict]] = []
         self._factory()
 
     def _factory(self) -> None:
@@ -256,6 +263,25 @@ class SimStation:
             pid = payload.get("id", payload.get("chargingProfileId"))
             ok = self.store.pop(pid, None) is not None
             return {"status": "Accepted" if ok else "Unknown"}
+        if action == "GetCompositeSchedule":
+            return self._composite(payload)
+        if action == "GetChargingProfiles":
+            return self._report(payload)
+        if action == "TriggerMessage" and payload.get("requestedMessage") == "StatusNotification":
+            conn = payload.get("connectorId", (payload.get("evse") or {}).get("id"))
+            if conn not in self.evses:
+                return {"status": "Rejected"}
+            busy = conn in self.tx
+            if self.version == "1.6":
+                status = {"connectorId": conn, "errorCode": "NoError"}
+                status["status"] = "Charging" if busy else "Available"
+            else:
+                status = {"evseId": conn, "connectorId": 1}
+                status["connectorStatus"] = "Occupied" if busy else "Available"
+            stamp = self.now_s if self.now_s is not None else time.time()
+            status["timestamp"] = datetime.fromtimestamp(stamp, UTC).isoformat()
+            self.outgoing.append(("StatusNotification", status))
+            return {"status": "Accepted"}
         if action == "GetConfiguration":
             unit = "Current" if self.rejects_w else "Current,Power"
             return {
@@ -291,6 +317,70 @@ class SimStation:
                 ]
             }
         return {"status": "Rejected"}
+
+    def _composite(self, payload: dict) -> dict:
+        """What the store lets the connector draw over ``duration`` from now, in A (the largest
+        line, rounded up to 0.1 A: an upper bound, as the adapter reads ``limit`` per line)."""
+        conn = payload.get("connectorId", payload.get("evseId"))
+        if conn not in self.evses:
+            return {"status": "Rejected"}
+        start = math.floor(self.now_s if self.now_s is not None else time.time())
+        dur = int(payload["duration"])
+        pts = {0}
+        for _, prof in self.store.values():
+            sch = prof["chargingSchedule"]
+            s0 = _t(sch["startSchedule"])
+            ends = [s0 + q["startPeriod"] for q in sch["chargingSchedulePeriod"]]
+            if "validTo" in prof:
+                ends.append(_t(prof["validTo"]))
+            pts |= {math.ceil(t - start) for t in ends if 0 < t - start < dur}
+        periods = []
+        for off in sorted(pts):
+            got = self.may_draw(conn, start + off)
+            lim = math.ceil(max(got[:3]) * 10 - 1e-9) / 10
+            if not periods or periods[-1]["limit"] != lim:
+                periods.append({"startPeriod": off, "limit": lim})
+        iso = datetime.fromtimestamp(start, UTC).isoformat().replace("+00:00", "Z")
+        sched = {"duration": dur, "chargingRateUnit": "A", "chargingSchedulePeriod": periods}
+        if self.version == "1.6":
+            return {
+                "status": "Accepted",
+                "connectorId": conn,
+                "scheduleStart": iso,
+                "chargingSchedule": {**sched, "startSchedule": iso},
+            }
+        return {"status": "Accepted", "schedule": {**sched, "evseId": conn, "scheduleStart": iso}}
+
+    def _report(self, payload: dict) -> dict:
+        """2.x GetChargingProfiles by id: the matching profiles, one report per EVSE (TxProfiles
+        only of the transaction running there: a station deletes the others)."""
+        ids = set((payload.get("chargingProfile") or {}).get("chargingProfileId") or [])
+        by_evse: dict[int, list] = {}
+        for pid, (c, p) in sorted(self.store.items()):
+            if ids and pid not in ids:
+                continue
+            if p["chargingProfilePurpose"] == "TxProfile" and str(self.tx.get(c)) != str(
+                p.get("transactionId")
+            ):
+                continue
+            by_evse.setdefault(c, []).append({**p, "chargingSchedule": [p["chargingSchedule"]]})
+        if not by_evse:
+            return {"status": "NoProfiles"}
+        evses = sorted(by_evse)
+        for i, c in enumerate(evses):
+            self.outgoing.append(
+                (
+                    "ReportChargingProfiles",
+                    {
+                        "requestId": payload["requestId"],
+                        "chargingLimitSource": "CSO",
+                        "evseId": c,
+                        "tbc": i < len(evses) - 1,
+                        "chargingProfile": by_evse[c],
+                    },
+                )
+            )
+        return {"status": "Accepted"}
 
     def _set(self, payload: dict) -> str:
         if self.version == "1.6":
@@ -379,6 +469,16 @@ class SimStation:
         ev = self.evses[conn]
         lines = [ev.max_current] * ev.phases + [0.0] * (3 - ev.phases)
         return (*lines, ev.max_current * ev.voltage_v * ev.phases / 1000.0)  # type: ignore
+
+
+def deliver_outgoing(ad, cp: str, sim: SimStation) -> None:
+    """Hand the station's own calls (reports, status notifications) to the adapter."""
+    for action, payload in sim.outgoing:
+        if action == "ReportChargingProfiles":
+            ad.on_report_charging_profiles(cp, payload)
+        elif action == "StatusNotification":
+            ad.on_status_notification(cp, payload)
+    sim.outgoing.clear()
 
 
 def site_rows(

@@ -15,7 +15,7 @@ import loadopt as lo
 from loadopt.controller import Controller
 from loadopt.ocpp import CsmsAdapter, to_payload, validate
 
-from .ocpp_helpers import T0, SimStation
+from .ocpp_helpers import T0, SimStation, deliver_outgoing
 
 
 def _iso(t):
@@ -64,6 +64,8 @@ def _deliver(ad, sims, msgs, now, status=None):
     """Every message to its simulated station, every answer back; then what became safe, until
     nothing is left. Returns everything sent."""
     sent = []
+    for sim in sims.values():
+        sim.now_s = now.timestamp()
     while msgs:
         _check(msgs, ad)
         sent += msgs
@@ -72,6 +74,7 @@ def _deliver(ad, sims, msgs, now, status=None):
             if status is not None and action == "SetChargingProfile":
                 resp = {"status": status}
             ad.on_response(cp, action, payload, resp, now=now)
+            deliver_outgoing(ad, cp, sims[cp])  # its reports and status notifications
         msgs = ad.poll(now)
     return sent
 
@@ -98,9 +101,13 @@ def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
     _check(msgs, ad)
     actions = [(cp, a) for cp, a, _ in msgs]
     # the capabilities are asked; unknown defaults get their 0 in the same wave (boot window)
+    # 1.6 (no GetChargingProfiles): the status and composite schedule of every connector, whose
+    # TxProfile from before this adapter is unknown
     assert sorted(set(actions)) == [
+        ("A", "GetCompositeSchedule"),
         ("A", "GetConfiguration"),
         ("A", "SetChargingProfile"),
+        ("A", "TriggerMessage"),
         ("B", "GetChargingProfiles"),
         ("B", "GetVariables"),
         ("B", "SetChargingProfile"),
@@ -112,6 +119,7 @@ def test_connect_asks_capabilities_and_sends_safe_defaults_before_any_plan():
     assert ad.controller.reservations["b1"].current_a == (32.0, 32.0, 32.0)
     for cp, a, p in msgs:  # other profiles wait for the capabilities (one deadline at most)
         ad.on_response(cp, a, p, sims[cp].handle(a, p), now=T0)
+        deliver_outgoing(ad, cp, sims[cp])  # A's connectors: Available (no transaction)
     msgs = ad.poll(T0)
     _check(msgs, ad)
     assert ("A", "TxDefaultProfile") in _purposes(msgs)
@@ -680,9 +688,12 @@ def test_boot_default_goes_with_the_capability_queries(rejects_a):
     ts = np.array([t.timestamp()])
     # in flight: budgeted at the hardware maximum
     assert np.allclose(ad.belief.worst_a(ts)[0, ka, 0], 16.0)
-    for _, a, p in wave:  # the defaults are answered first; the capabilities are not (yet)
-        if a == "SetChargingProfile":
+    # the defaults, status and composite schedules (the TxProfiles from before the boot are
+    # unknown too) are answered first; the capabilities are not (yet)
+    for _, a, p in wave:
+        if a != "GetConfiguration":
             ad.on_response("A", a, p, sims["A"].handle(a, p), now=t)
+            deliver_outgoing(ad, "A", sims["A"])
     if rejects_a:
         retry = [m for m in ad.poll(t) if m[0] == "A"]
         _check(retry, ad)

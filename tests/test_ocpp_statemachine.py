@@ -4,7 +4,8 @@ Simulated stations (tests/ocpp_helpers.SimStation: a profile store by the OCPP r
 written from the wire payloads only) receive what the CsmsAdapter sends over a network that
 delays, reorders answers, drops messages and answers, while stations reject, go silent, reboot
 (keeping or wiping their profiles), disconnect and reconnect, cars plug in and leave (stops lost
-or not), and the grid limit drops. After every rule, from the stations' OWN stores and the raw
+or not), the grid limit drops, and the CSMS itself restarts (a fresh adapter, while the stations
+keep their profiles and transactions). After every rule, from the stations' OWN stores and the raw
 site data (not the adapter's belief, not the library's check()):
 
 - what every connector lets a car draw, summed per node and site phase and as grid kW, at every
@@ -26,7 +27,7 @@ import loadopt as lo
 from loadopt.controller import Controller
 from loadopt.ocpp import CsmsAdapter
 
-from .ocpp_helpers import SimStation, site_excess, site_rows
+from .ocpp_helpers import SimStation, deliver_outgoing, site_excess, site_rows
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 H_S = 3600
@@ -80,10 +81,7 @@ EVSES = st.sampled_from([(e.charge_point_id, e.connector_id) for e in SITE.evses
 
 
 class Site(RuleBasedStateMachine):
-    @initialize()
-    def boot_everything(self) -> None:
-        self.now = T0
-        self.grid_kw: float | None = 22.0
+    def _new_adapter(self) -> CsmsAdapter:
         ctl = Controller(
             SITE,
             step_s=300,
@@ -91,7 +89,14 @@ class Site(RuleBasedStateMachine):
             method="fast",
             signals=lo.Signals(grid_import_limit_kw=self.grid_kw),
         )
-        self.ad = CsmsAdapter(ctl, send_timeout_s=20.0, backoff_s=(5.0, 40.0), min_on_s=600.0)
+        return CsmsAdapter(ctl, send_timeout_s=20.0, backoff_s=(5.0, 40.0), min_on_s=600.0)
+
+    @initialize()
+    def boot_everything(self) -> None:
+        self.now = T0
+        self.grid_kw: float | None = 22.0
+        self.restarts = 0
+        self.ad = self._new_adapter()
         self.st = {
             "A": SimStation(
                 "A",
@@ -128,7 +133,12 @@ class Site(RuleBasedStateMachine):
     def _apply(self, cp: str, action: str, payload: dict):
         """The station applies one message; the invariant is checked right after it, so a
         transient state between two stations' answers is checked too."""
-        resp = self.st[cp].handle(action, payload)
+        sim = self.st[cp]
+        sim.now_s = self.now.timestamp()
+        resp = sim.handle(action, payload)
+        if cp in self.token:  # its own calls (reports, status), in order with its other events
+            deliver_outgoing(self.ad, cp, sim)
+        sim.outgoing.clear()
         if hasattr(self, "snap"):
             self._check()
         return resp
@@ -266,7 +276,9 @@ class Site(RuleBasedStateMachine):
                 "meterStart": 0,
                 "timestamp": self.now.isoformat(),
             }
-            tx = self.ad.on_start_transaction(cp, req)
+            # after a restart the CSMS numbers past the ids it gave before (its database)
+            own = 1000 * self.restarts + self.n_tx if self.restarts else None
+            tx = self.ad.on_start_transaction(cp, req, transaction_id=own)
             if retry:  # the .conf was lost: the station retries the same request
                 assert self.ad.on_start_transaction(cp, dict(req)) == tx
             sim.tx[conn] = tx
@@ -344,6 +356,51 @@ class Site(RuleBasedStateMachine):
             assert cp in self.ad.versions
         self._route(self.ad.poll(self.now))
 
+    @rule(evse=EVSES)
+    def car_reports(self, evse: tuple[str, int]) -> None:
+        """A running transaction shows itself: 1.6 MeterValues with its transactionId, 2.x a
+        TransactionEvent Updated (how a CSMS that restarted learns it)."""
+        cp, conn = evse
+        tx = self.st[cp].tx.get(conn)
+        if tx is None or cp not in self.token:
+            return
+        stamp = self.now.isoformat()
+        if VERSION[cp] == "1.6":
+            mv = [{"timestamp": stamp, "sampledValue": [{"value": "0"}]}]
+            self.ad.on_meter_values(
+                cp, {"connectorId": conn, "transactionId": tx, "meterValue": mv}
+            )
+        else:
+            self.ad.on_transaction_event(
+                cp,
+                {
+                    "eventType": "Updated",
+                    "timestamp": stamp,
+                    "triggerReason": "MeterValuePeriodic",
+                    "transactionInfo": {"transactionId": tx},
+                    "evse": {"id": conn},
+                },
+            )
+
+    @rule(back=st.sets(CPS), delivered=st.booleans())
+    def csms_restarts(self, back: set[str], delivered: bool) -> None:
+        """The CSMS restarts: a fresh adapter (nothing known), while the stations keep their
+        profiles and transactions. What was on the wire is applied by the stations or lost
+        (``delivered``), its answers lost; the stations in ``back`` reconnect at once (no
+        BootNotification), the others later."""
+        for cp in self.st:
+            while self.inbox[cp]:
+                action, payload = self.inbox[cp].pop(0)
+                if delivered:
+                    self._apply(cp, action, payload)
+        self.answers.clear()
+        self.restarts += 1
+        self.ad = self._new_adapter()
+        self.token = {}
+        for cp in sorted(back):
+            self.token[cp] = self.ad.connect(cp, VERSION[cp])
+        self._route(self.ad.poll(self.now))
+
     @rule(kw=st.sampled_from([8.0, 14.0, 22.0]))
     def grid_limit_changes(self, kw: float) -> None:
         if self.grid_kw is not None and kw < self.grid_kw:
@@ -357,6 +414,8 @@ class Site(RuleBasedStateMachine):
         for cp in self.st:
             if cp not in self.token:
                 self.token[cp] = self.ad.connect(cp, VERSION[cp])
+        for cp, conn in [(e.charge_point_id, e.connector_id) for e in SITE.evses]:
+            self.car_reports((cp, conn))
         for _ in range(3):
             self._route(self.ad.step(self.now))
             for _ in range(3):
@@ -432,3 +491,26 @@ def test_an_increase_waits_for_the_decrease_it_depends_on(fault):
     m.settle()
     b = m.st["B"].may_draw(1, m.now.timestamp())
     assert b[0] > 0, "the increase was never released"
+
+
+@pytest.mark.parametrize("back", ["all", "B first"])
+def test_a_csms_restart_counts_what_the_stations_still_hold(back):
+    """Directed: the site charges two cars (A, 1.6 and C, 1.6) under our TxProfiles; the CSMS
+    restarts (a fresh adapter, the stations keep profiles and transactions) and the stations
+    reconnect without a BootNotification; a car plugs in at B. The new adapter must not raise B
+    into current the cars it does not know may still draw (checked on the stations' stores after
+    every message, as in the machine); once the transactions show themselves, all is planned."""
+    m = Site()
+    m.boot_everything()
+    assert any(m.st[cp].may_draw(1, m.now.timestamp())[0] > 0 for cp in ("A", "C"))
+    m.csms_restarts({"B"} if back == "B first" else {"A", "B", "C"}, True)
+    m.car_plugs_in(("B", 1), False)
+    for cp in ("A", "C"):
+        m.connection(cp, "back")
+    for _ in range(4):
+        m.tick_and_network(["B", "A", "C"], "B", "none", 3)
+        m.per_instant_invariant()
+        m.advance(30)
+    m.settle()
+    assert not m.ad.reserved, m.ad.reserved  # all identified and confirmed
+    assert m.st["B"].may_draw(1, m.now.timestamp())[0] > 0, "B never charged"

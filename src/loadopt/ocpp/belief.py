@@ -19,9 +19,14 @@ largest limit any possibly-held state gives it:
 - the ``TxDefaultProfile`` part: the largest limit of its possibly-held defaults in force at
   ``t``; ``UNKNOWN``, none, or one not in force (before ``startSchedule``, after ``validTo``)
   means the hardware maximum;
-- the ``TxProfile`` part (only while the adapter knows of a transaction on the connector): the
-  largest limit of the possibly-held TxProfiles of *that* transaction in force at ``t``
-  (``UNKNOWN``: the hardware maximum);
+- the ``TxProfile`` part: the largest limit of the possibly-held TxProfiles in force at ``t``
+  of the connector's open transaction, or of any transaction when the adapter knows none there
+  (a station may run one the adapter never saw: a CSMS restart). ``UNKNOWN`` (a connector first
+  seen by this adapter, or rebooted: a TxProfile from before may be in force, whatever its
+  transaction) means the hardware maximum, with or without a known transaction, until the slot
+  is confirmed (:meth:`Belief.resolve`, or an ``Accepted`` TxProfile). A *snapshot* read from a
+  ``GetCompositeSchedule`` answer (purpose :data:`COMPOSITE`) bounds the connector over the
+  span the station reported and means the hardware maximum outside it;
 - ``min(hardware maximum, max(both parts))``. Taking the maximum of both, not the TxProfile
   alone, also covers a station that dropped the TxProfile (transaction unknown to it, a stop that
   never arrived) and falls back to its default.
@@ -56,6 +61,10 @@ class _Unknown:
 
 #: A slot whose content is not known (never seen, rebooted): it does not limit the connector.
 UNKNOWN = _Unknown()
+
+#: ``Held.purpose`` of a snapshot read from a ``GetCompositeSchedule`` answer: everything the
+#: station lets the connector draw over the reported span (its ``validTo`` is the span's end).
+COMPOSITE = "composite"
 
 
 def epoch_s(t: datetime) -> float:
@@ -164,6 +173,9 @@ class Sent:
 class Slot:
     base: Held | _Unknown | None = UNKNOWN
     sent: list[Sent] = field(default_factory=list)
+    #: bumped whenever ``base`` becomes unknown: a snapshot (report, composite schedule) asked
+    #: in an older generation is stale and resolves nothing
+    gen: int = 0
 
     def candidates(self) -> list[Held | _Unknown | None]:
         return [self.base, *[s.held for s in self.sent]]
@@ -194,10 +206,41 @@ class Belief:
         self.active_tx: dict[tuple[str, int], int | str] = {}
 
     def slot(self, key: SlotKey) -> Slot:
+        """The slot of ``key``; a slot first seen is unknown (the station may hold anything from
+        before this adapter existed, a TxProfile of a transaction it never saw included)."""
         s = self.slots.get(key)
-        if s is None:  # a TxProfile of ours exists only once sent; anything else is unknown
-            s = self.slots[key] = Slot(None if key[2] == "tx" else UNKNOWN)
+        if s is None:
+            s = self.slots[key] = Slot(UNKNOWN)
         return s
+
+    def _cands(self, key: SlotKey) -> list[Held | _Unknown | None]:
+        s = self.slots.get(key)
+        return s.candidates() if s is not None else [UNKNOWN]
+
+    def unsure(self, key: SlotKey) -> bool:
+        """Slot ``key`` is unknown or known only from a composite snapshot."""
+        s = self.slots.get(key)
+        b = UNKNOWN if s is None else s.base
+        return b is UNKNOWN or (isinstance(b, Held) and b.purpose == COMPOSITE)
+
+    def set_unknown(self, key: SlotKey) -> None:
+        """Whatever slot ``key`` holds is unknown from now on (messages in flight stay)."""
+        s = self.slot(key)
+        s.base = UNKNOWN
+        s.gen += 1
+
+    def resolve(self, key: SlotKey, held: Held | None, gen: int) -> bool:
+        """A snapshot of what the station holds (``ReportChargingProfiles``: ``held`` or ``None``
+        for none of ours; ``GetCompositeSchedule``: a :data:`COMPOSITE` ``held``) asked while the
+        slot was in generation ``gen``. It replaces the base only while the base is unsure and
+        still of that generation: a base confirmed since (an ``Accepted`` answer, an end of
+        transaction) is newer than the snapshot, and a slot that became unknown since (a reboot)
+        is not described by it. Messages in flight stay possibly held."""
+        s = self.slot(key)
+        if s.gen != gen or not self.unsure(key):
+            return False
+        s.base = held
+        return True
 
     # ---------------------------------------------------------------- events
     def sent(self, msg: Sent) -> None:
@@ -230,23 +273,21 @@ class Belief:
         for e in self.evses:
             if e.charge_point_id != cp:
                 continue
-            # messages in flight stay tracked: an answer after the boot means it applied them
-            self.slot((cp, e.connector_id, "tx_default")).base = UNKNOWN
-            self.slots[(cp, e.connector_id, "tx")] = Slot(None)
+            # messages in flight stay tracked: an answer after the boot means it applied them.
+            # The TxProfile is unknown too: a station may resume a transaction after a reboot.
+            self.set_unknown((cp, e.connector_id, "tx_default"))
+            self.set_unknown((cp, e.connector_id, "tx"))
             self.active_tx.pop((cp, e.connector_id), None)
-        self.slot((cp, 0, "station_max")).base = UNKNOWN
+        self.set_unknown((cp, 0, "station_max"))
 
     # ---------------------------------------------------------------- queries
     def synced(self, k: int) -> bool:
         """EVSE ``k``'s slots are all known and nothing sent for them went unanswered."""
         e = self.evses[k]
         for purpose in ("tx_default", "tx"):
-            slot = self.slots.get((e.charge_point_id, e.connector_id, purpose))
-            if slot is None:
-                if purpose == "tx_default":
-                    return False
-                continue
-            if slot.base is UNKNOWN or any(m.expired for m in slot.sent):
+            key = (e.charge_point_id, e.connector_id, purpose)
+            slot = self.slots.get(key)
+            if slot is None or self.unsure(key) or any(m.expired for m in slot.sent):
                 return False
         return True
 
@@ -273,8 +314,7 @@ class Belief:
         hw = self.hw_a[k]
         n = times_s.size
         dkey = (e.charge_point_id, e.connector_id, "tx_default")
-        dslot = self.slots.get(dkey)
-        cands = dslot.candidates() if dslot is not None else [UNKNOWN]
+        cands = self._cands(dkey)
         if dkey in override:
             cands = [*cands, override[dkey]]
         default = np.full((n, 3), -np.inf)
@@ -287,18 +327,19 @@ class Belief:
             default = np.maximum(default, v)
         worst = default
         tx = self.active_tx.get((e.charge_point_id, e.connector_id))
-        if tx is not None:
-            tkey = (e.charge_point_id, e.connector_id, "tx")
-            tslot = self.slots.get(tkey)
-            tc = tslot.candidates() if tslot is not None else []
-            if tkey in override:
-                tc = [*tc, override[tkey]]
-            for c in tc:
-                if c is UNKNOWN:
-                    worst = np.maximum(worst, np.inf)
-                elif isinstance(c, Held) and _same_tx(c.transaction_id, tx):
-                    v = c.limit_at(times_s)
-                    worst = np.maximum(worst, np.where(np.isnan(v), 0.0, v))
+        tkey = (e.charge_point_id, e.connector_id, "tx")
+        tc = self._cands(tkey)
+        if tkey in override:
+            tc = [*tc, override[tkey]]
+        for c in tc:
+            if c is UNKNOWN:
+                worst = np.maximum(worst, np.inf)
+            elif isinstance(c, Held) and c.purpose == COMPOSITE:  # unknown outside its span
+                v = c.limit_at(times_s)
+                worst = np.maximum(worst, np.where(np.isnan(v), np.inf, v))
+            elif isinstance(c, Held) and (tx is None or _same_tx(c.transaction_id, tx)):
+                v = c.limit_at(times_s)
+                worst = np.maximum(worst, np.where(np.isnan(v), 0.0, v))
         return np.minimum(worst, hw[None, :])
 
     def _slot_values(
@@ -318,17 +359,15 @@ class Belief:
         k = self.index[(key[0], key[1])]
         hw = np.broadcast_to(self.hw_a[k], (times_s.size, 3))
         dkey = (key[0], key[1], "tx_default")
-        dslot = self.slots.get(dkey)
-        dc = dslot.candidates() if dslot is not None else [UNKNOWN]
-        low_d = np.min([self._slot_values(c, times_s, hw, 0.0) for c in dc], axis=0)
+        low_d = np.min([self._slot_values(c, times_s, hw, 0.0) for c in self._cands(dkey)], axis=0)
         if key[2] == "tx_default":
             return np.minimum(low_d, hw)
-        tslot = self.slots.get(key)
-        tc = tslot.candidates() if tslot is not None else [None]
         tx = self.active_tx.get((key[0], key[1]))
         vals = []
-        for c in tc:
-            if isinstance(c, Held) and not _same_tx(c.transaction_id, tx):
+        for c in self._cands(key):
+            if isinstance(c, Held) and c.purpose == COMPOSITE:
+                c = UNKNOWN  # a snapshot of everything: says nothing about our TxProfile
+            elif isinstance(c, Held) and not _same_tx(c.transaction_id, tx):
                 c = None
             vals.append(self._slot_values(c, times_s, low_d, 0.0))
         return np.minimum(np.min(vals, axis=0), hw)
@@ -354,4 +393,4 @@ def _same_tx(a: Any, b: Any) -> bool:
     return a is not None and str(a) == str(b)
 
 
-__all__ = ["UNKNOWN", "Belief", "Held", "Sent", "Slot", "epoch_s", "held_from_payload"]
+__all__ = ["COMPOSITE", "UNKNOWN", "Belief", "Held", "Sent", "Slot", "epoch_s", "held_from_payload"]

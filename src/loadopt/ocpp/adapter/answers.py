@@ -6,15 +6,15 @@ belief.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from ...errors import InputError
-from ..belief import UNKNOWN, epoch_s, held_from_payload
+from ..belief import COMPOSITE, epoch_s, held_from_payload
 from ..guard import EPS
-from .state import _AdapterState, _Rejected, _unit_of
+from .state import _AdapterState, _number, _Rejected, _time, _unit_of
 
 
 class _Answers(_AdapterState):
@@ -29,6 +29,12 @@ class _Answers(_AdapterState):
             return self._skip(f"charge point {cp!r}: ReportChargingProfiles without a list")
         v = self.versions.get(cp, "2.0.1")
         evse = payload.get("evseId")
+        rid = payload.get("requestId")
+        rid = rid if isinstance(rid, int) and not isinstance(rid, bool) else -1
+        # only an answer to our own request describes a slot (its generation when asked)
+        req = self._reports.get(rid)
+        if req is not None and req[0] != cp:
+            req = None
         from ...grid.ocpp_constraints import PURPOSE, report_charging_profiles, source_of
 
         ok = True
@@ -61,15 +67,21 @@ class _Answers(_AdapterState):
                     v,
                     ev.voltage_v if ev else self.site.voltage_v,
                 )
-                slot = self.belief.slot(key)
-                if not slot.sent and held is not None:
-                    slot.base = held
+                if held is not None and req is not None:
+                    req[2].add(key)
+                    gen = req[1].get(key, self.belief.slot(key).gen)
+                    self.belief.resolve(key, held, gen)
             elif (cp, evse) in self._evse:
                 self._skip(
                     f"charge point {cp!r} EVSE {evse}: holds a foreign profile {pid!r} "
                     "that may override loadopt's; budgeted at its maximum"
                 )
-                self.belief.slot((cp, evse, "tx_default")).base = UNKNOWN
+                self.belief.set_unknown((cp, evse, "tx_default"))
+        if req is not None and not payload.get("tbc", False):
+            self._reports.pop(rid)  # the last report: TxProfiles not reported are not held
+            for key, gen in req[1].items():
+                if key not in req[2]:
+                    self.belief.resolve(key, None, gen)
         return ok
 
     def on_response(
@@ -98,6 +110,8 @@ class _Answers(_AdapterState):
             return self.on_get_variables(cp, response)
         if action == "GetCompositeSchedule":
             return True if response is None else self._reconcile(cp, request, response)
+        if action == "GetChargingProfiles":
+            return self._profiles_answered(cp, request, response)
         if action != "SetChargingProfile":
             return True
         try:
@@ -156,6 +170,7 @@ class _Answers(_AdapterState):
         belief says at some instant, it holds something unknown: budget it at its maximum."""
         sched = response.get("chargingSchedule", response.get("schedule"))
         conn = request.get("connectorId", request.get("evseId"))
+        asked = self._composites.pop((cp, conn), None) if isinstance(conn, int) else None
         if response.get("status") != "Accepted" or not isinstance(sched, dict):
             return True
         k = self.belief.index.get((cp, conn)) if isinstance(conn, int) else None
@@ -163,11 +178,13 @@ class _Answers(_AdapterState):
             return True
         ev = self.belief.evses[k]
         start = sched.get("startSchedule", sched.get("scheduleStart"))
+        dur = _number(sched.get("duration", request.get("duration")))
+        start_s = _time(start)
         one = {**sched, "startSchedule": start}
-        wrap = {
-            "evseId": conn,
-            "chargingProfile": {"chargingProfilePurpose": "composite", "chargingSchedule": [one]},
-        }
+        prof: dict[str, Any] = {"chargingProfilePurpose": COMPOSITE, "chargingSchedule": [one]}
+        if dur is not None and dur > 0 and start_s is not None:  # unknown after its span
+            prof["validTo"] = (start_s + timedelta(seconds=dur)).isoformat()
+        wrap = {"evseId": conn, "chargingProfile": prof}
         try:
             held = held_from_payload(wrap, self.versions.get(cp, "1.6"), ev.voltage_v)
         except (TypeError, ValueError):
@@ -177,10 +194,28 @@ class _Answers(_AdapterState):
         t = held.at_s
         worst = self.belief.worst_a(t, only=[k])[:, k]
         got = np.minimum(held.limit_at(t), self.belief.hw_a[k][None, :])
+        if asked is not None and "validTo" in prof:
+            # a snapshot of everything the station lets the connector draw: it bounds an
+            # unknown TxProfile slot (a transaction from before this adapter) over its span
+            self.belief.resolve((cp, ev.connector_id, "tx"), held, asked[0])
         if np.any(np.nan_to_num(got) > worst + 0.1 + EPS):
-            self.belief.slot((cp, ev.connector_id, "tx_default")).base = UNKNOWN
+            self.belief.set_unknown((cp, ev.connector_id, "tx_default"))
             return self._skip(
                 f"charge point {cp!r} connector {conn}: composite schedule above "
                 "what loadopt sent; budgeted at its maximum until re-synced"
             )
+        return True
+
+    def _profiles_answered(self, cp: str, request: dict[str, Any], response: Any) -> bool:
+        """2.x ``GetChargingProfilesResponse``: ``NoProfiles`` means the station holds none of
+        loadopt's profiles, so no TxProfile of ours from before a restart either; anything but
+        ``Accepted`` (reports follow) ends the request."""
+        rid = request.get("requestId")
+        status = response.get("status") if isinstance(response, dict) else None
+        if status == "Accepted" or not isinstance(rid, int):
+            return True
+        req = self._reports.pop(rid, None)
+        if req is not None and req[0] == cp and status == "NoProfiles":
+            for key, gen in req[1].items():
+                self.belief.resolve(key, None, gen)
         return True

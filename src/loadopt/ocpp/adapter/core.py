@@ -106,6 +106,11 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         self._zero_refused: dict[SlotKey, set[str]] = {}
         self._n_conn = 0
         self._n_requests = 0
+        #: GetChargingProfiles request id → (charge point, TxProfile slot generations when
+        #: asked, TxProfile slots reported so far): resolves unknown TxProfile slots (a restart)
+        self._reports = {}
+        #: (cp, connector) → (TxProfile slot generation, epoch s) of a GetCompositeSchedule asked
+        self._composites = {}
         self._pending: list[Message] = []  #: non-profile messages to send
         self._off_since: dict[str, float] = {}  #: session id → when its limit went to 0
         self._on_since: dict[str, float] = {}  #: session id → when its limit went above 0
@@ -121,6 +126,8 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         self._now_s = max(self._now_s, now_s)
         self._expire(now_s)
         self._end_ghosts(now)
+        for cp in list(self.versions):
+            self._reconcile_tx(cp, now_s)
         self._reserve(now, now_s)
         try:
             schedule = self.controller.step(now)
@@ -141,6 +148,9 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         for cp, until in self._asking.items():
             if until == math.inf:
                 self._asking[cp] = now_s + self.send_timeout_s
+        for ck, (gen, at) in self._composites.items():
+            if at == math.inf:
+                self._composites[ck] = (gen, now_s)
         out, self._pending = self._pending, []
         out = [m for m in out if m[0] in self.versions]
         return out + self._release(now_s)

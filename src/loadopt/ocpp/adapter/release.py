@@ -139,7 +139,7 @@ class _Release(_AdapterState):
             if self._limits.within_for(k, after, times):
                 out.append(self._send(key, now_s))
                 base = after
-            elif key[2] == "tx_default" and self.belief.slot(key).base is UNKNOWN:
+            elif key[2] in ("tx_default", "tx") and self.belief.unsure(key):
                 out.append(self._send_zero(key, now_s))
         return out
 
@@ -174,8 +174,9 @@ class _Release(_AdapterState):
         return out
 
     def _send_zero(self, key: SlotKey, now_s: float, unit: str | None = None) -> Message:
-        """A 0 TxDefault (in ``unit``, default the wanted one's) in place of the wanted one
-        (kept wanted for later)."""
+        """A 0 TxDefault or TxProfile (in ``unit``, default the wanted one's) in place of the
+        wanted one (kept wanted for later): it makes an unknown slot known without ever letting
+        its connector draw more."""
         w = self._want[key]
         v = self.versions[key[0]]
         zero = replace(
@@ -184,6 +185,8 @@ class _Release(_AdapterState):
             starts=np.zeros(1, np.int64),
             limits=np.zeros((1, 3), np.int64),
             phases=w.profile.phases[:1],
+            min_rate_da=None,
+            discharge=None,
         )
         payload = to_payload(zero, v, self.ids)
         ev = self._evse[(key[0], key[1])]

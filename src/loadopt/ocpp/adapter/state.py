@@ -111,6 +111,8 @@ class _AdapterState:
     _zero_refused: dict[SlotKey, set[str]]
     _n_conn: int
     _n_requests: int
+    _reports: dict[int, tuple[str, dict[SlotKey, int], set[SlotKey]]]
+    _composites: dict[tuple[str, int], tuple[int, float]]
     _pending: list[Message]
     _off_since: dict[str, float]
     _on_since: dict[str, float]
@@ -125,6 +127,7 @@ class _AdapterState:
         def on_get_variables(self, cp: str, payload: Any) -> bool: ...  # stations
         def _capability_request(self, cp: str, v: Version) -> Message: ...  # stations
         def _composite_request(self, cp: str, connector: int) -> Message: ...  # stations
+        def _reconcile_tx(self, cp: str, now_s: float) -> None: ...  # stations
         def _rebuild_targets(self) -> None: ...  # targets
         def _refresh_wants(self, cp: str) -> None: ...  # targets
         def _times(self, now_s: float, end_s: float | None = None) -> np.ndarray: ...  # release

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from ...errors import InputError
+from ..belief import Held
 from ..ids import Version, check_version
 from ..profiles import StationCaps
 from .state import CONFIG_KEYS_16, VARIABLES_2X, Message, _AdapterState
@@ -40,8 +41,11 @@ class _Stations(_AdapterState):
             del self._rejected[key]
         self._pending = [m for m in self._pending if m[0] != cp]
         self._pending.append(self._capability_request(cp, v))
+        self._forget_requests(cp)
         if v != "1.6":  # reconcile: the station reports what it holds of ours
             self._pending.append(self._profiles_request(cp))
+        else:  # 1.6 has no GetChargingProfiles: status and composite of each unsure connector
+            self._reconcile_tx(cp, self._now_s)
         # profiles wait for the capabilities (rate unit, periods) up to one deadline
         self._asking[cp] = math.inf  # the deadline starts at the next poll (adapter time)
         if self.last_schedule is None:
@@ -70,6 +74,7 @@ class _Stations(_AdapterState):
         self.versions.pop(cp, None)
         self._conn.pop(cp, None)
         self._pending = [m for m in self._pending if m[0] != cp]
+        self._forget_requests(cp)
         for key, slot in self.belief.slots.items():  # no answer can come on a closed socket
             if key[0] == cp:
                 for m in slot.sent:
@@ -271,15 +276,69 @@ class _Stations(_AdapterState):
             {self.ids.profile_id(p, k) for k in conns for p in ("station_max", "tx_default", "tx")}
         )
         self._n_requests += 1
+        gens = {
+            (cp, k, "tx"): self.belief.slot((cp, k, "tx")).gen
+            for c, k in self._evse
+            if c == cp
+        }
+        self._reports[self._n_requests] = (cp, gens, set())
         return (
             cp,
             "GetChargingProfiles",
             {"requestId": self._n_requests, "chargingProfile": {"chargingProfileId": pids}},
         )
 
+    def _forget_requests(self, cp: str) -> None:
+        """No answer to an earlier snapshot request can come any more (socket gone)."""
+        for rid in [r for r, v in self._reports.items() if v[0] == cp]:
+            del self._reports[rid]
+        for key in [k for k in self._composites if k[0] == cp]:
+            del self._composites[key]
+
+    def _reconcile_tx(self, cp: str, now_s: float) -> None:
+        """Reconciliation of unsure TxProfile slots (a connector first seen, or after a reboot:
+        a car may charge under a TxProfile from before this adapter; or a composite snapshot
+        whose span ends within one plan span): per such connector of a connected station, a
+        ``TriggerMessage`` for its ``StatusNotification`` (``Available``: no transaction, so
+        no TxProfile) and a ``GetCompositeSchedule`` (a snapshot bounding what it lets a car
+        draw, until the transaction is identified and our TxProfile for it accepted), unless
+        one is outstanding (within the send deadline) or a ``GetChargingProfiles`` is. Until
+        then the connector counts at its hardware maximum; a station that never answers stays
+        there (the safe side)."""
+        if cp not in self.versions:
+            return
+        if any(v[0] == cp for v in self._reports.values()):
+            return
+        span = self._dur_s() / 2  # one plan span
+        for c, k in sorted(self._evse):
+            key = (cp, k, "tx")
+            if c != cp or not self.belief.unsure(key):
+                continue
+            base = self.belief.slot(key).base
+            if isinstance(base, Held) and base.valid_to_s > now_s + span:
+                continue  # a fresh snapshot
+            out = self._composites.get((cp, k))
+            if out is not None and now_s < out[1] + self.send_timeout_s:
+                continue
+            v = self.versions[cp]
+            where: dict[str, Any] = (
+                {"connectorId": k} if v == "1.6" else {"evse": {"id": k, "connectorId": 1}}
+            )
+            self._pending.append(
+                (cp, "TriggerMessage", {"requestedMessage": "StatusNotification", **where})
+            )
+            self._pending.append(self._composite_request(cp, k))
+
+    def _dur_s(self) -> int:
+        """GetCompositeSchedule duration (s): two plan spans."""
+        return int(2 * self.controller.step_s * self.controller.n_periods)
+
     def _composite_request(self, cp: str, connector: int) -> Message:
         v = self.versions.get(cp, "1.6")
-        dur = int(self.controller.step_s * self.controller.n_periods)
+        dur = self._dur_s()
+        gen = self.belief.slot((cp, connector, "tx")).gen
+        # sent when the CSMS polls: its deadline starts at the next poll (adapter time)
+        self._composites[(cp, connector)] = (gen, math.inf)
         if v == "1.6":
             return (
                 cp,

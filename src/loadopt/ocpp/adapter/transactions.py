@@ -178,7 +178,12 @@ class _Transactions(_AdapterState):
             self._skip(f"charge point {cp!r}: StartTransaction without a valid timestamp")
         elif ev is not None and at is not None:
             meter = _number(payload.get("meterStart"))
-            self._start(cp, ev, transaction_id, at, meter, departure, energy_kwh)
+            if self._start(cp, ev, transaction_id, at, meter, departure, energy_kwh):
+                # a new transaction with an id given just now: no TxProfile from before it
+                # (a restart) can be in force on the connector
+                key = (cp, ev.connector_id, "tx")
+                if self.belief.unsure(key):
+                    self.belief.slot(key).base = None
         return transaction_id
 
     def on_stop_transaction(self, cp: str, payload: Any) -> bool:
@@ -304,6 +309,8 @@ class _Transactions(_AdapterState):
                 (t for t in self._tx.values() if t.charge_point_id == cp and t.connector == conn),
                 None,
             )
+        if tx is None and isinstance(wire, int) and not isinstance(wire, bool) and wire > 0:
+            tx = self._adopt16(cp, conn, wire, payload.get("meterValue"))
         if tx is None:
             if self._evse_for(cp, conn) is None:
                 return False
@@ -320,6 +327,24 @@ class _Transactions(_AdapterState):
         for mv in mvs:
             ok &= self._meter(tx, mv)
         return ok
+
+    def _adopt16(self, cp: str, conn: Any, wire: int, mvs: Any) -> _Tx | None:
+        """1.6 ``MeterValues`` naming a transaction this adapter never saw start (it began
+        before a CSMS restart): the transaction is identified and opened as a session from its
+        first reading on (arrival = that reading's time, energy counted from it), so the plan
+        can send it a TxProfile. Not for a connector with a transaction already known, nor an
+        ended one."""
+        ev = self._evse.get((cp, conn)) if isinstance(conn, int) else None
+        if ev is None or (cp, str(wire)) in self._ended or (cp, conn) in self.belief.active_tx:
+            return None
+        mvs = mvs if isinstance(mvs, list) else []
+        stamps = [_time(mv.get("timestamp")) for mv in mvs if isinstance(mv, dict)]
+        at = min((t for t in stamps if t is not None), default=None)
+        if at is None or not self._start(cp, ev, wire, at, None, None, None):
+            return None
+        self._next_tx = max(self._next_tx, wire + 1)  # our numbering never reuses it
+        log.info("charge point %r: transaction %r adopted from its meter values", cp, wire)
+        return self._tx[f"{cp}:{wire}"]
 
     def _meter(self, tx: _Tx, mv: Any) -> bool:
         if not isinstance(mv, dict):
