@@ -23,11 +23,13 @@ import asyncio
 import importlib.util
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import websockets
+from ocpp.messages import Call, validate_payload
 from ocpp.v16 import ChargePoint as CP16
 from ocpp.v16 import call as c16
 from ocpp.v21 import ChargePoint as CP21
@@ -53,11 +55,14 @@ _HANDLED = (
     "GetVariables",
     "GetCompositeSchedule",
     "GetChargingProfiles",
+    "TriggerMessage",
 )
 
 
 class _Sim:
-    """A real ``ocpp`` charge point whose smart-charging calls go to a SimStation store."""
+    """A real ``ocpp`` charge point whose smart-charging calls go to a SimStation store; the
+    station's own calls that follow (ReportChargingProfiles, a triggered StatusNotification) go
+    to the CSMS as raw OCPP-J calls, validated against the schema."""
 
     sim: SimStation
     stall = False
@@ -69,7 +74,18 @@ class _Sim:
         if self.stall:  # applied (or not), but never answered
             return None
         await self._send(msg.create_call_result(resp).to_json())  # type: ignore[attr-defined]
+        if self.sim.outgoing:
+            calls, self.sim.outgoing = list(self.sim.outgoing), []
+            asyncio.get_running_loop().create_task(self._own_calls(calls))
         return None
+
+    async def _own_calls(self, calls: list[tuple[str, dict]]) -> None:
+        for action, payload in calls:
+            call = Call(unique_id=str(uuid.uuid4()), action=action, payload=payload)
+            await validate_payload(call, self._ocpp_version)  # type: ignore[attr-defined]
+            async with self._call_lock:  # type: ignore[attr-defined]
+                await self._send(call.to_json())  # type: ignore[attr-defined]
+                await self._get_specific_response(call.unique_id, 5)  # type: ignore[attr-defined]
 
 
 class Sim16(_Sim, CP16):
@@ -330,3 +346,199 @@ async def _scenario() -> None:
 
 def test_end_to_end_on_localhost_with_faults():
     asyncio.run(asyncio.wait_for(_scenario(), timeout=30))
+
+
+def _restart_site() -> lo.Site:
+    def e(i: str, cp: str, rot: str) -> lo.Evse:
+        return lo.Evse(
+            id=i, node="g", charge_point_id=cp, connector_id=1, max_current=32.0, phase_rotation=rot
+        )
+
+    return lo.Site(
+        nodes=(lo.Node(id="g", kind="grid_connection", max_current=40.0),),
+        evses=(e("x1", "X16", "RST"), e("z1", "Z201", "STR"), e("y1", "Y16", "TRS")),
+    )
+
+
+async def _restart_scenario() -> dict[str, Any]:
+    """Two cars charge (X16: 1.6, Z201: 2.0.1) on a 40 A connection; the CSMS restarts (a
+    fresh process: new adapter, new port) while they charge; the stations reconnect without a
+    BootNotification, a third car plugs in at Y16; later the running transactions show
+    themselves (1.6 MeterValues, 2.0.1 TransactionEvent Updated). A monitor checks every few
+    milliseconds what the stations' own stores let cars draw against the 40 A."""
+    site = _restart_site()
+    versions = {"X16": "1.6", "Z201": "2.0.1", "Y16": "1.6"}
+    sims = {
+        cp: SimStation(cp, v, [e for e in site.evses if e.charge_point_id == cp])
+        for cp, v in versions.items()
+    }
+    violations: list[str] = []
+    t_start = time.time()
+    stop = asyncio.Event()
+
+    async def monitor() -> None:
+        while not stop.is_set():
+            t = time.time()
+            for row, (load, lim) in site_rows(site, sims, t, None).items():
+                if load > lim + 1e-6:
+                    violations.append(f"+{t - t_start:.2f} s {row}: {load:.2f} > {lim}")
+            await asyncio.sleep(0.005)
+
+    def make() -> Any:
+        return csms_example.make_csms(
+            site,
+            step_s=1,
+            n_periods=12,
+            method="lp",
+            time_limit_s=1.0,
+            adapter_kw={"send_timeout_s": 0.6, "backoff_s": (0.3, 1.0)},
+            poll_s=0.05,
+        )
+
+    async def up(csms: Any) -> tuple[Any, asyncio.Task, int]:
+        server = await csms.serve("127.0.0.1", 0)
+        return (
+            server,
+            asyncio.create_task(csms.control_loop(0.5)),
+            server.sockets[0].getsockname()[1],
+        )
+
+    clients: dict[str, Any] = {}
+    tasks: list[asyncio.Task] = []
+
+    async def connect(cp: str, port: int, boot: bool) -> None:
+        cls, proto = CLASSES[versions[cp]]
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/{cp}", subprotocols=[proto])
+        c = cls(cp, ws)
+        c.sim = sims[cp]
+        clients[cp] = c
+        tasks.append(asyncio.create_task(c.start()))
+        if not boot:  # a reconnection: no BootNotification (the normal case)
+            return
+        if versions[cp] == "1.6":
+            await c.call(c16.BootNotification(charge_point_model="Sim", charge_point_vendor="x"))
+        else:
+            await c.call(
+                c201.BootNotification(
+                    charging_station={"model": "Sim", "vendor_name": "x"}, reason="PowerUp"
+                )
+            )
+
+    async def start16(cp: str) -> None:
+        res = await clients[cp].call(
+            c16.StartTransaction(
+                connector_id=1, id_tag="TAG", meter_start=0, timestamp=_iso(datetime.now(UTC))
+            )
+        )
+        sims[cp].tx[1] = res.transaction_id
+
+    mon = asyncio.create_task(monitor())
+    csms1 = make()
+    server, loop_task, port = await up(csms1)
+    try:
+        for cp in versions:
+            await connect(cp, port, boot=True)
+        await asyncio.sleep(0.3)
+        await start16("X16")
+        sims["Z201"].tx[1] = "Z201-1"
+        await clients["Z201"].call(
+            c201.TransactionEvent(
+                event_type="Started",
+                timestamp=_iso(datetime.now(UTC)),
+                trigger_reason="CablePluggedIn",
+                seq_no=0,
+                transaction_info={"transaction_id": "Z201-1"},
+                evse={"id": 1, "connector_id": 1},
+            )
+        )
+        await asyncio.sleep(1.2)
+        before = {cp: sims[cp].may_draw(1, time.time())[0] for cp in ("X16", "Z201")}
+        # the CSMS process dies: its loop, server and sockets are gone; the stores stay
+        loop_task.cancel()
+        server.close()
+        await server.wait_closed()
+        for c in clients.values():
+            await c._connection.close()
+        csms2 = make()
+        server, loop_task, port = await up(csms2)
+        for cp in versions:
+            await connect(cp, port, boot=False)
+        await start16("Y16")  # a new car while the two others still charge
+        await asyncio.sleep(1.5)
+        unknown = dict(csms2.adapter.reserved)
+        # the transactions show themselves: 1.6 MeterValues, 2.0.1 TransactionEvent Updated
+        now = _iso(datetime.now(UTC))
+        await clients["X16"].call(
+            c16.MeterValues(
+                connector_id=1,
+                transaction_id=sims["X16"].tx[1],
+                meter_value=[{"timestamp": now, "sampled_value": [{"value": "1200"}]}],
+            )
+        )
+        await clients["Z201"].call(
+            c201.TransactionEvent(
+                event_type="Updated",
+                timestamp=now,
+                trigger_reason="MeterValuePeriodic",
+                seq_no=1,
+                transaction_info={"transaction_id": "Z201-1"},
+                evse={"id": 1, "connector_id": 1},
+            )
+        )
+        await asyncio.sleep(1.5)
+        sessions = dict(csms2.adapter.sessions)
+        reserved = dict(csms2.adapter.reserved)
+        drawn = {cp: sims[cp].may_draw(1, time.time())[0] for cp in versions}
+        # every session ends
+        for cp in ("X16", "Y16"):
+            tx = sims[cp].tx.pop(1)
+            await clients[cp].call(
+                c16.StopTransaction(
+                    meter_stop=2000, timestamp=_iso(datetime.now(UTC)), transaction_id=tx
+                )
+            )
+        sims["Z201"].tx.pop(1)
+        await clients["Z201"].call(
+            c201.TransactionEvent(
+                event_type="Ended",
+                timestamp=_iso(datetime.now(UTC)),
+                trigger_reason="EVDeparted",
+                seq_no=2,
+                transaction_info={"transaction_id": "Z201-1"},
+            )
+        )
+        await asyncio.sleep(0.3)
+        for c in clients.values():
+            await c._connection.close()
+        return {
+            "violations": violations,
+            "before": before,
+            "unknown": unknown,
+            "sessions": sessions,
+            "reserved": reserved,
+            "drawn": drawn,
+            "left": dict(csms2.adapter.sessions),
+        }
+    finally:
+        stop.set()
+        loop_task.cancel()
+        mon.cancel()
+        for t in tasks:
+            t.cancel()
+        server.close()
+        await server.wait_closed()
+
+
+def test_csms_restart_mid_transaction_keeps_the_limit_at_every_instant():
+    """Issue 9: a CSMS restart while cars charge. The new adapter does not know the TxProfiles
+    the stations still hold; it counts them (1.6: composite schedule, 2.0.1: its own profiles
+    reported) until the transactions show themselves and our new TxProfiles are accepted. The
+    40 A connection holds at every sampled instant; then every car is planned again."""
+    r = asyncio.run(asyncio.wait_for(_restart_scenario(), timeout=30))
+    assert r["violations"] == [], r["violations"][:10]
+    assert r["before"]["X16"] > 0 and r["before"]["Z201"] > 0  # both charged before
+    assert {"x1", "z1"} <= set(r["unknown"])  # budgeted at what they may hold, not at 0
+    assert sorted(r["sessions"].values()) == ["x1", "y1", "z1"]  # identified after the restart
+    assert r["reserved"] == {}, r["reserved"]  # and confirmed
+    assert r["drawn"]["Y16"] > 0  # the new car charges once there is room
+    assert r["left"] == {}

@@ -282,12 +282,18 @@ class Belief:
 
     # ---------------------------------------------------------------- queries
     def synced(self, k: int) -> bool:
-        """EVSE ``k``'s slots are all known and nothing sent for them went unanswered."""
+        """EVSE ``k``'s slots are all known, nothing sent for them went unanswered, and no
+        TxProfile of a transaction the adapter does not know is held there (one it could not
+        lower: reported after a restart)."""
         e = self.evses[k]
         for purpose in ("tx_default", "tx"):
             key = (e.charge_point_id, e.connector_id, purpose)
             slot = self.slots.get(key)
             if slot is None or self.unsure(key) or any(m.expired for m in slot.sent):
+                return False
+        if (e.charge_point_id, e.connector_id) not in self.active_tx:
+            tx_held = self._cands((e.charge_point_id, e.connector_id, "tx"))
+            if any(isinstance(c, Held) for c in tx_held):
                 return False
         return True
 

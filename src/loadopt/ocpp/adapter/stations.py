@@ -277,9 +277,7 @@ class _Stations(_AdapterState):
         )
         self._n_requests += 1
         gens = {
-            (cp, k, "tx"): self.belief.slot((cp, k, "tx")).gen
-            for c, k in self._evse
-            if c == cp
+            (cp, k, "tx"): self.belief.slot((cp, k, "tx")).gen for c, k in self._evse if c == cp
         }
         self._reports[self._n_requests] = (cp, gens, set())
         return (
