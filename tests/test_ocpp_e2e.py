@@ -81,9 +81,18 @@ class _Sim:
 
     async def _own_calls(self, calls: list[tuple[str, dict]]) -> None:
         for action, payload in calls:
-            call = Call(unique_id=str(uuid.uuid4()), action=action, payload=payload)
-            await validate_payload(call, self._ocpp_version)  # type: ignore[attr-defined]
             async with self._call_lock:  # type: ignore[attr-defined]
+                if action == "StatusNotification":  # the status when it is sent, in order
+                    busy = payload.get("evseId", payload.get("connectorId")) in self.sim.tx
+                    if "status" in payload:
+                        payload = {**payload, "status": "Charging" if busy else "Available"}
+                    else:
+                        payload = {
+                            **payload,
+                            "connectorStatus": "Occupied" if busy else "Available",
+                        }
+                call = Call(unique_id=str(uuid.uuid4()), action=action, payload=payload)
+                await validate_payload(call, self._ocpp_version)  # type: ignore[attr-defined]
                 await self._send(call.to_json())  # type: ignore[attr-defined]
                 await self._get_specific_response(call.unique_id, 5)  # type: ignore[attr-defined]
 
@@ -425,6 +434,7 @@ async def _restart_scenario() -> dict[str, Any]:
             )
 
     async def start16(cp: str) -> None:
+        sims[cp].tx[1] = "starting"  # busy from now on (its status says so)
         res = await clients[cp].call(
             c16.StartTransaction(
                 connector_id=1, id_tag="TAG", meter_start=0, timestamp=_iso(datetime.now(UTC))
@@ -485,9 +495,17 @@ async def _restart_scenario() -> dict[str, Any]:
                 evse={"id": 1, "connector_id": 1},
             )
         )
-        await asyncio.sleep(1.5)
-        sessions = dict(csms2.adapter.sessions)
-        reserved = dict(csms2.adapter.reserved)
+        ad2 = csms2.adapter
+        for _ in range(200):  # until all three are planned and confirmed (at most 10 s)
+            if (
+                len(ad2.sessions) == 3
+                and not ad2.reserved
+                and sims["Y16"].may_draw(1, time.time())[0]
+            ):
+                break
+            await asyncio.sleep(0.05)
+        sessions = dict(ad2.sessions)
+        reserved = dict(ad2.reserved)
         drawn = {cp: sims[cp].may_draw(1, time.time())[0] for cp in versions}
         # every session ends
         for cp in ("X16", "Y16"):
