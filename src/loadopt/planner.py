@@ -22,7 +22,7 @@ from .options import AutoOptions, FastOptions, LpOptions, MilpOptions, SolveOpti
 from .problem import Problem
 from .schedule import Schedule
 from .solve import solve
-from .solvers.warm import WarmStart
+from .solvers.warm import MIN_WARM_COLS, WarmStart
 
 
 @runtime_checkable
@@ -37,9 +37,9 @@ class Planner(Protocol):
 class SolvePlanner:
     """:func:`loadopt.solve` with ``options``, warm-started across calls (the HiGHS LP only).
 
-    ``warm``, ``warm_min_mapped``, ``alien_basis``, ``cold_after_limit_cut``: see
-    :class:`~loadopt.solvers.warm.WarmStart` (``enabled``, ``min_mapped``, ``alien``,
-    ``cold_after_limit_cut``).
+    ``warm``, ``warm_min_mapped``, ``alien_basis``, ``cold_after_limit_cut``,
+    ``warm_min_cols``: see :class:`~loadopt.solvers.warm.WarmStart` (``enabled``,
+    ``min_mapped``, ``alien``, ``cold_after_limit_cut``, ``min_cols``).
     """
 
     def __init__(
@@ -50,6 +50,7 @@ class SolvePlanner:
         warm_min_mapped: float = 0.5,
         alien_basis: bool = False,
         cold_after_limit_cut: bool = True,
+        warm_min_cols: int = MIN_WARM_COLS,
     ) -> None:
         self.options: SolveOptions = as_options(options)
         self.warm_start = WarmStart(
@@ -57,6 +58,7 @@ class SolvePlanner:
             min_mapped=warm_min_mapped,
             alien=alien_basis,
             cold_after_limit_cut=cold_after_limit_cut,
+            min_cols=warm_min_cols,
         )
         self.last_mode = ""
         self.last_reason = ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -138,7 +138,7 @@ def as_sessions(sessions: Iterable[Session] | None) -> tuple[Session, ...]:
     return tuple(as_model(s, Session, f"sessions[{k}]") for k, s in enumerate(sessions))
 
 
-def check_sessions(sessions: Iterable[Session], evse_ids: set[str]) -> None:
+def check_sessions(sessions: Iterable[Session], evse_ids: Container[str]) -> None:
     """Cross-check sessions against the site: unique ids, known EVSEs, one car per EVSE at once."""
     seen: set[str] = set()
     by_evse: dict[str, list[Session]] = defaultdict(list)

@@ -103,24 +103,32 @@ def signal_arrays(
     bounds = horizon.period_bounds_s()
     lo_b, hi_b = bounds[:-1], bounds[1:]
 
-    # uncontrolled baseline per node: the lowest load at any instant of the period. A vehicle
-    # counts only if, uncontrolled, it would draw at its maximum for the whole period: plugged in
-    # before the period starts and neither gone nor full before it ends.
-    start_s = np.maximum(arrival_s, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        full_s = np.where(
-            session_max_kw > 0, start_s + 3600.0 * session_energy_kwh / session_max_kw, -np.inf
-        )
-    draw_end = np.minimum(departure_s, full_s)
-    whole = (arrival_s[:, None] <= lo_b[None, :]) & (draw_end[:, None] >= hi_b[None, :])
-    ev_kw = session_anc.T @ (whole * session_max_kw[:, None])  # (N, T)
-    base_part = np.where(carries[:, None], base_min_kw[None, :], 0.0)
-    unctrl = ev_kw + base_part
-    unctrl[root] = unctrl[root] - pv_max_kw
-    unctrl = np.maximum(unctrl, 0.0)
-    unctrl = np.minimum(unctrl, node_kw)
-    unctrl[root] = np.minimum(unctrl[root], grid_kw)
+    def uncontrolled() -> np.ndarray:
+        """Uncontrolled baseline per node (N, T): the lowest load at any instant of the period.
+        A vehicle counts only if, uncontrolled, it would draw at its maximum for the whole
+        period: plugged in before the period starts and neither gone nor full before it ends.
+        Only a reduction without a baseline of its own needs it (computed once, on demand)."""
+        if not unctrl_memo:
+            start_s = np.maximum(arrival_s, 0.0)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                full_s = np.where(
+                    session_max_kw > 0,
+                    start_s + 3600.0 * session_energy_kwh / session_max_kw,
+                    -np.inf,
+                )
+            draw_end = np.minimum(departure_s, full_s)
+            whole = (arrival_s[:, None] <= lo_b[None, :]) & (draw_end[:, None] >= hi_b[None, :])
+            ev_kw = session_anc.T @ (whole * session_max_kw[:, None])  # (N, T)
+            base_part = np.where(carries[:, None], base_min_kw[None, :], 0.0)
+            u = ev_kw + base_part
+            u[root] = u[root] - pv_max_kw
+            u = np.maximum(u, 0.0)
+            u = np.minimum(u, node_kw)
+            u[root] = np.minimum(u[root], grid_kw)
+            unctrl_memo.append(u)
+        return unctrl_memo[0]
 
+    unctrl_memo: list[np.ndarray] = []
     cap = np.full((K, T), np.inf)
     cap_a = np.full((K, T), np.inf)
     req = np.full((K, T), np.nan)
@@ -184,7 +192,7 @@ def signal_arrays(
             req[j, win] = float(value)  # type: ignore[arg-type]
         elif kind == "reduction_kw":
             if sig.baseline_kw is None:
-                base = unctrl[n]
+                base = uncontrolled()[n]
             else:
                 base = sample(*split(sig.baseline_kw), horizon, "min")
             red = base * level_frac if level_frac is not None else float(value)  # type: ignore[arg-type]
