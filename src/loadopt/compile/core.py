@@ -14,11 +14,6 @@ from ..grid.arrays import signal_arrays
 from ..horizon import Horizon, sample
 from ..objective import Objective
 from ..problem import (
-    ROW_LINE_FACET,
-    ROW_NODE_CURRENT,
-    ROW_NODE_POWER,
-    ROW_PRIMARY_FACET,
-    ROW_SITE_IMPORT,
     Problem,
 )
 from ..session import Session, as_sessions, check_sessions
@@ -27,10 +22,10 @@ from ..site import Site
 from ..wiring import branch_coefficients
 from .fixed_loads import _base_load_notices, _check_reserved, _reserved_loads
 from .lines import _line_currents, _Lines
-from .rows import _RowBuilder, _with_batteries
+from .rows import _assemble_rows, _group_labels, _row_template
 from .series import _feasible_floor, _node_limits, _sample_signals
 from .storage import _battery_columns, _BatteryColumns, _compile_storage, _v2x_sessions
-from .tree import _carries, _site_tree, _SiteTree
+from .tree import _carries, _session_anc, _site_tree, _SiteTree
 
 
 def compile_problem(
@@ -61,17 +56,16 @@ def compile_problem(
     (:class:`~loadopt.errors.ModelError` when it is not valid).
     """
     site = as_model(site, Site, "site")
-    site = as_model(site, Site, "site")
     sessions = as_sessions(sessions)
     horizon = as_model(horizon, Horizon, "horizon")
     signals = Signals() if signals is None else as_model(signals, Signals, "signals")
     objective = Objective() if objective is None else as_model(objective, Objective, "objective")
-    check_sessions(sessions, {e.id for e in site.evses})
+    tree = _site_tree(site)
+    check_sessions(sessions, tree.evse_index)
     T = horizon.n_periods
     notices: list[str] = []
 
     # --- tree ------------------------------------------------------------------------------
-    tree = _site_tree(site)
     node_ids, node_index = tree.node_ids, tree.node_index
     parent, root = tree.parent, tree.root
     evse_ids, evse_index = tree.evse_ids, tree.evse_index
@@ -99,7 +93,7 @@ def compile_problem(
     if reserved is None:
         reserved = np.zeros((E_, 3, T))
 
-    s_anc_csr = tree.anc[sa.s_evse].tocsr()  # (S, N): sessions under each node
+    s_anc_csr = _session_anc(tree, sa.s_evse)  # (S, N): sessions under each node
     # grid-operator signals (loadopt.grid.arrays): caps per node, prices, setpoints, floors
     sig = signal_arrays(
         signals.grid_signals,
@@ -210,7 +204,7 @@ def compile_problem(
             node_ids=node_ids,
             lines=lines,
             base_a=base_a,
-            sess_var=sr.sess_var,
+            sess_var=_variable_sessions(vs, var_free, len(sessions)),
             bat_var=bat.var,
         )
         if extra is not None:  # coupled rows of lines carrying current both ways
@@ -294,7 +288,7 @@ def compile_problem(
         dr_event_ids=sig.ids,
         signal_kind=sig.kind,
         G=G,
-        session_anc=sr.s_anc.tocsr(),
+        session_anc=sr.s_anc_csr,
         evse_anc=tree.anc,
         line_coef=lines.shape.coef,
         line_coef_l1=lines.shape.coef_l1,
@@ -422,12 +416,12 @@ class _SafetyRows(NamedTuple):
     row_facet: np.ndarray
     lines: _Lines
     s_anc: sp.coo_matrix  #: (S, N) sessions under each node
+    s_anc_csr: sp.csr_matrix  #: the same, CSR (read-only, shared with the row template)
     carries: np.ndarray  #: (N,) bool, the base load flows through the node
     node_res_a: np.ndarray  #: (N, 3, T) A, reserved draw on the node's lines
     cur_rhs: np.ndarray  #: (N, 3, T) A
     kw_rhs: np.ndarray  #: (N, T) kW
     import_rhs: np.ndarray  #: (T,) kW
-    sess_var: sp.csr_matrix  #: (V, S) variable -> session, the free variables only
 
 
 def _safety_rows(
@@ -451,20 +445,16 @@ def _safety_rows(
     site_res_kw: np.ndarray,
 ) -> _SafetyRows:
     """Every safety row: exact line currents, phasor facets, node power, site import (grid
-    limit and DR caps), EV columns above the battery charge columns."""
+    limit and DR caps), EV columns beside the battery charge columns.
+
+    The coefficients come from the row template of the line shape (:func:`_row_template`,
+    rebuilt only when the vehicles on the EVSEs change); this step supplies only the
+    right-hand sides and its variables (:func:`_assemble_rows`)."""
     T = node_kw.shape[1]
     N = len(tree.node_ids)
     S = sa.s_evse.size
     V, B = vs.size, bat.B
-    Vb = bat.battery.size
     parent, root, node_index = tree.parent, tree.root, tree.node_index
-    kw_per_a, bat_var, bat_anc, bat_kw_per_a = sa.kw_per_a, bat.var, bat.anc, bat.kw_per_a
-    all_vt = np.concatenate([vt, bat.period])
-    rows = _RowBuilder(V + Vb, T)
-    s_anc = s_anc_csr.tocoo()
-    free_v = np.flatnonzero(var_free)
-    sess_var = sp.csr_matrix((np.ones(free_v.size), (free_v, vs[free_v])), shape=(V, S))
-
     # the base load sits under site.base_load_node (default: the root) and loads its whole path
     k_base = root if site.base_load_node is None else node_index[site.base_load_node]
     carries = _carries(parent, k_base)
@@ -483,65 +473,37 @@ def _safety_rows(
         bat.node if B else None,
         bidir if bidir.any() else None,
     )
+    m = site.phasor_facets
+    tpl = _row_template(lines.shape, s_anc_csr, sa.kw_per_a, bat.anc, bat.kw_per_a, N, m)
     node_res_a = lines.reserved[: 3 * N].reshape(N, 3, T)
+    # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
     cur_rhs = node_cur - node_res_a
     cur_rhs[carries] -= base_a[None, None, :]
-    m = site.phasor_facets
-    # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
-    rows.add(
-        _with_batteries(sess_var @ lines.shape.C_int, bat_var, lambda: lines.shape.bat_C_int),
-        all_vt,
-        cur_rhs.reshape(-1),
-        ROW_NODE_CURRENT,
-        node_of=lambda g: g // 3,
-        phase_of=lambda g: g % 3,
-    )
     # the other limited lines: facets of the phasor disc over the sector (or magnitude rows)
-    if lines.shape.Cf.nnz:
-        room = (lines.limit - lines.base_mag - lines.reserved) * lines.shape.scale[:, None]
-        rows.add(
-            _with_batteries(sess_var @ lines.shape.Cf, bat_var, lambda: lines.shape.bat_Cf),
-            all_vt,
-            np.repeat(room, m, axis=0).reshape(-1),
-            lambda g: np.where(g // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
-            node_of=lambda g: (g // m // 3) % N,
-            phase_of=lambda g: (g // m) % 3,
-            facet_of=lambda g: g % m,
-        )
-
+    room = (lines.limit - lines.base_mag - lines.reserved) * lines.shape.scale[:, None]
     # per node and period: Σ EV kW ≤ limit (minus the base load where it flows)
-    D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
     kw_rhs = node_kw - node_res_kw
     kw_rhs[carries] -= base_kw[None, :]
-    rows.add(
-        _with_batteries(sess_var @ D, bat_var, lambda: bat_anc * bat_kw_per_a),
-        all_vt,
-        kw_rhs.reshape(-1),
-        ROW_NODE_POWER,
-        node_of=lambda g: g,
-    )
-
     # per period: EV kW + base − PV ≤ grid limit and DR caps
-    site_coo = sp.coo_matrix(
-        (
-            np.concatenate([kw_per_a[vs[free_v]], np.full(Vb, bat_kw_per_a)]),
-            (np.concatenate([free_v, V + np.arange(Vb)]), np.zeros(free_v.size + Vb, np.int64)),
-        ),
-        shape=(V + Vb, 1),
-    )
     import_rhs = import_cap - base_kw + pv_kw - site_res_kw
-    rows.add(
-        site_coo,
-        all_vt,
-        import_rhs,
-        ROW_SITE_IMPORT,
+    rhs = np.concatenate(
+        [
+            cur_rhs.reshape(-1),
+            np.repeat(room, m, axis=0).reshape(-1),
+            kw_rhs.reshape(-1),
+            import_rhs,
+        ]
     )
-    G_all, h, row_kind, row_node, row_phase, row_period, row_facet = rows.build()
-    if Vb:
-        G_all = G_all.tocsc()
-        G, Gb = G_all[:, :V].tocsr(), G_all[:, V:].tocsr()
-    else:  # no battery columns: only the column order within each row to settle
-        G, Gb = G_all.sorted_indices(), sp.csr_matrix((G_all.shape[0], 0))
+    G, Gb, h, group, row_period = _assemble_rows(
+        tpl,
+        np.concatenate([vs, S + bat.battery]),
+        np.concatenate([vt, bat.period]),
+        np.concatenate([var_free, np.ones(bat.battery.size, dtype=bool)]),
+        rhs,
+        T,
+        V,
+    )
+    row_kind, row_node, row_phase, row_facet = (x[group] for x in _group_labels(N, m))
     return _SafetyRows(
         G,
         Gb,
@@ -552,11 +514,17 @@ def _safety_rows(
         row_period,
         row_facet,
         lines,
-        s_anc,
+        tpl.s_anc,
+        tpl.s_anc_csr,
         carries,
         node_res_a,
         cur_rhs,
         kw_rhs,
         import_rhs,
-        sess_var,
     )
+
+
+def _variable_sessions(vs: np.ndarray, var_free: np.ndarray, S: int) -> sp.csr_matrix:
+    """(V, S) variable -> session incidence of the free variables (the storage rows use it)."""
+    free_v = np.flatnonzero(var_free)
+    return sp.csr_matrix((np.ones(free_v.size), (free_v, vs[free_v])), shape=(vs.size, S))

@@ -5,7 +5,7 @@ phasor disc (:mod:`loadopt.wiring`), and the reserved draw carried up the tree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -55,6 +55,7 @@ class _LineShape:
     cw_d: sp.csr_matrix | None = None  #: (S + B, 6N·M) coupled-row coefficients, discharging
     cw_base: np.ndarray | None = None  #: (6N, M) the base load's clipped projection per A
     cw_pv: np.ndarray | None = None  #: (6N, M) the PV output's clipped projection per A
+    memo: dict = field(default_factory=dict)  #: more per-shape structures (the row template)
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,7 +182,7 @@ def _line_shape(
     N = len(site.nodes)
     S = s_evse.size
     m = site.phasor_facets
-    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in site.nodes])
+    ratio = _site_tree(site).ratio
     # a session's line coefficients depend only on its EVSE and how many phases it uses: taken
     # by row from the site's table of every EVSE with 1, 2 and 3 phases (walked once per site)
     table = _evse_line_table(site, parent, ratio, N)
@@ -302,12 +303,19 @@ def _line_currents(
     shape = _line_shape(
         site, s_evse, parent, n_ph, line_to_line, k_base, has_base, bat_node, unit_mask
     )
-    limit = np.full((6 * N, T), np.inf)
+    tree = _site_tree(site)
+    primary = tree.memo.get("primary_limits")
+    if primary is None:  # (3N,) A, delta/wye primary lines (+inf: none), per site.nodes tuple
+        primary = np.full(3 * N, np.inf)
+        for k, n in enumerate(site.nodes):
+            trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
+            if trip is not None:
+                primary[3 * k : 3 * k + 3] = np.asarray(trip, dtype=np.float64)
+        primary.setflags(write=False)
+        tree.memo["primary_limits"] = primary
+    limit = np.empty((6 * N, T))
     limit[: 3 * N] = node_cur.reshape(3 * N, T)
-    for k, n in enumerate(site.nodes):
-        trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
-        if trip is not None:
-            limit[3 * (N + k) : 3 * (N + k) + 3] = np.asarray(trip, dtype=np.float64)[:, None]
+    limit[3 * N :] = primary[:, None]
     base_mag = np.abs(shape.base)[:, None] * base_a[None, :]
     exact = shape.used & np.isfinite(limit).any(axis=1) & ~shape.int_group
     bound = facet_loss_bound(np.where(exact, shape.sector_rad, 0.0), site.phasor_facets)

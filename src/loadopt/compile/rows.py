@@ -1,23 +1,28 @@
-"""The safety-row builder (``G r <= h`` as COO triplets with row labels) and the helpers that
-stack battery charge columns under the EV columns of a row family.
+"""The safety rows ``G r + Gb c <= h``: the row template of a site and a set of plugged-in
+vehicles (every row family's coefficients per unit and row group, cached with the line shape),
+assembled for one step's variables and right-hand sides without a sparse product or a sort
+(:func:`_assemble_rows`); and the COO row builder the export rows of the storage use.
+
+What a controller's step moves — time, meters, limits, signals — changes only the right-hand
+sides and which variables exist; the template (built when the vehicles on the EVSEs change) is
+reused as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
-
-def _with_batteries(
-    ev: sp.csr_matrix, bat_var: sp.csr_matrix, per_battery: Callable[[], sp.csr_matrix]
-) -> sp.coo_matrix:
-    """The (V + Vb, groups) coefficients of a row family: the EV columns ``ev`` above the battery
-    charge columns ``bat_var @ per_battery()`` (nothing to stack on a site without batteries)."""
-    if bat_var.shape[0] == 0:
-        return ev.tocoo()
-    return sp.vstack([ev, bat_var @ per_battery()]).tocoo()
+from ..problem import (
+    ROW_LINE_FACET,
+    ROW_NODE_CURRENT,
+    ROW_NODE_POWER,
+    ROW_PRIMARY_FACET,
+    ROW_SITE_IMPORT,
+)
+from .lines import _LineShape
 
 
 def _on_all_phases(anc: sp.csr_matrix) -> sp.csr_matrix:
@@ -26,6 +31,168 @@ def _on_all_phases(anc: sp.csr_matrix) -> sp.csr_matrix:
     rr = np.repeat(a.row, 3)
     cc = (a.col[:, None] * 3 + np.arange(3)[None, :]).ravel()
     return sp.csr_matrix((np.ones(rr.size), (rr, cc)), shape=(anc.shape[0], 3 * anc.shape[1]))
+
+
+@dataclass(frozen=True, eq=False)
+class _RowTemplate:
+    """The coefficients of every safety-row family per unit (the sessions, then the batteries)
+    and row group, for one site and one set of vehicles on their EVSEs: the part of ``G`` no
+    step of a controller moves (time, meters, limits and signals change only the right-hand
+    sides and which variables exist). Built once per line shape (:func:`_row_template`).
+
+    Groups, in the order of the rows of ``G``: ``3N`` exact line currents (node · 3 + phase),
+    ``6N·m`` phasor facets (line group · m + facet), ``N`` node powers (kW), 1 site import (kW).
+    """
+
+    ptr: np.ndarray  #: (U + 1,) CSR row pointer of the (U, groups) coefficients
+    idx: np.ndarray  #: group of each coefficient (ascending within a unit)
+    val: np.ndarray  #: the coefficient (A per A, or kW per A)
+    n_groups: int
+    s_anc: sp.coo_matrix  #: (S, N) sessions under each node
+    s_anc_csr: sp.csr_matrix
+    memo: dict = field(default_factory=dict)  #: the template on a step's finite groups
+
+
+def _row_template(
+    shape: _LineShape,
+    s_anc_csr: sp.csr_matrix,
+    kw_per_a: np.ndarray,
+    bat_anc: sp.csr_matrix,
+    bat_kw_per_a: float,
+    N: int,
+    m: int,
+) -> _RowTemplate:
+    """The :class:`_RowTemplate` of the sessions ``shape`` was built for (kept in its memo: the
+    line shape is cached by site identity and the sessions' EVSEs and phase counts, which fix
+    ``kw_per_a`` and ``s_anc_csr`` too), with the site's batteries (``bat_anc``, balanced over
+    the three phases) as the last units."""
+    tpl = shape.memo.get("rows")
+    if isinstance(tpl, _RowTemplate):
+        return tpl
+    S, B = s_anc_csr.shape[0], bat_anc.shape[0]
+    s_anc = s_anc_csr.tocoo()
+    D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
+    ev = sp.hstack([shape.C_int, shape.Cf, D, sp.csr_matrix(kw_per_a.reshape(S, 1))], format="csr")
+    # a battery: a balanced three-phase load on its node, in the exact rows and the facets of
+    # the lines it loads like the sessions (the line shape's battery rows)
+    bat = sp.hstack(
+        [
+            _on_all_phases(bat_anc) if shape.bat_C_int is None else shape.bat_C_int,
+            sp.csr_matrix((B, 6 * N * m)) if shape.bat_Cf is None else shape.bat_Cf,
+            bat_anc * bat_kw_per_a,
+            sp.csr_matrix(np.full((B, 1), bat_kw_per_a)),
+        ],
+        format="csr",
+    )
+    C = sp.vstack([ev, bat], format="csr")
+    C.eliminate_zeros()
+    C.sort_indices()
+    tpl = _RowTemplate(
+        ptr=C.indptr.astype(np.int64),
+        idx=C.indices.astype(np.int64),
+        val=C.data.astype(np.float64),
+        n_groups=C.shape[1],
+        s_anc=s_anc,
+        s_anc_csr=s_anc_csr,
+    )
+    shape.memo["rows"] = tpl
+    return tpl
+
+
+_LABELS: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+
+
+def _group_labels(N: int, m: int) -> tuple[np.ndarray, ...]:
+    """``(kind, node, phase, facet)`` of each row group of a :class:`_RowTemplate` (−1: all
+    nodes / phases, no facet)."""
+    got = _LABELS.get((N, m))
+    if got is not None:
+        return got
+    g_int = np.arange(3 * N)
+    g_f = np.arange(6 * N * m)
+    g_kw = np.arange(N)
+
+    def cat(*parts):
+        return np.concatenate([np.asarray(p) for p in parts])
+
+    out = (
+        cat(
+            np.full(3 * N, ROW_NODE_CURRENT),
+            np.where(g_f // m < 3 * N, ROW_LINE_FACET, ROW_PRIMARY_FACET),
+            np.full(N, ROW_NODE_POWER),
+            [ROW_SITE_IMPORT],
+        ).astype(np.int8),
+        cat(g_int // 3, (g_f // m // 3) % N, g_kw, [-1]).astype(np.int32),
+        cat(g_int % 3, (g_f // m) % 3, np.full(N, -1), [-1]).astype(np.int8),
+        cat(np.full(3 * N, -1), g_f % m, np.full(N, -1), [-1]).astype(np.int8),
+    )
+    for a in out:
+        a.setflags(write=False)
+    _LABELS[(N, m)] = out
+    return out
+
+
+def _assemble_rows(
+    tpl: _RowTemplate,
+    unit: np.ndarray,
+    period: np.ndarray,
+    free: np.ndarray,
+    rhs: np.ndarray,
+    T: int,
+    n_ev: int,
+) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
+    """The safety rows of one step from the template: variable ``v`` (of unit ``unit[v]`` in
+    period ``period[v]``; ``free[v]`` False: it has no entries) enters the row of group ``g``
+    and its own period with the unit's coefficient; a row exists where some variable enters it
+    and its right-hand side ``rhs[g·T + t]`` is finite. Rows are numbered by ``g·T + t`` (the
+    families in template order). Returns ``(G, Gb, h, group, period)``: the first ``n_ev``
+    variables' columns, then the rest (battery charge). A few passes over the entries, no sort:
+    the columns come out in variable order, already CSC."""
+    nv = unit.size
+    finite = np.isfinite(rhs).reshape(tpl.n_groups, T)
+    on = finite.any(axis=1)
+    whole = bool((on == finite.all(axis=1)).all())  # every group limited always or never
+    ptr, idx, val = _template_on(tpl, on)
+    start = ptr[unit]
+    cnt = np.where(free, ptr[unit + 1] - start, 0)
+    ends = np.cumsum(cnt)
+    nnz = int(ends[-1]) if nv else 0
+    pos = np.arange(nnz) + np.repeat(start - (ends - cnt), cnt)
+    per = np.repeat(period, cnt)
+    rid = idx[pos] * T + per
+    colptr = np.r_[0, ends]
+    if not whole:
+        keep = finite.reshape(-1)[rid]
+        pos, rid = pos[keep], rid[keep]
+        colptr = np.r_[0, np.cumsum(np.bincount(np.repeat(np.arange(nv), cnt)[keep], minlength=nv))]
+    present = np.zeros(rhs.size, dtype=bool)
+    present[rid] = True
+    uniq = np.flatnonzero(present)
+    rowno = np.empty(rhs.size, dtype=np.int32)
+    rowno[uniq] = np.arange(uniq.size, dtype=np.int32)
+    G_all = sp.csc_matrix((val[pos], rowno[rid], colptr.astype(np.int32)), shape=(uniq.size, nv))
+    if nv > n_ev:
+        G, Gb = G_all[:, :n_ev].tocsr(), G_all[:, n_ev:].tocsr()
+    else:
+        G, Gb = G_all.tocsr(), sp.csr_matrix((uniq.size, 0))
+    return G, Gb, rhs[uniq], uniq // T, (uniq % T).astype(np.int32)
+
+
+def _template_on(tpl: _RowTemplate, on: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``tpl``'s ``(ptr, idx, val)`` with only the groups ``on`` (a step's finite limits: the
+    others can have no row), kept per mask in the template's memo."""
+    key = on.tobytes()
+    got = tpl.memo.get(key)
+    if got is None:
+        k = on[tpl.idx]
+        U = tpl.ptr.size - 1
+        rows = np.repeat(np.arange(U), np.diff(tpl.ptr))
+        ptr = np.r_[0, np.cumsum(np.bincount(rows[k], minlength=U))]
+        got = (ptr.astype(np.int64), tpl.idx[k], tpl.val[k])
+        if len(tpl.memo) >= 8:
+            tpl.memo.pop(next(iter(tpl.memo)))
+        tpl.memo[key] = got
+    return got
 
 
 class _RowBuilder:

@@ -12,6 +12,7 @@ from ..horizon import Horizon, sample
 from ..problem import Problem
 from ..signals import Signals, split
 from ..site import Site
+from .tree import _site_tree
 
 
 def _feasible_floor(problem: Problem, floor_a: np.ndarray) -> np.ndarray:
@@ -42,26 +43,44 @@ def _point(start, value):
 def _node_limits(site: Site, horizon: Horizon) -> tuple[np.ndarray, np.ndarray]:
     """``(node_cur (N, 3, T) A, node_kw (N, T) kW)``: each node's current and power ratings on
     the horizon (a series narrows its static rating, the minimum over a period; ``inf`` where
-    none)."""
+    none).
+
+    The static ratings are read once per ``site.nodes`` tuple (kept in the site tree's memo; a
+    node limit changed at run time, :meth:`loadopt.controller.Controller.set_node_limit`, is a
+    new tuple, so a new tree and a fresh read at the very next compile); nodes with a series are
+    sampled at every call."""
+    tree = _site_tree(site)
+    got = tree.memo.get("node_limits")
+    if got is None:
+        N = len(site.nodes)
+        cur, kw = np.full((N, 3), np.inf), np.full(N, np.inf)
+        for k, node in enumerate(site.nodes):
+            trip = node.current_triplet()
+            if trip is not None:
+                cur[k] = np.asarray(trip, dtype=np.float64)
+            if node.max_power_kw is not None:
+                kw[k] = node.max_power_kw
+        timed = tuple(k for k, n in enumerate(site.nodes) if n.current_series or n.power_series_kw)
+        cur.setflags(write=False)
+        kw.setflags(write=False)
+        got = (cur, kw, timed)
+        tree.memo["node_limits"] = got
+    cur, kw, timed = got
     T = horizon.n_periods
-    N = len(site.nodes)
-    node_cur = np.full((N, 3, T), np.inf)
-    node_kw = np.full((N, T), np.inf)
-    for k, node in enumerate(site.nodes):
-        trip = node.current_triplet()
+    node_cur = np.repeat(cur[:, :, None], T, axis=2)
+    node_kw = np.repeat(kw[:, None], T, axis=1)
+    for k in timed:
+        node = site.nodes[k]
         if node.current_series:
+            trip = node.current_triplet()
             for p in range(3):
                 pts = tuple(
                     _point(c.start, c.value if isinstance(c.value, float | int) else c.value[p])
                     for c in node.current_series
                 )
                 node_cur[k, p] = sample(None if trip is None else trip[p], pts, horizon, "min")
-        elif trip is not None:
-            node_cur[k] = np.asarray(trip, dtype=np.float64)[:, None]
         if node.power_series_kw:
             node_kw[k] = sample(node.max_power_kw, node.power_series_kw, horizon, "min")
-        elif node.max_power_kw is not None:
-            node_kw[k] = node.max_power_kw
     return node_cur, node_kw
 
 

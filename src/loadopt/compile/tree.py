@@ -67,6 +67,7 @@ class _SiteTree:
     has_line: np.ndarray  #: (E, 3) bool, the EVSE has line L1/L2/L3
     line_to_line: np.ndarray  #: (E,) bool, the EVSE is wired line-to-line
     evse_arrays: dict[str, np.ndarray]  #: :func:`evse_arrays`, read-only
+    ratio: np.ndarray  #: (N,) delta/wye turns ratio, 0 = none
     memo: dict = field(default_factory=dict)  #: more per-site arrays, built when first needed
 
 
@@ -105,6 +106,7 @@ def _site_tree(site: Site) -> _SiteTree:
         shape=(E, N),
     )
     arrays = _site_evse_arrays(site)
+    ratio = np.array([0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in site.nodes])
     tree = _SiteTree(
         nodes=site.nodes,
         evses=site.evses,
@@ -120,13 +122,28 @@ def _site_tree(site: Site) -> _SiteTree:
         has_line=np.arange(3)[None, :] < arrays["evse_phases"].reshape(E, 1),
         line_to_line=np.array([e.wiring == "line_to_line" for e in site.evses], dtype=bool),
         evse_arrays=arrays,
+        ratio=ratio,
     )
-    for a in (parent, evse_node, tree.has_line, tree.line_to_line):
+    for a in (parent, evse_node, tree.has_line, tree.line_to_line, ratio):
         a.setflags(write=False)
     # an object compared by identity: pydantic's ``Site ==`` first compares ``__dict__`` and,
     # when that differs, only the fields
     site.__dict__["_site_tree"] = tree
     return tree
+
+
+def _session_anc(tree: _SiteTree, s_evse: np.ndarray) -> sp.csr_matrix:
+    """(S, N) 1 where a node is above the session's EVSE (the last one kept in the tree's memo:
+    the same vehicles are plugged in from one step to the next). Read-only."""
+    key = s_evse.tobytes()
+    got = tree.memo.get("s_anc")
+    if got is None or got[0] != key:
+        m = tree.anc[s_evse].tocsr()
+        for a in (m.data, m.indices, m.indptr):
+            a.setflags(write=False)
+        got = (key, m)
+        tree.memo["s_anc"] = got
+    return got[1]
 
 
 def _site_evse_arrays(site: Site) -> dict[str, np.ndarray]:

@@ -27,7 +27,6 @@ from ..lp import LinearProgram
 from ..problem import Problem
 from .result import SolverResult, SolverStatus
 
-
 #: Below this many LP columns a warm start is slower than a cold solve (keys, mapping and the
 #: basis kept included): measured step by step, warm and cold on the same LPs, on the shipped JPL
 #: week (docs/benchmarks.md, "Warm start by size").
