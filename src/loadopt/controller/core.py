@@ -22,6 +22,7 @@ from ..schedule import Schedule, ScheduleStatus
 from ..session import Session
 from ..signals import GridSignal, Signals
 from ..site import Site
+from ..solvers.warm import MIN_WARM_COLS
 from .limits import _Limits
 from .metering import _Metering
 from .resharing import _Resharing
@@ -94,10 +95,11 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         A meter reading older than ``meter_max_age_s`` or more than ``meter_max_lead_s`` ahead of
         the controller's clock (the latest step; before the first one, the latest plug-in) is
         rejected (default: two steps each).
-    warm, warm_min_mapped, alien_basis, cold_after_limit_cut
+    warm, warm_min_mapped, alien_basis, cold_after_limit_cut, warm_min_cols
         Warm-start settings of the default planner (:class:`loadopt.solvers.warm.WarmStart`:
-        ``enabled``, ``min_mapped``, ``alien``, ``cold_after_limit_cut``); also readable and
-        settable as attributes.
+        ``enabled``, ``min_mapped``, ``alien``, ``cold_after_limit_cut``, ``min_cols``: an LP
+        with fewer columns is solved cold, where a warm start measured slower); also readable
+        and settable as attributes.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         warm_min_mapped: float = 0.5,
         alien_basis: bool = False,
         cold_after_limit_cut: bool = True,
+        warm_min_cols: int = MIN_WARM_COLS,
         policy: str | None = None,
         pilots: bool = True,
     ) -> None:
@@ -188,6 +191,7 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
             ws = self.planner.warm_start
             ws.enabled, ws.min_mapped = bool(warm), float(warm_min_mapped)
             ws.alien, ws.cold_after_limit_cut = bool(alien_basis), bool(cold_after_limit_cut)
+            ws.min_cols = int(warm_min_cols)
         self.default_dwell_h = _finite_nonneg(default_dwell_h, "Controller: default_dwell_h")
         self.default_energy_kwh = _finite_nonneg(
             default_energy_kwh, "Controller: default_energy_kwh"
@@ -260,6 +264,10 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
     cold_after_limit_cut = property(
         lambda self: self._warm().cold_after_limit_cut,
         lambda self, v: setattr(self._warm(), "cold_after_limit_cut", bool(v)),
+    )
+    warm_min_cols = property(
+        lambda self: self._warm().min_cols,
+        lambda self, v: setattr(self._warm(), "min_cols", int(v)),
     )
 
     def to_state(self) -> dict[str, Any]:
