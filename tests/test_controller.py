@@ -137,7 +137,7 @@ def test_warm_equals_cold_over_a_day_with_arrivals_departures_and_a_cut():
         objective=sc.objective,
         step_s=1800,
         n_periods=16,
-        warm_min_cols=0,  # the warm start at every size (by default small LPs solve cold)
+        warm_min_rows=0,  # the warm start at every size (by default small LPs solve cold)
     )
     c._seen = set()
     now0 = sc.horizon.start.replace(hour=6)
@@ -182,7 +182,7 @@ def test_mapped_basis_is_consistent():
         objective=sc.objective,
         n_periods=24,
         warm_min_mapped=0.0,
-        warm_min_cols=0,
+        warm_min_rows=0,
     )
     c._seen = set()
     now = sc.horizon.start.replace(hour=8)
@@ -329,7 +329,7 @@ def test_expected_vehicle_errors_and_expiry():
 
 
 def test_a_fault_in_the_warm_start_means_a_cold_solve_not_a_crash(monkeypatch):
-    c = Controller(_site(), step_s=900, n_periods=8, warm_min_cols=0)  # warm at any size
+    c = Controller(_site(), step_s=900, n_periods=8, warm_min_rows=0)  # warm at any size
     c.start_session(_sess(1, "evse0"))
     c.step(T0)
 

@@ -315,7 +315,7 @@ def test_controller_on_a_tiered_horizon_rolls_warm_and_stays_safe():
         fine_s=3 * 3600,
         signals=sc.signals,
         objective=sc.objective,
-        warm_min_cols=0,  # the warm start at every size (by default small LPs solve cold)
+        warm_min_rows=0,  # the warm start at every size (by default small LPs solve cold)
     )
     for s in sc.sessions:
         if s.arrival <= now0 < s.departure:

@@ -103,7 +103,7 @@ def test_controller_settings_are_constructor_arguments_and_readable():
         warm_min_mapped=0.7,
         alien_basis=True,
         cold_after_limit_cut=False,
-        warm_min_cols=123,
+        warm_min_rows=123,
     )
     assert (c.reshare, c.reshare_headroom_a, c.overstay_extension_h, c.expected_grace_h) == (
         False,
@@ -117,7 +117,7 @@ def test_controller_settings_are_constructor_arguments_and_readable():
         True,
         False,
     )
-    assert c.warm_min_cols == c.planner.warm_start.min_cols == 123
+    assert c.warm_min_rows == c.planner.warm_start.min_rows == 123
     assert c.method == "lp" and isinstance(c.planner, lo.SolvePlanner)
     with pytest.raises(lo.InputError):
         lo.Controller(one_breaker_site(), method="nope")  # lp, fast, milp, auto only
@@ -189,7 +189,7 @@ def test_warm_start_object_carries_the_basis_between_solve_calls():
     from loadopt.solvers.warm import WarmStart
 
     site = one_breaker_site(16.0)
-    ws = WarmStart(min_cols=0)  # the mechanism at any size (by default small LPs solve cold)
+    ws = WarmStart(min_rows=0)  # the mechanism at any size (by default small LPs solve cold)
     modes = []
     for k in range(3):
         hz = horizon(8, 900, T0 + timedelta(minutes=15 * k))

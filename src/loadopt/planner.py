@@ -22,7 +22,7 @@ from .options import AutoOptions, FastOptions, LpOptions, MilpOptions, SolveOpti
 from .problem import Problem
 from .schedule import Schedule
 from .solve import solve
-from .solvers.warm import MIN_WARM_COLS, WarmStart
+from .solvers.warm import MIN_WARM_ROWS, WarmStart
 
 
 @runtime_checkable
@@ -38,8 +38,8 @@ class SolvePlanner:
     """:func:`loadopt.solve` with ``options``, warm-started across calls (the HiGHS LP only).
 
     ``warm``, ``warm_min_mapped``, ``alien_basis``, ``cold_after_limit_cut``,
-    ``warm_min_cols``: see :class:`~loadopt.solvers.warm.WarmStart` (``enabled``,
-    ``min_mapped``, ``alien``, ``cold_after_limit_cut``, ``min_cols``).
+    ``warm_min_rows``: see :class:`~loadopt.solvers.warm.WarmStart` (``enabled``,
+    ``min_mapped``, ``alien``, ``cold_after_limit_cut``, ``min_rows``).
     """
 
     def __init__(
@@ -50,7 +50,7 @@ class SolvePlanner:
         warm_min_mapped: float = 0.5,
         alien_basis: bool = False,
         cold_after_limit_cut: bool = True,
-        warm_min_cols: int = MIN_WARM_COLS,
+        warm_min_rows: int = MIN_WARM_ROWS,
     ) -> None:
         self.options: SolveOptions = as_options(options)
         self.warm_start = WarmStart(
@@ -58,7 +58,7 @@ class SolvePlanner:
             min_mapped=warm_min_mapped,
             alien=alien_basis,
             cold_after_limit_cut=cold_after_limit_cut,
-            min_cols=warm_min_cols,
+            min_rows=warm_min_rows,
         )
         self.last_mode = ""
         self.last_reason = ""

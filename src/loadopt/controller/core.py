@@ -22,7 +22,7 @@ from ..schedule import Schedule, ScheduleStatus
 from ..session import Session
 from ..signals import GridSignal, Signals
 from ..site import Site
-from ..solvers.warm import MIN_WARM_COLS
+from ..solvers.warm import MIN_WARM_ROWS
 from .limits import _Limits
 from .metering import _Metering
 from .resharing import _Resharing
@@ -95,10 +95,10 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         A meter reading older than ``meter_max_age_s`` or more than ``meter_max_lead_s`` ahead of
         the controller's clock (the latest step; before the first one, the latest plug-in) is
         rejected (default: two steps each).
-    warm, warm_min_mapped, alien_basis, cold_after_limit_cut, warm_min_cols
+    warm, warm_min_mapped, alien_basis, cold_after_limit_cut, warm_min_rows
         Warm-start settings of the default planner (:class:`loadopt.solvers.warm.WarmStart`:
-        ``enabled``, ``min_mapped``, ``alien``, ``cold_after_limit_cut``, ``min_cols``: an LP
-        with fewer columns is solved cold, where a warm start measured slower); also readable
+        ``enabled``, ``min_mapped``, ``alien``, ``cold_after_limit_cut``, ``min_rows``: an LP
+        with fewer rows is solved cold, where a warm start measured slower); also readable
         and settable as attributes.
     """
 
@@ -130,7 +130,7 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         warm_min_mapped: float = 0.5,
         alien_basis: bool = False,
         cold_after_limit_cut: bool = True,
-        warm_min_cols: int = MIN_WARM_COLS,
+        warm_min_rows: int = MIN_WARM_ROWS,
         policy: str | None = None,
         pilots: bool = True,
     ) -> None:
@@ -191,7 +191,7 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
             ws = self.planner.warm_start
             ws.enabled, ws.min_mapped = bool(warm), float(warm_min_mapped)
             ws.alien, ws.cold_after_limit_cut = bool(alien_basis), bool(cold_after_limit_cut)
-            ws.min_cols = int(warm_min_cols)
+            ws.min_rows = int(warm_min_rows)
         self.default_dwell_h = _finite_nonneg(default_dwell_h, "Controller: default_dwell_h")
         self.default_energy_kwh = _finite_nonneg(
             default_energy_kwh, "Controller: default_energy_kwh"
@@ -265,9 +265,9 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         lambda self: self._warm().cold_after_limit_cut,
         lambda self, v: setattr(self._warm(), "cold_after_limit_cut", bool(v)),
     )
-    warm_min_cols = property(
-        lambda self: self._warm().min_cols,
-        lambda self, v: setattr(self._warm(), "min_cols", int(v)),
+    warm_min_rows = property(
+        lambda self: self._warm().min_rows,
+        lambda self, v: setattr(self._warm(), "min_rows", int(v)),
     )
 
     def to_state(self) -> dict[str, Any]:

@@ -73,7 +73,7 @@ SETTINGS = (
     "pilots",
 )
 #: Warm-start settings of the optimising planner.
-WARM = ("warm", "warm_min_mapped", "alien_basis", "cold_after_limit_cut", "warm_min_cols")
+WARM = ("warm", "warm_min_mapped", "alien_basis", "cold_after_limit_cut", "warm_min_rows")
 #: The controller's clock state: last reading time, last step, EVSEs budgeted at what their
 #: vehicle draws, events waiting for the next step's record.
 CLOCK = ("_clock", "_last_now", "_observed", "_events")

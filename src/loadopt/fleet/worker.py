@@ -117,7 +117,7 @@ def planner_spec(planner: Any) -> tuple:
                 "warm_min_mapped": ws.min_mapped,
                 "alien_basis": ws.alien,
                 "cold_after_limit_cut": ws.cold_after_limit_cut,
-                "warm_min_cols": ws.min_cols,
+                "warm_min_rows": ws.min_rows,
             },
         )
     return ("callable", planner)

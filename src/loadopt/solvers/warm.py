@@ -27,10 +27,11 @@ from ..lp import LinearProgram
 from ..problem import Problem
 from .result import SolverResult, SolverStatus
 
-#: Below this many LP columns a warm start is slower than a cold solve (keys, mapping and the
-#: basis kept included): measured step by step, warm and cold on the same LPs, on the shipped JPL
-#: week (docs/benchmarks.md, "Warm start by size").
-MIN_WARM_COLS = 4000
+#: Below this many LP rows a warm start is slower than a cold solve (keys, mapping and the basis
+#: kept included): measured step by step, warm and cold on the same LPs, on the shipped JPL week
+#: with uniform and tiered horizons (docs/benchmarks.md, "Warm start by size"); the LP's rows
+#: predicted the crossover on both horizons, its columns did not.
+MIN_WARM_ROWS = 1000
 
 
 class WarmStart:
@@ -41,10 +42,9 @@ class WarmStart:
     ``alien``: let HiGHS repair the basic count itself (``HighsBasis.alien``) instead of
     :meth:`mapped_basis` doing it (measured slower: one extra LU factorization).
     ``cold_after_limit_cut``: solve cold when a limit dropped over most of the horizon.
-    ``min_cols``: an LP with fewer columns is solved cold and no basis is kept for it (the keys,
-    the mapping and the basis kept cost more than a warm start saves at that size: measured on
-    the shipped JPL week, benchmarks/test_bench_acn_week.py and docs/benchmarks.md); 0 = warm at
-    every size.
+    ``min_rows``: an LP with fewer rows is solved cold and no basis is kept for it (the keys, the
+    mapping and the basis kept cost more than a warm start saves at that size: measured on the
+    shipped JPL week, :data:`MIN_WARM_ROWS`); 0 = warm at every size.
 
     After each :meth:`solve`, ``mode`` is ``"warm"``, ``"cold"`` or ``"empty"`` and ``reason``
     says why (for logs).
@@ -57,10 +57,10 @@ class WarmStart:
         min_mapped: float = 0.5,
         alien: bool = False,
         cold_after_limit_cut: bool = True,
-        min_cols: int = MIN_WARM_COLS,
+        min_rows: int = MIN_WARM_ROWS,
     ) -> None:
         self.enabled = bool(enabled)
-        self.min_cols = int(min_cols)
+        self.min_rows = int(min_rows)
         self.min_mapped = float(min_mapped)
         self.alien = bool(alien)
         self.cold_after_limit_cut = bool(cold_after_limit_cut)
@@ -101,11 +101,11 @@ class WarmStart:
         start: tuple[np.ndarray, np.ndarray] | None = None
         keys = None
         try:  # the warm start is an optimisation: any fault in it means a cold solve
-            small = lp.n_cols < self.min_cols
+            small = lp.n_rows < self.min_rows
             keys = self.keys(problem, lp) if self.enabled and not small else None
             if keys is None:
                 reason = (
-                    f"{lp.n_cols} columns < {self.min_cols}: solved cold (faster at this size)"
+                    f"{lp.n_rows} rows < {self.min_rows}: solved cold (faster at this size)"
                     if self.enabled
                     else "warm start off: solved cold"
                 )
