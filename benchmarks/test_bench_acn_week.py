@@ -121,16 +121,20 @@ def hindsight(days: int) -> Row:
 def table(rows: list[Row], best: Row) -> str:
     out = [
         "| policy | energy delivered | vs hindsight | sessions served | exact violations "
-        "| ms per call mean / max |",
-        "|---|---|---|---|---|---|",
+        "| ms per call mean / max | mean / EDF's |",
+        "|---|---|---|---|---|---|---|",
     ]
+    # per-call cost beside EDF's measured in the same run (benchmarks/test_bench_step.py times
+    # the controller's variants alone, interleaved by day, wall and CPU)
+    edf = next((r.ms_mean for r in rows if r.name == "edf"), float("nan"))
     for r in rows:
         pct = 100.0 * r.delivered_kwh / r.requested_kwh
         ratio = 100.0 * r.delivered_kwh / best.delivered_kwh
         ms = "—" if np.isnan(r.ms_mean) else f"{r.ms_mean:.1f} / {r.ms_max:.0f}"
+        vs_edf = "—" if np.isnan(r.ms_mean) else f"{r.ms_mean / edf:.2f}×"
         out.append(
             f"| {r.name} | {r.delivered_kwh:,.1f} kWh ({pct:.2f} %) | {ratio:.2f} % | "
-            f"{r.served}/{r.sessions} | {r.violations} | {ms} |"
+            f"{r.served}/{r.sessions} | {r.violations} | {ms} | {vs_edf} |"
         )
     return "\n".join(out)
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -50,9 +50,13 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
     coarse_step_s, fine_s
         A non-uniform horizon (:meth:`loadopt.horizon.Horizon.tiered`): periods of ``step_s`` for
         the first ``fine_s`` seconds, then of ``coarse_step_s`` (aligned to UTC multiples of it)
-        up to the same span. ``None`` (default): ``n_periods`` periods of ``step_s``. The plan
-        beyond ``fine_s`` only has to be right in aggregate; docs/benchmarks.md measures speed and
-        energy delivered both ways on the JPL week.
+        up to the same span. ``None``: ``n_periods`` periods of ``step_s``. ``"auto"`` (default,
+        :func:`auto_coarse_step_s`): hourly periods after the first ``fine_s`` (4 h) when
+        ``step_s`` divides an hour and the span reaches beyond ``fine_s`` by more than an hour,
+        else uniform. The plan beyond ``fine_s`` only has to be right in aggregate (only period 0
+        is acted upon; coarse periods take every limit's minimum over them, so they are never
+        less safe); on the shipped JPL week the tiered horizon delivers the same energy to the
+        same sessions as the uniform one at a lower cost per step (docs/benchmarks.md).
     align_to_grid
         Start every horizon at the last instant at or before ``now`` on a fixed UTC grid of
         ``step_s`` (epoch seconds divisible by ``step_s``) instead of at ``now``: period
@@ -108,7 +112,7 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         *,
         step_s: int = 900,
         n_periods: int = 96,
-        coarse_step_s: int | None = None,
+        coarse_step_s: int | Literal["auto"] | None = "auto",
         fine_s: int = 4 * 3600,
         align_to_grid: bool = False,
         signals: Signals | None = None,
@@ -157,6 +161,8 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         self.site = site
         self.step_s = int(step_s)
         self.n_periods = int(n_periods)
+        if coarse_step_s == "auto":
+            coarse_step_s = auto_coarse_step_s(self.step_s, self.n_periods, fine_s)
         self.coarse_step_s = coarse_step_s
         self.fine_s = fine_s
         if not isinstance(align_to_grid, bool):
@@ -533,3 +539,19 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
                 st.discharge_at = now
             st.last_discharge_a = float(first_d[i])
         self.last_schedule = sched
+
+
+#: The coarse period of the default (``"auto"``) tiered horizon (s).
+AUTO_COARSE_STEP_S = 3600
+
+
+def auto_coarse_step_s(step_s: int, n_periods: int, fine_s: int) -> int | None:
+    """The coarse period of ``Controller(coarse_step_s="auto")``: :data:`AUTO_COARSE_STEP_S`
+    when ``step_s`` is shorter and divides it and the horizon spans more than an hour beyond
+    ``fine_s``; ``None`` (uniform) otherwise."""
+    coarse = AUTO_COARSE_STEP_S
+    if not isinstance(fine_s, int) or isinstance(fine_s, bool):
+        return None  # (a bad fine_s is only an error where a tiered horizon uses it)
+    if step_s < coarse and coarse % step_s == 0 and step_s * n_periods > fine_s + coarse:
+        return coarse
+    return None
