@@ -12,7 +12,9 @@ Modules, one job each:
 - :mod:`~loadopt.compile.series` — node limits and signals sampled on the horizon, §14a floors;
 - :mod:`~loadopt.compile.fixed_loads` — reserved EVSE draw and base-load notices;
 - :mod:`~loadopt.compile.lines` — line-current phasors, line shapes (cached), facets;
-- :mod:`~loadopt.compile.rows` — the safety-row builder;
+- :mod:`~loadopt.compile.rows` — the safety rows: a row template per line shape (the
+  coefficients no controller step moves) assembled per step, and the COO builder of the export
+  rows;
 - :mod:`~loadopt.compile.storage` — battery columns, V2X sessions, the ``Storage`` part.
 """
 

@@ -35,7 +35,8 @@ Between calls it keeps:
   limit, the reduction is lifted and it may draw its full maximum again.
 - **the planner** (``planner=``, :mod:`loadopt.planner`): what turns each step's problem into a
   schedule — the LP on HiGHS by default, warm-started from the previous step's optimal basis
-  mapped by stable keys (:mod:`loadopt.solvers.warm`), or the MILP, the fast path with a policy,
+  mapped by stable keys (:mod:`loadopt.solvers.warm`; LPs of ``warm_min_rows`` rows or more,
+  smaller ones solve faster cold), or the MILP, the fast path with a policy,
   a baseline, or any callable ``Problem -> Schedule``. Every step records which path was taken
   and why (:attr:`Controller.log`).
 
