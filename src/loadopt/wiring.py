@@ -72,6 +72,26 @@ def branch_coefficients(
     return out
 
 
+def branch_lines(line_to_line: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """``(E, 3, 3)`` 0/1: branch ``j`` of an EVSE (what flows on its line ``Lj``) loads site line
+    ``p``.
+
+    Line-to-neutral: line ``rotation[j]`` only. Line-to-line: both lines of the pair
+    ``(rotation[j], rotation[j+1])`` (module docstring), each by the branch current's magnitude.
+    Summing a branch's current over the lines it loads is the in-phase (triangle-inequality)
+    bound of the line phasors, what a fixed draw of unknown split is counted as.
+    """
+    rot = np.asarray(rotation, dtype=np.int64).reshape(-1, 3)
+    ll = np.asarray(line_to_line, dtype=bool).reshape(-1)
+    E = rot.shape[0]
+    out = np.zeros((E, 3, 3))
+    rows = np.arange(E)
+    for j in range(3):
+        out[rows, j, rot[:, j]] = 1.0
+        out[rows[ll], j, rot[ll, (j + 1) % 3]] = 1.0
+    return out
+
+
 def delta_wye_primary(coef: np.ndarray, turns_ratio: np.ndarray | float) -> np.ndarray:
     """Primary line currents of a delta/wye transformer from its secondary ones (``(..., 3)``).
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..horizon import Horizon
+from ..wiring import branch_lines
 from .tree import _SiteTree
 
 
@@ -80,10 +81,10 @@ def _reserved_loads(
     if reserved is None or not reserved.any():
         node_res_kw, site_res_kw = np.zeros((N, T)), np.zeros(T)
     else:
-        line_phase = np.asarray(tree.evse_arrays["evse_site_phases"])
         e_volt = np.asarray(tree.evse_arrays["evse_voltage_v"])
-        for j in range(3):
-            np.add.at(res_site, (np.arange(E_), line_phase[:, j]), reserved[:, j])
+        # a line-to-line branch loads both lines of its pair
+        inc = branch_lines(tree.line_to_line, tree.evse_arrays["evse_site_phases"])
+        res_site = np.einsum("ejp,ejt->ept", inc, reserved)
         res_kw_e = reserved.sum(axis=1) * e_volt[:, None] / 1000.0  # (E, T)
         node_res_kw = np.asarray(tree.anc_t @ res_kw_e).reshape(N, T)
         site_res_kw = res_kw_e.sum(axis=0)
