@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import loadopt as lo
+from loadopt.ocpp import allowances
 
 from .conftest import examples
 
@@ -209,3 +210,79 @@ def test_reserved_wired_sites_never_exceed_an_exact_limit(case):
     if fixed_over:
         return  # the reservations alone break a limit: a notice, not the plan's doing
     assert not bad, bad
+
+
+def _newcomer_breaches(site: lo.Site, sched: lo.Schedule, plugged: list[int]) -> list[str]:
+    """Every idle EVSE's newcomer at its allowance on each branch, on top of the plan (and any
+    reservation at any draw within it): the TxDefault worst case."""
+    allow = allowances(sched)
+    p = sched.problem
+    cur = sched.unreserved_current
+    res = p.evse_reserved_a
+    planned = [
+        (site.evses[k], j, cur[i])
+        for i, k in enumerate(plugged)
+        for j in range(site.evses[k].phases)
+    ]
+    for e, ev in enumerate(site.evses):
+        for j in range(ev.phases):
+            planned.append((ev, j, np.where(allow.idle[e], allow.newcomer[e, j], 0) / 10.0))
+    held = [
+        (site.evses[e], j, res[e, j])
+        for e in range(len(site.evses))
+        for j in range(site.evses[e].phases)
+        if res is not None and res[e, j].any()
+    ]
+    bad, fixed_over = worst_breaches(site, planned, held)
+    return [] if fixed_over else bad
+
+
+def test_newcomer_allowances_count_line_to_line_pairs_and_transformer_primaries():
+    """Regression: allowances counted an idle line-to-line EVSE on its first line only and
+    carried a load under a delta/wye transformer up as if it were on the same site phase
+    (primary limits ignored): all newcomers at their TxDefault put 36.3 A on a 20 A line."""
+    site = lo.Site(
+        nodes=(
+            lo.Node(id="grid", max_current=20.0),
+            lo.Node(
+                id="tx",
+                parent="grid",
+                kind="transformer",
+                max_current=100.0,
+                delta_wye=lo.DeltaWye(turns_ratio=1.0, primary_max_current=15.0),
+            ),
+        ),
+        evses=(
+            _evse(0, "grid", "line_to_line", "RST", 1),
+            _evse(1, "grid", "line_to_neutral", "SRT", 1),
+            _evse(2, "tx", "line_to_neutral", "RST", 1),
+        ),
+        voltage_v=120.0,
+    )
+    p = lo.compile_problem(site, [], lo.Horizon(start=T0, step_s=900, n_periods=2))
+    sched = lo.solve(p)
+    assert not _newcomer_breaches(site, sched, [])
+    assert allowances(sched).newcomer[:, 0, 0].min() > 0  # and everyone still gets something
+
+
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=wired_cases())
+def test_newcomers_on_wired_sites_never_exceed_an_exact_limit(case):
+    site, plugged, res, method = case
+    T = res.shape[2]
+    sessions = [
+        lo.Session(
+            id=f"s{k}",
+            evse=f"e{k}",
+            arrival=T0 - timedelta(hours=1),
+            departure=T0 + timedelta(hours=4),
+            energy_kwh=60.0,
+            phases=site.evses[k].phases,
+        )
+        for k in plugged
+    ]
+    p = lo.compile_problem(
+        site, sessions, lo.Horizon(start=T0, step_s=900, n_periods=T), reserved_a=res
+    )
+    sched = lo.solve(p, method=method)
+    assert not _newcomer_breaches(site, sched, plugged)

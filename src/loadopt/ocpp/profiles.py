@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import InputError
 from ..schedule import Schedule
 from ..site import Evse, Site
+from ..wiring import branch_lines
 from .ids import ProfileIds, Purpose, Version, check_version, wire_purpose
 from .merge import merge_periods
 from .numbers import _num, _watts_deci
@@ -312,10 +313,70 @@ def allowances(schedule: Schedule) -> Allowances:
         nxt = p.node_parent[cur_node]
         keep = nxt >= 0
         alive, cur_node = alive[keep], nxt[keep]
+    if _wired(p.site):
+        best = np.minimum(best, _phasor_line_allowance(schedule, idle, has_line))
     best = np.minimum(best, e_max_da[:, None, None])
     best[line_phase < 0] = 0
     newcomer = np.where(np.isfinite(best), best, 0).astype(np.int64)
     return Allowances(newcomer=newcomer, idle=idle, evse_line_phase=line_phase, load_da=load_e)
+
+
+def _wired(site: Site) -> bool:
+    return any(e.wiring == "line_to_line" for e in site.evses) or any(
+        n.delta_wye is not None for n in site.nodes
+    )
+
+
+def _phasor_line_allowance(
+    schedule: Schedule, idle: np.ndarray, has_line: np.ndarray
+) -> np.ndarray:
+    """(E, 3, T) deci-amps per idle EVSE branch from every line limit of a site with
+    line-to-line EVSEs or delta/wye transformers (:mod:`loadopt.wiring`), whose line currents
+    are phasor sums that the per-site-phase count above does not see.
+
+    A branch adds at most ``w`` A per A to the magnitude of each line it reaches (1 on both
+    lines of a line-to-line pair; through a transformer of ratio ``n`` up to ``2/n`` on a
+    primary line: the triangle inequality), so sharing each line's room (its limit less the
+    exact magnitude of what is planned, base load and reservations) in proportion to the
+    idle branches' weights keeps every line within its limit with all newcomers at once.
+    """
+    p = schedule.problem
+    E, T = has_line.shape[0], p.n_periods
+    N = len(p.node_ids)
+    ratio = np.array(
+        [0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in p.site.nodes]
+    )
+    line_to_line = np.array([e.wiring == "line_to_line" for e in p.site.evses], dtype=bool)
+    x = (branch_lines(line_to_line, p.evse_site_phases) * has_line[:, :, None]).reshape(3 * E, 3)
+    weight = np.zeros((3 * E, 6 * N))
+    row, cur = np.arange(3 * E), np.repeat(p.evse_node, 3)
+    while row.size:
+        weight[row[:, None], cur[:, None] * 3 + np.arange(3)] += x
+        tr = ratio[cur] > 0
+        if tr.any():
+            x = x.copy()
+            x[tr] = (x[tr] + np.roll(x[tr], 1, axis=1)) / ratio[cur[tr]][:, None]
+            weight[row[tr][:, None], (N + cur[tr])[:, None] * 3 + np.arange(3)] += x[tr]
+        nxt = p.node_parent[cur]
+        keep = nxt >= 0
+        row, cur, x = row[keep], nxt[keep], x[keep]
+    lim = p.line_limit
+    with np.errstate(invalid="ignore"):
+        room = np.where(
+            np.isfinite(lim),
+            np.maximum(
+                np.floor(lim * 10.0 + 1e-7) - np.ceil(schedule.line_current * 10.0 - 1e-7), 0
+            ),
+            np.inf,
+        )
+    newcomers = (idle[:, None, :] & has_line[:, :, None]).reshape(3 * E, T)
+    share = weight.T @ newcomers  # (6N, T) A of line magnitude per A of every newcomer
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_a = np.where(share > 1e-12, np.floor(room / np.where(share > 1e-12, share, 1)), np.inf)
+    r, g = np.nonzero(weight > 0)
+    out = np.full((3 * E, T), np.inf)
+    np.minimum.at(out, r, per_a[g])
+    return out.reshape(E, 3, T)
 
 
 def _session_kw_by_evse(p: Any, schedule: Schedule, E: int) -> np.ndarray:
