@@ -47,7 +47,8 @@ def compile_problem(
     accepted a lower limit, a silent or unknown one at its hardware maximum, a vehicle drawing
     above its limit. It is a fixed load on every limit above the EVSE, exactly like the base
     load (right-hand sides drop, clamped at 0 with a notice); a session on a reserved EVSE is
-    planned within ``[0, min(its max, largest reserved line)]`` in those periods and its
+    planned within ``[0, min(its max, smallest reserved line it draws on)]`` in those periods
+    (so what it is sent never exceeds what is counted for it) and its
     variables there carry no safety-row entries (its draw is already counted).
 
     Raises :class:`~loadopt.errors.InputError` for inconsistent inputs (unknown EVSE, duplicate
@@ -383,7 +384,7 @@ def _variables(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One column per plugged-in (session, period): ``(var_session, var_period, var_ub A,
     var_free, var_kwh_per_a)``. On a reserved EVSE the session's own draw is inside the
-    reservation: its bound is at most the largest reserved line and it is not free (no
+    reservation: its bound is at most the smallest reserved line it draws on and it is not free (no
     safety-row entries)."""
     vs, vt = np.nonzero((sa.avail > 0) & (sa.max_cur[:, None] > 0))
     vs = vs.astype(np.int32)
@@ -394,9 +395,12 @@ def _variables(
     if reserved is None:
         var_free = np.ones(V, dtype=bool)
     else:
-        res_line_max = reserved.max(axis=1)  # (E, T)
-        var_res = res_line_max[sa.s_evse[vs], vt] if V else np.zeros(0)
-        var_free = var_res <= 0
+        held = reserved[sa.s_evse[vs], :, vt]  # (V, 3) A on the EVSE's lines
+        var_free = held.max(axis=1, initial=0.0) <= 0
+        # the plan must stay inside the reservation on every line the vehicle draws on: the
+        # EVSE may draw the larger of the two, and only the reservation is counted
+        uses = np.arange(3)[None, :] < sa.n_ph[vs][:, None]
+        var_res = np.where(uses, held, np.inf).min(axis=1, initial=np.inf)
         var_ub = np.where(var_free, var_ub, np.minimum(var_ub, var_res))
     var_kwh = sa.kw_per_a[vs] * (period_s[vt] / 3600.0) * sa.avail[vs, vt]
     return vs, vt, var_ub, var_free, var_kwh
