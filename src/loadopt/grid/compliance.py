@@ -134,6 +134,13 @@ def compliance(
         kind = kinds[j]
         req = req_all[j]
         cover = np.flatnonzero(np.isfinite(req))
+        g = by_id.get(sid)
+        if g is not None and _validity_only(g):
+            # a stream's staleness rule alone (grid.arrays.validity_signal): nothing to judge
+            # while the stream is fresh; once stale, its fallback cap
+            if cover.size == 0:
+                continue
+            kind = "fallback_kw"
         if kind == "current_cap_a":  # the most loaded phase of the node (A)
             planned = sched.node_phase_current[n].max(axis=0)[cover]
         else:
@@ -200,7 +207,6 @@ def compliance(
             if under.size and t_b.size:
                 could = float((room[np.ix_(under, t_b)] * dt[t_b]).sum())
                 curtailed = min(could, float(short[under].sum()))
-        g = by_id.get(sid)
         out.append(
             SignalCompliance(
                 signal_id=sid,
@@ -219,6 +225,16 @@ def compliance(
             )
         )
     return tuple(out)
+
+
+def _validity_only(sig) -> bool:
+    """The signal asks for nothing of its own: only ``valid_until`` / ``fallback_kw`` (what
+    :func:`loadopt.grid.arrays.validity_signal` builds)."""
+    return (
+        sig.valid_until is not None
+        and sig.kind == "import_price_adder"
+        and sig.import_price_adder == 0.0
+    )
 
 
 def _meters(metered_kw, p, root: int) -> dict[int, np.ndarray]:
