@@ -179,9 +179,11 @@ class WarmStart:
         """
         hz = problem.horizon
         if self._epoch is None:
-            self._epoch = hz.start
+            self._epoch = hz.start_utc
         step_s = hz.step_s
-        p0 = round((hz.start - self._epoch).total_seconds() / step_s)
+        # real seconds (UTC): two datetimes in one ZoneInfo subtract as wall-clock times, an
+        # hour off across a daylight-saving change
+        p0 = round((hz.start_utc - self._epoch).total_seconds() / step_s)
         if hz.uniform:
             per = p0 + np.arange(problem.n_periods, dtype=np.int64)
         else:
