@@ -79,8 +79,8 @@ def test_controls_and_default_control_become_signals_and_cap_the_plan():
     assert by["csip:a2:0"].import_cap_kw == 7.0 and by["csip:a2:0"].node == "feeder"
     assert not any("dead" in k for k in by)
     defaults = sorted((s.start, s.end) for s in out.signals if s.ref == "default:d0")
-    assert defaults == [
-        (T0, T0 + timedelta(hours=1)),
+    assert defaults == [  # until a1's latest randomised start (120 s after its nominal one)
+        (T0, T0 + timedelta(hours=1, seconds=120)),
         (T0 + timedelta(hours=3), T0 + timedelta(hours=4)),
     ]
     assert out.default_import_kw == 30.0 and out.ignored == ("opModGenLimW",)

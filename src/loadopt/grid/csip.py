@@ -18,7 +18,8 @@ applies whenever no control is active). :func:`der_controls_to_signals` turns bo
 ``EventStatus``         Cancelled (2), Cancelled with randomization (3) and Superseded (4): dropped
 ``mRID``                ``ref``; ``primacy`` of the program: ``priority`` = −primacy
 DefaultDERControl       the same fields, as signals over every gap between active controls in
-                        ``[now, now + span_s)``, and its ``opModImpLimW`` as the fallback of
+                        ``[now, now + span_s)`` (a randomised control counts from its latest
+                        delayed start), and its ``opModImpLimW`` as the fallback of
                         every signal (``valid_until`` = the stream's staleness deadline)
 ======================  =========================================================================
 
@@ -161,7 +162,10 @@ def der_controls_to_signals(
         b = a + timedelta(seconds=int(c.interval.duration))
         if b <= now or b <= a:
             continue
-        active.append((a, b))
+        rand_s = min(abs(int(c.randomizeStart or 0)), 86_400)
+        # a randomised control is in force from its delayed start (a per-site offset up to
+        # rand_s): the default holds until the latest such start (both at once: the minimum)
+        active.append((a + timedelta(seconds=rand_s), b))
         limits, ign = _base_kwargs(c.DERControlBase_, load_node)
         ignored.update(ign)
         for k, kw in enumerate(limits):
@@ -171,7 +175,7 @@ def der_controls_to_signals(
                     start=a,
                     end=b,
                     ref=str(c.mRID),
-                    randomize_s=min(abs(int(c.randomizeStart or 0)), 86_400),
+                    randomize_s=rand_s,
                     **stamp,
                     **kw,
                 )
