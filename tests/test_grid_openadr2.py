@@ -246,4 +246,4 @@ def test_a_ven_without_events_still_falls_back_when_stale():
     )
     (s,) = ven.signals()
     assert s.fallback_kw == 5.0 and s.valid_until == now + timedelta(seconds=60)
-    assert s.import_price_adder == 0.0 and s.node is None
+    assert s.import_cap_kw == 5.0 and s.node is None  # asks only its fallback

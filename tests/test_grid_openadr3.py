@@ -220,7 +220,7 @@ def test_a_vtn_that_is_gone_leaves_only_the_fallback():
         ven = OpenAdr3Ven("http://127.0.0.1:9", ven_name="v", program_id="p", fallback_kw=7.0)
         (sigs,) = await ven.poll()  # no event ever: the staleness rule alone, in force now
         assert ven.problems and sigs.fallback_kw == 7.0
-        assert sigs.valid_until <= datetime.now(UTC) and sigs.import_price_adder == 0.0
+        assert sigs.valid_until <= datetime.now(UTC) and sigs.import_cap_kw == 7.0
         hz = lo.Horizon(start=datetime.now(UTC).replace(microsecond=0), step_s=900, n_periods=4)
         site = lo.Site(
             nodes=(lo.Node(id="grid", max_current=100.0),),

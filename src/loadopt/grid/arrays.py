@@ -30,19 +30,33 @@ from ..signals import GridPolicy, GridSignal, split
 def validity_signal(
     source: str, valid_until: datetime, fallback_kw: float, node: str | None
 ) -> GridSignal:
-    """A stream's staleness rule when it has no event to carry it: no request of its own (a
-    zero price adder over one second), only ``valid_until`` / ``fallback_kw``, so a stream that
-    said "no events" and then fell silent still caps ``node`` at ``fallback_kw`` (kW) from
-    ``valid_until`` on, like one with events."""
+    """A stream's staleness rule when no event carries it on ``node``: no request of its own
+    before ``valid_until`` (its one-second window starts there and asks for the fallback
+    itself), only ``valid_until`` / ``fallback_kw``, so a stream that said "no events" (or only
+    prices, which live at the grid connection) and then fell silent still caps ``node`` at
+    ``fallback_kw`` (kW) from ``valid_until`` on, like one with events. An import cap, so that
+    it may sit on any node (:func:`is_validity_only` recognises it)."""
     return GridSignal(
         id=f"{source}-validity",
         source=source,
         node=node,
         start=valid_until,
         end=valid_until + timedelta(seconds=1),
-        import_price_adder=0.0,
+        import_cap_kw=fallback_kw,
         valid_until=valid_until,
         fallback_kw=fallback_kw,
+    )
+
+
+def is_validity_only(sig: GridSignal) -> bool:
+    """``sig`` asks for nothing before its stream is stale: its window starts at
+    ``valid_until`` and its cap is its fallback (what :func:`validity_signal` builds)."""
+    return (
+        sig.valid_until is not None
+        and sig.randomize_s == 0
+        and sig.start == sig.valid_until
+        and sig.import_cap_kw is not None
+        and sig.import_cap_kw == sig.fallback_kw
     )
 
 

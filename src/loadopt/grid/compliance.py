@@ -25,6 +25,7 @@ from datetime import datetime
 import numpy as np
 
 from ..errors import InputError
+from .arrays import is_validity_only
 
 #: Tolerance of a cap or export cap (kW, relative to the requirement): float noise, not a margin.
 CAP_TOL = 1e-6
@@ -135,7 +136,7 @@ def compliance(
         req = req_all[j]
         cover = np.flatnonzero(np.isfinite(req))
         g = by_id.get(sid)
-        if g is not None and _validity_only(g):
+        if g is not None and is_validity_only(g):
             # a stream's staleness rule alone (grid.arrays.validity_signal): nothing to judge
             # while the stream is fresh; once stale, its fallback cap
             if cover.size == 0:
@@ -225,16 +226,6 @@ def compliance(
             )
         )
     return tuple(out)
-
-
-def _validity_only(sig) -> bool:
-    """The signal asks for nothing of its own: only ``valid_until`` / ``fallback_kw`` (what
-    :func:`loadopt.grid.arrays.validity_signal` builds)."""
-    return (
-        sig.valid_until is not None
-        and sig.kind == "import_price_adder"
-        and sig.import_price_adder == 0.0
-    )
 
 
 def _meters(metered_kw, p, root: int) -> dict[int, np.ndarray]:

@@ -303,7 +303,11 @@ class OpenAdr3Ven:
             for sigs in self.events.values()
             for s in sigs
         )
-        return out or (validity_signal(SOURCE, vu, self.fallback_kw, self.node),)
+        if any(s.node == self.node for s in out):
+            return out
+        # no signal on the VEN's node (none at all, or prices at the grid connection only):
+        # its staleness rule still holds there
+        return (*out, validity_signal(SOURCE, vu, self.fallback_kw, self.node))
 
     def _targets_me(self, event: dict) -> bool:
         for t in event.get("targets") or []:
