@@ -776,6 +776,122 @@ def _storage_blocks(
     return n
 
 
+@dataclass(frozen=True)
+class RelaxedStart:
+    """A starting point for the simplex: the LP's optimum without its safety rows.
+
+    Without the safety rows (and without balance or peak rows) the LP of :func:`build_lp` falls
+    apart into one small problem per session — deliver ``E`` at the least cost or leave it unmet
+    at the penalty — solved greedily: each session fills its cheapest periods first (cost per
+    kWh), up to its energy, while a kWh costs less than leaving it unmet. As a basis: per energy
+    row the one column filled in part (or the unmet slack ``u``), the cheaper columns at their
+    upper bound, per balance row the import (the export where the relaxed point exports), every
+    other row's slack. Lower triangular after a permutation, so never singular; where the LP
+    has no balance or peak rows it is dual feasible for the full LP (the safety rows' duals are
+    0) and the dual simplex only has to repair the safety rows it overloads. With balance or peak
+    rows their coupling is ignored (currents in periods where PV can exceed the base load look
+    free), so it is a start, not that optimum.
+
+    ``overload``: Σ excess / Σ limit over the safety rows the relaxed point exceeds (0 when it
+    exceeds none) — how far the relaxed point is from feasible; see
+    :func:`loadopt.solvers.highs.relaxed_basis` for the rule that uses it.
+    """
+
+    col_basic: np.ndarray  #: bool per column
+    col_upper: np.ndarray  #: bool per column: nonbasic at its upper bound
+    row_basic: np.ndarray  #: bool per row: its slack basic
+    x: np.ndarray  #: the relaxed point (currents and unmet energy; import, export, peak at 0)
+    overload: float
+
+
+#: The blocks :func:`relaxed_start` understands (the plain LP of :func:`build_lp`, no storage,
+#: soft grid signals or fairness).
+_START_COLS = frozenset({"r", "u", "imp", "exp", "peak"})
+_START_ROWS = frozenset({"safety", "energy", "balance", "peak"})
+
+
+def relaxed_start(lp: LinearProgram) -> RelaxedStart | None:
+    """The greedy optimum of ``lp`` without its safety rows as a basis (:class:`RelaxedStart`),
+    or None when ``lp`` is not the plain unmet-slack form of :func:`build_lp` (storage, soft
+    grid rows, fairness, the MILP, ``unmet_slack=False``). Arrays only: the current columns
+    sorted by (energy row, cost per kWh)."""
+    cols, rows = lp.cols, lp.rows
+    if (
+        lp.integrality is not None
+        or not {"r", "u"} <= cols.keys() <= _START_COLS
+        or not {"energy"} <= rows.keys() <= _START_ROWS
+    ):
+        return None
+    rb, ub_, e = cols["r"], cols["u"], rows["energy"]
+    if not np.array_equal(ub_.index, e.index):  # one unmet slack per energy row, same order
+        return None
+    A = lp.A if lp.A.format == "csc" else lp.A.tocsc()
+    n_e = e.size
+    # each current column's entry in its energy row (its kWh per A), straight from the CSC arrays
+    lo, hi = A.indptr[rb.start], A.indptr[rb.stop]
+    r_row = A.indices[lo:hi]
+    in_e = (r_row >= e.start) & (r_row < e.stop)
+    j = np.repeat(np.arange(rb.size), np.diff(A.indptr[rb.start : rb.stop + 1]))[in_e]
+    er = r_row[in_e] - e.start
+    kwh = A.data[lo:hi][in_e]
+    ok = kwh > 0
+    j, er, kwh = j[ok], er[ok], kwh[ok]
+    c_kwh = lp.c[rb.start + j] / kwh
+    by_cost = np.argsort(c_kwh, kind="stable")
+    order = by_cost[np.argsort(er[by_cost], kind="stable")]  # by energy row, cheapest kWh first
+    j, er, kwh, c_kwh = j[order], er[order], kwh[order], c_kwh[order]
+    cap = kwh * lp.col_ub[rb.start + j]  # kWh each column can deliver
+    if not np.all(np.isfinite(cap)):
+        return None
+    cum = np.cumsum(cap)
+    first = np.searchsorted(er, np.arange(n_e))
+    before = np.concatenate([[0.0], cum])[first]  # kWh of the rows sorted before this one
+    E = lp.row_ub[e.slice]
+    # a kWh is worth buying while it costs less than leaving it unmet: a prefix of each row
+    worth = c_kwh < lp.c[ub_.slice][er]
+    worth_end = first + np.bincount(er, worth, minlength=n_e)
+    # the column where the row's cumulative kWh reaches E (searched in the global running sum)
+    reach = np.maximum(np.searchsorted(cum, before + E * (1 - 1e-9), side="left"), first)
+    partial = reach < worth_end
+    full_end = np.where(partial, reach, worth_end)
+    full = np.arange(j.size) < full_end[er]
+
+    n, m = lp.n_cols, lp.n_rows
+    col_basic = np.zeros(n, dtype=bool)
+    col_upper = np.zeros(n, dtype=bool)
+    row_basic = np.ones(m, dtype=bool)
+    col_upper[rb.start + j[full]] = True
+    col_basic[rb.start + j[reach[partial]]] = True
+    col_basic[ub_.start + np.flatnonzero(~partial)] = True  # unmet energy, or exactly filled
+    row_basic[e.slice] = False
+    x = np.where(col_upper, lp.col_ub, 0.0)
+    filled = np.bincount(er[full], cap[full], minlength=n_e)
+    m_col = rb.start + j[reach[partial]]
+    x[m_col] = (E[partial] - filled[partial]) / kwh[reach[partial]]
+    x[ub_.slice] = np.where(partial, 0.0, np.maximum(E - filled, 0.0))  # unmet energy (kWh)
+    act = A @ x
+    if "balance" in rows:
+        bal = rows["balance"]
+        if "imp" not in cols or not np.array_equal(cols["imp"].index, bal.index):
+            return None
+        # imp − exp − Σ kW/A · r = net: the import basic, or the export where the point exports
+        need = lp.row_ub[bal.slice] - act[bal.slice]
+        exports = (need < 0) & ("exp" in cols)
+        row_basic[bal.slice] = False
+        col_basic[cols["imp"].start + np.flatnonzero(~exports)] = True
+        if exports.any():
+            col_basic[cols["exp"].start + np.flatnonzero(exports)] = True
+    overload = 0.0
+    if "safety" in rows and rows["safety"].size:
+        sb = rows["safety"]
+        h = lp.row_ub[sb.slice]
+        excess = act[sb.slice] - h
+        over = excess > 1e-9 * np.maximum(1.0, np.abs(h))
+        if over.any():
+            overload = float(excess[over].sum() / max(np.abs(h[over]).sum(), 1e-12))
+    return RelaxedStart(col_basic, col_upper, row_basic, x, overload)
+
+
 class _Rows:
     """Named blocks of rows as COO triplets (block-local row numbers, global columns), then one
     CSC matrix and the row-block registry."""

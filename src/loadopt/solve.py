@@ -130,7 +130,7 @@ def solve(
             if warm_start.mode != "empty":
                 label = f"lp-highs-{warm_start.mode}"
         else:
-            res = solve_lp(lp, time_limit_s=opts.time_limit_s, options=highs)
+            res = solve_lp(lp, time_limit_s=opts.time_limit_s, options=highs, start=True)
     else:
         from .solvers.pulp_backend import solve_lp as solve_pulp
 
