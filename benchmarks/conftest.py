@@ -67,6 +67,8 @@ def family_table(rows: dict[str, dict]) -> list[str]:
         pulp = r.get("pulp_s")
         speed = r.get("pulp_over_loadopt")
         it = f"{r['loadopt_iters']}/{r['raw_iters']}" if "raw_iters" in r else "-"
+        if r.get("start") == "relaxed":  # solve() started from the relaxed basis
+            it = "*" + it
         out.append(
             f"{name:<24} {r['sessions']:>5}x{r['periods']:<4} "
             f"{1e3 * r['loadopt_s']:>8.1f}ms {1e3 * r['raw_s']:>8.1f}ms {ratio:>6.2f} "
@@ -82,6 +84,8 @@ def family_table(rows: dict[str, dict]) -> list[str]:
                 f"FAIL {name}: only {speed:.1f}x faster than PuLP + CBC "
                 f"(< {FAMILY_MIN_PULP_SPEEDUP:.0f}x)"
             )
+    if any(r.get("start") == "relaxed" for r in rows.values()):
+        out.append("* solve() started from the relaxed basis (its overload rule took it)")
     if ratios:
         med = float(np.median(list(ratios.values())))
         worst = max(ratios, key=ratios.get)
