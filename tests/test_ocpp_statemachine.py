@@ -382,12 +382,18 @@ class Site(RuleBasedStateMachine):
                 },
             )
 
-    @rule(back=st.sets(CPS), delivered=st.booleans())
-    def csms_restarts(self, back: set[str], delivered: bool) -> None:
+    @rule(
+        back=st.sets(CPS),
+        delivered=st.booleans(),
+        order=st.permutations(sorted(VERSION)),
+        rounds=st.integers(0, 3),
+    )
+    def csms_restarts(self, back: set[str], delivered: bool, order: list[str], rounds: int) -> None:
         """The CSMS restarts: a fresh adapter (nothing known), while the stations keep their
         profiles and transactions. What was on the wire is applied by the stations or lost
         (``delivered``), its answers lost; the stations in ``back`` reconnect at once (no
-        BootNotification), the others later."""
+        BootNotification), the others later; the new control loop starts (a tick and
+        ``rounds`` rounds of the network, as in :meth:`tick_and_network`)."""
         for cp in self.st:
             while self.inbox[cp]:
                 action, payload = self.inbox[cp].pop(0)
@@ -400,6 +406,7 @@ class Site(RuleBasedStateMachine):
         for cp in sorted(back):
             self.token[cp] = self.ad.connect(cp, VERSION[cp])
         self._route(self.ad.poll(self.now))
+        self.tick_and_network(order, order[0], "none", rounds)
 
     @rule(kw=st.sampled_from([8.0, 14.0, 22.0]))
     def grid_limit_changes(self, kw: float) -> None:
@@ -503,7 +510,7 @@ def test_a_csms_restart_counts_what_the_stations_still_hold(back):
     m = Site()
     m.boot_everything()
     assert any(m.st[cp].may_draw(1, m.now.timestamp())[0] > 0 for cp in ("A", "C"))
-    m.csms_restarts({"B"} if back == "B first" else {"A", "B", "C"}, True)
+    m.csms_restarts({"B"} if back == "B first" else {"A", "B", "C"}, True, ["A", "B", "C"], 0)
     m.car_plugs_in(("B", 1), False)
     for cp in ("A", "C"):
         m.connection(cp, "back")
