@@ -426,7 +426,10 @@ class SimStation:
             return None
         ev = self.evses[conn]
         v, nph_evse = ev.voltage_v, ev.phases
-        lim = float(per["limit"])
+        if "limit" not in per:  # 2.1: Idle moves nothing; any other mode without it: no limit
+            lim = 0.0 if per.get("operationMode") == "Idle" else 1e9
+        else:
+            lim = float(per["limit"])
         if sch["chargingRateUnit"] == "W":
             if self.version == "1.6":  # a 1-phase car may take it all on L1
                 lines = [lim / v, lim / (3 * v), lim / (3 * v)] if nph_evse == 3 else [lim / v]
@@ -441,6 +444,64 @@ class SimStation:
         if kw is None:
             kw = sum(lines) * v / 1000.0
         return (*lines, min(kw, ev.max_current * v * nph_evse / 1000.0))  # type: ignore
+
+    def _in_force(self, conn: int, t: float) -> tuple[dict, dict] | None:
+        """(profile, period) in force on ``conn`` at ``t`` by the precedence of
+        :meth:`may_draw` (TxProfile of the running transaction, connector default, station
+        default), None when none is."""
+        tx = self.tx.get(conn)
+        found: dict[str, tuple[dict, dict]] = {}
+        for c, p in self.store.values():
+            purpose = p["chargingProfilePurpose"]
+            if purpose == "TxProfile" and (
+                c != conn or tx is None or str(p.get("transactionId")) != str(tx)
+            ):
+                continue
+            if purpose not in ("TxProfile", "TxDefaultProfile") or c not in (0, conn):
+                continue
+            sch = p["chargingSchedule"]
+            start = _t(sch["startSchedule"])
+            if t < start or ("validTo" in p and t >= _t(p["validTo"])):
+                continue
+            per = None
+            for q in sch["chargingSchedulePeriod"]:
+                if start + q["startPeriod"] <= t:
+                    per = q
+            if per is None:
+                continue
+            rank = "tx" if purpose == "TxProfile" else ("conn" if c == conn else "station")
+            found[rank] = (p, per)
+        for rank in ("tx", "conn", "station"):
+            if rank in found:
+                return found[rank]
+        return None
+
+    def may_discharge(self, conn: int, t: float) -> tuple[float, float, float, float]:
+        """(L1, L2, L3 A, kW) connector ``conn`` lets an EV discharge at ``t`` (OCPP 2.1: the
+        profile in force, a period whose ``operationMode`` is not ChargingOnly (the default) or
+        Idle: ``|dischargeLimit|``, else ``|setpoint|``, per line with ``_L2``/``_L3``, else
+        the whole value on any line; ``W`` over ``numberPhases``), up to the EVSE's discharge
+        maximum; 0 on a station that is not 2.1 or an EVSE that is not bidirectional."""
+        ev = self.evses[conn]
+        got = self._in_force(conn, t)
+        if self.version != "2.1" or not ev.bidirectional or got is None:
+            return (0.0, 0.0, 0.0, 0.0)
+        prof, per = got
+        if per.get("operationMode", "ChargingOnly") in ("ChargingOnly", "Idle"):
+            return (0.0, 0.0, 0.0, 0.0)
+        name = "dischargeLimit" if "dischargeLimit" in per else "setpoint"
+        hw = ev.max_current if ev.max_discharge_current is None else ev.max_discharge_current
+        if name not in per:
+            lines = [hw] * 3
+        else:
+            v1 = abs(float(per[name]))
+            l2, l3 = per.get(f"{name}_L2"), per.get(f"{name}_L3")
+            lines = [v1, v1 if l2 is None else abs(float(l2)), v1 if l3 is None else abs(float(l3))]
+            if prof["chargingSchedule"]["chargingRateUnit"] == "W":
+                n = 1 if l2 is not None else int(per.get("numberPhases", 3))
+                lines = [x / (ev.voltage_v * n) for x in lines]
+        lines = [min(x, hw) for x in lines[: ev.phases]] + [0.0] * (3 - ev.phases)
+        return (*lines, sum(lines) * ev.voltage_v / 1000.0)  # type: ignore[return-value]
 
     def may_draw(self, conn: int, t: float) -> tuple[float, float, float, float]:
         """(L1, L2, L3 A, kW) connector ``conn`` lets a car draw at ``t`` (a car is assumed on
@@ -505,6 +566,34 @@ def site_rows(
                 out[f"{node.id} phase {ph}"] = (load[node.id][ph], lim[ph])
     if grid_kw is not None:
         out["grid import kW"] = (kw, grid_kw)
+    return out
+
+
+def site_export_rows(
+    site: lo.Site, stations: dict[str, SimStation], t: float, export_kw: float | None
+) -> dict[str, tuple[float, float]]:
+    """Per limit, (discharge, limit) in the export direction if every EV discharges what the
+    stations' own stores let it at instant ``t`` (raw site data: node current per site phase
+    along each EVSE's path, grid export kW; no PV, no credit for any load)."""
+    load = {n.id: [0.0, 0.0, 0.0] for n in site.nodes}
+    parent = {n.id: n.parent for n in site.nodes}
+    kw = 0.0
+    for e in site.evses:
+        got = stations[e.charge_point_id].may_discharge(e.connector_id, t)
+        kw += got[3]
+        n: str | None = e.node
+        while n is not None:
+            for j in range(e.phases):
+                load[n][e.site_phases[j]] += got[j]
+            n = parent[n]
+    out = {}
+    for node in site.nodes:
+        lim = node.current_triplet()
+        if lim is not None:
+            for ph in range(3):
+                out[f"export {node.id} phase {ph}"] = (load[node.id][ph], lim[ph])
+    if export_kw is not None:
+        out["grid export kW"] = (kw, export_kw)
     return out
 
 

@@ -34,6 +34,16 @@ largest limit any possibly-held state gives it:
 Station caps (``ChargePointMaxProfile``) are not counted: the belief never relies on them, so a
 station that ignores its cap cannot break it.
 
+**The export direction** (OCPP 2.1 V2X, :mod:`loadopt.ocpp.v2x`): what a connector may
+*discharge* at ``t`` (:meth:`Belief.worst_discharge_a`, A per EVSE line) is, by the same
+candidates, the largest discharge any possibly-held profile in force at ``t`` allows
+(``dischargeLimit``, else ``setpoint``, in a period whose ``operationMode`` is neither
+``ChargingOnly`` nor ``Idle``), capped by the EVSE's discharge maximum (0 for an EVSE that is
+not bidirectional). An ``UNKNOWN`` slot, or a composite snapshot (it is read for charging only),
+may discharge that maximum; a known slot with no profile of ours, or one not in force, discharges
+nothing (2.1: without an operation mode that allows it, the EV only charges). An old setpoint
+still held while a new one travels therefore counts in both directions until it is resolved.
+
 Limits are read from the **wire payload** that was sent, the way a station reads it: ``W`` is
 turned into amps per line with the phase count the station may apply it to (OCPP 1.6: one phase,
 since the car's phase count is unknown; 2.x: ``numberPhases``), 2.1 ``limit_L2``/``limit_L3``
@@ -91,7 +101,8 @@ class Held:
     """One charging profile as a station holds it: a step function in real time.
 
     ``at_s`` (K,) absolute period starts (epoch s), ``lines_a`` (K, 3) A per EVSE line,
-    ``valid_to_s`` (+inf = none), ``transaction_id`` (TxProfile only).
+    ``valid_to_s`` (+inf = none), ``transaction_id`` (TxProfile only), ``discharge_a`` (K, 3)
+    A per EVSE line the EV may discharge (None: a charge-only profile).
     """
 
     purpose: str
@@ -99,11 +110,23 @@ class Held:
     lines_a: np.ndarray
     valid_to_s: float = math.inf
     transaction_id: int | str | None = None
+    discharge_a: np.ndarray | None = None
 
     def limit_at(self, times_s: np.ndarray) -> np.ndarray:
         """(n, 3) A in force at each time; NaN where the profile is not in force."""
         k = np.searchsorted(self.at_s, times_s, side="right") - 1
         out = self.lines_a[np.clip(k, 0, None)].astype(np.float64)
+        out[(k < 0) | (times_s >= self.valid_to_s)] = np.nan
+        return out
+
+    def discharge_at(self, times_s: np.ndarray) -> np.ndarray:
+        """(n, 3) A the EV may discharge at each time; 0 where the profile allows none, NaN
+        where it is not in force."""
+        k = np.searchsorted(self.at_s, times_s, side="right") - 1
+        if self.discharge_a is None:
+            out = np.zeros((times_s.size, 3))
+        else:
+            out = self.discharge_a[np.clip(k, 0, None)].astype(np.float64)
         out[(k < 0) | (times_s >= self.valid_to_s)] = np.nan
         return out
 
@@ -127,10 +150,13 @@ def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -
     if start is None or not periods:
         return None
     unit = sched.get("chargingRateUnit", "A")
-    at, lines = [], []
+    at, lines, dis = [], [], []
     for per in periods:
+        dis.append(_discharge_row(per, unit, version, voltage_v))
         nph = int(per.get("numberPhases") or 3)
-        if unit == "W":
+        if per.get("limit") is None:  # 2.1: optional; Idle moves nothing, otherwise no limit
+            row = [0.0 if per.get("operationMode") == "Idle" else math.inf] * 3
+        elif unit == "W":
             n = 1 if version == "1.6" else max(nph, 1)
             vals = [per.get("limit"), per.get("limit_L2"), per.get("limit_L3")]
             if version == "2.1" and vals[1] is not None:
@@ -153,7 +179,33 @@ def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -
         lines_a=np.asarray(lines, dtype=np.float64),
         valid_to_s=math.inf if vt is None else vt,
         transaction_id=prof.get("transactionId"),
+        discharge_a=np.asarray(dis, dtype=np.float64) if any(r.any() for r in dis) else None,
     )
+
+
+#: 2.1 operation modes in which the EV never discharges (OCPP 2.1 ``OperationModeEnumType``)
+_NO_DISCHARGE_MODES = ("ChargingOnly", "Idle")
+
+
+def _discharge_row(per: dict[str, Any], unit: str, version: str, voltage_v: float) -> np.ndarray:
+    """(3,) A per EVSE line a 2.1 period lets the EV discharge: ``|dischargeLimit|``, else
+    ``|setpoint|``, in any mode but ``ChargingOnly`` / ``Idle`` (the default mode). In ``A``
+    with ``_L2``/``_L3`` per line; without them the value is the sum over the phases, so it may
+    all flow on one line; in ``W`` per line ``W / (V · numberPhases)``."""
+    mode = per.get("operationMode", "ChargingOnly")
+    if version != "2.1" or mode in _NO_DISCHARGE_MODES:
+        return np.zeros(3)
+    name = "dischargeLimit" if per.get("dischargeLimit") is not None else "setpoint"
+    v1 = per.get(name)
+    if v1 is None:  # a discharging mode with no bound: as much as the EVSE can
+        return np.full(3, np.inf)
+    vals = [v1, per.get(f"{name}_L2"), per.get(f"{name}_L3")]
+    per_line = vals[1] is not None
+    row = np.array([abs(float(x if x is not None else v1)) for x in vals])
+    if unit == "W":
+        n = max(int(per.get("numberPhases") or 3), 1)
+        return row / voltage_v if per_line else row / (voltage_v * n)
+    return row
 
 
 @dataclass(eq=False)
@@ -199,8 +251,12 @@ class Belief:
         self.index = {(e.charge_point_id, e.connector_id): k for k, e in enumerate(self.evses)}
         E = len(self.evses)
         self.hw_a = np.zeros((E, 3))
+        self.dhw_a = np.zeros((E, 3))  #: A per line each EVSE can discharge (0: charge only)
         for k, e in enumerate(self.evses):
             self.hw_a[k, : e.phases] = e.max_current
+            if e.bidirectional:
+                d = e.max_current if e.max_discharge_current is None else e.max_discharge_current
+                self.dhw_a[k, : e.phases] = d
         self.slots: dict[SlotKey, Slot] = {}
         #: (cp, connector) → the transaction the adapter believes active there
         self.active_tx: dict[tuple[str, int], int | str] = {}
@@ -347,6 +403,54 @@ class Belief:
                 v = c.limit_at(times_s)
                 worst = np.maximum(worst, np.where(np.isnan(v), 0.0, v))
         return np.minimum(worst, hw[None, :])
+
+    def worst_discharge_a(
+        self,
+        times_s: np.ndarray,
+        override: dict[SlotKey, Held | None] | None = None,
+        only: list[int] | None = None,
+    ) -> np.ndarray:
+        """(n, E, 3) A: the most each EVSE line may discharge at each time under any
+        possibly-held state (the export direction; see the module docstring)."""
+        times_s = np.asarray(times_s, dtype=np.float64)
+        out = np.zeros((times_s.size, len(self.evses), 3))
+        for k in range(len(self.evses)) if only is None else only:
+            if not self.dhw_a[k].any():
+                continue  # cannot discharge whatever it holds
+            e = self.evses[k]
+            tx = self.active_tx.get((e.charge_point_id, e.connector_id))
+            worst = np.zeros((times_s.size, 3))
+            for purpose in ("tx_default", "tx"):
+                key = (e.charge_point_id, e.connector_id, purpose)
+                cands = self._cands(key)
+                if key in (override or {}):
+                    cands = [*cands, (override or {})[key]]
+                for c in cands:
+                    if isinstance(c, Held) and purpose == "tx" and c.purpose != COMPOSITE:
+                        if tx is not None and not _same_tx(c.transaction_id, tx):
+                            continue
+                    worst = np.maximum(worst, self._discharge_values(c, times_s))
+            out[:, k] = np.minimum(worst, self.dhw_a[k][None, :])
+        return out
+
+    def _discharge_values(self, c: Held | _Unknown | None, times_s: np.ndarray) -> np.ndarray:
+        if c is UNKNOWN or (isinstance(c, Held) and c.purpose == COMPOSITE):
+            return np.full((times_s.size, 3), np.inf)
+        if isinstance(c, Held):
+            return np.nan_to_num(c.discharge_at(times_s), nan=0.0)
+        return np.zeros((times_s.size, 3))
+
+    def lowest_discharge_a(self, key: SlotKey, times_s: np.ndarray) -> np.ndarray:
+        """(n, 3) A: the least slot ``key`` may let its connector discharge at each time
+        (unknown: 0; no profile of ours, or one not in force: 0)."""
+        zero = np.zeros((times_s.size, 3))
+        vals = [
+            self._discharge_values(c, times_s)
+            if isinstance(c, Held) and c.purpose != COMPOSITE
+            else zero  # unknown, none of ours, a snapshot: may allow none
+            for c in self._cands(key)
+        ]
+        return np.min(vals, axis=0)
 
     def _slot_values(
         self, c: Held | _Unknown | None, times_s: np.ndarray, fallback: np.ndarray, unknown: float

@@ -16,13 +16,22 @@ it loads within its limit — usually once the decreases it depends on were ``Ac
 Limits are those of the last compiled :class:`~loadopt.problem.Problem` (node currents per site
 phase and node kW per period, with the base load and PV, grid import and demand-response caps),
 held constant after the horizon's last period.
+
+**The export direction** (OCPP 2.1 V2X) is kept the same way, with what connectors may
+*discharge* (:meth:`loadopt.ocpp.belief.Belief.worst_discharge_a`) against the export rows
+of the compile step (``Problem.storage``: ``−limit ≤ net``): per node and site phase the node's
+current limit, per node its kW limit — less the PV output's period maximum where it feeds in,
+and with no credit for any charging or base load, which may stop at any instant — and the grid
+export limit less that PV (:meth:`SiteLimits.export_excess`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..horizon import sample
 from ..problem import Problem
+from ..signals import split
 from .belief import epoch_s
 
 #: Tolerance (A or kW) below which a change does not count.
@@ -52,6 +61,23 @@ class SiteLimits:
         kw[base] -= p.base_load_kw[None, :]
         self.kw_cap = kw  # (N, T)
         self.imp_cap = p.import_cap_kw - p.base_load_kw + p.pv_kw  # (T,)
+        # export direction: as the compile step's export rows (Problem.storage), also when the
+        # plan discharges nothing (a station may still hold an old setpoint)
+        if p.storage is not None:
+            pv_max, exp_cap = p.storage.pv_max_kw, p.storage.export_cap_kw
+        else:
+            sig = p.signals
+            pv_max = sample(*split(sig.pv_kw), p.horizon, "max")
+            exp_cap = sample(*split(sig.grid_export_limit_kw), p.horizon, "min")
+        pv_max = np.nan_to_num(np.asarray(pv_max, dtype=np.float64), posinf=0.0)
+        pv_a = pv_max * 1000.0 / (3.0 * site.voltage_v)
+        xcur = p.node_current_limit.astype(np.float64).copy()
+        xcur[base] -= pv_a[None, None, :]
+        self.xcur_cap = xcur  # (N, 3, T)
+        xkw = p.node_power_limit_kw.astype(np.float64).copy()
+        xkw[base] -= pv_max[None, :]
+        self.xkw_cap = xkw  # (N, T)
+        self.exp_cap = np.asarray(exp_cap, dtype=np.float64) - pv_max  # (T,)
         # period boundaries (epoch s): uniform or not (a tiered horizon)
         self._bounds = self.start_s + p.horizon.period_bounds_s()
         self.end_s = float(self._bounds[-1])
@@ -87,10 +113,36 @@ class SiteLimits:
         out = np.concatenate([c.reshape(len(k), -1), p, i[:, None]], axis=1)
         return np.where(np.isnan(out), -np.inf, out)
 
-    def within_for(self, k: int, after_a: np.ndarray, times_s: np.ndarray) -> bool:
+    def export_excess(self, discharge_a: np.ndarray, times_s: np.ndarray) -> np.ndarray:
+        """(n, R) discharge minus room per export row (node current per site phase, node kW,
+        grid export; R = N·3 + N + 1) for ``discharge_a`` (n, E, 3) A per EVSE line; > 0
+        means over the limit."""
+        k = self._period(np.asarray(times_s, dtype=np.float64))
+        cur, kw, exp = self.loads(discharge_a)
+        with np.errstate(invalid="ignore"):
+            c = cur - np.moveaxis(self.xcur_cap[:, :, k], 2, 0)
+            p = kw - self.xkw_cap[:, k].T
+            i = exp - self.exp_cap[k]
+        out = np.concatenate([c.reshape(len(k), -1), p, i[:, None]], axis=1)
+        return np.where(np.isnan(out), -np.inf, out)
+
+    def within_for(
+        self,
+        k: int,
+        after_a: np.ndarray,
+        times_s: np.ndarray,
+        after_discharge_a: np.ndarray | None = None,
+    ) -> bool:
         """True when every row EVSE ``k`` loads stays within its limit at every sampled
-        instant under ``after_a`` ((n, E, 3) A)."""
-        x = self.excess(after_a, times_s)
+        instant under ``after_a`` ((n, E, 3) A drawn) and, given ``after_discharge_a`` ((n, E,
+        3) A discharged), every export row it loads too."""
+        if not self._rows_ok(k, self.excess(after_a, times_s)):
+            return False
+        if after_discharge_a is None or not after_discharge_a[:, k].any():
+            return True
+        return self._rows_ok(k, self.export_excess(after_discharge_a, times_s))
+
+    def _rows_ok(self, k: int, x: np.ndarray) -> bool:
         N = self.anc.shape[1]
         on = self.anc[k] > 0  # (N,) nodes above EVSE k
         phases = np.zeros(3, dtype=bool)

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import numpy as np
 
-from ..belief import UNKNOWN, Sent, SlotKey, held_from_payload
+from ..belief import UNKNOWN, Held, Sent, SlotKey, held_from_payload
 from ..guard import EPS
 from ..profiles import to_payload
 from .state import Message, _AdapterState
@@ -96,13 +96,16 @@ class _Release(_AdapterState):
     def _release(self, now_s: float) -> list[Message]:
         """Send every wanted profile that is safe now (the per-instant invariant, docs/ocpp.md).
 
-        A profile no higher, at any instant, than the lowest its slot may hold now cannot let
-        any car draw more: it goes out at once (a decrease). Any other goes out only when, with
-        it counted as possibly held, every row its connector loads stays within its limit at
-        every instant (greedy, in connector order). A blocked TxDefault for a connector whose
-        default is unknown (after a boot) is replaced by a 0 A one first, so that it becomes
-        known without ever letting it draw more. While a station's capabilities are being
-        asked, such unknown defaults get their 0 at once (:meth:`_boot_defaults`).
+        A profile no higher, at any instant, than the lowest its slot may hold now, in both
+        directions (what it lets a car draw, and discharge: OCPP 2.1 V2X), cannot let any car
+        draw or discharge more: it goes out at once (a decrease). Any other goes out only when,
+        with it counted as possibly held, every row its connector loads stays within its limit
+        at every instant (greedy, in connector order): the import rows, and the export rows
+        when it may let the connector discharge more than it may now. A blocked TxDefault or
+        TxProfile whose slot is unknown (a boot, a CSMS restart) is replaced by a 0 A one
+        first, so that it becomes known without ever letting it draw more. While a station's
+        capabilities are being asked, such unknown defaults get their 0 at once
+        (:meth:`_boot_defaults`).
         """
         boot = self._boot_defaults(now_s)
         ready = [
@@ -125,20 +128,26 @@ class _Release(_AdapterState):
                 out.append(self._send(key, now_s))
                 continue
             new = self.belief.value_a(key, w.held, times)
-            if np.all(new <= self.belief.lowest_a(key, times) + EPS):
+            if np.all(new <= self.belief.lowest_a(key, times) + EPS) and np.all(
+                _discharge(w.held, times) <= self.belief.lowest_discharge_a(key, times) + EPS
+            ):
                 out.append(self._send(key, now_s))
             else:
                 incs.append((key, k))
         if self._limits is None or not incs:
             return out
         base = self.belief.worst_a(times)
+        base_d = self.belief.worst_discharge_a(times)
         for key, k in incs:
             w = self._want[key]
             after = base.copy()
             after[:, k] = self.belief.worst_a(times, {key: w.held}, only=[k])[:, k]
-            if self._limits.within_for(k, after, times):
+            after_d = base_d.copy()
+            after_d[:, k] = self.belief.worst_discharge_a(times, {key: w.held}, only=[k])[:, k]
+            more_d = bool(np.any(after_d[:, k] > base_d[:, k] + EPS))
+            if self._limits.within_for(k, after, times, after_d if more_d else None):
                 out.append(self._send(key, now_s))
-                base = after
+                base, base_d = after, after_d
             elif key[2] in ("tx_default", "tx") and self.belief.unsure(key):
                 out.append(self._send_zero(key, now_s))
         return out
@@ -203,3 +212,10 @@ class _Release(_AdapterState):
         )
         self._intent[key] = w.profile
         return (key[0], "SetChargingProfile", w.payload)
+
+
+def _discharge(held: Held | None, times_s: np.ndarray) -> np.ndarray:
+    """(n, 3) A ``held`` lets the EV discharge (none, or not in force: 0)."""
+    if held is None:
+        return np.zeros((times_s.size, 3))
+    return np.nan_to_num(held.discharge_at(times_s), nan=0.0)
