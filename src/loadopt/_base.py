@@ -90,6 +90,26 @@ class FrozenModel(BaseModel):
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kw: Any) -> Any:
+        """Validate ``obj`` (a mapping or a model) into this model, as pydantic does.
+
+        Parameters
+        ----------
+        obj
+            The data (a mapping, or an instance).
+        *args, **kw
+            As pydantic's ``BaseModel.model_validate`` (``strict``, ``context`` …).
+
+        Returns
+        -------
+        FrozenModel
+            The validated, frozen model (all times in UTC).
+
+        Raises
+        ------
+        ModelError
+            The data is not valid; the message names the object (its id where it has one) and
+            the field. Also a pydantic ``ValidationError`` and a ``ValueError``.
+        """
         try:
             return super().model_validate(obj, *args, **kw)
         except ModelError:
@@ -99,6 +119,25 @@ class FrozenModel(BaseModel):
 
     @classmethod
     def model_validate_json(cls, json_data: Any, *args: Any, **kw: Any) -> Any:
+        """Validate a JSON document into this model, as pydantic does.
+
+        Parameters
+        ----------
+        json_data
+            The JSON text (``str`` or ``bytes``).
+        *args, **kw
+            As pydantic's ``BaseModel.model_validate_json``.
+
+        Returns
+        -------
+        FrozenModel
+            The validated, frozen model.
+
+        Raises
+        ------
+        ModelError
+            Not JSON, or not a valid model; the message names the object and the field.
+        """
         try:
             return super().model_validate_json(json_data, *args, **kw)
         except ModelError:

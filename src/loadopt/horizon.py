@@ -54,7 +54,26 @@ class Horizon(FrozenModel):
 
     @classmethod
     def non_uniform(cls, start: datetime, periods_s: Sequence[int]) -> Horizon:
-        """A horizon of the given period lengths (s); uniform lengths give a uniform horizon."""
+        """A horizon of the given period lengths; uniform lengths give a uniform horizon.
+
+        Parameters
+        ----------
+        start
+            Start (aware datetime).
+        periods_s
+            Period lengths (s, each >= 1).
+
+        Returns
+        -------
+        Horizon
+
+        Raises
+        ------
+        InputError
+            No period.
+        ModelError
+            A length below 1 s or above a day, or a naive start.
+        """
         ps = tuple(int(x) for x in periods_s)
         if not ps:
             raise InputError("horizon: periods_s is empty")
@@ -81,6 +100,27 @@ class Horizon(FrozenModel):
         step (and its warm start maps them). Where ``start`` is off the fine grid, the fine
         period before the first coarse one is shortened; the last period ends at
         ``start + span_s``.
+
+        Parameters
+        ----------
+        start
+            Start (aware datetime).
+        fine_step_s, coarse_step_s
+            Period lengths (s) of the fine and the coarse part.
+        fine_s
+            Length of the fine part (s).
+        span_s
+            Length of the whole horizon (s).
+
+        Returns
+        -------
+        Horizon
+
+        Raises
+        ------
+        InputError
+            A step or span that is not a positive whole number of seconds, a negative ``fine_s``,
+            a coarse step shorter than the fine one, or a period longer than a day.
         """
         for name, v in (
             ("fine_step_s", fine_step_s),
@@ -151,28 +191,68 @@ class Horizon(FrozenModel):
         return self.period_start(self.n_periods)
 
     def period_start(self, k: int) -> datetime:
-        """Start of period ``k`` (real time), in the zone of ``start``."""
+        """Start of period ``k`` (real time), in the zone of ``start``.
+
+        Parameters
+        ----------
+        k
+            Period index (``0 <= k <= n_periods``; ``n_periods`` gives the end).
+
+        Returns
+        -------
+        datetime
+        """
         s = self.step_s * k if self.periods_s is None else int(sum(self.periods_s[:k]))
         return (self.start_utc + timedelta(seconds=s)).astimezone(self.start.tzinfo)
 
     def seconds_from_start(self, t: datetime) -> float:
-        """Real seconds from the horizon start to the aware datetime ``t`` (negative before it).
+        """Real seconds from the horizon start to ``t`` (negative before it).
 
-        One operand is UTC, so Python subtracts real instants whatever zone ``t`` is in."""
+        One operand is UTC, so Python subtracts real instants whatever zone ``t`` is in.
+
+        Parameters
+        ----------
+        t
+            An aware datetime.
+
+        Returns
+        -------
+        float
+            Seconds (s).
+        """
         return (t - self.start_utc).total_seconds()
 
     def period_bounds_s(self) -> np.ndarray:
-        """Period boundaries in seconds from start, shape ``(n_periods + 1,)``."""
+        """Period boundaries.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_periods + 1,)`` seconds from the start.
+        """
         if self.periods_s is None:
             return np.arange(self.n_periods + 1, dtype=np.float64) * self.step_s
         return np.concatenate(([0.0], np.cumsum(self.periods_s, dtype=np.float64)))
 
     def series(self, values: Any) -> tuple[SeriesPoint, ...]:
-        """A step series from one value per period of this horizon (a list or numpy array of
-        ``n_periods`` numbers: value ``k`` holds over period ``k``), for any series input of
+        """A step series from one value per period of this horizon, for any series input of
         :class:`~loadopt.Signals` (prices per kWh, base load and PV in kW, grid limit in kW).
-        Raises :class:`~loadopt.InputError` for another length or a value that is not a finite
-        number."""
+
+        Parameters
+        ----------
+        values
+            A list, numpy array or pandas Series of ``n_periods`` numbers: value ``k`` holds over
+            period ``k``.
+
+        Returns
+        -------
+        tuple of SeriesPoint
+
+        Raises
+        ------
+        InputError
+            Another length, or a value that is not a finite number.
+        """
         from .errors import InputError
 
         try:

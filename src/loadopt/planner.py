@@ -27,9 +27,21 @@ from .solvers.warm import MIN_WARM_ROWS, WarmStart
 
 @runtime_checkable
 class Planner(Protocol):
-    """``Problem -> Schedule``. Whatever it returns, the controller hands out only what is safe:
-    a planner's schedule is checked against the problem's limits (see
-    :meth:`loadopt.controller.Controller.step`)."""
+    """``Problem -> Schedule``: what a :class:`~loadopt.controller.Controller` calls each step.
+
+    Whatever it returns, the controller hands out only what is safe: a planner's schedule is
+    checked against the problem's limits (see :meth:`loadopt.controller.Controller.step`).
+
+    Parameters
+    ----------
+    problem
+        The step's compiled problem (a call argument).
+
+    Returns
+    -------
+    Schedule
+        A schedule of ``problem``.
+    """
 
     def __call__(self, problem: Problem, /) -> Schedule: ...
 
@@ -37,9 +49,14 @@ class Planner(Protocol):
 class SolvePlanner:
     """:func:`loadopt.solve` with ``options``, warm-started across calls (the HiGHS LP only).
 
-    ``warm``, ``warm_min_mapped``, ``alien_basis``, ``cold_after_limit_cut``,
-    ``warm_min_rows``: see :class:`~loadopt.solvers.warm.WarmStart` (``enabled``,
-    ``min_mapped``, ``alien``, ``cold_after_limit_cut``, ``min_rows``).
+    Parameters
+    ----------
+    options
+        An options object of :mod:`loadopt.options`, a method name (``"lp"``, ``"milp"``,
+        ``"auto"``, ``"fast"``) or ``None`` (the LP).
+    warm, warm_min_mapped, alien_basis, cold_after_limit_cut, warm_min_rows
+        See :class:`~loadopt.solvers.warm.WarmStart` (``enabled``, ``min_mapped`` (fraction),
+        ``alien``, ``cold_after_limit_cut``, ``min_rows``).
     """
 
     def __init__(

@@ -270,23 +270,75 @@ class Problem:
         return {eid: k for k, eid in enumerate(self.evse_ids)}
 
     def session_index(self, session_id: str) -> int:
+        """Row of session ``session_id`` in the session arrays.
+
+        Parameters
+        ----------
+        session_id
+            The session's id.
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        KeyError
+            An unknown session.
+        """
         try:
             return self.session_pos[session_id]
         except KeyError:
             raise KeyError(f"unknown session {session_id!r}") from None
 
     def evse_levels_of(self, evse: int) -> np.ndarray | None:
-        """Discrete levels (deci-amps, 0 included) of EVSE ``evse``, None when continuous."""
+        """Discrete levels of EVSE ``evse``.
+
+        Parameters
+        ----------
+        evse
+            EVSE index (order of ``evse_ids``).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            Levels in deci-amps, sorted, 0 included (:func:`loadopt.compile.snap_levels_da`);
+            ``None`` when the EVSE is continuous.
+        """
         if not self.evse_has_levels[evse]:
             return None
         return self.evse_levels_da[self.evse_levels_ptr[evse] : self.evse_levels_ptr[evse + 1]]
 
     def dense(self, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
-        """Scatter a per-variable vector into a ``(S, T)`` array."""
+        """Scatter a per-variable vector into a ``(S, T)`` array.
+
+        Parameters
+        ----------
+        x
+            ``(V,)`` one value per variable (e.g. A).
+        fill
+            Value where a session has no variable (not plugged in).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(S, T)``.
+        """
         out = np.full((self.n_sessions, self.n_periods), fill, dtype=np.float64)
         out[self.var_session, self.var_period] = x
         return out
 
     def gather(self, current: np.ndarray) -> np.ndarray:
-        """The per-variable vector of a ``(S, T)`` current array."""
+        """The per-variable vector of a ``(S, T)`` array.
+
+        Parameters
+        ----------
+        current
+            ``(S, T)`` (e.g. A per phase).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(V,)``, in variable order (``var_session``, ``var_period``).
+        """
         return current[self.var_session, self.var_period]

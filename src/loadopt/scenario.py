@@ -32,15 +32,33 @@ class Scenario(FrozenModel):
         return self
 
     def compile(self) -> Problem:
+        """The scenario's :class:`~loadopt.problem.Problem` (:func:`~loadopt.compile_problem`).
+
+        Returns
+        -------
+        Problem
+        """
         return compile_problem(self.site, self.sessions, self.horizon, self.signals, self.objective)
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
         """Read and validate a scenario JSON file.
 
-        Raises :class:`~loadopt.errors.InputError` when the file cannot be read (missing, a
-        directory, not UTF-8) and :class:`~loadopt.errors.ModelError` (naming the field) when its
-        content is not a valid scenario.
+        Parameters
+        ----------
+        path
+            The file.
+
+        Returns
+        -------
+        Scenario
+
+        Raises
+        ------
+        InputError
+            The file cannot be read (missing, a directory, not UTF-8).
+        ModelError
+            Its content is not a valid scenario (the message names the field).
         """
         p = Path(path)
         try:
@@ -58,4 +76,11 @@ class Scenario(FrozenModel):
         return cls.model_validate_json(text)
 
     def dump(self, path: str | Path) -> None:
+        """Write the scenario as JSON (the format :meth:`load` reads).
+
+        Parameters
+        ----------
+        path
+            The file (overwritten).
+        """
         Path(path).write_text(self.model_dump_json(indent=2))

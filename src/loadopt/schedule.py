@@ -90,7 +90,14 @@ class Kpis:
     storage: StorageKpi | None = None  #: None on a charge-only problem
 
     def table(self) -> str:
-        """A human-readable summary."""
+        """A human-readable summary.
+
+        Returns
+        -------
+        str
+            Energy delivered / requested (kWh), sessions served, peak import (kW), cost, and the
+            demand-response compliance, one per line.
+        """
         n = len(self.sessions)
         pct = 100.0 * self.delivered_kwh / self.requested_kwh if self.requested_kwh else 100.0
         rows = [
@@ -169,7 +176,18 @@ class Schedule:
 
     # ------------------------------------------------------------------ safety
     def violations(self, limit: int | None = None) -> list[Violation]:
-        """Every limit this schedule breaks as emitted (empty for any schedule from ``solve``)."""
+        """Every limit this schedule breaks as emitted (empty for any schedule from ``solve``).
+
+        Parameters
+        ----------
+        limit
+            Stop after this many (``None``: all).
+
+        Returns
+        -------
+        list of Violation
+            Each naming the limit (node, phase, line, period), its value and the excess (A or kW).
+        """
         return violations(
             self.problem, self.current, limit, discharge=self.discharge, battery_a=self.battery_a
         )
@@ -330,7 +348,18 @@ class Schedule:
         return kw @ p.period_h
 
     def session_limits(self, session_id: str) -> list[tuple[datetime, float]]:
-        """``(period start, limit A)`` for every period of the horizon, for one session."""
+        """The limit of one session in every period of the horizon.
+
+        Parameters
+        ----------
+        session_id
+            The session.
+
+        Returns
+        -------
+        list of (datetime, float)
+            ``(period start, limit in A per phase)``.
+        """
         i = self.problem.session_index(session_id)
         return list(zip(self.problem.period_starts, self.current[i].tolist(), strict=True))
 
@@ -380,6 +409,15 @@ class Schedule:
         )
 
     def kpis(self) -> Kpis:
+        """The headline numbers of this schedule (:class:`Kpis`).
+
+        Returns
+        -------
+        Kpis
+            Energy delivered vs requested (kWh) per session and in total, sessions served, peak
+            import (kW), energy cost, demand-response compliance per grid signal
+            (:mod:`loadopt.grid.compliance`), and the storage figures when there is storage.
+        """
         p = self.problem
         got = np.minimum(self.energy_kwh, p.session_energy_kwh)
         st = p.storage

@@ -148,7 +148,19 @@ class GridSignal(FrozenModel):
         return next(k for k in SIGNAL_KINDS if getattr(self, k) is not None)
 
     def offset_s(self, site_id: str) -> int:
-        """The deterministic randomisation delay (s) of this signal at site ``site_id``."""
+        """The deterministic randomisation delay of this signal at one site (OpenADR
+        ``randomizeStart`` / IEEE 2030.5 ``randomizeStart``: the same for a site every time).
+
+        Parameters
+        ----------
+        site_id
+            The site's id (seeds the delay).
+
+        Returns
+        -------
+        int
+            Delay (s), in ``[0, randomize_s]``.
+        """
         if self.randomize_s <= 0:
             return 0
         key = f"{site_id}\x00{self.source}\x00{self.ref or self.id}".encode()
@@ -264,7 +276,19 @@ class Signals(FrozenModel):
         self, source: str, signals: tuple[GridSignal, ...] | list[GridSignal]
     ) -> Signals:
         """A copy whose grid signals from ``source`` are exactly ``signals`` (the others stay):
-        what an adapter hands the controller when its stream changes."""
+        what an adapter hands the controller when its stream changes.
+
+        Parameters
+        ----------
+        source
+            The stream (``GridSignal.source``), e.g. an OpenADR VTN or an OCPP station.
+        signals
+            Its signals now (empty: the stream has none).
+
+        Returns
+        -------
+        Signals
+        """
         bad = [s.id for s in signals if s.source != source]
         if bad:
             raise ValueError(

@@ -69,6 +69,13 @@ class DeltaWye(FrozenModel):
     primary_max_current: NonNegFloat | PerPhase | None = None
 
     def primary_triplet(self) -> tuple[float, float, float] | None:
+        """The primary-side line limits as three values.
+
+        Returns
+        -------
+        tuple of float or None
+            A per primary line (A, B, C); ``None`` when the primary is not limited.
+        """
         if self.primary_max_current is None:
             return None
         if isinstance(self.primary_max_current, tuple):
@@ -111,6 +118,13 @@ class Node(FrozenModel):
         return self
 
     def current_triplet(self) -> tuple[float, float, float] | None:
+        """The node's current limit as three values.
+
+        Returns
+        -------
+        tuple of float or None
+            A per phase (R, S, T); ``None`` when the node has no current limit.
+        """
         if self.max_current is None:
             return None
         if isinstance(self.max_current, tuple):
@@ -293,7 +307,22 @@ class Site(FrozenModel):
         """The EVSE ``evse_id`` (a dict lookup: called per session per control step).
 
         The map is built once per ``evses`` tuple and kept beside it; ``model_copy`` copies it
-        along, so it is rebuilt whenever the tuple it was built from is not this site's."""
+        along, so it is rebuilt whenever the tuple it was built from is not this site's.
+
+        Parameters
+        ----------
+        evse_id
+            The EVSE's id.
+
+        Returns
+        -------
+        Evse
+
+        Raises
+        ------
+        InputError
+            No EVSE of this site has that id.
+        """
         cached = self.__dict__.get("_evse_map")
         if cached is None or cached[0] is not self.evses:
             cached = (self.evses, {e.id: e for e in self.evses})

@@ -40,21 +40,45 @@ def compile_problem(
     """Compile a site, its sessions and the signals over ``horizon`` into a :class:`Problem`.
 
     Sessions that do not overlap the horizon are kept (with no variables: they cannot charge) so
-    that ids stay stable; a session that has already left simply gets nothing.
+    that ids stay stable; a session that has already left simply gets nothing. A mapping in place
+    of a model is validated into it.
 
-    ``reserved_a`` (``(E, 3, T)`` A per EVSE line L1, L2, L3, EVSEs in ``site.evses`` order, per
-    period; optional) is current an EVSE may draw whatever the plan says: a station that has not
-    accepted a lower limit, a silent or unknown one at its hardware maximum, a vehicle drawing
-    above its limit. It is a fixed load on every limit above the EVSE, exactly like the base
-    load (right-hand sides drop, clamped at 0 with a notice); a session on a reserved EVSE is
-    planned within ``[0, min(its max, smallest reserved line it draws on)]`` in those periods
-    (so what it is sent never exceeds what is counted for it) and its
-    variables there carry no safety-row entries (its draw is already counted).
+    Parameters
+    ----------
+    site
+        The site: node tree (limits in A per phase and kW), EVSEs, batteries.
+    sessions
+        The sessions (energy in kWh, currents in A, arrival and departure aware datetimes).
+    horizon
+        The periods to plan.
+    signals
+        Prices (per kWh), base load, PV and grid limits (kW), grid signals; default none.
+    objective
+        Weights of the objective; default :class:`Objective`.
+    reserved_a
+        ``(E, 3, T)`` A per EVSE line L1, L2, L3 (EVSEs in ``site.evses`` order) per period:
+        current an EVSE may draw whatever the plan says (a station that has not accepted a lower
+        limit, a silent or unknown one at its hardware maximum, a vehicle drawing above its
+        limit). It is a fixed load on every limit above the EVSE, exactly like the base load
+        (right-hand sides drop, clamped at 0 with a notice); a session on a reserved EVSE is
+        planned within ``[0, min(its max, smallest reserved line it draws on)]`` in those
+        periods (so what it is sent never exceeds what is counted for it) and its variables
+        there carry no safety-row entries (its draw is already counted).
 
-    Raises :class:`~loadopt.errors.InputError` for inconsistent inputs (unknown EVSE, duplicate
-    session, two sessions on one EVSE at once) and arguments of the wrong type (a string for the
-    sessions); a mapping in place of a model is validated into it
-    (:class:`~loadopt.errors.ModelError` when it is not valid).
+    Returns
+    -------
+    Problem
+        Arrays only: variables (session, period), safety rows ``G r <= h`` (A, kW) with labels,
+        EVSE and session arrays, limits and signals per period; ``notices`` say where a fixed
+        load alone breaks a limit.
+
+    Raises
+    ------
+    InputError
+        Inconsistent inputs (unknown EVSE, duplicate session, two sessions on one EVSE at once,
+        a bad ``reserved_a``) and arguments of the wrong type (a string for the sessions).
+    ModelError
+        A mapping that is not a valid model.
     """
     site = as_model(site, Site, "site")
     sessions = as_sessions(sessions)

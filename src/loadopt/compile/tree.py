@@ -38,10 +38,21 @@ def _ancestors(nodes: np.ndarray, parent: np.ndarray, n_nodes: int) -> sp.csr_ma
 
 
 def snap_levels_da(allowed_a: tuple[float, ...]) -> np.ndarray:
-    """The one snapping rule for discrete pilot steps (``Evse.allowed_currents``, A): each level
+    """The one snapping rule for discrete pilot steps (``Evse.allowed_currents``): each level
     rounded *down* to the 0.1 A grid an OCPP limit is emitted on (never up: a rounded-up step
     could exceed a limit), sorted, duplicates merged, and 0 added (a pause is always allowed,
-    IEC 61851-1). Deci-amps."""
+    IEC 61851-1).
+
+    Parameters
+    ----------
+    allowed_a
+        Allowed currents (A).
+
+    Returns
+    -------
+    numpy.ndarray
+        Levels in deci-amps, sorted, 0 first.
+    """
     from ..safety import GRID_SNAP
 
     lv = np.floor(np.asarray(allowed_a, dtype=np.float64) * 10.0 + GRID_SNAP)
@@ -168,9 +179,22 @@ class _EvseArrays:
 
 def evse_arrays(site: Site) -> dict[str, np.ndarray]:
     """Per-EVSE arrays of the :class:`~loadopt.problem.Problem` (``E`` EVSEs, order of
-    ``site.evses``): phases, the site phase of each EVSE line (OCPP phase rotation), voltage,
-    phase switching, current range, and the discrete levels as CSR (``evse_levels_ptr`` (E+1,),
-    ``evse_levels_da`` (K,); an EVSE without ``allowed_currents`` has none)."""
+    ``site.evses``).
+
+    Parameters
+    ----------
+    site
+        The site.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``evse_phases`` (E,), ``evse_site_phases`` (E, 3) site phase of each EVSE line (OCPP
+        phase rotation), ``evse_voltage_v`` (E,) V, ``evse_phase_switching`` (E,),
+        ``evse_max_current`` / ``evse_min_current`` (E,) A, ``evse_has_levels`` (E,), and the
+        discrete levels as CSR: ``evse_levels_ptr`` (E+1,), ``evse_levels_da`` (K,) deci-amps
+        (an EVSE without ``allowed_currents`` has none).
+    """
     ev = site.evses
     E = len(ev)
     levels = [

@@ -323,10 +323,23 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
     ) -> Schedule:
         """A limit or grid signal changed between steps: apply it and re-plan at once.
 
-        ``signal`` is new :class:`Signals` (replacing the old), or one or more
-        :class:`GridSignal` (added; one with the id of a signal already held replaces it).
-        Returns the new schedule (act on its period 0 now). Raises :class:`InputError` for
-        anything else.
+        Parameters
+        ----------
+        signal
+            New :class:`Signals` (replacing the old), or one or more :class:`GridSignal` (added;
+            one with the id of a signal already held replaces it).
+        now
+            The time of the re-plan (aware datetime).
+
+        Returns
+        -------
+        Schedule
+            The new schedule: act on its period 0 now.
+
+        Raises
+        ------
+        InputError
+            Anything else than signals.
         """
         if isinstance(signal, Signals):
             self.set_signals(signal)
@@ -352,13 +365,38 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
     def replan(self, now: datetime, why: str = "") -> Schedule:
         """Re-plan now (a limit, a grid signal, a session or a reservation changed since the last
         step): the same as :meth:`step`, logged as a re-plan with ``why`` and every change seen
-        since the last step."""
+        since the last step.
+
+        Parameters
+        ----------
+        now
+            The time of the re-plan (aware datetime).
+        why
+            What changed (for the step record).
+
+        Returns
+        -------
+        Schedule
+            As :meth:`step`.
+        """
         self._events.insert(0, f"replan{': ' + why if why else ''}")
         return self.step(now)
 
     def horizon(self, now: datetime) -> Horizon:
         """The horizon of a step at ``now`` (see ``step_s``, ``n_periods``, ``coarse_step_s``,
-        ``align_to_grid``)."""
+        ``align_to_grid``).
+
+        Parameters
+        ----------
+        now
+            The step's time (aware datetime).
+
+        Returns
+        -------
+        Horizon
+            Starting at ``now`` (or at the UTC grid instant at or before it with ``align_to_grid``),
+            spanning ``step_s * n_periods`` seconds.
+        """
         if self.align_to_grid:
             now_utc = to_utc(now, "Controller.horizon: now")
             off_s = now_utc.timestamp() % self.step_s  # in UTC: never a wall-clock shift
@@ -374,18 +412,50 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         return Horizon(start=now, step_s=self.step_s, n_periods=self.n_periods)
 
     def step(self, now: datetime) -> Schedule:
-        """The schedule for ``[now, now + n_periods · step_s)``; act on its period 0.
+        """The schedule for ``[now, now + n_periods * step_s)``; act on its period 0.
 
-        ``now`` must be an aware datetime (:class:`InputError` otherwise, and nothing changes).
+        Parameters
+        ----------
+        now
+            The step's time (aware datetime).
+
+        Returns
+        -------
+        Schedule
+            Currents (A per phase) per session and period, checked against every limit of the
+            problem compiled from the real sessions and signals (``Schedule.status`` says which path
+            produced it; :attr:`log` records the step).
+
+        Raises
+        ------
+        InputError
+            ``now`` is not an aware datetime (nothing changes).
         """
         pending = self.begin_step(now)
         sched, mode, reason, solve_s = self._plan(pending.problem)
         return self.end_step(pending, sched, mode, reason, solve_s)
 
     def begin_step(self, now: datetime) -> PendingStep:
-        """The first half of :meth:`step`: the state brought up to ``now`` and the problem
-        compiled. For a planner that runs elsewhere (:mod:`loadopt.fleet` runs it on the site's
-        worker): hand its result to :meth:`end_step`."""
+        """The first half of :meth:`step`: the state brought up to ``now`` and the problem compiled.
+
+        For a planner that runs elsewhere (:mod:`loadopt.fleet` runs it on the site's worker): hand
+        its result to :meth:`end_step`.
+
+        Parameters
+        ----------
+        now
+            The step's time (aware datetime).
+
+        Returns
+        -------
+        PendingStep
+            The compiled problem and what the step record needs.
+
+        Raises
+        ------
+        InputError
+            ``now`` is not an aware datetime.
+        """
         now_utc = to_utc(now, "Controller.step: now")
         t0 = time.perf_counter()
         events, self._events = self._events, []
@@ -412,8 +482,24 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
     def end_step(
         self, pending: PendingStep, sched: Schedule, mode: str, reason: str, solve_s: float
     ) -> Schedule:
-        """The second half of :meth:`step`: ``sched`` (a safe schedule of ``pending.problem``)
-        folded into the state and logged; returns it."""
+        """The second half of :meth:`step`: ``sched`` folded into the state and logged.
+
+        Parameters
+        ----------
+        pending
+            What :meth:`begin_step` returned.
+        sched
+            A safe schedule of ``pending.problem``.
+        mode, reason
+            How it was produced and why (for the :class:`StepRecord`).
+        solve_s
+            Solver time (s).
+
+        Returns
+        -------
+        Schedule
+            ``sched``, in the EVSEs' pilot steps when ``pilots`` is on.
+        """
         now, now_utc, problem, events = (
             pending.now,
             pending.now_utc,

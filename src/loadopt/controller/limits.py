@@ -18,7 +18,18 @@ class _Limits(_ControllerState):
     """Signals, node ratings and battery states changed between steps."""
 
     def set_signals(self, signals: Signals) -> None:
-        """New prices, base load, PV, grid limit or demand-response events from now on."""
+        """New prices, base load, PV, grid limit or grid signals from now on (replacing the old).
+
+        Parameters
+        ----------
+        signals
+            The new :class:`Signals`.
+
+        Raises
+        ------
+        InputError
+            Not a :class:`Signals`.
+        """
         if not isinstance(signals, Signals):
             raise InputError(f"set_signals needs a Signals object, got {type(signals).__name__}")
         self.signals = signals
@@ -35,10 +46,24 @@ class _Limits(_ControllerState):
         """Change a node's rating from the next step on, without rebuilding the site or the
         controller (a grid operator lowering a feeder, a transformer derated on a hot day).
 
-        ``max_current`` (A, one value or three for R, S, T; ``None`` = no limit),
-        ``max_power_kw`` (kW or ``None``), ``primary_max_current`` (A, a delta/wye transformer's
-        primary lines). Arguments not given keep their value. Raises :class:`InputError` for an
-        unknown node or a bad value (and changes nothing).
+        Arguments not given keep their value; ``None`` means no limit.
+
+        Parameters
+        ----------
+        node_id
+            The node.
+        max_current
+            A per phase: one value or three (R, S, T).
+        max_power_kw
+            kW.
+        primary_max_current
+            A on a delta/wye transformer's primary lines.
+
+        Raises
+        ------
+        InputError
+            An unknown node, a primary limit on a node that is not a transformer, or a bad value
+            (and nothing changes).
         """
         from ..site import DeltaWye, Node
 
@@ -70,9 +95,21 @@ class _Limits(_ControllerState):
         self._events.append(f"node {node_id!r} limits changed")
 
     def set_battery_soc(self, battery_id: str, soc: float) -> None:
-        """A stationary battery's metered state of charge (fraction of its capacity, [0, 1]):
-        the next plan starts from it. Raises :class:`InputError` for an unknown battery or a value
-        that is not a finite number in [0, 1] (and changes nothing)."""
+        """A stationary battery's metered state of charge: the next plan starts from it.
+
+        Parameters
+        ----------
+        battery_id
+            The battery.
+        soc
+            State of charge, fraction of its capacity in [0, 1].
+
+        Raises
+        ------
+        InputError
+            An unknown battery or a value that is not a finite number in [0, 1] (and nothing
+            changes).
+        """
         try:
             k = next(i for i, b in enumerate(self.site.batteries) if b.id == battery_id)
         except StopIteration:

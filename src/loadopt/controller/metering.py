@@ -33,14 +33,32 @@ class _Metering(_ControllerState):
         energy_kwh: float | None = None,
         current_a: float | tuple[float, float, float] | None = None,
     ) -> bool:
-        """A meter reading: cumulative energy of this session (kWh) and/or current drawn (A).
+        """A meter reading: cumulative energy of this session and/or the current drawn.
 
-        ``current_a`` is per EVSE line (one value for the lines the vehicle uses, or three, L1..L3
-        of the EVSE); the largest is compared with its limit. Returns whether the reading was
-        applied. Raises :class:`InputError` at the call for an unknown session, a time that is not
-        an aware datetime, or a value that is not a finite number ≥ 0 (nothing is changed then).
-        A reading that is out of order, stale or from the future (module docstring) is not
-        applied and is recorded in :attr:`rejected_readings`.
+        Parameters
+        ----------
+        session_id
+            The active session.
+        at
+            When it was measured (aware datetime).
+        energy_kwh
+            Cumulative energy of the session (kWh, relative to its start: OCPP
+            ``Energy.Active.Import.Register`` minus ``meterStart``).
+        current_a
+            Current drawn (A): one value for the lines the vehicle uses, or three for the EVSE's
+            L1, L2, L3; the largest is compared with its limit.
+
+        Returns
+        -------
+        bool
+            Whether the reading was applied. One that is out of order, stale or from the future
+            (module docstring) is not, and is recorded in :attr:`rejected_readings`.
+
+        Raises
+        ------
+        InputError
+            An unknown session, a time that is not an aware datetime, or a value that is not a
+            finite number >= 0 (nothing is changed then).
         """
         self._get(session_id)
         st = self._state[session_id]
@@ -119,15 +137,29 @@ class _Metering(_ControllerState):
         until: datetime | None = None,
         reason: str = "",
     ) -> None:
-        """Budget EVSE ``evse_id`` at ``current_a`` (A, one value for every EVSE line or three)
-        from now until ``until`` (aware; ``None``: until :meth:`release`), whatever the plan.
+        """Budget EVSE ``evse_id`` at ``current_a`` from now until ``until``, whatever the plan.
 
         For what the plan cannot control: a station that has not accepted a lower limit (it may
-        draw what it holds), a silent or unknown one (its hardware maximum), a vehicle drawing
-        above its limit. Each step counts it as a fixed load on every limit above the EVSE
-        (any overlap with a period counts the whole period) and plans everyone else around it;
-        a session on the EVSE is planned within the reservation there. Replaces the EVSE's
-        previous reservation.
+        draw what it holds), a silent or unknown one (its hardware maximum), a vehicle drawing above
+        its limit. Each step counts it as a fixed load on every limit above the EVSE (any overlap
+        with a period counts the whole period) and plans everyone else around it; a session on the
+        EVSE is planned within the reservation there. Replaces the EVSE's previous reservation.
+
+        Parameters
+        ----------
+        evse_id
+            The EVSE.
+        current_a
+            A per EVSE line: one value for every line, or three (L1, L2, L3).
+        until
+            End of the reservation (aware); ``None``: until :meth:`release`.
+        reason
+            Why (shown in logs and the step record).
+
+        Raises
+        ------
+        InputError
+            An unknown EVSE, a bad current (not finite, negative, not 1 or 3 values) or time.
         """
         if _check_id(evse_id, "reserve: EVSE id") not in self._evse_index:
             raise InputError(f"reserve: unknown EVSE {evse_id!r} on site {self.site.id!r}")
@@ -143,13 +175,30 @@ class _Metering(_ControllerState):
         self._observed.discard(evse_id)  # set by hand: the controller does not lift it
 
     def release(self, evse_id: str) -> None:
-        """End the reservation of ``evse_id`` (no-op when it has none)."""
+        """End the reservation of ``evse_id`` (no-op when it has none).
+
+        Parameters
+        ----------
+        evse_id
+            The EVSE.
+        """
         self.reservations.pop(_check_id(evse_id, "release: EVSE id"), None)
         self._observed.discard(evse_id)
 
     def reserved_array(self, horizon: Horizon) -> np.ndarray | None:
-        """``(E, 3, T)`` A of the reservations over ``horizon`` (``None`` when there are none);
-        expired reservations are dropped."""
+        """The reservations over ``horizon``; expired ones are dropped.
+
+        Parameters
+        ----------
+        horizon
+            The horizon of the step.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            ``(E, 3, T)`` A per EVSE line and period (EVSEs in ``site.evses`` order), ``None`` when
+            there are none: the ``reserved_a`` of :func:`~loadopt.compile_problem`.
+        """
         now = horizon.start_utc
         for eid in [
             k for k, r in self.reservations.items() if r.until is not None and r.until <= now

@@ -29,9 +29,35 @@ class _Sessions(_ControllerState):
     ) -> Session:
         """A :class:`Session` with the controller's defaults for what the vehicle did not say.
 
-        Raises :class:`InputError` for a time that is not an aware datetime in the supported range
-        (e.g. a StartTransaction stamped 9999-12-31) and
-        :class:`~loadopt.errors.ModelError` for a field the session rejects.
+        OCPP 1.6 transactions carry neither a departure nor an energy; 2.x ``ChargingNeeds`` may.
+
+        Parameters
+        ----------
+        session_id
+            The session's id.
+        evse
+            The EVSE it is plugged into (id on the site).
+        arrival
+            Plug-in time (aware datetime).
+        departure
+            Expected departure (aware); default ``arrival + default_dwell_h``.
+        energy_kwh
+            Energy wanted (kWh); default ``default_energy_kwh``.
+        **kw
+            Other :class:`Session` fields (``max_current`` A, ``phases``, ``priority``, ``v2x`` …).
+
+        Returns
+        -------
+        Session
+            Not started: pass it to :meth:`start_session`.
+
+        Raises
+        ------
+        InputError
+            A time that is not an aware datetime in the supported range (e.g. a StartTransaction
+            stamped 9999-12-31).
+        ModelError
+            A field the session rejects.
         """
         arrival = to_utc(arrival, f"session {session_id!r}: arrival")
         if departure is None:
@@ -51,12 +77,21 @@ class _Sessions(_ControllerState):
         """A vehicle expected to plug in later: a timetable (bus depot), a reservation (OCPP
         ReserveNow) or a forecast.
 
-        It is planned from its arrival on, so capacity is kept for it instead of being promised
-        to vehicles that could have charged earlier; it gets no limit before it plugs in.
-        :meth:`start_session` with the same id makes it real (the started session's data win);
-        it is forgotten if it has not started ``expected_grace_h`` after its arrival. Raises
-        :class:`InputError` for an unknown EVSE, an id in use, or an overlap with another expected
-        vehicle on the same EVSE.
+        It is planned from its arrival on, so capacity is kept for it instead of being promised to
+        vehicles that could have charged earlier; it gets no limit before it plugs in.
+        :meth:`start_session` with the same id makes it real (the started session's data win); it is
+        forgotten if it has not started ``expected_grace_h`` after its arrival.
+
+        Parameters
+        ----------
+        session
+            The expected vehicle (arrival, departure, energy in kWh, current range in A).
+
+        Raises
+        ------
+        InputError
+            An unknown EVSE, an id in use, or an overlap with another expected vehicle on the same
+            EVSE.
         """
         session = as_model(session, Session, "expect_session: session")
         if session.id in self.sessions or session.id in self.expected:
@@ -79,15 +114,33 @@ class _Sessions(_ControllerState):
         self.expected[session.id] = session
 
     def cancel_expected(self, session_id: str) -> None:
-        """Forget an expected vehicle (a cancelled reservation)."""
+        """Forget an expected vehicle (a cancelled reservation).
+
+        Parameters
+        ----------
+        session_id
+            The id given to :meth:`expect_session`.
+
+        Raises
+        ------
+        InputError
+            No expected vehicle has that id.
+        """
         if self.expected.pop(_check_id(session_id, "expected session id"), None) is None:
             raise InputError(f"unknown expected session {session_id!r}")
 
     def start_session(self, session: Session) -> None:
         """A vehicle plugged in (OCPP StartTransaction / TransactionEvent Started).
 
-        Raises :class:`InputError` for an unknown EVSE, an EVSE that already has a session, or a
-        session id already in use.
+        Parameters
+        ----------
+        session
+            The session (arrival = plug-in time; energy wanted in kWh at plug-in).
+
+        Raises
+        ------
+        InputError
+            An unknown EVSE, an EVSE that already has a session, or a session id already in use.
         """
         session = as_model(session, Session, "start_session: session")
         if session.id in self.sessions:
@@ -121,8 +174,26 @@ class _Sessions(_ControllerState):
         min_current: float | None = None,
     ) -> None:
         """New facts about an active session from the vehicle (OCPP 2.x NotifyEVChargingNeeds /
-        ISO 15118): departure (aware), energy wanted for the session (kWh), the current range
-        it accepts (A). Validated like a new :class:`Session`; nothing changes on an error."""
+        ISO 15118). Validated like a new :class:`Session`; nothing changes on an error.
+
+        Parameters
+        ----------
+        session_id
+            The active session.
+        departure
+            New departure (aware datetime).
+        energy_kwh
+            Energy wanted for the whole session (kWh).
+        max_current, min_current
+            The current range the vehicle accepts (A per phase).
+
+        Raises
+        ------
+        InputError
+            An unknown session or a time that is not aware.
+        ModelError
+            A value the session rejects.
+        """
         s = self._get(session_id)
         upd: dict[str, Any] = {}
         if departure is not None:
@@ -144,7 +215,20 @@ class _Sessions(_ControllerState):
         self._events.append(f"session {session_id!r} updated: {sorted(upd)}")
 
     def stop_session(self, session_id: str, at: datetime) -> None:
-        """The vehicle left or the transaction ended (OCPP StopTransaction / Ended)."""
+        """The vehicle left or the transaction ended (OCPP StopTransaction / Ended).
+
+        Parameters
+        ----------
+        session_id
+            The active session.
+        at
+            When it ended (aware datetime).
+
+        Raises
+        ------
+        InputError
+            An unknown session or a time that is not aware.
+        """
         to_utc(at, f"stop_session {session_id!r}: at")
         s = self._get(session_id)
         del self.sessions[session_id]
@@ -156,8 +240,22 @@ class _Sessions(_ControllerState):
         self._events.append(f"session {session_id!r} stopped")
 
     def planned_sessions(self, now: datetime) -> list[Session]:
-        """The active sessions as the next problem sees them: energy still wanted, departure
-        estimate, re-sharing cap."""
+        """The active (and expected) sessions as the next problem sees them: energy still wanted,
+        departure estimate, re-sharing cap.
+
+        Parameters
+        ----------
+        now
+            The step's time (UTC).
+
+        Returns
+        -------
+        list of Session
+            Energy still wanted (kWh: wanted minus metered or estimated), departure extended
+            by ``overstay_extension_h`` when overdue, ``max_current`` (A) lowered by a
+            re-sharing cap or to what an overdrawing vehicle was given; expected vehicles from
+            ``max(arrival, now)``.
+        """
         out = []
         for sid, st in self._state.items():
             s = st.session

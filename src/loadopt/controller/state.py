@@ -27,7 +27,26 @@ _KEEP: Any = object()  # "argument not given" (None means "no limit")
 
 @dataclass
 class StepRecord:
-    """What one :meth:`Controller.step` did (for logs, tests and benchmarks)."""
+    """What one :meth:`Controller.step` did (for logs, tests and benchmarks).
+
+    Attributes
+    ----------
+    now
+        The step's time, as given.
+    mode
+        ``"cold"`` (no starting basis), ``"warm"`` (mapped previous basis), ``"empty"``,
+        ``"fast"``, ``"fallback"``.
+    reason
+        Why this path was taken.
+    status, method
+        The schedule's status and method.
+    n_sessions
+        Sessions in the problem.
+    build_s, solve_s, total_s
+        Compile + LP build, solver, and the whole step (s).
+    events
+        What happened since the previous step that the plan reacts to.
+    """
 
     now: datetime
     mode: str  #: "cold" (no starting basis), "warm" (mapped previous basis), "empty", "fast"
@@ -46,7 +65,19 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class PendingStep:
-    """A step between :meth:`Controller.begin_step` and :meth:`Controller.end_step`."""
+    """A step between :meth:`Controller.begin_step` and :meth:`Controller.end_step`.
+
+    Attributes
+    ----------
+    now
+        The step's time as given; ``now_utc`` in UTC.
+    problem
+        The compiled problem the planner must solve.
+    events
+        For the step record.
+    t0, t1
+        ``perf_counter`` at the start and after compiling (s).
+    """
 
     now: datetime  #: as given
     now_utc: datetime
@@ -58,7 +89,21 @@ class PendingStep:
 
 @dataclass(frozen=True)
 class RejectedReading:
-    """A meter reading :meth:`Controller.meter` did not apply, and why."""
+    """A meter reading :meth:`Controller.meter` did not apply, and why.
+
+    Attributes
+    ----------
+    session_id
+        The session.
+    at
+        When it was measured (UTC).
+    energy_kwh
+        Cumulative energy (kWh), if given.
+    current_a
+        Current per line (A), if given.
+    reason
+        Why it was not applied (stale, from the future, out of order, below the last reading).
+    """
 
     session_id: str
     at: datetime
@@ -69,8 +114,17 @@ class RejectedReading:
 
 @dataclass(frozen=True)
 class Reservation:
-    """Current (A per EVSE line L1, L2, L3) an EVSE may draw whatever the plan says, until
-    ``until`` (``None``: until released): see :meth:`Controller.reserve`."""
+    """Current an EVSE may draw whatever the plan says: see :meth:`Controller.reserve`.
+
+    Attributes
+    ----------
+    current_a
+        A per EVSE line L1, L2, L3.
+    until
+        End (UTC); ``None``: until released.
+    reason
+        Why.
+    """
 
     current_a: tuple[float, float, float]
     until: datetime | None = None

@@ -54,7 +54,13 @@ _PURE: ModuleType | None = None
 
 
 def pure_kernels() -> ModuleType:
-    """A second copy of the kernels that never uses numba (the pure path), for comparison."""
+    """A second copy of the kernels that never uses numba (the pure path), for comparison.
+
+    Returns
+    -------
+    module
+        The kernels module, loaded without numba (the same module when numba is off).
+    """
     global _PURE
     if not _kernels.NUMBA:
         return _kernels
@@ -146,11 +152,31 @@ def allocate(
     policy: Policy = "fair",
     energy_left_kwh: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Current (A per phase, shape ``(S,)``) for every session in ``period``.
+    """Current for every session in one period (the fast path's one-interval allocation).
 
-    ``energy_left_kwh`` (shape ``(S,)``) is what each session still wants at the start of the
-    period; default: ``problem.session_energy_kwh``. Sessions not plugged in get 0. The values are
-    on the 0.1 A grid and satisfy every safety row of the period.
+    Parameters
+    ----------
+    problem
+        The compiled problem.
+    period
+        Period index.
+    policy
+        ``"fair"`` (weighted max-min fair), ``"edf"`` (earliest departure first) or ``"llf"``
+        (least laxity first).
+    energy_left_kwh
+        ``(S,)`` what each session still wants at the start of the period (kWh); default
+        ``problem.session_energy_kwh``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(S,)`` A per phase, on the 0.1 A grid, 0 for sessions not plugged in; every safety row
+        of the period holds.
+
+    Raises
+    ------
+    InputError
+        A period outside the horizon or an unknown policy.
     """
     T = problem.n_periods
     if not 0 <= period < T:
@@ -168,10 +194,25 @@ def allocate(
 def allocate_horizon(
     problem: Problem, policy: Policy = "fair", kernels: ModuleType | None = None
 ) -> np.ndarray:
-    """Schedule ``(S, T)`` A: :func:`allocate` period by period, tracking energy delivered.
+    """:func:`allocate` period by period, tracking energy delivered.
 
     Every safety row holds on the result (it still goes through :func:`loadopt.safety.project`
     in :func:`loadopt.solve`, which leaves a feasible schedule unchanged).
+
+    Parameters
+    ----------
+    problem
+        The compiled problem.
+    policy
+        As :func:`allocate`.
+    kernels
+        The kernel module (default: numba's when available; :func:`pure_kernels` for the pure
+        Python twin).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(S, T)`` A per phase.
     """
     code = _policy_code(policy)
     pp = prepared(problem)

@@ -36,22 +36,72 @@ class Backend:
     in_process: bool = False
 
     def slots(self) -> list[Hashable]:
+        """Every slot (a worker, an actor, a pool) tasks can be sent to.
+
+        Returns
+        -------
+        list
+            Slot keys (hashable).
+        """
         raise NotImplementedError
 
     def alive(self) -> set[Hashable]:
-        """Slots that still exist (asked of the cluster; the default: all of them)."""
+        """Slots that still exist (asked of the cluster; the default: all of them).
+
+        Returns
+        -------
+        set
+            Slot keys.
+        """
         return set(self.slots())
 
     def parallelism(self, slot: Hashable) -> int:
-        """Tasks ``slot`` runs at once (a pool's threads): batches are cut so each gets one."""
+        """Tasks ``slot`` runs at once (a pool's threads): batches are cut so each gets one.
+
+        Parameters
+        ----------
+        slot
+            A slot key.
+
+        Returns
+        -------
+        int
+        """
         return 1
 
     def live_slots(self, timeout_s: float = 10.0) -> list[Hashable]:
-        """The live slots, sorted; when there is none, wait up to ``timeout_s`` for one (a
-        cluster whose workers are restarting) and return what there is then (maybe none)."""
+        """The live slots, sorted; when there is none, wait for one (a cluster whose workers are
+        restarting).
+
+        Parameters
+        ----------
+        timeout_s
+            How long to wait for a slot (s).
+
+        Returns
+        -------
+        list
+            What there is then (maybe none).
+        """
         return sorted(self.alive(), key=str)
 
     def submit(self, slot: Hashable, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        """Run ``fn(*args)`` on ``slot``.
+
+        Parameters
+        ----------
+        slot
+            A slot key.
+        fn
+            A picklable function (for out-of-process slots).
+        *args
+            Its arguments.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Its result, or the exception it raised (or the slot's loss).
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -59,8 +109,15 @@ class Backend:
 
 
 class ExecutorBackend(Backend):
-    """Any ``concurrent.futures.Executor`` as one slot; default a thread pool of ``max_workers``
-    (``os.cpu_count()``)."""
+    """Any ``concurrent.futures.Executor`` as one slot.
+
+    Parameters
+    ----------
+    executor
+        The executor (default: a thread pool this backend owns and shuts down).
+    max_workers
+        Threads of the default pool (default ``os.cpu_count()``).
+    """
 
     def __init__(self, executor: cf.Executor | None = None, max_workers: int | None = None):
         self._own = executor is None
@@ -98,9 +155,16 @@ class SequentialExecutor(cf.Executor):
 class DaskBackend(Backend):
     """A Dask distributed cluster: one slot per worker.
 
-    ``client``: a ``distributed.Client``, or a scheduler address (``"tcp://host:8786"``) to
-    connect to, or ``None`` for an embedded ``LocalCluster(n_workers, threads_per_worker=1,
-    processes=True)`` on 127.0.0.1 that :meth:`close` shuts down.
+    Parameters
+    ----------
+    client
+        A ``distributed.Client``, or a scheduler address (``"tcp://host:8786"``) to connect to,
+        or ``None`` for an embedded ``LocalCluster(n_workers, threads_per_worker=1,
+        processes=True)`` on 127.0.0.1 that :meth:`close` shuts down.
+    n_workers
+        Workers of the embedded cluster.
+    timeout_s
+        How long to wait for the cluster's workers (s).
     """
 
     def __init__(self, client: Any = None, *, n_workers: int = 2, timeout_s: float = 60.0):
@@ -131,7 +195,13 @@ class DaskBackend(Backend):
             raise FleetError(f"the Dask cluster at {client.scheduler.address} has no worker")
 
     def refresh(self) -> list[Hashable]:
-        """Re-read the cluster's workers (new ones become slots, gone ones stop being)."""
+        """Re-read the cluster's workers (new ones become slots, gone ones stop being).
+
+        Returns
+        -------
+        list
+            The slots now.
+        """
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         self._threads = {w: int(d.get("nthreads", 1) or 1) for w, d in info.items()}
         self._slots = sorted(info)
@@ -172,9 +242,18 @@ class DaskBackend(Backend):
 
 
 class RayBackend(Backend):
-    """Ray: ``n_slots`` actors (default: the cluster's CPUs), each a slot holding its sites'
-    state. ``address``: passed to ``ray.init`` when Ray is not initialised yet (``None``: start or
-    join a local Ray; ``"ray://host:10001"`` or ``"auto"``: a running cluster)."""
+    """Ray: actors, each a slot holding its sites' state.
+
+    Parameters
+    ----------
+    n_slots
+        Actors (default: the cluster's CPUs).
+    address
+        Passed to ``ray.init`` when Ray is not initialised yet (``None``: start or join a local
+        Ray; ``"ray://host:10001"`` or ``"auto"``: a running cluster).
+    **init_kwargs
+        More ``ray.init`` arguments.
+    """
 
     def __init__(
         self, n_slots: int | None = None, *, address: str | None = None, **init_kwargs: Any

@@ -60,10 +60,16 @@ class FleetStepRecord:
 class FleetController:
     """Step many sites' controllers on a thread pool, a Dask cluster or Ray (module docstring).
 
-    ``controllers``: ``site key -> Controller``. ``executor``: as for
-    :func:`~loadopt.fleet.solve_many` (default a thread pool). ``deadline_s``: default deadline of
-    a step, seconds from its start (``None``: wait for every site). ``batch_vars``: small sites
-    are batched into tasks of at least this many variables.
+    Parameters
+    ----------
+    controllers
+        Site key -> :class:`~loadopt.controller.Controller`.
+    executor
+        As for :func:`~loadopt.fleet.solve_many` (default a thread pool).
+    deadline_s
+        Default deadline of a step, seconds from its start (``None``: wait for every site).
+    batch_vars
+        Small sites are batched into tasks of at least this many variables.
     """
 
     def __init__(
@@ -87,6 +93,20 @@ class FleetController:
         self.log: list[FleetStepRecord] = []
 
     def add_site(self, key: str, controller: Controller) -> None:
+        """Add a site (stepped from the next :meth:`step` on).
+
+        Parameters
+        ----------
+        key
+            The site key (not in use).
+        controller
+            Its controller.
+
+        Raises
+        ------
+        InputError
+            The key is in use, or ``controller`` is not a Controller.
+        """
         if not isinstance(controller, Controller):
             raise InputError(
                 f"fleet site {key!r}: expected a Controller, got {type(controller).__name__}"
@@ -96,6 +116,23 @@ class FleetController:
         self.controllers[key] = controller
 
     def remove_site(self, key: str) -> Controller:
+        """Stop stepping a site.
+
+        Parameters
+        ----------
+        key
+            The site key.
+
+        Returns
+        -------
+        Controller
+            Its controller (its state intact).
+
+        Raises
+        ------
+        InputError
+            An unknown key.
+        """
         try:
             ctl = self.controllers.pop(key)
         except KeyError:
@@ -109,10 +146,25 @@ class FleetController:
     def step(self, now: datetime, deadline_s: float | None = None) -> FleetResult:
         """Every site's schedule for ``[now, now + horizon)`` (see the module docstring).
 
-        ``deadline_s`` (default :attr:`deadline_s`): seconds from the call; what is not solved by
-        then gets the fast path. Raises :class:`InputError` for a naive ``now``; a site whose
-        problem cannot be compiled is reported in ``FleetResult.timings`` under
-        ``errors`` and left out (the others are stepped).
+        Parameters
+        ----------
+        now
+            The step's time (aware datetime).
+        deadline_s
+            Seconds from the call (default :attr:`deadline_s`); what is not solved by then gets the
+            fast path.
+
+        Returns
+        -------
+        FleetResult
+            Per site its schedule (A per phase per session and period) and how it was obtained; a
+            site whose problem cannot be compiled is reported in ``FleetResult.timings`` under
+            ``errors`` and left out (the others are stepped).
+
+        Raises
+        ------
+        InputError
+            A naive ``now``.
         """
         if now.tzinfo is None:
             raise InputError("FleetController.step: now must be timezone-aware")
@@ -184,8 +236,15 @@ class FleetController:
 
     # ------------------------------------------------------------------ state
     def save(self, path: str) -> None:
-        """Write every site's controller state to ``path`` (a file, or an fsspec URL such as
-        ``s3://bucket/fleet.json``); see :mod:`loadopt.fleet.state`."""
+        """Write every site's controller state (:meth:`Controller.to_state
+        <loadopt.controller.Controller.to_state>`) as one JSON document; see
+        :mod:`loadopt.fleet.state`.
+
+        Parameters
+        ----------
+        path
+            A file (written atomically), or an fsspec URL such as ``s3://bucket/fleet.json``.
+        """
         from .state import save_controllers
 
         save_controllers(self.controllers, path)
@@ -200,7 +259,28 @@ class FleetController:
         **kwargs: Any,
     ) -> FleetController:
         """A fleet continuing from what :meth:`save` wrote (sessions, meter state, signals,
-        reservations). ``planners``: site key -> planner for sites saved with a custom one."""
+        reservations).
+
+        Parameters
+        ----------
+        path
+            A file or fsspec URL.
+        executor
+            As for the constructor.
+        planners
+            Site key -> planner, for sites saved with a custom one.
+        **kwargs
+            Other constructor arguments.
+
+        Returns
+        -------
+        FleetController
+
+        Raises
+        ------
+        InputError
+            Not a fleet state document, or a site that cannot be restored (named).
+        """
         from .state import load_controllers
 
         return cls(load_controllers(path, planners), executor, **kwargs)

@@ -109,7 +109,13 @@ class CoupledResult:
         return {k: r.schedule for k, r in self.sites.items()}
 
     def import_kw(self) -> np.ndarray:
-        """(T,) combined net import of the emitted schedules (kW)."""
+        """Combined net import of the emitted schedules.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(T,)`` kW.
+        """
         return np.sum([r.schedule.import_kw for r in self.sites.values()], axis=0)
 
 
@@ -204,11 +210,32 @@ def solve_coupled(
 ) -> CoupledResult:
     """Schedules for sites behind ``limit`` by decomposition (module docstring).
 
-    ``problems``: site key -> compiled problem, all on one horizon. ``executor``: as for
-    :func:`~loadopt.fleet.solve_many`. Stops at ``rel_gap`` (relative gap between the bounds),
-    ``max_iterations`` or ``deadline_s`` (seconds from the call; the final per-site solves get
-    what is left, and a site not back by then gets the fast path on its allowance). Whatever
-    stops it, the combined import of the schedules stays under ``limit``.
+    Whatever stops it, the combined import of the schedules stays under ``limit``.
+
+    Parameters
+    ----------
+    problems
+        Site key -> compiled problem, all on one horizon.
+    limit
+        The shared limit (kW per period).
+    executor
+        As for :func:`~loadopt.fleet.solve_many`.
+    rel_gap
+        Stop at this relative gap between the bounds.
+    max_iterations
+        Stop after this many iterations.
+    deadline_s
+        Seconds from the call: the final per-site solves get what is left, and a site not back
+        by then gets the fast path on its allowance.
+    batch_vars
+        Small sites are batched into tasks of at least this many variables.
+    on_iteration
+        Called with each :class:`IterationRecord`.
+
+    Returns
+    -------
+    CoupledResult
+        Per-site schedules, their allowances (kW per period), bounds and iterations.
     """
     t0 = time.perf_counter()
     _check_horizons(problems)
@@ -439,8 +466,23 @@ def solve_joint(
 ) -> CoupledResult:
     """The same sites as one LP (every site's LP side by side plus the shared rows) on one
     HiGHS: the reference :func:`solve_coupled` converges to, and a direct way for small fleets.
+
     Schedules are made safe the same way (each site within the EV power the joint optimum gives
-    it, which sums to at most the room)."""
+    it, which sums to at most the room).
+
+    Parameters
+    ----------
+    problems
+        Site key -> compiled problem, all on one horizon.
+    limit
+        The shared limit (kW per period).
+    time_limit_s
+        HiGHS time limit (s).
+
+    Returns
+    -------
+    CoupledResult
+    """
     from ..solvers.highs import LP_OPTIONS, new_highs, pass_lp, run
 
     t0 = time.perf_counter()

@@ -145,16 +145,31 @@ def solve_many(
 ) -> FleetResult:
     """Solve every problem (``loadopt.solve(problem, **solve_kwargs)`` on a worker).
 
-    ``problems``: a sequence (keys ``"0"``, ``"1"``, …) or a mapping ``key -> Problem``.
-    ``executor``: any ``concurrent.futures.Executor``, a ``distributed.Client``, a
-    :class:`~loadopt.fleet.backends.Backend`, ``"sequential"``, ``"threads"``, ``"dask"`` or
-    ``"ray"``; default a thread pool. ``deadline_s``: seconds from now; a site not solved by then
-    gets its fast-path schedule (``SiteResult.fallback == "deadline"``), and no solver runs past it.
-    ``batch_vars``: small sites are batched into tasks of at least this many variables.
-    ``slot_of``: the slot of each key from an earlier call (kept where alive).
-
     Results equal ``[solve(p, **solve_kwargs) for p in problems]`` (same currents, status, method
     and objective) whenever every site finished in time.
+
+    Parameters
+    ----------
+    problems
+        A sequence (keys ``"0"``, ``"1"``, …) or a mapping ``key -> Problem``.
+    executor
+        Any ``concurrent.futures.Executor``, a ``distributed.Client``, a
+        :class:`~loadopt.fleet.backends.Backend`, ``"sequential"``, ``"threads"``, ``"dask"`` or
+        ``"ray"``; default a thread pool.
+    deadline_s
+        Seconds from now; a site not solved by then gets its fast-path schedule
+        (``SiteResult.fallback == "deadline"``), and no solver runs past it.
+    batch_vars
+        Small sites are batched into tasks of at least this many variables.
+    slot_of
+        The slot of each key from an earlier call (kept where alive).
+    **solve_kwargs
+        Passed to :func:`loadopt.solve`.
+
+    Returns
+    -------
+    FleetResult
+        One :class:`SiteResult` per key, in the order given.
     """
     t0 = time.perf_counter()
     items = (

@@ -41,8 +41,27 @@ def incumbent(
     deadline: float | None = None,
 ) -> Incumbent:
     """Best feasible point from the LP relaxation and its fixed-pattern re-solves (see
-    :mod:`loadopt.milp`). ``heuristics`` tunes them; ``highs`` are extra HiGHS options for the
-    LPs; ``deadline`` (``time.perf_counter`` s) stops them."""
+    :mod:`loadopt.milp`).
+
+    Parameters
+    ----------
+    model
+        The MILP.
+    mip_rel_gap
+        Relative gap at which a point is good enough.
+    heuristics
+        Tuning of the heuristics (:class:`~loadopt.options.IncumbentOptions`).
+    highs
+        Extra HiGHS options for the LPs.
+    deadline
+        ``time.perf_counter`` instant (s) at which to stop.
+
+    Returns
+    -------
+    Incumbent
+        The best point (ext deci-amps, exact by :func:`~loadopt.milp.enforce`), its objective
+        and the LP bound.
+    """
     from ..solvers.highs import LP_OPTIONS, interrupt_at, new_highs, pass_lp, run
 
     ho = heuristics or IncumbentOptions()

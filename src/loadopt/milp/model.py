@@ -20,11 +20,22 @@ _CONT, _INT, _SEMI = 0, 1, 2
 
 
 def wants_integers(problem: Problem, opts: IntegerOptions | None) -> bool:
-    """True when the problem or ``opts`` asks for an integer feature (``method="auto"``).
+    """Whether the problem or ``opts`` asks for an integer feature (``method="auto"``).
 
     Options given explicitly always count; otherwise discrete steps or phase switching on an EVSE
     of a session do. The minimum current alone (every EVSE has one) does not: the LP stays the
     default unless integers are asked for.
+
+    Parameters
+    ----------
+    problem
+        The compiled problem.
+    opts
+        Integer options given, or ``None``.
+
+    Returns
+    -------
+    bool
     """
     if opts is not None:
         return True
@@ -92,7 +103,20 @@ def _session_levels(problem: Problem, opts: IntegerOptions) -> list[np.ndarray |
 
 
 def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpModel:
-    """Build the MILP of ``problem`` (see the module docstring), vectorised over variables."""
+    """Build the MILP of ``problem`` (see the module docstring), vectorised over variables.
+
+    Parameters
+    ----------
+    problem
+        The compiled problem.
+    opts
+        Which integer rules (:class:`~loadopt.options.IntegerOptions`); default from the EVSEs.
+
+    Returns
+    -------
+    MilpModel
+        Columns, rows (named blocks) and what maps them back to currents.
+    """
     opts = opts or IntegerOptions()
     S, V = problem.n_sessions, problem.n_vars
     node_index = {n: k for k, n in enumerate(problem.node_ids)}
@@ -626,8 +650,20 @@ def _fix_twin_balance(lp: LinearProgram, V: int) -> LinearProgram:
 
 
 def resolve_phases(model: MilpModel, one_phase: np.ndarray) -> Problem:
-    """The problem with the safety columns of 1-phase (session, period)s (``(V,)`` bool) swapped
-    for their single-phase form, so that :mod:`loadopt.safety` checks what is really drawn."""
+    """The problem with the safety columns of 1-phase (session, period)s swapped for their
+    single-phase form, so that :mod:`loadopt.safety` checks what is really drawn.
+
+    Parameters
+    ----------
+    model
+        The MILP.
+    one_phase
+        ``(V,)`` bool, the slots drawing on one phase.
+
+    Returns
+    -------
+    Problem
+    """
     p = model.problem
     if model.twin_G is None or not one_phase.any():
         return p
@@ -640,14 +676,40 @@ def resolve_phases(model: MilpModel, one_phase: np.ndarray) -> Problem:
 
 
 def slot_on_of(model: MilpModel, x: np.ndarray) -> np.ndarray:
-    """(V,) slots with any of their extended variables (3-phase or 1-phase) above 0."""
+    """Slots with any of their extended variables (3-phase or 1-phase) above 0.
+
+    Parameters
+    ----------
+    model
+        The MILP.
+    x
+        Extended currents.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(V,)`` bool.
+    """
     on = np.zeros(model.problem.n_vars, dtype=bool)
     np.logical_or.at(on, model.ext_var, x > 0)
     return on
 
 
 def to_dense(model: MilpModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Problem]:
-    """Ext deci-amps → (S, T) A, the (V,) 1-phase mask and the phase-resolved problem."""
+    """Extended deci-amps as a schedule's arrays.
+
+    Parameters
+    ----------
+    model
+        The MILP.
+    x
+        Extended currents (deci-amps).
+
+    Returns
+    -------
+    tuple
+        ``(S, T)`` A, the ``(V,)`` 1-phase mask and the phase-resolved problem.
+    """
     p = model.problem
     V = p.n_vars
     cur = x[:V].copy()
@@ -662,7 +724,21 @@ def to_dense(model: MilpModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, P
 
 
 def lp_point(model: MilpModel, x_da: np.ndarray) -> np.ndarray:
-    """A full column vector of the MILP for ext deci-amps ``x_da`` (aux and integer columns)."""
+    """A full column vector of the MILP for extended currents ``x_da`` (aux and integer columns
+    set to match).
+
+    Parameters
+    ----------
+    model
+        The MILP.
+    x_da
+        Extended currents (deci-amps).
+
+    Returns
+    -------
+    numpy.ndarray
+        One value per MILP column.
+    """
     lp, milp = model.lp, model.milp
     p = model.problem
     xa = x_da / 10.0
@@ -756,5 +832,17 @@ def _kwh_cols(model: MilpModel) -> np.ndarray:
 
 
 def objective_of(model: MilpModel, x_da: np.ndarray) -> float:
-    """MILP objective (with the offset) of ext deci-amps ``x_da``."""
+    """MILP objective (with the offset) of extended currents ``x_da``.
+
+    Parameters
+    ----------
+    model
+        The MILP.
+    x_da
+        Extended currents (deci-amps).
+
+    Returns
+    -------
+    float
+    """
     return float(model.milp.c @ lp_point(model, x_da) + model.milp.offset)

@@ -113,12 +113,26 @@ def _limit_switches(model: MilpModel, x: np.ndarray) -> np.ndarray:
 
 
 def enforce(model: MilpModel, x_a: np.ndarray, max_rounds: int = 12) -> np.ndarray:
-    """Lower ext currents (A) until every integer rule and every safety limit holds.
+    """Lower extended currents until every integer rule and every safety limit holds.
 
-    Returns ext deci-amps. Each step only lowers currents (rounds down to an allowed level,
-    pauses sub-minimum currents, switches sessions off for caps and run lengths, projects with
-    :func:`loadopt.safety.project` and its ``min_current``), so it always terminates; if the
-    steps keep changing each other it returns all zeros, which satisfies everything.
+    Each step only lowers currents (rounds down to an allowed level, pauses sub-minimum currents,
+    switches sessions off for caps and run lengths, projects with :func:`loadopt.safety.project`
+    and its ``min_current``), so it always terminates; if the steps keep changing each other it
+    returns all zeros, which satisfies everything.
+
+    Parameters
+    ----------
+    model
+        The MILP.
+    x_a
+        Extended currents (A).
+    max_rounds
+        Rounds of the steps before giving up (all zeros).
+
+    Returns
+    -------
+    numpy.ndarray
+        Extended currents (deci-amps), exact.
     """
     x = np.floor(np.nan_to_num(np.maximum(x_a, 0.0)) * 10 + 1e-6)
     x = np.where(model.ext_col >= 0, x, 0.0)

@@ -28,12 +28,28 @@ def solve_milp(
 ) -> Schedule:
     """Schedule ``problem`` with the MILP of ``options`` (see :mod:`loadopt.milp`).
 
-    ``options``: a :class:`~loadopt.options.MilpOptions`; an :class:`IntegerOptions` with
-    ``time_limit_s`` / ``mip_rel_gap`` is the 0.1 form. The time limit bounds the whole call (LP
-    relaxation, incumbent and branch-and-bound); ``mip_rel_gap`` is the relative gap (objective
-    with its constant) at which to stop. The result is always safe and satisfies every integer
-    rule; ``status`` is ``optimal`` when the gap was reached, ``feasible`` on a time-out (the gap
-    in ``message``), ``solver_failed_fallback`` when neither the LP nor the MIP gave a point.
+    The time limit bounds the whole call (LP relaxation, incumbent and branch-and-bound). The
+    result is always safe and satisfies every integer rule.
+
+    Parameters
+    ----------
+    problem
+        The compiled problem.
+    options
+        A :class:`~loadopt.options.MilpOptions`; an :class:`IntegerOptions` with
+        ``time_limit_s`` / ``mip_rel_gap`` is the 0.1 form.
+    time_limit_s
+        Seconds for the whole call.
+    mip_rel_gap
+        Relative gap (objective with its constant) at which to stop.
+    t0
+        ``time.perf_counter`` at the caller's start (the time limit counts from it).
+
+    Returns
+    -------
+    Schedule
+        ``status`` ``optimal`` when the gap was reached, ``feasible`` on a time-out (the gap in
+        ``message``), ``solver_failed_fallback`` when neither the LP nor the MIP gave a point.
     """
     from ..solvers.highs import interrupt_at, new_highs, pass_lp, run, run_until
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from ..errors import InputError
+
 Version = Literal["1.6", "2.0.1", "2.1"]
 VERSIONS: tuple[Version, ...] = ("1.6", "2.0.1", "2.1")
 
@@ -46,8 +48,10 @@ def wire_purpose(version: Version, purpose: Purpose) -> str:
 
 
 def check_version(version: str) -> Version:
+    """``version`` if loadopt speaks it (:class:`~loadopt.errors.InputError` otherwise, a
+    ``ValueError``)."""
     if version not in VERSIONS:
-        raise ValueError(f"unsupported OCPP version {version!r}; use one of {VERSIONS}")
+        raise InputError(f"unsupported OCPP version {version!r}; use one of {VERSIONS}")
     return version
 
 
@@ -69,12 +73,35 @@ class ProfileIds:
     _OFFSET: ClassVar[dict[str, int]] = {"station_max": 0, "tx_default": 10_000, "tx": 20_000}
 
     def profile_id(self, purpose: Purpose, connector: int) -> int:
-        """Fixed id of ``purpose`` on ``connector`` (0 = the whole station)."""
+        """Fixed id of ``purpose`` on ``connector`` (so a new profile replaces the old one).
+
+        Parameters
+        ----------
+        purpose
+            ``"tx"``, ``"tx_default"`` or ``"station_max"``.
+        connector
+            1.6 ``connectorId`` / 2.x ``evseId`` (0 = the whole station).
+
+        Returns
+        -------
+        int
+        """
         if not 0 <= connector < 10_000:
             raise ValueError(f"connector/EVSE id {connector} out of range 0..9999")
         return self.base + self._OFFSET[purpose] + connector
 
     def stack_level(self, purpose: Purpose) -> int:
+        """The stack level loadopt uses for ``purpose``.
+
+        Parameters
+        ----------
+        purpose
+            ``"tx"``, ``"tx_default"`` or ``"station_max"``.
+
+        Returns
+        -------
+        int
+        """
         return {
             "station_max": self.stack_station_max,
             "tx_default": self.stack_tx_default,

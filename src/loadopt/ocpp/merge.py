@@ -24,7 +24,22 @@ import numpy as np
 def dedupe(
     starts: np.ndarray, limits: np.ndarray, phases: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Drop every period whose limits and phase count equal those of the period before it."""
+    """Drop every period whose limits and phase count equal those of the period before it.
+
+    Parameters
+    ----------
+    starts
+        ``(K,)`` period starts (s from the schedule start).
+    limits
+        ``(K, 3)`` deci-amps per line.
+    phases
+        ``(K,)`` ``numberPhases``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(starts, limits, phases)`` without the repeats.
+    """
     starts = np.asarray(starts, dtype=np.int64)
     limits = np.asarray(limits, dtype=np.int64).reshape(starts.size, 3)
     phases = np.asarray(phases, dtype=np.int64)
@@ -44,6 +59,24 @@ def merge_periods(
     pair whose merge withholds the least charge (Σ over lines of the lost deci-amps × seconds,
     plus a phase-count change weighed the same way) is replaced by one period holding the minimum
     of both. Greedy, deterministic (ties go to the earliest pair), O(K²) in numpy for K periods.
+
+    Parameters
+    ----------
+    starts
+        ``(K,)`` period starts (s from the schedule start).
+    limits
+        ``(K, 3)`` deci-amps per line.
+    phases
+        ``(K,)`` ``numberPhases``.
+    max_periods
+        The station's ``ChargingScheduleMaxPeriods`` / ``PeriodsPerSchedule``.
+    end_s
+        End of the last period (s), to weigh it.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(starts, limits, phases)`` with at most ``max_periods`` periods.
     """
     if max_periods < 1:
         raise ValueError(f"max_periods must be >= 1, got {max_periods}")

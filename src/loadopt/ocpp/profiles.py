@@ -63,6 +63,18 @@ class StationCaps:
     phase_switching: bool | None = None
 
     def apply(self, evse: Evse) -> tuple[RateUnit, int, bool]:
+        """What the station does, the reported capabilities over the EVSE's own fields.
+
+        Parameters
+        ----------
+        evse
+            The EVSE of the site.
+
+        Returns
+        -------
+        tuple
+            ``(rate unit "A" or "W", maximum periods per schedule, phase switching)``.
+        """
         return (
             self.rate_unit or evse.rate_unit,
             int(self.max_periods or evse.max_periods),
@@ -104,7 +116,18 @@ class Profile:
         return (self.charge_point_id, self.connector, self.purpose)
 
     def limit_a_at(self, t: datetime) -> np.ndarray:
-        """Per-line limit (A) in force at ``t`` (the last period persists; before start: first)."""
+        """Per-line limit in force at ``t`` (the last period persists; before start: the first).
+
+        Parameters
+        ----------
+        t
+            An aware datetime.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(3,)`` A per line L1, L2, L3.
+        """
         s = t.timestamp() - self.start.timestamp()  # real seconds, whatever the zones
         k = max(int(np.searchsorted(self.starts, s, side="right")) - 1, 0)
         return self.limits[k] / 10.0
@@ -145,9 +168,27 @@ def tx_profiles(
 ) -> list[Profile]:
     """One ``TxProfile`` per session plugged in at the horizon start (or per ``session_ids``).
 
-    ``transaction_ids`` maps session id → the OCPP transaction id (1.6: the CSMS's integer,
-    2.x: the station's string); by default the session id is used. ``caps`` maps EVSE id →
-    :class:`StationCaps`. Periods are merged to the EVSE's maximum number of periods.
+    Numbers come from the problem's arrays (EVSE voltage, phases, current range; departures);
+    the EVSE objects only for the station's identity and settings. Periods are merged to the
+    EVSE's maximum number of periods by minima.
+
+    Parameters
+    ----------
+    schedule
+        A safe schedule.
+    session_ids
+        The sessions (default: those plugged in at the horizon start).
+    transaction_ids
+        Session id -> OCPP transaction id (1.6: the CSMS's integer, 2.x: the station's string);
+        default the session id.
+    caps
+        EVSE id -> :class:`StationCaps`.
+
+    Returns
+    -------
+    list of Profile
+        Limits in integer deci-amps (0 below the session's minimum current), ``validTo`` the
+        departure.
     """
     p = schedule.problem
     caps = caps or {}
@@ -227,6 +268,17 @@ def allowances(schedule: Schedule) -> Allowances:
     Current rows are handled in exact integer deci-amps (the load of the schedule on the 0.1 A
     grid against ``floor(10 · (limit − base load))``); power and import rows (kW) in floating
     point with a relative margin of ``POWER_MARGIN``.
+
+    Parameters
+    ----------
+    schedule
+        A safe schedule.
+
+    Returns
+    -------
+    Allowances
+        Newcomer allowances (deci-amps per EVSE line and period), idle EVSEs, line phases and
+        the scheduled draw per EVSE line.
     """
     p = schedule.problem
     E, T = len(p.evse_ids), p.n_periods
@@ -402,6 +454,22 @@ def tx_default_profiles(
     a car whose TxProfile the station dropped or that stayed past ``validTo`` gets 0 until the
     next step. Per period, an allowance below the EVSE's minimum current (IEC 61851: about 6 A)
     is 0. Periods are merged to the station's maximum by taking minima (never raising a limit).
+
+    Parameters
+    ----------
+    schedule
+        A safe schedule.
+    allow
+        Its :func:`allowances` (computed when not given).
+    caps
+        EVSE id -> :class:`StationCaps`.
+    charge_points
+        Only these stations (default: all).
+
+    Returns
+    -------
+    list of Profile
+        Limits in integer deci-amps per EVSE line.
     """
     p = schedule.problem
     allow = allow or allowances(schedule)
@@ -454,6 +522,21 @@ def installation_caps(
     This is the installation limit a station may keep in flash: it changes only when the site
     does, so the adapter sends it on (re)connection and when it changes, never every step; the
     time-varying limits are carried by TxProfiles and TxDefaultProfiles.
+
+    Parameters
+    ----------
+    site
+        The site.
+    start
+        ``startSchedule`` (aware datetime).
+    caps
+        EVSE id -> :class:`StationCaps`.
+    charge_points
+        Only these stations (default: all).
+
+    Returns
+    -------
+    list of Profile
     """
     caps = caps or {}
     cps = None if charge_points is None else set(charge_points)
@@ -523,8 +606,25 @@ def station_max_profiles(
     Per period and line: the station's scheduled draw plus the newcomer allowance of its idle
     EVSEs — so every station together stays within every limit. Lines follow the station's
     phase rotation when all its EVSEs share one; otherwise every line gets the minimum over the
-    site phases the station uses. ``only_needed`` skips stations whose cap never falls below
-    what their EVSEs could draw anyway.
+    site phases the station uses.
+
+    Parameters
+    ----------
+    schedule
+        A safe schedule.
+    allow
+        Its :func:`allowances` (computed when not given).
+    caps
+        EVSE id -> :class:`StationCaps`.
+    charge_points
+        Only these stations (default: all).
+    only_needed
+        Skip stations whose cap never falls below what their EVSEs could draw anyway.
+
+    Returns
+    -------
+    list of Profile
+        Limits in integer deci-amps per line, merged to the station's maximum periods by minima.
     """
     p = schedule.problem
     allow = allow or allowances(schedule)
@@ -633,7 +733,27 @@ def _w_phases(version: Version, nph: int, purpose: Purpose = "tx") -> int:
 
 
 def to_payload(prof: Profile, version: Version, ids: ProfileIds | None = None) -> dict[str, Any]:
-    """The ``SetChargingProfile`` (1.6) / ``SetChargingProfileRequest`` (2.x) payload dict."""
+    """The ``SetChargingProfile`` (1.6) / ``SetChargingProfileRequest`` (2.x) payload dict.
+
+    Parameters
+    ----------
+    prof
+        The profile.
+    version
+        ``"1.6"``, ``"2.0.1"`` or ``"2.1"``.
+    ids
+        Profile ids and stack levels (default :class:`ProfileIds`).
+
+    Returns
+    -------
+    dict
+        The request payload (limits as ``n / 10``: A, or W rounded down exactly).
+
+    Raises
+    ------
+    InputError
+        An unknown version, a transaction id 1.6 cannot carry, a V2G profile before 2.1.
+    """
     version = check_version(version)
     ids = ids or ProfileIds()
     pid = ids.profile_id(prof.purpose, prof.connector)
@@ -695,7 +815,24 @@ def _tx_id(prof: Profile, version: Version) -> int | str:
 def clear_payload(
     version: Version, purpose: Purpose, connector: int, ids: ProfileIds | None = None
 ) -> dict[str, Any]:
-    """``ClearChargingProfile`` for loadopt's profile of ``purpose`` on ``connector`` (by id)."""
+    """``ClearChargingProfile`` for loadopt's profile of ``purpose`` on ``connector`` (by id).
+
+    Parameters
+    ----------
+    version
+        ``"1.6"``, ``"2.0.1"`` or ``"2.1"``.
+    purpose
+        ``"tx"``, ``"tx_default"`` or ``"station_max"``.
+    connector
+        1.6 ``connectorId`` / 2.x ``evseId`` (0 = the station).
+    ids
+        Profile ids and stack levels (default :class:`ProfileIds`).
+
+    Returns
+    -------
+    dict
+        The request payload.
+    """
     version = check_version(version)
     pid = (ids or ProfileIds()).profile_id(purpose, connector)
     if version == "1.6":
@@ -714,7 +851,30 @@ def build_profiles(
     tx_default: bool = True,
     only_needed: bool = False,
 ) -> list[Profile]:
-    """Every profile of a schedule: station caps, TxDefault per EVSE, TxProfile per session."""
+    """Every profile of a schedule: station caps, TxDefault per EVSE, TxProfile per session.
+
+    Parameters
+    ----------
+    schedule
+        A safe schedule.
+    transaction_ids
+        Session id -> OCPP transaction id (1.6 integer, 2.x string); default the session id.
+    caps
+        EVSE id -> :class:`StationCaps` reported by the station.
+    charge_points
+        Only these stations (default: all).
+    session_ids
+        TxProfiles for these sessions (default: those plugged in at the horizon start).
+    station_max, tx_default
+        Emit the station caps / the TxDefaultProfiles.
+    only_needed
+        Skip station caps that never fall below what the station's EVSEs could draw.
+
+    Returns
+    -------
+    list of Profile
+        Limits in integer deci-amps, rounded down.
+    """
     cps = None if charge_points is None else set(charge_points)
     allow = allowances(schedule) if (station_max or tx_default) else None
     out: list[Profile] = []
@@ -738,8 +898,27 @@ def set_charging_profiles(
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """``(charge point id, "SetChargingProfile", payload)`` for every profile of ``schedule``.
 
-    ``version`` is one version for all stations or a mapping charge point id → version. Other
-    keyword arguments go to :func:`build_profiles`.
+    Parameters
+    ----------
+    schedule
+        A safe schedule.
+    version
+        One OCPP version for all stations, or charge point id -> version.
+    ids
+        Profile ids and stack levels (default :class:`ProfileIds`).
+    **kw
+        Passed to :func:`build_profiles`.
+
+    Returns
+    -------
+    list of tuple
+        ``(charge point id, "SetChargingProfile", payload dict)``; limits in A (or W) on the
+        0.1 grid, never rounded up.
+
+    Raises
+    ------
+    InputError
+        An unknown version, or a profile that cannot be written in its station's version.
     """
     out = []
     for prof in build_profiles(schedule, **kw):
@@ -753,7 +932,21 @@ def validate(action: str, payload: dict[str, Any], version: Version) -> None:
 
     Uses the package's own validation path (``ocpp.messages._validate_payload``), so 1.6
     ``SetChargingProfile`` is checked with Decimal floats exactly as a station running ``ocpp``
-    checks it. Raises the package's ``ValidationError`` subclasses on a bad payload.
+    checks it.
+
+    Parameters
+    ----------
+    action
+        The OCPP action (``"SetChargingProfile"`` …).
+    payload
+        The request payload.
+    version
+        ``"1.6"``, ``"2.0.1"`` or ``"2.1"``.
+
+    Raises
+    ------
+    ocpp.exceptions.ValidationError
+        The package's subclasses (``FormatViolationError`` …) on a bad payload.
     """
     import copy
 
