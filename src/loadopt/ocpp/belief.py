@@ -113,7 +113,18 @@ class Held:
     discharge_a: np.ndarray | None = None
 
     def limit_at(self, times_s: np.ndarray) -> np.ndarray:
-        """(n, 3) A in force at each time; NaN where the profile is not in force."""
+        """The limit in force at each time.
+
+        Parameters
+        ----------
+        times_s
+            ``(n,)`` instants (epoch s).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, 3)`` A per EVSE line; NaN where the profile is not in force.
+        """
         k = np.searchsorted(self.at_s, times_s, side="right") - 1
         out = self.lines_a[np.clip(k, 0, None)].astype(np.float64)
         out[(k < 0) | (times_s >= self.valid_to_s)] = np.nan
@@ -131,13 +142,36 @@ class Held:
         return out
 
     def breakpoints(self) -> np.ndarray:
+        """Every instant at which this profile changes (period starts, ``validTo``).
+
+        Returns
+        -------
+        numpy.ndarray
+            Epoch s.
+        """
         b = self.at_s
         return np.append(b, self.valid_to_s) if math.isfinite(self.valid_to_s) else b
 
 
 def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -> Held | None:
-    """The :class:`Held` a station builds from a ``SetChargingProfile`` payload (camelCase), or
-    ``None`` when it is not one. Only ``Absolute`` profiles are supported (all loadopt sends)."""
+    """The :class:`Held` a station builds from a ``SetChargingProfile`` payload (camelCase).
+
+    Only ``Absolute`` profiles are supported (all loadopt sends).
+
+    Parameters
+    ----------
+    payload
+        The 1.6 or 2.x request payload.
+    version
+        ``"1.6"``, ``"2.0.1"`` or ``"2.1"``.
+    voltage_v
+        The EVSE's voltage (V), to read ``W`` limits as A.
+
+    Returns
+    -------
+    Held or None
+        ``None`` when it is not a charging profile.
+    """
     if "csChargingProfiles" in payload:
         prof = payload.get("csChargingProfiles") or {}
         sched = prof.get("chargingSchedule") or {}
@@ -243,6 +277,11 @@ class Belief:
 
     Connector order is ``site.evses``; :meth:`worst_a` returns ``(n_times, E, 3)`` A per EVSE
     line (lines an EVSE lacks are 0).
+
+    Parameters
+    ----------
+    site
+        The site (its EVSEs are the connectors; their hardware maxima bound everything).
     """
 
     def __init__(self, site: Site) -> None:
@@ -263,7 +302,17 @@ class Belief:
 
     def slot(self, key: SlotKey) -> Slot:
         """The slot of ``key``; a slot first seen is unknown (the station may hold anything from
-        before this adapter existed, a TxProfile of a transaction it never saw included)."""
+        before this adapter existed, a TxProfile of a transaction it never saw included).
+
+        Parameters
+        ----------
+        key
+            The slot: ``(charge point, connector, purpose)``.
+
+        Returns
+        -------
+        Slot
+        """
         s = self.slots.get(key)
         if s is None:
             s = self.slots[key] = Slot(UNKNOWN)
@@ -274,13 +323,29 @@ class Belief:
         return s.candidates() if s is not None else [UNKNOWN]
 
     def unsure(self, key: SlotKey) -> bool:
-        """Slot ``key`` is unknown or known only from a composite snapshot."""
+        """Whether slot ``key`` is unknown or known only from a composite snapshot.
+
+        Parameters
+        ----------
+        key
+            The slot: ``(charge point, connector, purpose)``.
+
+        Returns
+        -------
+        bool
+        """
         s = self.slots.get(key)
         b = UNKNOWN if s is None else s.base
         return b is UNKNOWN or (isinstance(b, Held) and b.purpose == COMPOSITE)
 
     def set_unknown(self, key: SlotKey) -> None:
-        """Whatever slot ``key`` holds is unknown from now on (messages in flight stay)."""
+        """Whatever slot ``key`` holds is unknown from now on (messages in flight stay).
+
+        Parameters
+        ----------
+        key
+            The slot: ``(charge point, connector, purpose)``.
+        """
         s = self.slot(key)
         s.base = UNKNOWN
         s.gen += 1
@@ -291,7 +356,22 @@ class Belief:
         slot was in generation ``gen``. It replaces the base only while the base is unsure and
         still of that generation: a base confirmed since (an ``Accepted`` answer, an end of
         transaction) is newer than the snapshot, and a slot that became unknown since (a reboot)
-        is not described by it. Messages in flight stay possibly held."""
+        is not described by it. Messages in flight stay possibly held.
+
+        Parameters
+        ----------
+        key
+            The slot: ``(charge point, connector, purpose)``.
+        held
+            What the snapshot says it holds.
+        gen
+            The slot's generation when the snapshot was asked.
+
+        Returns
+        -------
+        bool
+            Whether it replaced the base.
+        """
         s = self.slot(key)
         if s.gen != gen or not self.unsure(key):
             return False
@@ -300,10 +380,25 @@ class Belief:
 
     # ---------------------------------------------------------------- events
     def sent(self, msg: Sent) -> None:
+        """A message went out: it is possibly held from now on (until answered or replaced).
+
+        Parameters
+        ----------
+        msg
+            The message.
+        """
         self.slot(msg.key).sent.append(msg)
 
     def answered(self, msg: Sent, accepted: bool) -> None:
-        """``msg`` got an answer: Accepted resolves it and every earlier message of its slot."""
+        """``msg`` got an answer: Accepted resolves it and every earlier message of its slot.
+
+        Parameters
+        ----------
+        msg
+            The message.
+        accepted
+            ``status == "Accepted"``.
+        """
         slot = self.slot(msg.key)
         if msg not in slot.sent:
             return
@@ -315,7 +410,18 @@ class Belief:
             del slot.sent[i]
 
     def expire(self, now_s: float) -> list[Sent]:
-        """Mark messages past their deadline unanswered (they stay possibly held)."""
+        """Mark messages past their deadline unanswered (they stay possibly held).
+
+        Parameters
+        ----------
+        now_s
+            Now (epoch s).
+
+        Returns
+        -------
+        list of Sent
+            The messages that expired now.
+        """
         out = []
         for slot in self.slots.values():
             for m in slot.sent:
@@ -325,7 +431,13 @@ class Belief:
         return out
 
     def rebooted(self, cp: str) -> None:
-        """A station (re)booted: whatever it held is unknown, its transactions are gone."""
+        """A station (re)booted: whatever it held is unknown, its transactions are gone.
+
+        Parameters
+        ----------
+        cp
+            The charge point id.
+        """
         for e in self.evses:
             if e.charge_point_id != cp:
                 continue
@@ -338,9 +450,19 @@ class Belief:
 
     # ---------------------------------------------------------------- queries
     def synced(self, k: int) -> bool:
-        """EVSE ``k``'s slots are all known, nothing sent for them went unanswered, and no
-        TxProfile of a transaction the adapter does not know is held there (one it could not
-        lower: reported after a restart)."""
+        """EVSE ``k``'s slots are all known, nothing sent for them went unanswered, and no TxProfile
+        of a transaction the adapter does not know is held there (one it could not lower: reported
+        after a restart).
+
+        Parameters
+        ----------
+        k
+            EVSE index (order of ``site.evses``).
+
+        Returns
+        -------
+        bool
+        """
         e = self.evses[k]
         for purpose in ("tx_default", "tx"):
             key = (e.charge_point_id, e.connector_id, purpose)
@@ -359,8 +481,22 @@ class Belief:
         override: dict[SlotKey, Held | None] | None = None,
         only: list[int] | None = None,
     ) -> np.ndarray:
-        """(n, E, 3) A: the most each EVSE line may draw at each time under any possibly-held
-        state. ``override`` adds one more possibly-held profile per slot (an admission test)."""
+        """The most each EVSE line may draw at each time under any possibly-held state.
+
+        Parameters
+        ----------
+        times_s
+            ``(n,)`` instants (epoch s).
+        override
+            One more possibly-held profile per slot (an admission test).
+        only
+            Only these EVSE indices (the others are 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, E, 3)`` A.
+        """
         times_s = np.asarray(times_s, dtype=np.float64)
         n, E = times_s.size, len(self.evses)
         out = np.zeros((n, E, 3))
@@ -463,9 +599,22 @@ class Belief:
         return fallback
 
     def lowest_a(self, key: SlotKey, times_s: np.ndarray) -> np.ndarray:
-        """(n, 3) A: the lowest limit slot ``key`` may hold at each time, counting an unknown
-        slot as 0, no profile of ours (or one not in force) as what then applies (a default:
-        the hardware maximum; a TxProfile: the lowest default)."""
+        """The lowest limit slot ``key`` may hold at each time, counting an unknown slot as 0, no
+        profile of ours (or one not in force) as what then applies (a default: the hardware
+        maximum; a TxProfile: the lowest default).
+
+        Parameters
+        ----------
+        key
+            The slot: ``(charge point, connector, purpose)``.
+        times_s
+            ``(n,)`` instants (epoch s).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, 3)`` A.
+        """
         k = self.index[(key[0], key[1])]
         hw = np.broadcast_to(self.hw_a[k], (times_s.size, 3))
         dkey = (key[0], key[1], "tx_default")
@@ -483,14 +632,35 @@ class Belief:
         return np.minimum(np.min(vals, axis=0), hw)
 
     def value_a(self, key: SlotKey, held: Held | None, times_s: np.ndarray) -> np.ndarray:
-        """(n, 3) A slot ``key`` gives at each time if it holds ``held`` (not in force: the
-        hardware maximum, which bounds what then applies)."""
+        """What slot ``key`` gives at each time if it holds ``held`` (not in force: the hardware
+        maximum, which bounds what then applies).
+
+        Parameters
+        ----------
+        key
+            The slot: ``(charge point, connector, purpose)``.
+        held
+            A held profile, or ``None`` for none.
+        times_s
+            ``(n,)`` instants (epoch s).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, 3)`` A.
+        """
         k = self.index[(key[0], key[1])]
         hw = np.broadcast_to(self.hw_a[k], (times_s.size, 3))
         return np.minimum(self._slot_values(held, times_s, hw, np.inf), hw)
 
     def breakpoints(self) -> np.ndarray:
-        """Every instant at which some possibly-held profile changes (epoch s)."""
+        """Every instant at which some possibly-held profile changes.
+
+        Returns
+        -------
+        numpy.ndarray
+            Epoch s.
+        """
         pts = [np.zeros(0)]
         for slot in self.slots.values():
             for c in slot.candidates():

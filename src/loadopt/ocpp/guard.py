@@ -39,7 +39,13 @@ EPS = 1e-6
 
 
 class SiteLimits:
-    """Per-period room for EV load on every row, as arrays, and load of per-line currents."""
+    """Per-period room for EV load on every row, as arrays, and load of per-line currents.
+
+    Parameters
+    ----------
+    problem
+        The compiled problem of the plan (its limits, base load, reservations, horizon).
+    """
 
     def __init__(self, problem: Problem) -> None:
         p = problem
@@ -83,6 +89,13 @@ class SiteLimits:
         self.end_s = float(self._bounds[-1])
 
     def period_bounds_s(self) -> np.ndarray:
+        """The plan's period boundaries.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(T + 1,)`` epoch s.
+        """
         return self._bounds
 
     def _period(self, times_s: np.ndarray) -> np.ndarray:
@@ -90,8 +103,18 @@ class SiteLimits:
         return np.clip(k, 0, self.n_periods - 1).astype(np.int64)
 
     def loads(self, worst_a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``worst_a`` (n, E, 3) A per EVSE line → node current (n, N, 3), node kW (n, N),
-        EV import kW (n,)."""
+        """Loads of per-line currents on every row.
+
+        Parameters
+        ----------
+        worst_a
+            ``(n, E, 3)`` A per EVSE line.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            Node current ``(n, N, 3)`` A, node power ``(n, N)`` kW, EV import ``(n,)`` kW.
+        """
         n = worst_a.shape[0]
         N = self.anc.shape[1]
         w = np.where(np.isfinite(worst_a), worst_a, 1e9)
@@ -103,7 +126,20 @@ class SiteLimits:
         return cur, kw_e @ self.anc, kw_e.sum(axis=1)
 
     def excess(self, worst_a: np.ndarray, times_s: np.ndarray) -> np.ndarray:
-        """(n, R) load minus room per row (R = N·3 + N + 1); > 0 means over the limit."""
+        """Load minus room per row.
+
+        Parameters
+        ----------
+        worst_a
+            ``(n, E, 3)`` A per EVSE line.
+        times_s
+            ``(n,)`` instants (epoch s).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, R)`` (``R = 3N + N + 1``; A or kW); > 0 means over the limit.
+        """
         k = self._period(np.asarray(times_s, dtype=np.float64))
         cur, kw, imp = self.loads(worst_a)
         with np.errstate(invalid="ignore"):
@@ -114,9 +150,20 @@ class SiteLimits:
         return np.where(np.isnan(out), -np.inf, out)
 
     def export_excess(self, discharge_a: np.ndarray, times_s: np.ndarray) -> np.ndarray:
-        """(n, R) discharge minus room per export row (node current per site phase, node kW,
-        grid export; R = N·3 + N + 1) for ``discharge_a`` (n, E, 3) A per EVSE line; > 0
-        means over the limit."""
+        """Discharge minus room per export row (node current per site phase, node kW, grid export).
+
+        Parameters
+        ----------
+        discharge_a
+            ``(n, E, 3)`` A per EVSE line.
+        times_s
+            ``(n,)`` instants (epoch s).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, R)`` (``R = 3N + N + 1``; A or kW); > 0 means over the limit.
+        """
         k = self._period(np.asarray(times_s, dtype=np.float64))
         cur, kw, exp = self.loads(discharge_a)
         with np.errstate(invalid="ignore"):
@@ -133,9 +180,24 @@ class SiteLimits:
         times_s: np.ndarray,
         after_discharge_a: np.ndarray | None = None,
     ) -> bool:
-        """True when every row EVSE ``k`` loads stays within its limit at every sampled
-        instant under ``after_a`` ((n, E, 3) A drawn) and, given ``after_discharge_a`` ((n, E,
-        3) A discharged), every export row it loads too."""
+        """Whether every row EVSE ``k`` loads stays within its limit at every sampled instant (and,
+        with ``after_discharge_a``, every export row it loads).
+
+        Parameters
+        ----------
+        k
+            EVSE index.
+        after_a
+            ``(n, E, 3)`` A per EVSE line (charging).
+        times_s
+            ``(n,)`` instants (epoch s).
+        after_discharge_a
+            ``(n, E, 3)`` A per EVSE line discharging (OCPP 2.1 V2X); ``None``: none.
+
+        Returns
+        -------
+        bool
+        """
         if not self._rows_ok(k, self.excess(after_a, times_s)):
             return False
         if after_discharge_a is None or not after_discharge_a[:, k].any():
@@ -152,8 +214,20 @@ class SiteLimits:
         return not bool(np.any(x[:, rows] > EPS))
 
     def admissible(self, before_a: np.ndarray, after_a: np.ndarray, times_s: np.ndarray) -> bool:
-        """True when going from ``before_a`` to ``after_a`` (both (n, E, 3)) puts no row over its
-        limit at any sampled instant, and raises no row that is already over."""
+        """Whether going from ``before_a`` to ``after_a`` puts no row over its limit at any sampled
+        instant, and raises no row that is already over.
+
+        Parameters
+        ----------
+        before_a, after_a
+            ``(n, E, 3)`` A per EVSE line.
+        times_s
+            ``(n,)`` instants (epoch s).
+
+        Returns
+        -------
+        bool
+        """
         xb = self.excess(before_a, times_s)
         xa = self.excess(after_a, times_s)
         return not bool(np.any((xa > EPS) & (xa > xb + EPS)))

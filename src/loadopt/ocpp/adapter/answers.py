@@ -21,10 +21,24 @@ class _Answers(_AdapterState):
     """Station answers and reconciliation with what they hold."""
 
     def on_report_charging_profiles(self, cp: str, payload: Any) -> bool:
-        """2.x ``ReportChargingProfiles`` (answer to ``GetChargingProfiles``): a profile of ours
-        the station reports is what it holds (when nothing is in flight for its slot); any
-        other profile on a connector makes the connector's default unknown (budgeted at its
-        maximum) since it may override ours."""
+        """2.x ``ReportChargingProfiles`` (answer to ``GetChargingProfiles``): a profile of ours the
+        station reports is what it holds (when nothing is in flight for its slot); any other
+        profile on a connector makes the connector's default unknown (budgeted at its maximum)
+        since it may override ours.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         if not isinstance(payload, dict) or not isinstance(payload.get("chargingProfile"), list):
             return self._skip(f"charge point {cp!r}: ReportChargingProfiles without a list")
         v = self.versions.get(cp, "2.0.1")
@@ -87,9 +101,28 @@ class _Answers(_AdapterState):
     def on_response(
         self, cp: str, action: str, request: Any, response: Any, now: datetime | None = None
     ) -> bool:
-        """What the station answered to a message from :meth:`step` / :meth:`poll`; ``None``:
-        no answer (time-out, CallError, closed socket). Call :meth:`poll` afterwards to send
-        what became safe."""
+        """What the station answered to a message from :meth:`step` / :meth:`poll`. Call
+        :meth:`poll` afterwards to send what became safe.
+
+        Parameters
+        ----------
+        cp
+            The charge point id.
+        action
+            The OCPP action of the request.
+        request
+            The request payload (the very object returned).
+        response
+            The answer's payload; ``None``: no answer (time-out, CallError, closed socket).
+        now
+            When it arrived (aware datetime; default the adapter's clock).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         if not isinstance(request, dict):
             return self._skip(
                 f"charge point {cp!r}: {action} answer for a request that is not an object"

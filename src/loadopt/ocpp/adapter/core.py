@@ -28,18 +28,35 @@ from .transactions import _Transactions
 class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
     """Keeps a site's OCPP state around a :class:`~loadopt.controller.Controller`.
 
-    ``threshold_a``: increases smaller than this (A) are not sent. ``ids``: profile ids and stack
-    levels. ``station_max`` / ``tx_default``: emit station caps and newcomer defaults.
-    ``send_timeout_s``: a message not answered within this is *unanswered*: possibly applied,
-    its station budgeted at its worst case and retried after a back-off that doubles from
-    ``backoff_s[0]`` to ``backoff_s[1]``. ``future_skew_s``: events stamped further than this
-    after the adapter's clock are quarantined. ``max_overstay_h``: a session still open this long
-    after its expected departure with no event or meter value for as long is ended as a ghost.
-    ``min_off_s``: a TxProfile that stopped a car (limit 0) keeps it stopped at least this long
-    (hysteresis against on/off flapping; only ever lowers a limit). ``min_on_s``: a car the
-    plan switched on is kept at its minimum current for at least this long after it started,
-    when the plan would stop it earlier, but only while that fits every limit with everything
-    stations may hold (a decrease a limit needs always goes out).
+    Parameters
+    ----------
+    controller
+        The site's controller (its site names the stations and connectors).
+    threshold_a
+        Increases smaller than this (A) are not sent.
+    ids
+        Profile ids and stack levels (default :class:`~loadopt.ocpp.ids.ProfileIds`).
+    station_max, tx_default
+        Emit station caps and newcomer defaults.
+    strict
+        Raise :class:`~loadopt.errors.InputError` on a bad event instead of skipping it.
+    send_timeout_s
+        A message not answered within this (s) is *unanswered*: possibly applied, its station
+        budgeted at its worst case and retried after a back-off.
+    backoff_s
+        The back-off doubles from ``backoff_s[0]`` to ``backoff_s[1]`` (s).
+    future_skew_s
+        Events stamped further than this (s) after the adapter's clock are quarantined.
+    max_overstay_h
+        A session still open this long (h) after its expected departure with no event or meter
+        value for as long is ended as a ghost.
+    min_off_s
+        A TxProfile that stopped a car (limit 0) keeps it stopped at least this long (s;
+        hysteresis against on/off flapping; only ever lowers a limit).
+    min_on_s
+        A car the plan switched on is kept at its minimum current for at least this long (s)
+        after it started, when the plan would stop it earlier, but only while that fits every
+        limit with everything stations may hold (a decrease a limit needs always goes out).
     """
 
     def __init__(
@@ -119,8 +136,20 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         self._theirs: dict[str, Any] = {}  #: the controller's own reservation we overrode
 
     def step(self, now: datetime) -> list[Message]:
-        """One control interval: budget what the plan cannot control, run the controller,
-        and return the first wave of messages (decreases, and the increases already safe)."""
+        """One control interval: budget what the plan cannot control, run the controller, and
+        return the first wave of messages (decreases, and the increases already safe).
+
+        Parameters
+        ----------
+        now
+            The interval's time (aware datetime; whole seconds are used).
+
+        Returns
+        -------
+        list of (str, str, dict)
+            ``(charge point id, action, payload)`` to send. A controller failure is logged and
+            what stations hold is kept (nothing is raised into the loop).
+        """
         now = now.astimezone(UTC).replace(microsecond=0)  # real time, whole seconds
         now_s = now.timestamp()
         self._now_s = max(self._now_s, now_s)
@@ -141,7 +170,18 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         return self.poll(now)
 
     def poll(self, now: datetime) -> list[Message]:
-        """Deadlines, back-off and the increases that became safe: what to send now."""
+        """Deadlines, back-off and the increases that became safe: what to send now.
+
+        Parameters
+        ----------
+        now
+            The adapter's time (aware datetime).
+
+        Returns
+        -------
+        list of (str, str, dict)
+            ``(charge point id, action, payload)`` to send.
+        """
         now_s = epoch_s(now)
         self._now_s = max(self._now_s, now_s)
         self._expire(now_s)
@@ -156,8 +196,18 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         return out + self._release(now_s)
 
     def on_sent(self, cp: str, payload: dict[str, Any], now: datetime) -> None:
-        """The CSMS put a message from :meth:`step`/:meth:`poll` on the wire only now (it waited
-        in a station's outbox): its deadline starts now."""
+        """The CSMS put a message from :meth:`step` / :meth:`poll` on the wire only now (it
+        waited in a station's outbox): its deadline starts now.
+
+        Parameters
+        ----------
+        cp
+            The charge point id.
+        payload
+            The very payload object returned.
+        now
+            When it was sent (aware datetime).
+        """
         try:
             slot = self.belief.slots.get(self._key_of(cp, payload))
         except (TypeError, ValueError, KeyError):
@@ -168,8 +218,22 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
                 m.deadline_s = m.sent_s + self.send_timeout_s
 
     def still_wanted(self, cp: str, action: str, payload: dict[str, Any]) -> bool:
-        """Should a message queued for ``cp`` still go out? Not when the station went away, nor
-        a SetChargingProfile past its deadline (it is budgeted as possibly held and retried)."""
+        """Should a message queued for ``cp`` still go out? Not when the station went away, nor a
+        SetChargingProfile past its deadline (it is budgeted as possibly held and retried).
+
+        Parameters
+        ----------
+        cp
+            The charge point id.
+        action
+            The OCPP action.
+        payload
+            The very payload object returned.
+
+        Returns
+        -------
+        bool
+        """
         if cp not in self.versions:
             return False
         if action != "SetChargingProfile":
@@ -181,11 +245,27 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         return slot is not None and any(m.payload is payload and not m.expired for m in slot.sent)
 
     def in_force(self, cp: str) -> list[Profile]:
-        """The profiles last sent to station ``cp`` (see :attr:`belief` for what it holds)."""
+        """The profiles last sent to station ``cp`` (see :attr:`belief` for what it holds).
+
+        Parameters
+        ----------
+        cp
+            The charge point id.
+
+        Returns
+        -------
+        list of Profile
+        """
         return [p for k, p in self._intent.items() if k[0] == cp]
 
     def waiting(self) -> list[SlotKey]:
-        """Slots with a profile to send once safe (or once their station answers)."""
+        """Slots with a profile to send once safe (or once their station answers).
+
+        Returns
+        -------
+        list of (str, int, str)
+            ``(charge point, connector, purpose)``.
+        """
         return list(self._want)
 
     @property
@@ -199,4 +279,21 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         return {sid: t.evse_id for sid, t in self._tx.items()}
 
     def transaction_of(self, session_id: str) -> int | str:
+        """The OCPP transaction id of a session the adapter opened.
+
+        Parameters
+        ----------
+        session_id
+            The session.
+
+        Returns
+        -------
+        int or str
+            1.6: the integer id; 2.x: the station's string.
+
+        Raises
+        ------
+        KeyError
+            No open transaction for that session.
+        """
         return self._tx[session_id].wire_id

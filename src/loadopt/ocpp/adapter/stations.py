@@ -21,10 +21,22 @@ class _Stations(_AdapterState):
 
     def connect(self, cp: str, version: str = "1.6") -> int | bool:
         """A station's websocket is up (first connection or a reconnection, with or without a
-        BootNotification). Returns a connection token for :meth:`disconnect` (``False`` when
-        skipped). Its capabilities are asked, and its station cap, TxDefaultProfiles and
+        BootNotification). Its capabilities are asked, and its station cap, TxDefaultProfiles and
         TxProfiles go out again at the next :meth:`poll`, each when safe (counted at what the
-        station may hold until it answers)."""
+        station may hold until it answers).
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        version
+            Its OCPP version (``"1.6"``, ``"2.0.1"``, ``"2.1"``).
+
+        Returns
+        -------
+        int or bool
+            A connection token for :meth:`disconnect`; ``False`` when skipped.
+        """
         if not self._known_cp(cp):
             return self._skip(f"unknown charge point {cp!r} (not on site {self.site.id!r})")
         try:
@@ -55,9 +67,22 @@ class _Stations(_AdapterState):
         return self._n_conn
 
     def on_boot_notification(self, cp: str, version: str = "1.6") -> int | bool:
-        """A station (re)booted: whatever it held is unknown (budgeted at its hardware maximum
-        until it accepts our profiles) and its transactions are over (a reboot without
-        StopTransaction must not leave a ghost). Then as :meth:`connect`."""
+        """A station (re)booted: whatever it held is unknown (budgeted at its hardware maximum until
+        it accepts our profiles) and its transactions are over (a reboot without StopTransaction
+        must not leave a ghost). Then as :meth:`connect`.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        version
+            Its OCPP version.
+
+        Returns
+        -------
+        int or bool
+            As :meth:`connect`.
+        """
         if not self._known_cp(cp):
             return self._skip(f"BootNotification from unknown charge point {cp!r}")
         now = self._clock()
@@ -67,8 +92,17 @@ class _Stations(_AdapterState):
         return self.connect(cp, version)
 
     def disconnect(self, cp: str, token: int | None = None) -> None:
-        """A station's websocket closed. With ``token``, only that connection is meant: a stale
-        socket closing after the station reconnected does not unregister the live one."""
+        """A station's websocket closed.
+
+        Parameters
+        ----------
+        cp
+            The charge point id.
+        token
+            The connection :meth:`connect` returned: only that connection is meant, so a stale
+            socket closing after the station reconnected does not unregister the live one.
+            ``None``: whatever connection the station has.
+        """
         if token is not None and self._conn.get(cp) != token:
             return
         self.versions.pop(cp, None)
@@ -89,7 +123,27 @@ class _Stations(_AdapterState):
         max_periods: int | None = None,
         phase_switching: bool | None = None,
     ) -> bool:
-        """Record what station ``cp`` (all connectors, or one) supports."""
+        """Record what station ``cp`` (all connectors, or one) supports.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        connector
+            One connector (``None`` or 0: all of them).
+        rate_unit
+            ``"A"`` or ``"W"``.
+        max_periods
+            Periods per charging schedule (>= 1).
+        phase_switching
+            It can switch a car between 1 and 3 phases.
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         if not self._known_cp(cp):
             return self._skip(f"capabilities for unknown charge point {cp!r}")
         if rate_unit is not None and rate_unit not in ("A", "W"):
@@ -119,7 +173,21 @@ class _Stations(_AdapterState):
         """1.6 ``GetConfiguration.conf``: ``ChargingScheduleAllowedChargingRateUnit``
         (``Current``/``Power``; ``A`` is preferred when both are allowed),
         ``ChargingScheduleMaxPeriods``, ``ChargeProfileMaxStackLevel``,
-        ``ConnectorSwitch3to1PhaseSupported``."""
+        ``ConnectorSwitch3to1PhaseSupported``, ``ConnectorPhaseRotation``.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         keys = payload.get("configurationKey") if isinstance(payload, dict) else None
         if keys is None:
             keys = []
@@ -156,7 +224,22 @@ class _Stations(_AdapterState):
 
     def on_get_variables(self, cp: str, payload: Any) -> bool:
         """2.x ``GetVariablesResponse``: ``SmartChargingCtrlr.RateUnit`` (``A``/``W`` list),
-        ``PeriodsPerSchedule``, ``ProfileStackLevel``, ``ACPhaseSwitchingSupported``."""
+        ``PeriodsPerSchedule``, ``ProfileStackLevel``, ``ACPhaseSwitchingSupported``,
+        ``EVSE.SupplyPhases``, 2.1 ``MaxExternalConstraintsId``.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         results = payload.get("getVariableResult") if isinstance(payload, dict) else None
         if not isinstance(results, list):
             return self._skip(f"charge point {cp!r}: GetVariables without a getVariableResult list")

@@ -136,12 +136,27 @@ class _Transactions(_AdapterState):
         departure: datetime | None = None,
         energy_kwh: float | None = None,
     ) -> int:
-        """1.6 ``StartTransaction.req``. Returns the integer ``transactionId`` for the ``.conf``.
+        """1.6 ``StartTransaction.req``.
 
-        The CSMS may pass its own ``transaction_id``; otherwise the adapter numbers them. The id
-        is returned even when the event is skipped (the station needs an answer). A retried
-        request (same connector, idTag, timestamp and meterStart, after a lost ``.conf``) gets
-        the same id and opens no second session.
+        The id is returned even when the event is skipped (the station needs an answer). A
+        retried request (same connector, idTag, timestamp and meterStart, after a lost ``.conf``)
+        gets the same id and opens no second session.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The request payload.
+        transaction_id
+            The CSMS's own id for it (default: the adapter numbers them).
+        departure, energy_kwh
+            What the CSMS knows of the vehicle (aware datetime; kWh); default the controller's.
+
+        Returns
+        -------
+        int
+            The ``transactionId`` for the ``.conf``.
         """
         if transaction_id is not None:
             try:
@@ -187,7 +202,21 @@ class _Transactions(_AdapterState):
         return transaction_id
 
     def on_stop_transaction(self, cp: str, payload: Any) -> bool:
-        """1.6 ``StopTransaction.req``."""
+        """1.6 ``StopTransaction.req``: the session ends.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         if not isinstance(payload, dict):
             return self._skip(f"charge point {cp!r}: StopTransaction payload is not an object")
         at = _time(payload.get("timestamp")) or self._clock()
@@ -209,8 +238,24 @@ class _Transactions(_AdapterState):
         """2.x ``TransactionEventRequest`` (Started / Updated / Ended).
 
         A ``Started`` repeated for an open transaction is accepted once; any event for a
-        transaction that already ended (a late ``Updated`` after ``Ended``, an ``Ended``
-        arriving before its ``Started``) never re-opens it."""
+        transaction that already ended (a late ``Updated`` after ``Ended``, an ``Ended`` arriving
+        before its ``Started``) never re-opens it.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+        departure, energy_kwh
+            What the CSMS knows of the vehicle (aware datetime; kWh), for a ``Started``.
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         if not isinstance(payload, dict):
             return self._skip(f"charge point {cp!r}: TransactionEvent payload is not an object")
         info = payload.get("transactionInfo")
@@ -286,10 +331,25 @@ class _Transactions(_AdapterState):
         return True
 
     def on_meter_values(self, cp: str, payload: Any) -> bool:
-        """1.6 / 2.x ``MeterValues``: cumulative energy and per-phase current of a transaction.
+        """1.6 / 2.x ``MeterValues``: cumulative energy (Wh, ``Energy.Active.Import.Register``) and
+        per-phase current (A, ``Current.Import``) of a transaction.
 
         A value stamped in the future (beyond ``future_skew_s``) or absurd is quarantined: it is
-        skipped and does not move the 'last reading' mark, so later correct readings are kept."""
+        skipped and does not move the 'last reading' mark, so later correct readings are kept.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         if not isinstance(payload, dict):
             return self._skip(
                 f"charge point {cp!r}: MeterValues payload is not an object "
@@ -413,7 +473,21 @@ class _Transactions(_AdapterState):
         """1.6 / 2.x ``StatusNotification``: recorded (connector 0 = the station).
 
         ``Available`` (and 1.6 ``Finishing``) on a connector with an open session ends it: the
-        car is gone or the transaction is over even if the stop was lost."""
+        car is gone or the transaction is over even if the stop was lost.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         if not isinstance(payload, dict):
             return self._skip(f"charge point {cp!r}: StatusNotification payload is not an object")
         conn = payload.get("connectorId") if "evseId" not in payload else payload.get("evseId")
@@ -434,8 +508,22 @@ class _Transactions(_AdapterState):
         return True
 
     def on_notify_ev_charging_needs(self, cp: str, payload: Any) -> bool:
-        """2.x ``NotifyEVChargingNeeds`` (ISO 15118): departure time, energy and the car's
-        current range feed the session on that EVSE (``Controller.update_session``)."""
+        """2.x ``NotifyEVChargingNeeds`` (ISO 15118): departure time, energy (Wh) and the car's
+        current range (A) feed the session on that EVSE (``Controller.update_session``).
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         if not isinstance(payload, dict) or not isinstance(payload.get("chargingNeeds"), dict):
             return self._skip(f"charge point {cp!r}: NotifyEVChargingNeeds without chargingNeeds")
         evse = payload.get("evseId")
@@ -477,13 +565,41 @@ class _Transactions(_AdapterState):
         return True
 
     def on_notify_charging_limit(self, cp: str, payload: Any) -> bool:
-        """2.x ``NotifyChargingLimit`` (K12): an external limit on the station becomes caps on
-        its node from the next step on (:mod:`loadopt.grid.ocpp_constraints`); they replace the
-        station's previous external limits."""
+        """2.x ``NotifyChargingLimit`` (K12): an external limit on the station becomes caps on its
+        node from the next step on (:mod:`loadopt.grid.ocpp_constraints`); they replace the
+        station's previous external limits.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         return self._external(cp, payload, "notify_charging_limit")
 
     def on_cleared_charging_limit(self, cp: str, payload: Any) -> bool:
-        """2.x ``ClearedChargingLimit``: the station's external limits are gone."""
+        """2.x ``ClearedChargingLimit``: the station's external limits are gone.
+
+        Parameters
+        ----------
+        cp
+            The charge point id (on the site).
+        payload
+            The message payload (a dict, as received).
+
+        Returns
+        -------
+        bool
+            Whether it was applied (``False``: skipped, logged in :attr:`problems`; with
+            ``strict=True`` an :class:`~loadopt.errors.InputError` instead).
+        """
         return self._external(cp, None, "cleared")
 
     def _external(self, cp: str, payload: Any, how: str) -> bool:
