@@ -131,8 +131,19 @@ class Held:
         return out
 
     def discharge_at(self, times_s: np.ndarray) -> np.ndarray:
-        """(n, 3) A the EV may discharge at each time; 0 where the profile allows none, NaN
-        where it is not in force."""
+        """What the EV may discharge at each time (OCPP 2.1 V2X).
+
+        Parameters
+        ----------
+        times_s
+            ``(n,)`` instants (epoch s).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, 3)`` A per EVSE line; 0 where the profile allows none, NaN where it is not in
+            force.
+        """
         k = np.searchsorted(self.at_s, times_s, side="right") - 1
         if self.discharge_a is None:
             out = np.zeros((times_s.size, 3))
@@ -546,8 +557,23 @@ class Belief:
         override: dict[SlotKey, Held | None] | None = None,
         only: list[int] | None = None,
     ) -> np.ndarray:
-        """(n, E, 3) A: the most each EVSE line may discharge at each time under any
-        possibly-held state (the export direction; see the module docstring)."""
+        """The most each EVSE line may discharge at each time under any possibly-held state (the
+        export direction; see the module docstring).
+
+        Parameters
+        ----------
+        times_s
+            ``(n,)`` instants (epoch s).
+        override
+            One more possibly-held profile per slot (an admission test).
+        only
+            Only these EVSE indices (the others are 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, E, 3)`` A.
+        """
         times_s = np.asarray(times_s, dtype=np.float64)
         out = np.zeros((times_s.size, len(self.evses), 3))
         for k in range(len(self.evses)) if only is None else only:
@@ -577,8 +603,21 @@ class Belief:
         return np.zeros((times_s.size, 3))
 
     def lowest_discharge_a(self, key: SlotKey, times_s: np.ndarray) -> np.ndarray:
-        """(n, 3) A: the least slot ``key`` may let its connector discharge at each time
-        (unknown: 0; no profile of ours, or one not in force: 0)."""
+        """The least slot ``key`` may let its connector discharge at each time (unknown: 0; no
+        profile of ours, or one not in force: 0).
+
+        Parameters
+        ----------
+        key
+            The slot: ``(charge point, connector, purpose)``.
+        times_s
+            ``(n,)`` instants (epoch s).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, 3)`` A.
+        """
         zero = np.zeros((times_s.size, 3))
         vals = [
             self._discharge_values(c, times_s)
