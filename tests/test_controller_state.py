@@ -50,6 +50,7 @@ def _busy_controller() -> Controller:
         meter_max_lead_s=600.0,
         reshare_headroom_a=3.0,
         warm_min_mapped=0.7,
+        warm_min_rows=250,
     )
     c.start_session(_sess(1, "evse0", kwh=30.0))
     c.start_session(_sess(2, "evse2", kwh=25.0, phases=1))
@@ -77,6 +78,8 @@ def test_the_state_is_json_and_a_restored_controller_continues_the_same_plan():
         "meter_max_lead_s",
         "reshare_headroom_a",
         "warm_min_mapped",
+        "warm_min_rows",
+        "coarse_step_s",
     ):
         assert getattr(r, k) == getattr(c, k), k
     assert r.pilots is False  # a setting the state document did not keep before

@@ -356,3 +356,34 @@ def test_straightforward_model_has_the_same_optimum_on_a_tiered_horizon():
     a = hs.solve_lp(straightforward_lp(p))
     b = hs.solve_lp(build_lp(p), options=hs.LP_OPTIONS)
     assert b.objective == pytest.approx(a.objective, rel=1e-7)
+
+
+@pytest.mark.parametrize(
+    "step_s,n_periods,fine_s,coarse",
+    [
+        (300, 144, 4 * 3600, 3600),  # 5-min steps, 12 h: hourly after 4 h
+        (900, 96, 4 * 3600, 3600),  # the controller's defaults: 24 h
+        (600, 48, 4 * 3600, 3600),  # 8 h: more than an hour beyond the fine part
+        (900, 20, 4 * 3600, None),  # 5 h: not more than an hour beyond 4 h
+        (900, 8, 4 * 3600, None),  # 2 h: nothing to coarsen
+        (420, 200, 4 * 3600, None),  # 7 min does not divide an hour
+        (3600, 48, 4 * 3600, None),  # already hourly
+        (900, 96, 0, 3600),  # no fine part
+    ],
+)
+def test_the_default_horizon_is_tiered_where_it_has_something_to_coarsen(
+    step_s, n_periods, fine_s, coarse
+):
+    from loadopt.controller.core import auto_coarse_step_s
+
+    assert auto_coarse_step_s(step_s, n_periods, fine_s) == coarse
+    site = lo.Site(
+        nodes=(lo.Node(id="g", max_current=32.0),),
+        evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),),
+    )
+    ctl = lo.Controller(site, step_s=step_s, n_periods=n_periods, fine_s=fine_s)
+    assert ctl.coarse_step_s == coarse
+    hz = ctl.horizon(datetime(2026, 3, 2, 8, 7, tzinfo=UTC))
+    assert hz.span_s == step_s * n_periods and hz.uniform == (coarse is None)
+    explicit = lo.Controller(site, step_s=step_s, n_periods=n_periods, coarse_step_s=None)
+    assert explicit.coarse_step_s is None and explicit.horizon(hz.start).uniform

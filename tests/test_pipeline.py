@@ -295,3 +295,24 @@ def test_site_evse_lookup_follows_a_copied_site():
     assert not p1.evse_max_current.flags.writeable
     with pytest.raises(lo.InputError, match="unknown EVSE 'e9'"):
         site.evse("e9")
+
+
+def test_warm_start_by_size_solves_small_lps_cold_and_keeps_no_basis():
+    """``WarmStart.min_rows``: an LP with fewer rows is solved cold (measured faster there) and
+    no basis is kept; at or above it the chain of warm starts runs as before; same optimum."""
+    from loadopt.solvers.warm import MIN_WARM_ROWS, WarmStart
+
+    site = one_breaker_site(16.0)
+    assert WarmStart().min_rows == MIN_WARM_ROWS > 0
+    for min_rows, want in ((10**6, ["cold", "cold", "cold"]), (1, ["cold", "warm", "warm"])):
+        ws = WarmStart(min_rows=min_rows)
+        modes = []
+        for k in range(3):
+            hz = horizon(8, 900, T0 + timedelta(minutes=15 * k))
+            p = lo.compile_problem(site, [session("a", "e0", 20.0), session("b", "e1", 20.0)], hz)
+            s = lo.solve(p, warm_start=ws)
+            assert s.objective == pytest.approx(lo.solve(p).objective, rel=1e-7, abs=1e-7)
+            modes.append(ws.mode)
+            if min_rows > 1:
+                assert ws.memo is None and "rows <" in ws.reason
+        assert modes == want
