@@ -41,6 +41,10 @@ def _run(sc, now0, n_steps, step_s, n_periods, variants, cut_at=None):
             time_limit_s=30.0,
             warm=v["warm"],
             cold_after_limit_cut=v.get("cold_after_cut", True),
+            # the warm start's mechanism on the uniform horizon these figures were taken on
+            # (the defaults solve LPs under 1,000 rows cold and tier the horizon)
+            warm_min_rows=0,
+            coarse_step_s=None,
         )
         ctls[name] = c
     names = list(ctls)
