@@ -73,18 +73,20 @@ def _row_template(
     s_anc = s_anc_csr.tocoo()
     D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
     ev = sp.hstack([shape.C_int, shape.Cf, D, sp.csr_matrix(kw_per_a.reshape(S, 1))], format="csr")
-    # a battery: a balanced three-phase load on its node, in the exact rows and the facets of
-    # the lines it loads like the sessions (the line shape's battery rows)
-    bat = sp.hstack(
-        [
-            _on_all_phases(bat_anc) if shape.bat_C_int is None else shape.bat_C_int,
-            sp.csr_matrix((B, 6 * N * m)) if shape.bat_Cf is None else shape.bat_Cf,
-            bat_anc * bat_kw_per_a,
-            sp.csr_matrix(np.full((B, 1), bat_kw_per_a)),
-        ],
-        format="csr",
-    )
-    C = sp.vstack([ev, bat], format="csr")
+    C = ev
+    if B:
+        # a battery: a balanced three-phase load on its node, in the exact rows and the facets
+        # of the lines it loads like the sessions (the line shape's battery rows)
+        bat = sp.hstack(
+            [
+                _on_all_phases(bat_anc) if shape.bat_C_int is None else shape.bat_C_int,
+                sp.csr_matrix((B, 6 * N * m)) if shape.bat_Cf is None else shape.bat_Cf,
+                bat_anc * bat_kw_per_a,
+                sp.csr_matrix(np.full((B, 1), bat_kw_per_a)),
+            ],
+            format="csr",
+        )
+        C = sp.vstack([ev, bat], format="csr")
     C.eliminate_zeros()
     C.sort_indices()
     tpl = _RowTemplate(
