@@ -98,7 +98,14 @@ def solve(
     if isinstance(opts, FastOptions):
         from .fast import allocate_horizon
 
-        cur = project(problem, allocate_horizon(problem, opts.policy))
+        extra: dict[str, Any] = {}
+        if problem.storage is not None:  # batteries and V2G: the fast discharge policy
+            from .fast.storage import plan_storage
+
+            cur, dis, bat = plan_storage(problem, opts.policy)
+            extra = dict(discharge=dis, battery_a=bat)
+        else:
+            cur = project(problem, allocate_horizon(problem, opts.policy))
         return Schedule(
             problem,
             cur,
@@ -106,6 +113,7 @@ def solve(
             "fast",
             solve_time_s=time.perf_counter() - t0,
             notices=problem.notices,
+            **extra,
         )
     if isinstance(opts, AutoOptions):
         from .milp import wants_integers
@@ -216,10 +224,18 @@ def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float
         if res.status == SolverStatus.TIME_LIMIT
         else ScheduleStatus.SOLVER_FAILED_FALLBACK
     )
+    extra = {}
     try:
-        cur = project(problem, fallback_currents(problem))
+        if problem.storage is not None:  # the fast discharge policy (safe both ways)
+            from .fast.storage import plan_storage
+
+            cur, dis, bat = plan_storage(problem)
+            extra = dict(discharge=dis, battery_a=bat)
+        else:
+            cur = project(problem, fallback_currents(problem))
     except Exception as exc:
         cur = problem.dense(np.zeros(problem.n_vars))
+        extra = {}
         message += f"; fast path failed too ({exc!r}): every limit is 0 A"
     return Schedule(
         problem,
@@ -229,4 +245,5 @@ def _finish(problem: Problem, res: SolverResult, to_vars, method: str, t0: float
         solve_time_s=time.perf_counter() - t0,
         message=message,
         notices=problem.notices,
+        **extra,
     )
