@@ -11,11 +11,13 @@ Columns, in this order (each a named block of :attr:`LinearProgram.cols`: ``"r"`
   base load (elsewhere the import is substituted, see :func:`build_lp`);
 - ``peak`` — the import peak (kW), only with a demand charge;
 - ``z`` — the smallest served fraction, only with a fairness weight;
+- ``y`` — binary meter direction, only in periods where export pays more than import and
+  something can be exported (with or without storage: otherwise the LP would import and export
+  at once for fake revenue); see docs/formulation.md, "Storage";
 - with batteries and V2G sessions (``problem.storage``): ``"bc"`` battery charge and ``"d"``
   discharge (A), ``"e"`` energy states (kWh, unit × period), ``"w"`` V2G target slacks (kWh),
   and binaries only where they are needed — ``"zx"`` (charge/discharge exclusivity, where doing
-  both could pay: :func:`exclusive_periods`) and ``"y"`` (meter direction, where export pays
-  more than import); see docs/formulation.md, "Storage".
+  both could pay: :func:`exclusive_periods`); see docs/formulation.md, "Storage".
 
 Rows: the safety rows ``G r ≤ h`` that can bind, one energy row per session
 (``delivered + u = E``), and the accounting rows of the optional columns (named blocks
@@ -397,18 +399,17 @@ def build_lp(
         col_lb += [np.zeros(k), np.zeros(k)]
         col_ub += [np.full(k, np.inf), exp_ub[periods]]
         col_keys["imp"] = col_keys["exp"] = periods
-        if st is not None and o.energy_cost > 0:
+        if o.energy_cost > 0:
             # imp and exp are one meter: where export pays more than import the LP would run
-            # both up at once (a non-convex bill), so a binary picks the direction there
+            # both up at once (a non-convex bill: EVs "charged from the grid" while all the PV
+            # is sold), so a binary picks the direction there — with storage or without
             hi = np.flatnonzero((exp_price > problem.import_price) & (exp_ub > 0))
             if hi.size:
-                imp_ub = (
-                    np.maximum(net, 0.0)
-                    + np.bincount(vt, kw * ub[cols], minlength=T)
-                    + np.bincount(
+                imp_ub = np.maximum(net, 0.0) + np.bincount(vt, kw * ub[cols], minlength=T)
+                if st is not None:
+                    imp_ub += np.bincount(
                         st.bc_period, st.unit_kw_per_a[Us + st.bc_battery] * st.bc_ub, minlength=T
                     )
-                )
                 kh = hi.size
                 y = n + np.arange(kh)
                 n += kh

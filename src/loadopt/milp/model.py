@@ -521,7 +521,12 @@ def build_milp(problem: Problem, opts: IntegerOptions | None = None) -> MilpMode
 
     # --- semi-continuous columns ----------------------------------------------------------------
     col_lb = lp.col_lb.copy()
-    integ0 = np.zeros(lp.n_cols, dtype=np.int32)
+    # the LP's own binaries (meter direction; storage exclusivity) stay binaries
+    integ0 = (
+        np.zeros(lp.n_cols, dtype=np.int32)
+        if lp.integrality is None
+        else np.asarray(lp.integrality, dtype=np.int32).copy()
+    )
     sc_e = np.flatnonzero(semi_s[ext_sess] & has_col)
     if sc_e.size:
         col_lb[ext_col[sc_e]] = min_e[sc_e]
