@@ -123,7 +123,11 @@ def solve(
         from .milp import solve_milp
 
         if problem.storage is not None:
-            return _milp_charge_only(problem, opts, t0)
+            if problem.evse_phase_switching[problem.session_evse].any():
+                return _milp_charge_only(problem, opts, t0)
+            from .milp.storage import solve_milp_storage
+
+            return solve_milp_storage(problem, opts, t0)
         return solve_milp(problem, opts, t0=t0)
     lp = build_lp(problem)
     label = f"lp-{opts.backend}"
@@ -158,17 +162,18 @@ def solve(
 
 
 def _milp_charge_only(problem: Problem, opts: MilpOptions, t0: float) -> Schedule:
-    """The MILP on a problem with batteries or V2G sessions: it plans charging only (batteries
-    idle, nothing discharges), projected on the full problem so that every energy ceiling and
-    both directions of every limit hold; the schedule's message says so."""
+    """The MILP on a problem with batteries or V2G sessions *and* 1p/3p switching (not modelled
+    with storage, :mod:`loadopt.milp.storage`): it plans charging only (batteries idle, nothing
+    discharges), projected on the full problem so that every energy ceiling and both directions
+    of every limit hold; the schedule's message says so."""
     import dataclasses
 
     from .milp import solve_milp
 
     sched = solve_milp(dataclasses.replace(problem, storage=None), opts, t0=t0)
     note = (
-        "the MILP plans charging only: batteries idle, no V2G discharge (method='lp' "
-        "plans both directions)"
+        "the MILP plans charging only with 1p/3p switching: batteries idle, no V2G "
+        "discharge (method='lp' plans both directions)"
     )
     if sched.n_phases is not None:  # phase switching: its own phase-resolved problem
         return dataclasses.replace(sched, message=f"{sched.message}; {note}")
