@@ -238,3 +238,27 @@ def test_replay_keeps_every_limit_and_energy_bound(eta, soc, floor, peak, noise)
     assert van_e.min() >= floor - 1e-6 and van_e.max() <= v.max_v2x_energy_kwh + 1e-6
     assert b.min_soc * 20.0 - 1e-6 <= bat_e.min() and bat_e.max() <= b.max_soc * 20.0 + 1e-6
     np.testing.assert_allclose(r.soc_kwh[:, 1:], np.vstack([van_e, bat_e]), atol=1e-6)
+
+
+def test_a_van_arriving_below_its_v2x_minimum_charges_to_it_then_may_discharge():
+    """ISO 15118-20: a positive evMinV2XEnergyRequest means the van must be charged to it first.
+    The replay follows its setpoints once it is above the minimum (it used to be replayed and
+    scored as a charge-only vehicle: it never gave back), scores it with its true floor, and
+    feeds the export register back to the controller."""
+    sc = _scenario(battery=False, eta=1.0)
+    van = sc.sessions[0]
+    v2x = van.v2x.model_copy(update={"min_v2x_energy_kwh": 3.0})
+    sc = sc.model_copy(update={"sessions": (van.model_copy(update={"v2x": v2x}), *sc.sessions[1:])})
+    r = simulate(sc, "controller", horizon_h=7.0)
+    assert r.n_violations == 0
+    r.schedule.check()
+    i = r.schedule.problem.session_index("van")
+    dis = r.schedule.discharge[i]
+    assert dis[8:12].sum() > 0  # it gives back at the peak, once above its minimum
+    ev = sc.site.evse(van.evse)
+    kw = ev.voltage_v * min(ev.phases, van.phases) / 1000.0
+    e = np.cumsum((r.schedule.current[i] - dis) * kw * DT_H)
+    gave = np.flatnonzero(dis > 0)
+    assert (e[gave] >= 3.0 - 1e-6).all()  # never below its V2X minimum after giving
+    assert (e[: gave[0]] >= 0).all() and e[gave[0] - 1] >= 3.0  # charged to it first
+    assert e[-1] == pytest.approx(15.0, abs=0.3)

@@ -161,7 +161,17 @@ def simulate(
     hz = scenario.horizon
     step_s, K = hz.step_s, hz.n_periods
     sessions = list(scenario.sessions)
-    truth = compile_problem(scenario.site, sessions, hz, scenario.signals, scenario.objective)
+    # a V2G vehicle that arrives below its V2X minimum (ISO 15118-20: evMinV2XEnergyRequest > 0)
+    # charges to it first and may discharge above it later: scored with discharge columns and
+    # its true floor in the replay (below), not as a charge-only vehicle
+    v2x_min = np.array([0.0 if s.v2x is None else s.v2x.min_v2x_energy_kwh for s in sessions])
+    truth_sessions = [
+        s.model_copy(update={"v2x": s.v2x.model_copy(update={"min_v2x_energy_kwh": 0.0})})
+        if s.v2x is not None and s.v2x.min_v2x_energy_kwh > 0
+        else s
+        for s in sessions
+    ]
+    truth = compile_problem(scenario.site, truth_sessions, hz, scenario.signals, scenario.objective)
     if isinstance(policy, str):
         name = policy
         opts: dict[str, Any] = dict(
@@ -214,6 +224,7 @@ def simulate(
     eta_c, eta_d = np.ones(S), np.ones(S)
     e_lo, e_hi = np.full(S, -np.inf), np.full(S, np.inf)
     stored = np.zeros(S)
+    exported = np.zeros(S)  # grid kWh each V2G vehicle gave back since plug-in
     out_d = np.zeros((S, K))
     _, kwh_d = session_kwh_per_a(truth)
     B = 0 if st is None else st.n_batteries
@@ -226,6 +237,7 @@ def simulate(
         v2g[su] = True
         eta_c[su], eta_d[su] = st.unit_eta_c[:Us], st.unit_eta_d[:Us]
         e_lo[su], e_hi[su] = st.unit_emin_kwh[:Us], st.unit_emax_kwh[:Us]
+        e_lo[su] = np.maximum(e_lo[su], v2x_min[su])  # never discharged below its V2X minimum
         b_e = st.unit_e0_kwh[Us:].copy()
         b_lo, b_hi = st.unit_emin_kwh[Us:], st.unit_emax_kwh[Us:]
         b_kw = st.unit_kw_per_a[Us:]
@@ -244,7 +256,11 @@ def simulate(
             started[i] = True
         active = np.flatnonzero(started & ~stopped)
         for i in active:
-            ctl.meter(ids[i], now, energy_kwh=float(delivered[i]), current_a=float(last_a[i]))
+            # V2G: the export register too (OCPP 2.1 Energy.Active.Export.Register)
+            x_kw = {"exported_kwh": float(exported[i])} if v2g[i] else {}
+            ctl.meter(
+                ids[i], now, energy_kwh=float(delivered[i]), current_a=float(last_a[i]), **x_kw
+            )
         for j in range(B):  # a battery's management system reports its state of charge
             ctl.set_battery_soc(b_ids[j], float(np.clip(b_e[j] / b_cap[j], 0.0, 1.0)))
         c0 = time.perf_counter()
@@ -287,8 +303,13 @@ def simulate(
         drawn[:, k] = d
         out_d[:, k] = x
         delivered += d * e_per_a
+        exported += x * kwh_d[:, k]
+        before = stored.copy()
         stored += eta_c * d * e_per_a - x * kwh_d[:, k] / eta_d
-        stored[v2g] = np.clip(stored[v2g], e_lo[v2g], e_hi[v2g])  # float dust only
+        # float dust only (a vehicle below its V2X minimum is not lifted to it)
+        stored[v2g] = np.clip(
+            stored[v2g], np.minimum(e_lo[v2g], before[v2g]), np.maximum(e_hi[v2g], before[v2g])
+        )
         last_a = d
         if B:
             dt_h = float(truth.period_h[k])

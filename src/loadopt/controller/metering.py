@@ -32,6 +32,8 @@ class _Metering(_ControllerState):
         at: datetime,
         energy_kwh: float | None = None,
         current_a: float | tuple[float, float, float] | None = None,
+        *,
+        exported_kwh: float | None = None,
     ) -> bool:
         """A meter reading: cumulative energy of this session and/or the current drawn.
 
@@ -47,6 +49,15 @@ class _Metering(_ControllerState):
         current_a
             Current drawn (A): one value for the lines the vehicle uses, or three for the EVSE's
             L1, L2, L3; the largest is compared with its limit.
+        exported_kwh
+            V2G: cumulative grid kWh the vehicle gave back since plug-in (OCPP 2.1
+            ``Energy.Active.Export.Register``, relative to the transaction's start). It replaces
+            the estimate from the discharge setpoints handed out (an upper bound) at the
+            reading's time; after it the estimate runs on from the reading at the setpoint in
+            force. A reading older than the controller's last step is only taken where it is
+            lower than what the vehicle could have given at its maximum discharge current since
+            (the estimate stays an upper bound: a V2X floor is never overestimated). Cumulative
+            like ``energy_kwh``: a value below the last one, or out of order, is rejected.
 
         Returns
         -------
@@ -68,6 +79,11 @@ class _Metering(_ControllerState):
             if energy_kwh is None
             else _finite_nonneg(energy_kwh, f"session {session_id!r}: energy_kwh")
         )
+        x = (
+            None
+            if exported_kwh is None
+            else _finite_nonneg(exported_kwh, f"session {session_id!r}: exported_kwh")
+        )
         lines: tuple[float, ...] | None = None
         if current_a is not None:
             vals = current_a if isinstance(current_a, tuple | list) else (current_a,)
@@ -77,6 +93,8 @@ class _Metering(_ControllerState):
                 )
             lines = tuple(_finite_nonneg(v, f"session {session_id!r}: current_a") for v in vals)
         why = self._reading_fault(st, at_utc, e, lines)
+        if why is None and x is not None:
+            why = self._export_fault(st, at_utc, x)
         if why is not None:
             self.rejected_readings.append(RejectedReading(session_id, at_utc, e, lines, why))
             del self.rejected_readings[:-1000]
@@ -97,7 +115,34 @@ class _Metering(_ControllerState):
             st.measured_a = max(lines)
             st.measured_lines_a = per  # type: ignore[assignment]
             st.measured_at = at_utc
+        if x is not None:
+            self._apply_export(st, at_utc, x)
         return True
+
+    def _export_fault(self, st: _SessionState, at: datetime, x: float) -> str | None:
+        """Why an exported-energy reading must not be applied (``None``: it may)."""
+        if st.export_read_at is not None:
+            if at < st.export_read_at:
+                return f"out of order: older than the last export reading ({st.export_read_at})"
+            if st.export_read_kwh is not None and x < st.export_read_kwh - 1e-9:
+                return (
+                    f"cumulative exported energy {x} kWh below the last reading "
+                    f"{st.export_read_kwh} kWh (a meter reset or a reading out of order)"
+                )
+        return None
+
+    def _apply_export(self, st: _SessionState, at: datetime, x: float) -> None:
+        """Take an exported-energy reading into the discharge estimate (see :meth:`meter`)."""
+        st.export_read_at, st.export_read_kwh = at, x
+        if st.discharge_at is None or at >= st.discharge_at:
+            st.discharged_kwh, st.discharge_at = x, at
+            return
+        # older than the last fold at ``discharge_at``: bound what could have followed it
+        v = st.session.v2x
+        volt, n_ph = self._evse_draw(st.session)
+        max_a = 0.0 if v is None else v.max_discharge_current
+        dt_h = (st.discharge_at - at).total_seconds() / 3600.0
+        st.discharged_kwh = min(st.discharged_kwh, x + max_a * volt * n_ph / 1000.0 * dt_h)
 
     def _reading_fault(
         self, st: _SessionState, at: datetime, e: float | None, lines: tuple[float, ...] | None

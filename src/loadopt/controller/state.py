@@ -151,6 +151,8 @@ class _SessionState:
     discharged_kwh: float = 0.0
     last_discharge_a: float = 0.0  #: discharge of period 0 handed out at the last step
     discharge_at: datetime | None = None
+    export_read_at: datetime | None = None  #: time of the last exported-energy reading applied
+    export_read_kwh: float | None = None  #: its value (grid kWh given back since plug-in)
 
 
 class _ControllerState:
