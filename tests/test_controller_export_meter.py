@@ -57,7 +57,7 @@ def test_export_reading_is_cumulative_and_validated():
     assert "exported" in ctl.rejected_readings[-1].reason
     assert not ctl.meter("van", at(0.1), exported_kwh=2.0)  # older than the last: rejected
     for bad in (float("nan"), -1.0, float("inf")):
-        with pytest.raises(InputError, match="van.*exported_kwh"):
+        with pytest.raises(InputError, match=r"van.*exported_kwh"):
             ctl.meter("van", at(0.25), exported_kwh=bad)
     assert _floor(ctl, at(0.2)) == pytest.approx(-6.0 + 1.0, abs=1e-6)
 
