@@ -137,8 +137,8 @@ def solve(
         from .solvers.highs import LP_OPTIONS, solve_lp
 
         highs = {**LP_OPTIONS, **opts.highs}
-        # the warm start's keys cover charge columns only, and a basis is an LP's
-        if warm_start is not None and problem.storage is None and lp.integrality is None:
+        # a basis is an LP's: a model with binaries (one meter, exclusivity) is solved cold
+        if warm_start is not None and lp.integrality is None:
             res = warm_start.solve(problem, lp, highs, opts.time_limit_s)
             if warm_start.mode != "empty":
                 label = f"lp-highs-{warm_start.mode}"

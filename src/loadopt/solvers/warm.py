@@ -202,6 +202,17 @@ class WarmStart:
                 return _pack(tag, 0, per[idx])
             return _pack(tag, 0, np.zeros(idx.size, np.int64))
 
+        st = problem.storage
+        unit = np.zeros(0, np.int64)
+        if st is not None:  # a storage unit by its session's id, or its battery's
+            Us = st.n_units - st.n_batteries
+            unit = np.concatenate(
+                [
+                    sid[st.unit_session[:Us]],
+                    self._sid(tuple("\0battery:" + b for b in st.battery_ids)),
+                ]
+            )
+        T = problem.n_periods
         col_keys = np.empty(lp.n_cols, dtype=np.int64)
         for name, b in lp.cols.items():
             if name == "r":
@@ -209,6 +220,21 @@ class WarmStart:
                 col_keys[b.slice] = _pack(
                     _R_TAG, sid[problem.var_session[v]], per[problem.var_period[v]]
                 )
+            elif st is not None and name in _STORAGE_COLS:
+                tag = _STORAGE_COLS[name]
+                if name == "bc":
+                    u, t = (
+                        st.n_units - st.n_batteries + st.bc_battery[b.index],
+                        st.bc_period[b.index],
+                    )
+                elif name == "d":
+                    u, t = st.dv_unit[b.index], st.dv_period[b.index]
+                elif name == "e":
+                    u, t = b.index // T, b.index % T
+                else:  # "w": per V2G session
+                    col_keys[b.slice] = _pack(tag, sid[b.index], 0)
+                    continue
+                col_keys[b.slice] = _pack(tag, unit[u], per[t])
             else:
                 col_keys[b.slice] = by_rule("column", COL_KEYS, name, b.index)
         rows = np.empty(lp.n_rows, dtype=np.int64)
@@ -224,6 +250,21 @@ class WarmStart:
                     | (problem.row_phase[g].astype(np.int64) + 1)
                 )
                 rows[b.slice] = _pack(_SAFETY_TAG, node_phase, per[problem.row_period[g]])
+            elif st is not None and name == "export":
+                g = b.index
+                node_phase = (
+                    (st.x_kind[g].astype(np.int64) << 24)
+                    | ((st.x_node[g].astype(np.int64) + 1) << 10)
+                    | (st.x_phase[g].astype(np.int64) + 1)
+                )
+                # the coupled facets of one line share the rest: keep them apart by order
+                dup = _rank_within(node_phase * (1 << 28) + per[st.x_period[g]])
+                rows[b.slice] = _pack(_EXPORT_TAG, node_phase | (dup << 3), per[st.x_period[g]])
+            elif st is not None and name == "energy_state":
+                u, t = b.index // T, b.index % T
+                rows[b.slice] = _pack(_ENERGY_STATE_TAG, unit[u], per[t])
+            elif st is not None and name == "v2g_target":
+                rows[b.slice] = _pack(_V2G_TARGET_TAG, sid[b.index], 0)
             else:
                 rows[b.slice] = by_rule("row", ROW_KEYS, name, b.index)
         return col_keys, rows
@@ -420,6 +461,27 @@ ROW_KEYS: dict[str, tuple[int, str]] = {
     "grid_setpoint": (10, "period"),
     "grid_export": (11, "period"),
 }
+
+#: Storage blocks (:mod:`loadopt.lp`, "Storage"): columns by (unit, absolute period) — a unit
+#: is its V2G session's id or its battery's — and the V2G target slack by session; rows: the
+#: export rows like the safety rows, energy states by (unit, absolute period), targets by
+#: session. (The binaries ``zx``/``y`` make a MIP: no warm start, no key.)
+_STORAGE_COLS = {"bc": 5, "d": 6, "e": 7, "w": 8}
+_EXPORT_TAG = 12
+_ENERGY_STATE_TAG = 13
+_V2G_TARGET_TAG = 14
+
+
+def _rank_within(keys: np.ndarray) -> np.ndarray:
+    """Per element, how many equal keys come before it (0 for the first)."""
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    first = np.r_[0, np.flatnonzero(k[1:] != k[:-1]) + 1]
+    rank = np.arange(k.size) - np.repeat(first, np.diff(np.r_[first, k.size]))
+    out = np.empty_like(rank)
+    out[order] = rank
+    return out
+
 
 #: Bit positions in a safety row's key (see :meth:`WarmStart.keys` and :func:`_pack`): the
 #: key >> _KIND_SHIFT is (tag 5, row kind); the site phase + 1 sits in 3 bits at _PHASE_SHIFT.
