@@ -74,3 +74,32 @@ def test_highs_only(benchmark, rec, kind):
     res = benchmark.pedantic(lambda: hs.solve_lp(lp, options=hs.LP_OPTIONS), rounds=3, iterations=1)
     assert res.status.value == "optimal"
     rec(G, f"{kind} HiGHS")
+
+
+RATIOS.append(
+    (
+        "V2G + battery / charge-only (fast path, with its discharge policy)",
+        G,
+        "bidirectional fast",
+        "charge-only fast",
+    )
+)
+
+
+@pytest.mark.parametrize("kind", ["bidirectional", "charge-only"])
+def test_fast(benchmark, rec, kind):
+    """The fast path (and every solver fallback): with storage its discharge policy
+    (``loadopt.fast.storage``) and the two-way projection, beside the charge-only fast path."""
+    p = scenarios()[0 if kind == "bidirectional" else 1].compile()
+    lo.solve(p, method="fast")  # numba compile and per-problem arrays out of the timing
+    s = benchmark.pedantic(lambda: lo.solve(p, method="fast"), rounds=3, iterations=1)
+    assert not s.violations()
+    if kind == "bidirectional":
+        k = s.kpis()
+        assert k.storage is not None and k.storage.discharged_kwh > 0
+        benchmark.extra_info.update(
+            discharged_kwh=round(k.storage.discharged_kwh, 1),
+            energy_cost=round(k.energy_cost, 2),
+            peak_import_kw=round(k.peak_import_kw, 1),
+        )
+    rec(G, f"{kind} fast")
