@@ -21,7 +21,7 @@ def _problem(sc, k: int, T: int = 16) -> lo.Problem:
 
 def test_storage_keys_are_unique_and_stable_across_steps():
     sc, _ = v2g_scenario(6, n_periods=24)
-    ws = WarmStart()
+    ws = WarmStart(min_rows=0)  # the warm start at any size (small LPs solve cold by default)
     p0, p1 = _problem(sc, 0), _problem(sc, 1)
     lp0, lp1 = build_lp(p0), build_lp(p1)
     assert lp0.integrality is None and p0.storage is not None
@@ -40,7 +40,7 @@ def test_storage_keys_are_unique_and_stable_across_steps():
 @pytest.mark.parametrize("k", [1, 3])
 def test_warm_storage_solve_reaches_the_cold_optimum(k):
     sc, _ = v2g_scenario(6, n_periods=24)
-    ws = WarmStart()
+    ws = WarmStart(min_rows=0)  # the warm start at any size (small LPs solve cold by default)
     first = lo.solve(_problem(sc, 0), warm_start=ws)
     assert ws.mode in ("cold", "warm")
     p = _problem(sc, k)
