@@ -129,12 +129,15 @@ def _pairs(
     room_var = np.maximum(problem.var_ub - problem.gather(cur), 0.0)
     var_unit = st.session_unit[problem.var_session]
     eta = st.unit_eta_c * st.unit_eta_d
+    U = st.n_units
+    d_of = _groups(st.dv_unit, U)  # discharge columns of each unit (one sort, not U scans)
+    v_of = _groups(np.where(var_unit >= 0, var_unit, U), U + 1)
     for u in np.flatnonzero(keep):
-        d = np.flatnonzero(st.dv_unit == u)
+        d = d_of[u]
         if d.size == 0:
             continue
         if u < Us:
-            c = np.flatnonzero(var_unit == u)
+            c = v_of[u]
             if problem.var_reserved is not None:
                 c = c[~problem.var_reserved[c]]
             c_period, c_ub, c_kwh = problem.var_period[c], room_var[c], problem.var_kwh_per_a[c]
@@ -171,6 +174,13 @@ def _pairs(
             add_bc[c[oc]] = back_a
     _unpaired(problem, value[1], keep, dis, add_bc)
     return dis, {"var": add_var, "bc": add_bc}
+
+
+def _groups(key: np.ndarray, n: int) -> list[np.ndarray]:
+    """Indices of ``key`` grouped by value ``0..n-1`` (ascending within a group)."""
+    order = np.argsort(key, kind="stable")
+    cuts = np.searchsorted(key[order], np.arange(n + 1))
+    return [order[cuts[i] : cuts[i + 1]] for i in range(n)]
 
 
 def _unpaired(
