@@ -225,7 +225,7 @@ def _line_shape(
         is_unit = np.concatenate([unit_mask, np.ones(B, dtype=bool)])
         touched = np.zeros(6 * N, dtype=bool)
         touched[cc.col[is_unit[cc.row]]] = True
-        coupled = touched & ~is_int & (w > SEPARATED_SECTOR_RAD)
+        coupled = touched & ~is_int & (width > SEPARATED_SECTOR_RAD)  # collinear: separated
         M = circle_facet_count(m)
         kc = np.flatnonzero(coupled[cc.col])
         e2, f2, vc, vd = two_way_facets(cc.data[kc], cc.col[kc], ref, lo, M)
