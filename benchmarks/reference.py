@@ -4,9 +4,10 @@
 docs/formulation.md, with no structural reductions and without loadopt's LP code: one column per
 plugged-in (session, period), an unmet-energy slack per session that wants energy, every safety
 row of the compiled problem (``G r ≤ h`` as compiled, singleton and non-binding rows included),
-an energy balance row per session, import/export columns per period carrying the prices, and a
-peak column for a demand charge. Solved by highspy with default options, it is the "raw HiGHS"
-line; built as PuLP objects and solved by CBC, the "PuLP + CBC" line.
+an energy balance row per session, import/export columns per period carrying the prices (and,
+where export pays more than import, a binary meter direction: one meter never imports and
+exports at once), and a peak column for a demand charge. Solved by highspy with default options,
+it is the "raw HiGHS" line; built as PuLP objects and solved by CBC, the "PuLP + CBC" line.
 """
 
 from __future__ import annotations
@@ -88,6 +89,35 @@ def straightforward_lp(p: Problem) -> LinearProgram:
     if peak:
         cols["peak"] = np.zeros(1, np.int64)
         rows["peak"] = per
+    integrality = None
+    # one meter: where export pays more than import and something can be exported, a binary
+    # picks the direction (imp ≤ M·y, exp ≤ X·(1 − y)); elsewhere imp and exp never both pay
+    exp_ub = ub[3]
+    hi = np.flatnonzero((exp_price > p.import_price) & (exp_ub > 0)) if o.energy_cost > 0 else []
+    if len(hi):
+        k = len(hi)
+        n0 = A.shape[1]
+        big = np.maximum(net, 0.0) + np.bincount(p.var_period, kw * p.var_ub, minlength=T)
+        i_imp, i_exp = V + S + hi, V + S + T + hi
+        y = n0 + np.arange(k)
+        ar = np.arange(k)
+        meter = sp.csr_matrix(
+            (
+                np.concatenate([np.ones(k), -big[hi], np.ones(k), exp_ub[hi]]),
+                (np.concatenate([ar, ar, k + ar, k + ar]), np.concatenate([i_imp, y, i_exp, y])),
+            ),
+            shape=(2 * k, n0 + k),
+        )
+        A = sp.vstack([sp.hstack([A, sp.csr_matrix((A.shape[0], k))]), meter], format="csc")
+        row_lb.append(np.full(2 * k, -np.inf))
+        row_ub.append(np.concatenate([np.zeros(k), exp_ub[hi]]))
+        c.append(np.zeros(k))
+        lb.append(np.zeros(k))
+        ub.append(np.ones(k))
+        cols["y"] = np.asarray(hi)
+        rows["meter"] = np.concatenate([hi, hi])
+        integrality = np.zeros(n0 + k, dtype=np.int32)
+        integrality[y] = 1
     return LinearProgram(
         c=np.concatenate(c),
         col_lb=np.concatenate(lb),
@@ -98,4 +128,5 @@ def straightforward_lp(p: Problem) -> LinearProgram:
         offset=0.0,
         cols=blocks_of(cols),
         rows=blocks_of(rows),
+        integrality=integrality,
     )
