@@ -974,3 +974,52 @@ def test_a_restarted_csms_counts_the_transactions_it_does_not_know(version):
     assert sims["X"].may_draw(1, t.timestamp())[0] == x_before  # still charging, untouched
     worst = ad.belief.worst_a(np.array([t.timestamp()]))[0]
     assert worst[0, 0] >= x_before  # the belief bounds what the station holds
+
+
+def test_a_reported_txprofile_of_an_unknown_transaction_ends_with_its_stop():
+    """After a restart, a 2.x station reports our TxProfile of a transaction the new adapter
+    does not know: it counts (reserved, the plan cannot lower it) until the transaction shows
+    itself; its Ended (for a transaction never started here) ends that count too."""
+    ad, sims = _booted()
+    sims["B"].tx[1] = "b-old"
+    assert ad.on_transaction_event(
+        "B",
+        {
+            "eventType": "Started",
+            "timestamp": _iso(T0),
+            "seqNo": 0,
+            "triggerReason": "CablePluggedIn",
+            "transactionInfo": {"transactionId": "b-old"},
+            "evse": {"id": 1},
+        },
+    )
+    _deliver(ad, sims, ad.step(T0), T0)
+    held = sims["B"].may_draw(1, T0.timestamp())[0]
+    assert held > 0
+    # the CSMS restarts
+    ad2 = _adapter()
+    t = T0 + timedelta(minutes=1)
+    _deliver(ad2, sims, ad2.poll(t), t)
+    ad2.step(t)
+    kb = ad2.belief.index[("B", 1)]
+    assert ad2.reserved.get("b1") == "profiles not confirmed"
+    ts = np.array([t.timestamp()])
+    assert ad2.belief.worst_a(ts)[0, kb, 0] >= held
+    sims["B"].tx.pop(1)
+    assert (
+        ad2.on_transaction_event(
+            "B",
+            {
+                "eventType": "Ended",
+                "timestamp": _iso(t),
+                "seqNo": 5,
+                "triggerReason": "EVDeparted",
+                "transactionInfo": {"transactionId": "b-old"},
+            },
+        )
+        is False
+    )  # never started here: reported, but its TxProfile is over
+    _deliver(ad2, sims, ad2.step(t), t)
+    assert "b1" not in ad2.reserved
+    # what the connector may draw is its (budgeted) default again, as the station's store says
+    assert ad2.belief.worst_a(ts)[0, kb, 0] == pytest.approx(sims["B"].may_draw(1, ts[0])[0])

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...errors import InputError
 from ...site import Evse
+from ..belief import Held
 from ..profiles import clear_payload
 from .state import _ENDED_MEMORY, _AdapterState, _number, _time, _Tx, log
 
@@ -120,6 +121,16 @@ class _Transactions(_AdapterState):
                 return True
             # a stop before its start: remember it, so a late start does not open a ghost
             self._ended[(cp, str(wire_id))] = None
+            # or the stop of a transaction from before a CSMS restart: a TxProfile of it that
+            # the station reported holding is over with it
+            for (c, conn), _ in self._evse.items():
+                if c == cp and (cp, conn) not in self.belief.active_tx:
+                    slot = self.belief.slots.get((cp, conn, "tx"))
+                    if slot is not None and any(
+                        isinstance(h, Held) and str(h.transaction_id) == str(wire_id)
+                        for h in slot.candidates()
+                    ):
+                        self._forget_tx(cp, conn)
             return self._skip(
                 f"charge point {cp!r}: stop for transaction {wire_id!r} that was "
                 "never started (a later start for it is ignored)"
