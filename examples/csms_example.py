@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -341,9 +342,12 @@ def make_csms(
         "align_to_grid": True,
     }
     kw.update(controller_kw)
-    return Csms(
-        CsmsAdapter(Controller(site or demo_site(), **kw), **(adapter_kw or {})), poll_s=poll_s
-    )
+    # 1.6 transaction ids are ours: after a restart, never reuse one a car may still charge
+    # under (a real CSMS takes them from its database; here: seconds since 2025, which stays
+    # below 2**31 for decades)
+    ad_kw = {"first_transaction_id": int(time.time()) - 1_735_689_600}
+    ad_kw.update(adapter_kw or {})
+    return Csms(CsmsAdapter(Controller(site or demo_site(), **kw), **ad_kw), poll_s=poll_s)
 
 
 def main() -> None:

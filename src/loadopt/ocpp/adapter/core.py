@@ -57,6 +57,10 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         A car the plan switched on is kept at its minimum current for at least this long (s)
         after it started, when the plan would stop it earlier, but only while that fits every
         limit with everything stations may hold (a decrease a limit needs always goes out).
+    first_transaction_id
+        The first 1.6 ``transactionId`` the adapter gives (then counting up). A CSMS that
+        restarts must not reuse the ids it gave before (cars may still charge under them), so
+        it seeds this past them (from its database, or the clock as the example CSMS does).
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         max_overstay_h: float = 12.0,
         min_off_s: float = 0.0,
         min_on_s: float = 0.0,
+        first_transaction_id: int = 1,
     ) -> None:
         self.controller = controller
         self.site = controller.site
@@ -108,7 +113,7 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         self._by_wire: dict[tuple[str, int | str], str] = {}  #: (cp, wire tx id) → session id
         self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._starts16: dict[tuple[Any, ...], int] = {}  #: idempotent 1.6 StartTransaction
-        self._next_tx = 1
+        self._next_tx = int(first_transaction_id)
         self._limits: SiteLimits | None = None
         self._targets: dict[SlotKey, Profile] = {}  #: what the last plan wants per slot
         self._intent: dict[SlotKey, Profile] = {}  #: last profile sent per slot
