@@ -209,3 +209,23 @@ def test_the_belief_bounds_what_a_station_may_discharge(monkeypatch):
                 c = r.st[e.charge_point_id].may_draw(1, t)
                 assert max(d[:3]) <= worst_d[j, i].max() + 1e-6, (e.id, t, d, worst_d[j, i])
                 assert c[0] <= worst_c[j, i, 0] + 1e-6, (e.id, t, c, worst_c[j, i])
+
+
+def test_dwells_leave_a_v2g_profile_as_planned(monkeypatch):
+    """The on/off dwells rebuild a TxProfile's periods; a V2G one (its discharge per period)
+    is left as planned (it crashed the step: discharge periods out of step with the limits)."""
+    state = {"v2g": "none"}
+    _seam(monkeypatch, state)
+    r = _Run()
+    r.ad.min_on_s = r.ad.min_off_s = 600.0
+    r.start("V1")
+    r.route(r.ad.step(r.now))
+    r.flush()
+    assert r.st["V1"].may_draw(1, r.now.timestamp())[0] > 0  # on: the dwell starts
+    state["v2g"] = "V1:V1-tx"  # the plan switches it to discharging inside the dwell
+    for _ in range(3):
+        r.now += timedelta(seconds=60)
+        r.route(r.ad.step(r.now))
+        r.flush()
+    assert r.discharging("V1") == 10.0
+    assert not any("failed" in p for p in r.ad.problems)

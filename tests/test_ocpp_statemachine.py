@@ -9,16 +9,20 @@ keep their profiles and transactions). After every rule, from the stations' OWN 
 site data (not the adapter's belief, not the library's check()):
 
 - what every connector lets a car draw, summed per node and site phase and as grid kW, at every
-  instant of the next hour, never grows on a limit it exceeds (monotone), and
+  instant of the next hour, never grows on a limit it exceeds (monotone), and likewise what
+  every connector lets an EV discharge (OCPP 2.1 V2X, station D) against the export direction
+  (node currents, grid export kW), and
 - never exceeds any limit at all while no limit dropped and no station lost its profiles;
 - after the faults stop (``settle``), every limit holds again (liveness).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import hypothesis.strategies as st
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -27,7 +31,7 @@ import loadopt as lo
 from loadopt.controller import Controller
 from loadopt.ocpp import CsmsAdapter
 
-from .ocpp_helpers import SimStation, deliver_outgoing, site_excess, site_rows
+from .ocpp_helpers import SimStation, deliver_outgoing, site_excess, site_export_rows, site_rows
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 H_S = 3600
@@ -73,9 +77,47 @@ SITE = lo.Site(
             phases=1,
             rate_unit="W",
         ),
+        *(
+            lo.Evse(
+                id=f"d{k}",
+                node="grid",
+                charge_point_id="D",
+                connector_id=k,
+                max_current=16.0,
+                phase_rotation=rot,
+                bidirectional=True,
+            )
+            for k, rot in ((1, "RST"), (2, "TRS"))
+        ),
     ),
 )
-VERSION = {"A": "1.6", "B": "2.0.1", "C": "1.6"}
+VERSION = {"A": "1.6", "B": "2.0.1", "C": "1.6", "D": "2.1"}
+EXPORT_KW = 8.0  #: one EV discharging 10 A on 3 × 230 V (6.9 kW) fits, two do not
+#: which (station, EVSE) the plan discharges (a labelled test seam, see ``_v2g_seam``)
+V2G: dict[str, tuple[str, int] | None] = {"at": None}
+
+
+def _v2g_seam(real):
+    """The adapter's ``tx_profiles`` with the TxProfile on ``V2G["at"]`` turned into a 2.1 V2G
+    one discharging 10 A per phase (the controller plans discharge only for sessions with V2X
+    parameters; the plan moving the discharge between D1 and D2 is what is tested)."""
+
+    def v2g(*a, **kw):
+        out = []
+        for p in real(*a, **kw):
+            if V2G["at"] == (p.charge_point_id, p.connector):
+                p = replace(
+                    p,
+                    limits=np.zeros_like(p.limits),
+                    discharge=np.full(p.starts.size, 100, np.int64),
+                    min_rate_da=None,
+                )
+            out.append(p)
+        return out
+
+    return v2g
+
+
 CPS = st.sampled_from(sorted(VERSION))
 EVSES = st.sampled_from([(e.charge_point_id, e.connector_id) for e in SITE.evses])
 
@@ -87,12 +129,20 @@ class Site(RuleBasedStateMachine):
             step_s=300,
             n_periods=8,
             method="fast",
-            signals=lo.Signals(grid_import_limit_kw=self.grid_kw),
+            signals=self._signals(),
         )
         return CsmsAdapter(ctl, send_timeout_s=20.0, backoff_s=(5.0, 40.0), min_on_s=600.0)
 
+    def _signals(self) -> lo.Signals:
+        return lo.Signals(grid_import_limit_kw=self.grid_kw, grid_export_limit_kw=EXPORT_KW)
+
     @initialize()
     def boot_everything(self) -> None:
+        import loadopt.ocpp.adapter.targets as targets_mod
+
+        self._real_tx_profiles = targets_mod.tx_profiles
+        targets_mod.tx_profiles = _v2g_seam(self._real_tx_profiles)
+        V2G["at"] = None
         self.now = T0
         self.grid_kw: float | None = 22.0
         self.restarts = 0
@@ -107,6 +157,7 @@ class Site(RuleBasedStateMachine):
             ),
             "B": SimStation("B", "2.0.1", [e for e in SITE.evses if e.charge_point_id == "B"]),
             "C": SimStation("C", "1.6", [e for e in SITE.evses if e.charge_point_id == "C"]),
+            "D": SimStation("D", "2.1", [e for e in SITE.evses if e.charge_point_id == "D"]),
         }
         self.inbox: dict[str, list] = {cp: [] for cp in self.st}
         self.answers: list = []
@@ -121,8 +172,17 @@ class Site(RuleBasedStateMachine):
         # a site in steady state with two cars charging, then the faults
         self.car_plugs_in(("A", 1), False)
         self.car_plugs_in(("C", 1), False)
+        self.car_plugs_in(("D", 1), False)
+        self.car_plugs_in(("D", 2), False)
+        V2G["at"] = ("D", 1)  # D1 discharges
         self.settle()
         self.snap = self._snapshot()
+
+    def teardown(self) -> None:
+        import loadopt.ocpp.adapter.targets as targets_mod
+
+        targets_mod.tx_profiles = self._real_tx_profiles
+        V2G["at"] = None
 
     # ------------------------------------------------------------------ plumbing
     def _route(self, msgs) -> None:
@@ -169,7 +229,10 @@ class Site(RuleBasedStateMachine):
         try:
             for cp, (store, tx) in snap.items():
                 self.st[cp].store, self.st[cp].tx = store, tx
-            return site_rows(SITE, self.st, t, self.grid_kw)
+            return {
+                **site_rows(SITE, self.st, t, self.grid_kw),
+                **site_export_rows(SITE, self.st, t, EXPORT_KW),
+            }
         finally:
             for cp, (store, tx) in saved.items():
                 self.st[cp].store, self.st[cp].tx = store, tx
@@ -413,7 +476,13 @@ class Site(RuleBasedStateMachine):
         if self.grid_kw is not None and kw < self.grid_kw:
             self.clean = False
         self.grid_kw = kw
-        self.ad.controller.set_signals(lo.Signals(grid_import_limit_kw=kw))
+        self.ad.controller.set_signals(self._signals())
+
+    @rule(at=st.sampled_from([None, ("D", 1), ("D", 2)]))
+    def plan_moves_the_discharge(self, at: tuple[str, int] | None) -> None:
+        """The plan discharges D1, D2 or neither from the next tick on (one at a time fits the
+        export limit; both at once do not)."""
+        V2G["at"] = at
 
     @rule()
     def settle(self) -> None:
@@ -436,6 +505,8 @@ class Site(RuleBasedStateMachine):
                 self._route(self.ad.poll(self.now))
             self.now += timedelta(seconds=45)
         bad = site_excess(SITE, self.st, self.now.timestamp(), self.grid_kw)
+        rows = site_export_rows(SITE, self.st, self.now.timestamp(), EXPORT_KW)
+        bad += [f"{k}: {a:.3f} > {b}" for k, (a, b) in rows.items() if a > b + 1e-6]
         assert bad == [], f"still over a limit after the faults stopped: {bad}"
         self.clean = True
 
@@ -480,24 +551,57 @@ def test_an_increase_waits_for_the_decrease_it_depends_on(fault):
     stores, as in the machine), and B's increase must go out once it is safe."""
     m = Site()
     m.boot_everything()
-    m.car_plugs_in(("B", 1), False)
-    m.tick()
-    m.per_instant_invariant()
-    assert any(a == "SetChargingProfile" for a, _ in m.inbox["A"]), "no decrease for A"
-    m.stations_process(["A", "B", "C"], 1, 1, fault)  # the fault hits A's decrease
-    m.per_instant_invariant()
-    for _ in range(4):
-        m.stations_process(["B", "C", "A"], 3, 3, "none")  # B first: its increase if sent
-        m.per_instant_invariant()
-        m.answers_arrive(0, 8)
-        m.per_instant_invariant()
-        m.advance(25)
-        m.answers_arrive(0, 1)
+    try:
+        m.car_plugs_in(("B", 1), False)
         m.tick()
         m.per_instant_invariant()
-    m.settle()
-    b = m.st["B"].may_draw(1, m.now.timestamp())
-    assert b[0] > 0, "the increase was never released"
+        assert any(a == "SetChargingProfile" for a, _ in m.inbox["A"]), "no decrease for A"
+        m.stations_process(["A", "B", "C", "D"], 1, 1, fault)  # the fault hits A's decrease
+        m.per_instant_invariant()
+        for _ in range(4):
+            m.stations_process(["B", "C", "A", "D"], 4, 3, "none")  # B first: its increase
+            m.per_instant_invariant()
+            m.answers_arrive(0, 8)
+            m.per_instant_invariant()
+            m.advance(25)
+            m.answers_arrive(0, 1)
+            m.tick()
+            m.per_instant_invariant()
+        m.settle()
+        b = m.st["B"].may_draw(1, m.now.timestamp())
+        assert b[0] > 0, "the increase was never released"
+    finally:
+        m.teardown()
+
+
+@pytest.mark.parametrize("fault", ["none", "reject", "answer lost", "message lost"])
+def test_a_discharge_moves_between_evs_only_when_safe(fault):
+    """Directed, export direction: D1 discharges; the plan moves the discharge to D2. D1's
+    decrease meets ``fault`` and D's other messages are processed: D2's new setpoint must not
+    be in force while D1's old one may be (13.8 kW on an 8 kW export limit), checked on the
+    station's store after every message; once D1's decrease is confirmed, D2 discharges."""
+    m = Site()
+    m.boot_everything()
+    try:
+        assert m.st["D"].may_discharge(1, m.now.timestamp())[0] == 10.0
+        m.plan_moves_the_discharge(("D", 2))
+        m.tick()
+        m.per_instant_invariant()
+        assert any(a == "SetChargingProfile" for a, _ in m.inbox["D"]), "no decrease for D1"
+        m.stations_process(["D", "A", "B", "C"], 1, 1, fault)
+        for _ in range(4):
+            m.stations_process(["D", "A", "B", "C"], 4, 3, "none")
+            m.per_instant_invariant()
+            m.answers_arrive(0, 8)
+            m.advance(25)
+            m.tick()
+            m.per_instant_invariant()
+        m.settle()
+        t = m.now.timestamp()
+        assert m.st["D"].may_discharge(1, t)[0] == 0.0
+        assert m.st["D"].may_discharge(2, t)[0] == 10.0, "the new setpoint was never released"
+    finally:
+        m.teardown()
 
 
 @pytest.mark.parametrize("back", ["all", "B first"])
@@ -509,15 +613,19 @@ def test_a_csms_restart_counts_what_the_stations_still_hold(back):
     every message, as in the machine); once the transactions show themselves, all is planned."""
     m = Site()
     m.boot_everything()
-    assert any(m.st[cp].may_draw(1, m.now.timestamp())[0] > 0 for cp in ("A", "C"))
-    m.csms_restarts({"B"} if back == "B first" else {"A", "B", "C"}, True, ["A", "B", "C"], 0)
-    m.car_plugs_in(("B", 1), False)
-    for cp in ("A", "C"):
-        m.connection(cp, "back")
-    for _ in range(4):
-        m.tick_and_network(["B", "A", "C"], "B", "none", 3)
-        m.per_instant_invariant()
-        m.advance(30)
-    m.settle()
-    assert not m.ad.reserved, m.ad.reserved  # all identified and confirmed
-    assert m.st["B"].may_draw(1, m.now.timestamp())[0] > 0, "B never charged"
+    try:
+        assert any(m.st[cp].may_draw(1, m.now.timestamp())[0] > 0 for cp in ("A", "C"))
+        everyone = ["A", "B", "C", "D"]
+        m.csms_restarts({"B"} if back == "B first" else set(everyone), True, everyone, 0)
+        m.car_plugs_in(("B", 1), False)
+        for cp in ("A", "C", "D"):
+            m.connection(cp, "back")
+        for _ in range(4):
+            m.tick_and_network(["B", "A", "C", "D"], "B", "none", 3)
+            m.per_instant_invariant()
+            m.advance(30)
+        m.settle()
+        assert not m.ad.reserved, m.ad.reserved  # all identified and confirmed
+        assert m.st["B"].may_draw(1, m.now.timestamp())[0] > 0, "B never charged"
+    finally:
+        m.teardown()

@@ -89,8 +89,9 @@ class _Targets(_AdapterState):
             self._refresh_wants(cp)
 
     def _hysteresis(self, prof: Profile) -> Profile:
-        """Keep a car that was stopped (limit 0) stopped for ``min_off_s`` (only lowers)."""
-        if self.min_off_s <= 0 or prof.session_id is None:
+        """Keep a car that was stopped (limit 0) stopped for ``min_off_s`` (only lowers). Not a
+        V2G TxProfile: its periods are the plan's operation modes (a discharge is not flapping)."""
+        if self.min_off_s <= 0 or prof.session_id is None or prof.discharge is not None:
             return prof
         start = epoch_s(prof.start)
         first = int(prof.limits[0].max())
@@ -162,9 +163,10 @@ class _Targets(_AdapterState):
 
     def _kept_on(self, prof: Profile, until_s: float, k: int) -> Profile | None:
         """``prof`` with its 0 periods before ``until_s`` (epoch s) raised to the car's minimum
-        current on the lines it was using; None when nothing is to raise."""
+        current on the lines it was using; None when nothing is to raise (or ``prof`` is a V2G
+        TxProfile: its periods are the plan's operation modes)."""
         cut = math.ceil(until_s - epoch_s(prof.start))
-        if cut <= 0:
+        if cut <= 0 or prof.discharge is not None:
             return None
         t = np.union1d(prof.starts, [cut])
         idx = np.searchsorted(prof.starts, t, side="right") - 1
