@@ -264,6 +264,6 @@ def _fit(K: sp.csr_matrix, slack: np.ndarray, want: np.ndarray) -> np.ndarray:
         f = np.where(load > slack, slack / load, 1.0)
     M = K.tocsc()
     per = np.ones(want.size)
-    rows_of = np.repeat(np.arange(M.shape[1]), np.diff(M.indptr))
-    np.minimum.at(per, rows_of, f[M.indices])
+    col_of = np.repeat(np.arange(M.shape[1]), np.diff(M.indptr))  # column of each entry
+    np.minimum.at(per, col_of, f[M.indices])
     return want * np.clip(per, 0.0, 1.0)
