@@ -23,6 +23,19 @@ s2.check()
 s1.check()
 print("charge-only\n" + s1.kpis().table() + "\n\nV2G + battery\n" + s2.kpis().table())
 
+# the same depot without an optimiser (the fast path's discharge policy, which every solver
+# fallback uses too) and as a MILP (minimum currents kept beside the discharge columns)
+fast = lo.solve(bidir.compile(), method="fast")
+milp = lo.solve(bidir.compile(), lo.MilpOptions(time_limit_s=30.0))
+print("\nplan      energy   cost   peak kW   discharged kWh")
+for name, s in (("LP", s2), ("fast", fast), ("MILP", milp)):
+    s.check()
+    k = s.kpis()
+    print(
+        f"{name:<8}{k.delivered_kwh:7.1f} {k.energy_cost:7.2f} {k.peak_import_kw:8.1f} "
+        f"{k.storage.discharged_kwh:10.1f}"
+    )
+
 # what one van's charging station is sent: ChargingOnly / CentralSetpoint / Idle periods
 van = next(i for i in range(s2.problem.n_sessions) if s2.discharge[i].any())
 sid = s2.problem.session_ids[van]
