@@ -10,8 +10,17 @@ and a limit below the minimum as 0 — the capacity above it is lost.
   *rounding-aware* planner step): every period rounded down to a pilot (always safe: ``G ≥ 0``),
   then in period 0 — the one acted upon — sessions whose plan fell between two steps or below
   their minimum are raised to the next pilot where every safety row of that period still has
-  room, earliest departure first. The result satisfies every row exactly (deci-amps, the same
-  capacities :func:`loadopt.safety.project` uses).
+  room, earliest departure first. The room is what the rows hold after the sessions' rounded
+  currents *and* the storage flows of the schedule (battery charging loads its rows; a
+  discharge is never counted as room: a raise never relies on a battery or a vehicle giving
+  back). The result satisfies every row exactly (deci-amps, the same capacities
+  :func:`loadopt.safety.project` uses).
+- :func:`pilot_fixings`: where that give-back could not raise a session that the plan wanted
+  nearer its next pilot than the one below (the gap between 0 and a 6 A minimum, an 8 A step),
+  the period-0 bounds of a re-solve: those sessions held at least at their next pilot (earliest
+  departure first, as long as the held currents fit every row by themselves), the ones nearer
+  the pilot below held at most there — so the LP re-plans everyone else around the decisions
+  (the controller's *rounding-aware LP*: plan, fix the pilots, re-solve the remainder).
 """
 
 from __future__ import annotations
@@ -66,9 +75,23 @@ def _up_to_pilot(
     return np.where(up <= max_a + 1e-9, up, limit)
 
 
-def round_to_pilots(problem: Problem, current: np.ndarray) -> np.ndarray:
+def _storage_load_da(problem: Problem, battery_a: np.ndarray | None) -> np.ndarray:
+    """``(R,)`` what the batteries' charging puts on each safety row (``G @ deciamps`` units,
+    rounded up); discharge counts nothing (never relied upon as room)."""
+    st = problem.storage
+    if st is None or battery_a is None or st.bc_ub.size == 0:
+        return np.zeros(problem.G.shape[0])
+    bat = np.nan_to_num(np.asarray(battery_a, dtype=np.float64))
+    xb = np.ceil(np.maximum(bat, 0.0)[st.bc_battery, st.bc_period] * 10.0 - GRID_SNAP)
+    return np.asarray(st.Gb @ np.maximum(xb, 0.0), dtype=np.float64)
+
+
+def round_to_pilots(
+    problem: Problem, current: np.ndarray, *, battery_a: np.ndarray | None = None
+) -> np.ndarray:
     """``current`` (``(S, T)`` A, safe) in the EVSEs' steps (module docstring); safe, on the
-    0.1 A grid."""
+    0.1 A grid. ``battery_a``: the schedule's ``(B, T)`` battery flows (A, + charge), whose
+    charging takes room from the give-back."""
     cur = np.asarray(current, dtype=np.float64)
     S, T = problem.n_sessions, problem.n_periods
     if S == 0 or T == 0:
@@ -91,7 +114,7 @@ def round_to_pilots(problem: Problem, current: np.ndarray) -> np.ndarray:
         return down
     x_da = np.floor(problem.gather(down) * 10.0 + GRID_SNAP)
     cap = row_capacity_da(problem)
-    load = problem.G @ x_da
+    load = problem.G @ x_da + _storage_load_da(problem, battery_a)
     Gc = problem.G.tocsc()
     dep = problem.session_departure_h[sess]
     for j in np.flatnonzero(lost)[np.argsort(dep[lost], kind="stable")]:
@@ -103,3 +126,88 @@ def round_to_pilots(problem: Problem, current: np.ndarray) -> np.ndarray:
             load[rows] += coef * add
             x_da[v] += add
     return problem.dense(x_da / 10.0)
+
+
+def pilot_fixings(
+    problem: Problem,
+    planned: np.ndarray,
+    rounded: np.ndarray,
+    *,
+    battery_a: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Period-0 bounds of a rounding-aware re-solve ``(floor_a, ub_a, h)`` — for
+    ``Problem.var_floor_a``, ``var_ub`` (``(V,)`` A) and the rows' right-hand sides ``h`` — or
+    ``None`` when none is needed (module docstring). ``planned``: the plan (``(S, T)`` A);
+    ``rounded``: :func:`round_to_pilots` of it.
+
+    A session is held at its next pilot when the plan wanted at least half-way up to it and
+    the give-back could not raise it; sessions are taken earliest departure first while the
+    held currents (with what the give-back raised and the batteries' planned charging) fit
+    every row; the others nearer their pilot below than above are held at most there. A
+    held session that needs less energy than its pilot delivers in period 0 (it will be full
+    before the period ends) is floored at what fills it, and the rest of its pilot is taken
+    off the right-hand side of its rows: the EVSE signals the whole pilot, so the rows must
+    carry it, but the LP's energy row cannot. Floors and the lowered ``h`` are feasible by
+    construction (``G · floor ≤ h``, ``h ≥ 0``), so the re-solve always has a solution."""
+    S, T = problem.n_sessions, problem.n_periods
+    v0 = np.flatnonzero(problem.var_period == 0)
+    if S == 0 or T == 0 or v0.size == 0:
+        return None
+    grid, stepped = pilot_grid(problem)
+    min_a = problem.session_min_current
+    sess = problem.var_session[v0]
+    want = np.asarray(planned, dtype=np.float64)[sess, 0]
+    got = np.asarray(rounded, dtype=np.float64)[sess, 0]
+    ub0 = problem.var_ub[v0]
+    below = down_to_pilot(want, grid[sess], stepped[sess], min_a[sess])
+    above = _up_to_pilot(below, grid[sess], stepped[sess], min_a[sess], ub0)
+    gap = (above > below + 1e-9) & (want > below + 1e-6)
+    if not gap.any():
+        return None
+    nearer_up = gap & (want - below >= 0.5 * (above - below))
+    hold = nearer_up & (got + 1e-9 < above)
+    if not hold.any():
+        return None
+    floor = (
+        np.zeros(problem.n_vars)
+        if problem.var_floor_a is None
+        else np.array(problem.var_floor_a, dtype=np.float64)
+    )
+    ub = np.array(problem.var_ub, dtype=np.float64)
+    # what the give-back raised stays raised (it fitted, with the batteries' charging)
+    raised = gap & (got > below + 1e-9)
+    floor[v0[raised]] = np.maximum(floor[v0[raised]], got[raised])
+    cap = row_capacity_da(problem)
+    load = problem.G @ np.ceil(floor * 10.0 - GRID_SNAP) + _storage_load_da(problem, battery_a)
+    Gc = problem.G.tocsc()
+    dep = problem.session_departure_h[sess]
+    placed = 0
+    for j in np.flatnonzero(hold)[np.argsort(dep[hold], kind="stable")]:
+        v = int(v0[j])
+        add = np.ceil(above[j] * 10.0 - GRID_SNAP) - np.ceil(floor[v] * 10.0 - GRID_SNAP)
+        lo, hi = Gc.indptr[v], Gc.indptr[v + 1]
+        rows, coef = Gc.indices[lo:hi], Gc.data[lo:hi]
+        if add > 0 and np.all(load[rows] + coef * add <= cap[rows]):
+            load[rows] += coef * add
+            floor[v] = above[j]
+            placed += 1
+    if not placed:
+        return None
+    down_only = gap & ~nearer_up & ~raised
+    ub[v0[down_only]] = np.maximum(below[down_only], floor[v0[down_only]])
+    # a session full within period 0: its energy row caps what the LP can give it there
+    fill = np.divide(
+        problem.session_energy_kwh[sess],
+        problem.var_kwh_per_a[v0],
+        out=np.full(v0.size, np.inf),
+        where=problem.var_kwh_per_a[v0] > 0,
+    )
+    fill = np.floor(fill * 10.0 * (1.0 - 1e-9)) / 10.0
+    over = floor[v0] > fill
+    h = np.array(problem.h, dtype=np.float64)
+    if over.any():
+        extra = np.zeros(problem.n_vars)
+        extra[v0[over]] = floor[v0[over]] - fill[over]
+        floor[v0[over]] = fill[over]
+        h = np.maximum(h - problem.G @ extra, 0.0)
+    return floor, ub, h

@@ -420,3 +420,117 @@ def markdown_table(results: list[SimulationResult]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(out)
+
+
+def hindsight(scenario: Scenario, *, taper_from: float = 0.8, site_limits: bool = True) -> Schedule:
+    """The hindsight bound of a replay: one LP over the whole scenario with every arrival,
+    departure and energy known in advance, under the physics :func:`simulate` imposes.
+
+    What a clairvoyant operator could at most deliver — an upper bound on every policy's
+    energy in :func:`simulate` with the same ``taper_from`` (per session and in total):
+
+    - the site's limits as compiled (the same safety rows, phasor facets included, the
+      controller plans with); ``site_limits=False`` drops them (every car on its own: what the
+      cars' physics alone allow — a day where both agree is *not overbooked*);
+    - a vehicle draws from the first control step at or after its arrival (the simulator plugs
+      it in there);
+    - the battery taper of :func:`accepted_current`, as two linear relaxations (so the bound
+      stays a bound): the current of a period is at most ``vmax · (0.1 + 0.9 (1 − f) / (1 −
+      taper_from))`` with ``f`` the fraction of the wanted energy held at the period's start
+      (the chord over the taper, above the true ``vmax · clip((1 − f)/(1 − taper_from), 0.1,
+      1)``), and the energy held at the end of each period is at most what the car would hold
+      charging greedily from its arrival (the most any policy can give it by then: the taper's
+      one-step map is increasing, so greedy is pointwise best);
+    - the EVSEs' pilot steps and minimum currents are relaxed (an LP; any policy's drawn
+      currents are feasible for it).
+
+    Returns the LP's schedule on the problem of the step-aligned sessions (same ids and
+    energies as the scenario's): :meth:`~loadopt.schedule.Schedule.kpis` gives energy and
+    sessions served. V2G sessions (no taper in the simulator) get no taper rows.
+    """
+    import dataclasses
+    import math
+
+    import scipy.sparse as sp
+
+    from .lp import build_lp
+    from .solvers.highs import LP_OPTIONS, solve_lp
+
+    if not 0.0 <= taper_from < 1.0:
+        raise InputError(f"hindsight: taper_from must be in [0, 1), got {taper_from!r}")
+    hz = scenario.horizon
+    aligned = []
+    for s in scenario.sessions:
+        k = math.ceil(hz.seconds_from_start(s.arrival) / hz.step_s - 1e-9)
+        arr = hz.start_utc + timedelta(seconds=max(k, 0) * hz.step_s)
+        arr = min(max(arr, s.arrival), s.departure - timedelta(seconds=1))
+        aligned.append(s.model_copy(update={"arrival": arr}) if arr != s.arrival else s)
+    p = compile_problem(scenario.site, aligned, hz, scenario.signals, scenario.objective)
+    S, T = p.n_sessions, p.n_periods
+    lp = build_lp(p)
+    if lp.n_cols == 0:
+        return Schedule(p, np.zeros((S, T)), ScheduleStatus.OPTIMAL, "hindsight")
+    W = p.session_energy_kwh
+    vmax = p.session_max_current
+    bidir = np.zeros(S, dtype=bool)
+    if p.storage is not None:
+        bidir = p.storage.session_unit >= 0
+    # the greedy trajectory: energy each car holds at the end of each period charging at what
+    # its battery accepts from its (step-aligned) plug-in on
+    e_per_a = np.zeros((S, T))
+    e_per_a[p.var_session, p.var_period] = p.var_kwh_per_a
+    held = np.zeros(S)
+    greedy = np.zeros((S, T))
+    for t in range(T):  # once per period, vectorised over sessions
+        room = np.divide(W - held, e_per_a[:, t], out=np.zeros(S), where=e_per_a[:, t] > 0)
+        d = np.minimum(accepted_current(vmax, held, W, taper_from), np.maximum(room, 0.0))
+        held = held + d * e_per_a[:, t]
+        greedy[:, t] = held
+    # one energy-held column per current column of a tapering session, in period order
+    r = lp.cols["r"]
+    v = r.index
+    sess, per = p.var_session[v], p.var_period[v]
+    tap = np.flatnonzero((W[sess] > 0) & ~bidir[sess])
+    tap = tap[np.lexsort((per[tap], sess[tap]))]
+    n = tap.size
+    first = np.ones(n, dtype=bool)
+    first[1:] = sess[tap][1:] != sess[tap][:-1]
+    later = np.flatnonzero(~first)
+    e_col = lp.n_cols + np.arange(n)
+    r_col = r.start + tap
+    slope = 0.9 / (1.0 - taper_from)
+    s_t = sess[tap]
+    # rows [0, n): e_j − e_{j−1} − kWh/A · r_j = 0;  rows [n, 2n): r_j + vmax·slope/W · e_{j−1}
+    # ≤ vmax (0.1 + slope)
+    rows = np.concatenate([np.arange(n), np.arange(n), later, n + np.arange(n), n + later])
+    cols = np.concatenate([e_col, r_col, e_col[later - 1], r_col, e_col[later - 1]])
+    vals = np.concatenate(
+        [
+            np.ones(n),
+            -p.var_kwh_per_a[v][tap],
+            -np.ones(later.size),
+            np.ones(n),
+            (vmax[s_t] * slope / W[s_t])[later],
+        ]
+    )
+    B = sp.csr_matrix((vals, (rows, cols)), shape=(2 * n, lp.n_cols + n))
+    A = sp.vstack([sp.hstack([lp.A, sp.csc_matrix((lp.n_rows, n))]), B]).tocsc()
+    row_lb = np.concatenate([lp.row_lb, np.zeros(n), np.full(n, -np.inf)])
+    row_ub = np.concatenate([lp.row_ub, np.zeros(n), vmax[s_t] * (0.1 + slope)])
+    if not site_limits and "safety" in lp.rows:
+        row_lb[lp.rows["safety"].slice] = -np.inf
+        row_ub[lp.rows["safety"].slice] = np.inf
+    big = dataclasses.replace(
+        lp,
+        c=np.concatenate([lp.c, np.zeros(n)]),
+        col_lb=np.concatenate([lp.col_lb, np.zeros(n)]),
+        col_ub=np.concatenate([lp.col_ub, greedy[s_t, per[tap]] + 1e-9]),
+        A=A,
+        row_lb=row_lb,
+        row_ub=row_ub,
+    )
+    res = solve_lp(big, options=LP_OPTIONS)
+    if res.x is None:
+        raise InputError(f"hindsight: the LP found no solution ({res.message})")
+    cur = p.dense(lp.currents(p, res.x[: lp.n_cols]))
+    return Schedule(p, cur, ScheduleStatus.OPTIMAL, "hindsight", res.objective, res.time_s)

@@ -78,9 +78,13 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         ``"llf"`` (least laxity first) or ``"fair"`` (max-min fair, the default).
     pilots
         Hand out limits in the pilots each EVSE can signal (``Evse.allowed_currents`` steps, 0
-        below the minimum current; :func:`loadopt.pilots.round_to_pilots`), giving period 0 back
-        what rounding takes where the limits allow. Re-sharing compares what a car draws with
-        the *step* it was given, not the limit.
+        below the minimum current): ``True`` / ``"resolve"`` (default) the rounding-aware LP —
+        rounded down, period 0 given back what rounding takes where the limits allow
+        (:func:`loadopt.pilots.round_to_pilots`), and where that leaves a session below the
+        pilot its plan was nearer to, period 0 fixed in pilots and the LP solved again around
+        it (:func:`loadopt.pilots.pilot_fixings`; LP planners only); ``"round"`` the rounding
+        and give-back without the re-solve; ``False`` limits as planned. Re-sharing compares
+        what a car draws with the *step* it was given, not the limit.
     time_limit_s
         The solver's time limit per step (s) for a planner given by method name (the fast path
         takes over when it runs out).
@@ -136,7 +140,7 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         cold_after_limit_cut: bool = True,
         warm_min_rows: int = MIN_WARM_ROWS,
         policy: str | None = None,
-        pilots: bool = True,
+        pilots: bool | str = True,
     ) -> None:
         if method is not None:
             if planner is not None:
@@ -204,7 +208,11 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         )
         #: Hand out limits in the pilots the EVSEs can signal (steps, minimum current):
         #: :meth:`_in_pilot_steps`.
-        self.pilots = bool(pilots)
+        if pilots not in (True, False, "resolve", "round"):
+            raise InputError(
+                f"Controller: pilots must be True, 'resolve', 'round' or False, got {pilots!r}"
+            )
+        self.pilots = "resolve" if pilots is True else pilots
         self.reshare = bool(reshare)
         self.reshare_threshold_a = _finite_nonneg(
             reshare_threshold_a, "Controller: reshare_threshold_a"

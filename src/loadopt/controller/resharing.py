@@ -9,9 +9,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..options import AutoOptions, LpOptions
 from ..problem import Problem
 from ..safety import violations
-from ..schedule import Schedule
+from ..schedule import Schedule, ScheduleStatus
 from ..site import Evse
 from .state import _ControllerState
 
@@ -46,21 +47,65 @@ class _Resharing(_ControllerState):
                 st.cap_a = _step_at_least(evse, max(got + self.reshare_headroom_a, min_a))
 
     def _in_pilot_steps(self, problem: Problem, sched: Schedule) -> Schedule:
-        """The schedule in the pilots the EVSEs can signal (:func:`loadopt.pilots.round_to_pilots`:
-        steps and minimum currents; what rounding takes from period 0 is given back where the
-        limits allow). Checked with the schedule's battery and discharge flows: should the result
-        break a limit, the rounded-down schedule (safe whenever the plan was) is used."""
-        from ..pilots import down_to_pilot, pilot_grid, round_to_pilots
+        """The schedule in the pilots the EVSEs can signal — the *rounding-aware LP*:
+
+        1. :func:`loadopt.pilots.round_to_pilots`: every period rounded down to a pilot; what
+           rounding takes from period 0 is given back a step at a time, earliest departure
+           first, where every row has room after the sessions *and* the batteries' charging
+           (a discharge is never counted as room);
+        2. ``pilots="resolve"`` (the default) with an LP planner: where that give-back left a
+           session below the pilot its plan was nearer to (a 4.6 A plan under a 6 A minimum, a
+           13 A plan between 8 and 16 A steps), :func:`loadopt.pilots.pilot_fixings` holds
+           those sessions at their pilot in period 0 (as far as the rows allow), the others at
+           their step below, and the LP is solved again (cold) so everyone else is re-planned
+           around the decisions; that plan is rounded the same way (1).
+
+        Checked with the schedule's battery and discharge flows (defence in depth): should the
+        result break a limit, the rounded-down plan (safe whenever the plan was) is used."""
+        from ..pilots import down_to_pilot, pilot_fixings, pilot_grid, round_to_pilots
 
         if sched.n_phases is not None or problem.n_sessions == 0:
             return sched
-        cur = round_to_pilots(problem, sched.current)
-        # round_to_pilots sees session rows only: check against battery and V2G flows too
-        if violations(problem, cur, 1, discharge=sched.discharge, battery_a=sched.battery_a):
+        plan = sched
+        cur = round_to_pilots(problem, plan.current, battery_a=plan.battery_a)
+        lp = self._pilot_lp_options(sched) if self.pilots == "resolve" else None
+        if lp is not None:
+            fx = pilot_fixings(problem, plan.current, cur, battery_a=plan.battery_a)
+            if fx is not None:
+                from ..solve import solve
+
+                again = solve(replace(problem, var_floor_a=fx[0], var_ub=fx[1], h=fx[2]), lp)
+                if again.status is ScheduleStatus.OPTIMAL:
+                    plan = replace(
+                        again,
+                        problem=problem,
+                        method=f"{sched.method}+pilots",
+                        solve_time_s=sched.solve_time_s + again.solve_time_s,
+                        message=(sched.message + "; " if sched.message else "")
+                        + "period 0 re-solved in pilot steps",
+                    )
+                    cur = round_to_pilots(problem, plan.current, battery_a=plan.battery_a)
+        if violations(problem, cur, 1, discharge=plan.discharge, battery_a=plan.battery_a):
+            plan = sched
             grid, stepped = pilot_grid(problem)
             cur = down_to_pilot(sched.current, grid, stepped, problem.session_min_current)
             cur = np.floor(cur * 10.0 + 1e-6) / 10.0
-        return replace(sched, current=cur)
+        return replace(plan, current=cur)
+
+    def _pilot_lp_options(self, sched: Schedule) -> LpOptions | None:
+        """The LP options of the planner when ``sched`` came from its LP (``"lp"``, or
+        ``"auto"`` that chose the LP), else None."""
+        from ..planner import SolvePlanner
+
+        planner = self.planner
+        if not isinstance(planner, SolvePlanner) or not sched.method.startswith("lp"):
+            return None
+        opts = planner.options
+        if isinstance(opts, LpOptions):
+            return opts
+        if isinstance(opts, AutoOptions):
+            return opts.lp
+        return None
 
 
 def _step_at_most(evse: Evse, a: float) -> float:

@@ -171,7 +171,7 @@ class _ControllerState:
     planner: Planner
     default_dwell_h: float
     default_energy_kwh: float
-    pilots: bool
+    pilots: bool | str
     reshare: bool
     reshare_threshold_a: float
     reshare_headroom_a: float
