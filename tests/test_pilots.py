@@ -188,3 +188,146 @@ def test_pilot_give_back_respects_battery_charging_on_the_same_breaker():
     # independent check from the raw inputs: breaker 40 A, one phase, battery 20 A per phase
     assert out.current[0, 0] + 20.0 <= 40.0
     assert out.current[0, 0] == 16.0  # the step below 20 A
+
+
+AMPS = tuple(float(a) for a in range(6, 33))  # whole amps 6–32 A (AeroVironment)
+
+
+def two_breaker_site(battery: bool = True) -> lo.Site:
+    """grid → cb1 (40 A: EVSE e0 and, optionally, a battery) and cb2 (40 A: EVSE e1)."""
+    from loadopt.site import Battery
+
+    return lo.Site(
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(id="cb1", parent="grid", max_current=40.0),
+            lo.Node(id="cb2", parent="grid", max_current=40.0),
+        ),
+        evses=tuple(
+            lo.Evse(
+                id=f"e{k}",
+                node=f"cb{k + 1}",
+                charge_point_id=f"CP{k}",
+                phases=1,
+                min_current=8.0,
+                allowed_currents=STEPS,
+            )
+            for k in range(2)
+        ),
+        batteries=(
+            (
+                Battery(
+                    id="b",
+                    node="cb1",
+                    capacity_kwh=100.0,
+                    soc=0.1,
+                    max_charge_kw=30.0,
+                    max_discharge_kw=30.0,
+                ),
+            )
+            if battery
+            else ()
+        ),
+    )
+
+
+def test_give_back_counts_battery_charging_instead_of_skipping():
+    """Regression: with a battery charging, the give-back was skipped for every session as soon
+    as one raise would have broken a limit; now the battery's charging is load on its rows and
+    only the raise that does not fit is left out (cb1: 20 A plan + 20 A battery, no room for
+    24 A; cb2: 20 A plan, room for 24 A)."""
+    from dataclasses import replace
+
+    site = two_breaker_site()
+    sessions = [session(f"s{k}", f"e{k}", 30.0, dep_h=3.0, phases=1) for k in range(2)]
+    p = lo.compile_problem(site, sessions, horizon(4, 900), lo.Signals(), lo.Objective())
+    s = lo.solve(p, method="lp")
+    plan = np.zeros_like(s.current)
+    plan[:, 0] = 20.0
+    bat_a = np.zeros_like(s.battery_a)
+    bat_a[0, 0] = 20.0
+    out = round_to_pilots(p, plan, battery_a=bat_a)
+    assert list(out[:, 0]) == [16.0, 24.0]
+    ctl = lo.Controller(site, method="lp", step_s=900, n_periods=4)
+    got = ctl._in_pilot_steps(p, replace(s, current=plan, battery_a=bat_a)).current[:, 0]
+    assert list(got) == [16.0, 24.0]
+    # independent check from the raw inputs: each breaker 40 A, one phase, battery 20 A
+    assert got[0] + 20.0 <= 40.0 and got[1] <= 40.0
+    # without the battery, both are raised
+    p2 = lo.compile_problem(two_breaker_site(False), sessions, horizon(4, 900))
+    assert list(round_to_pilots(p2, plan)[:, 0]) == [24.0, 24.0]
+
+
+def amps_site(breaker_a: float = 40.0, n: int = 3) -> lo.Site:
+    return stepped_site(breaker_a=breaker_a, n=n, steps=AMPS, min_a=6.0)
+
+
+def test_rounding_aware_resolve_lifts_a_car_the_give_back_could_not():
+    """A car planned at 4.6 A (its last 0.26 kWh) under a 6 A minimum, two others at 18 and
+    17.4 A on a 40 A breaker: rounded 0 + 18 + 17, 5 A left, so the give-back cannot raise it
+    to 6 A (it raises 17 to 18 instead) and it would get nothing. The re-solve holds it at its pilot and re-plans the others
+    around it: it gets 6 A, the breaker holds, every limit is a pilot."""
+    from dataclasses import replace
+
+    site = amps_site()
+    kwh = 4.6 * 230.0 / 1000.0 * 0.25
+    sessions = [
+        session("near", "e0", kwh, dep_h=1.0, phases=1),
+        session("a", "e1", 40.0, dep_h=6.0, phases=1),
+        session("b", "e2", 40.0, dep_h=6.0, phases=1),
+    ]
+    p = lo.compile_problem(site, sessions, horizon(8, 900))
+    s = lo.solve(p, method="lp")
+    plan = np.array(s.current, dtype=np.float64)
+    plan[:, 0] = [4.6, 18.0, 17.4]
+    rounded = round_to_pilots(p, plan)
+    assert list(rounded[:, 0]) == [0.0, 18.0, 18.0]  # the give-back alone leaves it at 0
+    ctl = lo.Controller(site, method="lp", step_s=900, n_periods=8)
+    out = ctl._in_pilot_steps(p, replace(s, current=plan))
+    assert out.current[0, 0] == 6.0
+    assert out.current[:, 0].sum() <= 40.0 + 1e-9  # independent: one 40 A breaker, 1 phase
+    assert legal(out.current, AMPS, 6.0)
+    assert not out.violations()
+    assert "re-solved" in out.message
+    # "round": the give-back only, as before
+    ctl = lo.Controller(site, method="lp", step_s=900, n_periods=8, pilots="round")
+    assert ctl._in_pilot_steps(p, replace(s, current=plan)).current[0, 0] == 0.0
+    with pytest.raises(lo.InputError, match="pilots"):
+        lo.Controller(site, pilots="maybe")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.floats(0, 32), min_size=4, max_size=4),
+    st.lists(st.floats(0.05, 20.0), min_size=4, max_size=4),
+    st.sampled_from([STEPS, AMPS]),
+    st.floats(10, 80),
+)
+def test_pilot_fixings_are_feasible_and_the_resolve_safe(wish, energy, steps, breaker_a):
+    """Whatever the plan: the floors fit every row by themselves under the lowered right-hand
+    sides, those never exceed the real ones, the re-solve finds a plan, and the controller's
+    result is legal and within the breaker (checked from the raw inputs)."""
+    from dataclasses import replace
+
+    from loadopt.pilots import pilot_fixings
+
+    min_a = steps[0]
+    site = stepped_site(breaker_a=breaker_a, steps=steps, min_a=min_a)
+    sessions = [
+        session(f"s{k}", f"e{k}", e, dep_h=1.0 + k, phases=1) for k, e in enumerate(energy)
+    ]
+    p = lo.compile_problem(site, sessions, horizon(4, 900))
+    plan = lo.safety.project(p, np.repeat(np.array(wish)[:, None], 4, axis=1))
+    fx = pilot_fixings(p, plan, round_to_pilots(p, plan))
+    if fx is not None:
+        floor, ub, h = fx
+        assert np.all(h <= p.h + 1e-9) and np.all(h >= 0)
+        assert np.all(floor <= ub + 1e-9) and np.all(ub <= p.var_ub + 1e-9)
+        assert np.all(p.G @ floor <= h * (1 + 1e-9) + 1e-9)
+        again = lo.solve(replace(p, var_floor_a=floor, var_ub=ub, h=h), method="lp")
+        assert again.status is lo.ScheduleStatus.OPTIMAL
+    s = lo.solve(p, method="lp")
+    ctl = lo.Controller(site, method="lp", step_s=900, n_periods=4)
+    out = ctl._in_pilot_steps(p, replace(s, current=plan)).current
+    assert legal(out, steps, min_a)
+    assert np.all(out.sum(axis=0) <= breaker_a + 1e-9)
