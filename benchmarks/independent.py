@@ -181,5 +181,7 @@ def as_scenario(inst: Instance) -> Scenario:
         horizon=Horizon(start=START, step_s=STEP_S, n_periods=T),
         sessions=tuple(sessions),
         signals=Signals(import_price=price),
-        objective=Objective(unmet_energy_per_kwh=PENALTY, charge_early_per_kwh_h=EARLY),
+        objective=Objective(
+            unmet_energy_per_kwh=PENALTY, charge_early_per_kwh_h=EARLY, finish_first_kwh=0.0
+        ),
     )

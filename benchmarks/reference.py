@@ -32,7 +32,10 @@ def straightforward_lp(p: Problem) -> LinearProgram:
     t_mid_h = 0.5 * (b_h[:-1] + b_h[1:])[p.var_period]
     urgency = b_h[-1] / p.session_departure_h[p.var_session]
     c_r = o.charge_early_per_kwh_h * t_mid_h * urgency * p.var_kwh_per_a
+    # unmet: per kWh, weighted towards finishing sessions (docs/formulation.md)
+    k = o.finish_first_kwh
     pen = o.unmet_energy_per_kwh * p.session_priority
+    pen = pen * (1.0 + k / np.maximum(p.session_energy_kwh, 0.5)) / (1.0 + 2.0 * k)
     kw = p.session_kw_per_a[p.var_session]
     exp_price = np.zeros(T) if p.export_price is None else p.export_price
     peak = o.demand_charge_per_kw > 0

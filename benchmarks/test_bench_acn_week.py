@@ -52,11 +52,25 @@ POLICIES: dict[str, tuple[str, dict]] = {
     "uncontrolled": ("uncontrolled", {}),
 }
 #: More variants, by name (``python benchmarks/test_bench_acn_week.py 1 "name;name"``): slower
-#: (the MILP: ~0.6 s per call) or diagnostic.
+#: (the MILP: ~0.6 s per call), diagnostic, or the controller as it was before issue 12's
+#: quality pass (period 0 only rounded and given back; no finishing weight).
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "controller (auto: milp)": ("controller", {"method": "auto", "time_limit_s": 1.0}),
+    "controller (auto)": ("controller", {"method": "auto"}),
+    "controller (milp)": ("controller", {"method": "milp", "time_limit_s": 1.0}),
     "controller (lp, cold: no warm start)": ("controller", {"warm": False}),
     "controller (lp, no pilot rounding)": ("controller", {"pilots": False}),
+    "controller (lp, pilots rounded, no re-solve)": ("controller", {"pilots": "round"}),
+    "controller (lp, finish_first_kwh 0)": (
+        "controller",
+        {"objective": {"charge_early_per_kwh_h": 0.05, "finish_first_kwh": 0.0}},
+    ),
+    "controller (before: no re-solve, finish_first_kwh 0)": (
+        "controller",
+        {
+            "pilots": "round",
+            "objective": {"charge_early_per_kwh_h": 0.05, "finish_first_kwh": 0.0},
+        },
+    ),
     "controller (fast llf)": ("controller", {"method": "fast", "policy": "llf"}),
     "controller (fast fair)": ("controller", {"method": "fast", "policy": "fair"}),
 }

@@ -265,8 +265,9 @@ def amps_site(breaker_a: float = 40.0, n: int = 3) -> lo.Site:
 def test_rounding_aware_resolve_lifts_a_car_the_give_back_could_not():
     """A car planned at 4.6 A (its last 0.26 kWh) under a 6 A minimum, two others at 18 and
     17.4 A on a 40 A breaker: rounded 0 + 18 + 17, 5 A left, so the give-back cannot raise it
-    to 6 A (it raises 17 to 18 instead) and it would get nothing. The re-solve holds it at its pilot and re-plans the others
-    around it: it gets 6 A, the breaker holds, every limit is a pilot."""
+    to 6 A (it raises 17 to 18 instead) and it would get nothing. The re-solve holds it at its
+    pilot and re-plans the others around it: it gets 6 A, the breaker holds, every limit is a
+    pilot."""
     from dataclasses import replace
 
     site = amps_site()
@@ -313,9 +314,7 @@ def test_pilot_fixings_are_feasible_and_the_resolve_safe(wish, energy, steps, br
 
     min_a = steps[0]
     site = stepped_site(breaker_a=breaker_a, steps=steps, min_a=min_a)
-    sessions = [
-        session(f"s{k}", f"e{k}", e, dep_h=1.0 + k, phases=1) for k, e in enumerate(energy)
-    ]
+    sessions = [session(f"s{k}", f"e{k}", e, dep_h=1.0 + k, phases=1) for k, e in enumerate(energy)]
     p = lo.compile_problem(site, sessions, horizon(4, 900))
     plan = lo.safety.project(p, np.repeat(np.array(wish)[:, None], 4, axis=1))
     fx = pilot_fixings(p, plan, round_to_pilots(p, plan))
@@ -331,3 +330,42 @@ def test_pilot_fixings_are_feasible_and_the_resolve_safe(wish, energy, steps, br
     out = ctl._in_pilot_steps(p, replace(s, current=plan)).current
     assert legal(out, steps, min_a)
     assert np.all(out.sum(axis=0) <= breaker_a + 1e-9)
+
+
+def test_auto_picks_the_rounding_aware_lp_for_pilots_and_the_milp_for_integer_rules():
+    """``method="auto"`` in a controller, per step (docs/benchmarks.md, "method='auto'"):
+    steps and minimum currents alone -> the LP (handed out in pilots); phase switching -> the
+    MILP while it fits the budget; too large, or over its budget lately -> the LP."""
+    ctl = lo.Controller(stepped_site(), method="auto", step_s=900, n_periods=4)
+    ctl.start_session(session("s0", "e0", 20.0, dep_h=3.0, phases=1))
+    s = ctl.step(T0)
+    assert ctl.log[-1].method.startswith("lp") and "rounding-aware LP" in ctl.log[-1].reason
+    assert legal(s.current[:, 0], STEPS, 8.0)
+
+    def switching_site(n: int = 2) -> lo.Site:
+        return lo.Site(
+            nodes=(
+                lo.Node(id="grid", kind="grid_connection"),
+                lo.Node(id="cb", parent="grid", max_current=32.0),
+            ),
+            evses=tuple(
+                lo.Evse(id=f"e{k}", node="cb", charge_point_id=f"CP{k}", phase_switching=True)
+                for k in range(n)
+            ),
+        )
+
+    ctl = lo.Controller(switching_site(), method="auto", step_s=900, n_periods=4)
+    for k in range(2):
+        ctl.start_session(session(f"s{k}", f"e{k}", 20.0, dep_h=3.0))
+    ctl.step(T0)
+    assert ctl.log[-1].method == "milp" and "phase switching: MILP" in ctl.log[-1].reason
+    ctl.planner.max_milp_vars = 4  # 2 sessions x 4 periods = 8 variables
+    ctl.step(T0 + timedelta(minutes=15))
+    assert ctl.log[-1].method.startswith("lp") and "variables > 4" in ctl.log[-1].reason
+    ctl.planner.max_milp_vars = 1500
+    ctl.planner.milp_budget_s = 1e-9  # every MILP call is over budget
+    ctl.step(T0 + timedelta(minutes=30))
+    assert "over 1e-09 s" in ctl.log[-1].reason
+    s = ctl.step(T0 + timedelta(minutes=45))
+    assert ctl.log[-1].method.startswith("lp") and "over its budget lately" in ctl.log[-1].reason
+    assert not s.violations()

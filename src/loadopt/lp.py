@@ -170,6 +170,27 @@ class Flows:
     battery_discharge_a: np.ndarray | None
 
 
+def unmet_penalty(problem: Problem) -> np.ndarray:
+    """``(S,)`` cost per kWh a session wanted and did not get: ``unmet_energy_per_kwh ·
+    priority · w(E)``, ``E`` the energy it still wants (kWh) and, with ``k =
+    finish_first_kwh``, ``w(E) = (1 + k / max(E, 0.5)) / (1 + k / 0.5)``.
+
+    ``w`` (:attr:`~loadopt.objective.Objective.finish_first_kwh`) makes a kWh that completes a
+    session worth a little more than one that does not: when the limits force a choice, the
+    plan finishes cars instead of leaving many slightly short — the LP relaxation of the
+    number of sessions served (``Σ delivered / E``), added to the energy term, not in place of
+    it (docs/formulation.md). ``w ≤ 1`` (1 for a session within 0.5 kWh of full, down to
+    ``1 / (1 + 2k)`` for a large one), so the penalty never rises above ``unmet_energy_per_kwh``
+    and never outbids a grid signal's penalty priced at it.
+    """
+    o = problem.objective
+    pen = o.unmet_energy_per_kwh * problem.session_priority
+    k = o.finish_first_kwh
+    if k > 0:
+        pen = pen * (1.0 + k / np.maximum(problem.session_energy_kwh, 0.5)) / (1.0 + k / 0.5)
+    return pen
+
+
 def objective_coefficients(problem: Problem) -> tuple[np.ndarray, float]:
     """Cost per A of each problem variable, and the constant (unmet penalty of all energy).
 
@@ -180,7 +201,7 @@ def objective_coefficients(problem: Problem) -> tuple[np.ndarray, float]:
     cost sits on the import columns, not here.
     """
     o = problem.objective
-    pen = o.unmet_energy_per_kwh * problem.session_priority
+    pen = unmet_penalty(problem)
     hz = problem.horizon
     if hz.uniform:
         t_mid_h = (problem.var_period + 0.5) * problem.step_h
@@ -269,7 +290,7 @@ def build_lp(
         # delivered + u = E for each such session, the penalty on u instead of on the currents;
         # the penalty of a session that cannot draw at all stays a constant
         u_sess = np.flatnonzero(wants)
-        pen = o.unmet_energy_per_kwh * problem.session_priority
+        pen = unmet_penalty(problem)
         c_all = c_all + pen[problem.var_session] * problem.var_kwh_per_a
         offset = float(np.sum(np.where(wants, 0.0, pen * E)))
         e_sess = u_sess
@@ -283,7 +304,7 @@ def build_lp(
     kwh = problem.var_kwh_per_a[cols]
     in_e = np.flatnonzero(sess_row[vs] >= 0)
 
-    pen_all = o.unmet_energy_per_kwh * problem.session_priority
+    pen_all = unmet_penalty(problem)
     if st is not None:  # V2G: no reward per kWh charged, the target slack carries the penalty
         bv = bidir[problem.var_session]
         c_all = c_all.copy()
@@ -311,7 +332,7 @@ def build_lp(
         )
     else:
         rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, E_rhs, "energy", e_sess)
-    c = [c_all[cols], (o.unmet_energy_per_kwh * problem.session_priority)[u_sess]]
+    c = [c_all[cols], pen_all[u_sess]]
     # §14a floors (feasible by construction: compile projected them through G)
     # (a problem extended by the MILP's phase-switching twins has more variables: no floors)
     floor = problem.var_floor_a

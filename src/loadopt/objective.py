@@ -18,6 +18,12 @@ class Objective(FrozenModel):
     - ``demand_charge_per_kw``: cost per kW of the horizon's import peak (above ``peak_so_far_kw``).
     - ``fairness``: reward per unit of the smallest served fraction among sessions
       (max-min fairness on delivered / wanted); 0 turns it off.
+    - ``finish_first_kwh``: (kWh, ``k``) the unmet penalty of a session is weighted by
+      ``(1 + k / max(E, 0.5)) / (1 + 2k)``, ``E`` the kWh it still wants: a kWh that completes
+      a car is worth slightly more than one that leaves it short, so under congestion cars are
+      finished rather than all left a little short (the LP relaxation of sessions served;
+      :func:`loadopt.lp.unmet_penalty`). The weight is at most 1: the penalty never exceeds
+      ``unmet_energy_per_kwh``. 0 turns it off.
     """
 
     energy_cost: NonNegFloat = 1.0
@@ -25,3 +31,4 @@ class Objective(FrozenModel):
     charge_early_per_kwh_h: NonNegFloat = 1e-3
     demand_charge_per_kw: NonNegFloat = 0.0
     fairness: NonNegFloat = 0.0
+    finish_first_kwh: NonNegFloat = 0.05

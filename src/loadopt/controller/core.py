@@ -212,7 +212,7 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
             raise InputError(
                 f"Controller: pilots must be True, 'resolve', 'round' or False, got {pilots!r}"
             )
-        self.pilots = "resolve" if pilots is True else pilots
+        self.pilots = pilots  # True means "resolve"
         self.reshare = bool(reshare)
         self.reshare_threshold_a = _finite_nonneg(
             reshare_threshold_a, "Controller: reshare_threshold_a"

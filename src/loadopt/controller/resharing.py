@@ -68,7 +68,7 @@ class _Resharing(_ControllerState):
             return sched
         plan = sched
         cur = round_to_pilots(problem, plan.current, battery_a=plan.battery_a)
-        lp = self._pilot_lp_options(sched) if self.pilots == "resolve" else None
+        lp = self._pilot_lp_options(sched) if self.pilots in (True, "resolve") else None
         if lp is not None:
             fx = pilot_fixings(problem, plan.current, cur, battery_a=plan.battery_a)
             if fx is not None:
@@ -103,7 +103,7 @@ class _Resharing(_ControllerState):
         opts = planner.options
         if isinstance(opts, LpOptions):
             return opts
-        if isinstance(opts, AutoOptions):
+        if isinstance(opts, AutoOptions):  # the LP was chosen for this step (method "lp-…")
             return opts.lp
         return None
 
