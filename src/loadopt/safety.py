@@ -41,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import InputError
+from .wiring import zonotope_max_abs
 from .problem import (
     ROW_KIND_NAMES,
     ROW_LINE_FACET,
@@ -700,9 +701,8 @@ def line_current_worst(
     maximum) and the PV output (its period maximum, feeding in where the base load is) are on
     or off. The largest ``|z|`` over all those instants is the largest over the vertices of the
     zonotope ``Σ_i [0, v_i]`` (``v_i`` each unit's phasor, the base load's, the PV output's):
-    every vertex is ``Σ_{Re(v_i e^{-jψ}) > 0} v_i`` for a ``ψ`` between two consecutive angles
-    ``arg(±v_i) ± 90°``, so one sum per arc between those breakpoints is exact (the breakpoints
-    do not depend on the signs or sizes, only on the coefficients' directions).
+    :func:`loadopt.wiring.zonotope_max_abs`, which the OCPP transition guard
+    (:class:`loadopt.ocpp.guard.SiteLimits`) uses too.
     """
     st = problem.storage
     groups = np.flatnonzero(problem.line_exact)
@@ -725,20 +725,7 @@ def line_current_worst(
     for j in range(groups.size):
         rows = C.indices[C.indptr[j] : C.indptr[j + 1]]
         c = np.concatenate([C.data[C.indptr[j] : C.indptr[j + 1]], np.full(2, base[j])])
-        a = np.vstack([A[rows], fixed])
-        nz = np.abs(c) > 0
-        c, a = c[nz], a[nz]
-        if c.size == 0:
-            continue
-        cut = np.unique(
-            np.round(np.mod(np.angle(c)[:, None] + [0.5 * np.pi, 1.5 * np.pi], 2 * np.pi), 12)
-        )
-        mids = cut + np.diff(np.concatenate([cut, cut[:1] + 2 * np.pi])) / 2.0
-        side = np.sign((c[None, :] * np.exp(-1j * mids)[:, None]).real)  # (arcs, K)
-        v = a * c[:, None]  # (K, T) complex phasors
-        for sgn in side:
-            on = sgn[:, None] * a > 0
-            mag[j] = np.maximum(mag[j], np.abs(np.where(on, v, 0.0).sum(axis=0)))
+        mag[j] = zonotope_max_abs(c, np.vstack([A[rows], fixed]))
     return mag + problem.line_reserved_a[groups], problem.line_limit[groups], groups
 
 

@@ -101,6 +101,37 @@ def delta_wye_primary(coef: np.ndarray, turns_ratio: np.ndarray | float) -> np.n
     return (coef - np.roll(coef, 1, axis=-1)) / (n[..., None] if n.ndim else n)
 
 
+def zonotope_max_abs(coef: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    """Largest line-current magnitude (A) any instant reaches when each load may draw anything
+    between 0 and its amount: ``max |Σ_i t_i·amount_i·coef_i|`` over ``t ∈ [0, 1]^K``, exact.
+
+    ``coef`` ``(K,)`` complex line coefficients (A of line current per A), ``amount`` ``(K, n)``
+    signed A (a negative amount is a segment along ``−coef``: discharge, PV), one column per
+    instant; returns ``(n,)``. The set of reachable phasors is the zonotope ``Σ_i [0, v_i]`` and
+    ``|·|`` is convex, so the maximum is at a vertex; every vertex is ``Σ_{Re(v_i e^{-jψ}) > 0}
+    v_i`` for a ``ψ`` between two consecutive angles ``arg(±v_i) ± 90°``, so one sum per arc
+    between those breakpoints is exact (the breakpoints depend only on the directions). Segments
+    along one direction add up to one segment first (exact), so the cost grows with the number
+    of distinct directions, not of loads.
+    """
+    c = np.asarray(coef, dtype=np.complex128).reshape(-1)
+    a = np.asarray(amount, dtype=np.float64).reshape(c.size, -1)
+    mag = np.abs(c)
+    nz = mag > 0
+    c, a, mag = c[nz], a[nz], mag[nz]
+    if c.size == 0:
+        return np.zeros(a.shape[1])
+    u = np.concatenate([c / mag, -c / mag])
+    amt = np.concatenate([np.maximum(a, 0.0), np.maximum(-a, 0.0)]) * np.tile(mag, 2)[:, None]
+    key, inv = np.unique(np.round(np.mod(np.angle(u), 2.0 * np.pi), 12), return_inverse=True)
+    gen = np.zeros((key.size, a.shape[1]), dtype=np.complex128)  # one segment per direction
+    np.add.at(gen, inv.reshape(-1), amt * u[:, None])
+    cut = np.unique(np.round(np.mod(key[:, None] + [0.5 * np.pi, 1.5 * np.pi], 2.0 * np.pi), 12))
+    mids = cut + np.diff(np.concatenate([cut, cut[:1] + 2.0 * np.pi])) / 2.0
+    on = (np.exp(1j * (key[None, :] - mids[:, None]))).real > 0  # (arcs, directions)
+    return np.abs(on.astype(np.float64) @ gen).max(axis=0)
+
+
 def facet_loss_bound(sector_rad: float | np.ndarray, m: int) -> np.ndarray:
     """Worst-case relative capacity the ``m`` clipped facets give away on a sector of width ``Δ``.
 
