@@ -41,7 +41,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import InputError
-from .wiring import zonotope_max_abs
 from .problem import (
     ROW_KIND_NAMES,
     ROW_LINE_FACET,
@@ -49,6 +48,7 @@ from .problem import (
     ROW_PRIMARY_FACET,
     Problem,
 )
+from .wiring import zonotope_max_abs
 
 #: Energy-state tolerance (kWh) of the check: float sums over a horizon.
 SOC_TOL_KWH = 1e-6

@@ -281,6 +281,33 @@ def _evse_line_table(site: Site, parent: np.ndarray, ratio: np.ndarray, N: int) 
     return table
 
 
+def evse_branch_line_coef(site: Site) -> sp.csr_matrix:
+    """``(3E, 6N)`` complex: row ``3e + j`` is the line current (A, on every line group
+    ``g = (side · N + node) · 3 + line`` of :mod:`loadopt.problem`, delta/wye primaries
+    included) per A drawn by branch ``j`` of EVSE ``e`` alone (its line ``Lj``: line-to-neutral on
+    ``rotation[j]``, line-to-line on the pair ``(rotation[j], rotation[j+1])``,
+    :mod:`loadopt.wiring`); zero for branches the EVSE does not have. Summed over an EVSE's
+    branches it is :func:`_evse_line_table`'s row for its phase count. Kept in the site's
+    :class:`_SiteTree`; read-only. Used where each branch may draw its own current (the OCPP
+    transition guard, :class:`loadopt.ocpp.guard.SiteLimits`)."""
+    tree = _site_tree(site)
+    table = tree.memo.get("branch_line_table")
+    if table is None:
+        E, N = len(site.evses), len(site.nodes)
+        e = np.repeat(np.arange(E), 3)
+        j = np.tile(np.arange(3), E)
+        rot = np.asarray(tree.evse_arrays["evse_site_phases"], dtype=np.int64)
+        # branch j alone is the first branch of the rotation started at Lj
+        rolled = rot[e[:, None], (j[:, None] + np.arange(3)[None, :]) % 3]
+        one = (j < tree.evse_arrays["evse_phases"][e]).astype(np.int64)
+        branch = branch_coefficients(tree.line_to_line[e], rolled, one)
+        table = _walk_lines(branch, tree.evse_node[e], tree.parent, tree.ratio, N)
+        for a in (table.data, table.indices, table.indptr):
+            a.setflags(write=False)
+        tree.memo["branch_line_table"] = table
+    return table
+
+
 def _line_currents(
     site: Site,
     evse_node: np.ndarray,

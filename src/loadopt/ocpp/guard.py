@@ -23,15 +23,30 @@ of the compile step (``Problem.storage``: ``−limit ≤ net``): per node and si
 current limit, per node its kW limit — less the PV output's period maximum where it feeds in,
 and with no credit for any charging or base load, which may stop at any instant — and the grid
 export limit less that PV (:meth:`SiteLimits.export_excess`).
+
+**Wired sites** (line-to-line EVSEs, delta/wye transformers: :mod:`loadopt.wiring`): a line
+carries the phasor sum of its branches (a line-to-line branch loads both lines of its pair, a
+transformer's primary lines combinations of its secondary ones), which a per-site-phase sum does
+not see. There the node-current rows are replaced by exact line rows, one per node line and
+delta/wye primary line with a limit: with each EVSE branch anywhere in ``[0, worst_a]``
+charging and ``[0, worst_discharge_a]`` discharging (the opposite phasor), both where a
+connector may do either, the base load and the PV output each on or off, the largest magnitude
+any instant reaches (:func:`loadopt.wiring.zonotope_max_abs`, the planner's exact check too)
+against ``Problem.line_limit``. The plan passes them (its facet rows are an inner approximation
+valid for every draw between 0 and the plan), so an increase still goes out once the decreases
+it depends on are accepted.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..compile.lines import evse_branch_line_coef
 from ..horizon import sample
 from ..problem import Problem
+from ..safety import PHASOR_RTOL
 from ..signals import split
+from ..wiring import zonotope_max_abs
 from .belief import epoch_s
 
 #: Tolerance (A or kW) below which a change does not count.
@@ -87,6 +102,28 @@ class SiteLimits:
         # period boundaries (epoch s): uniform or not (a tiered horizon)
         self._bounds = self.start_s + p.horizon.period_bounds_s()
         self.end_s = float(self._bounds[-1])
+        self.n_line_rows = 6 * len(site.nodes)
+        #: line-to-line EVSEs or delta/wye transformers: exact line rows replace the node
+        #: current rows (module docstring)
+        self.wired = any(e.wiring == "line_to_line" for e in site.evses) or any(
+            n.delta_wye is not None for n in site.nodes
+        )
+        if self.wired:
+            B = evse_branch_line_coef(site).tocsc()  # (3E, 6N) complex per branch A
+            limited = np.isfinite(p.line_limit).any(axis=1) & (np.diff(B.indptr) > 0)
+            self.line_groups = np.flatnonzero(limited)  # (G,) line groups checked
+            self._g_branch = [B.indices[B.indptr[g] : B.indptr[g + 1]] for g in self.line_groups]
+            self._g_coef = [B.data[B.indptr[g] : B.indptr[g + 1]] for g in self.line_groups]
+            self._g_base = p.line_base[self.line_groups]  # per A of balanced base load
+            self._line_limit = p.line_limit[self.line_groups].astype(np.float64)  # (G, T)
+            self._base_a = np.asarray(p.base_load_a, dtype=np.float64)  # (T,)
+            self._pv_a = pv_a  # (T,) feeding in where the base load is
+            loads = np.zeros((E, self.line_groups.size), dtype=bool)
+            for i, br in enumerate(self._g_branch):
+                loads[np.unique(br // 3), i] = True
+            self._evse_groups = [np.flatnonzero(row) for row in loads]  # per EVSE
+        else:
+            self.line_groups = np.zeros(0, np.int64)
 
     def period_bounds_s(self) -> np.ndarray:
         """The plan's period boundaries.
@@ -125,7 +162,9 @@ class SiteLimits:
         kw_e = w.sum(axis=2) * self.kw_per_a[None, :]  # (n, E)
         return cur, kw_e @ self.anc, kw_e.sum(axis=1)
 
-    def excess(self, worst_a: np.ndarray, times_s: np.ndarray) -> np.ndarray:
+    def excess(
+        self, worst_a: np.ndarray, times_s: np.ndarray, discharge_a: np.ndarray | None = None
+    ) -> np.ndarray:
         """Load minus room per row.
 
         Parameters
@@ -134,23 +173,28 @@ class SiteLimits:
             ``(n, E, 3)`` A per EVSE line.
         times_s
             ``(n,)`` instants (epoch s).
+        discharge_a
+            ``(n, E, 3)`` A per EVSE line that may be discharged at the same time (OCPP 2.1
+            V2X; only the exact line rows of a wired site see both directions at once);
+            ``None``: none.
 
         Returns
         -------
         numpy.ndarray
-            ``(n, R)`` (``R = 3N + N + 1``; A or kW); > 0 means over the limit.
+            ``(n, R)`` (``R = 3N + N + 1 + 6N``: node current per site phase, node kW, site
+            import, then the exact line rows of a wired site, groups as in
+            :mod:`loadopt.problem`; A or kW); > 0 means over the limit, ``-inf`` a row that is
+            not checked (on a wired site the node current rows, which its line rows replace).
         """
         k = self._period(np.asarray(times_s, dtype=np.float64))
-        cur, kw, imp = self.loads(worst_a)
-        with np.errstate(invalid="ignore"):
-            c = cur - np.moveaxis(self.cur_cap[:, :, k], 2, 0)
-            p = kw - self.kw_cap[:, k].T
-            i = imp - self.imp_cap[k]
-        out = np.concatenate([c.reshape(len(k), -1), p, i[:, None]], axis=1)
-        return np.where(np.isnan(out), -np.inf, out)
+        flat = self._flat(worst_a, k, self.cur_cap, self.kw_cap, self.imp_cap)
+        return np.concatenate([flat, self.line_excess(worst_a, discharge_a, times_s)], axis=1)
 
-    def export_excess(self, discharge_a: np.ndarray, times_s: np.ndarray) -> np.ndarray:
-        """Discharge minus room per export row (node current per site phase, node kW, grid export).
+    def export_excess(
+        self, discharge_a: np.ndarray, times_s: np.ndarray, charge_a: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Discharge minus room per export row (node current per site phase, node kW, grid export,
+        then the exact line rows of a wired site, as in :meth:`excess`).
 
         Parameters
         ----------
@@ -158,20 +202,120 @@ class SiteLimits:
             ``(n, E, 3)`` A per EVSE line.
         times_s
             ``(n,)`` instants (epoch s).
+        charge_a
+            ``(n, E, 3)`` A per EVSE line that may be drawn at the same time (for the exact
+            line rows); ``None``: none.
 
         Returns
         -------
         numpy.ndarray
-            ``(n, R)`` (``R = 3N + N + 1``; A or kW); > 0 means over the limit.
+            ``(n, R)`` (``R = 3N + N + 1 + 6N``; A or kW); > 0 means over the limit.
         """
         k = self._period(np.asarray(times_s, dtype=np.float64))
-        cur, kw, exp = self.loads(discharge_a)
+        flat = self._flat(discharge_a, k, self.xcur_cap, self.xkw_cap, self.exp_cap)
+        if charge_a is None:
+            charge_a = np.zeros_like(discharge_a)
+        return np.concatenate([flat, self.line_excess(charge_a, discharge_a, times_s)], axis=1)
+
+    def _flat(
+        self, a: np.ndarray, k: np.ndarray, cur_cap: np.ndarray, kw_cap: np.ndarray, cap: np.ndarray
+    ) -> np.ndarray:
+        """``(n, 3N + N + 1)`` load minus room of the per-site-phase, node kW and site rows."""
+        cur, kw, imp = self.loads(a)
         with np.errstate(invalid="ignore"):
-            c = cur - np.moveaxis(self.xcur_cap[:, :, k], 2, 0)
-            p = kw - self.xkw_cap[:, k].T
-            i = exp - self.exp_cap[k]
+            c = cur - np.moveaxis(cur_cap[:, :, k], 2, 0)
+            p = kw - kw_cap[:, k].T
+            i = imp - cap[k]
+        if self.wired:  # a per-site-phase sum is not a line current there: the line rows are
+            c[:] = -np.inf
         out = np.concatenate([c.reshape(len(k), -1), p, i[:, None]], axis=1)
         return np.where(np.isnan(out), -np.inf, out)
+
+    def line_excess(
+        self, charge_a: np.ndarray, discharge_a: np.ndarray | None, times_s: np.ndarray
+    ) -> np.ndarray:
+        """Exact line rows of a wired site: the largest line magnitude any instant reaches minus
+        the line's limit (A), per node line and delta/wye primary line.
+
+        Every EVSE branch draws anything in ``[0, charge_a]`` or discharges anything in
+        ``[0, discharge_a]`` (the opposite phasor), the base load (period maximum) and the PV
+        output (period maximum, feeding in) are each on or off
+        (:func:`loadopt.wiring.zonotope_max_abs`).
+
+        Parameters
+        ----------
+        charge_a
+            ``(n, E, 3)`` A per EVSE line.
+        discharge_a
+            ``(n, E, 3)`` A per EVSE line, or ``None``: none.
+        times_s
+            ``(n,)`` instants (epoch s).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, 6N)`` A, > 0 over the limit; ``-inf`` for groups not checked (no limit, no
+            EVSE on the line, or not a wired site).
+        """
+        n = np.asarray(charge_a).shape[0]
+        out = np.full((n, self.n_line_rows), -np.inf)
+        if not self.wired or not self.line_groups.size:
+            return out
+        k = self._period(np.asarray(times_s, dtype=np.float64))
+        gs = np.arange(self.line_groups.size)
+        out[:, self.line_groups] = self._line_mag(charge_a, discharge_a, k, gs) - self._lim(k, gs)
+        return out
+
+    def _lim(self, k: np.ndarray, gs: np.ndarray) -> np.ndarray:
+        """``(n, g)`` limits (A) of the checked groups ``gs`` in periods ``k``."""
+        return self._line_limit[gs][:, k].T
+
+    def _line_mag(
+        self, charge_a: np.ndarray, discharge_a: np.ndarray | None, k: np.ndarray, gs: np.ndarray
+    ) -> np.ndarray:
+        """``(n, g)`` A: the largest magnitude of the checked groups ``gs`` over the box."""
+        n = k.size
+        w = np.asarray(charge_a, dtype=np.float64).reshape(n, -1)
+        w = np.where(np.isfinite(w), w, 1e9)
+        if discharge_a is None:
+            d = np.zeros_like(w)
+        else:
+            d = np.asarray(discharge_a, dtype=np.float64).reshape(n, -1)
+            d = np.where(np.isfinite(d), d, 1e9)
+        fixed = np.vstack([self._base_a[k], -self._pv_a[k]])  # (2, n) along the base phasor
+        out = np.zeros((n, gs.size))
+        for col, i in enumerate(gs):
+            br, c = self._g_branch[i], self._g_coef[i]
+            coef = np.concatenate([c, c, np.full(2, self._g_base[i])])
+            amount = np.vstack([w[:, br].T, -d[:, br].T, fixed])
+            out[:, col] = zonotope_max_abs(coef, amount)
+        return out
+
+    def _lines_ok(
+        self, k: int, after_a: np.ndarray, after_d: np.ndarray | None, times_s: np.ndarray
+    ) -> bool:
+        """Every exact line row EVSE ``k`` loads is within its limit over the box ``after``, or
+        (already over) no higher than with EVSE ``k`` drawing nothing — hence than before."""
+        if not self.wired:
+            return True
+        gs = self._evse_groups[k]
+        if not gs.size:
+            return True
+        kp = self._period(np.asarray(times_s, dtype=np.float64))
+        lim = self._lim(kp, gs)
+        tol = EPS + PHASOR_RTOL * np.where(np.isfinite(lim), lim, 0.0)
+        mag = self._line_mag(after_a, after_d, kp, gs)
+        over = mag > lim + tol
+        if not over.any():
+            return True
+        a0 = np.array(after_a, dtype=np.float64)
+        a0[:, k] = 0.0
+        d0 = None
+        if after_d is not None:
+            d0 = np.array(after_d, dtype=np.float64)
+            d0[:, k] = 0.0
+        mag0 = self._line_mag(a0, d0, kp, gs)
+        return not bool(np.any(over & (mag > mag0 + tol)))
 
     def within_for(
         self,
@@ -179,9 +323,15 @@ class SiteLimits:
         after_a: np.ndarray,
         times_s: np.ndarray,
         after_discharge_a: np.ndarray | None = None,
+        *,
+        held_discharge_a: np.ndarray | None = None,
     ) -> bool:
         """Whether every row EVSE ``k`` loads stays within its limit at every sampled instant (and,
         with ``after_discharge_a``, every export row it loads).
+
+        On a wired site every exact line row ``k`` loads must be within its limit with both
+        directions at once, or, where it is already over (a limit that dropped, the PV output
+        alone), no higher than with ``k`` drawing nothing.
 
         Parameters
         ----------
@@ -192,19 +342,29 @@ class SiteLimits:
         times_s
             ``(n,)`` instants (epoch s).
         after_discharge_a
-            ``(n, E, 3)`` A per EVSE line discharging (OCPP 2.1 V2X); ``None``: none.
+            ``(n, E, 3)`` A per EVSE line discharging (OCPP 2.1 V2X) when ``k`` may discharge
+            more; ``None``: not (its export rows are not checked).
+        held_discharge_a
+            ``(n, E, 3)`` A per EVSE line that may be discharged (the exact line rows see it
+            beside the charging); ``None``: ``after_discharge_a``, else none.
 
         Returns
         -------
         bool
         """
-        if not self._rows_ok(k, self.excess(after_a, times_s)):
+        kp = self._period(np.asarray(times_s, dtype=np.float64))
+        if not self._rows_ok(k, self._flat(after_a, kp, self.cur_cap, self.kw_cap, self.imp_cap)):
             return False
-        if after_discharge_a is None or not after_discharge_a[:, k].any():
-            return True
-        return self._rows_ok(k, self.export_excess(after_discharge_a, times_s))
+        d = after_discharge_a if after_discharge_a is not None else held_discharge_a
+        if after_discharge_a is not None and after_discharge_a[:, k].any():
+            x = self._flat(after_discharge_a, kp, self.xcur_cap, self.xkw_cap, self.exp_cap)
+            if not self._rows_ok(k, x):
+                return False
+        return self._lines_ok(k, after_a, d, times_s)
 
     def _rows_ok(self, k: int, x: np.ndarray) -> bool:
+        """The per-site-phase, node kW and site rows of EVSE ``k`` in ``x`` (``(n, 3N + N + 1)``)
+        are within their limits."""
         N = self.anc.shape[1]
         on = self.anc[k] > 0  # (N,) nodes above EVSE k
         phases = np.zeros(3, dtype=bool)
@@ -213,9 +373,17 @@ class SiteLimits:
         assert rows.size == N * 3 + N + 1
         return not bool(np.any(x[:, rows] > EPS))
 
-    def admissible(self, before_a: np.ndarray, after_a: np.ndarray, times_s: np.ndarray) -> bool:
+    def admissible(
+        self,
+        before_a: np.ndarray,
+        after_a: np.ndarray,
+        times_s: np.ndarray,
+        before_discharge_a: np.ndarray | None = None,
+        after_discharge_a: np.ndarray | None = None,
+    ) -> bool:
         """Whether going from ``before_a`` to ``after_a`` puts no row over its limit at any sampled
-        instant, and raises no row that is already over.
+        instant, and raises no row that is already over (import rows; with discharge boxes also
+        the export rows; on a wired site the exact line rows with both directions at once).
 
         Parameters
         ----------
@@ -223,13 +391,23 @@ class SiteLimits:
             ``(n, E, 3)`` A per EVSE line.
         times_s
             ``(n,)`` instants (epoch s).
+        before_discharge_a, after_discharge_a
+            ``(n, E, 3)`` A per EVSE line discharging (OCPP 2.1 V2X); ``None``: none.
 
         Returns
         -------
         bool
         """
-        xb = self.excess(before_a, times_s)
-        xa = self.excess(after_a, times_s)
+        xb = self.excess(before_a, times_s, before_discharge_a)
+        xa = self.excess(after_a, times_s, after_discharge_a)
+        if before_discharge_a is not None or after_discharge_a is not None:
+            k = self._period(np.asarray(times_s, dtype=np.float64))
+            caps = (self.xcur_cap, self.xkw_cap, self.exp_cap)
+            zero = np.zeros_like(np.asarray(after_a, dtype=np.float64))
+            db = zero if before_discharge_a is None else before_discharge_a
+            da = zero if after_discharge_a is None else after_discharge_a
+            xb = np.concatenate([xb, self._flat(db, k, *caps)], axis=1)
+            xa = np.concatenate([xa, self._flat(da, k, *caps)], axis=1)
         return not bool(np.any((xa > EPS) & (xa > xb + EPS)))
 
 

@@ -145,7 +145,9 @@ class _Release(_AdapterState):
             after_d = base_d.copy()
             after_d[:, k] = self.belief.worst_discharge_a(times, {key: w.held}, only=[k])[:, k]
             more_d = bool(np.any(after_d[:, k] > base_d[:, k] + EPS))
-            if self._limits.within_for(k, after, times, after_d if more_d else None):
+            if self._limits.within_for(
+                k, after, times, after_d if more_d else None, held_discharge_a=after_d
+            ):
                 out.append(self._send(key, now_s))
                 base, base_d = after, after_d
             elif key[2] in ("tx_default", "tx") and self.belief.unsure(key):

@@ -129,7 +129,7 @@ class _Targets(_AdapterState):
         target with a first limit above 0 until one at 0."""
         lim = self._limits
         now_s = self._now_s
-        base = None
+        base = base_d = None
         for key in list(targets):
             prof = targets[key]
             sid = prof.session_id
@@ -144,6 +144,7 @@ class _Targets(_AdapterState):
                     times = self._times(now_s)
                     if base is None:
                         base = self.belief.worst_a(times)
+                        base_d = self.belief.worst_discharge_a(times)
                     try:
                         payload: dict[str, Any] | None = to_payload(cand, v, self.ids)
                     except InputError:
@@ -152,7 +153,7 @@ class _Targets(_AdapterState):
                         held = held_from_payload(payload, v, cand.voltage_v)
                         after = base.copy()
                         after[:, k] = self.belief.worst_a(times, {key: held}, only=[k])[:, k]
-                        if lim.within_for(k, after, times):
+                        if lim.within_for(k, after, times, held_discharge_a=base_d):
                             targets[key] = cand
                             base = after
                             self._off_since.pop(sid, None)  # it did not stop
