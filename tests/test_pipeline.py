@@ -219,8 +219,9 @@ def test_problem_carries_the_evse_arrays_and_id_maps():
     # one snapping rule: down to the 0.1 A grid, sorted, duplicates merged, 0 (pause) added
     assert p.evse_levels_of(1).tolist() == [0.0, 60.0, 89.0, 160.0]
     assert p.session_index("b") == 1 and p.evse_pos["e2"] == 2
-    with pytest.raises(KeyError):
+    with pytest.raises(lo.InputError, match="unknown session 'nope'") as err:
         p.session_index("nope")
+    assert isinstance(err.value, KeyError) and isinstance(err.value, lo.UnknownIdError)
     assert p.session_departure_s.tolist() == [8 * 3600.0, 8 * 3600.0]
 
 

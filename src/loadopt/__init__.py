@@ -8,7 +8,14 @@ from . import ocpp as ocpp  # OCPP payloads and the CSMS adapter: loadopt.ocpp
 from ._base import SeriesPoint
 from .compile import compile_problem
 from .controller import Controller
-from .errors import InputError, LoadoptError, SafetyError, SolverError
+from .errors import (
+    InputError,
+    LoadoptError,
+    ModelError,
+    SafetyError,
+    SolverError,
+    UnknownIdError,
+)
 from .horizon import Horizon
 from .objective import Objective
 from .options import (
@@ -47,6 +54,7 @@ __all__ = [
     "LoadoptError",
     "LpOptions",
     "MilpOptions",
+    "ModelError",
     "Node",
     "Objective",
     "Planner",
@@ -61,6 +69,7 @@ __all__ = [
     "Site",
     "SolvePlanner",
     "SolverError",
+    "UnknownIdError",
     "compile_problem",
     "solve",
 ]

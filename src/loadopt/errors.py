@@ -3,7 +3,8 @@
 Every message names the offending object (EVSE id, node id, session id, event id) and what is
 wrong with it, so that a CSMS log line is enough to find the bad input. A CSMS that catches
 :class:`LoadoptError` catches everything bad input can raise: model construction and scenario
-files (:class:`ModelError`), inconsistent inputs and bad calls (:class:`InputError`), solver set-up
+files (:class:`ModelError`), inconsistent inputs and bad calls (:class:`InputError`; a lookup by an
+unknown id: :class:`UnknownIdError`, also a ``KeyError``), solver set-up
 (:class:`SolverError`). Each also subclasses the built-in a caller may already catch
 (``ValueError``, ``RuntimeError``), and :class:`ModelError` is a :class:`pydantic.ValidationError`,
 so code written against plain pydantic keeps working. docs/inputs.md lists what each bad input
@@ -31,6 +32,16 @@ class InputError(LoadoptError, ValueError):
     """
 
 
+class UnknownIdError(InputError, KeyError):
+    """A lookup by id (a session, a transaction) found nothing.
+
+    An :class:`InputError` like every bad call, and also a ``KeyError`` so that code written
+    against a mapping lookup keeps working. Its text is the message, not the quoted key.
+    """
+
+    __str__ = Exception.__str__
+
+
 class ModelError(LoadoptError, ValidationError):
     """A model (``Site``, ``Node``, ``Evse``, ``Session``, ``Signals``, ``Horizon``, a scenario
     file...) rejected its input: a negative or NaN number, a naive datetime, an unknown field,
@@ -56,7 +67,21 @@ class ModelError(LoadoptError, ValidationError):
 
     @classmethod
     def wrap(cls, model: type, data: Any, exc: ValidationError) -> ModelError:
-        """The :class:`ModelError` for ``exc`` raised while validating ``data`` as ``model``."""
+        """The :class:`ModelError` for ``exc`` raised while validating ``data`` as ``model``.
+
+        Parameters
+        ----------
+        model
+            The pydantic model class that rejected ``data``.
+        data
+            The raw input (its ``id`` names the object in the message).
+        exc
+            pydantic's error.
+
+        Returns
+        -------
+        ModelError
+        """
         title = _describe(model.__name__, data)
         try:
             out = cls.from_exception_data(title, exc.errors())  # type: ignore[arg-type]

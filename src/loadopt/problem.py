@@ -28,6 +28,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import UnknownIdError
 from .horizon import Horizon
 from .objective import Objective
 from .session import Session
@@ -283,13 +284,13 @@ class Problem:
 
         Raises
         ------
-        KeyError
-            An unknown session.
+        UnknownIdError
+            An unknown session (an :class:`~loadopt.errors.InputError` and a ``KeyError``).
         """
         try:
             return self.session_pos[session_id]
         except KeyError:
-            raise KeyError(f"unknown session {session_id!r}") from None
+            raise UnknownIdError(f"unknown session {session_id!r} in this problem") from None
 
     def evse_levels_of(self, evse: int) -> np.ndarray | None:
         """Discrete levels of EVSE ``evse``.

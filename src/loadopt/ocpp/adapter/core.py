@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...controller import Controller
+from ...errors import UnknownIdError
 from ...schedule import Schedule
 from ...site import Evse
 from ..belief import Belief, SlotKey, epoch_s
@@ -298,7 +299,11 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
 
         Raises
         ------
-        KeyError
-            No open transaction for that session.
+        UnknownIdError
+            No open transaction for that session (an :class:`~loadopt.errors.InputError` and a
+            ``KeyError``).
         """
-        return self._tx[session_id].wire_id
+        try:
+            return self._tx[session_id].wire_id
+        except KeyError:
+            raise UnknownIdError(f"no open transaction for session {session_id!r}") from None
