@@ -58,7 +58,7 @@ def test_solving_from_the_relaxed_start_reaches_the_unreduced_optimum(p):
     h = hs.new_highs(hs.LP_OPTIONS)
     hs.pass_lp(h, lp)
     assert hs.set_basis(h, *_status(st))
-    forced = hs.relaxed_basis(lp, max_overload=np.inf)
+    forced = hs.relaxed_basis(lp, max_overload=np.inf, min_cols=0)
     assert forced is not None
     np.testing.assert_array_equal(forced[0], _status(st)[0])
     np.testing.assert_array_equal(forced[1], _status(st)[1])
@@ -142,10 +142,27 @@ def test_the_rule_keeps_highs_own_start_when_the_relaxed_point_overloads_far():
     lp = build_lp(lo.compile_problem(site, sessions, hz))
     st = relaxed_start(lp)
     assert st is not None and st.overload > hs.START_MAX_OVERLOAD
-    assert hs.relaxed_basis(lp) is None
+    assert hs.relaxed_basis(lp, min_cols=0) is None
     # a site with room for everyone: nothing overloaded, the relaxed start is taken
     roomy = site.model_copy(
         update={"nodes": (site.nodes[0], site.nodes[1].model_copy(update={"max_current": 400.0}))}
     )
     lp2 = build_lp(lo.compile_problem(roomy, sessions, hz))
-    assert relaxed_start(lp2).overload == 0.0 and hs.relaxed_basis(lp2) is not None
+    assert relaxed_start(lp2).overload == 0.0 and hs.relaxed_basis(lp2, min_cols=0) is not None
+    # but a small LP is solved from HiGHS' own start (the relaxed one does not pay there)
+    assert lp2.n_cols < hs.START_MIN_COLS and hs.relaxed_basis(lp2) is None
+
+
+def test_solve_from_the_relaxed_start_on_a_congested_site_has_the_reference_optimum():
+    """A site large enough for the rule (≥ START_MIN_COLS columns, feeders congested): solve()
+    starts from the relaxed basis and reaches the straightforward model's optimum, safely."""
+    from loadopt.synthetic import benchmark_scenario
+
+    p = benchmark_scenario(80, seed=3).compile()
+    lp = build_lp(p)
+    assert lp.n_cols >= hs.START_MIN_COLS and hs.relaxed_basis(lp) is not None
+    assert relaxed_start(lp).overload > 0  # the relaxed point does overload some rows
+    ref = hs.solve_lp(straightforward_lp(p))
+    sched = lo.solve(p)
+    assert sched.status == lo.ScheduleStatus.OPTIMAL and not sched.violations(limit=1)
+    assert sched.objective == pytest.approx(ref.objective, rel=1e-7, abs=1e-5)

@@ -194,19 +194,27 @@ def set_basis(h, col_status: np.ndarray, row_status: np.ndarray, *, alien: bool 
 
 #: The relaxed start is used while the safety rows it overloads are exceeded by at most this
 #: share of their limits in sum (:attr:`loadopt.lp.RelaxedStart.overload`). Measured
-#: (docs/benchmarks.md): 0.19–0.40 on the family and held-out instances where it saved 15–50 % of
-#: the HiGHS time, 0.77–0.84 on the instances where it cost 10–40 % (sessions wanting most of
-#: what their windows allow: the dual simplex then undoes most of the relaxed point, with a
-#: denser basis than its own slack start).
+#: (docs/benchmarks.md): 0.11–0.67 on the family and held-out instances where it saved up to half
+#: of the HiGHS time (a few within ±5 %, one 1.2× slower), 0.87–0.94 on the instances where it
+#: cost 1.2–1.6× (sessions wanting most of what their windows allow: the dual simplex then
+#: undoes most of the relaxed point, from a denser basis than its own slack start).
 START_MAX_OVERLOAD = 0.75
+#: ... and only on LPs with at least this many columns: on the JPL controller's small LPs
+#: (≤ 1,729 columns, a few ms each) the start's fixed costs — the greedy, handing the basis
+#: over, HiGHS' steepest-edge weights for a basis that is not all slacks — outweighed what it
+#: saved at every size there (1.16–1.33× slower).
+START_MIN_COLS = 2000
 
 
 def relaxed_basis(
-    lp: LinearProgram, max_overload: float | None = None
+    lp: LinearProgram, max_overload: float | None = None, min_cols: int | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The basis of :func:`loadopt.lp.relaxed_start` as ``(col_status, row_status)`` for
     :func:`set_basis`, or None where it does not apply or the rule says HiGHS' own start is
-    better (overload above ``max_overload``, default :data:`START_MAX_OVERLOAD`)."""
+    better: fewer than ``min_cols`` columns (default :data:`START_MIN_COLS`) or an overload above
+    ``max_overload`` (default :data:`START_MAX_OVERLOAD`)."""
+    if lp.n_cols < (START_MIN_COLS if min_cols is None else min_cols):
+        return None
     st = relaxed_start(lp)
     limit = START_MAX_OVERLOAD if max_overload is None else max_overload
     if st is None or st.overload > limit:
