@@ -547,11 +547,21 @@ def site_rows(
 ) -> dict[str, tuple[float, float]]:
     """Per limit, (load, limit) if cars draw what the stations' own stores let them at instant
     ``t`` (raw site data: node current per site phase along each EVSE's path, grid import kW)."""
+    return _rows(
+        site,
+        lambda e: stations[e.charge_point_id].may_draw(e.connector_id, t),
+        grid_kw,
+        "",
+        "grid import kW",
+    )
+
+
+def _rows(site, per_evse, grid_kw, prefix, grid_name):
     load = {n.id: [0.0, 0.0, 0.0] for n in site.nodes}
     parent = {n.id: n.parent for n in site.nodes}
     kw = 0.0
     for e in site.evses:
-        got = stations[e.charge_point_id].may_draw(e.connector_id, t)
+        got = per_evse(e)
         kw += got[3]
         n: str | None = e.node
         while n is not None:
@@ -563,9 +573,9 @@ def site_rows(
         lim = node.current_triplet()
         if lim is not None:
             for ph in range(3):
-                out[f"{node.id} phase {ph}"] = (load[node.id][ph], lim[ph])
+                out[f"{prefix}{node.id} phase {ph}"] = (load[node.id][ph], lim[ph])
     if grid_kw is not None:
-        out["grid import kW"] = (kw, grid_kw)
+        out[grid_name] = (kw, grid_kw)
     return out
 
 
@@ -575,26 +585,13 @@ def site_export_rows(
     """Per limit, (discharge, limit) in the export direction if every EV discharges what the
     stations' own stores let it at instant ``t`` (raw site data: node current per site phase
     along each EVSE's path, grid export kW; no PV, no credit for any load)."""
-    load = {n.id: [0.0, 0.0, 0.0] for n in site.nodes}
-    parent = {n.id: n.parent for n in site.nodes}
-    kw = 0.0
-    for e in site.evses:
-        got = stations[e.charge_point_id].may_discharge(e.connector_id, t)
-        kw += got[3]
-        n: str | None = e.node
-        while n is not None:
-            for j in range(e.phases):
-                load[n][e.site_phases[j]] += got[j]
-            n = parent[n]
-    out = {}
-    for node in site.nodes:
-        lim = node.current_triplet()
-        if lim is not None:
-            for ph in range(3):
-                out[f"export {node.id} phase {ph}"] = (load[node.id][ph], lim[ph])
-    if export_kw is not None:
-        out["grid export kW"] = (kw, export_kw)
-    return out
+    return _rows(
+        site,
+        lambda e: stations[e.charge_point_id].may_discharge(e.connector_id, t),
+        export_kw,
+        "export ",
+        "grid export kW",
+    )
 
 
 def site_excess(
