@@ -1023,3 +1023,24 @@ def test_a_reported_txprofile_of_an_unknown_transaction_ends_with_its_stop():
     assert "b1" not in ad2.reserved
     # what the connector may draw is its (budgeted) default again, as the station's store says
     assert ad2.belief.worst_a(ts)[0, kb, 0] == pytest.approx(sims["B"].may_draw(1, ts[0])[0])
+
+
+def test_reconciliation_builds_no_backlog_on_a_silent_station():
+    """The status and composite schedule asked of an unknown connector go out once and are asked
+    again only after an answer (none: after the station's back-off), so a silent station's
+    outbox never grows step after step; meanwhile the connector stays at its maximum."""
+    ad = _adapter()
+    asked = []
+    t = T0
+    for k in range(6):
+        msgs = ad.step(t) if k else ad.poll(t)
+        asked += [(a, p) for cp, a, p in msgs if cp == "A" and a == "GetCompositeSchedule"]
+        t += timedelta(seconds=60)
+    assert len(asked) == 2  # one per connector, never repeated while outstanding
+    assert "a1" in ad.reserved  # not answering, nothing confirmed: at its maximum
+    assert ad.controller.reservations["a1"].current_a == (16.0, 16.0, 16.0)
+    ad.on_response("A", "GetCompositeSchedule", asked[0][1], None, now=t)  # timed out
+    assert not [m for m in ad.poll(t) if m[1] == "GetCompositeSchedule"]  # backing off
+    later = t + timedelta(seconds=30)
+    again = [m for m in ad.step(later) if m[0] == "A" and m[1] == "GetCompositeSchedule"]
+    assert [m[2]["connectorId"] for m in again] == [asked[0][1]["connectorId"]]

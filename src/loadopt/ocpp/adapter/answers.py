@@ -142,7 +142,13 @@ class _Answers(_AdapterState):
                 return self.on_get_configuration(cp, response)
             return self.on_get_variables(cp, response)
         if action == "GetCompositeSchedule":
-            return True if response is None else self._reconcile(cp, request, response)
+            if response is not None:
+                return self._reconcile(cp, request, response)
+            conn = request.get("connectorId", request.get("evseId"))
+            if isinstance(conn, int):  # no answer: asked again after the station's back-off
+                self._composites.pop((cp, conn), None)
+                self._back_off(cp, now_s)
+            return True
         if action == "GetChargingProfiles":
             return self._profiles_answered(cp, request, response)
         if action != "SetChargingProfile":

@@ -383,10 +383,11 @@ class _Stations(_AdapterState):
         ``TriggerMessage`` for its ``StatusNotification`` (``Available``: no transaction, so
         no TxProfile) and a ``GetCompositeSchedule`` (a snapshot bounding what it lets a car
         draw, until the transaction is identified and our TxProfile for it accepted), unless
-        one is outstanding (within the send deadline) or a ``GetChargingProfiles`` is. Until
-        then the connector counts at its hardware maximum; a station that never answers stays
-        there (the safe side)."""
-        if cp not in self.versions:
+        one is outstanding (until answered: no backlog builds up in a silent station's outbox)
+        or a ``GetChargingProfiles`` is, or the station is backing off (a composite schedule
+        not answered). Until then the connector counts at its hardware maximum; a station that
+        never answers stays there (the safe side)."""
+        if cp not in self.versions or self._backing_off(cp, now_s):
             return
         if any(v[0] == cp for v in self._reports.values()):
             return
@@ -398,8 +399,7 @@ class _Stations(_AdapterState):
             base = self.belief.slot(key).base
             if isinstance(base, Held) and base.valid_to_s > now_s + span:
                 continue  # a fresh snapshot
-            out = self._composites.get((cp, k))
-            if out is not None and now_s < out[1] + self.send_timeout_s:
+            if (cp, k) in self._composites:  # one outstanding at a time: no backlog
                 continue
             v = self.versions[cp]
             where: dict[str, Any] = (
