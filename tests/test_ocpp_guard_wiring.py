@@ -15,6 +15,7 @@ draws (each branch at its charging or its discharging end, base load and PV on o
 from __future__ import annotations
 
 import cmath
+import copy
 import itertools
 import math
 from datetime import UTC, datetime, timedelta
@@ -373,3 +374,68 @@ def test_a_transition_on_the_jpl_garage_completes_and_waits_for_its_decreases():
         for e in first + later
     }
     assert all(v > 0 for v in got.values()), got
+
+
+def test_the_adapter_holds_a_line_to_line_raise_until_the_shared_line_is_free():
+    """Through the real adapter: three 208 V pairs in a delta on a 40 A breaker. A car on
+    (R, S) charges alone; then cars arrive on (S, T) and (T, R), the plan lowers the first and
+    shares. While the first car's decrease is in flight, every station may hold its old or its
+    new profile: the independent check over that box finds no line over 40 A. Once the
+    decrease is answered, every raise goes out."""
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", kind="grid_connection", max_current=40.0),),
+        evses=tuple(
+            lo.Evse(
+                id=f"e{k}",
+                node="grid",
+                charge_point_id=f"CP{k}",
+                phases=1,
+                wiring="line_to_line",
+                phase_rotation=rot,
+                voltage_v=208.0,
+                max_current=32.0,
+            )
+            for k, rot in enumerate(("RST", "STR", "TRS"))
+        ),
+        voltage_v=120.0,
+    )
+    ad = CsmsAdapter(Controller(site, step_s=900, n_periods=8, method="fast"))
+    sims = {e.charge_point_id: SimStation(e.charge_point_id, "1.6", [e]) for e in site.evses}
+    for cp in sims:
+        assert ad.connect(cp, "1.6")
+    _deliver(ad, sims, ad.poll(T0), T0)
+
+    def start(e, t):
+        tx = ad.on_start_transaction(
+            e.charge_point_id,
+            {"connectorId": 1, "idTag": "t", "meterStart": 0, "timestamp": t.isoformat()},
+        )
+        sims[e.charge_point_id].tx[1] = tx
+
+    start(site.evses[0], T0)
+    now = T0 + timedelta(seconds=30)
+    _deliver(ad, sims, ad.step(now), now)
+    assert sims["CP0"].may_draw(1, now.timestamp())[0] > 20.0
+    now += timedelta(minutes=5)
+    start(site.evses[1], now)
+    start(site.evses[2], now)
+    held = _deliver(ad, sims, ad.step(now), now, hold={"CP0"})
+    assert held
+    # at every instant of the plan, each station may hold its old or its new profile
+    for t in now.timestamp() + np.arange(0.0, 8 * 900.0, 300.0):
+        box = np.zeros((3, 3))
+        for e, ev in enumerate(site.evses):
+            cp = ev.charge_point_id
+            after = copy.deepcopy(sims[cp])
+            for c, action, payload in held:
+                if c == cp:
+                    after.handle(action, payload)
+            box[e, 0] = max(sims[cp].may_draw(1, t)[0], after.may_draw(1, t)[0])
+        assert not over(site, worst_lines(site, box, np.zeros((3, 3)))), (t, box)
+    assert ad.waiting()  # a raise waits for the decrease
+    for cp, action, payload in held:
+        ad.on_response(cp, action, payload, sims[cp].handle(action, payload), now=now)
+        deliver_outgoing(ad, cp, sims[cp])
+    _deliver(ad, sims, ad.poll(now), now)
+    assert ad.waiting() == [] and ad.problems == []
+    assert all(sims[f"CP{k}"].may_draw(1, now.timestamp())[0] > 0 for k in range(3))
