@@ -10,7 +10,7 @@ from typing import Any
 
 from .._base import as_model, to_utc
 from ..errors import InputError
-from ..session import Session
+from ..session import Session, V2xParameters
 from .state import _check_id, _ControllerState, _SessionState
 
 
@@ -172,6 +172,8 @@ class _Sessions(_ControllerState):
         energy_kwh: float | None = None,
         max_current: float | None = None,
         min_current: float | None = None,
+        v2x: V2xParameters | dict[str, Any] | None = None,
+        at: datetime | None = None,
     ) -> None:
         """New facts about an active session from the vehicle (OCPP 2.x NotifyEVChargingNeeds /
         ISO 15118). Validated like a new :class:`Session`; nothing changes on an error.
@@ -186,16 +188,44 @@ class _Sessions(_ControllerState):
             Energy wanted for the whole session (kWh).
         max_current, min_current
             The current range the vehicle accepts (A per phase).
+        v2x
+            V2G: the vehicle's V2X parameters (OCPP 2.1 ``v2xChargingParameters``, ISO 15118-20
+            BPT; :func:`loadopt.ocpp.v2x.v2x_parameters`). Their energies are relative to
+            ``at``, as the vehicle sends them; the session keeps them relative to its plug-in
+            (what :meth:`planned_sessions` expects), shifted by the net battery energy the
+            controller estimates moved by ``at`` (metered or estimated charge × charge
+            efficiency, minus the discharge estimate / discharge efficiency). The session is
+            then planned bidirectionally where its EVSE is ``bidirectional``.
+        at
+            When the ``v2x`` energies were true (aware datetime); default: the controller's
+            clock (its latest step or reading), or the session's arrival before any.
 
         Raises
         ------
         InputError
             An unknown session or a time that is not aware.
         ModelError
-            A value the session rejects.
+            A value the session rejects (V2X floor above its ceiling, target above the ceiling
+            …).
         """
         s = self._get(session_id)
         upd: dict[str, Any] = {}
+        if v2x is not None:
+            v = as_model(v2x, V2xParameters, f"update_session {session_id!r}: v2x")
+            t = (
+                to_utc(at, f"update_session {session_id!r}: at")
+                if at is not None
+                else (self._clock or s.arrival)
+            )
+            st0 = self._state[session_id]
+            into = v.charge_efficiency * self._delivered_estimate(st0, t)
+            net = into - self._discharged_estimate(st0, t) / v.discharge_efficiency
+            upd["v2x"] = v.model_copy(
+                update={
+                    "min_v2x_energy_kwh": round(v.min_v2x_energy_kwh + net, 6),
+                    "max_v2x_energy_kwh": round(v.max_v2x_energy_kwh + net, 6),
+                }
+            )
         if departure is not None:
             upd["departure"] = to_utc(departure, f"update_session {session_id!r}: departure")
         if energy_kwh is not None:

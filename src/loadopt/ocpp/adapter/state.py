@@ -48,6 +48,7 @@ class _Tx:
     evse_id: str
     wire_id: int | str  #: 1.6 int / 2.x string
     meter_start_wh: float | None = None
+    export_start_wh: float | None = None  #: 2.1: first Energy.Active.Export.Register (Wh)
     last_meter_at: datetime | None = None
     last_seq: int = -1
     last_event_at: datetime | None = None

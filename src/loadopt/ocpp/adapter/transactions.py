@@ -13,6 +13,7 @@ from ...errors import InputError
 from ...site import Evse
 from ..belief import Held
 from ..profiles import clear_payload
+from ..v2x import v2x_parameters
 from .state import _ENDED_MEMORY, _AdapterState, _number, _time, _Tx, log
 
 
@@ -343,7 +344,9 @@ class _Transactions(_AdapterState):
 
     def on_meter_values(self, cp: str, payload: Any) -> bool:
         """1.6 / 2.x ``MeterValues``: cumulative energy (Wh, ``Energy.Active.Import.Register``) and
-        per-phase current (A, ``Current.Import``) of a transaction.
+        per-phase current (A, ``Current.Import``) of a transaction; on a 2.1 station also the
+        energy given back (``Energy.Active.Export.Register``, Wh or kWh like the import register),
+        relative to its first reading in the transaction, as ``Controller.meter(exported_kwh=)``.
 
         A value stamped in the future (beyond ``future_skew_s``) or absurd is quarantined: it is
         skipped and does not move the 'last reading' mark, so later correct readings are kept.
@@ -436,7 +439,7 @@ class _Transactions(_AdapterState):
         svs = mv.get("sampledValue")
         if not isinstance(svs, list):
             return self._skip(f"session {tx.session_id!r}: sampledValue is not a list")
-        energy_wh, amps = None, {}
+        energy_wh, export_wh, amps = None, None, {}
         for sv in svs:
             if not isinstance(sv, dict):
                 return self._skip(f"session {tx.session_id!r}: sampled value is not an object")
@@ -459,6 +462,8 @@ class _Transactions(_AdapterState):
             val *= 10.0**mult
             if meas == "Energy.Active.Import.Register":
                 energy_wh = val * (1000.0 if unit == "kWh" else 1.0)
+            elif meas == "Energy.Active.Export.Register":
+                export_wh = val * (1000.0 if unit == "kWh" else 1.0)
             elif meas == "Current.Import":
                 ph = str(sv.get("phase") or "L1")[:2]
                 amps[ph] = val
@@ -467,13 +472,21 @@ class _Transactions(_AdapterState):
             if tx.meter_start_wh is None:
                 tx.meter_start_wh = energy_wh
             kwh = max(energy_wh - tx.meter_start_wh, 0.0) / 1000.0
+        out_kwh = None
+        if export_wh is not None and self.versions.get(tx.charge_point_id) == "2.1":
+            # V2G (only 2.1 discharges): grid kWh given back since the transaction's start
+            if tx.export_start_wh is None:
+                tx.export_start_wh = export_wh
+            out_kwh = max(export_wh - tx.export_start_wh, 0.0) / 1000.0
         cur: float | tuple[float, float, float] | None = None
         if amps:
             cur = tuple(amps.get(p, 0.0) for p in ("L1", "L2", "L3"))  # type: ignore[assignment]
-        if kwh is None and cur is None:
+        if kwh is None and cur is None and out_kwh is None:
             return True
         try:
-            self.controller.meter(tx.session_id, at, energy_kwh=kwh, current_a=cur)
+            self.controller.meter(
+                tx.session_id, at, energy_kwh=kwh, current_a=cur, exported_kwh=out_kwh
+            )
         except (InputError, ValueError, TypeError, OverflowError) as e:
             return self._skip(str(e))
         tx.last_meter_at = at
@@ -522,6 +535,14 @@ class _Transactions(_AdapterState):
         """2.x ``NotifyEVChargingNeeds`` (ISO 15118): departure time, energy (Wh) and the car's
         current range (A) feed the session on that EVSE (``Controller.update_session``).
 
+        OCPP 2.1 ``v2xChargingParameters`` on a ``bidirectional`` EVSE also give the session its
+        V2X parameters (:func:`loadopt.ocpp.v2x.v2x_parameters`: V2X energy floor and ceiling,
+        maximum discharge current; ``evTargetEnergyRequest`` is the energy), so the next plan may
+        discharge it. On a 1.6 / 2.0.1 station or an EVSE that is not bidirectional they are
+        ignored with the reason in :attr:`problems` (the rest still applies: the session charges
+        only). Invalid ones (no V2X energies, floor above ceiling, target above the ceiling) skip
+        the whole message: the session is left unchanged.
+
         Parameters
         ----------
         cp
@@ -564,6 +585,17 @@ class _Transactions(_AdapterState):
             lo_ = _number(par.get("evMinCurrent"))
             if key == "acChargingParameters" and lo_ is not None and lo_ >= 0:
                 upd["min_current"] = lo_
+        par = needs.get("v2xChargingParameters")
+        if isinstance(par, dict):
+            why = self._v2x_refused(cp, tx)
+            if why is not None:  # the rest of the needs still apply; this session charges only
+                log.info("session %r: V2X parameters ignored: %s", tx.session_id, why)
+                self.problems.append(f"session {tx.session_id!r}: V2X parameters ignored: {why}")
+            else:
+                try:
+                    upd["v2x"], _ = v2x_parameters(par)
+                except (InputError, ValueError, TypeError) as e:
+                    return self._skip(f"session {tx.session_id!r}: NotifyEVChargingNeeds: {e}")
         if not upd:
             return True
         fn = getattr(self.controller, "update_session", None)
@@ -574,6 +606,17 @@ class _Transactions(_AdapterState):
         except (InputError, ValueError, TypeError) as e:
             return self._skip(f"session {tx.session_id!r}: NotifyEVChargingNeeds: {e}")
         return True
+
+    def _v2x_refused(self, cp: str, tx: _Tx) -> str | None:
+        """Why the V2X parameters of ``tx`` must not make it bidirectional (``None``: they may):
+        only an OCPP 2.1 station can discharge, and only on an EVSE declared ``bidirectional``."""
+        v = self.versions.get(cp)
+        if v != "2.1":
+            return f"charge point {cp!r} speaks OCPP {v}, which cannot discharge (2.1 only)"
+        ev = self._evse.get((cp, tx.connector))
+        if ev is None or not ev.bidirectional:
+            return f"EVSE {tx.evse_id!r} is not bidirectional (Evse.bidirectional=False)"
+        return None
 
     def on_notify_charging_limit(self, cp: str, payload: Any) -> bool:
         """2.x ``NotifyChargingLimit`` (K12): an external limit on the station becomes caps on its
