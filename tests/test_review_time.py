@@ -11,6 +11,7 @@ import pytest
 
 import loadopt as lo
 from loadopt.lp import build_lp
+from loadopt.ocpp import set_charging_profiles
 from loadopt.solvers.warm import WarmStart
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -45,3 +46,44 @@ def test_warm_start_keys_follow_real_time_across_a_dst_change(day):
         per.append((r & 0xFFFFFFF) - (1 << 27))
     # the absolute period of every column is its real hour since the first horizon
     assert [list(x) for x in per] == [[0, 1, 2], [1, 2, 3], [2, 3, 4]]
+
+
+def test_a_step_at_a_sub_second_instant_never_sends_a_limit_rise_early():
+    """Regression: a controller stepped at 08:00:00.7 planned periods from 08:00:00.7 while the
+    payload's startSchedule is sent in whole seconds (08:00:00), so a limit that rises at the
+    08:15:00.7 boundary was sent as rising at 08:15:00 (0.7 s early). Checked on the payload:
+    the instant each period starts is startSchedule + startPeriod, by hand."""
+    t0 = datetime(2026, 3, 2, 8, 0, 0, 700_000, tzinfo=UTC)
+    rise = t0 + timedelta(seconds=900)
+    site = lo.Site(
+        nodes=(
+            lo.Node(
+                id="grid",
+                max_current=32.0,
+                current_series=(
+                    lo.CurrentPoint(start=t0 - timedelta(hours=1), value=10.0),
+                    lo.CurrentPoint(start=rise, value=32.0),
+                ),
+            ),
+        ),
+        evses=(lo.Evse(id="e0", node="grid", charge_point_id="CP0"),),
+    )
+    ctl = lo.Controller(site, step_s=900, n_periods=4)
+    ctl.start_session(
+        lo.Session(
+            id="s0",
+            evse="e0",
+            arrival=t0 - timedelta(hours=1),
+            departure=t0 + timedelta(hours=3),
+            energy_kwh=80.0,
+        )
+    )
+    sched = ctl.step(t0)
+    msgs = set_charging_profiles(sched, "2.0.1", station_max=False, tx_default=False)
+    (prof,) = [pl["chargingProfile"] for _, _, pl in msgs]
+    cs = prof["chargingSchedule"][0]
+    start = datetime.fromisoformat(cs["startSchedule"].replace("Z", "+00:00"))
+    for per in cs["chargingSchedulePeriod"]:
+        if per["limit"] > 10.0:
+            assert start + timedelta(seconds=per["startPeriod"]) >= rise, per
+    assert max(per["limit"] for per in cs["chargingSchedulePeriod"]) > 10.0

@@ -402,13 +402,15 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         Returns
         -------
         Horizon
-            Starting at ``now`` (or at the UTC grid instant at or before it with ``align_to_grid``),
-            spanning ``step_s * n_periods`` seconds.
+            Starting at ``now`` floored to a whole UTC second (or at the UTC grid instant at or
+            before it with ``align_to_grid``), spanning ``step_s * n_periods`` seconds.
         """
-        if self.align_to_grid:
-            now_utc = to_utc(now, "Controller.horizon: now")
-            off_s = now_utc.timestamp() % self.step_s  # in UTC: never a wall-clock shift
-            now = (now_utc - timedelta(seconds=off_s)).astimezone(now.tzinfo)
+        # whole seconds (UTC): OCPP sends startSchedule in whole seconds, so a period boundary
+        # between two seconds would be sent early and a limit rising there would rise early
+        now_utc = to_utc(now, "Controller.horizon: now").replace(microsecond=0)
+        if self.align_to_grid:  # in UTC: never a wall-clock shift
+            now_utc -= timedelta(seconds=int(now_utc.timestamp()) % self.step_s)
+        now = now_utc.astimezone(now.tzinfo)
         if self.coarse_step_s is not None:
             return Horizon.tiered(
                 now,
