@@ -120,7 +120,7 @@ def project(
     """
     current = np.asarray(current, dtype=np.float64)
     if current.shape != (problem.n_sessions, problem.n_periods):  # a wider array would be cut
-        raise ValueError(
+        raise InputError(
             f"schedule has shape {current.shape}, expected "
             f"{(problem.n_sessions, problem.n_periods)} (sessions, periods)"
         )
@@ -178,7 +178,7 @@ def _dense_input(a: np.ndarray | None, shape: tuple[int, int], what: str) -> np.
         return np.zeros(shape)
     a = np.asarray(a, dtype=np.float64)
     if a.shape != shape:
-        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
+        raise InputError(f"{what} has shape {a.shape}, expected {shape}")
     return a
 
 
@@ -210,7 +210,7 @@ def project_storage(
     """
     st = problem.storage
     if st is None:
-        raise ValueError("project_storage needs a problem with batteries or V2G sessions")
+        raise InputError("project_storage needs a problem with batteries or V2G sessions")
     S, T, B = problem.n_sessions, problem.n_periods, st.n_batteries
     current = _dense_input(current, (S, T), "schedule")
     discharge = _dense_input(discharge, (S, T), "discharge")

@@ -87,7 +87,7 @@ class ProfileIds:
         int
         """
         if not 0 <= connector < 10_000:
-            raise ValueError(f"connector/EVSE id {connector} out of range 0..9999")
+            raise InputError(f"connector/EVSE id {connector} out of range 0..9999")
         return self.base + self._OFFSET[purpose] + connector
 
     def stack_level(self, purpose: Purpose) -> int:

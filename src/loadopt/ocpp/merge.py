@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 
 def dedupe(
     starts: np.ndarray, limits: np.ndarray, phases: np.ndarray
@@ -79,7 +81,7 @@ def merge_periods(
         ``(starts, limits, phases)`` with at most ``max_periods`` periods.
     """
     if max_periods < 1:
-        raise ValueError(f"max_periods must be >= 1, got {max_periods}")
+        raise InputError(f"max_periods must be >= 1, got {max_periods}")
     s, lim, ph = dedupe(starts, limits, phases)
     s, lim, ph = s.copy(), lim.copy(), ph.copy()
     while s.size > max_periods:
