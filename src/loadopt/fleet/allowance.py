@@ -27,6 +27,8 @@ def ev_matrix(problem: Problem, lp: LinearProgram) -> sp.csr_matrix:
     if b is None:
         return sp.csr_matrix((problem.n_periods, lp.n_cols))
     kw = problem.session_kw_per_a[problem.var_session[b.index]]
+    if problem.var_reserved is not None:  # inside a reservation: counted as fixed load
+        kw = np.where(problem.var_reserved[b.index], 0.0, kw)
     return sp.csr_matrix(
         (kw, (problem.var_period[b.index], b.positions)), shape=(problem.n_periods, lp.n_cols)
     )
@@ -45,6 +47,8 @@ def with_allowance(problem: Problem, allowance_kw: np.ndarray) -> Problem:
     rows[keep] = np.arange(keep.size)
     vt = problem.var_period
     on = rows[vt] >= 0
+    if problem.var_reserved is not None:  # inside a reservation: counted as fixed load
+        on &= ~problem.var_reserved
     v = np.flatnonzero(on)
     K = sp.csr_matrix(
         (problem.session_kw_per_a[problem.var_session[v]], (rows[vt[v]], v)),

@@ -121,13 +121,15 @@ class CoupledResult:
 
 # ------------------------------------------------------------------------------ coordinator
 def room_kw(problems: Mapping[str, Problem], limit: SharedLimit) -> tuple[np.ndarray, list[str]]:
-    """``R_t = L_t − Σ_i (base_i,t − PV_i,t)`` (kW), clamped at 0, and notices where it was."""
+    """``R_t = L_t − Σ_i (base_i,t − PV_i,t + reserved_i,t)`` (kW), clamped at 0, and notices
+    where it was. ``reserved``: what a site's reserved EVSEs may draw whatever its plan
+    (:attr:`~loadopt.problem.Problem.evse_reserved_a`), a fixed load like the base load."""
     ps = list(problems.values())
     T = ps[0].n_periods
     L = np.broadcast_to(np.asarray(limit.import_kw, dtype=np.float64), (T,)).copy()
     if np.isnan(L).any() or (L < 0).any():
         raise InputError(f"shared limit {limit.id!r}: import_kw must be >= 0 (no NaN)")
-    other = np.sum([p.base_load_kw - p.pv_kw for p in ps], axis=0)
+    other = np.sum([p.base_load_kw - p.pv_kw + _reserved_kw(p) for p in ps], axis=0)
     R = L - other
     notices = []
     if (R < 0).any():
@@ -139,9 +141,24 @@ def room_kw(problems: Mapping[str, Problem], limit: SharedLimit) -> tuple[np.nda
     return np.maximum(R, 0.0), notices
 
 
+def _reserved_kw(p: Problem) -> np.ndarray:
+    """(T,) kW the site's reserved EVSEs may draw whatever its plan."""
+    if p.evse_reserved_a is None:
+        return np.zeros(p.n_periods)
+    return (p.evse_reserved_a.sum(axis=1) * p.evse_voltage_v[:, None] / 1000.0).sum(axis=0)
+
+
 def _check_horizons(problems: Mapping[str, Problem]) -> None:
+    """One horizon for all sites, and no storage (battery charging and V2G are not in a site's
+    allowance: such a site would charge past the shared limit)."""
     if not problems:
         raise InputError("solve_coupled needs at least one site")
+    for key, p in problems.items():
+        if p.storage is not None:
+            raise InputError(
+                f"site {key!r}: batteries and V2G sessions are not supported behind a shared "
+                "limit (their charging is not in the site's allowance)"
+            )
     hz = [(p.horizon.start, p.horizon.step_s, p.n_periods) for p in problems.values()]
     first = hz[0]
     for key, h in zip(problems, hz, strict=True):
@@ -154,9 +171,10 @@ def _check_horizons(problems: Mapping[str, Problem]) -> None:
 
 def _max_ev_kw(p: Problem) -> np.ndarray:
     """(T,) kW the site's vehicles could draw at most (every session at its bound)."""
-    return np.bincount(
-        p.var_period, p.session_kw_per_a[p.var_session] * p.var_ub, minlength=p.n_periods
-    )
+    kw = p.session_kw_per_a[p.var_session] * p.var_ub
+    if p.var_reserved is not None:  # inside a reservation: counted as fixed load
+        kw = np.where(p.var_reserved, 0.0, kw)
+    return np.bincount(p.var_period, kw, minlength=p.n_periods)
 
 
 def _master(
