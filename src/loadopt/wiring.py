@@ -92,6 +92,46 @@ def branch_lines(line_to_line: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     return out
 
 
+def branch_line_weights(
+    line_to_line: np.ndarray,
+    rotation: np.ndarray,
+    n_lines: np.ndarray,
+    evse_node: np.ndarray,
+    parent: np.ndarray,
+    turns_ratio: np.ndarray,
+) -> np.ndarray:
+    """``(3E, 6N)``: A of line magnitude per A on each EVSE branch (row ``3e + j``), an upper
+    bound (triangle inequality) on every node line (column ``3n + p``) and delta/wye primary line
+    (column ``3N + 3n + p``) it reaches, walked up the tree.
+
+    A branch weighs 1 on each line it loads (:func:`branch_lines`); through a transformer of
+    ratio ``r`` the lines above carry the primary currents, ``I_A = (I_a − I_c)/r`` weighing
+    ``(w_a + w_c)/r`` and so on. Branches an EVSE lacks (``j ≥ n_lines[e]``) weigh nothing.
+    ``Σ_branches weight · |current|`` bounds every line's magnitude whatever the phases, which
+    is what a fixed or worst-case draw of unknown split is counted as.
+    """
+    rot = np.asarray(rotation, dtype=np.int64).reshape(-1, 3)
+    E = rot.shape[0]
+    ratio = np.asarray(turns_ratio, dtype=np.float64)
+    N = ratio.size
+    has = np.arange(3)[None, :] < np.asarray(n_lines).reshape(E, 1)
+    x = (branch_lines(line_to_line, rot) * has[:, :, None]).reshape(3 * E, 3)
+    out = np.zeros((3 * E, 6 * N))
+    row, cur = np.arange(3 * E), np.repeat(np.asarray(evse_node, dtype=np.int64), 3)
+    three = np.arange(3)
+    while row.size:
+        out[row[:, None], cur[:, None] * 3 + three] += x
+        tr = ratio[cur] > 0
+        if tr.any():
+            x = x.copy()
+            x[tr] = (x[tr] + np.roll(x[tr], 1, axis=1)) / ratio[cur[tr]][:, None]
+            out[row[tr][:, None], (N + cur[tr])[:, None] * 3 + three] += x[tr]
+        nxt = np.asarray(parent)[cur]
+        keep = nxt >= 0
+        row, cur, x = row[keep], nxt[keep], x[keep]
+    return out
+
+
 def delta_wye_primary(coef: np.ndarray, turns_ratio: np.ndarray | float) -> np.ndarray:
     """Primary line currents of a delta/wye transformer from its secondary ones (``(..., 3)``).
 

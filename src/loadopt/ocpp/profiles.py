@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import InputError
 from ..schedule import Schedule
 from ..site import Evse, Site
-from ..wiring import branch_lines
+from ..wiring import branch_line_weights
 from .ids import ProfileIds, Purpose, Version, check_version, wire_purpose
 from .merge import merge_periods
 from .numbers import _num, _watts_deci
@@ -394,24 +394,13 @@ def _phasor_line_allowance(
     """
     p = schedule.problem
     E, T = has_line.shape[0], p.n_periods
-    N = len(p.node_ids)
     ratio = np.array(
         [0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in p.site.nodes]
     )
     line_to_line = np.array([e.wiring == "line_to_line" for e in p.site.evses], dtype=bool)
-    x = (branch_lines(line_to_line, p.evse_site_phases) * has_line[:, :, None]).reshape(3 * E, 3)
-    weight = np.zeros((3 * E, 6 * N))
-    row, cur = np.arange(3 * E), np.repeat(p.evse_node, 3)
-    while row.size:
-        weight[row[:, None], cur[:, None] * 3 + np.arange(3)] += x
-        tr = ratio[cur] > 0
-        if tr.any():
-            x = x.copy()
-            x[tr] = (x[tr] + np.roll(x[tr], 1, axis=1)) / ratio[cur[tr]][:, None]
-            weight[row[tr][:, None], (N + cur[tr])[:, None] * 3 + np.arange(3)] += x[tr]
-        nxt = p.node_parent[cur]
-        keep = nxt >= 0
-        row, cur, x = row[keep], nxt[keep], x[keep]
+    weight = branch_line_weights(
+        line_to_line, p.evse_site_phases, p.evse_phases, p.evse_node, p.node_parent, ratio
+    )
     lim = p.line_limit
     with np.errstate(invalid="ignore"):
         room = np.where(
