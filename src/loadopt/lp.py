@@ -437,7 +437,8 @@ def build_lp(
                 ar = np.arange(kh)
                 rows.add(
                     np.concatenate([ar, ar, kh + ar, kh + ar]),
-                    np.concatenate([imp_cols[hi], y, exp_cols[hi], y]),
+                    # imp/exp columns exist only for the periods kept (pos: period -> column)
+                    np.concatenate([imp_cols[pos[hi]], y, exp_cols[pos[hi]], y]),
                     np.concatenate([np.ones(kh), -imp_ub[hi], np.ones(kh), exp_ub[hi]]),
                     -np.inf,
                     np.concatenate([np.zeros(kh), exp_ub[hi]]),
