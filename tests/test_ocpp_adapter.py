@@ -540,6 +540,25 @@ def test_notify_ev_charging_needs_feeds_the_session():
         is False
     )
     assert ad.controller.sessions["B:n1"].energy_kwh == 12.0
+    # energyAmount is the demand from now on (ISO 15118), not from plug-in: a car that has had
+    # 5 kWh and now asks for 7 more wants 12 kWh in all
+    ad.controller.meter("B:n1", T0 + timedelta(minutes=30), energy_kwh=5.0)
+    assert ad.on_notify_ev_charging_needs(
+        "B",
+        {
+            "evseId": 1,
+            "chargingNeeds": {
+                "requestedEnergyTransfer": "AC_three_phase",
+                "acChargingParameters": {
+                    "energyAmount": 7000,
+                    "evMinCurrent": 8,
+                    "evMaxCurrent": 20,
+                    "evMaxVoltage": 400,
+                },
+            },
+        },
+    )
+    assert ad.controller.sessions["B:n1"].energy_kwh == pytest.approx(12.0)
 
 
 def test_notify_charging_limit_becomes_a_cap_on_the_station_node():

@@ -185,6 +185,44 @@ def test_v2x_needs_relative_to_now_are_kept_relative_to_plug_in():
     assert (planned.v2x.min_v2x_energy_kwh, planned.v2x.max_v2x_energy_kwh) == (-2.0, 20.0)
 
 
+def test_remaining_energy_from_the_car_counts_from_now_not_from_plug_in():
+    """ISO 15118's target (``evTargetEnergyRequest``, ``energyAmount``) is what the car still
+    wants: after 5 kWh metered, "4 kWh more" is planned as 4 kWh more, for a V2G session too
+    (net energy into its battery), and ``energy_kwh`` with ``remaining_kwh`` is refused."""
+    r = _Run()
+    sid = r.start("V", "t1")
+    t = T0 + timedelta(minutes=30)
+    r.ctl.step(T0)
+    assert r.ad.on_meter_values(
+        "V",
+        {
+            "evseId": 1,
+            "meterValue": [
+                {
+                    "timestamp": _iso(t),
+                    "sampledValue": [
+                        {"value": 6000.0, "measurand": "Energy.Active.Import.Register"}
+                    ],
+                }
+            ],
+        },
+    )
+    r.ctl.update_session(sid, remaining_kwh=4.0, at=t)
+    assert r.ctl.sessions[sid].energy_kwh == pytest.approx(9.0)
+    (planned,) = r.ctl.planned_sessions(t)
+    assert planned.energy_kwh == pytest.approx(4.0)
+    v2x = V2xParameters(min_v2x_energy_kwh=-2, max_v2x_energy_kwh=20)
+    r.ctl.update_session(sid, v2x=v2x, remaining_kwh=4.0, at=t)
+    (planned,) = r.ctl.planned_sessions(t)
+    assert planned.energy_kwh == pytest.approx(4.0)
+    before = r.ctl.sessions[sid]
+    with pytest.raises(lo.InputError, match="not both"):
+        r.ctl.update_session(sid, energy_kwh=3.0, remaining_kwh=1.0)
+    with pytest.raises(lo.InputError, match="remaining_kwh"):
+        r.ctl.update_session(sid, remaining_kwh=-1.0)
+    assert r.ctl.sessions[sid] == before
+
+
 @pytest.mark.parametrize(
     ("v2x", "why"),
     [

@@ -11,7 +11,7 @@ from typing import Any
 from .._base import as_model, to_utc
 from ..errors import InputError
 from ..session import Session, V2xParameters
-from .state import _check_id, _ControllerState, _SessionState
+from .state import _check_id, _ControllerState, _finite_nonneg, _SessionState
 
 
 class _Sessions(_ControllerState):
@@ -174,6 +174,7 @@ class _Sessions(_ControllerState):
         min_current: float | None = None,
         v2x: V2xParameters | dict[str, Any] | None = None,
         at: datetime | None = None,
+        remaining_kwh: float | None = None,
     ) -> None:
         """New facts about an active session from the vehicle (OCPP 2.x NotifyEVChargingNeeds /
         ISO 15118). Validated like a new :class:`Session`; nothing changes on an error.
@@ -186,6 +187,12 @@ class _Sessions(_ControllerState):
             New departure (aware datetime).
         energy_kwh
             Energy wanted for the whole session (kWh).
+        remaining_kwh
+            Energy the vehicle still wants from ``at`` on (kWh), as ISO 15118 / OCPP send it
+            (``energyAmount``, ``evTargetEnergyRequest``: the demand from now, not from
+            plug-in). The session's energy becomes what the controller estimates it received by
+            ``at`` (for a V2G session: the net energy into its battery) plus this. Not with
+            ``energy_kwh``.
         max_current, min_current
             The current range the vehicle accepts (A per phase).
         v2x
@@ -197,29 +204,52 @@ class _Sessions(_ControllerState):
             efficiency, minus the discharge estimate / discharge efficiency). The session is
             then planned bidirectionally where its EVSE is ``bidirectional``.
         at
-            When the ``v2x`` energies were true (aware datetime); default: the controller's
-            clock (its latest step or reading), or the session's arrival before any.
+            When the ``v2x`` energies and ``remaining_kwh`` were true (aware datetime);
+            default: the controller's clock (its latest step or reading), or the session's
+            arrival before any.
 
         Raises
         ------
         InputError
-            An unknown session or a time that is not aware.
+            An unknown session, a time that is not aware, or both ``energy_kwh`` and
+            ``remaining_kwh``.
         ModelError
             A value the session rejects (V2X floor above its ceiling, target above the ceiling
             …).
         """
         s = self._get(session_id)
-        upd: dict[str, Any] = {}
-        if v2x is not None:
-            v = as_model(v2x, V2xParameters, f"update_session {session_id!r}: v2x")
-            t = (
-                to_utc(at, f"update_session {session_id!r}: at")
-                if at is not None
-                else (self._clock or s.arrival)
+        if energy_kwh is not None and remaining_kwh is not None:
+            raise InputError(
+                f"update_session {session_id!r}: give energy_kwh (whole session) or "
+                "remaining_kwh (from `at` on), not both"
             )
-            st0 = self._state[session_id]
+        upd: dict[str, Any] = {}
+        t = (
+            to_utc(at, f"update_session {session_id!r}: at")
+            if at is not None
+            else (self._clock or s.arrival)
+        )
+        st0 = self._state[session_id]
+        v2x_model = (
+            as_model(v2x, V2xParameters, f"update_session {session_id!r}: v2x")
+            if v2x is not None
+            else s.v2x
+        )
+
+        def net_at(v: V2xParameters | None) -> float:
+            """kWh the session has put into the vehicle by ``t`` (net of discharge for V2G)."""
+            if v is None:
+                return self._delivered_estimate(st0, t)
             into = v.charge_efficiency * self._delivered_estimate(st0, t)
-            net = into - self._discharged_estimate(st0, t) / v.discharge_efficiency
+            return into - self._discharged_estimate(st0, t) / v.discharge_efficiency
+
+        if remaining_kwh is not None:
+            rem = _finite_nonneg(remaining_kwh, f"update_session {session_id!r}: remaining_kwh")
+            upd["energy_kwh"] = round(max(net_at(v2x_model), 0.0) + rem, 6)
+        if v2x is not None:
+            v = v2x_model
+            assert v is not None
+            net = net_at(v)
             upd["v2x"] = v.model_copy(
                 update={
                     "min_v2x_energy_kwh": round(v.min_v2x_energy_kwh + net, 6),

@@ -577,8 +577,8 @@ class _Transactions(_AdapterState):
             if not isinstance(par, dict):
                 continue
             e = _number(par.get("energyAmount", par.get("evTargetEnergyRequest")))
-            if e is not None and e >= 0:
-                upd["energy_kwh"] = e / 1000.0
+            if e is not None and e >= 0:  # the demand from now on (ISO 15118), not plug-in
+                upd["remaining_kwh"] = e / 1000.0
             hi = _number(par.get("evMaxCurrent"))
             if key == "acChargingParameters" and hi is not None and hi > 0:
                 upd["max_current"] = hi
