@@ -200,10 +200,12 @@ def test_a_killed_worker_with_no_time_left_means_fast_path_for_its_sites(problem
     be = _two_workers(dask_backend)
     a, b = sorted(be.slots())
     pins = {str(k): (a, b)[k % 2] for k in range(len(problems))}
-    blockers = [_block(be, a, 30.0), _block(be, b, 3.0)]
-    killer = _kill_later(be, a, 0.2)
+    # margins for a loaded machine: the kill lands after solve_many has submitted to ``a`` and
+    # well before the deadline, and ``b`` stays busy past the deadline
+    blockers = [_block(be, a, 30.0), _block(be, b, 6.0)]
+    killer = _kill_later(be, a, 0.5)
     try:
-        res = solve_many(problems, be, deadline_s=1.0, slot_of=pins)
+        res = solve_many(problems, be, deadline_s=2.0, slot_of=pins)
     finally:
         killer.join()
         for f in blockers:
