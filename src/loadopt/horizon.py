@@ -11,6 +11,7 @@ hour away from its real instant.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -18,7 +19,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from ._base import FrozenModel, SeriesPoint, ZonedDatetime
+from ._base import FrozenModel, SeriesPoint, ZonedDatetime, epoch_s
 from .errors import InputError
 
 
@@ -253,8 +254,6 @@ class Horizon(FrozenModel):
         InputError
             Another length, or a value that is not a finite number.
         """
-        from .errors import InputError
-
         try:
             arr = np.asarray(values, dtype=np.float64).reshape(-1)
         except (TypeError, ValueError):
@@ -276,7 +275,7 @@ class Horizon(FrozenModel):
 
 def _epoch_s(t: datetime) -> int:
     """Whole seconds since the Unix epoch of an aware datetime (sub-seconds dropped)."""
-    return int((t - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() // 1)
+    return math.floor(epoch_s(t))
 
 
 Reduce = Literal["min", "max", "mean"]
