@@ -44,7 +44,6 @@ class Prepared:
 
     n_sessions: int
     n_periods: int
-    step_s: float
     period_start_s: np.ndarray  #: (T,) start of each period, s from horizon start
     vptr: np.ndarray  #: (T+1,) variables of period t are perm positions vptr[t]:vptr[t+1]
     rptr: np.ndarray  #: (T+1,) reduced rows likewise
@@ -202,7 +201,6 @@ def _prepare(problem: Problem) -> Prepared:
     return Prepared(
         n_sessions=S,
         n_periods=T,
-        step_s=float(hz.step_s),
         period_start_s=hz.period_bounds_s()[:-1],
         vptr=vptr,
         rptr=rptr,
