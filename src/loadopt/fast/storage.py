@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..problem import ROW_SITE_IMPORT, Problem
-from ..safety import project_storage, soc_path
+from ..safety import _by_period, project_storage, soc_path
 
 #: Energy tolerance (kWh) of the target check in step 5.
 TARGET_TOL_KWH = 1e-6
@@ -130,8 +130,8 @@ def _pairs(
     var_unit = st.session_unit[problem.var_session]
     eta = st.unit_eta_c * st.unit_eta_d
     U = st.n_units
-    d_of = _groups(st.dv_unit, U)  # discharge columns of each unit (one sort, not U scans)
-    v_of = _groups(np.where(var_unit >= 0, var_unit, U), U + 1)
+    d_of = _by_period(st.dv_unit, U)  # discharge columns of each unit (one sort, not U scans)
+    v_of = _by_period(np.where(var_unit >= 0, var_unit, U), U + 1)
     for u in np.flatnonzero(keep):
         d = d_of[u]
         if d.size == 0:
@@ -174,13 +174,6 @@ def _pairs(
             add_bc[c[oc]] = back_a
     _unpaired(problem, value[1], keep, dis, add_bc)
     return dis, {"var": add_var, "bc": add_bc}
-
-
-def _groups(key: np.ndarray, n: int) -> list[np.ndarray]:
-    """Indices of ``key`` grouped by value ``0..n-1`` (ascending within a group)."""
-    order = np.argsort(key, kind="stable")
-    cuts = np.searchsorted(key[order], np.arange(n + 1))
-    return [order[cuts[i] : cuts[i + 1]] for i in range(n)]
 
 
 def _unpaired(
