@@ -109,6 +109,16 @@ def test_dr_cap_is_met_by_battery_discharge_instead_of_curtailing_cars():
     )
 
 
+def test_plan_storage_without_storage_is_an_input_error():
+    from loadopt.fast.storage import plan_storage
+
+    site = _site()
+    cars = [lo.Session(id="a", evse="e1", arrival=T0, departure=at(4), energy_kwh=5.0)]
+    p = lo.compile_problem(site, cars, HZ, lo.Signals())
+    with pytest.raises(lo.InputError, match="batteries or V2G"):
+        plan_storage(p)
+
+
 def test_the_solver_fallback_on_a_storage_problem_uses_the_policy():
     site = _site(soc=0.5)
     cars = [lo.Session(id="a", evse="e0", arrival=T0, departure=at(4), energy_kwh=20.0)]

@@ -38,6 +38,7 @@ import dataclasses
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import InputError
 from ..problem import ROW_SITE_IMPORT, Problem
 from ..safety import _by_period, project_storage, soc_path
 
@@ -55,7 +56,7 @@ def plan_storage(
 
     st = problem.storage
     if st is None:
-        raise ValueError("plan_storage needs a problem with batteries or V2G sessions")
+        raise InputError("plan_storage needs a problem with batteries or V2G sessions")
     B = st.n_batteries
     cur0 = allocate_horizon(problem, policy)  # type: ignore[arg-type]
     base = project_storage(problem, cur0, min_current=problem.session_min_current)
