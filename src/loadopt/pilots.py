@@ -26,6 +26,7 @@ and a limit below the minimum as 0 — the capacity above it is lost.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from .problem import Problem
 from .safety import GRID_SNAP, row_capacity_da
@@ -86,6 +87,18 @@ def _storage_load_da(problem: Problem, battery_a: np.ndarray | None) -> np.ndarr
     return np.asarray(st.Gb @ np.maximum(xb, 0.0), dtype=np.float64)
 
 
+def _take_room(Gc: sp.csc_matrix, v: int, add_da: float, load: np.ndarray, cap: np.ndarray) -> bool:
+    """Raise variable ``v`` by ``add_da`` deci-amps on the rows' ``load`` (in place) when every
+    row it is in stays within ``cap`` (deci-amps, :func:`loadopt.safety.row_capacity_da`);
+    ``False``, and nothing changed, otherwise."""
+    rows = Gc.indices[Gc.indptr[v] : Gc.indptr[v + 1]]
+    new = load[rows] + Gc.data[Gc.indptr[v] : Gc.indptr[v + 1]] * add_da
+    if not np.all(new <= cap[rows]):
+        return False
+    load[rows] = new
+    return True
+
+
 def round_to_pilots(
     problem: Problem, current: np.ndarray, *, battery_a: np.ndarray | None = None
 ) -> np.ndarray:
@@ -120,10 +133,7 @@ def round_to_pilots(
     for j in np.flatnonzero(lost)[np.argsort(dep[lost], kind="stable")]:
         v = int(v0[j])
         add = np.floor(up[j] * 10.0 + GRID_SNAP) - x_da[v]
-        lo, hi = Gc.indptr[v], Gc.indptr[v + 1]
-        rows, coef = Gc.indices[lo:hi], Gc.data[lo:hi]
-        if np.all(load[rows] + coef * add <= cap[rows]):
-            load[rows] += coef * add
+        if _take_room(Gc, v, add, load, cap):
             x_da[v] += add
     return problem.dense(x_da / 10.0)
 
@@ -185,10 +195,7 @@ def pilot_fixings(
     for j in np.flatnonzero(hold)[np.argsort(dep[hold], kind="stable")]:
         v = int(v0[j])
         add = np.ceil(above[j] * 10.0 - GRID_SNAP) - np.ceil(floor[v] * 10.0 - GRID_SNAP)
-        lo, hi = Gc.indptr[v], Gc.indptr[v + 1]
-        rows, coef = Gc.indices[lo:hi], Gc.data[lo:hi]
-        if add > 0 and np.all(load[rows] + coef * add <= cap[rows]):
-            load[rows] += coef * add
+        if add > 0 and _take_room(Gc, v, add, load, cap):
             floor[v] = above[j]
             placed += 1
     if not placed:
