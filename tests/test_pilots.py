@@ -12,28 +12,14 @@ from hypothesis import strategies as st
 import loadopt as lo
 from loadopt.pilots import round_to_pilots
 
-from .conftest import T0, horizon, session
+from .conftest import T0, horizon, one_breaker_site, session
 
 STEPS = (8.0, 16.0, 24.0, 32.0)
 
 
 def stepped_site(breaker_a: float = 40.0, n: int = 4, steps=STEPS, min_a: float = 8.0):
-    return lo.Site(
-        nodes=(
-            lo.Node(id="grid", kind="grid_connection"),
-            lo.Node(id="cb", parent="grid", max_current=breaker_a),
-        ),
-        evses=tuple(
-            lo.Evse(
-                id=f"e{k}",
-                node="cb",
-                charge_point_id=f"CP{k}",
-                phases=1,
-                min_current=min_a,
-                allowed_currents=steps,
-            )
-            for k in range(n)
-        ),
+    return one_breaker_site(
+        breaker_a, n_evse=n, phases=1, min_current=min_a, allowed_currents=steps
     )
 
 
