@@ -38,6 +38,7 @@ CONFIG_KEYS_16 = (
 )
 VARIABLES_2X = ("RateUnit", "PeriodsPerSchedule", "ProfileStackLevel", "ACPhaseSwitchingSupported")
 _ENDED_MEMORY = 10_000  #: ended transaction ids remembered (late events are skipped)
+_ANY: Any = object()  #: "any connector" for :meth:`_AdapterState._txs_on`
 
 
 @dataclass
@@ -139,6 +140,15 @@ class _AdapterState:
         log.warning("skipped: %s", msg)
         self.problems.append(msg)
         return False
+
+    def _txs_on(self, cp: str, conn: Any = _ANY) -> list[_Tx]:
+        """The open transactions of charge point ``cp`` (on connector/EVSE ``conn`` if given; a
+        ``None`` from a payload matches none), as a list (safe to end them while iterating)."""
+        return [
+            t
+            for t in self._tx.values()
+            if t.charge_point_id == cp and (conn is _ANY or t.connector == conn)
+        ]
 
     def _known_cp(self, cp: Any) -> bool:
         return isinstance(cp, str) and cp in self._cps

@@ -86,8 +86,8 @@ class _Stations(_AdapterState):
         if not self._known_cp(cp):
             return self._skip(f"BootNotification from unknown charge point {cp!r}")
         now = self._clock()
-        for sid in [s for s, t in self._tx.items() if t.charge_point_id == cp]:
-            self._end(sid, now, "station rebooted")
+        for t in self._txs_on(cp):
+            self._end(t.session_id, now, "station rebooted")
         self.belief.rebooted(cp)
         return self.connect(cp, version)
 

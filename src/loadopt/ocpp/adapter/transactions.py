@@ -379,10 +379,7 @@ class _Transactions(_AdapterState):
                 sid = None
             tx = self._tx.get(sid) if sid else None
         if tx is None:  # 2.x carries no transactionId: find the connector's transaction
-            tx = next(
-                (t for t in self._tx.values() if t.charge_point_id == cp and t.connector == conn),
-                None,
-            )
+            tx = next(iter(self._txs_on(cp, conn)), None)
         if tx is None and isinstance(wire, int) and not isinstance(wire, bool) and wire > 0:
             tx = self._adopt16(cp, conn, wire, payload.get("meterValue"))
         if tx is None:
@@ -523,10 +520,8 @@ class _Transactions(_AdapterState):
         self.status[(cp, conn)] = str(status)
         if status in ("Available", "Finishing"):
             at = _time(payload.get("timestamp")) or self._clock()
-            for sid in [
-                s for s, t in self._tx.items() if t.charge_point_id == cp and t.connector == conn
-            ]:
-                self._end(sid, at, f"connector {status}")
+            for t in self._txs_on(cp, conn):
+                self._end(t.session_id, at, f"connector {status}")
             if conn != 0:  # also a ghost's transaction, ended here without the station
                 self._forget_tx(cp, conn)
         return True
@@ -559,9 +554,7 @@ class _Transactions(_AdapterState):
         if not isinstance(payload, dict) or not isinstance(payload.get("chargingNeeds"), dict):
             return self._skip(f"charge point {cp!r}: NotifyEVChargingNeeds without chargingNeeds")
         evse = payload.get("evseId")
-        tx = next(
-            (t for t in self._tx.values() if t.charge_point_id == cp and t.connector == evse), None
-        )
+        tx = next(iter(self._txs_on(cp, evse)), None)
         if tx is None:
             return self._skip(
                 f"charge point {cp!r}: NotifyEVChargingNeeds for EVSE {evse!r} "
