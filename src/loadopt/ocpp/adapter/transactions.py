@@ -30,6 +30,12 @@ class _Transactions(_AdapterState):
             self._skip(f"charge point {cp!r}: unknown connector/EVSE {connector!r}")
         return ev
 
+    def _tx_id(self, given: int | None) -> int:
+        """A 1.6 ``transactionId``: ``given``, or the next of ours; ours never reuse one seen."""
+        tid = self._next_tx if given is None else given
+        self._next_tx = max(self._next_tx, tid + 1)
+        return tid
+
     def _start(
         self,
         cp: str,
@@ -181,9 +187,7 @@ class _Transactions(_AdapterState):
                 transaction_id = None
         if not isinstance(payload, dict):
             self._skip(f"charge point {cp!r}: StartTransaction payload is not an object")
-            tid = self._next_tx if transaction_id is None else transaction_id
-            self._next_tx = max(self._next_tx, tid + 1)
-            return tid
+            return self._tx_id(transaction_id)
         rkey = (
             cp,
             payload.get("connectorId"),
@@ -193,9 +197,7 @@ class _Transactions(_AdapterState):
         )
         if rkey in self._starts16 and transaction_id is None:
             return self._starts16[rkey]
-        if transaction_id is None:
-            transaction_id = self._next_tx
-        self._next_tx = max(self._next_tx, transaction_id + 1)
+        transaction_id = self._tx_id(transaction_id)
         self._starts16[rkey] = transaction_id
         if len(self._starts16) > _ENDED_MEMORY:
             self._starts16.pop(next(iter(self._starts16)))
@@ -413,7 +415,7 @@ class _Transactions(_AdapterState):
         at = min((t for t in stamps if t is not None), default=None)
         if at is None or not self._start(cp, ev, wire, at, None, None, None):
             return None
-        self._next_tx = max(self._next_tx, wire + 1)  # our numbering never reuses it
+        self._tx_id(wire)  # our numbering never reuses it
         log.info("charge point %r: transaction %r adopted from its meter values", cp, wire)
         return self._tx[f"{cp}:{wire}"]
 
