@@ -3,8 +3,9 @@
 For random site trees, phase rotations, vehicles, sessions and signals, whatever path produces
 the schedule (optimal LP, fallback, a solver that returns garbage, a user's schedule through the
 projection), no node, phase, grid or demand-response limit is exceeded. The limits are re-checked
-here independently of the safety rows the library builds (from the schedule's node loads and the
-raw limits), so a wrong row in ``compile`` would be caught too.
+by ``tests/fuzz_checker.Limits``, written from the raw site, sessions, horizon and signals (never
+the library's ``G``/``h``, node loads or compiled limit arrays), so a wrong row in ``compile``
+would be caught too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from loadopt.safety import project
 from loadopt.solvers.result import SolverResult, SolverStatus
 
 from .conftest import T0, examples
+from .fuzz_checker import Limits
 
 ROTATIONS = ["RST", "RTS", "SRT", "STR", "TRS", "TSR"]
 limit_a = st.one_of(st.none(), st.floats(0, 80, allow_nan=False).map(lambda x: round(x, 2)))
@@ -126,8 +128,19 @@ def scenarios(draw):
 
 
 def assert_physically_safe(p: lo.Problem, current: np.ndarray) -> None:
-    """Check the raw limits directly from node loads (independent of ``G``)."""
+    """Check ``current`` against the raw inputs with the independent checker, then the
+    library's own figures (node loads, compiled limits, ``violations``) as a second opinion."""
     assert current.shape == (p.n_sessions, p.n_periods)
+    # The checker does not model a reduction below the *uncontrolled* baseline (no baseline_kw);
+    # that cap is left to the library's figures below, every other limit is checked from raw.
+    modelled = tuple(
+        g for g in p.signals.grid_signals if g.reduction_kw is None or g.baseline_kw is not None
+    )
+    signals = p.signals.model_copy(update={"grid_signals": modelled})
+    bad = Limits(p.site, p.sessions, p.horizon, signals).breaches(
+        np.asarray(current, dtype=float), p.session_ids
+    )
+    assert bad == [], f"the raw limits are broken: {bad[:5]}"
     assert (current >= 0).all()
     assert np.allclose(current * 10, np.round(current * 10), atol=1e-9), "not on the 0.1 A grid"
     assert (current <= p.session_max_current[:, None] + 1e-9).all()
