@@ -151,3 +151,15 @@ def test_strict_far_future_start_raises():
             "A",
             {"connectorId": 1, "meterStart": 0, "idTag": "z", "timestamp": "9999-12-31T23:59:59Z"},
         )
+
+
+def test_step_with_a_naive_time_is_an_input_error():
+    """A naive ``now`` was read as the host's local time (``astimezone``): on a host not in UTC
+    the plan, its DR periods and tariffs ran hours off, silently. Now an InputError, as
+    ``Controller.step`` gives, and nothing changes."""
+    ad, _ = _adapter()
+    with pytest.raises(lo.InputError, match="naive"):
+        ad.step(T0.replace(tzinfo=None))
+    assert ad.last_schedule is None
+    ad.step(T0)
+    assert ad.last_schedule is not None

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from ..._base import to_utc
 from ...controller import Controller
 from ...errors import UnknownIdError
 from ...schedule import Schedule
@@ -148,7 +149,8 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
         Parameters
         ----------
         now
-            The interval's time (aware datetime; whole seconds are used).
+            The interval's time (aware datetime; whole seconds are used; a naive one is an
+            :class:`~loadopt.errors.InputError`, never read as the machine's local time).
 
         Returns
         -------
@@ -156,7 +158,7 @@ class CsmsAdapter(_Stations, _Transactions, _Answers, _Targets, _Release):
             ``(charge point id, action, payload)`` to send. A controller failure is logged and
             what stations hold is kept (nothing is raised into the loop).
         """
-        now = now.astimezone(UTC).replace(microsecond=0)  # real time, whole seconds
+        now = to_utc(now, "CsmsAdapter.step now").replace(microsecond=0)  # whole seconds
         now_s = now.timestamp()
         self._now_s = max(self._now_s, now_s)
         self._expire(now_s)
