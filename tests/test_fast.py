@@ -160,6 +160,8 @@ def test_bad_arguments_are_named():
         fast.allocate(p, 5)
     with pytest.raises(ValueError, match="one value per session"):
         fast.allocate(p, 0, energy_left_kwh=np.zeros(3))
+    with pytest.raises(lo.InputError, match=r"NaN for session.*'a'"):
+        fast.allocate(p, 0, energy_left_kwh=np.array([np.nan]))
     with pytest.raises(ValueError, match="policy"):
         lo.solve(p, method="fast", policy="nope")
 

@@ -94,6 +94,10 @@ def _energy(problem: Problem, energy_left_kwh: np.ndarray | None) -> np.ndarray:
             f"energy_left_kwh has shape {e.shape}, expected "
             f"({problem.n_sessions},): one value per session"
         )
+    bad = np.flatnonzero(np.isnan(e))
+    if bad.size:  # NaN compares false everywhere: the kernels would quietly give 0 A
+        names = ", ".join(repr(problem.session_ids[k]) for k in bad[:5])
+        raise InputError(f"energy_left_kwh is NaN for session(s) {names}")
     return e
 
 
