@@ -13,6 +13,7 @@ import loadopt as lo
 from loadopt.pilots import round_to_pilots
 
 from .conftest import T0, horizon, one_breaker_site, session
+from .physics import physical_violations
 
 STEPS = (8.0, 16.0, 24.0, 32.0)
 
@@ -37,6 +38,7 @@ def test_controller_hands_out_only_pilots_the_evse_can_take(method):
     for k in range(3):
         sched = ctl.step(T0 + timedelta(minutes=15 * k))
         assert legal(sched.current[:, 0], STEPS, 8.0), sched.current[:, 0]
+        assert physical_violations(sched.problem, sched.current) == []
         assert not sched.violations()
         # four cars on 40 A: the plan uses what the steps allow (e.g. 24 + 16), not 4 × 8
         assert sched.current[:, 0].sum() >= 40.0 - 8.0
@@ -108,6 +110,7 @@ def test_rounding_to_pilots_is_safe_and_legal(wish, steps, breaker_a):
     p = lo.compile_problem(site, sessions, horizon(2))
     safe = lo.safety.project(p, np.repeat(np.array(wish)[:, None], 2, axis=1))
     out = round_to_pilots(p, safe)
+    assert physical_violations(p, out) == []  # independent, from the raw site and sessions
     assert not lo.safety.violations(p, out)
     assert legal(out, steps, steps[0] if steps else 6.0)
     # later periods only ever go down; period 0 only up from the rounded-down step
@@ -316,6 +319,7 @@ def test_pilot_fixings_are_feasible_and_the_resolve_safe(wish, energy, steps, br
     out = ctl._in_pilot_steps(p, replace(s, current=plan)).current
     assert legal(out, steps, min_a)
     assert np.all(out.sum(axis=0) <= breaker_a + 1e-9)
+    assert physical_violations(p, out) == []
 
 
 def test_auto_picks_the_rounding_aware_lp_for_pilots_and_the_milp_for_integer_rules():
