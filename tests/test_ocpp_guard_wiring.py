@@ -14,7 +14,6 @@ draws (each branch at its charging or its discharging end, base load and PV on o
 
 from __future__ import annotations
 
-import cmath
 import copy
 import itertools
 import math
@@ -31,42 +30,17 @@ from loadopt.ocpp import CsmsAdapter, SiteLimits
 
 from .conftest import examples
 from .ocpp_helpers import SimStation, deliver_outgoing
+from .phasors import VOLT, branch_phasors, climb
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-VOLT = {p: cmath.rect(1.0, math.radians(a)) for p, a in (("R", 0), ("S", -120), ("T", 120))}
 TOL = 1e-6
-
-
-def branch_phasors(ev: lo.Evse, j: int) -> dict[str, complex]:
-    """Site-line current (per A) of branch ``j`` of ``ev`` (what flows on its line ``Lj``)."""
-    rot = ev.phase_rotation
-    if ev.wiring == "line_to_neutral":
-        return {rot[j]: VOLT[rot[j]]}
-    a, b = rot[j], rot[(j + 1) % 3]
-    u = (VOLT[a] - VOLT[b]) / abs(VOLT[a] - VOLT[b])
-    return {a: u, b: -u}
 
 
 def line_table(site: lo.Site, at_node: str, phasors: dict[str, complex]) -> dict:
     """``{(node, line): complex}``: a load with site-line phasors ``phasors`` hung at ``at_node``,
     seen on every node line above it and on the primary lines (``A``, ``B``, ``C``) of every
     delta/wye transformer on the way."""
-    by_id = {n.id: n for n in site.nodes}
-    out: dict[tuple[str, str], complex] = {}
-    lines = dict(phasors)
-    node: str | None = at_node
-    while node is not None:
-        n = by_id[node]
-        for p, z in lines.items():
-            out[(node, p)] = out.get((node, p), 0) + z
-        if n.delta_wye is not None:
-            k = n.delta_wye.turns_ratio
-            a, b, c = (lines.get(p, 0) for p in "RST")
-            lines = {"R": (a - c) / k, "S": (b - a) / k, "T": (c - b) / k}
-            for p, q in zip("RST", "ABC", strict=True):
-                out[(node, q)] = out.get((node, q), 0) + lines[p]
-        node = n.parent
-    return out
+    return climb(site, at_node, phasors)
 
 
 def limit_of(site: lo.Site, node: str, line: str) -> float:

@@ -9,7 +9,6 @@ in those draws, so the checker tries every corner of that box.
 
 from __future__ import annotations
 
-import cmath
 import itertools
 import math
 from datetime import UTC, datetime, timedelta
@@ -22,40 +21,16 @@ import loadopt as lo
 from loadopt.ocpp import allowances
 
 from .conftest import examples
+from .phasors import branch_phasors, climb
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-VOLT = {p: cmath.rect(1.0, math.radians(a)) for p, a in (("R", 0), ("S", -120), ("T", 120))}
-
-
-def branch_phasors(ev: lo.Evse, j: int) -> dict[str, complex]:
-    """Site-line phasors (per A) of branch ``j`` of ``ev``."""
-    rot = ev.phase_rotation
-    if ev.wiring == "line_to_neutral":
-        return {rot[j]: VOLT[rot[j]]}
-    a, b = rot[j], rot[(j + 1) % 3]
-    u = (VOLT[a] - VOLT[b]) / abs(VOLT[a] - VOLT[b])
-    return {a: u, b: -u}
 
 
 def line_phasors(site: lo.Site, loads: list[tuple[lo.Evse, int, np.ndarray]]) -> dict:
     """``{(node, line): complex (T,)}`` from branch draws ``(evse, branch, A per period)``."""
-    by_id = {n.id: n for n in site.nodes}
     acc: dict[tuple[str, str], np.ndarray] = {}
     for ev, j, amps in loads:
-        lines = {p: amps * z for p, z in branch_phasors(ev, j).items()}
-        node = ev.node
-        while node is not None:
-            n = by_id[node]
-            for p, z in lines.items():
-                acc[(node, p)] = acc.get((node, p), 0) + z
-            if n.delta_wye is not None:
-                k = n.delta_wye.turns_ratio
-                zero = np.zeros_like(amps, dtype=complex)
-                a, b, c = (lines.get(p, zero) for p in "RST")
-                lines = {"R": (a - c) / k, "S": (b - a) / k, "T": (c - b) / k}
-                for p, q in zip("RST", "ABC", strict=True):
-                    acc[(node, q)] = acc.get((node, q), 0) + lines[p]
-            node = n.parent
+        climb(site, ev.node, {p: amps * z for p, z in branch_phasors(ev, j).items()}, acc)
     return acc
 
 
