@@ -329,9 +329,15 @@ class Belief:
             s = self.slots[key] = Slot(UNKNOWN)
         return s
 
-    def _cands(self, key: SlotKey) -> list[Held | _Unknown | None]:
+    def _cands(
+        self, key: SlotKey, override: dict[SlotKey, Held | None] | None = None
+    ) -> list[Held | _Unknown | None]:
+        """What slot ``key`` may hold, plus ``override[key]`` if given (an admission test)."""
         s = self.slots.get(key)
-        return s.candidates() if s is not None else [UNKNOWN]
+        cands: list[Held | _Unknown | None] = s.candidates() if s is not None else [UNKNOWN]
+        if override and key in override:
+            cands = [*cands, override[key]]
+        return cands
 
     def unsure(self, key: SlotKey) -> bool:
         """Whether slot ``key`` is unknown or known only from a composite snapshot.
@@ -523,9 +529,7 @@ class Belief:
         hw = self.hw_a[k]
         n = times_s.size
         dkey = (e.charge_point_id, e.connector_id, "tx_default")
-        cands = self._cands(dkey)
-        if dkey in override:
-            cands = [*cands, override[dkey]]
+        cands = self._cands(dkey, override)
         default = np.full((n, 3), -np.inf)
         for c in cands:
             if isinstance(c, Held):
@@ -537,9 +541,7 @@ class Belief:
         worst = default
         tx = self.active_tx.get((e.charge_point_id, e.connector_id))
         tkey = (e.charge_point_id, e.connector_id, "tx")
-        tc = self._cands(tkey)
-        if tkey in override:
-            tc = [*tc, override[tkey]]
+        tc = self._cands(tkey, override)
         for c in tc:
             if c is UNKNOWN:
                 worst = np.maximum(worst, np.inf)
@@ -584,10 +586,7 @@ class Belief:
             worst = np.zeros((times_s.size, 3))
             for purpose in ("tx_default", "tx"):
                 key = (e.charge_point_id, e.connector_id, purpose)
-                cands = self._cands(key)
-                if key in (override or {}):
-                    cands = [*cands, (override or {})[key]]
-                for c in cands:
+                for c in self._cands(key, override):
                     if isinstance(c, Held) and purpose == "tx" and c.purpose != COMPOSITE:
                         if tx is not None and not _same_tx(c.transaction_id, tx):
                             continue
