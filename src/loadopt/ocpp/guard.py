@@ -42,15 +42,24 @@ from __future__ import annotations
 import numpy as np
 
 from ..compile.lines import evse_branch_line_coef
+from ..compile.tree import _site_tree
 from ..horizon import sample
 from ..problem import Problem
 from ..safety import PHASOR_RTOL
 from ..signals import split
+from ..site import Site
 from ..wiring import zonotope_max_abs
 from .belief import epoch_s
 
 #: Tolerance (A or kW) below which a change does not count.
 EPS = 1e-6
+
+
+def has_phasor_lines(site: Site) -> bool:
+    """Whether ``site`` has line-to-line EVSEs or delta/wye transformers: its line currents are
+    phasor sums (:mod:`loadopt.wiring`) that per-site-phase rows do not bound."""
+    tree = _site_tree(site)
+    return bool(tree.line_to_line.any() or (tree.ratio > 0).any())
 
 
 class SiteLimits:
@@ -105,9 +114,7 @@ class SiteLimits:
         self.n_line_rows = 6 * len(site.nodes)
         #: line-to-line EVSEs or delta/wye transformers: exact line rows replace the node
         #: current rows (module docstring)
-        self.wired = any(e.wiring == "line_to_line" for e in site.evses) or any(
-            n.delta_wye is not None for n in site.nodes
-        )
+        self.wired = has_phasor_lines(site)
         if self.wired:
             B = evse_branch_line_coef(site).tocsc()  # (3E, 6N) complex per branch A
             limited = np.isfinite(p.line_limit).any(axis=1) & (np.diff(B.indptr) > 0)

@@ -34,10 +34,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..compile.tree import _site_tree
 from ..errors import InputError
 from ..schedule import Schedule
 from ..site import Evse, Site
 from ..wiring import branch_line_weights
+from .guard import has_phasor_lines
 from .ids import ProfileIds, Purpose, Version, check_version, wire_purpose
 from .merge import merge_periods
 from .numbers import _num, _watts_deci
@@ -365,18 +367,12 @@ def allowances(schedule: Schedule) -> Allowances:
         nxt = p.node_parent[cur_node]
         keep = nxt >= 0
         alive, cur_node = alive[keep], nxt[keep]
-    if _wired(p.site):
+    if has_phasor_lines(p.site):
         best = np.minimum(best, _phasor_line_allowance(schedule, idle, has_line))
     best = np.minimum(best, e_max_da[:, None, None])
     best[line_phase < 0] = 0
     newcomer = np.where(np.isfinite(best), best, 0).astype(np.int64)
     return Allowances(newcomer=newcomer, idle=idle, evse_line_phase=line_phase, load_da=load_e)
-
-
-def _wired(site: Site) -> bool:
-    return any(e.wiring == "line_to_line" for e in site.evses) or any(
-        n.delta_wye is not None for n in site.nodes
-    )
 
 
 def _phasor_line_allowance(
@@ -394,12 +390,9 @@ def _phasor_line_allowance(
     """
     p = schedule.problem
     E, T = has_line.shape[0], p.n_periods
-    ratio = np.array(
-        [0.0 if n.delta_wye is None else n.delta_wye.turns_ratio for n in p.site.nodes]
-    )
-    line_to_line = np.array([e.wiring == "line_to_line" for e in p.site.evses], dtype=bool)
+    tree = _site_tree(p.site)
     weight = branch_line_weights(
-        line_to_line, p.evse_site_phases, p.evse_phases, p.evse_node, p.node_parent, ratio
+        tree.line_to_line, p.evse_site_phases, p.evse_phases, p.evse_node, p.node_parent, tree.ratio
     )
     lim = p.line_limit
     with np.errstate(invalid="ignore"):
