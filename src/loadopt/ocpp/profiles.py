@@ -117,23 +117,6 @@ class Profile:
         """What a station replaces on receipt: (charge point, connector, purpose)."""
         return (self.charge_point_id, self.connector, self.purpose)
 
-    def limit_a_at(self, t: datetime) -> np.ndarray:
-        """Per-line limit in force at ``t`` (the last period persists; before start: the first).
-
-        Parameters
-        ----------
-        t
-            An aware datetime.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(3,)`` A per line L1, L2, L3.
-        """
-        s = t.timestamp() - self.start.timestamp()  # real seconds, whatever the zones
-        k = max(int(np.searchsorted(self.starts, s, side="right")) - 1, 0)
-        return self.limits[k] / 10.0
-
 
 # ---------------------------------------------------------------------------- helpers
 def iso(t: datetime) -> str:

@@ -54,21 +54,6 @@ def discharging_sessions(schedule: Schedule) -> set[str]:
     return {p.session_ids[i] for i in np.flatnonzero((schedule.discharge > 0).any(axis=1))}
 
 
-def check_versions(schedule: Schedule, version: str | Mapping[str, str]) -> None:
-    """Raise :class:`InputError` when a discharging session sits on a 1.6 / 2.0.1 station."""
-    p = schedule.problem
-    evse = {e.id: e for e in p.site.evses}
-    for sid in sorted(discharging_sessions(schedule)):
-        cp = evse[p.sessions[p.session_index(sid)].evse].charge_point_id
-        v = version if isinstance(version, str) else version.get(cp)
-        if v != "2.1":
-            raise InputError(
-                f"session {sid!r}: the schedule discharges it but charge point "
-                f"{cp!r} speaks OCPP {v}, which cannot discharge (2.1 only); "
-                "plan it charge-only (Evse.bidirectional=False)"
-            )
-
-
 def v2x_periods(
     charge_da: np.ndarray, discharge_da: np.ndarray, starts_s: np.ndarray, max_periods: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
