@@ -78,10 +78,9 @@ class SiteLimits:
         self.step_s = float(p.horizon.step_s)
         self.n_periods = p.n_periods
         E = len(site.evses)
-        self.line_phase = np.full((E, 3), -1, dtype=np.int64)
-        for k, e in enumerate(site.evses):
-            self.line_phase[k, : e.phases] = e.site_phases[: e.phases]
-        self.kw_per_a = np.array([e.voltage_v / 1000.0 for e in site.evses])  # per line
+        has_line = np.arange(3)[None, :] < p.evse_phases.reshape(E, 1)
+        self.line_phase = np.where(has_line, p.evse_site_phases.reshape(E, 3), -1).astype(np.int64)
+        self.kw_per_a = p.evse_voltage_v.reshape(E) / 1000.0  # per line
         self.anc = np.asarray(p.evse_anc.todense(), dtype=np.float64)  # (E, N)
         base = p.node_carries_base
         cur = p.node_current_limit.astype(np.float64).copy()
