@@ -45,9 +45,10 @@ nothing (2.1: without an operation mode that allows it, the EV only charges). An
 still held while a new one travels therefore counts in both directions until it is resolved.
 
 Limits are read from the **wire payload** that was sent, the way a station reads it: ``W`` is
-turned into amps per line with the phase count the station may apply it to (OCPP 1.6: one phase,
-since the car's phase count is unknown; 2.x: ``numberPhases``), 2.1 ``limit_L2``/``limit_L3``
-per line, otherwise ``limit`` on every line.
+turned into amps per line with the phase count the car may draw it on (one phase where the car's
+phase count is unknown when the profile is written: OCPP 1.6, and a 2.x ``TxDefaultProfile``,
+whatever its ``numberPhases``; a 2.x ``TxProfile``: ``numberPhases``), 2.1
+``limit_L2``/``limit_L3`` per line, otherwise ``limit`` on every line.
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -
     if start is None or not periods:
         return None
     unit = sched.get("chargingRateUnit", "A")
+    tx_profile = prof.get("chargingProfilePurpose") == "TxProfile"
     at, lines, dis = [], [], []
     for per in periods:
         dis.append(_discharge_row(per, unit, version, voltage_v))
@@ -202,7 +204,10 @@ def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -
         if per.get("limit") is None:  # 2.1: optional; Idle moves nothing, otherwise no limit
             row = [0.0 if per.get("operationMode") == "Idle" else math.inf] * 3
         elif unit == "W":
-            n = 1 if version == "1.6" else max(nph, 1)
+            # power, not current: where the car's phase count is unknown when the profile is
+            # written (1.6; a 2.x profile other than a TxProfile, read by a car that plugs in
+            # later) a 1-phase car may draw all of it on one line (profiles._w_phases)
+            n = max(nph, 1) if version != "1.6" and tx_profile else 1
             vals = [per.get("limit"), per.get("limit_L2"), per.get("limit_L3")]
             if version == "2.1" and vals[1] is not None:
                 row = [float(x if x is not None else vals[0]) / voltage_v for x in vals]
