@@ -19,6 +19,7 @@ from loadopt.solvers.result import SolverResult, SolverStatus
 from loadopt.synthetic import demo_scenario
 
 from .conftest import horizon, one_breaker_site, session
+from .fuzz_checker import Limits
 
 #: Comparing the numba kernels with the pure-Python twin means nothing when numba is off.
 NEEDS_NUMBA = pytest.mark.skipif(not fast.NUMBA, reason="numba is off: nothing to compare")
@@ -177,13 +178,18 @@ def test_solve_fast_and_the_fallback_use_the_allocator():
     s = lo.solve(p, method="fast")
     assert s.method == "fast" and s.status == lo.ScheduleStatus.FEASIBLE
     assert np.array_equal(s.current, fast.allocate_horizon(p))
+    raw = Limits(p.site, p.sessions, p.horizon, p.signals)  # independent of the library's rows
+    assert raw.breaches(s.current, p.session_ids) == []
     assert s.violations() == []
-    assert lo.solve(p, method="fast", policy="edf").violations() == []
+    edf = lo.solve(p, method="fast", policy="edf")
+    assert raw.breaches(edf.current, p.session_ids) == []
+    assert edf.violations() == []
     for st in (SolverStatus.TIME_LIMIT, SolverStatus.ERROR, SolverStatus.INFEASIBLE):
         res = SolverResult(st, None, None, 1.0, "simulated")
         fb = _finish(p, res, lambda x: x, "lp-highs", 0.0)
         assert fb.status.value.endswith("fallback")
         assert np.array_equal(fb.current, project(p, fast.allocate_horizon(p)))
+        assert raw.breaches(fb.current, p.session_ids) == []
         assert fb.violations() == []
     assert fb.kpis().delivered_kwh > 0.5 * lo.solve(p).kpis().delivered_kwh
 
