@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..compile.tree import _ancestors
 from ..horizon import Horizon
 from ..objective import Objective
 from ..problem import ROW_NODE_CURRENT, Problem
@@ -189,8 +190,10 @@ def unpack_problem(payload: ProblemPayload) -> Problem:
     )
     G = sp.csr_matrix((data, indices, indptr), shape=(a["h"].size, a["var_session"].size))
     N = len(payload.node_ids)
-    session_anc = _ancestors(a["node_parent"], a["evse_node"][a["session_evse"]], N)
-    evse_anc = _ancestors(a["node_parent"], a["evse_node"], N)
+    session_anc = _ancestors(
+        a["evse_node"][a["session_evse"]].astype(np.int64), a["node_parent"], N
+    )
+    evse_anc = _ancestors(a["evse_node"].astype(np.int64), a["node_parent"], N)
     horizon = Horizon.model_construct(
         start=payload.start, step_s=payload.step_s, n_periods=T, periods_s=payload.periods_s
     )
@@ -221,22 +224,6 @@ def unpack_problem(payload: ProblemPayload) -> Problem:
         **other,
         **a,
     )
-
-
-def _ancestors(parent: np.ndarray, node: np.ndarray, n_nodes: int) -> sp.csr_matrix:
-    """(len(node), N) 1 where the node is ``node[i]`` or above it (as compile builds it)."""
-    rows, cols = [], []
-    cur = node.astype(np.int64)
-    alive = np.arange(node.size)
-    while alive.size:
-        rows.append(alive)
-        cols.append(cur)
-        nxt = parent[cur]
-        keep = nxt >= 0
-        alive, cur = alive[keep], nxt[keep]
-    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    return sp.csr_matrix((np.ones(r.size), (r, c)), shape=(node.size, n_nodes))
 
 
 @dataclass(frozen=True, eq=False)
