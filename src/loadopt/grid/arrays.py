@@ -17,6 +17,7 @@ handful), never over sessions × periods. The rules (docs/grid-signals.md):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -46,6 +47,26 @@ def validity_signal(
         valid_until=valid_until,
         fallback_kw=fallback_kw,
     )
+
+
+def stamped_signals(
+    source: str,
+    events: Iterable[Iterable[GridSignal]],
+    valid_until: datetime,
+    fallback_kw: float,
+    node: str | None,
+) -> tuple[GridSignal, ...]:
+    """A VEN's signals (one group per event) restamped with ``valid_until`` / ``fallback_kw``
+    (kW), plus :func:`validity_signal` on ``node`` when no signal sits there (no events, or only
+    prices at the grid connection): the stream's staleness rule holds on its node either way."""
+    out = tuple(
+        s.model_copy(update={"valid_until": valid_until, "fallback_kw": fallback_kw})
+        for sigs in events
+        for s in sigs
+    )
+    if any(s.node == node for s in out):
+        return out
+    return (*out, validity_signal(source, valid_until, fallback_kw, node))
 
 
 def is_validity_only(sig: GridSignal) -> bool:

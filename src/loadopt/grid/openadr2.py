@@ -42,7 +42,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..signals import GridSignal
-from .arrays import validity_signal
+from .arrays import stamped_signals
 
 log = logging.getLogger(__name__)
 
@@ -286,16 +286,7 @@ class OpenAdr2Ven:
     def signals(self) -> tuple[GridSignal, ...]:
         """Every signal of the events opted into, restamped with the current validity."""
         vu = self.last_contact + timedelta(seconds=self.stale_after_s)
-        out = tuple(
-            s.model_copy(update={"valid_until": vu, "fallback_kw": self.fallback_kw})
-            for sigs in self.events.values()
-            for s in sigs
-        )
-        if any(s.node == self.node for s in out):
-            return out
-        # no signal on the VEN's node (none at all, or prices at the grid connection only):
-        # its staleness rule still holds there
-        return (*out, validity_signal(SOURCE, vu, self.fallback_kw, self.node))
+        return stamped_signals(SOURCE, self.events.values(), vu, self.fallback_kw, self.node)
 
     def refresh_validity(self) -> tuple[GridSignal, ...]:
         """Note a successful contact now (the client polled) and return :meth:`signals`."""

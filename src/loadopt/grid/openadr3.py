@@ -42,7 +42,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..signals import GridSignal
-from .arrays import validity_signal
+from .arrays import stamped_signals
 from .compliance import SignalCompliance
 
 SOURCE = "openadr3"
@@ -298,16 +298,7 @@ class OpenAdr3Ven:
         are stale from now: only the fallback)."""
         at = self.last_contact or self.clock()
         vu = at + timedelta(seconds=self.stale_after_s if self.last_contact else 0.0)
-        out = tuple(
-            s.model_copy(update={"valid_until": vu, "fallback_kw": self.fallback_kw})
-            for sigs in self.events.values()
-            for s in sigs
-        )
-        if any(s.node == self.node for s in out):
-            return out
-        # no signal on the VEN's node (none at all, or prices at the grid connection only):
-        # its staleness rule still holds there
-        return (*out, validity_signal(SOURCE, vu, self.fallback_kw, self.node))
+        return stamped_signals(SOURCE, self.events.values(), vu, self.fallback_kw, self.node)
 
     def _targets_me(self, event: dict) -> bool:
         for t in event.get("targets") or []:
