@@ -203,6 +203,7 @@ def test_jpl_week_replay(benchmark):
 
 HORIZON_VARIANTS = {
     "uniform 15 min x 96 (24 h)": {"coarse_step_s": None},  # (the default is tiered now)
+    "default: 18 periods of 15 min, then hourly (24 h)": {},
     "tiered 15 min for 4 h, then hourly (24 h)": {"coarse_step_s": 3600, "fine_s": 4 * 3600},
     "tiered 15 min for 2 h, then hourly (24 h)": {"coarse_step_s": 3600, "fine_s": 2 * 3600},
 }

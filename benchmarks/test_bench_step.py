@@ -8,7 +8,9 @@ time of the process, mean and median over every step of the replay), energy and 
 served, and the mean's ratio to the EDF baseline of the same run (EDF also runs through a
 ``Controller``: it compiles its one-period problem every step).
 
-- ``controller (default)``: today's defaults (tiered horizon, warm start by size);
+- ``controller (default)``: today's defaults (tiered horizon: 18 five-minute periods, on to the
+  next whole hour, then hourly; warm start by size);
+- ``controller (fine part 4 h)``: the former default tiered horizon (48 five-minute periods);
 - ``controller (uniform horizon)``: 144 five-minute periods;
 - ``controller (warm at every size)`` / ``(cold)``: the warm-start rule's two ends;
 - ``edf``: the baseline.
@@ -40,6 +42,7 @@ HORIZON_H = 12.0
 #: name -> (policy, controller options)
 VARIANTS: dict[str, tuple[str, dict | None]] = {
     "controller (default)": ("controller", None),
+    "controller (fine part 4 h)": ("controller", {"fine_s": 4 * 3600}),
     "controller (uniform horizon)": ("controller", {"coarse_step_s": None}),
     "controller (warm at every size)": ("controller", {"warm_min_rows": 0}),
     "controller (cold)": ("controller", {"warm": False}),

@@ -3,6 +3,7 @@ on the fine timeline (checked by the independent raw-input checker of the fuzz s
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -387,3 +388,37 @@ def test_the_default_horizon_is_tiered_where_it_has_something_to_coarsen(
     assert hz.span_s == step_s * n_periods and hz.uniform == (coarse is None)
     explicit = lo.Controller(site, step_s=step_s, n_periods=n_periods, coarse_step_s=None)
     assert explicit.coarse_step_s is None and explicit.horizon(hz.start).uniform
+
+
+@pytest.mark.parametrize(
+    "step_s,n_periods,fine_s,coarse",
+    [
+        (300, 144, 18 * 300, 3600),  # 5-min steps, 12 h: 1.5 h fine, then hourly
+        (900, 96, 18 * 900, 3600),  # the controller's defaults: 4.5 h fine of 24 h
+        (60, 720, 18 * 60, 3600),  # 1-min control: 18 min fine, not 4 h (240 periods)
+        (900, 20, 18 * 900, None),  # 5 h: not more than an hour beyond 4.5 h
+        (3600, 48, 18 * 3600, None),  # already hourly
+    ],
+)
+def test_the_default_fine_part_is_a_number_of_periods(step_s, n_periods, fine_s, coarse):
+    """``fine_s="auto"`` (the default): AUTO_FINE_PERIODS periods of ``step_s``, so the LP's
+    size does not grow with a shorter control interval; the fine part then runs on to the next
+    whole coarse period (``Horizon.tiered``)."""
+    from loadopt.controller.core import AUTO_FINE_PERIODS, auto_fine_s
+
+    assert AUTO_FINE_PERIODS == 18 and auto_fine_s(step_s) == fine_s
+    site = lo.Site(
+        nodes=(lo.Node(id="g", max_current=32.0),),
+        evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),),
+    )
+    ctl = lo.Controller(site, step_s=step_s, n_periods=n_periods)
+    assert ctl.fine_s == fine_s and ctl.coarse_step_s == coarse
+    hz = ctl.horizon(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))  # on the hour: fine part exact
+    n_fine = int(np.sum(hz.period_s == step_s))
+    assert hz.span_s == step_s * n_periods
+    if coarse is None:
+        assert n_fine == n_periods
+    else:  # starting on the hour: 18 periods, on to the next whole hour
+        assert n_fine == -(-18 * step_s // coarse) * coarse // step_s
+    restored = lo.Controller.from_state(json.loads(json.dumps(ctl.to_state())))
+    assert restored.fine_s == fine_s and restored.coarse_step_s == coarse

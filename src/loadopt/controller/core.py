@@ -51,12 +51,15 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         A non-uniform horizon (:meth:`loadopt.horizon.Horizon.tiered`): periods of ``step_s`` for
         the first ``fine_s`` seconds, then of ``coarse_step_s`` (aligned to UTC multiples of it)
         up to the same span. ``None``: ``n_periods`` periods of ``step_s``. ``"auto"`` (default,
-        :func:`auto_coarse_step_s`): hourly periods after the first ``fine_s`` (4 h) when
-        ``step_s`` divides an hour and the span reaches beyond ``fine_s`` by more than an hour,
-        else uniform. The plan beyond ``fine_s`` only has to be right in aggregate (only period 0
-        is acted upon; coarse periods take every limit's minimum over them, so they are never
-        less safe); on the shipped JPL week the tiered horizon delivers the same energy to the
-        same sessions as the uniform one at a lower cost per step (docs/benchmarks.md).
+        :func:`auto_coarse_step_s`): hourly periods after the first ``fine_s`` when ``step_s``
+        divides an hour and the span reaches beyond ``fine_s`` by more than an hour, else
+        uniform. ``fine_s="auto"`` (default, :func:`auto_fine_s`): :data:`AUTO_FINE_PERIODS`
+        periods of ``step_s`` (1.5 h at 5-minute steps, 4.5 h at 15 minutes; the fine part then
+        runs on to the next whole coarse period). The plan beyond ``fine_s`` only has to be right
+        in aggregate (only period 0 is acted upon; coarse periods take every limit's minimum
+        over them, so they are never less safe); on the shipped JPL week the tiered horizon
+        delivers the same energy to the same sessions as the uniform one at a lower cost per
+        step (docs/benchmarks.md).
     align_to_grid
         Start every horizon at the last instant at or before ``now`` on a fixed UTC grid of
         ``step_s`` (epoch seconds divisible by ``step_s``) instead of at ``now``: period
@@ -117,7 +120,7 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         step_s: int = 900,
         n_periods: int = 96,
         coarse_step_s: int | Literal["auto"] | None = "auto",
-        fine_s: int = 4 * 3600,
+        fine_s: int | Literal["auto"] = "auto",
         align_to_grid: bool = False,
         signals: Signals | None = None,
         objective: Objective | None = None,
@@ -165,6 +168,8 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         self.site = site
         self.step_s = int(step_s)
         self.n_periods = int(n_periods)
+        if fine_s == "auto":
+            fine_s = auto_fine_s(self.step_s)
         if coarse_step_s == "auto":
             coarse_step_s = auto_coarse_step_s(self.step_s, self.n_periods, fine_s)
         self.coarse_step_s = coarse_step_s
@@ -637,8 +642,30 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         self.last_schedule = sched
 
 
+#: The number of fine periods of the default (``fine_s="auto"``) tiered horizon. A count, not a
+#: duration: the LP's size, and so a step's cost, grows with the periods; measured on the shipped
+#: JPL week (docs/benchmarks.md), 18 five-minute periods deliver the same energy to as many
+#: sessions as 4 h of them (48) and 1-minute control the same as 240, at a fraction of the cost.
+AUTO_FINE_PERIODS = 18
+
 #: The coarse period of the default (``"auto"``) tiered horizon (s).
 AUTO_COARSE_STEP_S = 3600
+
+
+def auto_fine_s(step_s: int) -> int:
+    """The fine part of ``Controller(fine_s="auto")``: :data:`AUTO_FINE_PERIODS` periods.
+
+    Parameters
+    ----------
+    step_s
+        The controller's period (s).
+
+    Returns
+    -------
+    int
+        ``AUTO_FINE_PERIODS * step_s`` (s).
+    """
+    return AUTO_FINE_PERIODS * int(step_s)
 
 
 def auto_coarse_step_s(step_s: int, n_periods: int, fine_s: int) -> int | None:
