@@ -163,3 +163,16 @@ def test_step_with_a_naive_time_is_an_input_error():
     assert ad.last_schedule is None
     ad.step(T0)
     assert ad.last_schedule is not None
+
+
+def test_the_belief_clock_rejects_a_naive_time_with_an_input_error():
+    """``ocpp.belief.epoch_s`` (the adapter's clock arithmetic) raises from the one error family:
+    a naive timestamp has no instant, so it is an InputError naming the value, never read as the
+    host's local time."""
+    from loadopt.ocpp.belief import epoch_s
+
+    with pytest.raises(lo.InputError, match="timezone-aware"):
+        epoch_s(T0.replace(tzinfo=None))
+    with pytest.raises(lo.InputError, match="timezone-aware"):
+        epoch_s("2026-01-01T00:00:00Z")  # type: ignore[arg-type]
+    assert epoch_s(T0) == T0.timestamp()

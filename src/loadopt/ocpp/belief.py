@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..site import Site
 
 SlotKey = tuple[str, int, str]  #: (charge point id, connector/EVSE id, purpose)
@@ -79,9 +80,25 @@ COMPOSITE = "composite"
 
 
 def epoch_s(t: datetime) -> float:
-    """Seconds since 1970-01-01 UTC of an aware datetime (real time, DST-proof)."""
-    if t.tzinfo is None:
-        raise ValueError(f"timestamp {t!r} is not timezone-aware")
+    """Seconds since 1970-01-01 UTC of an aware datetime (real time, DST-proof).
+
+    Parameters
+    ----------
+    t
+        A timezone-aware datetime.
+
+    Returns
+    -------
+    float
+        Epoch seconds (s).
+
+    Raises
+    ------
+    InputError
+        ``t`` is naive (or not a datetime).
+    """
+    if not isinstance(t, datetime) or t.tzinfo is None or t.utcoffset() is None:
+        raise InputError(f"timestamp {t!r} is not a timezone-aware datetime")
     return t.astimezone(UTC).timestamp()
 
 
