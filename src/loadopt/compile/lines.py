@@ -6,10 +6,12 @@ phasor disc (:mod:`loadopt.wiring`), and the reserved draw carried up the tree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
+from .._csr import csr, keep_entries, pointer, row_of, take_rows
 from ..site import Site
 from ..wiring import (
     COLLINEAR_RAD,
@@ -186,39 +188,44 @@ def _line_shape(
     # a session's line coefficients depend only on its EVSE and how many phases it uses: taken
     # by row from the site's table of every EVSE with 1, 2 and 3 phases (walked once per site)
     table = _evse_line_table(site, parent, ratio, N)
-    coef = table[3 * s_evse + n_ph - 1]
+    tp, ti, td = table.indptr, table.indices, table.data
+    G6 = 6 * N
+    cp, ci, cd = take_rows(tp, ti, td, 3 * s_evse + n_ph - 1)
+    coef = csr(cp, ci, cd, (S, G6))
     l1 = np.where(line_to_line, n_ph, np.minimum(n_ph, 1))
-    coef_l1 = table[3 * s_evse + l1 - 1]
-    base = np.zeros(6 * N, dtype=np.complex128)
-    b, k = PHASE_UNIT.copy(), k_base
-    while k >= 0:
-        base[3 * k : 3 * k + 3] = b
-        if ratio[k] > 0:
-            b = delta_wye_primary(b, ratio[k])
-            base[3 * (N + k) : 3 * (N + k) + 3] = b
-        k = parent[k]
+    coef_l1 = csr(*take_rows(tp, ti, td, 3 * s_evse + l1 - 1), (S, G6))
+    base = _base_phasors(site, parent, ratio, k_base)
     B = bat_node.size
-    # a battery is a balanced three-phase load on its node: the base load's phasors, from there
-    bat_coef = _walk_lines(np.tile(PHASE_UNIT, (B, 1)), bat_node, parent, ratio, N)
-    all_coef = sp.vstack([coef, bat_coef]).tocsr() if B else coef
+    if B:
+        # a battery is a balanced three-phase load on its node: the base load's phasors, from
+        # there
+        bat_coef = _walk_lines(np.tile(PHASE_UNIT, (B, 1)), bat_node, parent, ratio, N)
+        cp = np.concatenate([cp, cp[-1] + bat_coef.indptr[1:]])
+        ci = np.concatenate([ci, bat_coef.indices])
+        cd = np.concatenate([cd, bat_coef.data])
+    else:
+        bat_coef = sp.csr_matrix((0, G6), dtype=np.complex128)
     SB = S + B
-    cc = all_coef.tocoo()
-    ref, lo, width = sectors(cc.data, cc.col, 6 * N, base if has_base or two_way else None)
-    used = np.zeros(6 * N, dtype=bool)
-    used[cc.col] = True
-    unit = np.ones(6 * N, dtype=bool)
-    np.logical_and.at(unit, cc.col, np.abs(np.abs(cc.data) - 1.0) < 1e-12)
-    is_int = (np.arange(6 * N) < 3 * N) & (width < COLLINEAR_RAD) & unit
-    ci = all_coef[:, : 3 * N].multiply(is_int[None, : 3 * N].astype(np.float64)).tocsr()
-    ci.eliminate_zeros()
-    C_int = sp.csr_matrix((np.abs(ci.data), ci.indices, ci.indptr), shape=ci.shape)
-    fc = all_coef.multiply((~is_int)[None, :].astype(np.float64)).tocoo()
+    # every unit's (session, then battery) line coefficients as entries in row order
+    c_row, c_col = row_of(cp), ci
+    ref, lo, width = sectors(cd, c_col, G6, base if has_base or two_way else None)
+    used = np.zeros(G6, dtype=bool)
+    used[c_col] = True
+    unit = np.bincount(c_col, np.abs(np.abs(cd) - 1.0) >= 1e-12, minlength=G6) == 0
+    is_int = (np.arange(G6) < 3 * N) & (width < COLLINEAR_RAD) & unit
+    # exact rows: |coefficient| on the integer lines
+    e_int = is_int[c_col]
+    C_int = keep_entries(cp, c_col, np.abs(cd), e_int)
+    # facet rows of the other lines (entry order kept: facets of an entry ascending)
+    e_f = np.flatnonzero(~e_int)
     w = np.where(width < COLLINEAR_RAD, np.inf, width)
-    e, f, val, scale = facets(fc.data, fc.col, ref, lo, w, m)
+    e, f, val, scale = facets(cd[e_f], c_col[e_f], ref, lo, w, m)
+    order = np.argsort(e, kind="stable")  # two sorted runs (cut, magnitude): one merge
+    e, f, val = e_f[e[order]], f[order], val[order]
     keep = val > 0
-    Cf = sp.csr_matrix(
-        (val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])), shape=(SB, 6 * N * m)
-    )
+    e, f, val = e[keep], f[keep], val[keep]
+    Cf = (pointer(np.bincount(c_row[e], minlength=SB)), c_col[e] * m + f, val)
+    cc = _Entries(c_row, c_col, cd)
     two: dict = {}
     if two_way:
         # lines that storage units load and whose sector is wider than 60° (or can cancel)
@@ -250,18 +257,56 @@ def _line_shape(
         sector_rad=width,
         used=used,
         int_group=is_int,
-        C_int=C_int[:S],
-        Cf=Cf[:S],
+        C_int=_rows_csr(C_int, 0, S, 3 * N),
+        Cf=_rows_csr(Cf, 0, S, G6 * m),
         scale=scale,
         bat_coef=bat_coef,
-        bat_C_int=C_int[S:],
-        bat_Cf=Cf[S:],
+        bat_C_int=_rows_csr(C_int, S, SB, 3 * N),
+        bat_Cf=_rows_csr(Cf, S, SB, G6 * m),
         **two,
     )
     if len(_SHAPES) >= _SHAPES_MAX:
         _SHAPES.pop(next(iter(_SHAPES)))
     _SHAPES[key] = (site, shape)
     return shape
+
+
+class _Entries(NamedTuple):
+    """A compressed matrix's entries in row order (the storage rows take them as COO)."""
+
+    row: np.ndarray
+    col: np.ndarray
+    data: np.ndarray
+
+
+def _rows_csr(
+    m: tuple[np.ndarray, np.ndarray, np.ndarray], lo: int, hi: int, n_cols: int
+) -> sp.csr_matrix:
+    """Rows ``lo:hi`` of the canonical ``(indptr, indices, data)`` ``m`` as a CSR matrix."""
+    ptr, idx, val = m
+    a, b = ptr[lo], ptr[hi]
+    return csr(ptr[lo : hi + 1] - a, idx[a:b], val[a:b], (hi - lo, n_cols))
+
+
+def _base_phasors(site: Site, parent: np.ndarray, ratio: np.ndarray, k_base: int) -> np.ndarray:
+    """(6N,) complex line phasors per A of the balanced base load hung at node ``k_base`` (kept
+    per node in the site's :class:`_SiteTree`; read-only)."""
+    tree = _site_tree(site)
+    key = ("base_phasors", k_base)
+    base = tree.memo.get(key)
+    if base is None:
+        N = parent.size
+        base = np.zeros(6 * N, dtype=np.complex128)
+        b, k = PHASE_UNIT.copy(), k_base
+        while k >= 0:
+            base[3 * k : 3 * k + 3] = b
+            if ratio[k] > 0:
+                b = delta_wye_primary(b, ratio[k])
+                base[3 * (N + k) : 3 * (N + k) + 3] = b
+            k = parent[k]
+        base.setflags(write=False)
+        tree.memo[key] = base
+    return base
 
 
 def _evse_line_table(site: Site, parent: np.ndarray, ratio: np.ndarray, N: int) -> sp.csr_matrix:

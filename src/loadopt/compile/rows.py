@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from .._csr import hstack_rows, keep_entries
 from ..problem import (
     ROW_LINE_FACET,
     ROW_NODE_CURRENT,
@@ -71,29 +72,31 @@ def _row_template(
         return tpl
     S, B = s_anc_csr.shape[0], bat_anc.shape[0]
     s_anc = s_anc_csr.tocoo()
-    D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
-    ev = sp.hstack([shape.C_int, shape.Cf, D, sp.csr_matrix(kw_per_a.reshape(S, 1))], format="csr")
-    C = ev
-    if B:
-        # a battery: a balanced three-phase load on its node, in the exact rows and the facets
-        # of the lines it loads like the sessions (the line shape's battery rows)
-        bat = sp.hstack(
-            [
-                _on_all_phases(bat_anc) if shape.bat_C_int is None else shape.bat_C_int,
-                sp.csr_matrix((B, 6 * N * m)) if shape.bat_Cf is None else shape.bat_Cf,
-                bat_anc * bat_kw_per_a,
-                sp.csr_matrix(np.full((B, 1), bat_kw_per_a)),
-            ],
-            format="csr",
-        )
-        C = sp.vstack([ev, bat], format="csr")
-    C.eliminate_zeros()
-    C.sort_indices()
+    # per unit (the sessions, then the batteries): [exact rows | facets | node kW | site kW]
+    anc = s_anc_csr if not B else sp.vstack([s_anc_csr, bat_anc], format="csr")
+    kw = np.concatenate([kw_per_a, np.full(B, bat_kw_per_a)]).astype(np.float64)
+    a_ptr = anc.indptr.astype(np.int64)
+    c_int, c_f = (shape.C_int, shape.Cf) if not B else (
+        sp.vstack([shape.C_int, _on_all_phases(bat_anc) if shape.bat_C_int is None else shape.bat_C_int], format="csr"),
+        sp.vstack([shape.Cf, sp.csr_matrix((B, 6 * N * m)) if shape.bat_Cf is None else shape.bat_Cf], format="csr"),
+    )
+    ptr, idx, val = hstack_rows(
+        [
+            (c_int.indptr, c_int.indices, c_int.data, 0),
+            (c_f.indptr, c_f.indices, c_f.data, 3 * N),
+            (a_ptr, anc.indices, np.repeat(kw, np.diff(a_ptr)), 3 * N + 6 * N * m),
+            (np.arange(S + B + 1), np.zeros(S + B, np.int64), kw, 3 * N + 6 * N * m + N),
+        ]
+    )
+    nz = val != 0
+    if not nz.all():
+        ptr, idx, val = keep_entries(ptr, idx, val, nz)
+    n_groups = 3 * N + 6 * N * m + N + 1
     tpl = _RowTemplate(
-        ptr=C.indptr.astype(np.int64),
-        idx=C.indices.astype(np.int64),
-        val=C.data.astype(np.float64),
-        n_groups=C.shape[1],
+        ptr=ptr.astype(np.int64),
+        idx=idx.astype(np.int64),
+        val=val.astype(np.float64),
+        n_groups=n_groups,
         s_anc=s_anc,
         s_anc_csr=s_anc_csr,
     )

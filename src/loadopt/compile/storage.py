@@ -24,7 +24,7 @@ from ..session import Session
 from ..signals import split
 from ..site import Evse, Site
 from .rows import _RowBuilder
-from .tree import _ancestors
+from .tree import _ancestors, _site_tree
 
 
 def _compile_storage(
@@ -406,7 +406,12 @@ class _BatteryColumns(NamedTuple):
 def _battery_columns(
     site: Site, node_index: dict[str, int], parent: np.ndarray, T: int
 ) -> _BatteryColumns:
-    """Charge columns of ``site.batteries``."""
+    """Charge columns of ``site.batteries`` (kept per ``T`` in the site's tree while
+    ``site.batteries`` and the voltage are the same objects; read-only)."""
+    memo = _site_tree(site).memo
+    got = memo.get(("battery_columns", T))
+    if got is not None and got[0] is site.batteries and got[1] == site.voltage_v:
+        return got[2]
     bats = site.batteries
     B = len(bats)
     N = len(site.nodes)
@@ -417,7 +422,13 @@ def _battery_columns(
     bc_period = np.tile(np.arange(T, dtype=np.int32), B)
     Vb = bc_battery.size
     bat_var = sp.csr_matrix((np.ones(Vb), (np.arange(Vb), bc_battery)), shape=(Vb, B))
-    return _BatteryColumns(B, bat_kw_per_a, bat_anc, bc_battery, bc_period, bat_var, bat_node)
+    for a in (bat_node, bc_battery, bc_period, bat_anc.data, bat_anc.indices, bat_anc.indptr):
+        a.setflags(write=False)
+    for a in (bat_var.data, bat_var.indices, bat_var.indptr):
+        a.setflags(write=False)
+    out = _BatteryColumns(B, bat_kw_per_a, bat_anc, bc_battery, bc_period, bat_var, bat_node)
+    memo[("battery_columns", T)] = (site.batteries, site.voltage_v, out)
+    return out
 
 
 def _v2x_sessions(
