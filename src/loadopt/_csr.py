@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def row_of(indptr: np.ndarray) -> np.ndarray:
+def entry_rows(indptr: np.ndarray) -> np.ndarray:
     """The row of every entry of a compressed matrix with row pointer ``indptr``."""
     return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
 
@@ -42,7 +42,7 @@ def keep_entries(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same rows with only the entries ``keep`` (bool per entry)."""
     n = indptr.size - 1
-    ptr = pointer(np.bincount(row_of(indptr)[keep], minlength=n))
+    ptr = pointer(np.bincount(entry_rows(indptr)[keep], minlength=n))
     return ptr, indices[keep], data[keep]
 
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ._csr import csr, entry_rows, keep_entries, take_rows
 from .errors import InputError
 from .problem import Problem
 
@@ -263,8 +264,6 @@ def build_lp(
     # keep only the rows that can bind with every variable at its bound
     K_pos = K.maximum(0) if st is not None else K
     keep_row = np.flatnonzero((nnz > 1) & ((K_pos @ ub_all) > h * (1 + 1e-12)))
-    G_red = K[keep_row]
-    h_red = h[keep_row]
     ub = ub_all[:V]
 
     # sessions that want nothing: their variables are fixed at 0 (V2G sessions may still
@@ -276,10 +275,19 @@ def build_lp(
     cols = np.flatnonzero(ub > 0)
     n_r = cols.size
     n_st = 0 if st is None else st.bc_ub.size + st.dv_ub.size
-    G_red = G_red[:, np.concatenate([cols, V + np.arange(n_st)])]
-    nz_rows = np.diff(G_red.indptr) > 0
+    # the rows kept, on the columns kept (the currents that can be non-zero, every storage
+    # column), without the rows left empty, duplicates merged: as arrays (scipy's fancy
+    # indexing costs more than the work at a controller step's sizes)
+    new_col = np.full(V + n_st, -1, dtype=np.int64)
+    new_col[cols] = np.arange(n_r)
+    new_col[V:] = n_r + np.arange(n_st)
+    rp, rc, rd = take_rows(K.indptr, K.indices, K.data, keep_row)
+    rc = new_col[rc]
+    rp, rc, rd = keep_entries(rp, rc, rd, rc >= 0)
+    nz_rows = np.diff(rp) > 0
     g_rows = keep_row[nz_rows]
-    G_red, h_red, kept = _dedupe_rows(G_red[nz_rows], h_red[nz_rows])
+    rp = np.r_[0, rp[1:][nz_rows]]
+    rp, rc, rd, h_red, kept = _dedupe_row_arrays(rp, rc, rd, h[g_rows], n_r + n_st)
     g_rows = g_rows[kept]
 
     vs = problem.var_session[cols]
@@ -313,10 +321,9 @@ def build_lp(
         offset -= float(np.sum(pen_all[bidir] * E[bidir]))
 
     rows = _Rows()
-    g = G_red.tocoo()
     n0 = n_r + u_sess.size  # storage columns start here
-    g_col = np.where(g.col < n_r, g.col, g.col - n_r + n0)
-    rows.add(g.row, g_col, g.data, -np.inf, h_red, "safety", g_rows)
+    g_col = np.where(rc < n_r, rc, rc - n_r + n0)
+    rows.add(entry_rows(rp), g_col, rd, -np.inf, h_red, "safety", g_rows)
     E_rhs = problem.session_energy_kwh[e_sess]
     n = n_r + u_sess.size
     u_cols = n_r + np.arange(u_sess.size)
@@ -956,6 +963,53 @@ def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray) -> tuple[sp.csr_matrix, np.nda
     np.minimum.at(h_min, rep, h)
     keep = np.flatnonzero(rep == np.arange(G.shape[0]))
     return G[keep], h_min[keep], keep
+
+
+def _dedupe_row_arrays(
+    ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, h: np.ndarray, n_cols: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_dedupe_rows` on canonical CSR arrays: ``(ptr, idx, val, h, kept)``."""
+    m = ptr.size - 1
+    if m < 2:
+        return ptr, idx, val, h, np.arange(m)
+    if (val == 0).any():  # explicit zeros: compared as scipy does (they do not make rows differ)
+        rep = duplicate_rows(csr(ptr, idx, val, (m, n_cols)))
+    else:
+        rep = _duplicate_row_arrays(ptr, idx, val, n_cols)
+    keep = np.flatnonzero(rep == np.arange(m))
+    if keep.size == m:
+        return ptr, idx, val, h, keep
+    h_min = np.full(m, np.inf)
+    np.minimum.at(h_min, rep, h)
+    ptr, idx, val = take_rows(ptr, idx, val, keep)
+    return ptr, idx, val, h_min[keep], keep
+
+
+def _duplicate_row_arrays(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, n_cols: int):
+    """:func:`duplicate_rows` of the canonical CSR arrays of a matrix without explicit zeros
+    (identical rows are identical index and value sequences)."""
+    m = ptr.size - 1
+    row = entry_rows(ptr)
+    key = np.bincount(row, val * np.random.default_rng(12345).random(n_cols)[idx], minlength=m)
+    order = np.argsort(key, kind="stable")  # the lowest row index of a group comes first
+    new_group = np.ones(m, dtype=bool)
+    new_group[1:] = np.diff(key[order]) != 0
+    head = order[np.flatnonzero(new_group)]
+    rep = np.empty(m, dtype=np.int64)
+    rep[order] = head[np.cumsum(new_group) - 1]
+    dup = np.flatnonzero(rep != np.arange(m))  # compare only rows with a twin
+    if dup.size:
+        a, b = dup, rep[dup]
+        cnt = ptr[a + 1] - ptr[a]
+        differs = cnt != ptr[b + 1] - ptr[b]
+        same = np.flatnonzero(~differs)
+        c = cnt[same]
+        j = np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)
+        pa, pb = np.repeat(ptr[a[same]], c) + j, np.repeat(ptr[b[same]], c) + j
+        bad = (idx[pa] != idx[pb]) | (val[pa] != val[pb])
+        differs[same] = np.bincount(np.repeat(np.arange(same.size), c), bad, same.size) > 0
+        rep[dup[differs]] = dup[differs]
+    return rep
 
 
 def duplicate_rows(G: sp.csr_matrix) -> np.ndarray:

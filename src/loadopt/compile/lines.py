@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .._csr import csr, keep_entries, pointer, row_of, take_rows
+from .._csr import csr, keep_entries, pointer, entry_rows, take_rows
 from ..site import Site
 from ..wiring import (
     COLLINEAR_RAD,
@@ -207,7 +207,7 @@ def _line_shape(
         bat_coef = sp.csr_matrix((0, G6), dtype=np.complex128)
     SB = S + B
     # every unit's (session, then battery) line coefficients as entries in row order
-    c_row, c_col = row_of(cp), ci
+    c_row, c_col = entry_rows(cp), ci
     ref, lo, width = sectors(cd, c_col, G6, base if has_base or two_way else None)
     used = np.zeros(G6, dtype=bool)
     used[c_col] = True
