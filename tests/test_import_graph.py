@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "loadopt.wiring",
     ),
     # 1 the compiled problem (arrays only)
-    ("loadopt.problem",),
+    ("loadopt.problem", "loadopt._csr"),
     # 2 safety on arrays: projection and check, pilot steps, grid signals as arrays
     ("loadopt.safety", "loadopt.pilots", "loadopt.grid.arrays"),
     # 3 engines: compile, the LP, solver backends, the fast path, the schedule and its KPIs

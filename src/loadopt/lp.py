@@ -950,25 +950,12 @@ class _Rows:
         return A, np.concatenate(self.lb), np.concatenate(self.ub), blocks_of(self.index)
 
 
-def _dedupe_rows(G: sp.csr_matrix, h: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    """Merge rows of ``G r ≤ h`` that have identical coefficients, keeping the smallest ``h``.
-
-    Returns the merged rows, their right-hand sides and the indices of the rows kept.
-    """
-    if G.shape[0] < 2:
-        return G, h, np.arange(G.shape[0])
-    G = G.tocsr()
-    rep = duplicate_rows(G)
-    h_min = np.full(G.shape[0], np.inf)
-    np.minimum.at(h_min, rep, h)
-    keep = np.flatnonzero(rep == np.arange(G.shape[0]))
-    return G[keep], h_min[keep], keep
-
-
 def _dedupe_row_arrays(
     ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, h: np.ndarray, n_cols: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_dedupe_rows` on canonical CSR arrays: ``(ptr, idx, val, h, kept)``."""
+    """Merge rows of ``G r ≤ h`` (canonical CSR arrays) that have identical coefficients,
+    keeping the smallest ``h``: ``(ptr, idx, val, h, kept)``, ``kept`` the indices of the rows
+    kept."""
     m = ptr.size - 1
     if m < 2:
         return ptr, idx, val, h, np.arange(m)

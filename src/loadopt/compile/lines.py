@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .._csr import csr, keep_entries, pointer, entry_rows, take_rows
+from .._csr import csr, entry_rows, keep_entries, pointer, take_rows
 from ..site import Site
 from ..wiring import (
     COLLINEAR_RAD,

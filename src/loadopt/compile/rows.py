@@ -76,9 +76,22 @@ def _row_template(
     anc = s_anc_csr if not B else sp.vstack([s_anc_csr, bat_anc], format="csr")
     kw = np.concatenate([kw_per_a, np.full(B, bat_kw_per_a)]).astype(np.float64)
     a_ptr = anc.indptr.astype(np.int64)
-    c_int, c_f = (shape.C_int, shape.Cf) if not B else (
-        sp.vstack([shape.C_int, _on_all_phases(bat_anc) if shape.bat_C_int is None else shape.bat_C_int], format="csr"),
-        sp.vstack([shape.Cf, sp.csr_matrix((B, 6 * N * m)) if shape.bat_Cf is None else shape.bat_Cf], format="csr"),
+    c_int, c_f = (
+        (shape.C_int, shape.Cf)
+        if not B
+        else (
+            sp.vstack(
+                [
+                    shape.C_int,
+                    _on_all_phases(bat_anc) if shape.bat_C_int is None else shape.bat_C_int,
+                ],
+                format="csr",
+            ),
+            sp.vstack(
+                [shape.Cf, sp.csr_matrix((B, 6 * N * m)) if shape.bat_Cf is None else shape.bat_Cf],
+                format="csr",
+            ),
+        )
     )
     ptr, idx, val = hstack_rows(
         [

@@ -1,0 +1,294 @@
+"""The compiler's and the LP builder's CSR-array shortcuts equal their scipy formulation.
+
+``compile.lines._line_shape``, ``compile.rows._row_template`` and the safety-row reduction of
+``lp.build_lp`` gather, filter, concatenate and merge rows on plain ``(indptr, indices, data)``
+arrays (``loadopt._csr``) because scipy's per-call overhead dominated a controller step. The
+references below are the scipy formulations they replaced (sparse fancy indexing, ``multiply``,
+``hstack``, matrix products), kept here verbatim in what they compute; every array and matrix
+must come out identical (values, shapes, dtypes) on random sites — line-to-line wiring with
+delta/wye transformers (facet rows), congested three-phase trees (duplicate rows), batteries
+beside V2G vehicles (storage columns, coupled rows) — random sessions and horizons, uniform and
+tiered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import loadopt as lo
+from loadopt import Horizon, _csr
+from loadopt.acn import jpl_site
+from loadopt.compile import compile_problem
+from loadopt.compile import lines as L
+from loadopt.compile import rows as R
+from loadopt.compile.storage import _battery_columns
+from loadopt.lp import _dedupe_row_arrays, build_lp, duplicate_rows
+from loadopt.session import V2xParameters
+from loadopt.site import Site
+from loadopt.synthetic import benchmark_scenario, v2g_scenario
+from loadopt.wiring import COLLINEAR_RAD, facets, sectors
+
+# --- the scipy references ----------------------------------------------------------------------
+
+
+def _ref_shape(site, s_evse, n_ph, line_to_line, k_base, has_base, bat_node, two_way):
+    """``_line_shape``'s coefficient matrices, built with scipy as before the array rewrite."""
+    tree = L._site_tree(site)
+    N, m = len(site.nodes), site.phasor_facets
+    table = L._evse_line_table(site, tree.parent, tree.ratio, N)
+    coef = table[3 * s_evse + n_ph - 1]
+    coef_l1 = table[3 * s_evse + np.where(line_to_line, n_ph, np.minimum(n_ph, 1)) - 1]
+    base = L._base_phasors(site, tree.parent, tree.ratio, k_base)
+    B = bat_node.size
+    bat_coef = L._walk_lines(np.tile(L.PHASE_UNIT, (B, 1)), bat_node, tree.parent, tree.ratio, N)
+    all_coef = sp.vstack([coef, bat_coef]).tocsr() if B else coef
+    S, SB = s_evse.size, s_evse.size + B
+    cc = all_coef.tocoo()
+    ref, lo_, width = sectors(cc.data, cc.col, 6 * N, base if has_base or two_way else None)
+    unit = np.ones(6 * N, dtype=bool)
+    np.logical_and.at(unit, cc.col, np.abs(np.abs(cc.data) - 1.0) < 1e-12)
+    is_int = (np.arange(6 * N) < 3 * N) & (width < COLLINEAR_RAD) & unit
+    ci = all_coef[:, : 3 * N].multiply(is_int[None, : 3 * N].astype(np.float64)).tocsr()
+    ci.eliminate_zeros()
+    C_int = sp.csr_matrix((np.abs(ci.data), ci.indices, ci.indptr), shape=ci.shape)
+    fc = all_coef.multiply((~is_int)[None, :].astype(np.float64)).tocoo()
+    w = np.where(width < COLLINEAR_RAD, np.inf, width)
+    e, f, val, _ = facets(fc.data, fc.col, ref, lo_, w, m)
+    keep = val > 0
+    Cf = sp.csr_matrix(
+        (val[keep], (fc.row[e[keep]], fc.col[e[keep]] * m + f[keep])), shape=(SB, 6 * N * m)
+    )
+    return dict(
+        coef=coef,
+        coef_l1=coef_l1,
+        int_group=is_int,
+        sector_rad=width,
+        C_int=C_int[:S],
+        Cf=Cf[:S],
+        bat_coef=bat_coef,
+        bat_C_int=C_int[S:],
+        bat_Cf=Cf[S:],
+    )
+
+
+def _ref_template(shape, s_anc_csr, kw_per_a, bat_anc, bat_kw_per_a, N, m):
+    """``_row_template``'s coefficients, built with ``sp.hstack`` / ``sp.vstack``."""
+    S, B = s_anc_csr.shape[0], bat_anc.shape[0]
+    s_anc = s_anc_csr.tocoo()
+    D = sp.csr_matrix((kw_per_a[s_anc.row], (s_anc.row, s_anc.col)), shape=(S, N))
+    C = sp.hstack([shape.C_int, shape.Cf, D, sp.csr_matrix(kw_per_a.reshape(S, 1))], format="csr")
+    if B:
+        bat = sp.hstack(
+            [
+                shape.bat_C_int,
+                shape.bat_Cf,
+                bat_anc * bat_kw_per_a,
+                sp.csr_matrix(np.full((B, 1), bat_kw_per_a)),
+            ],
+            format="csr",
+        )
+        C = sp.vstack([C, bat], format="csr")
+    C.eliminate_zeros()
+    C.sort_indices()
+    return C
+
+
+def _ref_safety_block(problem):
+    """The reduced safety rows of ``build_lp`` as scipy computed them: ``(G_red, h_red, rows
+    of G kept)`` on the current columns kept, then every storage column."""
+    G, h, V, st_ = problem.G, problem.h, problem.n_vars, problem.storage
+    K = G if st_ is None else sp.hstack([G, st_.Gb, -st_.Cd]).tocsr()
+    ub_all = (
+        problem.var_ub.copy()
+        if st_ is None
+        else np.concatenate([problem.var_ub, st_.bc_ub, st_.dv_ub])
+    )
+    nnz = np.diff(K.indptr)
+    single = np.flatnonzero(nnz == 1)
+    if single.size:
+        idx = K.indptr[single]
+        pos = K.data[idx] > 0
+        np.minimum.at(ub_all, K.indices[idx][pos], h[single][pos] / K.data[idx][pos])
+    K_pos = K.maximum(0) if st_ is not None else K
+    keep_row = np.flatnonzero((nnz > 1) & ((K_pos @ ub_all) > h * (1 + 1e-12)))
+    G_red, h_red = K[keep_row], h[keep_row]
+    ub = ub_all[:V]
+    E = problem.session_energy_kwh
+    bidir = np.zeros(problem.n_sessions, bool) if st_ is None else st_.session_unit >= 0
+    ub[(E[problem.var_session] <= 0) & ~bidir[problem.var_session]] = 0.0
+    cols = np.flatnonzero(ub > 0)
+    n_st = 0 if st_ is None else st_.bc_ub.size + st_.dv_ub.size
+    G_red = G_red[:, np.concatenate([cols, V + np.arange(n_st)])]
+    nz = np.diff(G_red.indptr) > 0
+    g_rows, G_red, h_red = keep_row[nz], G_red[nz], h_red[nz]
+    rep = duplicate_rows(G_red)
+    h_min = np.full(G_red.shape[0], np.inf)
+    np.minimum.at(h_min, rep, h_red)
+    keep = np.flatnonzero(rep == np.arange(G_red.shape[0]))
+    return G_red[keep], h_min[keep], g_rows[keep], cols.size, n_st
+
+
+# --- comparisons -------------------------------------------------------------------------------
+
+
+def _same_sparse(a, b, what):
+    a, b = sp.csr_matrix(a), sp.csr_matrix(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, what
+    assert (a != b).nnz == 0, what
+
+
+def _sites():
+    cong = benchmark_scenario(14, n_periods=16, seed=3)
+    v2g = v2g_scenario(6, n_periods=16, seed=4, battery_kwh=50.0)[0]
+    return {
+        "jpl": (jpl_site(), cong.horizon.start.replace(hour=8), lo.Signals(base_load_kw=3.0)),
+        "congested": (cong.site, cong.horizon.start.replace(hour=8), cong.signals),
+        "v2g": (v2g.site, v2g.horizon.start.replace(hour=8), v2g.signals),
+    }
+
+
+SITES = _sites()
+
+
+def _problem(name: str, seed: int, tiered: bool):
+    site, start, signals = SITES[name]
+    site = Site.model_validate(site.model_dump())  # this example's own caches
+    rng = np.random.default_rng(seed)
+    hz = (
+        Horizon.tiered(start, fine_step_s=300, fine_s=3600, coarse_step_s=900, span_s=6 * 3600)
+        if tiered
+        else Horizon(start=start, step_s=900, n_periods=int(rng.integers(2, 20)))
+    )
+    n = int(rng.integers(0, len(site.evses) + 1))
+    sessions = []
+    for j, e in enumerate(rng.choice(len(site.evses), size=n, replace=False)):
+        arr = start + timedelta(minutes=int(rng.integers(-60, 60)))
+        kw = {}
+        if name == "v2g" and rng.random() < 0.6:
+            kw["v2x"] = V2xParameters(min_v2x_energy_kwh=-5.0, max_v2x_energy_kwh=70.0)
+        sessions.append(
+            lo.Session(
+                id=f"s{j}",
+                evse=site.evses[int(e)].id,
+                arrival=arr,
+                departure=arr + timedelta(minutes=int(rng.integers(20, 8 * 60))),
+                energy_kwh=float(rng.choice([0.0, rng.uniform(1.0, 50.0)])),
+                phases=int(rng.choice([1, 2, 3])),
+                **kw,
+            )
+        )
+    return compile_problem(site, sessions, hz, signals)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(sorted(SITES)),
+    seed=st.integers(0, 10**6),
+    tiered=st.booleans(),
+)
+def test_line_shape_template_and_lp_safety_rows_equal_their_scipy_formulation(name, seed, tiered):
+    p = _problem(name, seed, tiered)
+    site = p.site
+    tree = L._site_tree(site)
+    N, m = len(site.nodes), site.phasor_facets
+    sa_evse = p.session_evse
+    n_ph = np.round(p.session_kw_per_a * 1000.0 / p.evse_voltage_v[sa_evse]).astype(np.int64)
+    bat_node = np.array([tree.node_index[b.node] for b in site.batteries], dtype=np.int64)
+    bidir = np.zeros(sa_evse.size, bool) if p.storage is None else p.storage.session_unit >= 0
+    k_base = tree.root if site.base_load_node is None else tree.node_index[site.base_load_node]
+    has_base = bool(np.max(p.base_load_a, initial=0.0) > 0)
+    shape = L._line_shape(
+        site,
+        sa_evse,
+        tree.parent,
+        n_ph,
+        tree.line_to_line[sa_evse],
+        k_base,
+        has_base,
+        bat_node if bat_node.size else None,
+        bidir if bidir.any() else None,
+    )
+    two_way = bool(bat_node.size or bidir.any())
+    want = _ref_shape(
+        site, sa_evse, n_ph, tree.line_to_line[sa_evse], k_base, has_base, bat_node, two_way
+    )
+    for k, v in want.items():
+        got = getattr(shape, k)
+        if sp.issparse(v):
+            _same_sparse(got, v, k)
+        else:
+            assert np.array_equal(got, v), k
+    # the compiled problem carries that shape's line coefficients
+    _same_sparse(p.line_coef, shape.coef, "problem.line_coef")
+
+    bat = _battery_columns(site, tree.node_index, tree.parent, p.n_periods)
+    bat_anc, s_anc = bat.anc, p.session_anc
+    tpl = R._row_template(shape, s_anc, p.session_kw_per_a, bat_anc, bat.kw_per_a, N, m)
+    C = _ref_template(shape, s_anc, p.session_kw_per_a, bat_anc, bat.kw_per_a, N, m)
+    assert tpl.n_groups == C.shape[1]
+    assert np.array_equal(tpl.ptr, C.indptr) and np.array_equal(tpl.idx, C.indices)
+    assert np.array_equal(tpl.val, C.data)
+
+    # the LP's safety block: rows, right-hand sides and coefficients of the reference
+    for q in (p, replace(p, var_ub=p.var_ub * 0.5, h=p.h * 0.8)):
+        lp = build_lp(q)
+        G_red, h_red, g_rows, n_r, n_st = _ref_safety_block(q)
+        blk = lp.rows["safety"]
+        assert np.array_equal(blk.index, g_rows)
+        assert np.array_equal(lp.row_ub[blk.slice], h_red)
+        u = lp.cols["u"].size if "u" in lp.cols else 0
+        on = np.concatenate([np.arange(n_r), n_r + u + np.arange(n_st)])
+        A = lp.A.tocsr()[blk.slice][:, on]
+        _same_sparse(A, G_red, "safety block")
+
+
+def _random_csr(rng, m, n, density, dup_share=0.4):
+    M = sp.random(m, n, density=density, format="csr", random_state=rng)
+    M.data = np.round(M.data * 4) / 4 + 0.25  # few distinct values, no zeros
+    rows = [M[i] for i in range(m)]
+    for i in range(1, m):  # duplicate some rows
+        if rng.random() < dup_share:
+            rows[i] = rows[int(rng.integers(i))]
+    return sp.vstack(rows, format="csr")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_csr_helpers_and_row_merge_equal_scipy(seed):
+    rng = np.random.default_rng(seed)
+    M = _random_csr(rng, 40, 12, 0.3)
+    ptr, idx, val = M.indptr, M.indices, M.data
+    rows = rng.integers(0, 40, size=25)
+    _same_sparse(_csr.csr(*_csr.take_rows(ptr, idx, val, rows), (25, 12)), M[rows], "take_rows")
+    keep = rng.random(M.nnz) < 0.6
+    K = M.copy()
+    K.data = np.where(keep, K.data, 0.0)
+    K.eliminate_zeros()
+    _same_sparse(_csr.csr(*_csr.keep_entries(ptr, idx, val, keep), M.shape), K, "keep_entries")
+    N2 = _random_csr(rng, 40, 7, 0.4)
+    got = _csr.hstack_rows([(ptr, idx, val, 0), (N2.indptr, N2.indices, N2.data, 12)])
+    _same_sparse(_csr.csr(*got, (40, 19)), sp.hstack([M, N2], format="csr"), "hstack_rows")
+    # merging duplicate rows: the smallest right-hand side, the first of each twin kept
+    h = rng.uniform(0, 10, size=40)
+    p2, i2, v2, h2, kept = _dedupe_row_arrays(ptr, idx, val, h, 12)
+    rep = duplicate_rows(M)
+    want_keep = np.flatnonzero(rep == np.arange(40))
+    h_min = np.full(40, np.inf)
+    np.minimum.at(h_min, rep, h)
+    assert kept.size < 40  # the example has duplicates
+    assert np.array_equal(kept, want_keep) and np.array_equal(h2, h_min[want_keep])
+    _same_sparse(_csr.csr(p2, i2, v2, (kept.size, 12)), M[want_keep], "merged rows")
+    # explicit zeros do not make rows differ (scipy's comparison is kept for them)
+    Z = M.copy()
+    Z.data[0] = 0.0
+    rep_z = duplicate_rows(Z)
+    assert np.array_equal(
+        _dedupe_row_arrays(Z.indptr, Z.indices, Z.data, h, 12)[4],
+        np.flatnonzero(rep_z == np.arange(40)),
+    )
