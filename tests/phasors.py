@@ -47,3 +47,39 @@ def climb(site: lo.Site, at_node: str, lines: dict[str, Any], into: dict | None 
                 out[(node, q)] = out.get((node, q), 0) + lines[p]
         node = n.parent
     return out
+
+
+def line_breaches(site: lo.Site, sessions, current, tol_a: float = 1e-6) -> list[str]:
+    """Every (node, line, period) whose phasor line current exceeds its rating: node lines
+    ``R``/``S``/``T`` against ``Node.max_current``, delta/wye primary lines ``A``/``B``/``C``
+    against ``DeltaWye.primary_max_current``. ``current`` is (S, T) A per branch in the order of
+    ``sessions``; a session uses ``min(EVSE phases, vehicle phases)`` branches. Written from the
+    raw site and sessions only (no compiled array); base load and kW ratings are not modelled,
+    so callers check that their site has none."""
+    import numpy as np
+
+    by_id = {n.id: n for n in site.nodes}
+    evses = {e.id: e for e in site.evses}
+    cur = np.asarray(current, dtype=float)
+    loads: dict = {}
+    for i, s in enumerate(sessions):
+        ev = evses[s.evse]
+        lines: dict[str, Any] = {}
+        for j in range(min(ev.phases, s.phases)):
+            for p, z in branch_phasors(ev, j).items():
+                lines[p] = lines.get(p, 0) + z * cur[i]
+        climb(site, ev.node, lines, into=loads)
+    out = []
+    for (node, line), z in sorted(loads.items()):
+        n = by_id[node]
+        limit = (
+            n.max_current
+            if line in "RST"
+            else (n.delta_wye.primary_max_current if n.delta_wye is not None else None)
+        )
+        if limit is None:
+            continue
+        mag = np.abs(np.asarray(z, dtype=complex)) * np.ones(cur.shape[1])
+        for t in np.flatnonzero(mag > limit + tol_a):
+            out.append(f"{node} line {line} period {t}: {mag[t]:.3f} A > {limit} A")
+    return out

@@ -19,6 +19,8 @@ from loadopt.acn import (
 )
 from loadopt.simulate import compare, evse_pilot
 
+from .phasors import line_breaches
+
 ANGLE = {"RST": 30.0, "STR": -90.0, "TRS": 150.0}  # ACN-Sim's phase angles of AB, BC, CA
 
 
@@ -131,3 +133,11 @@ def test_replay_on_the_published_network_is_exactly_safe():
         by["uncontrolled"].schedule.problem, by["uncontrolled"].schedule.current
     )
     assert any(v.kind == "line current (phasor)" for v in bad)
+    # the same verdicts from the independent phasor checker (raw site and sessions only)
+    site = sc.site
+    assert not any(n.max_power_kw for n in site.nodes) and not sc.signals.base_load_kw
+    for name in ("controller", "edf"):
+        sched = by[name].schedule
+        assert line_breaches(site, sched.problem.sessions, sched.current) == [], name
+    unc = by["uncontrolled"].schedule
+    assert line_breaches(site, unc.problem.sessions, unc.current)

@@ -14,6 +14,7 @@ from loadopt.controller import Controller
 from loadopt.synthetic import make_site
 
 from .conftest import examples
+from .physics import physical_violations
 
 T0 = datetime(2026, 6, 10, 8, tzinfo=UTC)
 
@@ -67,6 +68,7 @@ def test_interface_and_errors():
     sched = c.step(T0)
     assert sched.problem.horizon.start == T0 and sched.problem.n_periods == 8
     assert sched.violations() == []
+    assert physical_violations(sched.problem, sched.current, sched.n_phases) == []
     c.stop_session("s1", T0 + timedelta(minutes=5))
     c.start_session(_sess(2, "evse0"))  # the EVSE is free again
 
@@ -107,6 +109,7 @@ def test_resharing_lowers_then_recovers():
     assert s1.current[i1, 0] <= 7.0 + 1e-9  # measured + 2 A headroom
     assert s1.current[i2, 0] > a0[1]  # the rest went to the other car
     assert s1.violations() == []
+    assert physical_violations(s1.problem, s1.current, s1.n_phases) == []
     t2 = t1 + timedelta(minutes=15)
     c.meter("s1", t2, current_a=float(s1.current[i1, 0]))  # draws all it gets again
     c.meter("s2", t2, current_a=float(s1.current[i2, 0]))
@@ -152,6 +155,7 @@ def test_warm_equals_cold_over_a_day_with_arrivals_departures_and_a_cut():
             c.set_signals(sc.signals.model_copy(update={"grid_import_limit_kw": 15.0}))
         sched = c.step(now)
         assert sched.violations() == []
+        assert physical_violations(sched.problem, sched.current, sched.n_phases) == []
         rec = c.log[-1]
         if sched.problem.n_vars and rec.mode != "empty":
             cold = lo.solve(sched.problem)
@@ -235,6 +239,7 @@ def test_solver_failure_falls_back(monkeypatch):
     sched = c.step(T0)
     assert sched.status.value == "solver_failed_fallback"
     assert sched.violations() == []
+    assert physical_violations(sched.problem, sched.current, sched.n_phases) == []
 
 
 @settings(max_examples=examples(25))
@@ -262,6 +267,7 @@ def test_never_exceeds_limits(grid_a, cap_kw, meters, warm):
             c.meter("s3", t, current_a=(a, 0.0, a))
         sched = c.step(t)
         assert sched.violations() == []
+        assert physical_violations(sched.problem, sched.current, sched.n_phases) == []
         assert np.all(sched.current >= 0)
 
 
@@ -299,6 +305,7 @@ def test_expected_vehicle_keeps_capacity_and_gets_no_limit_before_it_plugs_in():
     assert s.current[0, :2].tolist() == [32.0, 32.0]  # charges now: the cheap hours are taken
     assert s.current[1, :2].tolist() == [0.0, 0.0]  # nothing before it arrives
     assert s.violations() == []
+    assert physical_violations(s.problem, s.current, s.n_phases) == []
     # it plugs in: the started session replaces the expectation
     told.start_session(_sess(2, "evse1", hours=2, kwh=need, arrival=T0 + timedelta(hours=2)))
     assert told.expected == {} and set(told.sessions) == {"s1", "s2"}
@@ -341,6 +348,7 @@ def test_a_fault_in_the_warm_start_means_a_cold_solve_not_a_crash(monkeypatch):
     monkeypatch.setattr(WarmStart, "mapped_basis", boom)
     s = c.step(T0 + timedelta(minutes=15))
     assert s.status.value == "optimal" and s.violations() == []
+    assert physical_violations(s.problem, s.current, s.n_phases) == []
     assert c.log[-1].mode == "cold" and "mapping bug" in c.log[-1].reason
 
 

@@ -15,6 +15,7 @@ from loadopt.controller import Controller
 from loadopt.errors import InputError, LoadoptError
 
 from .fuzz_checker import Limits
+from .physics import physical_violations
 
 T0 = datetime(2026, 6, 10, 8, tzinfo=UTC)
 
@@ -51,6 +52,7 @@ def test_meter_with_a_naive_or_non_datetime_is_rejected_at_the_call(at):
     c.meter("a", T0 + timedelta(minutes=15), energy_kwh=2.0, current_a=16.0)
     sched = c.step(T0 + timedelta(minutes=15))
     assert sched.violations() == []
+    assert physical_violations(sched.problem, sched.current, sched.n_phases) == []
 
 
 def test_start_transaction_stamped_9999_is_an_input_error_not_an_overflow():
@@ -65,7 +67,9 @@ def test_start_transaction_stamped_9999_is_an_input_error_not_an_overflow():
         c.step("now")  # type: ignore[arg-type]
     with pytest.raises(InputError):
         c.stop_session("tx", T0)
-    assert c.step(T0).violations() == []
+    s0 = c.step(T0)
+    assert s0.violations() == []
+    assert physical_violations(s0.problem, s0.current, s0.n_phases) == []
 
 
 # ------------------------------------------------------------------------------ readings
@@ -244,5 +248,7 @@ def test_every_bad_call_is_a_loadopt_error():
     for call in calls:
         with pytest.raises(LoadoptError):
             call()
-    assert c.step(T0).violations() == []
+    s0 = c.step(T0)
+    assert s0.violations() == []
+    assert physical_violations(s0.problem, s0.current, s0.n_phases) == []
     assert np.isfinite(c._state["a"].delivered_kwh)

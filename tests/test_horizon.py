@@ -20,6 +20,7 @@ from loadopt.solvers import highs as hs
 
 from .conftest import T0, one_breaker_site, session
 from .fuzz_checker import Limits
+from .physics import physical_violations
 from .test_safety_properties import scenarios
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -327,6 +328,7 @@ def test_controller_on_a_tiered_horizon_rolls_warm_and_stays_safe():
         assert not hz.uniform and hz.step_s == 900 and hz.span_s == 86_400
         assert hz.n_periods < 40
         assert sched.violations() == []
+        assert physical_violations(sched.problem, sched.current, sched.n_phases) == []
     assert [r.mode for r in ctl.log][1:] == ["warm", "warm"]
     with pytest.raises(InputError):
         lo.Controller(sc.site, step_s=900, coarse_step_s=600)

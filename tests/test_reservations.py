@@ -214,3 +214,36 @@ def test_reserved_sites_never_exceed_a_limit_with_newcomers(data):
     assert allow.idle.shape == (n, T)
     loads = physical_load(site, sess, worst, res + extra)
     assert_within(site, loads)
+
+
+@pytest.mark.parametrize("grid_a,expect_zero", [(10.0, True), (0.0, True), (32.0, False)])
+def test_a_reservation_that_does_not_fit_hands_its_vehicle_zero(grid_a, expect_zero):
+    """A vehicle metered above its limit (here: before it had any limit from us) is reserved
+    at what it draws, and inside that reservation its own plan is free. Where the reservation
+    does not fit the limits (16 A metered on a 10 A, or a 0 A, connection), handing out what it
+    draws allowed 16 A on a 10 A line (found by the independent physics check in
+    test_controller.test_never_exceeds_limits): now it is handed 0 A, the only limit that helps.
+    Where it fits (32 A), the plan inside it stays free as before."""
+    from loadopt.controller import Controller
+
+    from .physics import physical_violations
+
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=grid_a),),
+        evses=(lo.Evse(id="e0", node="grid", charge_point_id="CP0", phases=1),),
+    )
+    c = Controller(site, step_s=900, n_periods=4)
+    c.start_session(
+        lo.Session(
+            id="s", evse="e0", arrival=T0, departure=T0 + timedelta(hours=4), energy_kwh=20.0
+        )
+    )
+    c.meter("s", T0, current_a=16.0)
+    sched = c.step(T0)
+    assert "reserved" in " ".join(c.log[-1].events) or c.reservations
+    assert sched.violations() == []
+    if expect_zero:
+        assert np.all(sched.current == 0.0)
+        assert physical_violations(sched.problem, sched.current) == []
+    else:
+        assert sched.current[0, 0] == pytest.approx(16.0)

@@ -20,7 +20,12 @@ from ..session import Session, as_sessions, check_sessions
 from ..signals import Signals, split
 from ..site import Site
 from ..wiring import branch_coefficients
-from .fixed_loads import _base_load_notices, _check_reserved, _reserved_loads
+from .fixed_loads import (
+    _base_load_notices,
+    _check_reserved,
+    _overloaded_reserved,
+    _reserved_loads,
+)
 from .lines import _line_currents, _Lines
 from .rows import _assemble_rows, _group_labels, _row_template
 from .series import _feasible_floor, _node_limits, _sample_signals
@@ -63,7 +68,9 @@ def compile_problem(
         (right-hand sides drop, clamped at 0 with a notice); a session on a reserved EVSE is
         planned within ``[0, min(its max, smallest reserved line it draws on)]`` in those
         periods (so what it is sent never exceeds what is counted for it) and its variables
-        there carry no safety-row entries (its draw is already counted).
+        there carry no safety-row entries (its draw is already counted) — except where the
+        fixed loads alone already exceed a limit above the EVSE: there it is planned at 0 A,
+        the only limit that helps (``compile.fixed_loads._overloaded_reserved``).
 
     Returns
     -------
@@ -190,6 +197,18 @@ def compile_problem(
             _base_load_notices(node_ids[k], sr.cur_rhs[k], sr.kw_rhs[k], None, horizon, fixed)
         )
     notices.extend(_base_load_notices("", None, None, sr.import_rhs, horizon, fixed))
+    if not var_free.all():  # a reservation that does not fit: its vehicle is handed 0 A
+        zero = _overloaded_reserved(
+            sr.cur_rhs,
+            sr.kw_rhs,
+            sr.import_rhs,
+            lines.limit - lines.base_mag - lines.reserved,
+            s_anc_csr,
+            vs,
+            vt,
+            var_free,
+        )
+        var_ub = np.where(zero, 0.0, var_ub)
     h = np.maximum(h, 0.0)  # where the base load alone breaks a limit, EVs get nothing
 
     # --- storage: V2X sessions and batteries -------------------------------------------------

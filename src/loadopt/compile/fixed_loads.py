@@ -89,3 +89,45 @@ def _reserved_loads(
         node_res_kw = np.asarray(tree.anc_t @ res_kw_e).reshape(N, T)
         site_res_kw = res_kw_e.sum(axis=0)
     return res_site, node_res_kw, site_res_kw
+
+
+def _overloaded_reserved(
+    cur_rhs: np.ndarray,
+    kw_rhs: np.ndarray,
+    import_rhs: np.ndarray,
+    line_room_a: np.ndarray,
+    s_anc_csr,
+    vs: np.ndarray,
+    vt: np.ndarray,
+    var_free: np.ndarray,
+) -> np.ndarray:
+    """The reserved columns (a session on a reserved EVSE, planned inside the reservation) that
+    must be 0 A: those under a node whose limit the fixed loads alone (base load, reserved draw)
+    already exceed in that period — a node current (``cur_rhs`` (N, 3, T) A < 0), a phasor line
+    or delta/wye primary line (``line_room_a`` (6N, T) A < 0, groups ``(side·N + node)·3 +
+    line``), a node kW limit (``kw_rhs`` (N, T) < 0) — or every one of them where the grid
+    import (``import_rhs`` (T,) kW < 0: grid limit, DR caps) is exceeded.
+
+    Inside a reservation the plan is free only while the reservation fits: there, handing out up
+    to what the vehicle is metered at changes nothing on the lines. Where the fixed loads already
+    exceed a limit, the only limit that helps is 0 A (a vehicle that has not had a limit from us
+    yet, or exceeded one, complies with it once accepted); handing out what it draws would allow
+    a draw above the limit. Per node, not per line: conservative where only another line of the
+    node is overloaded. Returns ``(V,)`` bool."""
+    out = np.zeros(var_free.size, dtype=bool)
+    res = np.flatnonzero(~var_free)
+    if res.size == 0:
+        return out
+    tol = 1e-9
+    N = cur_rhs.shape[0]
+    node_bad = (cur_rhs < -tol).any(axis=1) | (kw_rhs < -tol)  # (N, T)
+    g_bad = np.flatnonzero((line_room_a < -tol).any(axis=1))
+    for g in g_bad:  # few: only overloaded line groups
+        node_bad[(g // 3) % N] |= line_room_a[g] < -tol
+    root_bad = import_rhs < -tol  # (T,)
+    if not (node_bad.any() or root_bad.any()):
+        return out
+    under = np.asarray(s_anc_csr[vs[res]].todense(), dtype=bool)  # (Vr, N)
+    t = vt[res]
+    out[res] = root_bad[t] | (under & node_bad[:, t].T).any(axis=1)
+    return out
