@@ -14,7 +14,9 @@ which the controller records in its :class:`~loadopt.controller.StepRecord`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -23,7 +25,7 @@ from .errors import InputError
 from .options import AutoOptions, FastOptions, LpOptions, MilpOptions, SolveOptions, as_options
 from .problem import Problem
 from .schedule import Schedule, ScheduleStatus
-from .solve import solve
+from .solve import _finish, solve
 from .solvers.warm import MIN_WARM_ROWS, WarmStart
 
 
@@ -76,6 +78,9 @@ class SolvePlanner:
     warm, warm_min_mapped, alien_basis, cold_after_limit_cut, warm_min_rows
         See :class:`~loadopt.solvers.warm.WarmStart` (``enabled``, ``min_mapped`` (fraction),
         ``alien``, ``cold_after_limit_cut``, ``min_rows``).
+    hot_resolve
+        Let :meth:`resolve_tightened` re-solve the last LP hot (off: it always says None and
+        the controller's pilot step re-solves cold).
     """
 
     #: Largest problem (variables) ``auto`` hands to the MILP.
@@ -94,8 +99,10 @@ class SolvePlanner:
         alien_basis: bool = False,
         cold_after_limit_cut: bool = True,
         warm_min_rows: int = MIN_WARM_ROWS,
+        hot_resolve: bool = True,
     ) -> None:
         self.options: SolveOptions = as_options(options)
+        self.hot_resolve = bool(hot_resolve)
         self.warm_start = WarmStart(
             enabled=warm,
             min_mapped=warm_min_mapped,
@@ -178,6 +185,44 @@ class SolvePlanner:
             self.last_reason = f"method={opts.method!r}"
             self.last_solve_s = sched.solve_time_s
         return sched
+
+    def resolve_tightened(
+        self, problem: Problem, floor_a: np.ndarray, ub_a: np.ndarray, h: np.ndarray
+    ) -> Schedule | None:
+        """The last call's LP re-solved *hot* with tighter bounds (the controller's pilot step,
+        :meth:`loadopt.controller.Controller._in_pilot_steps`): the schedule of ``problem`` with
+        ``var_floor_a=floor_a``, ``var_ub=ub_a`` and ``h=h``, from the optimal basis HiGHS kept
+        (:meth:`loadopt.solvers.warm.WarmStart.resolve_tightened`), made safe for the tightened
+        problem exactly as :func:`loadopt.solve` makes a cold solve.
+
+        Parameters
+        ----------
+        problem
+            The problem of this planner's last call (the same object).
+        floor_a, ub_a
+            ``(V,)`` the variables' new floors and upper bounds (A), at most ``problem``'s
+            upper bounds.
+        h
+            ``(M,)`` the safety rows' new right-hand sides (A or kW), at most ``problem.h``.
+
+        Returns
+        -------
+        Schedule or None
+            An optimal schedule of the tightened problem (``method`` ``"lp-highs-hot"``), or
+            None when it cannot be had hot (no LP of ``problem`` kept, a tightening the LP's
+            reductions do not allow, not optimal, ``hot_resolve`` off): then solve the
+            tightened problem cold.
+        """
+        if not self.hot_resolve:
+            return None
+        t0 = time.perf_counter()
+        got = self.warm_start.resolve_tightened(problem, floor_a, ub_a, h)
+        if got is None:
+            return None
+        res, lp = got
+        tight = replace(problem, var_floor_a=floor_a, var_ub=ub_a, h=h)
+        sched = _finish(tight, res, lambda x: lp.currents(tight, x), "lp-highs-hot", t0)
+        return sched if sched.status is ScheduleStatus.OPTIMAL else None
 
     def __repr__(self) -> str:
         return f"SolvePlanner({self.options!r})"

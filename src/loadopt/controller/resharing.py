@@ -72,9 +72,7 @@ class _Resharing(_ControllerState):
         if lp is not None:
             fx = pilot_fixings(problem, plan.current, cur, battery_a=plan.battery_a)
             if fx is not None:
-                from ..solve import solve
-
-                again = solve(replace(problem, var_floor_a=fx[0], var_ub=fx[1], h=fx[2]), lp)
+                again = self._resolve_period0(problem, fx, lp)
                 if again.status is ScheduleStatus.OPTIMAL:
                     plan = replace(
                         again,
@@ -91,6 +89,23 @@ class _Resharing(_ControllerState):
             cur = down_to_pilot(sched.current, grid, stepped, problem.session_min_current)
             cur = np.floor(cur * 10.0 + 1e-6) / 10.0
         return replace(plan, current=cur)
+
+    def _resolve_period0(
+        self, problem: Problem, fx: tuple[np.ndarray, np.ndarray, np.ndarray], lp: LpOptions
+    ) -> Schedule:
+        """The rounding-aware re-solve with the fixings ``fx`` (``(floor_a, ub_a, h)``): hot on
+        the planner's kept HiGHS model where it can
+        (:meth:`loadopt.planner.SolvePlanner.resolve_tightened`: the main solve's optimal basis,
+        only the changed bounds handed over), else built and solved cold as its own problem."""
+        from ..planner import SolvePlanner
+        from ..solve import solve
+
+        planner = self.planner
+        if isinstance(planner, SolvePlanner):
+            hot = planner.resolve_tightened(problem, *fx)
+            if hot is not None:
+                return hot
+        return solve(replace(problem, var_floor_a=fx[0], var_ub=fx[1], h=fx[2]), lp)
 
     def _pilot_lp_options(self, sched: Schedule) -> LpOptions | None:
         """The LP options of the planner when ``sched`` came from its LP (``"lp"``, or

@@ -12,6 +12,7 @@ from typing import Any
 
 import highspy
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import SolverError
 from ..lp import LinearProgram, relaxed_start
@@ -82,6 +83,48 @@ def pass_lp(h, lp: LinearProgram, integrality: np.ndarray | None = None) -> None
     )
     if st == highspy.HighsStatus.kError:
         raise SolverError("HiGHS rejected the model (passModel returned kError)")
+
+
+def change_bounds(
+    h, cols: np.ndarray, col_lb: np.ndarray, col_ub: np.ndarray, rows: np.ndarray, row_ub: np.ndarray
+) -> None:
+    """Change the bounds of columns ``cols`` to ``[col_lb, col_ub]`` and the upper bounds of the
+    ``≤`` rows ``rows`` to ``row_ub`` on the model ``h`` holds; HiGHS keeps its basis, so the
+    next :func:`run` re-optimises from it (the dual simplex after a bound change)."""
+    if cols.size:
+        st = h.changeColsBounds(
+            int(cols.size),
+            np.ascontiguousarray(cols, dtype=np.int32),
+            np.ascontiguousarray(col_lb, dtype=np.float64),
+            np.ascontiguousarray(col_ub, dtype=np.float64),
+        )
+        if st == highspy.HighsStatus.kError:
+            raise SolverError("HiGHS rejected the column bounds (changeColsBounds)")
+    if rows.size:
+        st = h.changeRowsBounds(
+            int(rows.size),
+            np.ascontiguousarray(rows, dtype=np.int32),
+            np.full(rows.size, -np.inf),
+            np.ascontiguousarray(row_ub, dtype=np.float64),
+        )
+        if st == highspy.HighsStatus.kError:
+            raise SolverError("HiGHS rejected the row bounds (changeRowsBounds)")
+
+
+def add_rows(h, rows: sp.csr_matrix, row_ub: np.ndarray) -> None:
+    """Add the rows ``rows · x ≤ row_ub`` (CSR over the model's columns) to the model ``h``
+    holds; HiGHS keeps its basis, the new rows' slacks basic."""
+    st = h.addRows(
+        int(rows.shape[0]),
+        np.full(rows.shape[0], -np.inf),
+        np.ascontiguousarray(row_ub, dtype=np.float64),
+        int(rows.nnz),
+        np.ascontiguousarray(rows.indptr[:-1], dtype=np.int32),
+        np.ascontiguousarray(rows.indices, dtype=np.int32),
+        np.ascontiguousarray(rows.data, dtype=np.float64),
+    )
+    if st == highspy.HighsStatus.kError:
+        raise SolverError("HiGHS rejected the added rows (addRows)")
 
 
 def run(h) -> SolverResult:

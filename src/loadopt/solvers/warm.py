@@ -12,6 +12,14 @@ start is many times slower there: re-measured in benchmarks/test_bench_controlle
 A :class:`WarmStart` is the state one sequence of solves carries between calls; pass it to
 :func:`loadopt.solve` as ``warm_start=`` (the :class:`~loadopt.controller.Controller` does).
 The warm start is only an optimisation: any fault in it means a cold solve, never a wrong one.
+
+It also keeps the HiGHS model of its last optimal solve, for one *hot* re-solve of the same
+problem with tightened bounds (:meth:`WarmStart.resolve_tightened`: the controller's
+rounding-aware pilot step fixes period-0 currents and re-plans the rest): only the changed
+column and row bounds are handed to HiGHS, which re-optimises from the optimal basis it holds
+(dual simplex) instead of building and solving the LP again. :func:`tightened_bounds` says which
+bounds change, and refuses (the caller then re-solves cold) where the LP's reductions cannot be
+shown to stay valid.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..lp import LinearProgram
 from ..problem import Problem
@@ -73,6 +82,8 @@ class WarmStart:
         self._fp: np.ndarray | None = None
         #: start instants (epoch s) of the fingerprint's periods
         self._fp_t: np.ndarray | None = None
+        #: the last optimal solve's problem, LP and HiGHS model (for one hot re-solve)
+        self._solved: tuple[Problem, LinearProgram, Any] | None = None
 
     def reset(self) -> None:
         """Forget the previous basis (the next solve is cold)."""
@@ -94,6 +105,7 @@ class WarmStart:
         hz = problem.horizon
         fp = self._limit_fingerprint(problem)
         fp_t = hz.start.timestamp() + hz.period_bounds_s()[:-1]
+        self._solved = None
         if lp.n_cols == 0:  # nobody can draw (HiGHS calls an empty model an error)
             self._fp, self._fp_t = fp, fp_t
             self.mode, self.reason, self.solve_s = "empty", "no session can draw", 0.0
@@ -140,6 +152,8 @@ class WarmStart:
             )
         self._fp, self._fp_t = fp, fp_t
         self.memo = None
+        if res.status == SolverStatus.OPTIMAL and res.x is not None:
+            self._solved = (problem, lp, hi)
         if res.status == SolverStatus.OPTIMAL and res.x is not None and keys is not None:
             try:
                 basis = basis_arrays(hi, lp, res.x)
@@ -150,6 +164,49 @@ class WarmStart:
                 self.memo = None
         self.mode, self.reason, self.solve_s = mode, reason, res.time_s
         return res
+
+    def resolve_tightened(
+        self, problem: Problem, floor_a: np.ndarray, ub_a: np.ndarray, h: np.ndarray
+    ) -> tuple[SolverResult, LinearProgram] | None:
+        """Re-solve the last solve's LP *hot* with tighter bounds: the LP of ``problem`` with
+        ``var_floor_a=floor_a``, ``var_ub=ub_a`` (``(V,)`` A) and safety right-hand sides ``h``
+        (``(M,)`` A or kW), from the optimal basis HiGHS still holds (dual simplex).
+
+        Parameters
+        ----------
+        problem
+            The problem of the last :meth:`solve` (the same object; otherwise None).
+        floor_a, ub_a, h
+            The new bounds, each at most as loose as ``problem``'s (:func:`tightened_bounds`).
+
+        Returns
+        -------
+        tuple[SolverResult, LinearProgram] or None
+            The optimal result and the LP its columns belong to (map it back with
+            :meth:`~loadopt.lp.LinearProgram.currents` on the tightened problem); None when
+            there is no model of ``problem`` kept, the tightening cannot be done on it, or
+            HiGHS does not come back optimal — the caller then solves the tightened problem
+            cold. The kept model is used once (its bounds are changed).
+        """
+        from .highs import add_rows, change_bounds, run
+
+        kept, self._solved = self._solved, None
+        if kept is None or kept[0] is not problem:
+            return None
+        _, lp, hi = kept
+        try:
+            tt = tightened_bounds(problem, lp, floor_a, ub_a, h)
+            if tt is None:
+                return None
+            change_bounds(hi, tt.cols, tt.col_lb, tt.col_ub, tt.rows, tt.row_ub)
+            if tt.new_ub.size:
+                add_rows(hi, tt.new_rows, tt.new_ub)
+            res = run(hi)
+        except Exception:  # only an optimisation: the caller solves cold
+            return None
+        if res.status != SolverStatus.OPTIMAL or res.x is None:
+            return None
+        return res, lp
 
     # ------------------------------------------------------------------ keys and mapping
     def _sid(self, ids: tuple[str, ...]) -> np.ndarray:
@@ -470,6 +527,102 @@ _STORAGE_COLS = {"bc": 5, "d": 6, "e": 7, "w": 8}
 _EXPORT_TAG = 12
 _ENERGY_STATE_TAG = 13
 _V2G_TARGET_TAG = 14
+
+
+@dataclass(frozen=True, eq=False)
+class Tightening:
+    """Bound changes on a built LP (:func:`tightened_bounds`): columns ``cols`` get
+    ``[col_lb, col_ub]``, the ``≤`` rows ``rows`` the right-hand sides ``row_ub``, and the rows
+    of ``new_rows`` (CSR over the LP's columns) are added as ``new_rows · x ≤ new_ub``."""
+
+    cols: np.ndarray
+    col_lb: np.ndarray
+    col_ub: np.ndarray
+    rows: np.ndarray
+    row_ub: np.ndarray
+    new_rows: sp.csr_matrix
+    new_ub: np.ndarray
+
+
+def tightened_bounds(
+    problem: Problem, lp: LinearProgram, floor_a: np.ndarray, ub_a: np.ndarray, h: np.ndarray
+) -> Tightening | None:
+    """The changes that turn ``lp`` (``build_lp(problem)``, default form) into an LP with the
+    feasible set and objective of the LP of ``replace(problem, var_floor_a=floor_a, var_ub=ub_a,
+    h=h)``, or None where that cannot be shown.
+
+    :func:`loadopt.lp.build_lp` reduces the LP by the bounds it was built with: a safety row
+    holding one variable becomes that variable's bound, a row that cannot bind at the bounds
+    (``G · ub ≤ h``) is dropped, rows with equal coefficients are merged under the smallest
+    right-hand side, a variable with no room (or whose session wants nothing) is dropped.
+    Tightening keeps those reductions valid, so with ``ub_a ≤ var_ub`` and ``h ≤ problem.h``
+    (else None): the singleton bounds are recomputed from ``h`` (they only fall); a dropped row
+    whose right-hand side did not change still cannot bind (its load at the new bounds is at
+    most what it was); a variable the LP dropped must have no room left (else None); a changed
+    row the LP kept gets the smaller right-hand side (a merged row: the smallest of its group,
+    the others being checked as dropped ones); a changed row the LP dropped or merged away
+    that can bind at the new column bounds is added back. The objective does not depend on
+    the bounds. Same feasible set, same objective: the optimum of building the tightened LP
+    (up to build_lp's own 1e-12 tolerance on dropped rows). Not for storage problems or LPs
+    with binaries (None).
+    """
+    V, M = problem.n_vars, problem.G.shape[0]
+    if problem.storage is not None or lp.integrality is not None or "r" not in lp.cols:
+        return None
+    floor_a = np.asarray(floor_a, dtype=np.float64)
+    ub_a = np.asarray(ub_a, dtype=np.float64)
+    h = np.asarray(h, dtype=np.float64)
+    if floor_a.shape != (V,) or ub_a.shape != (V,) or h.shape != (M,):
+        return None
+    h0 = problem.h
+    if np.any(ub_a > problem.var_ub) or np.any(h > h0):  # a loosening: dropped rows may bind
+        return None
+    G = problem.G
+    nnz = np.diff(G.indptr)
+    ub_all = ub_a.copy()
+    one = np.flatnonzero(nnz == 1)  # singleton rows are bounds, as in build_lp
+    if one.size:
+        idx = G.indptr[one]
+        pos = G.data[idx] > 0
+        np.minimum.at(ub_all, G.indices[idx][pos], h[one][pos] / G.data[idx][pos])
+    ub_all[problem.session_energy_kwh[problem.var_session] <= 0] = 0.0
+    blk = lp.cols["r"]
+    cols = blk.index
+    in_lp = np.zeros(V, dtype=bool)
+    in_lp[cols] = True
+    if np.any(ub_all[~in_lp] > 0):  # room where the LP has no column
+        return None
+    old_lb, old_ub = lp.col_lb[blk.slice], lp.col_ub[blk.slice]
+    new_ub = np.minimum(ub_all[cols], old_ub)
+    new_lb = np.minimum(floor_a[cols], new_ub)
+    ch = np.flatnonzero((new_lb != old_lb) | (new_ub != old_ub))
+    rows = np.zeros(0, dtype=np.int64)
+    row_ub = np.zeros(0)
+    add = np.zeros(0, dtype=np.int64)
+    changed = np.flatnonzero(h < h0)
+    changed = changed[nnz[changed] > 1]
+    if changed.size:
+        sb = lp.rows.get("safety")
+        g_rows = np.zeros(0, np.int64) if sb is None else sb.index  # ascending, as in G
+        k = np.minimum(np.searchsorted(g_rows, changed), max(g_rows.size - 1, 0))
+        hit = (g_rows[k] == changed) if g_rows.size else np.zeros(changed.size, dtype=bool)
+        rows = (0 if sb is None else sb.start) + k[hit]
+        row_ub = np.minimum(lp.row_ub[rows], h[changed[hit]])
+        miss = changed[~hit]
+        if miss.size:  # dropped or merged away by build_lp: back where it can bind now
+            x_ub = np.zeros(V)
+            x_ub[cols] = new_ub
+            add = miss[G[miss] @ x_ub > h[miss]]
+    col_of = np.full(V, -1, dtype=np.int64)
+    col_of[cols] = blk.start + np.arange(cols.size)
+    Ga = G[add].tocoo()
+    on = col_of[Ga.col] >= 0  # a variable without a column is 0 in both LPs
+    new_rows = sp.csr_matrix(
+        (Ga.data[on], (Ga.row[on], col_of[Ga.col[on]])), shape=(add.size, lp.n_cols)
+    )
+    return Tightening(
+        blk.start + ch, new_lb[ch], new_ub[ch], rows, row_ub, new_rows, h[add].copy()
+    )
 
 
 def _rank_within(keys: np.ndarray) -> np.ndarray:
