@@ -25,24 +25,103 @@ and a limit below the minimum as 0 — the capacity above it is lost.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
 import numpy as np
 import scipy.sparse as sp
 
 from .problem import Problem
 from .safety import GRID_SNAP, row_capacity_da
 
+_T = TypeVar("_T")
+
+
+def _memo(problem: Problem, key: str, build: Callable[[Problem], _T]) -> _T:
+    """``build(problem)``, kept on ``problem`` (like its ``cached_property`` values: a
+    :func:`dataclasses.replace` copy starts without it) — what the controller's pilot step needs
+    several times per problem is computed once."""
+    memo = problem.__dict__.setdefault("_pilot_memo", {})
+    try:
+        return memo[key]
+    except KeyError:
+        out = memo[key] = build(problem)
+        for a in out.__dict__.values() if isinstance(out, _Grid) else (out,):
+            if isinstance(a, np.ndarray):
+                a.setflags(write=False)  # shared by every call on this problem
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class _Grid:
+    """A problem's pilots: ``grid``/``stepped`` of :func:`pilot_grid`; ``sets`` the distinct
+    rows of ``grid`` among stepped sessions and ``set_of`` (``(S,)``) each session's (-1:
+    continuous EVSE)."""
+
+    grid: np.ndarray
+    stepped: np.ndarray
+    sets: np.ndarray
+    set_of: np.ndarray
+
+    @classmethod
+    def of(cls, problem: Problem) -> _Grid:
+        e = np.asarray(problem.session_evse, dtype=np.int64)
+        has = np.asarray(problem.evse_has_levels, dtype=bool)[e]
+        evse_set, sets = _level_sets(problem)
+        n = np.isfinite(sets).sum(axis=1)[evse_set[e]] if has.any() else np.zeros(e.size, int)
+        width = int(n[has].max()) if has.any() else 1
+        grid = np.full((e.size, width), np.inf)
+        set_of = np.where(has, evse_set[e], -1)
+        grid[has] = sets[set_of[has], :width]
+        return cls(grid, has, sets, set_of)
+
+
+#: The distinct level sets of the EVSEs of a site, by its compiled levels (they change with the
+#: site, not from step to step); a few sites at most.
+_LEVEL_SETS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _level_sets(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """``(evse_set, sets)``: each EVSE's row in ``sets`` (``(K, W)`` its distinct level sets, A,
+    sorted, ``+inf`` padded; -1 for a continuous EVSE)."""
+    has = np.asarray(problem.evse_has_levels, dtype=bool)
+    ptr = np.asarray(problem.evse_levels_ptr, dtype=np.int64)
+    lv = np.asarray(problem.evse_levels_da)
+    key = b"|".join([has.tobytes(), ptr.tobytes(), lv.dtype.str.encode(), lv.tobytes()])
+    got = _LEVEL_SETS.get(key)
+    if got is not None:
+        return got
+    index: dict[bytes, int] = {}
+    rows: list[np.ndarray] = []
+    evse_set = np.full(has.size, -1, dtype=np.int64)
+    for k in np.flatnonzero(has):  # once per EVSE of a site, not per step
+        a = lv[ptr[k] : ptr[k + 1]]
+        evse_set[k] = index.setdefault(a.tobytes(), len(rows))
+        if evse_set[k] == len(rows):
+            rows.append(a / 10.0)
+    width = max((a.size for a in rows), default=1)
+    sets = np.full((len(rows), width), np.inf)
+    for i, a in enumerate(rows):
+        sets[i, : a.size] = a
+    evse_set.setflags(write=False)
+    sets.setflags(write=False)
+    if len(_LEVEL_SETS) >= 64:
+        _LEVEL_SETS.clear()
+    _LEVEL_SETS[key] = (evse_set, sets)
+    return evse_set, sets
+
+
+def _grid(problem: Problem) -> _Grid:
+    return _memo(problem, "grid", _Grid.of)
+
 
 def pilot_grid(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     """``(grid, stepped)``: ``(S, L)`` each session's EVSE levels as compiled (A, sorted, 0
     included, ``+inf`` padded; :meth:`Problem.evse_levels_of`) and ``(S,)`` whether the EVSE has
-    steps (otherwise any 0.1 A value ≥ the session's minimum)."""
-    levels = [problem.evse_levels_of(int(e)) for e in problem.session_evse]
-    width = max((a.size for a in levels if a is not None), default=1)
-    grid = np.full((len(levels), width), np.inf)
-    for i, a in enumerate(levels):  # once per session, not per period
-        if a is not None:
-            grid[i, : a.size] = a / 10.0
-    return grid, np.array([a is not None for a in levels], dtype=bool)
+    steps (otherwise any 0.1 A value ≥ the session's minimum). Computed once per problem."""
+    g = _grid(problem)
+    return g.grid, g.stepped
 
 
 def down_to_pilot(
@@ -50,14 +129,36 @@ def down_to_pilot(
 ) -> np.ndarray:
     """What the EVSE signals for ``limit`` (``(S,)`` or ``(S, T)`` A): the largest step at or
     below it, 0 below the session's minimum."""
+    stepped = np.asarray(stepped, dtype=bool)
+    set_of = np.full(stepped.size, -1, dtype=np.int64)
+    sets = np.zeros((0, grid.shape[1]))
+    if stepped.any():
+        g = grid[stepped]
+        if (g == g[0]).all():  # one kind of EVSE (the common case): no sort needed
+            sets, inv = g[:1], np.zeros(g.shape[0], dtype=np.int64)
+        else:
+            sets, inv = np.unique(g, axis=0, return_inverse=True)
+        set_of[stepped] = inv.ravel()
+    return _down(limit, sets, set_of, min_a)
+
+
+def _down(limit: np.ndarray, sets: np.ndarray, set_of: np.ndarray, min_a: np.ndarray) -> np.ndarray:
+    """:func:`down_to_pilot` with the stepped sessions' levels as distinct rows ``sets`` (sorted,
+    ``+inf`` padded) and ``set_of`` (``(S,)``, -1 continuous): one binary search per level set
+    (the count of levels ``≤ limit + 1e-9``, as a comparison with every level would give)."""
     lim = np.asarray(limit, dtype=np.float64)
     two = lim.ndim == 2
     L = lim if two else lim[:, None]
     out = np.where(L + 1e-9 < min_a[:, None], 0.0, L)
+    stepped = set_of >= 0
     if stepped.any():
-        k = (grid[:, None, :] <= L[:, :, None] + 1e-9).sum(axis=2) - 1
-        rows = np.arange(grid.shape[0])[:, None]
-        val = np.where(k >= 0, grid[rows, np.maximum(k, 0)], 0.0)
+        val = np.zeros(L.shape)
+        for k in range(sets.shape[0]):  # once per distinct set of levels, not per session
+            rows = np.flatnonzero(set_of == k)
+            x = L[rows] + 1e-9
+            j = np.searchsorted(sets[k], x, side="right") - 1
+            j[np.isnan(x)] = -1  # NaN is ≤ no level
+            val[rows] = np.where(j >= 0, sets[k][np.maximum(j, 0)], 0.0)
         val = np.where(val + 1e-9 < min_a[:, None], 0.0, val)
         out = np.where(stepped[:, None], val, out)
     return out if two else out[:, 0]
@@ -74,6 +175,15 @@ def _up_to_pilot(
         above = np.maximum(above, min_a)
         up = np.where(stepped, above, up)
     return np.where(up <= max_a + 1e-9, up, limit)
+
+
+def _period0(problem: Problem) -> np.ndarray:
+    """The variables of period 0 (the one acted upon)."""
+    return _memo(problem, "v0", lambda p: np.flatnonzero(p.var_period == 0))
+
+
+def _csc(problem: Problem) -> sp.csc_matrix:
+    return problem.G.tocsc()
 
 
 def _storage_load_da(problem: Problem, battery_a: np.ndarray | None) -> np.ndarray:
@@ -109,11 +219,12 @@ def round_to_pilots(
     S, T = problem.n_sessions, problem.n_periods
     if S == 0 or T == 0:
         return cur.copy()
-    grid, stepped = pilot_grid(problem)
+    g = _grid(problem)
+    grid, stepped = g.grid, g.stepped
     min_a = problem.session_min_current
-    down = down_to_pilot(cur, grid, stepped, min_a)
+    down = _down(cur, g.sets, g.set_of, min_a)
     down = np.floor(down * 10.0 + GRID_SNAP) / 10.0
-    v0 = np.flatnonzero(problem.var_period == 0)
+    v0 = _period0(problem)
     if v0.size == 0 or problem.G.shape[0] == 0:
         return down
     sess = problem.var_session[v0]
@@ -126,9 +237,9 @@ def round_to_pilots(
     if not lost.any():
         return down
     x_da = np.floor(problem.gather(down) * 10.0 + GRID_SNAP)
-    cap = row_capacity_da(problem)
+    cap = _memo(problem, "cap", row_capacity_da)
     load = problem.G @ x_da + _storage_load_da(problem, battery_a)
-    Gc = problem.G.tocsc()
+    Gc = _memo(problem, "G_csc", _csc)
     dep = problem.session_departure_h[sess]
     for j in np.flatnonzero(lost)[np.argsort(dep[lost], kind="stable")]:
         v = int(v0[j])
@@ -160,16 +271,17 @@ def pilot_fixings(
     carry it, but the LP's energy row cannot. Floors and the lowered ``h`` are feasible by
     construction (``G · floor ≤ h``, ``h ≥ 0``), so the re-solve always has a solution."""
     S, T = problem.n_sessions, problem.n_periods
-    v0 = np.flatnonzero(problem.var_period == 0)
+    v0 = _period0(problem)
     if S == 0 or T == 0 or v0.size == 0:
         return None
-    grid, stepped = pilot_grid(problem)
+    g = _grid(problem)
+    grid, stepped = g.grid, g.stepped
     min_a = problem.session_min_current
     sess = problem.var_session[v0]
     want = np.asarray(planned, dtype=np.float64)[sess, 0]
     got = np.asarray(rounded, dtype=np.float64)[sess, 0]
     ub0 = problem.var_ub[v0]
-    below = down_to_pilot(want, grid[sess], stepped[sess], min_a[sess])
+    below = _down(want, g.sets, g.set_of[sess], min_a[sess])
     above = _up_to_pilot(below, grid[sess], stepped[sess], min_a[sess], ub0)
     gap = (above > below + 1e-9) & (want > below + 1e-6)
     if not gap.any():
@@ -187,9 +299,9 @@ def pilot_fixings(
     # what the give-back raised stays raised (it fitted, with the batteries' charging)
     raised = gap & (got > below + 1e-9)
     floor[v0[raised]] = np.maximum(floor[v0[raised]], got[raised])
-    cap = row_capacity_da(problem)
+    cap = _memo(problem, "cap", row_capacity_da)
     load = problem.G @ np.ceil(floor * 10.0 - GRID_SNAP) + _storage_load_da(problem, battery_a)
-    Gc = problem.G.tocsc()
+    Gc = _memo(problem, "G_csc", _csc)
     dep = problem.session_departure_h[sess]
     placed = 0
     for j in np.flatnonzero(hold)[np.argsort(dep[hold], kind="stable")]:
