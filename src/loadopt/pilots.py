@@ -25,32 +25,12 @@ and a limit below the minimum as 0 — the capacity above it is lost.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
-import scipy.sparse as sp
 
 from .problem import Problem
-from .safety import GRID_SNAP, row_capacity_da
-
-_T = TypeVar("_T")
-
-
-def _memo(problem: Problem, key: str, build: Callable[[Problem], _T]) -> _T:
-    """``build(problem)``, kept on ``problem`` (like its ``cached_property`` values: a
-    :func:`dataclasses.replace` copy starts without it) — what the controller's pilot step needs
-    several times per problem is computed once."""
-    memo = problem.__dict__.setdefault("_pilot_memo", {})
-    try:
-        return memo[key]
-    except KeyError:
-        out = memo[key] = build(problem)
-        for a in out.__dict__.values() if isinstance(out, _Grid) else (out,):
-            if isinstance(a, np.ndarray):
-                a.setflags(write=False)  # shared by every call on this problem
-        return out
+from .safety import GRID_SNAP, problem_memo, row_capacity_da
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +54,8 @@ class _Grid:
         grid = np.full((e.size, width), np.inf)
         set_of = np.where(has, evse_set[e], -1)
         grid[has] = sets[set_of[has], :width]
+        for a in (grid, has, set_of):
+            a.setflags(write=False)  # shared by every call on this problem
         return cls(grid, has, sets, set_of)
 
 
@@ -113,7 +95,7 @@ def _level_sets(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _grid(problem: Problem) -> _Grid:
-    return _memo(problem, "grid", _Grid.of)
+    return problem_memo(problem, "grid", _Grid.of)
 
 
 def pilot_grid(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
@@ -179,11 +161,26 @@ def _up_to_pilot(
 
 def _period0(problem: Problem) -> np.ndarray:
     """The variables of period 0 (the one acted upon)."""
-    return _memo(problem, "v0", lambda p: np.flatnonzero(p.var_period == 0))
+    return problem_memo(problem, "v0", lambda p: np.flatnonzero(p.var_period == 0))
 
 
-def _csc(problem: Problem) -> sp.csc_matrix:
-    return problem.G.tocsc()
+def _columns0(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ptr, rows, coef)``: the safety rows of each period-0 variable ``v0[j]`` (row numbers
+    ``rows[ptr[j]:ptr[j + 1]]``, ascending, and their coefficients), the columns of ``G`` the
+    give-back raises. A safety row holds the variables of its own period only (one row per
+    limit and period, :mod:`loadopt.problem`), so they are read from the period-0 rows alone."""
+    G = problem.G
+    v0 = _period0(problem)
+    rows0 = np.flatnonzero(problem.row_period == 0)
+    start = G.indptr[rows0]
+    n = G.indptr[rows0 + 1] - start
+    k = np.repeat(start - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+    col, row, coef = G.indices[k], np.repeat(rows0, n), G.data[k]
+    order = np.argsort(col, kind="stable")  # by column, rows ascending within one
+    col = col[order]
+    ptr = np.searchsorted(col, np.r_[v0, problem.n_vars])
+    ptr[-1] = col.size
+    return ptr, row[order], coef[order]
 
 
 def _storage_load_da(problem: Problem, battery_a: np.ndarray | None) -> np.ndarray:
@@ -197,13 +194,21 @@ def _storage_load_da(problem: Problem, battery_a: np.ndarray | None) -> np.ndarr
     return np.asarray(st.Gb @ np.maximum(xb, 0.0), dtype=np.float64)
 
 
-def _take_room(Gc: sp.csc_matrix, v: int, add_da: float, load: np.ndarray, cap: np.ndarray) -> bool:
-    """Raise variable ``v`` by ``add_da`` deci-amps on the rows' ``load`` (in place) when every
-    row it is in stays within ``cap`` (deci-amps, :func:`loadopt.safety.row_capacity_da`);
-    ``False``, and nothing changed, otherwise."""
-    rows = Gc.indices[Gc.indptr[v] : Gc.indptr[v + 1]]
-    new = load[rows] + Gc.data[Gc.indptr[v] : Gc.indptr[v + 1]] * add_da
-    if not np.all(new <= cap[rows]):
+def _take_room(
+    cols: tuple[np.ndarray, np.ndarray, np.ndarray],
+    j: int,
+    add_da: float,
+    load: np.ndarray,
+    cap: np.ndarray,
+) -> bool:
+    """Raise period-0 variable ``j`` (:func:`_columns0` ``cols``) by ``add_da`` deci-amps on
+    the rows' ``load`` (in place) when every row it is in stays within ``cap`` (deci-amps,
+    :func:`loadopt.safety.row_capacity_da`); ``False``, and nothing changed, otherwise."""
+    ptr, row, coef = cols
+    a, b = ptr[j], ptr[j + 1]
+    rows = row[a:b]
+    new = load[rows] + coef[a:b] * add_da
+    if not (new <= cap[rows]).all():
         return False
     load[rows] = new
     return True
@@ -237,14 +242,14 @@ def round_to_pilots(
     if not lost.any():
         return down
     x_da = np.floor(problem.gather(down) * 10.0 + GRID_SNAP)
-    cap = _memo(problem, "cap", row_capacity_da)
+    cap = problem_memo(problem, "cap", row_capacity_da)
     load = problem.G @ x_da + _storage_load_da(problem, battery_a)
-    Gc = _memo(problem, "G_csc", _csc)
+    cols = problem_memo(problem, "columns0", _columns0)
     dep = problem.session_departure_h[sess]
     for j in np.flatnonzero(lost)[np.argsort(dep[lost], kind="stable")]:
         v = int(v0[j])
         add = np.floor(up[j] * 10.0 + GRID_SNAP) - x_da[v]
-        if _take_room(Gc, v, add, load, cap):
+        if _take_room(cols, j, add, load, cap):
             x_da[v] += add
     return problem.dense(x_da / 10.0)
 
@@ -299,15 +304,15 @@ def pilot_fixings(
     # what the give-back raised stays raised (it fitted, with the batteries' charging)
     raised = gap & (got > below + 1e-9)
     floor[v0[raised]] = np.maximum(floor[v0[raised]], got[raised])
-    cap = _memo(problem, "cap", row_capacity_da)
+    cap = problem_memo(problem, "cap", row_capacity_da)
     load = problem.G @ np.ceil(floor * 10.0 - GRID_SNAP) + _storage_load_da(problem, battery_a)
-    Gc = _memo(problem, "G_csc", _csc)
+    cols = problem_memo(problem, "columns0", _columns0)
     dep = problem.session_departure_h[sess]
     placed = 0
     for j in np.flatnonzero(hold)[np.argsort(dep[hold], kind="stable")]:
         v = int(v0[j])
         add = np.ceil(above[j] * 10.0 - GRID_SNAP) - np.ceil(floor[v] * 10.0 - GRID_SNAP)
-        if add > 0 and _take_room(Gc, v, add, load, cap):
+        if add > 0 and _take_room(cols, j, add, load, cap):
             floor[v] = above[j]
             placed += 1
     if not placed:

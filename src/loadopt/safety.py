@@ -35,7 +35,9 @@ one sweep is exact.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -77,6 +79,41 @@ class Violation:
             f"{self.kind} limit of {self.where} in period {self.period}: "
             f"{self.value:.6g} > {self.limit:.6g}"
         )
+
+
+_T = TypeVar("_T")
+
+
+def problem_memo(problem: Problem, key: str, build: Callable[[Problem], _T]) -> _T:
+    """``build(problem)``, computed once per problem and kept on it (like its
+    ``cached_property`` values; a :func:`dataclasses.replace` copy starts without it).
+
+    For what the checks and the controller's pilot step derive from a problem alone, several
+    times per step. What is kept must not be changed by the caller (arrays are made read-only).
+
+    Parameters
+    ----------
+    problem
+        The problem (immutable: what is derived from it stays true).
+    key
+        A name for what ``build`` derives (one per builder).
+    build
+        ``problem -> value``, called on the first request only.
+
+    Returns
+    -------
+    object
+        ``build(problem)``.
+    """
+    memo = problem.__dict__.setdefault("_memo", {})
+    try:
+        return memo[key]
+    except KeyError:
+        out = memo[key] = build(problem)
+        for a in out if isinstance(out, tuple) else (out,):
+            if isinstance(a, np.ndarray):
+                a.setflags(write=False)
+        return out
 
 
 def to_deciamps(x: np.ndarray) -> np.ndarray:
@@ -391,8 +428,9 @@ def violations(
     def first(mask: np.ndarray) -> np.ndarray:
         return np.flatnonzero(mask.ravel())[: left - len(out)]
 
-    finite = np.nan_to_num(current, nan=0.0, posinf=0.0, neginf=0.0)
-    bad = ~np.isfinite(current) | (current < 0)
+    fin = np.isfinite(current)
+    finite = np.where(fin, current, 0.0)
+    bad = ~fin | (current < 0)
     for f in first(bad):
         i, t = divmod(int(f), T)
         out.append(
@@ -415,15 +453,13 @@ def violations(
         )
     if len(out) >= left:
         return out
-    plugged = np.zeros((S, T), dtype=bool)
-    plugged[problem.var_session, problem.var_period] = True
+    plugged, ub_da, is_cur, model, h_da = problem_memo(problem, "violations", _check_facts)
     for f in first(~plugged & (da > 0)):
         i, t = divmod(int(f), T)
         out.append(Violation("not plugged in", f"session {sid[i]!r}", t, float(current[i, t]), 0.0))
     if len(out) >= left:
         return out
     x = np.maximum(problem.gather(da), 0.0)
-    ub_da = np.floor(problem.var_ub * 10.0 + GRID_SNAP)
     for v in first(x > ub_da):
         out.append(
             Violation(
@@ -456,11 +492,9 @@ def violations(
         load = problem.G @ x
         if st is not None:
             load = load + st.Gb @ xb - st.Cd @ xd
-        is_cur = problem.row_kind == ROW_NODE_CURRENT
-        # facet rows are the solvers' linear stand-in for a phasor limit: the limit itself is
-        # checked below, exactly
-        model = np.isin(problem.row_kind, (ROW_LINE_FACET, ROW_PRIMARY_FACET))
-        over = np.where(is_cur, load > np.floor(problem.h * 10.0), load / 10.0 > problem.h)
+        # facet rows (``model``) are the solvers' linear stand-in for a phasor limit: the limit
+        # itself is checked below, exactly
+        over = np.where(is_cur, load > h_da, load / 10.0 > problem.h)
         for r in first(over & ~model):
             out.append(
                 Violation(
@@ -546,6 +580,24 @@ def violations(
             Violation("energy ceiling", names[u], k, float(e[u, k + 1]), float(st.unit_emax_kwh[u]))
         )
     return out
+
+
+def _check_facts(
+    problem: Problem,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`violations` derives from the problem alone: ``(plugged (S, T), ub_da (V,),
+    is_cur (M,), model (M,), h_da (M,))`` — where a session is plugged in, each variable's
+    maximum in deci-amps, which rows are current rows, which are facet rows (their phasor limit
+    is checked exactly instead), the current rows' capacities in deci-amps."""
+    plugged = np.zeros((problem.n_sessions, problem.n_periods), dtype=bool)
+    plugged[problem.var_session, problem.var_period] = True
+    return (
+        plugged,
+        np.floor(problem.var_ub * 10.0 + GRID_SNAP),
+        problem.row_kind == ROW_NODE_CURRENT,
+        (problem.row_kind == ROW_LINE_FACET) | (problem.row_kind == ROW_PRIMARY_FACET),
+        np.floor(problem.h * 10.0),
+    )
 
 
 def _unit_names(problem: Problem) -> list[str]:
@@ -665,16 +717,21 @@ def line_current_magnitudes(
     from ``current`` ``(S, T)`` A. ``n_phases`` (phase switching, ``(S, T)``): periods at 1 use
     the session's L1-only coefficients. Reserved EVSE draw is added in phase (the worst case).
     """
-    groups = np.flatnonzero(problem.line_exact)
+    groups = problem_memo(problem, "line_groups", lambda p: np.flatnonzero(p.line_exact))
     T = problem.n_periods
     if groups.size == 0:
         z = np.zeros((0, T))
         return z, z, groups
-    cur = np.nan_to_num(np.asarray(current, dtype=np.float64))
-    C = problem.line_coef[:, groups]
+    cur = np.asarray(current, dtype=np.float64)
+    if not np.isfinite(cur).all():
+        cur = np.nan_to_num(cur)
+    C = problem.line_coef
     if n_phases is None:
-        Z = C.T @ cur
+        # every line's sum, then the exact ones: cheaper than slicing the sparse columns, and
+        # the same sums (each line's terms are added in session order either way)
+        Z = (C.T @ cur)[groups]
     else:
+        C = C[:, groups]
         one = np.asarray(n_phases) == 1
         Z = C.T @ np.where(one, 0.0, cur) + problem.line_coef_l1[:, groups].T @ np.where(
             one, cur, 0.0

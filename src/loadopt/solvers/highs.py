@@ -86,7 +86,12 @@ def pass_lp(h, lp: LinearProgram, integrality: np.ndarray | None = None) -> None
 
 
 def change_bounds(
-    h, cols: np.ndarray, col_lb: np.ndarray, col_ub: np.ndarray, rows: np.ndarray, row_ub: np.ndarray
+    h,
+    cols: np.ndarray,
+    col_lb: np.ndarray,
+    col_ub: np.ndarray,
+    rows: np.ndarray,
+    row_ub: np.ndarray,
 ) -> None:
     """Change the bounds of columns ``cols`` to ``[col_lb, col_ub]`` and the upper bounds of the
     ``≤`` rows ``rows`` to ``row_ub`` on the model ``h`` holds; HiGHS keeps its basis, so the
