@@ -164,9 +164,9 @@ def _period0(problem: Problem) -> np.ndarray:
     return problem_memo(problem, "v0", lambda p: np.flatnonzero(p.var_period == 0))
 
 
-def _columns0(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ptr, rows, coef)``: the safety rows of each period-0 variable ``v0[j]`` (row numbers
-    ``rows[ptr[j]:ptr[j + 1]]``, ascending, and their coefficients), the columns of ``G`` the
+def _columns0(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(lo, hi, rows, coef)``: the safety rows of each period-0 variable ``v0[j]`` (row
+    numbers ``rows[lo[j]:hi[j]]``, ascending, and their coefficients), the columns of ``G`` the
     give-back raises. A safety row holds the variables of its own period only (one row per
     limit and period, :mod:`loadopt.problem`), so they are read from the period-0 rows alone."""
     G = problem.G
@@ -178,9 +178,9 @@ def _columns0(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     col, row, coef = G.indices[k], np.repeat(rows0, n), G.data[k]
     order = np.argsort(col, kind="stable")  # by column, rows ascending within one
     col = col[order]
-    ptr = np.searchsorted(col, np.r_[v0, problem.n_vars])
-    ptr[-1] = col.size
-    return ptr, row[order], coef[order]
+    lo = np.searchsorted(col, v0, side="left")
+    hi = np.searchsorted(col, v0, side="right")
+    return lo, hi, row[order], coef[order]
 
 
 def _storage_load_da(problem: Problem, battery_a: np.ndarray | None) -> np.ndarray:
@@ -195,7 +195,7 @@ def _storage_load_da(problem: Problem, battery_a: np.ndarray | None) -> np.ndarr
 
 
 def _take_room(
-    cols: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     j: int,
     add_da: float,
     load: np.ndarray,
@@ -204,8 +204,8 @@ def _take_room(
     """Raise period-0 variable ``j`` (:func:`_columns0` ``cols``) by ``add_da`` deci-amps on
     the rows' ``load`` (in place) when every row it is in stays within ``cap`` (deci-amps,
     :func:`loadopt.safety.row_capacity_da`); ``False``, and nothing changed, otherwise."""
-    ptr, row, coef = cols
-    a, b = ptr[j], ptr[j + 1]
+    lo, hi, row, coef = cols
+    a, b = lo[j], hi[j]
     rows = row[a:b]
     new = load[rows] + coef[a:b] * add_da
     if not (new <= cap[rows]).all():

@@ -620,9 +620,7 @@ def tightened_bounds(
     new_rows = sp.csr_matrix(
         (Ga.data[on], (Ga.row[on], col_of[Ga.col[on]])), shape=(add.size, lp.n_cols)
     )
-    return Tightening(
-        blk.start + ch, new_lb[ch], new_ub[ch], rows, row_ub, new_rows, h[add].copy()
-    )
+    return Tightening(blk.start + ch, new_lb[ch], new_ub[ch], rows, row_ub, new_rows, h[add].copy())
 
 
 def _rank_within(keys: np.ndarray) -> np.ndarray:

@@ -1,0 +1,335 @@
+"""The controller's pilot step, fast: the rounding-aware re-solve hot on the main solve's HiGHS
+model (:meth:`loadopt.planner.SolvePlanner.resolve_tightened`) must give the cold re-solve's
+optimum or step aside; the memoised and vectorised pilot helpers must give what the direct
+formulas give."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import loadopt as lo
+from loadopt.pilots import down_to_pilot, pilot_fixings, pilot_grid, round_to_pilots
+from loadopt.planner import SolvePlanner
+from loadopt.solvers.warm import tightened_bounds
+
+from .conftest import T0, examples, horizon, session
+from .physics import physical_violations
+
+AMPS = tuple(float(a) for a in range(6, 33))
+STEPS = (8.0, 16.0, 24.0, 32.0)
+
+
+def tree_site(main_a: float, sub_a: float, steps=AMPS, min_a: float = 6.0) -> lo.Site:
+    """grid → main breaker → two sub-breakers, two 1-phase EVSEs on each (different phases) and
+    one 3-phase EVSE on the main one: single-variable rows, rows that cannot bind, rows with
+    equal coefficients — every reduction of the LP."""
+    evse = dict(min_current=min_a, allowed_currents=steps)
+    return lo.Site(
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(id="main", parent="grid", max_current=main_a),
+            lo.Node(id="a", parent="main", max_current=sub_a),
+            lo.Node(id="b", parent="main", max_current=sub_a),
+        ),
+        evses=(
+            lo.Evse(id="a0", node="a", charge_point_id="A0", phases=1, **evse),
+            lo.Evse(
+                id="a1", node="a", charge_point_id="A1", phases=1, phase_rotation="STR", **evse
+            ),
+            lo.Evse(id="b0", node="b", charge_point_id="B0", phases=1, **evse),
+            lo.Evse(
+                id="b1", node="b", charge_point_id="B1", phases=1, phase_rotation="TRS", **evse
+            ),
+            lo.Evse(id="m0", node="main", charge_point_id="M0", phases=3, **evse),
+        ),
+    )
+
+
+def tree_problem(energy, dep, main_a, sub_a, steps=AMPS, n=6) -> lo.Problem:
+    site = tree_site(main_a, sub_a, steps, steps[0])
+    ids = ("a0", "a1", "b0", "b1", "m0")
+    sessions = [
+        session(f"s{k}", ids[k], e, dep_h=d, phases=3 if ids[k] == "m0" else 1)
+        for k, (e, d) in enumerate(zip(energy, dep, strict=False))
+    ]
+    return lo.compile_problem(site, sessions, horizon(n, 900))
+
+
+def hot_and_cold(p: lo.Problem, floor, ub, h):
+    """(hot schedule or None, cold schedule) of the tightened problem."""
+    planner = SolvePlanner("lp")
+    planner(p)
+    hot = planner.resolve_tightened(p, floor, ub, h)
+    cold = lo.solve(replace(p, var_floor_a=floor, var_ub=ub, h=h), method="lp")
+    return hot, cold
+
+
+def same_optimum(hot, cold) -> None:
+    assert cold.status is lo.ScheduleStatus.OPTIMAL
+    assert hot.status is lo.ScheduleStatus.OPTIMAL and hot.method == "lp-highs-hot"
+    assert abs(hot.objective - cold.objective) <= 1e-7 * max(1.0, abs(cold.objective))
+
+
+problems = st.tuples(
+    st.lists(st.floats(0.2, 25.0), min_size=5, max_size=5),
+    st.lists(st.floats(0.5, 1.5), min_size=5, max_size=5),
+    st.floats(20.0, 80.0),
+    st.floats(10.0, 40.0),
+)
+
+
+@pytest.mark.parametrize("steps", [STEPS, AMPS])
+def test_hot_resolve_of_the_pilot_fixings_is_the_cold_optimum(steps):
+    """Random small sites (fixed seed): wherever the pilot step asks for a re-solve, hot on
+    the main solve's model gives the cold optimum, safe by the independent checker. Plans from
+    the LP and from arbitrary wishes; small energies, so that sessions full within period 0
+    lower right-hand sides too."""
+    rng = np.random.default_rng(12)
+    done = lowered = 0
+    for k in range(60):
+        p = tree_problem(
+            rng.uniform(0.2, 6.0, 5),
+            rng.uniform(0.25, 1.5, 5),
+            rng.uniform(20.0, 50.0),
+            rng.uniform(8.0, 25.0),
+            steps,
+        )
+        if k % 2:
+            plan = lo.solve(p, method="lp").current
+        else:
+            wish = np.repeat(rng.uniform(0.0, 20.0, 5)[:, None], p.n_periods, axis=1)
+            plan = lo.safety.project(p, wish)
+        fx = pilot_fixings(p, plan, round_to_pilots(p, plan))
+        if fx is None:
+            continue
+        hot, cold = hot_and_cold(p, *fx)
+        assert hot is not None  # fixings only tighten: always done hot here
+        same_optimum(hot, cold)
+        assert not hot.violations()
+        assert physical_violations(p, hot.current) == []  # independent, from the raw inputs
+        done += 1
+        lowered += bool(np.any(fx[2] < p.h))
+    assert done >= 6 and lowered >= 2, (done, lowered)
+
+
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems, st.data())
+def test_hot_resolve_of_any_tightening_is_the_cold_optimum_or_declined(prob, data):
+    """Random tightenings (upper bounds cut, floors, right-hand sides lowered on any rows,
+    rows the LP dropped as unable to bind among them): hot gives the cold optimum, or None."""
+    energy, dep, main_a, sub_a = prob
+    p = tree_problem(energy, dep, main_a, sub_a)
+    V, M = p.n_vars, p.G.shape[0]
+    cut = np.array(data.draw(st.lists(st.floats(0.0, 1.0), min_size=V, max_size=V)))
+    ub = p.var_ub * np.where(cut < 0.3, cut / 0.3, 1.0)
+    low = np.array(data.draw(st.lists(st.floats(0.0, 1.0), min_size=M, max_size=M)))
+    h = p.h * np.where(low < 0.5, 0.4 + low, 1.0)
+    floor = np.zeros(V)
+    f0 = data.draw(st.integers(0, max(V - 1, 0)))
+    if V and p.var_period[f0] == 0:  # a floor that fits every row by itself
+        room = np.min(np.where(p.G[:, f0].toarray().ravel() > 0, h, np.inf) / 10.0)
+        floor[f0] = min(ub[f0], room, 6.0)
+    hot, cold = hot_and_cold(p, floor, ub, h)
+    event(f"hot: {hot is not None}")
+    if hot is None:
+        return
+    same_optimum(hot, cold)
+
+
+def test_a_row_the_lp_dropped_that_can_bind_again_is_added_back():
+    """A 20 A sub-breaker over two 10 A EVSEs cannot bind: the LP drops it. Lowered to 12 A it
+    can, so the hot re-solve adds it back (and gets the cold optimum)."""
+    site = lo.Site(
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(id="sub", parent="grid", max_current=20.0),
+        ),
+        evses=tuple(
+            lo.Evse(id=f"e{k}", node="sub", charge_point_id=f"C{k}", phases=1, max_current=10.0)
+            for k in range(2)
+        ),
+    )
+    p = lo.compile_problem(
+        site, [session(f"s{k}", f"e{k}", 30.0, phases=1) for k in range(2)], horizon(4, 900)
+    )
+    h = p.h.copy()
+    rows0 = np.flatnonzero((p.row_period == 0) & (np.diff(p.G.indptr) > 1))
+    h[rows0] = 12.0
+    planner = SolvePlanner("lp")
+    planner(p)
+    lp = planner.warm_start._solved[1]
+    assert "safety" not in lp.rows or not np.isin(rows0, lp.rows["safety"].index).any()
+    tt = tightened_bounds(p, lp, np.zeros(p.n_vars), p.var_ub, h)
+    assert tt is not None and tt.new_rows.shape[0] == rows0.size
+    hot = planner.resolve_tightened(p, np.zeros(p.n_vars), p.var_ub, h)
+    cold = lo.solve(replace(p, h=h), method="lp")
+    same_optimum(hot, cold)
+    assert hot.current[:, 0].sum() <= 12.0 + 1e-9
+    assert cold.current[:, 0].sum() == pytest.approx(hot.current[:, 0].sum())
+
+
+def test_hot_resolve_steps_aside_where_it_cannot_be_shown():
+    p = tree_problem([10.0] * 5, [1.0] * 5, 40.0, 20.0)
+    floor, ub, h = np.zeros(p.n_vars), p.var_ub.copy(), p.h.copy()
+    planner = SolvePlanner("lp")
+    assert planner.resolve_tightened(p, floor, ub, h) is None  # nothing solved yet
+    planner(p)
+    assert planner.resolve_tightened(replace(p), floor, ub, h) is None  # another problem
+    planner(p)
+    assert planner.resolve_tightened(p, floor, ub + 1.0, h) is None  # a loosened bound
+    planner(p)
+    assert planner.resolve_tightened(p, floor, ub, h + 1.0) is None  # a loosened row
+    planner(p)
+    assert planner.resolve_tightened(p, floor, ub, h) is not None
+    assert planner.resolve_tightened(p, floor, ub, h) is None  # the kept model is used once
+    planner(p)
+    planner.hot_resolve = False
+    assert planner.resolve_tightened(p, floor, ub, h) is None
+    planner.hot_resolve = True
+    planner(p)
+    planner.warm_start._solved = (p, planner.warm_start._solved[1], object())  # a broken model
+    assert planner.resolve_tightened(p, floor, ub, h) is None
+
+
+def test_controller_pilot_step_hot_and_cold_agree_and_stay_safe():
+    """The same day of a stepped site, re-solving hot and (``hot_resolve=False``) cold: the
+    re-solves happen, each is the other's optimum in value, every limit is a pilot and every
+    step is safe by the independent checker."""
+    site = tree_site(45.0, 24.0, STEPS, 8.0)
+    ids = ("a0", "a1", "b0", "b1", "m0")
+    out = {}
+    for hot in (True, False):
+        ctl = lo.Controller(site, method="lp", step_s=900, n_periods=16)
+        ctl.planner.hot_resolve = hot
+        for k, e in enumerate(ids):
+            ctl.start_session(
+                session(f"s{k}", e, 3.0 + 4 * k, dep_h=1.5 + k, phases=3 if e == "m0" else 1)
+            )
+        msgs, firsts = [], []
+        for k in range(6):
+            sched = ctl.step(T0 + timedelta(minutes=15 * k))
+            assert physical_violations(sched.problem, sched.current) == []
+            assert np.all(np.isin(sched.current[:, 0], (0.0, *STEPS)))
+            msgs.append(sched.message)
+            firsts.append(sched.current[:, 0].sum())
+        out[hot] = (msgs, firsts)
+    assert any("re-solved in pilot steps" in m for m in out[True][0])
+    assert [("re-solved" in m) for m in out[True][0]] == [("re-solved" in m) for m in out[False][0]]
+
+
+# --------------------------------------------------------------------------- old vs new
+
+
+def grid_reference(p: lo.Problem) -> tuple[np.ndarray, np.ndarray]:
+    """The pilot grid built session by session (the formula before it was vectorised)."""
+    levels = [p.evse_levels_of(int(e)) for e in p.session_evse]
+    width = max((a.size for a in levels if a is not None), default=1)
+    grid = np.full((len(levels), width), np.inf)
+    for i, a in enumerate(levels):
+        if a is not None:
+            grid[i, : a.size] = a / 10.0
+    return grid, np.array([a is not None for a in levels], dtype=bool)
+
+
+def down_reference(limit, grid, stepped, min_a):
+    """down_to_pilot by comparing every level (the formula before the binary search)."""
+    lim = np.asarray(limit, dtype=np.float64)
+    two = lim.ndim == 2
+    L = lim if two else lim[:, None]
+    out = np.where(L + 1e-9 < min_a[:, None], 0.0, L)
+    if stepped.any():
+        k = (grid[:, None, :] <= L[:, :, None] + 1e-9).sum(axis=2) - 1
+        rows = np.arange(grid.shape[0])[:, None]
+        val = np.where(k >= 0, grid[rows, np.maximum(k, 0)], 0.0)
+        val = np.where(val + 1e-9 < min_a[:, None], 0.0, val)
+        out = np.where(stepped[:, None], val, out)
+    return out if two else out[:, 0]
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(st.data())
+def test_down_to_pilot_is_the_level_by_level_formula(data):
+    S, T = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 5))
+    sets = [np.array([0.0, 8.0, 16.0, 32.0, np.inf]), np.array([0.0, *range(6, 17)], float)]
+    width = max(a.size for a in sets)
+    grid = np.full((S, width), np.inf)
+    kind = data.draw(st.lists(st.integers(-1, 1), min_size=S, max_size=S))
+    for i, k in enumerate(kind):
+        if k >= 0:
+            grid[i, : sets[k].size] = sets[k]
+    stepped = np.array(kind) >= 0
+    value = st.one_of(st.floats(-5, 40), st.sampled_from([np.nan, np.inf, 8.0 - 1e-9, 16.0]))
+    lim = np.array(data.draw(st.lists(value, min_size=S * T, max_size=S * T))).reshape(S, T)
+    min_a = np.array(data.draw(st.lists(st.floats(0, 10), min_size=S, max_size=S)))
+    for x in (lim, lim[:, 0]):
+        np.testing.assert_array_equal(
+            down_to_pilot(x, grid, stepped, min_a), down_reference(x, grid, stepped, min_a)
+        )
+
+
+def test_pilot_grid_and_period0_columns_are_the_direct_ones():
+    from loadopt.pilots import _columns0, _period0
+
+    mixed = lo.Site(
+        nodes=(lo.Node(id="g", kind="grid_connection", max_current=60.0),),
+        evses=(
+            lo.Evse(id="e0", node="g", charge_point_id="C0", phases=1, allowed_currents=STEPS),
+            lo.Evse(id="e1", node="g", charge_point_id="C1", phases=1),
+            lo.Evse(id="e2", node="g", charge_point_id="C2", phases=3, allowed_currents=AMPS),
+            lo.Evse(id="e3", node="g", charge_point_id="C3", phases=1, allowed_currents=STEPS),
+        ),
+    )
+    sessions = [session(f"s{k}", f"e{k}", 10.0, dep_h=2.0, phases=1) for k in range(4)]
+    for p in (
+        lo.compile_problem(mixed, sessions, horizon(4, 900)),
+        tree_problem([5.0] * 5, [1.0] * 5, 50.0, 20.0),
+    ):
+        g, s = pilot_grid(p)
+        g0, s0 = grid_reference(p)
+        np.testing.assert_array_equal(g, g0)
+        np.testing.assert_array_equal(s, s0)
+        with pytest.raises(ValueError):
+            g[0, 0] = 1.0  # shared by every call on the problem: read-only
+        lo_, hi_, rows, coef = _columns0(p)
+        Gc = p.G.tocsc()
+        for j, v in enumerate(_period0(p)):
+            sl = slice(Gc.indptr[v], Gc.indptr[v + 1])
+            np.testing.assert_array_equal(rows[lo_[j] : hi_[j]], Gc.indices[sl])
+            np.testing.assert_array_equal(coef[lo_[j] : hi_[j]], Gc.data[sl])
+
+
+def test_line_magnitudes_are_the_sliced_formula():
+    """The exact line check sums every line then picks the phasor-limited ones: the same sums
+    as slicing those lines' coefficient columns first (line-to-line EVSEs)."""
+    from loadopt.safety import line_current_magnitudes
+
+    evse = dict(node="cb", phases=1, wiring="line_to_line", voltage_v=208.0)
+    site = lo.Site(
+        nodes=(
+            lo.Node(id="grid", kind="grid_connection"),
+            lo.Node(id="cb", parent="grid", max_current=30.0),
+        ),
+        evses=(
+            lo.Evse(id="e0", charge_point_id="C0", phase_rotation="RST", **evse),
+            lo.Evse(id="e1", charge_point_id="C1", phase_rotation="STR", **evse),
+            lo.Evse(id="e2", charge_point_id="C2", phase_rotation="TRS", **evse),
+        ),
+        voltage_v=120.0,
+    )
+    p = lo.compile_problem(
+        site, [session(f"s{k}", f"e{k}", 20.0, phases=1) for k in range(3)], horizon(4, 900)
+    )
+    groups = np.flatnonzero(p.line_exact)
+    assert groups.size
+    cur = np.random.default_rng(3).uniform(0, 32, (p.n_sessions, p.n_periods))
+    mag, lim, g = line_current_magnitudes(p, cur)
+    Z = p.line_coef[:, groups].T @ cur + p.line_base[groups, None] * p.base_load_a[None, :]
+    np.testing.assert_array_equal(g, groups)
+    np.testing.assert_array_equal(mag, np.abs(Z) + p.line_reserved_a[groups])
+    np.testing.assert_array_equal(lim, p.line_limit[groups])
