@@ -225,6 +225,8 @@ def test_fleet_controller_equals_stepping_each_controller(executor, dask_backend
     twins = make_fleet(5, 6, n_periods=16, seed=1)
     for s in (*sites, *twins):  # the warm start at every size (by default small LPs solve cold)
         s.controller.warm_min_rows = 0
+    for t in twins:  # the fleet's pilot re-solve is cold (the solved model stays on the worker):
+        t.controller.planner.hot_resolve = False  # the twins re-solve cold too, bit for bit
     with FleetController({s.key: s.controller for s in sites}, ex, batch_vars=200) as fleet:
         warm = 0
         for k in range(3):
