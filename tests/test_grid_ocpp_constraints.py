@@ -223,3 +223,84 @@ def test_csms_adapter_hook_caps_the_station_and_clears_it():
         },
     )
     assert ad.ids.profile_id("station_max", 0) > 800_000
+
+
+def _cap_at(signals, t: datetime) -> float | None:
+    """The tightest current cap of ``signals`` in force at ``t`` (None: no cap)."""
+    caps = [s.current_cap_a for s in signals if s.start <= t < s.end]
+    return min(caps) if caps else None
+
+
+def _recurring_report(kind: str, recurrency: str | None, duration: int | None = None) -> dict:
+    sched = {
+        "id": 9,
+        "chargingRateUnit": "A",
+        "startSchedule": "2026-03-01T00:00:00+00:00",
+        "chargingSchedulePeriod": [
+            {"startPeriod": 0, "limit": 10},
+            {"startPeriod": 8 * 3600, "limit": 32},
+        ],
+    }
+    if duration is not None:
+        sched["duration"] = duration
+    prof = {
+        "id": 9,
+        "stackLevel": 0,
+        "chargingProfilePurpose": "ChargingStationExternalConstraints",
+        "chargingProfileKind": kind,
+        "chargingSchedule": [sched],
+    }
+    if recurrency is not None:
+        prof["recurrencyKind"] = recurrency
+    return {"requestId": 1, "chargingLimitSource": "SO", "evseId": 0, "chargingProfile": [prof]}
+
+
+def test_a_daily_recurring_external_constraint_repeats_every_night():
+    """A grid operator's daily limit (10 A from midnight, 32 A from 08:00) reported as a
+    Recurring profile: it was laid out once, so from the first 08:00 on the station was planned
+    at 32 A for a year — every following night above the 10 A it is held to. Now it repeats
+    every day from the cycle running at receipt, and after the laid-out cycles the smallest
+    limit holds (conservative)."""
+    sig = report_charging_profiles(
+        site(), "CP2", _recurring_report("Recurring", "Daily"), received_at=T0
+    )
+    day = timedelta(days=1)
+    for d in range(0, 31):
+        night, noon = T0 - timedelta(hours=5) + d * day, T0 + timedelta(hours=4) + d * day
+        assert _cap_at(sig, night) == 10 and _cap_at(sig, noon) == 32, d
+    assert _cap_at(sig, T0 + 40 * day) == 10  # beyond the laid-out cycles: the smallest limit
+    assert _cap_at(sig, T0 - day) is None  # cycles before the one running at receipt: none
+    assert len({s.id for s in sig}) == len(sig) and all(s.node == "p2" for s in sig)
+    # a schedule shorter than its cycle leaves the rest of each day free
+    short = report_charging_profiles(
+        site(), "CP2", _recurring_report("Recurring", "Daily", duration=12 * 3600), received_at=T0
+    )
+    assert _cap_at(short, T0 + day + timedelta(hours=2)) == 32
+    assert _cap_at(short, T0 + day + timedelta(hours=6)) is None
+    # weekly: the same pattern one week apart, none in between beyond the schedule's periods
+    weekly = report_charging_profiles(
+        site(), "CP2", _recurring_report("Recurring", "Weekly"), received_at=T0
+    )
+    assert _cap_at(weekly, T0 + timedelta(days=5, hours=19)) == 10  # Sunday 2026-03-08 03:00
+    assert _cap_at(weekly, T0 + timedelta(days=6, hours=17)) == 32  # Monday 01:00
+    # an absolute profile is laid out once, as before
+    once = report_charging_profiles(
+        site(), "CP2", _recurring_report("Absolute", None), received_at=T0
+    )
+    assert _cap_at(once, T0 + day + timedelta(hours=-5)) == 32
+
+
+@pytest.mark.parametrize(
+    "recurrency, periods, match",
+    [
+        (None, None, "recurrencyKind"),
+        ("Monthly", None, "recurrencyKind"),
+        ("Daily", [{"startPeriod": 90_000, "limit": 5}], "beyond its daily cycle"),
+    ],
+)
+def test_bad_recurring_profiles_are_named_errors(recurrency, periods, match):
+    payload = _recurring_report("Recurring", recurrency)
+    if periods is not None:
+        payload["chargingProfile"][0]["chargingSchedule"][0]["chargingSchedulePeriod"] = periods
+    with pytest.raises(lo.InputError, match=match):
+        report_charging_profiles(site(), "CP2", payload, received_at=T0)

@@ -15,6 +15,12 @@ station's node:
 - ``startSchedule`` (default: when the message was received) + ``startPeriod``; a period lasts
   until the next one, or ``duration``, or — the last one of a schedule without a duration — one
   year;
+- a ``Recurring`` profile (``chargingProfileKind``, K01 / 1.6 §7.9: the schedule restarts every
+  day or week, ``recurrencyKind``, counted from ``startSchedule``) is laid out cycle by cycle from
+  the one running when the message was received: :data:`RECURRING_CYCLES` cycles (31 days, 5
+  weeks), each period ending at the next one, at ``duration`` or at the end of its cycle; after
+  the last cycle the schedule's smallest limit holds for a year (conservative: a signal stream
+  cannot repeat for ever; the station's next report replaces it);
 - ``isGridCritical`` → priority 100 (else 0); ``chargingLimitSource`` and the schedule id are the
   provenance (``source`` = :func:`source_of` the station, ``ref`` = ``"<source>:<id>"``).
 
@@ -39,6 +45,8 @@ from ..site import Site
 
 PURPOSE = "ChargingStationExternalConstraints"
 OPEN_END = timedelta(days=365)
+#: ``recurrencyKind`` -> (cycle length in s, cycles laid out) of a ``Recurring`` profile.
+RECURRING_CYCLES = {"Daily": (86_400, 31), "Weekly": (604_800, 5)}
 
 
 def source_of(charge_point_id: str) -> str:
@@ -115,8 +123,42 @@ def schedule_to_signals(
     received_at: datetime,
     limit_source: str = "Other",
     grid_critical: bool = False,
+    kind: str | None = None,
+    recurrency: str | None = None,
 ) -> tuple[GridSignal, ...]:
-    """The caps of one OCPP ``ChargingScheduleType`` (camelCase or snake_case keys)."""
+    """The caps of one OCPP ``ChargingScheduleType`` (camelCase or snake_case keys).
+
+    Parameters
+    ----------
+    site
+        The site the station belongs to.
+    charge_point_id
+        The station.
+    schedule
+        The ``ChargingScheduleType`` (limits in A per phase or W).
+    evse_id
+        The EVSE it applies to (``None`` / 0: the whole station).
+    received_at
+        When the message arrived (aware datetime): the start of a schedule without
+        ``startSchedule``.
+    limit_source, grid_critical
+        ``chargingLimitSource`` and ``isGridCritical`` (provenance, priority 100).
+    kind, recurrency
+        The profile's ``chargingProfileKind`` (``Absolute`` when ``None``, ``Relative``,
+        ``Recurring``) and ``recurrencyKind`` (``Daily`` / ``Weekly``, for ``Recurring``).
+
+    Returns
+    -------
+    tuple of GridSignal
+        One hard cap per period (per cycle for a recurring profile) on the station's node.
+
+    Raises
+    ------
+    InputError
+        A unit other than A or W, no period, a period without a numeric start and limit, a
+        negative limit, a bad timestamp, a recurring profile without a known ``recurrencyKind``
+        or with a period starting beyond its cycle.
+    """
     sch = _norm(schedule)
     sid = sch.get("id", 0)
     what = f"station {charge_point_id!r} external schedule {sid}"
@@ -140,10 +182,66 @@ def schedule_to_signals(
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{what}: period {k} needs numeric startPeriod and limit") from None
     offsets.sort()
-    out = []
-    for k, (sp, lim) in enumerate(offsets):
+    for k, (_, lim) in enumerate(offsets):
         if lim < 0 or lim != lim:
             raise InputError(f"{what}: period {k} has limit {lim}")
+    src = source_of(charge_point_id)
+
+    def cap(sig_id: str, a: datetime, b: datetime, lim: float) -> GridSignal:
+        kw = {"current_cap_a": lim} if unit == "A" else {"import_cap_kw": lim / 1000.0}
+        return GridSignal(
+            id=sig_id,
+            start=a,
+            end=b,
+            node=node,
+            priority=100 if grid_critical else 0,
+            source=src,
+            ref=f"{limit_source}:{sid}",
+            **kw,
+        )
+
+    out = []
+    if kind == "Recurring":
+        if recurrency not in RECURRING_CYCLES:
+            raise InputError(
+                f"{what}: a Recurring profile needs recurrencyKind 'Daily' or 'Weekly', "
+                f"got {recurrency!r}"
+            )
+        cycle_s, n_cycles = RECURRING_CYCLES[recurrency]
+        if offsets[-1][0] >= cycle_s:
+            raise InputError(
+                f"{what}: period starting at {offsets[-1][0]:g} s is beyond its "
+                f"{recurrency.lower()} cycle"
+            )
+        span_s = cycle_s if dur is None else min(float(dur), cycle_s)
+        since_s = (_time(received_at, what) - start).total_seconds()
+        first = max(int(since_s // cycle_s), 0)
+        for c in range(first, first + n_cycles):
+            base = start + timedelta(seconds=c * cycle_s)
+            for k, (sp, lim) in enumerate(offsets):
+                end_s = offsets[k + 1][0] if k + 1 < len(offsets) else span_s
+                end_s = min(end_s, span_s)
+                if end_s <= sp:
+                    continue
+                out.append(
+                    cap(
+                        f"{src}:{evse_id or 0}:{sid}:{c}:{k}",
+                        base + timedelta(seconds=sp),
+                        base + timedelta(seconds=end_s),
+                        lim,
+                    )
+                )
+        tail = start + timedelta(seconds=(first + n_cycles) * cycle_s)
+        out.append(
+            cap(
+                f"{src}:{evse_id or 0}:{sid}:after",
+                tail,
+                tail + OPEN_END,
+                min(lim for _, lim in offsets),
+            )
+        )
+        return tuple(out)
+    for k, (sp, lim) in enumerate(offsets):
         a = start + timedelta(seconds=sp)
         if k + 1 < len(offsets):
             b = start + timedelta(seconds=offsets[k + 1][0])
@@ -153,20 +251,7 @@ def schedule_to_signals(
             b = a + OPEN_END
         if b <= a:
             continue
-        kw = {"current_cap_a": lim} if unit == "A" else {"import_cap_kw": lim / 1000.0}
-        src = source_of(charge_point_id)
-        out.append(
-            GridSignal(
-                id=f"{src}:{evse_id or 0}:{sid}:{k}",
-                start=a,
-                end=b,
-                node=node,
-                priority=100 if grid_critical else 0,
-                source=src,
-                ref=f"{limit_source}:{sid}",
-                **kw,
-            )
-        )
+        out.append(cap(f"{src}:{evse_id or 0}:{sid}:{k}", a, b, lim))
     return tuple(out)
 
 
@@ -221,6 +306,8 @@ def report_charging_profiles(
                     evse_id=p.get("evse_id"),
                     received_at=received_at,
                     limit_source=source,
+                    kind=prof.get("charging_profile_kind"),
+                    recurrency=prof.get("recurrency_kind"),
                 )
             )
     return tuple(out)
