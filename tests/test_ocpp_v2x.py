@@ -186,3 +186,10 @@ def test_v2x_parameters_from_notify_ev_charging_needs():
         {"evMinV2XEnergyRequest": 0, "evMaxV2XEnergyRequest": 1000, "maxDischargePower": 6900}
     )
     assert v.max_discharge_current == pytest.approx(10.0)
+    # over the EVSE's own branches: 6.9 kW is 30 A on one 230 V phase, 33.2 A on a 208 V pair
+    par = {"evMinV2XEnergyRequest": 0, "evMaxV2XEnergyRequest": 1000, "maxDischargePower": 6900}
+    assert v2x_parameters(par, voltage_v=230.0, phases=1)[0].max_discharge_current == 30.0
+    v208, _ = v2x_parameters(par, voltage_v=208.0, phases=1)
+    assert v208.max_discharge_current == pytest.approx(6900 / 208)
+    with pytest.raises(InputError, match="positive voltage"):
+        v2x_parameters(par, voltage_v=0.0)

@@ -139,6 +139,8 @@ def schedule_periods(
 def v2x_parameters(
     params: Mapping[str, Any],
     *,
+    voltage_v: float = 230.0,
+    phases: int = 3,
     charge_efficiency: float = 1.0,
     discharge_efficiency: float = 1.0,
     degradation_per_kwh: float = 0.0,
@@ -147,10 +149,36 @@ def v2x_parameters(
 
     ``evMinV2XEnergyRequest`` / ``evMaxV2XEnergyRequest`` (Wh, relative to now) become the floor
     and ceiling; ``maxDischargeCurrent`` (A) the discharge limit (without it: from
-    ``maxDischargePower`` at 230 V × 3, else 0, i.e. no discharge); ``evTargetEnergyRequest``
-    (Wh) the target, returned for the session's ``energy_kwh``. Raises :class:`InputError` when
-    the V2X energies are missing (the vehicle then cannot be discharged safely).
+    ``maxDischargePower`` (W) over the EVSE's ``phases`` branches at ``voltage_v`` each, else 0,
+    i.e. no discharge); ``evTargetEnergyRequest`` (Wh) the target, returned for the session's
+    ``energy_kwh``.
+
+    Parameters
+    ----------
+    params
+        The ``v2xChargingParameters`` of a ``NotifyEVChargingNeeds`` (camelCase keys).
+    voltage_v, phases
+        The EVSE's branch voltage (V) and the branches the vehicle uses: what converts
+        ``maxDischargePower`` to A per phase.
+    charge_efficiency, discharge_efficiency, degradation_per_kwh
+        Carried into :class:`~loadopt.session.V2xParameters`.
+
+    Returns
+    -------
+    tuple
+        ``(V2xParameters, target kWh or None)``.
+
+    Raises
+    ------
+    InputError
+        The V2X energies are missing (the vehicle then cannot be discharged safely), or the
+        voltage or phases are not positive.
     """
+    if not (voltage_v > 0 and phases >= 1):
+        raise InputError(
+            f"v2x_parameters: need a positive voltage and phases, got {voltage_v!r} V, "
+            f"{phases!r} phase(s)"
+        )
     try:
         lo = params["evMinV2XEnergyRequest"]
         hi = params["evMaxV2XEnergyRequest"]
@@ -161,7 +189,7 @@ def v2x_parameters(
         ) from None
     cur = params.get("maxDischargeCurrent")
     if cur is None and params.get("maxDischargePower") is not None:
-        cur = float(params["maxDischargePower"]) / (3 * 230.0)
+        cur = float(params["maxDischargePower"]) / (phases * float(voltage_v))
     target = params.get("evTargetEnergyRequest")
     v = V2xParameters(
         min_v2x_energy_kwh=float(lo) / 1000.0,

@@ -587,8 +587,11 @@ class _Transactions(_AdapterState):
                 log.info("session %r: V2X parameters ignored: %s", tx.session_id, why)
                 self.problems.append(f"session {tx.session_id!r}: V2X parameters ignored: {why}")
             else:
+                ev = self._evse[(cp, tx.connector)]  # (checked by _v2x_refused)
+                sess = getattr(self.controller, "sessions", {}).get(tx.session_id)
+                n_ph = min(ev.phases, sess.phases) if sess is not None else ev.phases
                 try:
-                    upd["v2x"], _ = v2x_parameters(par)
+                    upd["v2x"], _ = v2x_parameters(par, voltage_v=ev.voltage_v, phases=n_ph)
                 except (InputError, ValueError, TypeError) as e:
                     return self._skip(f"session {tx.session_id!r}: NotifyEVChargingNeeds: {e}")
         if not upd:
