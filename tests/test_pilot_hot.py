@@ -166,7 +166,7 @@ def test_a_row_the_lp_dropped_that_can_bind_again_is_added_back():
     lp = planner.warm_start._solved[1]
     assert "safety" not in lp.rows or not np.isin(rows0, lp.rows["safety"].index).any()
     tt = tightened_bounds(p, lp, np.zeros(p.n_vars), p.var_ub, h)
-    assert tt is not None and tt.new_rows.shape[0] == rows0.size
+    assert tt is not None and tt.new_ub.size == rows0.size
     hot = planner.resolve_tightened(p, np.zeros(p.n_vars), p.var_ub, h)
     cold = lo.solve(replace(p, h=h), method="lp")
     same_optimum(hot, cold)

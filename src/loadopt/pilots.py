@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._csr import entry_rows, take_rows
 from .problem import Problem
 from .safety import GRID_SNAP, problem_memo, row_capacity_da
 
@@ -172,10 +173,8 @@ def _columns0(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     G = problem.G
     v0 = _period0(problem)
     rows0 = np.flatnonzero(problem.row_period == 0)
-    start = G.indptr[rows0]
-    n = G.indptr[rows0 + 1] - start
-    k = np.repeat(start - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
-    col, row, coef = G.indices[k], np.repeat(rows0, n), G.data[k]
+    ptr, col, coef = take_rows(G.indptr, G.indices, G.data, rows0)
+    row = rows0[entry_rows(ptr)]
     order = np.argsort(col, kind="stable")  # by column, rows ascending within one
     col = col[order]
     lo = np.searchsorted(col, v0, side="left")

@@ -12,7 +12,6 @@ from typing import Any
 
 import highspy
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import SolverError
 from ..lp import LinearProgram, relaxed_start
@@ -116,17 +115,20 @@ def change_bounds(
             raise SolverError("HiGHS rejected the row bounds (changeRowsBounds)")
 
 
-def add_rows(h, rows: sp.csr_matrix, row_ub: np.ndarray) -> None:
-    """Add the rows ``rows · x ≤ row_ub`` (CSR over the model's columns) to the model ``h``
-    holds; HiGHS keeps its basis, the new rows' slacks basic."""
+def add_rows(
+    h, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_ub: np.ndarray
+) -> None:
+    """Add the rows ``A · x ≤ row_ub`` (``A`` as CSR arrays over the model's columns) to the
+    model ``h`` holds; HiGHS keeps its basis, the new rows' slacks basic."""
+    n = int(row_ub.size)
     st = h.addRows(
-        int(rows.shape[0]),
-        np.full(rows.shape[0], -np.inf),
+        n,
+        np.full(n, -np.inf),
         np.ascontiguousarray(row_ub, dtype=np.float64),
-        int(rows.nnz),
-        np.ascontiguousarray(rows.indptr[:-1], dtype=np.int32),
-        np.ascontiguousarray(rows.indices, dtype=np.int32),
-        np.ascontiguousarray(rows.data, dtype=np.float64),
+        int(indptr[-1]),
+        np.ascontiguousarray(indptr[:-1], dtype=np.int32),
+        np.ascontiguousarray(indices, dtype=np.int32),
+        np.ascontiguousarray(data, dtype=np.float64),
     )
     if st == highspy.HighsStatus.kError:
         raise SolverError("HiGHS rejected the added rows (addRows)")

@@ -30,8 +30,8 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
+from .._csr import entry_rows, keep_entries, take_rows
 from ..lp import LinearProgram
 from ..problem import Problem
 from .result import SolverResult, SolverStatus
@@ -200,7 +200,7 @@ class WarmStart:
                 return None
             change_bounds(hi, tt.cols, tt.col_lb, tt.col_ub, tt.rows, tt.row_ub)
             if tt.new_ub.size:
-                add_rows(hi, tt.new_rows, tt.new_ub)
+                add_rows(hi, *tt.new_rows, tt.new_ub)
             res = run(hi)
         except Exception:  # only an optimisation: the caller solves cold
             return None
@@ -532,15 +532,16 @@ _V2G_TARGET_TAG = 14
 @dataclass(frozen=True, eq=False)
 class Tightening:
     """Bound changes on a built LP (:func:`tightened_bounds`): columns ``cols`` get
-    ``[col_lb, col_ub]``, the ``≤`` rows ``rows`` the right-hand sides ``row_ub``, and the rows
-    of ``new_rows`` (CSR over the LP's columns) are added as ``new_rows · x ≤ new_ub``."""
+    ``[col_lb, col_ub]``, the ``≤`` rows ``rows`` the right-hand sides ``row_ub``, and rows
+    ``new_rows · x ≤ new_ub`` are added (``new_rows``: CSR arrays ``(indptr, indices, data)``
+    over the LP's columns)."""
 
     cols: np.ndarray
     col_lb: np.ndarray
     col_ub: np.ndarray
     rows: np.ndarray
     row_ub: np.ndarray
-    new_rows: sp.csr_matrix
+    new_rows: tuple[np.ndarray, np.ndarray, np.ndarray]
     new_ub: np.ndarray
 
 
@@ -612,15 +613,16 @@ def tightened_bounds(
         if miss.size:  # dropped or merged away by build_lp: back where it can bind now
             x_ub = np.zeros(V)
             x_ub[cols] = new_ub
-            add = miss[G[miss] @ x_ub > h[miss]]
+            mp, mc, mv = take_rows(G.indptr, G.indices, G.data, miss)
+            load = np.bincount(entry_rows(mp), mv * x_ub[mc], minlength=miss.size)
+            add = miss[load > h[miss]]
     col_of = np.full(V, -1, dtype=np.int64)
     col_of[cols] = blk.start + np.arange(cols.size)
-    Ga = G[add].tocoo()
-    on = col_of[Ga.col] >= 0  # a variable without a column is 0 in both LPs
-    new_rows = sp.csr_matrix(
-        (Ga.data[on], (Ga.row[on], col_of[Ga.col[on]])), shape=(add.size, lp.n_cols)
+    ap, ac, av = take_rows(G.indptr, G.indices, G.data, add)
+    ap, ac, av = keep_entries(ap, ac, av, col_of[ac] >= 0)  # no column: 0 in both LPs
+    return Tightening(
+        blk.start + ch, new_lb[ch], new_ub[ch], rows, row_ub, (ap, col_of[ac], av), h[add].copy()
     )
-    return Tightening(blk.start + ch, new_lb[ch], new_ub[ch], rows, row_ub, new_rows, h[add].copy())
 
 
 def _rank_within(keys: np.ndarray) -> np.ndarray:
