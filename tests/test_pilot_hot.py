@@ -5,6 +5,7 @@ formulas give."""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from datetime import timedelta
 
@@ -189,9 +190,16 @@ def test_hot_resolve_steps_aside_where_it_cannot_be_shown():
     assert planner.resolve_tightened(p, floor, ub, h) is not None
     assert planner.resolve_tightened(p, floor, ub, h) is None  # the kept model is used once
     planner(p)
-    planner.hot_resolve = False
+    planner.hot_resolve = False  # nothing kept, nothing re-solved hot
+    assert planner.warm_start._solved is None
+    planner(p)
+    assert planner.warm_start._solved is None
     assert planner.resolve_tightened(p, floor, ub, h) is None
     planner.hot_resolve = True
+    planner(p)
+    again = pickle.loads(pickle.dumps(planner))  # the HiGHS model is not pickled
+    assert again.warm_start._solved is None and planner.warm_start._solved is not None
+    assert again.resolve_tightened(p, floor, ub, h) is None
     planner(p)
     planner.warm_start._solved = (p, planner.warm_start._solved[1], object())  # a broken model
     assert planner.resolve_tightened(p, floor, ub, h) is None

@@ -102,18 +102,30 @@ class SolvePlanner:
         hot_resolve: bool = True,
     ) -> None:
         self.options: SolveOptions = as_options(options)
-        self.hot_resolve = bool(hot_resolve)
         self.warm_start = WarmStart(
             enabled=warm,
             min_mapped=warm_min_mapped,
             alien=alien_basis,
             cold_after_limit_cut=cold_after_limit_cut,
             min_rows=warm_min_rows,
+            keep_model=hot_resolve,
         )
         self.last_mode = ""
         self.last_reason = ""
         self.last_solve_s = 0.0
         self._milp_cool = 0
+
+    @property
+    def hot_resolve(self) -> bool:
+        """Whether :meth:`resolve_tightened` may re-solve hot (the warm start then keeps the
+        last solve's HiGHS model for it)."""
+        return self.warm_start.keep_model
+
+    @hot_resolve.setter
+    def hot_resolve(self, on: bool) -> None:
+        self.warm_start.keep_model = bool(on)
+        if not on:
+            self.warm_start.release_model()
 
     @property
     def method(self) -> str:

@@ -118,6 +118,9 @@ def planner_spec(planner: Any) -> tuple:
                 "alien_basis": ws.alien,
                 "cold_after_limit_cut": ws.cold_after_limit_cut,
                 "warm_min_rows": ws.min_rows,
+                # the pilot step (and its hot re-solve) runs on the coordinator, never here:
+                # the worker keeps no HiGHS model for it
+                "hot_resolve": False,
             },
         )
     return ("callable", planner)

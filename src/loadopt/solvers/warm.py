@@ -54,6 +54,9 @@ class WarmStart:
     ``min_rows``: an LP with fewer rows is solved cold and no basis is kept for it (the keys, the
     mapping and the basis kept cost more than a warm start saves at that size: measured on the
     shipped JPL week, :data:`MIN_WARM_ROWS`); 0 = warm at every size.
+    ``keep_model``: keep the last optimal solve's HiGHS model for one
+    :meth:`resolve_tightened` (off: nothing is kept, that always says None — where nobody
+    re-solves, e.g. a fleet worker, the model would only take memory). It is never pickled.
 
     After each :meth:`solve`, ``mode`` is ``"warm"``, ``"cold"`` or ``"empty"`` and ``reason``
     says why (for logs).
@@ -67,8 +70,10 @@ class WarmStart:
         alien: bool = False,
         cold_after_limit_cut: bool = True,
         min_rows: int = MIN_WARM_ROWS,
+        keep_model: bool = True,
     ) -> None:
         self.enabled = bool(enabled)
+        self.keep_model = bool(keep_model)
         self.min_rows = int(min_rows)
         self.min_mapped = float(min_mapped)
         self.alien = bool(alien)
@@ -86,8 +91,19 @@ class WarmStart:
         self._solved: tuple[Problem, LinearProgram, Any] | None = None
 
     def reset(self) -> None:
-        """Forget the previous basis (the next solve is cold)."""
+        """Forget the previous basis (the next solve is cold) and the kept model."""
         self.memo = None
+        self._solved = None
+
+    def release_model(self) -> None:
+        """Drop the kept HiGHS model (:meth:`resolve_tightened` then says None until the next
+        optimal solve keeps one)."""
+        self._solved = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_solved"] = None  # a HiGHS model does not pickle; it is only an optimisation
+        return state
 
     # ------------------------------------------------------------------ the solve
     def solve(
@@ -152,7 +168,7 @@ class WarmStart:
             )
         self._fp, self._fp_t = fp, fp_t
         self.memo = None
-        if res.status == SolverStatus.OPTIMAL and res.x is not None:
+        if self.keep_model and res.status == SolverStatus.OPTIMAL and res.x is not None:
             self._solved = (problem, lp, hi)
         if res.status == SolverStatus.OPTIMAL and res.x is not None and keys is not None:
             try:
