@@ -200,6 +200,12 @@ def test_hot_resolve_steps_aside_where_it_cannot_be_shown():
     again = pickle.loads(pickle.dumps(planner))  # the HiGHS model is not pickled
     assert again.warm_start._solved is None and planner.warm_start._solved is not None
     assert again.resolve_tightened(p, floor, ub, h) is None
+    timed = SolvePlanner(lo.LpOptions(time_limit_s=5.0))  # the re-run gets its own budget
+    timed(p)
+    hi = timed.warm_start._solved[2]
+    ran = hi.getRunTime()
+    assert timed.resolve_tightened(p, floor, ub, h) is not None
+    assert hi.getOptionValue("time_limit")[1] == pytest.approx(ran + 5.0)
     planner(p)
     planner.warm_start._solved = (p, planner.warm_start._solved[1], object())  # a broken model
     assert planner.resolve_tightened(p, floor, ub, h) is None

@@ -217,6 +217,9 @@ class WarmStart:
             change_bounds(hi, tt.cols, tt.col_lb, tt.col_ub, tt.rows, tt.row_ub)
             if tt.new_ub.size:
                 add_rows(hi, *tt.new_rows, tt.new_ub)
+            _, limit = hi.getOptionValue("time_limit")
+            if np.isfinite(limit):  # HiGHS (< 2.0) counts a model's runs together: a new budget
+                hi.setOptionValue("time_limit", hi.getRunTime() + limit)
             res = run(hi)
         except Exception:  # only an optimisation: the caller solves cold
             return None
