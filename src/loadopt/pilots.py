@@ -132,19 +132,30 @@ def _down(limit: np.ndarray, sets: np.ndarray, set_of: np.ndarray, min_a: np.nda
     lim = np.asarray(limit, dtype=np.float64)
     two = lim.ndim == 2
     L = lim if two else lim[:, None]
-    out = np.where(L + 1e-9 < min_a[:, None], 0.0, L)
     stepped = set_of >= 0
+    every = bool(stepped.size) and bool(stepped.all())
+    out = None if every else np.where(L + 1e-9 < min_a[:, None], 0.0, L)
     if stepped.any():
-        val = np.zeros(L.shape)
-        for k in range(sets.shape[0]):  # once per distinct set of levels, not per session
-            rows = np.flatnonzero(set_of == k)
-            x = L[rows] + 1e-9
-            j = np.searchsorted(sets[k], x, side="right") - 1
-            j[np.isnan(x)] = -1  # NaN is ≤ no level
-            val[rows] = np.where(j >= 0, sets[k][np.maximum(j, 0)], 0.0)
+        x = L + 1e-9
+        nan = np.isnan(x)  # NaN is ≤ no level
+        if every and (set_of == set_of[0]).all():  # one kind of EVSE: no row selection
+            val = _level_at_most(x, nan, sets[set_of[0]])
+        else:
+            val = np.zeros(L.shape)
+            for k in np.unique(set_of[stepped]):  # once per level set in use, not per session
+                rows = np.flatnonzero(set_of == k)
+                val[rows] = _level_at_most(x[rows], nan[rows], sets[k])
         val = np.where(val + 1e-9 < min_a[:, None], 0.0, val)
-        out = np.where(stepped[:, None], val, out)
+        out = val if out is None else np.where(stepped[:, None], val, out)
+    assert out is not None
     return out if two else out[:, 0]
+
+
+def _level_at_most(x: np.ndarray, nan: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The largest of ``levels`` (sorted) that is ``≤ x``, 0 where none is (or ``x`` is NaN)."""
+    j = np.searchsorted(levels, x, side="right")
+    j[nan] = 0
+    return np.r_[0.0, levels][j]
 
 
 def _up_to_pilot(
