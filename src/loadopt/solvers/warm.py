@@ -84,9 +84,9 @@ class WarmStart:
         self.solve_s = 0.0  #: the last solver run (s)
         self._epoch: datetime | None = None
         self._sid_int: dict[str, int] = {}
-        self._fp: np.ndarray | None = None
-        #: start instants (epoch s) of the fingerprint's periods
-        self._fp_t: np.ndarray | None = None
+        #: the problem of the last solve: its limits, against which a cut is detected (read
+        #: only when a warm start is considered)
+        self._fp_of: Problem | None = None
         #: the last optimal solve's problem, LP and HiGHS model (for one hot re-solve)
         self._solved: tuple[Problem, LinearProgram, Any] | None = None
 
@@ -118,12 +118,9 @@ class WarmStart:
         an ``ERROR`` result (and the next solve is cold)."""
         from .highs import basis_arrays, new_highs, pass_lp, run, set_basis
 
-        hz = problem.horizon
-        fp = self._limit_fingerprint(problem)
-        fp_t = hz.start.timestamp() + hz.period_bounds_s()[:-1]
         self._solved = None
         if lp.n_cols == 0:  # nobody can draw (HiGHS calls an empty model an error)
-            self._fp, self._fp_t = fp, fp_t
+            self._fp_of = problem
             self.mode, self.reason, self.solve_s = "empty", "no session can draw", 0.0
             return SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
         start: tuple[np.ndarray, np.ndarray] | None = None
@@ -139,7 +136,7 @@ class WarmStart:
                 )
             elif self.memo is None:
                 reason = "no previous optimal basis: solved cold"
-            elif self.cold_after_limit_cut and self._limits_cut(fp, hz):
+            elif self.cold_after_limit_cut and self._limits_cut(problem):
                 reason = (
                     "a limit dropped over most of the horizon: solved cold (a warm start "
                     "is slower there)"
@@ -166,7 +163,7 @@ class WarmStart:
             return SolverResult(
                 SolverStatus.ERROR, None, None, time.perf_counter() - t0, f"HiGHS failed: {exc!r}"
             )
-        self._fp, self._fp_t = fp, fp_t
+        self._fp_of = problem
         self.memo = None
         if self.keep_model and res.status == SolverStatus.OPTIMAL and res.x is not None:
             self._solved = (problem, lp, hi)
@@ -469,13 +466,17 @@ class WarmStart:
             ]
         )
 
-    def _limits_cut(self, fp: np.ndarray, horizon) -> bool:
+    def _limits_cut(self, problem: Problem) -> bool:
         """Did a limit drop in most periods since the last solve (periods matched by their
         start instant, so a non-uniform horizon compares the periods both solves have)?"""
-        old, old_t = self._fp, self._fp_t
-        if old is None or old_t is None or old.shape[0] != fp.shape[0]:
+        prev = self._fp_of
+        if prev is None:
             return False
-        t = horizon.start.timestamp() + horizon.period_bounds_s()[:-1]
+        fp, old = self._limit_fingerprint(problem), self._limit_fingerprint(prev)
+        if old.shape[0] != fp.shape[0]:
+            return False
+        t = problem.horizon.start.timestamp() + problem.horizon.period_bounds_s()[:-1]
+        old_t = prev.horizon.start.timestamp() + prev.horizon.period_bounds_s()[:-1]
         common, i, j = np.intersect1d(
             np.round(t, 3), np.round(old_t, 3), assume_unique=True, return_indices=True
         )
