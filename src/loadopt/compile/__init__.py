@@ -35,7 +35,7 @@ from .lines import (
     _reserved_lines,
     _walk_lines,
 )
-from .rows import _on_all_phases, _RowBuilder
+from .rows import _RowBuilder
 from .series import _feasible_floor, _point
 from .storage import _compile_storage
 from .tree import (

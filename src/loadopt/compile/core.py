@@ -378,10 +378,8 @@ def _session_arrays(
     s_evse = np.array([evse_index[s.evse] for s in sessions], dtype=np.int64)
     ea = tree.evse_arrays  # per-EVSE arrays, taken per session by its EVSE
     n_ph = np.minimum(ea["evse_phases"][s_evse], np.array([s.phases for s in sessions], np.int64))
-    rot = ea["evse_site_phases"][s_evse].reshape(S, 3)
     line_to_line = tree.line_to_line[s_evse]
-    branch = branch_coefficients(line_to_line, rot, n_ph)  # (S, 3) line phasor per A
-    phase_mask = np.abs(branch) > 0  # site lines the session loads
+    phase_mask = _evse_phase_masks(tree)[3 * s_evse + n_ph - 1]  # site lines the session loads
     volt = ea["evse_voltage_v"][s_evse]
     kw_per_a = volt * n_ph / 1000.0
     max_cur = np.minimum(
@@ -420,6 +418,22 @@ def _session_arrays(
         dep_s,
         avail,
     )
+
+
+def _evse_phase_masks(tree: _SiteTree) -> np.ndarray:
+    """(3E, 3) bool: row ``3e + k − 1``, the site lines EVSE ``e`` loads drawing ``k`` phases
+    (its branches' line phasors, :func:`loadopt.wiring.branch_coefficients`, non-zero); kept in
+    the site's tree, read-only."""
+    got = tree.memo.get("phase_masks")
+    if got is None:
+        E = len(tree.evse_ids)
+        e = np.repeat(np.arange(E), 3)
+        k = np.tile(np.arange(1, 4, dtype=np.int64), E)
+        rot = tree.evse_arrays["evse_site_phases"].reshape(E, 3)[e]
+        got = np.abs(branch_coefficients(tree.line_to_line[e], rot, k)) > 0
+        got.setflags(write=False)
+        tree.memo["phase_masks"] = got
+    return got
 
 
 def _variables(

@@ -6,6 +6,7 @@ phasor disc (:mod:`loadopt.wiring`), and the reserved draw carried up the tree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -41,14 +42,15 @@ class _LineShape:
     sector_rad: np.ndarray  #: (6N,) rad, +inf where the phasors can cancel
     used: np.ndarray  #: (6N,) bool, some session loads the line
     int_group: np.ndarray  #: (6N,) bool, exact integer rows (ROW_NODE_CURRENT)
-    C_int: sp.csr_matrix  #: (S, 3N) |coefficient| of the exact rows
-    Cf: sp.csr_matrix  #: (S, 6N·m) facet coefficients (≥ 0)
+    #: ``(indptr, indices, data)`` of the ``(S + B, 3N)`` |coefficient| of the exact rows and of
+    #: the ``(S + B, 6N·m)`` facet coefficients (≥ 0): the sessions, then the batteries
+    #: (balanced three-phase loads at the site voltage on their node); canonical CSR arrays
+    int_rows: tuple[np.ndarray, np.ndarray, np.ndarray]
+    facet_rows: tuple[np.ndarray, np.ndarray, np.ndarray]
+    n_sessions: int
+    n_facets: int  #: ``m``, facets per line (the site's ``phasor_facets``)
     scale: np.ndarray  #: (6N,) right-hand-side scale cos(Δ/2m) (1 for magnitude rows)
-    #: Storage (batteries: balanced three-phase loads at the site voltage on their node); the
-    #: same per-battery arrays as the sessions' ``coef``, ``C_int``, ``Cf``.
-    bat_coef: sp.csr_matrix | None = None  #: (B, 6N) complex
-    bat_C_int: sp.csr_matrix | None = None  #: (B, 3N)
-    bat_Cf: sp.csr_matrix | None = None  #: (B, 6N·m)
+    bat_coef: sp.csr_matrix | None = None  #: (B, 6N) complex, the batteries' ``coef``
     #: (6N,) bool, lines carrying storage whose sector is wider than 60°: full-circle coupled
     #: rows (:func:`loadopt.wiring.two_way_facets`) with ``n_circle`` facets each
     coupled: np.ndarray | None = None
@@ -58,6 +60,31 @@ class _LineShape:
     cw_base: np.ndarray | None = None  #: (6N, M) the base load's clipped projection per A
     cw_pv: np.ndarray | None = None  #: (6N, M) the PV output's clipped projection per A
     memo: dict = field(default_factory=dict)  #: more per-shape structures (the row template)
+
+    def _rows(self, which: str, lo: int, hi: int) -> sp.csr_matrix:
+        m = self.int_rows if which == "int" else self.facet_rows
+        n_cols = self.base.size // 2 if which == "int" else self.base.size * self.n_facets
+        return _rows_csr(m, lo, hi, n_cols)
+
+    @cached_property
+    def C_int(self) -> sp.csr_matrix:
+        """(S, 3N) |coefficient| of the exact rows."""
+        return self._rows("int", 0, self.n_sessions)
+
+    @cached_property
+    def Cf(self) -> sp.csr_matrix:
+        """(S, 6N·m) facet coefficients (≥ 0)."""
+        return self._rows("facet", 0, self.n_sessions)
+
+    @cached_property
+    def bat_C_int(self) -> sp.csr_matrix:
+        """(B, 3N) the batteries' ``C_int``."""
+        return self._rows("int", self.n_sessions, self.int_rows[0].size - 1)
+
+    @cached_property
+    def bat_Cf(self) -> sp.csr_matrix:
+        """(B, 6N·m) the batteries' ``Cf``."""
+        return self._rows("facet", self.n_sessions, self.facet_rows[0].size - 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -204,7 +231,7 @@ def _line_shape(
         ci = np.concatenate([ci, bat_coef.indices])
         cd = np.concatenate([cd, bat_coef.data])
     else:
-        bat_coef = sp.csr_matrix((0, G6), dtype=np.complex128)
+        bat_coef = _no_batteries(site, G6)
     SB = S + B
     # every unit's (session, then battery) line coefficients as entries in row order
     c_row, c_col = entry_rows(cp), ci
@@ -257,12 +284,12 @@ def _line_shape(
         sector_rad=width,
         used=used,
         int_group=is_int,
-        C_int=_rows_csr(C_int, 0, S, 3 * N),
-        Cf=_rows_csr(Cf, 0, S, G6 * m),
+        int_rows=C_int,
+        facet_rows=Cf,
+        n_sessions=S,
+        n_facets=m,
         scale=scale,
         bat_coef=bat_coef,
-        bat_C_int=_rows_csr(C_int, S, SB, 3 * N),
-        bat_Cf=_rows_csr(Cf, S, SB, G6 * m),
         **two,
     )
     if len(_SHAPES) >= _SHAPES_MAX:
@@ -286,6 +313,18 @@ def _rows_csr(
     ptr, idx, val = m
     a, b = ptr[lo], ptr[hi]
     return csr(ptr[lo : hi + 1] - a, idx[a:b], val[a:b], (hi - lo, n_cols))
+
+
+def _no_batteries(site: Site, n_groups: int) -> sp.csr_matrix:
+    """The empty ``(0, 6N)`` complex battery line coefficients (one per site; read-only)."""
+    memo = _site_tree(site).memo
+    got = memo.get("no_batteries")
+    if got is None:
+        got = sp.csr_matrix((0, n_groups), dtype=np.complex128)
+        for a in (got.data, got.indices, got.indptr):
+            a.setflags(write=False)
+        memo["no_batteries"] = got
+    return got
 
 
 def _base_phasors(site: Site, parent: np.ndarray, ratio: np.ndarray, k_base: int) -> np.ndarray:

@@ -26,14 +26,6 @@ from ..problem import (
 from .lines import _LineShape
 
 
-def _on_all_phases(anc: sp.csr_matrix) -> sp.csr_matrix:
-    """(K, N) ancestors -> (K, 3N) with column ``3n + p`` for every phase ``p``."""
-    a = anc.tocoo()
-    rr = np.repeat(a.row, 3)
-    cc = (a.col[:, None] * 3 + np.arange(3)[None, :]).ravel()
-    return sp.csr_matrix((np.ones(rr.size), (rr, cc)), shape=(anc.shape[0], 3 * anc.shape[1]))
-
-
 @dataclass(frozen=True, eq=False)
 class _RowTemplate:
     """The coefficients of every safety-row family per unit (the sessions, then the batteries)
@@ -76,27 +68,11 @@ def _row_template(
     anc = s_anc_csr if not B else sp.vstack([s_anc_csr, bat_anc], format="csr")
     kw = np.concatenate([kw_per_a, np.full(B, bat_kw_per_a)]).astype(np.float64)
     a_ptr = anc.indptr.astype(np.int64)
-    c_int, c_f = (
-        (shape.C_int, shape.Cf)
-        if not B
-        else (
-            sp.vstack(
-                [
-                    shape.C_int,
-                    _on_all_phases(bat_anc) if shape.bat_C_int is None else shape.bat_C_int,
-                ],
-                format="csr",
-            ),
-            sp.vstack(
-                [shape.Cf, sp.csr_matrix((B, 6 * N * m)) if shape.bat_Cf is None else shape.bat_Cf],
-                format="csr",
-            ),
-        )
-    )
+    c_int, c_f = shape.int_rows, shape.facet_rows
     ptr, idx, val = hstack_rows(
         [
-            (c_int.indptr, c_int.indices, c_int.data, 0),
-            (c_f.indptr, c_f.indices, c_f.data, 3 * N),
+            (*c_int, 0),
+            (*c_f, 3 * N),
             (a_ptr, anc.indices, np.repeat(kw, np.diff(a_ptr)), 3 * N + 6 * N * m),
             (np.arange(S + B + 1), np.zeros(S + B, np.int64), kw, 3 * N + 6 * N * m + N),
         ]
