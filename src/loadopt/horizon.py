@@ -168,10 +168,8 @@ class Horizon(FrozenModel):
 
     @property
     def period_s(self) -> np.ndarray:
-        """Length of each period (s), shape ``(n_periods,)``."""
-        if self.periods_s is None:
-            return np.full(self.n_periods, float(self.step_s))
-        return np.asarray(self.periods_s, dtype=np.float64)
+        """Length of each period (s), shape ``(n_periods,)`` (read-only)."""
+        return _period_arrays(self.step_s, self.n_periods, self.periods_s)[0]
 
     @property
     def period_h(self) -> np.ndarray:
@@ -229,11 +227,9 @@ class Horizon(FrozenModel):
         Returns
         -------
         numpy.ndarray
-            ``(n_periods + 1,)`` seconds from the start.
+            ``(n_periods + 1,)`` seconds from the start (read-only).
         """
-        if self.periods_s is None:
-            return np.arange(self.n_periods + 1, dtype=np.float64) * self.step_s
-        return np.concatenate(([0.0], np.cumsum(self.periods_s, dtype=np.float64)))
+        return _period_arrays(self.step_s, self.n_periods, self.periods_s)[1]
 
     def series(self, values: Any) -> tuple[SeriesPoint, ...]:
         """A step series from one value per period of this horizon, for any series input of
@@ -279,6 +275,35 @@ def _epoch_s(t: datetime) -> int:
 
 
 Reduce = Literal["min", "max", "mean"]
+
+
+#: Period lengths and bounds of recent horizon shapes: a controller builds a new horizon every
+#: step, mostly of a shape it has seen (the tiered fine/coarse split repeats every coarse step).
+_PERIODS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_PERIODS_MAX = 256
+
+
+def _period_arrays(
+    step_s: int, n_periods: int, periods_s: tuple[int, ...] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(period lengths (n,), bounds (n + 1,))`` in seconds of a horizon shape (read-only,
+    shared by every horizon of that shape)."""
+    key = (step_s, n_periods, periods_s)
+    got = _PERIODS.get(key)
+    if got is None:
+        if periods_s is None:
+            length = np.full(n_periods, float(step_s))
+            bounds = np.arange(n_periods + 1, dtype=np.float64) * step_s
+        else:
+            length = np.asarray(periods_s, dtype=np.float64)
+            bounds = np.concatenate(([0.0], np.cumsum(periods_s, dtype=np.float64)))
+        for a in (length, bounds):
+            a.setflags(write=False)
+        got = (length, bounds)
+        if len(_PERIODS) >= _PERIODS_MAX:
+            _PERIODS.pop(next(iter(_PERIODS)))
+        _PERIODS[key] = got
+    return got
 
 
 def sample(
