@@ -235,7 +235,7 @@ def compile_problem(
             avail=sa.avail,
             kw_per_a=sa.kw_per_a,
             phase_mask=sa.phase_mask,
-            s_anc=sr.s_anc,
+            s_anc=sr.s_anc_csr,
             bat_anc=bat.anc,
             bc=(bat.battery, bat.period),
             Gb=Gb,
@@ -476,8 +476,7 @@ class _SafetyRows(NamedTuple):
     row_period: np.ndarray
     row_facet: np.ndarray
     lines: _Lines
-    s_anc: sp.coo_matrix  #: (S, N) sessions under each node
-    s_anc_csr: sp.csr_matrix  #: the same, CSR (read-only, shared with the row template)
+    s_anc_csr: sp.csr_matrix  #: (S, N) sessions under each node (read-only, shared)
     carries: np.ndarray  #: (N,) bool, the base load flows through the node
     node_res_a: np.ndarray  #: (N, 3, T) A, reserved draw on the node's lines
     cur_rhs: np.ndarray  #: (N, 3, T) A
@@ -575,7 +574,6 @@ def _safety_rows(
         row_period,
         row_facet,
         lines,
-        tpl.s_anc,
         tpl.s_anc_csr,
         carries,
         node_res_a,

@@ -220,7 +220,9 @@ def _line_shape(
     cp, ci, cd = take_rows(tp, ti, td, 3 * s_evse + n_ph - 1)
     coef = csr(cp, ci, cd, (S, G6))
     l1 = np.where(line_to_line, n_ph, np.minimum(n_ph, 1))
-    coef_l1 = csr(*take_rows(tp, ti, td, 3 * s_evse + l1 - 1), (S, G6))
+    # (every session line-to-line or on one phase: the same rows)
+    same = bool(np.array_equal(l1, n_ph))
+    coef_l1 = coef if same else csr(*take_rows(tp, ti, td, 3 * s_evse + l1 - 1), (S, G6))
     base = _base_phasors(site, parent, ratio, k_base)
     B = bat_node.size
     if B:
@@ -429,12 +431,16 @@ def _line_currents(
     limit[3 * N :] = primary[:, None]
     base_mag = np.abs(shape.base)[:, None] * base_a[None, :]
     exact = shape.used & np.isfinite(limit).any(axis=1) & ~shape.int_group
-    bound = facet_loss_bound(np.where(exact, shape.sector_rad, 0.0), site.phasor_facets)
+    key = ("loss_bound", exact.tobytes())
+    loss = shape.memo.get(key)
+    if loss is None:
+        bound = facet_loss_bound(np.where(exact, shape.sector_rad, 0.0), site.phasor_facets)
+        loss = shape.memo[key] = float(np.max(bound, initial=0.0))
     return _Lines(
         shape=shape,
         base_mag=base_mag,
         limit=limit,
         exact=exact,
-        loss_bound=float(np.max(bound, initial=0.0)),
+        loss_bound=loss,
         reserved=_reserved_lines(res_site, evse_node, parent, shape.ratio, N),
     )

@@ -41,7 +41,6 @@ class _RowTemplate:
     idx: np.ndarray  #: group of each coefficient (ascending within a unit)
     val: np.ndarray  #: the coefficient (A per A, or kW per A)
     n_groups: int
-    s_anc: sp.coo_matrix  #: (S, N) sessions under each node
     s_anc_csr: sp.csr_matrix
     memo: dict = field(default_factory=dict)  #: the template on a step's finite groups
 
@@ -63,7 +62,6 @@ def _row_template(
     if isinstance(tpl, _RowTemplate):
         return tpl
     S, B = s_anc_csr.shape[0], bat_anc.shape[0]
-    s_anc = s_anc_csr.tocoo()
     # per unit (the sessions, then the batteries): [exact rows | facets | node kW | site kW]
     anc = s_anc_csr if not B else sp.vstack([s_anc_csr, bat_anc], format="csr")
     kw = np.concatenate([kw_per_a, np.full(B, bat_kw_per_a)]).astype(np.float64)
@@ -86,7 +84,6 @@ def _row_template(
         idx=idx.astype(np.int64),
         val=val.astype(np.float64),
         n_groups=n_groups,
-        s_anc=s_anc,
         s_anc_csr=s_anc_csr,
     )
     shape.memo["rows"] = tpl
