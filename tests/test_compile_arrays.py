@@ -292,3 +292,53 @@ def test_csr_helpers_and_row_merge_equal_scipy(seed):
         _dedupe_row_arrays(Z.indptr, Z.indices, Z.data, h, 12)[4],
         np.flatnonzero(rep_z == np.arange(40)),
     )
+
+
+@pytest.mark.skipif(
+    __import__("loadopt.compile._kernels", fromlist=["KERNEL"]).KERNEL is None,
+    reason="numba missing or disabled: only the numpy form runs",
+)
+@settings(max_examples=15, deadline=None)
+@given(name=st.sampled_from(sorted(SITES)), seed=st.integers(0, 10**6), tiered=st.booleans())
+def test_compiled_row_assembly_equals_the_numpy_form(name, seed, tiered):
+    """The numba assembly of the safety rows gives the numpy form's matrices, entry for entry
+    (row pointers, column indices, values, index dtypes), with reservations (variables without
+    entries), partly limited groups and battery columns."""
+    p = _problem(name, seed, tiered)
+    rng = np.random.default_rng(seed)
+    calls = []
+    real = R._assemble_rows
+
+    def rec(*a):
+        calls.append(a)
+        return real(*a)
+
+    import loadopt.compile.core as core
+
+    reserved = None
+    if rng.random() < 0.5:
+        reserved = np.zeros((len(p.site.evses), 3, p.n_periods))
+        reserved[rng.integers(len(p.site.evses)), :, : rng.integers(1, p.n_periods + 1)] = 8.0
+    core._assemble_rows = rec
+    try:
+        compile_problem(p.site, p.sessions, p.horizon, p.signals, reserved_a=reserved)
+    finally:
+        core._assemble_rows = real
+    (tpl, unit, period, free, rhs, T, n_ev) = calls[0]
+    if rhs.size and rng.random() < 0.5:  # some groups limited in some periods only
+        rhs = rhs.copy()
+        rhs[rng.random(rhs.size) < 0.3] = np.inf
+    got = R._assemble_rows(tpl, unit, period, free, rhs, T, n_ev)
+    kern = R._kernel
+    R._kernel = lambda: None  # type: ignore[assignment]
+    try:
+        want = R._assemble_rows(tpl, unit, period, free, rhs, T, n_ev)
+    finally:
+        R._kernel = kern  # type: ignore[assignment]
+    for a, b, what in zip(got[:2], want[:2], ("G", "Gb"), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype, what
+        for x in ("indptr", "indices", "data"):
+            assert getattr(a, x).dtype == getattr(b, x).dtype, (what, x)
+            assert np.array_equal(getattr(a, x), getattr(b, x)), (what, x)
+    for a, b in zip(got[2:], want[2:], strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)

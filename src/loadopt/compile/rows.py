@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .._csr import hstack_rows, keep_entries
+from .._csr import csr, hstack_rows, keep_entries
 from ..problem import (
     ROW_LINE_FACET,
     ROW_NODE_CURRENT,
@@ -142,6 +142,25 @@ def _assemble_rows(
     nv = unit.size
     finite = np.isfinite(rhs).reshape(tpl.n_groups, T)
     on = finite.any(axis=1)
+    kernel = _kernel()
+    if kernel is not None and rhs.size < 2**31:
+        ptr, idx, val = _template_on(tpl, on)  # groups some period limits
+        ptr32, cols, data, uniq = kernel(
+            ptr,
+            idx,
+            val,
+            unit.astype(np.int64, copy=False),
+            period.astype(np.int64, copy=False),
+            free.astype(bool, copy=False),
+            finite.reshape(-1),
+            T,
+        )
+        G = csr(ptr32, cols, data, (uniq.size, nv))
+        if nv > n_ev:  # battery charge columns: the last ones of every row
+            G, Gb = _split_columns(G, n_ev)
+        else:
+            Gb = sp.csr_matrix((uniq.size, 0))
+        return G, Gb, rhs[uniq], uniq // T, (uniq % T).astype(np.int32)
     whole = bool((on == finite.all(axis=1)).all())  # every group limited always or never
     ptr, idx, val = _template_on(tpl, on)
     start = ptr[unit]
@@ -167,6 +186,26 @@ def _assemble_rows(
     else:
         G, Gb = G_all.tocsr(), sp.csr_matrix((uniq.size, 0))
     return G, Gb, rhs[uniq], uniq // T, (uniq % T).astype(np.int32)
+
+
+def _kernel():
+    """The compiled assembly (:data:`loadopt.compile._kernels.KERNEL`), imported on first use
+    (numba is not imported with loadopt); None where numba is missing or disabled."""
+    from . import _kernels
+
+    return _kernels.KERNEL
+
+
+def _split_columns(m: sp.csr_matrix, n: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """``(m[:, :n], m[:, n:])`` of a CSR matrix with sorted rows, from its arrays."""
+    left = m.indices < n
+    a = keep_entries(m.indptr, m.indices, m.data, left)
+    b = keep_entries(m.indptr, m.indices - n, m.data, ~left)
+    rows = m.shape[0]
+    return (
+        csr(a[0].astype(np.int32), a[1], a[2], (rows, n)),
+        csr(b[0].astype(np.int32), b[1], b[2], (rows, m.shape[1] - n)),
+    )
 
 
 def _template_on(tpl: _RowTemplate, on: np.ndarray) -> tuple[np.ndarray, ...]:
