@@ -347,3 +347,35 @@ def test_line_magnitudes_are_the_sliced_formula():
     np.testing.assert_array_equal(g, groups)
     np.testing.assert_array_equal(mag, np.abs(Z) + p.line_reserved_a[groups])
     np.testing.assert_array_equal(lim, p.line_limit[groups])
+
+
+def test_the_highs_object_is_reused_with_the_same_options_and_a_fresh_time_budget():
+    """The next solve reuses the last HiGHS object (cleared, its model replaced): same
+    solutions as a new object, the time limit re-based on the object's run time so far; other
+    options or time limit, or ``hot_resolve=False``: a new object."""
+    from loadopt.lp import build_lp
+    from loadopt.solvers.result import SolverStatus
+
+    probs = [tree_problem([4.0 + k, 9.0, 2.0, 12.0, 6.0], [1.0] * 5, 40.0, 18.0) for k in range(3)]
+    planner = SolvePlanner(lo.LpOptions(time_limit_s=5.0))
+    fresh = SolvePlanner(lo.LpOptions(time_limit_s=5.0), hot_resolve=False)
+    objs = []
+    for p in probs:
+        a, b = planner(p), fresh(p)
+        np.testing.assert_array_equal(a.current, b.current)
+        assert a.objective == b.objective
+        hi = planner.warm_start._solved[2]
+        objs.append(hi)
+        assert hi.getOptionValue("time_limit")[1] <= hi.getRunTime() + 5.0
+    assert objs[0] is objs[1] is objs[2]
+    assert fresh.warm_start._spare is None and fresh.warm_start._solved is None
+    # a hot re-solve on the kept object, then the next solve on the same object
+    p = probs[0]
+    planner(p)
+    assert planner.resolve_tightened(p, np.zeros(p.n_vars), p.var_ub * 0.5, p.h) is not None
+    np.testing.assert_array_equal(planner(probs[1]).current, fresh(probs[1]).current)
+    assert planner.warm_start._solved[2] is objs[0]
+    ws = planner.warm_start  # other options: a new object
+    res = ws.solve(p, build_lp(p), {"presolve": "on"}, 5.0)
+    assert res.status is SolverStatus.OPTIMAL
+    assert ws._solved[2] is not objs[0]
