@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from .._csr import csr, take_rows
 from ..site import Site
 
 
@@ -149,7 +150,8 @@ def _session_anc(tree: _SiteTree, s_evse: np.ndarray) -> sp.csr_matrix:
     key = s_evse.tobytes()
     got = tree.memo.get("s_anc")
     if got is None or got[0] != key:
-        m = tree.anc[s_evse].tocsr()
+        a = tree.anc
+        m = csr(*take_rows(a.indptr, a.indices, a.data, s_evse), (s_evse.size, a.shape[1]))
         for a in (m.data, m.indices, m.indptr):
             a.setflags(write=False)
         got = (key, m)
