@@ -75,3 +75,77 @@ def csr(
     m = sp.csr_matrix((data, indices, indptr), shape=shape)
     m.has_sorted_indices = True
     return m
+
+
+def _coo_to_csc_loop(
+    r: np.ndarray, c: np.ndarray, v: np.ndarray, n_cols: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Counting sort of COO triplets by column, entries of a column in input order:
+    ``(indptr, indices, data, canonical)``, ``canonical`` False where some column's rows are not
+    strictly ascending (the result then is not what scipy's conversion gives)."""
+    nnz = r.size
+    ptr = np.zeros(n_cols + 1, np.int64)
+    for k in range(nnz):
+        ptr[c[k] + 1] += 1
+    for j in range(n_cols):
+        ptr[j + 1] += ptr[j]
+    nxt = ptr[:-1].copy()
+    indices = np.empty(nnz, np.int32)
+    data = np.empty(nnz, np.float64)
+    for k in range(nnz):
+        j = c[k]
+        p = nxt[j]
+        indices[p] = r[k]
+        data[p] = v[k]
+        nxt[j] = p + 1
+    for j in range(n_cols):
+        for p in range(ptr[j] + 1, ptr[j + 1]):
+            if indices[p] <= indices[p - 1]:
+                return ptr.astype(np.int32), indices, data, False
+    return ptr.astype(np.int32), indices, data, True
+
+
+_COO_KERNEL: list = []
+
+
+def _coo_kernel():
+    """:func:`_coo_to_csc_loop` compiled by numba (imported on first use), or None where numba is
+    missing or ``LOADOPT_DISABLE_NUMBA`` is set."""
+    if not _COO_KERNEL:
+        import os
+
+        kernel = None
+        if os.environ.get("LOADOPT_DISABLE_NUMBA", "").strip() in ("", "0"):
+            try:
+                from numba import njit
+
+                kernel = njit(cache=True, nogil=True)(_coo_to_csc_loop)
+            except ImportError:
+                kernel = None
+        _COO_KERNEL.append(kernel)
+    return _COO_KERNEL[0]
+
+
+def csc_from_coo(
+    r: np.ndarray, c: np.ndarray, v: np.ndarray, shape: tuple[int, int]
+) -> sp.csc_matrix:
+    """``scipy.sparse.csc_matrix((v, (r, c)), shape)`` with sorted indices, the same matrix
+    entry for entry: by one compiled counting pass where every column's rows come in ascending
+    order without repeats (the LP builder's row blocks), else by scipy (which sorts and sums
+    duplicates)."""
+    m, n = shape
+    kernel = _coo_kernel()
+    if kernel is not None and max(r.size, m, n) < 2**31 - 1:
+        ptr, idx, val, ok = kernel(
+            r.astype(np.int64, copy=False),
+            c.astype(np.int64, copy=False),
+            v.astype(np.float64, copy=False),
+            n,
+        )
+        if ok:
+            out = sp.csc_matrix((val, idx, ptr), shape=shape)
+            out.has_sorted_indices = True
+            return out
+    out = sp.csc_matrix((v, (r, c)), shape=shape)
+    out.sort_indices()
+    return out

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ._csr import csr, entry_rows, keep_entries, take_rows
+from ._csr import csc_from_coo, csr, entry_rows, keep_entries, take_rows
 from .errors import InputError
 from .problem import Problem
 
@@ -945,8 +945,7 @@ class _Rows:
 
     def build(self, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, dict[str, Block]]:
         r, c, v = (np.concatenate(x) for x in zip(*self.trip, strict=True))
-        A = sp.csc_matrix((v, (r, c)), shape=(self.m, n_cols))
-        A.sort_indices()
+        A = csc_from_coo(r, c, v, (self.m, n_cols))
         return A, np.concatenate(self.lb), np.concatenate(self.ub), blocks_of(self.index)
 
 
