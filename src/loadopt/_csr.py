@@ -10,6 +10,10 @@ within a row, no duplicates, no explicit zeros unless the input had them).
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -105,25 +109,43 @@ def _coo_to_csc_loop(
     return ptr.astype(np.int32), indices, data, True
 
 
-_COO_KERNEL: list = []
+class LazyKernel:
+    """A loop compiled by numba (``njit(cache=True)``) when a process needs it often.
 
+    Numba is imported, and the loop compiled or loaded from its cache, only once the process has
+    asked for the kernel ``after`` times (a controller compiles every step; a one-shot compile
+    does not pay numba's import, ~0.1–0.3 s, nor a first compilation, ~0.5 s), or at once when
+    numba is already imported. :meth:`get` returns None until then, and always where numba is
+    missing or ``LOADOPT_DISABLE_NUMBA`` is set: the caller runs its numpy form, which gives the
+    same result.
+    """
 
-def _coo_kernel():
-    """:func:`_coo_to_csc_loop` compiled by numba (imported on first use), or None where numba is
-    missing or ``LOADOPT_DISABLE_NUMBA`` is set."""
-    if not _COO_KERNEL:
-        import os
+    def __init__(self, func: Any, after: int = 8) -> None:
+        self.func = func
+        self.after = after
+        self.asked = 0
+        self.kernel: Any = None
+        self.done = False
 
-        kernel = None
+    def get(self, force: bool = False) -> Any:
+        """The compiled kernel, or None (not yet needed often enough, or no numba)."""
+        if self.done:
+            return self.kernel
+        self.asked += 1
+        if not force and self.asked < self.after and "numba" not in sys.modules:
+            return None
+        self.done = True
         if os.environ.get("LOADOPT_DISABLE_NUMBA", "").strip() in ("", "0"):
             try:
                 from numba import njit
+            except ImportError:  # numba missing: the numpy form runs
+                return None
+            self.kernel = njit(cache=True, nogil=True)(self.func)
+        return self.kernel
 
-                kernel = njit(cache=True, nogil=True)(_coo_to_csc_loop)
-            except ImportError:
-                kernel = None
-        _COO_KERNEL.append(kernel)
-    return _COO_KERNEL[0]
+
+#: :func:`_coo_to_csc_loop` compiled (:class:`LazyKernel`).
+COO_KERNEL = LazyKernel(_coo_to_csc_loop)
 
 
 def csc_from_coo(
@@ -134,7 +156,7 @@ def csc_from_coo(
     order without repeats (the LP builder's row blocks), else by scipy (which sorts and sums
     duplicates)."""
     m, n = shape
-    kernel = _coo_kernel()
+    kernel = COO_KERNEL.get()
     if kernel is not None and max(r.size, m, n) < 2**31 - 1:
         ptr, idx, val, ok = kernel(
             r.astype(np.int64, copy=False),

@@ -5,16 +5,17 @@
 conversion; at a controller step's sizes (10,000–80,000 entries) that is most of the compile.
 The kernel here does the same in two passes over the entries (count the entries of every row,
 then fill them in variable order, so every row comes out sorted by column) with no temporary
-per entry. It is compiled with ``numba.njit(cache=True)`` when numba is importable and
-``LOADOPT_DISABLE_NUMBA`` is not set (:data:`KERNEL` is then the compiled function, else None and
-the numpy form runs); both give the same matrix, entry for entry (tests/test_compile_arrays.py).
+per entry. It is compiled with ``numba.njit(cache=True)`` once a process compiles often
+(:data:`KERNEL`, a :class:`loadopt._csr.LazyKernel`), where numba is importable and
+``LOADOPT_DISABLE_NUMBA`` is not set; otherwise the numpy form runs. Both give the same matrix,
+entry for entry (tests/test_compile_arrays.py).
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from .._csr import LazyKernel
 
 
 def assemble_csr(
@@ -78,15 +79,5 @@ def assemble_csr(
     return indptr, indices, data, rows
 
 
-def _compiled():
-    if os.environ.get("LOADOPT_DISABLE_NUMBA", "").strip() not in ("", "0"):
-        return None
-    try:
-        from numba import njit
-    except ImportError:  # numba missing: the numpy form runs
-        return None
-    return njit(cache=True, nogil=True)(assemble_csr)
-
-
-#: :func:`assemble_csr` compiled, or None (numba missing or disabled).
-KERNEL = _compiled()
+#: :func:`assemble_csr` compiled when a process compiles often (:class:`loadopt._csr.LazyKernel`).
+KERNEL = LazyKernel(assemble_csr)

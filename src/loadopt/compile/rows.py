@@ -189,11 +189,11 @@ def _assemble_rows(
 
 
 def _kernel():
-    """The compiled assembly (:data:`loadopt.compile._kernels.KERNEL`), imported on first use
-    (numba is not imported with loadopt); None where numba is missing or disabled."""
-    from . import _kernels
+    """The compiled assembly (:data:`loadopt.compile._kernels.KERNEL`) once the process compiles
+    often, else None (the numpy form)."""
+    from ._kernels import KERNEL
 
-    return _kernels.KERNEL
+    return KERNEL.get()
 
 
 def _split_columns(m: sp.csr_matrix, n: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
