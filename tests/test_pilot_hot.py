@@ -379,3 +379,23 @@ def test_the_highs_object_is_reused_with_the_same_options_and_a_fresh_time_budge
     res = ws.solve(p, build_lp(p), {"presolve": "on"}, 5.0)
     assert res.status is SolverStatus.OPTIMAL
     assert ws._solved[2] is not objs[0]
+
+
+def test_a_safety_row_holds_the_variables_of_its_own_period_only():
+    """The contract the pilot give-back reads a period-0 variable's rows by (``_columns0``: from
+    the period-0 rows alone): every entry of ``G`` is in a row of its variable's period — on
+    wired, tiered, congested, demand-response, PV and V2G/battery problems."""
+    from loadopt.acn import acn_scenario
+    from loadopt.synthetic import benchmark_scenario, demo_scenario, v2g_scenario
+
+    problems = [
+        acn_scenario("2019-05-07", step_s=300).compile(),
+        benchmark_scenario(30, n_periods=24, seed=3).compile(),
+        demo_scenario(n_evse=12).compile(),
+        v2g_scenario(12, n_periods=24)[0].compile(),
+        tree_problem([5.0] * 5, [1.0] * 5, 50.0, 20.0),
+    ]
+    for p in problems:
+        G = p.G.tocoo()
+        assert G.nnz
+        np.testing.assert_array_equal(p.row_period[G.row], p.var_period[G.col])
