@@ -16,6 +16,8 @@ Modules, one job each:
   coefficients no controller step moves) assembled per step, and the COO builder of the export
   rows;
 - :mod:`~loadopt.compile.storage` — battery columns, V2X sessions, the ``Storage`` part.
+- :mod:`~loadopt.compile._kernels` — the per-step row assembly as one numba loop (compiled once
+  a process compiles often; the numpy form in ``rows`` otherwise, with the same result).
 """
 
 # The private names are re-exported so that the old module path ``loadopt.compile`` keeps
