@@ -373,3 +373,30 @@ def test_csc_from_coo_equals_scipy(seed, kernel, monkeypatch):
         assert got.format == "csc" and got.shape == want.shape and got.dtype == want.dtype
         for x in ("indptr", "indices", "data"):
             assert np.array_equal(getattr(got, x), getattr(want, x)), x
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kernel", [True, False])
+def test_take_map_equals_scipy(seed, kernel, monkeypatch):
+    """The LP builder's row selection (rows kept, columns renumbered or dropped, rows left empty
+    dropped), compiled and as arrays, equals scipy's fancy indexing."""
+    rng = np.random.default_rng(seed)
+    lazy = _csr.LazyKernel(_csr._take_map_loop)
+    if kernel:
+        lazy.get(force=True)
+    else:
+        lazy.done = True
+    monkeypatch.setattr(_csr, "TAKE_MAP_KERNEL", lazy)
+    M = sp.random(50, 30, density=0.15, format="csr", random_state=rng)
+    rows = np.flatnonzero(rng.random(50) < 0.7)
+    keep_cols = np.flatnonzero(rng.random(30) < 0.5)
+    cols = np.full(30, -1, np.int64)
+    cols[keep_cols] = np.arange(keep_cols.size)
+    ptr, idx, val, which = _csr.take_map(M.indptr, M.indices, M.data, rows, cols)
+    want = M[rows][:, keep_cols].tocsr()
+    nz = np.flatnonzero(np.diff(want.indptr) > 0)
+    assert np.array_equal(which, nz)
+    want = want[nz]
+    for got, w in ((ptr, want.indptr), (idx, want.indices), (val, want.data)):
+        assert np.array_equal(got, w)
+    assert ptr.dtype == idx.dtype == which.dtype == np.int64 and val.dtype == np.float64

@@ -148,6 +148,56 @@ class LazyKernel:
 COO_KERNEL = LazyKernel(_coo_to_csc_loop)
 
 
+def _take_map_loop(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`take_map` in one pass."""
+    total = 0
+    for i in range(rows.size):
+        total += indptr[rows[i] + 1] - indptr[rows[i]]
+    idx = np.empty(total, np.int64)
+    val = np.empty(total, np.float64)
+    ptr = np.empty(rows.size + 1, np.int64)
+    which = np.empty(rows.size, np.int64)
+    ptr[0] = 0
+    k = 0
+    p = 0
+    for i in range(rows.size):
+        r = rows[i]
+        start = p
+        for j in range(indptr[r], indptr[r + 1]):
+            c = cols[indices[j]]
+            if c >= 0:
+                idx[p] = c
+                val[p] = data[j]
+                p += 1
+        if p > start:
+            which[k] = i
+            k += 1
+            ptr[k] = p
+    return ptr[: k + 1], idx[:p], val[:p], which[:k]
+
+
+#: :func:`_take_map_loop` compiled (:class:`LazyKernel`).
+TAKE_MAP_KERNEL = LazyKernel(_take_map_loop)
+
+
+def take_map(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rows ``rows`` of a canonical CSR matrix (float64 data) with their columns renumbered
+    by ``cols`` (int64, −1: dropped) and the rows left empty dropped: ``(indptr, indices, data,
+    which)``, ``which`` the positions in ``rows`` of the rows kept (int64 arrays)."""
+    kernel = TAKE_MAP_KERNEL.get()
+    if kernel is not None:
+        return kernel(indptr, indices, data, rows.astype(np.int64, copy=False), cols)
+    ptr, idx, val = take_rows(indptr, indices, data, rows)
+    idx = cols[idx]
+    ptr, idx, val = keep_entries(ptr, idx, val, idx >= 0)
+    nz = np.diff(ptr) > 0
+    return np.r_[0, ptr[1:][nz]], idx, val, np.flatnonzero(nz)
+
+
 def csc_from_coo(
     r: np.ndarray, c: np.ndarray, v: np.ndarray, shape: tuple[int, int]
 ) -> sp.csc_matrix:

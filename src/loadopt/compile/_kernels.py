@@ -38,26 +38,27 @@ def assemble_csr(
     for these sizes).
     """
     n_full = finite.size
-    count = np.zeros(n_full, np.int64)
+    # entries per row id, then (in place) the next free slot of each present row: one int32
+    # array over the row ids (large sites have ~10⁶ of them; most empty)
+    nxt = np.zeros(n_full, np.int32)
     for v in range(unit.size):
         if free[v]:
             u, t = unit[v], period[v]
             for j in range(ptr[u], ptr[u + 1]):
                 r = idx[j] * T + t
                 if finite[r]:
-                    count[r] += 1
+                    nxt[r] += 1
     n = 0
     for r in range(n_full):
-        if count[r] > 0:
+        if nxt[r] > 0:
             n += 1
     rows = np.empty(n, np.int64)
     indptr = np.empty(n + 1, np.int32)
-    nxt = np.zeros(n_full, np.int64)
     indptr[0] = 0
     k = 0
     acc = 0
     for r in range(n_full):
-        c = count[r]
+        c = nxt[r]
         if c > 0:
             rows[k] = r
             nxt[r] = acc
