@@ -238,7 +238,7 @@ def compile_problem(
             s_anc=sr.s_anc_csr,
             bat_anc=bat.anc,
             bc=(bat.battery, bat.period),
-            Gb=Gb,
+            Gb=sp.csr_matrix((G.shape[0], 0)) if Gb is None else Gb,
             bat_kw_per_a=bat.kw_per_a,
             node_cur=node_cur,
             node_kw=node_kw,
@@ -468,7 +468,7 @@ class _SafetyRows(NamedTuple):
     the storage need of them."""
 
     G: sp.csr_matrix  #: (R, V) EV columns
-    Gb: sp.csr_matrix  #: (R, Vb) battery charge columns
+    Gb: sp.csr_matrix | None  #: (R, Vb) battery charge columns (None: no battery)
     h: np.ndarray
     row_kind: np.ndarray
     row_node: np.ndarray

@@ -131,14 +131,14 @@ def _assemble_rows(
     rhs: np.ndarray,
     T: int,
     n_ev: int,
-) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[sp.csr_matrix, sp.csr_matrix | None, np.ndarray, np.ndarray, np.ndarray]:
     """The safety rows of one step from the template: variable ``v`` (of unit ``unit[v]`` in
     period ``period[v]``; ``free[v]`` False: it has no entries) enters the row of group ``g``
     and its own period with the unit's coefficient; a row exists where some variable enters it
     and its right-hand side ``rhs[g·T + t]`` is finite. Rows are numbered by ``g·T + t`` (the
     families in template order). Returns ``(G, Gb, h, group, period)``: the first ``n_ev``
-    variables' columns, then the rest (battery charge). A few passes over the entries, no sort:
-    the columns come out in variable order, already CSC."""
+    variables' columns, then the rest (battery charge; None when there is none). A few passes
+    over the entries, no sort: the columns come out in variable order, already CSC."""
     nv = unit.size
     finite = np.isfinite(rhs).reshape(tpl.n_groups, T)
     on = finite.any(axis=1)
@@ -159,7 +159,7 @@ def _assemble_rows(
         if nv > n_ev:  # battery charge columns: the last ones of every row
             G, Gb = _split_columns(G, n_ev)
         else:
-            Gb = sp.csr_matrix((uniq.size, 0))
+            Gb = None
         return G, Gb, rhs[uniq], uniq // T, (uniq % T).astype(np.int32)
     whole = bool((on == finite.all(axis=1)).all())  # every group limited always or never
     ptr, idx, val = _template_on(tpl, on)
@@ -184,7 +184,7 @@ def _assemble_rows(
     if nv > n_ev:
         G, Gb = G_all[:, :n_ev].tocsr(), G_all[:, n_ev:].tocsr()
     else:
-        G, Gb = G_all.tocsr(), sp.csr_matrix((uniq.size, 0))
+        G, Gb = G_all.tocsr(), None
     return G, Gb, rhs[uniq], uniq // T, (uniq % T).astype(np.int32)
 
 
