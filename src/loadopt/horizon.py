@@ -301,7 +301,7 @@ def _period_arrays(
             a.setflags(write=False)
         got = (length, bounds)
         if len(_PERIODS) >= _PERIODS_MAX:
-            _PERIODS.pop(next(iter(_PERIODS)))
+            _PERIODS.clear()  # (no iteration: safe beside other threads)
         _PERIODS[key] = got
     return got
 

@@ -192,17 +192,20 @@ def unmet_penalty(problem: Problem) -> np.ndarray:
     return pen
 
 
-def objective_coefficients(problem: Problem) -> tuple[np.ndarray, float]:
+def objective_coefficients(
+    problem: Problem, pen: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """Cost per A of each problem variable, and the constant (unmet penalty of all energy).
 
     Per kWh delivered: ``−unmet · priority`` (energy delivered is energy not unmet) plus
     ``charge_early · hours from horizon start to the period's middle · H / D``, where ``H`` is the
     horizon and ``D`` the time to the session's departure (at most ``H``): delay costs more for a
     vehicle that leaves sooner, so among equals the one leaving first is served first. Energy
-    cost sits on the import columns, not here.
+    cost sits on the import columns, not here. ``pen``: :func:`unmet_penalty` of the problem
+    when the caller has it already.
     """
     o = problem.objective
-    pen = unmet_penalty(problem)
+    pen = unmet_penalty(problem) if pen is None else pen
     hz = problem.horizon
     if hz.uniform:
         t_mid_h = (problem.var_period + 0.5) * problem.step_h
@@ -289,12 +292,13 @@ def build_lp(
     vs = problem.var_session[cols]
     # wants energy and can draw (V2G sessions: a target row on the energy state instead)
     wants = (E > 0) & (np.bincount(vs, minlength=S) > 0) & ~bidir
-    c_all, offset = objective_coefficients(problem)
+    pen_all = unmet_penalty(problem)
+    c_all, offset = objective_coefficients(problem, pen_all)
     if unmet_slack:
         # delivered + u = E for each such session, the penalty on u instead of on the currents;
         # the penalty of a session that cannot draw at all stays a constant
         u_sess = np.flatnonzero(wants)
-        pen = unmet_penalty(problem)
+        pen = pen_all
         c_all = c_all + pen[problem.var_session] * problem.var_kwh_per_a
         offset = float(np.sum(np.where(wants, 0.0, pen * E)))
         e_sess = u_sess
@@ -308,7 +312,6 @@ def build_lp(
     kwh = problem.var_kwh_per_a[cols]
     in_e = np.flatnonzero(sess_row[vs] >= 0)
 
-    pen_all = unmet_penalty(problem)
     if st is not None:  # V2G: no reward per kWh charged, the target slack carries the penalty
         bv = bidir[problem.var_session]
         c_all = c_all.copy()
