@@ -5,6 +5,7 @@ the limits handed out are in the pilots each EVSE can signal (IEC 61851-1 steps 
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import replace
 
 import numpy as np
@@ -25,26 +26,25 @@ class _Resharing(_ControllerState):
         when they draw up to it."""
         if not self.reshare:
             return
+        thr_a, head_a = self.reshare_threshold_a, self.reshare_headroom_a
+        evse_of = self.site.evse
         for st in self._state.values():
             lim, got = st.last_limit_a, st.measured_a
             if lim is None or got is None or st.measured_at is None or st.limit_at is None:
                 continue
             if st.measured_at <= st.limit_at:  # no reading since the last limit was handed out
                 continue
+            evse = evse_of(st.session.evse)
             min_a = st.session.min_current
             if min_a is None:
-                min_a = self.site.evse(st.session.evse).min_current
+                min_a = evse.min_current
             # compare with the pilot the EVSE signals (its step at or below the limit), not
             # the limit: on a stepped EVSE a car drawing its full step draws all it is given
-            evse = self.site.evse(st.session.evse)
             given = _step_at_most(evse, lim)
-            if (
-                st.cap_a is not None
-                and got >= _step_at_most(evse, st.cap_a) - self.reshare_threshold_a
-            ):
+            if st.cap_a is not None and got >= _step_at_most(evse, st.cap_a) - thr_a:
                 st.cap_a = None  # it draws what it is given: give it its maximum again
-            elif given >= min_a and got < given - self.reshare_threshold_a:
-                st.cap_a = _step_at_least(evse, max(got + self.reshare_headroom_a, min_a))
+            elif given >= min_a and got < given - thr_a:
+                st.cap_a = _step_at_least(evse, max(got + head_a, min_a))
 
     def _in_pilot_steps(self, problem: Problem, sched: Schedule) -> Schedule:
         """The schedule in the pilots the EVSEs can signal — the *rounding-aware LP*:
@@ -123,13 +123,35 @@ class _Resharing(_ControllerState):
         return None
 
 
+_SORTED: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+
+
+def _sorted_steps(steps: tuple[float, ...]) -> tuple[float, ...]:
+    """The distinct allowed steps (A) in increasing order; of equal values (``0.0`` and
+    ``-0.0``) the first given is kept, the one ``max``/``min`` over ``steps`` would return.
+
+    Kept per tuple object (an EVSE's ``allowed_currents``; the entry holds the tuple, so its id
+    is not reused while cached): equal tuples are not interchangeable (``0.0 == -0.0``)."""
+    got = _SORTED.get(id(steps))
+    if got is not None and got[0] is steps:
+        return got[1]
+    if len(_SORTED) >= 1024:  # (cleared, not popped: safe beside other threads)
+        _SORTED.clear()
+    out = tuple(sorted(dict.fromkeys(steps)))
+    _SORTED[id(steps)] = (steps, out)
+    return out
+
+
 def _step_at_most(evse: Evse, a: float) -> float:
     """The pilot ``evse`` signals for a limit of ``a`` A: its largest allowed step ≤ ``a``."""
     steps = evse.allowed_currents
     if not steps:
         return a
-    below = [x for x in steps if x <= a + 1e-9]
-    return max(below) if below else 0.0
+    if a != a:  # NaN: no step is at or below it
+        return 0.0
+    s = _sorted_steps(steps)
+    i = bisect_right(s, a + 1e-9)
+    return s[i - 1] if i else 0.0
 
 
 def _step_at_least(evse: Evse, a: float) -> float:
@@ -137,5 +159,8 @@ def _step_at_least(evse: Evse, a: float) -> float:
     steps = evse.allowed_currents
     if not steps:
         return a
-    above = [x for x in steps if x >= a - 1e-9]
-    return min(above) if above else a
+    if a != a:  # NaN: no step is at or above it
+        return a
+    s = _sorted_steps(steps)
+    i = bisect_left(s, a - 1e-9)
+    return s[i] if i < len(s) else a

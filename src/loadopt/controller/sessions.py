@@ -347,7 +347,7 @@ class _Sessions(_ControllerState):
                 upd["max_current"] = min(cap, s.max_current)
                 if s.min_current is not None:
                     upd["min_current"] = min(s.min_current, upd["max_current"])
-            out.append(s.model_copy(update=upd))
+            out.append(_copy_with(s, upd))
             del sid
         out.extend(self._expected_sessions(now))
         return out
@@ -366,7 +366,7 @@ class _Sessions(_ControllerState):
                 st = self._state[busy]
                 arrival = max(arrival, st.departure or st.session.departure)
             if arrival < s.departure:
-                out.append(s.model_copy(update={"arrival": arrival}))
+                out.append(_copy_with(s, {"arrival": arrival}))
         return out
 
     def _delivered_estimate(self, st: _SessionState, now: datetime) -> float:
@@ -391,3 +391,20 @@ class _Sessions(_ControllerState):
         volt, n_ph = self._evse_draw(st.session)
         kw = st.last_discharge_a * volt * n_ph / 1000.0
         return st.discharged_kwh + kw * dt_h
+
+
+def _copy_with(s: Session, update: dict[str, Any]) -> Session:
+    """``s.model_copy(update=update)`` (the same fields, fields set, no extra and no private
+    attributes: a :class:`Session` has neither), without its generic path: it runs per session
+    per control step. ``update`` holds field names and values already valid."""
+    m = Session.__new__(Session)
+    d = s.__dict__.copy()
+    d.update(update)
+    _setattr(m, "__dict__", d)
+    _setattr(m, "__pydantic_extra__", None)
+    _setattr(m, "__pydantic_fields_set__", s.__pydantic_fields_set__ | update.keys())
+    _setattr(m, "__pydantic_private__", None)
+    return m
+
+
+_setattr = object.__setattr__

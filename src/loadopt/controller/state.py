@@ -198,9 +198,14 @@ class _ControllerState:
     def _evse_draw(self, session: Session) -> tuple[float, int]:
         """``(voltage V, phases drawn)`` of ``session`` on its EVSE, from the site's per-EVSE
         arrays (:func:`loadopt.compile.evse_arrays`, built once per ``site.evses``)."""
-        ea = _site_evse_arrays(self.site)
+        evses = self.site.evses
+        got = self.__dict__.get("_evse_volt_phases")
+        if got is None or got[0] is not evses:  # as Python numbers, once per ``site.evses``
+            ea = _site_evse_arrays(self.site)
+            got = (evses, ea["evse_voltage_v"].tolist(), ea["evse_phases"].tolist())
+            self.__dict__["_evse_volt_phases"] = got
         k = self._evse_index[session.evse]
-        return float(ea["evse_voltage_v"][k]), min(int(ea["evse_phases"][k]), session.phases)
+        return got[1][k], min(got[2][k], session.phases)
 
     def _tick(self, t: datetime) -> None:
         if self._clock is None or t > self._clock:

@@ -1,0 +1,100 @@
+"""The controller's per-step bookkeeping, checked against the straightforward per-session
+formulas it replaces (same results, bit for bit): pilot steps of the re-sharing caps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from loadopt.controller.resharing import _step_at_least, _step_at_most
+from loadopt.site import Evse
+
+
+def _former_at_most(steps: tuple[float, ...] | None, a: float) -> float:
+    if not steps:
+        return a
+    below = [x for x in steps if x <= a + 1e-9]
+    return max(below) if below else 0.0
+
+
+def _former_at_least(steps: tuple[float, ...] | None, a: float) -> float:
+    if not steps:
+        return a
+    above = [x for x in steps if x >= a - 1e-9]
+    return min(above) if above else a
+
+
+def _same(x: float, y: float) -> bool:
+    return (math.isnan(x) and math.isnan(y)) or (x == y and math.copysign(1, x) == math.copysign(1, y))
+
+
+def test_pilot_steps_match_the_former_formula_on_random_stepped_evses() -> None:
+    rng = np.random.default_rng(20261129)
+    for k in range(300):
+        n = int(rng.integers(0, 7))
+        steps = [float(x) for x in rng.choice([0.0, -0.0, 6.0, 8.0, 10.0, 13.0, 16.0, 32.0], n)]
+        steps += [round(float(x), 1) for x in rng.uniform(0, 40, int(rng.integers(0, 3)))]
+        rng.shuffle(steps)
+        allowed = tuple(steps) if k % 7 else None
+        evse = Evse(id="e", node="n", charge_point_id="cp", allowed_currents=allowed)
+        probes = [*(evse.allowed_currents or ()), 0.0, -0.0, 41.0, math.inf, -math.inf, math.nan]
+        probes += [x + d for x in (evse.allowed_currents or ()) for d in (1e-9, -1e-9, 2e-9, -2e-9)]
+        probes += [float(x) for x in rng.uniform(-1, 45, 20)]
+        for a in probes:
+            assert _same(_step_at_most(evse, a), _former_at_most(evse.allowed_currents, a)), (
+                evse.allowed_currents,
+                a,
+            )
+            assert _same(_step_at_least(evse, a), _former_at_least(evse.allowed_currents, a)), (
+                evse.allowed_currents,
+                a,
+            )
+
+
+@pytest.mark.parametrize("steps", [(), (16.0, 6.0, 6.0, 32.0)])
+def test_pilot_steps_edges(steps: tuple[float, ...]) -> None:
+    evse = Evse(id="e", node="n", charge_point_id="cp", allowed_currents=steps)
+    if not steps:
+        assert _step_at_most(evse, 7.3) == 7.3 and _step_at_least(evse, 7.3) == 7.3
+    else:
+        assert _step_at_most(evse, 15.9999999999) == 16.0  # within 1e-9 of a step: that step
+        assert _step_at_most(evse, 5.0) == 0.0  # below every step: the EVSE signals 0
+        assert _step_at_least(evse, 6.5) == 16.0
+        assert _step_at_least(evse, 33.0) == 33.0  # above every step: unchanged
+
+
+def test_session_copy_is_model_copy() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from loadopt.controller.sessions import _copy_with
+    from loadopt.session import Session, V2xParameters
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    rng = np.random.default_rng(7)
+    for k in range(50):
+        kw: dict = {"min_current": 6.0} if k % 2 else {}
+        if k % 3 == 0:
+            kw["v2x"] = V2xParameters(min_v2x_energy_kwh=1.0, max_v2x_energy_kwh=40.0)
+        s = Session(
+            id=f"s{k}",
+            evse="e",
+            arrival=t,
+            departure=t + timedelta(hours=2),
+            energy_kwh=10.0,
+            **kw,
+        )
+        upd = {
+            "energy_kwh": round(float(rng.uniform(0, 10)), 6),
+            "departure": t + timedelta(hours=float(rng.uniform(1, 5))),
+        }
+        if k % 4 == 0:
+            upd["max_current"] = 13.0
+        if k % 5 == 0:
+            upd["arrival"] = t + timedelta(minutes=5)
+        a, b = _copy_with(s, upd), s.model_copy(update=upd)
+        assert type(a) is Session and a == b and a.__dict__ == b.__dict__
+        assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__
+        assert a.__pydantic_extra__ == b.__pydantic_extra__ and a.__pydantic_private__ is None
+        assert a.model_dump() == b.model_dump() and s.energy_kwh == 10.0  # the original kept
