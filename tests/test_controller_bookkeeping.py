@@ -98,3 +98,30 @@ def test_session_copy_is_model_copy() -> None:
         assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__
         assert a.__pydantic_extra__ == b.__pydantic_extra__ and a.__pydantic_private__ is None
         assert a.model_dump() == b.model_dump() and s.energy_kwh == 10.0  # the original kept
+
+
+def test_no_grid_signal_arrays_are_what_the_signal_loop_gave() -> None:
+    """Without grid signals the step skips sampling them: the arrays are those of an empty
+    signal loop (nothing asked anywhere), fresh and writable."""
+    from loadopt.grid.arrays import _no_signal_arrays
+
+    a = _no_signal_arrays(3, 5, 7)
+    assert a.ids == () and a.kind == ()
+    for arr, shape, dtype, fill in [
+        (a.node, (0,), np.int64, 0),
+        (a.offset_s, (0,), np.int64, 0),
+        (a.cap_kw, (0, 5), np.float64, np.inf),
+        (a.required_kw, (0, 5), np.float64, np.nan),
+        (a.floor_kw, (0, 5), np.float64, 0.0),
+        (a.node_cap_kw, (3, 5), np.float64, np.inf),
+        (a.node_cap_a, (3, 5), np.float64, np.inf),
+        (a.floor_a, (7,), np.float64, 0.0),
+        (a.import_adder, (5,), np.float64, 0.0),
+        (a.export_adder, (5,), np.float64, 0.0),
+        (a.setpoint_kw, (5,), np.float64, np.nan),
+        (a.setpoint_penalty, (5,), np.float64, 0.0),
+        (a.export_cap_kw, (5,), np.float64, np.inf),
+        (a.export_penalty, (5,), np.float64, 0.0),
+    ]:
+        assert arr.shape == shape and arr.dtype == dtype and arr.flags.writeable
+        np.testing.assert_array_equal(arr, np.full(shape, fill, dtype=dtype))

@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._base import as_model
-from ..grid.arrays import signal_arrays
+from ..grid.arrays import _no_signal_arrays, signal_arrays
 from ..horizon import Horizon, sample
 from ..objective import Objective
 from ..problem import (
@@ -127,28 +127,34 @@ def compile_problem(
 
     s_anc_csr = _session_anc(tree, sa.s_evse)  # (S, N): sessions under each node
     # grid-operator signals (loadopt.grid.arrays): caps per node, prices, setpoints, floors
-    sig = signal_arrays(
-        signals.grid_signals,
-        signals.grid_policy,
-        site.id,
-        horizon,
-        node_index,
-        root,
-        _carries(parent, root if site.base_load_node is None else node_index[site.base_load_node]),
-        s_anc_csr,
-        sa.kw_per_a * sa.max_cur,
-        sa.energy,
-        sa.arr_s,
-        sa.dep_s,
-        sa.avail,
-        sample(*split(signals.base_load_kw), horizon, "min"),
-        sample(*split(signals.pv_kw), horizon, "max"),
-        grid_kw,
-        node_kw,
-        vs,
-        vt,
-        var_ub,
-        sa.kw_per_a,
+    sig = (
+        _no_signal_arrays(node_kw.shape[0], T, vs.size)
+        if not signals.grid_signals
+        else signal_arrays(
+            signals.grid_signals,
+            signals.grid_policy,
+            site.id,
+            horizon,
+            node_index,
+            root,
+            _carries(
+                parent, root if site.base_load_node is None else node_index[site.base_load_node]
+            ),
+            s_anc_csr,
+            sa.kw_per_a * sa.max_cur,
+            sa.energy,
+            sa.arr_s,
+            sa.dep_s,
+            sa.avail,
+            sample(*split(signals.base_load_kw), horizon, "min"),
+            sample(*split(signals.pv_kw), horizon, "max"),
+            grid_kw,
+            node_kw,
+            vs,
+            vt,
+            var_ub,
+            sa.kw_per_a,
+        )
     )
     root_cap = sig.node_cap_kw[root].copy()
     sig_node_cap = sig.node_cap_kw.copy()

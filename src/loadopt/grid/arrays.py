@@ -105,6 +105,30 @@ class SignalArrays:
     offset_s: np.ndarray  #: (K,) randomisation delay applied (s)
 
 
+def _no_signal_arrays(N: int, T: int, V: int) -> SignalArrays:
+    """:func:`signal_arrays` without signals (``N`` nodes, ``T`` periods, ``V`` variables):
+    nothing asked anywhere. Built without the inputs a signal would need (a controller step
+    without grid signals skips sampling them)."""
+    return SignalArrays(
+        ids=(),
+        node=np.zeros(0, dtype=np.int64),
+        kind=(),
+        cap_kw=np.full((0, T), np.inf),
+        required_kw=np.full((0, T), np.nan),
+        node_cap_kw=np.full((N, T), np.inf),
+        node_cap_a=np.full((N, T), np.inf),
+        floor_kw=np.zeros((0, T)),
+        floor_a=np.zeros(V),
+        import_adder=np.zeros(T),
+        export_adder=np.zeros(T),
+        setpoint_kw=np.full(T, np.nan),
+        setpoint_penalty=np.zeros(T),
+        export_cap_kw=np.full(T, np.inf),
+        export_penalty=np.zeros(T),
+        offset_s=np.zeros(0, dtype=np.int64),
+    )
+
+
 def signal_arrays(
     signals: tuple[GridSignal, ...],
     policy: GridPolicy,
@@ -135,6 +159,8 @@ def signal_arrays(
     T = horizon.n_periods
     N = node_kw.shape[0]
     K = len(signals)
+    if K == 0:
+        return _no_signal_arrays(N, T, var_session.size)
     bounds = horizon.period_bounds_s()
     lo_b, hi_b = bounds[:-1], bounds[1:]
 
