@@ -125,3 +125,71 @@ def test_no_grid_signal_arrays_are_what_the_signal_loop_gave() -> None:
     ]:
         assert arr.shape == shape and arr.dtype == dtype and arr.flags.writeable
         np.testing.assert_array_equal(arr, np.full(shape, fill, dtype=dtype))
+
+
+def _former_check(sessions, evse_ids) -> None:  # type: ignore[no-untyped-def]
+    from collections import defaultdict
+    from itertools import pairwise
+
+    from loadopt.errors import InputError
+
+    seen: set[str] = set()
+    by_evse: dict = defaultdict(list)
+    for s in sessions:
+        if s.id in seen:
+            raise InputError(f"duplicate session id {s.id!r}")
+        seen.add(s.id)
+        if s.evse not in evse_ids:
+            raise InputError(f"session {s.id!r}: unknown EVSE {s.evse!r}")
+        by_evse[s.evse].append(s)
+    for evse, group in by_evse.items():
+        group.sort(key=lambda s: s.arrival)
+        for a, b in pairwise(group):
+            if b.arrival < a.departure:
+                raise InputError(
+                    f"EVSE {evse!r}: sessions {a.id!r} and {b.id!r} overlap "
+                    f"({b.id!r} arrives {b.arrival.isoformat()} before {a.id!r} departs "
+                    f"{a.departure.isoformat()})"
+                )
+
+
+def test_check_sessions_matches_the_former_loop() -> None:
+    """Same verdict and message as the former single loop, on random id/EVSE/time clashes (the
+    common case, distinct ids on distinct known EVSEs, takes a shortcut)."""
+    from datetime import UTC, datetime, timedelta
+
+    from loadopt.errors import InputError
+    from loadopt.session import Session, as_sessions, check_sessions
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    rng = np.random.default_rng(11)
+    known = {"e0", "e1", "e2", "e3", "e4", "e5"}
+    for _ in range(400):
+        n = int(rng.integers(0, 7))
+        sessions = []
+        for _ in range(n):
+            a = t + timedelta(hours=int(rng.integers(0, 6)))
+            sessions.append(
+                Session(
+                    id=f"s{int(rng.integers(0, 9))}",
+                    evse=f"e{int(rng.integers(0, 8))}",
+                    arrival=a,
+                    departure=a + timedelta(hours=int(rng.integers(1, 4))),
+                    energy_kwh=1.0,
+                )
+            )
+        want = got = None
+        try:
+            _former_check(sessions, known)
+        except InputError as e:
+            want = str(e)
+        for given in (sessions, iter(sessions), tuple(sessions)):
+            try:
+                check_sessions(given, known)
+            except InputError as e:
+                got = str(e)
+            else:
+                got = None
+            assert got == want
+        assert as_sessions(sessions) == tuple(sessions)
+        assert all(a is b for a, b in zip(as_sessions(sessions), sessions, strict=True))

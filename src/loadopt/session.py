@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Sequence
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -135,11 +135,22 @@ def as_sessions(sessions: Iterable[Session] | None) -> tuple[Session, ...]:
             "sessions must be an iterable of Session, got a dict (a single "
             "session's fields?): wrap it in a list"
         )
+    if isinstance(sessions, tuple | list):
+        out = tuple(sessions)
+        if all(isinstance(s, Session) for s in out):
+            return out  # (what as_model returns for each)
     return tuple(as_model(s, Session, f"sessions[{k}]") for k, s in enumerate(sessions))
 
 
 def check_sessions(sessions: Iterable[Session], evse_ids: Container[str]) -> None:
     """Cross-check sessions against the site: unique ids, known EVSEs, one car per EVSE at once."""
+    if not isinstance(sessions, Sequence):
+        sessions = tuple(sessions)
+    ids = {s.id for s in sessions}
+    evses = {s.evse for s in sessions}
+    n = len(sessions)
+    if len(ids) == n and len(evses) == n and all(e in evse_ids for e in evses):
+        return  # the common case (a controller step): nothing can overlap, no message to build
     seen: set[str] = set()
     by_evse: dict[str, list[Session]] = defaultdict(list)
     for s in sessions:

@@ -624,6 +624,9 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
             if sched.discharge is not None and problem.n_periods
             else np.zeros(problem.n_sessions)
         )
+        # Python floats, as float(x) per session
+        first_l = np.asarray(first, dtype=np.float64).tolist()
+        first_dl = np.asarray(first_d, dtype=np.float64).tolist()
         for i, sid in enumerate(problem.session_ids):
             st = self._state.get(sid)
             if st is None:  # an expected vehicle, not plugged in yet
@@ -633,12 +636,12 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
             if st.delivered_at is None or now > st.delivered_at:
                 st.delivered_kwh = self._delivered_estimate(st, now)
                 st.delivered_at = now
-            st.last_limit_a = float(first[i])
+            st.last_limit_a = first_l[i]
             st.limit_at = now
             if st.discharge_at is None or now > st.discharge_at:
                 st.discharged_kwh = self._discharged_estimate(st, now)
                 st.discharge_at = now
-            st.last_discharge_a = float(first_d[i])
+            st.last_discharge_a = first_dl[i]
         self.last_schedule = sched
 
 
