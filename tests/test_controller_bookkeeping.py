@@ -27,7 +27,9 @@ def _former_at_least(steps: tuple[float, ...] | None, a: float) -> float:
 
 
 def _same(x: float, y: float) -> bool:
-    return (math.isnan(x) and math.isnan(y)) or (x == y and math.copysign(1, x) == math.copysign(1, y))
+    return (math.isnan(x) and math.isnan(y)) or (
+        x == y and math.copysign(1, x) == math.copysign(1, y)
+    )
 
 
 def test_pilot_steps_match_the_former_formula_on_random_stepped_evses() -> None:
