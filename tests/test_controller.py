@@ -228,8 +228,11 @@ def test_warm_off_solves_cold():
 
 def test_solver_failure_falls_back(monkeypatch):
     import loadopt.solvers.highs as hs
+    import loadopt.solvers.separable as sep
+    from loadopt.options import LpOptions
 
-    c = Controller(_site(), step_s=900, n_periods=4)
+    # HiGHS itself (the one-car problem is separable: solved by sorting unless told otherwise)
+    c = Controller(_site(), step_s=900, n_periods=4, planner=LpOptions(separable=False))
     c.start_session(_sess(1, "evse0"))
 
     def boom(*a, **k):
@@ -238,6 +241,12 @@ def test_solver_failure_falls_back(monkeypatch):
     monkeypatch.setattr(hs, "pass_lp", boom)
     sched = c.step(T0)
     assert sched.status.value == "solver_failed_fallback"
+    # the sorting shortcut failing: HiGHS takes over (and fails here too: the fast path)
+    c2 = Controller(_site(), step_s=900, n_periods=4)
+    c2.start_session(_sess(1, "evse0"))
+    monkeypatch.setattr(sep, "solve_separable", boom)
+    s2 = c2.step(T0)
+    assert s2.status.value == "solver_failed_fallback" and s2.violations() == []
     assert sched.violations() == []
     assert physical_violations(sched.problem, sched.current, sched.n_phases) == []
 
@@ -336,7 +345,11 @@ def test_expected_vehicle_errors_and_expiry():
 
 
 def test_a_fault_in_the_warm_start_means_a_cold_solve_not_a_crash(monkeypatch):
-    c = Controller(_site(), step_s=900, n_periods=8, warm_min_rows=0)  # warm at any size
+    from loadopt.options import LpOptions
+
+    c = Controller(  # warm at any size; HiGHS even for one car (not solved by sorting)
+        _site(), step_s=900, n_periods=8, warm_min_rows=0, planner=LpOptions(separable=False)
+    )
     c.start_session(_sess(1, "evse0"))
     c.step(T0)
 

@@ -180,7 +180,7 @@ def test_a_killed_workers_sites_are_rerun_elsewhere(dask_backend):
         assert_physically_safe(r.schedule.problem, r.schedule.current)
         ref = t.controller.step(now)
         if s.key in on_victim:  # its warm start died with the worker: solved cold, same optimum
-            assert s.controller.log[-1].mode == "cold"
+            assert s.controller.log[-1].mode in ("cold", "lp-separable")
             assert r.schedule.objective == pytest.approx(ref.objective, rel=1e-7)
         else:
             assert same(r.schedule, ref)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import loadopt as lo
+from loadopt.options import LpOptions
 from loadopt.pilots import down_to_pilot, pilot_fixings, pilot_grid, round_to_pilots
 from loadopt.planner import SolvePlanner
 from loadopt.solvers.warm import tightened_bounds
@@ -64,7 +65,7 @@ def tree_problem(energy, dep, main_a, sub_a, steps=AMPS, n=6) -> lo.Problem:
 
 def hot_and_cold(p: lo.Problem, floor, ub, h):
     """(hot schedule or None, cold schedule) of the tightened problem."""
-    planner = SolvePlanner("lp")
+    planner = SolvePlanner(LpOptions(separable=False))  # HiGHS keeps a model (sorting does not)
     planner(p)
     hot = planner.resolve_tightened(p, floor, ub, h)
     cold = lo.solve(replace(p, var_floor_a=floor, var_ub=ub, h=h), method="lp")
@@ -162,7 +163,7 @@ def test_a_row_the_lp_dropped_that_can_bind_again_is_added_back():
     h = p.h.copy()
     rows0 = np.flatnonzero((p.row_period == 0) & (np.diff(p.G.indptr) > 1))
     h[rows0] = 12.0
-    planner = SolvePlanner("lp")
+    planner = SolvePlanner(LpOptions(separable=False))  # HiGHS keeps a model (sorting does not)
     planner(p)
     lp = planner.warm_start._solved[1]
     assert "safety" not in lp.rows or not np.isin(rows0, lp.rows["safety"].index).any()
@@ -178,7 +179,7 @@ def test_a_row_the_lp_dropped_that_can_bind_again_is_added_back():
 def test_hot_resolve_steps_aside_where_it_cannot_be_shown():
     p = tree_problem([10.0] * 5, [1.0] * 5, 40.0, 20.0)
     floor, ub, h = np.zeros(p.n_vars), p.var_ub.copy(), p.h.copy()
-    planner = SolvePlanner("lp")
+    planner = SolvePlanner(LpOptions(separable=False))  # HiGHS keeps a model (sorting does not)
     assert planner.resolve_tightened(p, floor, ub, h) is None  # nothing solved yet
     planner(p)
     assert planner.resolve_tightened(replace(p), floor, ub, h) is None  # another problem

@@ -125,12 +125,15 @@ class LpOptions(_Timed):
 
     ``backend``: ``"highs"`` (highspy, the default and fast path) or ``"pulp"`` (CBC or any
     solver PuLP drives, given as ``pulp_solver``). ``highs``: extra HiGHS options
-    (``setOptionValue`` pairs, checked).
+    (``setOptionValue`` pairs, checked). ``separable``: with ``"highs"``, an LP whose rows share
+    no column (an uncongested step: no safety row can bind) is solved exactly by sorting
+    (:mod:`loadopt.solvers.separable`, ``method`` ``"lp-separable"``) instead of by HiGHS.
     """
 
     method: Literal["lp"] = "lp"
     backend: Literal["highs", "pulp"] = "highs"
     highs: dict[str, Any] = Field(default_factory=dict)
+    separable: bool = True
     pulp_solver: Any = None
 
     @field_validator("highs")

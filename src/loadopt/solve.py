@@ -131,8 +131,18 @@ def solve(
         return solve_milp(problem, opts, t0=t0)
     lp = build_lp(problem)
     label = f"lp-{opts.backend}"
+    separable = None
+    if opts.backend == "highs" and opts.separable and lp.n_cols and lp.integrality is None:
+        from .solvers.separable import solve_separable
+
+        try:  # uncongested: no solver needed (None otherwise)
+            separable = solve_separable(lp)
+        except Exception:  # only a shortcut: HiGHS solves it
+            separable = None
     if lp.n_cols == 0 and warm_start is None:  # nobody can draw (HiGHS calls it an error)
         res = SolverResult(SolverStatus.OPTIMAL, np.zeros(0), lp.offset, 0.0, "empty model")
+    elif separable is not None:
+        res, label = separable, "lp-separable"
     elif opts.backend == "highs":
         from .solvers.highs import LP_OPTIONS, solve_lp
 

@@ -1,0 +1,115 @@
+"""An LP whose rows share no column, solved exactly without a solver.
+
+After :func:`loadopt.lp.build_lp` has dropped every safety row that cannot bind, an
+uncongested step's LP is *separable*: each column is in at most one row (a session's currents
+and its unmet slack in that session's energy row), so it falls apart into one-row LPs
+
+    min Σ_j c_j x_j   s.t.   L ≤ Σ_j a_j x_j ≤ U,   l_j ≤ x_j ≤ u_j   (a_j > 0),
+
+each a continuous knapsack. With the activity ``s = Σ a_j x_j``, the least cost of reaching ``s``
+from ``s0 = Σ a_j l_j`` is convex and piecewise linear: raise the columns in increasing order of
+cost per unit of activity ``c_j / a_j``. Its minimum over ``[L, U]`` is at the activity where
+that slope turns non-negative, clamped to ``[L, U]``; filling the columns in that order up to
+it is an optimum (the LP dual: ``λ`` the slope there). Columns in no row sit at the bound their
+cost prefers. On the JPL week two of five controller steps are separable; HiGHS spent
+~0.2–0.3 ms on each, setup included, where this is a sort.
+
+Exact, not a heuristic: the same optimal objective as HiGHS to rounding
+(``tests/test_separable.py`` against HiGHS on random separable LPs). Anything else — a column
+in two rows, a non-positive coefficient, an infinite bound a cost pushes towards, an infeasible
+row, binaries — returns ``None``, and the caller solves with HiGHS.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..lp import LinearProgram
+from .result import SolverResult, SolverStatus
+
+#: Activity tolerance of the feasibility checks (row units: kWh, A).
+_TOL = 1e-9
+
+
+def solve_separable(lp: LinearProgram) -> SolverResult | None:
+    """Solve ``lp`` exactly by sorting when each of its columns is in at most one row.
+
+    Parameters
+    ----------
+    lp
+        A linear programme (continuous: ``lp.integrality`` None).
+
+    Returns
+    -------
+    SolverResult or None
+        ``optimal`` with the column values and the objective (offset included), or ``None``
+        when ``lp`` is not of this form (see the module docstring): solve it with HiGHS.
+    """
+    t0 = time.perf_counter()
+    if lp.integrality is not None and np.any(lp.integrality):
+        return None
+    n = int(lp.n_cols)
+    A = lp.A.tocsc() if lp.A.format != "csc" else lp.A
+    nnz = np.diff(A.indptr)
+    if n == 0 or np.any(nnz > 1):
+        return None
+    c = np.asarray(lp.c, dtype=np.float64)
+    lo = np.asarray(lp.col_lb, dtype=np.float64)
+    up = np.asarray(lp.col_ub, dtype=np.float64)
+    if np.any(lo > up) or np.any(np.isneginf(lo)):
+        return None
+    x = lo.copy()
+    free = nnz == 0
+    if free.any():  # in no row: the bound the cost prefers
+        down = free & (c < 0)
+        if np.any(np.isposinf(up[down])):
+            return None
+        x[down] = up[down]
+    in_row = np.flatnonzero(~free)
+    r_lo = np.asarray(lp.row_lb, dtype=np.float64)
+    r_hi = np.asarray(lp.row_ub, dtype=np.float64)
+    if in_row.size == 0 and (np.any(r_lo > _TOL) or np.any(r_hi < -_TOL)):
+        return None  # a row without columns that 0 does not satisfy: infeasible
+    if in_row.size:
+        # CSC with one entry per such column: its row and coefficient, in column order
+        row = A.indices[A.indptr[in_row]].astype(np.int64)
+        a = A.data[A.indptr[in_row]].astype(np.float64)
+        if np.any(a <= 0):
+            return None
+        cj, lj, uj = c[in_row], lo[in_row], up[in_row]
+        p = cj / a  # cost per unit of activity
+        m = int(lp.n_rows)
+        cap = a * (uj - lj)  # activity a column can add (inf where unbounded)
+        s0 = np.bincount(row, weights=a * lj, minlength=m)
+        finite_cap = np.where(np.isfinite(cap), cap, 0.0)
+        s_max = s0 + np.bincount(row, weights=finite_cap, minlength=m)
+        s_max[np.bincount(row, weights=~np.isfinite(cap), minlength=m) > 0] = np.inf
+        gain = (p < 0) & np.isfinite(cap)
+        s_prof = s0 + np.bincount(row, weights=np.where(gain, cap, 0.0), minlength=m)
+        s_prof[np.bincount(row, weights=(p < 0) & ~np.isfinite(cap), minlength=m) > 0] = np.inf
+        if np.any(r_lo > s_max + _TOL) or np.any(r_hi < s0 - _TOL):
+            return None  # infeasible: HiGHS says so properly
+        target = np.minimum(np.maximum(s_prof, r_lo), r_hi)
+        target = np.minimum(np.maximum(target, s0), s_max)
+        if not np.all(np.isfinite(target)):
+            return None  # unbounded
+        need = target - s0  # (m,) activity to add per row, >= 0
+        order = np.lexsort((in_row, p, row))  # per row, cheapest activity first
+        r_o = row[order]
+        take = np.minimum(cap[order], need[r_o])  # finite: never more than the row needs
+        csum = np.cumsum(take)
+        start = np.searchsorted(r_o, np.arange(m), side="left")
+        before = csum - take - np.where(start[r_o] > 0, csum[start[r_o] - 1], 0.0)
+        fill = np.clip(need[r_o] - before, 0.0, take)
+        xo = lj[order] + fill / a[order]
+        x[in_row[order]] = np.minimum(xo, uj[order])
+    obj = float(c @ x + lp.offset)
+    return SolverResult(
+        SolverStatus.OPTIMAL,
+        x,
+        obj,
+        time.perf_counter() - t0,
+        "separable LP solved exactly by sorting",
+    )
