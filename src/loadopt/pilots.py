@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._csr import entry_rows, take_rows
+from ._csr import LazyKernel, entry_rows, take_rows
 from .problem import Problem
 from .safety import GRID_SNAP, problem_memo, row_capacity_da
 
@@ -155,7 +155,7 @@ def _level_at_most(x: np.ndarray, nan: np.ndarray, levels: np.ndarray) -> np.nda
     """The largest of ``levels`` (sorted) that is ``≤ x``, 0 where none is (or ``x`` is NaN)."""
     j = np.searchsorted(levels, x, side="right")
     j[nan] = 0
-    return np.r_[0.0, levels][j]
+    return np.concatenate(([0.0], levels))[j]
 
 
 def _up_to_pilot(
@@ -183,7 +183,12 @@ def _columns0(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     limit and period, :mod:`loadopt.problem`), so they are read from the period-0 rows alone."""
     G = problem.G
     v0 = _period0(problem)
-    rows0 = np.flatnonzero(problem.row_period == 0)
+    rows0 = _rows0(problem)
+    kernel = _COLUMNS_KERNEL.get()
+    if kernel is not None:
+        pos = np.full(G.shape[1], -1, dtype=np.int64)
+        pos[v0] = np.arange(v0.size)
+        return kernel(G.indptr, G.indices, G.data, rows0, pos, v0.size)
     ptr, col, coef = take_rows(G.indptr, G.indices, G.data, rows0)
     row = rows0[entry_rows(ptr)]
     order = np.argsort(col, kind="stable")  # by column, rows ascending within one
@@ -191,6 +196,123 @@ def _columns0(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     lo = np.searchsorted(col, v0, side="left")
     hi = np.searchsorted(col, v0, side="right")
     return lo, hi, row[order], coef[order]
+
+
+def _rows0(problem: Problem) -> np.ndarray:
+    """The safety rows of period 0 (ascending)."""
+    return problem_memo(problem, "rows0", lambda p: np.flatnonzero(p.row_period == 0))
+
+
+def _columns_loop(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    rows: np.ndarray,
+    pos: np.ndarray,
+    n: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_columns0` as one counting sort: the entries of the CSR rows ``rows``
+    (ascending) by column position ``pos[col]`` (``0 ≤ pos < n``; -1: left out), rows
+    ascending within a column."""
+    cnt = np.zeros(n + 1, np.int64)
+    for r in rows:
+        for k in range(indptr[r], indptr[r + 1]):
+            j = pos[indices[k]]
+            if j >= 0:
+                cnt[j + 1] += 1
+    for j in range(n):
+        cnt[j + 1] += cnt[j]
+    nxt = cnt[:-1].copy()
+    out_row = np.empty(cnt[n], np.int64)
+    out_coef = np.empty(cnt[n], np.float64)
+    for r in rows:
+        for k in range(indptr[r], indptr[r + 1]):
+            j = pos[indices[k]]
+            if j >= 0:
+                out_row[nxt[j]] = r
+                out_coef[nxt[j]] = data[k]
+                nxt[j] += 1
+    return cnt[:-1].copy(), cnt[1:].copy(), out_row, out_coef
+
+
+def _rows_dot_loop(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, x: np.ndarray
+) -> np.ndarray:
+    """``(G @ x)[rows]`` of the CSR ``G``: each row's entries summed in order from 0, as
+    scipy's ``csr_matvec`` does (the same floating-point sums)."""
+    out = np.zeros(indptr.size - 1)
+    for r in rows:
+        s = 0.0
+        for k in range(indptr[r], indptr[r + 1]):
+            s += data[k] * x[indices[k]]
+        out[r] = s
+    return out
+
+
+def _take_room_loop(
+    js: np.ndarray,
+    add: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    row: np.ndarray,
+    coef: np.ndarray,
+    load: np.ndarray,
+    cap: np.ndarray,
+) -> np.ndarray:
+    """:func:`_take_room` for the period-0 variables ``js`` in turn (``add[i]`` deci-amps for
+    ``js[i]``): whether each was placed (``load`` updated in place)."""
+    placed = np.zeros(js.size, np.bool_)
+    for i in range(js.size):
+        j = js[i]
+        ok = True
+        for k in range(lo[j], hi[j]):
+            if not load[row[k]] + coef[k] * add[i] <= cap[row[k]]:
+                ok = False
+                break
+        if ok:
+            for k in range(lo[j], hi[j]):
+                load[row[k]] = load[row[k]] + coef[k] * add[i]
+            placed[i] = True
+    return placed
+
+
+#: The loops above compiled (:class:`loadopt._csr.LazyKernel`: once a process steps often, where
+#: numba is importable); otherwise their numpy forms run, with the same results.
+_COLUMNS_KERNEL = LazyKernel(_columns_loop)
+_ROWS_DOT_KERNEL = LazyKernel(_rows_dot_loop)
+_TAKE_ROOM_KERNEL = LazyKernel(_take_room_loop)
+
+
+def _load0_da(problem: Problem, x_da: np.ndarray, battery_a: np.ndarray | None) -> np.ndarray:
+    """``(R,)`` the load of ``x_da`` (``(V,)`` deci-amps) with the batteries' charging
+    (:func:`_storage_load_da`) on every safety row of period 0 — the only rows the give-back
+    reads (:func:`_columns0`); 0 on the others."""
+    G = problem.G
+    kernel = _ROWS_DOT_KERNEL.get()
+    if kernel is None:
+        load = np.asarray(G @ x_da, dtype=np.float64)
+    else:
+        load = kernel(G.indptr, G.indices, G.data, _rows0(problem), x_da)
+    st = problem.storage
+    if st is not None and battery_a is not None and st.bc_ub.size:
+        load = load + _storage_load_da(problem, battery_a)
+    return load
+
+
+def _place(
+    problem: Problem, js: np.ndarray, add: np.ndarray, load: np.ndarray, cap: np.ndarray
+) -> np.ndarray:
+    """Raise the period-0 variables ``js`` (positions in :func:`_period0`) in turn by ``add``
+    deci-amps each where every row they are in keeps room (:func:`_take_room`; ``load`` updated
+    in place): ``(len(js),)`` whether each was."""
+    cols = problem_memo(problem, "columns0", _columns0)
+    kernel = _TAKE_ROOM_KERNEL.get()
+    if kernel is not None:
+        return kernel(js, add, *cols, load, cap)
+    placed = np.zeros(js.size, dtype=bool)
+    for i, j in enumerate(js.tolist()):
+        placed[i] = _take_room(cols, j, add[i], load, cap)
+    return placed
 
 
 def _storage_load_da(problem: Problem, battery_a: np.ndarray | None) -> np.ndarray:
@@ -253,14 +375,13 @@ def round_to_pilots(
         return down
     x_da = np.floor(problem.gather(down) * 10.0 + GRID_SNAP)
     cap = problem_memo(problem, "cap", row_capacity_da)
-    load = problem.G @ x_da + _storage_load_da(problem, battery_a)
-    cols = problem_memo(problem, "columns0", _columns0)
+    load = _load0_da(problem, x_da, battery_a)
     dep = problem.session_departure_h[sess]
-    for j in np.flatnonzero(lost)[np.argsort(dep[lost], kind="stable")]:
-        v = int(v0[j])
-        add = np.floor(up[j] * 10.0 + GRID_SNAP) - x_da[v]
-        if _take_room(cols, j, add, load, cap):
-            x_da[v] += add
+    js = np.flatnonzero(lost)[np.argsort(dep[lost], kind="stable")]
+    # each variable is visited once: what it is raised by is known before the loop
+    add = np.floor(up[js] * 10.0 + GRID_SNAP) - x_da[v0[js]]
+    placed = _place(problem, js, add, load, cap)
+    x_da[v0[js[placed]]] += add[placed]
     return problem.dense(x_da / 10.0)
 
 
@@ -315,18 +436,16 @@ def pilot_fixings(
     raised = gap & (got > below + 1e-9)
     floor[v0[raised]] = np.maximum(floor[v0[raised]], got[raised])
     cap = problem_memo(problem, "cap", row_capacity_da)
-    load = problem.G @ np.ceil(floor * 10.0 - GRID_SNAP) + _storage_load_da(problem, battery_a)
-    cols = problem_memo(problem, "columns0", _columns0)
+    load = _load0_da(problem, np.ceil(floor * 10.0 - GRID_SNAP), battery_a)
     dep = problem.session_departure_h[sess]
-    placed = 0
-    for j in np.flatnonzero(hold)[np.argsort(dep[hold], kind="stable")]:
-        v = int(v0[j])
-        add = np.ceil(above[j] * 10.0 - GRID_SNAP) - np.ceil(floor[v] * 10.0 - GRID_SNAP)
-        if add > 0 and _take_room(cols, j, add, load, cap):
-            floor[v] = above[j]
-            placed += 1
-    if not placed:
+    js = np.flatnonzero(hold)[np.argsort(dep[hold], kind="stable")]
+    # each variable is visited once: its step up is known before the loop (none: skipped)
+    add = np.ceil(above[js] * 10.0 - GRID_SNAP) - np.ceil(floor[v0[js]] * 10.0 - GRID_SNAP)
+    js, add = js[add > 0], add[add > 0]
+    placed = _place(problem, js, add, load, cap)
+    if not placed.any():
         return None
+    floor[v0[js[placed]]] = above[js[placed]]
     down_only = gap & ~nearer_up & ~raised
     ub[v0[down_only]] = np.maximum(below[down_only], floor[v0[down_only]])
     # a session full within period 0: its energy row caps what the LP can give it there
