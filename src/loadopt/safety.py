@@ -52,6 +52,11 @@ from .problem import (
 )
 from .wiring import zonotope_max_abs
 
+try:  # scipy's compiled sparse kernels (private module; the public product is the fallback)
+    from scipy.sparse._sparsetools import csc_matvecs as _csc_matvecs
+except ImportError:  # pragma: no cover - other scipy layouts
+    _csc_matvecs = None
+
 #: Energy-state tolerance (kWh) of the check: float sums over a horizon.
 SOC_TOL_KWH = 1e-6
 
@@ -386,6 +391,10 @@ def soc_path(
     )
 
 
+_NONE = np.zeros(0, dtype=np.intp)
+_NONE.setflags(write=False)
+
+
 def violations(
     problem: Problem,
     current: np.ndarray,
@@ -426,6 +435,8 @@ def violations(
     sid = problem.session_ids
 
     def first(mask: np.ndarray) -> np.ndarray:
+        if not mask.any():  # the common case: cheaper than finding nothing
+            return _NONE
         return np.flatnonzero(mask.ravel())[: left - len(out)]
 
     fin = np.isfinite(current)
@@ -729,7 +740,7 @@ def line_current_magnitudes(
     if n_phases is None:
         # every line's sum, then the exact ones: cheaper than slicing the sparse columns, and
         # the same sums (each line's terms are added in session order either way)
-        Z = (C.T @ cur)[groups]
+        Z = _transposed_product(C, cur)[groups]
     else:
         C = C[:, groups]
         one = np.asarray(n_phases) == 1
@@ -738,6 +749,19 @@ def line_current_magnitudes(
         )
     Z = np.asarray(Z) + problem.line_base[groups, None] * problem.base_load_a[None, :]
     return np.abs(Z) + problem.line_reserved_a[groups], problem.line_limit[groups], groups
+
+
+def _transposed_product(C: sp.csr_matrix, cur: np.ndarray) -> np.ndarray:
+    """``C.T @ cur`` (``C`` CSR ``(S, K)``, ``cur`` ``(S, T)``) by scipy's own CSC kernel on
+    ``C``'s arrays — the product ``C.T @ cur`` computes, entry for entry, without building the
+    transposed matrix object (its format checks cost more than the sums at a step's sizes)."""
+    if _csc_matvecs is None or C.format != "csr" or cur.ndim != 2:
+        return np.asarray(C.T @ cur)
+    S, K = C.shape
+    out = np.zeros((K, cur.shape[1]), dtype=np.result_type(C.dtype, cur.dtype))
+    x = np.ascontiguousarray(cur, dtype=out.dtype)
+    _csc_matvecs(K, S, cur.shape[1], C.indptr, C.indices, C.data, x.ravel(), out.ravel())
+    return out
 
 
 def _pv_a(problem: Problem) -> np.ndarray:
