@@ -400,3 +400,107 @@ def test_a_safety_row_holds_the_variables_of_its_own_period_only():
         G = p.G.tocoo()
         assert G.nnz
         np.testing.assert_array_equal(p.row_period[G.row], p.var_period[G.col])
+
+
+@pytest.fixture
+def pilot_loops(monkeypatch):
+    """Run the pilot helpers with their compiled loops (``True``) or their numpy forms."""
+    from loadopt import pilots
+
+    from loadopt._csr import LazyKernel
+
+    kernels = (pilots._COLUMNS_KERNEL, pilots._ROWS_DOT_KERNEL, pilots._TAKE_ROOM_KERNEL)
+    jitted = {k: LazyKernel(k.func).get(force=True) for k in kernels}
+
+    def use(compiled: bool) -> None:
+        for k in kernels:
+            monkeypatch.setattr(k, "done", True)
+            monkeypatch.setattr(k, "kernel", jitted[k] if compiled else None)
+            if compiled:
+                assert k.kernel is not None
+
+    return use
+
+
+def test_pilot_loops_compiled_and_numpy_give_the_same_schedules(pilot_loops):
+    """The give-back, the fixings, the period-0 columns and row loads: compiled loops and numpy
+    forms agree value for value (a JPL day, tree sites in amps and 8 A steps, batteries)."""
+    from loadopt.acn import acn_scenario
+    from loadopt.pilots import _columns0, _load0_da, _rows0
+    from loadopt.synthetic import v2g_scenario
+
+    problems = [
+        acn_scenario("2019-05-07", step_s=300).compile(),
+        tree_problem([5.0, 9.0, 2.0, 7.0, 12.0], [1.0, 3.0, 2.0, 0.5, 4.0], 50.0, 20.0),
+        tree_problem([5.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0], 40.0, 17.0, steps=STEPS),
+        v2g_scenario(12, n_periods=24)[0].compile(),
+    ]
+    rng = np.random.default_rng(7)
+    fixed = raised = 0
+    for p in problems:
+        st_ = p.storage
+        bat = (
+            None
+            if st_ is None
+            else rng.uniform(-5.0, 5.0, (st_.n_batteries, p.n_periods)).round(1)
+        )
+        plans = [
+            rng.uniform(0.0, 1.0, (p.n_sessions, p.n_periods)) * p.session_max_current[:, None]
+            for _ in range(6)
+        ]
+        got = {}
+        for compiled in (False, True):
+            pilot_loops(compiled)
+            out = []
+            for plan in plans:
+                q = replace(p)  # its own memo
+                r = round_to_pilots(q, plan, battery_a=bat)
+                out.append((r, pilot_fixings(q, plan, r, battery_a=bat)))
+                x = np.floor(q.gather(plan) * 10.0)
+                load = _load0_da(q, x, bat)
+                rows0 = _rows0(q)
+                ref = (q.G @ x)[rows0]
+                if st_ is not None and bat is not None and st_.bc_ub.size:
+                    from loadopt.pilots import _storage_load_da
+
+                    ref = ref + _storage_load_da(q, bat)[rows0]
+                np.testing.assert_array_equal(load[rows0], ref)
+                lo_, hi_, rows, coef = _columns0(q)
+                Gc = q.G.tocsc()
+                for j, v in enumerate(np.flatnonzero(q.var_period == 0)):
+                    sl = slice(Gc.indptr[v], Gc.indptr[v + 1])
+                    np.testing.assert_array_equal(rows[lo_[j] : hi_[j]], Gc.indices[sl])
+                    np.testing.assert_array_equal(coef[lo_[j] : hi_[j]], Gc.data[sl])
+            got[compiled] = out
+        grid, stepped = pilot_grid(p)
+        for plan, (ra, fa), (rb, fb) in zip(plans, got[False], got[True], strict=True):
+            np.testing.assert_array_equal(ra, rb)
+            down = down_to_pilot(plan[:, 0], grid, stepped, p.session_min_current)
+            raised += bool((ra[:, 0] > np.floor(down * 10.0 + 1e-6) / 10.0 + 1e-9).any())
+            assert (fa is None) == (fb is None)
+            fixed += fa is not None
+            for a, b in zip(fa or (), fb or (), strict=True):
+                np.testing.assert_array_equal(a, b)
+    assert raised >= 3 and fixed >= 3  # both loops ran
+
+
+def test_transposed_product_is_the_scipy_product():
+    """The exact line check's ``C.T @ cur`` without the transposed matrix object: the same
+    numbers bit for bit (complex and real, any memory layout), and scipy's product where the
+    kernel does not apply."""
+    import scipy.sparse as sp
+
+    from loadopt import safety
+
+    rng = np.random.default_rng(3)
+    C = sp.random(40, 18, density=0.15, format="csr", random_state=4)
+    Cz = C.astype(np.complex128)
+    Cz.data = C.data * np.exp(1j * rng.uniform(0.0, 6.3, C.nnz))
+    cur = rng.uniform(0.0, 32.0, (40, 30)).round(1)
+    for M in (C, Cz):
+        for x in (cur, cur[:, ::3], np.asfortranarray(cur), cur[:, :0]):
+            ref = M.T @ x
+            got = safety._transposed_product(M, x)
+            assert got.dtype == ref.dtype and got.shape == ref.shape
+            assert got.tobytes() == np.ascontiguousarray(ref).tobytes()
+    np.testing.assert_array_equal(safety._transposed_product(Cz.tocsc(), cur), Cz.T @ cur)
