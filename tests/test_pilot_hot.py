@@ -286,6 +286,28 @@ def test_down_to_pilot_is_the_level_by_level_formula(data):
         np.testing.assert_array_equal(
             down_to_pilot(x, grid, stepped, min_a), down_reference(x, grid, stepped, min_a)
         )
+    # the next pilot up: one binary search per level set = the smallest level above, directly
+    from loadopt.pilots import _up
+
+    ladder = np.full((2, width), np.inf)
+    for k, a in enumerate(sets):
+        ladder[k, : a.size] = a
+    max_a = np.array(data.draw(st.lists(st.floats(0, 40), min_size=S, max_size=S)))
+    x = lim[:, 0]
+    np.testing.assert_array_equal(
+        _up(x, ladder, np.array(kind, dtype=np.int64), min_a, max_a),
+        up_reference(x, grid, stepped, min_a, max_a),
+    )
+
+
+def up_reference(limit, grid, stepped, min_a, max_a):
+    """The next pilot up by comparing every level (the formula before the binary search)."""
+    up = np.where(limit + 1e-9 < min_a, min_a, limit)
+    if stepped.any():
+        above = np.where(grid > limit[:, None] + 1e-9, grid, np.inf).min(axis=1)
+        above = np.maximum(above, min_a)
+        up = np.where(stepped, above, up)
+    return np.where(up <= max_a + 1e-9, up, limit)
 
 
 def test_pilot_grid_and_period0_columns_are_the_direct_ones():

@@ -26,6 +26,7 @@ and a limit below the minimum as 0 — the capacity above it is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -36,11 +37,10 @@ from .safety import GRID_SNAP, problem_memo, row_capacity_da
 
 @dataclass(frozen=True, eq=False)
 class _Grid:
-    """A problem's pilots: ``grid``/``stepped`` of :func:`pilot_grid`; ``sets`` the distinct
-    rows of ``grid`` among stepped sessions and ``set_of`` (``(S,)``) each session's (-1:
-    continuous EVSE)."""
+    """A problem's pilots: ``stepped`` (``(S,)`` whether the EVSE has steps), ``sets`` the
+    distinct level sets of the site's EVSEs (:func:`_level_sets`) and ``set_of`` (``(S,)``)
+    each session's (-1: continuous EVSE); ``grid`` of :func:`pilot_grid` on request."""
 
-    grid: np.ndarray
     stepped: np.ndarray
     sets: np.ndarray
     set_of: np.ndarray
@@ -50,14 +50,22 @@ class _Grid:
         e = np.asarray(problem.session_evse, dtype=np.int64)
         has = np.asarray(problem.evse_has_levels, dtype=bool)[e]
         evse_set, sets = _level_sets(problem)
-        n = np.isfinite(sets).sum(axis=1)[evse_set[e]] if has.any() else np.zeros(e.size, int)
-        width = int(n[has].max()) if has.any() else 1
-        grid = np.full((e.size, width), np.inf)
         set_of = np.where(has, evse_set[e], -1)
-        grid[has] = sets[set_of[has], :width]
-        for a in (grid, has, set_of):
+        for a in (has, set_of):
             a.setflags(write=False)  # shared by every call on this problem
-        return cls(grid, has, sets, set_of)
+        return cls(has, sets, set_of)
+
+    @cached_property
+    def grid(self) -> np.ndarray:
+        """``(S, L)`` each session's levels (A, sorted, ``+inf`` padded to the widest set in
+        use)."""
+        has, sets, set_of = self.stepped, self.sets, self.set_of
+        n = np.isfinite(sets).sum(axis=1)[set_of] if has.any() else np.zeros(has.size, int)
+        width = int(n[has].max()) if has.any() else 1
+        grid = np.full((has.size, width), np.inf)
+        grid[has] = sets[set_of[has], :width]
+        grid.setflags(write=False)
+        return grid
 
 
 #: The distinct level sets of the EVSEs of a site, by its compiled levels (they change with the
@@ -158,17 +166,32 @@ def _level_at_most(x: np.ndarray, nan: np.ndarray, levels: np.ndarray) -> np.nda
     return np.concatenate(([0.0], levels))[j]
 
 
-def _up_to_pilot(
-    limit: np.ndarray, grid: np.ndarray, stepped: np.ndarray, min_a: np.ndarray, max_a: np.ndarray
+def _up(
+    limit: np.ndarray, sets: np.ndarray, set_of: np.ndarray, min_a: np.ndarray, max_a: np.ndarray
 ) -> np.ndarray:
     """``(S,)``: the smallest pilot above ``limit`` (the next step; the minimum for a continuous
-    EVSE below it), capped at ``max_a``; ``limit`` itself where there is none."""
+    EVSE below it), capped at ``max_a``; ``limit`` itself where there is none. Level sets as in
+    :func:`_down`: one binary search per level set (the first level ``> limit + 1e-9``)."""
     up = np.where(limit + 1e-9 < min_a, min_a, limit)
+    stepped = set_of >= 0
     if stepped.any():
-        above = np.where(grid > limit[:, None] + 1e-9, grid, np.inf).min(axis=1)
+        x = limit + 1e-9
+        if stepped.all() and (set_of == set_of[0]).all():  # one kind of EVSE
+            above = _level_above(x, sets[set_of[0]])
+        else:
+            above = np.full(limit.shape, np.inf)
+            for k in np.unique(set_of[stepped]):
+                rows = np.flatnonzero(set_of == k)
+                above[rows] = _level_above(x[rows], sets[k])
         above = np.maximum(above, min_a)
         up = np.where(stepped, above, up)
     return np.where(up <= max_a + 1e-9, up, limit)
+
+
+def _level_above(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The smallest of ``levels`` (sorted) that is ``> x``, ``+inf`` where none is (or ``x`` is
+    NaN: NaN sorts last)."""
+    return np.concatenate((levels, [np.inf]))[np.searchsorted(levels, x, side="right")]
 
 
 def _period0(problem: Problem) -> np.ndarray:
@@ -357,7 +380,6 @@ def round_to_pilots(
     if S == 0 or T == 0:
         return cur.copy()
     g = _grid(problem)
-    grid, stepped = g.grid, g.stepped
     min_a = problem.session_min_current
     down = _down(cur, g.sets, g.set_of, min_a)
     down = np.floor(down * 10.0 + GRID_SNAP) / 10.0
@@ -368,7 +390,7 @@ def round_to_pilots(
     want = cur[sess, 0]
     got = down[sess, 0]
     ub = problem.var_ub[v0]
-    up = _up_to_pilot(got, grid[sess], stepped[sess], min_a[sess], ub)
+    up = _up(got, g.sets, g.set_of[sess], min_a[sess], ub)
     # raise only what rounding took away (the plan wanted more than the step below gives)
     lost = (want > got + 1e-6) & (up > got + 1e-9)
     if not lost.any():
@@ -411,14 +433,13 @@ def pilot_fixings(
     if S == 0 or T == 0 or v0.size == 0:
         return None
     g = _grid(problem)
-    grid, stepped = g.grid, g.stepped
     min_a = problem.session_min_current
     sess = problem.var_session[v0]
     want = np.asarray(planned, dtype=np.float64)[sess, 0]
     got = np.asarray(rounded, dtype=np.float64)[sess, 0]
     ub0 = problem.var_ub[v0]
     below = _down(want, g.sets, g.set_of[sess], min_a[sess])
-    above = _up_to_pilot(below, grid[sess], stepped[sess], min_a[sess], ub0)
+    above = _up(below, g.sets, g.set_of[sess], min_a[sess], ub0)
     gap = (above > below + 1e-9) & (want > below + 1e-6)
     if not gap.any():
         return None
