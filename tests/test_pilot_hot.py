@@ -428,7 +428,6 @@ def test_a_safety_row_holds_the_variables_of_its_own_period_only():
 def pilot_loops(monkeypatch):
     """Run the pilot helpers with their compiled loops (``True``) or their numpy forms."""
     from loadopt import pilots
-
     from loadopt._csr import LazyKernel
 
     kernels = (pilots._COLUMNS_KERNEL, pilots._ROWS_DOT_KERNEL, pilots._TAKE_ROOM_KERNEL)
@@ -462,9 +461,7 @@ def test_pilot_loops_compiled_and_numpy_give_the_same_schedules(pilot_loops):
     for p in problems:
         st_ = p.storage
         bat = (
-            None
-            if st_ is None
-            else rng.uniform(-5.0, 5.0, (st_.n_batteries, p.n_periods)).round(1)
+            None if st_ is None else rng.uniform(-5.0, 5.0, (st_.n_batteries, p.n_periods)).round(1)
         )
         plans = [
             rng.uniform(0.0, 1.0, (p.n_sessions, p.n_periods)) * p.session_max_current[:, None]
