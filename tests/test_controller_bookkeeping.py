@@ -195,3 +195,43 @@ def test_check_sessions_matches_the_former_loop() -> None:
             assert got == want
         assert as_sessions(sessions) == tuple(sessions)
         assert all(a is b for a, b in zip(as_sessions(sessions), sessions, strict=True))
+
+
+def test_dense_and_gather_match_the_two_index_form() -> None:
+    """``Problem.dense`` / ``gather`` by one flat index give what ``out[vs, vt]`` gave, also for
+    a wider array, a view and a non-float input."""
+    from datetime import UTC, datetime, timedelta
+
+    import loadopt as lo
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    site = lo.Site(
+        id="s",
+        nodes=[lo.Node(id="root", max_current=(63, 63, 63))],
+        evses=[lo.Evse(id=f"e{k}", node="root", charge_point_id=f"cp{k}") for k in range(4)],
+    )
+    sessions = [
+        lo.Session(
+            id=f"v{k}",
+            evse=f"e{k}",
+            arrival=t + timedelta(minutes=20 * k),
+            departure=t + timedelta(hours=1 + k),
+            energy_kwh=5.0,
+        )
+        for k in range(4)
+    ]
+    p = lo.compile_problem(site, sessions, lo.Horizon(start=t, step_s=900, n_periods=8))
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 32, p.n_vars)
+    ref = np.full((p.n_sessions, p.n_periods), -1.0)
+    ref[p.var_session, p.var_period] = x
+    np.testing.assert_array_equal(p.dense(x, fill=-1.0), ref)
+    assert p.dense(x).flags.c_contiguous and p.dense(x).dtype == np.float64
+    cur = rng.uniform(0, 32, (p.n_sessions, p.n_periods))
+    for c in (cur, np.asfortranarray(cur), cur.astype(np.float32), cur.round().astype(np.int64)):
+        got = p.gather(c)
+        want = c[p.var_session, p.var_period]
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    wide = rng.uniform(0, 32, (p.n_sessions, p.n_periods + 3))
+    np.testing.assert_array_equal(p.gather(wide), wide[p.var_session, p.var_period])

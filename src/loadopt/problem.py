@@ -325,9 +325,10 @@ class Problem:
         numpy.ndarray
             ``(S, T)``.
         """
-        out = np.full((self.n_sessions, self.n_periods), fill, dtype=np.float64)
-        out[self.var_session, self.var_period] = x
-        return out
+        S, T = self.n_sessions, self.n_periods
+        out = np.full(S * T, fill, dtype=np.float64)
+        out[self._var_flat] = x
+        return out.reshape(S, T)
 
     def gather(self, current: np.ndarray) -> np.ndarray:
         """The per-variable vector of a ``(S, T)`` array.
@@ -342,4 +343,15 @@ class Problem:
         numpy.ndarray
             ``(V,)``, in variable order (``var_session``, ``var_period``).
         """
+        if isinstance(current, np.ndarray) and current.shape == (self.n_sessions, self.n_periods):
+            return current.reshape(-1)[self._var_flat]
         return current[self.var_session, self.var_period]
+
+    @cached_property
+    def _var_flat(self) -> np.ndarray:
+        """(V,) each variable's position in a C-ordered ``(S, T)`` array (``s * T + t``):
+        one flat index instead of two (:meth:`dense`, :meth:`gather` run several times per
+        control step); built once, read-only."""
+        flat = self.var_session.astype(np.intp) * self.n_periods + self.var_period
+        flat.setflags(write=False)
+        return flat
