@@ -372,9 +372,9 @@ class _Sessions(_ControllerState):
     def _delivered_estimate(self, st: _SessionState, now: datetime) -> float:
         """Cumulative kWh at ``now``: last reading + what the vehicle drew since (estimated)."""
         since = st.delivered_at or st.session.arrival
-        dt_h = max((now - since).total_seconds(), 0.0) / 3600.0  # a clock going back adds 0
-        if dt_h <= 0:
-            return st.delivered_kwh
+        if now <= since:  # nothing since (the common case: read at this step); a clock going
+            return st.delivered_kwh  # back adds 0
+        dt_h = (now - since).total_seconds() / 3600.0
         rate_a = st.measured_a if st.measured_a is not None else (st.last_limit_a or 0.0)
         if st.last_limit_a is not None:
             rate_a = min(rate_a, st.last_limit_a)
