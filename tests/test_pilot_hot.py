@@ -523,3 +523,24 @@ def test_transposed_product_is_the_scipy_product():
             assert got.dtype == ref.dtype and got.shape == ref.shape
             assert got.tobytes() == np.ascontiguousarray(ref).tobytes()
     np.testing.assert_array_equal(safety._transposed_product(Cz.tocsc(), cur), Cz.T @ cur)
+
+
+def test_projection_keeps_capacities_only_of_read_only_limits():
+    """``project`` keeps the row capacities and maxima on a compiled problem (read-only arrays,
+    shared with the pilot step) and recomputes them where the limits are writable arrays: a
+    limit lowered in place after one projection is honoured by the next."""
+    from loadopt.safety import project, violations
+
+    p = tree_problem([20.0] * 5, [3.0] * 5, 50.0, 20.0)
+    assert not p.h.flags.writeable
+    want = np.full((p.n_sessions, p.n_periods), 32.0)
+    first = project(p, want)
+    assert "cap" in p.__dict__["_memo"] and "ub_da" in p.__dict__["_memo"]
+    np.testing.assert_array_equal(project(p, want), first)
+    q = replace(p, h=np.array(p.h), var_ub=np.array(p.var_ub))
+    np.testing.assert_array_equal(project(q, want), first)
+    q.h[:] = q.h / 2.0
+    q.var_ub[:] = np.minimum(q.var_ub, 7.0)
+    half = project(q, want)
+    assert not violations(q, half)
+    assert half.max() <= 7.0 and half.sum() < first.sum()

@@ -169,7 +169,7 @@ def project(
     if problem.storage is not None:  # energy ceilings apply to charging too
         return project_storage(problem, current, min_current=min_current, max_passes=max_passes)[0]
     x = to_deciamps(problem.gather(current))
-    x = np.minimum(x, np.floor(problem.var_ub * 10.0 + GRID_SNAP))
+    x = np.minimum(x, _frozen_memo(problem, "ub_da", _ub_da, problem.var_ub))
     x = _project_da(problem, x, max_passes)
     if min_current is not None:
         min_da = np.ceil(np.asarray(min_current, dtype=np.float64) * 10.0 - GRID_SNAP)
@@ -180,7 +180,26 @@ def project(
 def _project_da(problem: Problem, x: np.ndarray, max_passes: int) -> np.ndarray:
     if problem.G.shape[0] == 0:
         return x
-    return _shrink(problem.G, row_capacity_da(problem), x, max_passes)
+    # kept on a compiled problem: the controller's pilot step reads the same capacities
+    return _shrink(
+        problem.G, _frozen_memo(problem, "cap", row_capacity_da, problem.h), x, max_passes
+    )
+
+
+def _frozen_memo(
+    problem: Problem, key: str, build: Callable[[Problem], np.ndarray], source: np.ndarray
+) -> np.ndarray:
+    """:func:`problem_memo` where the array it is derived from is read-only (a compiled
+    problem's), else computed afresh: the projection never relies on a value kept from an array
+    someone could still change."""
+    if source.flags.writeable:
+        return build(problem)
+    return problem_memo(problem, key, build)
+
+
+def _ub_da(problem: Problem) -> np.ndarray:
+    """``(V,)`` each variable's maximum in whole deci-amps."""
+    return np.floor(problem.var_ub * 10.0 + GRID_SNAP)
 
 
 def _shrink(G: sp.csr_matrix, cap: np.ndarray, x: np.ndarray, max_passes: int) -> np.ndarray:
@@ -604,7 +623,7 @@ def _check_facts(
     plugged[problem.var_session, problem.var_period] = True
     return (
         plugged,
-        np.floor(problem.var_ub * 10.0 + GRID_SNAP),
+        problem_memo(problem, "ub_da", _ub_da),
         problem.row_kind == ROW_NODE_CURRENT,
         (problem.row_kind == ROW_LINE_FACET) | (problem.row_kind == ROW_PRIMARY_FACET),
         np.floor(problem.h * 10.0),
@@ -755,7 +774,12 @@ def _transposed_product(C: sp.csr_matrix, cur: np.ndarray) -> np.ndarray:
     """``C.T @ cur`` (``C`` CSR ``(S, K)``, ``cur`` ``(S, T)``) by scipy's own CSC kernel on
     ``C``'s arrays — the product ``C.T @ cur`` computes, entry for entry, without building the
     transposed matrix object (its format checks cost more than the sums at a step's sizes)."""
-    if _csc_matvecs is None or C.format != "csr" or cur.ndim != 2:
+    if (
+        _csc_matvecs is None
+        or C.format != "csr"
+        or cur.ndim != 2
+        or C.indptr.dtype != C.indices.dtype
+    ):
         return np.asarray(C.T @ cur)
     S, K = C.shape
     out = np.zeros((K, cur.shape[1]), dtype=np.result_type(C.dtype, cur.dtype))
