@@ -51,6 +51,8 @@ def solve_separable(lp: LinearProgram) -> SolverResult | None:
     if lp.integrality is not None and np.any(lp.integrality):
         return None
     n = int(lp.n_cols)
+    if lp.A.nnz > n:  # more entries than columns: some column is in two rows
+        return None
     A = lp.A.tocsc() if lp.A.format != "csc" else lp.A
     nnz = np.diff(A.indptr)
     if n == 0 or np.any(nnz > 1):
