@@ -544,3 +544,25 @@ def test_projection_keeps_capacities_only_of_read_only_limits():
     half = project(q, want)
     assert not violations(q, half)
     assert half.max() <= 7.0 and half.sum() < first.sum()
+
+
+def test_hot_resolve_with_fairness_is_the_cold_optimum_or_declined():
+    """With a fairness reward, a session whose every column is cut to 0 A has no fairness row in
+    the rebuilt LP; kept in the hot model it would force the served fraction ``z`` to 0 (another
+    optimum): the hot re-solve must give the cold optimum or step aside."""
+    site = tree_site(40.0, 20.0)
+    ids = ("a0", "a1", "b0", "b1", "m0")
+    sessions = [
+        session(f"s{k}", e, 20.0, dep_h=1.5, phases=3 if e == "m0" else 1)
+        for k, e in enumerate(ids)
+    ]
+    p = lo.compile_problem(site, sessions, horizon(6, 900), objective=lo.Objective(fairness=50.0))
+    ub = p.var_ub.copy()
+    ub[p.var_session == 0] = 0.0
+    hot, cold = hot_and_cold(p, np.zeros(p.n_vars), ub, p.h.copy())
+    if hot is not None:
+        same_optimum(hot, cold)
+    floor, ub, h = np.zeros(p.n_vars), p.var_ub.copy(), p.h.copy()
+    ub[(p.var_session == 0) & (p.var_period == 0)] = 0.0  # room left: still done hot
+    hot, cold = hot_and_cold(p, floor, ub, h)
+    same_optimum(hot, cold)

@@ -609,7 +609,8 @@ def tightened_bounds(
     that can bind at the new column bounds is added back. The objective does not depend on
     the bounds. Same feasible set, same objective: the optimum of building the tightened LP
     (up to build_lp's own 1e-12 tolerance on dropped rows). Not for storage problems or LPs
-    with binaries (None).
+    with binaries, nor where a session with a fairness row is left without room (the rebuilt LP
+    has no fairness row for it; None).
     """
     V, M = problem.n_vars, problem.G.shape[0]
     if problem.storage is not None or lp.integrality is not None or "r" not in lp.cols:
@@ -639,6 +640,12 @@ def tightened_bounds(
         return None
     old_lb, old_ub = lp.col_lb[blk.slice], lp.col_ub[blk.slice]
     new_ub = np.minimum(ub_all[cols], old_ub)
+    fair = lp.rows.get("fairness")
+    if fair is not None:  # build_lp gives a session left without room no fairness row (z free)
+        room = np.zeros(problem.n_sessions, dtype=bool)
+        room[problem.var_session[cols[new_ub > 0]]] = True
+        if not room[fair.index].all():
+            return None
     new_lb = np.minimum(floor_a[cols], new_ub)
     ch = np.flatnonzero((new_lb != old_lb) | (new_ub != old_ub))
     rows = np.zeros(0, dtype=np.int64)
