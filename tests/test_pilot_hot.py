@@ -539,11 +539,15 @@ def test_projection_keeps_capacities_only_of_read_only_limits():
     np.testing.assert_array_equal(project(p, want), first)
     q = replace(p, h=np.array(p.h), var_ub=np.array(p.var_ub))
     np.testing.assert_array_equal(project(q, want), first)
+    assert not violations(q, first)  # the check and the pilot step keep nothing of q's limits
+    round_to_pilots(q, first)
     q.h[:] = q.h / 2.0
     q.var_ub[:] = np.minimum(q.var_ub, 7.0)
+    assert violations(q, first)
     half = project(q, want)
     assert not violations(q, half)
     assert half.max() <= 7.0 and half.sum() < first.sum()
+    assert not violations(q, round_to_pilots(q, half))
 
 
 def test_hot_resolve_with_fairness_is_the_cold_optimum_or_declined():

@@ -32,7 +32,7 @@ import numpy as np
 
 from ._csr import LazyKernel, entry_rows, take_rows
 from .problem import Problem
-from .safety import GRID_SNAP, problem_memo, row_capacity_da
+from .safety import GRID_SNAP, _frozen_memo, problem_memo, row_capacity_da
 
 
 @dataclass(frozen=True, eq=False)
@@ -396,7 +396,7 @@ def round_to_pilots(
     if not lost.any():
         return down
     x_da = np.floor(problem.gather(down) * 10.0 + GRID_SNAP)
-    cap = problem_memo(problem, "cap", row_capacity_da)
+    cap = _frozen_memo(problem, "cap", row_capacity_da, problem.h)
     load = _load0_da(problem, x_da, battery_a)
     dep = problem.session_departure_h[sess]
     js = np.flatnonzero(lost)[np.argsort(dep[lost], kind="stable")]
@@ -456,7 +456,7 @@ def pilot_fixings(
     # what the give-back raised stays raised (it fitted, with the batteries' charging)
     raised = gap & (got > below + 1e-9)
     floor[v0[raised]] = np.maximum(floor[v0[raised]], got[raised])
-    cap = problem_memo(problem, "cap", row_capacity_da)
+    cap = _frozen_memo(problem, "cap", row_capacity_da, problem.h)
     load = _load0_da(problem, np.ceil(floor * 10.0 - GRID_SNAP), battery_a)
     dep = problem.session_departure_h[sess]
     js = np.flatnonzero(hold)[np.argsort(dep[hold], kind="stable")]

@@ -483,7 +483,11 @@ def violations(
         )
     if len(out) >= left:
         return out
-    plugged, ub_da, is_cur, model, h_da = problem_memo(problem, "violations", _check_facts)
+    plugged, ub_da, is_cur, model, h_da = (
+        _check_facts(problem)  # limits someone can still change: nothing kept
+        if problem.h.flags.writeable or problem.var_ub.flags.writeable
+        else problem_memo(problem, "violations", _check_facts)
+    )
     for f in first(~plugged & (da > 0)):
         i, t = divmod(int(f), T)
         out.append(Violation("not plugged in", f"session {sid[i]!r}", t, float(current[i, t]), 0.0))
@@ -623,7 +627,7 @@ def _check_facts(
     plugged[problem.var_session, problem.var_period] = True
     return (
         plugged,
-        problem_memo(problem, "ub_da", _ub_da),
+        _frozen_memo(problem, "ub_da", _ub_da, problem.var_ub),
         problem.row_kind == ROW_NODE_CURRENT,
         (problem.row_kind == ROW_LINE_FACET) | (problem.row_kind == ROW_PRIMARY_FACET),
         np.floor(problem.h * 10.0),
