@@ -98,6 +98,16 @@ def test_not_separable_or_not_positive_is_left_to_highs():
     binary = _lp([0], [1.0], [1.0], [0.0], [1.0], [0.0], [1.0])
     binary.integrality = np.array([1])
     assert solve_separable(binary) is None
+    # a row whose bounds cross inside the activity it can reach: infeasible (HiGHS says so)
+    crossed = _lp([0, 0], [1.0, 1.0], [1.0, 1.0], [0, 0], [10, 10], [5.0], [3.0])
+    assert solve_separable(crossed) is None
+    assert _highs(crossed).status is SolverStatus.INFEASIBLE
+    # NaN in a cost or a bound: not a sortable LP
+    for k in range(3):
+        vals = [[1.0, 1.0], [0.0, 0.0], [10.0, 10.0]]
+        vals[k][1] = np.nan
+        bad = _lp([0, 1], [1.0, 1.0], vals[0], vals[1], vals[2], [5.0, 1.0], [6.0, 2.0])
+        assert solve_separable(bad) is None, k
 
 
 def _site(grid_a: float) -> lo.Site:

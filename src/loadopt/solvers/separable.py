@@ -60,8 +60,8 @@ def solve_separable(lp: LinearProgram) -> SolverResult | None:
     c = np.asarray(lp.c, dtype=np.float64)
     lo = np.asarray(lp.col_lb, dtype=np.float64)
     up = np.asarray(lp.col_ub, dtype=np.float64)
-    if np.any(lo > up) or np.any(np.isneginf(lo)):
-        return None
+    if np.any(lo > up) or np.any(np.isneginf(lo)) or np.isnan(c @ c + lo @ lo + up @ up):
+        return None  # (NaN anywhere in c, lo, up: the squares sum to NaN)
     x = lo.copy()
     free = nnz == 0
     if free.any():  # in no row: the bound the cost prefers
@@ -72,6 +72,8 @@ def solve_separable(lp: LinearProgram) -> SolverResult | None:
     in_row = np.flatnonzero(~free)
     r_lo = np.asarray(lp.row_lb, dtype=np.float64)
     r_hi = np.asarray(lp.row_ub, dtype=np.float64)
+    if np.any(r_lo > r_hi + _TOL) or np.isnan(r_lo @ r_lo + r_hi @ r_hi):
+        return None  # a row no activity satisfies (or NaN): HiGHS says so properly
     if in_row.size == 0 and (np.any(r_lo > _TOL) or np.any(r_hi < -_TOL)):
         return None  # a row without columns that 0 does not satisfy: infeasible
     if in_row.size:
