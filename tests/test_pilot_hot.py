@@ -570,3 +570,29 @@ def test_hot_resolve_with_fairness_is_the_cold_optimum_or_declined():
     ub[(p.var_session == 0) & (p.var_period == 0)] = 0.0  # room left: still done hot
     hot, cold = hot_and_cold(p, floor, ub, h)
     same_optimum(hot, cold)
+
+
+def test_a_fault_in_the_pilot_step_does_not_stop_the_controller(monkeypatch):
+    """A fault inside the pilot step (here injected into the re-solve's fixings, then into the
+    rounding itself) must not escape ``Controller.step``: the plan is rounded down to pilots
+    (safe whenever the plan is), or every limit is 0 A."""
+    import loadopt.pilots as pilots
+
+    site = tree_site(45.0, 24.0, STEPS, 8.0)
+    ids = ("a0", "a1", "b0", "b1", "m0")
+    ctl = lo.Controller(site, method="lp", step_s=900, n_periods=8)
+    for k, e in enumerate(ids):
+        ctl.start_session(session(f"s{k}", e, 9.0 + k, dep_h=3.0, phases=3 if e == "m0" else 1))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(pilots, "pilot_fixings", broken)
+    sched = ctl.step(T0)
+    assert physical_violations(sched.problem, sched.current) == []
+    assert np.all(np.isin(sched.current[:, 0], (0.0, *STEPS)))
+    assert sched.current[:, 0].sum() > 0 and "injected" in sched.message
+    monkeypatch.setattr(pilots, "down_to_pilot", broken)
+    monkeypatch.setattr(pilots, "round_to_pilots", broken)
+    sched = ctl.step(T0 + timedelta(minutes=15))
+    assert np.all(sched.current == 0.0) and "injected" in sched.message

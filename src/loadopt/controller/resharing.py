@@ -61,11 +61,29 @@ class _Resharing(_ControllerState):
            around the decisions; that plan is rounded the same way (1).
 
         Checked with the schedule's battery and discharge flows (defence in depth): should the
-        result break a limit, the rounded-down plan (safe whenever the plan was) is used."""
-        from ..pilots import down_to_pilot, pilot_fixings, pilot_grid, round_to_pilots
-
+        result break a limit, the rounded-down plan (safe whenever the plan was) is used; so it is
+        should any of this fail (and 0 A where even that fails): the control loop goes on."""
         if sched.n_phases is not None or problem.n_sessions == 0:
             return sched
+        try:
+            return self._pilot_step(problem, sched)
+        except Exception as exc:  # a control loop never dies from one bad step
+            from ..pilots import down_to_pilot, pilot_grid
+
+            note = f"pilot step failed ({exc!r}): "
+            try:
+                grid, stepped = pilot_grid(problem)
+                cur = down_to_pilot(sched.current, grid, stepped, problem.session_min_current)
+                cur, note = np.floor(cur * 10.0 + 1e-6) / 10.0, note + "plan rounded down"
+            except Exception as exc2:
+                cur, note = np.zeros_like(sched.current), note + f"{exc2!r}: every limit is 0 A"
+            msg = (sched.message + "; " if sched.message else "") + note
+            return replace(sched, current=cur, message=msg)
+
+    def _pilot_step(self, problem: Problem, sched: Schedule) -> Schedule:
+        """:meth:`_in_pilot_steps` without its guard."""
+        from ..pilots import down_to_pilot, pilot_fixings, pilot_grid, round_to_pilots
+
         plan = sched
         cur = round_to_pilots(problem, plan.current, battery_a=plan.battery_a)
         lp = self._pilot_lp_options(sched) if self.pilots in (True, "resolve") else None
