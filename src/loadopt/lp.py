@@ -122,16 +122,6 @@ class LinearProgram:
         """Problem variable of each current column (the ``"r"`` block's keys)."""
         return self.cols["r"].index
 
-    def col_positions(self, name: str) -> np.ndarray | None:
-        """Column numbers of block ``name``, or None when the programme has no such block."""
-        b = self.cols.get(name)
-        return None if b is None else b.positions
-
-    def row_positions(self, name: str) -> np.ndarray | None:
-        """Row numbers of block ``name``, or None when the programme has no such block."""
-        b = self.rows.get(name)
-        return None if b is None else b.positions
-
     def currents(self, problem: Problem, x: np.ndarray) -> np.ndarray:
         """Per-variable currents (A) of the problem from a column vector of this LP."""
         if x.shape != (self.n_cols,):

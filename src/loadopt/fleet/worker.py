@@ -293,11 +293,6 @@ class _Shell:
     planner: Any
 
 
-def ping() -> str:
-    """A no-op task: where it ran (used to warm workers up and to list them)."""
-    return worker_id()
-
-
 def warm_up() -> str:
     """Load the compiled fast-path kernels and HiGHS in this process (first-call costs)."""
     from ..solve import solve
