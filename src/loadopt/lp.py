@@ -967,19 +967,31 @@ def _dedupe_row_arrays(
     return ptr, idx, val, h_min[keep], keep
 
 
-def _duplicate_row_arrays(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, n_cols: int):
-    """:func:`duplicate_rows` of the canonical CSR arrays of a matrix without explicit zeros
-    (identical rows are identical index and value sequences)."""
-    m = ptr.size - 1
-    row = entry_rows(ptr)
-    key = np.bincount(row, val * np.random.default_rng(12345).random(n_cols)[idx], minlength=m)
+def _row_hash_weights(n_cols: int) -> np.ndarray:
+    """The fixed random weights whose dot product with a row's coefficients is its hash."""
+    return np.random.default_rng(12345).random(n_cols)
+
+
+def _hash_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rep, dup)``: for each row the lowest-index row with the same hash ``key``, and the rows
+    whose ``rep`` is another row (to be compared exactly)."""
+    m = key.size
     order = np.argsort(key, kind="stable")  # the lowest row index of a group comes first
     new_group = np.ones(m, dtype=bool)
     new_group[1:] = np.diff(key[order]) != 0
     head = order[np.flatnonzero(new_group)]
     rep = np.empty(m, dtype=np.int64)
     rep[order] = head[np.cumsum(new_group) - 1]
-    dup = np.flatnonzero(rep != np.arange(m))  # compare only rows with a twin
+    return rep, np.flatnonzero(rep != np.arange(m))
+
+
+def _duplicate_row_arrays(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, n_cols: int):
+    """:func:`duplicate_rows` of the canonical CSR arrays of a matrix without explicit zeros
+    (identical rows are identical index and value sequences)."""
+    m = ptr.size - 1
+    row = entry_rows(ptr)
+    key = np.bincount(row, val * _row_hash_weights(n_cols)[idx], minlength=m)
+    rep, dup = _hash_groups(key)
     if dup.size:
         a, b = dup, rep[dup]
         cnt = ptr[a + 1] - ptr[a]
@@ -1005,14 +1017,8 @@ def duplicate_rows(G: sp.csr_matrix) -> np.ndarray:
     m = G.shape[0]
     if m < 2:
         return np.arange(m)
-    key = G @ np.random.default_rng(12345).random(G.shape[1])
-    order = np.argsort(key, kind="stable")  # the lowest row index of a group comes first
-    new_group = np.ones(m, dtype=bool)
-    new_group[1:] = np.diff(key[order]) != 0
-    head = order[np.flatnonzero(new_group)]
-    rep = np.empty(m, dtype=np.int64)
-    rep[order] = head[np.cumsum(new_group) - 1]
-    dup = np.flatnonzero(rep != np.arange(m))  # compare only rows with a twin
+    key = G @ _row_hash_weights(G.shape[1])
+    rep, dup = _hash_groups(key)
     diff = (G[dup] - G[rep[dup]]).tocsr()
     differs = np.diff(diff.indptr) > 0
     if differs.any():  # explicit zeros left by the subtraction do not make rows differ
