@@ -592,7 +592,7 @@ def test_a_fault_in_the_pilot_step_does_not_stop_the_controller(monkeypatch):
     assert physical_violations(sched.problem, sched.current) == []
     assert np.all(np.isin(sched.current[:, 0], (0.0, *STEPS)))
     assert sched.current[:, 0].sum() > 0 and "injected" in sched.message
-    monkeypatch.setattr(pilots, "down_to_pilot", broken)
+    monkeypatch.setattr(pilots, "rounded_down", broken)
     monkeypatch.setattr(pilots, "round_to_pilots", broken)
     sched = ctl.step(T0 + timedelta(minutes=15))
     assert np.all(sched.current == 0.0) and "injected" in sched.message

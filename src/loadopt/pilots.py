@@ -369,6 +369,15 @@ def _take_room(
     return True
 
 
+def rounded_down(problem: Problem, current: np.ndarray) -> np.ndarray:
+    """``current`` (``(S, T)`` A) with every period rounded down to a pilot
+    (:func:`down_to_pilot` on the problem's kept grid), then down to the 0.1 A grid: safe
+    whenever ``current`` is (``G ≥ 0``)."""
+    g = _grid(problem)
+    down = _down(current, g.sets, g.set_of, problem.session_min_current)
+    return np.floor(down * 10.0 + GRID_SNAP) / 10.0
+
+
 def round_to_pilots(
     problem: Problem, current: np.ndarray, *, battery_a: np.ndarray | None = None
 ) -> np.ndarray:
@@ -381,8 +390,7 @@ def round_to_pilots(
         return cur.copy()
     g = _grid(problem)
     min_a = problem.session_min_current
-    down = _down(cur, g.sets, g.set_of, min_a)
-    down = np.floor(down * 10.0 + GRID_SNAP) / 10.0
+    down = rounded_down(problem, cur)
     v0 = _period0(problem)
     if v0.size == 0 or problem.G.shape[0] == 0:
         return down

@@ -68,13 +68,11 @@ class _Resharing(_ControllerState):
         try:
             return self._pilot_step(problem, sched)
         except Exception as exc:  # a control loop never dies from one bad step
-            from ..pilots import down_to_pilot, pilot_grid
+            from ..pilots import rounded_down
 
             note = f"pilot step failed ({exc!r}): "
             try:
-                grid, stepped = pilot_grid(problem)
-                cur = down_to_pilot(sched.current, grid, stepped, problem.session_min_current)
-                cur, note = np.floor(cur * 10.0 + 1e-6) / 10.0, note + "plan rounded down"
+                cur, note = rounded_down(problem, sched.current), note + "plan rounded down"
             except Exception as exc2:
                 cur, note = np.zeros_like(sched.current), note + f"{exc2!r}: every limit is 0 A"
             msg = (sched.message + "; " if sched.message else "") + note
@@ -82,7 +80,7 @@ class _Resharing(_ControllerState):
 
     def _pilot_step(self, problem: Problem, sched: Schedule) -> Schedule:
         """:meth:`_in_pilot_steps` without its guard."""
-        from ..pilots import down_to_pilot, pilot_fixings, pilot_grid, round_to_pilots
+        from ..pilots import pilot_fixings, round_to_pilots, rounded_down
 
         plan = sched
         cur = round_to_pilots(problem, plan.current, battery_a=plan.battery_a)
@@ -103,9 +101,7 @@ class _Resharing(_ControllerState):
                     cur = round_to_pilots(problem, plan.current, battery_a=plan.battery_a)
         if violations(problem, cur, 1, discharge=plan.discharge, battery_a=plan.battery_a):
             plan = sched
-            grid, stepped = pilot_grid(problem)
-            cur = down_to_pilot(sched.current, grid, stepped, problem.session_min_current)
-            cur = np.floor(cur * 10.0 + 1e-6) / 10.0
+            cur = rounded_down(problem, sched.current)
         return replace(plan, current=cur)
 
     def _resolve_period0(
