@@ -133,12 +133,7 @@ def to_deciamps(x: np.ndarray) -> np.ndarray:
 
 def row_capacity_da(problem: Problem) -> np.ndarray:
     """Capacity of each safety row in the units of ``G @ deciamps``."""
-    cap = np.where(
-        problem.row_kind == ROW_NODE_CURRENT,
-        np.floor(problem.h * 10.0),
-        problem.h * 10.0 * (1.0 - POWER_MARGIN),
-    )
-    return np.maximum(cap, 0.0)
+    return _capacity(problem.h, problem.row_kind)
 
 
 def project(
@@ -223,6 +218,8 @@ def _shrink(G: sp.csr_matrix, cap: np.ndarray, x: np.ndarray, max_passes: int) -
 
 
 def _capacity(h: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Capacity (units of ``G @ deciamps``) of rows with limits ``h`` of kinds ``kind``: whole
+    deci-amps below a current limit, ``POWER_MARGIN`` below a power one, never negative."""
     cap = np.where(kind == ROW_NODE_CURRENT, np.floor(h * 10.0), h * 10.0 * (1.0 - POWER_MARGIN))
     return np.maximum(cap, 0.0)
 
