@@ -46,8 +46,9 @@ still held while a new one travels therefore counts in both directions until it 
 
 Limits are read from the **wire payload** that was sent, the way a station reads it: ``W`` is
 turned into amps per line with the phase count the car may draw it on (one phase where the car's
-phase count is unknown when the profile is written: OCPP 1.6, and a 2.x ``TxDefaultProfile``,
-whatever its ``numberPhases``; a 2.x ``TxProfile``: ``numberPhases``), 2.1
+phase count is unknown when the profile is written: OCPP 1.6, a 2.x ``TxDefaultProfile``,
+whatever its ``numberPhases``, and a 2.x ``TxProfile`` of a car whose phase count the station did
+not report; otherwise a 2.x ``TxProfile``: ``numberPhases``), 2.1
 ``limit_L2``/``limit_L3`` per line, otherwise ``limit`` on every line.
 """
 
@@ -182,7 +183,9 @@ class Held:
         return np.append(b, self.valid_to_s) if math.isfinite(self.valid_to_s) else b
 
 
-def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -> Held | None:
+def held_from_payload(
+    payload: dict[str, Any], version: str, voltage_v: float, *, car_phases_known: bool = True
+) -> Held | None:
     """The :class:`Held` a station builds from a ``SetChargingProfile`` payload (camelCase).
 
     Only ``Absolute`` profiles are supported (all loadopt sends).
@@ -195,6 +198,9 @@ def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -
         ``"1.6"``, ``"2.0.1"`` or ``"2.1"``.
     voltage_v
         The EVSE's voltage (V), to read ``W`` limits as A.
+    car_phases_known
+        A 2.x TxProfile's car reported its phase count (``numberOfPhasesUsed``): a ``W`` limit
+        is spread over ``numberPhases``; ``False``: it may all flow on one line.
 
     Returns
     -------
@@ -224,7 +230,7 @@ def held_from_payload(payload: dict[str, Any], version: str, voltage_v: float) -
             # power, not current: where the car's phase count is unknown when the profile is
             # written (1.6; a 2.x profile other than a TxProfile, read by a car that plugs in
             # later) a 1-phase car may draw all of it on one line (profiles._w_phases)
-            n = max(nph, 1) if version != "1.6" and tx_profile else 1
+            n = max(nph, 1) if version != "1.6" and tx_profile and car_phases_known else 1
             vals = [per.get("limit"), per.get("limit_L2"), per.get("limit_L3")]
             if version == "2.1" and vals[1] is not None:
                 row = [float(x if x is not None else vals[0]) / voltage_v for x in vals]

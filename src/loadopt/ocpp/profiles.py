@@ -111,6 +111,9 @@ class Profile:
     #: :mod:`loadopt.ocpp.v2x`); None = a charge-only profile
     discharge: np.ndarray | None = None
     duration_s: int | None = None  #: ``chargingSchedule.duration`` (V2G TxProfiles: the horizon)
+    #: TxProfile: the car's phase count is known (reported by the station), so a ``W`` limit is
+    #: spread over ``numberPhases``; ``False``: a 1-phase car may take it all on one line
+    car_phases_known: bool = True
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -676,7 +679,9 @@ def _period_dicts(prof: Profile, version: Version) -> list[dict[str, Any]]:
             d["limit"] = _num(
                 da
                 if prof.rate_unit == "A"
-                else _watts_deci(da, prof.voltage_v, _w_phases(version, nph, prof.purpose))
+                else _watts_deci(
+                    da, prof.voltage_v, _w_phases(version, nph, prof.purpose, prof.car_phases_known)
+                )
             )
         if nph > 0:
             d["numberPhases"] = nph
@@ -686,13 +691,17 @@ def _period_dicts(prof: Profile, version: Version) -> list[dict[str, Any]]:
     return out
 
 
-def _w_phases(version: Version, nph: int, purpose: Purpose = "tx") -> int:
+def _w_phases(
+    version: Version, nph: int, purpose: Purpose = "tx", car_phases_known: bool = True
+) -> int:
     """Phases a ``W`` limit is spread over. Where nobody knows how many phases the car uses, a
     1-phase car may draw the whole power on one line, so the ``W`` limit is the per-line current
     × voltage × **1** and no line is ever overloaded (a 3-phase car then gets a third; prefer
-    ``A`` where the station allows it): every OCPP 1.6 profile (1.6 cannot say), and the 2.x
-    TxDefault and station cap (no car is known yet). A 2.x TxProfile: its ``numberPhases``."""
-    if version == "1.6" or purpose != "tx":
+    ``A`` where the station allows it): every OCPP 1.6 profile (1.6 cannot say), the 2.x
+    TxDefault and station cap (no car is known yet), and a 2.x TxProfile of a car whose phase
+    count the station did not report (``numberPhases`` is what it *may* use, OCPP 2.x
+    ChargingSchedulePeriodType). Otherwise a 2.x TxProfile: its ``numberPhases``."""
+    if version == "1.6" or purpose != "tx" or not car_phases_known:
         return 1
     return max(nph, 1)
 
@@ -739,7 +748,9 @@ def to_payload(prof: Profile, version: Version, ids: ProfileIds | None = None) -
             prof.min_rate_da
             if prof.rate_unit == "A"
             else _watts_deci(
-                prof.min_rate_da, prof.voltage_v, _w_phases(version, nph, prof.purpose)
+                prof.min_rate_da,
+                prof.voltage_v,
+                _w_phases(version, nph, prof.purpose, prof.car_phases_known),
             )
         )
         sched["minChargingRate"] = _num(v)

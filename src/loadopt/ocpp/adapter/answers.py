@@ -80,6 +80,7 @@ class _Answers(_AdapterState):
                     {"evseId": evse, "chargingProfile": prof},
                     v,
                     ev.voltage_v if ev else self.site.voltage_v,
+                    car_phases_known=self._car_phases_known(cp, evse),
                 )
                 if held is not None and req is not None:
                     req[2].add(key)

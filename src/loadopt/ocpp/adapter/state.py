@@ -53,6 +53,8 @@ class _Tx:
     last_meter_at: datetime | None = None
     last_seq: int = -1
     last_event_at: datetime | None = None
+    #: 2.x ``numberOfPhasesUsed`` was reported: a ``W`` TxProfile may be spread over the phases
+    phases_known: bool = False
 
 
 @dataclass
@@ -149,6 +151,11 @@ class _AdapterState:
             for t in self._tx.values()
             if t.charge_point_id == cp and (conn is _ANY or t.connector == conn)
         ]
+
+    def _car_phases_known(self, cp: str, conn: Any) -> bool:
+        """Whether the car of the open transaction on ``cp``/``conn`` reported its phase count
+        (else a ``W`` TxProfile may all flow on one line: ``profiles._w_phases``)."""
+        return any(t.phases_known for t in self._txs_on(cp, conn))
 
     def _known_cp(self, cp: Any) -> bool:
         return isinstance(cp, str) and cp in self._cps

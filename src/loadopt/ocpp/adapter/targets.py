@@ -41,7 +41,8 @@ class _Targets(_AdapterState):
             for prof in tx_profiles(
                 sched, session_ids=active, transaction_ids=wire, caps=self.caps
             ):
-                targets[prof.key] = self._hysteresis(prof)
+                known = self._tx[str(prof.session_id)].phases_known
+                targets[prof.key] = self._hysteresis(replace(prof, car_phases_known=known))
             self._on_dwell(targets)
             if self.tx_default:
                 for prof in tx_default_profiles(sched, caps=self.caps):
@@ -150,7 +151,9 @@ class _Targets(_AdapterState):
                     except InputError:
                         payload = None
                     if payload is not None and base.shape[0] == times.size:
-                        held = held_from_payload(payload, v, cand.voltage_v)
+                        held = held_from_payload(
+                            payload, v, cand.voltage_v, car_phases_known=cand.car_phases_known
+                        )
                         after = base.copy()
                         after[:, k] = self.belief.worst_a(times, {key: held}, only=[k])[:, k]
                         if lim.within_for(k, after, times, held_discharge_a=base_d):
@@ -215,7 +218,8 @@ class _Targets(_AdapterState):
                 continue  # rejected as is: not re-sent before its back-off is over
             ev = self._evse.get((cp, key[1]))
             volt = ev.voltage_v if ev is not None else prof.voltage_v
-            self._want[key] = _Want(prof, payload, held_from_payload(payload, v, volt))
+            held = held_from_payload(payload, v, volt, car_phases_known=prof.car_phases_known)
+            self._want[key] = _Want(prof, payload, held)
 
     def _changed(self, old: Profile | None, new: Profile) -> bool:
         if old is None:

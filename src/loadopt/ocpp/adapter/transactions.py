@@ -77,6 +77,7 @@ class _Transactions(_AdapterState):
             meter_start_wh=meter_wh,
             last_meter_at=at,
             last_event_at=at,
+            phases_known="phases" in session_kw,
         )
         self._by_wire[(cp, wire_id)] = sid
         self.belief.active_tx[(cp, ev.connector_id)] = wire_id
