@@ -8,7 +8,7 @@ import pytest
 import loadopt as lo
 from loadopt.simulate import hindsight, simulate
 
-from .conftest import horizon, session
+from .conftest import horizon, one_breaker_site, session
 
 AMPS = tuple(float(a) for a in range(6, 33))
 
@@ -16,23 +16,7 @@ AMPS = tuple(float(a) for a in range(6, 33))
 def scenario(breaker_a: float) -> lo.Scenario:
     """Five cars on four whole-amp EVSEs behind one breaker, 15-min steps over 10 h; arrivals
     off the step grid, energies that make them taper, two too short to be served in full."""
-    site = lo.Site(
-        nodes=(
-            lo.Node(id="grid", kind="grid_connection"),
-            lo.Node(id="cb", parent="grid", max_current=breaker_a),
-        ),
-        evses=tuple(
-            lo.Evse(
-                id=f"e{k}",
-                node="cb",
-                charge_point_id=f"CP{k}",
-                phases=1,
-                min_current=6.0,
-                allowed_currents=AMPS,
-            )
-            for k in range(4)
-        ),
-    )
+    site = one_breaker_site(breaker_a, n_evse=4, phases=1, min_current=6.0, allowed_currents=AMPS)
     sessions = (
         session("a", "e0", 18.0, arr_h=0.1, dep_h=4.0, phases=1),
         session("b", "e1", 12.5, arr_h=0.3, dep_h=2.2, phases=1),
