@@ -149,10 +149,8 @@ def wired_cases(draw):
     return site, plugged, res, draw(st.sampled_from(["lp", "fast"]))
 
 
-@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=wired_cases())
-def test_reserved_wired_sites_never_exceed_an_exact_limit(case):
-    site, plugged, res, method = case
+def _solve_case(site: lo.Site, plugged: list[int], res: np.ndarray, method: str) -> lo.Schedule:
+    """A 60 kWh car on each plugged EVSE since an hour ago, solved with ``res`` A reserved."""
     T = res.shape[2]
     sessions = [
         lo.Session(
@@ -168,19 +166,31 @@ def test_reserved_wired_sites_never_exceed_an_exact_limit(case):
     p = lo.compile_problem(
         site, sessions, lo.Horizon(start=T0, step_s=900, n_periods=T), reserved_a=res
     )
-    sched = lo.solve(p, method=method)
+    return lo.solve(p, method=method)
+
+
+def _held(site: lo.Site, res: np.ndarray | None) -> list:
+    """The reservations as (EVSE, conductor, A per period) branches for ``worst_breaches``."""
+    return [
+        (site.evses[e], j, res[e, j])
+        for e in range(len(site.evses))
+        for j in range(site.evses[e].phases)
+        if res is not None and res[e, j].any()
+    ]
+
+
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=wired_cases())
+def test_reserved_wired_sites_never_exceed_an_exact_limit(case):
+    site, plugged, res, method = case
+    sched = _solve_case(site, plugged, res, method)
     cur = sched.unreserved_current
     planned = [
         (site.evses[k], j, cur[i])
         for i, k in enumerate(plugged)
         for j in range(site.evses[k].phases)
     ]
-    held = [
-        (site.evses[e], j, res[e, j])
-        for e in range(len(site.evses))
-        for j in range(site.evses[e].phases)
-        if res[e, j].any()
-    ]
+    held = _held(site, res)
     bad, fixed_over = worst_breaches(site, planned, held)
     if fixed_over:
         return  # the reservations alone break a limit: a notice, not the plan's doing
@@ -202,12 +212,7 @@ def _newcomer_breaches(site: lo.Site, sched: lo.Schedule, plugged: list[int]) ->
     for e, ev in enumerate(site.evses):
         for j in range(ev.phases):
             planned.append((ev, j, np.where(allow.idle[e], allow.newcomer[e, j], 0) / 10.0))
-    held = [
-        (site.evses[e], j, res[e, j])
-        for e in range(len(site.evses))
-        for j in range(site.evses[e].phases)
-        if res is not None and res[e, j].any()
-    ]
+    held = _held(site, res)
     bad, fixed_over = worst_breaches(site, planned, held)
     return [] if fixed_over else bad
 
@@ -244,20 +249,5 @@ def test_newcomer_allowances_count_line_to_line_pairs_and_transformer_primaries(
 @given(case=wired_cases())
 def test_newcomers_on_wired_sites_never_exceed_an_exact_limit(case):
     site, plugged, res, method = case
-    T = res.shape[2]
-    sessions = [
-        lo.Session(
-            id=f"s{k}",
-            evse=f"e{k}",
-            arrival=T0 - timedelta(hours=1),
-            departure=T0 + timedelta(hours=4),
-            energy_kwh=60.0,
-            phases=site.evses[k].phases,
-        )
-        for k in plugged
-    ]
-    p = lo.compile_problem(
-        site, sessions, lo.Horizon(start=T0, step_s=900, n_periods=T), reserved_a=res
-    )
-    sched = lo.solve(p, method=method)
+    sched = _solve_case(site, plugged, res, method)
     assert not _newcomer_breaches(site, sched, plugged)
