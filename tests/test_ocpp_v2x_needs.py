@@ -155,6 +155,26 @@ def test_v2x_needs_make_the_session_bidirectional_and_the_plan_discharges_it():
             assert -10.0 <= d["dischargeLimit"] <= d["setpoint"] < 0 <= d["limit"]
 
 
+def _mv(t: datetime, **registers: float) -> dict:
+    """A 2.1 MeterValues payload for EVSE 1: each ``register`` (import in Wh, export in kWh)."""
+    return {
+        "evseId": 1,
+        "meterValue": [
+            {
+                "timestamp": _iso(t),
+                "sampledValue": [
+                    {
+                        "value": v,
+                        "measurand": f"Energy.Active.{k.title()}.Register",
+                        "unitOfMeasure": {"unit": "kWh"} if k == "export" else {"unit": "Wh"},
+                    }
+                    for k, v in registers.items()
+                ],
+            }
+        ],
+    }
+
+
 def test_v2x_needs_relative_to_now_are_kept_relative_to_plug_in():
     """Energies in NotifyEVChargingNeeds are relative to the moment they are sent (ISO
     15118-20); after 5 kWh metered in, the session stores them shifted by those 5 kWh, so the
@@ -163,20 +183,7 @@ def test_v2x_needs_relative_to_now_are_kept_relative_to_plug_in():
     sid = r.start("V", "t1")
     t = T0 + timedelta(minutes=30)
     r.ctl.step(T0)
-    assert r.ad.on_meter_values(
-        "V",
-        {
-            "evseId": 1,
-            "meterValue": [
-                {
-                    "timestamp": _iso(t),
-                    "sampledValue": [
-                        {"value": 6000.0, "measurand": "Energy.Active.Import.Register"}
-                    ],
-                }
-            ],
-        },
-    )
+    assert r.ad.on_meter_values("V", _mv(t, **{"import": 6000.0}))
     v2x = V2xParameters(min_v2x_energy_kwh=-2, max_v2x_energy_kwh=20)
     r.ctl.update_session(sid, v2x=v2x, energy_kwh=10.0, at=t)
     v = r.ctl.sessions[sid].v2x
@@ -193,20 +200,7 @@ def test_remaining_energy_from_the_car_counts_from_now_not_from_plug_in():
     sid = r.start("V", "t1")
     t = T0 + timedelta(minutes=30)
     r.ctl.step(T0)
-    assert r.ad.on_meter_values(
-        "V",
-        {
-            "evseId": 1,
-            "meterValue": [
-                {
-                    "timestamp": _iso(t),
-                    "sampledValue": [
-                        {"value": 6000.0, "measurand": "Energy.Active.Import.Register"}
-                    ],
-                }
-            ],
-        },
-    )
+    assert r.ad.on_meter_values("V", _mv(t, **{"import": 6000.0}))
     r.ctl.update_session(sid, remaining_kwh=4.0, at=t)
     assert r.ctl.sessions[sid].energy_kwh == pytest.approx(9.0)
     (planned,) = r.ctl.planned_sessions(t)
@@ -264,25 +258,6 @@ def test_v2x_needs_on_a_station_that_cannot_discharge_are_ignored_with_a_reason(
     sent = r.deliver(r.ad.step(T0), T0)
     for d in _tx_periods(sent, cp):
         assert "setpoint" not in d and "dischargeLimit" not in d
-
-
-def _mv(t: datetime, **registers: float) -> dict:
-    return {
-        "evseId": 1,
-        "meterValue": [
-            {
-                "timestamp": _iso(t),
-                "sampledValue": [
-                    {
-                        "value": v,
-                        "measurand": f"Energy.Active.{k.title()}.Register",
-                        "unitOfMeasure": {"unit": "kWh"} if k == "export" else {"unit": "Wh"},
-                    }
-                    for k, v in registers.items()
-                ],
-            }
-        ],
-    }
 
 
 def test_export_register_readings_reach_the_controller():
