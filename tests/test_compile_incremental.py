@@ -135,8 +135,9 @@ def test_cached_compile_equals_a_fresh_compile_through_any_changes(name, ops):
 
 
 def _line_currents_a(problem: lo.Problem, current: np.ndarray, node: int) -> np.ndarray:
-    """(3, T) A on the site phases of ``node``, summed from the raw sessions (not from G): every
-    session under the node adds its current on each site phase its EVSE line lands on."""
+    """(3, T) A on the site phases of ``node``, summed from the raw sessions (not from G, nor the
+    library's phase map): every session under the node adds its current on each site phase its
+    EVSE line lands on, read from the OCPP ``phase_rotation`` letters themselves."""
     out = np.zeros((3, current.shape[1]))
     site = problem.site
     below = {node}
@@ -150,7 +151,7 @@ def _line_currents_a(problem: lo.Problem, current: np.ndarray, node: int) -> np.
         if ev.node not in ids:
             continue
         for line in range(min(ev.phases, s.phases)):
-            out[ev.site_phases[line]] += current[i]
+            out["RST".index(ev.phase_rotation[line])] += current[i]
     return out
 
 
