@@ -13,6 +13,7 @@ from loadopt.options import as_options
 from loadopt.safety import violations
 
 from .conftest import T0, horizon, one_breaker_site, session
+from .physics import physical_violations
 
 
 def _problem(breaker_a=16.0, n=2, **evse_kw):
@@ -162,6 +163,8 @@ def test_a_custom_planner_that_breaks_a_limit_is_projected_onto_the_limits():
     c = lo.Controller(one_breaker_site(16.0), step_s=900, n_periods=4, planner=greedy)
     for s in _run(c):
         assert s.violations() == [] and violations(s.problem, s.current) == []
+        # and by the checker written from the raw site, not from the library's own rows
+        assert physical_violations(s.problem, s.current, s.n_phases) == []
     assert "projected" in c.log[-1].reason
 
 
@@ -182,6 +185,7 @@ def test_a_failing_custom_planner_does_not_stop_the_loop(bad):
     c = lo.Controller(one_breaker_site(16.0), step_s=900, n_periods=4, planner=planner)
     for s in _run(c, 2):
         assert s.status == lo.ScheduleStatus.SOLVER_FAILED_FALLBACK and s.violations() == []
+        assert physical_violations(s.problem, s.current, s.n_phases) == []
     assert c.log[-1].mode == "fallback"
 
 
