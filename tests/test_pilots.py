@@ -13,6 +13,7 @@ import loadopt as lo
 from loadopt.pilots import round_to_pilots
 
 from .conftest import T0, horizon, one_breaker_site, session
+from .phasors import line_breaches
 from .physics import physical_violations
 
 STEPS = (8.0, 16.0, 24.0, 32.0)
@@ -134,11 +135,14 @@ def test_node_limit_changes_at_run_time_without_rebuilding():
     floor_a = 60.0 * (1 - after.problem.facet_loss_bound) - 1
     assert after.node_phase_current[k3, :, 0].max() >= floor_a
     assert not after.violations()
+    # and by the phasor checker written from the raw (updated) site, not from compiled rows
+    assert line_breaches(ctl.site, after.problem.sessions, after.current) == []
     ctl.set_node_limit("tx-34f", primary_max_current=20.0)
     tight = ctl.step(T0 + timedelta(minutes=30))
     N = len(tight.problem.node_ids)
     ktx = tight.problem.node_ids.index("tx-34f")
     assert tight.line_current[3 * (N + ktx) : 3 * (N + ktx) + 3, 0].max() <= 20.0 + 1e-9
+    assert line_breaches(ctl.site, tight.problem.sessions, tight.current) == []
     with pytest.raises(lo.InputError, match="unknown node"):
         ctl.set_node_limit("nope", max_current=1.0)
     with pytest.raises(lo.InputError, match="not a delta/wye"):
