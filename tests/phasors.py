@@ -49,6 +49,18 @@ def climb(site: lo.Site, at_node: str, lines: dict[str, Any], into: dict | None 
     return out
 
 
+def limit_of(site: lo.Site, node: str, line: str) -> float:
+    """The rating (A) of ``line`` at ``node``: node lines ``R``/``S``/``T`` from
+    ``Node.current_triplet()``, delta/wye primary lines ``A``/``B``/``C`` from
+    ``DeltaWye.primary_triplet()``; ``inf`` where there is none."""
+    n = next(x for x in site.nodes if x.id == node)
+    if line in "ABC":
+        trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
+        return math.inf if trip is None else float(trip["ABC".index(line)])
+    trip = n.current_triplet()
+    return math.inf if trip is None else float(trip["RST".index(line)])
+
+
 def line_breaches(site: lo.Site, sessions, current, tol_a: float = 1e-6) -> list[str]:
     """Every (node, line, period) whose phasor line current exceeds its rating: node lines
     ``R``/``S``/``T`` against ``Node.max_current``, delta/wye primary lines ``A``/``B``/``C``

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -30,26 +29,10 @@ from loadopt.ocpp import CsmsAdapter, SiteLimits
 
 from .conftest import examples
 from .ocpp_helpers import SimStation, deliver_outgoing
-from .phasors import VOLT, branch_phasors, climb
+from .phasors import VOLT, branch_phasors, climb, limit_of
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 TOL = 1e-6
-
-
-def line_table(site: lo.Site, at_node: str, phasors: dict[str, complex]) -> dict:
-    """``{(node, line): complex}``: a load with site-line phasors ``phasors`` hung at ``at_node``,
-    seen on every node line above it and on the primary lines (``A``, ``B``, ``C``) of every
-    delta/wye transformer on the way."""
-    return climb(site, at_node, phasors)
-
-
-def limit_of(site: lo.Site, node: str, line: str) -> float:
-    n = next(x for x in site.nodes if x.id == node)
-    if line in "ABC":
-        trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
-        return math.inf if trip is None else float(trip["ABC".index(line)])
-    trip = n.current_triplet()
-    return math.inf if trip is None else float(trip["RST".index(line)])
 
 
 def worst_lines(
@@ -67,9 +50,9 @@ def worst_lines(
         for j in range(ev.phases):
             hi, lo_ = float(charge[e, j]), -float(discharge[e, j])
             if hi or lo_:
-                gens.append(((hi, lo_), line_table(site, ev.node, branch_phasors(ev, j))))
+                gens.append(((hi, lo_), climb(site, ev.node, branch_phasors(ev, j))))
     root = next(n.id for n in site.nodes if n.parent is None)
-    balanced = line_table(site, root, dict(VOLT))
+    balanced = climb(site, root, dict(VOLT))
     gens.append(((0.0, base_a), balanced))
     gens.append(((0.0, -pv_a), balanced))
     keys = sorted({key for _, tab in gens for key in tab})

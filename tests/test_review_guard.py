@@ -14,7 +14,8 @@ import loadopt as lo
 from loadopt.ocpp.guard import EPS, SiteLimits
 
 from .conftest import examples
-from .test_review_wiring import _evse, limit_of, line_phasors, wired_cases
+from .phasors import limit_of
+from .test_review_wiring import _evse, line_phasors, wired_cases
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 NOW = np.array([T0.timestamp()])

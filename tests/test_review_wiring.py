@@ -10,7 +10,6 @@ in those draws, so the checker tries every corner of that box.
 from __future__ import annotations
 
 import itertools
-import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -21,7 +20,7 @@ import loadopt as lo
 from loadopt.ocpp import allowances
 
 from .conftest import examples
-from .phasors import branch_phasors, climb
+from .phasors import branch_phasors, climb, limit_of
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -32,15 +31,6 @@ def line_phasors(site: lo.Site, loads: list[tuple[lo.Evse, int, np.ndarray]]) ->
     for ev, j, amps in loads:
         climb(site, ev.node, {p: amps * z for p, z in branch_phasors(ev, j).items()}, acc)
     return acc
-
-
-def limit_of(site: lo.Site, node: str, line: str) -> float:
-    n = next(x for x in site.nodes if x.id == node)
-    if line in "ABC":
-        trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
-        return math.inf if trip is None else trip["ABC".index(line)]
-    trip = n.current_triplet()
-    return math.inf if trip is None else trip["RST".index(line)]
 
 
 def worst_breaches(
