@@ -9,6 +9,8 @@ raw payloads below, not with loadopt's conversion code.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 
@@ -81,54 +83,122 @@ class _WattsOnlyStation(SimStation):
         return r
 
 
-@pytest.mark.parametrize("phases_used", [None, 1, 3])
-def test_a_car_of_unreported_phases_never_gets_more_than_the_site_on_one_line(phases_used):
-    """2.x ``numberOfPhasesUsed`` is optional. Without it the car may be a 1-phase one, which a
-    ``W`` TxProfile lets draw the whole power on L1: the 16 A grid connection must hold then too.
-    Checked from the raw payload: W / (230 V x the phases the car reported, else 1)."""
-    site = lo.Site(
-        nodes=(lo.Node(id="g", kind="grid_connection", max_current=16.0),),
-        evses=(lo.Evse(id="a1", node="g", charge_point_id="A", max_current=32, rate_unit="W"),),
-    )
-    ad = CsmsAdapter(Controller(site, step_s=900, n_periods=8, method="fast"))
-    sim = _WattsOnlyStation("A", "2.0.1", list(site.evses))
+class _WattsSite:
+    """One 32 A W-only EVSE (``_WattsOnlyStation``) on a 16 A grid connection, an adapter on a
+    fast-path controller, and the car's transaction ``t1``; :meth:`event` hands a 2.x
+    TransactionEvent to the adapter, :meth:`step` delivers a step's messages (every answer)."""
 
-    def deliver(msgs, now):
-        sim.now_s = now.timestamp()
+    def __init__(self) -> None:
+        site = lo.Site(
+            nodes=(lo.Node(id="g", kind="grid_connection", max_current=16.0),),
+            evses=(lo.Evse(id="a1", node="g", charge_point_id="A", max_current=32, rate_unit="W"),),
+        )
+        self.ad = CsmsAdapter(Controller(site, step_s=900, n_periods=8, method="fast"))
+        self.sim = _WattsOnlyStation("A", "2.0.1", list(site.evses))
+        self.seq = 0
+        self.ad.connect("A", "2.0.1")
+        self.deliver(self.ad.poll(T0), T0)
+
+    def deliver(self, msgs, now):
+        self.sim.now_s = now.timestamp()
         out = []
         while msgs:
             out += msgs
             for cp, action, payload in msgs:
-                ad.on_response(cp, action, payload, sim.handle(action, payload), now=now)
-            msgs = ad.poll(now)
+                self.ad.on_response(cp, action, payload, self.sim.handle(action, payload), now=now)
+            msgs = self.ad.poll(now)
         return out
 
-    ad.connect("A", "2.0.1")
-    deliver(ad.poll(T0), T0)
-    event = {
-        "eventType": "Started",
-        "timestamp": T0.isoformat().replace("+00:00", "Z"),
-        "triggerReason": "CablePluggedIn",
-        "seqNo": 0,
-        "transactionInfo": {"transactionId": "t1"},
-        "evse": {"id": 1, "connectorId": 1},
-    }
-    if phases_used is not None:
-        event["numberOfPhasesUsed"] = phases_used
-    assert ad.on_transaction_event("A", event)
-    sim.tx[1] = "t1"
-    sent = deliver(ad.step(T0), T0)
-    tx = [
-        p["chargingProfile"]["chargingSchedule"][0]
-        for _, a, p in sent
-        if a == "SetChargingProfile"
-        and p["chargingProfile"]["chargingProfilePurpose"] == "TxProfile"
-    ]
-    assert tx and all(s["chargingRateUnit"] == "W" for s in tx)
+    def event(self, kind, at, phases_used=None):
+        event = {
+            "eventType": kind,
+            "timestamp": at.isoformat().replace("+00:00", "Z"),
+            "triggerReason": "CablePluggedIn" if kind == "Started" else "ChargingStateChanged",
+            "seqNo": self.seq,
+            "transactionInfo": {"transactionId": "t1"},
+            "evse": {"id": 1, "connectorId": 1},
+        }
+        self.seq += 1
+        if phases_used is not None:
+            event["numberOfPhasesUsed"] = phases_used
+        assert self.ad.on_transaction_event("A", event)
+        self.sim.tx[1] = "t1"
+
+    def step(self, now):
+        """The TxProfile schedules sent at ``now`` (all in W)."""
+        sent = self.deliver(self.ad.step(now), now)
+        tx = [
+            p["chargingProfile"]["chargingSchedule"][0]
+            for _, a, p in sent
+            if a == "SetChargingProfile"
+            and p["chargingProfile"]["chargingProfilePurpose"] == "TxProfile"
+        ]
+        assert all(s["chargingRateUnit"] == "W" for s in tx)
+        return tx
+
+    def held_w(self):
+        """The W limits of the TxProfiles the station holds now (its own store)."""
+        return [
+            per["limit"]
+            for _, prof in self.sim.store.values()
+            if prof["chargingProfilePurpose"] == "TxProfile"
+            for per in prof["chargingSchedule"]["chargingSchedulePeriod"]
+        ]
+
+    def believed_l1_a(self, at):
+        return self.ad.belief.worst_a(np.array([at.timestamp() + 1.0]))[0, 0, 0]
+
+
+@pytest.mark.parametrize("phases_used", [None, 1, 2, 3])
+def test_a_car_of_unreported_phases_never_gets_more_than_the_site_on_one_line(phases_used):
+    """2.x ``numberOfPhasesUsed`` is optional. Without it the car may be a 1-phase one, which a
+    ``W`` TxProfile lets draw the whole power on L1: the 16 A grid connection must hold then too.
+    Checked from the raw payload: W / (230 V x the phases the car reported, else 1). A 2-phase
+    car is planned and written on its 2 phases (modelled on 3 it drew 24 A on a 16 A line)."""
+    w = _WattsSite()
+    w.event("Started", T0, phases_used)
+    tx = w.step(T0)
+    assert tx
     on_one_line = phases_used or 1
     worst_l1_a = max(
         per["limit"] / (230.0 * on_one_line) for s in tx for per in s["chargingSchedulePeriod"]
     )
     assert 0.0 < worst_l1_a <= 16.0 + 1e-9
     # what the adapter believes the connector may draw covers that car
-    assert ad.belief.worst_a(np.array([T0.timestamp() + 1.0]))[0, 0, 0] >= worst_l1_a - 1e-9
+    assert w.believed_l1_a(T0) >= worst_l1_a - 1e-9
+
+
+def test_phases_reported_later_spread_the_next_w_profile_over_them():
+    """The count arrives in an ``Updated`` event: the session is re-planned on 3 phases and the
+    next TxProfile spreads 16 A x 230 V over them (was written over 1 phase: a third)."""
+    w = _WattsSite()
+    w.event("Started", T0)
+    w.step(T0)
+    assert max(w.held_w()) == pytest.approx(16.0 * 230.0)
+    t1 = T0 + timedelta(minutes=15)
+    w.event("Updated", t1, 3)
+    assert w.ad.controller.sessions["A:t1"].phases == 3
+    w.step(t1)
+    assert max(w.held_w()) == pytest.approx(16.0 * 230.0 * 3)
+    assert w.believed_l1_a(t1) >= 16.0 - 1e-9
+
+
+def test_a_car_switching_to_fewer_phases_is_counted_at_its_hardware_maximum_until_rewritten():
+    """Reported 3 phases, then 1: the 11,040 W the station holds lets the car draw 48 A on L1
+    (32 A, the EVSE's maximum). The adapter counts that connector at its maximum until a
+    profile for one phase is held; the next one is 3,680 W (16 A on L1)."""
+    w = _WattsSite()
+    w.event("Started", T0, 3)
+    w.step(T0)
+    assert max(w.held_w()) == pytest.approx(16.0 * 230.0 * 3)
+    t1 = T0 + timedelta(minutes=5)
+    w.event("Updated", t1, 1)
+    held_l1_a = min(max(w.held_w()) / 230.0, 32.0)  # the car on one line, capped by the EVSE
+    assert w.believed_l1_a(t1) >= held_l1_a - 1e-9
+    t2 = T0 + timedelta(minutes=15)
+    w.step(t2)
+    assert max(w.held_w()) / 230.0 <= 16.0 + 1e-9
+    assert w.believed_l1_a(t2) >= max(w.held_w()) / 230.0 - 1e-9
+    # the same count again changes nothing
+    w.event("Updated", t2, 1)
+    assert w.ad.controller.sessions["A:t1"].phases == 1

@@ -175,9 +175,11 @@ class _Sessions(_ControllerState):
         v2x: V2xParameters | dict[str, Any] | None = None,
         at: datetime | None = None,
         remaining_kwh: float | None = None,
+        phases: int | None = None,
     ) -> None:
         """New facts about an active session from the vehicle (OCPP 2.x NotifyEVChargingNeeds /
-        ISO 15118). Validated like a new :class:`Session`; nothing changes on an error.
+        ISO 15118, ``TransactionEvent.numberOfPhasesUsed``). Validated like a new
+        :class:`Session`; nothing changes on an error.
 
         Parameters
         ----------
@@ -195,6 +197,8 @@ class _Sessions(_ControllerState):
             ``energy_kwh``.
         max_current, min_current
             The current range the vehicle accepts (A per phase).
+        phases
+            The phases the vehicle draws on (1, 2 or 3; OCPP 2.x ``numberOfPhasesUsed``).
         v2x
             V2G: the vehicle's V2X parameters (OCPP 2.1 ``v2xChargingParameters``, ISO 15118-20
             BPT; :func:`loadopt.ocpp.v2x.v2x_parameters`). Their energies are relative to
@@ -264,6 +268,8 @@ class _Sessions(_ControllerState):
             upd["max_current"] = max_current
         if min_current is not None:
             upd["min_current"] = min_current
+        if phases is not None:
+            upd["phases"] = phases
         if not upd:
             return
         new = as_model({**s.model_dump(), **upd}, Session, f"update_session {session_id!r}")

@@ -229,6 +229,8 @@ class _Targets(_AdapterState):
             or old.transaction_id != new.transaction_id
             or old.valid_to != new.valid_to
             or old.min_rate_da != new.min_rate_da
+            # a W profile is written over the car's phases once they are known (more power)
+            or old.car_phases_known != new.car_phases_known
         ):
             return True
         off = new.start.timestamp() - old.start.timestamp()  # real seconds

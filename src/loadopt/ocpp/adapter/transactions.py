@@ -328,13 +328,17 @@ class _Transactions(_AdapterState):
             kw: dict[str, Any] = {}
             nph = payload.get("numberOfPhasesUsed")
             if nph in (1, 2, 3) and not isinstance(nph, bool):
-                kw["phases"] = 3 if nph == 2 else nph
+                # as reported: a 2-phase car modelled on 3 phases would be sent a W limit of
+                # A x V x 3 and draw 1.5 x A on each of its two lines
+                kw["phases"] = nph
             cable = _number(payload.get("cableMaxCurrent"))
             if cable is not None and cable > 0:
                 kw["max_current"] = cable
             if not self._start(cp, ev, wire, at, None, departure, energy_kwh, **kw):
                 return False
             sid = self._by_wire[(cp, wire)]
+        else:
+            self._phases_used(sid, payload.get("numberOfPhasesUsed"))
         tx = self._tx[sid]
         if isinstance(seq, int):
             tx.last_seq = seq
@@ -344,6 +348,29 @@ class _Transactions(_AdapterState):
             for mv in mvs:
                 self._meter(tx, mv)
         return True
+
+    def _phases_used(self, sid: str, nph: Any) -> None:
+        """A later ``TransactionEvent`` reports the car's phase count (2.x
+        ``numberOfPhasesUsed``): the session is re-planned on that many phases and a ``W``
+        TxProfile may be spread over them from now on. Where it *drops* below a count already
+        reported (the car switched from three phases to one), a ``W`` TxProfile the station
+        holds lets the car draw its whole power on fewer lines than it was written for: that
+        connector's TxProfile slot is unknown (counted at the EVSE's hardware maximum) until a
+        profile written for the new count is accepted."""
+        if nph not in (1, 2, 3) or isinstance(nph, bool):
+            return
+        tx = self._tx[sid]
+        before = self.controller.sessions[sid].phases
+        if tx.phases_known and nph == before:
+            return
+        try:
+            self.controller.update_session(sid, phases=nph)
+        except (InputError, ValueError) as e:
+            self._skip(f"charge point {tx.charge_point_id!r} transaction {tx.wire_id!r}: {e}")
+            return
+        if tx.phases_known and nph < before:
+            self.belief.set_unknown((tx.charge_point_id, tx.connector, "tx"))
+        tx.phases_known = True
 
     def on_meter_values(self, cp: str, payload: Any) -> bool:
         """1.6 / 2.x ``MeterValues``: cumulative energy (Wh, ``Energy.Active.Import.Register``) and
