@@ -205,7 +205,10 @@ class SimStation:
     (TxNotFound). ``now_s``: the station's clock (epoch s; None: the wall clock), for
     ``GetCompositeSchedule``. ``GetChargingProfiles`` (2.x) queues its ``ReportChargingProfiles``
     payloads, ``TriggerMessage`` its ``StatusNotification``, in ``outgoing`` (the station's own
-    calls, for the harness to deliver: :func:`deliver_outgoing`)."""
+    calls, for the harness to deliver: :func:`deliver_outgoing`). ``car_phases``: connector →
+    the phases the car plugged in there really draws on (a fact of the world, whatever the
+    station reports); a connector without an entry may see any car: a ``W`` limit is judged
+    for the worst of them (:func:`w_limit_lines`)."""
 
     def __init__(
         self,
@@ -227,6 +230,7 @@ class SimStation:
         self.factory_default_a = factory_default_a
         self.now_s: float | None = None
         self.outgoing: list[tuple[str, dict]] = []
+        self.car_phases: dict[int, int] = {}
         self._factory()
 
     def _factory(self) -> None:
@@ -431,11 +435,7 @@ class SimStation:
         else:
             lim = float(per["limit"])
         if sch["chargingRateUnit"] == "W":
-            if self.version == "1.6":  # a 1-phase car may take it all on L1
-                lines = [lim / v, lim / (3 * v), lim / (3 * v)] if nph_evse == 3 else [lim / v]
-            else:
-                n = int(per.get("numberPhases", 3))
-                lines = [lim / (v * n)] * 3
+            lines = w_limit_lines(lim, v, per, self.car_phases.get(conn))
             kw = lim / 1000.0
         else:
             lines = [lim, float(per.get("limit_L2", lim)), float(per.get("limit_L3", lim))]
@@ -498,8 +498,10 @@ class SimStation:
             l2, l3 = per.get(f"{name}_L2"), per.get(f"{name}_L3")
             lines = [v1, v1 if l2 is None else abs(float(l2)), v1 if l3 is None else abs(float(l3))]
             if prof["chargingSchedule"]["chargingRateUnit"] == "W":
-                n = 1 if l2 is not None else int(per.get("numberPhases", 3))
-                lines = [x / (ev.voltage_v * n) for x in lines]
+                if l2 is not None:  # 2.1 per-line values
+                    lines = [x / ev.voltage_v for x in lines]
+                else:
+                    lines = w_limit_lines(lines[0], ev.voltage_v, per, self.car_phases.get(conn))
         lines = [min(x, hw) for x in lines[: ev.phases]] + [0.0] * (3 - ev.phases)
         return (*lines, sum(lines) * ev.voltage_v / 1000.0)  # type: ignore[return-value]
 
@@ -530,6 +532,20 @@ class SimStation:
         ev = self.evses[conn]
         lines = [ev.max_current] * ev.phases + [0.0] * (3 - ev.phases)
         return (*lines, ev.max_current * ev.voltage_v * ev.phases / 1000.0)  # type: ignore
+
+
+def w_limit_lines(w: float, voltage_v: float, period: dict, car_phases: int | None) -> list[float]:
+    """A per line (EVSE L1, L2, L3) a car draws under a ``W`` limit ``w``, from physics, not
+    from loadopt: a car of ``k`` phases draws on its first ``m = min(k, numberPhases)`` lines
+    (the station may not use more than ``numberPhases``, OCPP ChargingSchedulePeriod; 3 when
+    absent), ``w / (voltage × m)`` on each. ``car_phases`` None (no car, or one the test does
+    not pin): the worst car per line — line ``j`` carries at most ``w / (voltage × (j + 1))``
+    (a 1-phase car puts it all on L1, a 2-phase car half on L2, …)."""
+    n_p = max(1, min(3, int(period.get("numberPhases", 3))))
+    if car_phases is None:
+        return [w / (voltage_v * (j + 1)) if j < n_p else 0.0 for j in range(3)]
+    m = min(int(car_phases), n_p)
+    return [w / (voltage_v * m) if j < m else 0.0 for j in range(3)]
 
 
 def deliver_outgoing(ad, cp: str, sim: SimStation) -> None:

@@ -67,6 +67,7 @@ SITE = lo.Site(
             connector_id=1,
             max_current=32.0,
             phase_rotation="TRS",
+            rate_unit="W",  # 2.x W TxProfiles: spread over the car's phases only when reported
         ),
         lo.Evse(
             id="c1",
@@ -325,13 +326,24 @@ class Site(RuleBasedStateMachine):
                 self.ad.on_response(cp, action, payload, resp, now=self.now)
                 self._route(self.ad.poll(self.now))
 
-    @rule(evse=EVSES, retry=st.booleans())
-    def car_plugs_in(self, evse: tuple[str, int], retry: bool) -> None:
+    @rule(
+        evse=EVSES,
+        retry=st.booleans(),
+        car_phases=st.sampled_from([3, 1, 2]),
+        reported=st.booleans(),
+    )
+    def car_plugs_in(
+        self, evse: tuple[str, int], retry: bool, car_phases: int = 3, reported: bool = False
+    ) -> None:
+        """A car of ``car_phases`` phases plugs in (what it really draws on: the stations judge
+        ``W`` limits by it); a 2.x station reports them in ``numberOfPhasesUsed`` if
+        ``reported``."""
         cp, conn = evse
         sim = self.st[cp]
         if conn not in sim.evses or conn in sim.tx or cp not in self.token:
             return
         self.n_tx += 1
+        sim.car_phases[conn] = car_phases
         if VERSION[cp] == "1.6":
             req = {
                 "connectorId": conn,
@@ -356,6 +368,8 @@ class Site(RuleBasedStateMachine):
                 "transactionInfo": {"transactionId": wire},
                 "evse": {"id": conn},
             }
+            if reported:
+                ev["numberOfPhasesUsed"] = car_phases
             self.ad.on_transaction_event(cp, ev)
             if retry:
                 self.ad.on_transaction_event(cp, dict(ev))
@@ -365,6 +379,7 @@ class Site(RuleBasedStateMachine):
         cp, conn = evse
         sim = self.st[cp]
         tx = sim.tx.pop(conn, None)
+        sim.car_phases.pop(conn, None)  # the next car may be any
         if tx is None or cp not in self.token:
             return
         if how == "stop":
@@ -419,10 +434,11 @@ class Site(RuleBasedStateMachine):
             assert cp in self.ad.versions
         self._route(self.ad.poll(self.now))
 
-    @rule(evse=EVSES)
-    def car_reports(self, evse: tuple[str, int]) -> None:
+    @rule(evse=EVSES, phases=st.booleans())
+    def car_reports(self, evse: tuple[str, int], phases: bool = False) -> None:
         """A running transaction shows itself: 1.6 MeterValues with its transactionId, 2.x a
-        TransactionEvent Updated (how a CSMS that restarted learns it)."""
+        TransactionEvent Updated (how a CSMS that restarted learns it), with the car's phases
+        in ``numberOfPhasesUsed`` if ``phases``."""
         cp, conn = evse
         tx = self.st[cp].tx.get(conn)
         if tx is None or cp not in self.token:
@@ -434,16 +450,16 @@ class Site(RuleBasedStateMachine):
                 cp, {"connectorId": conn, "transactionId": tx, "meterValue": mv}
             )
         else:
-            self.ad.on_transaction_event(
-                cp,
-                {
-                    "eventType": "Updated",
-                    "timestamp": stamp,
-                    "triggerReason": "MeterValuePeriodic",
-                    "transactionInfo": {"transactionId": tx},
-                    "evse": {"id": conn},
-                },
-            )
+            ev = {
+                "eventType": "Updated",
+                "timestamp": stamp,
+                "triggerReason": "MeterValuePeriodic",
+                "transactionInfo": {"transactionId": tx},
+                "evse": {"id": conn},
+            }
+            if phases and conn in self.st[cp].car_phases:
+                ev["numberOfPhasesUsed"] = self.st[cp].car_phases[conn]
+            self.ad.on_transaction_event(cp, ev)
 
     @rule(
         back=st.sets(CPS),
