@@ -194,6 +194,124 @@ def _level_above(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return np.concatenate((levels, [np.inf]))[np.searchsorted(levels, x, side="right")]
 
 
+def _rounded_down_loop(
+    cur: np.ndarray, set_of: np.ndarray, sets: np.ndarray, min_a: np.ndarray
+) -> np.ndarray:
+    """:func:`rounded_down` of ``cur`` (``(S, T)`` A) element by element: :func:`_down`'s
+    level search (NaN: no level), then down to the 0.1 A grid."""
+    S, T = cur.shape
+    out = np.empty((S, T))
+    W = sets.shape[1]
+    for s in range(S):
+        k = set_of[s]
+        m = min_a[s]
+        for t in range(T):
+            lim = cur[s, t]
+            if k < 0:
+                v = 0.0 if lim + 1e-9 < m else lim
+            else:
+                x = lim + 1e-9
+                v = 0.0
+                if x == x:
+                    lo, hi = 0, W
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if sets[k, mid] <= x:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    if lo > 0:
+                        v = sets[k, lo - 1]
+                if v + 1e-9 < m:
+                    v = 0.0
+            out[s, t] = np.floor(v * 10.0 + GRID_SNAP) / 10.0
+    return out
+
+
+def _down_at_loop(
+    lim: np.ndarray, sess: np.ndarray, set_of: np.ndarray, sets: np.ndarray, min_a: np.ndarray
+) -> np.ndarray:
+    """:func:`_down` of ``lim`` (``(n,)`` A, of sessions ``sess``) element by element."""
+    out = np.empty(lim.size)
+    W = sets.shape[1]
+    for i in range(lim.size):
+        s = sess[i]
+        k = set_of[s]
+        m = min_a[s]
+        if k < 0:
+            v = 0.0 if lim[i] + 1e-9 < m else lim[i]
+        else:
+            x = lim[i] + 1e-9
+            v = 0.0
+            if x == x:
+                lo, hi = 0, W
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if sets[k, mid] <= x:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo > 0:
+                    v = sets[k, lo - 1]
+            if v + 1e-9 < m:
+                v = 0.0
+        out[i] = v
+    return out
+
+
+def _up_at_loop(
+    lim: np.ndarray,
+    sess: np.ndarray,
+    set_of: np.ndarray,
+    sets: np.ndarray,
+    min_a: np.ndarray,
+    max_a: np.ndarray,
+) -> np.ndarray:
+    """:func:`_up` of ``lim`` (``(n,)`` A, of sessions ``sess``, capped at ``max_a``
+    ``(n,)``) element by element."""
+    out = np.empty(lim.size)
+    W = sets.shape[1]
+    for i in range(lim.size):
+        s = sess[i]
+        k = set_of[s]
+        m = min_a[s]
+        if k < 0:
+            u = m if lim[i] + 1e-9 < m else lim[i]
+        else:
+            x = lim[i] + 1e-9
+            lo, hi = 0, W
+            if x != x:  # NaN sorts last: above every level
+                lo = W
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if sets[k, mid] <= x:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            above = sets[k, lo] if lo < W else np.inf
+            u = above if above >= m else m
+        out[i] = u if u <= max_a[i] + 1e-9 else lim[i]
+    return out
+
+
+def _down_of(lim: np.ndarray, sess: np.ndarray, g: _Grid, min_a: np.ndarray) -> np.ndarray:
+    """:func:`_down` of ``lim`` (``(n,)`` A) for the sessions ``sess``."""
+    kernel = _DOWN_AT_KERNEL.get()
+    if kernel is not None:
+        return kernel(lim, sess, g.set_of, g.sets, min_a)
+    return _down(lim, g.sets, g.set_of[sess], min_a[sess])
+
+
+def _up_of(
+    lim: np.ndarray, sess: np.ndarray, g: _Grid, min_a: np.ndarray, max_a: np.ndarray
+) -> np.ndarray:
+    """:func:`_up` of ``lim`` (``(n,)`` A) for the sessions ``sess``, capped at ``max_a``."""
+    kernel = _UP_AT_KERNEL.get()
+    if kernel is not None:
+        return kernel(lim, sess, g.set_of, g.sets, min_a, max_a)
+    return _up(lim, g.sets, g.set_of[sess], min_a[sess], max_a)
+
+
 def _period0(problem: Problem) -> np.ndarray:
     """The variables of period 0 (the one acted upon)."""
     return problem_memo(problem, "v0", lambda p: np.flatnonzero(p.var_period == 0))
@@ -304,6 +422,9 @@ def _take_room_loop(
 _COLUMNS_KERNEL = LazyKernel(_columns_loop)
 _ROWS_DOT_KERNEL = LazyKernel(_rows_dot_loop)
 _TAKE_ROOM_KERNEL = LazyKernel(_take_room_loop)
+_ROUNDED_DOWN_KERNEL = LazyKernel(_rounded_down_loop)
+_DOWN_AT_KERNEL = LazyKernel(_down_at_loop)
+_UP_AT_KERNEL = LazyKernel(_up_at_loop)
 
 
 def _load0_da(problem: Problem, x_da: np.ndarray, battery_a: np.ndarray | None) -> np.ndarray:
@@ -374,7 +495,11 @@ def rounded_down(problem: Problem, current: np.ndarray) -> np.ndarray:
     (:func:`down_to_pilot` on the problem's kept grid), then down to the 0.1 A grid: safe
     whenever ``current`` is (``G ≥ 0``)."""
     g = _grid(problem)
-    down = _down(current, g.sets, g.set_of, problem.session_min_current)
+    cur = np.asarray(current, dtype=np.float64)
+    kernel = _ROUNDED_DOWN_KERNEL.get()
+    if kernel is not None and cur.ndim == 2:
+        return kernel(np.ascontiguousarray(cur), g.set_of, g.sets, problem.session_min_current)
+    down = _down(cur, g.sets, g.set_of, problem.session_min_current)
     return np.floor(down * 10.0 + GRID_SNAP) / 10.0
 
 
@@ -398,7 +523,7 @@ def round_to_pilots(
     want = cur[sess, 0]
     got = down[sess, 0]
     ub = problem.var_ub[v0]
-    up = _up(got, g.sets, g.set_of[sess], min_a[sess], ub)
+    up = _up_of(got, sess, g, min_a, ub)
     # raise only what rounding took away (the plan wanted more than the step below gives)
     lost = (want > got + 1e-6) & (up > got + 1e-9)
     if not lost.any():
@@ -446,8 +571,8 @@ def pilot_fixings(
     want = np.asarray(planned, dtype=np.float64)[sess, 0]
     got = np.asarray(rounded, dtype=np.float64)[sess, 0]
     ub0 = problem.var_ub[v0]
-    below = _down(want, g.sets, g.set_of[sess], min_a[sess])
-    above = _up(below, g.sets, g.set_of[sess], min_a[sess], ub0)
+    below = _down_of(want, sess, g, min_a)
+    above = _up_of(below, sess, g, min_a, ub0)
     gap = (above > below + 1e-9) & (want > below + 1e-6)
     if not gap.any():
         return None

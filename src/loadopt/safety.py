@@ -34,6 +34,7 @@ one sweep is exact.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from typing import TypeVar
 import numpy as np
 import scipy.sparse as sp
 
+from ._csr import LazyKernel
 from .errors import InputError
 from .problem import (
     ROW_KIND_NAMES,
@@ -446,6 +448,8 @@ def violations(
         ) from None
     if current.shape != (S, T):
         raise InputError(f"schedule has shape {current.shape}, expected {(S, T)}")
+    if problem.storage is None and _passes(problem, current):
+        return []  # (the screen clears only schedules the checks below clear)
     left = limit if limit else sys.maxsize
     out: list[Violation] = []
     sid = problem.session_ids
@@ -611,6 +615,154 @@ def violations(
             Violation("energy ceiling", names[u], k, float(e[u, k + 1]), float(st.unit_emax_kwh[u]))
         )
     return out
+
+
+def _passes_loop(
+    cur: np.ndarray,
+    var_flat: np.ndarray,
+    ub_da: np.ndarray,
+    reserved: np.ndarray,
+    g_ptr: np.ndarray,
+    g_idx: np.ndarray,
+    g_data: np.ndarray,
+    row_kind: np.ndarray,
+    h: np.ndarray,
+    c_ptr: np.ndarray,
+    c_idx: np.ndarray,
+    c_data: np.ndarray,
+    group_of: np.ndarray,
+    n_groups: int,
+    base_coef: np.ndarray,
+    base_a: np.ndarray,
+    reserved_a: np.ndarray,
+    threshold: np.ndarray,
+) -> bool:
+    """Whether the charge-only :func:`violations` of ``cur`` (``(S, T)`` A, C order) finds
+    nothing, by the same arithmetic in one pass: values finite, ≥ 0 and on the 0.1 A grid
+    (``rint``), zero where not plugged in (``var_flat``), at most ``ub_da``; every row of ``G``
+    but the facet rows (each row summed in order from 0, as scipy's ``csr_matvec``), current
+    rows against ``floor(10 h)``, power rows ``load / 10 > h``; the phasor lines (``group_of``:
+    each line's position among the exact ones, -1 otherwise) summed over the sessions in order
+    as ``C.T @ cur`` does, their magnitude (``hypot``) taken ``1e-12`` high against
+    ``threshold`` (the check's ``max(limit, fixed) (1 + rtol) + rtol``): a different ``hypot``
+    than NumPy's can only make it stricter. ``False`` whenever any check might fire."""
+    S, T = cur.shape
+    n = S * T
+    flat = cur.ravel()
+    da = np.empty(n)
+    for f in range(n):
+        c = flat[f]
+        if not np.isfinite(c) or c < 0:
+            return False
+        c10 = c * 10.0
+        d = np.rint(c10)
+        if np.abs(c10 - d) > 1e-6:
+            return False
+        da[f] = d
+    plugged = np.zeros(n, np.bool_)
+    V = var_flat.size
+    for v in range(V):
+        plugged[var_flat[v]] = True
+    for f in range(n):
+        if da[f] > 0 and not plugged[f]:
+            return False
+    x = np.empty(V)
+    for v in range(V):
+        d = da[var_flat[v]]
+        x[v] = d if d >= 0.0 else 0.0
+        if x[v] > ub_da[v]:
+            return False
+    for r in range(row_kind.size):
+        kind = row_kind[r]
+        if kind == ROW_LINE_FACET or kind == ROW_PRIMARY_FACET:  # their phasor limit: below
+            continue
+        s = 0.0
+        for k in range(g_ptr[r], g_ptr[r + 1]):
+            s += g_data[k] * x[g_idx[k]]
+        if kind == ROW_NODE_CURRENT:
+            if s > np.floor(h[r] * 10.0):
+                return False
+        elif s / 10.0 > h[r]:
+            return False
+    if n_groups == 0:
+        return True
+    own = np.zeros(n)
+    for v in range(V):
+        if not reserved[v]:
+            own[var_flat[v]] = x[v] / 10.0
+    re = np.zeros((n_groups, T))
+    im = np.zeros((n_groups, T))
+    for i in range(S):
+        for k in range(c_ptr[i], c_ptr[i + 1]):
+            g = group_of[c_idx[k]]
+            if g < 0:
+                continue
+            a = c_data[k]
+            for t in range(T):
+                xv = own[i * T + t]
+                re[g, t] += a.real * xv
+                im[g, t] += a.imag * xv
+    for g in range(n_groups):
+        b = base_coef[g]
+        for t in range(T):
+            z = math.hypot(re[g, t] + b.real * base_a[t], im[g, t] + b.imag * base_a[t])
+            if z * (1.0 + 1e-12) + reserved_a[g, t] > threshold[g, t]:
+                return False
+    return True
+
+
+_PASSES_KERNEL = LazyKernel(_passes_loop)
+
+
+def _no_reservation(n: int) -> np.ndarray:
+    """``(n,)`` False, read-only like a compiled problem's ``var_reserved`` (one compiled
+    signature of the screen for both)."""
+    out = np.zeros(n, np.bool_)
+    out.setflags(write=False)
+    return out
+
+
+def _passes(problem: Problem, current: np.ndarray) -> bool:
+    """The compiled screen of :func:`violations` for a problem without storage
+    (:func:`_passes_loop`): ``True`` only where every check passes; ``False`` also where it does
+    not run (no numba yet, unusual matrix formats): the checks then run as written."""
+    kernel = _PASSES_KERNEL.get()
+    if kernel is None:
+        return False
+    G, C = problem.G, problem.line_coef
+    if G.format != "csr" or C.format != "csr" or C.dtype != np.complex128:
+        return False
+    groups = problem_memo(problem, "line_groups", lambda p: np.flatnonzero(p.line_exact))
+    group_of = np.full(C.shape[1], -1, dtype=np.int64)
+    group_of[groups] = np.arange(groups.size)
+    reserved = problem.var_reserved
+    # the phasor lines' thresholds, as the check computes them
+    base_coef = problem.line_base[groups]
+    res_a = problem.line_reserved_a[groups]
+    fixed = np.abs(base_coef[:, None]) * problem.base_load_a[None, :] + res_a
+    thr = np.maximum(problem.line_limit[groups], fixed) * (1.0 + PHASOR_RTOL) + PHASOR_RTOL
+    return bool(
+        kernel(
+            np.ascontiguousarray(current),
+            problem._var_flat,
+            _frozen_memo(problem, "ub_da", _ub_da, problem.var_ub),
+            _no_reservation(problem.n_vars) if reserved is None else reserved,
+            G.indptr,
+            G.indices,
+            G.data,
+            problem.row_kind,
+            problem.h,
+            C.indptr,
+            C.indices,
+            C.data,
+            group_of,
+            groups.size,
+            base_coef.astype(np.complex128),
+            problem.base_load_a.astype(np.float64),
+            np.ascontiguousarray(res_a, dtype=np.float64),
+            thr,
+        )
+    )
 
 
 def _check_facts(
