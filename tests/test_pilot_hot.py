@@ -430,7 +430,14 @@ def pilot_loops(monkeypatch):
     from loadopt import pilots
     from loadopt._csr import LazyKernel
 
-    kernels = (pilots._COLUMNS_KERNEL, pilots._ROWS_DOT_KERNEL, pilots._TAKE_ROOM_KERNEL)
+    kernels = (
+        pilots._COLUMNS_KERNEL,
+        pilots._ROWS_DOT_KERNEL,
+        pilots._TAKE_ROOM_KERNEL,
+        pilots._ROUNDED_DOWN_KERNEL,
+        pilots._DOWN_AT_KERNEL,
+        pilots._UP_AT_KERNEL,
+    )
     jitted = {k: LazyKernel(k.func).get(force=True) for k in kernels}
 
     def use(compiled: bool) -> None:
@@ -596,3 +603,127 @@ def test_a_fault_in_the_pilot_step_does_not_stop_the_controller(monkeypatch):
     monkeypatch.setattr(pilots, "round_to_pilots", broken)
     sched = ctl.step(T0 + timedelta(minutes=15))
     assert np.all(sched.current == 0.0) and "injected" in sched.message
+
+
+def _levels_cases():
+    """Level sets (sorted, ``+inf`` padded like :func:`loadopt.pilots._level_sets`), per session
+    a set or -1 (continuous), minima, and values around every level (± the 1e-9 slack, NaN,
+    ±inf, negative)."""
+    sets = np.array([[0.0, 8.0, 16.0, 24.0, 32.0], [0.0, 6.0, 6.5, np.inf, np.inf]])
+
+    @st.composite
+    def case(draw):
+        S = draw(st.integers(1, 6))
+        set_of = np.array(draw(st.lists(st.integers(-1, 1), min_size=S, max_size=S)))
+        min_a = np.array(
+            draw(st.lists(st.sampled_from([0.0, 6.0, 8.0, 7.9]), min_size=S, max_size=S))
+        )
+        near = [
+            v + d
+            for v in (0.0, 6.0, 6.5, 8.0, 16.0, 32.0)
+            for d in (-2e-9, -1e-9, 0.0, 1e-9, 5e-10)
+        ]
+        val = st.one_of(
+            st.sampled_from([*near, np.nan, np.inf, -np.inf, -0.0, -3.0, 40.0]),
+            st.floats(-1.0, 40.0, allow_nan=False),
+        )
+        T = draw(st.integers(1, 4))
+        cur = np.array(draw(st.lists(val, min_size=S * T, max_size=S * T))).reshape(S, T)
+        max_a = np.array(
+            draw(st.lists(st.sampled_from([6.0, 16.0, 32.0, np.inf]), min_size=S, max_size=S))
+        )
+        return sets, set_of, min_a, cur, max_a
+
+    return case()
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(case=_levels_cases())
+def test_compiled_pilot_searches_are_the_numpy_forms(case):
+    """The compiled rounding and next-pilot searches give, value for value, what
+    ``_down``/``_up`` (searchsorted over the level sets) give: at the levels, 1e-9 around them,
+    NaN, ±inf, continuous EVSEs, minima between the steps."""
+    from loadopt import pilots
+    from loadopt._csr import LazyKernel
+
+    sets, set_of, min_a, cur, max_a = case
+    rd = LazyKernel(pilots._rounded_down_loop).get(force=True)
+    dn = LazyKernel(pilots._down_at_loop).get(force=True)
+    up = LazyKernel(pilots._up_at_loop).get(force=True)
+    ref = np.floor(pilots._down(cur, sets, set_of, min_a) * 10.0 + 1e-6) / 10.0
+    assert rd(cur, set_of, sets, min_a).tobytes() == ref.tobytes()
+    S = cur.shape[0]
+    sess = np.repeat(np.arange(S), cur.shape[1])
+    flat = cur.ravel().copy()
+    ref_dn = pilots._down(flat, sets, set_of[sess], min_a[sess])
+    assert dn(flat, sess, set_of, sets, min_a).tobytes() == ref_dn.tobytes()
+    ref_up = pilots._up(flat, sets, set_of[sess], min_a[sess], max_a[sess])
+    assert up(flat, sess, set_of, sets, min_a, max_a[sess]).tobytes() == ref_up.tobytes()
+
+
+def _screen_problems():
+    """A JPL hour (line-to-line EVSEs, delta/wye transformers: phasor lines), the same with a
+    reservation on a plugged EVSE, and a tree site in 8 A steps."""
+    from loadopt.acn import acn_scenario
+
+    sc = acn_scenario("2019-05-07", step_s=300)
+    start = T0.replace(year=2019, month=5, day=7, hour=19)
+    on = [s for s in sc.sessions if s.arrival <= start < s.departure]
+    hz = lo.Horizon(start=start, step_s=300, n_periods=12)
+    E, T = len(sc.site.evses), hz.n_periods
+    res = np.zeros((E, 3, T))
+    k = [e.id for e in sc.site.evses].index(on[0].evse)
+    res[k, :, :4] = 6.0
+    return [
+        lo.compile_problem(sc.site, on, hz),
+        lo.compile_problem(sc.site, on, hz, reserved_a=res),
+        tree_problem([5.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0], 40.0, 17.0, steps=STEPS),
+    ]
+
+
+def test_violation_screen_clears_only_what_the_checks_clear(monkeypatch):
+    """``violations``' compiled screen (one pass over the checks' own arithmetic) answers "no
+    violation" only where the checks as written find none — every check: non-finite, negative,
+    off the 0.1 A grid, not plugged in, above the maximum, a current or power row, a phasor
+    line — and the lists it lets through are the checks' own."""
+    from loadopt import safety
+    from loadopt._csr import LazyKernel
+
+    screen = LazyKernel(safety._passes_loop).get(force=True)
+    rng = np.random.default_rng(11)
+    kinds: dict[str, int] = {}
+    cleared = 0
+    for p in _screen_problems():
+        base = lo.solve(p, method="lp").current
+        ub = p.dense(np.floor(p.var_ub * 10.0 + 1e-6) / 10.0)
+        cands = [base] + [np.floor(base * f * 10.0) / 10.0 for f in (1.01, 1.05, 1.3, 2.0)]
+        # within every maximum: only rows or phasor lines can break
+        cands += [np.minimum(np.floor(base * f * 10.0) / 10.0, ub) for f in (1.002, 1.01, 1.1)]
+        plugged = p.dense(np.ones(p.n_vars)) > 0
+        for _ in range(40):
+            c = base.copy()
+            i, t = rng.integers(c.shape[0]), rng.integers(c.shape[1])
+            c[i, t] = rng.choice([c[i, t] + 0.1, c[i, t] + 0.05, -0.1, np.nan, np.inf, 80.0])
+            cands.append(c)
+        if (~plugged).any():
+            c = base.copy()
+            c[np.argwhere(~plugged)[0][0], np.argwhere(~plugged)[0][1]] = 1.0
+            cands.append(c)
+        for c in cands:
+            monkeypatch.setattr(safety._PASSES_KERNEL, "done", True)
+            monkeypatch.setattr(safety._PASSES_KERNEL, "kernel", None)
+            ref = safety.violations(replace(p), c)
+            monkeypatch.setattr(safety._PASSES_KERNEL, "kernel", screen)
+            q = replace(p)
+            assert [str(v) for v in safety.violations(q, c)] == [str(v) for v in ref]
+            ok = safety._passes(q, c)
+            assert not (ok and ref), ref[:3]
+            cleared += ok
+            for k in {v.kind for v in ref}:
+                kinds[k] = kinds.get(k, 0) + 1
+            if ref and all(v.kind == "line current (phasor)" for v in ref):
+                kinds["phasor only"] = kinds.get("phasor only", 0) + 1
+    assert cleared >= 3
+    every = ("non-negative finite", "0.1 A grid", "not plugged in", "max current", "current")
+    for k in (*every, "line current (phasor)", "phasor only"):
+        assert kinds.get(k, 0) >= 1, kinds
