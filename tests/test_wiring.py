@@ -470,3 +470,37 @@ def test_facet_model_reaches_the_exact_limit_within_the_bound_on_a_sector():
         worst = max(mag[("cb", L)][0] for L in "RST")
         assert worst <= 50.0 + 1e-9
         assert worst >= 50.0 * (1 - p.facet_loss_bound) - 0.2
+
+
+_ANGLES_DEG = [0.0, 30.0, -30.0, 60.0, 90.0, 120.0, -120.0, 150.0, 180.0, 210.0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    loads=st.lists(
+        st.tuples(
+            st.sampled_from(_ANGLES_DEG),
+            st.sampled_from([0.0, 0.5, 1.0, 1 / math.sqrt(3)]),
+            st.lists(st.sampled_from([0.0, 7.0, 16.0, -10.0, 32.0, 1e3]), min_size=3, max_size=3),
+        ),
+        min_size=1,
+        max_size=7,
+    )
+)
+def test_the_prepared_zonotope_is_the_brute_force_maximum(loads):
+    """``Zonotope(coef).max_abs(amount)`` (what the OCPP guard evaluates, directions prepared
+    once) against the largest ``|Σ t_i·amount_i·coef_i|`` over every vertex ``t ∈ {0, 1}^K``
+    of the box (|·| is convex: the maximum is at a vertex), and the two calling forms agree."""
+    from itertools import product
+
+    from loadopt.wiring import Zonotope, zonotope_max_abs
+
+    coef = np.array([cmath.rect(m, math.radians(a)) for a, m, _ in loads])
+    amount = np.array([am for _, _, am in loads], dtype=float)  # (K, 3 instants)
+    got = Zonotope(coef).max_abs(amount)
+    brute = np.zeros(amount.shape[1])
+    for t in product((0.0, 1.0), repeat=coef.size):
+        z = np.abs((np.array(t)[:, None] * amount * coef[:, None]).sum(axis=0))
+        brute = np.maximum(brute, z)
+    np.testing.assert_allclose(got, brute, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(zonotope_max_abs(coef, amount), got)

@@ -152,24 +152,62 @@ def zonotope_max_abs(coef: np.ndarray, amount: np.ndarray) -> np.ndarray:
     v_i`` for a ``ψ`` between two consecutive angles ``arg(±v_i) ± 90°``, so one sum per arc
     between those breakpoints is exact (the breakpoints depend only on the directions). Segments
     along one direction add up to one segment first (exact), so the cost grows with the number
-    of distinct directions, not of loads.
+    of distinct directions, not of loads. Where the same ``coef`` is evaluated again and again
+    (the OCPP guard's admission test), prepare it once: :class:`Zonotope`.
     """
-    c = np.asarray(coef, dtype=np.complex128).reshape(-1)
-    a = np.asarray(amount, dtype=np.float64).reshape(c.size, -1)
-    mag = np.abs(c)
-    nz = mag > 0
-    c, a, mag = c[nz], a[nz], mag[nz]
-    if c.size == 0:
-        return np.zeros(a.shape[1])
-    u = np.concatenate([c / mag, -c / mag])
-    amt = np.concatenate([np.maximum(a, 0.0), np.maximum(-a, 0.0)]) * np.tile(mag, 2)[:, None]
-    key, inv = np.unique(np.round(np.mod(np.angle(u), 2.0 * np.pi), 12), return_inverse=True)
-    gen = np.zeros((key.size, a.shape[1]), dtype=np.complex128)  # one segment per direction
-    np.add.at(gen, inv.reshape(-1), amt * u[:, None])
-    cut = np.unique(np.round(np.mod(key[:, None] + [0.5 * np.pi, 1.5 * np.pi], 2.0 * np.pi), 12))
-    mids = cut + np.diff(np.concatenate([cut, cut[:1] + 2.0 * np.pi])) / 2.0
-    on = (np.exp(1j * (key[None, :] - mids[:, None]))).real > 0  # (arcs, directions)
-    return np.abs(on.astype(np.float64) @ gen).max(axis=0)
+    return Zonotope(coef).max_abs(amount)
+
+
+class Zonotope:
+    """:func:`zonotope_max_abs` with its directions prepared once: the breakpoints, arcs and
+    per-direction sums depend only on ``coef``, so an evaluation is one ``(arcs, 2K)`` complex
+    matrix product with the amounts.
+
+    Parameters
+    ----------
+    coef
+        ``(K,)`` complex line coefficients (A of line current per A).
+    """
+
+    def __init__(self, coef: np.ndarray) -> None:
+        c = np.asarray(coef, dtype=np.complex128).reshape(-1)
+        self.n_loads = c.size
+        mag = np.abs(c)
+        self._nz = np.flatnonzero(mag > 0)
+        c, mag = c[self._nz], mag[self._nz]
+        self._scale = np.tile(mag, 2)  # A of a load -> length of its segment
+        self._vertex: np.ndarray | None = None
+        if c.size == 0:
+            return
+        u = np.concatenate([c / mag, -c / mag])  # charge along +c, discharge/PV along −c
+        key, inv = np.unique(np.round(np.mod(np.angle(u), 2.0 * np.pi), 12), return_inverse=True)
+        cut = np.unique(
+            np.round(np.mod(key[:, None] + [0.5 * np.pi, 1.5 * np.pi], 2.0 * np.pi), 12)
+        )
+        mids = cut + np.diff(np.concatenate([cut, cut[:1] + 2.0 * np.pi])) / 2.0
+        on = (np.exp(1j * (key[None, :] - mids[:, None]))).real > 0  # (arcs, directions)
+        # the vertex of each arc: the segments whose direction points into its half-plane
+        self._vertex = on[:, inv.reshape(-1)] * u[None, :]  # (arcs, 2K) complex
+
+    def max_abs(self, amount: np.ndarray) -> np.ndarray:
+        """The largest magnitude (A) over the box of ``amount``.
+
+        Parameters
+        ----------
+        amount
+            ``(K, n)`` signed A per load, one column per instant.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n,)`` A.
+        """
+        a = np.asarray(amount, dtype=np.float64).reshape(self.n_loads, -1)
+        if self._vertex is None:
+            return np.zeros(a.shape[1])
+        a = a[self._nz]
+        amt = np.concatenate([np.maximum(a, 0.0), np.maximum(-a, 0.0)]) * self._scale[:, None]
+        return np.abs(self._vertex @ amt).max(axis=0)
 
 
 def facet_loss_bound(sector_rad: float | np.ndarray, m: int) -> np.ndarray:

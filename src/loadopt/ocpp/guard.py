@@ -48,7 +48,7 @@ from ..problem import Problem
 from ..safety import PHASOR_RTOL
 from ..signals import split
 from ..site import Site
-from ..wiring import zonotope_max_abs
+from ..wiring import Zonotope
 from .belief import epoch_s
 
 #: Tolerance (A or kW) below which a change does not count.
@@ -121,6 +121,12 @@ class SiteLimits:
             self._g_branch = [B.indices[B.indptr[g] : B.indptr[g + 1]] for g in self.line_groups]
             self._g_coef = [B.data[B.indptr[g] : B.indptr[g + 1]] for g in self.line_groups]
             self._g_base = p.line_base[self.line_groups]  # per A of balanced base load
+            # each group's directions (its branches twice: charge, discharge; base load, PV)
+            # are fixed: the zonotope is prepared once, an admission test only evaluates it
+            self._g_zono = [
+                Zonotope(np.concatenate([c, c, np.full(2, b)]))
+                for c, b in zip(self._g_coef, self._g_base, strict=True)
+            ]
             self._line_limit = p.line_limit[self.line_groups].astype(np.float64)  # (G, T)
             self._base_a = np.asarray(p.base_load_a, dtype=np.float64)  # (T,)
             self._pv_a = pv_a  # (T,) feeding in where the base load is
@@ -246,7 +252,7 @@ class SiteLimits:
         Every EVSE branch draws anything in ``[0, charge_a]`` or discharges anything in
         ``[0, discharge_a]`` (the opposite phasor), the base load (period maximum) and the PV
         output (period maximum, feeding in) are each on or off
-        (:func:`loadopt.wiring.zonotope_max_abs`).
+        (:class:`loadopt.wiring.Zonotope`, prepared once per group).
 
         Parameters
         ----------
@@ -291,10 +297,9 @@ class SiteLimits:
         fixed = np.vstack([self._base_a[k], -self._pv_a[k]])  # (2, n) along the base phasor
         out = np.zeros((n, gs.size))
         for col, i in enumerate(gs):
-            br, c = self._g_branch[i], self._g_coef[i]
-            coef = np.concatenate([c, c, np.full(2, self._g_base[i])])
+            br = self._g_branch[i]
             amount = np.vstack([w[:, br].T, -d[:, br].T, fixed])
-            out[:, col] = zonotope_max_abs(coef, amount)
+            out[:, col] = self._g_zono[i].max_abs(amount)
         return out
 
     def _lines_ok(
