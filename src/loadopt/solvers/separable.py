@@ -51,64 +51,82 @@ def solve_separable(lp: LinearProgram) -> SolverResult | None:
     if lp.integrality is not None and np.any(lp.integrality):
         return None
     n = int(lp.n_cols)
-    if lp.A.nnz > n:  # more entries than columns: some column is in two rows
+    if n == 0 or lp.A.nnz > n:  # more entries than columns: some column is in two rows
         return None
     A = lp.A.tocsc() if lp.A.format != "csc" else lp.A
-    nnz = np.diff(A.indptr)
-    if n == 0 or np.any(nnz > 1):
+    ptr = A.indptr
+    nnz = ptr[1:] - ptr[:-1]
+    if nnz.max() > 1:
         return None
     c = np.asarray(lp.c, dtype=np.float64)
     lo = np.asarray(lp.col_lb, dtype=np.float64)
     up = np.asarray(lp.col_ub, dtype=np.float64)
     if np.any(lo > up) or np.any(np.isneginf(lo)) or np.isnan(c @ c + lo @ lo + up @ up):
         return None  # (NaN anywhere in c, lo, up: the squares sum to NaN)
-    x = lo.copy()
-    free = nnz == 0
-    if free.any():  # in no row: the bound the cost prefers
-        down = free & (c < 0)
-        if np.any(np.isposinf(up[down])):
-            return None
-        x[down] = up[down]
-    in_row = np.flatnonzero(~free)
     r_lo = np.asarray(lp.row_lb, dtype=np.float64)
     r_hi = np.asarray(lp.row_ub, dtype=np.float64)
     if np.any(r_lo > r_hi + _TOL) or np.isnan(r_lo @ r_lo + r_hi @ r_hi):
         return None  # a row no activity satisfies (or NaN): HiGHS says so properly
-    if in_row.size == 0 and (np.any(r_lo > _TOL) or np.any(r_hi < -_TOL)):
-        return None  # a row without columns that 0 does not satisfy: infeasible
-    if in_row.size:
-        # CSC with one entry per such column: its row and coefficient, in column order
-        row = A.indices[A.indptr[in_row]].astype(np.int64)
-        a = A.data[A.indptr[in_row]].astype(np.float64)
-        if np.any(a <= 0):
+    if A.nnz == n:  # every column in a row (the energy rows of an uncongested step)
+        x = lo.copy()
+        in_row = None
+        row = A.indices.astype(np.int64)
+        a = A.data.astype(np.float64)
+        cj, lj, uj = c, lo, up
+    else:
+        x = lo.copy()
+        free = nnz == 0
+        down = free & (c < 0)  # in no row: the bound the cost prefers
+        if np.any(np.isposinf(up[down])):
             return None
+        x[down] = up[down]
+        in_row = np.flatnonzero(~free)
+        if in_row.size == 0:
+            if np.any(r_lo > _TOL) or np.any(r_hi < -_TOL):
+                return None  # a row without columns that 0 does not satisfy: infeasible
+            return _result(lp, c, x, t0)
+        # CSC with one entry per such column: its row and coefficient, in column order
+        row = A.indices[ptr[in_row]].astype(np.int64)
+        a = A.data[ptr[in_row]].astype(np.float64)
         cj, lj, uj = c[in_row], lo[in_row], up[in_row]
-        p = cj / a  # cost per unit of activity
-        m = int(lp.n_rows)
-        cap = a * (uj - lj)  # activity a column can add (inf where unbounded)
-        s0 = np.bincount(row, weights=a * lj, minlength=m)
-        finite_cap = np.where(np.isfinite(cap), cap, 0.0)
-        s_max = s0 + np.bincount(row, weights=finite_cap, minlength=m)
-        s_max[np.bincount(row, weights=~np.isfinite(cap), minlength=m) > 0] = np.inf
-        gain = (p < 0) & np.isfinite(cap)
+    if np.any(a <= 0):
+        return None
+    p = cj / a  # cost per unit of activity
+    m = int(lp.n_rows)
+    cap = a * (uj - lj)  # activity a column can add (inf where unbounded)
+    s0 = np.bincount(row, weights=a * lj, minlength=m)
+    if np.isfinite(cap).all():
+        s_max = s0 + np.bincount(row, weights=cap, minlength=m)
+        s_prof = s0 + np.bincount(row, weights=np.where(p < 0, cap, 0.0), minlength=m)
+    else:
+        finite = np.isfinite(cap)
+        s_max = s0 + np.bincount(row, weights=np.where(finite, cap, 0.0), minlength=m)
+        s_max[np.bincount(row, weights=~finite, minlength=m) > 0] = np.inf
+        gain = (p < 0) & finite
         s_prof = s0 + np.bincount(row, weights=np.where(gain, cap, 0.0), minlength=m)
-        s_prof[np.bincount(row, weights=(p < 0) & ~np.isfinite(cap), minlength=m) > 0] = np.inf
-        if np.any(r_lo > s_max + _TOL) or np.any(r_hi < s0 - _TOL):
-            return None  # infeasible: HiGHS says so properly
-        target = np.minimum(np.maximum(s_prof, r_lo), r_hi)
-        target = np.minimum(np.maximum(target, s0), s_max)
-        if not np.all(np.isfinite(target)):
-            return None  # unbounded
-        need = target - s0  # (m,) activity to add per row, >= 0
-        order = np.lexsort((in_row, p, row))  # per row, cheapest activity first
-        r_o = row[order]
-        take = np.minimum(cap[order], need[r_o])  # finite: never more than the row needs
-        csum = np.cumsum(take)
-        start = np.searchsorted(r_o, np.arange(m), side="left")
-        before = csum - take - np.where(start[r_o] > 0, csum[start[r_o] - 1], 0.0)
-        fill = np.clip(need[r_o] - before, 0.0, take)
-        xo = lj[order] + fill / a[order]
-        x[in_row[order]] = np.minimum(xo, uj[order])
+        s_prof[np.bincount(row, weights=(p < 0) & ~finite, minlength=m) > 0] = np.inf
+    if np.any(r_lo > s_max + _TOL) or np.any(r_hi < s0 - _TOL):
+        return None  # infeasible: HiGHS says so properly
+    target = np.minimum(np.maximum(s_prof, r_lo), r_hi)
+    target = np.minimum(np.maximum(target, s0), s_max)
+    if not np.all(np.isfinite(target)):
+        return None  # unbounded
+    need = target - s0  # (m,) activity to add per row, >= 0
+    # per row, cheapest activity first; ties in column order (lexsort is stable)
+    order = np.lexsort((p, row))
+    r_o = row[order]
+    take = np.minimum(cap[order], need[r_o])  # finite: never more than the row needs
+    csum = np.cumsum(take)
+    start = np.searchsorted(r_o, np.arange(m), side="left")[r_o]
+    before = csum - take - np.where(start > 0, csum[start - 1], 0.0)
+    fill = np.clip(need[r_o] - before, 0.0, take)
+    xo = lj[order] + fill / a[order]
+    x[order if in_row is None else in_row[order]] = np.minimum(xo, uj[order])
+    return _result(lp, c, x, t0)
+
+
+def _result(lp: LinearProgram, c: np.ndarray, x: np.ndarray, t0: float) -> SolverResult:
+    """The optimal result of column values ``x`` (objective with ``lp.offset``)."""
     obj = float(c @ x + lp.offset)
     return SolverResult(
         SolverStatus.OPTIMAL,
