@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from itertools import pairwise
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 
 import loadopt as lo
+import loadopt.lp as lpm
 from loadopt.lp import build_lp
 from loadopt.solvers import highs as hs
 
@@ -106,3 +109,60 @@ def test_duplicate_rows_are_merged_to_the_tightest():
     # grid R/S/T and cb R/S/T carry the same three-phase cars: one row per period survives
     assert lp.rows["safety"].size == 2
     assert lp.row_ub[lp.rows["safety"].slice].tolist() == [30.0, 30.0]
+
+
+def _assert_same_lp(a: lpm.LinearProgram, b: lpm.LinearProgram) -> None:
+    """Bit for bit: arrays (values and dtypes), matrix, offset, blocks."""
+    for k in ("c", "col_lb", "col_ub", "row_lb", "row_ub"):
+        x, y = getattr(a, k), getattr(b, k)
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), k
+    assert type(a.offset) is type(b.offset) and a.offset == b.offset
+    assert a.A.format == b.A.format and a.A.shape == b.A.shape
+    for k in ("indptr", "indices", "data"):
+        x, y = getattr(a.A, k), getattr(b.A, k)
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), k
+    assert a.A.has_sorted_indices == b.A.has_sorted_indices
+    for x, y in ((a.cols, b.cols), (a.rows, b.rows)):
+        assert list(x) == list(y)
+        for k in x:
+            assert (x[k].start, x[k].stop) == (y[k].start, y[k].stop)
+            assert x[k].index.dtype == y[k].index.dtype
+            assert x[k].index.tobytes() == y[k].index.tobytes()
+    assert (a.integrality is None) == (b.integrality is None)
+
+
+def _general_build(p: lo.Problem, **kw) -> lpm.LinearProgram:
+    """build_lp with its shortcuts off (no early exit without columns, the general CSC)."""
+    with (
+        mock.patch.object(lpm, "_has_extra_columns", lambda *a: True),
+        mock.patch.object(lpm, "_csc_one_per_column", lambda *a: None),
+    ):
+        return build_lp(p, **kw)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(scenarios())
+def test_shortcuts_build_the_general_lp_bit_for_bit(p):
+    """The shortcuts of build_lp (no columns: no row pipeline; one entry per column: the CSC
+    straight from the triplets) give the LP of the general build, bit for bit, also where
+    nobody can draw or nobody wants energy."""
+    nobody = dataclasses.replace(p, var_ub=np.zeros_like(p.var_ub))
+    sated = dataclasses.replace(p, session_energy_kwh=np.zeros_like(p.session_energy_kwh))
+    for q in (p, nobody, sated):
+        for kw in ({}, {"unmet_slack": False}):
+            _assert_same_lp(build_lp(q, **kw), _general_build(q, **kw))
+
+
+def test_no_session_builds_an_empty_lp_as_the_general_build():
+    from .conftest import horizon
+
+    site = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=40.0),),
+        evses=(lo.Evse(id="e0", node="grid", charge_point_id="C0"),),
+    )
+    p = lo.compile_problem(site, [], horizon(4))
+    assert p.n_vars == 0
+    for kw in ({}, {"unmet_slack": False}):
+        lp = build_lp(p, **kw)
+        assert lp.n_cols == lp.n_rows == 0
+        _assert_same_lp(lp, _general_build(p, **kw))

@@ -238,6 +238,10 @@ def build_lp(
     G, h = problem.G, problem.h
     V = problem.n_vars
     st = problem.storage
+    need_imp = _needs_import(problem)
+    if st is None and not (problem.var_ub > 0).any() and not _has_extra_columns(problem, need_imp):
+        # nobody can draw (no session plugged in, or none with room): no column, no row
+        return _without_columns(problem, unmet_slack)
     # with storage the safety rows also hold battery charging (≥ 0) and discharge credit (≤ 0)
     K = G if st is None else sp.hstack([G, st.Gb, -st.Cd]).tocsr()
     ub_all = (
@@ -274,10 +278,14 @@ def build_lp(
     new_col = np.full(V + n_st, -1, dtype=np.int64)
     new_col[cols] = np.arange(n_r)
     new_col[V:] = n_r + np.arange(n_st)
-    rp, rc, rd, nz_rows = take_map(K.indptr, K.indices, K.data, keep_row, new_col)
-    g_rows = keep_row[nz_rows]
-    rp, rc, rd, h_red, kept = _dedupe_row_arrays(rp, rc, rd, h[g_rows], n_r + n_st)
-    g_rows = g_rows[kept]
+    if keep_row.size:
+        rp, rc, rd, nz_rows = take_map(K.indptr, K.indices, K.data, keep_row, new_col)
+        g_rows = keep_row[nz_rows]
+        rp, rc, rd, h_red, kept = _dedupe_row_arrays(rp, rc, rd, h[g_rows], n_r + n_st)
+        g_rows = g_rows[kept]
+    else:  # no safety row can bind (an uncongested step)
+        rp, rc, rd = np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        h_red, g_rows = np.zeros(0), keep_row
 
     vs = problem.var_session[cols]
     # wants energy and can draw (V2G sessions: a target row on the energy state instead)
@@ -312,7 +320,7 @@ def build_lp(
     rows = _Rows()
     n0 = n_r + u_sess.size  # storage columns start here
     g_col = np.where(rc < n_r, rc, rc - n_r + n0)
-    rows.add(entry_rows(rp), g_col, rd, -np.inf, h_red, "safety", g_rows)
+    rows.add(entry_rows(rp) if rd.size else rc, g_col, rd, -np.inf, h_red, "safety", g_rows)
     E_rhs = problem.session_energy_kwh[e_sess]
     n = n_r + u_sess.size
     u_cols = n_r + np.arange(u_sess.size)
@@ -359,11 +367,6 @@ def build_lp(
             integer,
         )
 
-    price_matters = o.energy_cost > 0 and (
-        np.any(problem.import_price != 0)
-        or (problem.export_price is not None and np.any(problem.export_price != 0))
-    )
-    need_imp = price_matters or o.demand_charge_per_kw > 0
     imp_cols = exp_cols = None
     peak_col = z_col = None
     periods = np.arange(T)
@@ -523,6 +526,52 @@ def build_lp(
         cols=blocks_of(col_keys),
         rows=row_blocks,
         integrality=integrality,
+    )
+
+
+def _needs_import(problem: Problem) -> bool:
+    """Whether the LP prices the grid import: energy prices that are not all 0, or a demand
+    charge."""
+    o = problem.objective
+    price_matters = o.energy_cost > 0 and (
+        bool(problem.import_price.any())
+        or (problem.export_price is not None and bool(problem.export_price.any()))
+    )
+    return price_matters or o.demand_charge_per_kw > 0
+
+
+def _has_extra_columns(problem: Problem, need_imp: bool) -> bool:
+    """Whether :func:`build_lp` may add columns besides the currents and the unmet slacks
+    (import/export, peak, fairness, soft grid signals; storage is checked apart)."""
+    return (
+        need_imp
+        or problem.objective.fairness > 0
+        or (problem.setpoint_kw is not None and bool(np.isfinite(problem.setpoint_kw).any()))
+        or (problem.export_cap_kw is not None and bool(np.isfinite(problem.export_cap_kw).any()))
+    )
+
+
+def _without_columns(problem: Problem, unmet_slack: bool) -> LinearProgram:
+    """:func:`build_lp` of a problem without storage or extra columns in which no variable can
+    be non-zero: no column and no row, every session's energy unmet at its penalty (the
+    offset), the same blocks as the general build."""
+    pen = unmet_penalty(problem)
+    E = problem.session_energy_kwh
+    offset = float(np.sum(pen * E)) if unmet_slack else objective_coefficients(problem, pen)[1]
+    none_i, none_f = np.zeros(0, np.int64), np.zeros(0)
+    A = sp.csc_matrix((none_f, np.zeros(0, np.int32), np.zeros(1, np.int32)), shape=(0, 0))
+    A.has_sorted_indices = True  # as csc_from_coo makes it
+    none = Block(0, 0, none_i)
+    return LinearProgram(
+        c=none_f,
+        col_lb=none_f.copy(),
+        col_ub=none_f.copy(),
+        A=A,
+        row_lb=none_f.copy(),
+        row_ub=none_f.copy(),
+        offset=offset,
+        cols={"r": none, "u": none} if unmet_slack else {"r": none},
+        rows={"safety": none, "energy": none},
     )
 
 
@@ -923,19 +972,51 @@ class _Rows:
         self.index: dict[str, np.ndarray] = {}
 
     def add(self, r, c, v, lb, ub, name: str, index: np.ndarray) -> None:
-        k = np.asarray(index).size
-        self.trip.append(
-            (np.asarray(r, np.int64) + self.m, np.asarray(c, np.int64), np.asarray(v, np.float64))
-        )
-        self.lb.append(np.broadcast_to(np.asarray(lb, np.float64), (k,)))
-        self.ub.append(np.broadcast_to(np.asarray(ub, np.float64), (k,)))
-        self.index[name] = np.asarray(index, np.int64)
+        index = np.asarray(index, np.int64)
+        k = index.size
+        if len(r):
+            self.trip.append(
+                (
+                    np.asarray(r, np.int64) + self.m,
+                    np.asarray(c, np.int64),
+                    np.asarray(v, np.float64),
+                )
+            )
+        self.lb.append(_per_row(lb, k))
+        self.ub.append(_per_row(ub, k))
+        self.index[name] = index
         self.m += k
 
     def build(self, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, dict[str, Block]]:
-        r, c, v = (np.concatenate(x) for x in zip(*self.trip, strict=True))
-        A = csc_from_coo(r, c, v, (self.m, n_cols))
+        if self.trip:
+            r, c, v = (np.concatenate(x) for x in zip(*self.trip, strict=True))
+        else:
+            r, c, v = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        A = _csc_one_per_column(r, c, v, (self.m, n_cols))
+        if A is None:
+            A = csc_from_coo(r, c, v, (self.m, n_cols))
         return A, np.concatenate(self.lb), np.concatenate(self.ub), blocks_of(self.index)
+
+
+def _csc_one_per_column(
+    r: np.ndarray, c: np.ndarray, v: np.ndarray, shape: tuple[int, int]
+) -> sp.csc_matrix | None:
+    """:func:`~loadopt._csr.csc_from_coo` of triplets whose columns strictly ascend (at most one
+    entry per column, in column order: an uncongested step's LP, energy rows only): the CSC
+    arrays are the triplets themselves. None where the columns do not strictly ascend."""
+    m, n = shape
+    if not c.size or max(m, n) >= 2**31 - 1 or not (c[1:] > c[:-1]).all():
+        return None
+    ptr = np.searchsorted(c, np.arange(n + 1)).astype(np.int32)
+    A = sp.csc_matrix((v, r.astype(np.int32), ptr), shape=shape)
+    A.has_sorted_indices = True
+    return A
+
+
+def _per_row(bound, k: int) -> np.ndarray:
+    """A row bound (a number, or one per row) as ``(k,)`` float64."""
+    b = np.asarray(bound, np.float64)
+    return np.full(k, float(b)) if b.ndim == 0 else np.broadcast_to(b, (k,))
 
 
 #: Above this many entries :func:`_dedupe_row_arrays` compares rows with scipy (measured: the
