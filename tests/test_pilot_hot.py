@@ -727,3 +727,63 @@ def test_violation_screen_clears_only_what_the_checks_clear(monkeypatch):
     every = ("non-negative finite", "0.1 A grid", "not plugged in", "max current", "current")
     for k in (*every, "line current (phasor)", "phasor only"):
         assert kinds.get(k, 0) >= 1, kinds
+
+
+def test_projection_compiled_is_the_numpy_form(monkeypatch):
+    """``project``'s compiled passes give the numpy form's schedule byte for byte: plans over
+    every kind of row by a little and by far, off the grid, NaN and inf, with
+    and without minimum currents, a reservation, no pass allowed (the last resort: the numpy
+    form); and a matrix holding a column twice in a row
+    (scipy's maximum adds such entries first) is left to the numpy form."""
+    import scipy.sparse as sp
+
+    from loadopt import safety
+    from loadopt._csr import LazyKernel
+
+    compiled = LazyKernel(safety._project_loop).get(force=True)
+    rng = np.random.default_rng(5)
+    problems = _screen_problems()
+    G = problems[2].G  # the tree site's matrix with its first entry split in two
+    k = int(G.indptr[np.flatnonzero(np.diff(G.indptr))[0]])
+    data = np.insert(G.data, k, G.data[k] * 0.5)
+    data[k + 1] *= 0.5
+    ptr = G.indptr.copy()
+    ptr[np.searchsorted(ptr, k, side="right") :] += 1
+    dup = sp.csr_matrix((data, np.insert(G.indices, k, G.indices[k]), ptr), shape=G.shape)
+    assert not dup.has_canonical_format
+    problems.append(replace(problems[2], G=dup))
+    passes = []
+    for p in problems:
+        base = lo.solve(p, method="lp").current
+        plans = [base, base + rng.uniform(0.0, 0.3, base.shape)]
+        plans += [base * f + 0.37 for f in (1.02, 1.5, 4.0)]
+        c = base * 2.0
+        c[0, 0], c[-1, -1] = np.nan, np.inf
+        plans.append(c)
+        for plan in plans:
+            for mc, n in ((None, 8), (p.session_min_current, 8), (None, 0)):
+                monkeypatch.setattr(safety._PROJECT_KERNEL, "done", True)
+                monkeypatch.setattr(safety._PROJECT_KERNEL, "kernel", None)
+                ref = safety.project(replace(p), plan, n, min_current=mc)
+                monkeypatch.setattr(safety._PROJECT_KERNEL, "kernel", compiled)
+                got = safety.project(replace(p), plan, n, min_current=mc)
+                assert got.tobytes() == ref.tobytes()
+                passes.append(_shrink_passes(p, plan))
+    assert max(passes) >= 1 and min(passes) == 0  # (G ≥ 0: one pass fixes every row)
+
+
+def _shrink_passes(p: lo.Problem, plan: np.ndarray) -> int:
+    """How many of ``project``'s passes ``plan`` takes (the numpy form, counted)."""
+    from loadopt import safety
+
+    x = np.minimum(safety.to_deciamps(p.gather(plan)), safety._ub_da(p))
+    cap = safety.row_capacity_da(p)
+    for n in range(8):
+        load = p.G @ x
+        over = np.flatnonzero(load > cap)
+        if over.size == 0:
+            return n
+        M = p.G[over]
+        M.data = np.repeat(1.0 - cap[over] / load[over], np.diff(M.indptr))
+        x = np.floor(x * (1.0 - np.asarray(M.max(axis=0).todense()).ravel()))
+    return 8

@@ -165,13 +165,117 @@ def project(
         )
     if problem.storage is not None:  # energy ceilings apply to charging too
         return project_storage(problem, current, min_current=min_current, max_passes=max_passes)[0]
+    ub_da = _frozen_memo(problem, "ub_da", _ub_da, problem.var_ub)
+    kernel = _PROJECT_KERNEL.get()
+    if kernel is not None and problem.G.format == "csr":
+        use_min = min_current is not None
+        out, done = kernel(
+            np.ascontiguousarray(current),
+            problem._var_flat,
+            ub_da,
+            problem.G.indptr,
+            problem.G.indices,
+            problem.G.data,
+            _frozen_memo(problem, "cap", row_capacity_da, problem.h),
+            max_passes,
+            _min_da(min_current) if use_min else _NO_MIN,
+            problem.var_session,
+            use_min,
+        )
+        if done:  # (else: the passes as written, from the start)
+            return out
     x = to_deciamps(problem.gather(current))
-    x = np.minimum(x, _frozen_memo(problem, "ub_da", _ub_da, problem.var_ub))
+    x = np.minimum(x, ub_da)
     x = _project_da(problem, x, max_passes)
     if min_current is not None:
-        min_da = np.ceil(np.asarray(min_current, dtype=np.float64) * 10.0 - GRID_SNAP)
-        x = np.where(x < min_da[problem.var_session], 0.0, x)
+        x = np.where(x < _min_da(min_current)[problem.var_session], 0.0, x)
     return problem.dense(x / 10.0)
+
+
+def _min_da(min_current: np.ndarray) -> np.ndarray:
+    """``(S,)`` the sessions' minimum currents in whole deci-amps (rounded up)."""
+    return np.ceil(np.asarray(min_current, dtype=np.float64) * 10.0 - GRID_SNAP)
+
+
+_NO_MIN = np.zeros(0)
+
+
+def _project_loop(
+    cur: np.ndarray,
+    var_flat: np.ndarray,
+    ub_da: np.ndarray,
+    g_ptr: np.ndarray,
+    g_idx: np.ndarray,
+    g_data: np.ndarray,
+    cap: np.ndarray,
+    max_passes: int,
+    min_da: np.ndarray,
+    var_session: np.ndarray,
+    use_min: bool,
+) -> tuple[np.ndarray, bool]:
+    """:func:`project` of ``cur`` (``(S, T)`` A, C order) for a problem without storage, by the
+    same arithmetic: :func:`to_deciamps`, the maxima, :func:`_shrink`'s passes (each row summed
+    in order from 0 as scipy's ``csr_matvec``; a column scaled by the largest ``1 − cap/load`` of
+    the over-full rows it is in), the minima; the ``(S, T)`` result and ``True``. ``False``
+    (result unused) where the passes do not settle or a row holds a column twice (scipy's
+    maximum would add such entries first): the caller runs the numpy form."""
+    S, T = cur.shape
+    V = var_flat.size
+    flat = cur.ravel()
+    x = np.empty(V)
+    for v in range(V):
+        c = flat[var_flat[v]]
+        if not np.isfinite(c):
+            c = 0.0
+        d = np.floor(c * 10.0 + GRID_SNAP)
+        if d < 0.0:
+            d = 0.0
+        x[v] = d if d < ub_da[v] else ub_da[v]
+    M = cap.size
+    load = np.empty(M)
+    col_shrink = np.zeros(V)
+    settled = M == 0
+    for n in range(max_passes + 1 if M else 0):
+        any_over = False
+        for r in range(M):
+            s = 0.0
+            for k in range(g_ptr[r], g_ptr[r + 1]):
+                s += g_data[k] * x[g_idx[k]]
+            load[r] = s
+            if s > cap[r]:
+                any_over = True
+        if not any_over:
+            settled = True
+            break
+        if n == max_passes:
+            break
+        col_shrink[:] = 0.0
+        for r in range(M):
+            if load[r] > cap[r]:
+                shrink = 1.0 - cap[r] / load[r]
+                prev = -1
+                for k in range(g_ptr[r], g_ptr[r + 1]):
+                    j = g_idx[k]
+                    if j <= prev:
+                        return np.zeros((S, T)), False
+                    prev = j
+                    if shrink > col_shrink[j]:
+                        col_shrink[j] = shrink
+        for v in range(V):
+            if col_shrink[v] > 0.0:
+                x[v] = np.floor(x[v] * (1.0 - col_shrink[v]))
+    if not settled:
+        return np.zeros((S, T)), False
+    out = np.zeros(S * T)
+    for v in range(V):
+        xv = x[v]
+        if use_min and xv < min_da[var_session[v]]:
+            xv = 0.0
+        out[var_flat[v]] = xv / 10.0
+    return out.reshape(S, T), True
+
+
+_PROJECT_KERNEL = LazyKernel(_project_loop)
 
 
 def _project_da(problem: Problem, x: np.ndarray, max_passes: int) -> np.ndarray:
