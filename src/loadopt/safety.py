@@ -178,7 +178,7 @@ def project(
             problem.G.data,
             _frozen_memo(problem, "cap", row_capacity_da, problem.h),
             max_passes,
-            _min_da(min_current) if use_min else _NO_MIN,
+            _NO_MIN if min_current is None else _min_da(min_current),
             problem.var_session,
             use_min,
         )
