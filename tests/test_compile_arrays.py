@@ -324,7 +324,8 @@ def test_compiled_row_assembly_equals_the_numpy_form(name, seed, tiered):
         compile_problem(p.site, p.sessions, p.horizon, p.signals, reserved_a=reserved)
     finally:
         core._assemble_rows = real
-    (tpl, unit, period, free, rhs, T, n_ev) = calls[0]
+    (tpl, unit, period, free, rhs, T, n_ev, finite) = calls[0]
+    assert np.array_equal(finite, np.isfinite(rhs))
     if rhs.size and rng.random() < 0.5:  # some groups limited in some periods only
         rhs = rhs.copy()
         rhs[rng.random(rhs.size) < 0.3] = np.inf

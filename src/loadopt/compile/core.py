@@ -13,9 +13,7 @@ from .._base import as_model
 from ..grid.arrays import _no_signal_arrays, signal_arrays
 from ..horizon import Horizon, sample
 from ..objective import Objective
-from ..problem import (
-    Problem,
-)
+from ..problem import Problem, _new_problem
 from ..session import Session, as_sessions, check_sessions
 from ..signals import Signals, split
 from ..site import Site
@@ -26,9 +24,10 @@ from .fixed_loads import (
     _overloaded_reserved,
     _reserved_loads,
 )
-from .lines import _line_currents, _Lines
+from .limits import _limits, _raw_limits, _step_limits, _StepLimits
+from .lines import _line_currents, _line_shape, _Lines, _reserved_lines
 from .rows import _assemble_rows, _group_labels, _row_template
-from .series import _feasible_floor, _node_limits, _sample_signals
+from .series import _feasible_floor
 from .storage import _battery_columns, _BatteryColumns, _compile_storage, _v2x_sessions
 from .tree import _carries, _session_anc, _site_tree, _SiteTree
 
@@ -99,7 +98,7 @@ def compile_problem(
 
     # --- tree ------------------------------------------------------------------------------
     node_ids, node_index = tree.node_ids, tree.node_index
-    parent, root = tree.parent, tree.root
+    parent = tree.parent
     evse_ids, evse_index = tree.evse_ids, tree.evse_index
     E_ = len(evse_ids)
     # lines an EVSE does not have carry nothing
@@ -108,106 +107,54 @@ def compile_problem(
         if reserved_a is None
         else _check_reserved(reserved_a, E_, T, evse_ids) * tree.has_line[:, :, None]
     )
+    held = reserved is not None and bool(reserved.any())  # some reserved draw
 
     # --- sessions and their variables ----------------------------------------------------------
     evses = [site.evses[evse_index[s.evse]] for s in sessions]
     sa = _session_arrays(tree, sessions, horizon)
-    vs, vt, var_ub, var_free, var_kwh = _variables(sa, reserved, horizon.period_s)
-
-    # --- limits per node, phase, period ------------------------------------------------------
-    node_cur, node_kw = _node_limits(site, horizon)
-
-    # --- signals ---------------------------------------------------------------------------
-    base_kw, pv_kw, price, export_price, grid_kw, base_a = _sample_signals(signals, horizon, site)
-
-    # reserved draw per EVSE line -> per site phase, node and kW (fixed loads)
-    res_site, node_res_kw, site_res_kw = _reserved_loads(reserved, tree, T)
-    if reserved is None:
-        reserved = np.zeros((E_, 3, T))
-
-    s_anc_csr = _session_anc(tree, sa.s_evse)  # (S, N): sessions under each node
-    # grid-operator signals (loadopt.grid.arrays): caps per node, prices, setpoints, floors
-    sig = (
-        _no_signal_arrays(node_kw.shape[0], T, vs.size)
-        if not signals.grid_signals
-        else signal_arrays(
-            signals.grid_signals,
-            signals.grid_policy,
-            site.id,
-            horizon,
-            node_index,
-            root,
-            _carries(
-                parent, root if site.base_load_node is None else node_index[site.base_load_node]
-            ),
-            s_anc_csr,
-            sa.kw_per_a * sa.max_cur,
-            sa.energy,
-            sa.arr_s,
-            sa.dep_s,
-            sa.avail,
-            sample(*split(signals.base_load_kw), horizon, "min"),
-            sample(*split(signals.pv_kw), horizon, "max"),
-            grid_kw,
-            node_kw,
-            vs,
-            vt,
-            var_ub,
-            sa.kw_per_a,
-        )
+    vs, vt, var_ub, var_free, var_kwh = _variables(
+        sa, reserved if held else None, horizon.period_s
     )
-    root_cap = sig.node_cap_kw[root].copy()
-    sig_node_cap = sig.node_cap_kw.copy()
-    sig_node_cap[root] = np.inf  # the root's signal caps bound the net import, not the node kW
-    node_kw = np.minimum(node_kw, sig_node_cap)
-    node_cur = np.minimum(node_cur, sig.node_cap_a[:, None, :])
-    import_cap = np.minimum(grid_kw, root_cap)
-    price = price + sig.import_adder
-    if np.any(sig.export_adder != 0):
-        export_price = (0.0 if export_price is None else export_price) + sig.export_adder
+    s_anc_csr = _session_anc(tree, sa.s_evse)  # (S, N): sessions under each node
+
+    # --- limits, signals and fixed loads on the horizon (compile.limits) ----------------------
+    if not signals.grid_signals and not held:
+        lim = _step_limits(site, tree, signals, horizon)  # kept while no time moves it
+    else:
+        lim = _signal_limits(site, tree, signals, horizon, sa, s_anc_csr, vs, vt, var_ub, reserved)
+    sig, node_cur, node_kw, base_a = lim.sig, lim.node_cur, lim.node_kw, lim.base_a
+    if reserved is None:
+        reserved = _no_reserve(E_, T)
 
     # --- batteries: charge columns in the same rows (A per phase, balanced over R, S, T) -------
     bat = _battery_columns(site, node_index, parent, T)
     bidir = _v2x_sessions(sessions, evses, notices)
 
     # --- safety rows -------------------------------------------------------------------------
-    sr = _safety_rows(
-        site,
-        tree,
-        sa,
-        s_anc_csr,
-        bat,
-        bidir,
-        vs,
-        vt,
-        var_free,
-        node_cur,
-        node_kw,
-        base_kw,
-        base_a,
-        pv_kw,
-        import_cap,
-        res_site,
-        node_res_kw,
-        site_res_kw,
-    )
+    sr = _safety_rows(site, tree, sa, s_anc_csr, bat, bidir, vs, vt, var_free, lim)
     lines, h = sr.lines, sr.h
     G, Gb = sr.G, sr.Gb
 
-    fixed = "base load and reserved draw" if reserved.any() else "base load"
-    for k in map(
-        int,
-        np.flatnonzero(sr.carries | sr.node_res_a.any(axis=(1, 2)) | node_res_kw.any(axis=1)),
-    ):
-        notices.extend(
-            _base_load_notices(node_ids[k], sr.cur_rhs[k], sr.kw_rhs[k], None, horizon, fixed)
-        )
-    notices.extend(_base_load_notices("", None, None, sr.import_rhs, horizon, fixed))
+    if lim.noticed:  # some fixed load alone breaks a limit: say where (the text names periods)
+        fixed = "base load and reserved draw" if held else "base load"
+        node_res_a = lim.line_reserved[: 3 * len(node_ids)].reshape(len(node_ids), 3, T)
+        for k in map(
+            int,
+            np.flatnonzero(
+                lim.carries | node_res_a.any(axis=(1, 2)) | lim.node_res_kw.any(axis=1)
+            ),
+        ):
+            notices.extend(
+                _base_load_notices(
+                    node_ids[k], lim.cur_rhs[k], lim.kw_rhs[k], None, horizon, fixed
+                )
+            )
+        notices.extend(_base_load_notices("", None, None, lim.import_rhs, horizon, fixed))
     if not var_free.all():  # a reservation that does not fit: its vehicle is handed 0 A
         zero = _overloaded_reserved(
-            sr.cur_rhs,
-            sr.kw_rhs,
-            sr.import_rhs,
+            lim.cur_rhs,
+            lim.kw_rhs,
+            lim.import_rhs,
             lines.limit - lines.base_mag - lines.reserved,
             s_anc_csr,
             vs,
@@ -248,7 +195,7 @@ def compile_problem(
             bat_kw_per_a=bat.kw_per_a,
             node_cur=node_cur,
             node_kw=node_kw,
-            carries=sr.carries,
+            carries=lim.carries,
             row_kind=sr.row_kind,
             row_period=sr.row_period,
             node_ids=node_ids,
@@ -270,63 +217,34 @@ def compile_problem(
 
     # --- the problem -------------------------------------------------------------------------
     bounds = horizon.period_bounds_s()
-    arrays = dict(
-        **tree.evse_arrays,
-        session_arrival_s=sa.arr_s,
-        session_departure_s=sa.dep_s,
-        node_parent=parent,
-        evse_node=tree.evse_node,
-        session_evse=sa.s_evse,
-        session_phase_mask=sa.phase_mask,
-        session_kw_per_a=sa.kw_per_a,
-        session_max_current=sa.max_cur,
-        session_min_current=sa.min_cur,
-        session_energy_kwh=sa.energy,
-        session_priority=sa.prio,
-        avail=sa.avail,
-        session_departure_h=np.clip(
-            sa.dep_s / 3600.0,
-            horizon.step_h,
-            T * horizon.step_h if horizon.uniform else bounds[-1] / 3600.0,
-        ),
-        var_session=vs,
-        var_period=vt,
-        var_ub=var_ub,
-        var_kwh_per_a=var_kwh,
-        h=h,
-        row_kind=row_kind,
-        row_node=row_node,
-        row_phase=row_phase,
-        row_period=row_period,
-        row_facet=row_facet,
-        line_base=lines.shape.base,
-        line_limit=lines.limit,
-        line_exact=lines.exact,
-        line_sector_rad=lines.shape.sector_rad,
-        line_reserved_a=lines.reserved,
-        node_current_limit=node_cur,
-        node_power_limit_kw=node_kw,
-        base_load_kw=base_kw,
-        base_load_a=base_a,
-        node_carries_base=sr.carries,
-        pv_kw=pv_kw,
-        import_price=price,
-        export_price=export_price,
-        import_cap_kw=import_cap,
-        dr_cap_kw=sig.cap_kw,
-        evse_reserved_a=reserved,
-        var_reserved=~var_free,
-        signal_node=sig.node,
-        signal_required_kw=sig.required_kw,
-        signal_floor_kw=sig.floor_kw,
-        signal_offset_s=sig.offset_s,
-        setpoint_kw=sig.setpoint_kw,
-        setpoint_penalty=sig.setpoint_penalty,
-        export_cap_kw=sig.export_cap_kw,
-        export_penalty=sig.export_penalty,
-        var_floor_a=np.zeros(vs.size),
+    dep_h = np.clip(
+        sa.dep_s / 3600.0,
+        horizon.step_h,
+        T * horizon.step_h if horizon.uniform else bounds[-1] / 3600.0,
     )
-    problem = Problem(
+    var_reserved = ~var_free
+    var_floor_a = np.zeros(vs.size)
+    # read-only: what this call made (the rest is already: the site tree's arrays, the step
+    # limits', the line shape's)
+    for a in (
+        *sa,
+        dep_h,
+        vs,
+        vt,
+        var_ub,
+        var_kwh,
+        h,
+        row_kind,
+        row_node,
+        row_phase,
+        row_period,
+        row_facet,
+        var_reserved,
+        var_floor_a,
+        reserved,
+    ):
+        a.setflags(write=False)
+    problem = _new_problem(
         horizon=horizon,
         site=site,
         sessions=sessions,
@@ -345,15 +263,61 @@ def compile_problem(
         facet_loss_bound=lines.loss_bound,
         notices=tuple(notices),
         storage=storage,
-        **arrays,
+        **tree.evse_arrays,
+        session_arrival_s=sa.arr_s,
+        session_departure_s=sa.dep_s,
+        node_parent=parent,
+        evse_node=tree.evse_node,
+        session_evse=sa.s_evse,
+        session_phase_mask=sa.phase_mask,
+        session_kw_per_a=sa.kw_per_a,
+        session_max_current=sa.max_cur,
+        session_min_current=sa.min_cur,
+        session_energy_kwh=sa.energy,
+        session_priority=sa.prio,
+        avail=sa.avail,
+        session_departure_h=dep_h,
+        var_session=vs,
+        var_period=vt,
+        var_ub=var_ub,
+        var_kwh_per_a=var_kwh,
+        h=h,
+        row_kind=row_kind,
+        row_node=row_node,
+        row_phase=row_phase,
+        row_period=row_period,
+        row_facet=row_facet,
+        line_base=lines.shape.base,
+        line_limit=lines.limit,
+        line_exact=lines.exact,
+        line_sector_rad=lines.shape.sector_rad,
+        line_reserved_a=lines.reserved,
+        node_current_limit=node_cur,
+        node_power_limit_kw=node_kw,
+        base_load_kw=lim.base_kw,
+        base_load_a=base_a,
+        node_carries_base=lim.carries,
+        pv_kw=lim.pv_kw,
+        import_price=lim.price,
+        export_price=lim.export_price,
+        import_cap_kw=lim.import_cap,
+        dr_cap_kw=sig.cap_kw,
+        evse_reserved_a=reserved,
+        var_reserved=var_reserved,
+        signal_node=sig.node,
+        signal_required_kw=sig.required_kw,
+        signal_floor_kw=sig.floor_kw,
+        signal_offset_s=sig.offset_s,
+        setpoint_kw=sig.setpoint_kw,
+        setpoint_penalty=sig.setpoint_penalty,
+        export_cap_kw=sig.export_cap_kw,
+        export_penalty=sig.export_penalty,
+        var_floor_a=var_floor_a,
     )
     if np.any(sig.floor_a > 0):
-        object.__setattr__(problem, "var_floor_a", _feasible_floor(problem, sig.floor_a))
-    for a in arrays.values():
-        if isinstance(a, np.ndarray):
-            a.setflags(write=False)
-    if problem.var_floor_a is not None:
-        problem.var_floor_a.setflags(write=False)
+        floor = _feasible_floor(problem, sig.floor_a)
+        floor.setflags(write=False)
+        object.__setattr__(problem, "var_floor_a", floor)
     return problem
 
 
@@ -483,11 +447,6 @@ class _SafetyRows(NamedTuple):
     row_facet: np.ndarray
     lines: _Lines
     s_anc_csr: sp.csr_matrix  #: (S, N) sessions under each node (read-only, shared)
-    carries: np.ndarray  #: (N,) bool, the base load flows through the node
-    node_res_a: np.ndarray  #: (N, 3, T) A, reserved draw on the node's lines
-    cur_rhs: np.ndarray  #: (N, 3, T) A
-    kw_rhs: np.ndarray  #: (N, T) kW
-    import_rhs: np.ndarray  #: (T,) kW
 
 
 def _safety_rows(
@@ -500,66 +459,52 @@ def _safety_rows(
     vs: np.ndarray,
     vt: np.ndarray,
     var_free: np.ndarray,
-    node_cur: np.ndarray,
-    node_kw: np.ndarray,
-    base_kw: np.ndarray,
-    base_a: np.ndarray,
-    pv_kw: np.ndarray,
-    import_cap: np.ndarray,
-    res_site: np.ndarray,
-    node_res_kw: np.ndarray,
-    site_res_kw: np.ndarray,
+    lim: _StepLimits,
 ) -> _SafetyRows:
     """Every safety row: exact line currents, phasor facets, node power, site import (grid
     limit and DR caps), EV columns beside the battery charge columns.
 
     The coefficients come from the row template of the line shape (:func:`_row_template`,
-    rebuilt only when the vehicles on the EVSEs change); this step supplies only the
-    right-hand sides and its variables (:func:`_assemble_rows`)."""
-    T = node_kw.shape[1]
+    rebuilt only when the vehicles on the EVSEs change); this step supplies only its variables
+    (:func:`_assemble_rows`) and the right-hand sides: those of the step's limits ``lim``, the
+    facet rows' scaled by the line shape (kept beside the shape while ``lim`` is kept)."""
+    T = lim.base_a.size
     N = len(tree.node_ids)
     S = sa.s_evse.size
     V, B = vs.size, bat.B
-    parent, root, node_index = tree.parent, tree.root, tree.node_index
-    # the base load sits under site.base_load_node (default: the root) and loads its whole path
-    k_base = root if site.base_load_node is None else node_index[site.base_load_node]
-    carries = _carries(parent, k_base)
-    lines = _line_currents(
+    m = site.phasor_facets
+    shape = _line_shape(
         site,
-        tree.evse_node,
         sa.s_evse,
-        parent,
+        tree.parent,
         sa.n_ph,
         sa.line_to_line,
-        node_cur,
-        base_a,
-        k_base,
-        T,
-        res_site,
+        lim.k_base,
+        lim.has_base,
         bat.node if B else None,
         bidir if bidir.any() else None,
     )
-    m = site.phasor_facets
-    tpl = _row_template(lines.shape, s_anc_csr, sa.kw_per_a, bat.anc, bat.kw_per_a, N, m)
-    node_res_a = lines.reserved[: 3 * N].reshape(N, 3, T)
-    # exact rows: lines whose branches (and base load) are all in phase, unit coefficients
-    cur_rhs = node_cur - node_res_a
-    cur_rhs[carries] -= base_a[None, None, :]
-    # the other limited lines: facets of the phasor disc over the sector (or magnitude rows)
-    room = (lines.limit - lines.base_mag - lines.reserved) * lines.shape.scale[:, None]
-    # per node and period: Σ EV kW ≤ limit (minus the base load where it flows)
-    kw_rhs = node_kw - node_res_kw
-    kw_rhs[carries] -= base_kw[None, :]
-    # per period: EV kW + base − PV ≤ grid limit and DR caps
-    import_rhs = import_cap - base_kw + pv_kw - site_res_kw
-    rhs = np.concatenate(
-        [
-            cur_rhs.reshape(-1),
-            np.repeat(room, m, axis=0).reshape(-1),
-            kw_rhs.reshape(-1),
-            import_rhs,
-        ]
-    )
+    got = shape.memo.get("step_rhs")
+    if got is not None and got[0] is lim:
+        lines, rhs, finite = got[1]
+    else:
+        lines = _line_currents(shape, lim.line_limit, lim.line_base_mag, lim.line_reserved, m)
+        # the other limited lines: facets of the phasor disc over the sector (or magnitude rows)
+        room = (lim.line_limit - lim.line_base_mag - lim.line_reserved) * shape.scale[:, None]
+        rhs = np.concatenate(
+            [
+                lim.cur_rhs.reshape(-1),
+                np.repeat(room, m, axis=0).reshape(-1),
+                lim.kw_rhs.reshape(-1),
+                lim.import_rhs,
+            ]
+        )
+        finite = np.isfinite(rhs)
+        if lim.kept:  # the same on every step with these vehicles: kept beside their shape
+            for a in (rhs, finite, lines.exact):
+                a.setflags(write=False)
+            shape.memo["step_rhs"] = (lim, (lines, rhs, finite))
+    tpl = _row_template(shape, s_anc_csr, sa.kw_per_a, bat.anc, bat.kw_per_a, N, m)
     G, Gb, h, group, row_period = _assemble_rows(
         tpl,
         np.concatenate([vs, S + bat.battery]),
@@ -568,25 +513,84 @@ def _safety_rows(
         rhs,
         T,
         V,
+        finite,
     )
     row_kind, row_node, row_phase, row_facet = (x[group] for x in _group_labels(N, m))
     return _SafetyRows(
-        G,
-        Gb,
-        h,
-        row_kind,
-        row_node,
-        row_phase,
-        row_period,
-        row_facet,
-        lines,
-        tpl.s_anc_csr,
-        carries,
-        node_res_a,
-        cur_rhs,
-        kw_rhs,
-        import_rhs,
+        G, Gb, h, row_kind, row_node, row_phase, row_period, row_facet, lines, tpl.s_anc_csr
     )
+
+
+def _no_reserve(E: int, T: int) -> np.ndarray:
+    """The ``(E, 3, T)`` zeros of ``Problem.evse_reserved_a`` without reserved draw (read-only,
+    shared by the problems of that size)."""
+    got = _ZEROS.get((E, T))
+    if got is None:
+        got = np.zeros((E, 3, T))
+        got.setflags(write=False)
+        if len(_ZEROS) >= 16:
+            _ZEROS.clear()
+        _ZEROS[(E, T)] = got
+    return got
+
+
+_ZEROS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _signal_limits(
+    site: Site,
+    tree: _SiteTree,
+    signals: Signals,
+    horizon: Horizon,
+    sa: _SessionArrays,
+    s_anc_csr: sp.csr_matrix,
+    vs: np.ndarray,
+    vt: np.ndarray,
+    var_ub: np.ndarray,
+    reserved: np.ndarray | None,
+) -> _StepLimits:
+    """The step's limits with grid signals (:mod:`loadopt.grid.arrays`: caps per node, prices,
+    setpoints, floors, which depend on the sessions) or reserved draw (a fixed load on every
+    limit above its EVSE), built for this call."""
+    raw = _raw_limits(site, tree, signals, horizon)
+    T = horizon.n_periods
+    parent, root, node_index = tree.parent, tree.root, tree.node_index
+    sig = (
+        _no_signal_arrays(raw.node_kw.shape[0], T, vs.size)
+        if not signals.grid_signals
+        else signal_arrays(
+            signals.grid_signals,
+            signals.grid_policy,
+            site.id,
+            horizon,
+            node_index,
+            root,
+            _carries(
+                parent, root if site.base_load_node is None else node_index[site.base_load_node]
+            ),
+            s_anc_csr,
+            sa.kw_per_a * sa.max_cur,
+            sa.energy,
+            sa.arr_s,
+            sa.dep_s,
+            sa.avail,
+            sample(*split(signals.base_load_kw), horizon, "min"),
+            sample(*split(signals.pv_kw), horizon, "max"),
+            raw.grid_kw,
+            raw.node_kw,
+            vs,
+            vt,
+            var_ub,
+            sa.kw_per_a,
+        )
+    )
+    if reserved is None or not reserved.any():
+        return _limits(site, tree, signals, raw, sig, None, None)
+    # reserved draw per EVSE line -> per site phase, node and kW (fixed loads), and its line
+    # magnitudes carried up the tree
+    res = _reserved_loads(reserved, tree, T)
+    lines_reserved = _reserved_lines(res[0], tree.evse_node, parent, tree.ratio, len(tree.node_ids))
+    return _limits(site, tree, signals, raw, sig, res, lines_reserved)
 
 
 def _variable_sessions(vs: np.ndarray, var_free: np.ndarray, S: int) -> sp.csr_matrix:

@@ -278,6 +278,7 @@ def _line_shape(
         )
         for x in ("cw_c", "cw_d"):
             two[x].eliminate_zeros()
+    width.setflags(write=False)  # Problem.line_sector_rad of every step with these sessions
     shape = _LineShape(
         coef=coef,
         coef_l1=coef_l1,
@@ -395,46 +396,18 @@ def evse_branch_line_coef(site: Site) -> sp.csr_matrix:
 
 
 def _line_currents(
-    site: Site,
-    evse_node: np.ndarray,
-    s_evse: np.ndarray,
-    parent: np.ndarray,
-    n_ph: np.ndarray,
-    line_to_line: np.ndarray,
-    node_cur: np.ndarray,
-    base_a: np.ndarray,
-    k_base: int,
-    T: int,
-    res_site: np.ndarray,
-    bat_node: np.ndarray | None = None,
-    unit_mask: np.ndarray | None = None,
+    shape: _LineShape, limit: np.ndarray, base_mag: np.ndarray, reserved: np.ndarray, m: int
 ) -> _Lines:
-    """Exact line-current phasors of every node (and delta/wye primary) and how to model them
-    (with storage: batteries at ``bat_node``, bidirectional sessions ``unit_mask``)."""
-    N = len(site.nodes)
-    has_base = bool(np.max(base_a, initial=0.0) > 0)
-    shape = _line_shape(
-        site, s_evse, parent, n_ph, line_to_line, k_base, has_base, bat_node, unit_mask
-    )
-    tree = _site_tree(site)
-    primary = tree.memo.get("primary_limits")
-    if primary is None:  # (3N,) A, delta/wye primary lines (+inf: none), per site.nodes tuple
-        primary = np.full(3 * N, np.inf)
-        for k, n in enumerate(site.nodes):
-            trip = None if n.delta_wye is None else n.delta_wye.primary_triplet()
-            if trip is not None:
-                primary[3 * k : 3 * k + 3] = np.asarray(trip, dtype=np.float64)
-        primary.setflags(write=False)
-        tree.memo["primary_limits"] = primary
-    limit = np.empty((6 * N, T))
-    limit[: 3 * N] = node_cur.reshape(3 * N, T)
-    limit[3 * N :] = primary[:, None]
-    base_mag = np.abs(shape.base)[:, None] * base_a[None, :]
+    """Exact line-current phasors of every node (and delta/wye primary) and how to model them:
+    the sessions' line shape beside the step's line limits ``limit``, base-load magnitudes
+    ``base_mag`` and reserved draw ``reserved`` (6N, T) A
+    (:class:`loadopt.compile.limits._StepLimits`), ``m`` facets per line."""
     exact = shape.used & np.isfinite(limit).any(axis=1) & ~shape.int_group
+    exact.setflags(write=False)
     key = ("loss_bound", exact.tobytes())
     loss = shape.memo.get(key)
     if loss is None:
-        bound = facet_loss_bound(np.where(exact, shape.sector_rad, 0.0), site.phasor_facets)
+        bound = facet_loss_bound(np.where(exact, shape.sector_rad, 0.0), m)
         loss = shape.memo[key] = float(np.max(bound, initial=0.0))
     return _Lines(
         shape=shape,
@@ -442,5 +415,5 @@ def _line_currents(
         limit=limit,
         exact=exact,
         loss_bound=loss,
-        reserved=_reserved_lines(res_site, evse_node, parent, shape.ratio, N),
+        reserved=reserved,
     )

@@ -131,6 +131,7 @@ def _assemble_rows(
     rhs: np.ndarray,
     T: int,
     n_ev: int,
+    finite: np.ndarray | None = None,
 ) -> tuple[sp.csr_matrix, sp.csr_matrix | None, np.ndarray, np.ndarray, np.ndarray]:
     """The safety rows of one step from the template: variable ``v`` (of unit ``unit[v]`` in
     period ``period[v]``; ``free[v]`` False: it has no entries) enters the row of group ``g``
@@ -138,10 +139,13 @@ def _assemble_rows(
     and its right-hand side ``rhs[g·T + t]`` is finite. Rows are numbered by ``g·T + t`` (the
     families in template order). Returns ``(G, Gb, h, group, period)``: the first ``n_ev``
     variables' columns, then the rest (battery charge; None when there is none). A few passes
-    over the entries, no sort: the columns come out in variable order, already CSC."""
+    over the entries, no sort: the columns come out in variable order, already CSC.
+    ``finite`` is ``np.isfinite(rhs)`` when the caller has it."""
     nv = unit.size
-    finite = np.isfinite(rhs).reshape(tpl.n_groups, T)
-    on = finite.any(axis=1)
+    if finite is None:
+        finite = np.isfinite(rhs)
+    finite = np.asarray(finite).reshape(tpl.n_groups, T)
+    on = np.asarray(finite.any(axis=1))
     kernel = _kernel()
     if kernel is not None and rhs.size < 2**31:
         ptr, idx, val = _template_on(tpl, on)  # groups some period limits
