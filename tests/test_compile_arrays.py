@@ -404,3 +404,65 @@ def test_take_map_equals_scipy(seed, kernel, monkeypatch):
     for got, w in ((ptr, want.indptr), (idx, want.indices), (val, want.data)):
         assert np.array_equal(got, w)
     assert ptr.dtype == idx.dtype == which.dtype == np.int64 and val.dtype == np.float64
+
+
+def _csr_inputs(rng):
+    """Canonical ``(indptr, indices, data, shape)`` in the forms callers hand ``csr``: int32 or
+    int64 indices, owned arrays, views of a larger array (scipy copies those), empty shapes."""
+    n_rows, n_cols = int(rng.integers(0, 6)), int(rng.integers(0, 6))
+    dense = np.where(rng.random((n_rows, n_cols)) < 0.5, rng.normal(size=(n_rows, n_cols)), 0.0)
+    ref = sp.csr_matrix(dense)
+    ptr = ref.indptr.astype(rng.choice([np.int32, np.int64]))
+    idx = ref.indices.astype(rng.choice([np.int32, np.int64]))
+    val = ref.data.copy()
+    form = rng.integers(3)
+    if form == 1 and val.size:  # views of larger arrays
+        big_i = np.concatenate([idx, np.zeros(3 * idx.size + 1, idx.dtype)])
+        big_v = np.concatenate([val, np.zeros(3 * val.size + 1)])
+        idx, val = big_i[: idx.size], big_v[: val.size]
+    elif form == 2:  # read-only, as the site tree's arrays are
+        for a in (ptr, idx, val):
+            a.setflags(write=False)
+    return ptr, idx, val, (n_rows, n_cols)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6))
+def test_csr_equals_scipys_constructor(seed):
+    """``_csr.csr`` sets a matrix up without scipy's constructor where it can: the same object
+    as scipy builds (attributes, index dtypes, values, sorted flag, whether it shares memory with
+    the inputs, writeability)."""
+    ptr, idx, val, shape = _csr_inputs(np.random.default_rng(seed))
+    got = _csr.csr(ptr, idx, val, shape)
+    want = _csr._scipy_csr(ptr, idx, val, shape)
+    assert type(got) is type(want) and set(vars(got)) == set(vars(want))
+    assert got.shape == want.shape and got.maxprint == want.maxprint
+    assert got.has_sorted_indices and want.has_sorted_indices
+    for x, src in (("indptr", ptr), ("indices", idx), ("data", val)):
+        a, b = getattr(got, x), getattr(want, x)
+        assert a.dtype == b.dtype and np.array_equal(a, b), x
+        assert np.shares_memory(a, src) == np.shares_memory(b, src), x
+        assert a.flags.writeable == b.flags.writeable, x
+    assert (got != want).nnz == 0
+
+
+def test_new_problem_equals_the_dataclass_constructor():
+    """``problem._new_problem`` makes the object ``Problem(**fields)`` makes, field for field;
+    a missing or unknown field is the constructor's own error."""
+    import dataclasses
+
+    from loadopt.problem import Problem, _new_problem
+
+    p = _problem("jpl", 3, False)
+    fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "notices"}
+    a, b = _new_problem(**fields), Problem(**fields)
+    assert type(a) is Problem and vars(a).keys() == vars(b).keys()
+    assert list(vars(a)) == list(vars(b))  # the same order too
+    assert all(vars(a)[k] is vars(b)[k] for k in vars(a))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.h = None  # type: ignore[misc]
+    del fields["G"]
+    with pytest.raises(TypeError, match="G"):
+        _new_problem(**fields)
+    with pytest.raises(TypeError, match="nonsense"):
+        _new_problem(**fields, G=p.G, nonsense=1)

@@ -52,7 +52,20 @@ def _sites():
 SITES = _sites()
 
 OPS = st.sampled_from(
-    ["tick", "meter", "arrive", "leave", "cap", "limit", "series", "reserve", "signals"]
+    [
+        "tick",
+        "meter",
+        "arrive",
+        "leave",
+        "cap",
+        "limit",
+        "series",
+        "reserve",
+        "signals",
+        "price",
+        "grid",
+        "shape",
+    ]
 )
 
 
@@ -66,8 +79,9 @@ def test_cached_compile_equals_a_fresh_compile_through_any_changes(name, ops):
     site = Site.model_validate(site.model_dump())  # this example's own caches
     evses = [e.id for e in site.evses]
     sessions: dict[str, lo.Session] = {}
-    reserved = None
+    reserved: tuple[int, int] | None = None
     k_sess = 0
+    tiered = False
     for op, r in ops:
         rng = np.random.default_rng(r)
         if op == "tick":
@@ -115,8 +129,7 @@ def test_cached_compile_equals_a_fresh_compile_through_any_changes(name, ops):
         elif op == "reserve":
             reserved = None
             if rng.integers(2):
-                reserved = np.zeros((len(evses), 3, T))
-                reserved[int(rng.integers(len(evses))), :, : int(rng.integers(1, T))] = 6.0
+                reserved = (int(rng.integers(len(evses))), int(rng.integers(1, T)))
         elif op == "signals":
             signals = signals.model_copy(
                 update={
@@ -126,11 +139,41 @@ def test_cached_compile_equals_a_fresh_compile_through_any_changes(name, ops):
                     ],
                 }
             )
-        hz = Horizon(start=now, step_s=STEP_S, n_periods=T)
+        elif op == "price":  # a price series (moves with time) or a flat price
+            series = tuple(
+                lo.SeriesPoint(start=now + timedelta(hours=h), value=float(rng.uniform(0, 1)))
+                for h in range(0, 4 * int(rng.integers(0, 2)))
+            )
+            signals = signals.model_copy(update={"import_price": series or 0.3})
+        elif op == "grid":  # a grid operator's cap on the import, or none
+            cap = lo.GridSignal(
+                id="dr",
+                start=now + timedelta(minutes=30),
+                end=now + timedelta(hours=2),
+                import_cap_kw=float(rng.uniform(5, 50)),
+            )
+            signals = signals.model_copy(update={"grid_signals": (cap,) * int(rng.integers(2))})
+        elif op == "shape":  # the same horizon length cut into other periods
+            tiered = not tiered
+        if tiered:
+            hz = Horizon.tiered(
+                now,
+                fine_step_s=STEP_S,
+                fine_s=2 * STEP_S,
+                coarse_step_s=2 * STEP_S,
+                span_s=T * STEP_S,
+            )
+        else:
+            hz = Horizon(start=now, step_s=STEP_S, n_periods=T)
         planned = list(sessions.values())
-        cached = compile_problem(site, planned, hz, signals, reserved_a=reserved)
+        held = None
+        if reserved is not None:
+            held = np.zeros((len(evses), 3, hz.n_periods))
+            held[reserved[0], :, : reserved[1]] = 6.0
+        cached = compile_problem(site, planned, hz, signals, reserved_a=held)
         fresh_site = Site.model_validate(site.model_dump())  # nothing cached on it
-        fresh = compile_problem(fresh_site, planned, hz, signals, reserved_a=reserved)
+        fresh_signals = lo.Signals.model_validate(signals.model_dump())
+        fresh = compile_problem(fresh_site, planned, hz, fresh_signals, reserved_a=held)
         _assert_same(fresh, cached)
 
 
@@ -176,3 +219,91 @@ def test_a_node_limit_set_at_run_time_holds_from_the_very_next_step(new_a):
     assert sched.violations() == []
     if new_a == 10.0:  # the feeder binds: the lower limit is what cut the plan
         assert amps[:, 0].max() > 10.0 - 1.0
+
+
+def test_step_limits_are_kept_per_site_signals_and_horizon_shape_and_never_stale():
+    """The limits a step does not move are kept per (site object, signals object, number of
+    periods): reused when only time moves, rebuilt when any of the three changes, never kept
+    where a series moves them with time, and the store stays bounded."""
+    from loadopt.compile import limits as L
+    from loadopt.compile.tree import _site_tree
+
+    site = Site.model_validate(jpl_site().model_dump())
+    tree = _site_tree(site)
+    now = SITES["jpl"][1]
+    hz = Horizon(start=now, step_s=STEP_S, n_periods=T)
+    sig = lo.Signals(base_load_kw=20.0, grid_import_limit_kw=300.0)
+    a = L._step_limits(site, tree, sig, hz)
+    assert a.kept and not a.node_cur.flags.writeable and not a.cur_rhs.flags.writeable
+    later = Horizon(start=now + timedelta(minutes=5), step_s=STEP_S, n_periods=T)
+    assert L._step_limits(site, tree, sig, later) is a  # only time moved
+    # a changed input is a new entry with its own values
+    sig2 = sig.model_copy(update={"base_load_kw": 60.0})
+    b = L._step_limits(site, tree, sig2, hz)
+    assert b is not a and np.all(b.base_kw == 60.0) and np.all(a.base_kw == 20.0)
+    node = site.nodes[1]
+    site2 = site.model_copy(
+        update={
+            "nodes": (site.nodes[0], node.model_copy(update={"max_current": 7.0}), *site.nodes[2:])
+        }
+    )
+    c = L._step_limits(site2, _site_tree(site2), sig, hz)
+    assert c is not a and np.all(c.node_cur[1] == 7.0) and not np.all(a.node_cur[1] == 7.0)
+    tiered = Horizon.tiered(
+        now, fine_step_s=STEP_S, fine_s=2 * STEP_S, coarse_step_s=2 * STEP_S, span_s=T * STEP_S
+    )
+    d = L._step_limits(site, tree, sig, tiered)  # another number of periods
+    assert d is not a and d.base_kw.size == tiered.n_periods != T
+    cut = Horizon.non_uniform(now, [STEP_S] * (T - 2) + [2 * STEP_S] * 2)
+    assert (
+        L._step_limits(site, tree, sig, cut) is a
+    )  # constant values: period lengths do not matter
+    # a series moves with time: built per call, sampled at each start
+    priced = sig.model_copy(
+        update={
+            "import_price": (
+                lo.SeriesPoint(start=now, value=0.1),
+                lo.SeriesPoint(start=now + timedelta(hours=1), value=0.5),
+            )
+        }
+    )
+    e1 = L._step_limits(site, tree, priced, hz)
+    e2 = L._step_limits(
+        site, tree, priced, Horizon(start=now + timedelta(hours=1), step_s=STEP_S, n_periods=T)
+    )
+    assert not e1.kept and e1.price[0] == 0.1 and e2.price[0] == 0.5
+    # bounded
+    for k in range(L._KEPT_MAX + 5):
+        L._step_limits(site, tree, sig.model_copy(update={"base_load_kw": float(k)}), hz)
+    assert len(L._KEPT) <= L._KEPT_MAX
+
+
+def test_every_array_of_a_problem_is_read_only_on_every_path():
+    """Kept limits are shared between problems: every array a problem holds is read-only,
+    whether the call kept its limits, had reserved draw, grid signals or storage."""
+    import dataclasses
+
+    for name, (site, now, signals) in SITES.items():
+        hz = Horizon(start=now, step_s=STEP_S, n_periods=T)
+        s = lo.Session(
+            id="a",
+            evse=site.evses[0].id,
+            arrival=now,
+            departure=now + timedelta(hours=2),
+            energy_kwh=10.0,
+        )
+        held = np.zeros((len(site.evses), 3, T))
+        held[1, :, :3] = 6.0
+        cap = lo.GridSignal(id="dr", start=now, end=now + timedelta(hours=1), import_cap_kw=20.0)
+        for kw in (
+            {},
+            {"reserved_a": held},
+            {"signals": signals.model_copy(update={"grid_signals": (cap,)})},
+        ):
+            p = compile_problem(
+                site, [s], hz, kw.get("signals", signals), reserved_a=kw.get("reserved_a")
+            )
+            for f in dataclasses.fields(p):
+                x = getattr(p, f.name)
+                if isinstance(x, np.ndarray):
+                    assert not x.flags.writeable, (name, kw.keys(), f.name)

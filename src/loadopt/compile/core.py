@@ -112,9 +112,7 @@ def compile_problem(
     # --- sessions and their variables ----------------------------------------------------------
     evses = [site.evses[evse_index[s.evse]] for s in sessions]
     sa = _session_arrays(tree, sessions, horizon)
-    vs, vt, var_ub, var_free, var_kwh = _variables(
-        sa, reserved if held else None, horizon.period_s
-    )
+    vs, vt, var_ub, var_free, var_kwh = _variables(sa, reserved if held else None, horizon.period_s)
     s_anc_csr = _session_anc(tree, sa.s_evse)  # (S, N): sessions under each node
 
     # --- limits, signals and fixed loads on the horizon (compile.limits) ----------------------
@@ -140,14 +138,10 @@ def compile_problem(
         node_res_a = lim.line_reserved[: 3 * len(node_ids)].reshape(len(node_ids), 3, T)
         for k in map(
             int,
-            np.flatnonzero(
-                lim.carries | node_res_a.any(axis=(1, 2)) | lim.node_res_kw.any(axis=1)
-            ),
+            np.flatnonzero(lim.carries | node_res_a.any(axis=(1, 2)) | lim.node_res_kw.any(axis=1)),
         ):
             notices.extend(
-                _base_load_notices(
-                    node_ids[k], lim.cur_rhs[k], lim.kw_rhs[k], None, horizon, fixed
-                )
+                _base_load_notices(node_ids[k], lim.cur_rhs[k], lim.kw_rhs[k], None, horizon, fixed)
             )
         notices.extend(_base_load_notices("", None, None, lim.import_rhs, horizon, fixed))
     if not var_free.all():  # a reservation that does not fit: its vehicle is handed 0 A

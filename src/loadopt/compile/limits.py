@@ -3,11 +3,11 @@ ratings after the grid signals' caps, the site signals, the fixed loads (base lo
 draw) and the right-hand sides of the safety rows before the vehicles' line shape scales them.
 
 None of it depends on the sessions. While the inputs it comes from are the same objects and do
-not move with time — the same site and signals objects, a horizon of the same shape, no node
-limit series, no site signal series, no grid signal, no reserved draw — it is the same on every
-step of a controller, so it is built once and kept (:func:`_step_limits`, read-only arrays) and a
-step pays only for what its sessions change. Anything else is built fresh on every call, by the
-same code.
+not move with time — the same site and signals objects, no node limit series, no site signal
+series, no grid signal, no reserved draw — it is the same on every step of a controller, on any
+horizon of as many periods (constant values do not care where a period starts or how long it
+is): it is built once and kept (:func:`_step_limits`, read-only arrays) and a step pays only for
+what its sessions change. Anything else is built fresh on every call, by the same code.
 """
 
 from __future__ import annotations
@@ -194,17 +194,19 @@ def _limits(
     return out
 
 
-#: Limits of recent (site, signals, horizon shape) triples that no time moves (a controller
-#: compiles the same site and signals on a horizon of the same shape every step).
+#: Limits of recent (site, signals, number of periods) triples that no time moves (a controller
+#: compiles the same site and signals on a horizon of as many periods every step).
 _KEPT: dict[tuple, _StepLimits] = {}
 _KEPT_MAX = 16
 
 
 def _step_limits(site: Site, tree: _SiteTree, signals: Signals, horizon: Horizon) -> _StepLimits:
     """The limits of a compile without grid signals and reserved draw: kept per (site object,
-    signals object, horizon shape) where no series moves them with time (then shared and
+    signals object, number of periods) where no series moves them with time (then shared and
     read-only), else built for this call."""
-    key = (id(site), id(signals), horizon.step_s, horizon.n_periods, horizon.periods_s)
+    # without a series every value is the same in every period: the limits depend on the
+    # horizon only through its number of periods (not their lengths, nor the start)
+    key = (id(site), id(signals), horizon.n_periods)
     got = _KEPT.get(key)
     if got is not None and got.site is site and got.signals is signals:
         return got
