@@ -228,6 +228,7 @@ def test_step_limits_are_kept_per_site_signals_and_horizon_shape_and_never_stale
     from loadopt.compile import limits as L
     from loadopt.compile.tree import _site_tree
 
+    L._KEPT.clear()  # (room for this test's entries: the store clears itself when full)
     site = Site.model_validate(jpl_site().model_dump())
     tree = _site_tree(site)
     now = SITES["jpl"][1]
