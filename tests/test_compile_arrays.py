@@ -301,8 +301,9 @@ def test_csr_helpers_and_row_merge_equal_scipy(seed):
 @settings(max_examples=15, deadline=None)
 @given(name=st.sampled_from(sorted(SITES)), seed=st.integers(0, 10**6), tiered=st.booleans())
 def test_compiled_row_assembly_equals_the_numpy_form(name, seed, tiered):
-    """The numba assembly of the safety rows gives the numpy form's matrices, entry for entry
-    (row pointers, column indices, values, index dtypes), with reservations (variables without
+    """The numba assembly of the safety rows (by group, or in two passes where the variables
+    are not in (unit, period) order) gives the numpy form's matrices, entry for entry (row
+    pointers, column indices, values, index dtypes), with reservations (variables without
     entries), partly limited groups and battery columns."""
     p = _problem(name, seed, tiered)
     rng = np.random.default_rng(seed)
@@ -329,9 +330,23 @@ def test_compiled_row_assembly_equals_the_numpy_form(name, seed, tiered):
     if rhs.size and rng.random() < 0.5:  # some groups limited in some periods only
         rhs = rhs.copy()
         rhs[rng.random(rhs.size) < 0.3] = np.inf
+    finite = np.isfinite(rhs)
+    by_group = R._kernel(by_group=True)(
+        *R._template_by_group(tpl, finite.reshape(tpl.n_groups, T).any(axis=1)),
+        unit.astype(np.int64),
+        period.astype(np.int64),
+        free,
+        finite,
+        T,
+    )
+    assert by_group is not None  # a compile's variables are in (unit, period) order
+    if rng.random() < 0.3:  # variables out of (unit, period) order: the two-pass kernel runs
+        perm = rng.permutation(unit.size)
+        unit, period, free = unit[perm], period[perm], free[perm]
+        n_ev = unit.size  # (the battery columns are no longer the last ones)
     got = R._assemble_rows(tpl, unit, period, free, rhs, T, n_ev)
     kern = R._kernel
-    R._kernel = lambda: None  # type: ignore[assignment]
+    R._kernel = lambda by_group=False: None  # type: ignore[assignment]
     try:
         want = R._assemble_rows(tpl, unit, period, free, rhs, T, n_ev)
     finally:

@@ -3,11 +3,12 @@
 :func:`loadopt.compile.rows._assemble_rows` turns a row template and one step's variables into
 ``G`` in CSR. Its numpy form takes about ten passes over the entries and a scipy CSC → CSR
 conversion; at a controller step's sizes (10,000–80,000 entries) that is most of the compile.
-The kernel here does the same in two passes over the entries (count the entries of every row,
-then fill them in variable order, so every row comes out sorted by column) with no temporary
-per entry. It is compiled with ``numba.njit(cache=True)`` once a process compiles often
-(:data:`KERNEL`, a :class:`loadopt._csr.LazyKernel`), where numba is importable and
-``LOADOPT_DISABLE_NUMBA`` is not set; otherwise the numpy form runs. Both give the same matrix,
+The kernels here do the same in one pass (:func:`assemble_csr_by_group`: row after row, from
+the template by group) or two (:func:`assemble_csr`: count the entries of every row, then fill
+them in variable order, so every row comes out sorted by column) with no temporary per entry.
+They are compiled with ``numba.njit(cache=True)`` once a process compiles often (:data:`KERNEL`,
+:data:`KERNEL_BY_GROUP`, :class:`loadopt._csr.LazyKernel`), where numba is importable and
+``LOADOPT_DISABLE_NUMBA`` is not set; otherwise the numpy form runs. All give the same matrix,
 entry for entry (tests/test_compile_arrays.py).
 """
 
@@ -80,5 +81,71 @@ def assemble_csr(
     return indptr, indices, data, rows
 
 
+def assemble_csr_by_group(
+    ct_ptr: np.ndarray,
+    ct_unit: np.ndarray,
+    ct_val: np.ndarray,
+    groups: np.ndarray,
+    unit_cnt: np.ndarray,
+    unit: np.ndarray,
+    period: np.ndarray,
+    free: np.ndarray,
+    finite: np.ndarray,
+    T: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`assemble_csr` from the template by group: the units with an entry in group
+    ``groups[k]`` are ``ct_unit[ct_ptr[k]:ct_ptr[k + 1]]`` (ascending) with coefficients
+    ``ct_val``; ``unit_cnt[u]`` is unit ``u``'s number of entries.
+
+    One pass that writes ``G`` row after row (row ``g·T + t``: the variable of every unit of
+    group ``g`` in period ``t``), no counting pass and no scattered writes. Row ``g·T + t``'s
+    entries come out in unit order, which is variable order when the variables are sorted by
+    ``(unit, period)`` (a compile's: the sessions' variables session-major, then the battery
+    columns battery-major); otherwise (or two variables of one unit and period) it returns
+    None and :func:`assemble_csr` runs. The same arrays as :func:`assemble_csr`.
+    """
+    n_units = unit_cnt.size
+    var_of = np.full(n_units * T, -1, np.int32)  # the free variable of each (unit, period)
+    last = -1
+    cap = 0
+    for v in range(unit.size):
+        key = unit[v] * T + period[v]
+        if key <= last:
+            return None
+        last = key
+        if free[v]:
+            var_of[key] = v
+            cap += unit_cnt[unit[v]]
+    indices = np.empty(cap, np.int32)
+    data = np.empty(cap, np.float64)
+    rows = np.empty(groups.size * T, np.int64)
+    indptr = np.empty(groups.size * T + 1, np.int32)
+    indptr[0] = 0
+    p = 0
+    k = 0
+    for gi in range(groups.size):
+        lo = ct_ptr[gi]
+        hi = ct_ptr[gi + 1]
+        for t in range(T):
+            r = groups[gi] * T + t
+            if not finite[r]:
+                continue
+            start = p
+            for e in range(lo, hi):
+                v = var_of[ct_unit[e] * T + t]
+                if v >= 0:
+                    indices[p] = v
+                    data[p] = ct_val[e]
+                    p += 1
+            if p > start:
+                rows[k] = r
+                k += 1
+                indptr[k] = p
+    # exactly sized arrays (the CSR matrix holds them as they are)
+    return indptr[: k + 1].copy(), indices[:p].copy(), data[:p].copy(), rows[:k].copy()
+
+
 #: :func:`assemble_csr` compiled when a process compiles often (:class:`loadopt._csr.LazyKernel`).
 KERNEL = LazyKernel(assemble_csr)
+#: :func:`assemble_csr_by_group` compiled likewise.
+KERNEL_BY_GROUP = LazyKernel(assemble_csr_by_group)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .._csr import csr, hstack_rows, keep_entries
+from .._csr import csr, hstack_rows, keep_entries, pointer
 from ..problem import (
     ROW_LINE_FACET,
     ROW_NODE_CURRENT,
@@ -148,17 +148,18 @@ def _assemble_rows(
     on = np.asarray(finite.any(axis=1))
     kernel = _kernel()
     if kernel is not None and rhs.size < 2**31:
-        ptr, idx, val = _template_on(tpl, on)  # groups some period limits
-        ptr32, cols, data, uniq = kernel(
-            ptr,
-            idx,
-            val,
-            unit.astype(np.int64, copy=False),
-            period.astype(np.int64, copy=False),
-            free.astype(bool, copy=False),
-            finite.reshape(-1),
-            T,
-        )
+        unit = unit.astype(np.int64, copy=False)
+        period = period.astype(np.int64, copy=False)
+        free = free.astype(bool, copy=False)
+        flat = finite.reshape(-1)
+        by_group = _kernel(by_group=True)
+        got = None
+        if by_group is not None:
+            got = by_group(*_template_by_group(tpl, on), unit, period, free, flat, T)
+        if got is None:  # variables not in (unit, period) order
+            ptr, idx, val = _template_on(tpl, on)  # groups some period limits
+            got = kernel(ptr, idx, val, unit, period, free, flat, T)
+        ptr32, cols, data, uniq = got
         G = csr(ptr32, cols, data, (uniq.size, nv))
         if nv > n_ev:  # battery charge columns: the last ones of every row
             G, Gb = _split_columns(G, n_ev)
@@ -192,12 +193,13 @@ def _assemble_rows(
     return G, Gb, rhs[uniq], uniq // T, (uniq % T).astype(np.int32)
 
 
-def _kernel():
+def _kernel(by_group: bool = False):
     """The compiled assembly (:data:`loadopt.compile._kernels.KERNEL`) once the process compiles
-    often, else None (the numpy form)."""
-    from ._kernels import KERNEL
+    often, else None (the numpy form); ``by_group``: ``KERNEL_BY_GROUP``, asked only once
+    ``KERNEL`` is there."""
+    from ._kernels import KERNEL, KERNEL_BY_GROUP
 
-    return KERNEL.get()
+    return (KERNEL_BY_GROUP if by_group else KERNEL).get(force=by_group)
 
 
 def _split_columns(m: sp.csr_matrix, n: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -225,6 +227,33 @@ def _template_on(tpl: _RowTemplate, on: np.ndarray) -> tuple[np.ndarray, ...]:
         got = (ptr.astype(np.int64), tpl.idx[k], tpl.val[k])
         if len(tpl.memo) >= 8:
             tpl.memo.pop(next(iter(tpl.memo)))
+        tpl.memo[key] = got
+    return got
+
+
+def _template_by_group(tpl: _RowTemplate, on: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``tpl`` on the groups ``on`` by group (its transpose): ``(ptr, unit, val, groups,
+    unit_cnt)`` as :func:`loadopt.compile._kernels.assemble_csr_by_group` takes it (units
+    ascending within a group), kept per mask in the template's memo (read-only)."""
+    key = ("by_group", on.tobytes())
+    got = tpl.memo.get(key)
+    if got is None:
+        ptr, idx, val = _template_on(tpl, on)
+        cnt = np.diff(ptr)
+        unit_of = np.repeat(np.arange(cnt.size, dtype=np.int64), cnt)
+        order = np.argsort(idx, kind="stable")  # by group, units ascending within each
+        groups, per_group = np.unique(idx[order], return_counts=True)
+        got = (
+            pointer(per_group),
+            unit_of[order],
+            val[order],
+            groups.astype(np.int64),
+            cnt.astype(np.int64),
+        )
+        for a in got:
+            a.setflags(write=False)
+        if len(tpl.memo) >= 8:
+            tpl.memo.clear()
         tpl.memo[key] = got
     return got
 
