@@ -11,6 +11,8 @@ Modules, one job each:
   the site), :func:`evse_arrays`, :func:`snap_levels_da`, tree walks;
 - :mod:`~loadopt.compile.series` — node limits and signals sampled on the horizon, §14a floors;
 - :mod:`~loadopt.compile.fixed_loads` — reserved EVSE draw and base-load notices;
+- :mod:`~loadopt.compile.limits` — a compile's limits, signals, fixed loads and right-hand
+  sides on the horizon, kept while no time moves them;
 - :mod:`~loadopt.compile.lines` — line-current phasors, line shapes (cached), facets;
 - :mod:`~loadopt.compile.rows` — the safety rows: a row template per line shape (the
   coefficients no controller step moves) assembled per step, and the COO builder of the export
