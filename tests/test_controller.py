@@ -386,3 +386,49 @@ def test_align_to_grid_floors_the_horizon_on_the_utc_grid_across_dst():
     assert Controller(site, step_s=900).horizon(now).start == now  # default: at now
     with pytest.raises(InputError, match="align_to_grid"):
         Controller(site, align_to_grid="yes")
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    seconds=st.lists(st.integers(0, 3 * 86_400), min_size=1, max_size=8),
+    step_s=st.sampled_from([60, 300, 900]),
+    n_periods=st.integers(1, 300),
+    zone=st.sampled_from(["UTC", "Europe/Berlin", "America/Los_Angeles", "Asia/Kolkata"]),
+    align=st.booleans(),
+)
+def test_step_horizons_are_the_tiered_horizons(seconds, step_s, n_periods, zone, align):
+    """``Controller.horizon`` works each coarse-period offset's tiers out once and reuses them:
+    every horizon it hands out is the one ``Horizon.tiered`` builds for that instant (fields,
+    fields set), across zones, daylight-saving changes, settings changed between steps."""
+    from zoneinfo import ZoneInfo
+
+    import loadopt as lo
+    from loadopt.horizon import Horizon
+
+    site = lo.Site(
+        nodes=(lo.Node(id="g", max_current=32.0),),
+        evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),),
+    )
+    ctl = Controller(site, step_s=step_s, n_periods=n_periods, method="fast", align_to_grid=align)
+    t0 = datetime(2026, 3, 28, 22, 0, 0, 250_000, tzinfo=UTC).astimezone(ZoneInfo(zone))
+    for k, s in enumerate(seconds + seconds):
+        if k == len(seconds) and ctl.coarse_step_s is not None:
+            ctl.fine_s += step_s  # a setting changed at run time: new tiers
+        now = t0 + timedelta(seconds=s)
+        got = ctl.horizon(now)
+        start = now.astimezone(UTC).replace(microsecond=0)
+        if align:
+            start -= timedelta(seconds=int(start.timestamp()) % step_s)
+        start = start.astimezone(now.tzinfo)
+        if ctl.coarse_step_s is None:
+            ref = Horizon(start=start, step_s=step_s, n_periods=n_periods)
+        else:
+            ref = Horizon.tiered(
+                start,
+                fine_step_s=step_s,
+                fine_s=ctl.fine_s,
+                coarse_step_s=ctl.coarse_step_s,
+                span_s=step_s * n_periods,
+            )
+        assert got == ref and got.model_fields_set == ref.model_fields_set
+        assert got.start.tzinfo == ref.start.tzinfo

@@ -787,3 +787,36 @@ def _shrink_passes(p: lo.Problem, plan: np.ndarray) -> int:
         M.data = np.repeat(1.0 - cap[over] / load[over], np.diff(M.indptr))
         x = np.floor(x * (1.0 - np.asarray(M.max(axis=0).todense()).ravel()))
     return 8
+
+
+def test_level_sets_kept_by_identity_only_for_read_only_arrays():
+    """A controller's problems share the site's read-only level arrays, so their level sets are
+    found by identity; writable level arrays are read afresh every time (a step changed in
+    place is honoured)."""
+    from loadopt import pilots
+
+    p = tree_problem([5.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0], 40.0, 17.0, steps=STEPS)
+    first = pilots._level_sets(p)
+    assert pilots._level_sets(replace(p)) is first  # the same arrays: the same sets
+    lv = np.array(p.evse_levels_da)
+    q = replace(p, evse_levels_da=lv)
+    assert np.array_equal(pilots._level_sets(q)[1], first[1])
+    lv[lv == 80] = 60  # 8 A -> 6 A, in place
+    got = pilots._level_sets(replace(q))[1]
+    assert 6.0 in got and 8.0 not in got
+
+
+def test_row_capacities_compiled_are_the_numpy_form():
+    """Row capacities (deci-amps below current limits, a margin below power limits, never
+    negative) compiled and as numpy computes them: the same values, NaN kept."""
+    from loadopt import safety
+    from loadopt._csr import LazyKernel
+
+    rng = np.random.default_rng(2)
+    h = np.r_[rng.uniform(0.0, 500.0, 200), [0.0, -0.0, -1.0, np.inf, np.nan, 0.05, 12.34]]
+    kind = rng.integers(0, 6, h.size).astype(np.int8)
+    ref = np.maximum(
+        np.where(kind == 0, np.floor(h * 10.0), h * 10.0 * (1.0 - safety.POWER_MARGIN)), 0.0
+    )
+    got = LazyKernel(safety._capacity_loop).get(force=True)(h, kind)
+    np.testing.assert_array_equal(got, ref)

@@ -76,12 +76,24 @@ _LEVEL_SETS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 def _level_sets(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     """``(evse_set, sets)``: each EVSE's row in ``sets`` (``(K, W)`` its distinct level sets, A,
     sorted, ``+inf`` padded; -1 for a continuous EVSE)."""
+    a0, a1, a2 = arrays = (problem.evse_has_levels, problem.evse_levels_ptr, problem.evse_levels_da)
+    # a controller's problems share the site's (read-only) arrays: known by identity (the
+    # entry holds them, so their ids are not reused while it is kept)
+    frozen = not (a0.flags.writeable or a1.flags.writeable or a2.flags.writeable)
+    if frozen:
+        got_id = _LEVEL_SETS_BY_ID.get((id(a0), id(a1), id(a2)))
+        if got_id is not None:
+            k0, k1, k2 = got_id[0]
+            if k0 is a0 and k1 is a1 and k2 is a2:
+                return got_id[1]
     has = np.asarray(problem.evse_has_levels, dtype=bool)
     ptr = np.asarray(problem.evse_levels_ptr, dtype=np.int64)
     lv = np.asarray(problem.evse_levels_da)
     key = b"|".join([has.tobytes(), ptr.tobytes(), lv.dtype.str.encode(), lv.tobytes()])
     got = _LEVEL_SETS.get(key)
     if got is not None:
+        if frozen:
+            _keep_by_id(arrays, got)
         return got
     index: dict[bytes, int] = {}
     rows: list[np.ndarray] = []
@@ -100,7 +112,19 @@ def _level_sets(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     if len(_LEVEL_SETS) >= 64:
         _LEVEL_SETS.clear()
     _LEVEL_SETS[key] = (evse_set, sets)
+    if frozen:
+        _keep_by_id(arrays, (evse_set, sets))
     return evse_set, sets
+
+
+#: :data:`_LEVEL_SETS` by the identity of a problem's read-only level arrays.
+_LEVEL_SETS_BY_ID: dict[tuple[int, ...], tuple[tuple, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def _keep_by_id(arrays: tuple, value: tuple[np.ndarray, np.ndarray]) -> None:
+    if len(_LEVEL_SETS_BY_ID) >= 64:  # (cleared, not popped: safe beside other threads)
+        _LEVEL_SETS_BY_ID.clear()
+    _LEVEL_SETS_BY_ID[(id(arrays[0]), id(arrays[1]), id(arrays[2]))] = (arrays, value)
 
 
 def _grid(problem: Problem) -> _Grid:
@@ -616,5 +640,6 @@ def pilot_fixings(
         extra = np.zeros(problem.n_vars)
         extra[v0[over]] = floor[v0[over]] - fill[over]
         floor[v0[over]] = fill[over]
-        h = np.maximum(h - problem.G @ extra, 0.0)
+        # (only period-0 columns are lowered: only period-0 rows hold them, :func:`_columns0`)
+        h = np.maximum(h - _load0_da(problem, extra, None), 0.0)
     return floor, ub, h

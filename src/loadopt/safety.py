@@ -326,8 +326,24 @@ def _shrink(G: sp.csr_matrix, cap: np.ndarray, x: np.ndarray, max_passes: int) -
 def _capacity(h: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """Capacity (units of ``G @ deciamps``) of rows with limits ``h`` of kinds ``kind``: whole
     deci-amps below a current limit, ``POWER_MARGIN`` below a power one, never negative."""
+    kernel = _CAPACITY_KERNEL.get()
+    if kernel is not None and h.ndim == 1 and h.dtype == np.float64 and kind.shape == h.shape:
+        return kernel(h, kind)
     cap = np.where(kind == ROW_NODE_CURRENT, np.floor(h * 10.0), h * 10.0 * (1.0 - POWER_MARGIN))
     return np.maximum(cap, 0.0)
+
+
+def _capacity_loop(h: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """:func:`_capacity` row by row (the same operations; NaN stays NaN)."""
+    out = np.empty(h.size)
+    for r in range(h.size):
+        c = np.floor(h[r] * 10.0) if kind[r] == ROW_NODE_CURRENT else h[r] * 10.0 * _POWER_KEEP
+        out[r] = 0.0 if c < 0.0 else c
+    return out
+
+
+_POWER_KEEP = 1.0 - POWER_MARGIN
+_CAPACITY_KERNEL = LazyKernel(_capacity_loop)
 
 
 def _by_period(period: np.ndarray, T: int) -> list[np.ndarray]:

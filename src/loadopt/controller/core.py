@@ -417,13 +417,33 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
             now_utc -= timedelta(seconds=int(now_utc.timestamp()) % self.step_s)
         now = now_utc.astimezone(now.tzinfo)
         if self.coarse_step_s is not None:
-            return Horizon.tiered(
-                now,
-                fine_step_s=self.step_s,
-                fine_s=self.fine_s,
-                coarse_step_s=self.coarse_step_s,
-                span_s=self.step_s * self.n_periods,
+            # the tiers depend on the settings and on where ``now`` falls in its coarse period
+            # only (Horizon.tiered aligns to UTC multiples of it): worked out once per offset
+            span_s = self.step_s * self.n_periods
+            key = (
+                int(now_utc.timestamp()) % self.coarse_step_s,
+                self.step_s,
+                self.fine_s,
+                self.coarse_step_s,
+                span_s,
             )
+            tiers = self.__dict__.setdefault("_tiers", {})
+            ps = tiers.get(key)
+            if ps is None:
+                h = Horizon.tiered(
+                    now,
+                    fine_step_s=self.step_s,
+                    fine_s=self.fine_s,
+                    coarse_step_s=self.coarse_step_s,
+                    span_s=span_s,
+                )
+                if len(tiers) >= 256:
+                    tiers.clear()
+                tiers[key] = (h.step_s, h.n_periods, h.periods_s)
+                return h
+            if ps[2] is None:  # (as Horizon.non_uniform builds them)
+                return Horizon(start=now, step_s=ps[0], n_periods=ps[1])
+            return Horizon(start=now, step_s=ps[0], n_periods=ps[1], periods_s=ps[2])
         return Horizon(start=now, step_s=self.step_s, n_periods=self.n_periods)
 
     def step(self, now: datetime) -> Schedule:
