@@ -10,7 +10,9 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import loadopt as lo
 import loadopt.lp as lpm
@@ -166,3 +168,56 @@ def test_no_session_builds_an_empty_lp_as_the_general_build():
         lp = build_lp(p, **kw)
         assert lp.n_cols == lp.n_rows == 0
         _assert_same_lp(lp, _general_build(p, **kw))
+
+
+@st.composite
+def _rows_and_bounds(draw):
+    """A CSR matrix with singleton rows, explicit zeros and negatives, its h and bounds."""
+    m, n = draw(st.integers(1, 25)), draw(st.integers(1, 12))
+    vals = st.sampled_from([1.0, 0.5, 2.0, 1.0 / 3.0, 230.0 / 1000.0, 0.0, -1.0])
+    ptr, idx, data = [0], [], []
+    for _ in range(m):
+        k = draw(st.integers(0, min(n, 5)))
+        idx += sorted(draw(st.lists(st.integers(0, n - 1), min_size=k, max_size=k, unique=True)))
+        data += [draw(vals) for _ in range(k)]
+        ptr.append(len(idx))
+    K = sp.csr_matrix((np.array(data), np.array(idx, np.int32), np.array(ptr, np.int32)), (m, n))
+    h = np.array(
+        draw(
+            st.lists(
+                st.sampled_from([0.0, 1.0, 7.5, 32.0, 1e3, np.inf, -1.0]), min_size=m, max_size=m
+            )
+        )
+    )
+    ub = np.array(
+        draw(
+            st.lists(
+                st.sampled_from([0.0, 6.0, 16.0, 32.0, 1.0 / 3.0, np.inf]), min_size=n, max_size=n
+            )
+        )
+    )
+    return K, h, ub, draw(st.booleans())
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(_rows_and_bounds())
+def test_compiled_row_scan_is_the_numpy_form(case):
+    """The compiled scan of the safety rows (singletons to bounds, rows that can bind) keeps the
+    rows the numpy form keeps and lowers the bounds to the same bits; so does its plain-Python
+    form (no fused multiply-add in the compiled one)."""
+    K, h, ub, positive_only = case
+    kernel = lpm.SCAN_ROWS_KERNEL.get(force=True)
+    if kernel is None:
+        pytest.skip("numba not available")
+    ref_ub = ub.copy()
+    with mock.patch.object(lpm.SCAN_ROWS_KERNEL, "get", lambda *a, **k: None):
+        ref = lpm._scan_rows(K, h, ref_ub, positive_only)
+    for loop in (kernel, lpm._scan_rows_loop):
+        got_ub = ub.copy()
+        with (
+            mock.patch.object(lpm.SCAN_ROWS_KERNEL, "get", lambda *a, loop=loop, **k: loop),
+            np.errstate(invalid="ignore"),  # the Python loop on numpy scalars: 0 · inf
+        ):
+            got = lpm._scan_rows(K, h, got_ub, positive_only)
+        assert got.tolist() == ref.tolist()
+        assert got_ub.tobytes() == ref_ub.tobytes()

@@ -144,3 +144,55 @@ def test_solve_uses_it_only_where_nothing_can_bind(grid_a):
     assert ref.method == "lp-highs"
     assert fast.objective == pytest.approx(ref.objective, rel=1e-9, abs=1e-9)
     assert fast.violations() == [] and fast.status is lo.ScheduleStatus.OPTIMAL
+
+
+@st.composite
+def one_row_per_column_lps(draw):
+    """Separable LPs whose every column is in exactly one row: ties in cost, rows of up to 80
+    columns, negative bounds; in one draw of four also the awkward values (signed zeros,
+    infinite bounds, non-positive coefficients) that the compiled loop leaves to numpy."""
+    awkward = draw(st.integers(0, 3)) == 0
+    m = draw(st.integers(1, 4))
+    n = draw(st.integers(1, 80))
+    row_of = draw(st.lists(st.integers(0, m - 1), min_size=n, max_size=n))
+    coefs = [0.25, 1.0, 1.5, 3.0] + ([0.0, -1.0] if awkward else [])
+    a = draw(st.lists(st.sampled_from(coefs), min_size=n, max_size=n))
+    costs = [-2.0, -0.5, 0.0, 0.3, 1.0, 2.5, 1e-3, 7.0 / 3.0] + ([-0.0] if awkward else [])
+    c = draw(st.lists(st.sampled_from(costs), min_size=n, max_size=n))
+    lows = [0.0, 0.5, 1.0 / 3.0, -1.0] + ([-0.0] if awkward else [])
+    lo_ = draw(st.lists(st.sampled_from(lows), min_size=n, max_size=n))
+    widths = [0.0, 1.0, 2.5, 0.1] + ([np.inf] if awkward else [])
+    width = draw(st.lists(st.sampled_from(widths), min_size=n, max_size=n))
+    up = [lo_[j] + width[j] for j in range(n)]
+    vals = draw(st.lists(st.sampled_from([0.0, -0.0, 0.7, 2.0, 5.5, 30.0]), min_size=m, max_size=m))
+    kinds = draw(st.lists(st.sampled_from(["eq", "le", "ge", "range"]), min_size=m, max_size=m))
+    r_lo = [v if k in ("eq", "ge", "range") else -np.inf for k, v in zip(kinds, vals, strict=True)]
+    r_hi = [
+        v if k in ("eq", "le") else (v + 1.0 / 3.0 if k == "range" else np.inf)
+        for k, v in zip(kinds, vals, strict=True)
+    ]
+    return _lp(row_of, a, c, lo_, up, r_lo, r_hi, offset=draw(st.floats(-5, 5)))
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(lp=one_row_per_column_lps())
+def test_compiled_loop_is_the_numpy_form_to_the_bit(lp):
+    """The compiled knapsack loop gives the numpy form's answer bit for bit (or leaves it to
+    the numpy form), None in the same cases; so does its plain-Python form (no fused
+    multiply-add in the compiled one)."""
+    from unittest import mock
+
+    import loadopt.solvers.separable as sep
+
+    kernel = sep.KNAPSACK_KERNEL.get(force=True)
+    if kernel is None:
+        pytest.skip("numba not available")
+    with mock.patch.object(sep.KNAPSACK_KERNEL, "get", lambda *a, **k: None):
+        ref = solve_separable(lp)
+    for loop in (kernel, sep._knapsack_loop):
+        with mock.patch.object(sep.KNAPSACK_KERNEL, "get", lambda *a, loop=loop, **k: loop):
+            got = solve_separable(lp)
+        assert (got is None) == (ref is None)
+        if ref is not None:
+            assert got.x.tobytes() == ref.x.tobytes()
+            assert got.objective == ref.objective

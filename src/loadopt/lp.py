@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ._csr import csc_from_coo, csr, entry_rows, take_map, take_rows
+from ._csr import LazyKernel, csc_from_coo, csr, entry_rows, take_map, take_rows
 from .errors import InputError
 from .problem import Problem
 
@@ -250,17 +250,7 @@ def build_lp(
         else np.concatenate([problem.var_ub, st.bc_ub, st.dv_ub])
     )
 
-    # singleton safety rows are bounds
-    nnz = np.diff(K.indptr)
-    single = np.flatnonzero(nnz == 1)
-    if single.size:
-        idx = K.indptr[single]
-        pos = K.data[idx] > 0
-        col, coef = K.indices[idx][pos], K.data[idx][pos]
-        np.minimum.at(ub_all, col, h[single][pos] / coef)
-    # keep only the rows that can bind with every variable at its bound
-    K_pos = K.maximum(0) if st is not None else K
-    keep_row = np.flatnonzero((nnz > 1) & ((K_pos @ ub_all) > h * (1 + 1e-12)))
+    keep_row = _scan_rows(K, h, ub_all, positive_only=st is not None)
     ub = ub_all[:V]
 
     # sessions that want nothing: their variables are fixed at 0 (V2G sessions may still
@@ -527,6 +517,67 @@ def build_lp(
         rows=row_blocks,
         integrality=integrality,
     )
+
+
+def _scan_rows_loop(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    h: np.ndarray,
+    ub: np.ndarray,
+    positive_only: bool,
+) -> np.ndarray:
+    """:func:`_scan_rows` in two passes over the CSR arrays (the arithmetic of its numpy form,
+    entry by entry in row order, as scipy's product does)."""
+    m = indptr.size - 1
+    for i in range(m):
+        p = indptr[i]
+        if indptr[i + 1] - p == 1 and data[p] > 0:
+            j = indices[p]
+            v = h[i] / data[p]
+            if v < ub[j] or v != v:  # np.minimum: NaN wins
+                ub[j] = v
+    keep = np.empty(m, np.int64)
+    k = 0
+    for i in range(m):
+        if indptr[i + 1] - indptr[i] > 1:
+            s = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                a = data[p]
+                if not positive_only or a > 0 or a != a:
+                    s += a * ub[indices[p]]
+            if s > h[i] * (1 + 1e-12):
+                keep[k] = i
+                k += 1
+    return keep[:k]
+
+
+#: :func:`_scan_rows_loop` compiled (:class:`~loadopt._csr.LazyKernel`).
+SCAN_ROWS_KERNEL = LazyKernel(_scan_rows_loop)
+
+
+def _scan_rows(K: sp.csr_matrix, h: np.ndarray, ub: np.ndarray, positive_only: bool) -> np.ndarray:
+    """The rows of ``K r ≤ h`` that can bind, after the singleton rows became bounds.
+
+    A row holding one variable with a positive coefficient lowers that variable's bound in
+    ``ub`` (in place) to ``h / coefficient``; a row of two or more entries is kept (its index
+    returned, ascending) where ``K · ub > h (1 + 1e-12)``, over the positive entries only with
+    ``positive_only`` (storage: discharge credits cannot make a row bind).
+    """
+    kernel = SCAN_ROWS_KERNEL.get()
+    if kernel is not None and K.data.dtype == np.float64 and ub.dtype == np.float64:
+        return kernel(
+            K.indptr, K.indices, K.data, h.astype(np.float64, copy=False), ub, positive_only
+        )
+    nnz = np.diff(K.indptr)
+    single = np.flatnonzero(nnz == 1)
+    if single.size:
+        idx = K.indptr[single]
+        pos = K.data[idx] > 0
+        col, coef = K.indices[idx][pos], K.data[idx][pos]
+        np.minimum.at(ub, col, h[single][pos] / coef)
+    K_pos = K.maximum(0) if positive_only else K
+    return np.flatnonzero((nnz > 1) & ((K_pos @ ub) > h * (1 + 1e-12)))
 
 
 def _needs_import(problem: Problem) -> bool:

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from .._csr import LazyKernel
 from ..lp import LinearProgram
 from .result import SolverResult, SolverStatus
 
@@ -61,10 +62,19 @@ def solve_separable(lp: LinearProgram) -> SolverResult | None:
     c = np.asarray(lp.c, dtype=np.float64)
     lo = np.asarray(lp.col_lb, dtype=np.float64)
     up = np.asarray(lp.col_ub, dtype=np.float64)
-    if np.any(lo > up) or np.any(np.isneginf(lo)) or np.isnan(c @ c + lo @ lo + up @ up):
-        return None  # (NaN anywhere in c, lo, up: the squares sum to NaN)
     r_lo = np.asarray(lp.row_lb, dtype=np.float64)
     r_hi = np.asarray(lp.row_ub, dtype=np.float64)
+    if A.nnz == n and A.data.dtype == np.float64:  # every column in a row
+        kernel = KNAPSACK_KERNEL.get()
+        if kernel is not None:
+            status, x = kernel(c, lo, up, A.indices, A.data, r_lo, r_hi, int(lp.n_rows))
+            if status == _SOLVED:
+                return _result(lp, c, x, t0)
+            if status == _NONE:
+                return None
+            # _UNSURE: the numpy form decides
+    if np.any(lo > up) or np.any(np.isneginf(lo)) or np.isnan(c @ c + lo @ lo + up @ up):
+        return None  # (NaN anywhere in c, lo, up: the squares sum to NaN)
     if np.any(r_lo > r_hi + _TOL) or np.isnan(r_lo @ r_lo + r_hi @ r_hi):
         return None  # a row no activity satisfies (or NaN): HiGHS says so properly
     if A.nnz == n:  # every column in a row (the energy rows of an uncongested step)
@@ -123,6 +133,112 @@ def solve_separable(lp: LinearProgram) -> SolverResult | None:
     xo = lj[order] + fill / a[order]
     x[order if in_row is None else in_row[order]] = np.minimum(xo, uj[order])
     return _result(lp, c, x, t0)
+
+
+_SOLVED, _NONE, _UNSURE = 0, 1, 2
+
+
+def _knapsack_loop(
+    c: np.ndarray,
+    lo: np.ndarray,
+    up: np.ndarray,
+    row: np.ndarray,
+    a: np.ndarray,
+    r_lo: np.ndarray,
+    r_hi: np.ndarray,
+    m: int,
+) -> tuple[int, np.ndarray]:
+    """:func:`solve_separable` of an LP whose every column is in exactly one row (column ``j``
+    in row ``row[j]`` with coefficient ``a[j]``) in a few passes: ``(status, x)``.
+
+    The arithmetic of the numpy form, operation by operation and in the same order (sums in
+    column order per row, the running sum over the (row, cost) order with ties in column
+    order), so ``x`` is the same to the bit. ``_NONE`` where the numpy form returns None,
+    ``_UNSURE`` where this loop does not decide (a coefficient or cost that is not finite and
+    positive, an infinite capacity, a bound of −0.0): run the numpy form.
+    """
+    n = c.size
+    x = np.empty(n)
+    for j in range(n):  # the numpy form's checks, in its order of outcomes
+        if lo[j] > up[j] or lo[j] == -np.inf or c[j] != c[j] or lo[j] != lo[j] or up[j] != up[j]:
+            return _NONE, x
+    for i in range(m):
+        if r_lo[i] != r_lo[i] or r_hi[i] != r_hi[i] or r_lo[i] > r_hi[i] + _TOL:
+            return _NONE, x
+    for j in range(n):
+        aj, uj, lj = a[j], up[j], lo[j]
+        if not (0 < aj < np.inf) or not (-np.inf < c[j] < np.inf) or uj == np.inf:
+            return _UNSURE, x
+        if (lj == 0 and np.signbit(lj)) or (uj == 0 and np.signbit(uj)):
+            return _UNSURE, x
+    p = c / a  # cost per unit of activity
+    cap = a * (up - lo)
+    for j in range(n):
+        if not cap[j] < np.inf:  # overflow: the numpy form's infinite-capacity branch
+            return _UNSURE, x
+    s0 = np.zeros(m)
+    t_max = np.zeros(m)
+    t_prof = np.zeros(m)
+    count = np.zeros(m + 1, np.int64)
+    for j in range(n):
+        r = row[j]
+        s0[r] += a[j] * lo[j]
+    for j in range(n):
+        r = row[j]
+        t_max[r] += cap[j]
+        t_prof[r] += cap[j] if p[j] < 0 else 0.0
+        count[r + 1] += 1
+    need = np.empty(m)
+    for i in range(m):
+        s_max = s0[i] + t_max[i]
+        if r_lo[i] > s_max + _TOL or r_hi[i] < s0[i] - _TOL:
+            return _NONE, x  # infeasible
+        t = min(max(s0[i] + t_prof[i], r_lo[i]), r_hi[i])
+        t = min(max(t, s0[i]), s_max)
+        if not (-np.inf < t < np.inf):
+            return _NONE, x  # unbounded
+        need[i] = t - s0[i]
+        count[i + 1] += count[i]
+    # stable counting sort by row, then by cost within the row (stable: ties in column order)
+    order = np.empty(n, np.int64)
+    nxt = count[:-1].copy()
+    for j in range(n):
+        order[nxt[row[j]]] = j
+        nxt[row[j]] += 1
+    for i in range(m):
+        b, e = count[i], count[i + 1]
+        if e - b <= 32:  # insertion sort (stable: moves only past strictly larger costs)
+            for q in range(b + 1, e):
+                k = order[q]
+                pk = p[k]
+                w = q - 1
+                while w >= b and p[order[w]] > pk:
+                    order[w + 1] = order[w]
+                    w -= 1
+                order[w + 1] = k
+        else:
+            seg = order[b:e].copy()
+            order[b:e] = seg[np.argsort(p[seg], kind="mergesort")]
+    csum = 0.0
+    prefix = 0.0
+    for q in range(n):
+        k = order[q]
+        r = row[k]
+        take = min(cap[k], need[r])
+        if q == 0:
+            csum = take
+        else:
+            if r != row[order[q - 1]]:
+                prefix = csum  # the running sum over the rows before
+            csum = csum + take
+        before = csum - take - prefix
+        fill = min(max(need[r] - before, 0.0), take)
+        x[k] = min(lo[k] + fill / a[k], up[k])
+    return _SOLVED, x
+
+
+#: :func:`_knapsack_loop` compiled (:class:`~loadopt._csr.LazyKernel`).
+KNAPSACK_KERNEL = LazyKernel(_knapsack_loop)
 
 
 def _result(lp: LinearProgram, c: np.ndarray, x: np.ndarray, t0: float) -> SolverResult:
