@@ -238,3 +238,44 @@ def test_dense_and_gather_match_the_two_index_form() -> None:
         np.testing.assert_array_equal(got, want)
     wide = rng.uniform(0, 32, (p.n_sessions, p.n_periods + 3))
     np.testing.assert_array_equal(p.gather(wide), wide[p.var_session, p.var_period])
+
+
+def _same_value(x, y) -> bool:
+    if isinstance(x, float) and isinstance(y, float):
+        return _same(x, y)
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_same_value(x[k], y[k]) for k in x)
+    return (
+        type(x) is type(y) and x == y and getattr(x, "tzinfo", None) == getattr(y, "tzinfo", None)
+    )
+
+
+def test_planned_sessions_handed_out_again_are_what_a_fresh_copy_gives(monkeypatch) -> None:
+    """A session whose planned update did not change since the last step is handed out as the
+    same (frozen) object: on a JPL day every session of every step is, field for field and bit
+    for bit (``-0.0`` too), what a fresh copy gives, and half of them are reused."""
+    from loadopt.acn import acn_scenario
+    from loadopt.controller import Controller
+    from loadopt.simulate import simulate
+
+    orig = Controller.planned_sessions
+    seen = {"reused": 0, "all": 0}
+    previous: dict[str, object] = {}
+
+    def checked(self, now):
+        out = orig(self, now)
+        kept = self.__dict__.pop("_planned")
+        fresh = orig(self, now)  # without the last step's copies
+        self.__dict__["_planned"] = kept
+        assert len(out) == len(fresh)
+        for a, b in zip(out, fresh, strict=True):
+            assert a.model_fields_set == b.model_fields_set
+            assert _same_value(dict(a), dict(b)), (a, b)
+            seen["reused"] += previous.get(a.id) is a
+            seen["all"] += 1
+            previous[a.id] = a
+        return out
+
+    monkeypatch.setattr(Controller, "planned_sessions", checked)
+    simulate(acn_scenario("2019-05-07", step_s=300), "controller", horizon_h=2.0)
+    assert seen["all"] > 1000 and seen["reused"] > seen["all"] // 4

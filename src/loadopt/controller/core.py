@@ -659,7 +659,8 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
             st.last_limit_a = first_l[i]
             st.limit_at = now
             if st.discharge_at is None or now > st.discharge_at:
-                st.discharged_kwh = self._discharged_estimate(st, now)
+                if st.discharge_at is not None and not st.last_discharge_a <= 0:  # (else: 0)
+                    st.discharged_kwh = self._discharged_estimate(st, now)
                 st.discharge_at = now
             st.last_discharge_a = first_dl[i]
         self.last_schedule = sched

@@ -27,24 +27,37 @@ class _Resharing(_ControllerState):
         if not self.reshare:
             return
         thr_a, head_a = self.reshare_threshold_a, self.reshare_headroom_a
-        evse_of = self.site.evse
+        evses = self.site.evses
+        got_steps = self.__dict__.get("_evse_steps")
+        if got_steps is None or got_steps[0] is not evses:  # once per ``site.evses``
+            got_steps = (
+                evses,
+                {
+                    e.id: (
+                        _sorted_steps(e.allowed_currents) if e.allowed_currents else None,
+                        e.min_current,
+                    )
+                    for e in evses
+                },
+            )
+            self.__dict__["_evse_steps"] = got_steps
+        steps_of = got_steps[1]
         for st in self._state.values():
             lim, got = st.last_limit_a, st.measured_a
             if lim is None or got is None or st.measured_at is None or st.limit_at is None:
                 continue
             if st.measured_at <= st.limit_at:  # no reading since the last limit was handed out
                 continue
-            evse = evse_of(st.session.evse)
-            min_a = st.session.min_current
-            if min_a is None:
-                min_a = evse.min_current
+            steps, min_a = steps_of[st.session.evse]
+            if st.session.min_current is not None:
+                min_a = st.session.min_current
             # compare with the pilot the EVSE signals (its step at or below the limit), not
             # the limit: on a stepped EVSE a car drawing its full step draws all it is given
-            given = _step_at_most(evse, lim)
-            if st.cap_a is not None and got >= _step_at_most(evse, st.cap_a) - thr_a:
+            given = _at_most(steps, lim)
+            if st.cap_a is not None and got >= _at_most(steps, st.cap_a) - thr_a:
                 st.cap_a = None  # it draws what it is given: give it its maximum again
             elif given >= min_a and got < given - thr_a:
-                st.cap_a = _step_at_least(evse, max(got + head_a, min_a))
+                st.cap_a = _at_least(steps, max(got + head_a, min_a))
 
     def _in_pilot_steps(self, problem: Problem, sched: Schedule) -> Schedule:
         """The schedule in the pilots the EVSEs can signal — the *rounding-aware LP*:
@@ -159,22 +172,28 @@ def _sorted_steps(steps: tuple[float, ...]) -> tuple[float, ...]:
 def _step_at_most(evse: Evse, a: float) -> float:
     """The pilot ``evse`` signals for a limit of ``a`` A: its largest allowed step ≤ ``a``."""
     steps = evse.allowed_currents
-    if not steps:
-        return a
-    if a != a:  # NaN: no step is at or below it
-        return 0.0
-    s = _sorted_steps(steps)
-    i = bisect_right(s, a + 1e-9)
-    return s[i - 1] if i else 0.0
+    return _at_most(_sorted_steps(steps) if steps else None, a)
 
 
 def _step_at_least(evse: Evse, a: float) -> float:
     """The smallest allowed step of ``evse`` ≥ ``a`` A (``a`` without steps, or above them)."""
     steps = evse.allowed_currents
-    if not steps:
+    return _at_least(_sorted_steps(steps) if steps else None, a)
+
+
+def _at_most(s: tuple[float, ...] | None, a: float) -> float:
+    """:func:`_step_at_most` with the EVSE's :func:`_sorted_steps` (None: no steps)."""
+    if s is None:
         return a
-    if a != a:  # NaN: no step is at or above it
+    if a != a:  # NaN: no step is at or below it
+        return 0.0
+    i = bisect_right(s, a + 1e-9)
+    return s[i - 1] if i else 0.0
+
+
+def _at_least(s: tuple[float, ...] | None, a: float) -> float:
+    """:func:`_step_at_least` with the EVSE's :func:`_sorted_steps` (None: no steps)."""
+    if s is None or a != a:  # no steps; NaN: no step is at or above it
         return a
-    s = _sorted_steps(steps)
     i = bisect_left(s, a - 1e-9)
     return s[i] if i < len(s) else a
