@@ -221,3 +221,53 @@ def test_compiled_row_scan_is_the_numpy_form(case):
             got = lpm._scan_rows(K, h, got_ub, positive_only)
         assert got.tolist() == ref.tolist()
         assert got_ub.tobytes() == ref_ub.tobytes()
+
+
+@st.composite
+def _rows_with_twins(draw):
+    """Canonical CSR rows without explicit zeros, many of them copies of earlier rows."""
+    n = draw(st.integers(1, 10))
+    vals = st.sampled_from([1.0, 0.5, 2.0, 1.0 / 3.0, -1.0, 1e-300, np.nan])
+    rows: list[tuple[list[int], list[float]]] = []
+    for _ in range(draw(st.integers(2, 30))):
+        if rows and draw(st.booleans()):
+            rows.append(rows[draw(st.integers(0, len(rows) - 1))])
+            continue
+        k = draw(st.integers(1, min(n, 5)))
+        idx = sorted(draw(st.lists(st.integers(0, n - 1), min_size=k, max_size=k, unique=True)))
+        rows.append((idx, [draw(vals) for _ in range(k)]))
+    ptr = np.cumsum([0] + [len(r[0]) for r in rows]).astype(np.int64)
+    idx = np.array([j for r in rows for j in r[0]], np.int64)
+    val = np.array([v for r in rows for v in r[1]], np.float64)
+    return ptr, idx, val, n
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(_rows_with_twins())
+def test_duplicate_row_loop_finds_the_first_identical_row(case):
+    """The compiled duplicate-row search (and its plain-Python form) gives each row the
+    lowest-index row with the same indices and values (NaN equal to nothing), as a brute-force
+    comparison does; the numpy and scipy forms give that row or the row itself."""
+    ptr, idx, val, n = case
+    m = ptr.size - 1
+    rows = [(idx[ptr[i] : ptr[i + 1]].tolist(), val[ptr[i] : ptr[i + 1]]) for i in range(m)]
+
+    def same(a, b):
+        return a[0] == b[0] and bool(np.all(a[1] == b[1]))  # NaN != NaN
+
+    want = np.array(
+        [next(j for j in range(i + 1) if j == i or same(rows[j], rows[i])) for i in range(m)]
+    )
+    kernel = lpm.DUPLICATE_ROWS_KERNEL.get(force=True)
+    loops = [lpm._duplicate_rows_loop] + ([kernel] if kernel is not None else [])
+    for loop in loops:
+        with np.errstate(over="ignore"):  # the Python loop on numpy uint64: wrapping products
+            got = loop(ptr, idx, val, val.view(np.uint64))
+        assert got.tolist() == want.tolist()
+    # the numpy and scipy forms group by a hashed key and compare with the group's first row: a
+    # row that collided with a different one stays apart (sound, not always complete)
+    for rep in (
+        lpm._duplicate_row_arrays(ptr, idx, val, n),
+        lpm.duplicate_rows(sp.csr_matrix((val, idx, ptr), (m, n))),
+    ):
+        assert all(r in (i, want[i]) for i, r in enumerate(rep.tolist()))

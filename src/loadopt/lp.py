@@ -1084,7 +1084,11 @@ def _dedupe_row_arrays(
     m = ptr.size - 1
     if m < 2:
         return ptr, idx, val, h, np.arange(m)
-    if val.size > _DEDUPE_ARRAYS_MAX_NNZ or (val == 0).any():
+    kernel = DUPLICATE_ROWS_KERNEL.get()
+    no_zeros = not (val == 0).any()
+    if kernel is not None and no_zeros and val.dtype == np.float64:
+        rep = kernel(ptr, idx, val, val.view(np.uint64))
+    elif val.size > _DEDUPE_ARRAYS_MAX_NNZ or not no_zeros:
         # large (scipy's compiled row arithmetic is faster there) or with explicit zeros
         # (compared as scipy does: they do not make rows differ)
         rep = duplicate_rows(csr(ptr, idx, val, (m, n_cols)))
@@ -1097,6 +1101,55 @@ def _dedupe_row_arrays(
     np.minimum.at(h_min, rep, h)
     ptr, idx, val = take_rows(ptr, idx, val, keep)
     return ptr, idx, val, h_min[keep], keep
+
+
+def _duplicate_rows_loop(
+    ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, bits: np.ndarray
+) -> np.ndarray:
+    """:func:`duplicate_rows` of canonical CSR arrays without explicit zeros (``bits``: the
+    values' IEEE bits) in one pass: each row is hashed (its column indices and value bits) into
+    an open-addressing table of the rows met so far that had no duplicate, and compared exactly
+    with the rows of its hash; identical index and value sequences (``==``: NaN never equal)."""
+    m = ptr.size - 1
+    size = 1
+    while size < 2 * m:
+        size *= 2
+    mask = np.uint64(size - 1)
+    table = np.full(size, -1, np.int64)
+    row_hash = np.empty(m, np.uint64)
+    rep = np.empty(m, np.int64)
+    mul = np.uint64(0x9E3779B97F4A7C15)
+    for i in range(m):
+        b, e = ptr[i], ptr[i + 1]
+        hv = np.uint64(e - b) * mul
+        for q in range(b, e):
+            hv = (hv ^ np.uint64(idx[q])) * mul
+            hv = (hv ^ bits[q]) * mul
+            hv = hv ^ (hv >> np.uint64(29))
+        row_hash[i] = hv
+        slot = hv & mask
+        rep[i] = i
+        while True:
+            j = table[slot]
+            if j < 0:
+                table[slot] = i
+                break
+            if row_hash[j] == hv and ptr[j + 1] - ptr[j] == e - b:
+                same = True
+                d = ptr[j] - b
+                for q in range(b, e):
+                    if idx[q] != idx[q + d] or val[q] != val[q + d]:
+                        same = False
+                        break
+                if same:
+                    rep[i] = j
+                    break
+            slot = (slot + np.uint64(1)) & mask
+    return rep
+
+
+#: :func:`_duplicate_rows_loop` compiled (:class:`~loadopt._csr.LazyKernel`).
+DUPLICATE_ROWS_KERNEL = LazyKernel(_duplicate_rows_loop)
 
 
 def _row_hash_weights(n_cols: int) -> np.ndarray:
@@ -1151,6 +1204,8 @@ def duplicate_rows(G: sp.csr_matrix) -> np.ndarray:
         return np.arange(m)
     key = G @ _row_hash_weights(G.shape[1])
     rep, dup = _hash_groups(key)
+    if not dup.size:
+        return rep
     diff = (G[dup] - G[rep[dup]]).tocsr()
     differs = np.diff(diff.indptr) > 0
     if differs.any():  # explicit zeros left by the subtraction do not make rows differ
