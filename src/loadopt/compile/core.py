@@ -4,6 +4,9 @@ limits, signals, fixed loads, batteries, safety rows, storage, the :class:`Probl
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
+from itertools import repeat
+from operator import attrgetter, sub
 from typing import NamedTuple
 
 import numpy as np
@@ -99,7 +102,7 @@ def compile_problem(
     # --- tree ------------------------------------------------------------------------------
     node_ids, node_index = tree.node_ids, tree.node_index
     parent = tree.parent
-    evse_ids, evse_index = tree.evse_ids, tree.evse_index
+    evse_ids = tree.evse_ids
     E_ = len(evse_ids)
     # lines an EVSE does not have carry nothing
     reserved = (
@@ -110,7 +113,6 @@ def compile_problem(
     held = reserved is not None and bool(reserved.any())  # some reserved draw
 
     # --- sessions and their variables ----------------------------------------------------------
-    evses = [site.evses[evse_index[s.evse]] for s in sessions]
     sa = _session_arrays(tree, sessions, horizon)
     vs, vt, var_ub, var_free, var_kwh = _variables(sa, reserved if held else None, horizon.period_s)
     s_anc_csr = _session_anc(tree, sa.s_evse)  # (S, N): sessions under each node
@@ -126,7 +128,11 @@ def compile_problem(
 
     # --- batteries: charge columns in the same rows (A per phase, balanced over R, S, T) -------
     bat = _battery_columns(site, node_index, parent, T)
-    bidir = _v2x_sessions(sessions, evses, notices)
+    evses = [site.evses[k] for k in sa.s_evse.tolist()]
+    if any(s.v2x is not None for s in sessions):
+        bidir = _v2x_sessions(sessions, evses, notices)
+    else:  # (what _v2x_sessions says without V2X parameters)
+        bidir = np.zeros(len(sessions), dtype=bool)
 
     # --- safety rows -------------------------------------------------------------------------
     sr = _safety_rows(site, tree, sa, s_anc_csr, bat, bidir, vs, vt, var_free, lim)
@@ -332,36 +338,59 @@ class _SessionArrays(NamedTuple):
     avail: np.ndarray  #: (S, T) plugged-in fraction of each period
 
 
+#: A session's fields the compile reads, in one C-level pass over the sessions.
+_FIELDS = attrgetter(
+    "evse", "phases", "max_current", "min_current", "energy_kwh", "priority", "arrival", "departure"
+)
+
+
 def _session_arrays(
     tree: _SiteTree, sessions: tuple[Session, ...], horizon: Horizon
 ) -> _SessionArrays:
-    """The sessions as arrays, each taken by its EVSE from the site's per-EVSE arrays."""
-    evse_index = tree.evse_index
+    """The sessions as arrays, each taken by its EVSE from the site's per-EVSE arrays (without
+    sessions: the empty arrays of ``T`` periods, shared and read-only)."""
     S = len(sessions)
     T = horizon.n_periods
-    s_evse = np.array([evse_index[s.evse] for s in sessions], dtype=np.int64)
+    if not S:
+        got = _NO_SESSIONS.get(T)
+        if got is None:
+            got = _NO_SESSIONS[T] = _session_arrays_of(tree, sessions, horizon)
+            for a in got:
+                a.setflags(write=False)
+        return got
+    return _session_arrays_of(tree, sessions, horizon)
+
+
+_NO_SESSIONS: dict[int, _SessionArrays] = {}  # (one per number of periods: a few)
+
+
+def _session_arrays_of(
+    tree: _SiteTree, sessions: tuple[Session, ...], horizon: Horizon
+) -> _SessionArrays:
+    S = len(sessions)
+    T = horizon.n_periods
+    evse, phases, max_a, min_a, energy_kwh, priority, arrival, departure = (
+        zip(*map(_FIELDS, sessions), strict=True) if S else ((),) * 8
+    )
+    s_evse = np.fromiter(map(tree.evse_index.__getitem__, evse), np.int64, S)
     ea = tree.evse_arrays  # per-EVSE arrays, taken per session by its EVSE
-    n_ph = np.minimum(ea["evse_phases"][s_evse], np.array([s.phases for s in sessions], np.int64))
+    n_ph = np.minimum(ea["evse_phases"][s_evse], np.array(phases, np.int64))
     line_to_line = tree.line_to_line[s_evse]
     phase_mask = _evse_phase_masks(tree)[3 * s_evse + n_ph - 1]  # site lines the session loads
     volt = ea["evse_voltage_v"][s_evse]
     kw_per_a = volt * n_ph / 1000.0
-    max_cur = np.minimum(
-        ea["evse_max_current"][s_evse],
-        np.array([s.max_current for s in sessions], dtype=np.float64),
-    )
-    s_min = np.array(
-        [np.nan if s.min_current is None else s.min_current for s in sessions], dtype=np.float64
-    )
+    max_cur = np.minimum(ea["evse_max_current"][s_evse], np.array(max_a, dtype=np.float64))
+    if None in min_a:
+        min_a = tuple(np.nan if x is None else x for x in min_a)
+    s_min = np.array(min_a, dtype=np.float64)
     min_cur = np.where(np.isnan(s_min), ea["evse_min_current"][s_evse], s_min)
     min_cur = np.minimum(min_cur, max_cur)
-    energy = np.array([s.energy_kwh for s in sessions], dtype=np.float64)
-    prio = np.array([s.priority for s in sessions], dtype=np.float64)
-    start_utc = horizon.start_utc  # (as Horizon.seconds_from_start, without a property per call)
-    arr_s = np.array([(s.arrival - start_utc).total_seconds() for s in sessions], dtype=np.float64)
-    dep_s = np.array(
-        [(s.departure - start_utc).total_seconds() for s in sessions], dtype=np.float64
-    )
+    energy = np.array(energy_kwh, dtype=np.float64)
+    prio = np.array(priority, dtype=np.float64)
+    # s from the horizon start (Horizon.seconds_from_start without a call per session)
+    start = repeat(horizon.start_utc)
+    arr_s = np.fromiter(map(_SECONDS, map(sub, arrival, start)), np.float64, S)
+    dep_s = np.fromiter(map(_SECONDS, map(sub, departure, start)), np.float64, S)
     bounds = horizon.period_bounds_s()
     overlap = np.minimum(dep_s[:, None], bounds[None, 1:]) - np.maximum(
         arr_s[:, None], bounds[None, :-1]
@@ -382,6 +411,9 @@ def _session_arrays(
         dep_s,
         avail,
     )
+
+
+_SECONDS = timedelta.total_seconds
 
 
 def _evse_phase_masks(tree: _SiteTree) -> np.ndarray:
@@ -406,7 +438,23 @@ def _variables(
     """One column per plugged-in (session, period): ``(var_session, var_period, var_ub A,
     var_free, var_kwh_per_a)``. On a reserved EVSE the session's own draw is inside the
     reservation: its bound is at most the smallest reserved line it draws on and it is not free (no
-    safety-row entries)."""
+    safety-row entries). Without sessions: the empty arrays, shared and read-only."""
+    if not sa.avail.shape[0]:
+        if not _NO_VARIABLES:
+            got = _variables_of(sa, None, period_s)
+            for a in got:
+                a.setflags(write=False)
+            _NO_VARIABLES.append(got)
+        return _NO_VARIABLES[0]
+    return _variables_of(sa, reserved, period_s)
+
+
+_NO_VARIABLES: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+
+def _variables_of(
+    sa: _SessionArrays, reserved: np.ndarray | None, period_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     vs, vt = np.nonzero((sa.avail > 0) & (sa.max_cur[:, None] > 0))
     vs = vs.astype(np.int32)
     vt = vt.astype(np.int32)
@@ -478,7 +526,8 @@ def _safety_rows(
         bat.node if B else None,
         bidir if bidir.any() else None,
     )
-    got = shape.memo.get("step_rhs")
+    kept = shape.memo.get("step_rhs")  # {id(lim): (lim, (lines, rhs, finite))}
+    got = None if kept is None else kept.get(id(lim))
     if got is not None and got[0] is lim:
         lines, rhs, finite = got[1]
     else:
@@ -497,7 +546,9 @@ def _safety_rows(
         if lim.kept:  # the same on every step with these vehicles: kept beside their shape
             for a in (rhs, finite, lines.exact):
                 a.setflags(write=False)
-            shape.memo["step_rhs"] = (lim, (lines, rhs, finite))
+            if kept is None or len(kept) >= 16:  # (a tiered horizon has ~10 lengths)
+                kept = shape.memo["step_rhs"] = {}
+            kept[id(lim)] = (lim, (lines, rhs, finite))
     tpl = _row_template(shape, s_anc_csr, sa.kw_per_a, bat.anc, bat.kw_per_a, N, m)
     G, Gb, h, group, row_period = _assemble_rows(
         tpl,

@@ -195,9 +195,13 @@ def _limits(
 
 
 #: Limits of recent (site, signals, number of periods) triples that no time moves (a controller
-#: compiles the same site and signals on a horizon of as many periods every step).
+#: compiles the same site and signals every step; a tiered horizon has a few lengths, ~10).
+#: Bounded in entries and in bytes (all of it is dropped when full: no iteration, safe beside
+#: other threads).
 _KEPT: dict[tuple, _StepLimits] = {}
-_KEPT_MAX = 16
+_KEPT_MAX = 64
+_KEPT_MAX_BYTES = 32 * 2**20
+_KEPT_BYTES = [0]
 
 
 def _step_limits(site: Site, tree: _SiteTree, signals: Signals, horizon: Horizon) -> _StepLimits:
@@ -214,7 +218,11 @@ def _step_limits(site: Site, tree: _SiteTree, signals: Signals, horizon: Horizon
     sig = _no_signal_arrays(len(tree.node_ids), horizon.n_periods, 0)
     out = _limits(site, tree, signals, raw, sig, None, None, kept=raw.timeless)
     if out.kept:
-        if len(_KEPT) >= _KEPT_MAX:
-            _KEPT.clear()  # (no iteration: safe beside other threads)
-        _KEPT[key] = out
+        size = sum(a.nbytes for a in vars(out).values() if isinstance(a, np.ndarray))
+        if len(_KEPT) >= _KEPT_MAX or _KEPT_BYTES[0] + size > _KEPT_MAX_BYTES:
+            _KEPT.clear()
+            _KEPT_BYTES[0] = 0
+        if size <= _KEPT_MAX_BYTES:
+            _KEPT[key] = out
+            _KEPT_BYTES[0] += size
     return out

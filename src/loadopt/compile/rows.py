@@ -142,6 +142,10 @@ def _assemble_rows(
     over the entries, no sort: the columns come out in variable order, already CSC.
     ``finite`` is ``np.isfinite(rhs)`` when the caller has it."""
     nv = unit.size
+    if not nv:  # no variable: no row (what either form gives, without a pass)
+        none = np.zeros(0, np.int64)
+        G = csr(np.zeros(1, np.int32), np.zeros(0, np.int32), np.zeros(0), (0, 0))
+        return G, None, rhs[none], none, none.astype(np.int32)
     if finite is None:
         finite = np.isfinite(rhs)
     finite = np.asarray(finite).reshape(tpl.n_groups, T)
