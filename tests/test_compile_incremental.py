@@ -281,7 +281,7 @@ def test_step_limits_are_kept_per_site_signals_and_horizon_shape_and_never_stale
 
 def test_every_array_of_a_problem_is_read_only_on_every_path():
     """Kept limits are shared between problems: every array a problem holds is read-only,
-    whether the call kept its limits, had reserved draw, grid signals or storage."""
+    whether the call kept its limits, had reserved draw, grid signals, storage or no session."""
     import dataclasses
 
     for name, (site, now, signals) in SITES.items():
@@ -301,10 +301,11 @@ def test_every_array_of_a_problem_is_read_only_on_every_path():
             {"reserved_a": held},
             {"signals": signals.model_copy(update={"grid_signals": (cap,)})},
         ):
-            p = compile_problem(
-                site, [s], hz, kw.get("signals", signals), reserved_a=kw.get("reserved_a")
-            )
-            for f in dataclasses.fields(p):
-                x = getattr(p, f.name)
-                if isinstance(x, np.ndarray):
-                    assert not x.flags.writeable, (name, kw.keys(), f.name)
+            for planned in ([s], []):  # (without sessions: shared empty arrays)
+                p = compile_problem(
+                    site, planned, hz, kw.get("signals", signals), reserved_a=kw.get("reserved_a")
+                )
+                for f in dataclasses.fields(p):
+                    x = getattr(p, f.name)
+                    if isinstance(x, np.ndarray):
+                        assert not x.flags.writeable, (name, kw.keys(), f.name)
