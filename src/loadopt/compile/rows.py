@@ -245,10 +245,12 @@ def _template_by_group(tpl: _RowTemplate, on: np.ndarray) -> tuple[np.ndarray, .
         ptr, idx, val = _template_on(tpl, on)
         cnt = np.diff(ptr)
         unit_of = np.repeat(np.arange(cnt.size, dtype=np.int64), cnt)
-        order = np.argsort(idx, kind="stable")  # by group, units ascending within each
-        groups, per_group = np.unique(idx[order], return_counts=True)
+        # by group, units ascending within each (a stable sort: radix on 16-bit group ids)
+        order = np.argsort(idx.astype(np.int16) if tpl.n_groups < 2**15 else idx, kind="stable")
+        per_group = np.bincount(idx, minlength=tpl.n_groups)
+        groups = np.flatnonzero(per_group)
         got = (
-            pointer(per_group),
+            pointer(per_group[groups]),
             unit_of[order],
             val[order],
             groups.astype(np.int64),
