@@ -33,7 +33,7 @@ from loadopt.lp import _dedupe_row_arrays, build_lp, duplicate_rows
 from loadopt.session import V2xParameters
 from loadopt.site import Site
 from loadopt.synthetic import benchmark_scenario, v2g_scenario
-from loadopt.wiring import COLLINEAR_RAD, facets, sectors
+from loadopt.wiring import COLLINEAR_RAD, branch_coefficients, facets, sectors
 
 # --- the scipy references ----------------------------------------------------------------------
 
@@ -481,3 +481,83 @@ def test_new_problem_equals_the_dataclass_constructor():
         _new_problem(**fields)
     with pytest.raises(TypeError, match="nonsense"):
         _new_problem(**fields, G=p.G, nonsense=1)
+
+
+def _session_arrays_reference(site, sessions, horizon):
+    """The session arrays as the compiler built them before its one-pass form: a list per field,
+    the EVSE's arrays gathered per session (kept verbatim: the reference)."""
+    tree = L._site_tree(site)
+    evse_index = tree.evse_index
+    S, T = len(sessions), horizon.n_periods
+    s_evse = np.array([evse_index[s.evse] for s in sessions], dtype=np.int64)
+    ea = tree.evse_arrays
+    n_ph = np.minimum(ea["evse_phases"][s_evse], np.array([s.phases for s in sessions], np.int64))
+    line_to_line = tree.line_to_line[s_evse]
+    E = len(site.evses)
+    e = np.repeat(np.arange(E), 3)
+    k = np.tile(np.arange(1, 4, dtype=np.int64), E)
+    masks = np.abs(branch_coefficients(tree.line_to_line[e], ea["evse_site_phases"][e], k)) > 0
+    phase_mask = masks[3 * s_evse + n_ph - 1]
+    kw_per_a = ea["evse_voltage_v"][s_evse] * n_ph / 1000.0
+    max_cur = np.minimum(
+        ea["evse_max_current"][s_evse],
+        np.array([s.max_current for s in sessions], dtype=np.float64),
+    )
+    s_min = np.array(
+        [np.nan if s.min_current is None else s.min_current for s in sessions], dtype=np.float64
+    )
+    min_cur = np.minimum(np.where(np.isnan(s_min), ea["evse_min_current"][s_evse], s_min), max_cur)
+    energy = np.array([s.energy_kwh for s in sessions], dtype=np.float64)
+    prio = np.array([s.priority for s in sessions], dtype=np.float64)
+    start = horizon.start_utc
+    arr_s = np.array([(s.arrival - start).total_seconds() for s in sessions], dtype=np.float64)
+    dep_s = np.array([(s.departure - start).total_seconds() for s in sessions], dtype=np.float64)
+    bounds = horizon.period_bounds_s()
+    overlap = np.minimum(dep_s[:, None], bounds[None, 1:]) - np.maximum(
+        arr_s[:, None], bounds[None, :-1]
+    )
+    avail = np.clip(overlap / horizon.period_s[None, :], 0.0, 1.0).reshape(S, T)
+    return (s_evse, n_ph, line_to_line, phase_mask, kw_per_a, max_cur, min_cur, energy, prio,
+            arr_s, dep_s, avail)  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    name=st.sampled_from(sorted(SITES)),
+    seed=st.integers(0, 10**6),
+    tiered=st.booleans(),
+    mins=st.sampled_from(["none", "all", "some"]),
+)
+def test_session_arrays_equal_their_per_field_formulation(name, seed, tiered, mins):
+    """The session arrays read in one pass (every field at once, the EVSE phase table, the
+    minimum currents by case) are the per-field formulation's, bit for bit: sessions with and
+    without their own minimum current, 1-, 2- and 3-phase vehicles, sub-second and zoned
+    times."""
+    from zoneinfo import ZoneInfo
+
+    from loadopt.compile import core as C
+
+    p = _problem(name, seed, tiered)
+    rng = np.random.default_rng(seed)
+    zone = ZoneInfo("America/Los_Angeles")
+    sessions = []
+    for s in p.sessions:
+        upd = {
+            "arrival": (s.arrival + timedelta(microseconds=int(rng.integers(0, 10**6)))).astimezone(
+                zone
+            ),
+            "max_current": float(rng.uniform(6.0, 32.0)),
+        }
+        if mins == "all" or (mins == "some" and rng.random() < 0.5):
+            upd["min_current"] = float(rng.uniform(0.0, 6.0))
+        sessions.append(s.model_copy(update=upd))
+    sessions = tuple(sessions)
+    tree = L._site_tree(p.site)
+    fields = (
+        C._SessionFields(*zip(*map(C._FIELDS, sessions), strict=True)) if sessions else C._NO_FIELDS
+    )
+    got = C._session_arrays(tree, fields, p.horizon)
+    want = _session_arrays_reference(p.site, sessions, p.horizon)
+    for a, b, what in zip(got, want, C._SessionArrays._fields, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape, what
+        assert a.tobytes() == b.tobytes(), what

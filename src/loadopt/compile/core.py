@@ -95,8 +95,13 @@ def compile_problem(
     signals = Signals() if signals is None else as_model(signals, Signals, "signals")
     objective = Objective() if objective is None else as_model(objective, Objective, "objective")
     tree = _site_tree(site)
-    check_sessions(sessions, tree.evse_index)
     T = horizon.n_periods
+    S = len(sessions)
+    # every field the compile reads, in one C-level pass over the sessions
+    fields = _SessionFields(*zip(*map(_FIELDS, sessions), strict=True)) if S else _NO_FIELDS
+    ids, on_evse = set(fields.id), set(fields.evse)
+    if not (len(ids) == len(on_evse) == S and on_evse <= tree.evse_index.keys()):
+        check_sessions(sessions, tree.evse_index)  # (what is wrong, or two at different times)
     notices: list[str] = []
 
     # --- tree ------------------------------------------------------------------------------
@@ -113,7 +118,7 @@ def compile_problem(
     held = reserved is not None and bool(reserved.any())  # some reserved draw
 
     # --- sessions and their variables ----------------------------------------------------------
-    sa = _session_arrays(tree, sessions, horizon)
+    sa = _session_arrays(tree, fields, horizon)
     vs, vt, var_ub, var_free, var_kwh = _variables(sa, reserved if held else None, horizon.period_s)
     s_anc_csr = _session_anc(tree, sa.s_evse)  # (S, N): sessions under each node
 
@@ -129,7 +134,7 @@ def compile_problem(
     # --- batteries: charge columns in the same rows (A per phase, balanced over R, S, T) -------
     bat = _battery_columns(site, node_index, parent, T)
     evses = [site.evses[k] for k in sa.s_evse.tolist()]
-    if any(s.v2x is not None for s in sessions):
+    if fields.v2x.count(None) != S:
         bidir = _v2x_sessions(sessions, evses, notices)
     else:  # (what _v2x_sessions says without V2X parameters)
         bidir = np.zeros(len(sessions), dtype=bool)
@@ -252,7 +257,7 @@ def compile_problem(
         objective=objective,
         node_ids=node_ids,
         evse_ids=evse_ids,
-        session_ids=tuple(s.id for s in sessions),
+        session_ids=fields.id,
         dr_event_ids=sig.ids,
         signal_kind=sig.kind,
         G=G,
@@ -338,59 +343,71 @@ class _SessionArrays(NamedTuple):
     avail: np.ndarray  #: (S, T) plugged-in fraction of each period
 
 
-#: A session's fields the compile reads, in one C-level pass over the sessions.
-_FIELDS = attrgetter(
-    "evse", "phases", "max_current", "min_current", "energy_kwh", "priority", "arrival", "departure"
-)
+class _SessionFields(NamedTuple):
+    """The sessions' fields the compile reads, one tuple each (session order)."""
+
+    id: tuple
+    evse: tuple
+    phases: tuple
+    max_current: tuple
+    min_current: tuple
+    energy_kwh: tuple
+    priority: tuple
+    arrival: tuple
+    departure: tuple
+    v2x: tuple
 
 
-def _session_arrays(
-    tree: _SiteTree, sessions: tuple[Session, ...], horizon: Horizon
-) -> _SessionArrays:
-    """The sessions as arrays, each taken by its EVSE from the site's per-EVSE arrays (without
-    sessions: the empty arrays of ``T`` periods, shared and read-only)."""
-    S = len(sessions)
+_FIELDS = attrgetter(*_SessionFields._fields)
+_NO_FIELDS = _SessionFields(*((),) * len(_SessionFields._fields))
+
+
+def _session_arrays(tree: _SiteTree, fields: _SessionFields, horizon: Horizon) -> _SessionArrays:
+    """The sessions (their ``fields``) as arrays, each taken by its EVSE from the site's per-EVSE
+    arrays (without sessions: the empty arrays of ``T`` periods, shared and read-only)."""
     T = horizon.n_periods
-    if not S:
+    if not fields.id:
         got = _NO_SESSIONS.get(T)
         if got is None:
-            got = _NO_SESSIONS[T] = _session_arrays_of(tree, sessions, horizon)
+            got = _NO_SESSIONS[T] = _session_arrays_of(tree, fields, horizon)
             for a in got:
                 a.setflags(write=False)
         return got
-    return _session_arrays_of(tree, sessions, horizon)
+    return _session_arrays_of(tree, fields, horizon)
 
 
 _NO_SESSIONS: dict[int, _SessionArrays] = {}  # (one per number of periods: a few)
 
 
-def _session_arrays_of(
-    tree: _SiteTree, sessions: tuple[Session, ...], horizon: Horizon
-) -> _SessionArrays:
-    S = len(sessions)
+def _session_arrays_of(tree: _SiteTree, fields: _SessionFields, horizon: Horizon) -> _SessionArrays:
+    S = len(fields.id)
     T = horizon.n_periods
-    evse, phases, max_a, min_a, energy_kwh, priority, arrival, departure = (
-        zip(*map(_FIELDS, sessions), strict=True) if S else ((),) * 8
-    )
-    s_evse = np.fromiter(map(tree.evse_index.__getitem__, evse), np.int64, S)
+    phases, max_a, min_a = fields.phases, fields.max_current, fields.min_current
+    s_evse = np.fromiter(map(tree.evse_index.__getitem__, fields.evse), np.int64, S)
     ea = tree.evse_arrays  # per-EVSE arrays, taken per session by its EVSE
-    n_ph = np.minimum(ea["evse_phases"][s_evse], np.array(phases, np.int64))
-    line_to_line = tree.line_to_line[s_evse]
-    phase_mask = _evse_phase_masks(tree)[3 * s_evse + n_ph - 1]  # site lines the session loads
-    volt = ea["evse_voltage_v"][s_evse]
-    kw_per_a = volt * n_ph / 1000.0
+    # what a k-phase vehicle on EVSE e draws on: row 3e + k - 1 of the site's table
+    tbl = _evse_phase_table(tree)
+    row = 3 * s_evse + np.array(phases, np.int64) - 1
+    n_ph = tbl.n_ph[row]
+    line_to_line = tbl.line_to_line[row]
+    phase_mask = tbl.phase_mask[row]  # site lines the session loads
+    kw_per_a = tbl.kw_per_a[row]
     max_cur = np.minimum(ea["evse_max_current"][s_evse], np.array(max_a, dtype=np.float64))
-    if None in min_a:
-        min_a = tuple(np.nan if x is None else x for x in min_a)
-    s_min = np.array(min_a, dtype=np.float64)
-    min_cur = np.where(np.isnan(s_min), ea["evse_min_current"][s_evse], s_min)
-    min_cur = np.minimum(min_cur, max_cur)
-    energy = np.array(energy_kwh, dtype=np.float64)
-    prio = np.array(priority, dtype=np.float64)
+    n_none = min_a.count(None)
+    if n_none == S:  # the EVSEs' minimum for every session
+        min_cur = np.minimum(ea["evse_min_current"][s_evse], max_cur)
+    elif not n_none:
+        min_cur = np.minimum(np.array(min_a, dtype=np.float64), max_cur)
+    else:
+        s_min = np.array([np.nan if x is None else x for x in min_a], dtype=np.float64)
+        min_cur = np.where(np.isnan(s_min), ea["evse_min_current"][s_evse], s_min)
+        min_cur = np.minimum(min_cur, max_cur)
+    energy = np.array(fields.energy_kwh, dtype=np.float64)
+    prio = np.array(fields.priority, dtype=np.float64)
     # s from the horizon start (Horizon.seconds_from_start without a call per session)
     start = repeat(horizon.start_utc)
-    arr_s = np.fromiter(map(_SECONDS, map(sub, arrival, start)), np.float64, S)
-    dep_s = np.fromiter(map(_SECONDS, map(sub, departure, start)), np.float64, S)
+    arr_s = np.fromiter(map(_SECONDS, map(sub, fields.arrival, start)), np.float64, S)
+    dep_s = np.fromiter(map(_SECONDS, map(sub, fields.departure, start)), np.float64, S)
     bounds = horizon.period_bounds_s()
     overlap = np.minimum(dep_s[:, None], bounds[None, 1:]) - np.maximum(
         arr_s[:, None], bounds[None, :-1]
@@ -414,6 +431,37 @@ def _session_arrays_of(
 
 
 _SECONDS = timedelta.total_seconds
+
+
+class _PhaseTable(NamedTuple):
+    """Per EVSE and phase count of the vehicle: row ``3e + k − 1`` for a ``k``-phase vehicle on
+    EVSE ``e`` (read-only, kept in the site's tree)."""
+
+    n_ph: np.ndarray  #: (3E,) phases it draws on: min(EVSE phases, k)
+    line_to_line: np.ndarray  #: (3E,) bool, the EVSE is wired line-to-line
+    phase_mask: np.ndarray  #: (3E, 3) bool, the site lines it loads
+    kw_per_a: np.ndarray  #: (3E,) kW per A at the EVSE's voltage on those phases
+
+
+def _evse_phase_table(tree: _SiteTree) -> _PhaseTable:
+    """The site's :class:`_PhaseTable` (built once per site tree)."""
+    got = tree.memo.get("phase_table")
+    if got is None:
+        E = len(tree.evse_ids)
+        e = np.repeat(np.arange(E), 3)
+        k = np.tile(np.arange(1, 4, dtype=np.int64), E)
+        ea = tree.evse_arrays
+        n_ph = np.minimum(ea["evse_phases"][e], k)
+        got = _PhaseTable(
+            n_ph,
+            tree.line_to_line[e],
+            _evse_phase_masks(tree)[3 * e + n_ph - 1],
+            ea["evse_voltage_v"][e] * n_ph / 1000.0,
+        )
+        for a in got:
+            a.setflags(write=False)
+        tree.memo["phase_table"] = got
+    return got
 
 
 def _evse_phase_masks(tree: _SiteTree) -> np.ndarray:
@@ -550,16 +598,13 @@ def _safety_rows(
                 kept = shape.memo["step_rhs"] = {}
             kept[id(lim)] = (lim, (lines, rhs, finite))
     tpl = _row_template(shape, s_anc_csr, sa.kw_per_a, bat.anc, bat.kw_per_a, N, m)
-    G, Gb, h, group, row_period = _assemble_rows(
-        tpl,
-        np.concatenate([vs, S + bat.battery]),
-        np.concatenate([vt, bat.period]),
-        np.concatenate([var_free, np.ones(bat.battery.size, dtype=bool)]),
-        rhs,
-        T,
-        V,
-        finite,
-    )
+    if B:  # the battery charge columns after the vehicles'
+        unit = np.concatenate([vs, S + bat.battery])
+        period = np.concatenate([vt, bat.period])
+        free = np.concatenate([var_free, np.ones(bat.battery.size, dtype=bool)])
+    else:
+        unit, period, free = vs.astype(np.int64), vt, var_free
+    G, Gb, h, group, row_period = _assemble_rows(tpl, unit, period, free, rhs, T, V, finite)
     row_kind, row_node, row_phase, row_facet = (x[group] for x in _group_labels(N, m))
     return _SafetyRows(
         G, Gb, h, row_kind, row_node, row_phase, row_period, row_facet, lines, tpl.s_anc_csr
