@@ -561,3 +561,51 @@ def test_session_arrays_equal_their_per_field_formulation(name, seed, tiered, mi
     for a, b, what in zip(got, want, C._SessionArrays._fields, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape, what
         assert a.tobytes() == b.tobytes(), what
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6))
+def test_compiled_hstack_rows_and_template_by_group_equal_their_numpy_forms(seed):
+    """The compiled row concatenation (the row template's families side by side) and the
+    template by group (the assembly's input) give their numpy forms' arrays, dtypes included:
+    random parts (empty rows, int32 and int64 pointers and indices), random templates and
+    masks of the groups some period limits."""
+    from loadopt.compile import _kernels as K
+
+    if K.KERNEL_TEMPLATE.get(force=True) is None:
+        pytest.skip("numba missing or disabled: only the numpy form runs")
+    rng = np.random.default_rng(seed)
+    n_rows = int(rng.integers(1, 8))
+    parts, off = [], 0
+    for _ in range(int(rng.integers(1, 5))):
+        M = _random_csr(rng, n_rows, int(rng.integers(1, 6)), float(rng.uniform(0, 0.8)))
+        ptr = M.indptr.astype(rng.choice([np.int32, np.int64]))
+        parts.append((ptr, M.indices.astype(rng.choice([np.int32, np.int64])), M.data, off))
+        off += M.shape[1]
+    lazy = _csr.LazyKernel(_csr._hstack_rows_loop)
+    lazy.get(force=True)
+    real = _csr.HSTACK_KERNEL
+    _csr.HSTACK_KERNEL = lazy
+    try:
+        got = _csr.hstack_rows(parts)
+        lazy.kernel = None  # the numpy form
+        want = _csr.hstack_rows(parts)
+    finally:
+        _csr.HSTACK_KERNEL = real
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    # the template by group
+    n_groups = int(rng.integers(1, 12))
+    T_ = _random_csr(rng, int(rng.integers(1, 9)), n_groups, float(rng.uniform(0, 0.9)))
+    tpl = R._RowTemplate(
+        ptr=T_.indptr.astype(np.int64),
+        idx=T_.indices.astype(np.int64),
+        val=T_.data,
+        n_groups=n_groups,
+        s_anc_csr=sp.csr_matrix((0, 1)),
+    )
+    on = rng.random(n_groups) < 0.7
+    got = K.KERNEL_TEMPLATE.get()(tpl.ptr, tpl.idx, tpl.val, on)
+    want = R._by_group(tpl, on)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)

@@ -55,7 +55,16 @@ def hstack_rows(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row-wise concatenation of matrices with the same rows: ``parts`` are ``(indptr, indices,
     data, column offset)``, their columns in disjoint ranges ascending with the parts (so sorted
-    rows stay sorted)."""
+    rows stay sorted). ``(indptr, indices, data)``: int64, int64, the parts' common data type."""
+    kernel = HSTACK_KERNEL.get()
+    dtype = np.result_type(*(p[2] for p in parts))
+    if kernel is not None and dtype == np.float64:
+        return kernel(
+            np.stack([np.asarray(p[0], dtype=np.int64) for p in parts]),
+            np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts]),
+            np.concatenate([np.asarray(p[2], dtype=np.float64) for p in parts]),
+            np.array([p[3] for p in parts], dtype=np.int64),
+        )
     counts = np.stack([np.diff(p[0]) for p in parts])  # (parts, rows)
     ptr = pointer(counts.sum(axis=0))
     before = np.cumsum(counts, axis=0) - counts  # entries of earlier parts in the row
@@ -267,6 +276,39 @@ def _take_map_loop(
 
 #: :func:`_take_map_loop` compiled (:class:`LazyKernel`).
 TAKE_MAP_KERNEL = LazyKernel(_take_map_loop)
+
+
+def _hstack_rows_loop(
+    ptrs: np.ndarray, idx: np.ndarray, val: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`hstack_rows` in one pass: ``ptrs`` (K, rows + 1) the parts' row pointers,
+    ``idx`` / ``val`` their entries one part after the other, ``offsets`` (K,) their column
+    offsets."""
+    K, n1 = ptrs.shape
+    n = n1 - 1
+    start = np.zeros(K, np.int64)  # where each part's entries begin in idx / val
+    for k in range(1, K):
+        start[k] = start[k - 1] + ptrs[k - 1, n]
+    ptr = np.empty(n + 1, np.int64)
+    ptr[0] = 0
+    total = 0
+    for k in range(K):
+        total += ptrs[k, n]
+    out_i = np.empty(total, np.int64)
+    out_v = np.empty(total, np.float64)
+    p = 0
+    for r in range(n):
+        for k in range(K):
+            for j in range(ptrs[k, r], ptrs[k, r + 1]):
+                out_i[p] = idx[start[k] + j] + offsets[k]
+                out_v[p] = val[start[k] + j]
+                p += 1
+        ptr[r + 1] = p
+    return ptr, out_i, out_v
+
+
+#: :func:`_hstack_rows_loop` compiled (:class:`LazyKernel`).
+HSTACK_KERNEL = LazyKernel(_hstack_rows_loop)
 
 
 def take_map(

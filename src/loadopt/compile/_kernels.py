@@ -145,7 +145,55 @@ def assemble_csr_by_group(
     return indptr[: k + 1].copy(), indices[:p].copy(), data[:p].copy(), rows[:k].copy()
 
 
+def template_by_group(
+    ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, on: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A row template ``(ptr, idx, val)`` (units × groups, canonical) on the groups ``on``, by
+    group: ``(ptr, unit, val, groups, unit_cnt)`` as :func:`assemble_csr_by_group` takes it
+    (a counting sort by group, stable: units ascending within a group; int64 and float64)."""
+    U = ptr.size - 1
+    n_groups = on.size
+    per_group = np.zeros(n_groups, np.int64)
+    unit_cnt = np.zeros(U, np.int64)
+    for u in range(U):
+        for j in range(ptr[u], ptr[u + 1]):
+            g = idx[j]
+            if on[g]:
+                per_group[g] += 1
+                unit_cnt[u] += 1
+    n_present = 0
+    for g in range(n_groups):
+        if per_group[g] > 0:
+            n_present += 1
+    groups = np.empty(n_present, np.int64)
+    gptr = np.empty(n_present + 1, np.int64)
+    nxt = np.empty(n_groups, np.int64)  # the next slot of each group
+    gptr[0] = 0
+    k = 0
+    acc = 0
+    for g in range(n_groups):
+        if per_group[g] > 0:
+            groups[k] = g
+            nxt[g] = acc
+            acc += per_group[g]
+            k += 1
+            gptr[k] = acc
+    units = np.empty(acc, np.int64)
+    vals = np.empty(acc, np.float64)
+    for u in range(U):
+        for j in range(ptr[u], ptr[u + 1]):
+            g = idx[j]
+            if on[g]:
+                q = nxt[g]
+                units[q] = u
+                vals[q] = val[j]
+                nxt[g] = q + 1
+    return gptr, units, vals, groups, unit_cnt
+
+
 #: :func:`assemble_csr` compiled when a process compiles often (:class:`loadopt._csr.LazyKernel`).
 KERNEL = LazyKernel(assemble_csr)
 #: :func:`assemble_csr_by_group` compiled likewise.
 KERNEL_BY_GROUP = LazyKernel(assemble_csr_by_group)
+#: :func:`template_by_group` compiled likewise.
+KERNEL_TEMPLATE = LazyKernel(template_by_group)

@@ -242,26 +242,34 @@ def _template_by_group(tpl: _RowTemplate, on: np.ndarray) -> tuple[np.ndarray, .
     key = ("by_group", on.tobytes())
     got = tpl.memo.get(key)
     if got is None:
-        ptr, idx, val = _template_on(tpl, on)
-        cnt = np.diff(ptr)
-        unit_of = np.repeat(np.arange(cnt.size, dtype=np.int64), cnt)
-        # by group, units ascending within each (a stable sort: radix on 16-bit group ids)
-        order = np.argsort(idx.astype(np.int16) if tpl.n_groups < 2**15 else idx, kind="stable")
-        per_group = np.bincount(idx, minlength=tpl.n_groups)
-        groups = np.flatnonzero(per_group)
-        got = (
-            pointer(per_group[groups]),
-            unit_of[order],
-            val[order],
-            groups.astype(np.int64),
-            cnt.astype(np.int64),
-        )
+        from ._kernels import KERNEL_TEMPLATE
+
+        kernel = KERNEL_TEMPLATE.get(force=True)  # (asked once the assembly kernel is there)
+        got = _by_group(tpl, on) if kernel is None else kernel(tpl.ptr, tpl.idx, tpl.val, on)
         for a in got:
             a.setflags(write=False)
         if len(tpl.memo) >= 8:
             tpl.memo.clear()
         tpl.memo[key] = got
     return got
+
+
+def _by_group(tpl: _RowTemplate, on: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`loadopt.compile._kernels.template_by_group` in numpy."""
+    ptr, idx, val = _template_on(tpl, on)
+    cnt = np.diff(ptr)
+    unit_of = np.repeat(np.arange(cnt.size, dtype=np.int64), cnt)
+    # by group, units ascending within each (a stable sort: radix on 16-bit group ids)
+    order = np.argsort(idx.astype(np.int16) if tpl.n_groups < 2**15 else idx, kind="stable")
+    per_group = np.bincount(idx, minlength=tpl.n_groups)
+    groups = np.flatnonzero(per_group)
+    return (
+        pointer(per_group[groups]),
+        unit_of[order],
+        val[order],
+        groups.astype(np.int64),
+        cnt.astype(np.int64),
+    )
 
 
 class _RowBuilder:
