@@ -5,7 +5,6 @@ estimated from meter readings; departure estimates; V2X energy window; re-sharin
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -324,17 +323,11 @@ class _Sessions(_ControllerState):
             ``max(arrival, now)``.
         """
         out = []
-        # per session ``(session, update, copy)`` of the last call: the same copy is handed out
-        # again while the session and its update are (a frozen model, interchangeable)
-        last_of = self.__dict__.get("_planned", {})
-        planned = {}
         for sid, st in self._state.items():
             s = st.session
-            since = st.delivered_at or s.arrival
-            # (read at this step, the common case: the estimate is the reading)
-            delivered = st.delivered_kwh if now <= since else self._delivered_estimate(st, now)
+            delivered = self._delivered_estimate(st, now)
             remaining = max(s.energy_kwh - delivered, 0.0)
-            v2x = None
+            v2x_upd: dict[str, Any] = {}
             if s.v2x is not None:
                 # energy in the battery since plug-in, metered charge in, planned discharge out
                 # (both upper bounds on what moved: the floor below is never too low)
@@ -343,16 +336,14 @@ class _Sessions(_ControllerState):
                 net = v.charge_efficiency * delivered - out_kwh / v.discharge_efficiency
                 lo, hi = v.min_v2x_energy_kwh - net, v.max_v2x_energy_kwh - net
                 remaining = min(max(s.energy_kwh - net, 0.0), max(hi, 0.0))
-                v2x = v.model_copy(
+                v2x_upd["v2x"] = v.model_copy(
                     update={"min_v2x_energy_kwh": round(lo, 6), "max_v2x_energy_kwh": round(hi, 6)}
                 )
             dep = st.departure or s.departure
             if dep <= now:  # still plugged in after its estimated departure
                 dep = now + timedelta(hours=self.overstay_extension_h)
                 st.departure = dep
-            upd: dict[str, Any] = {"energy_kwh": round(remaining, 6), "departure": dep}
-            if v2x is not None:
-                upd["v2x"] = v2x
+            upd: dict[str, Any] = {"energy_kwh": round(remaining, 6), "departure": dep, **v2x_upd}
             if s.arrival > now:
                 upd["arrival"] = now
             cap = st.cap_a
@@ -362,15 +353,8 @@ class _Sessions(_ControllerState):
                 upd["max_current"] = min(cap, s.max_current)
                 if s.min_current is not None:
                     upd["min_current"] = min(s.min_current, upd["max_current"])
-            last = last_of.get(sid)
-            m = (
-                last[2]
-                if last is not None and last[0] is s and _same_update(last[1], upd)
-                else _copy_with(s, upd)
-            )
-            planned[sid] = (s, upd, m)
-            out.append(m)
-        self.__dict__["_planned"] = planned
+            out.append(_copy_with(s, upd))
+            del sid
         out.extend(self._expected_sessions(now))
         return out
 
@@ -413,22 +397,6 @@ class _Sessions(_ControllerState):
         volt, n_ph = self._evse_draw(st.session)
         kw = st.last_discharge_a * volt * n_ph / 1000.0
         return st.discharged_kwh + kw * dt_h
-
-
-def _same_update(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """The same fields with the same values: floats bit for bit (``-0.0`` is not ``0.0``),
-    anything else the same object."""
-    if a.keys() != b.keys():
-        return False
-    for k, x in a.items():
-        y = b[k]
-        if x is y:
-            continue
-        if type(x) is not float or type(y) is not float or x != y:
-            return False
-        if math.copysign(1.0, x) != math.copysign(1.0, y):
-            return False
-    return True
 
 
 def _copy_with(s: Session, update: dict[str, Any]) -> Session:
