@@ -663,7 +663,8 @@ def test_compiled_pilot_searches_are_the_numpy_forms(case):
 
 def _screen_problems():
     """A JPL hour (line-to-line EVSEs, delta/wye transformers: phasor lines), the same with a
-    reservation on a plugged EVSE, and a tree site in 8 A steps."""
+    reservation on a plugged EVSE, line-to-line EVSEs on lines that carry a base load, and a
+    tree site in 8 A steps."""
     from loadopt.acn import acn_scenario
 
     sc = acn_scenario("2019-05-07", step_s=300)
@@ -674,9 +675,35 @@ def _screen_problems():
     res = np.zeros((E, 3, T))
     k = [e.id for e in sc.site.evses].index(on[0].evse)
     res[k, :, :4] = 6.0
+    # line-to-line EVSEs on the grid connection, whose lines also carry the base load
+    rots = ("RST", "STR", "TRS")
+    root = lo.Site(
+        nodes=(lo.Node(id="grid", max_current=60.0),),
+        evses=tuple(
+            lo.Evse(
+                id=f"e{k}",
+                node="grid",
+                charge_point_id=f"CP{k}",
+                wiring="line_to_line",
+                phase_rotation=rots[k],
+                voltage_v=208.0,
+                max_current=32.0,
+            )
+            for k in range(3)
+        ),
+        voltage_v=120.0,
+    )
+    loaded = lo.compile_problem(
+        root,
+        [session(f"s{k}", f"e{k}", 40.0, dep_h=3.0) for k in range(3)],
+        horizon(4, 900),
+        lo.Signals(base_load_kw=6.0),
+    )
+    assert np.abs(loaded.line_base[loaded.line_exact]).max() > 0
     return [
         lo.compile_problem(sc.site, on, hz),
         lo.compile_problem(sc.site, on, hz, reserved_a=res),
+        loaded,
         tree_problem([5.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0], 40.0, 17.0, steps=STEPS),
     ]
 
@@ -743,7 +770,7 @@ def test_projection_compiled_is_the_numpy_form(monkeypatch):
     compiled = LazyKernel(safety._project_loop).get(force=True)
     rng = np.random.default_rng(5)
     problems = _screen_problems()
-    G = problems[2].G  # the tree site's matrix with its first entry split in two
+    G = problems[3].G  # the tree site's matrix with its first entry split in two
     k = int(G.indptr[np.flatnonzero(np.diff(G.indptr))[0]])
     data = np.insert(G.data, k, G.data[k] * 0.5)
     data[k + 1] *= 0.5
@@ -751,7 +778,7 @@ def test_projection_compiled_is_the_numpy_form(monkeypatch):
     ptr[np.searchsorted(ptr, k, side="right") :] += 1
     dup = sp.csr_matrix((data, np.insert(G.indices, k, G.indices[k]), ptr), shape=G.shape)
     assert not dup.has_canonical_format
-    problems.append(replace(problems[2], G=dup))
+    problems.append(replace(problems[3], G=dup))
     passes = []
     for p in problems:
         base = lo.solve(p, method="lp").current

@@ -750,21 +750,21 @@ def _passes_loop(
     c_ptr: np.ndarray,
     c_idx: np.ndarray,
     c_data: np.ndarray,
-    group_of: np.ndarray,
-    n_groups: int,
-    base_coef: np.ndarray,
+    exact: np.ndarray,
+    line_base: np.ndarray,
+    abs_base: np.ndarray,
     base_a: np.ndarray,
     reserved_a: np.ndarray,
-    threshold: np.ndarray,
+    line_limit: np.ndarray,
 ) -> bool:
     """Whether the charge-only :func:`violations` of ``cur`` (``(S, T)`` A, C order) finds
     nothing, by the same arithmetic in one pass: values finite, ≥ 0 and on the 0.1 A grid
     (``rint``), zero where not plugged in (``var_flat``), at most ``ub_da``; every row of ``G``
     but the facet rows (each row summed in order from 0, as scipy's ``csr_matvec``), current
-    rows against ``floor(10 h)``, power rows ``load / 10 > h``; the phasor lines (``group_of``:
-    each line's position among the exact ones, -1 otherwise) summed over the sessions in order
-    as ``C.T @ cur`` does, their magnitude (``hypot``) taken ``1e-12`` high against
-    ``threshold`` (the check's ``max(limit, fixed) (1 + rtol) + rtol``): a different ``hypot``
+    rows against ``floor(10 h)``, power rows ``load / 10 > h``; the phasor lines (``exact``)
+    summed over the sessions in order as ``C.T @ cur`` does, their magnitude (``hypot``) taken
+    ``1e-12`` high against the check's ``max(limit, fixed) (1 + rtol) + rtol`` (``fixed`` from
+    ``abs_base``, ``(G', 1)`` NumPy's ``|line_base|`` of the exact lines): a different ``hypot``
     than NumPy's can only make it stricter. ``False`` whenever any check might fire."""
     S, T = cur.shape
     n = S * T
@@ -804,6 +804,13 @@ def _passes_loop(
                 return False
         elif s / 10.0 > h[r]:
             return False
+    K = exact.size
+    group_of = np.full(K, -1, np.int64)
+    n_groups = 0
+    for k in range(K):
+        if exact[k]:
+            group_of[k] = n_groups
+            n_groups += 1
     if n_groups == 0:
         return True
     own = np.zeros(n)
@@ -822,15 +829,22 @@ def _passes_loop(
                 xv = own[i * T + t]
                 re[g, t] += a.real * xv
                 im[g, t] += a.imag * xv
-    for g in range(n_groups):
-        b = base_coef[g]
+    for k in range(K):
+        g = group_of[k]
+        if g < 0:
+            continue
+        b = line_base[k]
         for t in range(T):
             z = math.hypot(re[g, t] + b.real * base_a[t], im[g, t] + b.imag * base_a[t])
-            if z * (1.0 + 1e-12) + reserved_a[g, t] > threshold[g, t]:
+            fixed = abs_base[g, 0] * base_a[t] + reserved_a[k, t]
+            lim = line_limit[k, t]
+            room = lim if lim >= fixed else fixed
+            if z * (1.0 + 1e-12) + reserved_a[k, t] > room * _PHASOR_KEEP + PHASOR_RTOL:
                 return False
     return True
 
 
+_PHASOR_KEEP = 1.0 + PHASOR_RTOL
 _PASSES_KERNEL = LazyKernel(_passes_loop)
 
 
@@ -853,14 +867,9 @@ def _passes(problem: Problem, current: np.ndarray) -> bool:
     if G.format != "csr" or C.format != "csr" or C.dtype != np.complex128:
         return False
     groups = problem_memo(problem, "line_groups", lambda p: np.flatnonzero(p.line_exact))
-    group_of = np.full(C.shape[1], -1, dtype=np.int64)
-    group_of[groups] = np.arange(groups.size)
     reserved = problem.var_reserved
-    # the phasor lines' thresholds, as the check computes them
-    base_coef = problem.line_base[groups]
-    res_a = problem.line_reserved_a[groups]
-    fixed = np.abs(base_coef[:, None]) * problem.base_load_a[None, :] + res_a
-    thr = np.maximum(problem.line_limit[groups], fixed) * (1.0 + PHASOR_RTOL) + PHASOR_RTOL
+    # |line_base| of the exact lines as the check computes it (the same array, the same loop)
+    abs_base = np.abs(problem.line_base[groups, None])
     return bool(
         kernel(
             np.ascontiguousarray(current),
@@ -875,12 +884,12 @@ def _passes(problem: Problem, current: np.ndarray) -> bool:
             C.indptr,
             C.indices,
             C.data,
-            group_of,
-            groups.size,
-            base_coef.astype(np.complex128),
-            problem.base_load_a.astype(np.float64),
-            np.ascontiguousarray(res_a, dtype=np.float64),
-            thr,
+            problem.line_exact,
+            problem.line_base,
+            abs_base,
+            problem.base_load_a,
+            problem.line_reserved_a,
+            problem.line_limit,
         )
     )
 
