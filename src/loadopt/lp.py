@@ -258,17 +258,18 @@ def build_lp(
     S = problem.n_sessions
     E = problem.session_energy_kwh
     bidir = np.zeros(S, dtype=bool) if st is None else st.session_unit >= 0
-    ub[(E[problem.var_session] <= 0) & ~bidir[problem.var_session]] = 0.0
+    sated = E[problem.var_session] <= 0
+    ub[sated if st is None else sated & ~bidir[problem.var_session]] = 0.0
     cols = np.flatnonzero(ub > 0)
     n_r = cols.size
     n_st = 0 if st is None else st.bc_ub.size + st.dv_ub.size
     # the rows kept, on the columns kept (the currents that can be non-zero, every storage
     # column), without the rows left empty, duplicates merged: as arrays (scipy's fancy
     # indexing costs more than the work at a controller step's sizes)
-    new_col = np.full(V + n_st, -1, dtype=np.int64)
-    new_col[cols] = np.arange(n_r)
-    new_col[V:] = n_r + np.arange(n_st)
     if keep_row.size:
+        new_col = np.full(V + n_st, -1, dtype=np.int64)
+        new_col[cols] = np.arange(n_r)
+        new_col[V:] = n_r + np.arange(n_st)
         rp, rc, rd, nz_rows = take_map(K.indptr, K.indices, K.data, keep_row, new_col)
         g_rows = keep_row[nz_rows]
         rp, rc, rd, h_red, kept = _dedupe_row_arrays(rp, rc, rd, h[g_rows], n_r + n_st)
@@ -279,7 +280,9 @@ def build_lp(
 
     vs = problem.var_session[cols]
     # wants energy and can draw (V2G sessions: a target row on the energy state instead)
-    wants = (E > 0) & (np.bincount(vs, minlength=S) > 0) & ~bidir
+    wants = (E > 0) & (np.bincount(vs, minlength=S) > 0)
+    if st is not None:
+        wants &= ~bidir
     pen_all = unmet_penalty(problem)
     c_all, offset = objective_coefficients(problem, pen_all)
     if unmet_slack:
@@ -1039,7 +1042,9 @@ class _Rows:
         self.m += k
 
     def build(self, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, dict[str, Block]]:
-        if self.trip:
+        if len(self.trip) == 1:
+            r, c, v = self.trip[0]
+        elif self.trip:
             r, c, v = (np.concatenate(x) for x in zip(*self.trip, strict=True))
         else:
             r, c, v = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
@@ -1058,7 +1063,10 @@ def _csc_one_per_column(
     m, n = shape
     if not c.size or max(m, n) >= 2**31 - 1 or not (c[1:] > c[:-1]).all():
         return None
-    ptr = np.searchsorted(c, np.arange(n + 1)).astype(np.int32)
+    if c.size == n and c[-1] == n - 1:  # every column (the strictly ascending 0 … n − 1)
+        ptr = np.arange(n + 1, dtype=np.int32)
+    else:
+        ptr = np.searchsorted(c, np.arange(n + 1)).astype(np.int32)
     A = sp.csc_matrix((v, r.astype(np.int32), ptr), shape=shape)
     A.has_sorted_indices = True
     return A
@@ -1067,7 +1075,9 @@ def _csc_one_per_column(
 def _per_row(bound, k: int) -> np.ndarray:
     """A row bound (a number, or one per row) as ``(k,)`` float64."""
     b = np.asarray(bound, np.float64)
-    return np.full(k, float(b)) if b.ndim == 0 else np.broadcast_to(b, (k,))
+    if b.ndim == 0:
+        return np.full(k, float(b))
+    return b if b.shape == (k,) else np.broadcast_to(b, (k,))
 
 
 #: Above this many entries :func:`_dedupe_row_arrays` compares rows with scipy (measured: the
