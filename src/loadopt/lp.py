@@ -25,11 +25,16 @@ Rows: the safety rows ``G r ≤ h`` that can bind, one energy row per session
 :attr:`LinearProgram.rows`). Whatever needs to know what a row or column is — the MILP, the warm
 start — looks it up by name.
 
-Structure the LP does not need is removed before the solver sees it (all vectorised):
-a safety row holding a single variable becomes that variable's bound; a row that cannot bind
-(``G · ub ≤ h``) is dropped; rows with the same coefficients (the R, S and T rows of a node whose
-vehicles all draw three phases, a feeder with a single circuit) are merged into one with the
-smallest right-hand side; a variable whose bound is zero is dropped. With
+Structure the LP does not need is removed before the solver sees it (no Python loop over
+variables or rows): a safety row holding a single variable becomes that variable's bound; a row
+that cannot bind (``G · ub ≤ h``) is dropped; rows with the same coefficients (the R, S and T
+rows of a node whose vehicles all draw three phases, a feeder with a single circuit) are merged
+into one with the smallest right-hand side; a variable whose bound is zero is dropped. The scan
+of the safety rows and the search for identical rows run as compiled loops once a process
+builds LPs often (:class:`~loadopt._csr.LazyKernel`; their numpy forms before, with the same
+result, except that the compiled search also merges twins that the numpy form's hash grouping
+leaves apart after a collision).
+A problem in which nobody can draw gets its empty LP without any of this. With
 ``build_lp(unmet_slack=False)`` the slack ``u`` is eliminated instead (minimising
 ``penalty · (E − delivered)`` is minimising ``−penalty · delivered`` plus a constant, with
 ``delivered ≤ E`` as the row, dropped where it cannot bind): same optimum, the form the MILP
