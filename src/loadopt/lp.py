@@ -317,7 +317,7 @@ def build_lp(
 
     rows = _Rows()
     n0 = n_r + u_sess.size  # storage columns start here
-    g_col = np.where(rc < n_r, rc, rc - n_r + n0)
+    g_col = rc if n_st == 0 else np.where(rc < n_r, rc, rc - n_r + n0)
     rows.add(entry_rows(rp) if rd.size else rc, g_col, rd, -np.inf, h_red, "safety", g_rows)
     E_rhs = problem.session_energy_kwh[e_sess]
     n = n_r + u_sess.size
@@ -1034,12 +1034,9 @@ class _Rows:
         index = np.asarray(index, np.int64)
         k = index.size
         if len(r):
+            r = np.asarray(r, np.int64)
             self.trip.append(
-                (
-                    np.asarray(r, np.int64) + self.m,
-                    np.asarray(c, np.int64),
-                    np.asarray(v, np.float64),
-                )
+                (r + self.m if self.m else r, np.asarray(c, np.int64), np.asarray(v, np.float64))
             )
         self.lb.append(_per_row(lb, k))
         self.ub.append(_per_row(ub, k))
