@@ -134,10 +134,12 @@ def _assert_same_lp(a: lpm.LinearProgram, b: lpm.LinearProgram) -> None:
 
 
 def _general_build(p: lo.Problem, **kw) -> lpm.LinearProgram:
-    """build_lp with its shortcuts off (no early exit without columns, the general CSC)."""
+    """build_lp with its shortcuts off (no early exit without columns, no energy-rows-only LP,
+    the general CSC)."""
     with (
         mock.patch.object(lpm, "_has_extra_columns", lambda *a: True),
         mock.patch.object(lpm, "_csc_one_per_column", lambda *a: None),
+        mock.patch.object(lpm, "_energy_rows_lp", lambda *a: None),
     ):
         return build_lp(p, **kw)
 
@@ -145,9 +147,9 @@ def _general_build(p: lo.Problem, **kw) -> lpm.LinearProgram:
 @settings(max_examples=examples(60), deadline=None)
 @given(scenarios())
 def test_shortcuts_build_the_general_lp_bit_for_bit(p):
-    """The shortcuts of build_lp (no columns: no row pipeline; one entry per column: the CSC
-    straight from the triplets) give the LP of the general build, bit for bit, also where
-    nobody can draw or nobody wants energy."""
+    """The shortcuts of build_lp (no columns: no row pipeline; no safety row left: the energy
+    rows set up directly; one entry per column: the CSC straight from the triplets) give the LP
+    of the general build, bit for bit, also where nobody can draw or nobody wants energy."""
     nobody = dataclasses.replace(p, var_ub=np.zeros_like(p.var_ub))
     sated = dataclasses.replace(p, session_energy_kwh=np.zeros_like(p.session_energy_kwh))
     for q in (p, nobody, sated):

@@ -315,6 +315,29 @@ def build_lp(
             c_all[bv] += (pen_all[problem.var_session] * problem.var_kwh_per_a)[bv]
         offset -= float(np.sum(pen_all[bidir] * E[bidir]))
 
+    # §14a floors (feasible by construction: compile projected them through G)
+    # (a problem extended by the MILP's phase-switching twins has more variables: no floors)
+    floor = problem.var_floor_a
+    r_lb = (
+        np.minimum(floor[cols], ub[cols])
+        if floor is not None and floor.size == problem.n_vars
+        else np.zeros(n_r)
+    )
+    if (
+        st is None
+        and unmet_slack
+        and not g_rows.size
+        and not need_imp
+        and o.fairness <= 0
+        and in_e.size == n_r
+        and not _soft_signals(problem)
+    ):
+        # an uncongested step: the currents and unmet slacks, the energy rows only
+        lp = _energy_rows_lp(
+            problem, cols, ub, r_lb, c_all, pen_all, u_sess, sess_row, offset, g_rows
+        )
+        if lp is not None:
+            return lp
     rows = _Rows()
     n0 = n_r + u_sess.size  # storage columns start here
     g_col = rc if n_st == 0 else np.where(rc < n_r, rc, rc - n_r + n0)
@@ -335,14 +358,6 @@ def build_lp(
     else:
         rows.add(sess_row[vs][in_e], in_e, kwh[in_e], -np.inf, E_rhs, "energy", e_sess)
     c = [c_all[cols], pen_all[u_sess]]
-    # §14a floors (feasible by construction: compile projected them through G)
-    # (a problem extended by the MILP's phase-switching twins has more variables: no floors)
-    floor = problem.var_floor_a
-    r_lb = (
-        np.minimum(floor[cols], ub[cols])
-        if floor is not None and floor.size == problem.n_vars
-        else np.zeros(n_r)
-    )
     col_lb = [r_lb, np.zeros(u_sess.size)]
     col_ub = [ub[cols], problem.session_energy_kwh[u_sess]]
     col_keys: dict[str, np.ndarray] = {"r": cols}
@@ -493,9 +508,7 @@ def build_lp(
     # soft grid signals (docs/grid-signals.md): a setpoint on the net import and an export cap,
     # each priced per kWh of deviation (one row per period that has one)
     soft: dict[str, np.ndarray] = {}
-    if (problem.setpoint_kw is not None and np.isfinite(problem.setpoint_kw).any()) or (
-        problem.export_cap_kw is not None and np.isfinite(problem.export_cap_kw).any()
-    ):
+    if _soft_signals(problem):
         n, soft = _soft_grid_rows(
             problem,
             rows,
@@ -599,14 +612,61 @@ def _needs_import(problem: Problem) -> bool:
     return price_matters or o.demand_charge_per_kw > 0
 
 
+def _soft_signals(problem: Problem) -> bool:
+    """Whether the problem has a soft grid setpoint or export cap in some period."""
+    return (problem.setpoint_kw is not None and bool(np.isfinite(problem.setpoint_kw).any())) or (
+        problem.export_cap_kw is not None and bool(np.isfinite(problem.export_cap_kw).any())
+    )
+
+
 def _has_extra_columns(problem: Problem, need_imp: bool) -> bool:
     """Whether :func:`build_lp` may add columns besides the currents and the unmet slacks
     (import/export, peak, fairness, soft grid signals; storage is checked apart)."""
-    return (
-        need_imp
-        or problem.objective.fairness > 0
-        or (problem.setpoint_kw is not None and bool(np.isfinite(problem.setpoint_kw).any()))
-        or (problem.export_cap_kw is not None and bool(np.isfinite(problem.export_cap_kw).any()))
+    return need_imp or problem.objective.fairness > 0 or _soft_signals(problem)
+
+
+def _energy_rows_lp(
+    problem: Problem,
+    cols: np.ndarray,
+    ub: np.ndarray,
+    r_lb: np.ndarray,
+    c_all: np.ndarray,
+    pen: np.ndarray,
+    u_sess: np.ndarray,
+    sess_row: np.ndarray,
+    offset: float,
+    g_rows: np.ndarray,
+) -> LinearProgram | None:
+    """:func:`build_lp` (default form) of a problem whose LP has only the current columns
+    ``cols`` (each in its session's energy row), the unmet slacks ``u_sess`` and the energy rows:
+    no storage, no safety row that can bind, no import, fairness or soft-grid columns. The
+    arrays the general build makes, set up directly (one entry per column, in column order);
+    None where that does not apply (no current column, int32 overflow)."""
+    n_r, n_u = cols.size, u_sess.size
+    n = n_r + n_u
+    if n_r == 0 or n >= 2**31 - 1:
+        return None
+    E_rhs = problem.session_energy_kwh[u_sess]
+    vs = problem.var_session[cols]
+    A = sp.csc_matrix(
+        (
+            np.concatenate([problem.var_kwh_per_a[cols], np.ones(n_u)]),
+            np.concatenate([sess_row[vs], np.arange(n_u)]).astype(np.int32),
+            np.arange(n + 1, dtype=np.int32),
+        ),
+        shape=(n_u, n),
+    )
+    A.has_sorted_indices = True
+    return LinearProgram(
+        c=np.concatenate([c_all[cols], pen[u_sess]]),
+        col_lb=np.concatenate([r_lb, np.zeros(n_u)]),
+        col_ub=np.concatenate([ub[cols], E_rhs]),
+        A=A,
+        row_lb=E_rhs.copy(),
+        row_ub=E_rhs.copy(),
+        offset=offset,
+        cols={"r": Block(0, n_r, cols), "u": Block(n_r, n, u_sess)},
+        rows={"safety": Block(0, 0, g_rows), "energy": Block(0, n_u, u_sess)},
     )
 
 
