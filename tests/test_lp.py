@@ -152,7 +152,17 @@ def test_shortcuts_build_the_general_lp_bit_for_bit(p):
     of the general build, bit for bit, also where nobody can draw or nobody wants energy."""
     nobody = dataclasses.replace(p, var_ub=np.zeros_like(p.var_ub))
     sated = dataclasses.replace(p, session_energy_kwh=np.zeros_like(p.session_energy_kwh))
-    for q in (p, nobody, sated):
+    # uncongested, no prices, fairness or soft signals: the energy rows only
+    loose = dataclasses.replace(
+        p,
+        h=np.full_like(p.h, 1e9),
+        objective=lo.Objective(charge_early_per_kwh_h=p.objective.charge_early_per_kwh_h),
+        import_price=np.zeros_like(p.import_price),
+        export_price=None,
+        setpoint_kw=None,
+        export_cap_kw=None,
+    )
+    for q in (p, nobody, sated, loose):
         for kw in ({}, {"unmet_slack": False}):
             _assert_same_lp(build_lp(q, **kw), _general_build(q, **kw))
 
