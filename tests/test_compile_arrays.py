@@ -469,7 +469,11 @@ def test_new_problem_equals_the_dataclass_constructor():
     from loadopt.problem import Problem, _new_problem
 
     p = _problem("jpl", 3, False)
+    every = {f.name: getattr(p, f.name) for f in dataclasses.fields(p)}  # in field order
+    a, b = _new_problem(**every), Problem(**every)
+    assert list(vars(a)) == list(vars(b)) and all(vars(a)[k] is vars(b)[k] for k in vars(a))
     fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "notices"}
+    fields = dict(reversed(fields.items()))  # another order, a default left out
     a, b = _new_problem(**fields), Problem(**fields)
     assert type(a) is Problem and vars(a).keys() == vars(b).keys()
     assert list(vars(a)) == list(vars(b))  # the same order too

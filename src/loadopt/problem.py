@@ -378,8 +378,11 @@ def _new_problem(**values: object) -> Problem:
     ``object.__setattr__`` per field (~80 fields: ~40 µs, a tenth of a controller step's
     compile). Missing or unknown fields go through ``Problem(**values)`` (its own error)."""
     names, name_set, required, defaults = _problem_layout()
+    out = object.__new__(Problem)
+    if tuple(values) == names:  # every field, in field order (the compiler's call)
+        out.__dict__.update(values)
+        return out
     if not (values.keys() <= name_set and values.keys() >= required):
         return Problem(**values)  # type: ignore[arg-type]
-    out = object.__new__(Problem)
     out.__dict__.update({n: values[n] if n in values else defaults[n] for n in names})
     return out
