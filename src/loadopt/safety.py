@@ -552,7 +552,9 @@ def violations(
     as exact phasor magnitudes (relative slack :data:`PHASOR_RTOL`), not by their facet rows.
     Every check is one array operation; :class:`Violation` objects are built only for the first
     ``limit`` found, so a schedule that breaks everything costs no more than one that breaks one
-    limit.
+    limit. On a charge-only problem a compiled pass over the same checks, with the same
+    arithmetic (:func:`_passes_loop`), answers first: it clears only a schedule every check
+    passes, anything else is checked as described here.
 
     With storage (``discharge`` ``(S, T)`` A ≥ 0, ``battery_a`` ``(B, T)`` A signed, + charge):
     discharge only where allowed and within its limit, no session both charging and
