@@ -424,11 +424,21 @@ def test_a_safety_row_holds_the_variables_of_its_own_period_only():
         np.testing.assert_array_equal(p.row_period[G.row], p.var_period[G.col])
 
 
+def _jit(func):
+    """``func`` compiled as the library compiles it (:class:`loadopt._csr.LazyKernel`); the test
+    is skipped where numba is missing or ``LOADOPT_DISABLE_NUMBA`` is set (nothing to compare)."""
+    from loadopt._csr import LazyKernel
+
+    kernel = LazyKernel(func).get(force=True)
+    if kernel is None:
+        pytest.skip("numba is missing or disabled: no compiled loop to compare")
+    return kernel
+
+
 @pytest.fixture
 def pilot_loops(monkeypatch):
     """Run the pilot helpers with their compiled loops (``True``) or their numpy forms."""
     from loadopt import pilots
-    from loadopt._csr import LazyKernel
 
     kernels = (
         pilots._COLUMNS_KERNEL,
@@ -438,7 +448,7 @@ def pilot_loops(monkeypatch):
         pilots._DOWN_AT_KERNEL,
         pilots._UP_AT_KERNEL,
     )
-    jitted = {k: LazyKernel(k.func).get(force=True) for k in kernels}
+    jitted = {k: _jit(k.func) for k in kernels}
 
     def use(compiled: bool) -> None:
         for k in kernels:
@@ -644,12 +654,11 @@ def test_compiled_pilot_searches_are_the_numpy_forms(case):
     ``_down``/``_up`` (searchsorted over the level sets) give: at the levels, 1e-9 around them,
     NaN, ±inf, continuous EVSEs, minima between the steps."""
     from loadopt import pilots
-    from loadopt._csr import LazyKernel
 
     sets, set_of, min_a, cur, max_a = case
-    rd = LazyKernel(pilots._rounded_down_loop).get(force=True)
-    dn = LazyKernel(pilots._down_at_loop).get(force=True)
-    up = LazyKernel(pilots._up_at_loop).get(force=True)
+    rd = _jit(pilots._rounded_down_loop)
+    dn = _jit(pilots._down_at_loop)
+    up = _jit(pilots._up_at_loop)
     ref = np.floor(pilots._down(cur, sets, set_of, min_a) * 10.0 + 1e-6) / 10.0
     assert rd(cur, set_of, sets, min_a).tobytes() == ref.tobytes()
     S = cur.shape[0]
@@ -714,9 +723,8 @@ def test_violation_screen_clears_only_what_the_checks_clear(monkeypatch):
     off the 0.1 A grid, not plugged in, above the maximum, a current or power row, a phasor
     line — and the lists it lets through are the checks' own."""
     from loadopt import safety
-    from loadopt._csr import LazyKernel
 
-    screen = LazyKernel(safety._passes_loop).get(force=True)
+    screen = _jit(safety._passes_loop)
     rng = np.random.default_rng(11)
     kinds: dict[str, int] = {}
     cleared = 0
@@ -765,9 +773,8 @@ def test_projection_compiled_is_the_numpy_form(monkeypatch):
     import scipy.sparse as sp
 
     from loadopt import safety
-    from loadopt._csr import LazyKernel
 
-    compiled = LazyKernel(safety._project_loop).get(force=True)
+    compiled = _jit(safety._project_loop)
     rng = np.random.default_rng(5)
     problems = _screen_problems()
     G = problems[3].G  # the tree site's matrix with its first entry split in two
@@ -837,7 +844,6 @@ def test_row_capacities_compiled_are_the_numpy_form():
     """Row capacities (deci-amps below current limits, a margin below power limits, never
     negative) compiled and as numpy computes them: the same values, NaN kept."""
     from loadopt import safety
-    from loadopt._csr import LazyKernel
 
     rng = np.random.default_rng(2)
     h = np.r_[rng.uniform(0.0, 500.0, 200), [0.0, -0.0, -1.0, np.inf, np.nan, 0.05, 12.34]]
@@ -845,5 +851,5 @@ def test_row_capacities_compiled_are_the_numpy_form():
     ref = np.maximum(
         np.where(kind == 0, np.floor(h * 10.0), h * 10.0 * (1.0 - safety.POWER_MARGIN)), 0.0
     )
-    got = LazyKernel(safety._capacity_loop).get(force=True)(h, kind)
+    got = _jit(safety._capacity_loop)(h, kind)
     np.testing.assert_array_equal(got, ref)
