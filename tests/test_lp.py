@@ -274,8 +274,12 @@ def test_duplicate_row_loop_finds_the_first_identical_row(case):
     loops = [lpm._duplicate_rows_loop] + ([kernel] if kernel is not None else [])
     for loop in loops:
         with np.errstate(over="ignore"):  # the Python loop on numpy uint64: wrapping products
-            got = loop(ptr, idx, val, val.view(np.uint64))
-        assert got.tolist() == want.tolist()
+            got, no_zeros = loop(ptr, idx, val, val.view(np.uint64))
+        assert no_zeros and got.tolist() == want.tolist()
+        zero = val.copy()
+        zero[-1] = 0.0
+        with np.errstate(over="ignore"):
+            assert not loop(ptr, idx, zero, zero.view(np.uint64))[1]
     # the numpy and scipy forms group by a hashed key and compare with the group's first row: a
     # row that collided with a different one stays apart (sound, not always complete)
     for rep in (

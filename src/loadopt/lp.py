@@ -1157,15 +1157,18 @@ def _dedupe_row_arrays(
     if m < 2:
         return ptr, idx, val, h, np.arange(m)
     kernel = DUPLICATE_ROWS_KERNEL.get()
-    no_zeros = not (val == 0).any()
-    if kernel is not None and no_zeros and val.dtype == np.float64:
-        rep = kernel(ptr, idx, val, val.view(np.uint64))
-    elif val.size > _DEDUPE_ARRAYS_MAX_NNZ or not no_zeros:
-        # large (scipy's compiled row arithmetic is faster there) or with explicit zeros
-        # (compared as scipy does: they do not make rows differ)
-        rep = duplicate_rows(csr(ptr, idx, val, (m, n_cols)))
-    else:
-        rep = _duplicate_row_arrays(ptr, idx, val, n_cols)
+    rep = None
+    if kernel is not None and val.dtype == np.float64:
+        rep, no_zeros = kernel(ptr, idx, val, val.view(np.uint64))
+        if not no_zeros:
+            rep = None
+    if rep is None:
+        if val.size > _DEDUPE_ARRAYS_MAX_NNZ or (val == 0).any():
+            # large (scipy's compiled row arithmetic is faster there) or with explicit zeros
+            # (compared as scipy does: they do not make rows differ)
+            rep = duplicate_rows(csr(ptr, idx, val, (m, n_cols)))
+        else:
+            rep = _duplicate_row_arrays(ptr, idx, val, n_cols)
     keep = np.flatnonzero(rep == np.arange(m))
     if keep.size == m:
         return ptr, idx, val, h, keep
@@ -1177,11 +1180,13 @@ def _dedupe_row_arrays(
 
 def _duplicate_rows_loop(
     ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, bits: np.ndarray
-) -> np.ndarray:
-    """:func:`duplicate_rows` of canonical CSR arrays without explicit zeros (``bits``: the
-    values' IEEE bits) in one pass: each row is hashed (its column indices and value bits) into
-    an open-addressing table of the rows met so far that had no duplicate, and compared exactly
-    with the rows of its hash; identical index and value sequences (``==``: NaN never equal)."""
+) -> tuple[np.ndarray, bool]:
+    """:func:`duplicate_rows` of canonical CSR arrays (``bits``: the values' IEEE bits) in one
+    pass: each row is hashed (its column indices and value bits) into an open-addressing table
+    of the rows met so far that had no duplicate, and compared exactly with the rows of its
+    hash; identical index and value sequences (``==``: NaN never equal). ``(rep, True)``, or
+    ``(…, False)`` at the first explicit zero (compared as scipy does elsewhere: a zero does not
+    make rows differ)."""
     m = ptr.size - 1
     size = 1
     while size < 2 * m:
@@ -1195,6 +1200,8 @@ def _duplicate_rows_loop(
         b, e = ptr[i], ptr[i + 1]
         hv = np.uint64(e - b) * mul
         for q in range(b, e):
+            if val[q] == 0:
+                return rep, False
             hv = (hv ^ np.uint64(idx[q])) * mul
             hv = (hv ^ bits[q]) * mul
             hv = hv ^ (hv >> np.uint64(29))
@@ -1217,7 +1224,7 @@ def _duplicate_rows_loop(
                     rep[i] = j
                     break
             slot = (slot + np.uint64(1)) & mask
-    return rep
+    return rep, True
 
 
 #: :func:`_duplicate_rows_loop` compiled (:class:`~loadopt._csr.LazyKernel`).
