@@ -532,7 +532,7 @@ def _session_arrays_reference(site, sessions, horizon):
     tiered=st.booleans(),
     mins=st.sampled_from(["none", "all", "some"]),
 )
-def test_session_arrays_equal_their_per_field_formulation(name, seed, tiered, mins):
+def test_session_arrays_and_variables_equal_their_per_field_formulation(name, seed, tiered, mins):
     """The session arrays read in one pass (every field at once, the EVSE phase table, the
     minimum currents by case) are the per-field formulation's, bit for bit: sessions with and
     without their own minimum current, 1-, 2- and 3-phase vehicles, sub-second and zoned
@@ -565,6 +565,38 @@ def test_session_arrays_equal_their_per_field_formulation(name, seed, tiered, mi
     for a, b, what in zip(got, want, C._SessionArrays._fields, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape, what
         assert a.tobytes() == b.tobytes(), what
+    # the variables, with a reservation on some EVSE lines or none
+    reserved = None
+    if rng.random() < 0.5:
+        reserved = np.zeros((len(p.site.evses), 3, p.n_periods))
+        reserved[rng.integers(len(p.site.evses)), : int(rng.integers(1, 4))] = 6.0
+    got_v = C._variables(got, reserved, p.horizon.period_s)
+    for a, b, what in zip(
+        got_v,
+        _variables_reference(got, reserved, p.horizon.period_s),
+        ("var_session", "var_period", "var_ub", "var_free", "var_kwh"),
+        strict=True,
+    ):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), what
+
+
+def _variables_reference(sa, reserved, period_s):
+    """The variables as the compiler built them before (2-D positions, int32 gathers; kept
+    verbatim: the reference)."""
+    vs, vt = np.nonzero((sa.avail > 0) & (sa.max_cur[:, None] > 0))
+    vs = vs.astype(np.int32)
+    vt = vt.astype(np.int32)
+    var_ub = sa.max_cur[vs]
+    if reserved is None:
+        var_free = np.ones(vs.size, dtype=bool)
+    else:
+        held = reserved[sa.s_evse[vs], :, vt]
+        var_free = held.max(axis=1, initial=0.0) <= 0
+        uses = np.arange(3)[None, :] < sa.n_ph[vs][:, None]
+        var_res = np.where(uses, held, np.inf).min(axis=1, initial=np.inf)
+        var_ub = np.where(var_free, var_ub, np.minimum(var_ub, var_res))
+    var_kwh = sa.kw_per_a[vs] * (period_s[vt] / 3600.0) * sa.avail[vs, vt]
+    return vs, vt, var_ub, var_free, var_kwh
 
 
 @settings(max_examples=25, deadline=None)

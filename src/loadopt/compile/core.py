@@ -508,9 +508,12 @@ _NO_VARIABLES: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.nda
 def _variables_of(
     sa: _SessionArrays, reserved: np.ndarray | None, period_s: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    vs, vt = np.nonzero((sa.avail > 0) & (sa.max_cur[:, None] > 0))
-    vs = vs.astype(np.int32)
-    vt = vt.astype(np.int32)
+    # gathers by the int64 positions themselves (an int32 index array is converted first) and
+    # from the flat (S·T) array (a 1-D take, not a 2-D fancy index)
+    T = sa.avail.shape[1]
+    flat = np.flatnonzero((sa.avail > 0) & (sa.max_cur[:, None] > 0))
+    vs = flat // T
+    vt = flat - vs * T
     V = vs.size
     var_ub = sa.max_cur[vs]
     # reserved EVSEs: the session's own draw is inside the reservation (no safety-row entries)
@@ -524,8 +527,8 @@ def _variables_of(
         uses = np.arange(3)[None, :] < sa.n_ph[vs][:, None]
         var_res = np.where(uses, held, np.inf).min(axis=1, initial=np.inf)
         var_ub = np.where(var_free, var_ub, np.minimum(var_ub, var_res))
-    var_kwh = sa.kw_per_a[vs] * (period_s[vt] / 3600.0) * sa.avail[vs, vt]
-    return vs, vt, var_ub, var_free, var_kwh
+    var_kwh = sa.kw_per_a[vs] * (period_s[vt] / 3600.0) * sa.avail.reshape(-1)[flat]
+    return vs.astype(np.int32), vt.astype(np.int32), var_ub, var_free, var_kwh
 
 
 class _SafetyRows(NamedTuple):
