@@ -58,49 +58,6 @@ def test_tiered_periods_align_coarse_periods_to_utc_multiples():
     ]
 
 
-def _tiered_reference(t0, fine_step_s, fine_s, coarse_step_s, span_s):
-    """Horizon.tiered's period lengths as the loop computes them from the full epoch second
-    (kept verbatim from before the lengths were kept per start modulo the coarse step)."""
-    out, b = [], 0
-    fine_until = min(fine_s, span_s)
-    while b < span_s and (b < fine_until or (t0 + b) % coarse_step_s):
-        nxt = b + fine_step_s
-        if b >= fine_until:
-            nxt = min(nxt, b + (coarse_step_s - (t0 + b) % coarse_step_s))
-        nxt = min(nxt, span_s)
-        out.append(nxt - b)
-        b = nxt
-    while b < span_s:
-        nxt = min(b + coarse_step_s - (t0 + b) % coarse_step_s, span_s)
-        out.append(nxt - b)
-        b = nxt
-    return out
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    seconds=st.integers(0, 4 * 10**9),
-    fine=st.sampled_from([60, 300, 900]),
-    fine_s=st.integers(0, 6 * 3600),
-    coarse=st.sampled_from([900, 1800, 3600, 7200]),
-    span_s=st.integers(1, 2 * 86_400),
-)
-def test_tiered_periods_kept_per_start_equal_the_loop(seconds, fine, fine_s, coarse, span_s):
-    """The tiered period lengths are kept per (start modulo the coarse step, arguments): every
-    start gets the lengths its own loop gives, and the store stays bounded."""
-    from loadopt import horizon as H
-
-    assume(coarse >= fine)
-    start = datetime.fromtimestamp(seconds, UTC).astimezone(BERLIN)
-    for t in (start, start + timedelta(seconds=coarse), start + timedelta(seconds=1)):
-        h = lo.Horizon.tiered(
-            t, fine_step_s=fine, fine_s=fine_s, coarse_step_s=coarse, span_s=span_s
-        )
-        want = _tiered_reference(int(t.timestamp()), fine, fine_s, coarse, span_s)
-        assert list(h.periods_s or (h.step_s,) * h.n_periods) == want
-    assert len(H._TIERED) <= 4096
-
-
 def test_tiered_off_grid_start_and_degenerate_cases():
     start = datetime(2026, 6, 10, 10, 7, tzinfo=UTC)
     h = lo.Horizon.tiered(start, fine_step_s=900, fine_s=3 * 3600, coarse_step_s=3600)

@@ -140,9 +140,22 @@ class Horizon(FrozenModel):
             )
         if fine_step_s > 86_400 or coarse_step_s > 86_400:
             raise InputError("horizon: periods are at most 86,400 s")
-        return cls.non_uniform(
-            start, _tiered_periods(_epoch_s(start), fine_step_s, fine_s, coarse_step_s, span_s)
-        )
+        t0 = _epoch_s(start)
+        out: list[int] = []
+        b = 0
+        fine_until = min(fine_s, span_s)
+        while b < span_s and (b < fine_until or (t0 + b) % coarse_step_s):
+            nxt = b + fine_step_s
+            if b >= fine_until:  # aligning: never step over the next coarse boundary
+                nxt = min(nxt, b + (coarse_step_s - (t0 + b) % coarse_step_s))
+            nxt = min(nxt, span_s)
+            out.append(nxt - b)
+            b = nxt
+        while b < span_s:
+            nxt = min(b + coarse_step_s - (t0 + b) % coarse_step_s, span_s)
+            out.append(nxt - b)
+            b = nxt
+        return cls.non_uniform(start, out)
 
     @property
     def uniform(self) -> bool:
@@ -254,40 +267,6 @@ class Horizon(FrozenModel):
         return tuple(
             SeriesPoint(start=self.period_start(k), value=float(v)) for k, v in enumerate(arr)
         )
-
-
-#: Period lengths of recent tiered horizons: they depend on the start only through its epoch
-#: seconds modulo the coarse step (a controller's steps cycle through a few).
-_TIERED: dict[tuple[int, int, int, int, int], tuple[int, ...]] = {}
-
-
-def _tiered_periods(
-    t0: int, fine_step_s: int, fine_s: int, coarse_step_s: int, span_s: int
-) -> tuple[int, ...]:
-    """The period lengths (s) of :meth:`Horizon.tiered` from epoch second ``t0``."""
-    key = (t0 % coarse_step_s, fine_step_s, fine_s, coarse_step_s, span_s)
-    got = _TIERED.get(key)
-    if got is not None:
-        return got
-    t0 = key[0]  # (only t0 modulo the coarse step enters below)
-    out: list[int] = []
-    b = 0
-    fine_until = min(fine_s, span_s)
-    while b < span_s and (b < fine_until or (t0 + b) % coarse_step_s):
-        nxt = b + fine_step_s
-        if b >= fine_until:  # aligning: never step over the next coarse boundary
-            nxt = min(nxt, b + (coarse_step_s - (t0 + b) % coarse_step_s))
-        nxt = min(nxt, span_s)
-        out.append(nxt - b)
-        b = nxt
-    while b < span_s:
-        nxt = min(b + coarse_step_s - (t0 + b) % coarse_step_s, span_s)
-        out.append(nxt - b)
-        b = nxt
-    if len(_TIERED) >= 4096:
-        _TIERED.clear()  # (no iteration: safe beside other threads)
-    _TIERED[key] = got = tuple(out)
-    return got
 
 
 def _epoch_s(t: datetime) -> int:
