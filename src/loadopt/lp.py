@@ -674,9 +674,12 @@ def _without_columns(problem: Problem, unmet_slack: bool) -> LinearProgram:
     """:func:`build_lp` of a problem without storage or extra columns in which no variable can
     be non-zero: no column and no row, every session's energy unmet at its penalty (the
     offset), the same blocks as the general build."""
-    pen = unmet_penalty(problem)
-    E = problem.session_energy_kwh
-    offset = float(np.sum(pen * E)) if unmet_slack else objective_coefficients(problem, pen)[1]
+    if problem.n_sessions == 0:  # nobody plugged in: nothing unmet
+        offset = 0.0
+    elif unmet_slack:
+        offset = float(np.sum(unmet_penalty(problem) * problem.session_energy_kwh))
+    else:
+        offset = objective_coefficients(problem)[1]
     none_i, none_f = np.zeros(0, np.int64), np.zeros(0)
     A = sp.csc_matrix((none_f, np.zeros(0, np.int32), np.zeros(1, np.int32)), shape=(0, 0))
     A.has_sorted_indices = True  # as csc_from_coo makes it
