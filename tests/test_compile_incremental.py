@@ -309,3 +309,27 @@ def test_every_array_of_a_problem_is_read_only_on_every_path():
                     x = getattr(p, f.name)
                     if isinstance(x, np.ndarray):
                         assert not x.flags.writeable, (name, kw.keys(), f.name)
+
+
+def test_right_hand_sides_kept_beside_a_line_shape_are_bounded_and_per_limits():
+    """The facet right-hand sides kept beside a line shape are per kept limits object (the same
+    vehicles on horizons of other lengths get their own), equal a fresh compile's, and stay
+    bounded however many lengths come by."""
+    from loadopt.compile import lines as L
+
+    site, now, signals = SITES["jpl"]
+    site = Site.model_validate(site.model_dump())
+    s = lo.Session(
+        id="a",
+        evse=site.evses[0].id,
+        arrival=now,
+        departure=now + timedelta(hours=30),
+        energy_kwh=30.0,
+    )
+    for n in range(2, 40):
+        hz = Horizon(start=now, step_s=STEP_S, n_periods=n)
+        got = compile_problem(site, [s], hz, signals)
+        fresh = compile_problem(Site.model_validate(site.model_dump()), [s], hz, signals)
+        _assert_same(fresh, got)
+    shapes = [v[1] for v in L._SHAPES.values() if v[0] is site]
+    assert shapes and all(len(sh.memo.get("step_rhs", {})) <= 16 for sh in shapes)

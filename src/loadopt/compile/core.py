@@ -374,9 +374,12 @@ def _session_arrays(tree: _SiteTree, fields: _SessionFields, horizon: Horizon) -
     if not fields.id:
         got = _NO_SESSIONS.get(T)
         if got is None:
-            got = _NO_SESSIONS[T] = _session_arrays_of(tree, fields, horizon)
+            got = _session_arrays_of(tree, fields, horizon)
             for a in got:
                 a.setflags(write=False)
+            if len(_NO_SESSIONS) >= 64:
+                _NO_SESSIONS.clear()
+            _NO_SESSIONS[T] = got
         return got
     return _session_arrays_of(tree, fields, horizon)
 
@@ -602,7 +605,9 @@ def _safety_rows(
         if lim.kept:  # the same on every step with these vehicles: kept beside their shape
             for a in (rhs, finite, lines.exact):
                 a.setflags(write=False)
-            if kept is None or len(kept) >= 16:  # (a tiered horizon has ~10 lengths)
+            # bounded: ≤ 16 limits objects (a tiered horizon has ~10 lengths) and ~4 MB of
+            # right-hand sides per shape (one large site's few lengths)
+            if kept is None or len(kept) >= 16 or (len(kept) + 1) * rhs.nbytes > _RHS_BYTES:
                 kept = shape.memo["step_rhs"] = {}
             kept[id(lim)] = (lim, (lines, rhs, finite))
     tpl = _row_template(shape, s_anc_csr, sa.kw_per_a, bat.anc, bat.kw_per_a, N, m)
@@ -626,13 +631,14 @@ def _no_reserve(E: int, T: int) -> np.ndarray:
     if got is None:
         got = np.zeros((E, 3, T))
         got.setflags(write=False)
-        if len(_ZEROS) >= 16:
+        if len(_ZEROS) >= 8:
             _ZEROS.clear()
         _ZEROS[(E, T)] = got
     return got
 
 
 _ZEROS: dict[tuple[int, int], np.ndarray] = {}
+_RHS_BYTES = 4 * 2**20
 
 
 def _signal_limits(
