@@ -602,11 +602,13 @@ def _safety_rows(
             ]
         )
         finite = np.isfinite(rhs)
-        if lim.kept:  # the same on every step with these vehicles: kept beside their shape
+        # the same on every step with these vehicles: kept beside their shape, bounded: ≤ 16
+        # limits objects (a tiered horizon has ~10 lengths) and ≤ 4 MB of right-hand sides
+        # per shape (none of a site too large for one: each of the shapes vehicles coming and
+        # going leave behind would hold its own)
+        if lim.kept and rhs.nbytes <= _RHS_BYTES:
             for a in (rhs, finite, lines.exact):
                 a.setflags(write=False)
-            # bounded: ≤ 16 limits objects (a tiered horizon has ~10 lengths) and ~4 MB of
-            # right-hand sides per shape (one large site's few lengths)
             if kept is None or len(kept) >= 16 or (len(kept) + 1) * rhs.nbytes > _RHS_BYTES:
                 kept = shape.memo["step_rhs"] = {}
             kept[id(lim)] = (lim, (lines, rhs, finite))

@@ -12,7 +12,7 @@ what its sessions change. Anything else is built fresh on every call, by the sam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -219,10 +219,11 @@ def _step_limits(site: Site, tree: _SiteTree, signals: Signals, horizon: Horizon
     out = _limits(site, tree, signals, raw, sig, None, None, kept=raw.timeless)
     if out.kept:
         size = sum(a.nbytes for a in vars(out).values() if isinstance(a, np.ndarray))
+        if size > _KEPT_MAX_BYTES:  # too large to keep: no later call gets it back
+            return replace(out, kept=False)
         if len(_KEPT) >= _KEPT_MAX or _KEPT_BYTES[0] + size > _KEPT_MAX_BYTES:
             _KEPT.clear()
             _KEPT_BYTES[0] = 0
-        if size <= _KEPT_MAX_BYTES:
-            _KEPT[key] = out
-            _KEPT_BYTES[0] += size
+        _KEPT[key] = out
+        _KEPT_BYTES[0] += size
     return out
