@@ -174,6 +174,16 @@ _SHAPES: dict[tuple, tuple[Site, _LineShape]] = {}
 _SHAPES_MAX = 16
 
 
+def _drop_oldest(store: dict) -> None:
+    """Drop the oldest entry of a bounded store (insertion order). Another thread may be
+    dropping the same entry, or changing the store, at the same time: then nothing is dropped
+    here (the store may stay one over its bound until the next insertion)."""
+    try:
+        store.pop(next(iter(store)), None)
+    except (StopIteration, RuntimeError):  # emptied, or changed size, meanwhile
+        pass
+
+
 def _line_shape(
     site: Site,
     s_evse: np.ndarray,
@@ -296,7 +306,7 @@ def _line_shape(
         **two,
     )
     if len(_SHAPES) >= _SHAPES_MAX:
-        _SHAPES.pop(next(iter(_SHAPES)))
+        _drop_oldest(_SHAPES)
     _SHAPES[key] = (site, shape)
     return shape
 

@@ -23,7 +23,7 @@ from ..problem import (
     ROW_PRIMARY_FACET,
     ROW_SITE_IMPORT,
 )
-from .lines import _LineShape
+from .lines import _drop_oldest, _LineShape
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,7 +230,7 @@ def _template_on(tpl: _RowTemplate, on: np.ndarray) -> tuple[np.ndarray, ...]:
         ptr = np.r_[0, np.cumsum(np.bincount(rows[k], minlength=U))]
         got = (ptr.astype(np.int64), tpl.idx[k], tpl.val[k])
         if len(tpl.memo) >= 8:
-            tpl.memo.pop(next(iter(tpl.memo)))
+            _drop_oldest(tpl.memo)
         tpl.memo[key] = got
     return got
 
