@@ -432,3 +432,23 @@ def test_step_horizons_are_the_tiered_horizons(seconds, step_s, n_periods, zone,
             )
         assert got == ref and got.model_fields_set == ref.model_fields_set
         assert got.start.tzinfo == ref.start.tzinfo
+
+
+@pytest.mark.parametrize("bad", [0, "auto", -900])
+def test_a_bad_coarse_step_set_at_run_time_is_an_input_error(bad):
+    """A tiered horizon's settings changed at run time are checked as at construction: the
+    tiers kept per coarse-period offset do not turn a bad ``coarse_step_s`` into a
+    ZeroDivisionError or TypeError."""
+    import loadopt as lo
+
+    site = lo.Site(
+        nodes=(lo.Node(id="g", max_current=32.0),),
+        evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),),
+    )
+    ctl = Controller(site, step_s=300, n_periods=60, method="fast")
+    assert ctl.coarse_step_s is not None
+    now = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    ctl.horizon(now)
+    ctl.coarse_step_s = bad
+    with pytest.raises(InputError, match="coarse_step_s"):
+        ctl.horizon(now)

@@ -420,15 +420,18 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
             # the tiers depend on the settings and on where ``now`` falls in its coarse period
             # only (Horizon.tiered aligns to UTC multiples of it): worked out once per offset
             span_s = self.step_s * self.n_periods
+            coarse = self.coarse_step_s
+            if isinstance(coarse, bool) or not (isinstance(coarse, int) and coarse > 0):
+                coarse = None  # (set at run time) no offset: Horizon.tiered says what is wrong
             key = (
-                int(now_utc.timestamp()) % self.coarse_step_s,
+                None if coarse is None else int(now_utc.timestamp()) % coarse,
                 self.step_s,
                 self.fine_s,
                 self.coarse_step_s,
                 span_s,
             )
             tiers = self.__dict__.setdefault("_tiers", {})
-            ps = tiers.get(key)
+            ps = None if coarse is None else tiers.get(key)
             if ps is None:
                 h = Horizon.tiered(
                     now,
@@ -439,7 +442,8 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
                 )
                 if len(tiers) >= 256:
                     tiers.clear()
-                tiers[key] = (h.step_s, h.n_periods, h.periods_s)
+                if coarse is not None:
+                    tiers[key] = (h.step_s, h.n_periods, h.periods_s)
                 return h
             if ps[2] is None:  # (as Horizon.non_uniform builds them)
                 return Horizon(start=now, step_s=ps[0], n_periods=ps[1])
