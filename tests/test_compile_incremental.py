@@ -333,3 +333,67 @@ def test_right_hand_sides_kept_beside_a_line_shape_are_bounded_and_per_limits():
         _assert_same(fresh, got)
     shapes = [v[1] for v in L._SHAPES.values() if v[0] is site]
     assert shapes and all(len(sh.memo.get("step_rhs", {})) <= 16 for sh in shapes)
+
+
+def test_right_hand_sides_larger_than_the_bound_are_not_kept_beside_a_shape(monkeypatch):
+    """A step's right-hand sides are kept beside its line shape only within the per-shape
+    bound: one step's larger than it (a large site: 28 N T floats) are not kept at all (each
+    of the 16 shapes a site with vehicles coming and going leaves behind would otherwise hold
+    one, ~9 MB each at 600 nodes, which cost 1.8 GB of RSS and 2.5x the CPU per compile)."""
+    from loadopt.compile import core as C
+    from loadopt.compile import lines as L
+
+    site, now, signals = SITES["jpl"]
+    site = Site.model_validate(site.model_dump())
+    s = lo.Session(
+        id="a", evse=site.evses[0].id, arrival=now, departure=now + timedelta(hours=5), energy_kwh=9
+    )
+    hz = Horizon(start=now, step_s=STEP_S, n_periods=T)
+    monkeypatch.setattr(C, "_RHS_BYTES", 1000)  # smaller than this step's right-hand sides
+    for _ in range(2):
+        got = compile_problem(site, [s], hz, signals)
+        _assert_same(compile_problem(Site.model_validate(site.model_dump()), [s], hz, signals), got)
+    shapes = [v[1] for v in L._SHAPES.values() if v[0] is site]
+    assert shapes
+    for sh in shapes:
+        kept = sh.memo.get("step_rhs", {})
+        assert sum(v[1][1].nbytes for v in kept.values()) <= 1000
+
+
+def test_step_limits_too_large_to_keep_are_not_marked_kept(monkeypatch):
+    """Limits larger than the whole store are built per call and not marked ``kept`` (nothing
+    else keeps right-hand sides for an object no later call can get back)."""
+    from loadopt.compile import limits as L
+    from loadopt.compile.tree import _site_tree
+
+    site = Site.model_validate(jpl_site().model_dump())
+    hz = Horizon(start=SITES["jpl"][1], step_s=STEP_S, n_periods=T)
+    sig = lo.Signals(base_load_kw=20.0)
+    monkeypatch.setattr(L, "_KEPT_MAX_BYTES", 100)
+    a = L._step_limits(site, _site_tree(site), sig, hz)
+    assert not a.kept
+    assert L._step_limits(site, _site_tree(site), sig, hz) is not a
+
+
+def test_line_shape_store_survives_another_thread_evicting_the_same_entry(monkeypatch):
+    """The bounded line-shape store drops its oldest entry when full; another thread (a fleet's
+    thread pool compiles several sites at once) may drop that same entry in between: the
+    compile must not fail (it did with a KeyError)."""
+    from loadopt.compile import lines as L
+
+    class Racing(dict):
+        def __iter__(self):
+            k = next(dict.__iter__(self))
+            dict.pop(self, k)  # another thread evicts it right after this one picked it
+            return iter((k,))
+
+    full = Racing({("other", i): (None, None) for i in range(L._SHAPES_MAX)})
+    monkeypatch.setattr(L, "_SHAPES", full)
+    site, now, signals = SITES["jpl"]
+    site = Site.model_validate(site.model_dump())
+    s = lo.Session(
+        id="a", evse=site.evses[0].id, arrival=now, departure=now + timedelta(hours=5), energy_kwh=9
+    )
+    hz = Horizon(start=now, step_s=STEP_S, n_periods=T)
+    got = compile_problem(site, [s], hz, signals)
+    assert got.n_vars > 0 and len(full) <= L._SHAPES_MAX
