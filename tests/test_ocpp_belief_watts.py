@@ -202,3 +202,15 @@ def test_a_car_switching_to_fewer_phases_is_counted_at_its_hardware_maximum_unti
     # the same count again changes nothing
     w.event("Updated", t2, 1)
     assert w.ad.controller.sessions["A:t1"].phases == 1
+
+
+def test_phases_reported_for_a_session_the_controller_no_longer_has_are_skipped():
+    """An ``Updated`` event with ``numberOfPhasesUsed`` for an open transaction whose session
+    was stopped on the controller directly (not through the adapter) is logged and skipped,
+    like the adapter's other paths: the event handler does not fail with a KeyError."""
+    w = _WattsSite()
+    w.event("Started", T0, 3)
+    w.step(T0)
+    w.ad.controller.stop_session("A:t1", T0 + timedelta(minutes=1))
+    w.event("Updated", T0 + timedelta(minutes=5), 1)  # (asserts it was applied)
+    assert any("A:t1" in p for p in w.ad.problems)

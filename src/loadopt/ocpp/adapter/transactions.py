@@ -360,7 +360,14 @@ class _Transactions(_AdapterState):
         if nph not in (1, 2, 3) or isinstance(nph, bool):
             return
         tx = self._tx[sid]
-        before = self.controller.sessions[sid].phases
+        sess = self.controller.sessions.get(sid)
+        if sess is None:  # stopped on the controller behind the adapter's back
+            self._skip(
+                f"charge point {tx.charge_point_id!r} transaction {tx.wire_id!r}: "
+                f"numberOfPhasesUsed for session {sid!r}, which the controller does not have"
+            )
+            return
+        before = sess.phases
         if tx.phases_known and nph == before:
             return
         try:
