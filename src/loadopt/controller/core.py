@@ -420,7 +420,7 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
             # the tiers depend on the settings and on where ``now`` falls in its coarse period
             # only (Horizon.tiered aligns to UTC multiples of it): worked out once per offset
             span_s = self.step_s * self.n_periods
-            coarse = self.coarse_step_s
+            coarse: int | None = self.coarse_step_s
             if isinstance(coarse, bool) or not (isinstance(coarse, int) and coarse > 0):
                 coarse = None  # (set at run time) no offset: Horizon.tiered says what is wrong
             key = (
