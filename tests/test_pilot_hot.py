@@ -806,6 +806,27 @@ def test_projection_compiled_is_the_numpy_form(monkeypatch):
     assert max(passes) >= 1 and min(passes) == 0  # (G ≥ 0: one pass fixes every row)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_projection_rejects_minimum_currents_not_one_per_session(monkeypatch, compiled):
+    """``project``'s ``min_current`` must be one value per session: a shorter array (which the
+    compiled passes would read past its end) or a column is refused with an error naming it,
+    by the compiled passes as by the numpy form."""
+    from loadopt import safety
+
+    p = tree_problem([5.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0], 40.0, 17.0, steps=STEPS)
+    S, T = p.n_sessions, p.n_periods
+    monkeypatch.setattr(safety._PROJECT_KERNEL, "done", True)
+    monkeypatch.setattr(
+        safety._PROJECT_KERNEL, "kernel", _jit(safety._project_loop) if compiled else None
+    )
+    plan = np.full((S, T), 3.0)
+    for bad in (np.array([6.0]), np.full(S + 1, 6.0), np.full((S, 1), 6.0), 6.0):
+        with pytest.raises(lo.InputError, match="min_current"):
+            safety.project(replace(p), plan, min_current=bad)
+    ok = safety.project(replace(p), plan, min_current=np.full(S, 6.0))
+    assert (ok == 0).all()  # 3 A is below every session's 6 A minimum: all paused
+
+
 def _shrink_passes(p: lo.Problem, plan: np.ndarray) -> int:
     """How many of ``project``'s passes ``plan`` takes (the numpy form, counted)."""
     from loadopt import safety

@@ -163,6 +163,8 @@ def project(
             f"schedule has shape {current.shape}, expected "
             f"{(problem.n_sessions, problem.n_periods)} (sessions, periods)"
         )
+    if min_current is not None:
+        min_current = _session_minima(problem, min_current)
     if problem.storage is not None:  # energy ceilings apply to charging too
         return project_storage(problem, current, min_current=min_current, max_passes=max_passes)[0]
     ub_da = _frozen_memo(problem, "ub_da", _ub_da, problem.var_ub)
@@ -190,6 +192,22 @@ def project(
     if min_current is not None:
         x = np.where(x < _min_da(min_current)[problem.var_session], 0.0, x)
     return problem.dense(x / 10.0)
+
+
+def _session_minima(problem: Problem, min_current: np.ndarray) -> np.ndarray:
+    """``min_current`` as ``(S,)`` float64 A, or :class:`InputError` (one value per session:
+    the compiled passes index it by session without a bounds check)."""
+    try:
+        out = np.asarray(min_current, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"min_current must be numbers, got {type(min_current).__name__}"
+        ) from None
+    if out.shape != (problem.n_sessions,):
+        raise InputError(
+            f"min_current has shape {out.shape}, expected ({problem.n_sessions},) (one per session)"
+        )
+    return out
 
 
 def _min_da(min_current: np.ndarray) -> np.ndarray:
@@ -439,7 +457,7 @@ def project_storage(
     col_period = np.concatenate([problem.var_period, st.bc_period])
     min_da = None
     if min_current is not None:
-        min_da = np.ceil(np.asarray(min_current, dtype=np.float64) * 10.0 - GRID_SNAP)
+        min_da = _min_da(_session_minima(problem, min_current))
     rows_t = _by_period(problem.row_period, T)
     xrows_t = _by_period(st.x_period, T)
     cols_t = _by_period(col_period, T)
