@@ -670,6 +670,23 @@ def test_compiled_pilot_searches_are_the_numpy_forms(case):
     assert up(flat, sess, set_of, sets, min_a, max_a[sess]).tobytes() == ref_up.tobytes()
 
 
+def test_compiled_rounding_takes_only_one_row_per_session(monkeypatch):
+    """``rounded_down``'s compiled loop indexes the sessions' level sets by row: an array with
+    another number of rows goes to the numpy form (which broadcasts one row, refuses others)
+    instead of being read past the sessions' arrays."""
+    from loadopt import pilots
+
+    p = tree_problem([5.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0], 40.0, 17.0, steps=STEPS)
+    S, T = p.n_sessions, p.n_periods
+    monkeypatch.setattr(pilots._ROUNDED_DOWN_KERNEL, "done", True)
+    for kernel in (None, _jit(pilots._rounded_down_loop)):
+        monkeypatch.setattr(pilots._ROUNDED_DOWN_KERNEL, "kernel", kernel)
+        with pytest.raises(ValueError):
+            pilots.rounded_down(replace(p), np.full((S + 2, T), 20.0))
+        assert pilots.rounded_down(replace(p), np.full((1, T), 20.0)).shape == (S, T)
+        assert (pilots.rounded_down(replace(p), np.full((S, T), 20.0)) == 16.0).all()
+
+
 def _screen_problems():
     """A JPL hour (line-to-line EVSEs, delta/wye transformers: phasor lines), the same with a
     reservation on a plugged EVSE, line-to-line EVSEs on lines that carry a base load, and a

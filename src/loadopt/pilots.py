@@ -521,7 +521,7 @@ def rounded_down(problem: Problem, current: np.ndarray) -> np.ndarray:
     g = _grid(problem)
     cur = np.asarray(current, dtype=np.float64)
     kernel = _ROUNDED_DOWN_KERNEL.get()
-    if kernel is not None and cur.ndim == 2:
+    if kernel is not None and cur.ndim == 2 and cur.shape[0] == g.set_of.size:
         return kernel(np.ascontiguousarray(cur), g.set_of, g.sets, problem.session_min_current)
     down = _down(cur, g.sets, g.set_of, problem.session_min_current)
     return np.floor(down * 10.0 + GRID_SNAP) / 10.0
