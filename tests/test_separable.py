@@ -196,3 +196,29 @@ def test_compiled_loop_is_the_numpy_form_to_the_bit(lp):
         if ref is not None:
             assert got.x.tobytes() == ref.x.tobytes()
             assert got.objective == ref.objective
+
+
+def test_compiled_loop_takes_only_an_lp_whose_arrays_match_its_matrix():
+    """The compiled loop indexes the row and column bounds by the matrix's rows and columns
+    without a bounds check: an LP whose bound arrays are shorter than its matrix goes to the
+    numpy form (which refuses it) instead of being read and written past their ends."""
+    from unittest import mock
+
+    import loadopt.solvers.separable as sep
+
+    kernel = sep.KNAPSACK_KERNEL.get(force=True)
+    if kernel is None:
+        pytest.skip("numba not available")
+    good = _lp([0, 1, 2], [1.0] * 3, [-1.0] * 3, [0.0] * 3, [5.0] * 3, [-np.inf] * 3, [4.0] * 3)
+    short_rows = SimpleNamespace(**{**vars(good), "row_lb": good.row_lb[:1]})
+    short_rows.row_ub, short_rows.n_rows = good.row_ub[:1], 1
+    short_cols = SimpleNamespace(**{**vars(good), "col_ub": good.col_ub[:1]})
+    for bad in (short_rows, short_cols):
+        with mock.patch.object(sep.KNAPSACK_KERNEL, "get", lambda *a, **k: None):
+            with pytest.raises((IndexError, ValueError)) as ref:
+                solve_separable(bad)
+        with mock.patch.object(sep.KNAPSACK_KERNEL, "get", lambda *a, **k: kernel):
+            with pytest.raises(ref.type):
+                solve_separable(bad)
+    with mock.patch.object(sep.KNAPSACK_KERNEL, "get", lambda *a, **k: kernel):
+        assert solve_separable(good).x.tolist() == [4.0] * 3

@@ -71,7 +71,14 @@ def solve_separable(lp: LinearProgram) -> SolverResult | None:
     up = np.asarray(lp.col_ub, dtype=np.float64)
     r_lo = np.asarray(lp.row_lb, dtype=np.float64)
     r_hi = np.asarray(lp.row_ub, dtype=np.float64)
-    if A.nnz == n and A.data.dtype == np.float64:  # every column in a row
+    if (
+        A.nnz == n
+        and A.data.dtype == np.float64
+        # (the loop indexes these by the matrix's rows and columns without a bounds check)
+        and A.shape == (r_lo.size, n)
+        and lo.size == up.size == n
+        and r_hi.size == r_lo.size == int(lp.n_rows)
+    ):  # every column in a row
         kernel = KNAPSACK_KERNEL.get()
         if kernel is not None:
             status, x = kernel(c, lo, up, A.indices, A.data, r_lo, r_hi, int(lp.n_rows))
