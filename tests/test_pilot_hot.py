@@ -781,6 +781,41 @@ def test_violation_screen_clears_only_what_the_checks_clear(monkeypatch):
         assert kinds.get(k, 0) >= 1, kinds
 
 
+def test_compiled_screen_and_projection_refuse_what_the_numpy_forms_refuse(monkeypatch):
+    """A problem whose arrays do not fit together (a right-hand side or a maximum missing, a
+    matrix wider than the variables) makes the checks and the projection raise; their compiled
+    passes, which index those arrays without bounds checks, must not answer "no violation" or
+    hand out a plan instead."""
+    import scipy.sparse as sp
+
+    from loadopt import safety
+
+    p = _screen_problems()[0]
+    base = lo.solve(p, method="lp").current
+    M, V = p.G.shape
+    wide = sp.csr_matrix((p.G.data, p.G.indices, p.G.indptr), shape=(M, V + 5))
+    monkeypatch.setattr(safety._PASSES_KERNEL, "done", True)
+    monkeypatch.setattr(safety._PROJECT_KERNEL, "done", True)
+    monkeypatch.setattr(safety._PASSES_KERNEL, "kernel", _jit(safety._passes_loop))
+    monkeypatch.setattr(safety._PROJECT_KERNEL, "kernel", _jit(safety._project_loop))
+    assert safety.violations(replace(p), base) == []
+    bad = (
+        replace(p, h=p.h[:-1]),
+        replace(p, G=wide),
+        replace(p, var_ub=p.var_ub[:-1]),
+        replace(p, row_kind=p.row_kind[:-1]),
+        replace(p, line_base=p.line_base[:-1]),
+        replace(p, line_reserved_a=p.line_reserved_a[:, :-1]),
+    )
+    for q in bad:
+        assert not safety._passes(q, base)
+    for q in bad[:3]:
+        with pytest.raises(ValueError):
+            safety.violations(replace(q), base)
+        with pytest.raises(ValueError):
+            safety.project(replace(q), base * 1.5)
+
+
 def test_projection_compiled_is_the_numpy_form(monkeypatch):
     """``project``'s compiled passes give the numpy form's schedule byte for byte: plans over
     every kind of row by a little and by far, off the grid, NaN and inf, with

@@ -169,7 +169,7 @@ def project(
         return project_storage(problem, current, min_current=min_current, max_passes=max_passes)[0]
     ub_da = _frozen_memo(problem, "ub_da", _ub_da, problem.var_ub)
     kernel = _PROJECT_KERNEL.get()
-    if kernel is not None and problem.G.format == "csr":
+    if kernel is not None and problem.G.format == "csr" and _rows_fit(problem):
         use_min = min_current is not None
         out, done = kernel(
             np.ascontiguousarray(current),
@@ -208,6 +208,38 @@ def _session_minima(problem: Problem, min_current: np.ndarray) -> np.ndarray:
             f"min_current has shape {out.shape}, expected ({problem.n_sessions},) (one per session)"
         )
     return out
+
+
+def _rows_fit(problem: Problem) -> bool:
+    """Whether the safety rows' arrays fit the variables (``G`` ``(M, V)``, ``h`` and
+    ``row_kind`` ``(M,)``, ``var_ub`` ``(V,)``): the compiled passes index them without bounds
+    checks, so a problem whose arrays do not fit goes to the numpy forms, which refuse it."""
+    M, V = problem.G.shape
+    return (
+        V == problem.n_vars
+        and problem.var_ub.shape == (V,)
+        and problem.var_period.shape == (V,)
+        and problem.h.shape == (M,)
+        and problem.row_kind.shape == (M,)
+    )
+
+
+def _lines_fit(problem: Problem) -> bool:
+    """Whether the line arrays fit (``line_coef`` ``(S, K)``, ``line_exact`` / ``line_base``
+    ``(K,)``, ``line_limit`` / ``line_reserved_a`` ``(K, T)``, ``base_load_a`` ``(T,)``,
+    ``var_reserved`` ``(V,)``), for the compiled screen as :func:`_rows_fit`."""
+    K = problem.line_exact.size
+    T = problem.n_periods
+    res = problem.var_reserved
+    return (
+        problem.line_coef.shape == (problem.n_sessions, K)
+        and problem.line_exact.shape == (K,)
+        and problem.line_base.shape == (K,)
+        and problem.line_limit.shape == (K, T)
+        and problem.line_reserved_a.shape == (K, T)
+        and problem.base_load_a.shape == (T,)
+        and (res is None or res.shape == (problem.n_vars,))
+    )
 
 
 def _min_da(min_current: np.ndarray) -> np.ndarray:
@@ -885,6 +917,8 @@ def _passes(problem: Problem, current: np.ndarray) -> bool:
         return False
     G, C = problem.G, problem.line_coef
     if G.format != "csr" or C.format != "csr" or C.dtype != np.complex128:
+        return False
+    if not problem_memo(problem, "arrays_fit", lambda p: _rows_fit(p) and _lines_fit(p)):
         return False
     groups = problem_memo(problem, "line_groups", lambda p: np.flatnonzero(p.line_exact))
     reserved = problem.var_reserved
