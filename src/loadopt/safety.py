@@ -200,9 +200,7 @@ def _session_minima(problem: Problem, min_current: np.ndarray) -> np.ndarray:
     try:
         out = np.asarray(min_current, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError(
-            f"min_current must be numbers, got {type(min_current).__name__}"
-        ) from None
+        raise InputError(f"min_current must be numbers, got {type(min_current).__name__}") from None
     if out.shape != (problem.n_sessions,):
         raise InputError(
             f"min_current has shape {out.shape}, expected ({problem.n_sessions},) (one per session)"
