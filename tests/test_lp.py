@@ -242,6 +242,27 @@ def test_compiled_row_scan_is_the_numpy_form(case):
         assert got_ub.tobytes() == ref_ub.tobytes()
 
 
+def test_compiled_row_scan_takes_only_rows_that_fit_the_bounds():
+    """The compiled scan writes bounds by column and reads ``h`` by row without bounds checks:
+    a matrix wider than the bounds or taller than ``h`` goes to the numpy form (which refuses
+    it, or broadcasts one ``h``) instead of being read and written past their ends."""
+    kernel = lpm.SCAN_ROWS_KERNEL.get(force=True)
+    if kernel is None:
+        pytest.skip("numba not available")
+    K = sp.csr_matrix(np.array([[0.0, 0.0, 0.0, 2.0], [1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 1.0]]))
+    with mock.patch.object(lpm.SCAN_ROWS_KERNEL, "get", lambda *a, **k: None):
+        with pytest.raises(IndexError):
+            lpm._scan_rows(K, np.ones(3), np.full(2, 32.0), False)
+        ref_ub = np.full(4, 32.0)
+        ref = lpm._scan_rows(K, np.ones(1), ref_ub, False)
+    with mock.patch.object(lpm.SCAN_ROWS_KERNEL, "get", lambda *a, **k: kernel):
+        with pytest.raises(IndexError):
+            lpm._scan_rows(K, np.ones(3), np.full(2, 32.0), False)
+        ub = np.full(4, 32.0)
+        assert lpm._scan_rows(K, np.ones(1), ub, False).tolist() == ref.tolist()
+        assert ub.tolist() == ref_ub.tolist()
+
+
 @st.composite
 def _rows_with_twins(draw):
     """Canonical CSR rows without explicit zeros, many of them copies of earlier rows."""

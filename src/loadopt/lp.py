@@ -586,7 +586,14 @@ def _scan_rows(K: sp.csr_matrix, h: np.ndarray, ub: np.ndarray, positive_only: b
     ``positive_only`` (storage: discharge credits cannot make a row bind).
     """
     kernel = SCAN_ROWS_KERNEL.get()
-    if kernel is not None and K.data.dtype == np.float64 and ub.dtype == np.float64:
+    if (
+        kernel is not None
+        and K.data.dtype == np.float64
+        and ub.dtype == np.float64
+        # (the loop indexes ``ub`` and ``h`` without bounds checks)
+        and K.shape == (h.size, ub.size)
+        and h.ndim == ub.ndim == 1
+    ):
         return kernel(
             K.indptr, K.indices, K.data, h.astype(np.float64, copy=False), ub, positive_only
         )
