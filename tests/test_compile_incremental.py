@@ -397,3 +397,20 @@ def test_line_shape_store_survives_another_thread_evicting_the_same_entry(monkey
     hz = Horizon(start=now, step_s=STEP_S, n_periods=T)
     got = compile_problem(site, [s], hz, signals)
     assert got.n_vars > 0 and len(full) <= L._SHAPES_MAX
+
+
+def test_step_limits_read_the_node_ratings_of_the_tree_they_were_given():
+    """Two threads compiling one new site at once may each build its tree, and the one the
+    site keeps is the other thread's: the limits of a compile come from the tree that compile
+    holds (they failed with a KeyError reading it)."""
+    from loadopt.compile import limits as L
+    from loadopt.compile.tree import _site_tree
+
+    site = Site.model_validate(jpl_site().model_dump())
+    mine = _site_tree(site)
+    del site.__dict__["_site_tree"]
+    theirs = _site_tree(site)  # another thread's, kept on the site
+    assert theirs is not mine
+    hz = Horizon(start=SITES["jpl"][1], step_s=STEP_S, n_periods=T)
+    lim = L._step_limits(site, mine, lo.Signals(base_load_kw=3.0), hz)
+    assert lim.kept and lim.node_cur.shape == (len(site.nodes), 3, T)

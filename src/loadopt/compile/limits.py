@@ -77,7 +77,7 @@ class _StepLimits:
 
 def _raw_limits(site: Site, tree: _SiteTree, signals: Signals, horizon: Horizon) -> _Raw:
     """Node ratings and site signals on the horizon (:mod:`loadopt.compile.series`)."""
-    node_cur, node_kw = _node_limits(site, horizon)
+    node_cur, node_kw = _node_limits(site, horizon, tree)  # (its memo: read below)
     s = _sample_signals(signals, horizon, site)
     series = (
         signals.base_load_kw,

@@ -12,7 +12,7 @@ from ..horizon import Horizon, sample
 from ..problem import Problem
 from ..signals import Signals, split
 from ..site import Site
-from .tree import _site_tree
+from .tree import _site_tree, _SiteTree
 
 
 def _feasible_floor(problem: Problem, floor_a: np.ndarray) -> np.ndarray:
@@ -40,7 +40,9 @@ def _point(start, value):
     return SeriesPoint(start=start, value=float(value))
 
 
-def _node_limits(site: Site, horizon: Horizon) -> tuple[np.ndarray, np.ndarray]:
+def _node_limits(
+    site: Site, horizon: Horizon, tree: _SiteTree | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(node_cur (N, 3, T) A, node_kw (N, T) kW)``: each node's current and power ratings on
     the horizon (a series narrows its static rating, the minimum over a period; ``inf`` where
     none).
@@ -48,8 +50,10 @@ def _node_limits(site: Site, horizon: Horizon) -> tuple[np.ndarray, np.ndarray]:
     The static ratings are read once per ``site.nodes`` tuple (kept in the site tree's memo; a
     node limit changed at run time, :meth:`loadopt.controller.Controller.set_node_limit`, is a
     new tuple, so a new tree and a fresh read at the very next compile); nodes with a series are
-    sampled at every call."""
-    tree = _site_tree(site)
+    sampled at every call. ``tree``: the site's tree the caller holds (default: the one kept on
+    the site; another thread may have replaced that one meanwhile)."""
+    if tree is None:
+        tree = _site_tree(site)
     got = tree.memo.get("node_limits")
     if got is None:
         N = len(site.nodes)
