@@ -816,6 +816,28 @@ def test_compiled_screen_and_projection_refuse_what_the_numpy_forms_refuse(monke
             safety.project(replace(q), base * 1.5)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_phasor_lines_of_writable_flags_are_read_afresh(monkeypatch, compiled):
+    """Which lines are checked as phasors is read from ``line_exact`` afresh where that array
+    can still change (as the limits are): a line marked exact in place after a first check is
+    checked by the next one, by the compiled screen as by the checks as written."""
+    from loadopt import safety
+
+    monkeypatch.setattr(safety._PASSES_KERNEL, "done", True)
+    monkeypatch.setattr(
+        safety._PASSES_KERNEL, "kernel", _jit(safety._passes_loop) if compiled else None
+    )
+    p = _screen_problems()[2]  # line-to-line EVSEs: three phasor lines
+    over = np.floor(lo.solve(p, method="lp").current * 1.05 * 10.0) / 10.0
+    want = [str(v) for v in safety.violations(replace(p), over)]
+    assert any("phasor" in v for v in want)
+    exact = np.zeros_like(p.line_exact)
+    q = replace(p, line_exact=exact)
+    assert not any("phasor" in str(v) for v in safety.violations(q, over))
+    exact[:] = p.line_exact  # in place
+    assert [str(v) for v in safety.violations(q, over)] == want
+
+
 def test_projection_compiled_is_the_numpy_form(monkeypatch):
     """``project``'s compiled passes give the numpy form's schedule byte for byte: plans over
     every kind of row by a little and by far, off the grid, NaN and inf, with

@@ -240,6 +240,14 @@ def _lines_fit(problem: Problem) -> bool:
     )
 
 
+def _line_groups(problem: Problem) -> np.ndarray:
+    """The lines checked as phasors (``flatnonzero(line_exact)``), kept on the problem only
+    where ``line_exact`` is read-only (:func:`_frozen_memo`: a flag changed in place is read)."""
+    return _frozen_memo(
+        problem, "line_groups", lambda p: np.flatnonzero(p.line_exact), problem.line_exact
+    )
+
+
 def _min_da(min_current: np.ndarray) -> np.ndarray:
     """``(S,)`` the sessions' minimum currents in whole deci-amps (rounded up)."""
     return np.ceil(np.asarray(min_current, dtype=np.float64) * 10.0 - GRID_SNAP)
@@ -918,7 +926,7 @@ def _passes(problem: Problem, current: np.ndarray) -> bool:
         return False
     if not problem_memo(problem, "arrays_fit", lambda p: _rows_fit(p) and _lines_fit(p)):
         return False
-    groups = problem_memo(problem, "line_groups", lambda p: np.flatnonzero(p.line_exact))
+    groups = _line_groups(problem)
     reserved = problem.var_reserved
     # |line_base| of the exact lines as the check computes it (the same array, the same loop)
     abs_base = np.abs(problem.line_base[groups, None])
@@ -1081,7 +1089,7 @@ def line_current_magnitudes(
     from ``current`` ``(S, T)`` A. ``n_phases`` (phase switching, ``(S, T)``): periods at 1 use
     the session's L1-only coefficients. Reserved EVSE draw is added in phase (the worst case).
     """
-    groups = problem_memo(problem, "line_groups", lambda p: np.flatnonzero(p.line_exact))
+    groups = _line_groups(problem)
     T = problem.n_periods
     if groups.size == 0:
         z = np.zeros((0, T))
