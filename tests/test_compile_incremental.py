@@ -414,3 +414,23 @@ def test_step_limits_read_the_node_ratings_of_the_tree_they_were_given():
     hz = Horizon(start=SITES["jpl"][1], step_s=STEP_S, n_periods=T)
     lim = L._step_limits(site, mine, lo.Signals(base_load_kw=3.0), hz)
     assert lim.kept and lim.node_cur.shape == (len(site.nodes), 3, T)
+
+
+def test_compiles_without_signals_share_the_kept_limits():
+    """``signals=None`` is one frozen default object: the limits kept per (site, signals, number
+    of periods) serve those calls too (a new ``Signals()`` per call never hit them)."""
+    import loadopt.compile.limits as lim_mod
+
+    from .conftest import horizon as make_horizon
+    from .conftest import session as make_session
+
+    site = lo.Site(
+        nodes=(lo.Node(id="g", kind="grid_connection", max_current=40.0),),
+        evses=(lo.Evse(id="e1", node="g", charge_point_id="A"),),
+    )
+    hz = make_horizon(4)
+    a = lo.compile_problem(site, [make_session("s1", "e1", 10.0)], hz)
+    b = lo.compile_problem(site, [make_session("s1", "e1", 10.0)], hz)
+    assert a.signals is b.signals
+    key = (id(site), id(a.signals), hz.n_periods)
+    assert key in lim_mod._KEPT and lim_mod._KEPT[key].site is site

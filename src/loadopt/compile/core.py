@@ -34,6 +34,10 @@ from .series import _feasible_floor
 from .storage import _battery_columns, _BatteryColumns, _compile_storage, _v2x_sessions
 from .tree import _carries, _session_anc, _site_tree, _SiteTree
 
+#: ``signals=None``: one frozen ``Signals()`` for every call, so that the limits kept per signals
+#: object (:mod:`loadopt.compile.limits`) serve a caller that passes none, too.
+_NO_SIGNALS = Signals()
+
 
 def compile_problem(
     site: Site,
@@ -92,7 +96,7 @@ def compile_problem(
     site = as_model(site, Site, "site")
     sessions = as_sessions(sessions)
     horizon = as_model(horizon, Horizon, "horizon")
-    signals = Signals() if signals is None else as_model(signals, Signals, "signals")
+    signals = _NO_SIGNALS if signals is None else as_model(signals, Signals, "signals")
     objective = Objective() if objective is None else as_model(objective, Objective, "objective")
     tree = _site_tree(site)
     T = horizon.n_periods
