@@ -645,3 +645,22 @@ def test_compiled_hstack_rows_and_template_by_group_equal_their_numpy_forms(seed
     want = R._by_group(tpl, on)
     for a, b in zip(got, want, strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_a_kernel_given_what_numba_cannot_type_runs_the_loop_interpreted():
+    """An argument numba has no compiled form for (non-native byte order) must not stop the
+    caller: :class:`loadopt._csr.LazyKernel` runs the same loop interpreted, same result."""
+    pytest.importorskip("numba")
+    lazy = _csr.LazyKernel(_csr._take_map_loop)
+    kernel = lazy.get(force=True)
+    if kernel is None:
+        pytest.skip("numba disabled (LOADOPT_DISABLE_NUMBA)")
+    M = sp.random(12, 9, density=0.4, format="csr", random_state=np.random.default_rng(3))
+    rows = np.array([0, 3, 5, 11], dtype=np.int64)
+    cols = np.where(np.arange(9) % 3 == 0, -1, np.arange(9)).astype(np.int64)
+    args = (M.indptr.astype(np.int64), M.indices.astype(np.int64), M.data, rows, cols)
+    want = kernel(*args)
+    swapped = M.data.astype(M.data.dtype.newbyteorder(">"))  # not the machine's byte order
+    got = kernel(*args[:2], swapped, *args[3:])
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a, b)

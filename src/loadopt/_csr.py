@@ -213,7 +213,8 @@ class LazyKernel:
     does not pay numba's import, ~0.1–0.3 s, nor a first compilation, ~0.5 s), or at once when
     numba is already imported. :meth:`get` returns None until then, and always where numba is
     missing or ``LOADOPT_DISABLE_NUMBA`` is set: the caller runs its numpy form, which gives the
-    same result.
+    same result. Arguments numba cannot type (an array in non-native byte order) run the loop
+    interpreted (:func:`_or_interpreted`).
     """
 
     def __init__(self, func: Any, after: int = 8) -> None:
@@ -236,8 +237,23 @@ class LazyKernel:
                 from numba import njit
             except ImportError:  # numba missing: the numpy form runs
                 return None
-            self.kernel = njit(cache=True, nogil=True)(self.func)
+            self.kernel = _or_interpreted(njit(cache=True, nogil=True)(self.func), self.func)
         return self.kernel
+
+
+def _or_interpreted(compiled: Any, func: Any) -> Any:
+    """``compiled`` where numba can type the arguments, else the same loop interpreted (an
+    argument numba has no compiled form for — an array in non-native byte order, an object
+    array — must not stop the caller: the loop's Python run gives the same result, slowly)."""
+    from numba.core.errors import NumbaError
+
+    def call(*args: Any) -> Any:
+        try:
+            return compiled(*args)
+        except NumbaError:
+            return func(*args)
+
+    return call
 
 
 #: :func:`_coo_to_csc_loop` compiled (:class:`LazyKernel`).
