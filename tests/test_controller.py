@@ -452,3 +452,22 @@ def test_a_bad_coarse_step_set_at_run_time_is_an_input_error(bad):
     ctl.coarse_step_s = bad
     with pytest.raises(InputError, match="coarse_step_s"):
         ctl.horizon(now)
+
+
+@pytest.mark.parametrize("bad", [0, -300, 0.5, True, float("nan"), "300"])
+def test_a_bad_step_set_at_run_time_on_a_grid_aligned_controller_is_an_input_error(bad):
+    """``align_to_grid`` floors ``now`` to the ``step_s`` grid: a ``step_s`` set at run time to
+    something that is not a positive whole number of seconds is an InputError naming it (was a
+    ZeroDivisionError or TypeError)."""
+    import loadopt as lo
+
+    site = lo.Site(
+        nodes=(lo.Node(id="g", max_current=32.0),),
+        evses=(lo.Evse(id="e", node="g", charge_point_id="CP"),),
+    )
+    ctl = Controller(site, step_s=300, n_periods=12, method="fast", align_to_grid=True)
+    now = datetime(2026, 3, 29, 1, 0, 7, tzinfo=UTC)
+    assert ctl.horizon(now).start == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    ctl.step_s = bad
+    with pytest.raises(InputError, match="step_s"):
+        ctl.horizon(now)

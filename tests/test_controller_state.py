@@ -136,3 +136,17 @@ def test_the_energy_estimate_uses_the_evse_voltage_and_the_phases_drawn():
     limit = c._state["s1"].last_limit_a
     rate = min(10.0, limit)
     assert planned.energy_kwh == pytest.approx(40.0 - rate * ev.voltage_v * 1 / 1000.0)
+
+
+def test_a_session_on_an_evse_the_replaced_site_lacks_is_an_input_error_naming_it():
+    """``ctl.site`` replaced by a site without a busy EVSE: the next step says which EVSE is
+    unknown (an InputError), also where re-sharing reads its step table first (was a KeyError)."""
+    c = Controller(_site(), step_s=900, n_periods=8, pilots=False)
+    c.start_session(_sess(1, "evse0"))
+    c.step(T0)
+    t1 = T0 + timedelta(minutes=15)
+    c.meter("s1", t1, current_a=2.0)  # a reading after the limit: re-sharing looks at it
+    site = c.site
+    c.site = site.model_copy(update={"evses": tuple(e for e in site.evses if e.id != "evse0")})
+    with pytest.raises(InputError, match="evse0"):
+        c.step(t1)

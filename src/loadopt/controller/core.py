@@ -414,7 +414,13 @@ class Controller(_Sessions, _Metering, _Limits, _Resharing):
         # between two seconds would be sent early and a limit rising there would rise early
         now_utc = to_utc(now, "Controller.horizon: now").replace(microsecond=0)
         if self.align_to_grid:  # in UTC: never a wall-clock shift
-            now_utc -= timedelta(seconds=int(now_utc.timestamp()) % self.step_s)
+            step = self.step_s
+            whole = isinstance(step, int | float) and not isinstance(step, bool)
+            if not (whole and step > 0 and float(step).is_integer()):  # (set at run time)
+                raise InputError(
+                    f"Controller.step_s must be a positive whole number of seconds, got {step!r}"
+                )
+            now_utc -= timedelta(seconds=int(now_utc.timestamp()) % int(step))
         now = now_utc.astimezone(now.tzinfo)
         if self.coarse_step_s is not None:
             # the tiers depend on the settings and on where ``now`` falls in its coarse period

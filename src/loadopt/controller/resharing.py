@@ -48,7 +48,11 @@ class _Resharing(_ControllerState):
                 continue
             if st.measured_at <= st.limit_at:  # no reading since the last limit was handed out
                 continue
-            steps, min_a = steps_of[st.session.evse]
+            got_evse = steps_of.get(st.session.evse)
+            if got_evse is None:  # an EVSE the site no longer has: its InputError, named
+                self.site.evse(st.session.evse)
+                continue
+            steps, min_a = got_evse
             if st.session.min_current is not None:
                 min_a = st.session.min_current
             # compare with the pilot the EVSE signals (its step at or below the limit), not
