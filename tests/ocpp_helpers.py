@@ -435,11 +435,19 @@ class SimStation:
         else:
             lim = float(per["limit"])
         if sch["chargingRateUnit"] == "W":
-            lines = w_limit_lines(lim, v, per, self.car_phases.get(conn))
-            kw = lim / 1000.0
+            if self.version == "2.1" and "limit_L2" in per:  # per line: `limit` is L1's
+                vals = [lim, float(per["limit_L2"]), float(per.get("limit_L3", lim))]
+                lines = [x / v for x in vals]
+                kw = sum(vals[:nph_evse]) / 1000.0
+            else:
+                lines = w_limit_lines(lim, v, per, self.car_phases.get(conn))
+                kw = lim / 1000.0
         else:
             lines = [lim, float(per.get("limit_L2", lim)), float(per.get("limit_L3", lim))]
             kw = None
+        car = self.car_phases.get(conn)
+        if car is not None:  # a car of k phases draws on its EVSE's first k lines only
+            lines = [x if j < car else 0.0 for j, x in enumerate(lines)]
         lines = [min(x, ev.max_current) for x in lines[:nph_evse]] + [0.0] * (3 - nph_evse)
         if kw is None:
             kw = sum(lines) * v / 1000.0
@@ -572,8 +580,14 @@ def site_rows(
     )
 
 
-def _rows(site, per_evse, grid_kw, prefix, grid_name):
+def _rows(site, per_evse, grid_kw, prefix, grid_name, base_kw=0.0):
+    """Per node phase and node kW limit, and the grid, (load, limit): ``per_evse(e)`` (L1, L2,
+    L3 A, kW) summed up each EVSE's path by ``parent``, its lines on the site phases of its
+    ``phase_rotation`` letters; ``base_kw`` the site's base load, balanced over the three phases
+    (``kW · 1000 / (3 · site V)`` A each) on ``site.base_load_node`` (default: the root) and
+    every node above it."""
     load = {n.id: [0.0, 0.0, 0.0] for n in site.nodes}
+    node_kw = {n.id: 0.0 for n in site.nodes}
     parent = {n.id: n.parent for n in site.nodes}
     kw = 0.0
     for e in site.evses:
@@ -582,17 +596,53 @@ def _rows(site, per_evse, grid_kw, prefix, grid_name):
         n: str | None = e.node
         while n is not None:
             for j in range(e.phases):
-                load[n][e.site_phases[j]] += got[j]
+                load[n]["RST".index(e.phase_rotation[j])] += got[j]
+            node_kw[n] += got[3]
             n = parent[n]
+    if base_kw:
+        a = base_kw * 1000.0 / (3.0 * site.voltage_v)
+        n = site.base_load_node or next(x.id for x in site.nodes if x.parent is None)
+        while n is not None:
+            load[n] = [x + a for x in load[n]]
+            node_kw[n] += base_kw
+            n = parent[n]
+        kw += base_kw
     out = {}
     for node in site.nodes:
         lim = node.current_triplet()
         if lim is not None:
             for ph in range(3):
                 out[f"{prefix}{node.id} phase {ph}"] = (load[node.id][ph], lim[ph])
+        if node.max_power_kw is not None and not prefix:
+            out[f"{node.id} kW"] = (node_kw[node.id], float(node.max_power_kw))
     if grid_kw is not None:
         out[grid_name] = (kw, grid_kw)
     return out
+
+
+def stations_holding(
+    site: lo.Site, payloads: list[tuple[str, dict]], version: str, cars: dict
+) -> dict[str, SimStation]:
+    """One :class:`SimStation` per charge point of ``site`` (no factory default) that applied
+    every ``(charge point, SetChargingProfile payload)`` — each must be accepted; ``cars``:
+    ``{(charge point, connector): (transaction id, phases the car draws on)}``."""
+    sims = {
+        cp: SimStation(
+            cp,
+            version,
+            [e for e in site.evses if e.charge_point_id == cp],
+            max_periods=10_000,
+            factory_default_a=None,
+        )
+        for cp in {e.charge_point_id for e in site.evses}
+    }
+    for (cp, conn), (tx, phases) in cars.items():
+        sims[cp].tx[conn] = tx
+        sims[cp].car_phases[conn] = phases
+    for cp, payload in payloads:
+        got = sims[cp].handle("SetChargingProfile", payload)
+        assert got["status"] == "Accepted", (cp, payload)
+    return sims
 
 
 def site_export_rows(
@@ -611,11 +661,20 @@ def site_export_rows(
 
 
 def site_excess(
-    site: lo.Site, stations: dict[str, SimStation], t: float, grid_kw: float | None
+    site: lo.Site,
+    stations: dict[str, SimStation],
+    t: float,
+    grid_kw: float | None,
+    base_kw: float = 0.0,
 ) -> list[str]:
-    """Every limit broken at instant ``t`` (see :func:`site_rows`)."""
-    return [
-        f"{k}: {a:.3f} > {b}"
-        for k, (a, b) in site_rows(site, stations, t, grid_kw).items()
-        if a > b + 1e-6
-    ]
+    """Every limit broken at instant ``t`` (see :func:`site_rows`), with a constant base load
+    of ``base_kw``."""
+    rows = _rows(
+        site,
+        lambda e: stations[e.charge_point_id].may_draw(e.connector_id, t),
+        grid_kw,
+        "",
+        "grid import kW",
+        base_kw,
+    )
+    return [f"{k}: {a:.3f} > {b}" for k, (a, b) in rows.items() if a > b + 1e-6]

@@ -31,7 +31,9 @@ from .ocpp_helpers import (
     random_schedule,
     sessions,
     site,
+    site_excess,
     station_cap_violations,
+    stations_holding,
     validate_all,
     worst_case_violations,
 )
@@ -334,9 +336,30 @@ def test_limit_in_force_never_above_schedule_and_defaults_keep_limits(
         assert pr.starts.size <= ev.max_periods
     assert worst_case_violations(sch, profs) == []
     assert station_cap_violations(sch, profs) == []
+    # the same judged from the wire alone (tests/ocpp_helpers.SimStation, raw site objects): each
+    # station holds its payloads, a car runs each planned transaction on its own phases, a car
+    # of any phases may plug into every idle EVSE (its TxDefault); every instant of the horizon
+    busy = {
+        (s.evse(x.evse).charge_point_id, s.evse(x.evse).connector_id): (
+            int(x.id),
+            min(x.phases, s.evse(x.evse).phases),
+        )
+        for x in p.sessions
+        if x.arrival <= p.horizon.start < x.departure
+    }
+    t0 = p.horizon.start.timestamp()
+    instants = {t0 + k * step for k in range(p.n_periods)}
+    for pr in profs:
+        instants.update(t0 + pr.starts[pr.starts < p.n_periods * step])
     for v in VERSIONS:
+        wire = []
         for pr in profs:
             validate("SetChargingProfile", to_payload(pr, v), v)
+            if pr.purpose != "station_max":  # (the simulated station has no station cap)
+                wire.append((pr.charge_point_id, to_payload(pr, v)))
+        sims = stations_holding(s, wire, v, busy)
+        for t in sorted(instants):
+            assert site_excess(s, sims, t, None, base_kw) == [], (v, t - t0)
 
 
 def test_tx_default_shares_spare_among_idle_evses():
