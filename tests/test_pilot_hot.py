@@ -444,7 +444,6 @@ def pilot_loops(monkeypatch):
         pilots._COLUMNS_KERNEL,
         pilots._ROWS_DOT_KERNEL,
         pilots._TAKE_ROOM_KERNEL,
-        pilots._ROUNDED_DOWN_KERNEL,
         pilots._DOWN_AT_KERNEL,
         pilots._UP_AT_KERNEL,
     )
@@ -656,14 +655,15 @@ def test_compiled_pilot_searches_are_the_numpy_forms(case):
     from loadopt import pilots
 
     sets, set_of, min_a, cur, max_a = case
-    rd = _jit(pilots._rounded_down_loop)
     dn = _jit(pilots._down_at_loop)
     up = _jit(pilots._up_at_loop)
     ref = np.floor(pilots._down(cur, sets, set_of, min_a) * 10.0 + 1e-6) / 10.0
-    assert rd(cur, set_of, sets, min_a).tobytes() == ref.tobytes()
     S = cur.shape[0]
     sess = np.repeat(np.arange(S), cur.shape[1])
     flat = cur.ravel().copy()
+    # rounded_down's compiled path: the search over the sessions' rows, then the 0.1 A grid
+    rd = np.floor(dn(flat, sess, set_of, sets, min_a).reshape(cur.shape) * 10.0 + 1e-6) / 10.0
+    assert rd.tobytes() == ref.tobytes()
     ref_dn = pilots._down(flat, sets, set_of[sess], min_a[sess])
     assert dn(flat, sess, set_of, sets, min_a).tobytes() == ref_dn.tobytes()
     ref_up = pilots._up(flat, sets, set_of[sess], min_a[sess], max_a[sess])
@@ -678,9 +678,9 @@ def test_compiled_rounding_takes_only_one_row_per_session(monkeypatch):
 
     p = tree_problem([5.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0], 40.0, 17.0, steps=STEPS)
     S, T = p.n_sessions, p.n_periods
-    monkeypatch.setattr(pilots._ROUNDED_DOWN_KERNEL, "done", True)
-    for kernel in (None, _jit(pilots._rounded_down_loop)):
-        monkeypatch.setattr(pilots._ROUNDED_DOWN_KERNEL, "kernel", kernel)
+    monkeypatch.setattr(pilots._DOWN_AT_KERNEL, "done", True)
+    for kernel in (None, _jit(pilots._down_at_loop)):
+        monkeypatch.setattr(pilots._DOWN_AT_KERNEL, "kernel", kernel)
         with pytest.raises(ValueError):
             pilots.rounded_down(replace(p), np.full((S + 2, T), 20.0))
         assert pilots.rounded_down(replace(p), np.full((1, T), 20.0)).shape == (S, T)

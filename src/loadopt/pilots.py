@@ -218,40 +218,6 @@ def _level_above(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return np.concatenate((levels, [np.inf]))[np.searchsorted(levels, x, side="right")]
 
 
-def _rounded_down_loop(
-    cur: np.ndarray, set_of: np.ndarray, sets: np.ndarray, min_a: np.ndarray
-) -> np.ndarray:
-    """:func:`rounded_down` of ``cur`` (``(S, T)`` A) element by element: :func:`_down`'s
-    level search (NaN: no level), then down to the 0.1 A grid."""
-    S, T = cur.shape
-    out = np.empty((S, T))
-    W = sets.shape[1]
-    for s in range(S):
-        k = set_of[s]
-        m = min_a[s]
-        for t in range(T):
-            lim = cur[s, t]
-            if k < 0:
-                v = 0.0 if lim + 1e-9 < m else lim
-            else:
-                x = lim + 1e-9
-                v = 0.0
-                if x == x:
-                    lo, hi = 0, W
-                    while lo < hi:
-                        mid = (lo + hi) // 2
-                        if sets[k, mid] <= x:
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    if lo > 0:
-                        v = sets[k, lo - 1]
-                if v + 1e-9 < m:
-                    v = 0.0
-            out[s, t] = np.floor(v * 10.0 + GRID_SNAP) / 10.0
-    return out
-
-
 def _down_at_loop(
     lim: np.ndarray, sess: np.ndarray, set_of: np.ndarray, sets: np.ndarray, min_a: np.ndarray
 ) -> np.ndarray:
@@ -446,7 +412,6 @@ def _take_room_loop(
 _COLUMNS_KERNEL = LazyKernel(_columns_loop)
 _ROWS_DOT_KERNEL = LazyKernel(_rows_dot_loop)
 _TAKE_ROOM_KERNEL = LazyKernel(_take_room_loop)
-_ROUNDED_DOWN_KERNEL = LazyKernel(_rounded_down_loop)
 _DOWN_AT_KERNEL = LazyKernel(_down_at_loop)
 _UP_AT_KERNEL = LazyKernel(_up_at_loop)
 
@@ -520,10 +485,14 @@ def rounded_down(problem: Problem, current: np.ndarray) -> np.ndarray:
     whenever ``current`` is (``G ≥ 0``)."""
     g = _grid(problem)
     cur = np.asarray(current, dtype=np.float64)
-    kernel = _ROUNDED_DOWN_KERNEL.get()
+    kernel = _DOWN_AT_KERNEL.get()
     if kernel is not None and cur.ndim == 2 and cur.shape[0] == g.set_of.size:
-        return kernel(np.ascontiguousarray(cur), g.set_of, g.sets, problem.session_min_current)
-    down = _down(cur, g.sets, g.set_of, problem.session_min_current)
+        S, T = cur.shape  # the compiled search, element by element over the sessions' rows
+        sess = np.repeat(np.arange(S, dtype=np.int64), T)
+        flat = np.ascontiguousarray(cur).reshape(-1)
+        down = kernel(flat, sess, g.set_of, g.sets, problem.session_min_current).reshape(S, T)
+    else:
+        down = _down(cur, g.sets, g.set_of, problem.session_min_current)
     return np.floor(down * 10.0 + GRID_SNAP) / 10.0
 
 
