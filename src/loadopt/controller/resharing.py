@@ -154,23 +154,11 @@ class _Resharing(_ControllerState):
         return None
 
 
-_SORTED: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {}
-
-
 def _sorted_steps(steps: tuple[float, ...]) -> tuple[float, ...]:
     """The distinct allowed steps (A) in increasing order; of equal values (``0.0`` and
     ``-0.0``) the first given is kept, the one ``max``/``min`` over ``steps`` would return.
-
-    Kept per tuple object (an EVSE's ``allowed_currents``; the entry holds the tuple, so its id
-    is not reused while cached): equal tuples are not interchangeable (``0.0 == -0.0``)."""
-    got = _SORTED.get(id(steps))
-    if got is not None and got[0] is steps:
-        return got[1]
-    if len(_SORTED) >= 1024:  # (cleared, not popped: safe beside other threads)
-        _SORTED.clear()
-    out = tuple(sorted(dict.fromkeys(steps)))
-    _SORTED[id(steps)] = (steps, out)
-    return out
+    (The controller keeps them per ``site.evses``: :meth:`_Resharing._update_caps`.)"""
+    return tuple(sorted(dict.fromkeys(steps)))
 
 
 def _step_at_most(evse: Evse, a: float) -> float:
