@@ -91,14 +91,13 @@ def solve_separable(lp: LinearProgram) -> SolverResult | None:
         return None  # (NaN anywhere in c, lo, up: the squares sum to NaN)
     if np.any(r_lo > r_hi + _TOL) or np.isnan(r_lo @ r_lo + r_hi @ r_hi):
         return None  # a row no activity satisfies (or NaN): HiGHS says so properly
+    x = lo.copy()
     if A.nnz == n:  # every column in a row (the energy rows of an uncongested step)
-        x = lo.copy()
         in_row = None
         row = A.indices.astype(np.int64)
         a = A.data.astype(np.float64)
         cj, lj, uj = c, lo, up
     else:
-        x = lo.copy()
         free = nnz == 0
         down = free & (c < 0)  # in no row: the bound the cost prefers
         if np.any(np.isposinf(up[down])):
