@@ -846,8 +846,7 @@ def _passes_loop(
             return False
     x = np.empty(V)
     for v in range(V):
-        d = da[var_flat[v]]
-        x[v] = d if d >= 0.0 else 0.0
+        x[v] = da[var_flat[v]]  # (≥ 0: a negative value returned False above)
         if x[v] > ub_da[v]:
             return False
     for r in range(row_kind.size):
