@@ -204,6 +204,35 @@ def test_a_car_switching_to_fewer_phases_is_counted_at_its_hardware_maximum_unti
     assert w.ad.controller.sessions["A:t1"].phases == 1
 
 
+def test_a_w_profile_in_flight_when_the_car_drops_phases_counts_on_one_line_once_accepted():
+    """Reported 3 phases; the 11,040 W TxProfile for them is still in flight when the car reports
+    1 phase. Accepted afterwards, the station holds it for a 1-phase car (48 A on L1, the EVSE's
+    32 A): the adapter must not believe it spread over three lines (16 A each)."""
+    w = _WattsSite()
+    w.event("Started", T0, 3)
+    in_flight = []
+    msgs = w.ad.step(T0)
+    while msgs:
+        for cp, action, payload in msgs:
+            prof = payload.get("chargingProfile", {}) if isinstance(payload, dict) else {}
+            if action == "SetChargingProfile" and prof.get("chargingProfilePurpose") == "TxProfile":
+                in_flight.append((cp, action, payload))
+            else:
+                w.sim.now_s = T0.timestamp()
+                w.ad.on_response(cp, action, payload, w.sim.handle(action, payload), now=T0)
+        msgs = w.ad.poll(T0)
+    assert in_flight
+    t1 = T0 + timedelta(minutes=1)
+    w.event("Updated", t1, 1)
+    w.sim.now_s = t1.timestamp()
+    for cp, action, payload in in_flight:
+        w.ad.on_response(cp, action, payload, w.sim.handle(action, payload), now=t1)
+    # the station's own store, read for a car on one line (capped by the EVSE)
+    held_l1_a = min(max(w.held_w()) / 230.0, 32.0)
+    assert held_l1_a > 16.0
+    assert w.believed_l1_a(t1) >= held_l1_a - 1e-9
+
+
 def test_phases_reported_for_a_session_the_controller_no_longer_has_are_skipped():
     """An ``Updated`` event with ``numberOfPhasesUsed`` for an open transaction whose session
     was stopped on the controller directly (not through the adapter) is logged and skipped,

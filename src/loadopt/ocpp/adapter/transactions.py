@@ -11,7 +11,7 @@ from typing import Any
 
 from ...errors import InputError
 from ...site import Evse
-from ..belief import Held
+from ..belief import Held, held_from_payload
 from ..profiles import clear_payload
 from ..v2x import v2x_parameters
 from .state import _ENDED_MEMORY, _AdapterState, _number, _time, _Tx, log
@@ -376,7 +376,16 @@ class _Transactions(_AdapterState):
             self._skip(f"charge point {tx.charge_point_id!r} transaction {tx.wire_id!r}: {e}")
             return
         if tx.phases_known and nph < before:
-            self.belief.set_unknown((tx.charge_point_id, tx.connector, "tx"))
+            key = (tx.charge_point_id, tx.connector, "tx")
+            self.belief.set_unknown(key)
+            # written for the old count: a profile still queued is not sent, one in flight is
+            # read as if the car took all of its W on one line should it be accepted
+            self._want.pop(key, None)
+            v = self.versions.get(tx.charge_point_id, "2.0.1")
+            volt = self._evse[(tx.charge_point_id, tx.connector)].voltage_v
+            for m in self.belief.slot(key).sent:
+                if m.held is not None:
+                    m.held = held_from_payload(m.payload, v, volt, car_phases_known=False)
         tx.phases_known = True
 
     def on_meter_values(self, cp: str, payload: Any) -> bool:
