@@ -18,7 +18,7 @@ import loadopt as lo
 from loadopt.controller import Controller
 from loadopt.ocpp import CsmsAdapter, held_from_payload
 
-from .ocpp_helpers import T0, SimStation
+from .ocpp_helpers import T0, SimStation, deliver_outgoing
 
 START = "2026-03-01T12:00:00Z"
 
@@ -228,6 +228,31 @@ def test_a_w_profile_in_flight_when_the_car_drops_phases_counts_on_one_line_once
     for cp, action, payload in in_flight:
         w.ad.on_response(cp, action, payload, w.sim.handle(action, payload), now=t1)
     # the station's own store, read for a car on one line (capped by the EVSE)
+    held_l1_a = min(max(w.held_w()) / 230.0, 32.0)
+    assert held_l1_a > 16.0
+    assert w.believed_l1_a(t1) >= held_l1_a - 1e-9
+
+
+def test_a_report_of_the_w_profile_for_more_phases_than_the_car_now_uses_counts_on_one_line():
+    """Reported 3 phases, the 11,040 W TxProfile for them held; the car then reports 1 phase.
+    After a reconnect, neither the profile planned for three phases is re-sent nor does the
+    station's ``ReportChargingProfiles`` of the one it holds (``numberPhases`` 3) settle the
+    connector at 16 A per line: the car draws it on one line (the EVSE's 32 A)."""
+    w = _WattsSite()
+    w.event("Started", T0, 3)
+    w.step(T0)
+    t1 = T0 + timedelta(minutes=1)
+    w.event("Updated", t1, 1)
+    w.ad.connect("A", "2.0.1")  # a reconnect: the station reports what it holds
+    sent = w.deliver(w.ad.poll(t1), t1)
+    assert any(a == "GetChargingProfiles" for _, a, _ in sent)
+    # the profile planned for three phases is not re-sent before a step plans for one
+    assert not any(
+        a == "SetChargingProfile" and p["chargingProfile"]["chargingProfilePurpose"] == "TxProfile"
+        for _, a, p in sent
+    )
+    assert any(a == "ReportChargingProfiles" for a, _ in w.sim.outgoing)
+    deliver_outgoing(w.ad, "A", w.sim)
     held_l1_a = min(max(w.held_w()) / 230.0, 32.0)
     assert held_l1_a > 16.0
     assert w.believed_l1_a(t1) >= held_l1_a - 1e-9

@@ -80,7 +80,7 @@ class _Answers(_AdapterState):
                     {"evseId": evse, "chargingProfile": prof},
                     v,
                     ev.voltage_v if ev else self.site.voltage_v,
-                    car_phases_known=self._car_phases_known(cp, evse),
+                    car_phases_known=self._car_phases_known(cp, evse, _phases_written(prof)),
                 )
                 if held is not None and req is not None:
                     req[2].add(key)
@@ -259,3 +259,22 @@ class _Answers(_AdapterState):
             for key, gen in req[1].items():
                 self.belief.resolve(key, None, gen)
         return True
+
+
+def _phases_written(prof: dict[str, Any]) -> int:
+    """The most phases a reported profile's periods are written for (``numberPhases``, 3 where
+    absent or not an int: OCPP 2.x ChargingSchedulePeriodType)."""
+    scheds = prof.get("chargingSchedule")
+    scheds = scheds if isinstance(scheds, list) else [scheds]
+    periods = [
+        per
+        for s in scheds
+        if isinstance(s, dict) and isinstance(s.get("chargingSchedulePeriod"), list)
+        for per in s["chargingSchedulePeriod"]
+        if isinstance(per, dict)
+    ]
+    nphs = [
+        n if isinstance(n := per.get("numberPhases"), int) and not isinstance(n, bool) else 3
+        for per in periods
+    ]
+    return max(nphs, default=3)

@@ -152,10 +152,17 @@ class _AdapterState:
             if t.charge_point_id == cp and (conn is _ANY or t.connector == conn)
         ]
 
-    def _car_phases_known(self, cp: str, conn: Any) -> bool:
+    def _car_phases_known(self, cp: str, conn: Any, written_for: int = 0) -> bool:
         """Whether the car of the open transaction on ``cp``/``conn`` reported its phase count
-        (else a ``W`` TxProfile may all flow on one line: ``profiles._w_phases``)."""
-        return any(t.phases_known for t in self._txs_on(cp, conn))
+        (else a ``W`` TxProfile may all flow on one line: ``profiles._w_phases``) and still uses
+        at least the ``written_for`` phases a profile was written for (fewer: its ``W`` flows
+        on fewer lines than it was spread over)."""
+        sessions = getattr(self.controller, "sessions", {})
+        for t in self._txs_on(cp, conn):
+            sess = sessions.get(t.session_id) if t.phases_known else None
+            if sess is not None and sess.phases >= written_for:
+                return True
+        return False
 
     def _known_cp(self, cp: Any) -> bool:
         return isinstance(cp, str) and cp in self._cps

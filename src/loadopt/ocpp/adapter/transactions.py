@@ -378,9 +378,11 @@ class _Transactions(_AdapterState):
         if tx.phases_known and nph < before:
             key = (tx.charge_point_id, tx.connector, "tx")
             self.belief.set_unknown(key)
-            # written for the old count: a profile still queued is not sent, one in flight is
-            # read as if the car took all of its W on one line should it be accepted
+            # written for the old count: the planned and queued profile is not sent (the next
+            # step writes one for the new count), one in flight is read as if the car took all
+            # of its W on one line should it be accepted
             self._want.pop(key, None)
+            self._targets.pop(key, None)
             v = self.versions.get(tx.charge_point_id, "2.0.1")
             volt = self._evse[(tx.charge_point_id, tx.connector)].voltage_v
             for m in self.belief.slot(key).sent:
