@@ -3,6 +3,7 @@ stations never discharge."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 import loadopt as lo
 from loadopt.errors import InputError
-from loadopt.ocpp import set_charging_profiles, validate
+from loadopt.ocpp import held_from_payload, set_charging_profiles, to_payload, tx_profiles, validate
 from loadopt.ocpp.v2x import discharging_sessions, period_dict, v2x_parameters, v2x_periods
 from loadopt.session import V2xParameters
 
@@ -115,6 +116,33 @@ def test_v2g_tx_profile_passes_the_official_2_1_schema_and_the_mode_rules(unit, 
         "operationMode" not in d
         for d in _tx(out, "CP2")["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
     )
+
+
+def test_a_v2g_w_profile_for_a_car_of_unreported_phases_is_written_and_read_for_one_line():
+    """A 3-phase V2G car whose phase count the station did not report may be a 1-phase one
+    that takes or feeds a whole ``W`` value on L1: the TxProfile is written at A x 230 V x 1
+    (not x 3), and a W profile written for three phases is believed to feed all of it on one
+    line when the count is not known. Judged from the raw payload: W / 230 V."""
+    s = _schedule("W", 3)
+    prof = next(p for p in tx_profiles(s) if p.session_id == "v1")
+    payload = to_payload(replace(prof, car_phases_known=False), "2.1")
+    periods = payload["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
+    assert {d["operationMode"] for d in periods} >= {"CentralSetpoint", "ChargingOnly"}
+    for d in periods:
+        t = d["startPeriod"] // 900
+        # on one line the raw W never exceeds what the plan gives a line (A per phase)
+        assert d.get("limit", 0.0) / 230.0 <= s.current[0, t] + 1e-9
+        assert -d.get("dischargeLimit", 0.0) / 230.0 <= s.discharge[0, t] + 1e-9
+    k = next(i for i, d in enumerate(periods) if d["operationMode"] == "CentralSetpoint")
+    amps = s.discharge[0, periods[k]["startPeriod"] // 900]
+    assert periods[k]["setpoint"] == -np.floor(amps * 230.0 * 10) / 10
+    # written for three phases (a car that reported three), read for one that did not
+    written = to_payload(prof, "2.1")
+    w_periods = written["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
+    held = held_from_payload(written, "2.1", 230.0, car_phases_known=False)
+    assert held is not None and held.discharge_a is not None
+    for d, row in zip(w_periods, held.discharge_a, strict=True):
+        assert np.all(row >= -d.get("dischargeLimit", 0.0) / 230.0 - 1e-9)
 
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])

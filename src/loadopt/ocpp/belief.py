@@ -222,20 +222,21 @@ def held_from_payload(
     tx_profile = prof.get("chargingProfilePurpose") == "TxProfile"
     at, lines, dis = [], [], []
     for per in periods:
-        dis.append(_discharge_row(per, unit, version, voltage_v))
         nph = int(per.get("numberPhases") or 3)
+        # the phases a W value is spread over (see below): the same for charge and discharge
+        n_w = max(nph, 1) if version != "1.6" and tx_profile and car_phases_known else 1
+        dis.append(_discharge_row(per, unit, version, voltage_v, n_w))
         if per.get("limit") is None:  # 2.1: optional; Idle moves nothing, otherwise no limit
             row = [0.0 if per.get("operationMode") == "Idle" else math.inf] * 3
         elif unit == "W":
             # power, not current: where the car's phase count is unknown when the profile is
             # written (1.6; a 2.x profile other than a TxProfile, read by a car that plugs in
             # later) a 1-phase car may draw all of it on one line (profiles._w_phases)
-            n = max(nph, 1) if version != "1.6" and tx_profile and car_phases_known else 1
             vals = [per.get("limit"), per.get("limit_L2"), per.get("limit_L3")]
             if version == "2.1" and vals[1] is not None:
                 row = [float(x if x is not None else vals[0]) / voltage_v for x in vals]
             else:
-                row = [float(vals[0]) / (voltage_v * n)] * 3
+                row = [float(vals[0]) / (voltage_v * n_w)] * 3
         else:
             lim = float(per.get("limit"))
             l2, l3 = per.get("limit_L2"), per.get("limit_L3")
@@ -260,11 +261,15 @@ def held_from_payload(
 _NO_DISCHARGE_MODES = ("ChargingOnly", "Idle")
 
 
-def _discharge_row(per: dict[str, Any], unit: str, version: str, voltage_v: float) -> np.ndarray:
+def _discharge_row(
+    per: dict[str, Any], unit: str, version: str, voltage_v: float, n_w: int
+) -> np.ndarray:
     """(3,) A per EVSE line a 2.1 period lets the EV discharge: ``|dischargeLimit|``, else
     ``|setpoint|``, in any mode but ``ChargingOnly`` / ``Idle`` (the default mode). In ``A``
     with ``_L2``/``_L3`` per line; without them the value is the sum over the phases, so it may
-    all flow on one line; in ``W`` per line ``W / (V · numberPhases)``."""
+    all flow on one line; in ``W`` per line ``W / (V · n_w)``, ``n_w`` the phases a ``W`` value
+    is spread over (``numberPhases`` where the car's phase count is known, else 1: a 1-phase car
+    may feed it all in on one line, as for charging)."""
     mode = per.get("operationMode", "ChargingOnly")
     if version != "2.1" or mode in _NO_DISCHARGE_MODES:
         return np.zeros(3)
@@ -276,8 +281,7 @@ def _discharge_row(per: dict[str, Any], unit: str, version: str, voltage_v: floa
     per_line = vals[1] is not None
     row = np.array([abs(float(x if x is not None else v1)) for x in vals])
     if unit == "W":
-        n = max(int(per.get("numberPhases") or 3), 1)
-        return row / voltage_v if per_line else row / (voltage_v * n)
+        return row / voltage_v if per_line else row / (voltage_v * n_w)
     return row
 
 

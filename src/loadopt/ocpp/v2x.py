@@ -16,7 +16,9 @@ V2X, ``ChargingSchedulePeriodType``):
 Amperes are per phase; with ``chargingRateUnit`` ``A`` on two or three phases every value is
 given per phase (``_L2``/``_L3``), because without them the 2.1 schema reads ``setpoint`` and
 ``dischargeLimit`` as the sum of all phases. In ``W`` the value is the sum over the phases in
-use (``A × V × phases``, rounded toward zero). Every value is rounded toward zero.
+use (``A × V × phases``, rounded toward zero) where the car reported its phase count, else
+``A × V × 1`` (a 1-phase car may take or feed all of it on one line). Every value is rounded
+toward zero.
 
 The schedule carries ``duration`` = the horizon, so a discharge never outlives the plan that
 decided it: after it the station falls back to its lower-stack profiles (``TxDefaultProfile``,
@@ -82,15 +84,19 @@ def period_dict(
     rate_unit: str,
     voltage_v: float,
     discharge_mode: DischargeMode = "setpoint",
+    car_phases_known: bool = True,
 ) -> dict[str, Any]:
-    """One 2.1 ``ChargingSchedulePeriodType`` (see the module docstring for the modes)."""
+    """One 2.1 ``ChargingSchedulePeriodType`` (see the module docstring for the modes); a ``W``
+    value is spread over ``phases`` only where the car's phase count is known, else it is
+    A × V × 1 (a 1-phase car may take or feed it all on one line: ``profiles._w_phases``)."""
     d: dict[str, Any] = {"startPeriod": int(start_s)}
     if phases > 0:
         d["numberPhases"] = int(phases)
+    w_phases = max(phases, 1) if car_phases_known else 1
 
     def put(name: str, da: int, sign: int) -> None:
         if rate_unit == "W":
-            d[name] = sign * _num(_watts_deci(da, voltage_v, max(phases, 1)))
+            d[name] = sign * _num(_watts_deci(da, voltage_v, w_phases))
             return
         d[name] = sign * _num(da)
         if phases >= 2:  # per phase: L1 in the main field, the unused line at 0
@@ -131,6 +137,7 @@ def schedule_periods(
             prof.rate_unit,
             prof.voltage_v,
             discharge_mode,
+            prof.car_phases_known,
         )
         for k in range(prof.starts.size)
     ]
